@@ -1,0 +1,141 @@
+"""The shape every service shares: a FastAPI app whose lifespan opens the pool, creates the
+topics, starts the broker and closes all of it; health and metrics endpoints; logging."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+from fastapi import FastAPI, Response
+from faststream.kafka import KafkaBroker
+from visio_shared import Topics
+
+from visio_runtime.consumer import EventConsumer
+from visio_runtime.db import create_pool
+from visio_runtime.kafka import ensure_topics, make_broker
+from visio_runtime.metrics import Metrics
+from visio_runtime.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+Hook = Callable[["Runtime"], Awaitable[None]]
+
+
+@dataclass
+class Runtime:
+    """What a running service holds. Built in `create_app`, opened and closed by the lifespan."""
+
+    service: str
+    settings: ServiceSettings
+    broker: KafkaBroker
+    metrics: Metrics
+    consumer: EventConsumer
+    topics: Topics
+    pool: asyncpg.Pool | None = None
+    ready: bool = False
+    on_start: list[Hook] = field(default_factory=list)
+    on_stop: list[Hook] = field(default_factory=list)
+    background: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    @property
+    def db(self) -> asyncpg.Pool:
+        assert self.pool is not None, "the pool opens in the lifespan"
+        return self.pool
+
+    def run_in_background(self, make: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
+        """Run a loop for as long as the service runs (started after the broker, cancelled
+        before it stops)."""
+
+        async def start(_: Runtime) -> None:
+            self.background.append(asyncio.create_task(make(), name=name))
+
+        self.on_start.append(start)
+
+
+def build_runtime(service: str, settings: ServiceSettings) -> Runtime:
+    metrics = Metrics(service)
+    broker = make_broker(settings, client_id=f"visio-rdv-{service}")
+    consumer = EventConsumer(service, settings, broker, metrics)
+    return Runtime(
+        service=service,
+        settings=settings,
+        broker=broker,
+        metrics=metrics,
+        consumer=consumer,
+        topics=Topics(settings.topic_prefix),
+    )
+
+
+def create_service_app(runtime: Runtime, title: str, **fastapi_kwargs: Any) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        settings = runtime.settings
+        runtime.pool = await create_pool(
+            settings.database_url.get_secret_value(),
+            schema=runtime.service,
+            min_size=settings.database_pool_min,
+            max_size=settings.database_pool_max,
+        )
+        try:
+            await ensure_topics(settings, runtime.topics.all())
+            await runtime.broker.start()
+            for hook in runtime.on_start:
+                await hook(runtime)
+            runtime.ready = True
+            log.info("%s ready", runtime.service)
+            yield
+        finally:
+            runtime.ready = False
+            for task in runtime.background:
+                task.cancel()
+            await asyncio.gather(*runtime.background, return_exceptions=True)
+            for hook in runtime.on_stop:
+                await hook(runtime)
+            await runtime.broker.stop()
+            await runtime.pool.close()
+
+    app = FastAPI(title=title, lifespan=lifespan, **fastapi_kwargs)
+    app.state.runtime = runtime
+
+    @app.get("/health/live", tags=["health"], summary="The process answers")
+    async def live() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/health/ready", tags=["health"], summary="Database and broker answer")
+    async def ready(response: Response) -> dict[str, Any]:
+        checks: dict[str, str] = {}
+        try:
+            await asyncio.wait_for(runtime.db.fetchval("SELECT 1"), timeout=2)
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"error: {type(exc).__name__}"
+        broker_ok = runtime.ready and await runtime.broker.ping(timeout=2)
+        checks["kafka"] = "ok" if broker_ok else "error"
+        healthy = all(value == "ok" for value in checks.values())
+        response.status_code = 200 if healthy else 503
+        return {"status": "ok" if healthy else "unavailable", "checks": checks}
+
+    @app.get("/metrics", tags=["health"], summary="Prometheus counters")
+    async def metrics() -> Response:
+        return Response(runtime.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    return app
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+
+
+def serve(app: FastAPI, settings: ServiceSettings) -> None:
+    import uvicorn
+
+    configure_logging(settings.log_level)
+    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level="warning")

@@ -1,0 +1,66 @@
+"""Settings every service shares. Each service subclasses `ServiceSettings` with its own env
+prefix (`BOOKING_`, `MEETINGS_`, …), so one environment can hold all four side by side."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import Literal
+
+from pydantic import SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", env_file=None)
+
+    # Kafka
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_enable_idempotence: bool = False  # Apache Kafka: true; tansu has no InitProducerId
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_allow_sasl_without_tls: bool = False
+    topic_prefix: str = "visio-rdv"
+    topic_partitions: int = 6
+    topic_replication_factor: int = 1
+    max_poll_interval_ms: int = 300_000
+
+    # Retry of transient failures, in place: the whole budget stays far below
+    # max.poll.interval.ms, so the consumer is never thrown out of its group.
+    retry_attempts: int = 5
+    retry_initial_delay_s: float = 0.2
+    retry_max_delay_s: float = 5.0
+
+    # PostgreSQL: the service's own restricted role.
+    database_url: SecretStr = SecretStr("postgresql://127.0.0.1:5432/visio")
+    database_pool_min: int = 1
+    database_pool_max: int = 5
+
+    # HTTP (health, metrics, and booking's API)
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _refuse_sasl_in_clear(self) -> ServiceSettings:
+        if (
+            self.kafka_security_protocol == "SASL_PLAINTEXT"
+            and not self.kafka_allow_sasl_without_tls
+        ):
+            raise ValueError(
+                "KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT sends credentials in clear; use SASL_SSL "
+                "or set KAFKA_ALLOW_SASL_WITHOUT_TLS=true deliberately"
+            )
+        return self
+
+    def kafka_ssl_context(self) -> ssl.SSLContext | None:
+        if self.kafka_security_protocol not in ("SSL", "SASL_SSL"):
+            return None
+        context = ssl.create_default_context()
+        if self.kafka_ssl_cafile:
+            context.load_verify_locations(cafile=str(self.kafka_ssl_cafile))
+        return context
