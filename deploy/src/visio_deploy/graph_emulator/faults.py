@@ -1,0 +1,100 @@
+"""Fault injection: the transient failures real Graph produces, on demand and reproducibly.
+
+Each call to a targeted endpoint draws once from a seeded RNG and may be answered 429 (with
+Retry-After), 503, 504, or "commit then 504": the request is fully processed (the event is
+created) but the client sees a timeout, the case that makes idempotency keys necessary.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections import Counter
+
+from pydantic import BaseModel, Field, model_validator
+
+
+class FaultConfig(BaseModel):
+    """Body of `POST /_emulator/faults`; rates are probabilities per call, summing to <= 1."""
+
+    throttle_rate: float = Field(default=0.0, ge=0.0, le=1.0, description="Share of 429s.")
+    unavailable_rate: float = Field(default=0.0, ge=0.0, le=1.0, description="Share of 503s.")
+    gateway_timeout_rate: float = Field(default=0.0, ge=0.0, le=1.0, description="Share of 504s.")
+    commit_then_timeout_rate: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of calls processed normally but answered 504.",
+    )
+    retry_after_seconds: int = Field(default=1, ge=0, description="Retry-After of 429 and 503.")
+    latency_ms: int = Field(default=0, ge=0, le=60_000, description="Delay added to each call.")
+    seed: int | None = Field(default=None, description="RNG seed, for reproducible runs.")
+    endpoints: list[str] = Field(
+        default_factory=lambda: ["graph"],
+        description="Endpoint names or name prefixes targeted, e.g. 'graph', "
+        "'graph.events.create', 'entra.token'. See /_emulator/stats for names.",
+    )
+    max_faults: int | None = Field(
+        default=None, ge=0, description="Stop injecting after this many faults."
+    )
+
+    @model_validator(mode="after")
+    def _rates_fit(self) -> FaultConfig:
+        total = (
+            self.throttle_rate
+            + self.unavailable_rate
+            + self.gateway_timeout_rate
+            + self.commit_then_timeout_rate
+        )
+        if total > 1.0 + 1e-9:
+            raise ValueError(f"fault rates add up to {total}, more than 1")
+        return self
+
+    def targets(self, endpoint: str) -> bool:
+        return any(endpoint == e or endpoint.startswith(f"{e}.") for e in self.endpoints)
+
+
+class Outcome(enum.Enum):
+    NO_FAULT = "none"
+    THROTTLE = "429"
+    UNAVAILABLE = "503"
+    GATEWAY_TIMEOUT = "504"
+    COMMIT_THEN_TIMEOUT = "commit-then-504"
+
+
+class FaultInjector:
+    def __init__(self) -> None:
+        self.configure(FaultConfig())
+
+    def configure(self, config: FaultConfig) -> None:
+        self.config = config
+        self._rng = random.Random(config.seed)
+        self.injected: Counter[str] = Counter()
+
+    def decide(self, endpoint: str) -> Outcome:
+        config = self.config
+        if not config.targets(endpoint):
+            return Outcome.NO_FAULT
+        if config.max_faults is not None and sum(self.injected.values()) >= config.max_faults:
+            return Outcome.NO_FAULT
+        # One draw per call keeps a seeded sequence stable whatever the rates are.
+        draw = self._rng.random()
+        outcome = Outcome.NO_FAULT
+        for rate, candidate in (
+            (config.throttle_rate, Outcome.THROTTLE),
+            (config.unavailable_rate, Outcome.UNAVAILABLE),
+            (config.gateway_timeout_rate, Outcome.GATEWAY_TIMEOUT),
+            (config.commit_then_timeout_rate, Outcome.COMMIT_THEN_TIMEOUT),
+        ):
+            if draw < rate:
+                outcome = candidate
+                break
+            draw -= rate
+        if outcome is not Outcome.NO_FAULT:
+            self.injected[outcome.value] += 1
+        return outcome
+
+    def latency_seconds(self, endpoint: str) -> float:
+        if not self.config.targets(endpoint):
+            return 0.0
+        return self.config.latency_ms / 1000

@@ -1,0 +1,588 @@
+"""The Graph + Entra ID emulator, exercised over real HTTPS with msal and httpx.
+
+One emulator serves the module on a free port with a freshly generated dev CA; each test
+starts from an empty tenant through the control API (`POST /_emulator/reset`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msal
+import pytest
+import pytest_asyncio
+import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+from visio_deploy.devca import CA_COMMON_NAME, ensure_dev_ca
+from visio_deploy.graph_emulator import (
+    AppRegistration,
+    EmulatorSettings,
+    RunningEmulator,
+    serve_in_background,
+)
+
+GRAPH_SCOPES = ["https://graph.microsoft.com/.default"]
+ORGANIZER = "3f1c9a52-8e0c-4c7c-9d0a-1b2c3d4e5f60"
+OTHER_USER = "7d2b1e40-5a6f-4c3b-8e9d-0f1a2b3c4d5e"
+CERT_APP_ID = "22222222-2222-2222-2222-222222222222"
+EXTERNAL_ID = "String {66f5a359-4659-4830-9070-00047ec6ac6e} Name externalId"
+
+
+def _self_signed(key: rsa.RSAPrivateKey) -> str:
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "visio-rdv-meetings")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def _key_pem(key: rsa.RSAPrivateKey) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+
+
+@pytest.fixture(scope="module")
+def client_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def emulator(
+    tmp_path_factory: pytest.TempPathFactory, client_key: rsa.RSAPrivateKey
+) -> AsyncIterator[RunningEmulator]:
+    settings = EmulatorSettings(
+        port=0,
+        ca_dir=str(tmp_path_factory.mktemp("dev-ca")),
+        log_level="warning",
+        extra_apps=[
+            AppRegistration(client_id=CERT_APP_ID, certificate_pem=_self_signed(client_key))
+        ],
+    )
+    async with await serve_in_background(settings) as running:
+        yield running
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def client(emulator: RunningEmulator) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(
+        base_url=emulator.base_url, verify=emulator.ca.ssl_context(), trust_env=False
+    ) as http:
+        reset = await http.post("/_emulator/reset")
+        assert reset.status_code == 204
+        yield http
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def graph(
+    client: httpx.AsyncClient, emulator: RunningEmulator
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client carrying a bearer token from the token endpoint."""
+    token = await client.post(
+        f"/{emulator.settings.tenant_id}/oauth2/v2.0/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": emulator.settings.client_id,
+            "client_secret": emulator.settings.client_secret,
+            "scope": GRAPH_SCOPES[0],
+        },
+    )
+    assert token.status_code == 200, token.text
+    async with httpx.AsyncClient(
+        base_url=f"{emulator.base_url}/v1.0",
+        verify=emulator.ca.ssl_context(),
+        trust_env=False,
+        headers={"Authorization": f"Bearer {token.json()['access_token']}"},
+    ) as http:
+        yield http
+
+
+def _msal_app(
+    emulator: RunningEmulator, credential: str | dict[str, str], client_id: str | None = None
+) -> msal.ConfidentialClientApplication:
+    # REQUESTS_CA_BUNDLE would override verify= unless the session ignores the environment.
+    session = requests.Session()
+    session.trust_env = False
+    session.verify = str(emulator.ca.bundle_path)
+    return msal.ConfidentialClientApplication(
+        client_id or emulator.settings.client_id,
+        client_credential=credential,
+        authority=emulator.authority,
+        instance_discovery=False,
+        http_client=session,
+    )
+
+
+async def _msal_token(
+    emulator: RunningEmulator, credential: str | dict[str, str], client_id: str | None = None
+) -> dict[str, Any]:
+    def acquire() -> dict[str, Any]:
+        # msal does blocking I/O (discovery included): keep it off the server's loop.
+        app = _msal_app(emulator, credential, client_id)
+        result: dict[str, Any] = app.acquire_token_for_client(scopes=GRAPH_SCOPES)
+        return result
+
+    return await asyncio.to_thread(acquire)
+
+
+def _event(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "subject": "Rendez-vous Caf",
+        "body": {"contentType": "text", "content": "Votre rendez-vous en visio"},
+        "start": {"dateTime": "2030-05-02T10:00:00", "timeZone": "Romance Standard Time"},
+        "end": {"dateTime": "2030-05-02T10:30:00", "timeZone": "Romance Standard Time"},
+        "isOnlineMeeting": True,
+        "onlineMeetingProvider": "teamsForBusiness",
+        "transactionId": "booking-1",
+        "singleValueExtendedProperties": [{"id": EXTERNAL_ID, "value": "booking-1"}],
+    }
+    body.update(overrides)
+    return body
+
+
+async def _create(graph: httpx.AsyncClient, **overrides: Any) -> dict[str, Any]:
+    response = await graph.post(f"/users/{ORGANIZER}/events", json=_event(**overrides))
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+def _assert_graph_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    error: dict[str, Any] = response.json()["error"]
+    assert error["code"] == code
+    inner = error["innerError"]
+    assert inner["request-id"] == response.headers["request-id"]
+    assert inner["client-request-id"] == response.headers["client-request-id"]
+    assert dt.datetime.fromisoformat(inner["date"])
+    return error
+
+
+# --- dev CA -------------------------------------------------------------------------
+
+
+def test_dev_ca_is_created_once_then_reused(tmp_path: Path) -> None:
+    first = ensure_dev_ca(tmp_path)
+    again = ensure_dev_ca(tmp_path)
+    assert again.ca_cert.read_bytes() == first.ca_cert.read_bytes()
+    assert again.server_cert.read_bytes() == first.server_cert.read_bytes()
+
+    ca_cert = x509.load_pem_x509_certificate(first.ca_cert.read_bytes())
+    server = x509.load_pem_x509_certificate(first.server_cert.read_bytes())
+    server.verify_directly_issued_by(ca_cert)
+    assert ca_cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == CA_COMMON_NAME
+    san = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "localhost" in san.get_values_for_type(x509.DNSName)
+    assert {str(ip) for ip in san.get_values_for_type(x509.IPAddress)} == {"127.0.0.1", "::1"}
+    assert 300 <= (server.not_valid_after_utc - server.not_valid_before_utc).days <= 400
+
+    bundle = first.bundle_path.read_bytes()
+    assert bundle.endswith(first.ca_cert.read_bytes())
+    assert bundle.count(b"BEGIN CERTIFICATE") > 1  # the public roots come first
+    assert first.server_key.stat().st_mode & 0o077 == 0
+
+
+def test_dev_ca_reissues_a_server_certificate_missing_a_hostname(tmp_path: Path) -> None:
+    first = ensure_dev_ca(tmp_path)
+    wider = ensure_dev_ca(tmp_path, extra_hostnames=["graph-emulator"])
+    assert wider.ca_cert.read_bytes() == first.ca_cert.read_bytes()  # clients keep trusting
+    server = x509.load_pem_x509_certificate(wider.server_cert.read_bytes())
+    san = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "graph-emulator" in san.get_values_for_type(x509.DNSName)
+
+
+# --- Entra ID -----------------------------------------------------------------------
+
+
+async def test_discovery_document_points_back_at_the_emulator(
+    client: httpx.AsyncClient, emulator: RunningEmulator
+) -> None:
+    tenant = emulator.settings.tenant_id
+    document = (await client.get(f"/{tenant}/v2.0/.well-known/openid-configuration")).json()
+    assert document["token_endpoint"] == f"{emulator.base_url}/{tenant}/oauth2/v2.0/token"
+    assert document["authorization_endpoint"].startswith(f"{emulator.base_url}/{tenant}/")
+    assert document["issuer"] == f"{emulator.base_url}/{tenant}/v2.0"
+
+    unknown = await client.get("/not-a-tenant/v2.0/.well-known/openid-configuration")
+    assert unknown.status_code == 400
+    assert unknown.json()["error_codes"] == [90002]
+
+
+async def test_msal_gets_a_token_with_the_client_secret(
+    emulator: RunningEmulator, client: httpx.AsyncClient
+) -> None:
+    result = await _msal_token(emulator, emulator.settings.client_secret)
+    assert result.get("token_type") == "Bearer", result
+    assert result["expires_in"] > 3000
+
+    events = await client.get(
+        f"/v1.0/users/{ORGANIZER}/events",
+        headers={"Authorization": f"Bearer {result['access_token']}"},
+    )
+    assert events.status_code == 200
+    assert events.json()["value"] == []
+
+
+async def test_msal_reports_a_wrong_secret_as_entra_does(emulator: RunningEmulator) -> None:
+    result = await _msal_token(emulator, "not-the-secret")
+    assert "access_token" not in result
+    assert result["error"] == "invalid_client"
+    assert result["error_codes"] == [7000215]
+    assert result["error_description"].startswith("AADSTS7000215: Invalid client secret")
+
+
+async def test_msal_certificate_credential_is_checked(
+    emulator: RunningEmulator, client_key: rsa.RSAPrivateKey
+) -> None:
+    registered_cert = emulator.state.apps[CERT_APP_ID].certificate_pem
+    assert registered_cert is not None
+    good = await _msal_token(
+        emulator,
+        {"private_key": _key_pem(client_key), "public_certificate": registered_cert},
+        client_id=CERT_APP_ID,
+    )
+    assert "access_token" in good, good
+
+    # The registered certificate's thumbprint, but signed by another key.
+    intruder = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    forged = await _msal_token(
+        emulator,
+        {"private_key": _key_pem(intruder), "public_certificate": registered_cert},
+        client_id=CERT_APP_ID,
+    )
+    assert forged["error"] == "invalid_client"
+    assert forged["error_codes"] == [700027]
+
+
+async def test_token_endpoint_refuses_other_scopes_and_unknown_apps(
+    client: httpx.AsyncClient, emulator: RunningEmulator
+) -> None:
+    url = f"/{emulator.settings.tenant_id}/oauth2/v2.0/token"
+    form = {
+        "grant_type": "client_credentials",
+        "client_id": emulator.settings.client_id,
+        "client_secret": emulator.settings.client_secret,
+    }
+    delegated = await client.post(url, data={**form, "scope": "Calendars.ReadWrite"})
+    assert delegated.status_code == 400
+    assert delegated.json()["error"] == "invalid_scope"
+    assert delegated.json()["error_codes"] == [1002012]
+
+    stranger = await client.post(
+        url, data={**form, "client_id": OTHER_USER, "scope": GRAPH_SCOPES[0]}
+    )
+    assert stranger.status_code == 400
+    assert stranger.json()["error_codes"] == [700016]
+
+
+async def test_graph_refuses_missing_and_expired_tokens(
+    graph: httpx.AsyncClient, client: httpx.AsyncClient, emulator: RunningEmulator
+) -> None:
+    anonymous = await client.get(f"/v1.0/users/{ORGANIZER}/events")
+    error = _assert_graph_error(anonymous, 401, "InvalidAuthenticationToken")
+    assert error["message"] == "Access token is empty."
+
+    assert (await graph.get(f"/users/{ORGANIZER}/events")).status_code == 200
+    lifetime = emulator.settings.token_lifetime_seconds
+    moved = await client.post("/_emulator/clock", json={"advance_seconds": lifetime + 1})
+    assert moved.status_code == 200
+    expired = await graph.get(f"/users/{ORGANIZER}/events")
+    error = _assert_graph_error(expired, 401, "InvalidAuthenticationToken")
+    assert "expired" in error["message"]
+
+
+# --- Graph: events and online meetings ----------------------------------------------
+
+
+async def test_online_event_gets_a_teams_join_url(graph: httpx.AsyncClient) -> None:
+    event = await _create(graph)
+    join_url = event["onlineMeeting"]["joinUrl"]
+    assert join_url.startswith("https://teams.microsoft.com/l/meetup-join/19%3ameeting_")
+    assert "%40thread.v2/0?context=" in join_url
+    assert event["isOnlineMeeting"] is True
+    assert event["onlineMeetingProvider"] == "teamsForBusiness"
+    assert event["transactionId"] == "booking-1"
+    # Graph answers in UTC by default: 10:00 in Paris in May is 08:00Z.
+    assert event["start"] == {"dateTime": "2030-05-02T08:00:00.0000000", "timeZone": "UTC"}
+    assert event["originalStartTimeZone"] == "Romance Standard Time"
+
+    fetched = await graph.get(
+        f"/users/{ORGANIZER}/events/{event['id']}",
+        params={"$expand": f"singleValueExtendedProperties($filter=id eq '{EXTERNAL_ID}')"},
+        headers={"Prefer": 'outlook.timezone="Europe/Paris"'},
+    )
+    assert fetched.status_code == 200
+    body = fetched.json()
+    assert body["singleValueExtendedProperties"] == [{"id": EXTERNAL_ID, "value": "booking-1"}]
+    assert body["start"] == {"dateTime": "2030-05-02T10:00:00.0000000", "timeZone": "Europe/Paris"}
+    assert body["onlineMeeting"]["joinUrl"] == join_url
+
+
+async def test_same_transaction_id_creates_a_single_event(
+    graph: httpx.AsyncClient, client: httpx.AsyncClient
+) -> None:
+    first = await _create(graph, transactionId="booking-42")
+    second = await _create(graph, transactionId="booking-42")
+    assert second["id"] == first["id"]
+    assert second["onlineMeeting"]["joinUrl"] == first["onlineMeeting"]["joinUrl"]
+
+    recorded = (await client.get("/_emulator/events")).json()["value"]
+    assert [(e["transaction_id"], e["user_id"]) for e in recorded] == [("booking-42", ORGANIZER)]
+    stats = (await client.get("/_emulator/stats")).json()
+    assert stats["events_per_transaction_id"] == {"booking-42": 1}
+    assert stats["events_per_external_id"] == {"booking-1": 1}
+    assert stats["transaction_replays"] == {"booking-42": 1}
+    assert stats["calls"]["graph.events.create"] == 2
+
+
+async def test_join_web_url_filter_finds_the_meeting_and_patch_sets_options(
+    graph: httpx.AsyncClient,
+) -> None:
+    join_url = (await _create(graph))["onlineMeeting"]["joinUrl"]
+    found = await graph.get(
+        f"/users/{ORGANIZER}/onlineMeetings", params={"$filter": f"JoinWebUrl eq '{join_url}'"}
+    )
+    assert found.status_code == 200
+    [meeting] = found.json()["value"]
+    assert meeting["joinWebUrl"] == join_url
+    assert meeting["allowRecording"] is True
+    assert meeting["allowedPresenters"] == "everyone"
+    assert meeting["lobbyBypassSettings"] == {
+        "scope": "organization",
+        "isDialInBypassEnabled": False,
+    }
+    assert meeting["recordAutomatically"] is False
+    assert meeting["startDateTime"] == "2030-05-02T08:00:00.0000000Z"
+
+    patched = await graph.patch(
+        f"/users/{ORGANIZER}/onlineMeetings/{meeting['id']}",
+        json={"allowRecording": False, "lobbyBypassSettings": {"isDialInBypassEnabled": True}},
+    )
+    assert patched.status_code == 200
+    again = (await graph.get(f"/users/{ORGANIZER}/onlineMeetings/{meeting['id']}")).json()
+    assert again["allowRecording"] is False
+    assert again["lobbyBypassSettings"] == {"scope": "organization", "isDialInBypassEnabled": True}
+
+    half = await graph.patch(
+        f"/users/{ORGANIZER}/onlineMeetings/{meeting['id']}",
+        json={"startDateTime": "2030-05-02T09:00:00Z"},
+    )
+    _assert_graph_error(half, 400, "BadRequest")
+
+
+async def test_rescheduling_an_event_keeps_its_join_url(graph: httpx.AsyncClient) -> None:
+    event = await _create(graph)
+    moved = await graph.patch(
+        f"/users/{ORGANIZER}/events/{event['id']}",
+        json={
+            "subject": "Rendez-vous Caf (déplacé)",
+            "start": {"dateTime": "2030-05-03T14:00:00", "timeZone": "UTC"},
+            "end": {"dateTime": "2030-05-03T14:45:00", "timeZone": "UTC"},
+        },
+    )
+    assert moved.status_code == 200
+    body = moved.json()
+    assert body["onlineMeeting"]["joinUrl"] == event["onlineMeeting"]["joinUrl"]
+    assert body["start"]["dateTime"] == "2030-05-03T14:00:00.0000000"
+    assert body["changeKey"] != event["changeKey"]
+
+    join_url = event["onlineMeeting"]["joinUrl"]
+    meetings = await graph.get(
+        f"/users/{ORGANIZER}/onlineMeetings", params={"$filter": f"JoinWebUrl eq '{join_url}'"}
+    )
+    [meeting] = meetings.json()["value"]
+    assert meeting["startDateTime"] == "2030-05-03T14:00:00.0000000Z"
+    assert meeting["subject"] == "Rendez-vous Caf (déplacé)"
+
+
+async def test_deleted_event_is_gone_from_graph_but_kept_for_inspection(
+    graph: httpx.AsyncClient, client: httpx.AsyncClient
+) -> None:
+    event = await _create(graph)
+    deleted = await graph.delete(f"/users/{ORGANIZER}/events/{event['id']}")
+    assert deleted.status_code == 204
+    _assert_graph_error(
+        await graph.get(f"/users/{ORGANIZER}/events/{event['id']}"), 404, "ErrorItemNotFound"
+    )
+    _assert_graph_error(
+        await graph.delete(f"/users/{ORGANIZER}/events/{event['id']}"), 404, "ErrorItemNotFound"
+    )
+    [record] = (await client.get("/_emulator/events")).json()["value"]
+    assert record["is_deleted"] is True
+    assert record["event"]["isCancelled"] is True
+    meetings = await graph.get(
+        f"/users/{ORGANIZER}/onlineMeetings",
+        params={"$filter": f"JoinWebUrl eq '{event['onlineMeeting']['joinUrl']}'"},
+    )
+    assert meetings.json()["value"] == []
+
+
+async def test_extended_property_filter_lists_matching_events(graph: httpx.AsyncClient) -> None:
+    await _create(graph)
+    wanted = await _create(
+        graph,
+        transactionId="booking-2",
+        singleValueExtendedProperties=[{"id": EXTERNAL_ID, "value": "booking-2"}],
+    )
+    listed = await graph.get(
+        f"/users/{ORGANIZER}/events",
+        params={
+            "$filter": f"singleValueExtendedProperties/any(ep: ep/id eq '{EXTERNAL_ID}' "
+            "and ep/value eq 'booking-2')"
+        },
+    )
+    assert listed.status_code == 200
+    assert [e["id"] for e in listed.json()["value"]] == [wanted["id"]]
+
+
+async def test_restricted_access_policy_forbids_other_mailboxes(
+    graph: httpx.AsyncClient, client: httpx.AsyncClient
+) -> None:
+    join_url = (await _create(graph))["onlineMeeting"]["joinUrl"]
+    policy = await client.post("/_emulator/access-policy", json={"allowed_user_ids": [OTHER_USER]})
+    assert policy.status_code == 200
+
+    refused = await graph.post(f"/users/{ORGANIZER}/events", json=_event(transactionId="b-9"))
+    error = _assert_graph_error(refused, 403, "ErrorAccessDenied")
+    assert "AccessPolicy" in error["message"]
+    meetings = await graph.get(
+        f"/users/{ORGANIZER}/onlineMeetings", params={"$filter": f"JoinWebUrl eq '{join_url}'"}
+    )
+    error = _assert_graph_error(meetings, 403, "Forbidden")
+    assert error["message"] == "No application access policy found for this app."
+
+    allowed = await graph.post(f"/users/{OTHER_USER}/events", json=_event())
+    assert allowed.status_code == 201
+
+
+async def test_invalid_requests_get_graph_error_bodies(graph: httpx.AsyncClient) -> None:
+    typo = await graph.post(
+        f"/users/{ORGANIZER}/events",
+        json={**_event(), "isOnlineMeting": True},
+        headers={"client-request-id": "my-correlation-id"},
+    )
+    error = _assert_graph_error(typo, 400, "RequestBodyRead")
+    assert "isOnlineMeting" in error["message"]
+    assert typo.headers["client-request-id"] == "my-correlation-id"
+
+    # 07:00 UTC is before the 10:00 Paris (08:00 UTC) start.
+    backwards = _event(end={"dateTime": "2030-05-02T07:00:00", "timeZone": "UTC"})
+    _assert_graph_error(
+        await graph.post(f"/users/{ORGANIZER}/events", json=backwards), 400, "ErrorInvalidRequest"
+    )
+    _assert_graph_error(
+        await graph.get(f"/users/{ORGANIZER}/events/AAMkADunknown"), 404, "ErrorItemNotFound"
+    )
+    _assert_graph_error(
+        await graph.post("/users/not-a-user/events", json=_event()), 404, "ErrorInvalidUser"
+    )
+
+
+# --- faults -------------------------------------------------------------------------
+
+
+async def test_throttling_answers_429_with_retry_after(
+    graph: httpx.AsyncClient, client: httpx.AsyncClient
+) -> None:
+    configured = await client.post(
+        "/_emulator/faults",
+        json={"throttle_rate": 1.0, "retry_after_seconds": 7, "endpoints": ["graph.events.create"]},
+    )
+    assert configured.status_code == 200
+    throttled = await graph.post(f"/users/{ORGANIZER}/events", json=_event())
+    _assert_graph_error(throttled, 429, "TooManyRequests")
+    assert throttled.headers["Retry-After"] == "7"
+    # Only the targeted endpoint is throttled.
+    assert (await graph.get(f"/users/{ORGANIZER}/events")).status_code == 200
+
+    stats = (await client.get("/_emulator/stats")).json()
+    assert stats["events_total"] == 0
+    assert stats["faults_injected"] == {"429": 1}
+    assert stats["responses"]["graph.events.create"] == {"429": 1}
+
+
+async def test_unavailable_and_gateway_timeout_faults(
+    graph: httpx.AsyncClient, client: httpx.AsyncClient
+) -> None:
+    await client.post("/_emulator/faults", json={"unavailable_rate": 1.0, "max_faults": 1})
+    unavailable = await graph.get(f"/users/{ORGANIZER}/events")
+    _assert_graph_error(unavailable, 503, "ServiceUnavailable")
+    assert "Retry-After" in unavailable.headers
+    assert (await graph.get(f"/users/{ORGANIZER}/events")).status_code == 200  # fault budget spent
+
+    await client.post("/_emulator/faults", json={"gateway_timeout_rate": 1.0})
+    timed_out = await graph.get(f"/users/{ORGANIZER}/events")
+    _assert_graph_error(timed_out, 504, "UnknownError")
+
+
+async def test_commit_then_504_creates_the_event_anyway(
+    graph: httpx.AsyncClient, client: httpx.AsyncClient
+) -> None:
+    await client.post(
+        "/_emulator/faults",
+        json={"commit_then_timeout_rate": 1.0, "max_faults": 1, "endpoints": ["graph.events"]},
+    )
+    lost = await graph.post(f"/users/{ORGANIZER}/events", json=_event(transactionId="retry-me"))
+    _assert_graph_error(lost, 504, "UnknownError")
+    [record] = (await client.get("/_emulator/events")).json()["value"]
+    assert record["transaction_id"] == "retry-me"
+    assert record["join_url"].startswith("https://teams.microsoft.com/")
+
+    # The client's retry with the same transactionId finds the event it could not see.
+    retried = await graph.post(f"/users/{ORGANIZER}/events", json=_event(transactionId="retry-me"))
+    assert retried.status_code == 201
+    assert retried.json()["id"] == record["event_id"]
+    stats = (await client.get("/_emulator/stats")).json()
+    assert stats["events_per_transaction_id"] == {"retry-me": 1}
+
+
+async def test_seeded_faults_are_reproducible(
+    graph: httpx.AsyncClient, client: httpx.AsyncClient
+) -> None:
+    async def run() -> list[int]:
+        await client.post(
+            "/_emulator/faults", json={"throttle_rate": 0.5, "retry_after_seconds": 0, "seed": 7}
+        )
+        return [(await graph.get(f"/users/{ORGANIZER}/events")).status_code for _ in range(16)]
+
+    first, second = await run(), await run()
+    assert first == second
+    assert set(first) == {200, 429}
+
+
+async def test_token_endpoint_can_be_throttled(
+    client: httpx.AsyncClient, emulator: RunningEmulator
+) -> None:
+    await client.post(
+        "/_emulator/faults", json={"throttle_rate": 1.0, "endpoints": ["entra.token"]}
+    )
+    throttled = await client.post(
+        f"/{emulator.settings.tenant_id}/oauth2/v2.0/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": emulator.settings.client_id,
+            "client_secret": emulator.settings.client_secret,
+            "scope": GRAPH_SCOPES[0],
+        },
+    )
+    assert throttled.status_code == 429
+    assert throttled.json()["error"] == "temporarily_unavailable"
+    assert throttled.headers["Retry-After"] == "1"
