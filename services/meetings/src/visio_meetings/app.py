@@ -1,0 +1,61 @@
+"""The meetings service: reads `appointments.v1`, answers on `meetings.v1`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+from visio_runtime.service import Runtime, build_runtime, create_service_app
+from visio_shared import AppointmentRequested
+
+from visio_meetings.graph import GraphClient
+from visio_meetings.handlers import handle_appointment_requested
+from visio_meetings.settings import MeetingsSettings
+
+SERVICE = "meetings"
+
+
+@dataclass
+class Clients:
+    """Outside clients, opened when the service starts and closed when it stops."""
+
+    graph: GraphClient | None = None
+
+    def require_graph(self) -> GraphClient:
+        assert self.graph is not None, "the Graph client opens when the service starts"
+        return self.graph
+
+
+def create_app(settings: MeetingsSettings | None = None) -> FastAPI:
+    settings = settings or MeetingsSettings()  # from the environment
+    runtime = build_runtime(SERVICE, settings)
+    clients = Clients()
+
+    async def open_clients(_: Runtime) -> None:
+        # No network here: msal builds its application (and fetches the authority's
+        # configuration) on the first token request, so an Entra outage delays meetings
+        # rather than the service's start.
+        clients.graph = GraphClient.from_settings(settings)
+
+    async def close_clients(_: Runtime) -> None:
+        if clients.graph is not None:
+            await clients.graph.aclose()
+            clients.graph = None
+
+    runtime.on_start.append(open_clients)
+    runtime.on_stop.append(close_clients)
+
+    @runtime.consumer.on(AppointmentRequested)
+    async def on_appointment_requested(event: AppointmentRequested) -> None:
+        await handle_appointment_requested(
+            event,
+            pool=runtime.db,
+            graph=clients.require_graph(),
+            publisher=runtime.broker,
+            topics=runtime.topics,
+        )
+
+    runtime.consumer.subscribe(runtime.topics.appointments)
+    app = create_service_app(runtime, title="Visio RDV meetings")
+    app.state.clients = clients
+    return app

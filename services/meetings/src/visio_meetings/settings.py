@@ -1,0 +1,96 @@
+"""Settings of the meetings service (env prefix `MEETINGS_`).
+
+Microsoft Graph and Entra ID are reached over HTTPS only: msal refuses plain-HTTP authorities
+anyway, and a bearer token must never travel in clear, so start-up refuses anything else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic_settings import SettingsConfigDict
+from visio_runtime.settings import ServiceSettings
+
+
+class MeetingsSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="MEETINGS_", extra="ignore", env_file=None)
+
+    http_port: int = 8081
+    database_url: SecretStr = SecretStr(
+        "postgresql://visio_meetings:visio_meetings@127.0.0.1:5432/visio"
+    )
+
+    # Microsoft Graph
+    graph_base_url: str = "https://graph.microsoft.com/v1.0"
+    graph_scope: str = "https://graph.microsoft.com/.default"
+    graph_timeout_s: float = 15.0
+
+    # Entra ID (client credentials): one tenant, one app registration. No defaults: a service
+    # that silently asks the wrong tenant for tokens is worse than one that refuses to start.
+    authority: str  # https://login.microsoftonline.com/<tenant id>
+    client_id: str
+    client_secret: SecretStr | None = None
+    # Certificate credential, instead of a secret: a PEM file holding the private key (and,
+    # ideally, the certificate, from which msal computes the thumbprint), or a .pfx file.
+    client_certificate_path: Path | None = None
+    client_certificate_thumbprint: str | None = None
+    client_certificate_passphrase: SecretStr | None = None
+    # A CA bundle for the emulator or a corporate proxy; it replaces the default trust store,
+    # so for a proxy it must hold the public roots too.
+    ca_bundle: Path | None = None
+    # Outbound proxy for Entra ID and Graph. Explicit, because both clients ignore the
+    # environment (HTTPS_PROXY, REQUESTS_CA_BUNDLE …): only these settings decide.
+    proxy_url: str | None = None
+    # A cached token must stay valid at least this long to be used for a Graph call.
+    token_refresh_margin_s: int = 300
+
+    @field_validator("graph_base_url", "authority")
+    @classmethod
+    def _https_only(cls, value: str, info: ValidationInfo) -> str:
+        name = info.field_name or "url"
+        parts = urlsplit(value)
+        if parts.scheme != "https" or not parts.hostname:
+            raise ValueError(
+                f"MEETINGS_{name.upper()} must be an https:// URL (got {value!r}): tokens and "
+                "Graph requests never travel in clear, and msal refuses http:// authorities"
+            )
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> MeetingsSettings:
+        if self.client_secret is not None and self.client_certificate_path is not None:
+            raise ValueError(
+                "set MEETINGS_CLIENT_SECRET or MEETINGS_CLIENT_CERTIFICATE_PATH, not both"
+            )
+        return self
+
+    def client_credential(self) -> str | dict[str, str]:
+        """What msal's `client_credential` wants: the secret, or a certificate dict."""
+        if self.client_certificate_path is not None:
+            path = self.client_certificate_path
+            credential: dict[str, str] = {}
+            if self.client_certificate_passphrase is not None:
+                credential["passphrase"] = self.client_certificate_passphrase.get_secret_value()
+            if path.suffix.lower() in (".pfx", ".p12"):
+                credential["private_key_pfx_path"] = str(path)
+                return credential
+            pem = path.read_text(encoding="utf-8")
+            credential["private_key"] = pem
+            if self.client_certificate_thumbprint:
+                credential["thumbprint"] = self.client_certificate_thumbprint
+            elif "BEGIN CERTIFICATE" in pem:
+                # msal computes the SHA-256 thumbprint from it and sends it as x5c.
+                credential["public_certificate"] = pem
+            else:
+                raise ValueError(
+                    f"{path} holds no certificate: set MEETINGS_CLIENT_CERTIFICATE_THUMBPRINT"
+                )
+            return credential
+        if self.client_secret is None:
+            raise ValueError(
+                "no Entra ID credential: set MEETINGS_CLIENT_SECRET or "
+                "MEETINGS_CLIENT_CERTIFICATE_PATH"
+            )
+        return self.client_secret.get_secret_value()

@@ -1,0 +1,299 @@
+"""What the meetings tests run against: the real Graph + Entra ID emulator over HTTPS (served
+in this event loop, trusted through a dev CA made for the session) and a real PostgreSQL
+database made for the session, migrated, and used through the service's restricted role."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+from visio_deploy.graph_emulator import (
+    AppRegistration,
+    EmulatorSettings,
+    RunningEmulator,
+    serve_in_background,
+)
+from visio_deploy.graph_emulator.settings import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
+from visio_meetings.graph import GraphClient
+from visio_meetings.settings import MeetingsSettings
+from visio_meetings.store import SCHEMA
+from visio_runtime.db import create_pool, migrate, role_dsn
+from visio_shared import Advisor, AppointmentRequested, ConsentGiven, Device, Person, Topics
+
+SERVICE_PASSWORD = "visio_meetings"
+CERT_CLIENT_ID = "22222222-2222-2222-2222-222222222222"
+ADVISOR_ID = "a1b2c3d4-0000-4000-8000-00000000ad01"
+
+
+# --- Graph + Entra ID emulator ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClientCertificate:
+    client_id: str  # the app registration that trusts this certificate
+    pem_path: Path  # private key then certificate, as MEETINGS_CLIENT_CERTIFICATE_PATH takes it
+    certificate_pem: str
+
+
+@pytest.fixture(scope="session")
+def client_certificate(tmp_path_factory: pytest.TempPathFactory) -> ClientCertificate:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "visio-rdv-meetings-test")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .sign(key, hashes.SHA256())
+    )
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    path = tmp_path_factory.mktemp("client-cert") / "meetings.pem"
+    path.write_text(key_pem + cert_pem)
+    return ClientCertificate(client_id=CERT_CLIENT_ID, pem_path=path, certificate_pem=cert_pem)
+
+
+@pytest.fixture(scope="session")
+async def emulator(
+    tmp_path_factory: pytest.TempPathFactory, client_certificate: ClientCertificate
+) -> AsyncIterator[RunningEmulator]:
+    settings = EmulatorSettings(
+        host="127.0.0.1",
+        port=0,
+        ca_dir=str(tmp_path_factory.mktemp("dev-ca")),
+        external_id_property_name="VisioRdvAppointmentId",
+        extra_apps=[
+            AppRegistration(
+                client_id=CERT_CLIENT_ID,
+                display_name="Visio RDV (certificate)",
+                certificate_pem=client_certificate.certificate_pem,
+            )
+        ],
+        log_level="warning",
+    )
+    running = await serve_in_background(settings)
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+class EmulatorControl:
+    """The emulator's control API (/_emulator), over the same HTTPS as Graph."""
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self.http = http
+
+    async def _get(self, path: str) -> Any:
+        response = await self.http.get(path)
+        response.raise_for_status()
+        return response.json()
+
+    async def _post(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        response = await self.http.post(path, json=body)
+        response.raise_for_status()
+        return response.json() if response.content else None
+
+    async def reset(self) -> None:
+        await self._post("/_emulator/reset")
+
+    async def stats(self) -> dict[str, Any]:
+        stats: dict[str, Any] = await self._get("/_emulator/stats")
+        return stats
+
+    async def events(self) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = (await self._get("/_emulator/events"))["value"]
+        return events
+
+    async def online_meetings(self) -> list[dict[str, Any]]:
+        meetings: list[dict[str, Any]] = (await self._get("/_emulator/online-meetings"))["value"]
+        return meetings
+
+    async def faults(self, **config: Any) -> None:
+        await self._post("/_emulator/faults", config)
+
+    async def access_policy(self, **policy: Any) -> None:
+        await self._post("/_emulator/access-policy", policy)
+
+    async def advance_clock(self, seconds: float) -> None:
+        await self._post("/_emulator/clock", {"advance_seconds": seconds})
+
+    async def calls(self, endpoint: str) -> int:
+        return int((await self.stats())["calls"].get(endpoint, 0))
+
+
+@pytest.fixture
+async def control(emulator: RunningEmulator) -> AsyncIterator[EmulatorControl]:
+    async with httpx.AsyncClient(
+        base_url=emulator.base_url, verify=emulator.ca.ssl_context(), trust_env=False
+    ) as http:
+        ctl = EmulatorControl(http)
+        await ctl.reset()  # every test starts with an empty tenant and no faults
+        yield ctl
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------
+
+
+def _with_database(url: str, database: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, parts.fragment))
+
+
+@pytest.fixture(scope="session")
+def server_dsn() -> str:
+    return os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture(scope="session")
+async def service_dsn(server_dsn: str) -> AsyncIterator[str]:
+    """A throwaway database, migrated as owner; yields the service role's connection string."""
+    name = f"visio_meet_test_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(server_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    owner_dsn = _with_database(server_dsn, name)
+    try:
+        await migrate(owner_dsn, SCHEMA, service_password=SERVICE_PASSWORD)
+        yield role_dsn(owner_dsn, SCHEMA.service_role, SERVICE_PASSWORD)
+    finally:
+        admin = await asyncpg.connect(server_dsn)
+        try:
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+            )
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        finally:
+            await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def pool(service_dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(service_dsn, schema=SCHEMA.schema)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+# --- the service's own pieces ---------------------------------------------------------------
+
+
+@pytest.fixture
+def settings(emulator: RunningEmulator, service_dsn: str) -> MeetingsSettings:
+    return MeetingsSettings(
+        authority=emulator.authority,
+        client_id=DEFAULT_CLIENT_ID,
+        client_secret=DEFAULT_CLIENT_SECRET,
+        graph_base_url=f"{emulator.base_url}/v1.0",
+        ca_bundle=emulator.ca.bundle_path,
+        database_url=service_dsn,
+        topic_prefix=f"test-{uuid.uuid4().hex[:8]}",
+    )
+
+
+@pytest.fixture
+async def graph(settings: MeetingsSettings) -> AsyncIterator[GraphClient]:
+    """A Graph client with its own msal application, so token counts are this test's."""
+    client = GraphClient.from_settings(settings)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@dataclass
+class Published:
+    message: Any
+    topic: str
+    key: bytes | None
+    headers: dict[str, str] | None
+
+
+@dataclass
+class FakePublisher:
+    """Stands in for the Kafka broker: records what would have been published."""
+
+    sent: list[Published] = field(default_factory=list)
+
+    async def publish(
+        self,
+        message: Any,
+        topic: str,
+        *,
+        key: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.sent.append(Published(message, topic, key, headers))
+
+
+@pytest.fixture
+def publisher() -> FakePublisher:
+    return FakePublisher()
+
+
+@pytest.fixture
+def topics(settings: MeetingsSettings) -> Topics:
+    return Topics(settings.topic_prefix)
+
+
+def appointment(
+    *,
+    recording_authorised: bool = False,
+    advisor_id: str = ADVISOR_ID,
+    appointment_id: uuid.UUID | None = None,
+    timezone: str = "Indian/Reunion",
+) -> AppointmentRequested:
+    return AppointmentRequested(
+        correlation_id=uuid.uuid4(),
+        appointment_id=appointment_id or uuid.uuid4(),
+        revision=1,
+        caf_code="974",
+        advisor=Advisor(id=advisor_id, display_name="Conseillère Caf"),
+        start=dt.datetime(2031, 3, 4, 9, 30, tzinfo=dt.timezone(dt.timedelta(hours=4))),
+        duration_minutes=45,
+        timezone=timezone,
+        subject="Rendez-vous Caf : votre dossier",
+        user=Person(
+            first_name="Marie",
+            last_name="Payet",
+            email="marie.payet@example.org",
+            device=Device.SMARTPHONE,
+        ),
+        consent=ConsentGiven(
+            cgu_version="2024-01",
+            cgu_sha256="0" * 64,
+            accepted_at=dt.datetime(2031, 3, 1, 8, 0, tzinfo=dt.UTC),
+            recording_authorised=recording_authorised,
+            channel="api",
+        ),
+        calling_system="caf.fr",
+    )
+
+
+@pytest.fixture
+def make_appointment() -> Callable[..., AppointmentRequested]:
+    return appointment
