@@ -1,0 +1,217 @@
+"""A local SMTP sink: accepts every message and stores it as `<mail_dir>/<id>.eml`, where id is
+a safe form of its Message-ID (a uuid when it has none). Nothing is ever overwritten: the same
+Message-ID twice gives `<id>.eml` and `<id>.2.eml`, so tests can count duplicates.
+
+Faults on demand, for the tests of retries: answer 451 to the next n messages, or to a share
+of them, and 550 to chosen recipients.
+
+`visio-rdv-smtp-sink` runs it until SIGTERM/SIGINT; `start_sink()` runs it in-process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import signal
+import socket
+import threading
+import time
+import uuid
+from email.parser import BytesHeaderParser
+from email.policy import default as default_policy
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+log = logging.getLogger(__name__)
+
+TEMPORARY_FAILURE = "451 4.3.0 Temporary failure, please try again later"
+RECIPIENT_REFUSED = "550 5.1.1 Recipient address rejected"
+
+
+class SmtpSinkSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SMTP_SINK_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 1025
+    mail_dir: Path = Path("var/mail")
+    # Fault injection (off by default)
+    temp_fail_share: float = 0.0
+    refuse_recipients: list[str] = []
+    # Mail holds personal data: stored messages older than this are deleted (0 keeps them).
+    retention_days: float = 7.0
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._@+=-]+")
+
+
+def safe_id(message_id: str | None) -> str:
+    """A file-name-safe form of a Message-ID: `<a.r1.confirmation@x>` → `a.r1.confirmation@x`."""
+    if message_id:
+        cleaned = _UNSAFE.sub("_", message_id.strip().strip("<>")).strip("._")[:200]
+        if cleaned:
+            return cleaned
+    return str(uuid.uuid4())
+
+
+class MailSink:
+    """aiosmtpd handler writing each message it accepts to `mail_dir`."""
+
+    def __init__(
+        self,
+        mail_dir: Path | str,
+        *,
+        temp_fail_share: float = 0.0,
+        refuse_recipients: list[str] | tuple[str, ...] = (),
+        seed: int | None = None,
+    ) -> None:
+        self.mail_dir = Path(mail_dir)
+        self.mail_dir.mkdir(parents=True, exist_ok=True)
+        self.temp_fail_share = temp_fail_share
+        self.refuse_recipients = {address.lower() for address in refuse_recipients}
+        self._random = random.Random(seed)  # fault injection, not security
+        self._lock = threading.Lock()
+        self._fail_next = 0
+        self.received = 0
+        self.deferred = 0
+
+    def fail_next(self, count: int) -> None:
+        """Answer 451 to the next `count` messages (at DATA)."""
+        with self._lock:
+            self._fail_next += count
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        if address.lower() in self.refuse_recipients:
+            return RECIPIENT_REFUSED
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self._should_defer():
+            self.deferred += 1
+            return TEMPORARY_FAILURE
+        raw = envelope.original_content or envelope.content or b""
+        if isinstance(raw, str):
+            raw = raw.encode("utf-8", "surrogateescape")
+        path = self.store(raw)
+        self.received += 1
+        log.info("stored %s", path.name)
+        return "250 Message accepted for delivery"
+
+    def _should_defer(self) -> bool:
+        with self._lock:
+            if self._fail_next > 0:
+                self._fail_next -= 1
+                return True
+        return self.temp_fail_share > 0 and self._random.random() < self.temp_fail_share
+
+    def store(self, raw: bytes) -> Path:
+        """Write atomically (temp file, then a hard link that fails rather than overwrite)."""
+        headers = BytesHeaderParser(policy=default_policy).parsebytes(raw)
+        try:
+            message_id = headers.get("Message-ID")
+        except Exception:  # a malformed header must not lose the message
+            message_id = None
+        stem = safe_id(str(message_id) if message_id else None)
+        temp = self.mail_dir / f".tmp-{uuid.uuid4().hex}"
+        with temp.open("wb") as handle:
+            handle.write(raw)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            copy = 1
+            while True:
+                target = self.mail_dir / (f"{stem}.eml" if copy == 1 else f"{stem}.{copy}.eml")
+                try:
+                    os.link(temp, target)
+                    return target
+                except FileExistsError:
+                    copy += 1
+        finally:
+            temp.unlink(missing_ok=True)
+
+    def purge(self, older_than_s: float) -> int:
+        """Delete stored messages older than `older_than_s` seconds; returns how many."""
+        limit = time.time() - older_than_s
+        removed = 0
+        for path in self.mail_dir.glob("*.eml"):
+            try:
+                if path.stat().st_mtime < limit:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        return removed
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def start_sink(
+    mail_dir: Path | str,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    **sink_options: Any,
+) -> Controller:
+    """Run a sink in a background thread; port 0 picks a free one. The handler is
+    `controller.handler`, the port `controller.port`; stop it with `controller.stop()`."""
+    sink = MailSink(mail_dir, **sink_options)
+    controller = Controller(
+        sink,
+        hostname=host,
+        port=port or free_port(host),
+        server_hostname="visio-rdv-smtp-sink",
+        data_size_limit=50 * 1024 * 1024,
+    )
+    controller.start()
+    return controller
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = SmtpSinkSettings()
+    controller = start_sink(
+        settings.mail_dir,
+        settings.host,
+        settings.port,
+        temp_fail_share=settings.temp_fail_share,
+        refuse_recipients=settings.refuse_recipients,
+    )
+    sink: MailSink = controller.handler
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    log.info("SMTP sink on %s:%d, storing into %s", settings.host, settings.port, settings.mail_dir)
+    try:
+        while True:
+            if settings.retention_days > 0:
+                sink.purge(settings.retention_days * 86400)
+            if stop.wait(timeout=3600):
+                break
+    finally:
+        controller.stop()
+        log.info("SMTP sink stopped")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""The SMTP sink: every accepted message lands as one .eml, nothing is overwritten, faults come
+on demand, and the console script stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import time
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from visio_deploy.smtp_sink import MailSink, free_port, safe_id, start_sink
+
+
+def _message(
+    message_id: str | None = "<a1.r1.confirmation@visio-rdv.caf.fr>", body: str = "Bonjour"
+) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = "Caf - Visio RDV <visio-rdv@caf.fr>"
+    message["To"] = "Amina Hoarau <amina@example.org>"
+    message["Subject"] = "Votre rendez-vous visio avec la Caf"
+    if message_id:
+        message["Message-ID"] = message_id
+    message.set_content(body)
+    return message
+
+
+def _send(port: int, message: EmailMessage) -> None:
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+        client.send_message(message)
+
+
+def _wait_until(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met before the deadline")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def sink(tmp_path: Path):
+    controller = start_sink(tmp_path / "mail")
+    try:
+        yield controller
+    finally:
+        controller.stop()
+
+
+def _stored(controller) -> list[Path]:
+    return sorted(controller.handler.mail_dir.glob("*.eml"))
+
+
+def test_a_message_is_stored_under_its_message_id(sink) -> None:
+    _send(sink.port, _message(body="Le lien du rendez-vous"))
+    [path] = _stored(sink)
+    assert path.name == "a1.r1.confirmation@visio-rdv.caf.fr.eml"
+    stored = message_from_bytes(path.read_bytes(), policy=policy.default)
+    assert stored["Message-ID"] == "<a1.r1.confirmation@visio-rdv.caf.fr>"
+    assert stored.get_content().strip() == "Le lien du rendez-vous"
+    assert sink.handler.received == 1
+    assert not list(sink.handler.mail_dir.glob(".tmp-*"))  # no temp file left behind
+
+
+def test_the_same_message_id_twice_keeps_both(sink) -> None:
+    _send(sink.port, _message(body="first"))
+    _send(sink.port, _message(body="second"))
+    _send(sink.port, _message(body="third"))
+    paths = _stored(sink)
+    assert [path.name for path in paths] == [
+        "a1.r1.confirmation@visio-rdv.caf.fr.2.eml",
+        "a1.r1.confirmation@visio-rdv.caf.fr.3.eml",
+        "a1.r1.confirmation@visio-rdv.caf.fr.eml",
+    ]
+    bodies = {
+        message_from_bytes(path.read_bytes(), policy=policy.default).get_content().strip()
+        for path in paths
+    }
+    assert bodies == {"first", "second", "third"}
+
+
+def test_without_a_message_id_a_uuid_names_the_file(sink) -> None:
+    _send(sink.port, _message(message_id=None))
+    [path] = _stored(sink)
+    assert len(path.stem) == 36 and path.stem.count("-") == 4
+
+
+def test_a_hostile_message_id_stays_inside_the_mail_dir(sink) -> None:
+    _send(sink.port, _message(message_id="<../../etc/passwd@x>"))
+    [path] = _stored(sink)
+    assert path.parent == sink.handler.mail_dir
+    assert "/" not in path.name and not path.name.startswith(".")
+
+
+def test_safe_id() -> None:
+    assert safe_id("<abc.r2.update@visio-rdv.caf.fr>") == "abc.r2.update@visio-rdv.caf.fr"
+    assert safe_id(" <a b/c\\d@x> ") == "a_b_c_d@x"
+    assert len(safe_id("<" + "x" * 500 + "@y>")) == 200
+    assert len(safe_id(None)) == 36
+    assert len(safe_id("<...>")) == 36
+
+
+def test_fail_next_answers_451_then_accepts(sink) -> None:
+    sink.handler.fail_next(1)
+    with pytest.raises(smtplib.SMTPDataError) as caught:
+        _send(sink.port, _message())
+    assert caught.value.smtp_code == 451
+    assert _stored(sink) == []
+    _send(sink.port, _message())
+    assert len(_stored(sink)) == 1
+    assert sink.handler.deferred == 1
+
+
+def test_a_share_of_temporary_failures(tmp_path: Path) -> None:
+    controller = start_sink(tmp_path / "mail", temp_fail_share=1.0)
+    try:
+        with pytest.raises(smtplib.SMTPDataError) as caught:
+            _send(controller.port, _message())
+        assert caught.value.smtp_code == 451
+    finally:
+        controller.stop()
+    assert list((tmp_path / "mail").glob("*.eml")) == []
+
+
+def test_refused_recipients_get_550(tmp_path: Path) -> None:
+    controller = start_sink(tmp_path / "mail", refuse_recipients=["amina@example.org"])
+    try:
+        with pytest.raises(smtplib.SMTPRecipientsRefused) as caught:
+            _send(controller.port, _message())
+        [(code, _)] = caught.value.recipients.values()
+        assert code == 550
+    finally:
+        controller.stop()
+
+
+def test_purge_removes_only_old_messages(tmp_path: Path) -> None:
+    sink = MailSink(tmp_path / "mail")
+    old = sink.store(bytes(_message(message_id="<old@x>")))
+    new = sink.store(bytes(_message(message_id="<new@x>")))
+    a_week_ago = time.time() - 8 * 86400
+    os.utime(old, (a_week_ago, a_week_ago))
+    assert sink.purge(7 * 86400) == 1
+    assert not old.exists() and new.exists()
+
+
+def test_the_console_script_runs_until_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    mail_dir = tmp_path / "mail"
+    env = {
+        **os.environ,
+        "SMTP_SINK_PORT": str(port),
+        "SMTP_SINK_MAIL_DIR": str(mail_dir),
+        "SMTP_SINK_REFUSE_RECIPIENTS": '["nobody@example.org"]',
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from visio_deploy.smtp_sink import main; main()"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+
+        def listening() -> bool:
+            assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+            with socket.socket() as probe:
+                return probe.connect_ex(("127.0.0.1", port)) == 0
+
+        _wait_until(listening)
+        _send(port, _message())
+        assert [path.name for path in mail_dir.glob("*.eml")] == [
+            "a1.r1.confirmation@visio-rdv.caf.fr.eml"
+        ]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
