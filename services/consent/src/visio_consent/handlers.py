@@ -1,0 +1,140 @@
+"""What consent does with the events it reads: plain async functions, called by the consumer
+with the parsed event and driven directly by tests."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+from visio_runtime.db import mark_processed
+from visio_runtime.errors import Poison
+from visio_shared import (
+    CGU_VERSIONS,
+    AppointmentRequested,
+    ConsentGiven,
+    ConsentRecorded,
+    LedgerEntry,
+    Topics,
+    publish_event,
+)
+from visio_shared.publishing import Publisher
+
+from visio_consent.ledger import append, iso_utc, subject_ref
+from visio_consent.settings import ConsentSettings
+
+log = logging.getLogger(__name__)
+
+# ConsentRecorded's event_id is derived from the event that caused it, so publishing it again
+# after a redelivery repeats the same event, which consumers already skip by event_id.
+_CONSENT_RECORDED_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:visio-rdv:consent:recorded")
+
+
+async def record_consent(
+    event: AppointmentRequested,
+    pool: asyncpg.Pool,
+    publisher: Publisher,
+    settings: ConsentSettings,
+    topics: Topics,
+) -> ConsentRecorded:
+    """Append the CGU acceptance and the recording choice of one appointment request to the
+    ledger, keep the person's details beside it until retention ends, announce ConsentRecorded.
+
+    A redelivered event appends nothing (the processed-event marker commits with the records)
+    but announces the same ConsentRecorded again, in case the first publish was lost after
+    commit. Raises Poison for a CGU version or text digest this system never published.
+    """
+    _check_cgu(event.consent)
+    ref = subject_ref(settings.subject_key.get_secret_value(), event.user.email)
+    async with pool.acquire() as conn, conn.transaction():
+        if await mark_processed(conn, event.event_id, event.event_type):
+            await _keep_subject(conn, event, ref, settings)
+            await append(conn, consent_records(event, ref), batch_size=settings.append_batch_size)
+        else:
+            log.info("consent: event %s already recorded, announcing again", event.event_id)
+        recorded = await _recorded(conn, event)
+    await publish_event(publisher, topics.consents, recorded)
+    log.info(
+        "consent: appointment %s revision %s recorded at seq %s",
+        event.appointment_id,
+        event.revision,
+        ",".join(str(entry.seq) for entry in recorded.entries),
+    )
+    return recorded
+
+
+def consent_records(event: AppointmentRequested, ref: str) -> list[dict[str, Any]]:
+    """The chained records of one appointment request: pseudonymous, never a name or an email."""
+    consent = event.consent
+    common: dict[str, Any] = {
+        "subject_ref": ref,
+        "appointment_id": str(event.appointment_id),
+        "revision": event.revision,
+        "source_event_id": str(event.event_id),
+        "cgu_version": consent.cgu_version,
+        "channel": consent.channel,
+        "calling_system": event.calling_system,
+    }
+    recording = "recording_authorised" if consent.recording_authorised else "recording_refused"
+    return [
+        {
+            **common,
+            "kind": "cgu_accepted",
+            "cgu_sha256": consent.cgu_sha256,
+            "accepted_at": iso_utc(consent.accepted_at),
+        },
+        {**common, "kind": recording, "decided_at": iso_utc(consent.accepted_at)},
+    ]
+
+
+def _check_cgu(consent: ConsentGiven) -> None:
+    # Booking validates the same table, so a mismatch here means a bypassed or broken producer:
+    # recording it would put an unprovable acceptance in the proof file.
+    version = CGU_VERSIONS.get(consent.cgu_version)
+    if version is None:
+        raise Poison(f"unknown CGU version {consent.cgu_version!r}; booking should have refused it")
+    if consent.cgu_sha256 != version.sha256:
+        raise Poison(
+            f"cgu_sha256 {consent.cgu_sha256} is not the digest of CGU version "
+            f"{version.version} ({version.sha256}); booking should have refused it"
+        )
+
+
+async def _keep_subject(
+    conn: asyncpg.Connection, event: AppointmentRequested, ref: str, settings: ConsentSettings
+) -> None:
+    ends = event.start + timedelta(minutes=event.duration_minutes)
+    await conn.execute(
+        "INSERT INTO subjects "
+        "(subject_ref, appointment_id, email, first_name, last_name, retain_until) "
+        "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (subject_ref, appointment_id) DO NOTHING",
+        ref,
+        event.appointment_id,
+        str(event.user.email),
+        event.user.first_name,
+        event.user.last_name,
+        ends + timedelta(days=settings.subject_retention_days),
+    )
+
+
+async def _recorded(conn: asyncpg.Connection, event: AppointmentRequested) -> ConsentRecorded:
+    # Built from the stored records, so a redelivery announces exactly what was recorded.
+    rows = await conn.fetch(
+        "SELECT seq, kind, hash, recorded_at, payload FROM ledger "
+        "WHERE source_event_id = $1 ORDER BY seq",
+        event.event_id,
+    )
+    if not rows:
+        raise RuntimeError(f"event {event.event_id} is marked processed but has no records")
+    first = json.loads(rows[0]["payload"])
+    return ConsentRecorded(
+        **event.caused(appointment_id=event.appointment_id, revision=event.revision),
+        event_id=uuid.uuid5(_CONSENT_RECORDED_NAMESPACE, str(event.event_id)),
+        occurred_at=rows[0]["recorded_at"],
+        subject_ref=first["subject_ref"],
+        cgu_version=first["cgu_version"],
+        entries=[LedgerEntry(seq=row["seq"], kind=row["kind"], hash=row["hash"]) for row in rows],
+    )
