@@ -1,0 +1,3 @@
+from visio_deploy.cli import main
+
+main()

@@ -1,0 +1,279 @@
+"""`visio-rdv up`: the whole system on one machine, in the foreground, with nothing to install.
+
+Starts PostgreSQL (or uses DATABASE_URL), runs the migrations, starts tansu, the Graph + Entra
+emulator, the SMTP sink and the four services, prints `ready` once each answers, and on Ctrl-C
+or SIGTERM stops everything it started, in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+import asyncpg
+import httpx
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from visio_booking.keys import create_api_key, key_is_valid
+from visio_runtime.kafka import ensure_topics
+from visio_runtime.settings import ServiceSettings
+from visio_shared import Topics
+
+from visio_deploy.devca import ensure_dev_ca
+from visio_deploy.graph_emulator.settings import (
+    DEFAULT_CLIENT_ID,
+    DEFAULT_CLIENT_SECRET,
+    DEFAULT_TENANT_ID,
+)
+from visio_deploy.migrate import migrate_all, service_dsns
+from visio_deploy.postgres import EmbeddedPostgres
+from visio_deploy.processes import spawn, stop, wait_for_port
+from visio_deploy.stack import SERVICES
+from visio_deploy.tansu import start_tansu
+
+
+class UpSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VISIO_", extra="ignore")
+
+    var_dir: Path = Path("var")
+    host: str = "127.0.0.1"
+    kafka_port: int = 9092
+    graph_port: int = 8443
+    smtp_port: int = 1025
+    booking_port: int = 8080
+    meetings_port: int = 8081
+    notifications_port: int = 8082
+    consent_port: int = 8083
+    topic_prefix: str = "visio-rdv"
+    kafka_bootstrap_servers: str | None = Field(
+        default=None,
+        description="An existing broker (Apache Kafka, say) instead of starting tansu.",
+    )
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("VISIO_DATABASE_URL", "DATABASE_URL")
+    )
+    ready_timeout_s: float = 120.0
+
+    def service_port(self, name: str) -> int:
+        port: int = getattr(self, f"{name}_port")
+        return port
+
+
+class Stopped(Exception):
+    """Ctrl-C or SIGTERM."""
+
+
+@dataclass
+class Stack:
+    settings: UpSettings
+    processes: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+    postgres: EmbeddedPostgres | None = None
+
+    @property
+    def logs(self) -> Path:
+        return self.settings.var_dir / "log"
+
+    def start(self, name: str, script: str, env: dict[str, str] | None = None) -> None:
+        argv = [installed_script(script)]
+        self.processes.append((name, spawn(argv, env=env, log=self.logs / f"{name}.log")))
+
+    def stop_all(self) -> None:
+        for name, process in reversed(self.processes):
+            say(f"stopping {name}")
+            stop(process)
+        self.processes.clear()
+        if self.postgres is not None:
+            say("stopping PostgreSQL")
+            self.postgres.stop()
+            self.postgres = None
+
+    def check_alive(self) -> None:
+        for name, process in self.processes:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"{name} exited with code {process.returncode}; see {self.logs / name}.log"
+                )
+
+
+def installed_script(name: str) -> str:
+    """A console script of this environment, found beside its Python even if PATH lacks it."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else name
+
+
+def say(message: str) -> None:
+    print(f"visio-rdv: {message}", flush=True)
+
+
+def _on_signal(signum: int, _frame: FrameType | None) -> None:
+    raise Stopped(signal.Signals(signum).name)
+
+
+def run_up(settings: UpSettings) -> int:
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    stack = Stack(settings)
+    try:
+        bring_up(stack)
+        while True:
+            stack.check_alive()
+            time.sleep(0.5)
+    except Stopped as stopped:
+        say(f"{stopped}: stopping")
+        return 0
+    except Exception as exc:
+        say(f"error: {exc}")
+        return 1
+    finally:
+        # A second Ctrl-C must not leave half the stack running.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stack.stop_all()
+        say("stopped")
+
+
+def bring_up(stack: Stack) -> None:
+    settings = stack.settings
+    var = settings.var_dir.resolve()
+    settings.var_dir = var
+    (var / "mail").mkdir(parents=True, exist_ok=True)
+    host = settings.host
+
+    owner_dsn = settings.database_url
+    if owner_dsn:
+        say("PostgreSQL: DATABASE_URL")
+    else:
+        stack.postgres = EmbeddedPostgres(var / "pg")
+        owner_dsn = stack.postgres.start()
+        say(f"PostgreSQL: embedded, data in {var / 'pg'}")
+    applied = asyncio.run(migrate_all(owner_dsn))
+    say(f"migrations: {sum(len(files) for files in applied.values())} applied")
+    dsns = service_dsns(owner_dsn)
+    api_key = ensure_dev_api_key(owner_dsn, var / "dev-api-key")
+
+    bootstrap = settings.kafka_bootstrap_servers or f"{host}:{settings.kafka_port}"
+    if not settings.kafka_bootstrap_servers:
+        stack.processes.append(
+            ("tansu", start_tansu(host, settings.kafka_port, log=stack.logs / "tansu.log"))
+        )
+    created = asyncio.run(
+        ensure_topics(
+            ServiceSettings(kafka_bootstrap_servers=bootstrap, topic_prefix=settings.topic_prefix),
+            Topics(settings.topic_prefix).all(),
+        )
+    )
+    broker = "external" if settings.kafka_bootstrap_servers else "tansu"
+    say(f"Kafka ({broker}): {bootstrap}, {len(created)} topics created")
+
+    ca = ensure_dev_ca(var / "dev-ca")
+    graph_base = f"https://{host}:{settings.graph_port}"
+    stack.start(
+        "graph-emulator",
+        "visio-rdv-graph-emulator",
+        {
+            "GRAPH_EMULATOR_HOST": host,
+            "GRAPH_EMULATOR_PORT": str(settings.graph_port),
+            "GRAPH_EMULATOR_CA_DIR": str(var / "dev-ca"),
+        },
+    )
+    stack.start(
+        "smtp-sink",
+        "visio-rdv-smtp-sink",
+        {
+            "SMTP_SINK_HOST": host,
+            "SMTP_SINK_PORT": str(settings.smtp_port),
+            "SMTP_SINK_MAIL_DIR": str(var / "mail"),
+        },
+    )
+    wait_for_port(host, settings.graph_port, 30, stack.processes[-2][1])
+    wait_for_port(host, settings.smtp_port, 30, stack.processes[-1][1])
+    say(f"Graph + Entra ID emulator: {graph_base}; SMTP sink: {host}:{settings.smtp_port}")
+
+    for service in SERVICES:
+        prefix = service.env_prefix
+        env = {
+            f"{prefix}KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            f"{prefix}TOPIC_PREFIX": settings.topic_prefix,
+            f"{prefix}DATABASE_URL": dsns[service.name],
+            f"{prefix}HTTP_HOST": host,
+            f"{prefix}HTTP_PORT": str(settings.service_port(service.name)),
+        }
+        if service.name == "meetings":
+            env |= {
+                "MEETINGS_GRAPH_BASE_URL": f"{graph_base}/v1.0",
+                "MEETINGS_AUTHORITY": f"{graph_base}/{DEFAULT_TENANT_ID}",
+                "MEETINGS_CLIENT_ID": DEFAULT_CLIENT_ID,
+                "MEETINGS_CLIENT_SECRET": DEFAULT_CLIENT_SECRET,
+                "MEETINGS_CA_BUNDLE": str(ca.bundle_path),
+            }
+        if service.name == "notifications":
+            env |= {
+                "NOTIFICATIONS_SMTP_HOST": host,
+                "NOTIFICATIONS_SMTP_PORT": str(settings.smtp_port),
+            }
+        stack.start(service.name, service.script, env)
+
+    wait_ready(stack)
+    booking = f"http://{host}:{settings.booking_port}"
+    say(f"booking API: {booking} (OpenAPI: {booking}/docs)")
+    say(f"development API key (also in {var / 'dev-api-key'}): {api_key}")
+    say(f"emails land in {var / 'mail'}; logs in {stack.logs}")
+    say("ready — Ctrl-C stops everything")
+
+
+def wait_ready(stack: Stack) -> None:
+    settings = stack.settings
+    deadline = time.monotonic() + settings.ready_timeout_s
+    pending = {service.name for service in SERVICES}
+    with httpx.Client(timeout=2, trust_env=False) as client:
+        while pending:
+            stack.check_alive()
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"not ready after {settings.ready_timeout_s:.0f}s: {sorted(pending)}"
+                )
+            for name in sorted(pending):
+                url = f"http://{settings.host}:{settings.service_port(name)}/health/ready"
+                try:
+                    if client.get(url).status_code == 200:
+                        pending.discard(name)
+                        say(f"{name}: ready")
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.3)
+
+
+def ensure_dev_api_key(owner_dsn: str, path: Path) -> str:
+    """Reuse var/dev-api-key if the database still knows it, else create one and write it."""
+    existing = path.read_text().strip() if path.exists() else None
+    key = asyncio.run(_dev_api_key(owner_dsn, existing))
+    if key != existing:
+        path.write_text(key + "\n")
+        path.chmod(0o600)
+    return key
+
+
+async def _dev_api_key(owner_dsn: str, existing: str | None) -> str:
+    conn = await asyncpg.connect(owner_dsn)
+    try:
+        if existing and await key_is_valid(conn, existing):
+            return existing
+        return await create_api_key(
+            conn, "development (visio-rdv up)", ["appointments:write", "appointments:read"]
+        )
+    finally:
+        await conn.close()
+
+
+def main_up() -> int:
+    return run_up(UpSettings())
+
+
+if __name__ == "__main__":
+    sys.exit(main_up())

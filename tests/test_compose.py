@@ -1,0 +1,352 @@
+"""docker-compose.yml and the service Dockerfile, checked without a Docker engine.
+
+No engine answers here or in CI, so validity is proven by two independent validators (the
+compose-spec package and the Compose Specification's own JSON Schema) plus the cross-references
+a validator cannot see: service names, build args, shared volumes, health-check ports.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import re
+import subprocess
+import sys
+import threading
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import compose_spec
+import jsonschema
+import pytest
+import yaml
+from jsonschema.protocols import Validator
+
+REPO = Path(__file__).resolve().parents[1]
+COMPOSE_FILE = REPO / "docker-compose.yml"
+DOCKERFILE = REPO / "deploy/docker/Dockerfile"
+DOCKERFILE_IN_COMPOSE = "deploy/docker/Dockerfile"
+HEALTHCHECK_SCRIPT = REPO / "deploy/docker/healthcheck.py"
+# shared/ sits beside the clone, here and in CI.
+COMPOSE_JSON_SCHEMA = Path(__file__).resolve().parents[2] / "shared/reference/compose-spec.json"
+
+Services = dict[str, dict[str, Any]]
+
+# The four services: env prefix and HTTP port.
+APP_SERVICES = {
+    "booking": ("BOOKING_", 8080),
+    "meetings": ("MEETINGS_", 8081),
+    "notifications": ("NOTIFICATIONS_", 8082),
+    "consent": ("CONSENT_", 8083),
+}
+
+
+@pytest.fixture(scope="module")
+def compose_text() -> str:
+    return COMPOSE_FILE.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def compose(compose_text: str) -> dict[str, Any]:
+    loaded = yaml.safe_load(compose_text)
+    assert isinstance(loaded, dict), "docker-compose.yml must be a mapping"
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> Services:
+    loaded: Services = compose["services"]
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def dockerfile_text() -> str:
+    assert DOCKERFILE.is_file(), f"{DOCKERFILE} is missing"
+    return DOCKERFILE.read_text(encoding="utf-8")
+
+
+def _depends_on(service: dict[str, Any]) -> dict[str, str]:
+    """Dependency name → condition, for both the list and the mapping syntax."""
+    deps = service.get("depends_on", {})
+    if isinstance(deps, list):
+        return dict.fromkeys(deps, "service_started")
+    return {name: spec.get("condition", "service_started") for name, spec in deps.items()}
+
+
+def _built_services(services: Services) -> Services:
+    return {name: svc for name, svc in services.items() if "build" in svc}
+
+
+# --- Validity ---------------------------------------------------------------------------------
+
+
+def test_compose_spec_package_accepts_the_file(compose_text: str, services: Services) -> None:
+    # Plain from_yaml, i.e. merge keys not applied: the file must not need them.
+    parsed = compose_spec.PyCompose.from_yaml(compose_text)
+    parsed.validate()  # every volume/network/config/secret a service uses is declared
+    spec = parsed.to_spec()  # the full pydantic model of the specification
+
+    assert parsed.service_names() == list(services)
+    assert spec.services is not None and set(spec.services) == set(services)
+
+
+def test_compose_spec_package_refuses_merge_keys_and_unknown_fields() -> None:
+    # Control: shows the validator above would catch what the file must not contain.
+    with pytest.raises(ValueError, match="<<"):
+        compose_spec.PyCompose.from_yaml(
+            "x-base: &base\n  image: busybox\nservices:\n  a:\n    <<: *base\n"
+        )
+    with pytest.raises(ValueError, match="imagee"):
+        compose_spec.PyCompose.from_yaml("services:\n  a:\n    imagee: busybox\n")
+
+
+def test_compose_file_uses_no_anchors_or_aliases(compose_text: str) -> None:
+    tokens = yaml.scan(compose_text, Loader=yaml.SafeLoader)
+    shared = [t for t in tokens if isinstance(t, yaml.AnchorToken | yaml.AliasToken)]
+    assert shared == [], "write every service out in full: no YAML anchors or aliases"
+
+
+def _compose_schema_validator() -> Validator:
+    if not COMPOSE_JSON_SCHEMA.is_file():
+        pytest.fail(
+            f"Compose Specification JSON Schema not found at {COMPOSE_JSON_SCHEMA}: the "
+            "repository expects shared/ beside it with reference/compose-spec.json "
+            "(compose-spec/compose-spec, schema/compose-spec.json)."
+        )
+    schema = json.loads(COMPOSE_JSON_SCHEMA.read_text(encoding="utf-8"))
+    # The schema declares "https://json-schema.org/draft-07/schema", a spelling jsonschema does
+    # not map to a draft (it would fall back to the newest one, with a warning): it is Draft 7.
+    if "draft-07" in schema.get("$schema", ""):
+        validator_class = jsonschema.Draft7Validator
+    else:
+        validator_class = jsonschema.validators.validator_for(
+            schema, default=jsonschema.Draft7Validator
+        )
+    validator_class.check_schema(schema)
+    return validator_class(schema)
+
+
+def test_compose_file_matches_the_specification_json_schema(compose: dict[str, Any]) -> None:
+    validator = _compose_schema_validator()
+    errors = [
+        f"{'/'.join(map(str, error.absolute_path)) or '<root>'}: {error.message}"
+        for error in validator.iter_errors(compose)
+    ]
+    assert errors == []
+
+
+def test_json_schema_rejects_an_invalid_compose_file() -> None:
+    # Control: the schema really constrains services (a misspelt key, a non-list port list).
+    validator = _compose_schema_validator()
+    bad = {"services": {"a": {"image": "busybox", "imagee": "x", "ports": "8080:8080"}}}
+    failing = {"/".join(map(str, e.absolute_path)) for e in validator.iter_errors(bad)}
+    assert {"services/a", "services/a/ports"} <= failing
+
+
+# --- Cross-references -------------------------------------------------------------------------
+
+
+def test_every_dependency_is_a_defined_service(services: Services) -> None:
+    missing = {
+        (name, dep)
+        for name, svc in services.items()
+        for dep in _depends_on(svc)
+        if dep not in services
+    }
+    assert missing == set()
+
+
+def test_healthy_conditions_wait_on_services_that_have_a_healthcheck(services: Services) -> None:
+    # service_healthy on a container without a healthcheck makes `compose up` fail.
+    for name, svc in services.items():
+        for dep, condition in _depends_on(svc).items():
+            if condition != "service_healthy":
+                continue
+            target = services[dep]
+            healthcheck = target.get("healthcheck", {})
+            assert not healthcheck.get("disable", False), f"{name} waits on {dep}'s health"
+            # Either its own healthcheck or the HEALTHCHECK of our Dockerfile.
+            assert "test" in healthcheck or "build" in target, f"{dep} has no healthcheck"
+
+
+def test_database_users_start_after_migrations(services: Services) -> None:
+    for name, (prefix, _port_number) in APP_SERVICES.items():
+        env = services[name]["environment"]
+        assert f"{prefix}DATABASE_URL" in env
+        assert _depends_on(services[name]).get("migrate") == "service_completed_successfully"
+    assert services["migrate"]["command"] == ["migrate"]
+    assert services["migrate"]["build"]["args"]["COMMAND"] == "visio-rdv"
+    assert _depends_on(services["migrate"]) == {"postgres": "service_healthy"}
+
+
+def test_built_services_use_the_dockerfile_with_an_existing_service(services: Services) -> None:
+    built = _built_services(services)
+    assert set(APP_SERVICES) | {"graph-emulator", "migrate"} <= set(built)
+    for name, svc in built.items():
+        build = svc["build"]
+        assert build["context"] == "."
+        assert build["dockerfile"] == DOCKERFILE_IN_COMPOSE
+        service_arg = build["args"]["SERVICE"]
+        folder = REPO / ("deploy" if service_arg == "deploy" else f"services/{service_arg}")
+        assert (folder / "pyproject.toml").is_file(), f"{name}: no package folder {folder}"
+    assert (REPO / DOCKERFILE_IN_COMPOSE).is_file()
+
+
+def test_each_service_listens_on_its_port_and_is_probed_there(services: Services) -> None:
+    for name, (prefix, port) in APP_SERVICES.items():
+        env = services[name]["environment"]
+        assert services[name]["build"]["args"]["SERVICE"] == name
+        assert env[f"{prefix}HTTP_HOST"] == "0.0.0.0"
+        assert int(env[f"{prefix}HTTP_PORT"]) == port
+        assert env[f"{prefix}KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+        assert env[f"{prefix}KAFKA_ENABLE_IDEMPOTENCE"] == "true"
+        assert env[f"{prefix}TOPIC_PREFIX"] == "visio-rdv"
+        assert env["HEALTHCHECK_URL"] == f"http://127.0.0.1:{port}/health/live"
+    assert "127.0.0.1:8080:8080" in services["booking"]["ports"]
+    assert "127.0.0.1:8025:8025" in services["mailpit"]["ports"]
+
+
+def _mounts(service: dict[str, Any]) -> dict[str, str]:
+    """Container path → volume name, for short-syntax named volumes."""
+    return {spec.split(":")[1]: spec.split(":")[0] for spec in service.get("volumes", [])}
+
+
+def test_meetings_trusts_the_ca_the_emulator_writes(services: Services) -> None:
+    emulator = services["graph-emulator"]
+    meetings = services["meetings"]
+    ca_dir = emulator["environment"]["GRAPH_EMULATOR_CA_DIR"]
+    ca_bundle = Path(meetings["environment"]["MEETINGS_CA_BUNDLE"])
+
+    # The emulator writes into a named volume that meetings mounts where it reads the bundle.
+    emulator_volume = _mounts(emulator)[ca_dir]
+    assert _mounts(meetings)[str(ca_bundle.parent)] == emulator_volume
+    assert emulator["environment"]["HEALTHCHECK_CA_FILE"] == str(ca_bundle)
+    assert _depends_on(meetings)["graph-emulator"] == "service_healthy"
+
+    # TLS to https://graph-emulator:8443 verifies only if that name is in the certificate.
+    graph_host = urlsplit(meetings["environment"]["MEETINGS_GRAPH_BASE_URL"]).hostname
+    authority_host = urlsplit(meetings["environment"]["MEETINGS_AUTHORITY"]).hostname
+    extra_sans = json.loads(emulator["environment"]["GRAPH_EMULATOR_EXTRA_HOSTNAMES"])
+    assert graph_host == authority_host == "graph-emulator"
+    assert graph_host in extra_sans
+    # The probe hits the discovery document of the same tenant msal will use.
+    assert emulator["environment"]["HEALTHCHECK_URL"].startswith(
+        meetings["environment"]["MEETINGS_AUTHORITY"] + "/"
+    )
+
+
+SETTINGS_CLASSES = {
+    "BOOKING_": "visio_booking.settings:BookingSettings",
+    "MEETINGS_": "visio_meetings.settings:MeetingsSettings",
+    "NOTIFICATIONS_": "visio_notifications.settings:NotificationsSettings",
+    "CONSENT_": "visio_consent.settings:ConsentSettings",
+    "GRAPH_EMULATOR_": "visio_deploy.graph_emulator.settings:EmulatorSettings",
+}
+
+
+def test_every_service_variable_is_a_setting_its_service_reads(services: Services) -> None:
+    import importlib
+
+    for prefix, target in SETTINGS_CLASSES.items():
+        module, name = target.split(":")
+        fields = set(getattr(importlib.import_module(module), name).model_fields)
+        for service in services.values():
+            for variable in service.get("environment", {}):
+                if variable.startswith(prefix):
+                    field = variable.removeprefix(prefix).lower()
+                    assert field in fields, f"{variable} is not a setting of {target}"
+
+
+def test_personal_data_on_the_broker_and_in_the_mail_sink_expires(services: Services) -> None:
+    kafka_env = services["kafka"]["environment"]
+    assert kafka_env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert kafka_env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    assert 0 < int(kafka_env["KAFKA_LOG_RETENTION_HOURS"]) <= 24 * 30
+    assert services["mailpit"]["environment"]["MP_MAX_AGE"]
+
+
+# --- Dockerfile -------------------------------------------------------------------------------
+
+
+def test_dockerfile_is_parametrised_by_service(dockerfile_text: str) -> None:
+    assert re.search(r"^ARG SERVICE\s*$", dockerfile_text, re.MULTILINE)
+    assert 'uv sync --frozen --no-dev --no-editable --package "visio-${SERVICE}"' in dockerfile_text
+    assert re.search(r"^USER (?!root)\S+", dockerfile_text, re.MULTILINE), "runs as non-root"
+    assert re.search(r"^HEALTHCHECK ", dockerfile_text, re.MULTILINE)
+
+
+def test_dockerfile_copies_every_workspace_members_pyproject(dockerfile_text: str) -> None:
+    # uv reads all members to load the workspace; a member added later must be added there too.
+    root = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    members = {
+        path.parent.relative_to(REPO).as_posix()
+        for pattern in root["tool"]["uv"]["workspace"]["members"]
+        for path in REPO.glob(f"{pattern}/pyproject.toml")
+    }
+    assert members, "no workspace member found"
+    copied = set(re.findall(r"^COPY (\S+)/pyproject\.toml ", dockerfile_text, re.MULTILINE))
+    assert copied == members
+
+
+def test_dockerignore_keeps_the_host_venv_out_of_the_image() -> None:
+    # `COPY . /app` would otherwise overwrite the image's /app/.venv with the host's.
+    patterns = (REPO / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    assert "**/.venv" in patterns or ".venv" in patterns
+
+
+# --- The HEALTHCHECK probe itself ---------------------------------------------------------------
+
+
+class _HealthHandler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200 if self.path == "/health/live" else 503)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def health_server() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HealthHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _run_probe(url: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(HEALTHCHECK_SCRIPT)],
+        env={"HEALTHCHECK_URL": url, "HEALTHCHECK_TIMEOUT": "5"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_probe_passes_on_a_live_service(health_server: str) -> None:
+    result = _run_probe(f"{health_server}/health/live")
+    assert result.returncode == 0, result.stderr
+
+
+def test_probe_fails_on_an_error_status(health_server: str) -> None:
+    result = _run_probe(f"{health_server}/health/other")
+    assert result.returncode == 1
+    assert "503" in result.stderr
+
+
+def test_probe_fails_when_nothing_listens() -> None:
+    # A port that just served and is now closed is the surest "nothing listens here".
+    with http.server.HTTPServer(("127.0.0.1", 0), _HealthHandler) as probe_target:
+        closed_port = probe_target.server_address[1]
+    result = _run_probe(f"http://127.0.0.1:{closed_port}/health/live")
+    assert result.returncode == 1
+    assert "unreachable" in result.stderr
