@@ -53,12 +53,70 @@ class AppointmentRequested(AppointmentEvent):
     calling_system: str
 
 
+CancelReason = Literal["user", "advisor", "administrative"]
+
+
+class AppointmentRescheduled(AppointmentEvent):
+    """New start and/or duration; the meeting and its link stay the same."""
+
+    event_type: Literal["AppointmentRescheduled"] = "AppointmentRescheduled"
+    start: AwareDatetime
+    duration_minutes: int = Field(ge=1)
+    timezone: str
+    previous_start: AwareDatetime
+    previous_duration_minutes: int = Field(ge=1)
+
+
+class AppointmentCancelled(AppointmentEvent):
+    event_type: Literal["AppointmentCancelled"] = "AppointmentCancelled"
+    reason: CancelReason
+    cancelled_by: str = Field(description="The calling system that cancelled.")
+
+
+class ContactCorrected(AppointmentEvent):
+    """The person's contact details, corrected: the confirmation goes again to the new address."""
+
+    event_type: Literal["ContactCorrected"] = "ContactCorrected"
+    user: Person
+
+
+class AdvisorReassigned(AppointmentEvent):
+    """A new advisor: a new meeting and link; the old meeting is cancelled."""
+
+    event_type: Literal["AdvisorReassigned"] = "AdvisorReassigned"
+    advisor: Advisor
+    previous_advisor: Advisor
+
+
 class MeetingReady(AppointmentEvent):
     event_type: Literal["MeetingReady"] = "MeetingReady"
     join_url: str
     graph_event_id: str
     online_meeting_id: str | None = None
     advisor_id: str
+    conference_id: str | None = Field(default=None, description="Dial-in conference id.")
+    dial_in_url: str | None = None
+    join_meeting_id: str | None = Field(default=None, description="Teams meeting id to type in.")
+    passcode: str | None = None
+
+
+class MeetingRescheduled(AppointmentEvent):
+    event_type: Literal["MeetingRescheduled"] = "MeetingRescheduled"
+    graph_event_id: str
+    join_url: str
+
+
+class MeetingCancelled(AppointmentEvent):
+    event_type: Literal["MeetingCancelled"] = "MeetingCancelled"
+    graph_event_id: str
+    advisor_id: str
+
+
+class RecordingConsentWithdrawn(AppointmentEvent):
+    event_type: Literal["RecordingConsentWithdrawn"] = "RecordingConsentWithdrawn"
+    subject_ref: str
+    withdrawn_at: AwareDatetime
+    channel: str
 
 
 class MeetingFailed(AppointmentEvent):
@@ -67,17 +125,31 @@ class MeetingFailed(AppointmentEvent):
     detail: str = ""
 
 
+NotificationKind = Literal[
+    "confirmation",
+    "rescheduled",
+    "contact_corrected",
+    "advisor_changed",
+    "cancellation",
+    "reminder",
+    "meeting_unavailable",
+]
+
+
 class NotificationSent(AppointmentEvent):
     event_type: Literal["NotificationSent"] = "NotificationSent"
-    kind: Literal["confirmation", "update", "cancellation", "reminder"]
+    kind: NotificationKind
     message_id: str
+    reminder_offset_minutes: int | None = None
 
 
 class NotificationFailed(AppointmentEvent):
     event_type: Literal["NotificationFailed"] = "NotificationFailed"
-    kind: Literal["confirmation", "update", "cancellation", "reminder"]
+    kind: NotificationKind
     reason: str
     detail: str = ""
+    smtp_code: int | None = None
+    reminder_offset_minutes: int | None = None
 
 
 class LedgerEntry(_Part):
@@ -95,7 +167,14 @@ class ConsentRecorded(AppointmentEvent):
 
 AnyEvent = Annotated[
     AppointmentRequested
+    | AppointmentRescheduled
+    | AppointmentCancelled
+    | ContactCorrected
+    | AdvisorReassigned
     | MeetingReady
+    | MeetingRescheduled
+    | MeetingCancelled
+    | RecordingConsentWithdrawn
     | MeetingFailed
     | NotificationSent
     | NotificationFailed
@@ -107,7 +186,14 @@ EVENT_TYPES: dict[str, type[Envelope]] = {
     model.model_fields["event_type"].default: model
     for model in (
         AppointmentRequested,
+        AppointmentRescheduled,
+        AppointmentCancelled,
+        ContactCorrected,
+        AdvisorReassigned,
         MeetingReady,
+        MeetingRescheduled,
+        MeetingCancelled,
+        RecordingConsentWithdrawn,
         MeetingFailed,
         NotificationSent,
         NotificationFailed,
