@@ -1,29 +1,42 @@
 """The shared consumption rules, on the real test broker: handled once, unknown types skipped
-and counted, poison and exhausted retries dead-lettered with everything needed to replay."""
+and counted, poison and exhausted retries dead-lettered with everything needed to replay while
+later messages flow, and a transient failure held back without letting the same appointment's
+later events pass it, while other partitions flow."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from visio_runtime.errors import Transient
 from visio_runtime.service import Runtime, build_runtime
 from visio_runtime.settings import ServiceSettings
-from visio_shared import MeetingFailed, publish_event
+from visio_runtime.testing import running, wait_until
+from visio_shared import (
+    AppointmentCancelled,
+    AppointmentEvent,
+    AppointmentRescheduled,
+    Headers,
+    MeetingFailed,
+)
+
+
+def settings_for(kafka_bootstrap: str, **overrides: Any) -> ServiceSettings:
+    return ServiceSettings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        topic_prefix=f"rt-{uuid.uuid4().hex[:8]}",
+        **overrides,
+    )
 
 
 @pytest.fixture
 async def runtime(kafka_bootstrap: str) -> AsyncIterator[tuple[Runtime, list[Any]]]:
-    settings = ServiceSettings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        topic_prefix=f"rt-{uuid.uuid4().hex[:8]}",
-        retry_attempts=3,
-        retry_initial_delay_s=0.01,
-    )
+    settings = settings_for(kafka_bootstrap, retry_attempts=3, retry_initial_delay_s=0.01)
     runtime = build_runtime("meetings", settings)
     handled: list[MeetingFailed] = []
     attempts: dict[str, int] = {}
@@ -38,14 +51,8 @@ async def runtime(kafka_bootstrap: str) -> AsyncIterator[tuple[Runtime, list[Any
         handled.append(event)
 
     runtime.consumer.subscribe(runtime.topics.meetings)
-    from visio_runtime.kafka import ensure_topics
-
-    await ensure_topics(settings, runtime.topics.all())
-    await runtime.broker.start()
-    try:
+    async with running(runtime):
         yield runtime, handled
-    finally:
-        await runtime.broker.stop()
 
 
 def failed(reason: str) -> MeetingFailed:
@@ -76,12 +83,17 @@ async def read_dead_letters(runtime: Runtime, count: int) -> list[Any]:
 async def test_every_kind_of_message_meets_its_fate(runtime: Any) -> None:
     rt, handled = runtime
     topic = rt.topics.meetings
+    # One partition, in this order: the poison ones come first, the good ones after them.
+    await rt.broker.publish(b"not json", topic, key=b"k1", partition=0, headers={"origin": "test"})
+    await rt.broker.publish(b'{"event_type": "SomethingNew"}', topic, key=b"k2", partition=0)
+    await rt.broker.publish(
+        b'{"event_type": "MeetingFailed", "reason": 3}', topic, key=b"k3", partition=0
+    )
     good, flaky, broken = failed("fine"), failed("flaky"), failed("always-broken")
-    for event in (good, flaky, broken):
-        await publish_event(rt.broker, topic, event)
-    await rt.broker.publish(b"not json", topic, key=b"k1", headers={"origin": "test"})
-    await rt.broker.publish(b'{"event_type": "SomethingNew"}', topic, key=b"k2")
-    await rt.broker.publish(b'{"event_type": "MeetingFailed", "reason": 3}', topic, key=b"k3")
+    for event in (broken, good, flaky):
+        await rt.broker.publish(
+            event.to_json_bytes(), topic, key=b"k", partition=0, headers=Headers.for_event(event)
+        )
 
     letters = await read_dead_letters(rt, 3)
     by_key = {letter.key: letter for letter in letters}
@@ -90,23 +102,126 @@ async def test_every_kind_of_message_meets_its_fate(runtime: Any) -> None:
     assert by_key[b"k1"].value == b"not json"
     assert headers[b"k1"]["origin"] == "test"  # the original headers travel with it
     assert headers[b"k1"]["dlq.source_topic"] == topic
+    assert headers[b"k1"]["dlq.source_partition"] == "0"
+    assert headers[b"k1"]["dlq.source_offset"] == "0"
     assert headers[b"k1"]["dlq.consumer_group"] == rt.topics.group("meetings")
     assert "not JSON" in headers[b"k1"]["dlq.reason"]
-    assert int(headers[b"k1"]["dlq.source_offset"]) >= 0
+    assert headers[b"k1"]["dlq.first_failed_at"] <= headers[b"k1"]["dlq.dead_lettered_at"]
 
     assert "appointment_id: Field required" in headers[b"k3"]["dlq.reason"]
     assert "reason: Input should be a valid string" in headers[b"k3"]["dlq.reason"]
 
-    broken_key = str(broken.appointment_id).encode()
-    assert headers[broken_key]["dlq.error_class"] == "RuntimeError"
-    assert headers[broken_key]["dlq.attempts"] == "3"
-    assert "gave up after 3 attempts" in headers[broken_key]["dlq.reason"]
-    assert by_key[broken_key].value == broken.to_json_bytes()
+    assert headers[b"k"]["dlq.error_class"] == "RuntimeError"
+    assert headers[b"k"]["dlq.attempts"] == "3"
+    assert "gave up after 3 attempts" in headers[b"k"]["dlq.reason"]
+    assert by_key[b"k"].value == broken.to_json_bytes()
 
-    # The good and the flaky (after two transient failures) were handled, once each.
-    assert sorted(event.reason for event in handled) == ["fine", "flaky"]
-    assert rt.metrics.value("events_skipped_total", event_type="SomethingNew") == 1
+    # The messages behind the poison ones flowed: the good, and the flaky after two retries.
+    await wait_until(lambda: len(handled) == 2, what="the good and the flaky")
+    assert [event.reason for event in handled] == ["fine", "flaky"]
+    assert rt.metrics.value("events_skipped_total", event_type="unknown") == 1
     assert rt.metrics.value("events_retried_total", event_type="MeetingFailed") == 4
-    assert 'visio_events_dead_lettered_total{service="meetings",error_class="Poison"} 1' in (
-        rt.metrics.render()
+    assert rt.metrics.value("events_dead_lettered_total", error_class="Poison") == 1
+    assert rt.metrics.value("events_dead_lettered_total", error_class="ValidationError") == 1
+    assert rt.metrics.value("messages_consumed_total", topic=topic) == 6
+    assert rt.metrics.value("messages_published_total", topic=rt.topics.dlq("meetings")) == 3
+
+
+def rescheduled(appointment_id: uuid.UUID, revision: int) -> AppointmentRescheduled:
+    start = datetime.now(UTC) + timedelta(days=3)
+    return AppointmentRescheduled(
+        appointment_id=appointment_id,
+        revision=revision,
+        correlation_id=uuid.uuid4(),
+        start=start,
+        duration_minutes=30,
+        timezone="Europe/Paris",
+        previous_start=start - timedelta(days=1),
+        previous_duration_minutes=30,
     )
+
+
+def cancelled(appointment_id: uuid.UUID, revision: int) -> AppointmentCancelled:
+    return AppointmentCancelled(
+        appointment_id=appointment_id,
+        revision=revision,
+        correlation_id=uuid.uuid4(),
+        reason="user",
+        cancelled_by="test",
+    )
+
+
+async def test_a_held_back_event_is_not_overtaken_while_other_partitions_flow(
+    kafka_bootstrap: str,
+) -> None:
+    # Many short retries: the held event waits for as long as the test needs, never in place.
+    settings = settings_for(
+        kafka_bootstrap,
+        topic_partitions=2,
+        retry_attempts=1000,
+        retry_initial_delay_s=0.02,
+        retry_max_delay_s=0.1,
+    )
+    rt = build_runtime("meetings", settings)
+    a, b = uuid.uuid4(), uuid.uuid4()
+    handled: list[tuple[uuid.UUID, str, int]] = []
+    b_done = asyncio.Event()
+
+    async def handle(event: AppointmentEvent) -> None:
+        if event.appointment_id == a and event.event_type == "AppointmentRescheduled":
+            if not b_done.is_set():
+                raise Transient("Graph answers 503")
+        handled.append((event.appointment_id, event.event_type, event.revision))
+        if sum(1 for seen in handled if seen[0] == b) == 3:
+            b_done.set()
+
+    rt.consumer.on(AppointmentRescheduled)(handle)
+    rt.consumer.on(AppointmentCancelled)(handle)
+    rt.consumer.subscribe(rt.topics.appointments)
+    async with running(rt):
+        topic = rt.topics.appointments
+        # A's reschedule then its cancellation on partition 0; B's three changes on partition 1.
+        for partition, event in [
+            (0, rescheduled(a, 2)),
+            (0, cancelled(a, 3)),
+            (1, rescheduled(b, 2)),
+            (1, rescheduled(b, 3)),
+            (1, cancelled(b, 4)),
+        ]:
+            await rt.broker.publish(
+                event.to_json_bytes(),
+                topic,
+                key=str(event.appointment_id).encode(),
+                partition=partition,
+                headers=Headers.for_event(event),
+            )
+        await wait_until(lambda: len(handled) == 5, what="all five events")
+        assert rt.consumer.state()["held"] == 0
+
+    # B's events flowed while A's reschedule was held back; A's cancellation stayed behind it.
+    assert handled == [
+        (b, "AppointmentRescheduled", 2),
+        (b, "AppointmentRescheduled", 3),
+        (b, "AppointmentCancelled", 4),
+        (a, "AppointmentRescheduled", 2),
+        (a, "AppointmentCancelled", 3),
+    ]
+    assert rt.metrics.value("events_retried_total", event_type="AppointmentRescheduled") >= 1
+    assert rt.metrics.value("events_dead_lettered_total") == 0
+    # Every offset is committed: nothing was skipped over, nothing is left behind.
+    assert await committed(settings, rt.topics.group("meetings"), topic) == {0: 2, 1: 3}
+
+
+async def committed(settings: ServiceSettings, group: str, topic: str) -> dict[int, int | None]:
+    probe = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=group,
+        enable_auto_commit=False,
+    )
+    await probe.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
+        probe.assign(partitions)
+        return {tp.partition: await probe.committed(tp) for tp in partitions}
+    finally:
+        await probe.stop()

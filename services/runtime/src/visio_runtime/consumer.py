@@ -3,6 +3,13 @@ what we do not handle (counted), retry what may succeed later, dead-letter what 
 
 `EventConsumer` is the shared error middleware: handlers are plain async functions taking the
 event model; they never see bytes, and never decide what a failure means.
+
+Retries never sleep in the consume loop. A message that failed transiently is held back by
+rewinding its partition to it and pausing that partition until its delay is over: the consumer
+keeps polling (so it keeps its place in the group whatever the delay), the other partitions
+flow, and nothing behind the message on its partition — the same appointment's later events
+included — can overtake it. The committed offset never passes it, so a crash or a rebalance
+during the delay redelivers it. README "Operations" says why this rather than parking keys.
 """
 
 from __future__ import annotations
@@ -11,20 +18,22 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import pydantic
-from aiokafka import ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
 from visio_shared import Envelope, Headers, Topics
 
 from visio_runtime.errors import Poison, Transient, classify
-from visio_runtime.metrics import Metrics
+from visio_runtime.logs import log_context
+from visio_runtime.metrics import ConsumerMetrics, Metrics, event_type_label
 from visio_runtime.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -40,6 +49,20 @@ class DeadLetter:
     attempts: int
     first_failed_at: datetime
     extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """How one message has failed so far, carried from one attempt to the next."""
+
+    attempts: int
+    first_failed_at: datetime
+
+
+@dataclass(frozen=True)
+class RetryLater:
+    delay: float
+    failure: Failure
 
 
 class EventConsumer:
@@ -58,6 +81,9 @@ class EventConsumer:
         self.topics = Topics(settings.topic_prefix)
         self._handlers: dict[str, tuple[type[Envelope], Handler]] = {}
         self._sleep = sleep
+        # Per partition: the held message's offset and its failures (one held at a time).
+        self._held: dict[TopicPartition, tuple[int, Failure]] = {}
+        self._count = ConsumerMetrics(metrics)
 
     def on(
         self, model: type[E]
@@ -71,15 +97,14 @@ class EventConsumer:
 
         return register
 
+    @property
+    def handled(self) -> dict[str, type[Envelope]]:
+        """Event type → model, for every type this consumer handles."""
+        return {event_type: model for event_type, (model, _) in self._handlers.items()}
+
     def subscribe(self, *topics: str) -> None:
         """Attach to the broker: group `<prefix>.<service>`, from the earliest offset, and the
         offset committed only after the message is handled or dead-lettered."""
-
-        async def on_message(msg: KafkaMessage) -> None:
-            record = msg.raw_message
-            assert isinstance(record, ConsumerRecord)
-            await self.process(record)
-
         self.broker.subscriber(
             *topics,
             group_id=self.topics.group(self.service),
@@ -87,56 +112,138 @@ class EventConsumer:
             ack_policy=AckPolicy.NACK_ON_ERROR,
             max_poll_interval_ms=self.settings.max_poll_interval_ms,
             title=f"{self.service}:{','.join(topics)}",
-        )(on_message)
+        )(self.consume)
 
     async def process(self, record: ConsumerRecord[Any, Any]) -> str:
-        """Handle one record; returns the outcome ('handled', 'skipped', 'dead_lettered')."""
-        headers = Headers.decode(record.headers)
-        first_failed_at: datetime | None = None
-        try:
-            event_type, handler, model = self._route(record, headers)
-        except Poison as exc:
-            await self._dead_letter(record, headers, DeadLetter(str(exc), "Poison", 1, _now()))
-            return "dead_lettered"
-        if handler is None:
-            self.metrics.inc("events_skipped_total", event_type=event_type or "unknown")
-            return "skipped"
-        assert model is not None
-
-        attempt = 0
+        """Handle one record to its end ('handled', 'skipped', 'dead_lettered'), waiting in
+        place between attempts: for tools and tests that hand records over one by one. The
+        subscribed consumer never waits in place (see `consume`)."""
+        failure: Failure | None = None
         while True:
-            attempt += 1
+            outcome = await self.attempt(record, failure)
+            if not isinstance(outcome, RetryLater):
+                return outcome
+            failure = outcome.failure
+            await self._sleep(outcome.delay)
+
+    async def attempt(
+        self, record: ConsumerRecord[Any, Any], failure: Failure | None = None
+    ) -> str | RetryLater:
+        """One try at one record: its outcome, or when to try again."""
+        headers = Headers.decode(record.headers)
+        with log_context(
+            event_id=headers.get(Headers.EVENT_ID),
+            event_type=headers.get(Headers.EVENT_TYPE),
+            correlation_id=headers.get(Headers.CORRELATION_ID),
+        ):
             try:
-                event = model.model_validate_json(record.value)
+                event_type, handler, model = self._route(record, headers)
+            except Poison as exc:
+                self._count.consumed.labels(topic=record.topic, event_type="unknown").inc()
+                letter = DeadLetter(str(exc), "Poison", 1, _now())
+                await self._dead_letter(record, headers, letter, summary=letter.reason)
+                return "dead_lettered"
+            labels = {
+                "topic": record.topic,
+                "event_type": event_type_label(event_type, self._handlers),
+            }
+            if failure is None:
+                self._count.consumed.labels(**labels).inc()
+            if handler is None or model is None:
+                self._count.skipped.labels(**labels).inc()
+                return "skipped"
+            return await self._handle(record, headers, model, handler, failure, labels)
+
+    async def _handle(
+        self,
+        record: ConsumerRecord[Any, Any],
+        headers: dict[str, str],
+        model: type[Envelope],
+        handler: Handler,
+        failure: Failure | None,
+        labels: dict[str, str],
+    ) -> str | RetryLater:
+        started = time.perf_counter()
+        appointment_id = None
+        try:
+            event = model.model_validate_json(record.value)
+            appointment_id = getattr(event, "appointment_id", None)
+            with log_context(appointment_id=appointment_id):
                 await handler(event)
-            except Exception as exc:  # classified below, never swallowed
-                first_failed_at = first_failed_at or _now()
-                kind = classify(exc)
-                if kind == "poison" or attempt >= self.settings.retry_attempts:
-                    reason = _describe(exc)
-                    if kind != "poison":
-                        reason = f"gave up after {attempt} attempts: {reason}"
-                    await self._dead_letter(
-                        record,
-                        headers,
-                        DeadLetter(reason, type(exc).__name__, attempt, first_failed_at),
-                    )
-                    return "dead_lettered"
-                delay = self._delay(attempt, exc)
-                log.warning(
-                    "%s: %s on %s (attempt %d), retrying in %.2fs",
-                    self.service,
-                    type(exc).__name__,
-                    event_type,
-                    attempt,
-                    delay,
-                    extra={"correlation_id": headers.get(Headers.CORRELATION_ID)},
-                )
-                self.metrics.inc("events_retried_total", event_type=event_type)
-                await self._sleep(delay)
-            else:
-                self.metrics.inc("events_handled_total", event_type=event_type)
-                return "handled"
+        except Exception as exc:  # classified below, never swallowed
+            with log_context(appointment_id=appointment_id):
+                return await self._failed(record, headers, exc, failure, labels)
+        finally:
+            self._count.latency.labels(**labels).observe(time.perf_counter() - started)
+        self._count.handled.labels(**labels).inc()
+        return "handled"
+
+    async def _failed(
+        self,
+        record: ConsumerRecord[Any, Any],
+        headers: dict[str, str],
+        exc: Exception,
+        failure: Failure | None,
+        labels: dict[str, str],
+    ) -> str | RetryLater:
+        failure = Failure(
+            attempts=failure.attempts + 1 if failure else 1,
+            first_failed_at=failure.first_failed_at if failure else _now(),
+        )
+        error_class = type(exc).__name__
+        self._count.failed.labels(**labels, error_class=error_class).inc()
+        kind = classify(exc)
+        if kind == "poison" or failure.attempts >= self.settings.retry_attempts:
+            reason = _describe(exc)
+            if kind != "poison":
+                reason = f"gave up after {failure.attempts} attempts: {reason}"
+            letter = DeadLetter(reason, error_class, failure.attempts, failure.first_failed_at)
+            await self._dead_letter(record, headers, letter, summary=_loggable(exc))
+            return "dead_lettered"
+        delay = self._delay(failure.attempts, exc)
+        log.warning(
+            "%s: %s on %s (attempt %d), retrying in %.2fs",
+            self.service,
+            error_class,
+            labels["event_type"],
+            failure.attempts,
+            delay,
+        )
+        self._count.retried.labels(**labels).inc()
+        return RetryLater(delay, failure)
+
+    async def consume(self, msg: KafkaMessage) -> None:
+        """One delivery from a FastStream subscriber: what `subscribe` wires, and what a
+        service's own subscriber calls for the events it leaves to this consumer. A message to
+        retry holds its partition back (module docstring). Never raises: FastStream would
+        rewind and hand the same message straight back, a hot loop."""
+        record, consumer = msg.raw_message, msg.consumer
+        assert isinstance(record, ConsumerRecord)
+        if not isinstance(consumer, AIOKafkaConsumer):
+            # FastStream's TestKafkaBroker: no partition to pause, so wait in place.
+            await self.process(record)
+            return
+        tp = TopicPartition(record.topic, record.partition)
+        held = self._held.pop(tp, None)
+        failure = held[1] if held and held[0] == record.offset else None
+        try:
+            outcome = await self.attempt(record, failure)
+        except Exception:
+            # Dead-lettering itself failed (the broker is away): hold on and try later.
+            log.exception("%s: could not dead-letter; holding the partition", self.service)
+            outcome = RetryLater(
+                self.settings.retry_max_delay_s, failure or Failure(0, first_failed_at=_now())
+            )
+        if isinstance(outcome, RetryLater):
+            self._held[tp] = (record.offset, outcome.failure)
+            self._hold(consumer, tp, record.offset, outcome.delay)
+
+    def _hold(
+        self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int, delay: float
+    ) -> None:
+        consumer.seek(tp, offset)
+        consumer.pause(tp)
+        asyncio.get_running_loop().call_later(delay, _release, consumer, tp)
 
     def _route(
         self, record: ConsumerRecord[Any, Any], headers: dict[str, str]
@@ -166,8 +273,14 @@ class EventConsumer:
         return delay * random.uniform(0.8, 1.2)
 
     async def _dead_letter(
-        self, record: ConsumerRecord[Any, Any], headers: dict[str, str], letter: DeadLetter
+        self,
+        record: ConsumerRecord[Any, Any],
+        headers: dict[str, str],
+        letter: DeadLetter,
+        summary: str,
     ) -> None:
+        """Publish the letter; the log line says only `summary`, which names no one (the full
+        reason, possibly quoting the payload, stays in the letter's headers)."""
         dlq_headers = {
             **headers,
             Headers.DLQ_SOURCE_TOPIC: record.topic,
@@ -186,19 +299,82 @@ class EventConsumer:
             key=record.key,
             headers=dlq_headers,
         )
-        self.metrics.inc("events_dead_lettered_total", error_class=letter.error_class)
+        self._count.dead_lettered.labels(
+            topic=record.topic,
+            event_type=event_type_label(headers.get(Headers.EVENT_TYPE), self._handlers),
+            error_class=letter.error_class,
+        ).inc()
         log.error(
             "%s: dead-lettered %s/%s@%s: %s",
             self.service,
             record.topic,
             record.partition,
             record.offset,
-            letter.reason,
+            summary,
         )
+
+    # What /health/ready and /metrics say about the service's consumers (its own subscribers
+    # included, such as booking's, which hands events over through `consume` or `process`).
+
+    def _consumers(self) -> Iterator[AIOKafkaConsumer]:
+        for subscriber in self.broker.subscribers:
+            consumer = getattr(subscriber, "consumer", None)
+            if isinstance(consumer, AIOKafkaConsumer):
+                yield consumer
+
+    def state(self) -> dict[str, Any]:
+        """'assigned' (with its partitions and how many are held back) or 'waiting' for the
+        group to assign some; 'none' for a service that consumes nothing."""
+        if not self.broker.subscribers:
+            return {"state": "none"}
+        assigned = [tp for consumer in self._consumers() for tp in consumer.assignment()]
+        held = sum(len(consumer.paused()) for consumer in self._consumers())
+        return {
+            "state": "assigned" if assigned else "waiting",
+            "partitions": len(assigned),
+            "held": held,
+        }
+
+    async def observe(self) -> None:
+        """Refresh the consumer gauges (called when /metrics is read): lag is the partition's
+        end as last fetched (its highwater) minus the consumer's own position."""
+        self._count.lag.clear()
+        assigned = held = 0
+        for consumer in self._consumers():
+            partitions = consumer.assignment()
+            assigned += len(partitions)
+            held += len(consumer.paused())
+            for tp in partitions:
+                end = consumer.highwater(tp)  # None until the partition's first fetch
+                if end is None:
+                    continue
+                try:  # a partition being reset has no position yet: no sample this time
+                    position = await asyncio.wait_for(consumer.position(tp), 1)
+                except TimeoutError:
+                    continue
+                lag = max(end - position, 0)
+                self._count.lag.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
+        self._count.assigned.set(assigned)
+        self._count.held.set(held)
+
+
+def _release(consumer: AIOKafkaConsumer, tp: TopicPartition) -> None:
+    # Revoked meanwhile (or stopped): whoever owns the partition now starts it unpaused.
+    if tp in consumer.assignment():
+        consumer.resume(tp)
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _loggable(exc: BaseException) -> str:
+    """What a log line may say of a failure. A handler's exception text may quote a person
+    (an SMTP refusal naming the address, a name in a message), and names cannot be told apart
+    from other words: only the class, and for invalid payloads the fields, which we wrote."""
+    if isinstance(exc, pydantic.ValidationError):
+        return _describe(exc)
+    return f"{type(exc).__name__} (reason in the dead letter's dlq.reason header)"
 
 
 def _describe(exc: BaseException) -> str:

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from faststream.kafka import KafkaBroker
+from faststream.kafka.response import KafkaPublishCommand
+from faststream.middlewares import BaseMiddleware
 from faststream.security import (
     BaseSecurity,
     SASLPlaintext,
     SASLScram256,
     SASLScram512,
 )
+from prometheus_client import Counter
+from visio_shared import Headers
 
+from visio_runtime.metrics import Metrics, event_type_label
 from visio_runtime.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -52,7 +59,9 @@ def _client_security_kwargs(settings: ServiceSettings) -> dict[str, Any]:
     return kwargs
 
 
-def make_broker(settings: ServiceSettings, client_id: str) -> KafkaBroker:
+def make_broker(
+    settings: ServiceSettings, client_id: str, middlewares: Sequence[Any] = ()
+) -> KafkaBroker:
     return KafkaBroker(
         settings.kafka_bootstrap_servers,
         client_id=client_id,
@@ -61,7 +70,16 @@ def make_broker(settings: ServiceSettings, client_id: str) -> KafkaBroker:
         security=kafka_security(settings),
         graceful_timeout=10.0,
         logger=logging.getLogger(f"visio.{client_id}.kafka"),
+        middlewares=tuple(middlewares),
     )
+
+
+def topic_configs(settings: ServiceSettings, name: str) -> dict[str, str]:
+    """The configs a topic is created with: its retention, since events carry personal data."""
+    if not settings.topic_configs_enabled:
+        return {}
+    days = settings.dlq_retention_days if name.endswith(".dlq") else settings.topic_retention_days
+    return {"retention.ms": str(int(days * 86_400_000))} if days > 0 else {}
 
 
 async def ensure_topics(settings: ServiceSettings, names: list[str]) -> list[str]:
@@ -70,9 +88,7 @@ async def ensure_topics(settings: ServiceSettings, names: list[str]) -> list[str
     Explicit, because tansu (and a misconfigured Kafka) silently auto-creates a topic on publish
     with one partition, which would break per-appointment ordering at scale-out.
     """
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap_servers, **_client_security_kwargs(settings)
-    )
+    admin = admin_client(settings)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -85,6 +101,7 @@ async def ensure_topics(settings: ServiceSettings, names: list[str]) -> list[str
                             name,
                             num_partitions=settings.topic_partitions,
                             replication_factor=settings.topic_replication_factor,
+                            topic_configs=topic_configs(settings, name),
                         )
                         for name in missing
                     ]
@@ -102,3 +119,38 @@ def admin_client(settings: ServiceSettings) -> AIOKafkaAdminClient:
     return AIOKafkaAdminClient(
         bootstrap_servers=settings.kafka_bootstrap_servers, **_client_security_kwargs(settings)
     )
+
+
+def client_kwargs(settings: ServiceSettings) -> dict[str, Any]:
+    """What a plain aiokafka consumer or producer needs to reach the broker as the services do
+    (bootstrap servers, TLS, SASL): for tools such as `visio-rdv ops`."""
+    return {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        **_client_security_kwargs(settings),
+    }
+
+
+class _CountPublished(BaseMiddleware[KafkaPublishCommand, Any]):
+    """Counts what the broker publishes, by topic and event type (from the headers)."""
+
+    def __init__(self, msg: Any, /, *, context: Any, counter: Counter) -> None:
+        super().__init__(msg, context=context)
+        self.counter = counter
+
+    async def publish_scope(
+        self, call_next: Callable[[Any], Awaitable[Any]], cmd: KafkaPublishCommand
+    ) -> Any:
+        result = await call_next(cmd)
+        event_type = event_type_label(cmd.headers.get(Headers.EVENT_TYPE))
+        self.counter.labels(topic=cmd.destination, event_type=event_type).inc(len(cmd.batch_bodies))
+        return result
+
+
+def publish_metrics(metrics: Metrics) -> Callable[..., _CountPublished]:
+    """A broker middleware feeding `visio_messages_published_total`."""
+    counter = metrics.counter(
+        "messages_published_total",
+        "Messages published, by topic and event type.",
+        ["topic", "event_type"],
+    )
+    return partial(_CountPublished, counter=counter)

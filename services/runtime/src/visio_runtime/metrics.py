@@ -1,26 +1,159 @@
-"""Counters, exposed in Prometheus' text format at /metrics. A dict is enough for a handful of
-counters; the names follow Prometheus conventions so a scraper can take them as they are."""
+"""Prometheus metrics, one registry per runtime (so two services in one test process never share
+a counter), exposed at /metrics.
+
+Names are `visio_<name>`; which service a series comes from is the scrape target's job (and
+`visio_service_info`), not a label on every series. Labels hold topics, event types, error
+classes, statuses — never an id, an address or a name: a label value per person would both leak
+personal data and explode the series count.
+"""
 
 from __future__ import annotations
 
-from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any, TypeVar
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.metrics import MetricWrapperBase
+from visio_shared import EVENT_TYPES
+
+PREFIX = "visio_"
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+M = TypeVar("M", bound=MetricWrapperBase)
+
+# Handler latencies: from a database write (ms) to a Graph call under throttling (tens of s).
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
 class Metrics:
     def __init__(self, service: str) -> None:
+        # `*_created` series would double the page for no reader.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.service = service
-        self._counters: Counter[tuple[str, tuple[tuple[str, str], ...]]] = Counter()
+        self.registry = CollectorRegistry()
+        self._metrics: dict[str, MetricWrapperBase] = {}
+        self._labels: dict[str, tuple[str, ...]] = {}
+        Info(f"{PREFIX}service", "The service behind this endpoint.", registry=self.registry).info(
+            {"service": service}
+        )
 
-    def inc(self, name: str, amount: int = 1, **labels: str) -> None:
-        self._counters[(name, tuple(sorted(labels.items())))] += amount
+    # Declared metrics: what a service adds for itself (Graph calls, SMTP sends, outbox age…).
 
-    def value(self, name: str, **labels: str) -> int:
-        return self._counters[(name, tuple(sorted(labels.items())))]
+    def counter(self, name: str, doc: str, labels: Sequence[str] = ()) -> Counter:
+        return self._declare(Counter, name, doc, labels)
+
+    def gauge(self, name: str, doc: str, labels: Sequence[str] = ()) -> Gauge:
+        return self._declare(Gauge, name, doc, labels)
+
+    def histogram(
+        self,
+        name: str,
+        doc: str,
+        labels: Sequence[str] = (),
+        buckets: Sequence[float] = LATENCY_BUCKETS,
+    ) -> Histogram:
+        return self._declare(Histogram, name, doc, labels, buckets=buckets)
+
+    # The small API every service already uses.
+
+    def inc(self, name: str, amount: float = 1, **labels: str) -> None:
+        """Add to a counter, declared on first use with the labels it is first given. Never
+        raises on labels: a label the counter has and the call lacks is '' (a service counting
+        dead letters by class alone, say), one it does not have is dropped — counting must not
+        fail a handler."""
+        counter = self._metrics.get(name)
+        if counter is None:
+            counter = self.counter(name, name.replace("_", " "), sorted(labels))
+        assert isinstance(counter, Counter), f"{name} is not a counter"
+        names = self._labels[name]
+        if names:
+            counter = counter.labels(**{label: str(labels.get(label, "")) for label in names})
+        counter.inc(amount)
+
+    def value(self, name: str, **labels: str) -> float:
+        """The sum of the samples named `visio_<name>` whose labels include `labels` (0 if none):
+        `value("events_handled_total", event_type="X")` adds up every topic."""
+        wanted = {f"{PREFIX}{name}", f"{PREFIX}{name}_total"}
+        return sum(
+            sample.value
+            for family in self.registry.collect()
+            for sample in family.samples
+            if sample.name in wanted and labels.items() <= sample.labels.items()
+        )
 
     def render(self) -> str:
-        lines = []
-        for (name, labels), count in sorted(self._counters.items()):
-            pairs = [("service", self.service), *labels]
-            rendered = ",".join(f'{key}="{value}"' for key, value in pairs)
-            lines.append(f"visio_{name}{{{rendered}}} {count}")
-        return "\n".join(lines) + "\n"
+        return generate_latest(self.registry).decode()
+
+    def _declare(
+        self,
+        kind: type[M],
+        name: str,
+        doc: str,
+        labels: Sequence[str],
+        **options: Any,
+    ) -> M:
+        existing = self._metrics.get(name)
+        if existing is not None:
+            # Declaring twice (two handlers asking for the same counter) returns the same one.
+            assert isinstance(existing, kind), f"{name} is already a {type(existing).__name__}"
+            return existing
+        metric = kind(f"{PREFIX}{name}", doc, list(labels), registry=self.registry, **options)
+        self._metrics[name] = metric
+        self._labels[name] = tuple(labels)
+        return metric
+
+
+def event_type_label(event_type: str | None, handled: Iterable[str] = ()) -> str:
+    """An event type as a label value: the contract's types (and those a service handles) as
+    they are, anything else as 'unknown', so a stranger's header cannot mint new series."""
+    if event_type and (event_type in EVENT_TYPES or event_type in handled):
+        return event_type
+    return "unknown"
+
+
+class ConsumerMetrics:
+    """The shared consumer's own metrics, declared once per runtime."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        labels = ["topic", "event_type"]
+        self.consumed = metrics.counter(
+            "messages_consumed_total", "Messages received (redeliveries aside).", labels
+        )
+        self.handled = metrics.counter("events_handled_total", "Events handled.", labels)
+        self.skipped = metrics.counter(
+            "events_skipped_total", "Events of a type this service does not handle.", labels
+        )
+        self.failed = metrics.counter(
+            "events_failed_total", "Failed attempts, by error class.", [*labels, "error_class"]
+        )
+        self.retried = metrics.counter(
+            "events_retried_total", "Attempts that will be retried.", labels
+        )
+        self.dead_lettered = metrics.counter(
+            "events_dead_lettered_total",
+            "Messages sent to the dead-letter topic.",
+            [*labels, "error_class"],
+        )
+        self.latency = metrics.histogram(
+            "handler_duration_seconds", "Time spent in one handler attempt.", labels
+        )
+        self.lag = metrics.gauge(
+            "consumer_lag_messages",
+            "Messages behind the partition's end, from the consumer's own position.",
+            ["topic", "partition"],
+        )
+        self.assigned = metrics.gauge(
+            "consumer_assigned_partitions", "Partitions assigned to this service's consumers."
+        )
+        self.held = metrics.gauge(
+            "consumer_held_partitions", "Partitions paused while a message waits to retry."
+        )

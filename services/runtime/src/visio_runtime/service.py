@@ -17,9 +17,11 @@ from visio_shared import Topics
 
 from visio_runtime.consumer import EventConsumer
 from visio_runtime.db import create_pool
-from visio_runtime.kafka import ensure_topics, make_broker
-from visio_runtime.metrics import Metrics
+from visio_runtime.kafka import ensure_topics, make_broker, publish_metrics
+from visio_runtime.logs import configure_logging as _configure_logging
+from visio_runtime.metrics import CONTENT_TYPE, Metrics
 from visio_runtime.settings import ServiceSettings
+from visio_runtime.tracing import telemetry_middleware, tracer_provider
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +61,13 @@ class Runtime:
 
 def build_runtime(service: str, settings: ServiceSettings) -> Runtime:
     metrics = Metrics(service)
-    broker = make_broker(settings, client_id=f"visio-rdv-{service}")
+    middlewares: list[Any] = [publish_metrics(metrics)]
+    provider = tracer_provider(settings, service)
+    if provider is not None:
+        middlewares.append(telemetry_middleware(provider))
+    broker = make_broker(settings, client_id=f"visio-rdv-{service}", middlewares=middlewares)
     consumer = EventConsumer(service, settings, broker, metrics)
-    return Runtime(
+    runtime = Runtime(
         service=service,
         settings=settings,
         broker=broker,
@@ -69,6 +75,13 @@ def build_runtime(service: str, settings: ServiceSettings) -> Runtime:
         consumer=consumer,
         topics=Topics(settings.topic_prefix),
     )
+    if provider is not None:
+
+        async def flush_spans(_: Runtime) -> None:
+            provider.shutdown()
+
+        runtime.on_stop.append(flush_spans)
+    return runtime
 
 
 def create_service_app(runtime: Runtime, title: str, **fastapi_kwargs: Any) -> FastAPI:
@@ -106,7 +119,11 @@ def create_service_app(runtime: Runtime, title: str, **fastapi_kwargs: Any) -> F
     async def live() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/health/ready", tags=["health"], summary="Database and broker answer")
+    @app.get(
+        "/health/ready",
+        tags=["health"],
+        summary="Database and broker answer; says whether the consumer is assigned or waiting",
+    )
     async def ready(response: Response) -> dict[str, Any]:
         checks: dict[str, str] = {}
         try:
@@ -118,24 +135,37 @@ def create_service_app(runtime: Runtime, title: str, **fastapi_kwargs: Any) -> F
         checks["kafka"] = "ok" if broker_ok else "error"
         healthy = all(value == "ok" for value in checks.values())
         response.status_code = 200 if healthy else 503
-        return {"status": "ok" if healthy else "unavailable", "checks": checks}
+        # Waiting for an assignment is not a failure: a group rebalancing, or more replicas
+        # than partitions, leaves a healthy consumer without partitions for a while.
+        return {
+            "status": "ok" if healthy else "unavailable",
+            "checks": checks,
+            "consumer": runtime.consumer.state(),
+        }
 
-    @app.get("/metrics", tags=["health"], summary="Prometheus counters")
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics")
     async def metrics() -> Response:
-        return Response(runtime.metrics.render(), media_type="text/plain; version=0.0.4")
+        await runtime.consumer.observe()
+        return Response(runtime.metrics.render(), media_type=CONTENT_TYPE)
 
     return app
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+def configure_logging(level: str, service: str = "", fmt: str = "json") -> None:
+    """Structured JSON lines on stderr (see visio_runtime.logs), or text with `fmt='text'`."""
+    _configure_logging(level, service=service, fmt=fmt)
 
 
 def serve(app: FastAPI, settings: ServiceSettings) -> None:
     import uvicorn
 
-    configure_logging(settings.log_level)
-    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level="warning")
+    runtime: Runtime = app.state.runtime
+    configure_logging(settings.log_level, runtime.service, settings.log_format)
+    # log_config=None: uvicorn's records go through our handler too, instead of its own.
+    uvicorn.run(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_level="warning",
+        log_config=None,
+    )

@@ -27,9 +27,14 @@ class ServiceSettings(BaseSettings):
     topic_partitions: int = 6
     topic_replication_factor: int = 1
     max_poll_interval_ms: int = 300_000
+    # Personal data on the broker ends too: `retention.ms` given to every topic this service
+    # creates (0: the broker's default). Some brokers refuse topic configs: turn them off there.
+    topic_retention_days: float = 7.0
+    dlq_retention_days: float = 7.0
+    topic_configs_enabled: bool = True
 
-    # Retry of transient failures, in place: the whole budget stays far below
-    # max.poll.interval.ms, so the consumer is never thrown out of its group.
+    # Retry of transient failures: the partition is paused (never slept on) between attempts,
+    # so the delays may grow past max.poll.interval.ms without the consumer leaving its group.
     retry_attempts: int = 5
     retry_initial_delay_s: float = 0.2
     retry_max_delay_s: float = 5.0
@@ -44,6 +49,14 @@ class ServiceSettings(BaseSettings):
     http_port: int = 8080
 
     log_level: str = "INFO"
+    log_format: Literal["json", "text"] = "json"
+
+    # OpenTelemetry: off unless asked. On, the trace context travels in Kafka headers
+    # (`traceparent`) and each log line carries its trace id; spans go to `tracing_exporter`
+    # ('none' propagates only; 'otlp' needs opentelemetry-exporter-otlp installed).
+    tracing_enabled: bool = False
+    tracing_exporter: Literal["none", "console", "otlp"] = "none"
+    tracing_otlp_endpoint: str | None = None
 
     @model_validator(mode="after")
     def _refuse_sasl_in_clear(self) -> ServiceSettings:

@@ -1,0 +1,48 @@
+"""Helpers for tests that run a runtime on a real broker: start it and wait for its group to
+assign it partitions, and wait for a condition with a deadline rather than sleeping."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import TypeVar
+
+from visio_runtime.kafka import ensure_topics
+from visio_runtime.service import Runtime
+
+T = TypeVar("T")
+
+POLL_S = 0.05  # how often a condition is checked: a deadline, not a sleep, bounds the wait
+
+
+async def wait_until(
+    condition: Callable[[], T | Awaitable[T]], within: float = 60.0, what: str = "a condition"
+) -> T:
+    """Poll `condition` until it returns something truthy; that value is returned."""
+    deadline = time.monotonic() + within
+    while True:
+        result = condition()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within:.0f}s waiting for {what}")
+        await asyncio.sleep(POLL_S)
+
+
+@asynccontextmanager
+async def running(runtime: Runtime, within: float = 60.0) -> AsyncIterator[Runtime]:
+    """The runtime's topics created and its broker started, once its consumer is assigned."""
+    await ensure_topics(runtime.settings, runtime.topics.all())
+    await runtime.broker.start()
+    try:
+        await wait_until(
+            lambda: runtime.consumer.state()["state"] != "waiting", within, "an assignment"
+        )
+        yield runtime
+    finally:
+        await runtime.broker.stop()

@@ -1,0 +1,131 @@
+"""The service shell on the real broker and PostgreSQL: /health/ready says whether the consumer
+is assigned or waiting, /metrics moves as messages flow, and with tracing on the trace context
+travels from a consumed message to what its handler publishes."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from opentelemetry import trace
+from prometheus_client.parser import text_string_to_metric_families
+from visio_runtime.service import build_runtime, create_service_app
+from visio_runtime.settings import ServiceSettings
+from visio_runtime.testing import running, wait_until
+from visio_shared import Headers, MeetingFailed, NotificationFailed, publish_event
+
+
+def meeting_failed() -> MeetingFailed:
+    return MeetingFailed(
+        appointment_id=uuid.uuid4(), revision=1, correlation_id=uuid.uuid4(), reason="x"
+    )
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def test_health_and_metrics_follow_the_consumer(
+    kafka_bootstrap: str, fresh_database: str
+) -> None:
+    settings = ServiceSettings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        topic_prefix=f"svc-{uuid.uuid4().hex[:8]}",
+        database_url=fresh_database,
+    )
+    rt = build_runtime("meetings", settings)
+    handled: list[MeetingFailed] = []
+
+    @rt.consumer.on(MeetingFailed)
+    async def on_failed(event: MeetingFailed) -> None:
+        handled.append(event)
+
+    rt.consumer.subscribe(rt.topics.meetings)
+    app = create_service_app(rt, title="probe")
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://meetings") as client,
+    ):
+
+        async def assigned() -> bool:
+            response = await client.get("/health/ready")
+            assert response.status_code == 200, response.text
+            state = response.json()["consumer"]["state"]
+            assert state in ("waiting", "assigned")
+            return bool(state == "assigned")
+
+        await wait_until(assigned, what="an assignment")
+
+        events = [meeting_failed(), meeting_failed()]
+        for event in events:
+            await publish_event(rt.broker, rt.topics.meetings, event)
+        await wait_until(lambda: len(handled) == 2, what="two events handled")
+        metrics = samples((await client.get("/metrics")).text)
+
+    labels = (("event_type", "MeetingFailed"), ("topic", rt.topics.meetings))
+    assert metrics[("visio_events_handled_total", labels)] == 2
+    assert metrics[("visio_messages_consumed_total", labels)] == 2
+    assert metrics[("visio_messages_published_total", labels)] == 2
+    assert metrics[("visio_handler_duration_seconds_count", labels)] == 2
+    assert metrics[("visio_consumer_assigned_partitions", ())] == settings.topic_partitions
+    lags = {key: value for key, value in metrics.items() if key[0] == "visio_consumer_lag_messages"}
+    assert lags and set(lags.values()) == {0}
+    assert metrics[("visio_service_info", (("service", "meetings"),))] == 1
+
+
+async def test_the_trace_context_travels_through_a_handler(kafka_bootstrap: str) -> None:
+    settings = ServiceSettings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        topic_prefix=f"trace-{uuid.uuid4().hex[:8]}",
+        tracing_enabled=True,
+    )
+    rt = build_runtime("notifications", settings)
+    seen: list[int] = []
+
+    @rt.consumer.on(MeetingFailed)
+    async def on_failed(event: MeetingFailed) -> None:
+        seen.append(trace.get_current_span().get_span_context().trace_id)
+        answer = NotificationFailed(
+            **event.caused(appointment_id=event.appointment_id, revision=1),
+            kind="meeting_unavailable",
+            reason="no meeting",
+        )
+        await publish_event(rt.broker, rt.topics.notifications, answer)
+
+    rt.consumer.subscribe(rt.topics.meetings)
+    trace_id = uuid.uuid4().hex
+    async with running(rt):
+        # From a producer outside the service (a partner's, say), which started the trace.
+        event = meeting_failed()
+        headers = Headers.for_event(event) | {"traceparent": f"00-{trace_id}-{'1' * 16}-01"}
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+        await producer.start()
+        try:
+            await producer.send_and_wait(
+                rt.topics.meetings,
+                event.to_json_bytes(),
+                key=str(event.appointment_id).encode(),
+                headers=[(name, value.encode()) for name, value in headers.items()],
+            )
+        finally:
+            await producer.stop()
+        reader = AIOKafkaConsumer(
+            rt.topics.notifications,
+            bootstrap_servers=kafka_bootstrap,
+            auto_offset_reset="earliest",
+        )
+        await reader.start()
+        try:
+            answer = await wait_until(reader.getone, what="the handler's answer")
+        finally:
+            await reader.stop()
+
+    assert seen == [int(trace_id, 16)]
+    headers = dict(answer.headers)
+    assert headers["traceparent"].decode().split("-")[1] == trace_id
