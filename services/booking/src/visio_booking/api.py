@@ -1,170 +1,201 @@
-"""Booking's HTTP API: the front door for the caf.fr portal, advisor tools and other systems."""
+"""Booking's HTTP API: the front door for the caf.fr portal, advisor tools and other systems.
+
+Bodies are read by hand (size limit, then JSON, then the shared models with the service's
+rules as validation context), so a Kafka request and an HTTP call are checked the same way.
+"""
 
 from __future__ import annotations
 
 import json
 import uuid
+import zoneinfo
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Security
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from visio_shared import (
-    Advisor,
-    AppointmentRequested,
-    ConsentGiven,
-    Person,
-    Topics,
-    current_cgu,
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import Response
+from visio_shared import current_cgu
+from visio_shared.booking_requests import (
+    BookingRequest,
+    CancelRequest,
+    ContactCorrection,
+    ReassignRequest,
+    RescheduleRequest,
 )
 
+from visio_booking.appointments import Caller, Command, not_found
+from visio_booking.auth import require
 from visio_booking.contract import (
     AppointmentView,
     BookingAccepted,
-    BookingRequest,
     CguCurrent,
     HistoryEntry,
+    ProblemDocument,
 )
-from visio_booking.keys import scopes_of
-from visio_booking.problems import PROBLEM_JSON, Problem
+from visio_booking.intake import execute
+from visio_booking.openapi import ref, request_body
+from visio_booking.problems import PROBLEM_JSON, Problem, invalid
 from visio_booking.settings import BookingSettings
-from visio_booking.store import enqueue, fetch_appointment, insert_appointment
+from visio_booking.store import fetch_appointment
 
 router = APIRouter()
-bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <api key>")
 
-PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"description": text, "content": {PROBLEM_JSON: {}}}
-    for status, text in (
-        (401, "No or unknown API key"),
-        (403, "The key lacks the scope"),
-        (413, "Body too large"),
-        (422, "Invalid request: each invalid field is named"),
-    )
+PROBLEM = ref(ProblemDocument)
+READ = "appointments:read"
+WRITE = "appointments:write"
+
+
+def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    texts = {
+        400: "The body is not JSON",
+        401: "No, unknown or revoked API key",
+        403: "The key lacks the scope",
+        404: "No such appointment among the caller's",
+        409: "The appointment is past or cancelled: it cannot change",
+        413: "Body too large",
+        422: "Invalid request (each invalid field is named), or an Idempotency-Key reused",
+    }
+    return {
+        status: {"description": texts[status], "content": {PROBLEM_JSON: {"schema": PROBLEM}}}
+        for status in statuses
+    }
+
+
+ACCEPTED: dict[int | str, dict[str, Any]] = {
+    202: {
+        "description": "Accepted (or, for a repeated Idempotency-Key, the first answer again)",
+        "headers": {
+            "Idempotent-Replayed": {
+                "description": "`true` when this is the stored answer to an earlier request",
+                "schema": {"type": "string"},
+            }
+        },
+    }
 }
 
-
-def _runtime(request: Request) -> Any:
-    return request.app.state.runtime
-
-
-def require(scope: str) -> Any:
-    async def check(
-        request: Request,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
-    ) -> str:
-        if credentials is None or credentials.scheme.lower() != "bearer":
-            raise Problem(401, "unauthorized", "Unauthorized", "send Authorization: Bearer <key>")
-        scopes = await scopes_of(_runtime(request).db, credentials.credentials)
-        if scopes is None:
-            raise Problem(401, "unauthorized", "Unauthorized", "unknown or revoked API key")
-        if scope not in scopes:
-            raise Problem(403, "forbidden", "Forbidden", f"this key lacks the scope {scope!r}")
-        return credentials.credentials
-
-    return Depends(check)
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Up to 255 printable characters, unique per request of this caller. "
+        "Sent again with the same body, the first answer comes back and nothing happens twice; "
+        "with another body, 422.",
+    ),
+]
 
 
 @router.post(
     "/v1/appointments",
     status_code=202,
     response_model=BookingAccepted,
-    responses=PROBLEM_RESPONSES,
+    responses={**ACCEPTED, **_problems(400, 401, 403, 413, 422)},
     summary="Book a video appointment",
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": BookingRequest.model_json_schema()}},
-        }
-    },
+    openapi_extra=request_body(BookingRequest),
 )
 async def book(
-    request: Request, _key: Annotated[str, require("appointments:write")]
-) -> BookingAccepted:
-    runtime = _runtime(request)
-    settings: BookingSettings = runtime.settings
-    body = await request.body()
-    if len(body) > settings.max_body_bytes:
-        raise Problem(
-            413, "too-large", "Too Large", f"the body exceeds {settings.max_body_bytes} bytes"
-        )
-    try:
-        payload = json.loads(body)
-    except ValueError as exc:
-        raise Problem(400, "malformed", "Malformed JSON", f"the body is not JSON: {exc}") from exc
-    # A ValidationError becomes a 422 problem naming each field (problems.install).
-    booking = BookingRequest.model_validate(
-        payload,
-        context={
-            "horizon_days": settings.booking_horizon_days,
-            "duration_bounds": (settings.min_duration_minutes, settings.max_duration_minutes),
-        },
-    )
-    event = to_event(booking, channel="api", calling_system=request.headers.get("X-Caller", "api"))
-    topics: Topics = runtime.topics
-    async with runtime.db.acquire() as conn, conn.transaction():
-        await insert_appointment(conn, event)
-        await enqueue(conn, topics.appointments, event)
-    request.app.state.outbox.wake()
-    return BookingAccepted(appointment_id=event.appointment_id, status="requested")
+    request: Request,
+    caller: Annotated[Caller, require(WRITE)],
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    return await _run(request, caller, "BookAppointment", None, idempotency_key)
 
 
-def to_event(booking: BookingRequest, *, channel: str, calling_system: str) -> AppointmentRequested:
-    appointment_id = uuid.uuid4()
-    cgu = current_cgu()
-    return AppointmentRequested(
-        appointment_id=appointment_id,
-        revision=1,
-        correlation_id=appointment_id,
-        caf_code=booking.caf_code,
-        advisor=Advisor(id=booking.advisor.id, display_name=booking.advisor.display_name),
-        start=booking.start,
-        duration_minutes=booking.duration_minutes,
-        timezone=booking.timezone,
-        subject=booking.subject,
-        user=Person(
-            first_name=booking.user.first_name,
-            last_name=booking.user.last_name,
-            email=booking.user.email,
-            device=booking.user.device,
-        ),
-        consent=ConsentGiven(
-            cgu_version=booking.consent.cgu_version,
-            cgu_sha256=cgu.sha256,
-            accepted_at=booking.consent.accepted_at,
-            recording_authorised=booking.consent.recording_authorised,
-            channel=channel,
-        ),
-        calling_system=calling_system,
-    )
+@router.post(
+    "/v1/appointments/{appointment_id}/reschedule",
+    status_code=202,
+    response_model=BookingAccepted,
+    responses={**ACCEPTED, **_problems(400, 401, 403, 404, 409, 413, 422)},
+    summary="Move an appointment: a new start and/or duration, the same meeting link",
+    openapi_extra=request_body(RescheduleRequest),
+)
+async def reschedule(
+    request: Request,
+    appointment_id: uuid.UUID,
+    caller: Annotated[Caller, require(WRITE)],
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    return await _run(request, caller, "RescheduleAppointment", appointment_id, idempotency_key)
+
+
+@router.post(
+    "/v1/appointments/{appointment_id}/cancel",
+    status_code=202,
+    response_model=BookingAccepted,
+    responses={**ACCEPTED, **_problems(400, 401, 403, 404, 409, 413, 422)},
+    summary="Cancel an appointment, saying who asked",
+    openapi_extra=request_body(CancelRequest),
+)
+async def cancel(
+    request: Request,
+    appointment_id: uuid.UUID,
+    caller: Annotated[Caller, require(WRITE)],
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    return await _run(request, caller, "CancelAppointment", appointment_id, idempotency_key)
+
+
+@router.patch(
+    "/v1/appointments/{appointment_id}/contact",
+    status_code=202,
+    response_model=BookingAccepted,
+    responses={**ACCEPTED, **_problems(400, 401, 403, 404, 409, 413, 422)},
+    summary="Correct the person's contact details; the confirmation goes again",
+    openapi_extra=request_body(ContactCorrection),
+)
+async def correct_contact(
+    request: Request,
+    appointment_id: uuid.UUID,
+    caller: Annotated[Caller, require(WRITE)],
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    return await _run(request, caller, "CorrectContact", appointment_id, idempotency_key)
+
+
+@router.post(
+    "/v1/appointments/{appointment_id}/reassign",
+    status_code=202,
+    response_model=BookingAccepted,
+    responses={**ACCEPTED, **_problems(400, 401, 403, 404, 409, 413, 422)},
+    summary="Change the advisor: a new meeting and link, the old meeting cancelled",
+    openapi_extra=request_body(ReassignRequest),
+)
+async def reassign(
+    request: Request,
+    appointment_id: uuid.UUID,
+    caller: Annotated[Caller, require(WRITE)],
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    return await _run(request, caller, "ReassignAdvisor", appointment_id, idempotency_key)
 
 
 @router.get(
     "/v1/appointments/{appointment_id}",
     response_model=AppointmentView,
-    responses={404: {"description": "No such appointment", "content": {PROBLEM_JSON: {}}}},
-    summary="Where an appointment stands",
+    responses=_problems(401, 403, 404, 422),
+    summary="Where an appointment stands, and its history",
 )
 async def read(
     request: Request,
     appointment_id: uuid.UUID,
-    _key: Annotated[str, require("appointments:read")],
+    caller: Annotated[Caller, require(READ)],
 ) -> AppointmentView:
-    row = await fetch_appointment(_runtime(request).db, appointment_id)
-    if row is None:
-        raise Problem(404, "not-found", "Not Found", f"no appointment {appointment_id}")
+    row = await fetch_appointment(request.app.state.runtime.db, appointment_id)
+    if row is None or not caller.owns(row):
+        raise not_found(appointment_id)
+    zone = zoneinfo.ZoneInfo(row["timezone"])  # times as the person lives them
     return AppointmentView(
         appointment_id=row["appointment_id"],
         status=row["status"],
         status_reason=row["status_reason"],
         revision=row["revision"],
         caf_code=row["caf_code"],
-        start=row["start_at"],
-        end=row["end_at"],
+        start=row["start_at"].astimezone(zone),
+        end=row["end_at"].astimezone(zone),
         duration_minutes=row["duration_minutes"],
         timezone=row["timezone"],
         subject=row["subject"],
         advisor={"id": row["advisor_id"], "display_name": row["advisor_name"]},
         join_url=row["join_url"],
+        calling_system=row["calling_system"],
         history=[HistoryEntry(**entry) for entry in row["history"]],
     )
 
@@ -172,5 +203,46 @@ async def read(
 @router.get("/v1/cgu/current", response_model=CguCurrent, summary="The CGU to accept")
 async def cgu(request: Request) -> CguCurrent:
     current = current_cgu()
-    settings: BookingSettings = _runtime(request).settings
+    settings: BookingSettings = request.app.state.runtime.settings
     return CguCurrent(version=current.version, sha256=current.sha256, url=settings.cgu_url)
+
+
+async def _run(
+    request: Request,
+    caller: Caller,
+    request_type: str,
+    appointment_id: uuid.UUID | None,
+    idempotency_key: str | None,
+) -> Response:
+    runtime = request.app.state.runtime
+    command = Command(
+        request_type=request_type,
+        payload=await _json_body(request, runtime.settings),
+        appointment_id=appointment_id,
+        idempotency_key=_checked(idempotency_key),
+    )
+    outcome = await execute(runtime.db, request.app.state.context, caller, command)
+    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
+    return Response(
+        outcome.json(), outcome.status_code, headers=headers, media_type="application/json"
+    )
+
+
+async def _json_body(request: Request, settings: BookingSettings) -> Any:
+    body = await request.body()
+    if len(body) > settings.max_body_bytes:
+        raise Problem(
+            413, "too-large", "Too Large", f"the body exceeds {settings.max_body_bytes} bytes"
+        )
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise Problem(400, "malformed", "Malformed JSON", f"the body is not JSON: {exc}") from exc
+
+
+def _checked(key: str | None) -> str | None:
+    if key is not None and not (0 < len(key) <= 255 and key.isprintable() and key.isascii()):
+        raise invalid(
+            [{"field": "Idempotency-Key", "message": "must be 1 to 255 printable ASCII characters"}]
+        )
+    return key

@@ -1,19 +1,16 @@
-"""Booking: validates, stores, and publishes `AppointmentRequested` through the outbox."""
+"""Booking: takes requests (HTTP and `booking-requests.v1`), stores them with their events in
+one transaction, publishes through the outbox, and follows the other services' events."""
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 from visio_runtime.service import build_runtime, create_service_app
-from visio_shared import (
-    AppointmentEvent,
-    MeetingFailed,
-    MeetingReady,
-    NotificationFailed,
-    NotificationSent,
-)
+from visio_shared import AppointmentEvent
 
-from visio_booking import api, problems
-from visio_booking.handlers import follow_status
+from visio_booking import api, openapi, problems
+from visio_booking.appointments import Context
+from visio_booking.handlers import STATUS_EVENTS, follow_status
+from visio_booking.inbound import InboundRequests, subscribe
 from visio_booking.outbox import OutboxRelay
 from visio_booking.settings import BookingSettings
 
@@ -21,19 +18,21 @@ from visio_booking.settings import BookingSettings
 def create_app(settings: BookingSettings | None = None) -> FastAPI:
     settings = settings or BookingSettings()
     runtime = build_runtime("booking", settings)
+    ctx = Context(
+        topics=runtime.topics,
+        horizon_days=settings.booking_horizon_days,
+        duration_bounds=(settings.min_duration_minutes, settings.max_duration_minutes),
+    )
 
     async def on_status_event(event: AppointmentEvent) -> None:
         await follow_status(runtime.db, event)
 
-    for model in (MeetingReady, MeetingFailed, NotificationSent, NotificationFailed):
+    for model in STATUS_EVENTS:
         runtime.consumer.on(model)(on_status_event)
-    runtime.consumer.subscribe(runtime.topics.meetings, runtime.topics.notifications)
+    subscribe(runtime, InboundRequests(runtime, ctx, settings))
 
     relay = OutboxRelay(
-        lambda: runtime.db,
-        runtime.broker,
-        settings.outbox_batch_size,
-        settings.outbox_poll_interval_s,
+        settings.database_url.get_secret_value(), runtime.broker, settings.relay(), runtime.metrics
     )
     runtime.run_in_background(relay.run, "outbox-relay")
     app = create_service_app(
@@ -42,11 +41,16 @@ def create_app(settings: BookingSettings | None = None) -> FastAPI:
         version="1.0.0",
         description=(
             "Book, follow and change video appointments with a Caf advisor. "
-            "Every call carries `Authorization: Bearer <api key>`; errors are "
-            "`application/problem+json` (RFC 9457) naming each invalid field."
+            "Every call carries `Authorization: Bearer <api key>`; a caller sees and changes "
+            "only the appointments it booked (unless its key has `appointments:admin`). "
+            "Changes accept an `Idempotency-Key`. Errors are `application/problem+json` "
+            "(RFC 9457) naming each invalid field. The same requests can be sent on the Kafka "
+            "topic `visio-rdv.booking-requests.v1`; see the README."
         ),
     )
+    app.state.context = ctx
     app.state.outbox = relay
     problems.install(app)
     app.include_router(api.router)
+    openapi.install(app)
     return app

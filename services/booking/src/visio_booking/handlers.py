@@ -1,46 +1,89 @@
-"""Booking follows the other services' events to tell callers where an appointment stands."""
+"""Booking follows the other services' events to tell callers where an appointment stands:
+each event is a step in the history; some move the status (see `store.record_step` for how
+late and out-of-order events are weighed). Idempotent by event_id."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import asyncpg
 from visio_runtime.db import mark_processed
 from visio_shared import (
     AppointmentEvent,
+    MeetingCancelled,
     MeetingFailed,
     MeetingReady,
+    MeetingRescheduled,
     NotificationFailed,
     NotificationSent,
 )
 
-from visio_booking.store import move_status
+from visio_booking.store import record_step
+
+STATUS_EVENTS: tuple[type[AppointmentEvent], ...] = (
+    MeetingReady,
+    MeetingRescheduled,
+    MeetingCancelled,
+    MeetingFailed,
+    NotificationSent,
+    NotificationFailed,
+)
+
+# Emails that tell the person the appointment as it now stands: once one is sent, the person
+# has what they need (`confirmed`); if it fails, they do not (`notification_failed`).
+TELLS_THE_APPOINTMENT = frozenset(
+    {"confirmation", "rescheduled", "contact_corrected", "advisor_changed"}
+)
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    status: str | None = None
+    detail: str | None = None
+    join_url: str | None = None
 
 
 async def follow_status(pool: asyncpg.Pool, event: AppointmentEvent) -> None:
-    status, detail, join_url = _step(event)
-    if status is None:
+    step = step_of(event)
+    if step is None:
         return
     async with pool.acquire() as conn, conn.transaction():
         if not await mark_processed(conn, event.event_id, event.event_type):
             return
-        await move_status(
+        await record_step(
             conn,
             event.appointment_id,
             event.revision,
-            status,
-            detail=detail,
-            join_url=join_url,
+            step.name,
+            status=step.status,
+            detail=step.detail,
+            join_url=step.join_url,
             source_event_id=event.event_id,
         )
 
 
-def _step(event: AppointmentEvent) -> tuple[str | None, str | None, str | None]:
+def step_of(event: AppointmentEvent) -> Step | None:
     match event:
         case MeetingReady():
-            return "meeting_ready", None, event.join_url
+            return Step("meeting_ready", "meeting_ready", join_url=event.join_url)
+        case MeetingRescheduled():
+            return Step("meeting_rescheduled", join_url=event.join_url)
+        case MeetingCancelled():
+            return Step("meeting_cancelled", detail=f"advisor {event.advisor_id}")
         case MeetingFailed():
-            return "meeting_failed", f"{event.reason}: {event.detail}".rstrip(": "), None
-        case NotificationSent(kind="confirmation"):
-            return "confirmed", None, None
-        case NotificationFailed(kind="confirmation"):
-            return "notification_failed", f"{event.reason}: {event.detail}".rstrip(": "), None
-    return None, None, None
+            return Step("meeting_failed", "meeting_failed", _why(event.reason, event.detail))
+        case NotificationSent(kind=kind) if kind in TELLS_THE_APPOINTMENT:
+            return Step("confirmed", "confirmed", None if kind == "confirmation" else kind)
+        case NotificationSent():
+            return Step("notification_sent", detail=event.kind)
+        case NotificationFailed(kind=kind) if kind in TELLS_THE_APPOINTMENT:
+            detail = f"{kind}: {_why(event.reason, event.detail)}"
+            return Step("notification_failed", "notification_failed", detail)
+        case NotificationFailed():
+            return Step("notification_failed", detail=f"{event.kind}: {event.reason}")
+    return None
+
+
+def _why(reason: str, detail: str) -> str:
+    return f"{reason}: {detail}" if detail else reason

@@ -1,71 +1,232 @@
-"""The outbox relay: what a request committed is published, even if Kafka was down when it
-was accepted. At-least-once: a crash between publish and mark re-publishes the same event (same
-event_id), and every consumer is idempotent by event_id."""
+"""The transactional outbox and its relay: what a request committed is published, even if Kafka
+was down when it was accepted, in the order it was committed for each appointment.
+
+- One active relay per database: it holds a session-level advisory lock on a connection of its
+  own, and does all its outbox work on that connection, so it cannot act without the lock.
+  Other replicas wait, trying the lock, and one takes over within a second if the holder dies.
+- Woken by `NOTIFY` (sent in the enqueuing transaction, so delivered on commit), with polling
+  as the guarantee when a notification is missed.
+- A row is marked published only once the broker acknowledged it (acks=all); a failure leaves
+  it, and every later row of the same key, for the next round: per-key order holds.
+- At-least-once: a crash between the broker's ack and the mark publishes the same event again
+  (same event_id); every consumer is idempotent by event_id.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
-from collections.abc import Callable
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
+from visio_runtime.metrics import Metrics
+from visio_shared import Envelope, Headers
+from visio_shared.headers import event_key
 from visio_shared.publishing import Publisher
 
 log = logging.getLogger(__name__)
+
+CHANNEL = "booking_outbox"
+LOCK_KEY = int.from_bytes(
+    hashlib.sha256(b"visio-rdv:booking:outbox-relay").digest()[:8], "big", signed=True
+)
+
+
+async def enqueue(
+    conn: asyncpg.Connection, topic: str, event: Envelope, key: bytes | None = None
+) -> None:
+    """Write the event to the outbox, in the caller's transaction; the relay publishes it."""
+    await conn.execute(
+        "INSERT INTO outbox (event_id, topic, key, payload, headers) VALUES ($1, $2, $3, $4, $5)",
+        event.event_id,
+        topic,
+        (key or event_key(event)).decode(),
+        event.model_dump_json(),
+        json.dumps(Headers.for_event(event)),
+    )
+    # Delivered at commit, never for a rolled-back transaction; repeats in one are merged.
+    await conn.execute("SELECT pg_notify($1, '')", CHANNEL)
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    batch_size: int = 200
+    poll_interval_s: float = 0.5
+    standby_interval_s: float = 1.0
+    publish_timeout_s: float = 60.0
+    max_backoff_s: float = 5.0
+    outbox_retention_hours: int = 168
+    idempotency_retention_days: int = 30
+    purge_interval_s: float = 300.0
+
+
+class PublishFailed(Exception):
+    """Some rows were not acknowledged; they stay for the next round."""
 
 
 class OutboxRelay:
     def __init__(
         self,
-        pool: Callable[[], asyncpg.Pool],
+        dsn: str,
         publisher: Publisher,
-        batch_size: int,
-        poll_interval_s: float,
+        settings: RelaySettings,
+        metrics: Metrics | None = None,
+        schema: str = "booking",
     ) -> None:
-        self.pool = pool
+        self.dsn = dsn
         self.publisher = publisher
-        self.batch_size = batch_size
-        self.poll_interval_s = poll_interval_s
+        self.settings = settings
+        self.metrics = metrics or Metrics("booking")
+        self.schema = schema
+        self.active = False  # holds the lock: the one relay publishing for this database
         self._wake = asyncio.Event()
-
-    def wake(self) -> None:
-        """Called after a commit that enqueued something: no need to wait for the next poll."""
-        self._wake.set()
+        self._next_purge = 0.0
 
     async def run(self) -> None:
+        """Relay for as long as the service runs; reconnect when PostgreSQL goes away."""
+        backoff = self.settings.standby_interval_s
         while True:
             try:
-                published = await self.publish_batch()
-            except Exception:
-                # Kafka or PostgreSQL away: the rows stay unpublished and are tried again.
-                log.exception("outbox relay failed; retrying")
-                published = 0
-                await asyncio.sleep(1.0)
-            if published < self.batch_size:
-                self._wake.clear()
+                await self._session()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("outbox relay lost its connection (%s); reconnecting", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.settings.max_backoff_s)
+            else:
+                backoff = self.settings.standby_interval_s
+
+    async def _session(self) -> None:
+        conn: asyncpg.Connection = await asyncpg.connect(
+            self.dsn,
+            server_settings={
+                "search_path": self.schema,
+                "application_name": "visio-rdv-booking-outbox-relay",
+            },
+        )
+        try:
+            await conn.add_listener(CHANNEL, self._on_notify)
+            await self._take_lock(conn)
+            self.active = True
+            log.info("outbox relay active")
+            await self._relay(conn)
+        finally:
+            # Closing the session releases the lock; another replica takes over.
+            self.active = False
+            await _close(conn)
+
+    async def _take_lock(self, conn: asyncpg.Connection) -> None:
+        """Standby until the lock is free. Polled rather than a blocking pg_advisory_lock, so a
+        standby holds no query open and notices its own connection failing."""
+        while True:
+            if await conn.fetchval("SELECT pg_try_advisory_lock($1)", LOCK_KEY):
+                return
+            await asyncio.sleep(self.settings.standby_interval_s)
+
+    async def _relay(self, conn: asyncpg.Connection) -> None:
+        backoff = 0.2
+        while True:
+            try:
+                published = await self.publish_batch(conn)
+            except PublishFailed as exc:
+                # The broker is away or refused: the rows stay; try again, less and less often.
+                log.warning("outbox: %s; retrying in %.1fs", exc, backoff)
+                self.metrics.inc("outbox_publish_failures_total")
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.settings.max_backoff_s)
+                continue
+            backoff = 0.2
+            await self._purge(conn)
+            if published < self.settings.batch_size:
                 try:
-                    await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
+                    await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval_s)
                 except TimeoutError:
                     pass
 
-    async def publish_batch(self) -> int:
-        async with self.pool().acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                "SELECT id, topic, key, payload, headers FROM outbox "
-                "WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
-                self.batch_size,
+    def _on_notify(self, *_: Any) -> None:
+        self._wake.set()
+
+    async def publish_batch(self, conn: asyncpg.Connection) -> int:
+        """Publish the oldest unpublished rows; returns how many were read."""
+        # Cleared before reading: a commit notified from now on wakes the next round.
+        self._wake.clear()
+        rows = await conn.fetch(
+            "SELECT id, topic, key, payload, headers FROM outbox "
+            "WHERE published_at IS NULL ORDER BY id LIMIT $1",
+            self.settings.batch_size,
+        )
+        acked = await self._publish_in_waves(rows)
+        if acked:
+            await conn.execute(
+                "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", acked
             )
-            for row in rows:
-                await self.publisher.publish(
-                    row["payload"].encode(),
-                    row["topic"],
-                    key=row["key"].encode(),
-                    headers=json.loads(row["headers"]),
-                )
-            if rows:
-                await conn.execute(
-                    "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
-                    [row["id"] for row in rows],
-                )
+            self.metrics.inc("outbox_published_total", len(acked))
+        if len(acked) < len(rows):
+            raise PublishFailed(f"{len(rows) - len(acked)} of {len(rows)} rows not acknowledged")
         return len(rows)
+
+    async def _publish_in_waves(self, rows: list[asyncpg.Record]) -> list[int]:
+        """Each wave sends the next row of every key at once, and waits for the broker: many
+        appointments travel together, while one appointment's events go strictly one after the
+        other. A key whose row failed sends nothing more this round."""
+        queues: OrderedDict[tuple[str, str], deque[asyncpg.Record]] = OrderedDict()
+        for row in rows:
+            queues.setdefault((row["topic"], row["key"]), deque()).append(row)
+        acked: list[int] = []
+        while queues:
+            wave = [queue[0] for queue in queues.values()]
+            results = await asyncio.gather(
+                *(self._publish(row) for row in wave), return_exceptions=True
+            )
+            for row, result in zip(wave, results, strict=True):
+                slot = (row["topic"], row["key"])
+                if isinstance(result, BaseException):
+                    log.warning(
+                        "outbox: %s to %s not acknowledged: %r", row["id"], row["topic"], result
+                    )
+                    del queues[slot]
+                    continue
+                acked.append(row["id"])
+                queues[slot].popleft()
+                if not queues[slot]:
+                    del queues[slot]
+        return acked
+
+    async def _publish(self, row: asyncpg.Record) -> None:
+        await asyncio.wait_for(
+            self.publisher.publish(
+                row["payload"].encode(),
+                row["topic"],
+                key=row["key"].encode(),
+                headers=json.loads(row["headers"]),
+            ),
+            self.settings.publish_timeout_s,
+        )
+
+    async def _purge(self, conn: asyncpg.Connection) -> None:
+        """Published rows hold personal data: they go after a while, as do old idempotency keys
+        (the active relay is the one singleton, so housekeeping runs here)."""
+        if time.monotonic() < self._next_purge:
+            return
+        self._next_purge = time.monotonic() + self.settings.purge_interval_s
+        await conn.execute(
+            "DELETE FROM outbox WHERE published_at < now() - make_interval(hours => $1)",
+            self.settings.outbox_retention_hours,
+        )
+        await conn.execute(
+            "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(days => $1)",
+            self.settings.idempotency_retention_days,
+        )
+
+
+async def _close(conn: asyncpg.Connection) -> None:
+    try:
+        await asyncio.wait_for(conn.close(), 5)
+    except Exception:
+        conn.terminate()

@@ -1,4 +1,5 @@
-"""Errors as application/problem+json (RFC 9457), naming each invalid field."""
+"""Errors as application/problem+json (RFC 9457), naming each invalid field. The same problems
+answer Kafka requests (`BookingRejected`), so both channels refuse alike."""
 
 from __future__ import annotations
 
@@ -9,35 +10,44 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
-
-from visio_booking.contract import FieldErrors
+from visio_shared.booking_requests import FieldErrors
 
 PROBLEM_BASE = "https://visio-rdv.caf.fr/problems/"
 PROBLEM_JSON = "application/problem+json"
 
 
 class Problem(Exception):
-    def __init__(self, status: int, kind: str, title: str, detail: str, **extra: Any) -> None:
+    def __init__(
+        self,
+        status: int,
+        kind: str,
+        title: str,
+        detail: str,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.kind = kind
         self.title = title
         self.detail = detail
+        self.headers = headers
         self.extra = extra
 
+    @property
+    def type(self) -> str:
+        return PROBLEM_BASE + self.kind
 
-def problem_response(
-    status: int, kind: str, title: str, detail: str, instance: str, **extra: Any
-) -> JSONResponse:
-    body = {
-        "type": PROBLEM_BASE + kind,
-        "title": title,
-        "status": status,
-        "detail": detail,
-        "instance": instance,
-        **extra,
-    }
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+    @property
+    def errors(self) -> list[dict[str, str]]:
+        errors: list[dict[str, str]] = self.extra.get("errors", [])
+        return errors
+
+
+def invalid(errors: list[dict[str, str]]) -> Problem:
+    """The 422 that names each invalid field."""
+    summary = "; ".join(f"{error['field']}: {error['message']}" for error in errors)
+    return Problem(422, "validation", "The request is not valid", summary, errors=errors)
 
 
 def field_errors(errors: list[Any]) -> list[dict[str, str]]:
@@ -56,41 +66,52 @@ def field_errors(errors: list[Any]) -> list[dict[str, str]]:
     return out
 
 
+def as_problem(exc: Exception) -> Problem | None:
+    """The problem a refusal amounts to; None for anything that is not a refusal."""
+    if isinstance(exc, Problem):
+        return exc
+    if isinstance(exc, pydantic.ValidationError):
+        return invalid(field_errors(exc.errors(include_url=False)))
+    return None
+
+
+def problem_response(problem: Problem, instance: str) -> JSONResponse:
+    body = {
+        "type": problem.type,
+        "title": problem.title,
+        "status": problem.status,
+        "detail": problem.detail,
+        "instance": instance,
+        **problem.extra,
+    }
+    return JSONResponse(
+        body, status_code=problem.status, media_type=PROBLEM_JSON, headers=problem.headers
+    )
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def on_problem(request: Request, exc: Problem) -> JSONResponse:
-        return problem_response(
-            exc.status, exc.kind, exc.title, exc.detail, request.url.path, **exc.extra
-        )
+        return problem_response(exc, request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = field_errors(list(exc.errors()))
-        return _invalid(request, errors)
+        return problem_response(invalid(field_errors(list(exc.errors()))), request.url.path)
 
     @app.exception_handler(pydantic.ValidationError)
     async def on_invalid_model(request: Request, exc: pydantic.ValidationError) -> JSONResponse:
-        return _invalid(request, field_errors(exc.errors(include_url=False)))
+        return problem_response(
+            invalid(field_errors(exc.errors(include_url=False))), request.url.path
+        )
 
     @app.exception_handler(HTTPException)
     async def on_http(request: Request, exc: HTTPException) -> JSONResponse:
+        kinds = {401: "unauthorized", 403: "forbidden", 404: "not-found", 405: "not-allowed"}
         titles = {401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 413: "Too Large"}
-        return problem_response(
+        problem = Problem(
             exc.status_code,
-            {401: "unauthorized", 403: "forbidden", 404: "not-found"}.get(exc.status_code, "http"),
+            kinds.get(exc.status_code, "http"),
             titles.get(exc.status_code, "Error"),
             str(exc.detail),
-            request.url.path,
         )
-
-
-def _invalid(request: Request, errors: list[dict[str, str]]) -> JSONResponse:
-    summary = "; ".join(f"{error['field']}: {error['message']}" for error in errors)
-    return problem_response(
-        422,
-        "validation",
-        "The request is not valid",
-        summary,
-        request.url.path,
-        errors=errors,
-    )
+        return problem_response(problem, request.url.path)

@@ -1,42 +1,43 @@
-"""Booking's tables, in plain SQL: appointments, their history, the outbox."""
+"""Booking's appointment tables, in plain SQL: the appointment row, its history, and the status
+projection that follows the other services' events."""
 
 from __future__ import annotations
 
-import json
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 from visio_runtime.db import SchemaSpec
-from visio_shared import AppointmentRequested, Envelope, Headers
-from visio_shared.headers import event_key
+from visio_shared import Advisor, AppointmentRequested, Person
 
 SCHEMA = SchemaSpec(schema="booking", sql_dir=Path(__file__).parent / "migrations")
 
-# Later steps of an appointment's life never move it back to an earlier one.
+# Within one revision, later steps of an appointment's life never move it back to earlier ones.
 STATUS_RANK = {
     "requested": 0,
     "meeting_ready": 1,
     "meeting_failed": 2,
     "notification_failed": 3,
     "confirmed": 4,
-    "cancelled": 5,
     "held": 6,
     "no_show": 6,
 }
+FINAL = frozenset({"cancelled"})
 
 
-async def insert_appointment(conn: asyncpg.Connection, event: AppointmentRequested) -> None:
+async def insert_appointment(
+    conn: asyncpg.Connection, event: AppointmentRequested, api_key_id: int | None
+) -> None:
     await conn.execute(
         """
         INSERT INTO appointments (
             appointment_id, correlation_id, revision, status, caf_code, advisor_id, advisor_name,
             start_at, duration_minutes, timezone, subject, first_name, last_name, email, device,
-            cgu_version, cgu_accepted_at, recording_authorised, calling_system)
+            cgu_version, cgu_accepted_at, recording_authorised, calling_system, api_key_id)
         VALUES ($1, $2, $3, 'requested', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
-                $15, $16, $17, $18)
+                $15, $16, $17, $18, $19)
         """,
         event.appointment_id,
         event.correlation_id,
@@ -56,14 +57,79 @@ async def insert_appointment(conn: asyncpg.Connection, event: AppointmentRequest
         event.consent.accepted_at,
         event.consent.recording_authorised,
         event.calling_system,
+        api_key_id,
     )
     await add_history(conn, event.appointment_id, "requested", event.revision, None, event.event_id)
+
+
+async def lock_appointment(conn: asyncpg.Connection, appointment_id: uuid.UUID) -> asyncpg.Record:
+    """The row, locked until the transaction ends: one change at a time per appointment."""
+    row: asyncpg.Record = await conn.fetchrow(
+        "SELECT * FROM appointments WHERE appointment_id = $1 FOR UPDATE", appointment_id
+    )
+    return row
+
+
+async def reschedule(
+    conn: asyncpg.Connection, appointment_id: uuid.UUID, start: datetime, duration_minutes: int
+) -> int:
+    return await _change(
+        conn, appointment_id, "start_at = $2, duration_minutes = $3", start, duration_minutes
+    )
+
+
+async def correct_contact(conn: asyncpg.Connection, appointment_id: uuid.UUID, user: Person) -> int:
+    return await _change(
+        conn,
+        appointment_id,
+        "first_name = $2, last_name = $3, email = $4, device = $5",
+        user.first_name,
+        user.last_name,
+        str(user.email),
+        user.device.value,
+    )
+
+
+async def reassign(conn: asyncpg.Connection, appointment_id: uuid.UUID, advisor: Advisor) -> int:
+    # A new meeting is asked for: back to `requested`, and the old link is gone with the old
+    # meeting; only the new revision's events may set status and link again.
+    return await _change(
+        conn,
+        appointment_id,
+        "advisor_id = $2, advisor_name = $3, status = 'requested', status_reason = NULL, "
+        "status_revision = revision + 1, join_url = NULL, join_url_revision = revision + 1",
+        advisor.id,
+        advisor.display_name,
+    )
+
+
+async def cancel(conn: asyncpg.Connection, appointment_id: uuid.UUID, reason: str) -> int:
+    return await _change(
+        conn,
+        appointment_id,
+        "status = 'cancelled', status_reason = $2, status_revision = revision + 1, "
+        "cancelled_at = now(), join_url = NULL, join_url_revision = revision + 1",
+        reason,
+    )
+
+
+async def _change(
+    conn: asyncpg.Connection, appointment_id: uuid.UUID, assignments: str, *values: Any
+) -> int:
+    """Apply a change and raise the revision; returns the new revision."""
+    revision: int = await conn.fetchval(
+        f"UPDATE appointments SET {assignments}, revision = revision + 1, updated_at = now() "
+        "WHERE appointment_id = $1 RETURNING revision",
+        appointment_id,
+        *values,
+    )
+    return revision
 
 
 async def add_history(
     conn: asyncpg.Connection,
     appointment_id: uuid.UUID,
-    status: str,
+    step: str,
     revision: int,
     detail: str | None,
     source_event_id: uuid.UUID | None,
@@ -72,58 +138,58 @@ async def add_history(
         "INSERT INTO appointment_history "
         "(appointment_id, status, revision, detail, source_event_id) VALUES ($1, $2, $3, $4, $5)",
         appointment_id,
-        status,
+        step,
         revision,
         detail,
         source_event_id,
     )
 
 
-async def enqueue(conn: asyncpg.Connection, topic: str, event: Envelope) -> None:
-    """Write the event to the outbox, in the caller's transaction; the relay publishes it."""
-    await conn.execute(
-        "INSERT INTO outbox (event_id, topic, key, payload, headers) VALUES ($1, $2, $3, $4, $5)",
-        event.event_id,
-        topic,
-        event_key(event).decode(),
-        event.model_dump_json(),
-        json.dumps(Headers.for_event(event)),
-    )
-
-
-async def move_status(
+async def record_step(
     conn: asyncpg.Connection,
     appointment_id: uuid.UUID,
     revision: int,
-    status: str,
+    step: str,
     *,
+    status: str | None = None,
     detail: str | None = None,
     join_url: str | None = None,
     source_event_id: uuid.UUID | None = None,
 ) -> bool:
-    """Move the appointment forward to `status` if the event speaks of its current revision and
-    the step is a later one; always keep the event in the history. True if the status moved."""
+    """Keep a downstream step in the history, and let it move the status and the link.
+
+    Events of one appointment arrive in any order across topics, and late after a change, so:
+    a newer revision's step always wins; within the revision the status only moves forward;
+    an older revision's step is history only; a cancelled appointment stays cancelled.
+    True if the status moved.
+    """
     row = await conn.fetchrow(
-        "SELECT status, revision FROM appointments WHERE appointment_id = $1 FOR UPDATE",
+        "SELECT status, status_revision, join_url_revision FROM appointments "
+        "WHERE appointment_id = $1 FOR UPDATE",
         appointment_id,
     )
     if row is None:
         return False
-    await add_history(conn, appointment_id, status, revision, detail, source_event_id)
-    if join_url is not None and revision == row["revision"]:
+    await add_history(conn, appointment_id, step, revision, detail, source_event_id)
+    if join_url is not None and revision >= row["join_url_revision"] and row["status"] not in FINAL:
         await conn.execute(
-            "UPDATE appointments SET join_url = $2, updated_at = now() WHERE appointment_id = $1",
+            "UPDATE appointments SET join_url = $2, join_url_revision = $3, updated_at = now() "
+            "WHERE appointment_id = $1",
             appointment_id,
             join_url,
+            revision,
         )
-    if revision != row["revision"] or STATUS_RANK[status] <= STATUS_RANK[row["status"]]:
+    if status is None or row["status"] in FINAL or revision < row["status_revision"]:
+        return False
+    if revision == row["status_revision"] and STATUS_RANK[status] <= STATUS_RANK[row["status"]]:
         return False
     await conn.execute(
-        "UPDATE appointments SET status = $2, status_reason = $3, updated_at = now() "
-        "WHERE appointment_id = $1",
+        "UPDATE appointments SET status = $2, status_reason = $3, status_revision = $4, "
+        "updated_at = now() WHERE appointment_id = $1",
         appointment_id,
         status,
         detail,
+        revision,
     )
     return True
 

@@ -1,0 +1,269 @@
+"""What a caller can do to an appointment — book, reschedule, cancel, correct the contact,
+reassign — one function each, the same for HTTP and Kafka.
+
+Each runs in the caller's transaction with the appointment's row locked, raises the revision,
+writes the history and leaves its event in the outbox. A caller sees only the appointments it
+booked unless it is an admin: to anyone else an appointment does not exist (404, not 403, so
+its existence does not leak). Refusals are `Problem`s or pydantic `ValidationError`s.
+"""
+
+from __future__ import annotations
+
+import uuid
+import zoneinfo
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from visio_shared import (
+    Advisor,
+    AdvisorReassigned,
+    AppointmentCancelled,
+    AppointmentRequested,
+    AppointmentRescheduled,
+    ConsentGiven,
+    ContactCorrected,
+    Device,
+    Person,
+    Topics,
+    current_cgu,
+)
+from visio_shared.booking_requests import (
+    BookingRequest,
+    CancelRequest,
+    ContactCorrection,
+    ReassignRequest,
+    RescheduleRequest,
+)
+
+from visio_booking import store
+from visio_booking.idempotency import Outcome
+from visio_booking.outbox import enqueue
+from visio_booking.problems import Problem, invalid
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who asks: an API key's holder, or a system writing to the inbound topic."""
+
+    name: str
+    admin: bool = False
+    key_id: int | None = None
+    channel: str = "api"  # how the person's consent reached us: 'api' or 'kafka'
+
+    def owns(self, row: asyncpg.Record | dict[str, Any]) -> bool:
+        return self.admin or row["calling_system"] == self.name
+
+
+@dataclass(frozen=True)
+class Context:
+    topics: Topics
+    horizon_days: int = 180
+    duration_bounds: tuple[int, int] = (10, 120)
+
+    def rules(self, **extra: Any) -> dict[str, Any]:
+        """The validation context of the shared request models."""
+        return {"horizon_days": self.horizon_days, "duration_bounds": self.duration_bounds, **extra}
+
+
+@dataclass(frozen=True)
+class Command:
+    request_type: str
+    payload: Any
+    appointment_id: uuid.UUID | None = None
+    idempotency_key: str | None = None
+
+
+Handler = Callable[[asyncpg.Connection, Context, Caller, Command], Awaitable[Outcome]]
+
+
+def not_found(appointment_id: uuid.UUID | None) -> Problem:
+    return Problem(404, "not-found", "Not Found", f"no appointment {appointment_id}")
+
+
+async def book(conn: asyncpg.Connection, ctx: Context, caller: Caller, cmd: Command) -> Outcome:
+    booking = BookingRequest.model_validate(cmd.payload, context=ctx.rules())
+    event = requested_event(booking, caller)
+    await store.insert_appointment(conn, event, caller.key_id)
+    await enqueue(conn, ctx.topics.appointments, event)
+    return _accepted(event.appointment_id, event.revision, "requested")
+
+
+def requested_event(booking: BookingRequest, caller: Caller) -> AppointmentRequested:
+    appointment_id = uuid.uuid4()
+    return AppointmentRequested(
+        appointment_id=appointment_id,
+        revision=1,
+        correlation_id=appointment_id,
+        caf_code=booking.caf_code,
+        advisor=Advisor(id=booking.advisor.id, display_name=booking.advisor.display_name),
+        start=booking.start,
+        duration_minutes=booking.duration_minutes,
+        timezone=booking.timezone,
+        subject=booking.subject,
+        user=Person(
+            first_name=booking.user.first_name,
+            last_name=booking.user.last_name,
+            email=booking.user.email,
+            device=booking.user.device,
+        ),
+        consent=ConsentGiven(
+            cgu_version=booking.consent.cgu_version,
+            cgu_sha256=current_cgu().sha256,
+            accepted_at=booking.consent.accepted_at,
+            recording_authorised=booking.consent.recording_authorised,
+            channel=caller.channel,
+        ),
+        calling_system=caller.name,
+    )
+
+
+async def reschedule(
+    conn: asyncpg.Connection, ctx: Context, caller: Caller, cmd: Command
+) -> Outcome:
+    row = await _changeable(conn, caller, cmd.appointment_id)
+    zone = zoneinfo.ZoneInfo(row["timezone"])
+    change = RescheduleRequest.model_validate(
+        cmd.payload, context=ctx.rules(timezone=row["timezone"])
+    )
+    start = (change.start or row["start_at"]).astimezone(zone)
+    duration = change.duration_minutes or row["duration_minutes"]
+    if start == row["start_at"] and duration == row["duration_minutes"]:
+        raise invalid([{"field": "(body)", "message": "the appointment is already at that time"}])
+    revision = await store.reschedule(conn, row["appointment_id"], start, duration)
+    event = AppointmentRescheduled(
+        **_lineage(row, revision),
+        start=start,
+        duration_minutes=duration,
+        timezone=row["timezone"],
+        previous_start=row["start_at"].astimezone(zone),
+        previous_duration_minutes=row["duration_minutes"],
+    )
+    detail = (
+        f"from {_local(row['start_at'], zone)} ({row['duration_minutes']} min) "
+        f"to {_local(start, zone)} ({duration} min)"
+    )
+    return await _changed(conn, ctx, event, "rescheduled", detail, row["status"])
+
+
+async def cancel(conn: asyncpg.Connection, ctx: Context, caller: Caller, cmd: Command) -> Outcome:
+    row = await _changeable(conn, caller, cmd.appointment_id)
+    request = CancelRequest.model_validate(cmd.payload)
+    revision = await store.cancel(conn, row["appointment_id"], request.reason)
+    event = AppointmentCancelled(
+        **_lineage(row, revision), reason=request.reason, cancelled_by=caller.name
+    )
+    detail = f"{request.reason}, by {caller.name}"
+    return await _changed(conn, ctx, event, "cancelled", detail, "cancelled")
+
+
+async def correct_contact(
+    conn: asyncpg.Connection, ctx: Context, caller: Caller, cmd: Command
+) -> Outcome:
+    row = await _changeable(conn, caller, cmd.appointment_id)
+    correction = ContactCorrection.model_validate(cmd.payload)
+    current = Person(
+        first_name=row["first_name"],
+        last_name=row["last_name"],
+        email=row["email"],
+        device=Device(row["device"]),
+    )
+    corrected = current.model_copy(update=correction.model_dump(exclude_none=True))
+    changed = [
+        name for name in Person.model_fields if getattr(corrected, name) != getattr(current, name)
+    ]
+    if not changed:
+        raise invalid([{"field": "(body)", "message": "these are already the person's details"}])
+    revision = await store.correct_contact(conn, row["appointment_id"], corrected)
+    event = ContactCorrected(**_lineage(row, revision), user=corrected)
+    # The history names what changed, never the values: it is read by callers and operators.
+    return await _changed(conn, ctx, event, "contact_corrected", ", ".join(changed), row["status"])
+
+
+async def reassign(conn: asyncpg.Connection, ctx: Context, caller: Caller, cmd: Command) -> Outcome:
+    row = await _changeable(conn, caller, cmd.appointment_id)
+    request = ReassignRequest.model_validate(cmd.payload)
+    if request.advisor.id == row["advisor_id"]:
+        raise invalid([{"field": "advisor.id", "message": "is already the appointment's advisor"}])
+    advisor = Advisor(id=request.advisor.id, display_name=request.advisor.display_name)
+    revision = await store.reassign(conn, row["appointment_id"], advisor)
+    event = AdvisorReassigned(
+        **_lineage(row, revision),
+        advisor=advisor,
+        previous_advisor=Advisor(id=row["advisor_id"], display_name=row["advisor_name"]),
+    )
+    detail = f"from {row['advisor_id']} to {advisor.id}"
+    return await _changed(conn, ctx, event, "advisor_reassigned", detail, "requested")
+
+
+HANDLERS: dict[str, Handler] = {
+    "BookAppointment": book,
+    "RescheduleAppointment": reschedule,
+    "CancelAppointment": cancel,
+    "CorrectContact": correct_contact,
+    "ReassignAdvisor": reassign,
+}
+
+
+async def _changeable(
+    conn: asyncpg.Connection, caller: Caller, appointment_id: uuid.UUID | None
+) -> asyncpg.Record:
+    """The caller's appointment, locked, if it can still change; else why not."""
+    row = await store.lock_appointment(conn, appointment_id) if appointment_id else None
+    if row is None or not caller.owns(row):
+        raise not_found(appointment_id)
+    zone = zoneinfo.ZoneInfo(row["timezone"])
+    if row["status"] == "cancelled":
+        raise Problem(
+            409,
+            "appointment-cancelled",
+            "The appointment is cancelled",
+            f"appointment {appointment_id} was cancelled on {_local(row['cancelled_at'], zone)} "
+            f"(reason: {row['status_reason']}); a cancelled appointment cannot change",
+        )
+    if row["start_at"] <= datetime.now(UTC):
+        raise Problem(
+            409,
+            "appointment-past",
+            "The appointment is past",
+            f"appointment {appointment_id} started on {_local(row['start_at'], zone)}; "
+            "a past appointment cannot change",
+        )
+    return row
+
+
+def _lineage(row: asyncpg.Record, revision: int) -> dict[str, Any]:
+    # A change comes from a caller, not from an event: no causation id, the appointment's
+    # correlation id so the whole story reads as one.
+    return {
+        "appointment_id": row["appointment_id"],
+        "revision": revision,
+        "correlation_id": row["correlation_id"],
+    }
+
+
+async def _changed(
+    conn: asyncpg.Connection,
+    ctx: Context,
+    event: AppointmentRescheduled | AppointmentCancelled | ContactCorrected | AdvisorReassigned,
+    step: str,
+    detail: str,
+    status: str,
+) -> Outcome:
+    await store.add_history(
+        conn, event.appointment_id, step, event.revision, detail, event.event_id
+    )
+    await enqueue(conn, ctx.topics.appointments, event)
+    return _accepted(event.appointment_id, event.revision, status)
+
+
+def _accepted(appointment_id: uuid.UUID, revision: int, status: str) -> Outcome:
+    return Outcome(
+        202, {"appointment_id": str(appointment_id), "revision": revision, "status": status}
+    )
+
+
+def _local(moment: datetime | None, zone: zoneinfo.ZoneInfo) -> str:
+    return moment.astimezone(zone).isoformat(timespec="minutes") if moment else "?"

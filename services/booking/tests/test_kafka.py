@@ -1,0 +1,246 @@
+"""Booking's Kafka side on the real broker: requests on booking-requests.v1 take effect once and
+each gets its reply on booking-replies.v1 (the same problems as over HTTP); only a message
+that names no request is dead-lettered; the status follows meetings' and notifications' events."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from visio_shared import MeetingReady, NotificationSent, publish_event
+from visio_shared.booking_requests import (
+    BookAppointment,
+    BookingRequest,
+    CancelAppointment,
+    CancelRequest,
+    request_key,
+)
+
+SYSTEM = "national-scheduler"
+
+
+async def send(booking: Any, message: dict[str, Any] | bytes, **headers: str) -> None:
+    value = message if isinstance(message, bytes) else json.dumps(message).encode()
+    key = (
+        message.get("appointment_id") or message.get("request_id")
+        if isinstance(message, dict)
+        else None
+    )
+    await booking.runtime.broker.publish(
+        value,
+        booking.runtime.topics.booking_requests,
+        key=str(key).encode() if key else None,
+        headers=headers or None,
+    )
+
+
+async def replies(booking: Any, request_id: str, count: int = 1) -> list[dict[str, Any]]:
+    """The replies to one request, in order, once there are `count` of them."""
+
+    def mine(records: list[Any]) -> list[dict[str, Any]]:
+        found = [json.loads(r.value) for r in records]
+        return [reply for reply in found if reply["request_id"] == request_id]
+
+    records = await booking.records(
+        booking.runtime.topics.booking_replies, lambda got: len(mine(got)) >= count, seconds=60
+    )
+    found = mine(records)
+    key = found[0]["calling_system"] or request_id
+    assert all(
+        r.key == key.encode() for r in records if json.loads(r.value)["request_id"] == request_id
+    )
+    return found
+
+
+def request(request_type: str, payload: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    return {
+        "request_id": f"req-{uuid.uuid4()}",
+        "calling_system": SYSTEM,
+        "request_type": request_type,
+        "payload": payload,
+        **fields,
+    }
+
+
+async def test_a_booking_request_takes_effect_once_and_is_answered_each_time(booking: Any) -> None:
+    body = booking.body(subject=f"Kafka {uuid.uuid4()}")
+    book = request("BookAppointment", body)
+    await send(booking, book)
+    await send(booking, book)  # the system retries: same id, same payload
+    first, again = await replies(booking, book["request_id"], count=2)
+    assert first["event_type"] == again["event_type"] == "BookingAccepted"
+    assert first["appointment_id"] == again["appointment_id"]
+    assert (first["replayed"], again["replayed"]) == (False, True)
+    assert first["status"] == "requested" and first["revision"] == 1
+    assert first["calling_system"] == SYSTEM and first["request_type"] == "BookAppointment"
+
+    rows = await booking.sql(
+        "SELECT appointment_id, calling_system FROM appointments WHERE subject = $1",
+        body["subject"],
+    )
+    assert [(str(r["appointment_id"]), r["calling_system"]) for r in rows] == [
+        (first["appointment_id"], SYSTEM)
+    ]
+    # Published like any booking, its consent marked as arriving by Kafka.
+    key = first["appointment_id"].encode()
+    records = await booking.records(
+        booking.runtime.topics.appointments, lambda got: any(r.key == key for r in got)
+    )
+    event = json.loads(next(r for r in records if r.key == key).value)
+    assert event["consent"]["channel"] == "kafka" and event["calling_system"] == SYSTEM
+
+    # The same request id for another payload is refused, as over HTTP.
+    await send(booking, {**book, "payload": {**body, "duration_minutes": 45}})
+    reused = (await replies(booking, book["request_id"], count=3))[2]
+    assert reused["event_type"] == "BookingRejected" and reused["status"] == 422
+    assert reused["type"] == "https://visio-rdv.caf.fr/problems/idempotency-key-reused"
+    assert reused["errors"] == [
+        {"field": "request_id", "message": "already used for a different request"}
+    ]
+
+
+async def test_an_invalid_request_is_rejected_with_the_http_field_errors(booking: Any) -> None:
+    body = booking.body(caf_code="974", duration_minutes=500)
+    body["user"]["email"] = "jeanne@"
+    over_http = await booking.client.post("/v1/appointments", json=body, headers=booking.auth())
+    assert over_http.status_code == 422
+
+    book = request("BookAppointment", body)
+    await send(booking, book)
+    (rejected,) = await replies(booking, book["request_id"])
+    assert rejected["event_type"] == "BookingRejected"
+    assert rejected["status"] == 422 and rejected["title"] == "The request is not valid"
+    assert rejected["errors"] == over_http.json()["errors"]
+    assert rejected["detail"] == over_http.json()["detail"]
+
+
+async def test_every_change_over_kafka_takes_effect_once_with_a_reply_each_time(
+    booking: Any,
+) -> None:
+    book = BookAppointment(
+        request_id=f"req-{uuid.uuid4()}",
+        calling_system=SYSTEM,
+        payload=BookingRequest.model_validate(booking.body()),
+    )
+    await booking.runtime.broker.publish(
+        book.model_dump_json().encode(),
+        booking.runtime.topics.booking_requests,
+        key=request_key(book),
+    )
+    appointment_id = (await replies(booking, book.request_id))[0]["appointment_id"]
+
+    changes = [
+        request("RescheduleAppointment", {"duration_minutes": 40}, appointment_id=appointment_id),
+        request("CorrectContact", {"email": "j.dupont@example.fr"}, appointment_id=appointment_id),
+        request(
+            "ReassignAdvisor",
+            {"advisor": {"id": "advisor-7", "display_name": "Marie Grondin"}},
+            appointment_id=appointment_id,
+        ),
+    ]
+    cancel = CancelAppointment(
+        request_id=f"req-{uuid.uuid4()}",
+        calling_system=SYSTEM,
+        appointment_id=uuid.UUID(appointment_id),
+        payload=CancelRequest(reason="administrative"),
+    )
+    changes.append(json.loads(cancel.model_dump_json()))
+    for change in changes:
+        await send(booking, change)
+        await send(booking, change)
+    answers = [await replies(booking, change["request_id"], count=2) for change in changes]
+    assert [
+        [(a["event_type"], a["revision"], a["replayed"]) for a in pair] for pair in answers
+    ] == [
+        [("BookingAccepted", revision, False), ("BookingAccepted", revision, True)]
+        for revision in (2, 3, 4, 5)
+    ]
+    assert answers[-1][0]["status"] == "cancelled"
+
+    view = await booking.view(appointment_id, "ops")
+    assert view["revision"] == 5 and view["status"] == "cancelled"
+    assert view["history"][-1]["detail"] == f"administrative, by {SYSTEM}"
+
+    # Now past changing: refused, with the reason, as over HTTP.
+    late = request("RescheduleAppointment", {"duration_minutes": 20}, appointment_id=appointment_id)
+    await send(booking, late)
+    (refused,) = await replies(booking, late["request_id"])
+    assert refused["status"] == 409
+    assert refused["type"] == "https://visio-rdv.caf.fr/problems/appointment-cancelled"
+    assert (
+        refused["appointment_id"] == appointment_id
+        and refused["request_type"] == "RescheduleAppointment"
+    )
+
+
+async def test_a_system_changes_only_its_own_appointments(booking: Any) -> None:
+    portal_s = await booking.book("caf-portal")
+    change = request("CancelAppointment", {"reason": "user"}, appointment_id=portal_s)
+    await send(booking, change)
+    (refused,) = await replies(booking, change["request_id"])
+    assert refused["status"] == 404 and refused["detail"] == f"no appointment {portal_s}"
+    assert (await booking.view(portal_s))["status"] == "requested"
+
+
+async def test_broken_requests_with_an_id_are_answered_and_without_one_dead_lettered(
+    booking: Any,
+) -> None:
+    not_json = f"req-{uuid.uuid4()}"
+    await send(booking, b"\x00not json", request_id=not_json, calling_system=SYSTEM)
+    (answer,) = await replies(booking, not_json)
+    assert (answer["status"], answer["calling_system"]) == (400, SYSTEM)
+
+    no_type = request("BookAppointment", booking.body())
+    del no_type["request_type"]
+    no_target = request("CancelAppointment", {"reason": "user"})
+    await send(booking, no_type)
+    await send(booking, no_target)
+    (untyped,) = await replies(booking, no_type["request_id"])
+    assert untyped["status"] == 422 and untyped["errors"] == [
+        {"field": "request_type", "message": "Field required"}
+    ]
+    (untargeted,) = await replies(booking, no_target["request_id"])
+    assert untargeted["errors"] == [
+        {"field": "appointment_id", "message": "CancelAppointment needs appointment_id"}
+    ]
+
+    # Nobody to answer: kept for operators, with why.
+    marker = str(uuid.uuid4())
+    await send(booking, {"calling_system": SYSTEM, "note": marker})
+    letters = await booking.records(
+        booking.runtime.topics.dlq("booking"),
+        lambda got: any(marker.encode() in r.value for r in got),
+    )
+    letter = next(r for r in letters if marker.encode() in r.value)
+    headers = {name: value.decode() for name, value in letter.headers}
+    assert headers["dlq.reason"] == "no request_id: nobody to answer"
+    assert headers["dlq.source_topic"] == booking.runtime.topics.booking_requests
+
+
+async def test_status_follows_meetings_and_notifications_on_the_broker(booking: Any) -> None:
+    appointment_id = await booking.book()
+    lineage = {
+        "appointment_id": uuid.UUID(appointment_id),
+        "revision": 1,
+        "correlation_id": uuid.UUID(appointment_id),
+    }
+    ready = MeetingReady(
+        **lineage,
+        join_url="https://teams.microsoft.com/l/meetup-join/abc",
+        graph_event_id="AAMkAD",
+        advisor_id="advisor-1",
+    )
+    sent = NotificationSent(**lineage, kind="confirmation", message_id="<x@visio-rdv.caf.fr>")
+    topics = booking.runtime.topics
+    await publish_event(booking.runtime.broker, topics.notifications, sent)
+    await publish_event(booking.runtime.broker, topics.meetings, ready)
+    await publish_event(booking.runtime.broker, topics.meetings, ready)
+
+    async def followed() -> dict[str, Any] | None:
+        view = await booking.view(appointment_id)
+        return view if view["join_url"] and len(view["history"]) == 3 else None
+
+    view = await booking.until(followed, 60, "booking to follow both events")
+    assert view["status"] == "confirmed"
+    assert view["join_url"] == "https://teams.microsoft.com/l/meetup-join/abc"

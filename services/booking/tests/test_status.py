@@ -1,0 +1,195 @@
+"""The status projection, driven through its handler: each downstream event is a step of the
+history; the status follows, tolerant of late, early and repeated events, and of changes."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from visio_booking.handlers import follow_status
+from visio_shared import (
+    AppointmentEvent,
+    MeetingCancelled,
+    MeetingFailed,
+    MeetingReady,
+    MeetingRescheduled,
+    NotificationFailed,
+    NotificationSent,
+)
+
+URL = "https://teams.microsoft.com/l/meetup-join/"
+
+
+def lineage(appointment_id: str, revision: int) -> dict[str, Any]:
+    return {
+        "appointment_id": uuid.UUID(appointment_id),
+        "revision": revision,
+        "correlation_id": uuid.UUID(appointment_id),
+    }
+
+
+def ready(appointment_id: str, revision: int, link: str) -> MeetingReady:
+    return MeetingReady(
+        **lineage(appointment_id, revision),
+        join_url=URL + link,
+        graph_event_id=f"event-{link}",
+        advisor_id="advisor-1",
+    )
+
+
+def sent(appointment_id: str, revision: int, kind: str) -> NotificationSent:
+    return NotificationSent(
+        **lineage(appointment_id, revision), kind=kind, message_id=f"<{uuid.uuid4()}@x>"
+    )
+
+
+async def follow(booking: Any, *events: AppointmentEvent) -> None:
+    for event in events:
+        await follow_status(booking.runtime.db, event)
+
+
+async def test_early_late_and_repeated_events_leave_the_same_story(booking: Any) -> None:
+    appointment_id = await booking.book()
+    email, meeting = sent(appointment_id, 1, "confirmation"), ready(appointment_id, 1, "a")
+    # The email's event first (another topic, another order), then the meeting's, twice.
+    await follow(booking, email, meeting, meeting, email)
+    view = await booking.view(appointment_id)
+    assert view["status"] == "confirmed" and view["join_url"] == URL + "a"
+    assert [entry["status"] for entry in view["history"]] == [
+        "requested",
+        "confirmed",
+        "meeting_ready",
+    ]
+    await follow(booking, sent(appointment_id, 1, "reminder"))
+    view = await booking.view(appointment_id)
+    assert view["status"] == "confirmed"
+    assert (view["history"][-1]["status"], view["history"][-1]["detail"]) == (
+        "notification_sent",
+        "reminder",
+    )
+
+
+async def test_a_reschedule_is_told_and_a_failure_to_tell_shows(booking: Any) -> None:
+    client, auth = booking.client, booking.auth()
+    appointment_id = await booking.book()
+    await follow(booking, ready(appointment_id, 1, "b"), sent(appointment_id, 1, "confirmation"))
+    moved = await client.post(
+        f"/v1/appointments/{appointment_id}/reschedule", json={"duration_minutes": 50}, headers=auth
+    )
+    assert moved.json()["status"] == "confirmed" and moved.json()["revision"] == 2
+
+    rescheduled = MeetingRescheduled(
+        **lineage(appointment_id, 2), graph_event_id="event-b", join_url=URL + "b"
+    )
+    failed = NotificationFailed(
+        **lineage(appointment_id, 2), kind="rescheduled", reason="smtp_rejected", smtp_code=550
+    )
+    await follow(booking, rescheduled, failed)
+    view = await booking.view(appointment_id)
+    # The person was not told of the new time: that is what the caller must see.
+    assert view["status"] == "notification_failed"
+    assert view["status_reason"] == "rescheduled: smtp_rejected"
+    assert view["join_url"] == URL + "b"
+
+    await client.patch(
+        f"/v1/appointments/{appointment_id}/contact",
+        json={"email": "j.dupont@example.fr"},
+        headers=auth,
+    )
+    await follow(booking, sent(appointment_id, 3, "contact_corrected"))
+    view = await booking.view(appointment_id)
+    assert view["status"] == "confirmed" and view["status_reason"] == "contact_corrected"
+    assert [(e["status"], e["revision"]) for e in view["history"]] == [
+        ("requested", 1),
+        ("meeting_ready", 1),
+        ("confirmed", 1),
+        ("rescheduled", 2),
+        ("meeting_rescheduled", 2),
+        ("notification_failed", 2),
+        ("contact_corrected", 3),
+        ("confirmed", 3),
+    ]
+
+
+async def test_a_new_advisor_means_a_new_meeting_and_old_events_do_not_bring_back_the_old(
+    booking: Any,
+) -> None:
+    client, auth = booking.client, booking.auth()
+    appointment_id = await booking.book()
+    await follow(booking, ready(appointment_id, 1, "old"), sent(appointment_id, 1, "confirmation"))
+    answer = await client.post(
+        f"/v1/appointments/{appointment_id}/reassign",
+        json={"advisor": {"id": "advisor-2", "display_name": "Paul Hoarau"}},
+        headers=auth,
+    )
+    assert answer.json() == {"appointment_id": appointment_id, "revision": 2, "status": "requested"}
+    view = await booking.view(appointment_id)
+    assert view["status"] == "requested" and view["join_url"] is None
+
+    # A late repeat of the old meeting's news changes nothing but the history.
+    late = MeetingReady(
+        **lineage(appointment_id, 1),
+        join_url=URL + "old",
+        graph_event_id="event-old",
+        advisor_id="advisor-1",
+    )
+    old_cancelled = MeetingCancelled(
+        **lineage(appointment_id, 2), graph_event_id="event-old", advisor_id="advisor-1"
+    )
+    await follow(booking, late, old_cancelled)
+    view = await booking.view(appointment_id)
+    assert view["status"] == "requested" and view["join_url"] is None
+
+    told = sent(appointment_id, 2, "advisor_changed")
+    await follow(booking, told, ready(appointment_id, 2, "new"))  # told first, across topics
+    view = await booking.view(appointment_id)
+    assert view["status"] == "confirmed" and view["join_url"] == URL + "new"
+    assert [e["status"] for e in view["history"]][-5:] == [
+        "advisor_reassigned",
+        "meeting_ready",
+        "meeting_cancelled",
+        "confirmed",
+        "meeting_ready",
+    ]
+
+
+async def test_a_cancelled_appointment_stays_cancelled(booking: Any) -> None:
+    appointment_id = await booking.book()
+    await follow(booking, ready(appointment_id, 1, "c"))
+    await booking.client.post(
+        f"/v1/appointments/{appointment_id}/cancel",
+        json={"reason": "advisor"},
+        headers=booking.auth(),
+    )
+    await follow(
+        booking,
+        MeetingCancelled(**lineage(appointment_id, 2), graph_event_id="event-c", advisor_id="a"),
+        sent(appointment_id, 2, "cancellation"),
+        sent(appointment_id, 1, "confirmation"),  # late
+        MeetingFailed(**lineage(appointment_id, 3), reason="graph_forbidden"),  # even odder
+    )
+    view = await booking.view(appointment_id)
+    assert view["status"] == "cancelled" and view["status_reason"] == "advisor"
+    assert view["join_url"] is None
+    assert [e["status"] for e in view["history"]][-4:] == [
+        "meeting_cancelled",
+        "notification_sent",
+        "confirmed",
+        "meeting_failed",
+    ]
+
+
+async def test_a_failed_meeting_is_the_status_until_a_newer_revision_succeeds(booking: Any) -> None:
+    appointment_id = await booking.book()
+    await follow(
+        booking, MeetingFailed(**lineage(appointment_id, 1), reason="graph_forbidden", detail="403")
+    )
+    view = await booking.view(appointment_id)
+    assert (view["status"], view["status_reason"]) == ("meeting_failed", "graph_forbidden: 403")
+    await booking.client.post(
+        f"/v1/appointments/{appointment_id}/reassign",
+        json={"advisor": {"id": "advisor-3", "display_name": "Inès Bello"}},
+        headers=booking.auth(),
+    )
+    await follow(booking, ready(appointment_id, 2, "d"))
+    assert (await booking.view(appointment_id))["status"] == "meeting_ready"
