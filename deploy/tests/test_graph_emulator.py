@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import email.utils
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -25,15 +27,19 @@ from visio_deploy.devca import CA_COMMON_NAME, ensure_dev_ca
 from visio_deploy.graph_emulator import (
     AppRegistration,
     EmulatorSettings,
+    EmulatorState,
+    FaultConfig,
     RunningEmulator,
     serve_in_background,
 )
+from visio_deploy.graph_emulator.main import settings_from_command_line
 
 GRAPH_SCOPES = ["https://graph.microsoft.com/.default"]
 ORGANIZER = "3f1c9a52-8e0c-4c7c-9d0a-1b2c3d4e5f60"
 OTHER_USER = "7d2b1e40-5a6f-4c3b-8e9d-0f1a2b3c4d5e"
 CERT_APP_ID = "22222222-2222-2222-2222-222222222222"
-EXTERNAL_ID = "String {66f5a359-4659-4830-9070-00047ec6ac6e} Name externalId"
+# The property meetings sets, which the emulator counts per appointment by default.
+EXTERNAL_ID = "String {66f5a359-4659-4830-9070-00047ec6ac6e} Name VisioRdvAppointmentId"
 
 
 def _self_signed(key: rsa.RSAPrivateKey) -> str:
@@ -116,10 +122,12 @@ async def graph(
 
 
 def _msal_app(
-    emulator: RunningEmulator, credential: str | dict[str, str], client_id: str | None = None
+    emulator: RunningEmulator,
+    credential: str | dict[str, str],
+    session: requests.Session,
+    client_id: str | None = None,
 ) -> msal.ConfidentialClientApplication:
     # REQUESTS_CA_BUNDLE would override verify= unless the session ignores the environment.
-    session = requests.Session()
     session.trust_env = False
     session.verify = str(emulator.ca.bundle_path)
     return msal.ConfidentialClientApplication(
@@ -135,9 +143,11 @@ async def _msal_token(
     emulator: RunningEmulator, credential: str | dict[str, str], client_id: str | None = None
 ) -> dict[str, Any]:
     def acquire() -> dict[str, Any]:
-        # msal does blocking I/O (discovery included): keep it off the server's loop.
-        app = _msal_app(emulator, credential, client_id)
-        result: dict[str, Any] = app.acquire_token_for_client(scopes=GRAPH_SCOPES)
+        # msal does blocking I/O (discovery included): keep it off the server's loop. The
+        # session is closed after, or its keep-alive connection holds the server's shutdown.
+        with requests.Session() as session:
+            app = _msal_app(emulator, credential, session, client_id)
+            result: dict[str, Any] = app.acquire_token_for_client(scopes=GRAPH_SCOPES)
         return result
 
     return await asyncio.to_thread(acquire)
@@ -586,3 +596,189 @@ async def test_token_endpoint_can_be_throttled(
     assert throttled.status_code == 429
     assert throttled.json()["error"] == "temporarily_unavailable"
     assert throttled.headers["Retry-After"] == "1"
+
+
+async def test_retry_after_keeps_graphs_decimals(
+    graph: httpx.AsyncClient, client: httpx.AsyncClient
+) -> None:
+    await client.post(
+        "/_emulator/faults", json={"throttle_rate": 1.0, "retry_after_seconds": 2.128}
+    )
+    throttled = await graph.get(f"/users/{ORGANIZER}/events")
+    assert throttled.status_code == 429
+    assert throttled.headers["Retry-After"] == "2.128"
+
+
+async def test_more_than_four_requests_in_flight_to_one_mailbox_are_throttled(
+    graph: httpx.AsyncClient, client: httpx.AsyncClient
+) -> None:
+    # Latency keeps the first requests in flight while the others arrive.
+    await client.post("/_emulator/faults", json={"latency_ms": 300, "retry_after_seconds": 0.5})
+    same_mailbox = [graph.get(f"/users/{ORGANIZER}/events") for _ in range(6)]
+    other_mailbox = graph.get(f"/users/{OTHER_USER}/events")
+    *answers, other = await asyncio.gather(*same_mailbox, other_mailbox)
+
+    assert sorted(a.status_code for a in answers) == [200, 200, 200, 200, 429, 429]
+    for refused in (a for a in answers if a.status_code == 429):
+        error = _assert_graph_error(refused, 429, "ApplicationThrottled")
+        assert "MailboxConcurrency" in error["message"]
+        assert refused.headers["Retry-After"] == "0.5"
+    assert other.status_code == 200  # another mailbox is not held back
+    stats = (await client.get("/_emulator/stats")).json()
+    # Refused requests leave at once, so the peak is 5 or 6 depending on arrival order.
+    assert stats["max_in_flight_per_mailbox"][ORGANIZER] > 4
+    assert stats["max_in_flight_per_mailbox"][OTHER_USER] == 1
+    assert stats["concurrency_throttled"] == {ORGANIZER: 2}
+    assert stats["faults_injected"] == {}  # the limit is Graph's behaviour, not a fault
+
+    await client.post("/_emulator/faults", json={"mailbox_concurrency_limit": None})
+    unlimited = await asyncio.gather(*(graph.get(f"/users/{ORGANIZER}/events") for _ in range(6)))
+    assert {a.status_code for a in unlimited} == {200}
+
+
+async def test_latency_delays_the_answer_not_the_change(
+    graph: httpx.AsyncClient, client: httpx.AsyncClient
+) -> None:
+    await client.post(
+        "/_emulator/faults", json={"latency_ms": 800, "endpoints": ["graph.events.create"]}
+    )
+    posting = asyncio.create_task(graph.post(f"/users/{ORGANIZER}/events", json=_event()))
+    async with asyncio.timeout(5):
+        while not (await client.get("/_emulator/events")).json()["value"]:
+            await asyncio.sleep(0.02)
+    posting.cancel()  # the client gives up: the event exists all the same
+    with pytest.raises(asyncio.CancelledError):
+        await posting
+    [record] = (await client.get("/_emulator/events")).json()["value"]
+    assert record["transaction_id"] == "booking-1"
+
+
+async def test_answers_carry_a_date_on_the_emulator_clock(
+    graph: httpx.AsyncClient, client: httpx.AsyncClient
+) -> None:
+    before = email.utils.parsedate_to_datetime(
+        (await graph.get(f"/users/{ORGANIZER}/events")).headers["Date"]
+    )
+    assert abs((before - dt.datetime.now(dt.UTC)).total_seconds()) < 5
+    await client.post("/_emulator/clock", json={"advance_seconds": 7200})
+    later = await client.get("/_emulator/stats")
+    moved = email.utils.parsedate_to_datetime(later.headers["Date"])
+    assert 7190 < (moved - before).total_seconds() < 7300
+
+
+async def test_online_meeting_has_join_details_as_graph_writes_them(
+    graph: httpx.AsyncClient, emulator: RunningEmulator
+) -> None:
+    join_url = (await _create(graph))["onlineMeeting"]["joinUrl"]
+    found = await graph.get(
+        f"/users/{ORGANIZER}/onlineMeetings", params={"$filter": f"JoinWebUrl eq '{join_url}'"}
+    )
+    [meeting] = found.json()["value"]
+    settings = meeting["joinMeetingIdSettings"]
+    assert re.fullmatch(r"\d{13}", settings["joinMeetingId"])
+    assert re.fullmatch(r"[A-Za-z0-9]{6}", settings["passcode"])
+    assert settings["isPasscodeRequired"] is True
+    audio = meeting["audioConferencing"]
+    assert re.fullmatch(r"\d{9}", audio["conferenceId"])
+    assert audio["dialinUrl"].startswith("https://dialin.teams.microsoft.com/")
+    assert audio["tollNumbers"] == [audio["tollNumber"]]
+    assert meeting["chatInfo"]["threadId"].startswith("19:meeting_")
+    organizer = meeting["participants"]["organizer"]
+    assert organizer["identity"]["user"]["id"] == ORGANIZER
+    assert organizer["identity"]["user"]["tenantId"] == emulator.settings.tenant_id
+    # DateTimeOffset with seven fractional digits, as Graph writes them.
+    timestamp = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}Z")
+    for name in ("creationDateTime", "startDateTime", "endDateTime"):
+        assert timestamp.fullmatch(meeting[name]), meeting[name]
+
+
+async def test_short_join_urls_are_found_like_classic_ones(
+    graph: httpx.AsyncClient, client: httpx.AsyncClient
+) -> None:
+    styled = await client.post("/_emulator/tenant", json={"join_url_style": "short"})
+    assert styled.status_code == 200
+    join_url = (await _create(graph))["onlineMeeting"]["joinUrl"]
+    assert re.fullmatch(r"https://teams\.microsoft\.com/meet/\d{13}\?p=[A-Za-z0-9]{16}", join_url)
+
+    found = await graph.get(
+        f"/users/{ORGANIZER}/onlineMeetings", params={"$filter": f"JoinWebUrl eq '{join_url}'"}
+    )
+    [meeting] = found.json()["value"]
+    assert meeting["joinWebUrl"] == join_url
+    assert join_url.split("/meet/")[1].startswith(meeting["joinMeetingIdSettings"]["joinMeetingId"])
+
+
+async def test_a_mailbox_without_teams_gets_an_event_without_a_meeting(
+    graph: httpx.AsyncClient, client: httpx.AsyncClient
+) -> None:
+    switched = await client.post(f"/_emulator/users/{ORGANIZER}", json={"teams_enabled": False})
+    assert switched.status_code == 200
+    event = await _create(graph)
+    assert event["onlineMeeting"] is None
+    assert event["isOnlineMeeting"] is False
+    other = await graph.post(f"/users/{OTHER_USER}/events", json=_event(transactionId="b-2"))
+    assert other.json()["onlineMeeting"]["joinUrl"]  # only that user lost the licence
+
+    # Once licensed, turning the event online gives it its meeting.
+    await client.post(f"/_emulator/users/{ORGANIZER}", json={"teams_enabled": True})
+    patched = await graph.patch(
+        f"/users/{ORGANIZER}/events/{event['id']}", json={"isOnlineMeeting": True}
+    )
+    assert patched.json()["onlineMeeting"]["joinUrl"]
+
+
+async def test_cancel_removes_the_event_and_its_meeting(
+    graph: httpx.AsyncClient, client: httpx.AsyncClient
+) -> None:
+    event = await _create(graph)
+    cancelled = await graph.post(
+        f"/users/{ORGANIZER}/events/{event['id']}/cancel", json={"Comment": "Rendez-vous annulé"}
+    )
+    assert cancelled.status_code == 202
+    assert cancelled.content == b""
+    _assert_graph_error(
+        await graph.post(f"/users/{ORGANIZER}/events/{event['id']}/cancel", json={}),
+        404,
+        "ErrorItemNotFound",
+    )
+    [record] = (await client.get("/_emulator/events")).json()["value"]
+    assert record["is_deleted"] is True
+    assert record["cancel_comment"] == "Rendez-vous annulé"
+    [meeting] = (await client.get("/_emulator/online-meetings")).json()["value"]
+    assert meeting["is_deleted"] is True
+    stats = (await client.get("/_emulator/stats")).json()
+    assert stats["events_per_external_id"] == {"booking-1": 1}
+    assert stats["live_events_per_external_id"] == {}
+
+    typo = await graph.post(
+        f"/users/{ORGANIZER}/events/{(await _create(graph))['id']}/cancel", json={"reason": "x"}
+    )
+    _assert_graph_error(typo, 400, "RequestBodyRead")
+
+
+def test_faults_come_from_the_command_line_over_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GRAPH_EMULATOR_FAULTS__UNAVAILABLE_RATE", "0.2")
+    monkeypatch.setenv("GRAPH_EMULATOR_FAULTS__LATENCY_MS", "5")
+    flags = "--throttle-rate 0.1 --latency-ms 100 --retry-after-seconds 2.128 --port 0"
+    flags += " --mailbox-concurrency-limit 0 --join-url-style short"
+    settings = settings_from_command_line(
+        [*flags.split(), "--endpoints", "graph.events, graph.onlineMeetings"]
+    )
+    faults = settings.faults
+    assert (faults.throttle_rate, faults.unavailable_rate) == (0.1, 0.2)
+    assert faults.latency_ms == 100
+    assert faults.retry_after_seconds == 2.128
+    assert faults.endpoints == ["graph.events", "graph.onlineMeetings"]
+    assert faults.mailbox_concurrency_limit is None
+    assert (settings.port, settings.join_url_style) == (0, "short")
+
+    # The configured faults are where a reset goes back to.
+    state = EmulatorState(settings)
+    state.faults.configure(FaultConfig())
+    state.reset()
+    assert state.faults.config == faults
+
+    with pytest.raises(ValueError, match="more than 1"):
+        settings_from_command_line(["--gateway-timeout-rate", "0.9"])

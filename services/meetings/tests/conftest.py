@@ -16,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import httpx
 import pytest
+from aiokafka import ConsumerRecord
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -28,14 +29,31 @@ from visio_deploy.graph_emulator import (
 )
 from visio_deploy.graph_emulator.settings import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
 from visio_meetings.graph import GraphClient
+from visio_meetings.handlers import Deps, handle_event
+from visio_meetings.payloads import MeetingSpec, meeting_key
 from visio_meetings.settings import MeetingsSettings
 from visio_meetings.store import SCHEMA
 from visio_runtime.db import create_pool, migrate, role_dsn
-from visio_shared import Advisor, AppointmentRequested, ConsentGiven, Device, Person, Topics
+from visio_runtime.service import Runtime
+from visio_shared import (
+    Advisor,
+    AdvisorReassigned,
+    AppointmentCancelled,
+    AppointmentEvent,
+    AppointmentRequested,
+    AppointmentRescheduled,
+    ConsentGiven,
+    Device,
+    Headers,
+    Person,
+    RecordingConsentWithdrawn,
+    Topics,
+)
 
 SERVICE_PASSWORD = "visio_meetings"
 CERT_CLIENT_ID = "22222222-2222-2222-2222-222222222222"
 ADVISOR_ID = "a1b2c3d4-0000-4000-8000-00000000ad01"
+OTHER_ADVISOR_ID = "a1b2c3d4-0000-4000-8000-00000000ad02"
 
 
 # --- Graph + Entra ID emulator ---------------------------------------------------------
@@ -82,7 +100,6 @@ async def emulator(
         host="127.0.0.1",
         port=0,
         ca_dir=str(tmp_path_factory.mktemp("dev-ca")),
-        external_id_property_name="VisioRdvAppointmentId",
         extra_apps=[
             AppRegistration(
                 client_id=CERT_CLIENT_ID,
@@ -138,6 +155,15 @@ class EmulatorControl:
 
     async def advance_clock(self, seconds: float) -> None:
         await self._post("/_emulator/clock", {"advance_seconds": seconds})
+
+    async def mailbox(self, user_id: str, *, teams_enabled: bool) -> None:
+        await self._post(f"/_emulator/users/{user_id}", {"teams_enabled": teams_enabled})
+
+    async def join_url_style(self, style: str) -> None:
+        await self._post("/_emulator/tenant", {"join_url_style": style})
+
+    async def live_events(self) -> list[dict[str, Any]]:
+        return [e for e in await self.events() if not e["is_deleted"]]
 
     async def calls(self, endpoint: str) -> int:
         return int((await self.stats())["calls"].get(endpoint, 0))
@@ -212,6 +238,12 @@ def settings(emulator: RunningEmulator, service_dsn: str) -> MeetingsSettings:
         ca_bundle=emulator.ca.bundle_path,
         database_url=service_dsn,
         topic_prefix=f"test-{uuid.uuid4().hex[:8]}",
+        # Short in-process waits; a Retry-After above half a second goes to the consumer.
+        graph_backoff_initial_s=0.01,
+        graph_backoff_max_s=0.05,
+        graph_max_in_process_wait_s=0.5,
+        retry_initial_delay_s=0.01,
+        retry_max_delay_s=0.05,
     )
 
 
@@ -297,3 +329,141 @@ def appointment(
 @pytest.fixture
 def make_appointment() -> Callable[..., AppointmentRequested]:
     return appointment
+
+
+@pytest.fixture
+def deps(pool: asyncpg.Pool, graph: GraphClient, publisher: FakePublisher, topics: Topics) -> Deps:
+    return Deps(pool, graph, publisher, topics)
+
+
+@pytest.fixture
+def handle(deps: Deps) -> Callable[[AppointmentEvent], Any]:
+    """The service's handling of one event, as the consumer calls it."""
+
+    async def run(event: AppointmentEvent) -> None:
+        await handle_event(event, deps)
+
+    return run
+
+
+def spec_of(appointment: AppointmentRequested) -> MeetingSpec:
+    return MeetingSpec(
+        appointment_id=appointment.appointment_id,
+        advisor_id=appointment.advisor.id,
+        key=meeting_key(appointment.appointment_id),
+        subject=appointment.subject,
+        start=appointment.start,
+        duration_minutes=appointment.duration_minutes,
+        timezone=appointment.timezone,
+        recording_authorised=appointment.consent.recording_authorised,
+    )
+
+
+# --- the changes of one appointment, each one revision further -------------------------------
+
+
+def _next(of: AppointmentEvent, revision: int | None) -> dict[str, Any]:
+    return {
+        "correlation_id": of.correlation_id,
+        "appointment_id": of.appointment_id,
+        "revision": revision or of.revision + 1,
+    }
+
+
+def rescheduled(
+    of: AppointmentRequested, start: dt.datetime, *, revision: int | None = None
+) -> AppointmentRescheduled:
+    return AppointmentRescheduled(
+        start=start,
+        duration_minutes=30,
+        timezone=of.timezone,
+        previous_start=of.start,
+        previous_duration_minutes=of.duration_minutes,
+        **_next(of, revision),
+    )
+
+
+def cancelled(of: AppointmentEvent, *, revision: int | None = None) -> AppointmentCancelled:
+    return AppointmentCancelled(reason="user", cancelled_by="caf.fr", **_next(of, revision))
+
+
+def reassigned(
+    of: AppointmentRequested, advisor_id: str, *, revision: int | None = None
+) -> AdvisorReassigned:
+    return AdvisorReassigned(
+        advisor=Advisor(id=advisor_id, display_name="Autre conseillère"),
+        previous_advisor=of.advisor,
+        **_next(of, revision),
+    )
+
+
+def withdrawn(of: AppointmentEvent) -> RecordingConsentWithdrawn:
+    return RecordingConsentWithdrawn(
+        subject_ref="hmac-of-the-address",
+        withdrawn_at=dt.datetime(2031, 3, 2, 10, 0, tzinfo=dt.UTC),
+        channel="api",
+        correlation_id=of.correlation_id,
+        appointment_id=of.appointment_id,
+        revision=of.revision,
+    )
+
+
+class Changes:
+    """The change factories, for tests (conftest is not importable at run time)."""
+
+    rescheduled = staticmethod(rescheduled)
+    cancelled = staticmethod(cancelled)
+    reassigned = staticmethod(reassigned)
+    withdrawn = staticmethod(withdrawn)
+    spec_of = staticmethod(spec_of)
+
+
+@pytest.fixture
+def changes() -> type[Changes]:
+    return Changes
+
+
+def record_of(event: AppointmentEvent, topic: str, offset: int = 0) -> ConsumerRecord[bytes, bytes]:
+    """The Kafka record the consumer would receive for `event`."""
+    value = event.to_json_bytes()
+    key = str(event.appointment_id).encode()
+    return ConsumerRecord(
+        topic=topic,
+        partition=0,
+        offset=offset,
+        timestamp=0,
+        timestamp_type=0,
+        key=key,
+        value=value,
+        checksum=None,
+        serialized_key_size=len(key),
+        serialized_value_size=len(value),
+        headers=[(name, v.encode()) for name, v in Headers.for_event(event).items()],
+    )
+
+
+@pytest.fixture
+def to_record() -> Callable[..., ConsumerRecord[bytes, bytes]]:
+    return record_of
+
+
+@pytest.fixture
+async def service(
+    settings: MeetingsSettings, pool: asyncpg.Pool, publisher: FakePublisher
+) -> AsyncIterator[Runtime]:
+    """The service as `create_app` assembles it, started without a broker: records go in
+    through its consumer, answers come out in the recording publisher."""
+    from visio_meetings.app import create_app
+
+    app = create_app(settings)
+    runtime: Runtime = app.state.runtime
+    runtime.pool = pool
+    runtime.broker = publisher  # type: ignore[assignment]
+    runtime.consumer.broker = publisher  # type: ignore[assignment]
+    for hook in runtime.on_start:
+        await hook(runtime)
+    try:
+        yield runtime
+    finally:
+        for hook in runtime.on_stop:
+            await hook(runtime)

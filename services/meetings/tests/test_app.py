@@ -1,47 +1,28 @@
-"""The service as assembled by `create_app`: a record on appointments.v1 goes through the shared
-consumer (parsing, routing, retries) to the handler, and out as an answer on meetings.v1.
+"""The service as assembled by `create_app`: a record on appointments.v1 or consents.v1 goes
+through the shared consumer (parsing, routing, retries) to the handler, and out as an answer on
+meetings.v1.
 
-Kafka itself is replaced by a recording publisher here; the broker round trip belongs to the
-system's end-to-end tests."""
+Kafka itself is replaced by a recording publisher here; test_flow runs the real broker."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import asyncpg
-from aiokafka import ConsumerRecord
 from visio_meetings.app import create_app
 from visio_meetings.settings import MeetingsSettings
 from visio_runtime.service import Runtime
-from visio_shared import AppointmentRequested, Headers
+from visio_shared import AppointmentRequested
 
 if TYPE_CHECKING:
-    from conftest import EmulatorControl, FakePublisher
+    from conftest import Changes, EmulatorControl, FakePublisher
+
+Make = Callable[..., AppointmentRequested]
 
 
-def record_of(event: AppointmentRequested, topic: str) -> ConsumerRecord[bytes, bytes]:
-    value = event.to_json_bytes()
-    key = str(event.appointment_id).encode()
-    return ConsumerRecord(
-        topic=topic,
-        partition=0,
-        offset=0,
-        timestamp=int(time.time() * 1000),
-        timestamp_type=0,
-        key=key,
-        value=value,
-        checksum=None,
-        serialized_key_size=len(key),
-        serialized_value_size=len(value),
-        headers=[(name, v.encode()) for name, v in Headers.for_event(event).items()],
-    )
-
-
-def test_the_factory_does_no_io_and_subscribes_to_appointments(
+def test_the_factory_does_no_io_and_subscribes_to_appointments_and_consents(
     settings: MeetingsSettings,
 ) -> None:
     unreachable = settings.model_copy(
@@ -51,60 +32,63 @@ def test_the_factory_does_no_io_and_subscribes_to_appointments(
 
     runtime: Runtime = app.state.runtime
     [subscriber] = runtime.broker.subscribers
-    assert subscriber.topic_names == [runtime.topics.appointments]
+    assert subscriber.topic_names == [runtime.topics.appointments, runtime.topics.consents]
     assert app.state.clients.graph is None  # opened by the start hook, not the factory
 
 
 async def test_a_throttled_appointment_is_retried_then_answered(
-    settings: MeetingsSettings,
-    pool: asyncpg.Pool,
+    service: Runtime,
     control: EmulatorControl,
     publisher: FakePublisher,
-    make_appointment: Callable[..., AppointmentRequested],
+    make_appointment: Make,
+    to_record: Callable[..., Any],
 ) -> None:
-    quick = settings.model_copy(update={"retry_initial_delay_s": 0.01, "retry_max_delay_s": 0.05})
-    app = create_app(quick)
-    runtime: Runtime = app.state.runtime
-    runtime.pool = pool
-    runtime.broker = publisher  # type: ignore[assignment]
-    runtime.consumer.broker = publisher  # type: ignore[assignment]
-    for hook in runtime.on_start:
-        await hook(runtime)
-    await control.faults(throttle_rate=1.0, endpoints=["graph.events.create"], max_faults=1)
+    # Retry-After longer than the client waits in process: the consumer's retry takes over.
+    await control.faults(
+        throttle_rate=1.0, retry_after_seconds=1, endpoints=["graph.events.create"], max_faults=1
+    )
     event = make_appointment()
-    try:
-        outcome = await runtime.consumer.process(record_of(event, runtime.topics.appointments))
-    finally:
-        for hook in runtime.on_stop:
-            await hook(runtime)
+
+    outcome = await service.consumer.process(to_record(event, service.topics.appointments))
 
     assert outcome == "handled"
-    assert runtime.metrics.value("events_retried_total", event_type="AppointmentRequested") == 1
+    assert service.metrics.value("events_retried_total", event_type="AppointmentRequested") == 1
     [sent] = publisher.sent
-    assert sent.topic == runtime.topics.meetings
+    assert sent.topic == service.topics.meetings
     answer = json.loads(sent.message)
     assert answer["event_type"] == "MeetingReady"
     assert answer["appointment_id"] == str(event.appointment_id)
     assert (await control.stats())["responses"]["graph.events.create"] == {"429": 1, "201": 1}
-    assert app.state.clients.graph is None  # closed by the stop hook
+
+
+async def test_a_withdrawal_on_consents_reaches_the_meeting(
+    service: Runtime,
+    control: EmulatorControl,
+    make_appointment: Make,
+    changes: type[Changes],
+    to_record: Callable[..., Any],
+) -> None:
+    booked = make_appointment(recording_authorised=True)
+    await service.consumer.process(to_record(booked, service.topics.appointments))
+
+    withdrawal = to_record(changes.withdrawn(booked), service.topics.consents)
+    assert await service.consumer.process(withdrawal) == "handled"
+
+    [meeting] = await control.online_meetings()
+    assert meeting["meeting"]["allowRecording"] is False
 
 
 async def test_an_event_type_meetings_does_not_handle_is_skipped(
-    settings: MeetingsSettings,
+    service: Runtime,
     publisher: FakePublisher,
     control: EmulatorControl,
-    make_appointment: Callable[..., AppointmentRequested],
+    make_appointment: Make,
+    to_record: Callable[..., Any],
 ) -> None:
-    app = create_app(settings)
-    runtime: Runtime = app.state.runtime
-    runtime.consumer.broker = publisher  # type: ignore[assignment]
-    event = make_appointment()
-    record = record_of(event, runtime.topics.appointments)
-    headers = [
-        (k, b"AppointmentCancelledSomeday" if k == "event_type" else v) for k, v in record.headers
-    ]
+    record = to_record(make_appointment(), service.topics.consents)
+    headers = [(k, b"ConsentRecorded" if k == "event_type" else v) for k, v in record.headers]
     skipped = dataclasses.replace(record, headers=headers)
 
-    assert await runtime.consumer.process(skipped) == "skipped"
+    assert await service.consumer.process(skipped) == "skipped"
     assert publisher.sent == []
     assert (await control.stats())["calls"] == {}

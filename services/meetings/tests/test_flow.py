@@ -1,82 +1,137 @@
-"""The Meeting flow end to end: the service as `create_app` assembles it, its lifespan run for
-real, a real broker (KAFKA_BOOTSTRAP_SERVERS, else testcontainers, else tansu), PostgreSQL and
-the Graph emulator. An AppointmentRequested goes in on appointments.v1; a MeetingReady comes
-out on meetings.v1, for the meeting the emulator holds."""
+"""An appointment's whole story through the running service: `create_app` with its lifespan, a
+real broker (the session's `kafka_bootstrap`: KAFKA_BOOTSTRAP_SERVERS, testcontainers or
+tansu), PostgreSQL and the Graph emulator. Events go in on appointments.v1 and consents.v1;
+the answers come out on meetings.v1, and the emulator holds what they say."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from visio_deploy.testing import kafka_broker
 from visio_meetings.app import create_app
 from visio_meetings.settings import MeetingsSettings
-from visio_shared import AppointmentRequested, Headers
+from visio_runtime.service import Runtime
+from visio_shared import AppointmentEvent, AppointmentRequested, Headers
 
 if TYPE_CHECKING:
-    from conftest import EmulatorControl
+    from conftest import Changes, EmulatorControl
+
+OTHER_ADVISOR = "a1b2c3d4-0000-4000-8000-00000000ad02"
 
 
-@pytest.fixture(scope="module")
-def bootstrap_servers() -> Iterator[str]:
-    with kafka_broker() as servers:
-        yield servers
+class Broker:
+    """Publishes events the way booking and consent do, and reads meetings' answers."""
+
+    def __init__(self, producer: AIOKafkaProducer, answers: AIOKafkaConsumer) -> None:
+        self.producer = producer
+        self.answers = answers
+
+    async def send(self, topic: str, event: AppointmentEvent) -> None:
+        await self.producer.send_and_wait(
+            topic,
+            event.to_json_bytes(),
+            key=str(event.appointment_id).encode(),
+            headers=[(k, v.encode()) for k, v in Headers.for_event(event).items()],
+        )
+
+    async def answer(self, appointment_id: uuid.UUID, event_type: str) -> dict[str, Any]:
+        async for record in self.answers:
+            answer: dict[str, Any] = json.loads(record.value)
+            if (answer["appointment_id"], answer["event_type"]) == (
+                str(appointment_id),
+                event_type,
+            ):
+                return answer
+        raise AssertionError("the consumer stopped")
 
 
-async def next_answer(consumer: AIOKafkaConsumer, appointment_id: uuid.UUID) -> dict[str, Any]:
-    async for record in consumer:
-        answer: dict[str, Any] = json.loads(record.value)
-        if answer.get("appointment_id") == str(appointment_id):
-            return answer
-    raise AssertionError("the consumer stopped")
-
-
-async def test_an_appointment_on_kafka_is_answered_with_meeting_ready(
-    settings: MeetingsSettings,
-    bootstrap_servers: str,
-    control: EmulatorControl,
-    make_appointment: Callable[..., AppointmentRequested],
-) -> None:
+@pytest.fixture
+async def running(
+    settings: MeetingsSettings, kafka_bootstrap: str
+) -> AsyncIterator[tuple[Runtime, Broker]]:
     settings = settings.model_copy(
-        update={"kafka_bootstrap_servers": bootstrap_servers, "topic_partitions": 2}
+        update={"kafka_bootstrap_servers": kafka_bootstrap, "topic_partitions": 2}
     )
     app = create_app(settings)
-    runtime = app.state.runtime
-    event = make_appointment(recording_authorised=True)
-
+    runtime: Runtime = app.state.runtime
     async with app.router.lifespan_context(app):
         answers = AIOKafkaConsumer(
             runtime.topics.meetings,
-            bootstrap_servers=bootstrap_servers,
+            bootstrap_servers=kafka_bootstrap,
             auto_offset_reset="earliest",
             enable_auto_commit=False,
         )
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
         await answers.start()
         await producer.start()
         try:
-            await producer.send_and_wait(
-                runtime.topics.appointments,
-                event.to_json_bytes(),
-                key=str(event.appointment_id).encode(),
-                headers=[(k, v.encode()) for k, v in Headers.for_event(event).items()],
-            )
-            # Generous: a broker's first group assignment takes seconds (tansu: about 5).
-            async with asyncio.timeout(90):
-                answer = await next_answer(answers, event.appointment_id)
+            yield runtime, Broker(producer, answers)
         finally:
             await producer.stop()
             await answers.stop()
 
-    assert answer["event_type"] == "MeetingReady"
-    assert answer["causation_id"] == str(event.event_id)
+
+async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 30) -> None:
+    async with asyncio.timeout(seconds):
+        while not await check():
+            await asyncio.sleep(0.05)
+
+
+async def test_an_appointments_story_reaches_graph_and_is_answered(
+    running: tuple[Runtime, Broker],
+    control: EmulatorControl,
+    make_appointment: Callable[..., AppointmentRequested],
+    changes: type[Changes],
+) -> None:
+    runtime, broker = running
+    topics = runtime.topics
+    booked = make_appointment(recording_authorised=True)
+
+    await broker.send(topics.appointments, booked)
+    # Generous: a broker's first group assignment takes seconds (tansu: about 5).
+    async with asyncio.timeout(90):
+        ready = await broker.answer(booked.appointment_id, "MeetingReady")
+    assert ready["causation_id"] == str(booked.event_id)
     [record] = await control.events()
-    assert answer["join_url"] == record["join_url"]
-    assert answer["graph_event_id"] == record["event_id"]
+    assert (ready["join_url"], ready["graph_event_id"]) == (record["join_url"], record["event_id"])
+    assert ready["passcode"] and ready["join_meeting_id"]
     [meeting] = await control.online_meetings()
     assert meeting["meeting"]["allowRecording"] is True
+
+    # The person withdraws recording (consents.v1) while the appointment moves.
+    await broker.send(topics.consents, changes.withdrawn(booked))
+    moving = changes.rescheduled(booked, booked.start.replace(day=11))
+    await broker.send(topics.appointments, moving)
+    async with asyncio.timeout(30):
+        moved = await broker.answer(booked.appointment_id, "MeetingRescheduled")
+    assert moved["join_url"] == ready["join_url"]
+
+    async def recording_off() -> bool:
+        return all(not m["meeting"]["allowRecording"] for m in await control.online_meetings())
+
+    await eventually(recording_off)
+
+    # Another advisor, then a cancellation.
+    await broker.send(topics.appointments, changes.reassigned(booked, OTHER_ADVISOR, revision=3))
+    async with asyncio.timeout(30):
+        again = await broker.answer(booked.appointment_id, "MeetingReady")
+    assert (again["revision"], again["advisor_id"]) == (3, OTHER_ADVISOR)
+    assert again["join_url"] != ready["join_url"]
+    await broker.send(topics.appointments, changes.cancelled(booked, revision=4))
+    async with asyncio.timeout(30):
+        cancelled = await broker.answer(booked.appointment_id, "MeetingCancelled")
+    assert (cancelled["advisor_id"], cancelled["graph_event_id"]) == (
+        OTHER_ADVISOR,
+        again["graph_event_id"],
+    )
+
+    stats = await control.stats()
+    assert stats["events_per_external_id"] == {str(booked.appointment_id): 2}
+    assert stats["live_events_per_external_id"] == {}
+    assert await recording_off()
+    assert stats["calls"]["graph.events.update"] == 1  # the reschedule

@@ -1,210 +1,48 @@
-"""The Graph client and its tokens, against the emulator over real HTTPS."""
+"""The Graph client's calls against the emulator over real HTTPS: what reaches Graph, and how
+its refusals are named."""
 
 from __future__ import annotations
 
-import asyncio
+import datetime as dt
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import httpx
 import pytest
-from pydantic import SecretStr
-from visio_deploy.processes import free_port
-from visio_meetings.graph import (
+from visio_meetings.graph import CANCEL_COMMENT, GraphClient
+from visio_meetings.payloads import (
     APPOINTMENT_PROPERTY_ID,
-    GraphClient,
-    GraphRefused,
-    GraphUnauthorized,
-    graph_ssl_context,
+    MEETING_KEY_PROPERTY_ID,
+    event_times,
     join_web_url_filter,
-    retry_after,
-    transaction_id,
+    meeting_key,
+    meeting_key_filter,
 )
-from visio_meetings.settings import MeetingsSettings
-from visio_meetings.tokens import TokenError, TokenProvider
-from visio_runtime.errors import Transient
+from visio_meetings.refusals import GraphRefused
 from visio_shared import AppointmentRequested
 
 if TYPE_CHECKING:
-    from conftest import ClientCertificate, EmulatorControl
+    from conftest import Changes, EmulatorControl
 
 ADVISOR = "a1b2c3d4-0000-4000-8000-00000000ad01"
 
 Make = Callable[..., AppointmentRequested]
 
 
-async def test_one_token_serves_many_graph_calls(
-    graph: GraphClient, control: EmulatorControl, make_appointment: Make
-) -> None:
-    for _ in range(3):
-        created = await graph.create_event(ADVISOR, make_appointment())
-        meeting = await graph.find_online_meeting(ADVISOR, created["onlineMeeting"]["joinUrl"])
-        assert meeting is not None
-        await graph.update_meeting_options(ADVISOR, meeting["id"], recording_authorised=False)
-
-    stats = await control.stats()
-    assert stats["calls"]["graph.events.create"] == 3
-    assert stats["calls"]["graph.onlineMeetings.update"] == 3
-    # One msal application, one discovery, one token for all nine calls.
-    assert stats["calls"]["entra.openid_configuration"] == 1
-    assert stats["calls"]["entra.token"] == 1
-
-
-async def test_concurrent_first_calls_share_one_token(
-    graph: GraphClient, control: EmulatorControl, make_appointment: Make
-) -> None:
-    await asyncio.gather(*(graph.create_event(ADVISOR, make_appointment()) for _ in range(5)))
-
-    assert await control.calls("entra.token") == 1
-    assert (await control.stats())["events_live"] == 5
-
-
-async def test_a_401_drops_the_token_and_retries_once_with_a_new_one(
-    graph: GraphClient, control: EmulatorControl, make_appointment: Make
-) -> None:
-    await graph.create_event(ADVISOR, make_appointment())
-    # The emulator's clock jumps past the token's lifetime: msal, on the real clock, still
-    # holds it as valid, so only Graph's 401 can tell the client to drop it.
-    await control.advance_clock(3600)
-
-    created = await graph.create_event(ADVISOR, make_appointment())
-
-    assert created["id"]
-    stats = await control.stats()
-    assert stats["calls"]["entra.token"] == 2
-    assert stats["responses"]["graph.events.create"] == {"201": 2, "401": 1}
-    # And the new token is the one kept: no further token request.
-    await graph.create_event(ADVISOR, make_appointment())
-    assert await control.calls("entra.token") == 2
-
-
-async def test_a_token_graph_keeps_refusing_is_retried_once_only(
-    settings: MeetingsSettings, control: EmulatorControl, make_appointment: Make
-) -> None:
-    invalidated: list[str] = []
-
-    class ForgedTokens(TokenProvider):
-        async def token(self) -> str:
-            return "eyJhbGciOiJIUzI1NiJ9.eyJhdWQiOiJ4In0.forged"
-
-        def invalidate(self, token: str) -> None:
-            invalidated.append(token)
-
-    tokens = ForgedTokens(settings)
-    client = GraphClient(
-        httpx.AsyncClient(verify=graph_ssl_context(settings), trust_env=False),
-        tokens,
-        settings.graph_base_url,
-    )
-    try:
-        with pytest.raises(GraphUnauthorized, match="InvalidAuthenticationToken"):
-            await client.create_event(ADVISOR, make_appointment())
-    finally:
-        await client.aclose()
-    assert (await control.stats())["responses"]["graph.events.create"] == {"401": 2}
-    assert len(invalidated) == 2
-
-
-async def test_a_throttled_token_endpoint_is_transient(
-    settings: MeetingsSettings, control: EmulatorControl
-) -> None:
-    await control.faults(throttle_rate=1.0, endpoints=["entra.token"])
-    tokens = TokenProvider(settings)
-    try:
-        with pytest.raises(Transient, match="temporarily_unavailable"):
-            await tokens.token()
-    finally:
-        tokens.close()
-
-
-async def test_a_token_closer_to_expiry_than_the_margin_is_replaced(
-    settings: MeetingsSettings, control: EmulatorControl
-) -> None:
-    # The emulator's tokens live 3599 s: with a larger margin, a cached one is never enough.
-    tokens = TokenProvider(settings.model_copy(update={"token_refresh_margin_s": 3700}))
-    try:
-        first = await tokens.token()
-        second = await tokens.token()
-    finally:
-        tokens.close()
-    assert first != second
-    assert await control.calls("entra.token") == 2
-
-
-async def test_a_certificate_credential_gets_a_token(
-    settings: MeetingsSettings,
-    client_certificate: ClientCertificate,
-    control: EmulatorControl,
-    make_appointment: Make,
-) -> None:
-    by_certificate = settings.model_copy(
-        update={
-            "client_id": client_certificate.client_id,
-            "client_secret": None,
-            "client_certificate_path": client_certificate.pem_path,
-        }
-    )
-    client = GraphClient.from_settings(by_certificate)
-    try:
-        created = await client.create_event(ADVISOR, make_appointment())
-    finally:
-        await client.aclose()
-    assert created["id"]
-    assert (await control.stats())["responses"]["entra.token"] == {"200": 1}
-
-
-async def test_requests_ca_bundle_in_the_environment_does_not_steer_msal(
-    settings: MeetingsSettings, control: EmulatorControl, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Set on these machines; requests would prefer it over `verify=` if the session read it.
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/nonexistent/ca-bundle.pem")
-    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
-    tokens = TokenProvider(settings)
-    try:
-        assert await tokens.token()
-    finally:
-        tokens.close()
-    assert await control.calls("entra.token") == 1
-
-
-async def test_a_wrong_secret_is_a_token_error(
-    settings: MeetingsSettings, control: EmulatorControl
-) -> None:
-    tokens = TokenProvider(
-        settings.model_copy(update={"client_secret": SecretStr("not-the-secret")})
-    )
-    try:
-        with pytest.raises(TokenError, match="invalid_client"):
-            await tokens.token()
-    finally:
-        tokens.close()
-
-
-async def test_an_unreachable_entra_is_transient(settings: MeetingsSettings) -> None:
-    port = free_port()
-    tokens = TokenProvider(
-        settings.model_copy(update={"authority": f"https://127.0.0.1:{port}/tenant"})
-    )
-    try:
-        with pytest.raises(Transient, match="Entra ID unreachable"):
-            await tokens.token()
-    finally:
-        tokens.close()
-
-
-async def test_the_event_carries_its_idempotency_keys_and_mails_nobody(
-    graph: GraphClient, control: EmulatorControl, make_appointment: Make
+async def test_the_event_carries_its_keys_its_zone_and_mails_nobody(
+    graph: GraphClient, control: EmulatorControl, make_appointment: Make, changes: type[Changes]
 ) -> None:
     appointment = make_appointment()
+    key = meeting_key(appointment.appointment_id)
 
-    created = await graph.create_event(ADVISOR, appointment)
+    created = await graph.create_event(changes.spec_of(appointment))
 
     [record] = await control.events()
-    assert record["transaction_id"] == transaction_id(appointment.appointment_id)
+    assert record["transaction_id"] == key
     assert record["external_id"] == str(appointment.appointment_id)
     assert record["single_value_extended_properties"] == [
-        {"id": APPOINTMENT_PROPERTY_ID, "value": str(appointment.appointment_id)}
+        {"id": APPOINTMENT_PROPERTY_ID, "value": str(appointment.appointment_id)},
+        {"id": MEETING_KEY_PROPERTY_ID, "value": key},
     ]
     event = record["event"]
     assert event["attendees"] == []
@@ -212,36 +50,43 @@ async def test_the_event_carries_its_idempotency_keys_and_mails_nobody(
     assert event["onlineMeetingProvider"] == "teamsForBusiness"
     assert event["allowNewTimeProposals"] is False
     assert event["responseRequested"] is False
-    assert event["showAs"] == "busy"
     assert "Rendez-vous Visio RDV" in event["body"]["content"]
-    # 09:30 in La Réunion (UTC+4) is 05:30 UTC, 45 minutes long.
+    assert "salle d'attente" in event["body"]["content"]
+    # 09:30 in La Réunion, sent as such under its Windows name; 05:30 UTC, 45 minutes long.
+    assert event["originalStartTimeZone"] == "Mauritius Standard Time"
     assert record["start_utc"].startswith("2031-03-04T05:30:00")
     assert record["end_utc"].startswith("2031-03-04T06:15:00")
     assert created["id"] == record["event_id"]
     assert created["onlineMeeting"]["joinUrl"] == record["join_url"]
 
 
-async def test_the_same_transaction_id_brings_back_the_same_event(
-    graph: GraphClient, control: EmulatorControl, make_appointment: Make
+async def test_the_same_key_brings_back_the_same_event(
+    graph: GraphClient, control: EmulatorControl, make_appointment: Make, changes: type[Changes]
 ) -> None:
-    appointment = make_appointment()
-    first = await graph.create_event(ADVISOR, appointment)
-    again = await graph.create_event(ADVISOR, appointment)
+    spec = changes.spec_of(make_appointment())
+    first = await graph.create_event(spec)
+    again = await graph.create_event(spec)
+    found = await graph.find_event(ADVISOR, spec.key)
 
     assert again["id"] == first["id"]
+    assert found is not None
+    assert found["id"] == first["id"]
+    assert found["onlineMeeting"]["joinUrl"] == first["onlineMeeting"]["joinUrl"]
     stats = await control.stats()
     assert stats["events_total"] == 1
-    assert stats["transaction_replays"] == {transaction_id(appointment.appointment_id): 1}
+    assert stats["transaction_replays"] == {spec.key: 1}
+    # A change of advisor's key names another meeting, even in the same calendar.
+    assert await graph.find_event(ADVISOR, meeting_key(spec.appointment_id, 3)) is None
 
 
-async def test_meeting_options_are_set(
-    graph: GraphClient, control: EmulatorControl, make_appointment: Make
+async def test_meeting_options_are_set_and_dial_in_details_come_back(
+    graph: GraphClient, control: EmulatorControl, make_appointment: Make, changes: type[Changes]
 ) -> None:
-    created = await graph.create_event(ADVISOR, make_appointment())
+    created = await graph.create_event(changes.spec_of(make_appointment()))
     meeting = await graph.find_online_meeting(ADVISOR, created["onlineMeeting"]["joinUrl"])
     assert meeting is not None
 
-    await graph.update_meeting_options(ADVISOR, meeting["id"], recording_authorised=True)
+    answer = await graph.update_meeting_options(ADVISOR, meeting["id"], recording_authorised=True)
 
     [stored] = await control.online_meetings()
     options: dict[str, Any] = stored["meeting"]
@@ -250,6 +95,24 @@ async def test_meeting_options_are_set(
     assert options["recordAutomatically"] is False
     assert options["allowedPresenters"] == "organizer"
     assert options["lobbyBypassSettings"]["scope"] == "organization"
+    assert (
+        answer["joinMeetingIdSettings"]["passcode"] == options["joinMeetingIdSettings"]["passcode"]
+    )
+    assert answer["audioConferencing"]["conferenceId"]
+
+
+async def test_a_short_join_url_is_just_as_opaque(
+    graph: GraphClient, control: EmulatorControl, make_appointment: Make, changes: type[Changes]
+) -> None:
+    await control.join_url_style("short")
+    created = await graph.create_event(changes.spec_of(make_appointment()))
+    join_url = created["onlineMeeting"]["joinUrl"]
+    assert "/meet/" in join_url
+
+    meeting = await graph.find_online_meeting(ADVISOR, join_url)
+
+    assert meeting is not None
+    assert meeting["joinWebUrl"] == join_url
 
 
 async def test_an_unknown_join_url_finds_nothing(
@@ -262,71 +125,82 @@ async def test_an_unknown_join_url_finds_nothing(
     assert (await control.stats())["responses"]["graph.onlineMeetings.list"] == {"200": 1}
 
 
-async def test_throttling_is_transient_with_graphs_retry_after(
-    graph: GraphClient, control: EmulatorControl, make_appointment: Make
+async def test_moving_an_event_keeps_its_link(
+    graph: GraphClient, control: EmulatorControl, make_appointment: Make, changes: type[Changes]
 ) -> None:
-    await control.faults(throttle_rate=1.0, retry_after_seconds=7, endpoints=["graph.events"])
+    appointment = make_appointment(timezone="Europe/Paris")
+    created = await graph.create_event(changes.spec_of(appointment))
+    summer = dt.datetime(2031, 7, 1, 14, 0, tzinfo=dt.UTC)
 
-    with pytest.raises(Transient) as caught:
-        await graph.create_event(ADVISOR, make_appointment())
+    moved = await graph.move_event(ADVISOR, created["id"], summer, 30, "Europe/Paris")
 
-    assert caught.value.retry_after == 7
-    assert "429" in str(caught.value)
+    assert moved["onlineMeeting"]["joinUrl"] == created["onlineMeeting"]["joinUrl"]
+    [record] = await control.events()
+    assert record["start_utc"].startswith("2031-07-01T14:00:00")
+    assert record["end_utc"].startswith("2031-07-01T14:30:00")
+    [meeting] = await control.online_meetings()
+    assert meeting["meeting"]["startDateTime"].startswith("2031-07-01T14:00:00")
 
 
-async def test_a_gateway_timeout_is_transient(
-    graph: GraphClient, control: EmulatorControl, make_appointment: Make
+async def test_cancelling_twice_is_done_once(
+    graph: GraphClient, control: EmulatorControl, make_appointment: Make, changes: type[Changes]
 ) -> None:
-    await control.faults(gateway_timeout_rate=1.0, endpoints=["graph.events.create"])
-    with pytest.raises(Transient, match="504"):
-        await graph.create_event(ADVISOR, make_appointment())
+    created = await graph.create_event(changes.spec_of(make_appointment()))
+
+    assert await graph.cancel_event(ADVISOR, created["id"]) is True
+    assert await graph.cancel_event(ADVISOR, created["id"]) is False  # gone already
+
+    [record] = await control.events()
+    assert record["is_deleted"] is True
+    assert record["cancel_comment"] == CANCEL_COMMENT
+    assert (await control.stats())["responses"]["graph.events.cancel"] == {"202": 1, "404": 1}
 
 
-async def test_a_graph_timeout_is_transient(
-    settings: MeetingsSettings, control: EmulatorControl, make_appointment: Make
-) -> None:
-    await control.faults(latency_ms=2000, endpoints=["graph.events.create"])
-    client = GraphClient.from_settings(settings.model_copy(update={"graph_timeout_s": 0.3}))
-    try:
-        with pytest.raises(Transient, match="timed out"):
-            await client.create_event(ADVISOR, make_appointment())
-    finally:
-        await client.aclose()
-
-
-async def test_an_access_policy_refusal_is_permanent(
-    graph: GraphClient, control: EmulatorControl, make_appointment: Make
+async def test_an_access_policy_refusal_is_named_for_the_operator(
+    graph: GraphClient, control: EmulatorControl, make_appointment: Make, changes: type[Changes]
 ) -> None:
     await control.access_policy(allowed_user_ids=[str(uuid.uuid4())])
 
     with pytest.raises(GraphRefused) as caught:
-        await graph.create_event(ADVISOR, make_appointment())
+        await graph.create_event(changes.spec_of(make_appointment()))
 
     assert caught.value.status == 403
     assert caught.value.code == "ErrorAccessDenied"
-    assert caught.value.reason == "graph_forbidden"
+    assert caught.value.reason == "access_policy_missing"
+    assert "application access policy" in caught.value.detail
     assert "AccessPolicy" in caught.value.message
 
 
-async def test_an_unknown_advisor_is_permanent(
-    graph: GraphClient, make_appointment: Make, control: EmulatorControl
+async def test_an_unknown_advisor_is_named_for_the_operator(
+    graph: GraphClient, make_appointment: Make, control: EmulatorControl, changes: type[Changes]
 ) -> None:
     with pytest.raises(GraphRefused) as caught:
-        await graph.create_event("not-a-user", make_appointment())
-    assert caught.value.reason == "graph_not_found"
+        await graph.create_event(changes.spec_of(make_appointment(advisor_id="not-a-user")))
+    assert caught.value.reason == "advisor_not_found"
 
 
-def test_the_join_url_filter_is_quoted_for_odata_and_for_the_url() -> None:
+def test_the_filters_are_quoted_for_odata_and_for_the_url() -> None:
     url = "https://teams.microsoft.com/l/meetup-join/19%3ameeting_a'b%40thread.v2/0?context=%7b%7d"
-    query = join_web_url_filter(url)
-    assert query == (
+    assert join_web_url_filter(url) == (
         "$filter=JoinWebUrl%20eq%20'https%3A%2F%2Fteams.microsoft.com%2Fl%2Fmeetup-join%2F"
         "19%253ameeting_a''b%2540thread.v2%2F0%3Fcontext%3D%257b%257d'"
     )
+    assert meeting_key_filter("k'1") == (
+        "$filter=singleValueExtendedProperties%2Fany%28ep%3A%20ep%2Fid%20eq%20'String%20"
+        "%7Beb93a35d-1aac-41ef-9eaa-038cfa09ce2b%7D%20Name%20VisioRdvMeetingKey'%20and%20"
+        "ep%2Fvalue%20eq%20'k''1'%29"
+    )
 
 
-def test_retry_after_reads_seconds_and_http_dates() -> None:
-    assert retry_after("12") == 12
-    assert retry_after(None) is None
-    assert retry_after("soon") is None
-    assert retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0
+def test_times_are_wall_clock_in_the_appointments_zone_or_utc() -> None:
+    start = dt.datetime(2031, 7, 1, 8, 0, tzinfo=dt.UTC)
+    assert event_times(start, 45, "America/Cayenne") == {
+        "start": {"dateTime": "2031-07-01T05:00:00", "timeZone": "SA Eastern Standard Time"},
+        "end": {"dateTime": "2031-07-01T05:45:00", "timeZone": "SA Eastern Standard Time"},
+    }
+    # Summer time in Paris; a zone without a Windows name goes as UTC.
+    assert event_times(start, 30, "Europe/Paris")["start"]["dateTime"] == "2031-07-01T10:00:00"
+    assert event_times(start, 30, "Asia/Tokyo")["start"] == {
+        "dateTime": "2031-07-01T08:00:00",
+        "timeZone": "UTC",
+    }

@@ -1,5 +1,5 @@
-"""The appointment handler against the emulator and PostgreSQL: what reaches Graph, what is
-published, what is stored — and that repeating any of it changes none of that."""
+"""A new appointment's meeting, handled against the emulator and PostgreSQL: what reaches
+Graph, what is published, what is stored — and that repeating any of it changes none of that."""
 
 from __future__ import annotations
 
@@ -10,27 +10,25 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import pytest
-from visio_meetings.graph import GraphClient, transaction_id
-from visio_meetings.handlers import handle_appointment_requested
+from visio_meetings.graph import GraphClient
+from visio_meetings.handlers import Deps, handle_event
+from visio_meetings.payloads import meeting_key
+from visio_meetings.settings import MeetingsSettings
 from visio_runtime.errors import Transient
-from visio_shared import AppointmentRequested, Headers, MeetingFailed, MeetingReady, Topics
+from visio_shared import (
+    AppointmentEvent,
+    AppointmentRequested,
+    Headers,
+    MeetingFailed,
+    MeetingReady,
+    Topics,
+)
 
 if TYPE_CHECKING:
     from conftest import EmulatorControl, FakePublisher
 
 Make = Callable[..., AppointmentRequested]
-
-
-@pytest.fixture
-def handle(
-    pool: asyncpg.Pool, graph: GraphClient, publisher: FakePublisher, topics: Topics
-) -> Callable[[AppointmentRequested], Any]:
-    async def run(event: AppointmentRequested) -> None:
-        await handle_appointment_requested(
-            event, pool=pool, graph=graph, publisher=publisher, topics=topics
-        )
-
-    return run
+Handle = Callable[[AppointmentEvent], Any]
 
 
 def answers(publisher: FakePublisher) -> list[dict[str, Any]]:
@@ -42,7 +40,7 @@ async def meeting_row(pool: asyncpg.Pool, appointment_id: uuid.UUID) -> asyncpg.
 
 
 async def test_an_appointment_gets_its_meeting_and_a_meeting_ready(
-    handle: Callable[[AppointmentRequested], Any],
+    handle: Handle,
     control: EmulatorControl,
     publisher: FakePublisher,
     pool: asyncpg.Pool,
@@ -55,7 +53,7 @@ async def test_an_appointment_gets_its_meeting_and_a_meeting_ready(
 
     # Graph: one event, with its idempotency keys, and a meeting set up without recording.
     [record] = await control.events()
-    assert record["transaction_id"] == transaction_id(event.appointment_id)
+    assert record["transaction_id"] == meeting_key(event.appointment_id)
     assert record["external_id"] == str(event.appointment_id)
     assert record["event"]["attendees"] == []
     [stored] = await control.online_meetings()
@@ -65,31 +63,36 @@ async def test_an_appointment_gets_its_meeting_and_a_meeting_ready(
     assert options["allowedPresenters"] == "organizer"
     assert options["lobbyBypassSettings"]["scope"] == "organization"
 
-    # Kafka: one MeetingReady on meetings.v1, keyed by the appointment, with lineage.
+    # Kafka: one MeetingReady on meetings.v1, keyed by the appointment, with lineage and the
+    # dial-in details of the meeting.
     [sent] = publisher.sent
     assert sent.topic == topics.meetings
     assert sent.key == str(event.appointment_id).encode()
     ready = MeetingReady.model_validate_json(sent.message)
     assert ready.join_url == record["join_url"]
     assert ready.graph_event_id == record["event_id"]
-    assert ready.online_meeting_id == stored["meeting"]["id"]
+    assert ready.online_meeting_id == options["id"]
+    assert ready.join_meeting_id == options["joinMeetingIdSettings"]["joinMeetingId"]
+    assert ready.passcode == options["joinMeetingIdSettings"]["passcode"]
+    assert ready.conference_id == options["audioConferencing"]["conferenceId"]
+    assert ready.dial_in_url == options["audioConferencing"]["dialinUrl"]
     assert ready.advisor_id == event.advisor.id
-    assert ready.appointment_id == event.appointment_id
-    assert ready.revision == event.revision
+    assert (ready.appointment_id, ready.revision) == (event.appointment_id, event.revision)
     assert ready.correlation_id == event.correlation_id
     assert ready.causation_id == event.event_id
     assert sent.headers is not None
     assert sent.headers[Headers.EVENT_TYPE] == "MeetingReady"
     assert sent.headers[Headers.EVENT_ID] == str(ready.event_id)
 
-    # PostgreSQL: the meeting row and the processed marker.
+    # PostgreSQL: the meeting row, what a later change needs, and the processed marker.
     row = await meeting_row(pool, event.appointment_id)
     assert row is not None
     assert row["status"] == "ready"
-    assert row["join_url"] == ready.join_url
-    assert row["graph_event_id"] == ready.graph_event_id
+    assert (row["join_url"], row["graph_event_id"]) == (ready.join_url, ready.graph_event_id)
     assert row["online_meeting_id"] == ready.online_meeting_id
-    assert row["transaction_id"] == transaction_id(event.appointment_id)
+    assert row["transaction_id"] == meeting_key(event.appointment_id)
+    assert (row["start_at"], row["duration_minutes"]) == (event.start, event.duration_minutes)
+    assert (row["timezone"], row["recording_authorised"]) == ("Indian/Reunion", False)
     processed = await pool.fetchval(
         "SELECT event_type FROM processed_events WHERE event_id = $1", event.event_id
     )
@@ -97,9 +100,7 @@ async def test_an_appointment_gets_its_meeting_and_a_meeting_ready(
 
 
 async def test_recording_is_allowed_only_when_authorised(
-    handle: Callable[[AppointmentRequested], Any],
-    control: EmulatorControl,
-    make_appointment: Make,
+    handle: Handle, control: EmulatorControl, make_appointment: Make
 ) -> None:
     await handle(make_appointment(recording_authorised=True))
 
@@ -110,10 +111,7 @@ async def test_recording_is_allowed_only_when_authorised(
 
 
 async def test_the_same_event_twice_makes_one_meeting_and_one_answer(
-    handle: Callable[[AppointmentRequested], Any],
-    control: EmulatorControl,
-    publisher: FakePublisher,
-    make_appointment: Make,
+    handle: Handle, control: EmulatorControl, publisher: FakePublisher, make_appointment: Make
 ) -> None:
     event = make_appointment()
     await handle(event)
@@ -128,7 +126,7 @@ async def test_the_same_event_twice_makes_one_meeting_and_one_answer(
 
 
 async def test_another_request_for_a_ready_appointment_is_not_answered_twice(
-    handle: Callable[[AppointmentRequested], Any],
+    handle: Handle,
     control: EmulatorControl,
     publisher: FakePublisher,
     pool: asyncpg.Pool,
@@ -150,43 +148,60 @@ async def test_another_request_for_a_ready_appointment_is_not_answered_twice(
     assert marked == 2
 
 
-async def test_a_timeout_that_hid_a_success_creates_no_second_event(
-    handle: Callable[[AppointmentRequested], Any],
+async def test_a_504_that_hid_a_success_is_retried_into_the_same_event(
+    handle: Handle, control: EmulatorControl, publisher: FakePublisher, make_appointment: Make
+) -> None:
+    event = make_appointment()
+    # Graph creates the event but the client only sees a 504; the client's own retry
+    # replays the transactionId.
+    await control.faults(
+        commit_then_timeout_rate=1.0, endpoints=["graph.events.create"], max_faults=1
+    )
+
+    await handle(event)
+
+    stats = await control.stats()
+    assert stats["events_total"] == 1
+    assert stats["transaction_replays"] == {meeting_key(event.appointment_id): 1}
+    [ready] = answers(publisher)
+    assert ready["join_url"] == (await control.events())[0]["join_url"]
+
+
+async def test_a_504_handed_to_the_consumer_is_found_on_redelivery(
+    settings: MeetingsSettings,
+    deps: Deps,
     control: EmulatorControl,
     publisher: FakePublisher,
     pool: asyncpg.Pool,
     make_appointment: Make,
 ) -> None:
+    """No retry in process: the redelivered event finds the event Graph made by its key,
+    and never creates again."""
+    client = GraphClient.from_settings(settings.model_copy(update={"graph_attempts": 1}))
+    once = Deps(deps.pool, client, deps.publisher, deps.topics)
     event = make_appointment()
-    # Graph creates the event but the client only sees a 504.
     await control.faults(
         commit_then_timeout_rate=1.0, endpoints=["graph.events.create"], max_faults=1
     )
+    try:
+        with pytest.raises(Transient, match="504"):
+            await handle_event(event, once)
+        assert publisher.sent == []
+        assert await meeting_row(pool, event.appointment_id) is None
 
-    with pytest.raises(Transient):
-        await handle(event)
-    assert (await control.stats())["events_total"] == 1
-    assert publisher.sent == []
-    assert await meeting_row(pool, event.appointment_id) is None
-
-    await handle(event)  # what the consumer's retry does
+        await handle_event(event, once)  # what the consumer's retry does
+    finally:
+        await client.aclose()
 
     stats = await control.stats()
     assert stats["events_total"] == 1
-    assert stats["transaction_replays"] == {transaction_id(event.appointment_id): 1}
-    [ready] = answers(publisher)
-    assert ready["event_type"] == "MeetingReady"
-    [record] = await control.events()
-    assert ready["join_url"] == record["join_url"]
+    assert stats["calls"]["graph.events.create"] == 1
+    assert stats["transaction_replays"] == {}
+    assert [a["event_type"] for a in answers(publisher)] == ["MeetingReady"]
 
 
 async def test_an_answer_repeated_after_a_crash_is_the_same_event(
-    pool: asyncpg.Pool,
-    graph: GraphClient,
-    topics: Topics,
-    control: EmulatorControl,
-    publisher: FakePublisher,
-    make_appointment: Make,
+    deps: Deps, control: EmulatorControl, publisher: FakePublisher, make_appointment: Make
 ) -> None:
     """The broker took the answer, then the process died before committing: the redelivery
     publishes again, with the same event id, so consumers skip it as a duplicate."""
@@ -197,13 +212,10 @@ async def test_an_answer_repeated_after_a_crash_is_the_same_event(
             raise ConnectionResetError("the process died right after publishing")
 
     event = make_appointment()
+    crashing = Deps(deps.pool, deps.graph, CrashAfterPublish(), deps.topics)
     with pytest.raises(ConnectionResetError):
-        await handle_appointment_requested(
-            event, pool=pool, graph=graph, publisher=CrashAfterPublish(), topics=topics
-        )
-    await handle_appointment_requested(
-        event, pool=pool, graph=graph, publisher=publisher, topics=topics
-    )
+        await handle_event(event, crashing)
+    await handle_event(event, deps)
 
     first, again = answers(publisher)
     assert first["event_type"] == again["event_type"] == "MeetingReady"
@@ -212,8 +224,8 @@ async def test_an_answer_repeated_after_a_crash_is_the_same_event(
     assert (await control.stats())["events_total"] == 1
 
 
-async def test_throttling_is_left_to_the_consumer_with_retry_after(
-    handle: Callable[[AppointmentRequested], Any],
+async def test_long_throttling_is_left_to_the_consumer_with_retry_after(
+    handle: Handle,
     control: EmulatorControl,
     publisher: FakePublisher,
     pool: asyncpg.Pool,
@@ -228,14 +240,14 @@ async def test_throttling_is_left_to_the_consumer_with_retry_after(
     assert caught.value.retry_after == 3
     assert publisher.sent == []
     assert await meeting_row(pool, event.appointment_id) is None
-    assert (
-        await pool.fetchval("SELECT 1 FROM processed_events WHERE event_id = $1", event.event_id)
-        is None
+    processed = await pool.fetchval(
+        "SELECT 1 FROM processed_events WHERE event_id = $1", event.event_id
     )
+    assert processed is None
 
 
 async def test_an_access_policy_refusal_answers_meeting_failed(
-    handle: Callable[[AppointmentRequested], Any],
+    handle: Handle,
     control: EmulatorControl,
     publisher: FakePublisher,
     pool: asyncpg.Pool,
@@ -251,32 +263,67 @@ async def test_an_access_policy_refusal_answers_meeting_failed(
     assert sent.topic == topics.meetings
     assert sent.key == str(event.appointment_id).encode()
     failed = MeetingFailed.model_validate_json(sent.message)
-    assert failed.reason == "graph_forbidden"
-    assert failed.detail.startswith("ErrorAccessDenied: ")
-    assert failed.appointment_id == event.appointment_id
-    assert failed.causation_id == event.event_id
+    assert failed.reason == "access_policy_missing"
+    assert "Grant-CsApplicationAccessPolicy" in failed.detail  # what to do
+    assert "ErrorAccessDenied" in failed.detail  # what Graph said
+    assert "request-id " in failed.detail  # for Microsoft support
+    assert (failed.appointment_id, failed.causation_id) == (event.appointment_id, event.event_id)
     assert (await control.stats())["events_total"] == 0
     row = await meeting_row(pool, event.appointment_id)
     assert row is not None
     assert row["status"] == "failed"
-    assert row["failure_reason"].startswith("graph_forbidden")
+    assert row["failure_reason"].startswith("access_policy_missing: ")
 
     await handle(event)  # redelivered: already answered
     assert len(publisher.sent) == 1
 
 
 async def test_a_teams_policy_refusal_after_the_event_answers_meeting_failed(
-    handle: Callable[[AppointmentRequested], Any],
+    handle: Handle,
     control: EmulatorControl,
     publisher: FakePublisher,
+    pool: asyncpg.Pool,
     make_appointment: Make,
 ) -> None:
     # The calendar is allowed, the Teams application access policy is not.
     await control.access_policy(allowed_user_ids=None, online_meetings_allowed_user_ids=[])
+    event = make_appointment()
 
-    await handle(make_appointment())
+    await handle(event)
 
     [failed] = answers(publisher)
     assert failed["event_type"] == "MeetingFailed"
-    assert failed["reason"] == "graph_forbidden"
-    assert "application access policy" in failed["detail"]
+    assert failed["reason"] == "access_policy_missing"
+    row = await meeting_row(pool, event.appointment_id)
+    assert row is not None
+    # The event made before the refusal is known, so a cancellation will remove it.
+    assert row["graph_event_id"] == (await control.events())[0]["event_id"]
+
+
+async def test_a_mailbox_without_teams_fails_then_a_replay_uses_the_same_event(
+    handle: Handle,
+    control: EmulatorControl,
+    publisher: FakePublisher,
+    make_appointment: Make,
+) -> None:
+    await control.mailbox("a1b2c3d4-0000-4000-8000-00000000ad01", teams_enabled=False)
+    event = make_appointment()
+
+    await handle(event)
+
+    [failed] = answers(publisher)
+    assert failed["event_type"] == "MeetingFailed"
+    assert failed["reason"] == "teams_not_enabled"
+    assert "Teams licence" in failed["detail"]
+    [record] = await control.events()
+    assert record["join_url"] is None
+
+    # Licensed, and the appointment's request emitted again: the same event gets its meeting.
+    await control.mailbox("a1b2c3d4-0000-4000-8000-00000000ad01", teams_enabled=True)
+    await handle(event.model_copy(update={"event_id": uuid.uuid4()}))
+
+    ready = answers(publisher)[-1]
+    assert ready["event_type"] == "MeetingReady"
+    [record] = await control.events()
+    assert ready["join_url"] == record["join_url"]
+    assert ready["graph_event_id"] == record["event_id"]

@@ -1,14 +1,16 @@
 """The emulator's FastAPI application: Entra ID + Graph routes, transport behaviour, control API.
 
-The HTTP middleware plays the part of Graph's front door: it stamps `request-id` and
-`client-request-id` on every response, counts calls per endpoint, and injects the
-configured latency and transient faults before (or, for "commit then 504", after) the
-real handler runs.
+The HTTP middleware plays the part of Graph's front door: it stamps `request-id`,
+`client-request-id` and `Date` on every response, counts calls per endpoint and requests in
+flight per mailbox (refusing those past Outlook's concurrency limit), and injects the
+configured transient faults before (or, for "commit then 504", after) the real handler runs,
+and the configured latency after it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
 import uuid
 from collections.abc import Awaitable, Callable
@@ -99,28 +101,26 @@ def create_app(settings: EmulatorSettings | None = None) -> FastAPI:
         request_id = str(uuid.uuid4())
         request.state.request_id = request_id
         request.state.client_request_id = request.headers.get("client-request-id") or request_id
-        endpoint = _endpoint_name(request.scope)
-        outcome = Outcome.NO_FAULT
+        endpoint, mailbox = _route_of(request.scope)
+        stats = state.stats  # the one this request counts in, even if a reset replaces it
         if endpoint is not None:
-            state.stats.calls[endpoint] += 1
-            delay = state.faults.latency_seconds(endpoint)
-            if delay:
-                await asyncio.sleep(delay)
-            outcome = state.faults.decide(endpoint)
-        if endpoint is not None and outcome in (
-            Outcome.THROTTLE,
-            Outcome.UNAVAILABLE,
-            Outcome.GATEWAY_TIMEOUT,
-        ):
-            response = _fault_response(request, state, endpoint, outcome)
-        else:
-            response = await call_next(request)
-            if endpoint is not None and outcome is Outcome.COMMIT_THEN_TIMEOUT:
-                # The handler already changed the state; the client only sees a timeout.
-                await _drain(response)
-                response = _fault_response(request, state, endpoint, Outcome.GATEWAY_TIMEOUT)
+            stats.calls[endpoint] += 1
+        in_flight = stats.enter(mailbox) if mailbox is not None else 0
+        try:
+            limit = state.faults.config.mailbox_concurrency_limit
+            if mailbox is not None and limit is not None and in_flight > limit:
+                # Exchange refuses at once, without doing the work: no latency either.
+                stats.concurrency_throttled[mailbox] += 1
+                response = _concurrency_response(request, state)
+            else:
+                response = await _answer(request, call_next, state, endpoint)
+        finally:
+            if mailbox is not None:
+                stats.leave(mailbox)
         response.headers["request-id"] = request_id
         response.headers["client-request-id"] = request.state.client_request_id
+        # On the emulator's clock, which tests move forward (token expiry).
+        response.headers["Date"] = email.utils.format_datetime(state.now(), usegmt=True)
         if endpoint is not None and endpoint.startswith("graph."):
             response.headers["x-ms-ags-diagnostic"] = json.dumps(
                 {"ServerInfo": {"DataCenter": "Emulator", "Slice": "E", "Ring": "0"}}
@@ -130,28 +130,66 @@ def create_app(settings: EmulatorSettings | None = None) -> FastAPI:
         elif endpoint is not None:
             response.headers["x-ms-request-id"] = request_id
         if endpoint is not None:
-            state.stats.responses[endpoint][str(response.status_code)] += 1
+            stats.responses[endpoint][str(response.status_code)] += 1
         return response
 
     return app
 
 
-def _endpoint_name(scope: Scope) -> str | None:
-    """The route name of a Graph or Entra call (what stats count and faults target).
+async def _answer(
+    request: Request,
+    call_next: Callable[[Request], Awaitable[Response]],
+    state: EmulatorState,
+    endpoint: str | None,
+) -> Response:
+    """The handler's answer, or the fault configured for this call, after the latency."""
+    if endpoint is None:
+        return await call_next(request)
+    outcome = state.faults.decide(endpoint)
+    if outcome in (Outcome.THROTTLE, Outcome.UNAVAILABLE, Outcome.GATEWAY_TIMEOUT):
+        response = _fault_response(request, state, endpoint, outcome)
+    else:
+        response = await call_next(request)
+        if outcome is Outcome.COMMIT_THEN_TIMEOUT:
+            # The handler already changed the state; the client only sees a timeout.
+            await _drain(response)
+            response = _fault_response(request, state, endpoint, Outcome.GATEWAY_TIMEOUT)
+    delay = state.faults.latency_seconds(endpoint)
+    if delay:
+        # After the work: the change is made whether or not the client waits for the answer.
+        await asyncio.sleep(delay)
+    return response
+
+
+def _route_of(scope: Scope) -> tuple[str | None, str | None]:
+    """The route name of a Graph or Entra call (what stats count and faults target), and the
+    mailbox it acts on (`/users/{user_id}/…`), lower-cased.
 
     Matched against the routers' own routes, not the app's: FastAPI wraps included
     routers, and the name is needed before routing happens.
     """
     partial: str | None = None
     for route in (*graph.router.routes, *entra.router.routes):
-        match, _ = route.matches(scope)
+        match, child = route.matches(scope)
         if match is Match.FULL:
-            return getattr(route, "name", None)
+            user_id = child.get("path_params", {}).get("user_id")
+            return getattr(route, "name", None), user_id.lower() if user_id else None
         if match is Match.PARTIAL and partial is None:
             partial = getattr(route, "name", None)
     if partial is None and scope["path"].startswith("/v1.0"):
         partial = "graph.unknown"
-    return partial
+    return partial, None
+
+
+def _concurrency_response(request: Request, state: EmulatorState) -> Response:
+    return graph_error_response(
+        request,
+        state.now(),
+        429,
+        "ApplicationThrottled",
+        "Application is over its MailboxConcurrency limit.",
+        {"Retry-After": state.faults.retry_after_header()},
+    )
 
 
 async def _drain(response: Response) -> None:
@@ -164,7 +202,7 @@ async def _drain(response: Response) -> None:
 def _fault_response(
     request: Request, state: EmulatorState, endpoint: str, outcome: Outcome
 ) -> Response:
-    retry_after = {"Retry-After": str(state.faults.config.retry_after_seconds)}
+    retry_after = {"Retry-After": state.faults.retry_after_header()}
     status = {Outcome.THROTTLE: 429, Outcome.UNAVAILABLE: 503}.get(outcome, 504)
     headers = retry_after if status in (429, 503) else None
     if endpoint.startswith("entra."):

@@ -1,14 +1,15 @@
 """The emulator's own control API under /_emulator (not Graph): inspect and steer it.
 
 Tests and the ops/proof tools use it to see what a client really did to the "tenant"
-(every event, deleted ones included; call counts; duplicates per idempotency key) and to
-switch on faults, restrict the access policy, move the clock, or start afresh.
+(every event, deleted ones included; call counts; duplicates per idempotency key; the most
+requests ever in flight per mailbox) and to switch on faults, restrict the access policy,
+take a user's Teams licence away, change the join URL style, move the clock, or start afresh.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
@@ -19,6 +20,7 @@ from visio_deploy.graph_emulator.meetings import render_meeting
 from visio_deploy.graph_emulator.state import (
     AccessPolicy,
     EmulatorState,
+    Mailbox,
     StoredEvent,
     normalize_ids,
 )
@@ -38,6 +40,21 @@ class AccessPolicyBody(BaseModel):
     separate_online_meetings_policy: bool = Field(
         default=False,
         description="Use online_meetings_allowed_user_ids even when it is null.",
+    )
+
+
+class MailboxBody(BaseModel):
+    teams_enabled: bool = Field(
+        default=True, description="False: online events of this user get no Teams meeting."
+    )
+    audio_conferencing: bool = Field(
+        default=True, description="False: this user's meetings have no dial-in numbers."
+    )
+
+
+class TenantBody(BaseModel):
+    join_url_style: Literal["classic", "short"] = Field(
+        description="Form of the join URLs of meetings created from now on."
     )
 
 
@@ -69,6 +86,7 @@ def _event_record(state: EmulatorState, event: StoredEvent) -> dict[str, Any]:
         "updated_at": format_utc(event.updated_at),
         "deleted_at": format_utc(event.deleted_at) if event.deleted_at else None,
         "is_deleted": event.is_deleted,
+        "cancel_comment": event.cancel_comment,
         "event": render_event(state, event, zone=None),
     }
 
@@ -104,6 +122,11 @@ async def stats(request: Request) -> dict[str, Any]:
     per_external = Counter(
         value for e in all_events if (value := state.external_id_of(e)) is not None
     )
+    live_per_external = Counter(
+        value
+        for e in all_events
+        if not e.is_deleted and (value := state.external_id_of(e)) is not None
+    )
     return {
         "calls": dict(state.stats.calls),
         "responses": {name: dict(codes) for name, codes in state.stats.responses.items()},
@@ -113,8 +136,12 @@ async def stats(request: Request) -> dict[str, Any]:
         "events_deleted": sum(1 for e in all_events if e.is_deleted),
         "events_per_transaction_id": dict(per_transaction),
         "events_per_external_id": dict(per_external),
+        "live_events_per_external_id": dict(live_per_external),
         "transaction_replays": dict(state.stats.transaction_replays),
         "online_meetings_total": len(state.meetings),
+        "max_in_flight_per_mailbox": dict(state.stats.max_in_flight),
+        "max_in_flight_total": state.stats.max_in_flight_total,
+        "concurrency_throttled": dict(state.stats.concurrency_throttled),
     }
 
 
@@ -142,6 +169,20 @@ async def set_access_policy(body: AccessPolicyBody, request: Request) -> dict[st
         "allowed_user_ids": sorted(calendar) if calendar is not None else None,
         "online_meetings_allowed_user_ids": sorted(meetings) if meetings is not None else None,
     }
+
+
+@router.post("/users/{user_id}", name="_emulator.users.set")
+async def set_mailbox(user_id: str, body: MailboxBody, request: Request) -> MailboxBody:
+    _state(request).mailboxes[user_id.lower()] = Mailbox(
+        teams_enabled=body.teams_enabled, audio_conferencing=body.audio_conferencing
+    )
+    return body
+
+
+@router.post("/tenant", name="_emulator.tenant.set")
+async def set_tenant(body: TenantBody, request: Request) -> TenantBody:
+    _state(request).join_url_style = body.join_url_style
+    return body
 
 
 @router.post("/clock", name="_emulator.clock")

@@ -271,10 +271,14 @@ def update_event(state: EmulatorState, event: StoredEvent, patch: dict[str, Any]
         meeting.subject = event.fields.get("subject")
 
 
-def delete_event(state: EmulatorState, event: StoredEvent) -> None:
+def delete_event(
+    state: EmulatorState, event: StoredEvent, *, cancel_comment: str | None = None
+) -> None:
+    """DELETE, or the organiser's cancel (which moves it to Deleted Items: gone all the same)."""
     now = state.now()
     event.deleted_at = now
     event.updated_at = now
+    event.cancel_comment = cancel_comment
     meeting = state.meetings.get(event.online_meeting_id or "")
     if meeting is not None:
         meeting.deleted_at = now

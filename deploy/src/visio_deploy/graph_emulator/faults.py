@@ -3,6 +3,13 @@
 Each call to a targeted endpoint draws once from a seeded RNG and may be answered 429 (with
 Retry-After), 503, 504, or "commit then 504": the request is fully processed (the event is
 created) but the client sees a timeout, the case that makes idempotency keys necessary.
+
+Latency delays the *answer*, after the request took effect: a client that gives up waiting
+(a timeout, a killed process) has changed the tenant without knowing it, the worst case.
+
+Outlook's own limit is not random: more than 4 concurrent requests from one application to
+one mailbox are answered 429 `ApplicationThrottled` ("MailboxConcurrency"), in-flight
+requests counted.
 """
 
 from __future__ import annotations
@@ -26,7 +33,11 @@ class FaultConfig(BaseModel):
         le=1.0,
         description="Share of calls processed normally but answered 504.",
     )
-    retry_after_seconds: int = Field(default=1, ge=0, description="Retry-After of 429 and 503.")
+    retry_after_seconds: float = Field(
+        default=1,
+        ge=0,
+        description="Retry-After of 429 and 503; Graph sends decimals too (e.g. 2.128).",
+    )
     latency_ms: int = Field(default=0, ge=0, le=60_000, description="Delay added to each call.")
     seed: int | None = Field(default=None, description="RNG seed, for reproducible runs.")
     endpoints: list[str] = Field(
@@ -36,6 +47,12 @@ class FaultConfig(BaseModel):
     )
     max_faults: int | None = Field(
         default=None, ge=0, description="Stop injecting after this many faults."
+    )
+    mailbox_concurrency_limit: int | None = Field(
+        default=4,
+        ge=1,
+        description="Concurrent requests per mailbox before 429 ApplicationThrottled "
+        "(Outlook's MailboxConcurrency limit is 4); null turns the limit off.",
     )
 
     @model_validator(mode="after")
@@ -93,6 +110,10 @@ class FaultInjector:
         if outcome is not Outcome.NO_FAULT:
             self.injected[outcome.value] += 1
         return outcome
+
+    def retry_after_header(self) -> str:
+        """Retry-After as Graph writes it: whole seconds bare, decimals as they are."""
+        return f"{self.config.retry_after_seconds:g}"
 
     def latency_seconds(self, endpoint: str) -> float:
         if not self.config.targets(endpoint):

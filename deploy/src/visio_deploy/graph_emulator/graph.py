@@ -256,6 +256,22 @@ async def remove_event(user_id: str, event_id: str, request: Request) -> Respons
     return Response(status_code=204)
 
 
+@router.post("/users/{user_id}/events/{event_id}/cancel", name="graph.events.cancel")
+@router.post("/users/{user_id}/calendar/events/{event_id}/cancel", name="graph.events.cancel")
+async def cancel_event(user_id: str, event_id: str, request: Request) -> Response:
+    """The organiser cancels: attendees get the comment, the event goes to Deleted Items."""
+    _authorize(request, user_id, roles=CALENDAR_WRITE, meetings=False)
+    state = _state(request)
+    event = _event_or_404(state, user_id, event_id)
+    body = await _json_object(request) if (await request.body()).strip() else {}
+    comments = [v for k, v in body.items() if k.lower() == "comment"]
+    unknown = [k for k in body if k.lower() != "comment"]
+    if unknown or not all(isinstance(c, str) for c in comments):
+        raise GraphError(400, "RequestBodyRead", "The cancel action takes only a 'Comment' string.")
+    delete_event(state, event, cancel_comment=comments[0] if comments else "")
+    return Response(status_code=202)
+
+
 @router.get("/users/{user_id}/onlineMeetings", name="graph.onlineMeetings.list")
 async def find_meetings(user_id: str, request: Request) -> JSONResponse:
     _authorize(request, user_id, roles=MEETINGS_READ, meetings=True)

@@ -1,5 +1,8 @@
 """`visio-rdv-graph-emulator`: serve the emulator over HTTPS with the dev CA.
 
+Settings come from `GRAPH_EMULATOR_*` variables; the command-line flags override them, e.g.
+`visio-rdv-graph-emulator --throttle-rate 0.1 --latency-ms 100 --retry-after-seconds 2.128`.
+
 `serve_in_background` runs the same server inside the caller's event loop (tests, proof
 tools), on a port bound before the app is built so the discovery document can advertise
 the real URL even when the port was picked by the OS.
@@ -7,19 +10,24 @@ the real URL even when the port was picked by the OS.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
+import pydantic
 import uvicorn
 from fastapi import FastAPI
 
 from visio_deploy.devca import DevCA, ensure_dev_ca
 from visio_deploy.graph_emulator.app import create_app
+from visio_deploy.graph_emulator.faults import FaultConfig
 from visio_deploy.graph_emulator.settings import EmulatorSettings
 from visio_deploy.graph_emulator.state import EmulatorState
 
@@ -74,6 +82,9 @@ def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Inherited by accepted connections: without it, uvicorn's separate header and body
+    # writes meet Nagle and the client's delayed ACK, 40 ms per request.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((host, port))
     return sock
 
@@ -100,6 +111,7 @@ async def serve_in_background(
         log_level=settings.log_level,
         access_log=False,
         lifespan="off",
+        date_header=False,  # the app writes Date on the emulator's own clock
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]), name="graph-emulator")
@@ -140,8 +152,56 @@ async def _serve_until_stopped(settings: EmulatorSettings) -> None:
     await emulator.task
 
 
-def main() -> None:
-    settings = EmulatorSettings()
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="visio-rdv-graph-emulator",
+        description="Microsoft Graph + Entra ID emulator over HTTPS. Flags override the "
+        "GRAPH_EMULATOR_* environment (faults: GRAPH_EMULATOR_FAULTS__<NAME>).",
+    )
+    parser.add_argument("--host")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--join-url-style", choices=["classic", "short"])
+    parser.add_argument("--log-level")
+    faults = parser.add_argument_group("faults (share of Graph calls, 0 to 1)")
+    for flag in ("throttle", "unavailable", "gateway-timeout", "commit-then-timeout"):
+        faults.add_argument(f"--{flag}-rate", type=float, metavar="RATE")
+    faults.add_argument("--retry-after-seconds", type=float, metavar="SECONDS")
+    faults.add_argument("--latency-ms", type=int, metavar="MS")
+    faults.add_argument("--seed", type=int)
+    faults.add_argument("--max-faults", type=int, metavar="N")
+    faults.add_argument(
+        "--endpoints", help="comma-separated endpoint names or prefixes (default: graph)"
+    )
+    faults.add_argument(
+        "--mailbox-concurrency-limit",
+        type=int,
+        metavar="N",
+        help="requests in flight per mailbox before 429 ApplicationThrottled (default 4; "
+        "0 turns it off)",
+    )
+    return parser
+
+
+def settings_from_command_line(argv: Sequence[str] | None = None) -> EmulatorSettings:
+    """The environment's settings with the command line's flags on top."""
+    args = vars(_parser().parse_args(argv))
+    top = {k: args.pop(k) for k in ("host", "port", "join_url_style", "log_level")}
+    settings = EmulatorSettings(**{k: v for k, v in top.items() if v is not None})
+    changes: dict[str, Any] = {k: v for k, v in args.items() if v is not None}
+    if "endpoints" in changes:
+        changes["endpoints"] = [e.strip() for e in changes["endpoints"].split(",") if e.strip()]
+    if changes.get("mailbox_concurrency_limit") == 0:
+        changes["mailbox_concurrency_limit"] = None
+    # Validated again as a whole: the rates must still add up to at most 1.
+    faults = FaultConfig.model_validate({**settings.faults.model_dump(), **changes})
+    return settings.model_copy(update={"faults": faults})
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    try:
+        settings = settings_from_command_line(argv)
+    except pydantic.ValidationError as exc:
+        _parser().error(str(exc))
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )

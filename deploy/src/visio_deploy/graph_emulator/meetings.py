@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import secrets
+import string
 import uuid
 from typing import Any
 from urllib.parse import quote
@@ -94,7 +95,12 @@ MEETING_READ_ONLY = frozenset(
 )
 
 
-def create_meeting(state: EmulatorState, event: StoredEvent) -> StoredMeeting:
+def create_meeting(state: EmulatorState, event: StoredEvent) -> StoredMeeting | None:
+    """The Teams meeting of an online event; None when the organiser has no Teams licence
+    (Graph then creates the event all the same, without a join URL)."""
+    mailbox = state.mailbox(event.user_id)
+    if not mailbox.teams_enabled:
+        return None
     oid = object_id(event.user_id)
     while True:
         # Real meeting ids are base64 of "1*<organizer>*0**<thread>"; retry the rare draw
@@ -104,18 +110,27 @@ def create_meeting(state: EmulatorState, event: StoredEvent) -> StoredMeeting:
         meeting_id = base64.b64encode(f"1*{oid}*0**{thread_id}".encode()).decode().rstrip("=")
         if "/" not in meeting_id and "+" not in meeting_id:
             break
-    context = f"%7b%22Tid%22%3a%22{state.settings.tenant_id}%22%2c%22Oid%22%3a%22{oid}%22%7d"
-    join_url = (
-        f"https://teams.microsoft.com/l/meetup-join/19%3ameeting_{code}%40thread.v2/0"
-        f"?context={context}"
-    )
+    join_meeting_id = str(secrets.randbelow(9 * 10**12) + 10**12)
+    if state.join_url_style == "short":
+        # Teams' newer form: the meeting id and a hashed passcode, nothing else.
+        join_url = f"https://teams.microsoft.com/meet/{join_meeting_id}?p={_token(16)}"
+    else:
+        context = f"%7b%22Tid%22%3a%22{state.settings.tenant_id}%22%2c%22Oid%22%3a%22{oid}%22%7d"
+        join_url = (
+            f"https://teams.microsoft.com/l/meetup-join/19%3ameeting_{code}%40thread.v2/0"
+            f"?context={context}"
+        )
     meeting = StoredMeeting(
         id=meeting_id,
         user_id=event.user_id,
         event_id=event.id,
         join_web_url=join_url,
         thread_id=thread_id,
-        join_meeting_id=str(secrets.randbelow(9 * 10**11) + 10**11),
+        join_meeting_id=join_meeting_id,
+        passcode=_token(6),
+        conference_id=(
+            str(secrets.randbelow(9 * 10**8) + 10**8) if mailbox.audio_conferencing else None
+        ),
         start=event.start,
         end=event.end,
         subject=event.fields.get("subject"),
@@ -125,6 +140,28 @@ def create_meeting(state: EmulatorState, event: StoredEvent) -> StoredMeeting:
     state.meetings[meeting.id] = meeting
     event.online_meeting_id = meeting.id
     return meeting
+
+
+def _token(length: int) -> str:
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(length))
+
+
+def _audio_conferencing(meeting: StoredMeeting) -> dict[str, Any] | None:
+    if meeting.conference_id is None:
+        return None
+    toll = "+33 1 70 00 00 00"  # a number of the tenant's audio-conferencing bridge
+    return {
+        "conferenceId": meeting.conference_id,
+        "tollNumber": toll,
+        "tollFreeNumber": None,
+        "tollNumbers": [toll],
+        "tollFreeNumbers": [],
+        "dialinUrl": (
+            f"https://dialin.teams.microsoft.com/{object_id(meeting.user_id)}"
+            f"?id={meeting.conference_id}"
+        ),
+    }
 
 
 def render_meeting(state: EmulatorState, meeting: StoredMeeting) -> dict[str, Any]:
@@ -146,15 +183,15 @@ def render_meeting(state: EmulatorState, meeting: StoredMeeting) -> dict[str, An
         "videoTeleconferenceId": None,
         "externalId": None,
         "broadcastSettings": None,
-        "audioConferencing": None,
+        "audioConferencing": _audio_conferencing(meeting),
         "meetingInfo": None,
         "watermarkProtection": None,
         **meeting.options,
         "chatInfo": {"threadId": meeting.thread_id, "messageId": "0", "replyChainMessageId": None},
         "joinMeetingIdSettings": {
-            "isPasscodeRequired": False,
+            "isPasscodeRequired": True,
             "joinMeetingId": meeting.join_meeting_id,
-            "passcode": None,
+            "passcode": meeting.passcode,
         },
         "joinInformation": {
             "content": "data:text/html," + quote(f'<a href="{meeting.join_web_url}">Join</a>'),

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from visio_deploy.graph_emulator.faults import FaultConfig
 
 DEFAULT_TENANT_ID = "00000000-0000-0000-0000-0000000000ca"
 DEFAULT_CLIENT_ID = "11111111-1111-1111-1111-111111111111"
@@ -30,7 +33,10 @@ class AppRegistration(BaseModel):
 
 
 class EmulatorSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="GRAPH_EMULATOR_", extra="ignore")
+    # GRAPH_EMULATOR_FAULTS__THROTTLE_RATE=0.1 (or GRAPH_EMULATOR_FAULTS as JSON) sets a fault.
+    model_config = SettingsConfigDict(
+        env_prefix="GRAPH_EMULATOR_", extra="ignore", env_nested_delimiter="__"
+    )
 
     host: str = "127.0.0.1"
     port: int = Field(default=8443, ge=0, le=65535, description="0 picks a free port.")
@@ -52,9 +58,26 @@ class EmulatorSettings(BaseSettings):
         "(like a policy granted globally).",
     )
     external_id_property_name: str = Field(
-        default="externalId",
+        default="VisioRdvAppointmentId",
         description="Name part of the single-value extended property counted by "
-        "/_emulator/stats as the event's external id.",
+        "/_emulator/stats as the event's external id (meetings' appointment id property).",
+    )
+    join_url_style: Literal["classic", "short"] = Field(
+        default="classic",
+        description="Join URLs as `/l/meetup-join/19%3ameeting_…` (classic) or as Teams' "
+        "newer `/meet/<id>?p=<passcode>` (short). Clients must treat both as opaque.",
+    )
+    teams_disabled_user_ids: list[str] = Field(
+        default_factory=list,
+        description="Mailboxes without a Teams licence: their online events get no meeting.",
+    )
+    audio_conferencing: bool = Field(
+        default=True,
+        description="Whether organisers hold an Audio Conferencing licence (dial-in numbers).",
+    )
+    faults: FaultConfig = Field(
+        default_factory=FaultConfig,
+        description="Faults at start and after each reset (also set by command-line flags).",
     )
     ca_dir: str = "var/dev-ca"
     extra_hostnames: list[str] = Field(default_factory=list)

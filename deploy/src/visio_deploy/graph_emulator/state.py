@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from visio_deploy.graph_emulator.faults import FaultInjector
 from visio_deploy.graph_emulator.settings import AppRegistration, EmulatorSettings
@@ -29,6 +29,7 @@ class StoredEvent:
     change_key: str
     online_meeting_id: str | None = None
     deleted_at: dt.datetime | None = None
+    cancel_comment: str | None = None  # set when the organiser cancelled it (POST …/cancel)
 
     @property
     def is_deleted(self) -> bool:
@@ -43,6 +44,8 @@ class StoredMeeting:
     join_web_url: str
     thread_id: str
     join_meeting_id: str
+    passcode: str
+    conference_id: str | None  # dial-in, when the organiser has Audio Conferencing
     start: dt.datetime
     end: dt.datetime
     subject: str | None
@@ -90,10 +93,34 @@ def normalize_ids(user_ids: list[str] | None) -> frozenset[str] | None:
 
 
 @dataclass
+class Mailbox:
+    """What the tenant's admins decided for one user (licences)."""
+
+    teams_enabled: bool = True
+    audio_conferencing: bool = True
+
+
+@dataclass
 class Stats:
     calls: Counter[str] = field(default_factory=Counter)
     responses: defaultdict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     transaction_replays: Counter[str] = field(default_factory=Counter)
+    # Requests being served per mailbox (from arrival to answer), and the highest seen.
+    in_flight: Counter[str] = field(default_factory=Counter)
+    max_in_flight: Counter[str] = field(default_factory=Counter)
+    max_in_flight_total: int = 0
+    concurrency_throttled: Counter[str] = field(default_factory=Counter)
+
+    def enter(self, mailbox: str) -> int:
+        """Count a request arriving for `mailbox`; returns how many are now in flight."""
+        self.in_flight[mailbox] += 1
+        now = self.in_flight[mailbox]
+        self.max_in_flight[mailbox] = max(self.max_in_flight[mailbox], now)
+        self.max_in_flight_total = max(self.max_in_flight_total, sum(self.in_flight.values()))
+        return now
+
+    def leave(self, mailbox: str) -> None:
+        self.in_flight[mailbox] -= 1
 
 
 class EmulatorState:
@@ -109,13 +136,25 @@ class EmulatorState:
         self.reset()
 
     def reset(self) -> None:
+        """Back to how the emulator started: no data, the configured faults and licences."""
+        settings = self.settings
         self.events: dict[str, StoredEvent] = {}
         self.meetings: dict[str, StoredMeeting] = {}
         self.stats = Stats()
         self.faults = FaultInjector()
-        allowed = normalize_ids(self.settings.allowed_user_ids)
+        self.faults.configure(settings.faults)
+        allowed = normalize_ids(settings.allowed_user_ids)
         self.access_policy = AccessPolicy(allowed, allowed)
+        self.join_url_style: Literal["classic", "short"] = settings.join_url_style
+        self.mailboxes: dict[str, Mailbox] = {
+            user.lower(): Mailbox(teams_enabled=False, audio_conferencing=False)
+            for user in settings.teams_disabled_user_ids
+        }
         self.clock_offset = dt.timedelta(0)
+
+    def mailbox(self, user_id: str) -> Mailbox:
+        default = Mailbox(audio_conferencing=self.settings.audio_conferencing)
+        return self.mailboxes.get(user_id.lower(), default)
 
     def now(self) -> dt.datetime:
         return dt.datetime.now(dt.UTC) + self.clock_offset

@@ -1,4 +1,4 @@
-"""The meetings service: reads `appointments.v1`, answers on `meetings.v1`."""
+"""The meetings service: reads `appointments.v1` and `consents.v1`, answers on `meetings.v1`."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI
 from visio_runtime.service import Runtime, build_runtime, create_service_app
-from visio_shared import AppointmentRequested
+from visio_shared import AppointmentEvent
 
 from visio_meetings.graph import GraphClient
-from visio_meetings.handlers import handle_appointment_requested
+from visio_meetings.handlers import HANDLED, Deps, handle_event
 from visio_meetings.settings import MeetingsSettings
 
 SERVICE = "meetings"
@@ -45,17 +45,16 @@ def create_app(settings: MeetingsSettings | None = None) -> FastAPI:
     runtime.on_start.append(open_clients)
     runtime.on_stop.append(close_clients)
 
-    @runtime.consumer.on(AppointmentRequested)
-    async def on_appointment_requested(event: AppointmentRequested) -> None:
-        await handle_appointment_requested(
-            event,
-            pool=runtime.db,
-            graph=clients.require_graph(),
-            publisher=runtime.broker,
-            topics=runtime.topics,
-        )
+    async def on_event(event: AppointmentEvent) -> None:
+        deps = Deps(runtime.db, clients.require_graph(), runtime.broker, runtime.topics)
+        await handle_event(event, deps)
 
-    runtime.consumer.subscribe(runtime.topics.appointments)
+    for model in HANDLED:
+        runtime.consumer.on(model)(on_event)
+    # One subscriber for both topics: its records are handled one at a time, so a withdrawal
+    # and a change of the same appointment never race within a replica (the appointment lock
+    # covers replicas). ConsentRecorded, also on consents.v1, is skipped and counted.
+    runtime.consumer.subscribe(runtime.topics.appointments, runtime.topics.consents)
     app = create_service_app(runtime, title="Visio RDV meetings")
     app.state.clients = clients
     return app

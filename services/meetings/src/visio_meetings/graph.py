@@ -1,148 +1,177 @@
-"""Microsoft Graph, the three calls a meeting needs: create the calendar event with its Teams
-meeting, find that meeting by its join URL, set its options.
+"""Microsoft Graph, the calls a meeting needs: look an event up by its creation key, create
+it with its Teams meeting, move it, cancel it; find the meeting by its join URL, set its
+options.
 
-Failures are classified here, once: throttling, 5xx and network faults are `Transient` (the
-shared consumer retries them, honouring Retry-After); a refusal (400, 403, 404, …) is
-`GraphRefused`, which the handler turns into `MeetingFailed`.
+Every call goes through `_request`, which decides once what an answer means:
+- 2xx: the answer; 401: the token is dropped and the call made once more with a new one;
+- 429, 503, 504, 5xx, timeouts, network faults: retried in process a few times (see
+  `retries`), then `Transient` for the shared consumer, carrying Graph's Retry-After;
+- anything else: `GraphRefused`, which the handlers turn into `MeetingFailed`.
+At most `graph_max_concurrent_per_mailbox` requests per advisor are in flight at once
+(Outlook throttles a fifth); the others wait their turn while other advisors' calls proceed.
+Each call is logged with its `client-request-id` (ours) and Graph's `request-id`, the two
+numbers Microsoft support asks for.
 """
 
 from __future__ import annotations
 
-import email.utils
-import html
+import asyncio
 import logging
 import ssl
 import time
 import uuid
-from datetime import UTC, timedelta
+from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
 import certifi
 import httpx
 from visio_runtime.errors import Transient
-from visio_shared import AppointmentRequested
 
+from visio_meetings.payloads import (
+    MeetingSpec,
+    event_body,
+    event_times,
+    join_web_url_filter,
+    meeting_key_filter,
+    meeting_options,
+)
+from visio_meetings.refusals import GraphRefused, GraphUnauthorized
+from visio_meetings.retries import RetryPolicy, retry_after
 from visio_meetings.settings import MeetingsSettings
 from visio_meetings.tokens import TokenProvider
 
 log = logging.getLogger(__name__)
 
-# Both derived from the appointment id alone, so every retry of one appointment names the same
-# event: Graph returns the event already created for a transactionId instead of a second one.
-TRANSACTION_NAMESPACE = uuid.UUID("5227ffaa-4f52-40bd-8199-bb9095993d54")
-APPOINTMENT_PROPERTY_ID = "String {eb93a35d-1aac-41ef-9eaa-038cfa09ce2b} Name VisioRdvAppointmentId"
-
 _TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-_REFUSAL_REASONS = {400: "bad_request", 403: "forbidden", 404: "not_found", 409: "conflict"}
+CANCEL_COMMENT = "Rendez-vous Visio RDV annulé."
 
-
-class GraphRefused(Exception):
-    """Graph refused the request for good: retrying the same request cannot help."""
-
-    def __init__(
-        self, code: str, message: str, *, status: int = 400, reason: str | None = None
-    ) -> None:
-        super().__init__(f"{status} {code}: {message}")
-        self.code = code
-        self.message = message
-        self.status = status
-        # A short, stable cause for `MeetingFailed.reason` (`graph_forbidden`, …): Graph's own
-        # codes are many and vary by workload, so the precise one goes in the detail.
-        self.reason = reason or "graph_" + _REFUSAL_REASONS.get(status, f"refused_{status}")
-
-
-class GraphUnauthorized(Exception):
-    """Graph refused a freshly issued token too: the app registration lacks a permission or
-    the token's audience is wrong. Retried, then dead-lettered for ops."""
-
-
-def transaction_id(appointment_id: uuid.UUID) -> str:
-    return str(uuid.uuid5(TRANSACTION_NAMESPACE, str(appointment_id)))
-
-
-def event_body(appointment: AppointmentRequested) -> dict[str, Any]:
-    """The calendar event of one appointment, in the advisor's calendar, mailing nobody."""
-    start = appointment.start.astimezone(UTC)
-    end = start + timedelta(minutes=appointment.duration_minutes)
-    subject = appointment.subject
-    return {
-        "subject": subject,
-        "body": {
-            "contentType": "HTML",
-            "content": f"<p>{html.escape(subject)}</p><p>Rendez-vous Visio RDV</p>",
-        },
-        # UTC, not the appointment's IANA zone: Graph accepts only some IANA names on create
-        # (its "additional time zones" list lacks Indian/Reunion, for one), UTC always; Outlook
-        # shows the event in the advisor's own zone either way.
-        "start": {"dateTime": start.strftime("%Y-%m-%dT%H:%M:%S"), "timeZone": "UTC"},
-        "end": {"dateTime": end.strftime("%Y-%m-%dT%H:%M:%S"), "timeZone": "UTC"},
-        "isOnlineMeeting": True,
-        "onlineMeetingProvider": "teamsForBusiness",
-        # No attendees: Graph would mail them; notifications sends our own email.
-        "allowNewTimeProposals": False,
-        "responseRequested": False,
-        "showAs": "busy",
-        "transactionId": transaction_id(appointment.appointment_id),
-        "singleValueExtendedProperties": [
-            {"id": APPOINTMENT_PROPERTY_ID, "value": str(appointment.appointment_id)}
-        ],
-    }
-
-
-def meeting_options(*, recording_authorised: bool) -> dict[str, Any]:
-    """Lobby for everyone outside the organisation (the public waits to be admitted), the
-    advisor alone presents, recording and transcription only with the person's consent."""
-    return {
-        "lobbyBypassSettings": {"scope": "organization", "isDialInBypassEnabled": False},
-        "allowedPresenters": "organizer",
-        "allowRecording": recording_authorised,
-        "allowTranscription": recording_authorised,
-        "recordAutomatically": False,
-    }
-
-
-def join_web_url_filter(join_url: str) -> str:
-    """`$filter=JoinWebUrl eq '<url>'`, quoted for OData (a ' doubled) and for the URL (the
-    join URL's own %-escapes are escaped again, as Graph's documentation shows)."""
-    expression = "JoinWebUrl eq '{}'".format(join_url.replace("'", "''"))
-    return "$filter=" + quote(expression, safe="'")
+Sleep = Callable[[float], Awaitable[None]]
 
 
 class GraphClient:
-    def __init__(self, http: httpx.AsyncClient, tokens: TokenProvider, base_url: str) -> None:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        tokens: TokenProvider,
+        base_url: str,
+        *,
+        retry: RetryPolicy | None = None,
+        max_per_mailbox: int = 4,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
         self._http = http
         self._tokens = tokens
         self._base_url = base_url.rstrip("/")
+        self._retry = retry or RetryPolicy()
+        self._max_per_mailbox = max_per_mailbox
+        self._mailboxes: dict[str, asyncio.Semaphore] = {}
+        self._sleep = sleep
 
     @classmethod
-    def from_settings(cls, settings: MeetingsSettings) -> GraphClient:
+    def from_settings(
+        cls, settings: MeetingsSettings, *, sleep: Sleep = asyncio.sleep
+    ) -> GraphClient:
         http = httpx.AsyncClient(
             verify=graph_ssl_context(settings),
             timeout=settings.graph_timeout_s,
             trust_env=False,
             proxy=settings.proxy_url,
             headers={"Accept": "application/json"},
+            # Enough connections for every mailbox's share; the semaphores do the limiting.
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
         )
-        return cls(http, TokenProvider(settings), settings.graph_base_url)
+        retry = RetryPolicy(
+            attempts=settings.graph_attempts,
+            initial_delay_s=settings.graph_backoff_initial_s,
+            max_delay_s=settings.graph_backoff_max_s,
+            max_in_process_wait_s=settings.graph_max_in_process_wait_s,
+        )
+        return cls(
+            http,
+            TokenProvider(settings),
+            settings.graph_base_url,
+            retry=retry,
+            max_per_mailbox=settings.graph_max_concurrent_per_mailbox,
+            sleep=sleep,
+        )
 
     async def aclose(self) -> None:
         await self._http.aclose()
         self._tokens.close()
 
-    async def create_event(
-        self, advisor_id: str, appointment: AppointmentRequested
-    ) -> dict[str, Any]:
+    # --- calendar events ------------------------------------------------------------------
+
+    async def find_event(self, advisor_id: str, key: str) -> dict[str, Any] | None:
+        """The advisor's event made under creation key `key`, if any: checked before every
+        create, so a create whose answer was lost (crash, timeout) is found, not repeated."""
+        answer = await self._request(
+            "events.find",
+            "GET",
+            advisor_id,
+            f"/events?{meeting_key_filter(key)}&$select=id,onlineMeeting&$top=2",
+        )
+        events = answer.get("value") or []
+        if len(events) > 1:
+            log.warning("meetings: %d events under one creation key %s", len(events), key)
+        return events[0] if events else None
+
+    async def create_event(self, spec: MeetingSpec) -> dict[str, Any]:
         """POST /users/{advisor}/events; a retry with the same transactionId gets the same event."""
         return await self._request(
-            "POST", f"/users/{_segment(advisor_id)}/events", json=event_body(appointment)
+            "events.create", "POST", spec.advisor_id, "/events", json=event_body(spec)
         )
+
+    async def add_online_meeting(self, advisor_id: str, event_id: str) -> dict[str, Any]:
+        """Ask again for the Teams meeting of an event that has none (created before the
+        advisor's Teams licence, say)."""
+        return await self._request(
+            "events.update",
+            "PATCH",
+            advisor_id,
+            f"/events/{_segment(event_id)}",
+            json={"isOnlineMeeting": True, "onlineMeetingProvider": "teamsForBusiness"},
+        )
+
+    async def move_event(
+        self, advisor_id: str, event_id: str, start: datetime, duration_minutes: int, timezone: str
+    ) -> dict[str, Any]:
+        """New start and end; the Teams meeting and its join URL stay the same."""
+        return await self._request(
+            "events.update",
+            "PATCH",
+            advisor_id,
+            f"/events/{_segment(event_id)}",
+            json=event_times(start, duration_minutes, timezone),
+        )
+
+    async def cancel_event(self, advisor_id: str, event_id: str) -> bool:
+        """The organiser cancels the event (and its Teams meeting); False when it was gone
+        already (cancelled before, deleted in Outlook, mailbox removed): done all the same."""
+        try:
+            await self._request(
+                "events.cancel",
+                "POST",
+                advisor_id,
+                f"/events/{_segment(event_id)}/cancel",
+                json={"Comment": CANCEL_COMMENT},
+            )
+        except GraphRefused as refused:
+            if refused.status == 404:
+                return False
+            raise
+        return True
+
+    # --- Teams meetings -------------------------------------------------------------------
 
     async def find_online_meeting(self, advisor_id: str, join_url: str) -> dict[str, Any] | None:
         """The onlineMeeting behind a join URL, or None when Graph does not list it (yet)."""
         answer = await self._request(
+            "onlineMeetings.find",
             "GET",
-            f"/users/{_segment(advisor_id)}/onlineMeetings?{join_web_url_filter(join_url)}",
+            advisor_id,
+            f"/onlineMeetings?{join_web_url_filter(join_url)}",
         )
         meetings = answer.get("value") or []
         return meetings[0] if meetings else None
@@ -150,36 +179,106 @@ class GraphClient:
     async def update_meeting_options(
         self, advisor_id: str, meeting_id: str, *, recording_authorised: bool
     ) -> dict[str, Any]:
+        """PATCH the options; Graph answers with the whole onlineMeeting."""
         return await self._request(
+            "onlineMeetings.update",
             "PATCH",
-            f"/users/{_segment(advisor_id)}/onlineMeetings/{_segment(meeting_id)}",
+            advisor_id,
+            f"/onlineMeetings/{_segment(meeting_id)}",
             json=meeting_options(recording_authorised=recording_authorised),
         )
 
+    # --- one request, whatever Graph does -------------------------------------------------
+
     async def _request(
-        self, method: str, path: str, *, json: dict[str, Any] | None = None
+        self,
+        operation: str,
+        method: str,
+        advisor_id: str,
+        path: str,
+        *,
+        json: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        url = self._base_url + path
-        for attempt in (1, 2):
+        url = f"{self._base_url}/users/{_segment(advisor_id)}{path}"
+        attempt = 0
+        renewed_token = False
+        while True:
+            attempt += 1
             token = await self._tokens.token()
             try:
-                response = await self._http.request(
-                    method, url, json=json, headers={"Authorization": f"Bearer {token}"}
-                )
+                response = await self._send(operation, method, url, advisor_id, token, json)
             except httpx.TimeoutException as exc:
-                raise Transient(f"Graph {method} timed out: {type(exc).__name__}") from exc
+                failure = Transient(f"Graph {operation} timed out: {type(exc).__name__}")
             except httpx.TransportError as exc:
-                raise Transient(f"Graph unreachable: {type(exc).__name__}: {exc}") from exc
-            if response.status_code == 401:
-                # Revoked or expired early: drop it from msal's cache, try once with a new one.
-                self._tokens.invalidate(token)
-                if attempt == 1:
-                    log.info("meetings: Graph answered 401, retrying with a new token")
-                    continue
+                failure = Transient(f"Graph unreachable: {type(exc).__name__}: {exc}")
+            else:
+                status = response.status_code
+                if status == 401:
+                    # Revoked or expired early: drop it from msal's cache, try once with a new one.
+                    self._tokens.invalidate(token)
+                    if not renewed_token:
+                        renewed_token, attempt = True, attempt - 1
+                        continue
+                    code, message = _error(response)
+                    raise GraphUnauthorized(f"Graph {operation} 401 {code}: {message}")
+                if status not in _TRANSIENT_STATUSES:
+                    return _answer(response)
                 code, message = _error(response)
-                raise GraphUnauthorized(f"Graph {method} 401 {code}: {message}")
-            return _answer(method, response)
-        raise AssertionError("unreachable")
+                failure = Transient(
+                    f"Graph {operation} {status} {code}: {message} "
+                    f"(request-id {response.headers.get('request-id')})",
+                    retry_after=retry_after(response.headers.get("Retry-After")),
+                )
+            wait = self._retry.wait_before_next(attempt, failure.retry_after)
+            if wait is None:
+                raise failure
+            log.info("meetings: %s; attempt %d, next in %.2fs", failure, attempt, wait)
+            await self._sleep(wait)
+
+    async def _send(
+        self,
+        operation: str,
+        method: str,
+        url: str,
+        advisor_id: str,
+        token: str,
+        json: dict[str, Any] | None,
+    ) -> httpx.Response:
+        client_request_id = str(uuid.uuid4())
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "client-request-id": client_request_id,
+            "return-client-request-id": "true",
+        }
+        async with self._mailbox(advisor_id):
+            started = time.monotonic()
+            try:
+                response = await self._http.request(method, url, json=json, headers=headers)
+            except httpx.HTTPError as exc:
+                log.warning(
+                    "graph %s: %s after %.0f ms (client-request-id %s)",
+                    operation,
+                    type(exc).__name__,
+                    (time.monotonic() - started) * 1000,
+                    client_request_id,
+                )
+                raise
+        log.info(
+            "graph %s: %d in %.0f ms (client-request-id %s, request-id %s)",
+            operation,
+            response.status_code,
+            (time.monotonic() - started) * 1000,
+            client_request_id,
+            response.headers.get("request-id"),
+        )
+        return response
+
+    def _mailbox(self, advisor_id: str) -> asyncio.Semaphore:
+        key = advisor_id.lower()
+        semaphore = self._mailboxes.get(key)
+        if semaphore is None:
+            semaphore = self._mailboxes[key] = asyncio.Semaphore(self._max_per_mailbox)
+        return semaphore
 
 
 def graph_ssl_context(settings: MeetingsSettings) -> ssl.SSLContext:
@@ -189,20 +288,16 @@ def graph_ssl_context(settings: MeetingsSettings) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(cafile))
 
 
-def _answer(method: str, response: httpx.Response) -> dict[str, Any]:
-    status = response.status_code
-    if 200 <= status < 300:
-        if status == 204 or not response.content:
+def _answer(response: httpx.Response) -> dict[str, Any]:
+    if response.is_success:
+        if response.status_code in (202, 204) or not response.content:
             return {}
         body = response.json()
         return body if isinstance(body, dict) else {"value": body}
     code, message = _error(response)
-    if status in _TRANSIENT_STATUSES:
-        raise Transient(
-            f"Graph {method} {status} {code}: {message}",
-            retry_after=retry_after(response.headers.get("Retry-After")),
-        )
-    raise GraphRefused(code, message, status=status)
+    raise GraphRefused(
+        code, message, status=response.status_code, request_id=response.headers.get("request-id")
+    )
 
 
 def _error(response: httpx.Response) -> tuple[str, str]:
@@ -214,24 +309,6 @@ def _error(response: httpx.Response) -> tuple[str, str]:
     code = str(error.get("code") or response.reason_phrase or response.status_code)
     message = str(error.get("message") or "")[:500]
     return code, message
-
-
-def retry_after(value: str | None) -> float | None:
-    """Retry-After in seconds: delta-seconds, or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, when.timestamp() - time.time())
 
 
 def _segment(value: str) -> str:

@@ -1,158 +1,341 @@
-"""What meetings does with an appointment: a Teams meeting in the advisor's calendar, then an
-answer on `meetings.v1` — `MeetingReady`, or `MeetingFailed` when Graph refuses for good.
+"""What meetings does with each event of an appointment, and what it answers on `meetings.v1`.
 
-Delivery is at least once, so every step is safe to repeat:
-- Graph: the event's transactionId is derived from the appointment id, so a retry (after a
-  timeout that hid a success, say) gets the event already created, never a second one; the
-  meeting lookup and the options PATCH are idempotent by nature.
-- The answer is published *before* the meeting row and the processed-event marker commit
-  (together): a crash in between redelivers the event, which repeats the (idempotent) work and
-  publishes again. The answer's event_id is derived from the cause's, so that repeat is the
-  very same event, which consumers skip by event_id.
-- An appointment whose meeting is already `ready` gets no second answer: the row commits only
-  after its `MeetingReady` was published, so that answer is on the topic already, and a second
-  one (with another event id) would mean a second confirmation email.
+Delivery is at least once, so every step is safe to repeat (`meeting` says how for Graph,
+`answers` for what is published). Each event is handled under its appointment's lock:
 
-Transient failures (throttling, 5xx, network, a meeting Graph does not list yet) propagate:
-the shared consumer retries them, then dead-letters them for ops to replay.
+1. events held for the appointment apply first, once the appointment is known;
+2. an event already processed is skipped;
+3. `AppointmentRequested` makes the meeting. A change (reschedule, cancellation, new advisor,
+   recording withdrawn) of an appointment not known yet is held, never dropped: order holds
+   within appointments.v1, not across topics (a withdrawal on consents.v1 may come first), and
+   an appointment's request may wait in the dead-letter topic while its changes go by.
+
+Graph's refusals:
+- a meeting that cannot be made or moved: `MeetingFailed` with a reason (the person has no
+  meeting that works: booking and notifications must know);
+- a cancellation or a recording withdrawal that Graph refuses leaves a meeting that works, so
+  `MeetingFailed` would tell the person their appointment is off: the event is dead-lettered
+  at once with the reason (`NeedsOperator`), for ops to fix the cause and replay it.
+Transient failures propagate: the shared consumer retries them, then dead-letters them.
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
+from dataclasses import dataclass, replace
 
 import asyncpg
-from visio_runtime.db import mark_processed
-from visio_runtime.errors import Transient
-from visio_shared import AppointmentRequested, Envelope, MeetingFailed, MeetingReady, Topics
+from visio_runtime.errors import Poison
+from visio_shared import (
+    AdvisorReassigned,
+    AppointmentCancelled,
+    AppointmentEvent,
+    AppointmentRequested,
+    AppointmentRescheduled,
+    Envelope,
+    RecordingConsentWithdrawn,
+    Topics,
+)
 from visio_shared.publishing import Publisher, publish_event
 
-from visio_meetings import store
-from visio_meetings.graph import GraphClient, GraphRefused, transaction_id
+from visio_meetings import answers, store
+from visio_meetings.graph import GraphClient
+from visio_meetings.meeting import Created, create_meeting
+from visio_meetings.payloads import MeetingSpec, meeting_key
+from visio_meetings.refusals import GraphRefused
+from visio_meetings.store import Meeting
 
 log = logging.getLogger(__name__)
 
-_ANSWER_NAMESPACE = uuid.UUID("0b6a1f7e-3c55-4f57-9a59-6c1d1b8f4e21")
+HANDLED: tuple[type[AppointmentEvent], ...] = (
+    AppointmentRequested,
+    AppointmentRescheduled,
+    AppointmentCancelled,
+    AdvisorReassigned,
+    RecordingConsentWithdrawn,
+)
 
 
-def answer_id(cause: Envelope, event_type: str) -> uuid.UUID:
-    """The event_id of our answer to `cause`: the same on every redelivery of `cause`."""
-    return uuid.uuid5(_ANSWER_NAMESPACE, f"{cause.event_id}/{event_type}")
+class NeedsOperator(Poison):
+    """Graph refused a change that leaves the meeting usable: dead-lettered with the reason."""
 
 
-async def handle_appointment_requested(
-    event: AppointmentRequested,
-    *,
-    pool: asyncpg.Pool,
-    graph: GraphClient,
-    publisher: Publisher,
-    topics: Topics,
+@dataclass(frozen=True)
+class Deps:
+    pool: asyncpg.Pool
+    graph: GraphClient
+    publisher: Publisher
+    topics: Topics
+
+
+@dataclass(frozen=True)
+class _Handling:
+    """One event's handling: the locked connection and the outside world."""
+
+    conn: asyncpg.Connection
+    deps: Deps
+
+    @property
+    def graph(self) -> GraphClient:
+        return self.deps.graph
+
+    async def publish(self, answer: Envelope) -> None:
+        await publish_event(self.deps.publisher, self.deps.topics.meetings, answer)
+
+    async def complete(self, event: AppointmentEvent, meeting: Meeting) -> None:
+        """Mark `event` processed and store its effect, together."""
+        async with store.completing(self.conn, event) as first:
+            if first:
+                await store.save(self.conn, meeting)
+
+
+async def handle_event(event: AppointmentEvent, deps: Deps) -> None:
+    async with store.appointment_lock(deps.pool, event.appointment_id) as conn:
+        handling = _Handling(conn, deps)
+        await _apply_held(handling, event)
+        if await store.is_processed(conn, event.event_id):
+            log.info("meetings: %s %s already handled", event.event_type, event.event_id)
+            return
+        meeting = await store.get_meeting(conn, event.appointment_id)
+        if isinstance(event, AppointmentRequested):
+            await _on_requested(handling, event, meeting)
+            await _apply_held(handling, event)
+        elif meeting is None:
+            await store.hold(conn, event)
+            log.info(
+                "meetings: %s held until appointment %s is known",
+                event.event_type,
+                event.appointment_id,
+                extra=_context(event),
+            )
+        else:
+            await _apply(handling, event, meeting)
+
+
+async def _apply_held(handling: _Handling, cause: AppointmentEvent) -> None:
+    """Apply the appointment's held events, in order. One that fails stays held and fails the
+    event at hand with it (retried, or dead-lettered saying which held event needs an
+    operator): replaying that event once the cause is fixed applies both, in order."""
+    meeting = await store.get_meeting(handling.conn, cause.appointment_id)
+    if meeting is None:
+        return
+    for held in await store.held(handling.conn, cause.appointment_id):
+        log.info("meetings: applying held %s", held.event_type, extra=_context(held))
+        try:
+            await _apply(handling, held, meeting)
+        except NeedsOperator as exc:
+            raise NeedsOperator(f"held {held.event_type} {held.event_id}: {exc}") from exc
+        meeting = await store.get_meeting(handling.conn, cause.appointment_id) or meeting
+
+
+async def _apply(handling: _Handling, event: AppointmentEvent, meeting: Meeting) -> None:
+    match event:
+        case AppointmentRescheduled():
+            await _on_rescheduled(handling, event, meeting)
+        case AppointmentCancelled():
+            await _on_cancelled(handling, event, meeting)
+        case AdvisorReassigned():
+            await _on_reassigned(handling, event, meeting)
+        case RecordingConsentWithdrawn():
+            await _on_withdrawn(handling, event, meeting)
+        case _:
+            await handling.complete(event, meeting)
+
+
+# --- a new meeting ------------------------------------------------------------------------
+
+
+async def _on_requested(
+    handling: _Handling, event: AppointmentRequested, meeting: Meeting | None
 ) -> None:
-    context = {"correlation_id": str(event.correlation_id)}
-    if await store.is_processed(pool, event.event_id):
-        log.info("meetings: event %s already handled", event.event_id, extra=context)
+    if meeting is not None and meeting.status != "failed":
+        # Answered already (or cancelled since): a second answer to another request for the
+        # same appointment would mean a second confirmation email.
+        await handling.complete(event, meeting)
         return
-    existing = await store.get_meeting(pool, event.appointment_id)
-    if existing is not None and existing.status == "ready":
-        log.info(
-            "meetings: appointment %s already has its meeting", event.appointment_id, extra=context
-        )
-        async with pool.acquire() as conn, conn.transaction():
-            await mark_processed(conn, event.event_id, event.event_type)
-        return
-
-    advisor_id = event.advisor.id
-    recording = event.consent.recording_authorised
-    try:
-        created = await graph.create_event(advisor_id, event)
-        join_url = (created.get("onlineMeeting") or {}).get("joinUrl")
-        if not join_url:
-            raise GraphRefused(
-                "NoTeamsMeeting",
-                "Graph created the event without a Teams meeting: is Teams enabled for the "
-                "advisor's mailbox?",
-                status=422,
-                reason="graph_no_teams_meeting",
-            )
-        meeting = await graph.find_online_meeting(advisor_id, join_url)
-        if meeting is None:
-            # Graph lists a new meeting a little after the event that created it.
-            raise Transient("the Teams meeting is not listed by its join URL yet")
-        await graph.update_meeting_options(
-            advisor_id, meeting["id"], recording_authorised=recording
-        )
-    except GraphRefused as refused:
-        await _answer_failure(event, refused, pool=pool, publisher=publisher, topics=topics)
-        return
-
-    ready = MeetingReady(
-        event_id=answer_id(event, "MeetingReady"),
-        join_url=join_url,
-        graph_event_id=created["id"],
-        online_meeting_id=meeting["id"],
-        advisor_id=advisor_id,
-        **event.caused(appointment_id=event.appointment_id, revision=event.revision),
+    appointment_id = event.appointment_id
+    withdrawn = await store.holds(handling.conn, appointment_id, "RecordingConsentWithdrawn")
+    spec = MeetingSpec(
+        appointment_id=appointment_id,
+        advisor_id=event.advisor.id,
+        key=meeting_key(appointment_id),
+        subject=event.subject,
+        start=event.start,
+        duration_minutes=event.duration_minutes,
+        timezone=event.timezone,
+        recording_authorised=event.consent.recording_authorised and not withdrawn,
     )
-    await publish_event(publisher, topics.meetings, ready)
-    async with pool.acquire() as conn, conn.transaction():
-        if await mark_processed(conn, event.event_id, event.event_type):
-            await store.save_ready(
-                conn,
-                store.Meeting(
-                    appointment_id=event.appointment_id,
-                    revision=event.revision,
-                    advisor_id=advisor_id,
-                    transaction_id=transaction_id(event.appointment_id),
-                    graph_event_id=created["id"],
-                    online_meeting_id=meeting["id"],
-                    join_url=join_url,
-                    status="ready",
-                    failure_reason=None,
-                ),
-            )
+    if await store.holds(handling.conn, appointment_id, "AppointmentCancelled"):
+        # Cancelled before its meeting could be made (the request waited in the dead-letter
+        # topic): making one only to cancel it would mail the person twice for nothing.
+        await handling.complete(event, _row(spec, event.revision, "cancelled"))
+        return
+    await _make_meeting(handling, event, spec)
+
+
+async def _make_meeting(handling: _Handling, cause: AppointmentEvent, spec: MeetingSpec) -> None:
+    try:
+        created = await create_meeting(handling.graph, spec)
+    except GraphRefused as refused:
+        row = _row(spec, cause.revision, "failed", graph_event_id=refused.graph_event_id)
+        await _fail(handling, cause, refused, row)
+        return
+    await handling.publish(answers.meeting_ready(cause, spec.advisor_id, created))
+    await handling.complete(cause, _row(spec, cause.revision, "ready", created=created))
     log.info(
         "meetings: meeting ready for appointment %s (recording %s)",
-        event.appointment_id,
-        "allowed" if recording else "off",
-        extra=context,
+        spec.appointment_id,
+        "allowed" if spec.recording_authorised else "off",
+        extra=_context(cause),
     )
 
 
-async def _answer_failure(
-    event: AppointmentRequested,
-    refused: GraphRefused,
-    *,
-    pool: asyncpg.Pool,
-    publisher: Publisher,
-    topics: Topics,
+async def _fail(
+    handling: _Handling, cause: AppointmentEvent, refused: GraphRefused, meeting: Meeting
 ) -> None:
-    """Graph refused for good: say so, so booking and the person are not left waiting.
-
-    A calendar event already created stays: once ops fix the cause (an access policy, say)
-    and replay, the same transactionId brings it back instead of a second one.
-    """
-    failed = MeetingFailed(
-        event_id=answer_id(event, "MeetingFailed"),
-        reason=refused.reason,
-        detail=f"{refused.code}: {refused.message}"[:1000],
-        **event.caused(appointment_id=event.appointment_id, revision=event.revision),
-    )
-    await publish_event(publisher, topics.meetings, failed)
-    async with pool.acquire() as conn, conn.transaction():
-        if await mark_processed(conn, event.event_id, event.event_type):
-            await store.save_failed(
-                conn,
-                appointment_id=event.appointment_id,
-                revision=event.revision,
-                advisor_id=event.advisor.id,
-                transaction_id=transaction_id(event.appointment_id),
-                reason=f"{failed.reason}: {failed.detail}",
-            )
+    """Graph refused for good: say so, so booking and the person are not left waiting."""
+    failed = answers.meeting_failed(cause, refused)
+    await handling.publish(failed)
+    reason = f"{failed.reason}: {failed.detail}"
+    await handling.complete(cause, replace(meeting, status="failed", failure_reason=reason))
     log.warning(
-        "meetings: Graph refused the meeting of appointment %s: %s %s",
-        event.appointment_id,
+        "meetings: Graph refused %s of appointment %s: %s (%s %s)",
+        cause.event_type,
+        cause.appointment_id,
+        refused.reason,
         refused.status,
         refused.code,
-        extra={"correlation_id": str(event.correlation_id)},
+        extra=_context(cause),
     )
+
+
+# --- changes ------------------------------------------------------------------------------
+
+
+async def _on_rescheduled(
+    handling: _Handling, event: AppointmentRescheduled, meeting: Meeting
+) -> None:
+    moved = replace(
+        meeting,
+        revision=max(meeting.revision, event.revision),
+        start_at=event.start,
+        duration_minutes=event.duration_minutes,
+        timezone=event.timezone,
+    )
+    if meeting.status != "ready" or meeting.graph_event_id is None:
+        # No meeting to move: the schedule is kept for one a change of advisor would make.
+        await handling.complete(event, moved)
+        return
+    try:
+        await handling.graph.move_event(
+            meeting.advisor_id,
+            meeting.graph_event_id,
+            event.start,
+            event.duration_minutes,
+            event.timezone,
+        )
+    except GraphRefused as refused:
+        await _fail(handling, event, refused, moved)
+        return
+    await handling.publish(answers.meeting_rescheduled(event, moved))
+    await handling.complete(event, moved)
+
+
+async def _on_cancelled(handling: _Handling, event: AppointmentCancelled, meeting: Meeting) -> None:
+    cancelled = replace(meeting, status="cancelled", revision=max(meeting.revision, event.revision))
+    if meeting.status == "cancelled" or meeting.graph_event_id is None:
+        await handling.complete(event, cancelled)  # nothing in any calendar
+        return
+    try:
+        await handling.graph.cancel_event(meeting.advisor_id, meeting.graph_event_id)
+    except GraphRefused as refused:
+        raise NeedsOperator(
+            f"the cancelled appointment's Teams meeting is still in the advisor's calendar: "
+            f"{refused.reason}: {refused.detail}"
+        ) from refused
+    await handling.publish(answers.meeting_cancelled(event, meeting))
+    await handling.complete(event, cancelled)
+
+
+async def _on_reassigned(handling: _Handling, event: AdvisorReassigned, meeting: Meeting) -> None:
+    if meeting.status == "cancelled":
+        await handling.complete(event, meeting)
+        return
+    if meeting.graph_event_id is not None:
+        try:
+            await handling.graph.cancel_event(meeting.advisor_id, meeting.graph_event_id)
+        except GraphRefused as refused:
+            # The person needs the new meeting more than the old calendar needs tidying.
+            log.warning(
+                "meetings: the previous advisor's event %s stays in their calendar: %s",
+                meeting.graph_event_id,
+                refused.detail,
+                extra=_context(event),
+            )
+    if meeting.start_at is None or meeting.duration_minutes is None:
+        raise NeedsOperator(
+            "this meeting predates the schedule being kept (migration 002): create the new "
+            "meeting by hand, or re-emit the appointment's AppointmentRequested"
+        )
+    spec = MeetingSpec(
+        appointment_id=event.appointment_id,
+        advisor_id=event.advisor.id,
+        key=meeting_key(event.appointment_id, reassigned_at=event.revision),
+        subject=meeting.subject or "Rendez-vous Caf",
+        start=meeting.start_at,
+        duration_minutes=meeting.duration_minutes,
+        timezone=meeting.timezone or "UTC",
+        recording_authorised=meeting.recording_authorised,
+    )
+    await _make_meeting(handling, event, spec)
+
+
+async def _on_withdrawn(
+    handling: _Handling, event: RecordingConsentWithdrawn, meeting: Meeting
+) -> None:
+    off = replace(meeting, recording_authorised=False)
+    if meeting.status == "ready" and meeting.recording_authorised and meeting.online_meeting_id:
+        try:
+            await handling.graph.update_meeting_options(
+                meeting.advisor_id, meeting.online_meeting_id, recording_authorised=False
+            )
+        except GraphRefused as refused:
+            raise NeedsOperator(
+                f"recording is still allowed on the meeting: {refused.reason}: {refused.detail}"
+            ) from refused
+        log.info("meetings: recording turned off", extra=_context(event))
+    await handling.complete(event, off)
+
+
+def _row(
+    spec: MeetingSpec,
+    revision: int,
+    status: str,
+    *,
+    created: Created | None = None,
+    graph_event_id: str | None = None,
+) -> Meeting:
+    return Meeting(
+        appointment_id=spec.appointment_id,
+        revision=revision,
+        advisor_id=spec.advisor_id,
+        transaction_id=spec.key,
+        status=status,
+        failure_reason=None,
+        subject=spec.subject,
+        start_at=spec.start,
+        duration_minutes=spec.duration_minutes,
+        timezone=spec.timezone,
+        recording_authorised=spec.recording_authorised,
+        graph_event_id=created.graph_event_id if created else graph_event_id,
+        online_meeting_id=created.online_meeting_id if created else None,
+        join_url=created.join_url if created else None,
+        join_meeting_id=created.join_meeting_id if created else None,
+        passcode=created.passcode if created else None,
+        conference_id=created.conference_id if created else None,
+        dial_in_url=created.dial_in_url if created else None,
+    )
+
+
+def _context(event: Envelope) -> dict[str, str]:
+    return {"correlation_id": str(event.correlation_id)}

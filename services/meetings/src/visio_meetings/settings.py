@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 from visio_runtime.settings import ServiceSettings
 
@@ -45,6 +45,17 @@ class MeetingsSettings(ServiceSettings):
     proxy_url: str | None = None
     # A cached token must stay valid at least this long to be used for a Graph call.
     token_refresh_margin_s: int = 300
+
+    # Graph's transient answers (429, 503, 504, timeouts): a few short waits in process, each
+    # honouring Retry-After or else growing exponentially with jitter; a longer wait, or one
+    # failure too many, goes back to the consumer as Transient (it retries the event later).
+    graph_attempts: int = Field(default=4, ge=1)
+    graph_backoff_initial_s: float = Field(default=0.5, ge=0)
+    graph_backoff_max_s: float = Field(default=8.0, ge=0)
+    graph_max_in_process_wait_s: float = Field(default=5.0, ge=0)
+    # Outlook serves at most 4 concurrent requests per mailbox and application (more are
+    # answered 429 ApplicationThrottled): requests to one advisor queue here, others proceed.
+    graph_max_concurrent_per_mailbox: int = Field(default=4, ge=1)
 
     @field_validator("graph_base_url", "authority")
     @classmethod

@@ -1,15 +1,33 @@
-"""The meetings schema: one row per appointment's meeting, and the events already handled."""
+"""The meetings schema: one row per appointment's meeting, the events already handled, and the
+events that arrived before their appointment.
+
+Everything about one appointment happens under a PostgreSQL advisory lock held for the whole
+handling, Graph calls included: two replicas (one reading appointments.v1, the other
+consents.v1) then never act on one meeting at once, and an early event is either stored
+before the appointment's handler looks for it, or finds the meeting made.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import uuid
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 
 import asyncpg
-from visio_runtime.db import SchemaSpec
+from visio_runtime.db import SchemaSpec, mark_processed
+from visio_shared import AppointmentEvent, parse_event
 
 SCHEMA = SchemaSpec(schema="meetings", sql_dir=Path(__file__).parent / "migrations")
+
+# The first key of the two-key advisory lock: meetings' own space ("mt"), so its locks never
+# meet another service's in a shared database.
+_LOCK_SPACE = 0x6D74
+
+Status = str  # 'ready', 'failed' or 'cancelled'
 
 
 @dataclass(frozen=True)
@@ -17,71 +35,110 @@ class Meeting:
     appointment_id: uuid.UUID
     revision: int
     advisor_id: str
-    transaction_id: str
+    transaction_id: str  # the creation key of the current (or last tried) meeting
+    status: Status
+    failure_reason: str | None
+    # The appointment as it stands, to make a new meeting on a change of advisor.
+    subject: str | None
+    start_at: datetime | None
+    duration_minutes: int | None
+    timezone: str | None
+    recording_authorised: bool
+    # Graph's side.
     graph_event_id: str | None
     online_meeting_id: str | None
     join_url: str | None
-    status: str
-    failure_reason: str | None
+    join_meeting_id: str | None
+    passcode: str | None
+    conference_id: str | None
+    dial_in_url: str | None
 
 
-async def is_processed(conn: asyncpg.Connection | asyncpg.Pool, event_id: uuid.UUID) -> bool:
+_COLUMNS = tuple(Meeting.__dataclass_fields__)
+
+
+@asynccontextmanager
+async def appointment_lock(
+    pool: asyncpg.Pool, appointment_id: uuid.UUID
+) -> AsyncIterator[asyncpg.Connection]:
+    """A connection holding the appointment's lock; all of the handling's SQL goes through it.
+
+    A session lock, not a transaction's: the handling commits more than once. It is freed by
+    the pool's reset on release (`pg_advisory_unlock_all`), which runs however the handling
+    ends, cancelled mid-query included, or by the session's end if the process dies.
+    """
+    digest = hashlib.blake2b(appointment_id.bytes, digest_size=4).digest()
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "SELECT pg_advisory_lock($1, $2)", _LOCK_SPACE, int.from_bytes(digest, signed=True)
+        )
+        yield conn
+
+
+@asynccontextmanager
+async def completing(conn: asyncpg.Connection, event: AppointmentEvent) -> AsyncIterator[bool]:
+    """One transaction that marks `event` processed (and no longer pending) with its effect;
+    yields False when it was processed already."""
+    async with conn.transaction():
+        first = await mark_processed(conn, event.event_id, event.event_type)
+        await conn.execute("DELETE FROM pending_events WHERE event_id = $1", event.event_id)
+        yield first
+
+
+async def is_processed(conn: asyncpg.Connection, event_id: uuid.UUID) -> bool:
     found = await conn.fetchval("SELECT 1 FROM processed_events WHERE event_id = $1", event_id)
     return found is not None
 
 
-async def get_meeting(
-    conn: asyncpg.Connection | asyncpg.Pool, appointment_id: uuid.UUID
-) -> Meeting | None:
+async def get_meeting(conn: asyncpg.Connection, appointment_id: uuid.UUID) -> Meeting | None:
     row = await conn.fetchrow(
-        "SELECT appointment_id, revision, advisor_id, transaction_id, graph_event_id, "
-        "online_meeting_id, join_url, status, failure_reason "
-        "FROM meetings WHERE appointment_id = $1",
-        appointment_id,
+        f"SELECT {', '.join(_COLUMNS)} FROM meetings WHERE appointment_id = $1", appointment_id
     )
     return Meeting(**dict(row)) if row is not None else None
 
 
-async def save_ready(conn: asyncpg.Connection, meeting: Meeting) -> None:
+async def save(conn: asyncpg.Connection, meeting: Meeting) -> None:
+    values = asdict(meeting)
+    placeholders = ", ".join(f"${i}" for i in range(1, len(_COLUMNS) + 1))
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMNS if c != "appointment_id")
     await conn.execute(
-        "INSERT INTO meetings (appointment_id, revision, advisor_id, transaction_id, "
-        "graph_event_id, online_meeting_id, join_url, status, failure_reason) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, 'ready', NULL) "
-        "ON CONFLICT (appointment_id) DO UPDATE SET revision = EXCLUDED.revision, "
-        "advisor_id = EXCLUDED.advisor_id, transaction_id = EXCLUDED.transaction_id, "
-        "graph_event_id = EXCLUDED.graph_event_id, "
-        "online_meeting_id = EXCLUDED.online_meeting_id, join_url = EXCLUDED.join_url, "
-        "status = 'ready', failure_reason = NULL, updated_at = now()",
-        meeting.appointment_id,
-        meeting.revision,
-        meeting.advisor_id,
-        meeting.transaction_id,
-        meeting.graph_event_id,
-        meeting.online_meeting_id,
-        meeting.join_url,
+        f"INSERT INTO meetings ({', '.join(_COLUMNS)}) VALUES ({placeholders}) "
+        f"ON CONFLICT (appointment_id) DO UPDATE SET {updates}, updated_at = now()",
+        *(values[c] for c in _COLUMNS),
     )
 
 
-async def save_failed(
-    conn: asyncpg.Connection,
-    *,
-    appointment_id: uuid.UUID,
-    revision: int,
-    advisor_id: str,
-    transaction_id: str,
-    reason: str,
-) -> None:
-    # A meeting already ready stays ready: a late failure of a duplicate must not undo it.
+# --- events that arrived before their appointment ---------------------------------------
+
+
+async def hold(conn: asyncpg.Connection, event: AppointmentEvent) -> None:
+    """Keep `event` until its appointment is known (a redelivery is kept once)."""
     await conn.execute(
-        "INSERT INTO meetings (appointment_id, revision, advisor_id, transaction_id, status, "
-        "failure_reason) VALUES ($1, $2, $3, $4, 'failed', $5) "
-        "ON CONFLICT (appointment_id) DO UPDATE SET revision = EXCLUDED.revision, "
-        "advisor_id = EXCLUDED.advisor_id, status = 'failed', "
-        "failure_reason = EXCLUDED.failure_reason, updated_at = now() "
-        "WHERE meetings.status <> 'ready'",
+        "INSERT INTO pending_events (event_id, appointment_id, event_type, revision, payload) "
+        "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING",
+        event.event_id,
+        event.appointment_id,
+        event.event_type,
+        event.revision,
+        event.model_dump_json(),
+    )
+
+
+async def held(conn: asyncpg.Connection, appointment_id: uuid.UUID) -> list[AppointmentEvent]:
+    """The appointment's held events, in the order they should apply."""
+    rows = await conn.fetch(
+        "SELECT payload FROM pending_events WHERE appointment_id = $1 "
+        "ORDER BY revision, received_at",
         appointment_id,
-        revision,
-        advisor_id,
-        transaction_id,
-        reason,
     )
+    events = [parse_event(row["payload"]) for row in rows]
+    return [e for e in events if isinstance(e, AppointmentEvent)]
+
+
+async def holds(conn: asyncpg.Connection, appointment_id: uuid.UUID, event_type: str) -> bool:
+    found = await conn.fetchval(
+        "SELECT 1 FROM pending_events WHERE appointment_id = $1 AND event_type = $2",
+        appointment_id,
+        event_type,
+    )
+    return found is not None
