@@ -1,5 +1,6 @@
 """The SMTP sink: every accepted message lands as one .eml, nothing is overwritten, faults come
-on demand, and the console script stops cleanly on SIGTERM."""
+on demand (451, refused recipients, a line cut mid-message), STARTTLS and login when asked, and
+the console script stops cleanly on SIGTERM."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import signal
 import smtplib
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -15,6 +17,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+from visio_deploy.devca import ensure_dev_ca
 from visio_deploy.smtp_sink import MailSink, free_port, safe_id, start_sink
 
 
@@ -182,3 +185,43 @@ def test_the_console_script_runs_until_sigterm(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_drop_next_cuts_the_line_and_loses_the_message(sink) -> None:
+    sink.handler.drop_next(1)
+    with pytest.raises(smtplib.SMTPServerDisconnected):
+        _send(sink.port, _message())
+    assert _stored(sink) == []
+    assert sink.handler.dropped == 1
+    _send(sink.port, _message())  # the next connection is answered
+    assert len(_stored(sink)) == 1
+
+
+def test_drop_after_storing_keeps_the_message_the_client_never_hears_of(sink) -> None:
+    sink.handler.drop_next(1, after_storing=True)
+    with pytest.raises(smtplib.SMTPServerDisconnected):
+        _send(sink.port, _message())
+    [path] = _stored(sink)
+    assert path.name == "a1.r1.confirmation@visio-rdv.caf.fr.eml"
+
+
+def test_starttls_and_login_are_required_when_configured(tmp_path: Path) -> None:
+    ca = ensure_dev_ca(tmp_path / "ca")
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(ca.server_cert, ca.server_key)
+    controller = start_sink(
+        tmp_path / "mail", tls_context=server_tls, credentials={"relay-user": "s3cret"}
+    )
+    try:
+        with smtplib.SMTP("127.0.0.1", controller.port, timeout=10) as client:
+            with pytest.raises(smtplib.SMTPSenderRefused):  # 530: STARTTLS first
+                client.send_message(_message())
+        with smtplib.SMTP("127.0.0.1", controller.port, timeout=10) as client:
+            client.starttls(context=ssl.create_default_context(cafile=str(ca.ca_cert)))
+            with pytest.raises(smtplib.SMTPAuthenticationError):
+                client.login("relay-user", "wrong")
+            client.login("relay-user", "s3cret")
+            client.send_message(_message())
+    finally:
+        controller.stop()
+    assert len(list((tmp_path / "mail").glob("*.eml"))) == 1

@@ -3,19 +3,23 @@ a safe form of its Message-ID (a uuid when it has none). Nothing is ever overwri
 Message-ID twice gives `<id>.eml` and `<id>.2.eml`, so tests can count duplicates.
 
 Faults on demand, for the tests of retries: answer 451 to the next n messages, or to a share
-of them, and 550 to chosen recipients.
+of them; drop the connection mid-message (after the data, before any answer: the client cannot
+tell whether the message was taken — optionally it was); and 550 to chosen recipients. For
+the tests of secure sending it can also speak STARTTLS or TLS and require a login.
 
 `visio-rdv-smtp-sink` runs it until SIGTERM/SIGINT; `start_sink()` runs it in-process.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import random
 import re
 import signal
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -25,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 log = logging.getLogger(__name__)
@@ -42,6 +46,7 @@ class SmtpSinkSettings(BaseSettings):
     mail_dir: Path = Path("var/mail")
     # Fault injection (off by default)
     temp_fail_share: float = 0.0
+    drop_share: float = 0.0
     refuse_recipients: list[str] = []
     # Mail holds personal data: stored messages older than this are deleted (0 keeps them).
     retention_days: float = 7.0
@@ -67,23 +72,34 @@ class MailSink:
         mail_dir: Path | str,
         *,
         temp_fail_share: float = 0.0,
+        drop_share: float = 0.0,
         refuse_recipients: list[str] | tuple[str, ...] = (),
         seed: int | None = None,
     ) -> None:
         self.mail_dir = Path(mail_dir)
         self.mail_dir.mkdir(parents=True, exist_ok=True)
         self.temp_fail_share = temp_fail_share
+        self.drop_share = drop_share
         self.refuse_recipients = {address.lower() for address in refuse_recipients}
         self._random = random.Random(seed)  # fault injection, not security
         self._lock = threading.Lock()
         self._fail_next = 0
+        self._drop_next: list[bool] = []  # one entry per connection to drop: store first?
         self.received = 0
         self.deferred = 0
+        self.dropped = 0
 
     def fail_next(self, count: int) -> None:
         """Answer 451 to the next `count` messages (at DATA)."""
         with self._lock:
             self._fail_next += count
+
+    def drop_next(self, count: int, *, after_storing: bool = False) -> None:
+        """Cut the connection of the next `count` messages once their data is in, without an
+        answer. `after_storing`: the message is kept first, as when a relay takes a message
+        and the network fails before its 250 arrives."""
+        with self._lock:
+            self._drop_next.extend([after_storing] * count)
 
     async def handle_RCPT(
         self,
@@ -99,16 +115,30 @@ class MailSink:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        if self._should_defer():
+        drop = self._should_drop()
+        if drop is None and self._should_defer():
             self.deferred += 1
             return TEMPORARY_FAILURE
-        raw = envelope.original_content or envelope.content or b""
-        if isinstance(raw, str):
-            raw = raw.encode("utf-8", "surrogateescape")
-        path = self.store(raw)
-        self.received += 1
-        log.info("stored %s", path.name)
+        if drop is not True:  # dropped before storing: the message is lost with the line
+            raw = envelope.original_content or envelope.content or b""
+            if isinstance(raw, str):
+                raw = raw.encode("utf-8", "surrogateescape")
+            path = self.store(raw)
+            self.received += 1
+            log.info("stored %s", path.name)
+        if drop is not None:
+            self.dropped += 1
+            await _hang_up(server)
         return "250 Message accepted for delivery"
+
+    def _should_drop(self) -> bool | None:
+        """None: answer normally; True: drop before storing; False: store, then drop."""
+        with self._lock:
+            if self._drop_next:
+                return not self._drop_next.pop(0)
+        if self.drop_share > 0 and self._random.random() < self.drop_share:
+            return True
+        return None
 
     def _should_defer(self) -> bool:
         with self._lock:
@@ -156,6 +186,29 @@ class MailSink:
         return removed
 
 
+async def _hang_up(server: SMTP) -> None:
+    """Close the connection without a word; aiosmtpd cancels this session when it notices."""
+    transport = server.transport
+    if isinstance(transport, asyncio.Transport):
+        transport.abort()  # a reset, as when the network fails
+    elif transport is not None:
+        transport.close()
+    await asyncio.get_running_loop().create_future()  # never answered: cancelled first
+
+
+def _authenticator(credentials: dict[str, str]) -> Any:
+    def authenticate(
+        server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        if isinstance(auth_data, LoginPassword):
+            login = auth_data.login.decode()
+            if credentials.get(login) == auth_data.password.decode():
+                return AuthResult(success=True)
+        return AuthResult(success=False, handled=False)
+
+    return authenticate
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((host, 0))
@@ -167,17 +220,38 @@ def start_sink(
     mail_dir: Path | str,
     host: str = "127.0.0.1",
     port: int = 0,
+    *,
+    tls_context: ssl.SSLContext | None = None,
+    implicit_tls: bool = False,
+    credentials: dict[str, str] | None = None,
     **sink_options: Any,
 ) -> Controller:
     """Run a sink in a background thread; port 0 picks a free one. The handler is
-    `controller.handler`, the port `controller.port`; stop it with `controller.stop()`."""
+    `controller.handler`, the port `controller.port`; stop it with `controller.stop()`.
+
+    With `tls_context` it offers STARTTLS and refuses mail without it, or with `implicit_tls`
+    speaks TLS from the first byte; with `credentials` (login → password) it requires AUTH.
+    """
     sink = MailSink(mail_dir, **sink_options)
+    secure: dict[str, Any] = {}
+    if tls_context is not None and implicit_tls:
+        secure["ssl_context"] = tls_context
+    elif tls_context is not None:
+        secure |= {"tls_context": tls_context, "require_starttls": True}
+    if credentials is not None:
+        secure |= {
+            "authenticator": _authenticator(credentials),
+            "auth_required": True,
+            # aiosmtpd only knows of STARTTLS here; with implicit TLS every byte is encrypted.
+            "auth_require_tls": tls_context is not None and not implicit_tls,
+        }
     controller = Controller(
         sink,
         hostname=host,
         port=port or free_port(host),
         server_hostname="visio-rdv-smtp-sink",
         data_size_limit=50 * 1024 * 1024,
+        **secure,
     )
     controller.start()
     return controller
@@ -191,6 +265,7 @@ def main() -> None:
         settings.host,
         settings.port,
         temp_fail_share=settings.temp_fail_share,
+        drop_share=settings.drop_share,
         refuse_recipients=settings.refuse_recipients,
     )
     sink: MailSink = controller.handler

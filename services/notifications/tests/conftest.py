@@ -1,29 +1,48 @@
-"""Fixtures: events as booking and meetings would send them, fakes for the mail relay and
-Kafka, and a throwaway PostgreSQL database migrated with the service's own SQL."""
+"""Fixtures on real parts: PostgreSQL (databases cloned from one migrated template; the one the
+handler tests share is emptied before each test), the project's SMTP sink with its fault hooks,
+a clock the test moves, and a fake Kafka publisher for the tests that do not run the broker.
+Events are made as booking and meetings would make them.
+
+Test modules are imported with --import-mode=importlib and cannot import this file: its helpers
+reach them as fixtures (`make`, `mailbox`, `clock`, `until`).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import os
+import contextlib
+import email
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from email import policy
 from email.message import EmailMessage
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
+from urllib.parse import urlsplit
 
 import asyncpg
+import icalendar
 import pytest
-from visio_notifications.handlers import Deps
+from visio_deploy.smtp_sink import start_sink
+from visio_deploy.testing import create_database, drop_database, with_database
+from visio_notifications.deps import Deps
+from visio_notifications.mailer import SmtpMailer
 from visio_notifications.settings import NotificationsSettings
 from visio_notifications.store import SCHEMA
 from visio_runtime.db import create_pool, migrate, role_dsn
 from visio_shared import (
     Advisor,
+    AdvisorReassigned,
+    AppointmentCancelled,
     AppointmentRequested,
+    AppointmentRescheduled,
     ConsentGiven,
+    ContactCorrected,
     Device,
+    MeetingFailed,
     MeetingReady,
     Person,
     Topics,
@@ -31,69 +50,291 @@ from visio_shared import (
     parse_event,
 )
 
+SERVICE_PASSWORD = "visio_notifications"
 JOIN_URL = (
     "https://teams.microsoft.com/l/meetup-join/19%3ameeting_ZjA4NDk0%40thread.v2/0"
     "?context=%7b%22Tid%22%3a%22t1%22%2c%22Oid%22%3a%22o1%22%7d"
 )
+NEW_JOIN_URL = "https://teams.microsoft.com/meet/2647813459?p=NewAdvisorLink"
+# Tests live on 20 November 2026; appointments are on 3 December.
+NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+START = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)  # 10 h 00 in Paris
 
 
-def make_appointment(
-    *,
-    appointment_id: uuid.UUID | None = None,
-    correlation_id: uuid.UUID | None = None,
-    revision: int = 1,
-    start: datetime | None = None,
-    timezone: str = "Europe/Paris",
-    caf_code: str = "750",
-    device: Device = Device.COMPUTER,
-    recording_authorised: bool = True,
-    advisor_name: str = "Claire Martin",
-    first_name: str = "Amina",
-    last_name: str = "Hoarau",
-    email: str = "amina.hoarau@example.org",
-    subject: str = "Prime d'activité",
-    duration_minutes: int = 30,
-) -> AppointmentRequested:
-    cgu = current_cgu()
-    return AppointmentRequested(
-        appointment_id=appointment_id or uuid.uuid4(),
-        correlation_id=correlation_id or uuid.uuid4(),
-        revision=revision,
-        caf_code=caf_code,
-        advisor=Advisor(id="advisor-1", display_name=advisor_name),
-        start=start or datetime(2026, 12, 3, 9, 0, tzinfo=UTC),
-        duration_minutes=duration_minutes,
-        timezone=timezone,
-        subject=subject,
-        user=Person(first_name=first_name, last_name=last_name, email=email, device=device),
-        consent=ConsentGiven(
-            cgu_version=cgu.version,
-            cgu_sha256=cgu.sha256,
-            accepted_at=datetime(2026, 11, 20, 8, 30, tzinfo=UTC),
-            recording_authorised=recording_authorised,
-            channel="api",
-        ),
-        calling_system="caf.fr",
-    )
+# --- Events ---------------------------------------------------------------------------------
 
 
-def make_meeting(
-    appointment: AppointmentRequested, *, revision: int | None = None, join_url: str = JOIN_URL
-) -> MeetingReady:
-    return MeetingReady(
-        appointment_id=appointment.appointment_id,
-        correlation_id=appointment.correlation_id,
-        causation_id=appointment.event_id,
-        revision=appointment.revision if revision is None else revision,
-        join_url=join_url,
-        graph_event_id="AAMkAGI2TGuLAAA=",
-        advisor_id=appointment.advisor.id,
-    )
+class Make:
+    """Events of one appointment's life, with the lineage booking and meetings give them."""
+
+    @staticmethod
+    def appointment(
+        *,
+        revision: int = 1,
+        start: datetime = START,
+        timezone: str = "Europe/Paris",
+        caf_code: str = "750",
+        device: Device = Device.COMPUTER,
+        recording_authorised: bool = True,
+        advisor_name: str = "Claire Martin",
+        first_name: str = "Amina",
+        last_name: str = "Hoarau",
+        email: str = "amina.hoarau@example.org",
+        subject: str = "Prime d'activité",
+        duration_minutes: int = 30,
+    ) -> AppointmentRequested:
+        cgu = current_cgu()
+        return AppointmentRequested(
+            appointment_id=uuid.uuid4(),
+            correlation_id=uuid.uuid4(),
+            revision=revision,
+            caf_code=caf_code,
+            advisor=Advisor(id="advisor-1", display_name=advisor_name),
+            start=start,
+            duration_minutes=duration_minutes,
+            timezone=timezone,
+            subject=subject,
+            user=Person(first_name=first_name, last_name=last_name, email=email, device=device),
+            consent=ConsentGiven(
+                cgu_version=cgu.version,
+                cgu_sha256=cgu.sha256,
+                accepted_at=datetime(2026, 11, 20, 8, 30, tzinfo=UTC),
+                recording_authorised=recording_authorised,
+                channel="api",
+            ),
+            calling_system="caf.fr",
+        )
+
+    @staticmethod
+    def _lineage(appointment: AppointmentRequested, revision: int) -> dict[str, Any]:
+        return {
+            "appointment_id": appointment.appointment_id,
+            "correlation_id": appointment.correlation_id,
+            "revision": revision,
+        }
+
+    def meeting(
+        self,
+        appointment: AppointmentRequested,
+        *,
+        revision: int | None = None,
+        join_url: str = JOIN_URL,
+        advisor_id: str = "advisor-1",
+    ) -> MeetingReady:
+        return MeetingReady(
+            **self._lineage(appointment, appointment.revision if revision is None else revision),
+            causation_id=appointment.event_id,
+            join_url=join_url,
+            graph_event_id="AAMkAGI2TGuLAAA=",
+            advisor_id=advisor_id,
+        )
+
+    def meeting_failed(self, appointment: AppointmentRequested, revision: int = 1) -> MeetingFailed:
+        return MeetingFailed(
+            **self._lineage(appointment, revision),
+            reason="graph_forbidden",
+            detail="403 from Graph: no application access policy for this mailbox",
+        )
+
+    def rescheduled(
+        self,
+        appointment: AppointmentRequested,
+        revision: int,
+        start: datetime,
+        previous_start: datetime | None = None,
+        duration_minutes: int = 30,
+    ) -> AppointmentRescheduled:
+        return AppointmentRescheduled(
+            **self._lineage(appointment, revision),
+            start=start,
+            duration_minutes=duration_minutes,
+            timezone=appointment.timezone,
+            previous_start=previous_start or appointment.start,
+            previous_duration_minutes=appointment.duration_minutes,
+        )
+
+    def cancelled(
+        self, appointment: AppointmentRequested, revision: int, reason: str = "user"
+    ) -> AppointmentCancelled:
+        return AppointmentCancelled(
+            **self._lineage(appointment, revision),
+            reason=cast(Any, reason),
+            cancelled_by="caf.fr",
+        )
+
+    def contact_corrected(
+        self, appointment: AppointmentRequested, revision: int, email: str, **person: Any
+    ) -> ContactCorrected:
+        user = Person.model_validate({**appointment.user.model_dump(), "email": email, **person})
+        return ContactCorrected(**self._lineage(appointment, revision), user=user)
+
+    def reassigned(
+        self, appointment: AppointmentRequested, revision: int, name: str = "Karim Benali"
+    ) -> AdvisorReassigned:
+        return AdvisorReassigned(
+            **self._lineage(appointment, revision),
+            advisor=Advisor(id="advisor-2", display_name=name),
+            previous_advisor=appointment.advisor,
+        )
+
+
+@pytest.fixture
+def make() -> Make:
+    return Make()
+
+
+# --- Time -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Clock:
+    """The service's clock, moved by the test."""
+
+    now: datetime = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def set(self, moment: datetime) -> None:
+        self.now = moment
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+async def wait_for(
+    condition: Callable[[], Awaitable[bool] | bool], within_s: float = 30.0, interval: float = 0.05
+) -> None:
+    """Poll a condition until it holds or the deadline passes (never a fixed sleep)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while True:
+        result = condition()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if loop.time() > deadline:
+            raise AssertionError("condition not met before the deadline")
+        await asyncio.sleep(interval)
+
+
+@pytest.fixture
+def until() -> Callable[..., Awaitable[None]]:
+    return wait_for
+
+
+# --- Mail -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Mailbox:
+    """What the sink stored, parsed back with the standard library."""
+
+    directory: Path
+
+    def messages(self, appointment_id: uuid.UUID | None = None) -> list[EmailMessage]:
+        parsed = [
+            cast(
+                EmailMessage,
+                email.message_from_bytes(path.read_bytes(), policy=policy.default),
+            )
+            for path in sorted(self.directory.glob("*.eml"), key=lambda p: p.stat().st_mtime_ns)
+        ]
+        if appointment_id is None:
+            return parsed
+        return [m for m in parsed if str(appointment_id) in str(m["Message-ID"])]
+
+    def keys(self, appointment_id: uuid.UUID) -> list[str]:
+        """`r1.confirmation`, `r2.rescheduled`, `r2.reminder-60`… in the order they arrived."""
+        return [
+            str(m["Message-ID"]).strip("<>").split("@")[0].split(".", 1)[1]
+            for m in self.messages(appointment_id)
+        ]
+
+    def one(self, appointment_id: uuid.UUID, kind: str) -> EmailMessage:
+        [message] = [
+            m for m in self.messages(appointment_id) if f".{kind}@" in str(m["Message-ID"])
+        ]
+        return message
+
+
+def text_of(message: EmailMessage) -> str:
+    """The text part, with the line ends a reader sees (SMTP carries CRLF)."""
+    part = message.get_body(preferencelist=("plain",))
+    assert part is not None
+    return cast(str, part.get_content()).replace("\r\n", "\n")
+
+
+def html_of(message: EmailMessage) -> str:
+    part = message.get_body(preferencelist=("html",))
+    assert part is not None
+    return cast(str, part.get_content())
+
+
+def calendar_of(message: EmailMessage) -> icalendar.Calendar:
+    """The .ics of the text/calendar alternative, checked to be the attachment's twin."""
+    parts = [p for p in message.walk() if p.get_content_type() == "text/calendar"]
+    assert len(parts) == 2, "a text/calendar alternative and the same .ics attached"
+    inline, attached = parts
+    assert attached.get_filename() == "rendez-vous-caf.ics"
+    assert inline.get_payload(decode=True) == attached.get_payload(decode=True)
+    calendar = icalendar.Calendar.from_ical(inline.get_payload(decode=True))
+    for part in parts:
+        assert part.get_param("method") == calendar["METHOD"]
+    return calendar
+
+
+@pytest.fixture
+def parts() -> Any:
+    """text_of, html_of, calendar_of as one fixture."""
+
+    @dataclass
+    class Parts:
+        text = staticmethod(text_of)
+        html = staticmethod(html_of)
+        calendar = staticmethod(calendar_of)
+
+    return Parts()
+
+
+@pytest.fixture
+def sink(tmp_path: Path) -> Iterator[Any]:
+    controller = start_sink(tmp_path / "mail")
+    try:
+        yield controller
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def mailbox(sink: Any) -> Mailbox:
+    return Mailbox(sink.handler.mail_dir)
+
+
+@pytest.fixture(scope="session")
+def kit() -> Any:
+    """The helper classes, for fixtures of a wider scope than the ones above."""
+    return SimpleNamespace(Clock=Clock, Mailbox=Mailbox)
 
 
 @pytest.fixture
 def settings() -> NotificationsSettings:
-    return NotificationsSettings(topic_prefix="test-notif")
+    return NotificationsSettings(topic_prefix=f"test-notif-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+def smtp_settings(settings: NotificationsSettings, sink: Any) -> NotificationsSettings:
+    """Settings that send to this test's sink."""
+    return settings.model_copy(update={"smtp_port": sink.port, "smtp_timeout_s": 10})
+
+
+# --- Kafka, faked for the handler tests -----------------------------------------------------
 
 
 @dataclass
@@ -118,59 +359,11 @@ class FakePublisher:
 
     def events(self, appointment_id: uuid.UUID | None = None) -> list[Any]:
         events = [parse_event(item["message"]) for item in self.published]
-        if appointment_id is None:
-            return events
         return [
-            event for event in events if getattr(event, "appointment_id", None) == appointment_id
+            event
+            for event in events
+            if appointment_id is None or getattr(event, "appointment_id", None) == appointment_id
         ]
-
-
-@dataclass
-class FakeMailer:
-    """Keeps what it was asked to send; `failures` are raised first, one per call."""
-
-    sent: list[EmailMessage] = field(default_factory=list)
-    attempts: list[EmailMessage] = field(default_factory=list)
-    failures: list[BaseException] = field(default_factory=list)
-
-    async def send(self, message: EmailMessage) -> None:
-        self.attempts.append(message)
-        if self.failures:
-            raise self.failures.pop(0)
-        self.sent.append(message)
-
-    def to(self, appointment_id: uuid.UUID) -> list[EmailMessage]:
-        return [message for message in self.sent if str(appointment_id) in message["Message-ID"]]
-
-
-def _with_database(dsn: str, database: str) -> str:
-    parts = urlsplit(dsn)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, parts.fragment))
-
-
-@pytest.fixture(scope="session")
-async def service_pool() -> AsyncIterator[asyncpg.Pool]:
-    """A fresh database, migrated as its owner; the pool logs in as the service role."""
-    admin_dsn = os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
-    database = f"visio_notif_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(admin_dsn)
-    await admin.execute(f'CREATE DATABASE "{database}"')
-    owner_dsn = _with_database(admin_dsn, database)
-    try:
-        applied = await migrate(owner_dsn, SCHEMA, service_password="visio_notifications")
-        assert applied == ["001_init.sql"]
-        assert await migrate(owner_dsn, SCHEMA, service_password="visio_notifications") == []
-        pool = await create_pool(
-            role_dsn(owner_dsn, SCHEMA.service_role, "visio_notifications"), SCHEMA.schema
-        )
-        try:
-            assert await pool.fetchval("SELECT current_user") == "visio_notifications"
-            yield pool
-        finally:
-            await pool.close()
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        await admin.close()
 
 
 @pytest.fixture
@@ -178,58 +371,97 @@ def publisher() -> FakePublisher:
     return FakePublisher()
 
 
+# --- PostgreSQL -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+async def template_database(postgres_url: str) -> AsyncIterator[str]:
+    """One database migrated with the service's own SQL (twice: it must be a no-op), cloned
+    for each test, so each test has its own reminders and dispatch log."""
+    owner_url = await create_database(postgres_url, prefix="visio_notif_template")
+    try:
+        applied = await migrate(owner_url, SCHEMA, service_password=SERVICE_PASSWORD)
+        assert applied == ["001_init.sql", "002_changes_and_reminders.sql"]
+        assert await migrate(owner_url, SCHEMA, service_password=SERVICE_PASSWORD) == []
+        yield owner_url.rsplit("/", 1)[1]
+    finally:
+        await drop_database(postgres_url, owner_url)
+
+
+@pytest.fixture(scope="session")
+def clone_database(
+    postgres_url: str, template_database: str
+) -> Callable[[], contextlib.AbstractAsyncContextManager[str]]:
+    """clone_database() → async context of the service role's connection string to a fresh
+    clone of the template, dropped afterwards."""
+
+    @contextlib.asynccontextmanager
+    async def clone() -> AsyncIterator[str]:
+        name = f"visio_notif_{uuid.uuid4().hex[:10]}"
+        admin = await asyncpg.connect(postgres_url)
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+        finally:
+            await admin.close()
+        owner_url = with_database(postgres_url, name)
+        try:
+            yield role_dsn(owner_url, SCHEMA.service_role, SERVICE_PASSWORD)
+        finally:
+            await drop_database(postgres_url, owner_url)
+
+    return clone
+
+
+@pytest.fixture(scope="session")
+async def session_database(
+    clone_database: Callable[[], contextlib.AbstractAsyncContextManager[str]],
+) -> AsyncIterator[str]:
+    async with clone_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+async def session_pool(session_database: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(session_database, SCHEMA.schema, min_size=1, max_size=6)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
 @pytest.fixture
-def mailer() -> FakeMailer:
-    return FakeMailer()
+async def pool(
+    session_pool: asyncpg.Pool, session_database: str, postgres_url: str
+) -> asyncpg.Pool:
+    """The service role's pool on a database emptied for this test (cheaper than a new one):
+    each test has its own reminders and dispatch log, which the poller reads whole."""
+    database = urlsplit(session_database).path.lstrip("/")
+    owner = await asyncpg.connect(with_database(postgres_url, database))
+    try:
+        tables = await owner.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'notifications' "
+            "AND tablename <> 'schema_migrations'"
+        )
+        names = ", ".join(f'notifications."{row["tablename"]}"' for row in tables)
+        await owner.execute(f"TRUNCATE {names} RESTART IDENTITY")
+    finally:
+        await owner.close()
+    return session_pool
 
 
 @pytest.fixture
 def deps(
-    service_pool: asyncpg.Pool,
+    pool: asyncpg.Pool,
     publisher: FakePublisher,
-    mailer: FakeMailer,
-    settings: NotificationsSettings,
+    smtp_settings: NotificationsSettings,
+    clock: Clock,
 ) -> Deps:
+    """The real relay path (SmtpMailer → the sink) and PostgreSQL; Kafka faked."""
     return Deps(
-        pool=service_pool,
+        pool=pool,
         publisher=publisher,
-        settings=settings,
-        topics=Topics(settings.topic_prefix),
-        send_mail=mailer.send,
+        settings=smtp_settings,
+        topics=Topics(smtp_settings.topic_prefix),
+        send_mail=SmtpMailer(smtp_settings).send,
+        clock=clock,
     )
-
-
-async def wait_for(
-    condition: Callable[[], Awaitable[bool] | bool], within_s: float = 10.0, interval: float = 0.05
-) -> None:
-    """Poll a condition until it holds or the deadline passes."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within_s
-    while True:
-        result = condition()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if loop.time() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(interval)
-
-
-# Test modules are imported with --import-mode=importlib and cannot import this file: the
-# helpers reach them as fixtures.
-
-
-@pytest.fixture
-def new_appointment() -> Callable[..., AppointmentRequested]:
-    return make_appointment
-
-
-@pytest.fixture
-def new_meeting() -> Callable[..., MeetingReady]:
-    return make_meeting
-
-
-@pytest.fixture
-def until() -> Callable[..., Awaitable[None]]:
-    return wait_for

@@ -1,246 +1,341 @@
-"""The handlers on a real PostgreSQL (the service's own migrations and role), with a fake
-relay and a fake Kafka: whichever half arrives first, one email; redeliveries, none more."""
+"""The handlers on real parts — PostgreSQL with the service's own migrations and role, the
+project's SMTP sink through the real mailer — with Kafka faked: what each event leads to in
+the mailbox, in the dispatch log and on the notifications topic."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
+import asyncpg
 import pytest
 from visio_notifications.handlers import (
+    on_appointment_changed,
     on_appointment_requested,
-    on_meeting_ready,
-    publish_outcomes,
+    on_meeting_event,
 )
-from visio_notifications.mailer import MailRejected
+from visio_notifications.poller import poll_once
 from visio_runtime.errors import Transient
 from visio_shared import Headers, NotificationFailed, NotificationSent
 
+NEW_JOIN_URL = "https://teams.microsoft.com/meet/2647813459?p=NewAdvisorLink"
 
-async def _dispatch(deps, appointment_id):
-    return await deps.pool.fetchrow(
-        "SELECT * FROM dispatches WHERE appointment_id = $1", appointment_id
+
+async def _book(deps, appointment, meeting, *, meeting_first: bool = False) -> None:
+    if meeting_first:
+        await on_meeting_event(deps, meeting)
+        await on_appointment_requested(deps, appointment)
+    else:
+        await on_appointment_requested(deps, appointment)
+        await on_meeting_event(deps, meeting)
+
+
+async def _dispatches(deps, appointment_id) -> list[asyncpg.Record]:
+    return await deps.pool.fetch(
+        "SELECT * FROM dispatches WHERE appointment_id = $1 ORDER BY id", appointment_id
     )
 
 
-async def test_meeting_first_then_appointment_sends_one_email(
-    deps, mailer, publisher, new_appointment, new_meeting
+@pytest.mark.parametrize("meeting_first", [True, False])
+async def test_either_half_first_one_confirmation(
+    deps, make, mailbox, publisher, parts, meeting_first
 ) -> None:
-    appointment = new_appointment()
-    meeting = new_meeting(appointment)
+    appointment = make.appointment()
+    meeting = make.meeting(appointment)
+    first, second = (meeting, appointment) if meeting_first else (appointment, meeting)
 
-    await on_meeting_ready(deps, meeting)
-    assert mailer.to(appointment.appointment_id) == []
-    assert publisher.events(appointment.appointment_id) == []
+    await (on_meeting_event if meeting_first else on_appointment_requested)(deps, first)
+    assert mailbox.messages() == [] and publisher.events() == []
+    await (on_appointment_requested if meeting_first else on_meeting_event)(deps, second)
 
-    await on_appointment_requested(deps, appointment)
-    [message] = mailer.to(appointment.appointment_id)
-    assert (
-        message["Message-ID"] == f"<{appointment.appointment_id}.r1.confirmation@visio-rdv.caf.fr>"
-    )
-    assert meeting.join_url in message.get_body(preferencelist=("plain",)).get_content()
-
+    message = mailbox.one(appointment.appointment_id, "confirmation")
+    assert meeting.join_url in parts.text(message)
     [sent] = publisher.events(appointment.appointment_id)
     assert isinstance(sent, NotificationSent)
-    assert sent.kind == "confirmation"
-    assert sent.message_id == message["Message-ID"]
-    assert sent.revision == 1
+    assert (sent.kind, sent.revision, sent.message_id) == ("confirmation", 1, message["Message-ID"])
     assert sent.correlation_id == appointment.correlation_id
-    assert sent.causation_id == appointment.event_id  # the event that completed the pair
-    [record] = [item for item in publisher.published if item["topic"] == deps.topics.notifications]
+    assert sent.causation_id == second.event_id  # the event that completed the pair
+    [record] = publisher.published
+    assert record["topic"] == deps.topics.notifications
     assert record["key"] == str(appointment.appointment_id).encode()
     assert record["headers"][Headers.EVENT_TYPE] == "NotificationSent"
-
-    row = await _dispatch(deps, appointment.appointment_id)
-    assert row["status"] == "sent" and row["kind"] == "confirmation"
-    assert row["published_at"] is not None
-    assert "@example.org" not in row["recipient_sha256"]
-
-
-async def test_appointment_first_then_meeting_sends_one_email(
-    deps, mailer, publisher, new_appointment, new_meeting
-) -> None:
-    appointment = new_appointment()
-    meeting = new_meeting(appointment)
-
-    await on_appointment_requested(deps, appointment)
-    assert mailer.to(appointment.appointment_id) == []
-
-    await on_meeting_ready(deps, meeting)
-    assert len(mailer.to(appointment.appointment_id)) == 1
-    [sent] = publisher.events(appointment.appointment_id)
-    assert sent.causation_id == meeting.event_id
-
-
-async def test_redelivered_events_send_nothing_more(
-    deps, mailer, publisher, new_appointment, new_meeting
-) -> None:
-    appointment = new_appointment()
-    meeting = new_meeting(appointment)
-    await on_appointment_requested(deps, appointment)
-    await on_meeting_ready(deps, meeting)
-
-    for event in (meeting, appointment, meeting):
-        handler = on_meeting_ready if event is meeting else on_appointment_requested
-        await handler(deps, event)
-
-    assert len(mailer.to(appointment.appointment_id)) == 1
-    assert len(publisher.events(appointment.appointment_id)) == 1
-    processed = await deps.pool.fetchval(
-        "SELECT count(*) FROM processed_events WHERE event_id = ANY($1::uuid[])",
-        [appointment.event_id, meeting.event_id],
+    [row] = await _dispatches(deps, appointment.appointment_id)
+    assert (row["status"], row["kind"], row["published_at"] is not None) == (
+        "sent",
+        "confirmation",
+        True,
     )
-    assert processed == 2
+    assert "@" not in row["recipient_sha256"]
 
 
-async def test_a_new_event_id_for_the_same_revision_sends_nothing_more(
-    deps, mailer, new_appointment, new_meeting
+async def test_a_hostile_name_arrives_escaped_with_its_headers_intact(
+    deps, make, mailbox, parts
 ) -> None:
-    appointment = new_appointment()
-    await on_appointment_requested(deps, appointment)
-    await on_meeting_ready(deps, new_meeting(appointment))
-    # Meetings re-emits its MeetingReady (a new event id) after a restart.
-    await on_meeting_ready(deps, new_meeting(appointment))
-    assert len(mailer.to(appointment.appointment_id)) == 1
+    appointment = make.appointment(
+        first_name="<img src=x onerror=alert(1)>\r\nBcc: victim@evil.example",
+        last_name='O\'Brien "<script>"',
+        advisor_name="<b>Claire</b>",
+    )
+    await _book(deps, appointment, make.meeting(appointment))
+
+    [message] = mailbox.messages(appointment.appointment_id)
+    assert message["Bcc"] is None
+    assert [a.addr_spec for a in message["To"].addresses] == ["amina.hoarau@example.org"]
+    body = parts.html(message)
+    assert "<img" not in body and "<script>" not in body and "<b>Claire</b>" not in body
+    assert "&lt;img src=x onerror=alert(1)&gt;" in body
+    assert "&lt;b&gt;Claire&lt;/b&gt;" in body
+    attendee = parts.calendar(message).walk("VEVENT")[0]["ATTENDEE"]
+    assert str(attendee) == "mailto:amina.hoarau@example.org"
 
 
-async def test_both_halves_at_once_still_send_one_email(
-    deps, mailer, publisher, new_appointment, new_meeting
+async def test_book_reschedule_cancel_one_uid_sequence_follows_revision(
+    deps, make, mailbox, publisher, parts
 ) -> None:
-    pairs = [
-        (appointment, new_meeting(appointment))
-        for appointment in (new_appointment() for _ in range(10))
+    appointment = make.appointment()
+    meeting = make.meeting(appointment)
+    await _book(deps, appointment, meeting)
+    new_start = appointment.start + timedelta(days=2, hours=4)
+    await on_appointment_changed(deps, make.rescheduled(appointment, 2, new_start))
+    await on_appointment_changed(deps, make.cancelled(appointment, 3, reason="advisor"))
+
+    assert mailbox.keys(appointment.appointment_id) == [
+        "r1.confirmation",
+        "r2.rescheduled",
+        "r3.cancellation",
     ]
+    calendars = [parts.calendar(m) for m in mailbox.messages(appointment.appointment_id)]
+    events = [calendar.walk("VEVENT")[0] for calendar in calendars]
+    assert {str(event["UID"]) for event in events} == {
+        f"{appointment.appointment_id}@visio-rdv.caf.fr"
+    }
+    assert [event["SEQUENCE"] for event in events] == [1, 2, 3]
+    assert [str(calendar["METHOD"]) for calendar in calendars] == ["REQUEST", "REQUEST", "CANCEL"]
+    assert [str(event["STATUS"]) for event in events] == ["CONFIRMED", "CONFIRMED", "CANCELLED"]
+    assert events[1].decoded("DTSTART") == new_start
+
+    rescheduled = parts.text(mailbox.one(appointment.appointment_id, "rescheduled"))
+    assert "Avant : jeudi 3 décembre 2026 à 10 h 00" in rescheduled
+    assert "Désormais : samedi 5 décembre 2026 à 14 h 00 (heure de Paris)" in rescheduled
+    assert meeting.join_url in rescheduled  # the same link
+    cancellation = parts.text(mailbox.one(appointment.appointment_id, "cancellation"))
+    assert "Votre conseiller Caf ne peut pas assurer votre rendez-vous" in cancellation
+    assert "samedi 5 décembre 2026 à 14 h 00" in cancellation
+    assert [(e.kind, e.revision) for e in publisher.events(appointment.appointment_id)] == [
+        ("confirmation", 1),
+        ("rescheduled", 2),
+        ("cancellation", 3),
+    ]
+
+
+async def test_a_corrected_address_gets_the_confirmation_again_alone(
+    deps, make, mailbox, parts
+) -> None:
+    appointment = make.appointment(device="computer")
+    await _book(deps, appointment, make.meeting(appointment))
+    corrected = make.contact_corrected(appointment, 2, "amina.h@example.net", device="smartphone")
+    await on_appointment_changed(deps, corrected)
+
+    message = mailbox.one(appointment.appointment_id, "contact_corrected")
+    assert [a.addr_spec for a in message["To"].addresses] == ["amina.h@example.net"]
+    text = parts.text(message)
+    assert text.startswith("Bonjour Amina,\n\nVos coordonnées ont été corrigées.")
+    assert text.index("Votre smartphone ou une tablette") < text.index("Un ordinateur")
+    assert parts.calendar(message).walk("VEVENT")[0]["SEQUENCE"] == 2
+    # The first address got the confirmation only, nothing of the correction.
+    [first] = [m for m in mailbox.messages() if "amina.hoarau@example.org" in str(m["To"])]
+    assert ".r1.confirmation@" in first["Message-ID"]
+
+
+@pytest.mark.parametrize("meeting_first", [True, False])
+async def test_a_new_advisor_means_a_new_link_said_to_replace_the_old(
+    deps, make, mailbox, parts, meeting_first
+) -> None:
+    appointment = make.appointment()
+    old = make.meeting(appointment)
+    await _book(deps, appointment, old)
+    reassigned = make.reassigned(appointment, 2, name="Karim Benali")
+    new = make.meeting(appointment, revision=2, join_url=NEW_JOIN_URL, advisor_id="advisor-2")
+    for event in (new, reassigned) if meeting_first else (reassigned, new):
+        handler = on_meeting_event if event is new else on_appointment_changed
+        await handler(deps, event)
+        if event is reassigned and not meeting_first:  # the old link must not be resent
+            assert mailbox.keys(appointment.appointment_id) == ["r1.confirmation"]
+
+    message = mailbox.one(appointment.appointment_id, "advisor_changed")
+    text = parts.text(message)
+    assert "Votre rendez-vous visio avec la Caf sera assuré par Karim Benali." in text
+    assert "Il remplace celui du message précédent, qui ne fonctionne plus." in text
+    assert NEW_JOIN_URL in text and old.join_url not in text
+    [event] = parts.calendar(message).walk("VEVENT")
+    assert (str(event["URL"]), event["SEQUENCE"]) == (NEW_JOIN_URL, 2)
+
+
+async def test_a_meeting_that_cannot_be_created_is_said_and_nobody_waits(
+    deps, make, mailbox, publisher, parts
+) -> None:
+    appointment = make.appointment()
+    await on_appointment_requested(deps, appointment)
+    await on_meeting_event(deps, make.meeting_failed(appointment))
+
+    message = mailbox.one(appointment.appointment_id, "meeting_unavailable")
+    assert "Votre Caf vous contactera pour convenir de la suite." in parts.text(message)
+    [sent] = publisher.events(appointment.appointment_id)
+    assert (sent.kind, sent.event_type) == ("meeting_unavailable", "NotificationSent")
+    reminders = await deps.pool.fetchval(
+        "SELECT count(*) FROM reminders WHERE appointment_id = $1 AND status = 'pending'",
+        appointment.appointment_id,
+    )
+    assert reminders == 0
+
+
+async def test_redelivered_or_reemitted_events_send_nothing_more(
+    deps, make, mailbox, publisher
+) -> None:
+    appointment = make.appointment()
+    meeting = make.meeting(appointment)
+    await _book(deps, appointment, meeting)
+    rescheduled = make.rescheduled(appointment, 2, appointment.start + timedelta(hours=1))
+    await on_appointment_changed(deps, rescheduled)
+
+    for _ in range(2):  # redelivered, as after a rebalance
+        await on_meeting_event(deps, meeting)
+        await on_appointment_requested(deps, appointment)
+        await on_appointment_changed(deps, rescheduled)
+    await on_meeting_event(deps, make.meeting(appointment))  # re-emitted: a new event id
+
+    assert mailbox.keys(appointment.appointment_id) == ["r1.confirmation", "r2.rescheduled"]
+    assert len(publisher.events(appointment.appointment_id)) == 2
+
+
+async def test_both_halves_at_once_still_one_email_each(deps, make, mailbox, publisher) -> None:
+    pairs = [(a, make.meeting(a)) for a in (make.appointment() for _ in range(8))]
     await asyncio.gather(
         *(on_appointment_requested(deps, appointment) for appointment, _ in pairs),
-        *(on_meeting_ready(deps, meeting) for _, meeting in pairs),
+        *(on_meeting_event(deps, meeting) for _, meeting in pairs),
     )
     for appointment, _ in pairs:
-        assert len(mailer.to(appointment.appointment_id)) == 1
+        assert mailbox.keys(appointment.appointment_id) == ["r1.confirmation"]
         assert len(publisher.events(appointment.appointment_id)) == 1
 
 
-async def test_a_meeting_older_than_the_appointment_waits_for_its_own_revision(
-    deps, mailer, publisher, new_appointment, new_meeting
+@pytest.mark.parametrize("fault", ["451", "drop"])
+async def test_an_email_the_relay_could_not_take_is_sent_once_later(
+    deps, make, sink, mailbox, publisher, clock, fault
 ) -> None:
-    first = new_appointment()
-    second = new_appointment(
-        appointment_id=first.appointment_id, correlation_id=first.correlation_id, revision=2
-    )
-    await on_meeting_ready(deps, new_meeting(first))
-    await on_appointment_requested(deps, second)
-    await on_appointment_requested(deps, first)  # late and older: kept out
-    assert mailer.to(first.appointment_id) == []
-
-    await on_meeting_ready(deps, new_meeting(second))
-    [message] = mailer.to(first.appointment_id)
-    assert message["Message-ID"] == f"<{first.appointment_id}.r2.confirmation@visio-rdv.caf.fr>"
-    [sent] = publisher.events(first.appointment_id)
-    assert sent.revision == 2
-
-
-async def test_a_transient_smtp_failure_rolls_back_and_the_retry_sends_once(
-    deps, mailer, publisher, new_appointment, new_meeting
-) -> None:
-    appointment = new_appointment()
-    meeting = new_meeting(appointment)
+    appointment = make.appointment()
     await on_appointment_requested(deps, appointment)
-    mailer.failures.append(Transient("SMTP 451: try again later"))
+    if fault == "451":
+        sink.handler.fail_next(1)
+    else:
+        sink.handler.drop_next(1)  # the line cut mid-message, before the relay kept it
 
-    with pytest.raises(Transient):
-        await on_meeting_ready(deps, meeting)
-    assert mailer.to(appointment.appointment_id) == []
-    assert await _dispatch(deps, appointment.appointment_id) is None
-    assert not await deps.pool.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM processed_events WHERE event_id = $1)", meeting.event_id
-    )
+    await on_meeting_event(deps, make.meeting(appointment))  # no exception: nothing to retry
+    assert mailbox.messages() == [] and publisher.events() == []
 
-    await on_meeting_ready(deps, meeting)  # the consumer's retry
-    attempts = [m for m in mailer.attempts if str(appointment.appointment_id) in m["Message-ID"]]
-    assert len(attempts) == 2
-    assert attempts[0]["Message-ID"] == attempts[1]["Message-ID"]
-    assert len(mailer.to(appointment.appointment_id)) == 1
-    assert len(publisher.events(appointment.appointment_id)) == 1
+    assert (await poll_once(deps))["settled"] == 0  # not before its retry time
+    clock.advance(seconds=deps.settings.mail_retry_initial_s)
+    assert (await poll_once(deps))["settled"] == 1
+    assert mailbox.keys(appointment.appointment_id) == ["r1.confirmation"]
+    [sent] = publisher.events(appointment.appointment_id)
+    assert isinstance(sent, NotificationSent)
+    clock.advance(hours=1)
+    await poll_once(deps)
+    assert mailbox.keys(appointment.appointment_id) == ["r1.confirmation"]
 
 
-async def test_a_refused_address_is_a_failure_event_not_a_retry(
-    deps, mailer, publisher, new_appointment, new_meeting
+async def test_a_refused_address_is_a_failure_with_the_smtp_code_until_corrected(
+    deps, make, sink, mailbox, publisher
 ) -> None:
-    appointment = new_appointment()
-    await on_appointment_requested(deps, appointment)
-    mailer.failures.append(MailRejected(550, "5.1.1 <[adresse]>: Recipient address rejected"))
-
-    await on_meeting_ready(deps, new_meeting(appointment))
+    appointment = make.appointment(email="gone@example.org")
+    sink.handler.refuse_recipients.add("gone@example.org")
+    await _book(deps, appointment, make.meeting(appointment))
 
     [failed] = publisher.events(appointment.appointment_id)
     assert isinstance(failed, NotificationFailed)
-    assert failed.kind == "confirmation"
-    assert failed.reason == "smtp_rejected"
-    assert "550" in failed.detail
-    row = await _dispatch(deps, appointment.appointment_id)
-    assert row["status"] == "failed" and row["reason"] == "smtp_rejected"
-    assert row["sent_at"] is None
-    # Redelivered: decided already, nothing more.
-    await on_appointment_requested(deps, appointment)
+    assert (failed.kind, failed.reason, failed.smtp_code) == ("confirmation", "smtp_rejected", 550)
+    assert "gone@example.org" not in failed.detail
+    [row] = await _dispatches(deps, appointment.appointment_id)
+    assert (row["status"], row["smtp_code"], row["sent_at"]) == ("failed", 550, None)
+
+    # A new time changes nothing for an address that bounces…
+    later = appointment.start + timedelta(hours=1)
+    await on_appointment_changed(deps, make.rescheduled(appointment, 2, later))
     assert len(publisher.events(appointment.appointment_id)) == 1
+    # …a corrected one gets its first confirmation.
+    await on_appointment_changed(deps, make.contact_corrected(appointment, 3, "amina@example.net"))
+    assert mailbox.keys(appointment.appointment_id) == ["r3.confirmation"]
 
 
 async def test_a_join_url_off_the_allow_list_is_never_mailed(
-    deps, mailer, publisher, new_appointment, new_meeting
+    deps, make, mailbox, publisher
 ) -> None:
-    appointment = new_appointment()
-    await on_appointment_requested(deps, appointment)
-    await on_meeting_ready(
-        deps, new_meeting(appointment, join_url="https://teams.evil.example/l/meetup-join/x")
+    appointment = make.appointment()
+    await _book(
+        deps,
+        appointment,
+        make.meeting(appointment, join_url="https://teams.evil.example/l/meetup-join/x"),
     )
-
-    assert mailer.attempts == []
+    assert mailbox.messages() == []
     [failed] = publisher.events(appointment.appointment_id)
-    assert isinstance(failed, NotificationFailed)
-    assert failed.reason == "join_url_not_allowed"
+    assert (failed.reason, failed.smtp_code) == ("join_url_not_allowed", None)
     assert "teams.evil.example" in failed.detail
 
 
-async def test_an_outcome_kafka_did_not_take_is_published_on_the_retry(
-    deps, mailer, publisher, new_appointment, new_meeting
+async def test_an_appointment_already_over_is_not_mailed(deps, make, mailbox, publisher, clock):
+    appointment = make.appointment()
+    clock.set(appointment.start + timedelta(hours=1))
+    await _book(deps, appointment, make.meeting(appointment))
+    assert mailbox.messages() == []
+    [failed] = publisher.events(appointment.appointment_id)
+    assert failed.reason == "appointment_over"
+
+
+async def test_a_change_before_its_appointment_waits_for_a_replay(deps, make) -> None:
+    appointment = make.appointment()
+    with pytest.raises(Transient):
+        await on_appointment_changed(deps, make.cancelled(appointment, 2))
+    processed = await deps.pool.fetchval("SELECT count(*) FROM processed_events")
+    assert processed == 0  # not marked: the consumer retries, then dead-letters for replay
+
+
+async def test_an_outcome_kafka_did_not_take_is_published_later(
+    deps, make, mailbox, publisher
 ) -> None:
-    appointment = new_appointment()
-    meeting = new_meeting(appointment)
+    appointment = make.appointment()
     await on_appointment_requested(deps, appointment)
     publisher.fail_next = 1
-
     with pytest.raises(ConnectionError):
-        await on_meeting_ready(deps, meeting)
-    assert len(mailer.to(appointment.appointment_id)) == 1  # the email is out and recorded
-    assert publisher.events(appointment.appointment_id) == []
+        await on_meeting_event(deps, make.meeting(appointment))
+    assert mailbox.keys(appointment.appointment_id) == ["r1.confirmation"]  # out and logged
+    assert publisher.events() == []
 
-    await on_meeting_ready(deps, meeting)  # the consumer's retry: already processed
-    assert len(mailer.to(appointment.appointment_id)) == 1
+    await asyncio.gather(poll_once(deps), poll_once(deps))  # two replicas at once
     [sent] = publisher.events(appointment.appointment_id)
     assert isinstance(sent, NotificationSent)
-    assert (await _dispatch(deps, appointment.appointment_id))["published_at"] is not None
+    assert mailbox.keys(appointment.appointment_id) == ["r1.confirmation"]
 
 
 async def test_the_service_role_cannot_reach_beyond_its_grants(deps) -> None:
-    import asyncpg
-
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         await deps.pool.execute("DELETE FROM dispatches")
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         await deps.pool.execute("CREATE TABLE notifications.intruder (id int)")
 
 
-async def test_leftover_outcomes_are_published_once_even_by_two_at_once(
-    deps, mailer, publisher, new_appointment, new_meeting
-) -> None:
-    appointment = new_appointment()
-    await on_appointment_requested(deps, appointment)
-    publisher.fail_next = 1
-    with pytest.raises(ConnectionError):
-        await on_meeting_ready(deps, new_meeting(appointment))
-    assert publisher.events(appointment.appointment_id) == []
+async def test_personal_data_is_forgotten_after_its_retention(deps, make, clock) -> None:
+    appointment = make.appointment()
+    await _book(deps, appointment, make.meeting(appointment))
+    clock.set(appointment.start + timedelta(days=deps.settings.retention_days - 1))
+    assert (await poll_once(deps))["forgotten"] == 0
+    clock.advance(days=2)
+    assert (await poll_once(deps))["forgotten"] == 1
 
-    # Two replicas starting at once both flush what is left.
-    await asyncio.gather(publish_outcomes(deps), publish_outcomes(deps))
-    [sent] = publisher.events(appointment.appointment_id)
-    assert isinstance(sent, NotificationSent)
-    assert len(mailer.to(appointment.appointment_id)) == 1
+    tables = ("appointments", "meetings", "reminders")
+    for table in tables:
+        count = await deps.pool.fetchval(
+            f"SELECT count(*) FROM {table} WHERE appointment_id = $1", appointment.appointment_id
+        )
+        assert count == 0, table
+    [row] = await _dispatches(deps, appointment.appointment_id)  # the record of what was sent
+    assert row["status"] == "sent" and "@" not in row["recipient_sha256"]

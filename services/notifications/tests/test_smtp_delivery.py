@@ -1,108 +1,172 @@
 """The mailer against a real SMTP server (the project's aiosmtpd sink, on a free port): what
-lands in the mailbox, and how the relay's answers are classified."""
+lands in the mailbox, how the relay's answers are classified, TLS and login from settings, and
+the limit on messages in flight."""
 
 from __future__ import annotations
 
-import email
-from email import policy
+import asyncio
+import ssl
+import threading
 from pathlib import Path
 
-import icalendar
 import pytest
-from visio_deploy.smtp_sink import free_port, start_sink
-from visio_notifications.mailer import MailRejected, SmtpMailer, build_confirmation
+from aiosmtpd.controller import Controller
+from pydantic import SecretStr
+from visio_deploy.devca import ensure_dev_ca
+from visio_deploy.smtp_sink import MailSink, free_port, start_sink
+from visio_notifications.compose import Letter, compose
+from visio_notifications.mailer import MailRejected, SmtpMailer
 from visio_runtime.errors import Transient, classify
 
 
 @pytest.fixture
-def sink(tmp_path: Path):
-    controller = start_sink(tmp_path / "mail", "127.0.0.1", 0)
-    try:
-        yield controller
-    finally:
-        controller.stop()
+def message(make, smtp_settings):
+    def message(**fields):
+        appointment = make.appointment(**fields)
+        letter = Letter("confirmation", 1, appointment, join_url=make.meeting(appointment).join_url)
+        return compose(letter, smtp_settings, now=appointment.start.replace(month=11, day=20))
+
+    return message
+
+
+async def test_the_email_arrives_whole(smtp_settings, message, mailbox, parts) -> None:
+    sent = message(first_name="Hélène", last_name="Payet", timezone="Indian/Reunion")
+    await SmtpMailer(smtp_settings).send(sent)
+
+    [received] = mailbox.messages()
+    assert received["Message-ID"] == sent["Message-ID"]
+    assert received["Subject"] == sent["Subject"]
+    assert received["To"].addresses[0].display_name == "Hélène Payet"
+    assert parts.text(received).startswith("Bonjour Hélène,")
+    assert "heure de La Réunion" in parts.text(received)
+    assert parts.calendar(received)["METHOD"] == "REQUEST"
+
+
+@pytest.mark.parametrize("fault", ["451", "drop"])
+async def test_a_451_or_a_cut_line_is_transient_and_the_resend_keeps_the_message_id(
+    sink, smtp_settings, message, mailbox, fault
+) -> None:
+    sent = message()
+    mailer = SmtpMailer(smtp_settings)
+    if fault == "451":
+        sink.handler.fail_next(1)
+    else:
+        sink.handler.drop_next(1)
+    with pytest.raises(Transient) as caught:
+        await mailer.send(sent)
+    assert classify(caught.value) == "retry"
+    assert mailbox.messages() == []
+
+    await mailer.send(sent)
+    [received] = mailbox.messages()
+    assert received["Message-ID"] == sent["Message-ID"]
+
+
+async def test_a_refused_recipient_is_permanent_with_its_code_and_no_address(
+    sink, smtp_settings, message, mailbox
+) -> None:
+    sink.handler.refuse_recipients.add("gone@example.org")
+    with pytest.raises(MailRejected) as caught:
+        await SmtpMailer(smtp_settings).send(message(email="gone@example.org"))
+    assert (caught.value.code, caught.value.partial) == (550, False)
+    assert "gone@example.org" not in str(caught.value)
+    assert mailbox.messages() == []
+
+
+async def test_a_partial_refusal_is_not_taken_for_success(
+    sink, smtp_settings, message, mailbox
+) -> None:
+    sent = message()
+    del sent["To"]
+    sent["To"] = "Amina Hoarau <amina.hoarau@example.org>, Archive <gone@example.org>"
+    sink.handler.refuse_recipients.add("gone@example.org")
+    with pytest.raises(MailRejected) as caught:
+        await SmtpMailer(smtp_settings).send(sent)
+    assert (caught.value.code, caught.value.partial) == (550, True)
+    assert "1 of 2 recipients refused" in caught.value.detail
+    assert len(mailbox.messages()) == 1  # the relay did take it for the other one
+
+
+async def test_no_relay_is_transient(settings, message) -> None:
+    settings = settings.model_copy(update={"smtp_port": free_port(), "smtp_timeout_s": 5})
+    with pytest.raises(Transient):
+        await SmtpMailer(settings).send(message())
 
 
 @pytest.fixture
-def smtp_settings(settings, sink):
-    return settings.model_copy(update={"smtp_host": sink.hostname, "smtp_port": sink.port})
+def dev_ca(tmp_path_factory):
+    ca = ensure_dev_ca(tmp_path_factory.mktemp("ca"))
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(ca.server_cert, ca.server_key)
+    return ca, server
 
 
-def _mail_dir(sink) -> Path:
-    return sink.handler.mail_dir
-
-
-async def test_the_email_arrives_whole(
-    sink, smtp_settings, new_appointment, new_meeting, until
-) -> None:
-    appointment = new_appointment(
-        first_name="Hélène", last_name="Payet", caf_code="974", timezone="Indian/Reunion"
+# aiosmtpd warns about AUTH without STARTTLS even when the whole connection is TLS.
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+@pytest.mark.parametrize("mode", ["starttls", "tls"])
+async def test_tls_and_login_from_settings(tmp_path, settings, message, dev_ca, mode) -> None:
+    ca, server_tls = dev_ca
+    controller = start_sink(
+        tmp_path / "secure",
+        tls_context=server_tls,
+        implicit_tls=mode == "tls",
+        credentials={"visio-rdv": "relay-secret"},
     )
-    meeting = new_meeting(appointment)
-    message = build_confirmation(appointment, meeting, smtp_settings)
-
-    await SmtpMailer(smtp_settings).send(message)
-
-    await until(lambda: len(list(_mail_dir(sink).glob("*.eml"))) == 1)
-    [stored] = list(_mail_dir(sink).glob("*.eml"))
-    assert stored.name == f"{appointment.appointment_id}.r1.confirmation@visio-rdv.caf.fr.eml"
-    received = email.message_from_bytes(stored.read_bytes(), policy=policy.default)
-    assert (
-        received["Message-ID"] == f"<{appointment.appointment_id}.r1.confirmation@visio-rdv.caf.fr>"
-    )
-    assert received["Subject"] == message["Subject"]
-    assert received["To"].addresses[0].display_name == "Hélène Payet"
-    assert received["To"].addresses[0].addr_spec == "amina.hoarau@example.org"
-    assert received["Auto-Submitted"] == "auto-generated"
-    text = received.get_body(preferencelist=("plain",)).get_content()
-    body = received.get_body(preferencelist=("html",)).get_content()
-    assert text.startswith("Bonjour Hélène,")
-    assert meeting.join_url in text
-    assert "heure de La Réunion" in text
-    assert "Rejoindre le rendez-vous" in body
-    [invitation] = [part for part in received.walk() if part.get_content_type() == "text/calendar"]
-    calendar = icalendar.Calendar.from_ical(invitation.get_content())
-    assert calendar.walk("VEVENT")[0]["UID"] == f"{appointment.appointment_id}@visio-rdv.caf.fr"
-
-
-async def test_a_451_is_transient_and_the_resend_keeps_the_message_id(
-    sink, smtp_settings, new_appointment, new_meeting
-) -> None:
-    appointment = new_appointment()
-    message = build_confirmation(appointment, new_meeting(appointment), smtp_settings)
-    mailer = SmtpMailer(smtp_settings)
-    sink.handler.fail_next(1)
-
-    with pytest.raises(Transient) as caught:
-        await mailer.send(message)
-    assert classify(caught.value) == "retry"
-    assert list(_mail_dir(sink).glob("*.eml")) == []
-
-    await mailer.send(message)
-    [stored] = list(_mail_dir(sink).glob("*.eml"))
-    assert str(appointment.appointment_id) in stored.name
-
-
-async def test_a_refused_recipient_is_permanent_and_not_logged(
-    tmp_path, settings, new_appointment, new_meeting
-) -> None:
-    controller = start_sink(tmp_path / "mail", refuse_recipients=["gone@example.org"])
     try:
-        settings = settings.model_copy(update={"smtp_port": controller.port})
-        appointment = new_appointment(email="gone@example.org")
-        message = build_confirmation(appointment, new_meeting(appointment), settings)
-        with pytest.raises(MailRejected) as caught:
-            await SmtpMailer(settings).send(message)
-        assert caught.value.code == 550
-        assert "gone@example.org" not in str(caught.value)
-        assert list((tmp_path / "mail").glob("*.eml")) == []
+        secure = settings.model_copy(
+            update={
+                "smtp_port": controller.port,
+                "smtp_starttls": mode == "starttls",
+                "smtp_tls": mode == "tls",
+                "smtp_ca_file": ca.ca_cert,
+                "smtp_username": "visio-rdv",
+                "smtp_password": SecretStr("relay-secret"),
+            }
+        )
+        await SmtpMailer(secure).send(message())
+        wrong = secure.model_copy(update={"smtp_password": SecretStr("nope")})
+        with pytest.raises(Transient, match="authentication"):  # ours to fix, then replay
+            await SmtpMailer(wrong).send(message())
     finally:
         controller.stop()
+    assert len(list((tmp_path / "secure").glob("*.eml"))) == 1
 
 
-async def test_no_relay_is_transient(settings, new_appointment, new_meeting) -> None:
-    settings = settings.model_copy(update={"smtp_port": free_port(), "smtp_timeout_s": 5})
-    appointment = new_appointment()
-    message = build_confirmation(appointment, new_meeting(appointment), settings)
-    with pytest.raises(Transient):
-        await SmtpMailer(settings).send(message)
+def test_credentials_without_tls_are_refused(settings) -> None:
+    with pytest.raises(ValueError, match="in clear"):
+        settings.model_validate({"smtp_username": "visio-rdv", "smtp_password": "x"})
+
+
+class _Busy(MailSink):
+    """A sink that holds each message a moment and counts how many are in at once."""
+
+    def __init__(self, mail_dir: Path) -> None:
+        super().__init__(mail_dir)
+        self.in_flight = 0
+        self.most = 0
+        self._count = threading.Lock()
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        with self._count:
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+        await asyncio.sleep(0.05)  # load, not synchronisation: keeps sessions overlapping
+        with self._count:
+            self.in_flight -= 1
+        return await super().handle_DATA(server, session, envelope)
+
+
+async def test_at_most_the_configured_messages_in_flight(tmp_path, settings, message) -> None:
+    busy = _Busy(tmp_path / "busy")
+    controller = Controller(busy, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        limited = settings.model_copy(
+            update={"smtp_port": controller.port, "smtp_max_connections": 2}
+        )
+        mailer = SmtpMailer(limited)
+        await asyncio.gather(*(mailer.send(message()) for _ in range(6)))
+    finally:
+        controller.stop()
+    assert busy.received == 6
+    assert busy.most == 2

@@ -1,2 +1,2 @@
-"""Visio RDV notifications: the confirmation email (guide, charter, .ics) once an appointment
-and its Teams meeting are both known."""
+"""Visio RDV notifications: the emails of an appointment's life (confirmation with the guide,
+charter and .ics; changes; cancellation; reminders), each sent once."""

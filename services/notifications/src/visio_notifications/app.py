@@ -1,38 +1,66 @@
-"""The notifications service: reads appointments and meetings, sends the confirmation email."""
+"""The notifications service: follows appointments and meetings, sends the emails a person
+needs (confirmation, changes, cancellation, reminders), and says what it sent."""
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 from visio_runtime.service import Runtime, build_runtime, create_service_app
-from visio_shared import AppointmentRequested, MeetingReady
+from visio_shared import (
+    AdvisorReassigned,
+    AppointmentCancelled,
+    AppointmentRequested,
+    AppointmentRescheduled,
+    ContactCorrected,
+    MeetingFailed,
+    MeetingReady,
+)
 
-from visio_notifications import handlers
+from visio_notifications import handlers, store
+from visio_notifications.deps import Clock, Deps, utc_now
 from visio_notifications.mailer import SmtpMailer
+from visio_notifications.poller import run_poller
 from visio_notifications.settings import NotificationsSettings
 
 
-def create_app(settings: NotificationsSettings | None = None) -> FastAPI:
+def create_app(settings: NotificationsSettings | None = None, *, clock: Clock = utc_now) -> FastAPI:
+    """`clock` is for tests that move time to fire reminders."""
     settings = settings or NotificationsSettings()
     runtime = build_runtime("notifications", settings)
     mailer = SmtpMailer(settings)
 
-    def deps() -> handlers.Deps:
-        # The pool opens in the lifespan, so the dependencies are gathered per event.
-        return handlers.Deps(
+    def deps() -> Deps:
+        # The pool opens in the lifespan, so the dependencies are gathered per use.
+        return Deps(
             pool=runtime.db,
             publisher=runtime.broker,
             settings=settings,
             topics=runtime.topics,
             send_mail=mailer.send,
+            clock=clock,
         )
 
     @runtime.consumer.on(AppointmentRequested)
     async def appointment_requested(event: AppointmentRequested) -> None:
         await handlers.on_appointment_requested(deps(), event)
 
+    async def appointment_changed(event: store.AppointmentChange) -> None:
+        await handlers.on_appointment_changed(deps(), event)
+
+    runtime.consumer.on(AppointmentRescheduled)(appointment_changed)
+    runtime.consumer.on(ContactCorrected)(appointment_changed)
+    runtime.consumer.on(AdvisorReassigned)(appointment_changed)
+    runtime.consumer.on(AppointmentCancelled)(appointment_changed)
+
+    # MeetingRescheduled and MeetingCancelled are not followed (skipped and counted): the link
+    # does not change on a reschedule, and the cancellation email follows booking's own
+    # AppointmentCancelled, which says by whom and why.
     @runtime.consumer.on(MeetingReady)
     async def meeting_ready(event: MeetingReady) -> None:
-        await handlers.on_meeting_ready(deps(), event)
+        await handlers.on_meeting_event(deps(), event)
+
+    @runtime.consumer.on(MeetingFailed)
+    async def meeting_failed(event: MeetingFailed) -> None:
+        await handlers.on_meeting_event(deps(), event)
 
     runtime.consumer.subscribe(runtime.topics.appointments, runtime.topics.meetings)
 
@@ -41,4 +69,5 @@ def create_app(settings: NotificationsSettings | None = None) -> FastAPI:
         await handlers.publish_outcomes(deps())
 
     runtime.on_start.append(publish_leftovers)
+    runtime.run_in_background(lambda: run_poller(deps()), name="notifications-poller")
     return create_service_app(runtime, title="Visio RDV notifications")

@@ -1,16 +1,25 @@
-"""The calendar invitation (.ics) that travels with the email: METHOD:REQUEST, one VEVENT whose
-UID is stable across revisions and whose SEQUENCE is the revision, so a later update replaces
-it in the person's calendar instead of adding a second one."""
+"""The calendar invitation (.ics) that travels with the emails (RFC 5545 / iTIP, RFC 5546).
+
+One UID per appointment for its whole life and SEQUENCE = the appointment's revision, so each
+update replaces the event in the person's calendar instead of adding a second one, and a
+cancellation (METHOD:CANCEL, STATUS:CANCELLED) removes it. The organizer is the Caf's sending
+address, not the advisor, so an automatic calendar reply goes nowhere personal; the person is
+the only attendee, with RSVP=FALSE (nobody waits for an answer).
+"""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 from email.headerregistry import Address
+from typing import Literal
 
 import icalendar
 from visio_shared import AppointmentRequested
 
 from visio_notifications import wording
+
+Method = Literal["REQUEST", "CANCEL"]
+ALARM_BEFORE = timedelta(minutes=15)
 
 
 def event_uid(appointment: AppointmentRequested, domain: str) -> str:
@@ -19,17 +28,17 @@ def event_uid(appointment: AppointmentRequested, domain: str) -> str:
 
 def build_invitation(
     appointment: AppointmentRequested,
-    join_url: str,
+    join_url: str | None,
     *,
+    method: Method,
     start: datetime,
     organizer: Address,
     attendee: Address,
     domain: str,
     now: datetime,
-    method: str = "REQUEST",
 ) -> bytes:
-    """`start` is already in the appointment's own time zone (a ZoneInfo), which gives the
-    DTSTART its TZID and the calendar its VTIMEZONE."""
+    """`start` is already in the appointment's own time zone (a ZoneInfo), which gives DTSTART
+    its TZID and the calendar its VTIMEZONE."""
     end = start + timedelta(minutes=appointment.duration_minutes)
 
     calendar = icalendar.Calendar()
@@ -44,18 +53,19 @@ def build_invitation(
     event.add("dtstart", start)
     event.add("dtend", end)
     event.add("summary", f"{wording.ICS_SUMMARY} : {appointment.subject}")
-    event.add("location", wording.ICS_LOCATION)
-    event.add("url", join_url)
-    event.add(
-        "description",
-        wording.ICS_DESCRIPTION.format(
-            subject=appointment.subject,
-            advisor=appointment.advisor.display_name,
-            join_url=join_url,
-        ),
-    )
-    event.add("status", "CONFIRMED")
+    event.add("status", "CANCELLED" if method == "CANCEL" else "CONFIRMED")
     event.add("transp", "OPAQUE")
+    description = wording.ICS_DESCRIPTION_HEAD.format(
+        subject=appointment.subject, advisor=appointment.advisor.display_name
+    )
+    if method == "CANCEL":
+        description += wording.ICS_CANCELLED
+    elif join_url is not None:
+        # In all three places: each calendar app shows a different one as the clickable link.
+        event.add("location", join_url)
+        event.add("url", join_url)
+        description += wording.ICS_JOIN.format(join_url=join_url)
+    event.add("description", description)
     event.add(
         "organizer",
         f"mailto:{organizer.addr_spec}",
@@ -71,6 +81,12 @@ def build_invitation(
             "RSVP": "FALSE",
         },
     )
+    if method == "REQUEST":
+        alarm = icalendar.Alarm()
+        alarm.add("action", "DISPLAY")
+        alarm.add("trigger", -ALARM_BEFORE)
+        alarm.add("description", wording.ICS_ALARM)
+        event.add_component(alarm)
     calendar.add_component(event)
     # Only the transitions around the appointment: a VTIMEZONE from 1970 would be kilobytes.
     calendar.add_missing_timezones(

@@ -1,53 +1,70 @@
-"""A sample confirmation, to look at without Kafka or a database:
-`python -m visio_notifications.preview [out_dir] [--device smartphone] [--caf 974]` writes
-`confirmation.html`, `confirmation.txt` and `confirmation.eml`."""
+"""Sample emails of every kind, to look at without Kafka, a database or a relay: what
+`visio-rdv notifications preview` writes (`.eml`, `.html`, `.txt`, and `.ics` when the email
+carries one)."""
 
 from __future__ import annotations
 
-import argparse
 import uuid
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from visio_shared import (
+    OVERSEAS_CAFS,
     Advisor,
+    AppointmentCancelled,
     AppointmentRequested,
     ConsentGiven,
     Device,
-    MeetingReady,
     Person,
     current_cgu,
 )
 
-from visio_notifications import wording
-from visio_notifications.mailer import build_confirmation, confirmation_context, render_confirmation
+from visio_notifications.compose import Letter, compose, context, render
+from visio_notifications.decide import Told, recipient_sha256
 from visio_notifications.settings import NotificationsSettings
+
+KINDS = (
+    "confirmation",
+    "rescheduled",
+    "contact_corrected",
+    "advisor_changed",
+    "cancellation",
+    "reminder",
+    "meeting_unavailable",
+)
+CANCEL_REASONS = ("user", "advisor", "administrative")
 
 SAMPLE_JOIN_URL = (
     "https://teams.microsoft.com/l/meetup-join/19%3ameeting_NzQ1YjM2ZTMtYjYxZC00ZGE4%40thread.v2/0"
     "?context=%7b%22Tid%22%3a%22a1b2c3d4%22%2c%22Oid%22%3a%22e5f6a7b8%22%7d"
 )
+PREVIOUS_JOIN_URL = "https://teams.microsoft.com/l/meetup-join/19%3ameeting_previous%40thread.v2/0"
 
 
-def sample_events(
+def caf_of(timezone: str) -> str:
+    """The Caf of a zone: an overseas one, else Paris (75)."""
+    return next((caf.caf_code for caf in OVERSEAS_CAFS.values() if caf.timezone == timezone), "750")
+
+
+def sample_appointment(
     device: Device = Device.SMARTPHONE,
-    caf_code: str = "974",
+    timezone: str = "Indian/Reunion",
     recording_authorised: bool = True,
-) -> tuple[AppointmentRequested, MeetingReady]:
-    zone = ZoneInfo(wording.CAF_ZONES.get(caf_code, wording.PARIS))
-    appointment_id = uuid.uuid4()
-    correlation_id = uuid.uuid4()
+    revision: int = 1,
+) -> AppointmentRequested:
+    zone = ZoneInfo(timezone)
     cgu = current_cgu()
-    appointment = AppointmentRequested(
-        appointment_id=appointment_id,
-        revision=1,
-        correlation_id=correlation_id,
-        caf_code=caf_code,
+    return AppointmentRequested(
+        appointment_id=uuid.UUID("6f1c2d3e-4b5a-4c6d-8e7f-90a1b2c3d4e5"),
+        revision=revision,
+        correlation_id=uuid.UUID("0d9c8b7a-6f5e-4d3c-9b2a-1f0e9d8c7b6a"),
+        caf_code=caf_of(timezone),
         advisor=Advisor(id="3f1c0d2e-advisor", display_name="Claire Martin"),
         start=datetime(2026, 12, 3, 10, 0, tzinfo=zone),
         duration_minutes=30,
-        timezone=zone.key,
+        timezone=timezone,
         subject="Prime d'activité : questions sur ma déclaration",
         user=Person(
             first_name="Amina", last_name="Hoarau", email="amina.hoarau@example.org", device=device
@@ -61,53 +78,76 @@ def sample_events(
         ),
         calling_system="caf.fr",
     )
-    meeting = MeetingReady(
-        appointment_id=appointment_id,
+
+
+def sample_letter(
+    kind: str,
+    device: Device = Device.SMARTPHONE,
+    timezone: str = "Indian/Reunion",
+    *,
+    recording_authorised: bool = True,
+    reason: str = "user",
+    reminder_offset_minutes: int = 60,
+) -> tuple[Letter, datetime]:
+    """The letter of one kind for the sample appointment, and the moment it is written."""
+    revision = 1 if kind in ("confirmation", "reminder", "meeting_unavailable") else 2
+    appointment = sample_appointment(device, timezone, recording_authorised, revision)
+    previous = Told(
+        kind="confirmation",
         revision=1,
-        correlation_id=correlation_id,
-        join_url=SAMPLE_JOIN_URL,
-        graph_event_id="AAMkAGI2TGuLAAA=",
-        advisor_id="3f1c0d2e-advisor",
+        status="sent",
+        recipient_sha256=recipient_sha256(str(appointment.user.email)),
+        device=str(device),
+        start_at=appointment.start - timedelta(days=2, hours=1),
+        duration_minutes=appointment.duration_minutes,
+        join_url=PREVIOUS_JOIN_URL if kind == "advisor_changed" else SAMPLE_JOIN_URL,
     )
-    return appointment, meeting
+    if kind == "advisor_changed":
+        previous = replace(previous, start_at=appointment.start)
+    cancellation = AppointmentCancelled(
+        appointment_id=appointment.appointment_id,
+        revision=revision,
+        correlation_id=appointment.correlation_id,
+        reason=reason,
+        cancelled_by="caf.fr",
+    )
+    now = appointment.start - timedelta(days=7)
+    if kind == "reminder":
+        now = appointment.start - timedelta(minutes=reminder_offset_minutes)
+    letter = Letter(
+        kind=kind,
+        revision=revision,
+        appointment=appointment,
+        join_url=None if kind in ("cancellation", "meeting_unavailable") else SAMPLE_JOIN_URL,
+        previous=previous if kind in ("rescheduled", "advisor_changed") else None,
+        cancellation=cancellation if kind == "cancellation" else None,
+        reminder_offset_minutes=reminder_offset_minutes if kind == "reminder" else None,
+        link_sent_before=kind != "confirmation",
+    )
+    return letter, now
 
 
 def write_preview(
     out_dir: Path,
-    device: Device = Device.SMARTPHONE,
-    caf_code: str = "974",
-    recording_authorised: bool = True,
+    letter: Letter,
+    now: datetime,
+    settings: NotificationsSettings | None = None,
 ) -> list[Path]:
-    settings = NotificationsSettings()
-    appointment, meeting = sample_events(device, caf_code, recording_authorised)
-    text, html = render_confirmation(confirmation_context(appointment, meeting, settings))
+    """Write `<kind>.eml`, `.html`, `.txt` and, if the email has one, `.ics`."""
+    settings = settings or NotificationsSettings()
+    message = compose(letter, settings, now=now)
+    text, html = render(letter, context(letter, settings, now))
     out_dir.mkdir(parents=True, exist_ok=True)
-    html_path, text_path, eml_path = (
-        out_dir / f"confirmation.{suffix}" for suffix in ("html", "txt", "eml")
-    )
-    html_path.write_text(html, encoding="utf-8")
-    text_path.write_text(text, encoding="utf-8")
-    eml_path.write_bytes(bytes(build_confirmation(appointment, meeting, settings)))
-    return [html_path, text_path, eml_path]
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("out_dir", nargs="?", default="var/preview", type=Path)
-    parser.add_argument(
-        "--device", choices=[device.value for device in Device], default="smartphone"
-    )
-    parser.add_argument("--caf", default="974", help="caf code, e.g. 974 (La Réunion) or 750")
-    parser.add_argument("--no-recording", action="store_true")
-    args = parser.parse_args()
-    for path in write_preview(
-        args.out_dir,
-        device=Device(args.device),
-        caf_code=args.caf,
-        recording_authorised=not args.no_recording,
-    ):
-        print(path)
-
-
-if __name__ == "__main__":
-    main()
+    stem = out_dir / letter.kind
+    written = {
+        stem.with_suffix(".eml"): bytes(message),
+        stem.with_suffix(".html"): html.encode(),
+        stem.with_suffix(".txt"): text.encode(),
+    }
+    for part in message.iter_attachments():
+        if part.get_content_type() == "text/calendar":
+            ics = part.get_content()
+            written[stem.with_suffix(".ics")] = ics.encode() if isinstance(ics, str) else ics
+    for path, content in written.items():
+        path.write_bytes(content)
+    return list(written)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 from visio_runtime.settings import ServiceSettings
 
@@ -20,18 +22,34 @@ class NotificationsSettings(ServiceSettings):
         "postgresql://visio_notifications:visio_notifications@127.0.0.1:5432/visio"
     )
 
-    # SMTP relay (the local sink by default)
+    # SMTP relay (the local sink by default). `smtp_tls` is TLS from the first byte (port 465);
+    # `smtp_starttls` upgrades a plain connection (port 587) and fails if the relay cannot.
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 1025
+    smtp_tls: bool = False
+    smtp_starttls: bool = False
+    smtp_ca_file: Path | None = None
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
-    smtp_starttls: bool = False
+    smtp_allow_auth_without_tls: bool = False
     smtp_timeout_s: float = 30.0
+    smtp_max_connections: int = Field(default=4, ge=1)
+
+    # A message the relay could not take now is tried again after a growing delay.
+    mail_retry_initial_s: float = 30.0
+    mail_retry_max_s: float = 900.0
 
     # What the emails say about themselves
     mail_from: str = "Caf - Visio RDV <visio-rdv@caf.fr>"
+    reply_to: str | None = Field(
+        default=None,
+        description="Where a person's reply goes (a monitored Caf mailbox); unset, the emails "
+        "ask not to reply.",
+    )
     message_id_domain: str = "visio-rdv.caf.fr"
     cgu_url: str = "https://www.caf.fr/visio-rdv/cgu"
+    new_appointment_url: str = "https://www.caf.fr/allocataires/mon-rendez-vous"
+    logo_url: str | None = None
 
     # A join URL goes into a link only if it starts with one of these.
     teams_url_allowlist: list[str] = Field(default_factory=lambda: list(TEAMS_JOIN_URL_PREFIXES))
@@ -39,3 +57,27 @@ class NotificationsSettings(ServiceSettings):
     # Where to get Microsoft Teams (guide, step 01)
     app_store_url: str = "https://apps.apple.com/fr/app/microsoft-teams/id1113153706"
     google_play_url: str = "https://play.google.com/store/apps/details?id=com.microsoft.teams"
+
+    # Reminders: minutes before the start (default 48 h and 1 h), and how often the poller
+    # looks for what is due (reminders, and emails the relay could not take earlier).
+    reminder_offsets_minutes: list[int] = Field(default_factory=lambda: [48 * 60, 60])
+    poll_interval_s: float = 30.0
+
+    # Personal data (names, addresses) is kept this long after the appointment, then deleted;
+    # the dispatch log, which holds none, stays as the record of what was sent.
+    retention_days: float = Field(default=90, gt=0)
+
+    @model_validator(mode="after")
+    def _refuse_credentials_in_clear(self) -> NotificationsSettings:
+        in_clear = not (self.smtp_tls or self.smtp_starttls)
+        if self.smtp_username and in_clear and not self.smtp_allow_auth_without_tls:
+            raise ValueError(
+                "NOTIFICATIONS_SMTP_USERNAME without TLS sends the password in clear; set "
+                "NOTIFICATIONS_SMTP_STARTTLS or NOTIFICATIONS_SMTP_TLS, or "
+                "NOTIFICATIONS_SMTP_ALLOW_AUTH_WITHOUT_TLS=true deliberately"
+            )
+        if self.smtp_tls and self.smtp_starttls:
+            raise ValueError("choose NOTIFICATIONS_SMTP_TLS or NOTIFICATIONS_SMTP_STARTTLS")
+        if any(offset <= 0 for offset in self.reminder_offsets_minutes):
+            raise ValueError("reminder offsets are minutes before the start: positive numbers")
+        return self

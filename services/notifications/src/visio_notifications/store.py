@@ -1,15 +1,33 @@
-"""Notifications' tables (schema `notifications`) and the plain SQL that reads and writes them."""
+"""Notifications' copy of each appointment and of its meeting (schema `notifications`), the
+per-appointment lock, and the flag that says an appointment's emails still need settling.
+
+Appointment events arrive in order on one topic: AppointmentRequested first, then each change
+with a higher revision, applied to the stored appointment (`payload` is the appointment as it
+stands, in the shape of AppointmentRequested). Meeting events arrive on another topic, in any
+order relative to those; the latest revision is kept.
+"""
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import asyncpg
 from visio_runtime.db import SchemaSpec
-from visio_shared import AppointmentRequested, Envelope, MeetingReady
+from visio_runtime.errors import Transient
+from visio_shared import (
+    AdvisorReassigned,
+    AppointmentCancelled,
+    AppointmentRequested,
+    AppointmentRescheduled,
+    ContactCorrected,
+    MeetingFailed,
+    MeetingReady,
+)
+
+from visio_notifications import dispatches
+from visio_notifications.decide import State
 
 SCHEMA = SchemaSpec(schema="notifications", sql_dir=Path(__file__).parent / "migrations")
 
@@ -17,10 +35,14 @@ SCHEMA = SchemaSpec(schema="notifications", sql_dir=Path(__file__).parent / "mig
 # own, apart from the migrations' single-bigint locks.
 _LOCK_CLASS = 0x4E4F5449
 
+AppointmentChange = (
+    AppointmentRescheduled | ContactCorrected | AdvisorReassigned | AppointmentCancelled
+)
+
 
 async def lock_appointment(conn: asyncpg.Connection, appointment_id: uuid.UUID) -> None:
-    """Serialise, until the transaction ends, everything done for one appointment: its two
-    halves may arrive at the same time on two consumers."""
+    """Serialise, until the transaction ends, everything done for one appointment: its events
+    come from two topics, and the poller works on it too."""
     await conn.execute(
         "SELECT pg_advisory_xact_lock($1::int, hashtext($2::text))",
         _LOCK_CLASS,
@@ -28,19 +50,31 @@ async def lock_appointment(conn: asyncpg.Connection, appointment_id: uuid.UUID) 
     )
 
 
-async def save_appointment(conn: asyncpg.Connection, event: AppointmentRequested) -> bool:
-    """Keep the latest revision; False if an equal or later one is already here."""
-    status: str = await conn.execute(
+async def try_lock_appointment(conn: asyncpg.Connection, appointment_id: uuid.UUID) -> bool:
+    """The poller's way in: it already holds a row lock, so it must never wait for this one
+    (a handler holding this lock may be waiting for that row)."""
+    locked: bool = await conn.fetchval(
+        "SELECT pg_try_advisory_xact_lock($1::int, hashtext($2::text))",
+        _LOCK_CLASS,
+        str(appointment_id),
+    )
+    return locked
+
+
+async def save_requested(conn: asyncpg.Connection, event: AppointmentRequested) -> None:
+    """Keep the latest revision; an equal or older one changes nothing."""
+    await conn.execute(
         """
-        INSERT INTO appointments
-            (appointment_id, revision, start_at, payload, correlation_id, event_id)
-        VALUES ($1, $2, $3, $4::jsonb, $5, $6)
+        INSERT INTO appointments (appointment_id, revision, start_at, payload, correlation_id,
+                                  event_id, advisor_revision)
+        VALUES ($1, $2, $3, $4::jsonb, $5, $6, $2)
         ON CONFLICT (appointment_id) DO UPDATE SET
             revision = EXCLUDED.revision,
             start_at = EXCLUDED.start_at,
             payload = EXCLUDED.payload,
             correlation_id = EXCLUDED.correlation_id,
             event_id = EXCLUDED.event_id,
+            advisor_revision = EXCLUDED.advisor_revision,
             updated_at = now()
         WHERE appointments.revision < EXCLUDED.revision
         """,
@@ -51,120 +85,206 @@ async def save_appointment(conn: asyncpg.Connection, event: AppointmentRequested
         event.correlation_id,
         event.event_id,
     )
-    return status.endswith(" 1")
 
 
-async def save_meeting(conn: asyncpg.Connection, event: MeetingReady) -> bool:
-    """Keep the latest revision; False if an equal or later one is already here."""
-    status: str = await conn.execute(
+async def apply_change(conn: asyncpg.Connection, event: AppointmentChange) -> None:
+    """Apply one change to the stored appointment; an older revision changes nothing.
+
+    Raises `Transient` when the appointment itself is unknown: it comes first on the same
+    partition, so it can only be missing if it was dead-lettered, and the change must wait
+    for its replay rather than be dropped.
+    """
+    row = await conn.fetchrow(
+        "SELECT revision, payload::text AS payload FROM appointments WHERE appointment_id = $1",
+        event.appointment_id,
+    )
+    if row is None:
+        raise Transient(f"{event.event_type} before its AppointmentRequested")
+    if row["revision"] >= event.revision:
+        return
+    current = AppointmentRequested.model_validate_json(row["payload"])
+    update: dict[str, object] = {"revision": event.revision}
+    advisor_revision: int | None = None
+    cancellation: str | None = None
+    if isinstance(event, AppointmentRescheduled):
+        update |= {
+            "start": event.start,
+            "duration_minutes": event.duration_minutes,
+            "timezone": event.timezone,
+        }
+    elif isinstance(event, ContactCorrected):
+        update["user"] = event.user
+    elif isinstance(event, AdvisorReassigned):
+        update["advisor"] = event.advisor
+        advisor_revision = event.revision
+    else:
+        cancellation = event.model_dump_json()
+    appointment = current.model_copy(update=update)
+    await conn.execute(
         """
-        INSERT INTO meetings (appointment_id, revision, join_url, payload, event_id)
-        VALUES ($1, $2, $3, $4::jsonb, $5)
-        ON CONFLICT (appointment_id) DO UPDATE SET
-            revision = EXCLUDED.revision,
-            join_url = EXCLUDED.join_url,
-            payload = EXCLUDED.payload,
-            event_id = EXCLUDED.event_id,
+        UPDATE appointments SET
+            revision = $2, start_at = $3, payload = $4::jsonb, event_id = $5,
+            advisor_revision = COALESCE($6, advisor_revision),
+            cancellation = COALESCE($7::jsonb, cancellation),
             updated_at = now()
-        WHERE meetings.revision < EXCLUDED.revision
+        WHERE appointment_id = $1
         """,
         event.appointment_id,
         event.revision,
-        event.join_url,
+        appointment.start,
+        appointment.model_dump_json(),
+        event.event_id,
+        advisor_revision,
+        cancellation,
+    )
+
+
+async def save_meeting(conn: asyncpg.Connection, event: MeetingReady | MeetingFailed) -> None:
+    """Keep meetings' latest word (ready with a link, or failed for good)."""
+    join_url, status = (
+        (event.join_url, "ready") if isinstance(event, MeetingReady) else (None, "failed")
+    )
+    await conn.execute(
+        """
+        INSERT INTO meetings (appointment_id, revision, join_url, status, payload, event_id)
+        VALUES ($1, $2, $3, $4, $5::jsonb, $6)
+        ON CONFLICT (appointment_id) DO UPDATE SET
+            revision = EXCLUDED.revision,
+            join_url = EXCLUDED.join_url,
+            status = EXCLUDED.status,
+            payload = EXCLUDED.payload,
+            event_id = EXCLUDED.event_id,
+            updated_at = now()
+        WHERE meetings.revision <= EXCLUDED.revision
+        """,
+        event.appointment_id,
+        event.revision,
+        join_url,
+        status,
         event.model_dump_json(),
         event.event_id,
     )
-    return status.endswith(" 1")
 
 
-async def load_appointment(
-    conn: asyncpg.Connection, appointment_id: uuid.UUID
-) -> AppointmentRequested | None:
-    payload = await conn.fetchval(
-        "SELECT payload::text FROM appointments WHERE appointment_id = $1", appointment_id
-    )
-    return None if payload is None else AppointmentRequested.model_validate_json(payload)
-
-
-async def load_meeting(conn: asyncpg.Connection, appointment_id: uuid.UUID) -> MeetingReady | None:
-    payload = await conn.fetchval(
-        "SELECT payload::text FROM meetings WHERE appointment_id = $1", appointment_id
-    )
-    return None if payload is None else MeetingReady.model_validate_json(payload)
-
-
-async def confirmation_settled(
-    conn: asyncpg.Connection, appointment_id: uuid.UUID, revision: int
-) -> bool:
-    """A confirmation went out (at any revision: later changes are updates, not confirmations),
-    or this revision's confirmation already failed for good."""
-    settled: bool = await conn.fetchval(
-        """
-        SELECT EXISTS (
-            SELECT 1 FROM dispatches
-            WHERE appointment_id = $1 AND kind = 'confirmation'
-              AND (status = 'sent' OR revision = $2)
-        )
-        """,
-        appointment_id,
-        revision,
-    )
-    return settled
-
-
-@dataclass(frozen=True)
-class Dispatch:
-    """One email decided: sent, or failed for good, with the event that says so."""
-
-    appointment_id: uuid.UUID
-    revision: int
-    kind: str
-    message_id: str
-    recipient_sha256: str
-    status: str  # 'sent' | 'failed'
-    event: Envelope
-    reason: str | None = None
-    detail: str = ""
-    sent_at: datetime | None = None
-
-
-async def record_dispatch(conn: asyncpg.Connection, dispatch: Dispatch) -> None:
-    await conn.execute(
-        """
-        INSERT INTO dispatches (appointment_id, revision, kind, message_id, recipient_sha256,
-                                status, reason, detail, sent_at, event)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb)
-        """,
-        dispatch.appointment_id,
-        dispatch.revision,
-        dispatch.kind,
-        dispatch.message_id,
-        dispatch.recipient_sha256,
-        dispatch.status,
-        dispatch.reason,
-        dispatch.detail,
-        dispatch.sent_at,
-        dispatch.event.model_dump_json(),
-    )
-
-
-async def claim_unpublished(
-    conn: asyncpg.Connection, appointment_id: uuid.UUID | None = None
-) -> tuple[int, str] | None:
-    """(dispatch id, event JSON) of the oldest outcome Kafka does not have yet, locked until the
-    caller's transaction ends; one another transaction holds is skipped, never sent twice."""
+async def load_state(conn: asyncpg.Connection, appointment_id: uuid.UUID) -> State:
     row = await conn.fetchrow(
         """
-        SELECT id, event::text AS event FROM dispatches
-        WHERE published_at IS NULL AND ($1::uuid IS NULL OR appointment_id = $1)
-        ORDER BY id
+        SELECT a.payload::text AS appointment, a.advisor_revision,
+               a.cancellation::text AS cancellation,
+               m.payload::text AS meeting, m.status AS meeting_status
+        FROM (SELECT $1::uuid AS appointment_id) AS wanted
+        LEFT JOIN appointments a USING (appointment_id)
+        LEFT JOIN meetings m USING (appointment_id)
+        """,
+        appointment_id,
+    )
+    assert row is not None
+    meeting: MeetingReady | MeetingFailed | None = None
+    if row["meeting"] is not None:
+        model = MeetingReady if row["meeting_status"] == "ready" else MeetingFailed
+        meeting = model.model_validate_json(row["meeting"])
+    return State(
+        appointment=(
+            None
+            if row["appointment"] is None
+            else AppointmentRequested.model_validate_json(row["appointment"])
+        ),
+        advisor_revision=row["advisor_revision"] or 1,
+        cancellation=(
+            None
+            if row["cancellation"] is None
+            else AppointmentCancelled.model_validate_json(row["cancellation"])
+        ),
+        meeting=meeting,
+        history=await dispatches.history(conn, appointment_id),
+    )
+
+
+# --- Settling: emails owed but not yet sent ---------------------------------------------------
+
+
+async def request_settlement(
+    conn: asyncpg.Connection, appointment_id: uuid.UUID, now: datetime, cause: uuid.UUID
+) -> None:
+    """Mark the appointment as possibly owing an email, now. Committed with the event that
+    changed its state, so a crash before the email leaves the poller something to finish."""
+    await conn.execute(
+        "UPDATE appointments SET settle_after = $2, settle_cause = $3 WHERE appointment_id = $1",
+        appointment_id,
+        now,
+        cause,
+    )
+
+
+async def settlement_cause(conn: asyncpg.Connection, appointment_id: uuid.UUID) -> uuid.UUID:
+    """The event the next outcome is caused by: the one that asked for settling, else the
+    latest appointment event."""
+    cause: uuid.UUID = await conn.fetchval(
+        "SELECT COALESCE(settle_cause, event_id) FROM appointments WHERE appointment_id = $1",
+        appointment_id,
+    )
+    return cause
+
+
+async def settled(conn: asyncpg.Connection, appointment_id: uuid.UUID) -> None:
+    await conn.execute(
+        "UPDATE appointments SET settle_after = NULL, settle_attempts = 0, settle_cause = NULL "
+        "WHERE appointment_id = $1",
+        appointment_id,
+    )
+
+
+async def postpone_settlement(
+    conn: asyncpg.Connection, appointment_id: uuid.UUID, until: datetime
+) -> int:
+    """The relay could not take the email now: the poller tries again from `until`. Returns
+    how many attempts failed so far."""
+    attempts: int = await conn.fetchval(
+        "UPDATE appointments SET settle_after = $2, settle_attempts = settle_attempts + 1 "
+        "WHERE appointment_id = $1 RETURNING settle_attempts",
+        appointment_id,
+        until,
+    )
+    return attempts
+
+
+async def settle_attempts(conn: asyncpg.Connection, appointment_id: uuid.UUID) -> int:
+    attempts: int | None = await conn.fetchval(
+        "SELECT settle_attempts FROM appointments WHERE appointment_id = $1", appointment_id
+    )
+    return attempts or 0
+
+
+async def claim_unsettled(
+    conn: asyncpg.Connection, now: datetime, passed: list[uuid.UUID]
+) -> uuid.UUID | None:
+    """An appointment whose emails are due for another try, row-locked until the caller's
+    transaction ends; one another replica holds is skipped. `passed` are those this round
+    could not lock (a handler is on them): they wait for the next round."""
+    appointment_id: uuid.UUID | None = await conn.fetchval(
+        """
+        SELECT appointment_id FROM appointments
+        WHERE settle_after <= $1 AND NOT (appointment_id = ANY($2::uuid[]))
+        ORDER BY settle_after
         LIMIT 1
         FOR UPDATE SKIP LOCKED
         """,
-        appointment_id,
+        now,
+        passed,
     )
-    return None if row is None else (row["id"], row["event"])
+    return appointment_id
 
 
-async def mark_published(conn: asyncpg.Connection, dispatch_id: int) -> None:
-    await conn.execute("UPDATE dispatches SET published_at = now() WHERE id = $1", dispatch_id)
+async def forget_before(conn: asyncpg.Connection, before: datetime) -> int:
+    """Delete what was kept of appointments that started before `before` (names, addresses);
+    returns how many. The dispatch log stays: it holds no personal data."""
+    deleted: list[uuid.UUID] = [
+        row["appointment_id"]
+        for row in await conn.fetch(
+            "DELETE FROM appointments WHERE start_at < $1 RETURNING appointment_id", before
+        )
+    ]
+    if deleted:
+        await conn.execute("DELETE FROM meetings WHERE appointment_id = ANY($1)", deleted)
+        await conn.execute("DELETE FROM reminders WHERE appointment_id = ANY($1)", deleted)
+    return len(deleted)

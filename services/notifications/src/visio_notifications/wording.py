@@ -1,97 +1,15 @@
-"""Every word the emails say, in one place, so reminders, updates and cancellations reuse them.
+"""Every word the emails say, in one place, so each kind of email reuses the same phrases.
 
 The guide, the prerequisites and the charter come from the seed text (the Caf's guide and CGU,
-`seed/guide-et-cgu.txt`), in its own words; only obvious typos are fixed. Dates are written by
-our own small formatter: no locale is installed or needed.
+`seed/guide-et-cgu.txt`), in its own words; only obvious typos are fixed. Dates and times are
+written by `dates` (Babel).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from visio_shared import Device
-
-# --- Dates and times, the French way, without a locale ------------------------------------
-
-WEEKDAYS = ("lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi", "dimanche")
-MONTHS = (
-    "janvier",
-    "février",
-    "mars",
-    "avril",
-    "mai",
-    "juin",
-    "juillet",
-    "août",
-    "septembre",
-    "octobre",
-    "novembre",
-    "décembre",
-)
-
-PARIS = "Europe/Paris"
-
-# The overseas Cafs live in their own time zone; the email says which.
-CAF_ZONES = {
-    "971": "America/Guadeloupe",
-    "972": "America/Martinique",
-    "973": "America/Cayenne",
-    "974": "Indian/Reunion",
-    "976": "Indian/Mayotte",
-}
-
-ZONE_LABELS = {
-    PARIS: "heure de Paris",
-    "America/Guadeloupe": "heure de la Guadeloupe",
-    "America/Martinique": "heure de la Martinique",
-    "America/Cayenne": "heure de la Guyane",
-    "Indian/Reunion": "heure de La Réunion",
-    "Indian/Mayotte": "heure de Mayotte",
-}
-
-
-def french_date(day: date, *, with_year: bool = False) -> str:
-    """`jeudi 3 décembre`, `mardi 1er décembre 2026`."""
-    number = "1er" if day.day == 1 else str(day.day)
-    text = f"{WEEKDAYS[day.weekday()]} {number} {MONTHS[day.month - 1]}"
-    return f"{text} {day.year}" if with_year else text
-
-
-def french_time(moment: datetime) -> str:
-    """`10 h 00`, `9 h 05`."""
-    return f"{moment.hour} h {moment.minute:02d}"
-
-
-def french_datetime(moment: datetime, *, with_year: bool = False) -> str:
-    """`jeudi 3 décembre à 10 h 00`."""
-    return f"{french_date(moment.date(), with_year=with_year)} à {french_time(moment)}"
-
-
-def appointment_zone(timezone: str, caf_code: str) -> ZoneInfo:
-    """The appointment's own time zone; if it is not a known zone, the Caf's, else Paris."""
-    for name in (timezone, CAF_ZONES.get(caf_code), PARIS):
-        if name:
-            try:
-                return ZoneInfo(name)
-            except (ZoneInfoNotFoundError, ValueError):
-                continue
-    return ZoneInfo(PARIS)
-
-
-def zone_label(zone: ZoneInfo) -> str:
-    """`heure de La Réunion`; a zone we have no French name for is named as it is."""
-    return ZONE_LABELS.get(zone.key, f"fuseau horaire {zone.key}")
-
-
-def duration_text(minutes: int) -> str:
-    hours, rest = divmod(minutes, 60)
-    if not hours:
-        return f"{minutes} minutes"
-    text = f"{hours} heure" + ("s" if hours > 1 else "")
-    return f"{text} {rest:02d}" if rest else text
-
 
 # --- The confirmation email ---------------------------------------------------------------
 
@@ -197,8 +115,8 @@ def guide_paths(device: Device, app_store_url: str, google_play_url: str) -> lis
                 "03",
                 "REJOINDRE LA RÉUNION",
                 (
-                    "Une fois l'application installée, cliquer sur le lien présent dans ce mail "
-                    "de confirmation du rendez-vous.",
+                    "Une fois l'application installée, cliquer sur le lien du rendez-vous "
+                    "présent dans ce mail.",
                     "Cliquer sur « Rejoindre la réunion » puis sur « Participer à la réunion ».",
                     "Renseigner votre nom puis cliquer sur le bouton « Participer à la réunion ».",
                 ),
@@ -272,17 +190,102 @@ RECORDING = {
 }
 
 SIGNATURE = "Votre Caf"
-FOOTER = "Ce message vous est envoyé automatiquement. Merci de ne pas y répondre."
+FOOTER = {
+    # With a Reply-To, a reply reaches a Caf mailbox; without, it would go nowhere.
+    True: (
+        "Ce message vous est envoyé automatiquement. Pour toute question, vous pouvez y répondre."
+    ),
+    False: "Ce message vous est envoyé automatiquement. Merci de ne pas y répondre.",
+}
+HEADER = "Caf · Visio RDV"
+LOGO_ALT = "Caf – Visio RDV"
 
 # --- The calendar invitation (.ics) -------------------------------------------------------
 
 ICS_SUMMARY = "Rendez-vous visio avec la Caf"
-ICS_LOCATION = "Microsoft Teams"
-ICS_DESCRIPTION = (
-    "Rendez-vous visio avec la Caf : {subject}\n"
-    "Votre conseiller Caf : {advisor}\n\n"
+ICS_DESCRIPTION_HEAD = (
+    "Rendez-vous visio avec la Caf : {subject}\nVotre conseiller Caf : {advisor}\n\n"
+)
+ICS_JOIN = (
     "Pour rejoindre le rendez-vous, le jour J à l'heure indiquée, ouvrez ce lien :\n"
     "{join_url}\n\n"
     "Sur smartphone ou tablette, installez l'application Microsoft Teams avant le rendez-vous."
 )
+ICS_CANCELLED = "Ce rendez-vous est annulé."
+ICS_ALARM = "Votre rendez-vous visio avec la Caf commence dans 15 minutes."
 ICS_FILENAME = "rendez-vous-caf.ics"
+
+# --- Contact corrected: the confirmation again, to the corrected address -------------------
+
+CONTACT_CORRECTED_INTRO = (
+    "Vos coordonnées ont été corrigées. Voici à nouveau la confirmation de votre rendez-vous "
+    "visio avec la Caf."
+)
+
+# --- Rescheduled ---------------------------------------------------------------------------
+
+RESCHEDULED_SUBJECT = "Votre rendez-vous visio avec la Caf est déplacé au {when}"
+RESCHEDULED_PREHEADER = "Nouvel horaire : le {when} ({zone}). Le lien reste le même."
+RESCHEDULED_INTRO = "L'horaire de votre rendez-vous visio avec la Caf a changé."
+CHANGE_TITLE = "Ce qui change"
+CHANGE_BEFORE = "Avant"
+CHANGE_NOW = "Désormais"
+SAME_LINK = "Le lien pour rejoindre le rendez-vous ne change pas."
+
+# --- Advisor changed: a new meeting, a new link --------------------------------------------
+
+ADVISOR_CHANGED_SUBJECT = "Nouveau lien pour votre rendez-vous visio avec la Caf le {when}"
+ADVISOR_CHANGED_PREHEADER = (
+    "Votre rendez-vous du {when} aura lieu avec {advisor}, avec un nouveau lien."
+)
+ADVISOR_CHANGED_INTRO = "Votre rendez-vous visio avec la Caf sera assuré par {advisor}."
+NEW_LINK = (
+    "Voici le nouveau lien du rendez-vous. Il remplace celui du message précédent, qui ne "
+    "fonctionne plus."
+)
+
+# --- Cancellation: by whom, in words the reason allows -------------------------------------
+
+CANCELLATION_SUBJECT = "Votre rendez-vous visio avec la Caf du {when} est annulé"
+CANCELLED_BY = {
+    "user": "Comme vous l'avez demandé, votre rendez-vous visio avec la Caf du {when} ({zone}) "
+    "est annulé.",
+    "advisor": "Votre conseiller Caf ne peut pas assurer votre rendez-vous visio du {when} "
+    "({zone}) : ce rendez-vous est annulé. Nous vous prions de nous en excuser.",
+    "administrative": "Votre Caf a annulé votre rendez-vous visio du {when} ({zone}).",
+}
+CANCELLED_TITLE = "Rendez-vous annulé"
+CANCELLED_LINK = "Le lien du rendez-vous ne fonctionnera plus."
+NEW_APPOINTMENT = {
+    "user": "Si vous le souhaitez, vous pouvez prendre un nouveau rendez-vous :",
+    "advisor": "Pour prendre un nouveau rendez-vous :",
+    "administrative": "Pour prendre un nouveau rendez-vous :",
+}
+NEW_APPOINTMENT_LINK = "Prendre un nouveau rendez-vous"
+
+# --- Reminder ------------------------------------------------------------------------------
+
+REMINDER_SUBJECT = "Rappel : votre rendez-vous visio avec la Caf {day} à {time}"
+REMINDER_PREHEADER = "{day} à {time} ({zone}), avec {advisor}. Le lien est dans ce message."
+REMINDER_INTRO = "Nous vous rappelons votre rendez-vous visio avec la Caf {day} à {time} ({zone})."
+REMINDER_CHECKLIST_TITLE = "Avant le rendez-vous"
+REMINDER_MOBILE = "Vérifiez que l'application Microsoft Teams est installée sur votre {device}."
+REMINDER_DEVICE_NAMES = {Device.SMARTPHONE: "smartphone", Device.TABLET: "tablette"}
+REMINDER_CHECKLIST = (
+    "Vérifiez que vous disposez d'un micro, d'une webcam et d'une connexion internet suffisante.",
+    "Chargez la batterie de votre ordinateur, tablette ou smartphone.",
+    "Préparez les pièces utiles à votre dossier (en version numérique ou papier).",
+    "Connectez-vous à l'heure indiquée, dans un endroit calme.",
+)
+
+# --- Meeting unavailable: nobody waits for a link that will never come ---------------------
+
+UNAVAILABLE_SUBJECT = "Votre rendez-vous avec la Caf du {when} : votre Caf va vous contacter"
+UNAVAILABLE_INTRO = (
+    "Nous n'avons pas pu préparer la visio de votre rendez-vous avec la Caf du {when} ({zone})."
+)
+UNAVAILABLE_TITLE = "Votre Caf va vous contacter"
+UNAVAILABLE_NEXT = (
+    "Votre Caf vous contactera pour convenir de la suite. Vous n'avez rien à faire d'ici là."
+)
+UNAVAILABLE_OLD_LINK = "N'utilisez pas le lien reçu dans un message précédent."

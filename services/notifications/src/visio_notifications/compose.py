@@ -1,0 +1,351 @@
+"""Every email, built the same way: Jinja2 templates (autoescaped HTML, hand-written text),
+CSS inlined for mail clients, headers through `email.message.EmailMessage` only, and, for the
+emails that change the person's calendar, the .ics both as a `text/calendar` alternative (what
+Outlook and Gmail act on) and as an attachment (what a person can open).
+
+    multipart/mixed
+      multipart/alternative
+        text/plain
+        text/html
+        text/calendar; method=REQUEST|CANCEL      (confirmation, updates, cancellation)
+      text/calendar attachment rendez-vous-caf.ics (the same bytes, the same method)
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime, parseaddr
+from functools import cache
+from typing import Any
+from urllib.parse import urlsplit
+
+import css_inline
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from visio_shared import AppointmentCancelled, AppointmentRequested, Device
+
+from visio_notifications import dates, wording
+from visio_notifications.decide import Told
+from visio_notifications.invitation import Method, build_invitation
+from visio_notifications.mail_policy import MAIL_POLICY
+from visio_notifications.settings import NotificationsSettings
+
+# Colours of the HTML emails; every pair a text is shown on passes WCAG AA (tested).
+PALETTE = {
+    "brand": "#0a4f96",  # Caf blue: headings, button, links
+    "brand_light": "#e8f0fa",  # the date card
+    "text": "#1e1e1e",
+    "muted": "#4a4a4a",
+    "page": "#eef1f5",
+    "card": "#ffffff",
+    "footer": "#f3f4f6",
+    "border": "#d5deea",
+    "alert": "#9b1c1c",  # « annulé »
+    "alert_light": "#fdecec",
+}
+
+CALENDAR_METHOD: dict[str, Method] = {
+    "confirmation": "REQUEST",
+    "contact_corrected": "REQUEST",
+    "rescheduled": "REQUEST",
+    "advisor_changed": "REQUEST",
+    "cancellation": "CANCEL",
+}
+
+
+def message_id(
+    appointment_id: object, revision: int, kind: str, domain: str, offset: int | None = None
+) -> str:
+    """Deterministic per dispatch key, so a resend after an ambiguous SMTP failure carries the
+    same id and the mailbox can tell it is the same message."""
+    suffix = f"-{offset}" if offset is not None else ""
+    return f"<{appointment_id}.r{revision}.{kind}{suffix}@{domain}>"
+
+
+_URL_CHARACTERS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+")
+
+
+def join_url_allowed(url: str, allowlist: list[str]) -> bool:
+    """Only a Teams join URL goes into a link: https, a listed prefix on the same host, no
+    credentials, no character that would need escaping."""
+    if not _URL_CHARACTERS.fullmatch(url):
+        return False
+    try:
+        parts = urlsplit(url)
+        if parts.scheme != "https" or parts.username or parts.password or parts.port:
+            return False
+    except ValueError:
+        return False
+    return any(
+        url.startswith(prefix)
+        and len(url) > len(prefix)
+        and urlsplit(prefix).netloc.lower() == parts.netloc.lower()
+        for prefix in allowlist
+    )
+
+
+@dataclass(frozen=True)
+class Letter:
+    """One email to write: its kind, its key, and what it is about."""
+
+    kind: str
+    revision: int
+    appointment: AppointmentRequested  # as it stands
+    join_url: str | None = None  # checked against the allow-list before
+    previous: Told | None = None  # what the person was told before (updates)
+    cancellation: AppointmentCancelled | None = None
+    reminder_offset_minutes: int | None = None
+    link_sent_before: bool = False
+
+
+# --- Content --------------------------------------------------------------------------------
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+_NBSP = "\u00a0"
+
+
+def clean(text: str) -> str:
+    """No control character (a newline in a name must never become a header)."""
+    return _CONTROL.sub(" ", text).strip()
+
+
+_KEEP_TOGETHER = re.compile(
+    r"(\d{1,2}) h (\d{2})"  # 10 h 00
+    r"|(\d{1,2}(?:er)?) (janvier|février|mars|avril|mai|juin|juillet|août|septembre|octobre"
+    r"|novembre|décembre)"  # 3 décembre
+)
+
+
+def _glue(match: re.Match[str]) -> str:
+    return match.group(0).replace(" ", _NBSP)
+
+
+def french_spacing(text: str) -> str:
+    """Non-breaking spaces inside « », before : ! ? and within « 10 h 00 » and « 3 décembre »,
+    so a narrow screen never strands a sign or splits a time."""
+    for before, after in (("« ", "«" + _NBSP), (" »", _NBSP + "»")):
+        text = text.replace(before, after)
+    for sign in ":!?":
+        text = text.replace(f" {sign}", _NBSP + sign)
+    return _KEEP_TOGETHER.sub(_glue, text)
+
+
+@cache
+def _templates() -> Environment:
+    env = Environment(
+        loader=PackageLoader("visio_notifications", "templates"),
+        autoescape=select_autoescape(["html"]),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["french_spacing"] = french_spacing
+    return env
+
+
+_INLINER = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
+
+
+def context(letter: Letter, settings: NotificationsSettings, now: datetime) -> dict[str, Any]:
+    """What the templates show, already in words."""
+    appointment = letter.appointment
+    zone = dates.appointment_zone(appointment.timezone, appointment.caf_code)
+    start = appointment.start.astimezone(zone)
+    when = dates.french_datetime(start)
+    zone_name = dates.zone_label(zone)
+    advisor = clean(appointment.advisor.display_name)
+    device = appointment.user.device
+    day = dates.relative_day(start, now)
+    reason = letter.cancellation.reason if letter.cancellation else "administrative"
+    subject, preheader = _subject_and_preheader(
+        letter.kind, when=when, zone=zone_name, advisor=advisor, day=day, time=start
+    )
+    return {
+        "w": wording,
+        "colors": PALETTE,
+        "kind": letter.kind,
+        "subject": subject,
+        "preheader": preheader,
+        "greeting": wording.GREETING.format(first_name=clean(appointment.user.first_name)),
+        "when_line": wording.WHEN_LINE.format(
+            date=dates.french_date(start, with_year=True),
+            time=dates.french_time(start),
+            zone=zone_name,
+        ),
+        "date": dates.french_date(start, with_year=True),
+        "time": dates.french_time(start),
+        "zone": zone_name,
+        "duration": dates.duration_text(appointment.duration_minutes),
+        "advisor": advisor,
+        "appointment_subject": clean(appointment.subject),
+        "join_url": letter.join_url,
+        "device_note": wording.DEVICE_NOTE[device],
+        "guide_paths": wording.guide_paths(
+            device, settings.app_store_url, settings.google_play_url
+        ),
+        "cgu_line": wording.CGU_LINE.format(version=appointment.consent.cgu_version),
+        "cgu_url": settings.cgu_url,
+        "recording": wording.RECORDING[appointment.consent.recording_authorised],
+        "changes": _changes(letter, start, zone_name),
+        "advisor_intro": wording.ADVISOR_CHANGED_INTRO.format(advisor=advisor),
+        "cancelled_by": wording.CANCELLED_BY[reason].format(
+            when=dates.french_datetime(start, with_year=True), zone=zone_name
+        ),
+        "new_appointment": wording.NEW_APPOINTMENT[reason],
+        "new_appointment_url": settings.new_appointment_url,
+        "reminder_intro": wording.REMINDER_INTRO.format(
+            day=day, time=dates.french_time(start), zone=zone_name
+        ),
+        "reminder_mobile": (
+            wording.REMINDER_MOBILE.format(device=wording.REMINDER_DEVICE_NAMES[device])
+            if device != Device.COMPUTER
+            else None
+        ),
+        "unavailable_intro": wording.UNAVAILABLE_INTRO.format(
+            when=dates.french_datetime(start, with_year=True), zone=zone_name
+        ),
+        "link_sent_before": letter.link_sent_before,
+        "footer": wording.FOOTER[settings.reply_to is not None],
+        "logo_url": settings.logo_url,
+        "start": start,
+    }
+
+
+def _subject_and_preheader(
+    kind: str, *, when: str, zone: str, advisor: str, day: str, time: datetime
+) -> tuple[str, str]:
+    if kind in ("confirmation", "contact_corrected"):
+        return (
+            wording.CONFIRMATION_SUBJECT.format(when=when),
+            wording.CONFIRMATION_PREHEADER.format(when=when, zone=zone, advisor=advisor),
+        )
+    if kind == "rescheduled":
+        return (
+            wording.RESCHEDULED_SUBJECT.format(when=when),
+            wording.RESCHEDULED_PREHEADER.format(when=when, zone=zone),
+        )
+    if kind == "advisor_changed":
+        return (
+            wording.ADVISOR_CHANGED_SUBJECT.format(when=when),
+            wording.ADVISOR_CHANGED_PREHEADER.format(when=when, advisor=advisor),
+        )
+    if kind == "cancellation":
+        subject = wording.CANCELLATION_SUBJECT.format(when=when)
+        return subject, subject
+    if kind == "reminder":
+        hour = dates.french_time(time)
+        preheader = wording.REMINDER_PREHEADER.format(
+            day=day, time=hour, zone=zone, advisor=advisor
+        )
+        return (
+            wording.REMINDER_SUBJECT.format(day=day, time=hour),
+            preheader[:1].upper() + preheader[1:],
+        )
+    subject = wording.UNAVAILABLE_SUBJECT.format(when=when)
+    return subject, wording.UNAVAILABLE_NEXT
+
+
+def _changes(letter: Letter, start: datetime, zone_name: str) -> list[tuple[str, str]]:
+    """(before, now) lines of what changed since the person was last told."""
+    previous = letter.previous
+    appointment = letter.appointment
+    if previous is None or previous.start_at is None:
+        return []
+    lines = []
+    if previous.start_at != appointment.start:
+        before = dates.french_datetime(previous.start_at.astimezone(start.tzinfo), with_year=True)
+        now = dates.french_datetime(start, with_year=True)
+        lines.append((before, f"{now} ({zone_name})"))
+    if previous.duration_minutes not in (None, appointment.duration_minutes):
+        assert previous.duration_minutes is not None
+        lines.append(
+            (
+                f"{wording.DETAILS_DURATION} : {dates.duration_text(previous.duration_minutes)}",
+                f"{wording.DETAILS_DURATION} : {dates.duration_text(appointment.duration_minutes)}",
+            )
+        )
+    return lines
+
+
+def render(letter: Letter, values: dict[str, Any]) -> tuple[str, str]:
+    """(text, html) of one email, the HTML with its CSS inlined."""
+    env = _templates()
+    name = "confirmation" if letter.kind == "contact_corrected" else letter.kind
+    text = env.get_template(f"{name}.txt").render(values)
+    html = _INLINER.inline(env.get_template(f"{name}.html").render(values))
+    return text, html
+
+
+# --- The message ----------------------------------------------------------------------------
+
+
+def sender_address(settings: NotificationsSettings) -> Address:
+    display_name, addr_spec = parseaddr(settings.mail_from)
+    return Address(display_name=display_name, addr_spec=addr_spec)
+
+
+def recipient_address(appointment: AppointmentRequested) -> Address:
+    user = appointment.user
+    return Address(
+        display_name=clean(f"{user.first_name} {user.last_name}"), addr_spec=str(user.email)
+    )
+
+
+def compose(letter: Letter, settings: NotificationsSettings, *, now: datetime) -> EmailMessage:
+    values = context(letter, settings, now)
+    text, html = render(letter, values)
+    sender = sender_address(settings)
+    recipient = recipient_address(letter.appointment)
+
+    message = EmailMessage(policy=MAIL_POLICY)
+    message["From"] = sender
+    message["To"] = recipient
+    if settings.reply_to:
+        message["Reply-To"] = settings.reply_to
+    message["Subject"] = values["subject"]
+    message["Date"] = format_datetime(now)
+    message["Message-ID"] = message_id(
+        letter.appointment.appointment_id,
+        letter.revision,
+        letter.kind,
+        settings.message_id_domain,
+        letter.reminder_offset_minutes,
+    )
+    message["Auto-Submitted"] = "auto-generated"
+    message["X-Auto-Response-Suppress"] = "All"
+    message.set_content(text)
+    message.add_alternative(html, subtype="html")
+
+    method = CALENDAR_METHOD.get(letter.kind)
+    if method is not None:
+        ics = build_invitation(
+            letter.appointment,
+            letter.join_url,
+            method=method,
+            start=values["start"],
+            organizer=sender,
+            attendee=recipient,
+            domain=settings.message_id_domain,
+            now=now,
+        )
+        params = {"method": method, "charset": "utf-8"}
+        message.add_alternative(ics, maintype="text", subtype="calendar", params=params)
+        message.add_attachment(
+            ics,
+            maintype="text",
+            subtype="calendar",
+            filename=wording.ICS_FILENAME,
+            params=params,
+        )
+    # Last: turning the message multipart moves every Content-* header into the first part.
+    message["Content-Language"] = "fr"
+    return message
+
+
+def appointment_over(appointment: AppointmentRequested, now: datetime) -> bool:
+    """Past its end, an email about the appointment would only confuse."""
+    return now >= appointment.start + timedelta(minutes=appointment.duration_minutes)

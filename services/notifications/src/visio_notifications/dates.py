@@ -1,0 +1,81 @@
+"""Dates and times as the emails say them, in French, in the appointment's own time zone.
+
+Babel writes the words (the machine's locale is not French, and need not be). Two French habits
+its patterns do not know are added here: « 1er » for the first of the month, and the « 10 h 00 »
+style of time used in letters from the administration.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from babel.dates import format_date, format_datetime, get_timezone_name
+from visio_shared import OVERSEAS_CAFS, expected_timezone
+
+LOCALE = "fr_FR"
+PARIS = "Europe/Paris"
+
+_LABELS = {caf.timezone: caf.time_label for caf in OVERSEAS_CAFS.values()} | {
+    PARIS: "heure de Paris"
+}
+_FIRST_OF_MONTH = re.compile(r"^(\S+) 1 ")
+
+
+def _first_is_1er(text: str) -> str:
+    return _FIRST_OF_MONTH.sub(r"\1 1er ", text)
+
+
+def french_date(day: date | datetime, *, with_year: bool = False) -> str:
+    """`jeudi 3 décembre`, `mardi 1er décembre 2026`."""
+    pattern = "EEEE d MMMM y" if with_year else "EEEE d MMMM"
+    if isinstance(day, datetime):
+        text = format_datetime(day, pattern, tzinfo=day.tzinfo, locale=LOCALE)
+    else:
+        text = format_date(day, pattern, locale=LOCALE)
+    return _first_is_1er(text)
+
+
+def french_time(moment: datetime) -> str:
+    """`10 h 00`, `9 h 05`."""
+    return format_datetime(moment, "H 'h' mm", tzinfo=moment.tzinfo, locale=LOCALE)
+
+
+def french_datetime(moment: datetime, *, with_year: bool = False) -> str:
+    """`jeudi 3 décembre à 10 h 00`."""
+    return f"{french_date(moment, with_year=with_year)} à {french_time(moment)}"
+
+
+def relative_day(moment: datetime, now: datetime) -> str:
+    """`aujourd'hui`, `demain`, else `le jeudi 3 décembre`, as seen in the appointment's zone."""
+    zone = moment.tzinfo
+    days = (moment.date() - now.astimezone(zone).date()).days
+    if days == 0:
+        return "aujourd'hui"
+    if days == 1:
+        return "demain"
+    return f"le {french_date(moment)}"
+
+
+def appointment_zone(timezone: str, caf_code: str) -> ZoneInfo:
+    """The appointment's own time zone; if it is not a known zone, its Caf's."""
+    for name in (timezone, expected_timezone(caf_code)):
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            continue
+    return ZoneInfo(PARIS)
+
+
+def zone_label(zone: ZoneInfo) -> str:
+    """`heure de La Réunion`; a zone no Caf uses gets Babel's French name for it."""
+    return _LABELS.get(zone.key) or get_timezone_name(zone, locale=LOCALE)
+
+
+def duration_text(minutes: int) -> str:
+    hours, rest = divmod(minutes, 60)
+    if not hours:
+        return f"{minutes} minutes"
+    text = f"{hours} heure" + ("s" if hours > 1 else "")
+    return f"{text} {rest:02d}" if rest else text

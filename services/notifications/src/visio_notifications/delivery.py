@@ -1,0 +1,131 @@
+"""One owed email, turned into an outcome: built, checked, sent, and described by the
+NotificationSent or NotificationFailed that goes into the dispatch log.
+
+A permanent failure (the relay refuses, the link is not a Teams link, the appointment is over)
+is an outcome, not an exception. `Transient` passes through: the caller keeps the email owed
+and tries again later.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from visio_shared import NotificationFailed, NotificationSent
+
+from visio_notifications.compose import (
+    Letter,
+    appointment_over,
+    compose,
+    join_url_allowed,
+    message_id,
+)
+from visio_notifications.decide import LINK_KINDS, Owed, State, Told, recipient_sha256
+from visio_notifications.deps import Deps
+from visio_notifications.dispatches import Dispatch
+from visio_notifications.mailer import MailRejected
+
+log = logging.getLogger(__name__)
+
+# Emails that show the join link: the link emails, and reminders.
+_SHOWS_LINK = LINK_KINDS | {"reminder"}
+
+
+def retry_delay(deps: Deps, failures: int) -> timedelta:
+    """How long an email the relay could not take waits before the next try."""
+    settings = deps.settings
+    seconds = min(settings.mail_retry_initial_s * 2**failures, settings.mail_retry_max_s)
+    return timedelta(seconds=seconds)
+
+
+class Delivery:
+    """One owed email of one appointment: what it will tell, under which key and Message-ID."""
+
+    def __init__(
+        self, deps: Deps, state: State, owed: Owed, *, cause: uuid.UUID, offset: int | None = None
+    ) -> None:
+        appointment = state.appointment
+        assert appointment is not None
+        self.deps, self.state, self.owed, self.offset = deps, state, owed, offset
+        self.appointment = appointment
+        link = state.link if owed.kind in _SHOWS_LINK else None
+        self.told = Told(
+            kind=owed.kind,
+            revision=owed.revision,
+            status="sent",
+            recipient_sha256=recipient_sha256(str(appointment.user.email)),
+            reminder_offset_minutes=offset,
+            device=str(appointment.user.device),
+            start_at=appointment.start,
+            duration_minutes=appointment.duration_minutes,
+            join_url=link.join_url if link is not None else None,
+        )
+        self.message_id = message_id(
+            appointment.appointment_id,
+            owed.revision,
+            owed.kind,
+            deps.settings.message_id_domain,
+            offset,
+        )
+        self.lineage: dict[str, Any] = {
+            "appointment_id": appointment.appointment_id,
+            "revision": owed.revision,
+            "correlation_id": appointment.correlation_id,
+            "causation_id": cause,
+            "kind": owed.kind,
+            "reminder_offset_minutes": offset,
+        }
+
+    def _log(self, text: str, *args: object, warning: bool = False) -> None:
+        prefix = (self.owed.kind, self.appointment.appointment_id, self.owed.revision)
+        extra = {"correlation_id": str(self.appointment.correlation_id)}
+        level = logging.WARNING if warning else logging.INFO
+        log.log(level, "%s of %s r%d " + text, *prefix, *args, extra=extra)
+
+    def failed(self, reason: str, detail: str, code: int | None = None) -> Dispatch:
+        """The outcome of an email that will not be sent."""
+        self._log("not sent: %s (%s)", reason, detail, warning=True)
+        event = NotificationFailed(reason=reason, detail=detail, smtp_code=code, **self.lineage)
+        return Dispatch(
+            self.appointment.appointment_id,
+            self.message_id,
+            replace(self.told, status="failed"),
+            event,
+            reason,
+            detail,
+            smtp_code=code,
+        )
+
+    async def send(self, now: datetime) -> Dispatch:
+        """Send it. Raises `Transient` when the relay may take it later."""
+        settings = self.deps.settings
+        join_url = self.told.join_url
+        if join_url is not None and not join_url_allowed(join_url, settings.teams_url_allowlist):
+            host = urlsplit(join_url).hostname or "?"
+            detail = f"join URL on host {host!r} is not in the allow-list"
+            return self.failed("join_url_not_allowed", detail)
+        if appointment_over(self.appointment, now):
+            return self.failed("appointment_over", "the appointment has ended; nothing was mailed")
+        letter = Letter(
+            kind=self.owed.kind,
+            revision=self.owed.revision,
+            appointment=self.appointment,
+            join_url=join_url,
+            previous=self.owed.previous,
+            cancellation=self.state.cancellation,
+            reminder_offset_minutes=self.offset,
+            link_sent_before=self.state.last_link_email(sent_only=True) is not None,
+        )
+        try:
+            await self.deps.send_mail(compose(letter, settings, now=now))
+        except MailRejected as exc:
+            return self.failed("smtp_rejected", str(exc), exc.code)
+        self._log("sent as %s", self.message_id)
+        event = NotificationSent(message_id=self.message_id, **self.lineage)
+        return Dispatch(
+            self.appointment.appointment_id, self.message_id, self.told, event, sent_at=now
+        )

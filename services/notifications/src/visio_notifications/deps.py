@@ -1,0 +1,32 @@
+"""What the handlers and the poller touch, passed in: the app gives the real ones, tests fakes
+(and a clock they can move, to fire reminders)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.message import EmailMessage
+
+import asyncpg
+from visio_shared import Topics
+from visio_shared.publishing import Publisher
+
+from visio_notifications.settings import NotificationsSettings
+
+MailSender = Callable[[EmailMessage], Awaitable[None]]
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Deps:
+    pool: asyncpg.Pool
+    publisher: Publisher
+    settings: NotificationsSettings
+    topics: Topics
+    send_mail: MailSender
+    clock: Clock = field(default=utc_now)

@@ -1,0 +1,92 @@
+"""The dispatch log: one row per email decided (sent, or failed for good), unique per
+(appointment, kind, revision, reminder offset), with what it told the person, and the
+NotificationSent / NotificationFailed to publish (a small outbox: `published_at` stays null
+until Kafka has it). No address is kept, only its SHA-256.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+from visio_shared import Envelope
+
+from visio_notifications.decide import Told
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """One email decided, with the event that says so."""
+
+    appointment_id: uuid.UUID
+    message_id: str
+    told: Told
+    event: Envelope
+    reason: str | None = None
+    detail: str = ""
+    smtp_code: int | None = None
+    sent_at: datetime | None = None
+
+
+async def record(conn: asyncpg.Connection, dispatch: Dispatch) -> None:
+    told = dispatch.told
+    await conn.execute(
+        """
+        INSERT INTO dispatches (appointment_id, revision, kind, reminder_offset_minutes,
+                                message_id, recipient_sha256, status, reason, detail, smtp_code,
+                                sent_at, device, start_at, duration_minutes, join_url, event)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16::jsonb)
+        """,
+        dispatch.appointment_id,
+        told.revision,
+        told.kind,
+        told.reminder_offset_minutes,
+        dispatch.message_id,
+        told.recipient_sha256,
+        told.status,
+        dispatch.reason,
+        dispatch.detail,
+        dispatch.smtp_code,
+        dispatch.sent_at,
+        told.device,
+        told.start_at,
+        told.duration_minutes,
+        told.join_url,
+        dispatch.event.model_dump_json(),
+    )
+
+
+async def history(conn: asyncpg.Connection, appointment_id: uuid.UUID) -> tuple[Told, ...]:
+    rows = await conn.fetch(
+        """
+        SELECT kind, revision, status, recipient_sha256, reminder_offset_minutes, device,
+               start_at, duration_minutes, join_url
+        FROM dispatches WHERE appointment_id = $1 ORDER BY id
+        """,
+        appointment_id,
+    )
+    return tuple(Told(**dict(row)) for row in rows)
+
+
+async def claim_unpublished(
+    conn: asyncpg.Connection, appointment_id: uuid.UUID | None = None
+) -> tuple[int, str] | None:
+    """(dispatch id, event JSON) of the oldest outcome Kafka does not have yet, locked until the
+    caller's transaction ends; one another transaction holds is skipped, never sent twice."""
+    row = await conn.fetchrow(
+        """
+        SELECT id, event::text AS event FROM dispatches
+        WHERE published_at IS NULL AND ($1::uuid IS NULL OR appointment_id = $1)
+        ORDER BY id
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED
+        """,
+        appointment_id,
+    )
+    return None if row is None else (row["id"], row["event"])
+
+
+async def mark_published(conn: asyncpg.Connection, dispatch_id: int) -> None:
+    await conn.execute("UPDATE dispatches SET published_at = now() WHERE id = $1", dispatch_id)

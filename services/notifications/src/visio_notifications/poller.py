@@ -1,0 +1,123 @@
+"""The background loop of each replica: reminders that are due, and emails the relay could not
+take earlier. Rows are claimed with FOR UPDATE SKIP LOCKED, so replicas share the work without
+sending anything twice, and nothing is lost on a restart (an unsent row stays due).
+
+Time comes from `deps.clock`, never from the database, so tests move a clock and call
+`poll_once` to fire reminders exactly when they mean to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from datetime import datetime, timedelta
+
+import asyncpg
+from visio_runtime.errors import Transient
+
+from visio_notifications import dispatches, reminders, store
+from visio_notifications.decide import Owed
+from visio_notifications.delivery import Delivery, retry_delay
+from visio_notifications.deps import Deps
+from visio_notifications.handlers import publish_outcomes, settle
+
+log = logging.getLogger(__name__)
+
+
+async def run_poller(deps: Deps) -> None:
+    """Poll until cancelled; a failed round is logged and the next one tries again."""
+    while True:
+        try:
+            await poll_once(deps)
+        except Exception:
+            log.exception("notifications poller: round failed")
+        await asyncio.sleep(deps.settings.poll_interval_s)
+
+
+async def poll_once(deps: Deps) -> dict[str, int]:
+    """One round: retried emails, due reminders, any outcome Kafka does not have yet, and the
+    personal data of appointments past their retention."""
+    return {
+        "settled": await retry_unsettled(deps),
+        "reminders": await fire_due_reminders(deps),
+        "published": await publish_outcomes(deps),
+        "forgotten": await forget_expired(deps),
+    }
+
+
+async def forget_expired(deps: Deps) -> int:
+    before = deps.clock() - timedelta(days=deps.settings.retention_days)
+    async with deps.pool.acquire() as conn, conn.transaction():
+        return await store.forget_before(conn, before)
+
+
+async def retry_unsettled(deps: Deps) -> int:
+    """Settle each appointment whose email is due for another try; returns how many."""
+    now = deps.clock()
+    passed: list[uuid.UUID] = []  # done or busy this round: next round's
+    async with deps.pool.acquire() as conn:
+        while True:
+            async with conn.transaction():
+                appointment_id = await store.claim_unsettled(conn, now, passed)
+                if appointment_id is None:
+                    break
+                passed.append(appointment_id)
+                if await store.try_lock_appointment(conn, appointment_id):
+                    await settle(deps, conn, appointment_id)
+    return len(passed)
+
+
+async def fire_due_reminders(deps: Deps) -> int:
+    """Send each reminder that is due; returns how many were handled (sent or not)."""
+    now = deps.clock()
+    passed: list[uuid.UUID] = []  # busy, or postponed: next round's
+    handled = 0
+    async with deps.pool.acquire() as conn:
+        while True:
+            async with conn.transaction():
+                due = await reminders.claim_due(conn, now, passed)
+                if due is None:
+                    return handled
+                if not await store.try_lock_appointment(conn, due.appointment_id):
+                    passed.append(due.appointment_id)  # a handler is on it right now
+                    continue
+                if await _fire(deps, conn, due, now) == "postponed":
+                    passed.append(due.appointment_id)
+            handled += 1
+
+
+async def _fire(
+    deps: Deps, conn: asyncpg.Connection, due: reminders.DueReminder, now: datetime
+) -> str:
+    state = await store.load_state(conn, due.appointment_id)
+    appointment = state.appointment
+    if appointment is None or not state.up_to_date() or appointment.start != due.start_at:
+        # Cancelled, meeting gone, or a newer time not yet announced: settling reschedules.
+        return await _finish(conn, due, "cancelled")
+    if state.logged("reminder", due.revision, due.offset_minutes):
+        return await _finish(conn, due, "sent")
+    owed = Owed("reminder", due.revision)
+    cause = await store.settlement_cause(conn, due.appointment_id)
+    delivery = Delivery(deps, state, owed, cause=cause, offset=due.offset_minutes)
+    if now >= appointment.start:
+        if due.attempts:  # it was tried and the relay never took it: say so
+            await dispatches.record(conn, delivery.failed("smtp_unavailable", due.last_error))
+        return await _finish(conn, due, "expired")
+    if await reminders.superseded(conn, due, now):
+        return await _finish(conn, due, "skipped")
+    try:
+        dispatch = await delivery.send(now)
+    except Transient as exc:
+        # Never past the start: close to it, the next round tries again.
+        until = min(now + retry_delay(deps, due.attempts), appointment.start)
+        await reminders.postpone(conn, due, until, str(exc))
+        log.warning("reminder %s-%d postponed: %s", due.appointment_id, due.offset_minutes, exc)
+        return "postponed"
+    await dispatches.record(conn, dispatch)
+    return await _finish(conn, due, dispatch.told.status)
+
+
+async def _finish(conn: asyncpg.Connection, due: reminders.DueReminder, status: str) -> str:
+    await reminders.finish(conn, due, status)
+    return status

@@ -1,0 +1,138 @@
+"""Reminders, scheduled in PostgreSQL: one row per (appointment, offset before the start).
+
+They follow the appointment's state: scheduled from the start time the person was last told,
+moved when a reschedule is announced, dropped when the appointment is cancelled or its meeting
+fails. A row is claimed with FOR UPDATE SKIP LOCKED, so several replicas share the due ones and
+a restart loses none (an unsent row simply stays pending).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import asyncpg
+
+from visio_notifications.decide import State
+
+
+@dataclass(frozen=True)
+class DueReminder:
+    appointment_id: uuid.UUID
+    offset_minutes: int
+    revision: int
+    start_at: datetime
+    attempts: int
+    last_error: str
+
+
+async def sync(conn: asyncpg.Connection, state: State, offsets: list[int], now: datetime) -> None:
+    """Bring the appointment's reminders in line with its state."""
+    appointment = state.appointment
+    if appointment is None:
+        return
+    appointment_id = appointment.appointment_id
+    if not state.up_to_date():
+        await conn.execute(
+            "UPDATE reminders SET status = 'cancelled', updated_at = now() "
+            "WHERE appointment_id = $1 AND status = 'pending'",
+            appointment_id,
+        )
+        return
+    for offset in offsets:
+        due_at = appointment.start - timedelta(minutes=offset)
+        # None in the past: an appointment booked 3 hours ahead gets no 48-hour reminder.
+        status = "pending" if due_at > now else "skipped"
+        # Untouched while the start is the same (a sent reminder stays sent); a new start
+        # makes it a new reminder, under the new revision.
+        await conn.execute(
+            """
+            INSERT INTO reminders (appointment_id, offset_minutes, revision, start_at, due_at,
+                                   status)
+            VALUES ($1, $2, $3, $4, $5, $6)
+            ON CONFLICT (appointment_id, offset_minutes) DO UPDATE SET
+                revision = EXCLUDED.revision, start_at = EXCLUDED.start_at,
+                due_at = EXCLUDED.due_at, status = EXCLUDED.status, attempts = 0,
+                retry_at = NULL, last_error = NULL, updated_at = now()
+            WHERE reminders.start_at <> EXCLUDED.start_at OR reminders.status = 'cancelled'
+            """,
+            appointment_id,
+            offset,
+            appointment.revision,
+            appointment.start,
+            due_at,
+            status,
+        )
+    # Offsets no longer configured are dropped.
+    await conn.execute(
+        "UPDATE reminders SET status = 'cancelled', updated_at = now() "
+        "WHERE appointment_id = $1 AND status = 'pending' AND NOT (offset_minutes = ANY($2))",
+        appointment_id,
+        offsets,
+    )
+
+
+async def claim_due(
+    conn: asyncpg.Connection, now: datetime, passed: list[uuid.UUID]
+) -> DueReminder | None:
+    """The most overdue reminder, row-locked until the caller's transaction ends; one another
+    replica holds is skipped. `passed`: appointments this round could not lock."""
+    row = await conn.fetchrow(
+        """
+        SELECT appointment_id, offset_minutes, revision, start_at, attempts,
+               COALESCE(last_error, '') AS last_error
+        FROM reminders
+        WHERE status = 'pending' AND due_at <= $1 AND (retry_at IS NULL OR retry_at <= $1)
+          AND NOT (appointment_id = ANY($2::uuid[]))
+        ORDER BY due_at
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED
+        """,
+        now,
+        passed,
+    )
+    return None if row is None else DueReminder(**dict(row))
+
+
+async def superseded(conn: asyncpg.Connection, reminder: DueReminder, now: datetime) -> bool:
+    """A closer reminder is due too (the service was down, say): only that one goes out."""
+    closer: bool = await conn.fetchval(
+        """
+        SELECT EXISTS (
+            SELECT 1 FROM reminders
+            WHERE appointment_id = $1 AND status = 'pending' AND offset_minutes < $2
+              AND due_at <= $3
+        )
+        """,
+        reminder.appointment_id,
+        reminder.offset_minutes,
+        now,
+    )
+    return closer
+
+
+async def finish(
+    conn: asyncpg.Connection, reminder: DueReminder, status: str, error: str | None = None
+) -> None:
+    await conn.execute(
+        "UPDATE reminders SET status = $3, last_error = COALESCE($4, last_error), "
+        "updated_at = now() WHERE appointment_id = $1 AND offset_minutes = $2",
+        reminder.appointment_id,
+        reminder.offset_minutes,
+        status,
+        error,
+    )
+
+
+async def postpone(
+    conn: asyncpg.Connection, reminder: DueReminder, until: datetime, error: str
+) -> None:
+    await conn.execute(
+        "UPDATE reminders SET retry_at = $3, attempts = attempts + 1, last_error = $4, "
+        "updated_at = now() WHERE appointment_id = $1 AND offset_minutes = $2",
+        reminder.appointment_id,
+        reminder.offset_minutes,
+        until,
+        error,
+    )

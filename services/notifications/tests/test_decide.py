@@ -1,0 +1,129 @@
+"""Which email a state calls for, whatever order the events came in: the decision table."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+from visio_notifications.decide import Owed, State, Told, owed, recipient_sha256
+
+NEW_URL = "https://teams.microsoft.com/meet/2647813459?p=NewAdvisorLink"
+
+
+@pytest.fixture
+def story(make):
+    """An appointment, its meeting, and what a confirmation told about them."""
+    appointment = make.appointment()
+    meeting = make.meeting(appointment)
+    told = Told(
+        kind="confirmation",
+        revision=1,
+        status="sent",
+        recipient_sha256=recipient_sha256(str(appointment.user.email)),
+        device=str(appointment.user.device),
+        start_at=appointment.start,
+        duration_minutes=appointment.duration_minutes,
+        join_url=meeting.join_url,
+    )
+    return appointment, meeting, told
+
+
+def _state(appointment, meeting=None, history=(), cancellation=None, advisor_revision=1):
+    return State(appointment, advisor_revision, cancellation, meeting, tuple(history))
+
+
+def test_nothing_until_both_halves_are_there(story) -> None:
+    appointment, meeting, _ = story
+    assert owed(_state(None, meeting)) is None
+    assert owed(_state(appointment, None)) is None
+    assert owed(_state(appointment, meeting)) == Owed("confirmation", 1)
+
+
+def test_nothing_more_once_told(story) -> None:
+    appointment, meeting, told = story
+    assert owed(_state(appointment, meeting, [told])) is None
+
+
+def test_a_new_time_is_announced_with_what_was_told_before(story) -> None:
+    appointment, meeting, told = story
+    moved = appointment.model_copy(
+        update={"revision": 2, "start": appointment.start + timedelta(days=1)}
+    )
+    assert owed(_state(moved, meeting, [told])) == Owed("rescheduled", 2, previous=told)
+    # Moved and moved back before anyone was told: nothing to say.
+    back = appointment.model_copy(update={"revision": 3})
+    assert owed(_state(back, meeting, [told])) is None
+
+
+def test_a_reschedule_before_the_confirmation_just_confirms_the_new_time(story) -> None:
+    appointment, meeting, _ = story
+    moved = appointment.model_copy(
+        update={"revision": 2, "start": appointment.start + timedelta(days=1)}
+    )
+    assert owed(_state(moved, meeting)) == Owed("confirmation", 2)
+
+
+def test_a_corrected_address_gets_the_confirmation_again(story, make) -> None:
+    appointment, meeting, told = story
+    corrected = make.contact_corrected(appointment, 2, "amina.h@example.net")
+    changed = appointment.model_copy(update={"revision": 2, "user": corrected.user})
+    assert owed(_state(changed, meeting, [told])) == Owed("contact_corrected", 2, previous=told)
+
+
+def test_a_new_advisor_waits_for_the_new_link(story, make) -> None:
+    appointment, meeting, told = story
+    reassigned = make.reassigned(appointment, 2)
+    changed = appointment.model_copy(update={"revision": 2, "advisor": reassigned.advisor})
+    # The old meeting (revision 1) is the previous advisor's: no link to send yet.
+    assert owed(_state(changed, meeting, [told], advisor_revision=2)) is None
+    new_meeting = make.meeting(changed, revision=2, join_url=NEW_URL)
+    assert owed(_state(changed, new_meeting, [told], advisor_revision=2)) == Owed(
+        "advisor_changed", 2, previous=told
+    )
+
+
+def test_a_meeting_newer_than_the_appointment_waits_for_its_change(story, make) -> None:
+    appointment, _, told = story
+    # The new advisor's meeting came before the AdvisorReassigned that asked for it.
+    early = make.meeting(appointment, revision=2, join_url=NEW_URL)
+    assert owed(_state(appointment, early, [told])) is None
+    assert owed(_state(appointment, make.meeting_failed(appointment, revision=2), [told])) is None
+
+
+def test_a_failed_meeting_is_said_once(story, make) -> None:
+    appointment, _, told = story
+    failed = make.meeting_failed(appointment)
+    assert owed(_state(appointment, failed)) == Owed("meeting_unavailable", 1)
+    said = replace(told, kind="meeting_unavailable", join_url=None)
+    assert owed(_state(appointment, failed, [said])) is None
+
+
+def test_a_cancellation_wins_over_everything_and_is_said_once(story, make) -> None:
+    appointment, meeting, told = story
+    cancelled = make.cancelled(appointment, 2)
+    state = _state(appointment, meeting, [told], cancellation=cancelled)
+    assert owed(state) == Owed("cancellation", 2)
+    said = replace(told, kind="cancellation", revision=2)
+    assert owed(replace(state, history=(told, said))) is None
+
+
+def test_an_address_that_bounced_is_not_tried_again_until_corrected(story, make) -> None:
+    appointment, meeting, told = story
+    bounced = replace(told, status="failed")
+    moved = appointment.model_copy(
+        update={"revision": 2, "start": appointment.start + timedelta(hours=2)}
+    )
+    assert owed(_state(moved, meeting, [bounced])) is None
+    corrected = make.contact_corrected(appointment, 3, "amina.h@example.net")
+    fixed = moved.model_copy(update={"revision": 3, "user": corrected.user})
+    # Never told anything: it is the first confirmation, to the corrected address.
+    assert owed(_state(fixed, meeting, [bounced])) == Owed("confirmation", 3)
+
+
+def test_up_to_date_means_told_the_current_time_and_link(story) -> None:
+    appointment, meeting, told = story
+    assert _state(appointment, meeting, [told]).up_to_date()
+    assert not _state(appointment, meeting).up_to_date()
+    moved = appointment.model_copy(update={"start": appointment.start + timedelta(hours=1)})
+    assert not _state(moved, meeting, [told]).up_to_date()

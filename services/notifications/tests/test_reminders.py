@@ -1,0 +1,215 @@
+"""Reminders scheduled in PostgreSQL and fired by the poller, with the clock in the test's hand:
+at their offsets (48 h and 1 h by default), never in the past, never after a cancellation,
+moved by a reschedule, once each across replicas, relay faults and restarts."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+from visio_notifications.handlers import (
+    on_appointment_changed,
+    on_appointment_requested,
+    on_meeting_event,
+)
+from visio_notifications.poller import poll_once
+from visio_shared import NotificationFailed, NotificationSent
+
+
+async def _book(deps, make, **fields):
+    appointment = make.appointment(**fields)
+    await on_appointment_requested(deps, appointment)
+    await on_meeting_event(deps, make.meeting(appointment))
+    return appointment
+
+
+async def _reminder_rows(deps, appointment_id) -> dict[int, str]:
+    rows = await deps.pool.fetch(
+        "SELECT offset_minutes, status FROM reminders WHERE appointment_id = $1", appointment_id
+    )
+    return {row["offset_minutes"]: row["status"] for row in rows}
+
+
+async def test_reminders_fire_at_48_hours_and_1_hour_before_once_each(
+    deps, make, clock, mailbox, publisher, parts
+) -> None:
+    appointment = await _book(deps, make)
+    start = appointment.start
+    assert await _reminder_rows(deps, appointment.appointment_id) == {
+        2880: "pending",
+        60: "pending",
+    }
+
+    clock.set(start - timedelta(hours=48, seconds=1))
+    assert (await poll_once(deps))["reminders"] == 0
+    clock.advance(seconds=1)
+    assert (await poll_once(deps))["reminders"] == 1
+    assert (await poll_once(deps))["reminders"] == 0
+    first = mailbox.one(appointment.appointment_id, "reminder-2880")
+    assert first["Subject"] == (
+        "Rappel : votre rendez-vous visio avec la Caf le jeudi 3 décembre à 10 h 00"
+    )
+
+    clock.set(start - timedelta(minutes=60))
+    await poll_once(deps)
+    clock.set(start + timedelta(minutes=5))
+    await poll_once(deps)
+    second = mailbox.one(appointment.appointment_id, "reminder-60")
+    assert second["Subject"] == (
+        "Rappel : votre rendez-vous visio avec la Caf aujourd'hui à 10 h 00"
+    )
+    text = parts.text(second)
+    assert "Nous vous rappelons votre rendez-vous visio avec la Caf aujourd'hui à 10 h 00" in text
+    assert make.meeting(appointment).join_url in text
+    assert mailbox.keys(appointment.appointment_id) == [
+        "r1.confirmation",
+        "r1.reminder-2880",
+        "r1.reminder-60",
+    ]
+    reminders = [e for e in publisher.events() if e.kind == "reminder"]
+    assert all(isinstance(e, NotificationSent) for e in reminders)
+    assert [(e.reminder_offset_minutes, e.message_id) for e in reminders] == [
+        (2880, first["Message-ID"]),
+        (60, second["Message-ID"]),
+    ]
+
+
+async def test_no_reminder_in_the_past(deps, make, clock, mailbox) -> None:
+    appointment = make.appointment()
+    clock.set(appointment.start - timedelta(hours=3))  # booked three hours ahead
+    await on_appointment_requested(deps, appointment)
+    await on_meeting_event(deps, make.meeting(appointment))
+    assert await _reminder_rows(deps, appointment.appointment_id) == {
+        2880: "skipped",
+        60: "pending",
+    }
+    clock.set(appointment.start - timedelta(minutes=59))
+    await poll_once(deps)
+    assert mailbox.keys(appointment.appointment_id) == ["r1.confirmation", "r1.reminder-60"]
+
+
+async def test_none_after_a_cancellation(deps, make, clock, mailbox) -> None:
+    appointment = await _book(deps, make)
+    await on_appointment_changed(deps, make.cancelled(appointment, 2))
+    assert await _reminder_rows(deps, appointment.appointment_id) == {
+        2880: "cancelled",
+        60: "cancelled",
+    }
+    for before in (timedelta(hours=48), timedelta(hours=1)):
+        clock.set(appointment.start - before)
+        assert (await poll_once(deps))["reminders"] == 0
+    assert mailbox.keys(appointment.appointment_id) == ["r1.confirmation", "r2.cancellation"]
+
+
+async def test_a_reschedule_moves_them(deps, make, clock, mailbox) -> None:
+    appointment = await _book(deps, make)
+    clock.set(appointment.start - timedelta(hours=47))
+    await poll_once(deps)  # the 48-hour reminder of the first time
+    new_start = appointment.start + timedelta(days=7)
+    await on_appointment_changed(deps, make.rescheduled(appointment, 2, new_start))
+
+    clock.set(appointment.start - timedelta(minutes=30))  # the old 1-hour mark: nothing
+    assert (await poll_once(deps))["reminders"] == 0
+    clock.set(new_start - timedelta(hours=48))
+    await poll_once(deps)
+    clock.set(new_start - timedelta(hours=1))
+    await poll_once(deps)
+    assert mailbox.keys(appointment.appointment_id) == [
+        "r1.confirmation",
+        "r1.reminder-2880",
+        "r2.rescheduled",
+        "r2.reminder-2880",
+        "r2.reminder-60",
+    ]
+
+
+async def test_a_late_poller_sends_only_the_closest_reminder(deps, make, clock, mailbox) -> None:
+    appointment = await _book(deps, make)
+    clock.set(appointment.start - timedelta(minutes=30))  # the service was down two days
+    await poll_once(deps)
+    assert mailbox.keys(appointment.appointment_id) == ["r1.confirmation", "r1.reminder-60"]
+    assert await _reminder_rows(deps, appointment.appointment_id) == {
+        2880: "skipped",
+        60: "sent",
+    }
+
+
+async def test_the_offsets_are_a_setting(deps, make, clock, mailbox) -> None:
+    deps = replace(
+        deps, settings=deps.settings.model_copy(update={"reminder_offsets_minutes": [24 * 60]})
+    )
+    appointment = await _book(deps, make)
+    clock.set(appointment.start - timedelta(hours=24))
+    await poll_once(deps)
+    assert mailbox.keys(appointment.appointment_id) == ["r1.confirmation", "r1.reminder-1440"]
+    assert mailbox.one(appointment.appointment_id, "reminder-1440")["Subject"].endswith(
+        "demain à 10 h 00"
+    )
+
+
+async def test_replicas_polling_together_send_each_reminder_once(
+    deps, make, clock, mailbox
+) -> None:
+    appointments = [await _book(deps, make) for _ in range(6)]
+    clock.set(appointments[0].start - timedelta(hours=48))
+    rounds = await asyncio.gather(*(poll_once(deps) for _ in range(3)))
+    assert sum(r["reminders"] for r in rounds) == 6
+    for appointment in appointments:
+        assert mailbox.keys(appointment.appointment_id) == [
+            "r1.confirmation",
+            "r1.reminder-2880",
+        ]
+
+
+@pytest.mark.parametrize("fault", ["451", "drop"])
+async def test_a_reminder_the_relay_could_not_take_is_sent_once_later(
+    deps, make, clock, sink, mailbox, fault
+) -> None:
+    appointment = await _book(deps, make)
+    clock.set(appointment.start - timedelta(hours=1))
+    if fault == "451":
+        sink.handler.fail_next(1)
+    else:
+        sink.handler.drop_next(1)
+    await poll_once(deps)
+    assert mailbox.keys(appointment.appointment_id) == ["r1.confirmation"]
+    await poll_once(deps)  # before its retry time: still nothing
+    assert mailbox.keys(appointment.appointment_id) == ["r1.confirmation"]
+    clock.advance(seconds=deps.settings.mail_retry_initial_s)
+    await poll_once(deps)
+    clock.advance(minutes=10)
+    await poll_once(deps)
+    assert mailbox.keys(appointment.appointment_id) == ["r1.confirmation", "r1.reminder-60"]
+
+
+async def test_an_ambiguous_cut_resends_under_the_same_message_id(
+    deps, make, clock, sink, mailbox
+) -> None:
+    """The relay kept the message and the line broke before its 250: SMTP cannot tell, so the
+    reminder goes again, under the same Message-ID, which mail clients merge."""
+    appointment = await _book(deps, make)
+    clock.set(appointment.start - timedelta(hours=1))
+    sink.handler.drop_next(1, after_storing=True)
+    await poll_once(deps)
+    clock.advance(seconds=deps.settings.mail_retry_initial_s)
+    await poll_once(deps)
+    assert mailbox.keys(appointment.appointment_id) == [
+        "r1.confirmation",
+        "r1.reminder-60",
+        "r1.reminder-60",
+    ]
+
+
+async def test_a_reminder_refused_for_good_is_a_failure_event(
+    deps, make, clock, sink, publisher
+) -> None:
+    appointment = await _book(deps, make)
+    sink.handler.refuse_recipients.add(str(appointment.user.email))  # the mailbox was closed
+    clock.set(appointment.start - timedelta(hours=1))
+    await poll_once(deps)
+    [failed] = [e for e in publisher.events() if e.kind == "reminder"]
+    assert isinstance(failed, NotificationFailed)
+    assert (failed.reminder_offset_minutes, failed.smtp_code) == (60, 550)
+    assert (await _reminder_rows(deps, appointment.appointment_id))[60] == "failed"
