@@ -1,20 +1,28 @@
 """Fixtures: a throwaway PostgreSQL database per test, migrated, with pools on the service role,
-events to feed the handler, and a publisher that records what it is asked to publish."""
+events to feed the handler, a publisher that records what it is asked to publish, settings with
+a fixed checkpoint key, and a forger: a database superuser rewriting history."""
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
-from visio_consent.ledger import SCHEMA
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import SecretStr
+from visio_consent.ledger import SCHEMA, record_hash
+from visio_consent.settings import ConsentSettings
+from visio_consent.signing import SigningKey
 from visio_runtime.db import create_pool, migrate, role_dsn
 from visio_shared import (
     CGU_VERSIONS,
@@ -154,3 +162,109 @@ class FakePublisher:
 @pytest.fixture
 def publisher() -> FakePublisher:
     return FakePublisher()
+
+
+# A fixed Ed25519 seed, so every test signs with the same (test-only) key.
+SIGNING_SEED = base64.b64encode(bytes(range(32))).decode()
+
+
+@pytest.fixture
+def signing_key() -> SigningKey:
+    return SigningKey(Ed25519PrivateKey.from_private_bytes(base64.b64decode(SIGNING_SEED)), False)
+
+
+@pytest.fixture
+def settings(database: Database, tmp_path: Path) -> ConsentSettings:
+    return ConsentSettings(
+        database_url=SecretStr(database.service_dsn),
+        subject_key=SecretStr("test-subject-key"),
+        topic_prefix=f"consent-test-{secrets.token_hex(4)}",
+        var_dir=tmp_path,
+        checkpoint_signing_key=SecretStr(SIGNING_SEED),
+    )
+
+
+def a_record(kind: str = "cgu_accepted", **extra: Any) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "appointment_id": str(uuid.uuid4()),
+        "source_event_id": str(uuid.uuid4()),
+        "subject_ref": "ab" * 32,
+        "channel": "api",
+        **extra,
+    }
+
+
+@pytest.fixture
+def make_record() -> Callable[..., dict[str, Any]]:
+    return a_record
+
+
+class Forger:
+    """A database superuser rewriting history: the append-only trigger is off while they work."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def execute(self, statement: str, *args: Any) -> None:
+        async with self.conn.transaction():
+            await self.conn.execute("ALTER TABLE ledger DISABLE TRIGGER ledger_append_only")
+            await self.conn.execute(statement, *args)
+            await self.conn.execute("ALTER TABLE ledger ENABLE TRIGGER ledger_append_only")
+
+    async def rewrite(self, seq: int, change: dict[str, Any], *, through_end: bool = True) -> None:
+        """Change record `seq` and recompute its hash and, if `through_end`, every later
+        record's prev_hash and hash and the chain head: a careful forger."""
+        rows = await self.conn.fetch(
+            "SELECT seq, prev_hash, payload FROM ledger WHERE seq >= $1 ORDER BY seq", seq
+        )
+        async with self.conn.transaction():
+            await self.conn.execute("ALTER TABLE ledger DISABLE TRIGGER ledger_append_only")
+            prev = rows[0]["prev_hash"]
+            for row in rows if through_end else rows[:1]:
+                payload = json.loads(row["payload"])
+                if row["seq"] == seq:
+                    payload.update(change)
+                digest = record_hash(prev, payload)
+                await self.conn.execute(
+                    "UPDATE ledger SET prev_hash = $2, hash = $3, payload = $4::jsonb, kind = $5 "
+                    "WHERE seq = $1",
+                    row["seq"],
+                    prev,
+                    digest,
+                    json.dumps(payload),
+                    payload["kind"],
+                )
+                prev = digest
+            if through_end:
+                await self.conn.execute(
+                    "UPDATE chain_head SET seq = $1, hash = $2", rows[-1]["seq"], prev
+                )
+            await self.conn.execute("ALTER TABLE ledger ENABLE TRIGGER ledger_append_only")
+
+    async def swap(self, first: int, second: int) -> None:
+        """Exchange the places of two records (seq is a primary key: through a free number)."""
+        await self.execute(
+            "UPDATE ledger SET seq = CASE seq WHEN $1 THEN $2 WHEN $2 THEN $1 END + 1000000 "
+            "WHERE seq IN ($1, $2)",
+            first,
+            second,
+        )
+        await self.execute("UPDATE ledger SET seq = seq - 1000000 WHERE seq > 1000000")
+
+    async def cut_tail(self, seq: int) -> None:
+        """Remove records from `seq` on and rewind the head to the record before."""
+        await self.execute("DELETE FROM ledger WHERE seq >= $1", seq)
+        last = await self.conn.fetchrow("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1")
+        head = (last["seq"], last["hash"]) if last else (0, "0" * 64)
+        await self.conn.execute("UPDATE chain_head SET seq = $1, hash = $2", *head)
+
+    async def reset(self) -> None:
+        """An empty ledger again (between property-test examples)."""
+        await self.execute("TRUNCATE ledger")
+        await self.conn.execute("UPDATE chain_head SET seq = 0, hash = repeat('0', 64)")
+
+
+@pytest.fixture
+async def forger(superuser: asyncpg.Connection) -> Forger:
+    return Forger(superuser)

@@ -1,41 +1,37 @@
-"""The service around the handler: consumer routing and dead letters, the verify endpoint, the
-verify command. The broker is replaced by a recording fake; PostgreSQL is real."""
+"""The service around the handlers: consumer routing and dead letters, and the HTTP API with its
+API keys (verification, checkpoints, right of access, withdrawal). The broker is a recording
+fake here; PostgreSQL is real. The same flows on a real broker: test_end_to_end.py."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import httpx
 import pytest
 from aiokafka.structs import ConsumerRecord
+from fastapi import FastAPI
 from pydantic import SecretStr
 from visio_consent.app import create_app
-from visio_consent.cli import verify_main
+from visio_consent.checkpoints import read_file
 from visio_consent.handlers import record_consent
-from visio_consent.ledger import append
+from visio_consent.keys import create_api_key
 from visio_consent.settings import ConsentSettings
-from visio_shared import AppointmentRequested, ConsentRecorded, Headers, Topics
+from visio_shared import AppointmentRequested, ConsentRecorded, ContactCorrected, Headers, Topics
 
 if TYPE_CHECKING:
-    from conftest import Database, FakePublisher
+    from conftest import FakePublisher, Forger
 
 MakeEvent = Callable[..., AppointmentRequested]
 
 
-def settings_for(database: Database) -> ConsentSettings:
-    return ConsentSettings(
-        database_url=SecretStr(database.service_dsn),
-        subject_key=SecretStr("test-subject-key"),
-        topic_prefix="visio-rdv-test",
-    )
-
-
-def as_record(event: AppointmentRequested, offset: int = 0) -> ConsumerRecord[Any, Any]:
+def as_record(
+    event: AppointmentRequested | ContactCorrected, offset: int = 0
+) -> ConsumerRecord[Any, Any]:
     value = event.to_json_bytes()
     return ConsumerRecord(
         topic="visio-rdv-test.appointments.v1",
@@ -58,95 +54,217 @@ def test_create_app_does_no_io() -> None:
         ConsentSettings(
             database_url=SecretStr("postgresql://nobody@127.0.0.1:1/none"),
             kafka_bootstrap_servers="127.0.0.1:1",
+            var_dir="/nonexistent/var",
         )
     )
-    paths = {getattr(route, "path", None) for route in app.routes}
-    assert {"/v1/ledger/verify", "/health/live", "/health/ready", "/metrics"} <= paths
+    paths = set(app.openapi()["paths"])
+    assert {
+        "/v1/ledger/verify",
+        "/v1/ledger/checkpoints",
+        "/v1/access",
+        "/v1/appointments/{appointment_id}/recording-withdrawal",
+        "/health/live",
+        "/health/ready",
+        "/metrics",
+    } <= paths
     assert ConsentSettings().http_port == 8083
 
 
-async def test_consumer_records_consent_and_dead_letters_poison(
-    database: Database,
-    pool: asyncpg.Pool,
-    publisher: FakePublisher,
-    make_event: MakeEvent,
-) -> None:
-    app = create_app(settings_for(database))
+def wire(app: FastAPI, pool: asyncpg.Pool, publisher: FakePublisher) -> None:
+    """What the lifespan would do, minus Kafka: the pool, a recording broker, the key."""
     runtime = app.state.runtime
     runtime.pool = pool
     runtime.broker = runtime.consumer.broker = publisher
+    app.state.checkpointer.load_key()
+
+
+async def test_consumer_records_consent_and_dead_letters_poison(
+    settings: ConsentSettings,
+    pool: asyncpg.Pool,
+    publisher: FakePublisher,
+    make_event: MakeEvent,
+) -> None:
+    app = create_app(settings)
+    wire(app, pool, publisher)
+    consumer = app.state.runtime.consumer
+    topics = Topics(settings.topic_prefix)
 
     good = make_event()
-    assert await runtime.consumer.process(as_record(good)) == "handled"
+    assert await consumer.process(as_record(good)) == "handled"
+    user = good.user.model_copy(update={"email": "new@example.org"})
+    correction = ContactCorrected(
+        **good.caused(appointment_id=good.appointment_id, revision=2), user=user
+    )
+    assert await consumer.process(as_record(correction, offset=1)) == "handled"
     bad = make_event(cgu_sha256="0" * 64)
-    assert await runtime.consumer.process(as_record(bad, offset=1)) == "dead_lettered"
+    assert await consumer.process(as_record(bad, offset=2)) == "dead_lettered"
 
-    assert await pool.fetchval("SELECT count(*) FROM ledger") == 2
-    consents, dead = publisher.calls
-    assert consents.topic == "visio-rdv-test.consents.v1"
+    kinds = [row["kind"] for row in await pool.fetch("SELECT kind FROM ledger ORDER BY seq")]
+    assert kinds == ["cgu_accepted", "recording_authorised", "contact_corrected"]
+    consents, corrected, dead = publisher.calls
+    assert consents.topic == corrected.topic == topics.consents
     assert ConsentRecorded.model_validate_json(consents.message).causation_id == good.event_id
-    assert dead.topic == "visio-rdv-test.consent.dlq"
+    assert (
+        ConsentRecorded.model_validate_json(corrected.message).causation_id == correction.event_id
+    )
+    assert dead.topic == topics.dlq("consent")
     assert dead.message == bad.to_json_bytes()
     assert dead.headers[Headers.DLQ_ERROR_CLASS] == "Poison"
     assert "is not the digest of CGU version 1" in dead.headers[Headers.DLQ_REASON]
-    assert dead.headers[Headers.DLQ_SOURCE_OFFSET] == "1"
 
 
-async def test_verify_endpoint(database: Database, pool: asyncpg.Pool) -> None:
-    app = create_app(settings_for(database))
-    app.state.runtime.pool = pool
-    async with pool.acquire() as conn:
-        entries = await append(
-            conn,
-            [
-                {
-                    "kind": "cgu_accepted",
-                    "appointment_id": str(uuid.uuid4()),
-                    "source_event_id": str(uuid.uuid4()),
-                }
-                for _ in range(3)
-            ],
-        )
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://consent") as client:
-        response = await client.get("/v1/ledger/verify")
-    assert response.status_code == 200
-    assert response.json() == {
-        "ok": True,
-        "count": 3,
-        "head_seq": 3,
-        "head_hash": entries[-1].hash,
-        "broken_seq": None,
-        "reason": None,
-        "expected": None,
-        "stored": None,
-    }
+@dataclass
+class Api:
+    client: httpx.AsyncClient
+    app: FastAPI
+    keys: dict[str, str]
+
+    def auth(self, who: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[who]}"}
 
 
-async def test_verify_command_exit_status(
-    database: Database,
+@pytest.fixture
+async def api(
+    settings: ConsentSettings,
     pool: asyncpg.Pool,
     superuser: asyncpg.Connection,
     publisher: FakePublisher,
+) -> AsyncIterator[Api]:
+    app = create_app(settings)
+    wire(app, pool, publisher)
+    keys = {
+        "operator": await create_api_key(superuser, "ops", ["consent:read"]),
+        "withdrawer": await create_api_key(superuser, "advisor-tool", ["consent:withdraw"]),
+        "portal": await create_api_key(superuser, "caf.fr", ["consent:read", "consent:withdraw"]),
+        "revoked": await create_api_key(superuser, "old", ["consent:read"]),
+    }
+    await superuser.execute("UPDATE api_keys SET revoked_at = now() WHERE name = 'old'")
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://consent") as client:
+        yield Api(client, app, keys)
+
+
+async def test_every_endpoint_needs_a_key_with_its_scope(api: Api) -> None:
+    appointment = uuid.uuid4()
+    calls = [
+        ("GET", "/v1/ledger/verify", "consent:read"),
+        ("POST", "/v1/ledger/checkpoints", "consent:read"),
+        ("POST", "/v1/access", "consent:read"),
+        ("POST", f"/v1/appointments/{appointment}/recording-withdrawal", "consent:withdraw"),
+    ]
+    for method, path, scope in calls:
+        for headers in ({}, {"Authorization": "Bearer nope"}, api.auth("revoked")):
+            answer = await api.client.request(method, path, headers=headers)
+            assert answer.status_code == 401, (path, answer.text)
+            assert answer.headers["content-type"] == "application/problem+json"
+        lacking = "withdrawer" if scope == "consent:read" else "operator"
+        answer = await api.client.request(method, path, headers=api.auth(lacking))
+        assert answer.status_code == 403, (path, answer.text)
+        assert scope in answer.json()["detail"]
+
+
+async def test_verify_and_checkpoint_over_http_catch_a_full_rewrite(
+    api: Api,
+    settings: ConsentSettings,
+    pool: asyncpg.Pool,
+    publisher: FakePublisher,
+    forger: Forger,
     make_event: MakeEvent,
-    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    settings = settings_for(database)
-    await record_consent(make_event(), pool, publisher, settings, Topics(settings.topic_prefix))
+    topics = Topics(settings.topic_prefix)
+    for _ in range(2):
+        await record_consent(make_event(), pool, publisher, settings, topics)
 
-    assert await asyncio.to_thread(verify_main, ["--dsn", database.service_dsn]) == 0
-    assert "ledger ok: 2 records" in capsys.readouterr().out
+    verified = await api.client.get("/v1/ledger/verify", headers=api.auth("operator"))
+    assert verified.status_code == 200
+    assert verified.json()["ok"] and verified.json()["count"] == 4
 
-    await superuser.execute("ALTER TABLE ledger DISABLE TRIGGER ledger_append_only")
-    await superuser.execute(
-        "UPDATE ledger SET payload = payload || '{\"revision\": 2}' WHERE seq = 2"
+    signed = await api.client.post("/v1/ledger/checkpoints", headers=api.auth("operator"))
+    assert signed.status_code == 201
+    checkpoint = signed.json()
+    assert (checkpoint["seq"], checkpoint["head_hash"]) == (4, verified.json()["head_hash"])
+    assert [cp.model_dump() for cp in read_file(settings.checkpoints_path)] == [checkpoint]
+    published = publisher.calls[-1]
+    assert published.topic == topics.consent_checkpoints
+    assert json.loads(published.message) == checkpoint
+    assert published.headers[Headers.EVENT_TYPE] == "ConsentCheckpoint"
+
+    await forger.rewrite(2, {"kind": "recording_refused"})
+
+    report = (await api.client.get("/v1/ledger/verify", headers=api.auth("operator"))).json()
+    assert (report["ok"], report["broken_seq"], report["problem"]) == (False, 4, "altered")
+    # And no checkpoint is signed over a history that does not verify.
+    refused = await api.client.post("/v1/ledger/checkpoints", headers=api.auth("operator"))
+    assert refused.status_code == 409
+    assert refused.json()["report"]["problem"] == "altered"
+    assert len(read_file(settings.checkpoints_path)) == 1
+
+
+async def test_access_over_http(
+    api: Api,
+    settings: ConsentSettings,
+    pool: asyncpg.Pool,
+    publisher: FakePublisher,
+    make_event: MakeEvent,
+) -> None:
+    event = make_event(timezone="Indian/Reunion")
+    await record_consent(event, pool, publisher, settings, Topics(settings.topic_prefix))
+    body = {"email": "  AMELIE.POULAIN@example.org "}
+
+    as_json = await api.client.post("/v1/access", json=body, headers=api.auth("operator"))
+    assert as_json.status_code == 200
+    assert as_json.headers["content-type"] == "application/json"
+    export = as_json.json()
+    assert [r["kind"] for r in export["records"]] == ["cgu_accepted", "recording_authorised"]
+    assert export["records"][0]["when"] == "samedi 1er mars 2025 à 13 h 15 (heure de La Réunion)"
+
+    headers = {**api.auth("operator"), "Accept": "text/plain"}
+    as_text = await api.client.post("/v1/access", json=body, headers=headers)
+    assert as_text.headers["content-type"].startswith("text/plain")
+    assert "droit d'accès" in as_text.text and export["records"][1]["hash"] in as_text.text
+
+    for bad, field in (({"email": "not-an-email"}, "email"), ({**body, "name": "x"}, "name")):
+        answer = await api.client.post("/v1/access", json=bad, headers=api.auth("operator"))
+        assert answer.status_code == 422
+        assert [error["field"] for error in answer.json()["errors"]] == [field]
+    huge = {"email": "a@example.org", "x": "y" * settings.max_body_bytes}
+    answer = await api.client.post("/v1/access", json=huge, headers=api.auth("operator"))
+    assert answer.status_code == 413
+
+
+async def test_withdrawal_over_http(
+    api: Api,
+    settings: ConsentSettings,
+    pool: asyncpg.Pool,
+    publisher: FakePublisher,
+    make_event: MakeEvent,
+) -> None:
+    topics = Topics(settings.topic_prefix)
+    authorised, refused = make_event(), make_event(recording_authorised=False)
+    for event in (authorised, refused):
+        await record_consent(event, pool, publisher, settings, topics)
+    path = "/v1/appointments/{}/recording-withdrawal"
+
+    first = await api.client.post(
+        path.format(authorised.appointment_id), headers=api.auth("portal")
     )
-    await superuser.execute("ALTER TABLE ledger ENABLE TRIGGER ledger_append_only")
+    again = await api.client.post(
+        path.format(authorised.appointment_id), headers=api.auth("portal")
+    )
 
-    assert await asyncio.to_thread(verify_main, ["--dsn", database.service_dsn, "--json"]) == 1
-    report = json.loads(capsys.readouterr().out)
-    assert (report["ok"], report["broken_seq"], report["count"]) == (False, 2, 1)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert (first.json()["appended"], again.json()["appended"]) == (True, False)
+    assert first.json()["seq"] == again.json()["seq"] == 5
+    record = json.loads(await pool.fetchval("SELECT payload FROM ledger WHERE seq = 5"))
+    assert (record["kind"], record["calling_system"]) == ("recording_withdrawn", "caf.fr")
+    assert await pool.fetchval("SELECT count(*) FROM ledger") == 5
 
-    missing = database.service_dsn.rsplit("/", 1)[0] + "/no_such_database"
-    assert await asyncio.to_thread(verify_main, ["--dsn", missing]) == 2
-    assert "cannot read the consent ledger" in capsys.readouterr().err
+    answer = await api.client.post(path.format(refused.appointment_id), headers=api.auth("portal"))
+    assert (answer.status_code, answer.json()["type"].rsplit("/", 1)[-1]) == (
+        409,
+        "nothing-to-withdraw",
+    )
+    answer = await api.client.post(path.format(uuid.uuid4()), headers=api.auth("portal"))
+    assert answer.status_code == 404
+    answer = await api.client.post(path.format("not-a-uuid"), headers=api.auth("portal"))
+    assert answer.status_code == 422

@@ -9,11 +9,19 @@ from typing import TYPE_CHECKING
 import asyncpg
 import pytest
 from pydantic import SecretStr
-from visio_consent.handlers import record_consent
-from visio_consent.ledger import subject_ref, verify
+from visio_consent.handlers import record_consent, record_contact_correction
+from visio_consent.ledger import subject_ref
 from visio_consent.settings import ConsentSettings
+from visio_consent.verify import verify
 from visio_runtime.errors import Poison
-from visio_shared import CGU_VERSIONS, AppointmentRequested, ConsentRecorded, Headers, Topics
+from visio_shared import (
+    CGU_VERSIONS,
+    AppointmentRequested,
+    ConsentRecorded,
+    ContactCorrected,
+    Headers,
+    Topics,
+)
 
 if TYPE_CHECKING:
     from conftest import FakePublisher
@@ -161,3 +169,81 @@ async def test_erasing_a_subject_keeps_the_chain_verifiable(
     async with pool.acquire() as conn:
         report = await verify(conn)
     assert report.ok and report.count == 4
+
+
+def corrected(event: AppointmentRequested, email: str, **names: str) -> ContactCorrected:
+    user = event.user.model_copy(update={"email": email, **names})
+    return ContactCorrected(
+        **event.caused(appointment_id=event.appointment_id, revision=2), user=user
+    )
+
+
+async def test_a_corrected_address_ties_the_new_subject_ref_to_the_appointment(
+    pool: asyncpg.Pool, publisher: FakePublisher, make_event: MakeEvent
+) -> None:
+    event = make_event()
+    first = await record_consent(event, pool, publisher, SETTINGS, TOPICS)
+    correction = corrected(event, "amelie.lefebvre@example.org")
+
+    recorded = await record_contact_correction(correction, pool, publisher, SETTINGS, TOPICS)
+
+    new_ref = subject_ref("test-subject-key", "amelie.lefebvre@example.org")
+    assert recorded is not None
+    row = await pool.fetchrow("SELECT * FROM ledger WHERE seq = 3")
+    record = json.loads(row["payload"])
+    assert (row["kind"], record["subject_ref"], record["previous_subject_ref"]) == (
+        "contact_corrected",
+        new_ref,
+        first.subject_ref,
+    )
+    assert (record["revision"], record["cgu_version"]) == (2, "1")
+    assert record["source_event_id"] == str(correction.event_id)
+    assert "lefebvre" not in row["payload"].casefold()
+    assert await pool.fetchrow(
+        "SELECT subject_ref, revision FROM appointments WHERE appointment_id = $1",
+        event.appointment_id,
+    ) == (new_ref, 2)
+    kept = await pool.fetch("SELECT * FROM subjects ORDER BY recorded_at")
+    assert [(k["subject_ref"], k["email"]) for k in kept] == [
+        (first.subject_ref, event.user.email),
+        (new_ref, "amelie.lefebvre@example.org"),
+    ]
+    assert kept[0]["retain_until"] == kept[1]["retain_until"]
+    assert (recorded.subject_ref, recorded.revision, recorded.causation_id) == (
+        new_ref,
+        2,
+        correction.event_id,
+    )
+    assert [(e.seq, e.kind) for e in recorded.entries] == [(3, "contact_corrected")]
+    assert ConsentRecorded.model_validate_json(publisher.calls[-1].message) == recorded
+
+    # Redelivered: nothing appended, the same announcement again.
+    again = await record_contact_correction(correction, pool, publisher, SETTINGS, TOPICS)
+    assert again == recorded
+    assert await pool.fetchval("SELECT count(*) FROM ledger") == 3
+    async with pool.acquire() as conn:
+        assert (await verify(conn)).ok
+
+
+async def test_a_corrected_name_changes_nothing_in_the_chain(
+    pool: asyncpg.Pool, publisher: FakePublisher, make_event: MakeEvent
+) -> None:
+    event = make_event()
+    await record_consent(event, pool, publisher, SETTINGS, TOPICS)
+    correction = corrected(event, event.user.email, last_name="Poulain")
+
+    assert await record_contact_correction(correction, pool, publisher, SETTINGS, TOPICS) is None
+
+    assert await pool.fetchval("SELECT count(*) FROM ledger") == 2
+    assert await pool.fetchval("SELECT last_name FROM subjects") == "Poulain"
+    assert await pool.fetchval("SELECT revision FROM appointments") == 2
+    assert len(publisher.calls) == 1  # the request's ConsentRecorded only
+
+
+async def test_a_correction_of_an_unrecorded_appointment_is_poison(
+    pool: asyncpg.Pool, publisher: FakePublisher, make_event: MakeEvent
+) -> None:
+    correction = corrected(make_event(), "someone@example.org")
+    with pytest.raises(Poison, match="replay its AppointmentRequested"):
+        await record_contact_correction(correction, pool, publisher, SETTINGS, TOPICS)
+    assert await pool.fetchval("SELECT count(*) FROM processed_events") == 0

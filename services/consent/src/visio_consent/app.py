@@ -1,16 +1,20 @@
-"""The consent service: reads appointment requests, appends consent to the ledger."""
+"""The consent service: records consent from appointment events, signs checkpoints on a
+schedule, and serves verification, the right of access and withdrawals over HTTP."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from fastapi import FastAPI
 from visio_runtime.service import Runtime, build_runtime, create_service_app
-from visio_shared import AppointmentRequested
+from visio_shared import AppointmentRequested, ContactCorrected
 
-from visio_consent.handlers import record_consent
-from visio_consent.ledger import VerifyReport, verify
+from visio_consent import api, problems
+from visio_consent.checkpoints import Checkpointer
+from visio_consent.handlers import record_consent, record_contact_correction
 from visio_consent.settings import ConsentSettings
+from visio_consent.store import purge_expired_subjects
 
 log = logging.getLogger(__name__)
 
@@ -18,32 +22,56 @@ log = logging.getLogger(__name__)
 def create_app(settings: ConsentSettings | None = None) -> FastAPI:
     settings = settings or ConsentSettings()
     runtime = build_runtime("consent", settings)
+    checkpointer = Checkpointer(settings, runtime.topics)
 
     @runtime.consumer.on(AppointmentRequested)
     async def on_appointment_requested(event: AppointmentRequested) -> None:
         await record_consent(event, runtime.db, runtime.broker, settings, runtime.topics)
+
+    @runtime.consumer.on(ContactCorrected)
+    async def on_contact_corrected(event: ContactCorrected) -> None:
+        await record_contact_correction(event, runtime.db, runtime.broker, settings, runtime.topics)
 
     runtime.consumer.subscribe(runtime.topics.appointments)
 
     if settings.uses_dev_subject_key:
         runtime.on_start.append(_warn_dev_subject_key)
 
+    async def load_key(_: Runtime) -> None:
+        # At start, so a missing or unreadable key stops the service instead of its proofs.
+        checkpointer.load_key()
+
+    runtime.on_start.append(load_key)
+    runtime.run_in_background(lambda: checkpointer.run(runtime.db, runtime.broker), "checkpoints")
+    runtime.run_in_background(lambda: _purge_expired(runtime, settings), "retention")
+
     app = create_service_app(
         runtime,
         title="Visio RDV consent",
-        description="Tamper-evident ledger of CGU acceptance and recording authorisation.",
+        version="1.0.0",
+        description=(
+            "Tamper-evident ledger of CGU acceptance and recording authorisation: verification "
+            "against signed checkpoints, the right of access, withdrawal of the recording "
+            "authorisation. Every call carries `Authorization: Bearer <api key>`."
+        ),
     )
-
-    @app.get(
-        "/v1/ledger/verify",
-        tags=["ledger"],
-        summary="Walk the hash chain from genesis and report the first broken link",
-    )
-    async def verify_ledger() -> VerifyReport:
-        async with runtime.db.acquire() as conn:
-            return await verify(conn)
-
+    app.state.checkpointer = checkpointer
+    problems.install(app)
+    app.include_router(api.router)
     return app
+
+
+async def _purge_expired(runtime: Runtime, settings: ConsentSettings) -> None:
+    """Erase personal data kept beside the chain once its retention has ended."""
+    while True:
+        try:
+            async with runtime.db.acquire() as conn:
+                erased = await purge_expired_subjects(conn)
+            if erased:
+                log.info("consent: erased the personal data of %d expired subjects", erased)
+        except Exception:  # tried again next round
+            log.exception("consent: retention purge failed")
+        await asyncio.sleep(settings.checkpoint_interval_s)
 
 
 async def _warn_dev_subject_key(_: Runtime) -> None:

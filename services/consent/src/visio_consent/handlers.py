@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -14,15 +13,18 @@ from visio_runtime.db import mark_processed
 from visio_runtime.errors import Poison
 from visio_shared import (
     CGU_VERSIONS,
+    AppointmentEvent,
     AppointmentRequested,
     ConsentGiven,
     ConsentRecorded,
+    ContactCorrected,
     LedgerEntry,
     Topics,
     publish_event,
 )
 from visio_shared.publishing import Publisher
 
+from visio_consent import store
 from visio_consent.ledger import append, iso_utc, subject_ref
 from visio_consent.settings import ConsentSettings
 
@@ -51,11 +53,14 @@ async def record_consent(
     ref = subject_ref(settings.subject_key.get_secret_value(), event.user.email)
     async with pool.acquire() as conn, conn.transaction():
         if await mark_processed(conn, event.event_id, event.event_type):
-            await _keep_subject(conn, event, ref, settings)
+            until = store.retain_until(event, settings.subject_retention_days)
+            await store.keep_subject(conn, ref, event.appointment_id, event.user, until)
+            await store.remember_appointment(conn, event, ref)
             await append(conn, consent_records(event, ref), batch_size=settings.append_batch_size)
         else:
             log.info("consent: event %s already recorded, announcing again", event.event_id)
-        recorded = await _recorded(conn, event)
+        recorded = await announcement(conn, event)
+    assert recorded is not None, "an appointment request always appends"
     await publish_event(publisher, topics.consents, recorded)
     log.info(
         "consent: appointment %s revision %s recorded at seq %s",
@@ -90,6 +95,58 @@ def consent_records(event: AppointmentRequested, ref: str) -> list[dict[str, Any
     ]
 
 
+async def record_contact_correction(
+    event: ContactCorrected,
+    pool: asyncpg.Pool,
+    publisher: Publisher,
+    settings: ConsentSettings,
+    topics: Topics,
+) -> ConsentRecorded | None:
+    """A corrected contact: the corrected details replace the old ones beside the chain, and if
+    the address changed (so the subject_ref did), a `contact_corrected` record ties the new
+    subject_ref to the appointment. Without it, later records of the appointment (a withdrawal,
+    its connections) would carry a pseudonym nothing in the chain links to the consent given.
+
+    A name-only correction changes nothing in the chain: returns None and announces nothing.
+    """
+    ref = subject_ref(settings.subject_key.get_secret_value(), event.user.email)
+    async with pool.acquire() as conn, conn.transaction():
+        appointment = await store.lock_appointment(conn, event.appointment_id)
+        if appointment is None:
+            # Same topic, same key: its AppointmentRequested came first and was not recorded
+            # (dead-lettered). Replayable once that one is, so it is dead-lettered too.
+            raise Poison(
+                f"appointment {event.appointment_id} has no recorded consent; replay its "
+                "AppointmentRequested from the dead-letter topic first, then this event"
+            )
+        if await mark_processed(conn, event.event_id, event.event_type):
+            until = await store.retention_of(conn, event.appointment_id)
+            if until is not None:  # none once the data was erased: nothing to correct then
+                await store.keep_subject(conn, ref, event.appointment_id, event.user, until)
+            if ref != appointment.subject_ref:
+                await append(conn, [_contact_corrected(event, ref, appointment)])
+            await store.move_appointment(conn, event.appointment_id, event.revision, ref)
+        recorded = await announcement(conn, event)
+    if recorded is not None:
+        await publish_event(publisher, topics.consents, recorded)
+    return recorded
+
+
+def _contact_corrected(
+    event: ContactCorrected, ref: str, appointment: store.Appointment
+) -> dict[str, Any]:
+    return {
+        "kind": "contact_corrected",
+        "subject_ref": ref,
+        "previous_subject_ref": appointment.subject_ref,
+        "appointment_id": str(event.appointment_id),
+        "revision": event.revision,
+        "source_event_id": str(event.event_id),
+        "cgu_version": appointment.cgu_version,
+        "corrected_at": iso_utc(event.occurred_at),
+    }
+
+
 def _check_cgu(consent: ConsentGiven) -> None:
     # Booking validates the same table, so a mismatch here means a bypassed or broken producer:
     # recording it would put an unprovable acceptance in the proof file.
@@ -103,36 +160,25 @@ def _check_cgu(consent: ConsentGiven) -> None:
         )
 
 
-async def _keep_subject(
-    conn: asyncpg.Connection, event: AppointmentRequested, ref: str, settings: ConsentSettings
-) -> None:
-    ends = event.start + timedelta(minutes=event.duration_minutes)
-    await conn.execute(
-        "INSERT INTO subjects "
-        "(subject_ref, appointment_id, email, first_name, last_name, retain_until) "
-        "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (subject_ref, appointment_id) DO NOTHING",
-        ref,
-        event.appointment_id,
-        str(event.user.email),
-        event.user.first_name,
-        event.user.last_name,
-        ends + timedelta(days=settings.subject_retention_days),
-    )
+async def announcement(
+    conn: asyncpg.Connection, source: AppointmentEvent
+) -> ConsentRecorded | None:
+    """The ConsentRecorded of what `source` appended, or None if it appended nothing.
 
-
-async def _recorded(conn: asyncpg.Connection, event: AppointmentRequested) -> ConsentRecorded:
-    # Built from the stored records, so a redelivery announces exactly what was recorded.
+    Built from the stored records, so announcing again (after a redelivery, or a repeated
+    withdrawal) publishes exactly the same event, with the same event_id.
+    """
     rows = await conn.fetch(
         "SELECT seq, kind, hash, recorded_at, payload FROM ledger "
         "WHERE source_event_id = $1 ORDER BY seq",
-        event.event_id,
+        source.event_id,
     )
     if not rows:
-        raise RuntimeError(f"event {event.event_id} is marked processed but has no records")
+        return None
     first = json.loads(rows[0]["payload"])
     return ConsentRecorded(
-        **event.caused(appointment_id=event.appointment_id, revision=event.revision),
-        event_id=uuid.uuid5(_CONSENT_RECORDED_NAMESPACE, str(event.event_id)),
+        **source.caused(appointment_id=source.appointment_id, revision=first["revision"]),
+        event_id=uuid.uuid5(_CONSENT_RECORDED_NAMESPACE, str(source.event_id)),
         occurred_at=rows[0]["recorded_at"],
         subject_ref=first["subject_ref"],
         cgu_version=first["cgu_version"],

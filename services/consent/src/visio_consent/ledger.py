@@ -1,16 +1,17 @@
-"""The consent ledger: append-only, hash-chained records in PostgreSQL, and their verifier.
+"""The consent ledger: append-only, hash-chained records in PostgreSQL.
 
 Each record is a JSON object. `append` adds two fields to it, `seq` (its position, from 1) and
 `recorded_at` (ISO 8601 UTC, stamped under the chain lock so time follows seq), and stores it as
 `payload`; the hash of record n covers the hash of record n-1, so changing any stored record,
-or removing or reordering one, breaks every link after it. See `record_hash` for the exact bytes.
+or removing or reordering one, breaks every link after it. See `record_hash` for the exact bytes,
+`visio_consent.verify` for the walk that checks them, and `visio_consent.signing` for the
+checkpoints that catch a rewrite whose hashes were all recomputed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -19,7 +20,6 @@ from typing import Any
 
 import asyncpg
 import rfc8785
-from pydantic import BaseModel, ConfigDict
 from visio_runtime.db import SchemaSpec
 from visio_shared import LedgerEntry
 
@@ -69,7 +69,8 @@ def iso_utc(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-# One statement per batch; ORDER BY seq makes the per-row trigger see the rows in chain order.
+# One statement per batch: the statement-level trigger (migration 002) checks the whole batch
+# against the chain head in one pass, which is what keeps batched appends fast.
 _INSERT = """
 INSERT INTO ledger
     (seq, prev_hash, hash, recorded_at, kind, appointment_id, source_event_id, payload)
@@ -163,115 +164,3 @@ def _check_json(value: Any, where: str) -> None:
             _check_json(item, f"{where}[{index}]")
     elif not isinstance(value, str | int | bool) and value is not None:
         raise ValueError(f"{where}: {type(value).__name__} is not a JSON value")
-
-
-class VerifyReport(BaseModel):
-    """The outcome of walking the chain from genesis.
-
-    `count`, `head_seq` and `head_hash` describe the records that verified (all of them when
-    `ok`); when broken, `broken_seq` is the first record that fails, with what the verifier
-    expected and what is stored.
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    ok: bool
-    count: int
-    head_seq: int
-    head_hash: str
-    broken_seq: int | None = None
-    reason: str | None = None
-    expected: str | None = None
-    stored: str | None = None
-
-    def describe(self) -> str:
-        if self.ok:
-            return (
-                f"ledger ok: {self.count} records, head seq {self.head_seq} hash {self.head_hash}"
-            )
-        return (
-            f"ledger BROKEN at seq {self.broken_seq}: {self.reason}\n"
-            f"  expected: {self.expected}\n"
-            f"  stored:   {self.stored}\n"
-            f"  {self.count} records verified before it (last good seq {self.head_seq}, "
-            f"hash {self.head_hash})"
-        )
-
-
-_WALK = """
-SELECT seq, prev_hash, hash, kind, appointment_id, source_event_id, payload
-FROM ledger ORDER BY seq
-"""
-
-
-async def verify(conn: asyncpg.Connection, *, prefetch: int = 1000) -> VerifyReport:
-    """Walk the chain from genesis, recompute every hash, report the first broken link.
-
-    Also checks that seq runs 1, 2, 3… without gaps, that the queryable columns agree with the
-    chained record, and that `chain_head` names the last record (a truncated tail whose head
-    was left in place shows there; one whose head was rewritten too needs the signed
-    checkpoints). Reads one snapshot, so appends running meanwhile do not disturb it.
-    """
-    if conn.is_in_transaction():
-        return await _walk(conn, prefetch)
-    async with conn.transaction(isolation="repeatable_read", readonly=True):
-        return await _walk(conn, prefetch)
-
-
-async def _walk(conn: asyncpg.Connection, prefetch: int) -> VerifyReport:
-    head = await conn.fetchrow("SELECT seq, hash FROM chain_head")
-    assert head is not None, "chain_head is seeded by the migration"
-    count, last_seq, last_hash = 0, 0, GENESIS_HASH
-
-    def broken(seq: int, reason: str, expected: str, stored: str) -> VerifyReport:
-        return VerifyReport(
-            ok=False,
-            count=count,
-            head_seq=last_seq,
-            head_hash=last_hash,
-            broken_seq=seq,
-            reason=reason,
-            expected=expected,
-            stored=stored,
-        )
-
-    async for row in conn.cursor(_WALK, prefetch=prefetch):
-        seq: int = row["seq"]
-        if seq != last_seq + 1:
-            return broken(seq, "seq is not contiguous", str(last_seq + 1), str(seq))
-        if row["prev_hash"] != last_hash:
-            return broken(seq, "prev_hash is not the previous hash", last_hash, row["prev_hash"])
-        payload = json.loads(row["payload"])
-        if not isinstance(payload, dict):
-            return broken(seq, "payload is not a JSON object", "object", type(payload).__name__)
-        try:
-            computed = record_hash(row["prev_hash"], payload)
-        except rfc8785.CanonicalizationError as exc:
-            return broken(seq, "payload cannot be canonicalised", "RFC 8785 JSON", str(exc))
-        if computed != row["hash"]:
-            return broken(seq, "hash does not match the record", computed, row["hash"])
-        columns = {
-            "seq": seq,
-            "kind": row["kind"],
-            "appointment_id": str(row["appointment_id"]),
-            "source_event_id": str(row["source_event_id"]),
-        }
-        chained = {key: payload.get(key) for key in columns}
-        if chained != columns:
-            return broken(
-                seq, "columns disagree with the chained record", _show(chained), _show(columns)
-            )
-        count, last_seq, last_hash = count + 1, seq, row["hash"]
-
-    if (head["seq"], head["hash"]) != (last_seq, last_hash):
-        return broken(
-            head["seq"],
-            "chain_head does not name the last record",
-            f"{last_seq} {last_hash}",
-            f"{head['seq']} {head['hash']}",
-        )
-    return VerifyReport(ok=True, count=count, head_seq=last_seq, head_hash=last_hash)
-
-
-def _show(values: Mapping[str, Any]) -> str:
-    return json.dumps(values, sort_keys=True)

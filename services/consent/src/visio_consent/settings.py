@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 from visio_runtime.settings import ServiceSettings
@@ -10,6 +12,9 @@ from visio_runtime.settings import ServiceSettings
 # production sets CONSENT_SUBJECT_KEY to a long random secret, and never changes it (a new key
 # gives the same person a new subject_ref, so their older records would no longer match).
 DEV_SUBJECT_KEY = "dev-only-insecure-subject-key-set-CONSENT_SUBJECT_KEY"
+
+# Where the development checkpoint key is generated when CONSENT_CHECKPOINT_SIGNING_KEY is unset.
+DEV_SIGNING_KEY_FILE = "consent-checkpoint-key.DEV-ONLY.pem"
 
 
 class ConsentSettings(ServiceSettings):
@@ -24,14 +29,55 @@ class ConsentSettings(ServiceSettings):
         description="HMAC-SHA256 key of subject_ref. The default is for development only.",
     )
     append_batch_size: int = Field(
-        default=100, ge=1, description="Rows per INSERT statement when appending to the ledger."
+        default=250,
+        ge=1,
+        # Measured with `visio-rdv consent bench` on 2 cores: 100 → ~6,000 appends/s,
+        # 250 → ~9,700, 500 → 7,000–9,900, 1,000 → ~6,900 (one commit per batch dominates below).
+        description="Rows per INSERT statement when appending to the ledger.",
     )
     subject_retention_days: int = Field(
         default=365,
         ge=0,
         description="How long after the appointment the subject's personal data is kept.",
     )
+    var_dir: Path = Field(
+        default=Path("var"),
+        description="Local state: the checkpoint file and, in development, the checkpoint key.",
+    )
+    checkpoint_signing_key: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Ed25519 private key that signs checkpoints: PKCS#8 PEM, or the 32-byte seed in "
+            "base64. Unset: a development key is generated under var_dir (never in production)."
+        ),
+    )
+    checkpoint_trusted_keys: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Ed25519 public keys (32 bytes, base64) whose checkpoints verification also "
+            "accepts besides the signing key's own: the keys used before a rotation."
+        ),
+    )
+    checkpoint_file: Path | None = Field(
+        default=None,
+        description="JSON lines file of signed checkpoints (default: var_dir/consent-checkpoints"
+        ".jsonl). Keep it off the database host.",
+    )
+    checkpoint_interval_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="How often a checkpoint is signed when the ledger has grown since the last.",
+    )
+    max_body_bytes: int = Field(default=4096, ge=256, description="Largest HTTP request body.")
 
     @property
     def uses_dev_subject_key(self) -> bool:
         return self.subject_key.get_secret_value() == DEV_SUBJECT_KEY
+
+    @property
+    def checkpoints_path(self) -> Path:
+        return self.checkpoint_file or self.var_dir / "consent-checkpoints.jsonl"
+
+    @property
+    def dev_signing_key_path(self) -> Path:
+        return self.var_dir / DEV_SIGNING_KEY_FILE

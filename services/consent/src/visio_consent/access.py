@@ -1,0 +1,205 @@
+"""The right of access (CGU article 8): every record of one person, in French for that person
+to read (dates in the appointment's time zone), and as JSON with what re-checks each record: its
+seq, its hash, the previous hash and the chained record itself.
+
+A person's records are those chained under their subject_ref and, for an appointment whose
+address was corrected to theirs, that appointment's records before the correction: the consent
+that governs their appointment was recorded under the old address.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
+from pydantic import BaseModel
+from visio_shared import OVERSEAS_CAFS
+from visio_shared.cafs import METROPOLITAN_TIME_LABEL, METROPOLITAN_TIMEZONE
+
+LABELS = {
+    "cgu_accepted": "Acceptation des conditions générales d'utilisation (CGU)",
+    "recording_authorised": "Enregistrement de l'entretien autorisé",
+    "recording_refused": "Enregistrement de l'entretien refusé",
+    "recording_withdrawn": "Autorisation d'enregistrement retirée",
+    "contact_corrected": "Adresse électronique corrigée",
+    "connection": "Connexion à l'entretien",
+    "recording_reference": "Enregistrement de l'entretien conservé",
+}
+# The moment a record is about, when it names one; else the time it was chained.
+_MOMENTS = ("accepted_at", "decided_at", "withdrawn_at", "corrected_at")
+
+_DAYS = ("lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi", "dimanche")
+_MONTHS = (
+    "janvier", "février", "mars", "avril", "mai", "juin",
+    "juillet", "août", "septembre", "octobre", "novembre", "décembre",
+)  # fmt: skip
+_ZONE_LABELS = {caf.timezone: caf.time_label for caf in OVERSEAS_CAFS.values()} | {
+    METROPOLITAN_TIMEZONE: METROPOLITAN_TIME_LABEL,
+    "UTC": "temps universel",
+}
+
+HOW_TO_VERIFY = (
+    "Chaque enregistrement porte une empreinte (hash) : le SHA-256 de l'empreinte de "
+    "l'enregistrement précédent (64 caractères hexadécimaux) suivie de l'enregistrement écrit "
+    "en JSON canonique (RFC 8785). Chaque empreinte dépend donc de toutes les précédentes, et "
+    "des points de contrôle signés (Ed25519) de ces empreintes sont publiés régulièrement : "
+    "un enregistrement modifié, retiré ou déplacé ne se vérifie plus."
+)
+
+
+def french_datetime(moment: datetime, zone: str) -> str:
+    """`samedi 1er mars 2025 à 13 h 15 (heure de La Réunion)`."""
+    local = moment.astimezone(ZoneInfo(zone))
+    label = _ZONE_LABELS.get(zone, f"heure de {zone}")
+    return (
+        f"{_DAYS[local.weekday()]} {french_date(moment, zone)} "
+        f"à {local.hour} h {local.minute:02d} ({label})"
+    )
+
+
+def french_date(moment: datetime, zone: str) -> str:
+    """`1er mars 2025`, the day it is in `zone`."""
+    local = moment.astimezone(ZoneInfo(zone))
+    day = "1er" if local.day == 1 else str(local.day)
+    return f"{day} {_MONTHS[local.month - 1]} {local.year}"
+
+
+class AccessRecord(BaseModel):
+    seq: int
+    hash: str
+    prev_hash: str
+    kind: str
+    label: str
+    appointment_id: uuid.UUID
+    at: datetime
+    timezone: str
+    when: str
+    record: dict[str, Any]  # exactly what was hashed
+
+
+class KeptData(BaseModel):
+    """Personal data kept beside the chain for one appointment, until `retain_until`."""
+
+    appointment_id: uuid.UUID
+    email: str
+    first_name: str
+    last_name: str
+    retain_until: datetime
+
+
+class AccessExport(BaseModel):
+    subject_ref: str
+    generated_at: datetime
+    records: list[AccessRecord]
+    personal_data: list[KeptData]
+    how_to_verify: str = HOW_TO_VERIFY
+
+    def text(self) -> str:
+        """The export in French, for the person."""
+        zone = self.records[-1].timezone if self.records else METROPOLITAN_TIMEZONE
+        lines = [
+            "Registre des consentements de Visio RDV (Caf) — droit d'accès (article 8 des CGU)",
+            f"Document établi le {french_datetime(self.generated_at, zone)}.",
+            "",
+            f"Votre référence pseudonyme : {self.subject_ref}",
+            "Le registre ne contient ni votre nom ni votre adresse électronique, seulement cette "
+            "référence, calculée à partir de votre adresse.",
+            "",
+        ]
+        if not self.records:
+            lines.append("Aucun enregistrement du registre ne correspond à cette adresse.")
+        else:
+            count = len(self.records)
+            lines.append(
+                f"{count} enregistrement{'s' if count > 1 else ''} du registre vous "
+                f"concerne{'nt' if count > 1 else ''}, du plus ancien au plus récent :"
+            )
+        for number, item in enumerate(self.records, start=1):
+            lines += ["", f"{number}. {_title(item)}", f"   Le {item.when}"]
+            lines.append(f"   Rendez-vous n° {item.appointment_id}")
+            lines += [f"   {detail}" for detail in _details(item, self.subject_ref)]
+            lines.append(f"   Preuve : enregistrement n° {item.seq}, empreinte {item.hash}")
+        lines += ["", "Données personnelles conservées à côté du registre"]
+        if not self.personal_data:
+            lines.append("   Aucune (ou déjà effacées au terme de leur durée de conservation).")
+        for kept in self.personal_data:
+            lines.append(
+                f"   Rendez-vous n° {kept.appointment_id} : {kept.first_name} {kept.last_name}, "
+                f"{kept.email} — conservées jusqu'au {french_date(kept.retain_until, zone)}, "
+                "puis effacées."
+            )
+        lines += ["", "Comment vérifier", HOW_TO_VERIFY, ""]
+        return "\n".join(lines)
+
+
+def _title(item: AccessRecord) -> str:
+    label = item.label
+    if item.kind == "cgu_accepted" and "cgu_version" in item.record:
+        label += f", version {item.record['cgu_version']}"
+    return label
+
+
+def _details(item: AccessRecord, ref: str) -> list[str]:
+    record = item.record
+    details = []
+    if item.kind == "cgu_accepted" and "cgu_sha256" in record:
+        details.append(f"Texte des CGU accepté : empreinte SHA-256 {record['cgu_sha256']}")
+    if record.get("calling_system"):
+        details.append(f"Transmis par : {record['calling_system']}")
+    if record.get("subject_ref") != ref:
+        details.append("Enregistré sous votre adresse précédente, corrigée depuis.")
+    return details
+
+
+_RECORDS = """
+WITH mine AS (
+    SELECT seq FROM ledger WHERE payload ->> 'subject_ref' = $1
+    UNION
+    SELECT earlier.seq
+    FROM ledger moved
+    JOIN ledger earlier
+        ON earlier.appointment_id = moved.appointment_id AND earlier.seq < moved.seq
+    WHERE moved.payload ->> 'subject_ref' = $1 AND moved.kind = 'contact_corrected'
+)
+SELECT l.seq, l.prev_hash, l.hash, l.kind, l.appointment_id, l.payload, a.timezone
+FROM mine JOIN ledger l USING (seq) LEFT JOIN appointments a USING (appointment_id)
+ORDER BY l.seq
+"""
+
+
+async def access_export(conn: asyncpg.Connection, ref: str) -> AccessExport:
+    records = []
+    for row in await conn.fetch(_RECORDS, ref):
+        record = json.loads(row["payload"])
+        zone = row["timezone"] or "UTC"
+        moment = next((record[key] for key in _MOMENTS if key in record), record["recorded_at"])
+        at = datetime.fromisoformat(moment)
+        records.append(
+            AccessRecord(
+                seq=row["seq"],
+                hash=row["hash"],
+                prev_hash=row["prev_hash"],
+                kind=row["kind"],
+                label=LABELS.get(row["kind"], row["kind"]),
+                appointment_id=row["appointment_id"],
+                at=at,
+                timezone=zone,
+                when=french_datetime(at, zone),
+                record=record,
+            )
+        )
+    kept = await conn.fetch(
+        "SELECT appointment_id, email, first_name, last_name, retain_until FROM subjects "
+        "WHERE subject_ref = $1 ORDER BY retain_until",
+        ref,
+    )
+    return AccessExport(
+        subject_ref=ref,
+        generated_at=datetime.now(UTC),
+        records=records,
+        personal_data=[KeptData(**dict(row)) for row in kept],
+    )

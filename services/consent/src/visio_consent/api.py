@@ -1,0 +1,198 @@
+"""Consent's HTTP API, for operators and the Caf's systems; every call needs an API key."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response, Security
+from fastapi.responses import PlainTextResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, EmailStr
+
+from visio_consent.access import AccessExport, access_export
+from visio_consent.checkpoints import Checkpointer, NotACheckpoint, read_file
+from visio_consent.keys import Caller, caller_of
+from visio_consent.ledger import subject_ref
+from visio_consent.problems import PROBLEM_JSON, Problem
+from visio_consent.settings import ConsentSettings
+from visio_consent.signing import Checkpoint
+from visio_consent.verify import VerifyReport, unreadable_checkpoints, verify
+from visio_consent.withdrawal import NothingToWithdraw, UnknownAppointment, withdraw_recording
+
+router = APIRouter()
+bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <api key>")
+
+PROBLEMS: dict[int | str, dict[str, Any]] = {
+    status: {"description": text, "content": {PROBLEM_JSON: {}}}
+    for status, text in (
+        (401, "No or unknown API key"),
+        (403, "The key lacks the scope"),
+        (422, "Invalid request: each invalid field is named"),
+    )
+}
+
+
+def _runtime(request: Request) -> Any:
+    return request.app.state.runtime
+
+
+def _checkpointer(request: Request) -> Checkpointer:
+    checkpointer: Checkpointer = request.app.state.checkpointer
+    return checkpointer
+
+
+def require(scope: str) -> Any:
+    async def check(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+    ) -> Caller:
+        if credentials is None:
+            raise Problem(401, "unauthorized", "Unauthorized", "send Authorization: Bearer <key>")
+        caller = await caller_of(_runtime(request).db, credentials.credentials)
+        if caller is None:
+            raise Problem(401, "unauthorized", "Unauthorized", "unknown or revoked API key")
+        if scope not in caller.scopes:
+            raise Problem(403, "forbidden", "Forbidden", f"this key lacks the scope {scope!r}")
+        return caller
+
+    return Depends(check)
+
+
+@router.get(
+    "/v1/ledger/verify",
+    tags=["ledger"],
+    responses=PROBLEMS,
+    summary="Walk the hash chain, check it against the signed checkpoints, name the first break",
+)
+async def verify_ledger(
+    request: Request, _: Annotated[Caller, require("consent:read")]
+) -> VerifyReport:
+    checkpointer = _checkpointer(request)
+    try:
+        checkpoints = await asyncio.to_thread(read_file, checkpointer.settings.checkpoints_path)
+    except NotACheckpoint as exc:
+        return unreadable_checkpoints(str(exc))
+    async with _runtime(request).db.acquire() as conn:
+        return await verify(conn, checkpoints, checkpointer.trusted)
+
+
+@router.post(
+    "/v1/ledger/checkpoints",
+    status_code=201,
+    tags=["ledger"],
+    responses={**PROBLEMS, 409: {"description": "The chain does not verify: nothing signed"}},
+    summary="Sign a checkpoint of the verified head now (it changes no record)",
+)
+async def take_checkpoint(
+    request: Request, _: Annotated[Caller, require("consent:read")]
+) -> Checkpoint:
+    runtime = _runtime(request)
+    async with runtime.db.acquire() as conn:
+        outcome = await _checkpointer(request).take(conn, runtime.broker)
+    if outcome.checkpoint is None:
+        raise Problem(
+            409,
+            "ledger-broken",
+            "The ledger does not verify",
+            outcome.report.describe(),
+            report=outcome.report.model_dump(),
+        )
+    return outcome.checkpoint
+
+
+class AccessRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    email: EmailStr
+
+
+@router.post(
+    "/v1/access",
+    tags=["right of access"],
+    responses={
+        **PROBLEMS,
+        200: {"content": {"application/json": {}, "text/plain": {}}},
+        413: {"description": "Body too large"},
+    },
+    summary="Every record of one person (CGU article 8), as JSON or, with Accept: text/plain, "
+    "in French",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": AccessRequest.model_json_schema()}},
+        }
+    },
+)
+async def right_of_access(
+    request: Request, _: Annotated[Caller, require("consent:read")]
+) -> Response:
+    settings: ConsentSettings = _runtime(request).settings
+    body = await request.body()
+    if len(body) > settings.max_body_bytes:
+        raise Problem(
+            413, "too-large", "Too Large", f"the body exceeds {settings.max_body_bytes} bytes"
+        )
+    # The email stays in this request: it is never logged, and only its HMAC is looked up.
+    wanted = AccessRequest.model_validate_json(body)
+    ref = subject_ref(settings.subject_key.get_secret_value(), wanted.email)
+    async with _runtime(request).db.acquire() as conn:
+        export: AccessExport = await access_export(conn, ref)
+    if _prefers_text(request):
+        return PlainTextResponse(export.text())
+    return Response(export.model_dump_json(), media_type="application/json")
+
+
+def _prefers_text(request: Request) -> bool:
+    accept = request.headers.get("accept", "")
+    return "text/plain" in accept and "application/json" not in accept
+
+
+class WithdrawalView(BaseModel):
+    appointment_id: uuid.UUID
+    withdrawn_at: datetime
+    appended: bool
+    seq: int
+    hash: str
+    event_id: uuid.UUID
+
+
+@router.post(
+    "/v1/appointments/{appointment_id}/recording-withdrawal",
+    tags=["withdrawal"],
+    status_code=201,
+    responses={
+        **PROBLEMS,
+        200: {"description": "Already withdrawn: nothing appended, announced again"},
+        404: {"description": "No consent is recorded for this appointment"},
+        409: {"description": "The recording was refused: nothing to withdraw"},
+    },
+    summary="Withdraw the recording authorisation of an appointment",
+)
+async def withdraw(
+    appointment_id: uuid.UUID,
+    request: Request,
+    response: Response,
+    caller: Annotated[Caller, require("consent:withdraw")],
+) -> WithdrawalView:
+    runtime = _runtime(request)
+    try:
+        done = await withdraw_recording(
+            runtime.db, runtime.broker, runtime.topics, appointment_id, calling_system=caller.name
+        )
+    except UnknownAppointment as exc:
+        raise Problem(404, "not-found", "Not Found", str(exc)) from exc
+    except NothingToWithdraw as exc:
+        raise Problem(409, "nothing-to-withdraw", "Nothing to withdraw", str(exc)) from exc
+    if not done.appended:
+        response.status_code = 200
+    return WithdrawalView(
+        appointment_id=appointment_id,
+        withdrawn_at=done.event.withdrawn_at,
+        appended=done.appended,
+        seq=done.entry.seq,
+        hash=done.entry.hash,
+        event_id=done.event.event_id,
+    )

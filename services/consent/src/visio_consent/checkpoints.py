@@ -1,0 +1,197 @@
+"""Where signed checkpoints go and where verification reads them back: a JSON lines file (keep
+it off the database host) and the checkpoint topic (a copy the database's administrators do not
+control). And the `Checkpointer`, which signs a new one only when the chain verifies up to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import pydantic
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from visio_runtime.kafka import _client_security_kwargs
+from visio_shared import Headers, Topics
+from visio_shared.publishing import Publisher
+
+from visio_consent.settings import ConsentSettings
+from visio_consent.signing import Checkpoint, SigningKey, load_signing_key, trusted_keys
+from visio_consent.verify import VerifyReport, verify
+
+log = logging.getLogger(__name__)
+
+# One key for every checkpoint: they share a partition, so the topic keeps them in order.
+TOPIC_KEY = b"consent-ledger"
+EVENT_TYPE = "ConsentCheckpoint"
+_EVENT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:visio-rdv:consent:checkpoint")
+
+
+class NotACheckpoint(ValueError):
+    """A line of the checkpoint file, or a message on the topic, is not a checkpoint."""
+
+
+def append_to_file(path: Path, checkpoint: Checkpoint) -> None:
+    # One write of one whole line in append mode, then fsync: a crash never leaves half a
+    # checkpoint, and a signed checkpoint is on disk before anyone is told it exists.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as file:
+        file.write(checkpoint.line() + "\n")
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def read_file(path: Path) -> list[Checkpoint]:
+    if not path.exists():
+        return []
+    checkpoints = []
+    with path.open(encoding="utf-8") as file:
+        for number, line in enumerate(file, start=1):
+            if line.strip():
+                checkpoints.append(_parse(line, f"{path}:{number}"))
+    return checkpoints
+
+
+def _parse(text: str | bytes, where: str) -> Checkpoint:
+    try:
+        return Checkpoint.model_validate_json(text)
+    except pydantic.ValidationError as exc:
+        raise NotACheckpoint(f"{where} is not a checkpoint: {exc}") from exc
+
+
+async def publish(publisher: Publisher, topic: str, checkpoint: Checkpoint) -> None:
+    """The same line as in the file; the headers follow the project's event conventions."""
+    line = checkpoint.line()
+    await publisher.publish(
+        line.encode("utf-8"),
+        topic,
+        key=TOPIC_KEY,
+        headers={
+            Headers.EVENT_ID: str(uuid.uuid5(_EVENT_NAMESPACE, line)),
+            Headers.EVENT_TYPE: EVENT_TYPE,
+            Headers.SCHEMA_VERSION: "1",
+            Headers.CONTENT_TYPE: "application/json",
+        },
+    )
+
+
+async def read_topic(
+    settings: ConsentSettings, topic: str, timeout_s: float = 30
+) -> list[Checkpoint]:
+    """Every checkpoint on the topic, read from the beginning to the current end of each
+    partition, without a consumer group (nothing is committed, nobody else is disturbed)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        enable_auto_commit=False,
+        **_client_security_kwargs(settings),  # TLS and SASL, as every client of the broker
+    )
+    await consumer.start()
+    try:
+        await consumer.topics()  # fetches metadata, so partitions_for_topic knows the topic
+        partitions = [
+            TopicPartition(topic, number)
+            for number in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        if not partitions:
+            return []
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        checkpoints: list[Checkpoint] = []
+        deadline = time.monotonic() + timeout_s
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}: not read to its end within {timeout_s:.0f}s")
+            batches = await consumer.getmany(timeout_ms=500)
+            for tp, records in batches.items():
+                for record in records:
+                    if record.value is not None:
+                        checkpoints.append(
+                            _parse(record.value, f"{tp.topic}/{tp.partition}@{record.offset}")
+                        )
+        return checkpoints
+    finally:
+        await consumer.stop()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What `Checkpointer.take` did: the checkpoint signed (None if there was nothing new, or
+    the chain did not verify) and the verification it was based on."""
+
+    checkpoint: Checkpoint | None
+    report: VerifyReport
+
+
+class Checkpointer:
+    """Signs the verified head of the chain, writes it to the file, publishes it on the topic.
+
+    Each checkpoint is signed only after the records since the previous one verify (only those:
+    the previous one vouches for the rest), so the service never signs a history that was
+    tampered with under it.
+    """
+
+    def __init__(self, settings: ConsentSettings, topics: Topics) -> None:
+        self.settings = settings
+        self.topics = topics
+        self.key: SigningKey | None = None
+        self.last: Checkpoint | None = None
+        self._lock = asyncio.Lock()
+
+    def load_key(self) -> SigningKey:
+        """Load the signing key (generating the development one if need be); fails loudly."""
+        self.key = load_signing_key(self.settings, create=True)
+        assert self.key is not None
+        if self.key.dev:
+            log.warning(
+                "consent: checkpoints are signed with the DEVELOPMENT key %s; set "
+                "CONSENT_CHECKPOINT_SIGNING_KEY outside development",
+                self.settings.dev_signing_key_path,
+            )
+        return self.key
+
+    @property
+    def trusted(self) -> frozenset[str]:
+        return trusted_keys(self.settings, self.key)
+
+    async def take(
+        self, conn: asyncpg.Connection, publisher: Publisher, *, only_if_grown: bool = False
+    ) -> Outcome:
+        key = self.key or self.load_key()
+        async with self._lock:
+            previous = self.last or await asyncio.to_thread(self._last_in_file)
+            report = await verify(conn, since=previous)
+            if not report.ok:
+                log.error(
+                    "consent: no checkpoint signed, the ledger does not verify: %s",
+                    report.describe(),
+                )
+                return Outcome(None, report)
+            if only_if_grown and report.head_seq == (previous.seq if previous else 0):
+                return Outcome(None, report)
+            checkpoint = key.sign(report.head_seq, report.head_hash)
+            await asyncio.to_thread(append_to_file, self.settings.checkpoints_path, checkpoint)
+            await publish(publisher, self.topics.consent_checkpoints, checkpoint)
+            self.last = checkpoint
+            log.info("consent: checkpoint signed at seq %s", checkpoint.seq)
+            return Outcome(checkpoint, report)
+
+    def _last_in_file(self) -> Checkpoint | None:
+        trusted = self.trusted
+        mine = [cp for cp in read_file(self.settings.checkpoints_path) if cp.signature_ok(trusted)]
+        return max(mine, key=lambda checkpoint: checkpoint.seq, default=None)
+
+    async def run(self, pool: asyncpg.Pool, publisher: Publisher) -> None:
+        """The schedule: a checkpoint whenever the ledger has grown, every interval."""
+        while True:
+            try:
+                async with pool.acquire() as conn:
+                    await self.take(conn, publisher, only_if_grown=True)
+            except Exception:  # the next round tries again; the service keeps recording
+                log.exception("consent: checkpoint failed")
+            await asyncio.sleep(self.settings.checkpoint_interval_s)

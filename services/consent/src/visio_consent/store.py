@@ -1,0 +1,111 @@
+"""What consent keeps beside the chain, never in it.
+
+- `subjects`: who a subject_ref was (email, names) for one appointment, until `retain_until`
+  (the appointment's end plus the retention period). Personal data: purged when it expires,
+  erasable on request; the chain does not depend on it.
+- `appointments`: each appointment's pseudonymous context (its current subject_ref, time zone,
+  correlation id, latest revision, CGU version), kept as long as the ledger: withdrawals and
+  the right of access need it, and it names nobody.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import asyncpg
+from visio_shared import AppointmentRequested, Person
+
+
+@dataclass(frozen=True)
+class Appointment:
+    appointment_id: uuid.UUID
+    correlation_id: uuid.UUID
+    revision: int
+    subject_ref: str
+    timezone: str
+    cgu_version: str
+
+
+async def remember_appointment(
+    conn: asyncpg.Connection, event: AppointmentRequested, ref: str
+) -> None:
+    await conn.execute(
+        "INSERT INTO appointments "
+        "(appointment_id, correlation_id, revision, subject_ref, timezone, cgu_version) "
+        "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (appointment_id) DO NOTHING",
+        event.appointment_id,
+        event.correlation_id,
+        event.revision,
+        ref,
+        event.timezone,
+        event.consent.cgu_version,
+    )
+
+
+async def lock_appointment(
+    conn: asyncpg.Connection, appointment_id: uuid.UUID
+) -> Appointment | None:
+    """The appointment's context, locked until the transaction ends: two withdrawals or
+    corrections of one appointment queue instead of both deciding on the same state."""
+    row = await conn.fetchrow(
+        "SELECT appointment_id, correlation_id, revision, subject_ref, timezone, cgu_version "
+        "FROM appointments WHERE appointment_id = $1 FOR UPDATE",
+        appointment_id,
+    )
+    return Appointment(**dict(row)) if row else None
+
+
+async def move_appointment(
+    conn: asyncpg.Connection, appointment_id: uuid.UUID, revision: int, ref: str
+) -> None:
+    await conn.execute(
+        "UPDATE appointments SET subject_ref = $3, revision = greatest(revision, $2), "
+        "updated_at = now() WHERE appointment_id = $1",
+        appointment_id,
+        revision,
+        ref,
+    )
+
+
+async def keep_subject(
+    conn: asyncpg.Connection,
+    ref: str,
+    appointment_id: uuid.UUID,
+    person: Person,
+    retain_until: datetime,
+) -> None:
+    """Keep (or correct) who `ref` is for this appointment, until `retain_until`."""
+    await conn.execute(
+        "INSERT INTO subjects "
+        "(subject_ref, appointment_id, email, first_name, last_name, retain_until) "
+        "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (subject_ref, appointment_id) DO UPDATE "
+        "SET email = excluded.email, first_name = excluded.first_name, "
+        "last_name = excluded.last_name",
+        ref,
+        appointment_id,
+        str(person.email),
+        person.first_name,
+        person.last_name,
+        retain_until,
+    )
+
+
+def retain_until(event: AppointmentRequested, retention_days: int) -> datetime:
+    ends = event.start + timedelta(minutes=event.duration_minutes)
+    return ends + timedelta(days=retention_days)
+
+
+async def retention_of(conn: asyncpg.Connection, appointment_id: uuid.UUID) -> datetime | None:
+    """When the personal data kept for this appointment expires (None if none is kept)."""
+    found: datetime | None = await conn.fetchval(
+        "SELECT max(retain_until) FROM subjects WHERE appointment_id = $1", appointment_id
+    )
+    return found
+
+
+async def purge_expired_subjects(conn: asyncpg.Connection) -> int:
+    """Erase the personal data whose retention has ended; the chain is untouched."""
+    status: str = await conn.execute("DELETE FROM subjects WHERE retain_until < now()")
+    return int(status.split()[-1])
