@@ -204,7 +204,9 @@ def test_each_service_listens_on_its_port_and_is_probed_there(services: Services
         assert env[f"{prefix}KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
         assert env[f"{prefix}KAFKA_ENABLE_IDEMPOTENCE"] == "true"
         assert env[f"{prefix}TOPIC_PREFIX"] == "visio-rdv"
-        assert env["HEALTHCHECK_URL"] == f"http://127.0.0.1:{port}/health/live"
+        # Readiness: database and broker answer (liveness alone would call a cut-off service
+        # healthy).
+        assert env["HEALTHCHECK_URL"] == f"http://127.0.0.1:{port}/health/ready"
     assert "127.0.0.1:8080:8080" in services["booking"]["ports"]
     assert "127.0.0.1:8025:8025" in services["mailpit"]["ports"]
 
@@ -244,6 +246,7 @@ SETTINGS_CLASSES = {
     "NOTIFICATIONS_": "visio_notifications.settings:NotificationsSettings",
     "CONSENT_": "visio_consent.settings:ConsentSettings",
     "GRAPH_EMULATOR_": "visio_deploy.graph_emulator.settings:EmulatorSettings",
+    "ALERTS_": "visio_deploy.ops.alerts:AlertsSettings",
 }
 
 
@@ -266,6 +269,54 @@ def test_personal_data_on_the_broker_and_in_the_mail_sink_expires(services: Serv
     assert kafka_env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
     assert 0 < int(kafka_env["KAFKA_LOG_RETENTION_HOURS"]) <= 24 * 30
     assert services["mailpit"]["environment"]["MP_MAX_AGE"]
+
+
+# --- Operations: the alerts process and Prometheus ---------------------------------------------
+
+PROMETHEUS_CONFIG = REPO / "deploy/prometheus/prometheus.yml"
+
+
+def test_the_alerts_process_runs_its_command_against_the_stack(services: Services) -> None:
+    alerts = services["alerts"]
+    assert alerts["build"]["args"] == {"SERVICE": "deploy", "COMMAND": "visio-rdv"}
+    assert alerts["command"] == ["ops", "alerts"]
+    env = alerts["environment"]
+    assert env["ALERTS_KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+    assert env["ALERTS_TOPIC_PREFIX"] == "visio-rdv"
+    # It migrates its own schema: the owner connection the migrate job uses.
+    assert (
+        env["ALERTS_OWNER_DATABASE_URL"] == services["migrate"]["environment"]["VISIO_DATABASE_URL"]
+    )
+    assert env["ALERTS_SMTP_HOST"] == "mailpit"
+    assert env["HEALTHCHECK_URL"] == f"http://127.0.0.1:{env['ALERTS_HTTP_PORT']}/health/ready"
+    assert _depends_on(alerts)["mailpit"] == "service_healthy"
+
+
+def _scrape_targets() -> dict[str, list[str]]:
+    config = yaml.safe_load(PROMETHEUS_CONFIG.read_text(encoding="utf-8"))
+    return {
+        job["job_name"]: [
+            target for static in job["static_configs"] for target in static["targets"]
+        ]
+        for job in config["scrape_configs"]
+    }
+
+
+def test_prometheus_scrapes_every_process_where_it_listens(services: Services) -> None:
+    prometheus = services["prometheus"]
+    mounted = {spec.split(":")[1]: spec.split(":")[0] for spec in prometheus["volumes"]}
+    assert (REPO / mounted["/etc/prometheus/prometheus.yml"]).resolve() == PROMETHEUS_CONFIG
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+    assert "127.0.0.1:9090:9090" in prometheus["ports"]
+
+    scraped = _scrape_targets()
+    processes = {**APP_SERVICES, "alerts": ("ALERTS_", 8084)}
+    assert set(scraped) == set(processes)
+    for name, (prefix, port) in processes.items():
+        # The target is the compose service by name, on the port the service really binds.
+        assert scraped[name] == [f"{name}:{port}"]
+        assert int(services[name]["environment"][f"{prefix}HTTP_PORT"]) == port
+        assert services[name]["environment"][f"{prefix}HTTP_HOST"] == "0.0.0.0"
 
 
 # --- Dockerfile -------------------------------------------------------------------------------

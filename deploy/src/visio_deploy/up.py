@@ -50,6 +50,7 @@ class UpSettings(BaseSettings):
     meetings_port: int = 8081
     notifications_port: int = 8082
     consent_port: int = 8083
+    alerts_port: int = 8084
     topic_prefix: str = "visio-rdv"
     kafka_bootstrap_servers: str | None = Field(
         default=None,
@@ -217,7 +218,11 @@ def bring_up(stack: Stack) -> None:
                 "NOTIFICATIONS_SMTP_HOST": host,
                 "NOTIFICATIONS_SMTP_PORT": str(settings.smtp_port),
             }
+        if service.name == "consent":
+            # The dev checkpoint-signing key and the checkpoint file live with the rest of var/.
+            env |= {"CONSENT_VAR_DIR": str(var / "consent")}
         stack.start(service.name, service.script, env)
+    start_alerts(stack, owner_dsn, bootstrap)
 
     wait_ready(stack)
     booking = f"http://{host}:{settings.booking_port}"
@@ -227,10 +232,27 @@ def bring_up(stack: Stack) -> None:
     say("ready — Ctrl-C stops everything")
 
 
+def start_alerts(stack: Stack, owner_dsn: str, bootstrap: str) -> None:
+    """The alerts process (`visio-rdv ops alerts`): it runs its own migration, hence the owner
+    connection; alert emails land in the same sink as the others."""
+    settings = stack.settings
+    env = {
+        "ALERTS_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "ALERTS_TOPIC_PREFIX": settings.topic_prefix,
+        "ALERTS_OWNER_DATABASE_URL": owner_dsn,
+        "ALERTS_HTTP_HOST": settings.host,
+        "ALERTS_HTTP_PORT": str(settings.alerts_port),
+        "ALERTS_SMTP_HOST": settings.host,
+        "ALERTS_SMTP_PORT": str(settings.smtp_port),
+    }
+    argv = [installed_script("visio-rdv"), "ops", "alerts"]
+    stack.processes.append(("alerts", spawn(argv, env=env, log=stack.logs / "alerts.log")))
+
+
 def wait_ready(stack: Stack) -> None:
     settings = stack.settings
     deadline = time.monotonic() + settings.ready_timeout_s
-    pending = {service.name for service in SERVICES}
+    pending = {service.name for service in SERVICES} | {"alerts"}
     with httpx.Client(timeout=2, trust_env=False) as client:
         while pending:
             stack.check_alive()

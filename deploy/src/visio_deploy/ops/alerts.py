@@ -1,0 +1,208 @@
+"""The alerts process (`visio-rdv ops alerts`, group `visio-rdv.alerts`): a Caf hears of a person
+left without a meeting or an email. `MeetingFailed` and `NotificationFailed` (failures for
+good), and appointments still unconfirmed past a threshold, each send one email to the Caf's
+team address — never more than one per appointment and cause (the table's primary key).
+
+Events come on three topics in no agreed order, so it keeps its own copy of each appointment
+(Caf, advisor, time) and sends an alert once both halves are there; an alert whose appointment
+never shows up is sent anyway after a while, to the default address. It is a service like the
+others — the shared consumer with its retries and dead letters, /health, /metrics — and it runs
+its own migration (schema `alerts`) at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from email.message import EmailMessage
+
+from fastapi import FastAPI
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+from visio_runtime.db import migrate, role_dsn
+from visio_runtime.kafka import ensure_topics
+from visio_runtime.service import Runtime, build_runtime, create_service_app, serve
+from visio_runtime.settings import ServiceSettings
+from visio_shared import (
+    AdvisorReassigned,
+    AppointmentCancelled,
+    AppointmentRequested,
+    AppointmentRescheduled,
+    MeetingFailed,
+    NotificationFailed,
+    NotificationSent,
+)
+
+from visio_deploy.ops import alert_mail, alert_store
+from visio_deploy.ops.alert_store import SCHEMA
+
+log = logging.getLogger(__name__)
+
+SERVICE = "alerts"
+CAUSES: dict[type, str] = {
+    MeetingFailed: "meeting_failed",
+    NotificationFailed: "notification_failed",
+}
+
+
+class AlertsSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="ALERTS_", extra="ignore", populate_by_name=True)
+
+    http_port: int = 8084
+    # An owner connection, for the migration at start; the process then logs in as its role.
+    owner_database_url: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "ALERTS_OWNER_DATABASE_URL", "VISIO_DATABASE_URL", "DATABASE_URL"
+        ),
+    )
+    database_url: SecretStr = SecretStr(
+        "postgresql://visio_alerts:visio_alerts@127.0.0.1:5432/visio"
+    )
+    database_password: SecretStr = SecretStr("visio_alerts")  # the development value
+
+    # Where alerts go: each Caf's team (`{"974": "visio@caf974.fr"}`), else the default.
+    team_addresses: dict[str, str] = Field(default_factory=dict)
+    default_team_address: str = "visio-rdv-exploitation@caf.fr"
+    mail_from: str = "Visio RDV - alertes <visio-rdv-alertes@caf.fr>"
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 1025
+    smtp_starttls: bool = False
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout_s: float = 30.0
+
+    stuck_after_minutes: float = 30.0  # 0: no alert for unconfirmed appointments
+    scan_interval_s: float = 60.0
+    # An alert whose appointment copy has not come by then goes out without it.
+    orphan_after_minutes: float = 10.0
+
+    def team_address(self, caf_code: str | None) -> str:
+        return self.team_addresses.get(caf_code or "", self.default_team_address)
+
+
+class Alerts:
+    def __init__(self, runtime: Runtime, settings: AlertsSettings) -> None:
+        self.runtime = runtime
+        self.settings = settings
+        self.sent = runtime.metrics.counter(
+            "alerts_sent_total", "Alert emails sent to a Caf team, by cause.", ["cause"]
+        )
+
+    async def on_event(self, event: object) -> None:
+        async with self.runtime.db.acquire() as conn:
+            match event:
+                case AppointmentRequested():
+                    await alert_store.keep_appointment(conn, event)
+                case AppointmentRescheduled() | AdvisorReassigned():
+                    await alert_store.follow_change(conn, event)
+                case AppointmentCancelled():
+                    await alert_store.mark(conn, event.appointment_id, "cancelled_at")
+                case NotificationSent(kind="confirmation"):
+                    await alert_store.mark(conn, event.appointment_id, "confirmed_at")
+                case MeetingFailed() | NotificationFailed():
+                    await alert_store.record_alert(
+                        conn,
+                        event.appointment_id,
+                        CAUSES[type(event)],
+                        event.reason,
+                        event.detail,
+                        event.event_id,
+                    )
+                case _:
+                    return
+        await self.send_pending(getattr(event, "appointment_id", None))
+
+    async def send_pending(self, appointment_id: uuid.UUID | None = None) -> int:
+        """Send what is due (for one appointment, or all); each in its own transaction, its row
+        locked while the email goes, so a concurrent scan cannot send it too."""
+        count = 0
+        while True:
+            async with self.runtime.db.acquire() as conn, conn.transaction():
+                alert = await alert_store.lock_next(
+                    conn, appointment_id, self.settings.orphan_after_minutes
+                )
+                if alert is None:
+                    return count
+                recipient = self.settings.team_address(alert.caf_code)
+                await self._send(alert_mail.compose(alert, self.settings.mail_from, recipient))
+                await alert_store.mark_sent(conn, alert, recipient)
+            self.sent.labels(cause=alert.cause).inc()
+            log.warning(
+                "alert sent: %s for appointment %s",
+                alert.cause,
+                alert.appointment_id,
+                extra={"appointment_id": str(alert.appointment_id)},
+            )
+            count += 1
+
+    async def _send(self, message: EmailMessage) -> None:
+        settings = self.settings
+        await alert_mail.send(
+            message,
+            settings.smtp_host,
+            settings.smtp_port,
+            starttls=settings.smtp_starttls,
+            username=settings.smtp_username,
+            password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+            timeout_s=settings.smtp_timeout_s,
+        )
+
+    async def scan(self) -> None:
+        """Unconfirmed appointments past the threshold, and alerts left waiting for their
+        appointment: checked every scan_interval_s."""
+        while True:
+            try:
+                if self.settings.stuck_after_minutes > 0:
+                    async with self.runtime.db.acquire() as conn:
+                        await alert_store.record_stuck(conn, self.settings.stuck_after_minutes)
+                await self.send_pending()
+            except Exception:  # the relay or the database away: the next scan tries again
+                log.exception("alerts: scan failed")
+            await asyncio.sleep(self.settings.scan_interval_s)
+
+
+def create_app(settings: AlertsSettings | None = None) -> FastAPI:
+    settings = settings or AlertsSettings()
+    runtime = build_runtime(SERVICE, settings)
+    alerts = Alerts(runtime, settings)
+    for model in (
+        AppointmentRequested,
+        AppointmentRescheduled,
+        AdvisorReassigned,
+        AppointmentCancelled,
+        NotificationSent,
+        MeetingFailed,
+        NotificationFailed,
+    ):
+        runtime.consumer.on(model)(alerts.on_event)
+    topics = runtime.topics
+    runtime.consumer.subscribe(topics.appointments, topics.meetings, topics.notifications)
+
+    async def ensure_own_dlq(_: Runtime) -> None:
+        # The services' dead-letter topics are created with the others; this one is ours.
+        await ensure_topics(settings, [topics.dlq(SERVICE)])
+
+    runtime.on_start.append(ensure_own_dlq)
+    runtime.run_in_background(alerts.scan, "alerts-scan")
+    app = create_service_app(runtime, title="Visio RDV alerts")
+    app.state.alerts = alerts
+    return app
+
+
+async def prepare(settings: AlertsSettings) -> AlertsSettings:
+    """Run the schema's migration with the owner connection; the settings to run with."""
+    if settings.owner_database_url is None:
+        raise SystemExit("alerts: set VISIO_DATABASE_URL (an owner connection) for its migration")
+    owner = settings.owner_database_url.get_secret_value()
+    password = settings.database_password.get_secret_value()
+    await migrate(owner, SCHEMA, password)
+    dsn = role_dsn(owner, SCHEMA.service_role, password)
+    return settings.model_copy(update={"database_url": SecretStr(dsn)})
+
+
+def main() -> int:
+    settings = asyncio.run(prepare(AlertsSettings()))
+    serve(create_app(settings), settings)
+    return 0

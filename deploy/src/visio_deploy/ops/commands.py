@@ -1,0 +1,270 @@
+"""`visio-rdv ops …`: the subcommands and how they print. Settings come from `VISIO_*` (the same
+Kafka settings as the services: VISIO_KAFKA_BOOTSTRAP_SERVERS, VISIO_KAFKA_SECURITY_PROTOCOL,
+VISIO_KAFKA_SASL_*, VISIO_KAFKA_SSL_CAFILE; VISIO_TOPIC_PREFIX; VISIO_DATABASE_URL)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from visio_shared import Topics
+
+from visio_deploy.ops import appointments, dlq, purge, tail, topics
+from visio_deploy.ops.reading import describe
+from visio_deploy.ops.settings import OpsSettings
+from visio_deploy.ops.topology import groups
+
+
+def register(subparsers: Any) -> None:
+    ops = subparsers.add_parser("ops", help="operations: topics, lag, dead letters, purge, alerts")
+    commands = ops.add_subparsers(dest="ops_command", required=True)
+
+    cmd = commands.add_parser("topics", help="each topic: partitions, end offsets, message rate")
+    cmd.add_argument("--sample", type=float, default=2.0, help="seconds to measure the rate over")
+    cmd.set_defaults(handler=_run(_topics))
+
+    cmd = commands.add_parser("lag", help="consumer lag per group and partition")
+    cmd.add_argument(
+        "--group",
+        nargs=2,
+        action="append",
+        metavar=("GROUP", "TOPIC"),
+        help="a group and a topic it reads, instead of the system's own groups (repeatable)",
+    )
+    cmd.add_argument("--all", action="store_true", help="also the partitions with no lag")
+    cmd.set_defaults(handler=_run(_lag))
+
+    letters = commands.add_parser("dlq", help="dead letters").add_subparsers(
+        dest="dlq_command", required=True
+    )
+    cmd = letters.add_parser("list", help="every dead letter, with its reason")
+    cmd.add_argument("--service", help="only this service's dead-letter topic")
+    cmd.set_defaults(handler=_run(_dlq_list))
+    cmd = letters.add_parser("show", help="one dead letter, decoded")
+    cmd.add_argument("letter", help="<dlq topic>/<partition>/<offset>, as `dlq list` shows it")
+    cmd.set_defaults(handler=_run(_dlq_show))
+    cmd = letters.add_parser("replay", help="back to the source topic, once")
+    cmd.add_argument("--letter", action="append", help="one letter by id (repeatable)")
+    cmd.add_argument("--service", help="letters of this service's dead-letter topic")
+    cmd.add_argument("--event-type")
+    cmd.add_argument("--error-class")
+    cmd.add_argument("--source-topic")
+    cmd.add_argument("--all", action="store_true", help="every letter not replayed yet")
+    cmd.add_argument("--dry-run", action="store_true")
+    cmd.set_defaults(handler=_run(_dlq_replay))
+
+    cmd = commands.add_parser("tail", help="the last messages of a topic, decoded")
+    cmd.add_argument("topic", help="a topic, or a stream's short name (appointments, meetings…)")
+    cmd.add_argument("--last", type=int, default=10, help="per partition")
+    cmd.add_argument("--follow", "-f", action="store_true")
+    cmd.set_defaults(handler=_run(_tail))
+
+    cmd = commands.add_parser("appointments", help="stuck or failed appointments, with why")
+    which = cmd.add_mutually_exclusive_group(required=True)
+    which.add_argument("--stuck", action="store_true", help="not confirmed after a threshold")
+    which.add_argument("--failed", action="store_true", help="meeting or email failed for good")
+    cmd.add_argument(
+        "--after-minutes", type=float, help="the threshold (VISIO_STUCK_AFTER_MINUTES)"
+    )
+    cmd.set_defaults(handler=_run(_appointments))
+
+    cmd = commands.add_parser("purge", help="remove personal data past its retention period")
+    cmd.add_argument("--dry-run", action="store_true", help="count, remove nothing")
+    cmd.set_defaults(handler=_run(_purge))
+
+    cmd = commands.add_parser("alerts", help="run the alerts process (group visio-rdv.alerts)")
+    cmd.set_defaults(handler=_alerts)
+
+
+Command = Callable[[argparse.Namespace, OpsSettings], Coroutine[Any, Any, int]]
+
+
+def _run(command: Command) -> Callable[[argparse.Namespace], int]:
+    def handler(args: argparse.Namespace) -> int:
+        try:
+            return asyncio.run(command(args, OpsSettings()))
+        except KeyboardInterrupt:
+            return 130
+
+    return handler
+
+
+def table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> str:
+    cells = [[str(cell) for cell in row] for row in [headers, *rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in cells
+    )
+
+
+async def _topics(args: argparse.Namespace, settings: OpsSettings) -> int:
+    rows = await topics.topics_report(settings, args.sample)
+    print(
+        table(
+            [
+                (
+                    row.topic,
+                    row.partitions,
+                    row.messages,
+                    " ".join(f"{p}:{o}" for p, o in sorted(row.end_offsets.items())),
+                    "-" if row.rate is None else f"{row.rate:.1f}",
+                    "" if row.declared else "UNDECLARED",
+                )
+                for row in rows
+            ],
+            ("topic", "partitions", "messages", "end offsets", "msg/s", ""),
+        )
+    )
+    return 0
+
+
+async def _lag(args: argparse.Namespace, settings: OpsSettings) -> int:
+    wanted: dict[str, list[str]] = {}
+    for group, topic in args.group or ():
+        wanted.setdefault(group, []).append(topic)
+    rows = await topics.lag_report(settings, wanted or groups(settings.topic_prefix))
+    shown = [r for r in rows if args.all or r.lag > 0]
+    print(
+        table(
+            [
+                (
+                    r.group,
+                    r.topic,
+                    r.partition,
+                    "-" if r.committed is None else r.committed,
+                    r.end,
+                    r.lag,
+                )
+                for r in shown
+            ],
+            ("group", "topic", "partition", "committed", "end", "lag"),
+        )
+    )
+    totals: dict[str, int] = {}
+    for row in rows:
+        totals[row.group] = totals.get(row.group, 0) + row.lag
+    for group, lag in totals.items():
+        print(f"{group}: lag {lag}")
+    return 0
+
+
+async def _dlq_list(args: argparse.Namespace, settings: OpsSettings) -> int:
+    found = await dlq.letters(settings, args.service)
+    done = await dlq.replayed(settings)
+    print(
+        table(
+            [
+                (
+                    letter.id,
+                    letter.event_type,
+                    f"{letter.source_topic}/{letter.header('dlq.source_partition')}"
+                    f"/{letter.header('dlq.source_offset')}",
+                    letter.error_class,
+                    letter.header("dlq.attempts"),
+                    letter.header("dlq.dead_lettered_at")[:19],
+                    "yes" if letter.id in done else "",
+                    letter.reason[:100],
+                )
+                for letter in found
+            ],
+            ("letter", "event", "source", "error", "tries", "dead-lettered", "replayed", "why"),
+        )
+    )
+    return 0
+
+
+async def _dlq_show(args: argparse.Namespace, settings: OpsSettings) -> int:
+    letter = await dlq.find(settings, args.letter)
+    if letter is None:
+        print(f"no dead letter {args.letter}")
+        return 1
+    replay = (await dlq.replayed(settings)).get(letter.id)
+    print(f"reason: {letter.reason}")
+    print(f"replayed: {replay or 'no'}")
+    print(describe(letter.record))
+    return 0
+
+
+async def _dlq_replay(args: argparse.Namespace, settings: OpsSettings) -> int:
+    dlq_topic = Topics(settings.topic_prefix).dlq(args.service) if args.service else None
+    wanted: list[tuple[str | None, Callable[[dlq.Letter], str]]] = [
+        (dlq_topic, lambda letter: letter.record.topic),
+        (args.event_type, lambda letter: letter.event_type),
+        (args.error_class, lambda letter: letter.error_class),
+        (args.source_topic, lambda letter: letter.source_topic),
+    ]
+    if not (args.letter or args.all or any(value for value, _ in wanted)):
+        print("say which: --letter ID, a filter (--service, --event-type, …), or --all")
+        return 2
+
+    def select(letter: dlq.Letter) -> bool:
+        if args.letter and letter.id not in args.letter:
+            return False
+        return all(value is None or field(letter) == value for value, field in wanted)
+
+    done, skipped = await dlq.replay(settings, select, dry_run=args.dry_run)
+    for item in done:
+        print(f"replayed {item.letter.id} ({item.letter.event_type}) -> {item.to}")
+    for letter in skipped:
+        print(f"already replayed, skipped: {letter.id}")
+    print(f"{len(done)} replayed, {len(skipped)} skipped")
+    return 0
+
+
+async def _tail(args: argparse.Namespace, settings: OpsSettings) -> int:
+    def out(text: str) -> None:
+        print(text, flush=True)
+
+    if not await tail.tail(settings, args.topic, out, last=args.last, follow=args.follow):
+        print(f"no topic {args.topic}")
+        return 1
+    return 0
+
+
+async def _appointments(args: argparse.Namespace, settings: OpsSettings) -> int:
+    owner = settings.database_url.get_secret_value()
+    if args.stuck:
+        minutes = (
+            args.after_minutes if args.after_minutes is not None else settings.stuck_after_minutes
+        )
+        found = await appointments.stuck(owner, minutes)
+    else:
+        found = await appointments.failed(owner)
+    print(
+        table(
+            [
+                (
+                    a.appointment_id,
+                    a.caf_code,
+                    a.advisor,
+                    f"{a.start_at:%Y-%m-%d %H:%M} UTC",
+                    a.status,
+                    f"{a.booked_at:%Y-%m-%d %H:%M}",
+                    a.why,
+                )
+                for a in found
+            ],
+            ("appointment", "caf", "advisor", "start", "status", "booked", "why"),
+        )
+    )
+    print(f"{len(found)} appointment(s)")
+    return 0
+
+
+async def _purge(args: argparse.Namespace, settings: OpsSettings) -> int:
+    verb = "would remove" if args.dry_run else "removed"
+    for name, count in (await purge.purge_tables(settings, args.dry_run)).items():
+        print(f"{name}: {verb} {count}")
+    print(f"mail sink {settings.mail_dir}: {verb} {purge.purge_mail(settings, args.dry_run)}")
+    for name, state in (await purge.check_topic_retention(settings, args.dry_run)).items():
+        print(f"topic {name}: {state}")
+    return 0
+
+
+def _alerts(_: argparse.Namespace) -> int:
+    from visio_deploy.ops.alerts import main
+
+    return main()

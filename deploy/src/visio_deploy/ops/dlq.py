@@ -1,0 +1,174 @@
+"""Dead letters: list them, show one, replay them to their source topic.
+
+A replay publishes the letter's original key, value and headers (the `dlq.*` ones removed) to
+the topic it came from, with `dlq.replay_of` naming the letter, then records it in a ledger: a
+compacted topic keyed by the letter's coordinates, which every operator's `replay` reads first,
+so a letter is replayed once whoever runs it. Every group reading the source topic sees the
+replayed event again; those that handled it before skip it by its event_id, as they skip any
+redelivery. A replayed event that fails again becomes a new letter, replayable in its turn.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from aiokafka.admin import NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from visio_runtime.kafka import admin_client
+from visio_runtime.settings import ServiceSettings
+from visio_shared import Headers, Topics
+
+from visio_deploy.ops.reading import Record, headers_of, producer, read_topic, reader
+from visio_deploy.ops.topology import replays_topic
+
+REPLAY_OF = "dlq.replay_of"
+DLQ_SERVICES = ("booking", "meetings", "notifications", "consent", "alerts")
+
+
+@dataclass(frozen=True)
+class Letter:
+    record: Record
+
+    @property
+    def id(self) -> str:
+        """`<dlq topic>/<partition>/<offset>`: how a letter is named on the command line."""
+        return f"{self.record.topic}/{self.record.partition}/{self.record.offset}"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return headers_of(self.record)
+
+    def header(self, name: str) -> str:
+        return self.headers.get(name, "")
+
+    @property
+    def source_topic(self) -> str:
+        return self.header(Headers.DLQ_SOURCE_TOPIC)
+
+    @property
+    def event_type(self) -> str:
+        return self.header(Headers.EVENT_TYPE) or "?"
+
+    @property
+    def error_class(self) -> str:
+        return self.header(Headers.DLQ_ERROR_CLASS)
+
+    @property
+    def reason(self) -> str:
+        return self.header(Headers.DLQ_REASON)
+
+    def replayable_headers(self) -> dict[str, str]:
+        kept = {k: v for k, v in self.headers.items() if not k.startswith("dlq.")}
+        return kept | {REPLAY_OF: self.id}
+
+
+def dlq_topics(prefix: str, service: str | None = None) -> list[str]:
+    topics = Topics(prefix)
+    return [topics.dlq(name) for name in ([service] if service else DLQ_SERVICES)]
+
+
+async def letters(settings: ServiceSettings, service: str | None = None) -> list[Letter]:
+    async with reader(settings) as consumer:
+        found = []
+        for topic in dlq_topics(settings.topic_prefix, service):
+            found += [Letter(record) for record in await read_topic(consumer, topic)]
+    return found
+
+
+async def find(settings: ServiceSettings, letter_id: str) -> Letter | None:
+    topic, partition, offset = parse_id(letter_id)
+    async with reader(settings) as consumer:
+        for record in await read_topic(consumer, topic):
+            if record.partition == partition and record.offset == offset:
+                return Letter(record)
+    return None
+
+
+def parse_id(letter_id: str) -> tuple[str, int, int]:
+    try:
+        topic, partition, offset = letter_id.rsplit("/", 2)
+        return topic, int(partition), int(offset)
+    except ValueError:
+        raise ValueError(f"{letter_id!r} is not <dlq topic>/<partition>/<offset>") from None
+
+
+async def replayed(settings: ServiceSettings) -> dict[str, dict[str, str]]:
+    """The ledger: letter id → what its replay recorded."""
+    await ensure_ledger(settings)
+    async with reader(settings) as consumer:
+        records = await read_topic(consumer, replays_topic(settings.topic_prefix))
+    # A compacted topic may still hold older copies of a key: the last one read wins.
+    return {
+        record.key.decode(): json.loads(record.value)
+        for record in records
+        if record.key is not None and record.value is not None
+    }
+
+
+@dataclass(frozen=True)
+class Replay:
+    letter: Letter
+    to: str  # "<topic>/<partition>/<offset>" of the replayed message, or why it was not
+
+
+async def replay(
+    settings: ServiceSettings, select: Callable[[Letter], bool], dry_run: bool = False
+) -> tuple[list[Replay], list[Letter]]:
+    """Replay the selected letters not replayed before; returns (replayed, already replayed)."""
+    done = await replayed(settings)
+    chosen = [letter for letter in await letters(settings) if select(letter)]
+    fresh = [letter for letter in chosen if letter.id not in done]
+    skipped = [letter for letter in chosen if letter.id in done]
+    if dry_run:
+        return [Replay(letter, "(dry run)") for letter in fresh], skipped
+    results = []
+    async with producer(settings) as sender:
+        for letter in fresh:
+            sent = await sender.send_and_wait(
+                letter.source_topic,
+                letter.record.value,
+                key=letter.record.key,
+                headers=[(k, v.encode()) for k, v in letter.replayable_headers().items()],
+            )
+            to = f"{sent.topic}/{sent.partition}/{sent.offset}"
+            entry = {"replayed_at": datetime.now(UTC).isoformat(), "to": to, "by": _operator()}
+            await sender.send_and_wait(
+                replays_topic(settings.topic_prefix),
+                json.dumps(entry).encode(),
+                key=letter.id.encode(),
+            )
+            results.append(Replay(letter, to))
+    return results, skipped
+
+
+async def ensure_ledger(settings: ServiceSettings) -> None:
+    """One partition (one order for every operator), compacted (one entry per letter kept for
+    as long as the letter may be replayed)."""
+    admin = admin_client(settings)
+    await admin.start()
+    try:
+        topic = replays_topic(settings.topic_prefix)
+        if topic not in await admin.list_topics():
+            ledger = NewTopic(
+                topic,
+                num_partitions=1,
+                replication_factor=settings.topic_replication_factor,
+                topic_configs={"cleanup.policy": "compact"},
+            )
+            try:
+                await admin.create_topics([ledger])
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()
+
+
+def _operator() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in this environment (a container without passwd entry)
+        return "unknown"

@@ -1,0 +1,191 @@
+"""`ops purge` and `ops appointments` on the services' real schemas (migrated as `visio-rdv
+migrate` does): the purge removes what expired and nothing else, in the tables, the mail sink
+and the broker's retention; the appointment reports find the stuck and the failed, with why."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+from visio_deploy.migrate import migrate_all
+from visio_deploy.ops import appointments
+from visio_deploy.ops.alert_store import SCHEMA as ALERTS
+from visio_deploy.ops.purge import check_topic_retention, purge_mail, purge_tables
+from visio_deploy.ops.settings import OpsSettings
+from visio_runtime.db import migrate
+from visio_runtime.kafka import ensure_topics
+from visio_shared import Topics
+
+NOW = datetime.now(UTC)
+LONG_AGO = NOW - timedelta(days=200)  # past the 90 days of retention
+RECENTLY = NOW - timedelta(days=10)
+SOON = NOW + timedelta(days=10)
+
+
+@pytest.fixture
+async def db(fresh_database: str) -> str:
+    await migrate_all(fresh_database)
+    await migrate(fresh_database, ALERTS, "visio_alerts")
+    return fresh_database
+
+
+async def book(
+    conn: asyncpg.Connection,
+    start: datetime,
+    status: str = "confirmed",
+    created: datetime = NOW,
+    reason: str | None = None,
+) -> uuid.UUID:
+    appointment_id = uuid.uuid4()
+    await conn.execute(
+        """
+        INSERT INTO booking.appointments (appointment_id, correlation_id, status, caf_code,
+            advisor_id, advisor_name, start_at, duration_minutes, timezone, subject, first_name,
+            last_name, email, device, cgu_version, cgu_accepted_at, recording_authorised,
+            calling_system, status_reason, created_at, updated_at)
+        VALUES ($1, $2, $3, '974', 'advisor-7', 'Claire Martin', $4, 30, 'Indian/Reunion',
+            'Prime', 'Jeanne', 'Dupont', 'jeanne@example.fr', 'computer', '1', $5, true, 'test',
+            $6, $5, $5)
+        """,
+        appointment_id,
+        uuid.uuid4(),
+        status,
+        start,
+        created,
+        reason,
+    )
+    await conn.execute(
+        "INSERT INTO booking.appointment_history (appointment_id, status, revision, detail) "
+        "VALUES ($1, $2, 1, 'booked')",
+        appointment_id,
+        status,
+    )
+    return appointment_id
+
+
+async def copy_to_notifications(conn: asyncpg.Connection, start: datetime) -> uuid.UUID:
+    appointment_id = uuid.uuid4()
+    payload = json.dumps({"user": {"email": "jeanne@example.fr"}})
+    await conn.execute(
+        "INSERT INTO notifications.appointments (appointment_id, revision, start_at, payload,"
+        " correlation_id, event_id) VALUES ($1, 1, $2, $3, $4, $4)",
+        appointment_id,
+        start,
+        payload,
+        uuid.uuid4(),
+    )
+    await conn.execute(
+        "INSERT INTO notifications.meetings (appointment_id, revision, join_url, payload, event_id)"
+        " VALUES ($1, 1, 'https://teams.microsoft.com/l/meetup-join/x', '{}', $2)",
+        appointment_id,
+        uuid.uuid4(),
+    )
+    await conn.execute(
+        "INSERT INTO notifications.dispatches (appointment_id, revision, kind, message_id,"
+        " recipient_sha256, status, event) VALUES ($1, 1, 'confirmation', 'm', 'h', 'sent', '{}')",
+        appointment_id,
+    )
+    await conn.execute(
+        "INSERT INTO notifications.reminders (appointment_id, offset_minutes, revision, start_at,"
+        " due_at, status) VALUES ($1, 1440, 1, $2, $2, 'sent')",
+        appointment_id,
+        start,
+    )
+    return appointment_id
+
+
+async def ids(conn: asyncpg.Connection, table: str) -> set[uuid.UUID]:
+    return {row[0] for row in await conn.fetch(f"SELECT appointment_id FROM {table}")}
+
+
+async def test_purge_removes_what_expired_and_nothing_else(
+    db: str, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    conn = await asyncpg.connect(db)
+    try:
+        old = await book(conn, LONG_AGO)
+        recent, future = await book(conn, RECENTLY), await book(conn, SOON)
+        await conn.execute(
+            "INSERT INTO booking.outbox (event_id, topic, key, payload, headers, published_at)"
+            " VALUES ($1, 't', 'k', '{}', '{}', $2), ($3, 't', 'k', '{}', '{}', $4),"
+            " ($5, 't', 'k', '{}', '{}', NULL)",
+            uuid.uuid4(),
+            NOW - timedelta(days=30),
+            uuid.uuid4(),
+            NOW - timedelta(hours=1),
+            uuid.uuid4(),
+        )
+        await conn.execute(
+            "INSERT INTO booking.api_keys (key_hash, name, scopes) VALUES ('h', 'n', '{}')"
+        )
+        notified_old = await copy_to_notifications(conn, LONG_AGO)
+        notified_recent = await copy_to_notifications(conn, RECENTLY)
+    finally:
+        await conn.close()
+    mail = tmp_path / "mail"
+    mail.mkdir()
+    (mail / "old.eml").write_text("old")
+    (mail / "new.eml").write_text("new")
+    month_ago = time.time() - 30 * 86400
+    os.utime(mail / "old.eml", (month_ago, month_ago))
+    settings = OpsSettings(
+        database_url=db,
+        mail_dir=mail,
+        kafka_bootstrap_servers=kafka_bootstrap,
+        topic_prefix=f"purge-{uuid.uuid4().hex[:8]}",
+    )
+
+    assert (await purge_tables(settings, dry_run=True))["booking.appointments"] == 1
+    removed = await purge_tables(settings)
+    assert await purge_tables(settings) == dict.fromkeys(removed, 0)  # safe to run again
+
+    assert removed["booking.appointments"] == removed["booking.appointment_history"] == 1
+    assert removed["booking.outbox"] == 1
+    for table in ("appointments", "meetings", "dispatches", "reminders"):
+        assert removed[f"notifications.{table}"] == 1
+    conn = await asyncpg.connect(db)
+    try:
+        assert await ids(conn, "booking.appointments") == {recent, future}
+        assert await ids(conn, "booking.appointment_history") == {recent, future}
+        assert await conn.fetchval("SELECT count(*) FROM booking.outbox") == 2
+        assert await conn.fetchval("SELECT count(*) FROM booking.api_keys") == 1
+        for table in ("appointments", "meetings", "dispatches", "reminders"):
+            assert await ids(conn, f"notifications.{table}") == {notified_recent}
+        assert notified_old not in await ids(conn, "notifications.appointments")
+        assert old not in await ids(conn, "booking.appointments")
+    finally:
+        await conn.close()
+
+    assert purge_mail(settings) == 1
+    assert [path.name for path in mail.iterdir()] == ["new.eml"]
+
+    # Dead letters end with their topic's retention, set when the topic is created.
+    await ensure_topics(settings, Topics(settings.topic_prefix).all())
+    retention = await check_topic_retention(settings)
+    dlq = Topics(settings.topic_prefix).dlq("meetings")
+    assert retention[dlq] == "ok" and set(retention.values()) == {"ok"}
+
+
+async def test_stuck_and_failed_appointments_with_why(db: str) -> None:
+    conn = await asyncpg.connect(db)
+    try:
+        stuck = await book(conn, SOON, "requested", created=NOW - timedelta(hours=2))
+        await book(conn, SOON, "requested")  # booked just now: not stuck yet
+        failed = await book(conn, SOON, "meeting_failed", reason="graph_forbidden")
+        await book(conn, SOON, "confirmed", created=NOW - timedelta(hours=2))
+    finally:
+        await conn.close()
+
+    [found] = await appointments.stuck(db, after_minutes=30)
+    assert found.appointment_id == str(stuck)
+    assert found.caf_code == "974" and found.advisor == "Claire Martin"
+    assert "waiting for a meeting" in found.why
+    [broken] = await appointments.failed(db)
+    assert broken.appointment_id == str(failed)
+    assert broken.why == "graph_forbidden"

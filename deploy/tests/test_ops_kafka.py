@@ -1,0 +1,165 @@
+"""`visio-rdv ops` on the real test broker: the lag of a stopped consumer as it really is, the
+topics with their end offsets and an undeclared one flagged (a running group left undisturbed),
+and a dead letter replayed to its source topic and reprocessed exactly once, however many times
+the replay is asked for."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from aiokafka.admin import NewTopic
+from visio_deploy.cli import build_parser
+from visio_deploy.ops import dlq
+from visio_deploy.ops.settings import OpsSettings
+from visio_deploy.ops.tail import tail
+from visio_deploy.ops.topics import lag_report, topics_report
+from visio_deploy.ops.topology import groups
+from visio_runtime.kafka import admin_client
+from visio_runtime.service import Runtime, build_runtime
+from visio_runtime.testing import running, wait_until
+from visio_shared import MeetingFailed, publish_event
+
+
+@pytest.fixture
+def settings(kafka_bootstrap: str) -> OpsSettings:
+    return OpsSettings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        topic_prefix=f"ops-{uuid.uuid4().hex[:8]}",
+        retry_attempts=1,  # a failing handler dead-letters at once
+    )
+
+
+def failed(reason: str = "graph_forbidden") -> MeetingFailed:
+    return MeetingFailed(
+        appointment_id=uuid.uuid4(), revision=1, correlation_id=uuid.uuid4(), reason=reason
+    )
+
+
+Booking = tuple[Runtime, list[MeetingFailed], dict[str, bool]]
+
+
+@pytest.fixture
+async def booking(settings: OpsSettings) -> AsyncIterator[Booking]:
+    """A consumer in booking's group, on meetings.v1, that fails while it is not `fixed`."""
+    rt = build_runtime("booking", settings)
+    handled: list[MeetingFailed] = []
+    state = {"fixed": True}
+
+    @rt.consumer.on(MeetingFailed)
+    async def on_failed(event: MeetingFailed) -> None:
+        if not state["fixed"]:
+            raise RuntimeError("a bug in the handler")
+        handled.append(event)
+
+    rt.consumer.subscribe(rt.topics.meetings)
+    async with running(rt):
+        yield rt, handled, state
+
+
+async def test_lag_of_a_stopped_consumer_is_what_it_has_not_read(
+    settings: OpsSettings, booking: Booking
+) -> None:
+    rt, handled, _ = booking
+    for _ in range(3):
+        await publish_event(rt.broker, rt.topics.meetings, failed())
+    await wait_until(lambda: len(handled) == 3, what="three events handled")
+    await rt.broker.stop()  # the consumer stops; three more come while it is away
+    rt.broker = build_runtime("booking", settings).broker
+    await rt.broker.start()
+    for _ in range(3):
+        await publish_event(rt.broker, rt.topics.meetings, failed())
+
+    rows = await lag_report(settings, groups(settings.topic_prefix))
+
+    mine = [
+        row
+        for row in rows
+        if row.group == rt.topics.group("booking") and row.topic == rt.topics.meetings
+    ]
+    assert len(mine) == settings.topic_partitions
+    assert sum(row.lag for row in mine) == 3
+    assert sum(row.committed or 0 for row in mine) == 3
+    assert all(row.lag == row.end - (row.committed or 0) for row in mine)
+    # The declared groups are all there, read from the services' own code.
+    assert {row.group for row in rows} >= {
+        rt.topics.group(name) for name in ("booking", "meetings", "notifications", "consent")
+    }
+    await rt.broker.stop()
+
+
+async def test_topics_and_lag_read_a_running_system_without_disturbing_it(
+    settings: OpsSettings, booking: Booking
+) -> None:
+    rt, _, _ = booking
+    await publish_event(rt.broker, rt.topics.meetings, failed())
+    misspelt = f"{settings.topic_prefix}.meeting.v1"
+    admin = admin_client(settings)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(misspelt, 1, 1)])
+    finally:
+        await admin.close()
+
+    rows = {row.topic: row for row in await topics_report(settings, sample_s=0.2)}
+    lag = await lag_report(settings, {rt.topics.group("booking"): [rt.topics.meetings]})
+
+    meetings = rows[rt.topics.meetings]
+    assert meetings.partitions == settings.topic_partitions
+    assert sum(meetings.end_offsets.values()) == meetings.messages == 1
+    assert meetings.declared and meetings.rate is not None
+    assert rows[rt.topics.dlq("booking")].declared
+    assert not rows[misspelt].declared
+
+    # Reading the running group's lag did not join it: one member, no rebalance under way.
+    assert sum(row.lag for row in lag) == 0
+    admin = admin_client(settings)
+    await admin.start()
+    try:
+        [described] = await admin.describe_consumer_groups([rt.topics.group("booking")])
+    finally:
+        await admin.close()
+    [(_, _, state, _, _, members)] = described.groups
+    assert state == "Stable" and len(members) == 1
+
+
+async def test_a_dead_letter_is_replayed_and_reprocessed_exactly_once(
+    settings: OpsSettings,
+    booking: Booking,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    rt, handled, state = booking
+    state["fixed"] = False
+    event = failed()
+    await publish_event(rt.broker, rt.topics.meetings, event)
+    [letter] = await wait_until(lambda: dlq.letters(settings, "booking"), what="a dead letter")
+    assert letter.source_topic == rt.topics.meetings
+    assert letter.error_class == "RuntimeError"
+    assert "a bug in the handler" in letter.reason
+
+    state["fixed"] = True  # the fix is deployed: replay
+    done, skipped = await dlq.replay(settings, lambda candidate: candidate.id == letter.id)
+    assert [item.letter.id for item in done] == [letter.id] and skipped == []
+    await wait_until(lambda: len(handled) == 1, what="the replayed event handled")
+
+    # Asked again (say, by another operator): the ledger says it was done.
+    again, skipped = await dlq.replay(settings, lambda candidate: True)
+    assert again == [] and [item.id for item in skipped] == [letter.id]
+    assert [item.event_id for item in handled] == [event.event_id]
+    consumed = rt.metrics.value("messages_consumed_total", topic=rt.topics.meetings)
+    assert consumed == 2  # the original and its one replay
+
+    # The replay is visible on the source topic, and `ops` commands print it all.
+    out: list[str] = []
+    assert await tail(settings, "meetings", out.append)
+    assert f"dlq.replay_of: {letter.id}" in out[-1]
+    monkeypatch.setenv("VISIO_KAFKA_BOOTSTRAP_SERVERS", settings.kafka_bootstrap_servers)
+    monkeypatch.setenv("VISIO_TOPIC_PREFIX", settings.topic_prefix)
+    for argv in (["ops", "dlq", "list"], ["ops", "dlq", "show", letter.id]):
+        args = build_parser().parse_args(argv)
+        assert await asyncio.to_thread(args.handler, args) == 0
+    printed = capsys.readouterr().out
+    assert letter.id in printed and "RuntimeError" in printed and "replayed" in printed

@@ -1,0 +1,94 @@
+"""The system's AsyncAPI document (shared/asyncapi.json): committed as the code generates it,
+well formed (AsyncAPI 3.0: references resolve, operations name their channel's messages,
+payload schemas are JSON Schema), complete (every topic, event type, consumer group and
+dead-letter topic), and usable: a real event validates against its published schema."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import jsonschema
+import pytest
+from visio_deploy.asyncapi import DOCUMENT, generate, render
+from visio_deploy.ops.topology import groups
+from visio_shared import EVENT_TYPES, MeetingFailed, Topics
+
+
+@pytest.fixture(scope="module")
+def doc() -> dict[str, Any]:
+    return generate()
+
+
+def test_the_committed_document_is_what_the_code_generates() -> None:
+    assert DOCUMENT.read_text(encoding="utf-8") == render(), (
+        "shared/asyncapi.json is out of date: run `uv run python -m visio_deploy.asyncapi`"
+    )
+
+
+def refs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref":
+                yield value
+            else:
+                yield from refs(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from refs(item)
+
+
+def resolve(doc: dict[str, Any], ref: str) -> Any:
+    assert ref.startswith("#/"), ref
+    node: Any = doc
+    for part in ref[2:].split("/"):
+        node = node[part.replace("~1", "/").replace("~0", "~")]
+    return node
+
+
+def test_the_document_is_well_formed_asyncapi_3(doc: dict[str, Any]) -> None:
+    assert doc["asyncapi"] == "3.0.0"
+    assert doc["info"]["title"] and doc["info"]["version"]
+    for ref in refs(doc):
+        resolve(doc, ref)  # raises KeyError on a dangling reference
+    for channel in doc["channels"].values():
+        assert channel["address"] and channel["messages"]
+    for name, operation in doc["operations"].items():
+        assert operation["action"] in ("send", "receive"), name
+        channel_ref = operation["channel"]["$ref"]
+        for message in operation["messages"]:
+            # An operation's messages must be its channel's (AsyncAPI 3.0, operation object).
+            assert message["$ref"].startswith(f"{channel_ref}/messages/"), name
+    for message in doc["components"]["messages"].values():
+        assert "payload" in message
+    for name, schema in doc["components"]["schemas"].items():
+        jsonschema.Draft7Validator.check_schema(schema)  # AsyncAPI's default schema format
+        assert schema.get("type") or schema.get("enum") or schema.get("anyOf"), name
+
+
+def test_every_topic_event_and_consumer_group_is_there(doc: dict[str, Any]) -> None:
+    addresses = {channel["address"] for channel in doc["channels"].values()}
+    topics = Topics()
+    assert set(topics.all()) | {topics.dlq("alerts")} <= addresses
+    on_channels = [name for channel in doc["channels"].values() for name in channel["messages"]]
+    for event_type in EVENT_TYPES:
+        assert on_channels.count(event_type) == 1, f"{event_type} is on no topic, or on two"
+    receiving = {
+        group
+        for operation in doc["operations"].values()
+        if operation["action"] == "receive"
+        for group in operation["bindings"]["kafka"]["groupId"]["enum"]
+    }
+    assert receiving == set(groups("visio-rdv"))
+
+
+def test_a_real_event_validates_against_its_published_schema(doc: dict[str, Any]) -> None:
+    event = MeetingFailed(
+        appointment_id=uuid.uuid4(), revision=2, correlation_id=uuid.uuid4(), reason="x"
+    )
+    message = doc["components"]["messages"]["MeetingFailed"]
+    schema = {**message["payload"], "components": doc["components"]}
+    jsonschema.Draft7Validator(schema).validate(event.model_dump(mode="json"))
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft7Validator(schema).validate({"event_type": "MeetingFailed"})
