@@ -89,7 +89,15 @@ STREAMS = (
     Stream(
         "meetings",
         "meetings",
-        _events("MeetingReady", "MeetingRescheduled", "MeetingCancelled", "MeetingFailed"),
+        _events(
+            "MeetingReady",
+            "MeetingRescheduled",
+            "MeetingCancelled",
+            "MeetingFailed",
+            "MeetingAttendanceRecorded",
+            "MeetingAttendanceUnavailable",
+            "MeetingRecordingAvailable",
+        ),
         "the appointment id",
         "The Teams meeting of each appointment, or why there is none.",
     ),

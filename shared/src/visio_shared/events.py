@@ -112,6 +112,48 @@ class MeetingCancelled(AppointmentEvent):
     advisor_id: str
 
 
+class AttendanceInterval(_Part):
+    joined_at: AwareDatetime
+    left_at: AwareDatetime
+    duration_seconds: int = Field(ge=0)
+
+
+class ParticipantAttendance(_Part):
+    """One participant's presence, by role; never a display name or an address."""
+
+    role: Literal["organizer", "public", "other"]
+    total_attendance_seconds: int = Field(ge=0)
+    intervals: list[AttendanceInterval]
+
+
+class MeetingAttendanceRecorded(AppointmentEvent):
+    """Who joined the meeting, when and for how long (Graph's attendance report)."""
+
+    event_type: Literal["MeetingAttendanceRecorded"] = "MeetingAttendanceRecorded"
+    online_meeting_id: str
+    report_id: str
+    meeting_start: AwareDatetime
+    meeting_end: AwareDatetime
+    participants: list[ParticipantAttendance]
+    public_attended: bool = Field(description="False: the member of the public never joined.")
+
+
+class MeetingAttendanceUnavailable(AppointmentEvent):
+    event_type: Literal["MeetingAttendanceUnavailable"] = "MeetingAttendanceUnavailable"
+    online_meeting_id: str
+    reason: str
+
+
+class MeetingRecordingAvailable(AppointmentEvent):
+    """A recording exists (metadata only: its content is never downloaded by us)."""
+
+    event_type: Literal["MeetingRecordingAvailable"] = "MeetingRecordingAvailable"
+    online_meeting_id: str
+    recording_id: str
+    created_at: AwareDatetime
+    content_correlation_id: str | None = None
+
+
 class RecordingConsentWithdrawn(AppointmentEvent):
     event_type: Literal["RecordingConsentWithdrawn"] = "RecordingConsentWithdrawn"
     subject_ref: str
@@ -175,6 +217,9 @@ AnyEvent = Annotated[
     | MeetingRescheduled
     | MeetingCancelled
     | RecordingConsentWithdrawn
+    | MeetingAttendanceRecorded
+    | MeetingAttendanceUnavailable
+    | MeetingRecordingAvailable
     | MeetingFailed
     | NotificationSent
     | NotificationFailed
@@ -194,6 +239,9 @@ EVENT_TYPES: dict[str, type[Envelope]] = {
         MeetingRescheduled,
         MeetingCancelled,
         RecordingConsentWithdrawn,
+        MeetingAttendanceRecorded,
+        MeetingAttendanceUnavailable,
+        MeetingRecordingAvailable,
         MeetingFailed,
         NotificationSent,
         NotificationFailed,
