@@ -50,6 +50,8 @@ async def test_what_is_accepted_while_the_broker_is_down_is_published_in_order_o
         await wait_for(relay_failed, 60, "the relay to try and fail")
         pending = await booking.sql("SELECT 1 FROM outbox WHERE published_at IS NULL")
         assert len(pending) == 3, "the rows stay until the broker has them"
+        assert booking.runtime.metrics.value("outbox_backlog") == 3
+        assert booking.runtime.metrics.value("outbox_oldest_age_seconds") > 0
 
         # A new, empty broker on the same address (tansu keeps nothing): topics again.
         broker = start_tansu("127.0.0.1", port)
@@ -73,6 +75,11 @@ async def test_what_is_accepted_while_the_broker_is_down_is_published_in_order_o
             return not await booking.sql("SELECT 1 FROM outbox WHERE published_at IS NULL")
 
         await wait_for(all_marked, 30, "every row to be marked published")
+
+        async def backlog_cleared() -> bool:
+            return booking.runtime.metrics.value("outbox_backlog") == 0
+
+        await wait_for(backlog_cleared, 30, "the backlog gauge to fall back to 0")
     finally:
         await close()
         stop(broker)
@@ -169,7 +176,9 @@ async def test_one_relay_is_active_and_another_takes_over_when_it_dies(
 
         first = await wait_for(one_active, 10, "a relay to take the lock")
         holders = await owner.fetch(
+            # Advisory locks are per database: other test databases may hold the same key.
             "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
             "AND classid::bigint = $1 AND objid::bigint = $2 AND objsubid = 1",
             (LOCK_KEY >> 32) & 0xFFFFFFFF,
             LOCK_KEY & 0xFFFFFFFF,

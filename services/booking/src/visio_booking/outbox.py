@@ -84,6 +84,12 @@ class OutboxRelay:
         self.metrics = metrics or Metrics("booking")
         self.schema = schema
         self.active = False  # holds the lock: the one relay publishing for this database
+        self.backlog = self.metrics.gauge(
+            "outbox_backlog", "Outbox rows not yet acknowledged by the broker."
+        )
+        self.oldest_age = self.metrics.gauge(
+            "outbox_oldest_age_seconds", "Age of the oldest unpublished outbox row (0 if none)."
+        )
         self._wake = asyncio.Event()
         self._next_purge = 0.0
 
@@ -138,16 +144,28 @@ class OutboxRelay:
                 # The broker is away or refused: the rows stay; try again, less and less often.
                 log.warning("outbox: %s; retrying in %.1fs", exc, backoff)
                 self.metrics.inc("outbox_publish_failures_total")
+                await self._measure_backlog(conn)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.settings.max_backoff_s)
                 continue
             backoff = 0.2
             await self._purge(conn)
             if published < self.settings.batch_size:
+                # Measured when caught up (or failing), not per batch: one query per idle round.
+                await self._measure_backlog(conn)
                 try:
                     await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval_s)
                 except TimeoutError:
                     pass
+
+    async def _measure_backlog(self, conn: asyncpg.Connection) -> None:
+        row = await conn.fetchrow(
+            "SELECT count(*) AS rows, "
+            "coalesce(extract(epoch FROM now() - min(created_at)), 0) AS age "
+            "FROM outbox WHERE published_at IS NULL"
+        )
+        self.backlog.set(row["rows"])
+        self.oldest_age.set(float(row["age"]))
 
     def _on_notify(self, *_: Any) -> None:
         self._wake.set()
