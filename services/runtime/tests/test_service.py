@@ -46,6 +46,13 @@ async def test_health_and_metrics_follow_the_consumer(
         handled.append(event)
 
     rt.consumer.subscribe(rt.topics.meetings)
+    peer_up = True
+
+    async def peer() -> None:
+        if not peer_up:
+            raise ConnectionError("the peer is away")
+
+    rt.ready_checks["peer"] = peer
     app = create_service_app(rt, title="probe")
     transport = httpx.ASGITransport(app=app)
     async with (
@@ -61,6 +68,12 @@ async def test_health_and_metrics_follow_the_consumer(
             return bool(state == "assigned")
 
         await wait_until(assigned, what="an assignment")
+        assert (await client.get("/health/ready")).json()["checks"]["peer"] == "ok"
+        peer_up = False
+        unready = await client.get("/health/ready")
+        assert unready.status_code == 503
+        assert unready.json()["checks"]["peer"] == "error: ConnectionError"
+        peer_up = True
 
         events = [meeting_failed(), meeting_failed()]
         for event in events:

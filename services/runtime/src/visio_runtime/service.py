@@ -43,6 +43,9 @@ class Runtime:
     on_start: list[Hook] = field(default_factory=list)
     on_stop: list[Hook] = field(default_factory=list)
     background: list[asyncio.Task[Any]] = field(default_factory=list)
+    # Extra readiness checks a service adds (meetings: a Graph token is obtainable); each
+    # raises when the service cannot do its work.
+    ready_checks: dict[str, Callable[[], Awaitable[Any]]] = field(default_factory=dict)
 
     @property
     def db(self) -> asyncpg.Pool:
@@ -133,6 +136,12 @@ def create_service_app(runtime: Runtime, title: str, **fastapi_kwargs: Any) -> F
             checks["database"] = f"error: {type(exc).__name__}"
         broker_ok = runtime.ready and await runtime.broker.ping(timeout=2)
         checks["kafka"] = "ok" if broker_ok else "error"
+        for name, check in runtime.ready_checks.items():
+            try:
+                await asyncio.wait_for(check(), timeout=5)
+                checks[name] = "ok"
+            except Exception as exc:
+                checks[name] = f"error: {type(exc).__name__}"
         healthy = all(value == "ok" for value in checks.values())
         response.status_code = 200 if healthy else 503
         # Waiting for an assignment is not a failure: a group rebalancing, or more replicas
