@@ -109,3 +109,14 @@ def test_recording_authorisation_must_be_explicit() -> None:
     assert "consent.recording_authorised" in errors_of(data)
     data["consent"]["recording_authorised"] = "yes"
     assert errors_of(data)["consent.recording_authorised"] == "Input should be a valid boolean"
+
+
+@pytest.mark.parametrize("hostile", ["nul\u0000byte", "Jeanne\r\nBcc: x@example.org", "tab\tbed"])
+def test_control_characters_are_refused_in_every_text_field(hostile: str) -> None:
+    # Found by `visio-rdv proof inputs`: a NUL reached PostgreSQL and answered 500.
+    data = body(subject=hostile)
+    data["user"] = {**data["user"], "first_name": hostile}
+    data["advisor"] = {**data["advisor"], "display_name": hostile}
+    errors = errors_of(data)
+    for field in ("subject", "user.first_name", "advisor.display_name"):
+        assert errors[field] == "must not contain control characters"

@@ -13,6 +13,7 @@ appointment's `timezone`.
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 import zoneinfo
 from datetime import UTC, datetime, timedelta
@@ -48,6 +49,15 @@ class FieldErrors(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    @field_validator("*")
+    @classmethod
+    def _no_control_characters(cls, value: Any) -> Any:
+        # A name or subject never holds one; NUL cannot even be stored in PostgreSQL text, and
+        # CR/LF would be a header-injection attempt by the time they reach an email.
+        if isinstance(value, str) and any(unicodedata.category(char) == "Cc" for char in value):
+            raise ValueError("must not contain control characters")
+        return value
 
 
 # --- Payloads: the HTTP bodies -------------------------------------------------------------
