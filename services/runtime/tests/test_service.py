@@ -53,6 +53,12 @@ async def test_health_and_metrics_follow_the_consumer(
             raise ConnectionError("the peer is away")
 
     rt.ready_checks["peer"] = peer
+    scraped = rt.metrics.gauge("probe_scrapes", "Times /metrics was read.")
+
+    async def count_scrape(_: object) -> None:
+        scraped.inc()
+
+    rt.on_scrape.append(count_scrape)
     app = create_service_app(rt, title="probe")
     transport = httpx.ASGITransport(app=app)
     async with (
@@ -90,6 +96,7 @@ async def test_health_and_metrics_follow_the_consumer(
     lags = {key: value for key, value in metrics.items() if key[0] == "visio_consumer_lag_messages"}
     assert lags and set(lags.values()) == {0}
     assert metrics[("visio_service_info", (("service", "meetings"),))] == 1
+    assert metrics[("visio_probe_scrapes", ())] == 1  # the hook ran before the page was made
 
 
 async def test_the_trace_context_travels_through_a_handler(kafka_bootstrap: str) -> None:

@@ -46,6 +46,8 @@ class Runtime:
     # Extra readiness checks a service adds (meetings: a Graph token is obtainable); each
     # raises when the service cannot do its work.
     ready_checks: dict[str, Callable[[], Awaitable[Any]]] = field(default_factory=dict)
+    # Gauges read from the database when /metrics is scraped (consent: the ledger head).
+    on_scrape: list[Hook] = field(default_factory=list)
 
     @property
     def db(self) -> asyncpg.Pool:
@@ -155,6 +157,11 @@ def create_service_app(runtime: Runtime, title: str, **fastapi_kwargs: Any) -> F
     @app.get("/metrics", tags=["health"], summary="Prometheus metrics")
     async def metrics() -> Response:
         await runtime.consumer.observe()
+        for hook in runtime.on_scrape:
+            try:
+                await hook(runtime)
+            except Exception:  # a gauge left stale must not hide every other metric
+                log.exception("%s: a metrics hook failed", runtime.service)
         return Response(runtime.metrics.render(), media_type=CONTENT_TYPE)
 
     return app
