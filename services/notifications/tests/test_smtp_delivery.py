@@ -17,6 +17,7 @@ from visio_deploy.smtp_sink import MailSink, free_port, start_sink
 from visio_notifications.compose import Letter, compose
 from visio_notifications.mailer import MailRejected, SmtpMailer
 from visio_runtime.errors import Transient, classify
+from visio_runtime.metrics import Metrics
 
 
 @pytest.fixture
@@ -47,7 +48,8 @@ async def test_a_451_or_a_cut_line_is_transient_and_the_resend_keeps_the_message
     sink, smtp_settings, message, mailbox, fault
 ) -> None:
     sent = message()
-    mailer = SmtpMailer(smtp_settings)
+    metrics = Metrics("notifications")
+    mailer = SmtpMailer(smtp_settings, metrics)
     if fault == "451":
         sink.handler.fail_next(1)
     else:
@@ -60,15 +62,19 @@ async def test_a_451_or_a_cut_line_is_transient_and_the_resend_keeps_the_message
     await mailer.send(sent)
     [received] = mailbox.messages()
     assert received["Message-ID"] == sent["Message-ID"]
+    assert metrics.value("smtp_sends_total", outcome="deferred") == 1
+    assert metrics.value("smtp_sends_total", outcome="sent") == 1
 
 
 async def test_a_refused_recipient_is_permanent_with_its_code_and_no_address(
     sink, smtp_settings, message, mailbox
 ) -> None:
     sink.handler.refuse_recipients.add("gone@example.org")
+    metrics = Metrics("notifications")
     with pytest.raises(MailRejected) as caught:
-        await SmtpMailer(smtp_settings).send(message(email="gone@example.org"))
+        await SmtpMailer(smtp_settings, metrics).send(message(email="gone@example.org"))
     assert (caught.value.code, caught.value.partial) == (550, False)
+    assert metrics.value("smtp_sends_total", outcome="rejected") == 1
     assert "gone@example.org" not in str(caught.value)
     assert mailbox.messages() == []
 

@@ -17,6 +17,7 @@ from email.message import EmailMessage
 
 import aiosmtplib
 from visio_runtime.errors import Transient
+from visio_runtime.metrics import Metrics
 
 from visio_notifications.mail_policy import MAIL_POLICY
 from visio_notifications.settings import NotificationsSettings
@@ -55,8 +56,14 @@ def _refusal(refusals: Mapping[str, aiosmtplib.SMTPResponse], total: int) -> Exc
 
 
 class SmtpMailer:
-    def __init__(self, settings: NotificationsSettings) -> None:
+    def __init__(self, settings: NotificationsSettings, metrics: Metrics | None = None) -> None:
         self.settings = settings
+        self._sends = (metrics or Metrics("notifications")).counter(
+            "smtp_sends_total",
+            "Messages handed to the SMTP relay, by outcome: sent, deferred (4xx, connection: "
+            "retried) or rejected (5xx, refused recipients: permanent).",
+            ["outcome"],
+        )
         self._slots = asyncio.Semaphore(settings.smtp_max_connections)
         self._tls: ssl.SSLContext | None = None
 
@@ -71,6 +78,17 @@ class SmtpMailer:
         return self._tls
 
     async def send(self, message: EmailMessage) -> None:
+        try:
+            await self._send(message)
+        except MailRejected:
+            self._sends.labels("rejected").inc()
+            raise
+        except Transient:
+            self._sends.labels("deferred").inc()
+            raise
+        self._sends.labels("sent").inc()
+
+    async def _send(self, message: EmailMessage) -> None:
         settings = self.settings
         sender = message["From"].addresses[0].addr_spec
         recipients = [address.addr_spec for address in message["To"].addresses]
