@@ -782,3 +782,121 @@ def test_faults_come_from_the_command_line_over_the_environment(
 
     with pytest.raises(ValueError, match="more than 1"):
         settings_from_command_line(["--gateway-timeout-rate", "0.9"])
+
+
+# --- meeting artifacts: attendance reports and recordings -----------------------------------
+
+
+async def _meeting_id(graph: httpx.AsyncClient) -> str:
+    event = await _create(graph)
+    found = await graph.get(
+        f"/users/{ORGANIZER}/onlineMeetings",
+        params={"$filter": f"JoinWebUrl eq '{event['onlineMeeting']['joinUrl']}'"},
+    )
+    meeting_id: str = found.json()["value"][0]["id"]
+    return meeting_id
+
+
+async def test_attendance_report_is_listed_late_then_served_with_its_records(
+    graph: httpx.AsyncClient, client: httpx.AsyncClient
+) -> None:
+    meeting_id = await _meeting_id(graph)
+    reports_path = f"/users/{ORGANIZER}/onlineMeetings/{meeting_id}/attendanceReports"
+    scripted = await client.post(
+        f"/_emulator/online-meetings/{meeting_id}/attendance",
+        json={
+            "available_after_list_calls": 1,
+            "participants": [
+                {
+                    "kind": "organizer",
+                    "intervals": [{"join_offset_seconds": -60, "leave_offset_seconds": 1800}],
+                },
+                # A late join, a dropped connection, and a return.
+                {
+                    "kind": "anonymous",
+                    "display_name": "Marie P.",
+                    "intervals": [
+                        {"join_offset_seconds": 300, "leave_offset_seconds": 600},
+                        {"join_offset_seconds": 660, "leave_offset_seconds": 1790},
+                    ],
+                },
+            ],
+        },
+    )
+    assert scripted.status_code == 200, scripted.text
+
+    assert (await graph.get(reports_path)).json()["value"] == []  # not generated yet
+    [listed] = (await graph.get(reports_path)).json()["value"]
+    assert set(listed) == {
+        "id",
+        "totalParticipantCount",
+        "meetingStartDateTime",
+        "meetingEndDateTime",
+    }
+    assert listed["totalParticipantCount"] == 2
+    assert listed["meetingStartDateTime"] == "2030-05-02T07:59:00.0000000Z"
+    assert listed["meetingEndDateTime"] == "2030-05-02T08:30:00.0000000Z"
+
+    report = (
+        await graph.get(f"{reports_path}/{listed['id']}", params={"$expand": "attendanceRecords"})
+    ).json()
+    organizer, public = report["attendanceRecords"]
+    assert organizer["role"] == "Organizer"
+    assert organizer["identity"]["tenantId"] == "00000000-0000-0000-0000-0000000000ca"
+    assert (public["role"], public["emailAddress"], public["identity"]["tenantId"]) == (
+        "Attendee",
+        None,
+        None,
+    )
+    assert public["totalAttendanceInSeconds"] == 300 + 1130
+    assert public["attendanceIntervals"][1] == {
+        "joinDateTime": "2030-05-02T08:11:00.0000000Z",
+        "leaveDateTime": "2030-05-02T08:29:50.0000000Z",
+        "durationInSeconds": 1130,
+    }
+    bare = (await graph.get(f"{reports_path}/{listed['id']}")).json()
+    assert "attendanceRecords" not in bare
+
+
+async def test_recordings_are_listed_as_metadata(
+    graph: httpx.AsyncClient, client: httpx.AsyncClient
+) -> None:
+    meeting_id = await _meeting_id(graph)
+    path = f"/users/{ORGANIZER}/onlineMeetings/{meeting_id}/recordings"
+    assert (await graph.get(path)).json()["value"] == []
+    await client.post(
+        f"/_emulator/online-meetings/{meeting_id}/recordings",
+        json={"recordings": [{"created_offset_seconds": 120}]},
+    )
+    [recording] = (await graph.get(path)).json()["value"]
+    assert recording["meetingId"] == meeting_id
+    assert recording["createdDateTime"] == "2030-05-02T08:02:00.0000000Z"
+    assert recording["contentCorrelationId"]
+    assert recording["recordingContentUrl"].endswith(f"/recordings/{recording['id']}/content")
+
+
+async def test_artifacts_need_their_own_permissions(
+    client: httpx.AsyncClient, emulator: RunningEmulator
+) -> None:
+    async with await serve_in_background(
+        emulator.settings.model_copy(
+            update={"port": 0, "app_roles": ["Calendars.ReadWrite", "OnlineMeetings.ReadWrite.All"]}
+        )
+    ) as limited:
+        async with httpx.AsyncClient(
+            base_url=limited.base_url, verify=limited.ca.ssl_context(), trust_env=False
+        ) as http:
+            token = await http.post(
+                f"/{limited.settings.tenant_id}/oauth2/v2.0/token",
+                data={
+                    "grant_type": "client_credentials",
+                    "client_id": limited.settings.client_id,
+                    "client_secret": limited.settings.client_secret,
+                    "scope": GRAPH_SCOPES[0],
+                },
+            )
+            headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+            base = f"/v1.0/users/{ORGANIZER}/onlineMeetings/any"
+            for tail in ("attendanceReports", "recordings"):
+                refused = await http.get(f"{base}/{tail}", headers=headers)
+                _assert_graph_error(refused, 403, "Forbidden")

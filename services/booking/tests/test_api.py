@@ -74,6 +74,12 @@ async def test_a_booking_is_stored_and_published_with_its_caller(booking: Any) -
         ({"duration_minutes": 500}, "duration_minutes", "must be between 10 and 120 minutes"),
         ({"duration_minutes": "30"}, "duration_minutes", "Input should be a valid integer"),
         ({"timezone": "Mars/Olympus"}, "timezone", "'Mars/Olympus' is not an IANA time zone"),
+        # Found by `visio-rdv proof inputs`: a NUL reached PostgreSQL and answered 500.
+        (
+            {"user.first_name": "nul\u0000byte"},
+            "user.first_name",
+            "must not contain control characters",
+        ),
         ({"start": in_days(3, "Indian/Reunion")}, "start", "does not match Europe/Paris"),
         (
             {"caf_code": "974", "timezone": "Europe/Paris"},

@@ -1,11 +1,13 @@
 """Booking's Kafka side on the real broker: requests on booking-requests.v1 take effect once and
 each gets its reply on booking-replies.v1 (the same problems as over HTTP); only a message
-that names no request is dead-lettered; the status follows meetings' and notifications' events."""
+that names no request is dead-lettered; the status follows meetings' and notifications' events,
+the meeting's outcome included."""
 
 from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from visio_shared import MeetingReady, NotificationSent, publish_event
@@ -16,6 +18,7 @@ from visio_shared.booking_requests import (
     CancelRequest,
     request_key,
 )
+from visio_shared.events import MeetingAttendanceRecorded
 
 SYSTEM = "national-scheduler"
 
@@ -244,3 +247,41 @@ async def test_status_follows_meetings_and_notifications_on_the_broker(booking: 
     view = await booking.until(followed, 60, "booking to follow both events")
     assert view["status"] == "confirmed"
     assert view["join_url"] == "https://teams.microsoft.com/l/meetup-join/abc"
+
+
+async def test_the_meetings_outcome_is_held_or_no_show_and_no_shows_are_counted(
+    booking: Any,
+) -> None:
+    topics, broker = booking.runtime.topics, booking.runtime.broker
+    counted = booking.runtime.metrics.value("appointments_no_show_total")
+    outcomes = {}
+    for attended in (True, False):
+        appointment_id = await booking.book()
+        lineage = {
+            "appointment_id": uuid.UUID(appointment_id),
+            "revision": 1,
+            "correlation_id": uuid.UUID(appointment_id),
+        }
+        now = datetime.now(UTC)
+        attendance = MeetingAttendanceRecorded(
+            **lineage,
+            online_meeting_id="meeting-1",
+            report_id="report-1",
+            meeting_start=now,
+            meeting_end=now,
+            participants=[],
+            public_attended=attended,
+        )
+        for _ in range(2):  # redelivered: one step, counted once
+            await publish_event(broker, topics.meetings, attendance)
+        outcomes[appointment_id] = "held" if attended else "no_show"
+
+    async def settled() -> bool:
+        statuses = {a: (await booking.view(a))["status"] for a in outcomes}
+        return statuses == outcomes
+
+    await booking.until(settled, 60, "booking to follow the outcomes")
+    for appointment_id, status in outcomes.items():
+        history = (await booking.view(appointment_id))["history"]
+        assert [entry["status"] for entry in history] == ["requested", status]
+    assert booking.runtime.metrics.value("appointments_no_show_total") == counted + 1

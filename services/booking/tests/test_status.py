@@ -4,6 +4,7 @@ history; the status follows, tolerant of late, early and repeated events, and of
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from visio_booking.handlers import follow_status
@@ -16,6 +17,7 @@ from visio_shared import (
     NotificationFailed,
     NotificationSent,
 )
+from visio_shared.events import MeetingAttendanceRecorded
 
 URL = "https://teams.microsoft.com/l/meetup-join/"
 
@@ -193,3 +195,28 @@ async def test_a_failed_meeting_is_the_status_until_a_newer_revision_succeeds(bo
     )
     await follow(booking, ready(appointment_id, 2, "d"))
     assert (await booking.view(appointment_id))["status"] == "meeting_ready"
+
+
+async def test_the_outcome_closes_the_appointment_whatever_revision_it_names(booking: Any) -> None:
+    appointment_id = await booking.book()
+    # A corrected contact (revision 2) was told; meetings never saw it, so says revision 1.
+    await follow(
+        booking, ready(appointment_id, 1, "a"), sent(appointment_id, 2, "contact_corrected")
+    )
+    start = datetime.now(UTC)
+    no_show = MeetingAttendanceRecorded(
+        **lineage(appointment_id, 1),
+        online_meeting_id="meeting-1",
+        report_id="report-1",
+        meeting_start=start,
+        meeting_end=start,
+        participants=[],
+        public_attended=False,
+    )
+    await follow(booking, no_show)
+    view = await booking.view(appointment_id)
+    assert (view["status"], view["status_reason"]) == (
+        "no_show",
+        "the person never joined the meeting",
+    )
+    assert view["history"][-1]["status"] == "no_show"

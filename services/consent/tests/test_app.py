@@ -178,6 +178,10 @@ async def test_verify_and_checkpoint_over_http_catch_a_full_rewrite(
     verified = await api.client.get("/v1/ledger/verify", headers=api.auth("operator"))
     assert verified.status_code == 200
     assert verified.json()["ok"] and verified.json()["count"] == 4
+    runtime = api.app.state.runtime  # its broker is a fake here: run the scrape hooks alone
+    for hook in runtime.on_scrape:
+        await hook(runtime)
+    assert runtime.metrics.value("ledger_head_seq") == 4
 
     signed = await api.client.post("/v1/ledger/checkpoints", headers=api.auth("operator"))
     assert signed.status_code == 201

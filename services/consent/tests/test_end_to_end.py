@@ -1,7 +1,8 @@
 """The consent service running as it runs in production, on a real broker (tansu here) and a
 real PostgreSQL: an AppointmentRequested on the topic is recorded; the person's records come
 back over HTTP; a withdrawal over HTTP reaches the consents topic for meetings; the checkpoint
-schedule signs the head into the file and onto the checkpoint topic."""
+schedule signs the head into the file and onto the checkpoint topic; what happened in the
+meeting, read from meetings.v1, joins the person's records."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from visio_shared import (
     parse_event,
     publish_event,
 )
+from visio_shared.events import MeetingAttendanceRecorded
 
 T = TypeVar("T")
 
@@ -124,3 +126,24 @@ async def test_record_access_withdraw_and_checkpoint_end_to_end(
             assert 3 in {checkpoint.seq for checkpoint in on_topic}
             report = (await client.get("/v1/ledger/verify", headers=auth)).json()
             assert report["ok"] and report["count"] == 3 and report["checkpoints"] >= 1
+
+            # After the meeting: meetings' report on meetings.v1 becomes a connection record.
+            attendance = MeetingAttendanceRecorded(
+                **event.caused(appointment_id=event.appointment_id, revision=1),
+                online_meeting_id="meeting-1",
+                report_id="report-1",
+                meeting_start=event.start,
+                meeting_end=event.start,
+                participants=[],
+                public_attended=False,
+            )
+            await publish_event(runtime.broker, runtime.topics.meetings, attendance)
+
+            async def connected() -> list[Any] | None:
+                found = await recorded()
+                return found if found and found[-1]["kind"] == "connection" else None
+
+            *_, connection = await eventually(connected)
+            assert connection["record"]["source_event_id"] == str(attendance.event_id)
+            report = (await client.get("/v1/ledger/verify", headers=auth)).json()
+            assert report["ok"] and report["count"] == 4

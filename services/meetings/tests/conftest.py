@@ -4,6 +4,7 @@ database made for the session, migrated, and used through the service's restrict
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
 import uuid
@@ -161,6 +162,19 @@ class EmulatorControl:
 
     async def join_url_style(self, style: str) -> None:
         await self._post("/_emulator/tenant", {"join_url_style": style})
+
+    async def attendance(self, meeting_id: str, **report: Any) -> dict[str, Any]:
+        """Script the meeting's attendance report (participants, when it is listed)."""
+        made: dict[str, Any] = await self._post(
+            f"/_emulator/online-meetings/{meeting_id}/attendance", report
+        )
+        return made
+
+    async def recordings(self, meeting_id: str, *recordings: dict[str, Any]) -> list[Any]:
+        made = await self._post(
+            f"/_emulator/online-meetings/{meeting_id}/recordings", {"recordings": list(recordings)}
+        )
+        return list(made["value"])
 
     async def live_events(self) -> list[dict[str, Any]]:
         return [e for e in await self.events() if not e["is_deleted"]]
@@ -465,5 +479,8 @@ async def service(
     try:
         yield runtime
     finally:
+        for task in runtime.background:  # the attendance poller, as the lifespan stops it
+            task.cancel()
+        await asyncio.gather(*runtime.background, return_exceptions=True)
         for hook in runtime.on_stop:
             await hook(runtime)

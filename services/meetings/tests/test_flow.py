@@ -9,6 +9,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -55,7 +56,15 @@ async def running(
     settings: MeetingsSettings, kafka_bootstrap: str
 ) -> AsyncIterator[tuple[Runtime, Broker]]:
     settings = settings.model_copy(
-        update={"kafka_bootstrap_servers": kafka_bootstrap, "topic_partitions": 2}
+        update={
+            "kafka_bootstrap_servers": kafka_bootstrap,
+            "topic_partitions": 2,
+            # The attendance poller on the real clock: a meeting that ended is due at once.
+            "attendance_grace_s": 0,
+            "attendance_poll_interval_s": 0.1,
+            "attendance_retry_interval_s": 0.1,  # asked before the test scripts the report
+            "attendance_max_attempts": 1000,
+        }
     )
     app = create_app(settings)
     runtime: Runtime = app.state.runtime
@@ -135,3 +144,37 @@ async def test_an_appointments_story_reaches_graph_and_is_answered(
     assert stats["live_events_per_external_id"] == {}
     assert await recording_off()
     assert stats["calls"]["graph.events.update"] == 1  # the reschedule
+
+
+async def test_after_a_meeting_that_ended_its_attendance_is_published(
+    running: tuple[Runtime, Broker],
+    control: EmulatorControl,
+    make_appointment: Callable[..., AppointmentRequested],
+) -> None:
+    runtime, broker = running
+    ended = make_appointment().model_copy(
+        update={"start": datetime.now(UTC) - timedelta(hours=2), "duration_minutes": 30}
+    )
+    await broker.send(runtime.topics.appointments, ended)
+    async with asyncio.timeout(90):
+        ready = await broker.answer(ended.appointment_id, "MeetingReady")
+    await control.attendance(
+        ready["online_meeting_id"],
+        participants=[
+            {
+                "kind": "organizer",
+                "intervals": [{"join_offset_seconds": 0, "leave_offset_seconds": 1800}],
+            },
+            {
+                "kind": "anonymous",
+                "intervals": [{"join_offset_seconds": 60, "leave_offset_seconds": 1700}],
+            },
+        ],
+    )
+    # The poller in the service finds it due (on its next round) and answers on meetings.v1.
+    async with asyncio.timeout(30):
+        recorded = await broker.answer(ended.appointment_id, "MeetingAttendanceRecorded")
+    assert recorded["public_attended"] is True
+    assert recorded["causation_id"] is None and recorded["correlation_id"] == str(
+        ended.correlation_id
+    )

@@ -15,6 +15,7 @@ from visio_meetings.graph import GraphClient
 from visio_meetings.retries import RetryPolicy, retry_after
 from visio_meetings.settings import MeetingsSettings
 from visio_runtime.errors import Transient
+from visio_runtime.metrics import Metrics
 from visio_shared import AppointmentRequested
 
 if TYPE_CHECKING:
@@ -32,14 +33,21 @@ def waits() -> list[float]:
 
 
 @pytest.fixture
-async def client(settings: MeetingsSettings, waits: list[float]) -> AsyncIterator[GraphClient]:
+def metrics() -> Metrics:
+    return Metrics("meetings")
+
+
+@pytest.fixture
+async def client(
+    settings: MeetingsSettings, waits: list[float], metrics: Metrics
+) -> AsyncIterator[GraphClient]:
     """A Graph client that notes each wait it makes between attempts (and makes it)."""
 
     async def sleep(seconds: float) -> None:
         waits.append(seconds)
         await asyncio.sleep(seconds)
 
-    graph = GraphClient.from_settings(settings, sleep=sleep)
+    graph = GraphClient.from_settings(settings, sleep=sleep, metrics=metrics)
     try:
         yield graph
     finally:
@@ -49,6 +57,7 @@ async def client(settings: MeetingsSettings, waits: list[float]) -> AsyncIterato
 async def test_a_decimal_retry_after_is_waited_in_process(
     client: GraphClient,
     waits: list[float],
+    metrics: Metrics,
     control: EmulatorControl,
     make_appointment: Make,
     changes: type[Changes],
@@ -65,6 +74,10 @@ async def test_a_decimal_retry_after_is_waited_in_process(
     assert created["onlineMeeting"]["joinUrl"]
     assert waits == [0.128]
     assert (await control.stats())["responses"]["graph.events.create"] == {"429": 1, "201": 1}
+    # The calls and the throttling wait show on /metrics.
+    assert metrics.value("graph_calls_total", operation="events.create", status="429") == 1
+    assert metrics.value("graph_calls_total", operation="events.create", status="201") == 1
+    assert metrics.value("graph_throttle_wait_seconds_total", operation="events.create") == 0.128
 
 
 async def test_a_long_retry_after_goes_back_to_the_consumer(

@@ -3,17 +3,28 @@
 Tests and the ops/proof tools use it to see what a client really did to the "tenant"
 (every event, deleted ones included; call counts; duplicates per idempotency key; the most
 requests ever in flight per mailbox) and to switch on faults, restrict the access policy,
-take a user's Teams licence away, change the join URL style, move the clock, or start afresh.
+take a user's Teams licence away, change the join URL style, move the clock, or start afresh;
+and to script what happened in a meeting: its attendance report and its recordings.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import uuid
 from collections import Counter
 from typing import Any, Literal
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
+from visio_deploy.graph_emulator.artifacts import (
+    OTHER_TENANT_ID,
+    Attendee,
+    Interval,
+    ParticipantKind,
+    Recording,
+    Report,
+)
 from visio_deploy.graph_emulator.events import render_event
 from visio_deploy.graph_emulator.faults import FaultConfig
 from visio_deploy.graph_emulator.meetings import render_meeting
@@ -22,9 +33,11 @@ from visio_deploy.graph_emulator.state import (
     EmulatorState,
     Mailbox,
     StoredEvent,
+    StoredMeeting,
     normalize_ids,
 )
 from visio_deploy.graph_emulator.timezones import format_utc
+from visio_deploy.graph_emulator.users import object_id, user_address
 
 router = APIRouter(prefix="/_emulator")
 
@@ -196,3 +209,113 @@ async def advance_clock(body: ClockBody, request: Request) -> dict[str, Any]:
 async def reset(request: Request) -> Response:
     _state(request).reset()
     return Response(status_code=204)
+
+
+# --- what happened in a meeting -------------------------------------------------------------
+
+
+class IntervalBody(BaseModel):
+    join_offset_seconds: int = Field(description="Seconds after the meeting's scheduled start.")
+    leave_offset_seconds: int
+
+
+class ParticipantBody(BaseModel):
+    kind: ParticipantKind = Field(
+        description="organizer: the meeting's organiser; internal: another user of the tenant; "
+        "external: a user of another tenant; anonymous: joined from the link, no account."
+    )
+    display_name: str = "Participant"
+    email: str | None = None
+    intervals: list[IntervalBody] = Field(min_length=1)
+
+
+class AttendanceBody(BaseModel):
+    participants: list[ParticipantBody]
+    available_after_list_calls: int = Field(
+        default=0, ge=0, description="List calls answered without the report first."
+    )
+    available_after_seconds: float = Field(
+        default=0, ge=0, description="Not listed until the emulator clock moves this far."
+    )
+
+
+class RecordingBody(BaseModel):
+    created_offset_seconds: int = Field(default=0, description="After the scheduled start.")
+    duration_seconds: int = Field(default=600, ge=1)
+
+
+class RecordingsBody(BaseModel):
+    recordings: list[RecordingBody]
+
+
+def _live_meeting(state: EmulatorState, meeting_id: str) -> StoredMeeting:
+    meeting = state.meetings.get(meeting_id)
+    if meeting is None:
+        raise HTTPException(404, f"no online meeting {meeting_id}")
+    return meeting
+
+
+def _attendee(state: EmulatorState, meeting: StoredMeeting, body: ParticipantBody) -> Attendee:
+    tenant = state.settings.tenant_id
+    email: str | None
+    home: str | None
+    intervals = tuple(
+        Interval(
+            meeting.start + dt.timedelta(seconds=i.join_offset_seconds),
+            meeting.start + dt.timedelta(seconds=i.leave_offset_seconds),
+        )
+        for i in body.intervals
+    )
+    if body.kind == "organizer":
+        oid, email, home = object_id(meeting.user_id), user_address(state, meeting.user_id), tenant
+    elif body.kind == "internal":
+        oid = str(uuid.uuid4())
+        email, home = body.email or f"{oid}@{state.settings.tenant_domain}", tenant
+    elif body.kind == "external":
+        oid, email, home = str(uuid.uuid4()), body.email, OTHER_TENANT_ID
+    else:  # anonymous: Teams makes up an id for the session, and knows no address or tenant
+        oid, email, home = str(uuid.uuid4()), None, None
+    return Attendee(body.kind, oid, body.display_name, email, home, intervals)
+
+
+@router.post("/online-meetings/{meeting_id}/attendance", name="_emulator.attendance.set")
+async def script_attendance(
+    meeting_id: str, body: AttendanceBody, request: Request
+) -> dict[str, Any]:
+    """Add the meeting's attendance report (a meeting held twice has two)."""
+    state = _state(request)
+    meeting = _live_meeting(state, meeting_id)
+    delay = dt.timedelta(seconds=body.available_after_seconds)
+    report = Report(
+        id=str(uuid.uuid4()),
+        attendees=[_attendee(state, meeting, p) for p in body.participants],
+        fallback_start=meeting.start,
+        fallback_end=meeting.end,
+        hidden_list_calls=body.available_after_list_calls,
+        available_at=state.now() + delay if body.available_after_seconds else None,
+    )
+    state.artifacts.reports.setdefault(meeting_id, []).append(report)
+    return report.render(with_records=True)
+
+
+@router.post("/online-meetings/{meeting_id}/recordings", name="_emulator.recordings.set")
+async def script_recordings(
+    meeting_id: str, body: RecordingsBody, request: Request
+) -> dict[str, Any]:
+    state = _state(request)
+    meeting = _live_meeting(state, meeting_id)
+    made = []
+    for item in body.recordings:
+        created = meeting.start + dt.timedelta(seconds=item.created_offset_seconds)
+        recording = Recording(
+            id=str(uuid.uuid4()),
+            meeting_id=meeting_id,
+            organizer_oid=object_id(meeting.user_id),
+            tenant_id=state.settings.tenant_id,
+            created=created,
+            ended=created + dt.timedelta(seconds=item.duration_seconds),
+            content_correlation_id=str(uuid.uuid4()),
+        )
+        state.artifacts.recordings.setdefault(meeting_id, []).append(recording)
+        made.append(recording.render(""))
+    return {"value": made}

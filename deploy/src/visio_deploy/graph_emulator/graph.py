@@ -1,4 +1,5 @@
-"""Microsoft Graph v1.0 endpoints: calendar events and Teams online meetings of a user."""
+"""Microsoft Graph v1.0 endpoints: calendar events and Teams online meetings of a user, and the
+meetings' artifacts (attendance reports, recordings)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ CALENDAR_WRITE = {"Calendars.ReadWrite"}
 CALENDAR_READ = {"Calendars.ReadWrite", "Calendars.Read", "Calendars.ReadBasic.All"}
 MEETINGS_WRITE = {"OnlineMeetings.ReadWrite.All"}
 MEETINGS_READ = {"OnlineMeetings.ReadWrite.All", "OnlineMeetings.Read.All"}
+ARTIFACTS_READ = {"OnlineMeetingArtifact.Read.All"}
+RECORDINGS_READ = {"OnlineMeetingRecording.Read.All"}
 DEFAULT_PAGE_SIZE = 10  # Graph pages event lists by 10 unless $top says otherwise
 
 _ODATA_STRING = r"'((?:[^']|'')*)'"
@@ -327,3 +330,78 @@ async def patch_meeting(user_id: str, meeting_id: str, request: Request) -> JSON
 def _meeting_body(state: EmulatorState, user_id: str, meeting: StoredMeeting) -> dict[str, Any]:
     context = f"{state.base_url}/v1.0/$metadata#users('{user_id}')/onlineMeetings/$entity"
     return {"@odata.context": context, **render_meeting(state, meeting)}
+
+
+# --- meeting artifacts: attendance reports and recordings (scripted by the control API) ---
+
+_REPORTS = "/users/{user_id}/onlineMeetings/{meeting_id}/attendanceReports"
+_RECORDINGS = "/users/{user_id}/onlineMeetings/{meeting_id}/recordings"
+
+
+def _meeting_context(state: EmulatorState, user_id: str, meeting_id: str, tail: str) -> str:
+    return (
+        f"{state.base_url}/v1.0/$metadata#users('{user_id}')/onlineMeetings('{meeting_id}')/{tail}"
+    )
+
+
+@router.get(_REPORTS, name="graph.attendanceReports.list")
+async def list_attendance_reports(user_id: str, meeting_id: str, request: Request) -> JSONResponse:
+    _authorize(request, user_id, roles=ARTIFACTS_READ, meetings=True)
+    state = _state(request)
+    _meeting_or_404(state, user_id, meeting_id)
+    reports = state.artifacts.list_reports(meeting_id, state.now())
+    return JSONResponse(
+        {
+            "@odata.context": _meeting_context(state, user_id, meeting_id, "attendanceReports"),
+            "value": [r.render(with_records=False) for r in reports],
+        }
+    )
+
+
+@router.get(f"{_REPORTS}/{{report_id}}", name="graph.attendanceReports.get")
+async def get_attendance_report(
+    user_id: str, meeting_id: str, report_id: str, request: Request
+) -> JSONResponse:
+    _authorize(request, user_id, roles=ARTIFACTS_READ, meetings=True)
+    state = _state(request)
+    _meeting_or_404(state, user_id, meeting_id)
+    report = state.artifacts.report(meeting_id, report_id)
+    if report is None:
+        raise GraphError(404, "NotFound", "The requested attendance report was not found.")
+    # Records come only with $expand=attendanceRecords, as in Graph.
+    expand = (_query(request, "expand") or "").replace(" ", "").split(",")
+    context = _meeting_context(state, user_id, meeting_id, "attendanceReports")
+    return JSONResponse(
+        {
+            "@odata.context": f"{context}(attendanceRecords())/$entity",
+            **report.render(with_records="attendanceRecords" in expand),
+        }
+    )
+
+
+@router.get(_RECORDINGS, name="graph.recordings.list")
+async def list_recordings(user_id: str, meeting_id: str, request: Request) -> JSONResponse:
+    _authorize(request, user_id, roles=RECORDINGS_READ, meetings=True)
+    state = _state(request)
+    _meeting_or_404(state, user_id, meeting_id)
+    base = f"{state.base_url}/v1.0/users/{user_id}/onlineMeetings/{meeting_id}/recordings"
+    recordings = state.artifacts.recordings.get(meeting_id, [])
+    return JSONResponse(
+        {
+            "@odata.context": _meeting_context(state, user_id, meeting_id, "recordings"),
+            "value": [r.render(f"{base}/{r.id}/content") for r in recordings],
+        }
+    )
+
+
+@router.get(f"{_RECORDINGS}/{{recording_id}}/content", name="graph.recordings.content")
+async def recording_content(
+    user_id: str, meeting_id: str, recording_id: str, request: Request
+) -> Response:
+    # Served so that stats can show a client never downloads one (a call would count).
+    _authorize(request, user_id, roles=RECORDINGS_READ, meetings=True)
+    state = _state(request)
+    _meeting_or_404(state, user_id, meeting_id)
+    if state.artifacts.recording(meeting_id, recording_id) is None:
+        raise GraphError(404, "NotFound", "The requested recording was not found.")
+    return Response(content=b"\x00" * 16, media_type="video/mp4")

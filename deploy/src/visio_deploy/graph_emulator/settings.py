@@ -15,7 +15,12 @@ DEFAULT_CLIENT_ID = "11111111-1111-1111-1111-111111111111"
 DEFAULT_CLIENT_SECRET = "dev-secret"  # noqa: S105 - a well-known development value
 # Application permissions our meetings service needs; a registration without one of them
 # gets Graph's 403, as a tenant that forgot an admin consent would.
-DEFAULT_APP_ROLES = ("Calendars.ReadWrite", "OnlineMeetings.ReadWrite.All")
+DEFAULT_APP_ROLES = (
+    "Calendars.ReadWrite",
+    "OnlineMeetings.ReadWrite.All",
+    "OnlineMeetingArtifact.Read.All",  # attendance reports
+    "OnlineMeetingRecording.Read.All",  # recordings' metadata
+)
 
 
 class AppRegistration(BaseModel):

@@ -7,6 +7,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from visio_deploy.graph_emulator.artifacts import Artifacts
 from visio_deploy.graph_emulator.faults import FaultInjector
 from visio_deploy.graph_emulator.settings import AppRegistration, EmulatorSettings
 from visio_deploy.graph_emulator.tokens import TokenService
@@ -140,6 +141,7 @@ class EmulatorState:
         settings = self.settings
         self.events: dict[str, StoredEvent] = {}
         self.meetings: dict[str, StoredMeeting] = {}
+        self.artifacts = Artifacts()  # attendance reports and recordings, as scripted
         self.stats = Stats()
         self.faults = FaultInjector()
         self.faults.configure(settings.faults)

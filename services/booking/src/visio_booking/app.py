@@ -24,8 +24,14 @@ def create_app(settings: BookingSettings | None = None) -> FastAPI:
         duration_bounds=(settings.min_duration_minutes, settings.max_duration_minutes),
     )
 
+    no_shows = runtime.metrics.counter(
+        "appointments_no_show_total", "Meetings the member of the public never joined."
+    )
+
     async def on_status_event(event: AppointmentEvent) -> None:
-        await follow_status(runtime.db, event)
+        step = await follow_status(runtime.db, event)
+        if step is not None and step.status == "no_show":
+            no_shows.inc()
 
     for model in STATUS_EVENTS:
         runtime.consumer.on(model)(on_status_event)

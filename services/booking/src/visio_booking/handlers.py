@@ -17,6 +17,7 @@ from visio_shared import (
     NotificationFailed,
     NotificationSent,
 )
+from visio_shared.events import MeetingAttendanceRecorded  # not re-exported by visio_shared
 
 from visio_booking.store import record_step
 
@@ -27,6 +28,7 @@ STATUS_EVENTS: tuple[type[AppointmentEvent], ...] = (
     MeetingFailed,
     NotificationSent,
     NotificationFailed,
+    MeetingAttendanceRecorded,
 )
 
 # Emails that tell the person the appointment as it now stands: once one is sent, the person
@@ -42,15 +44,19 @@ class Step:
     status: str | None = None
     detail: str | None = None
     join_url: str | None = None
+    # The meeting's outcome closes the appointment whatever revision it names: a change that
+    # meetings never sees (a corrected contact) must not hide that it was held.
+    final: bool = False
 
 
-async def follow_status(pool: asyncpg.Pool, event: AppointmentEvent) -> None:
+async def follow_status(pool: asyncpg.Pool, event: AppointmentEvent) -> Step | None:
+    """The step recorded, or None (not a step, or already recorded)."""
     step = step_of(event)
     if step is None:
-        return
+        return None
     async with pool.acquire() as conn, conn.transaction():
         if not await mark_processed(conn, event.event_id, event.event_type):
-            return
+            return None
         await record_step(
             conn,
             event.appointment_id,
@@ -60,7 +66,9 @@ async def follow_status(pool: asyncpg.Pool, event: AppointmentEvent) -> None:
             detail=step.detail,
             join_url=step.join_url,
             source_event_id=event.event_id,
+            any_revision=step.final,
         )
+    return step
 
 
 def step_of(event: AppointmentEvent) -> Step | None:
@@ -71,6 +79,10 @@ def step_of(event: AppointmentEvent) -> Step | None:
             return Step("meeting_rescheduled", join_url=event.join_url)
         case MeetingCancelled():
             return Step("meeting_cancelled", detail=f"advisor {event.advisor_id}")
+        case MeetingAttendanceRecorded(public_attended=True):
+            return Step("held", "held", final=True)
+        case MeetingAttendanceRecorded():
+            return Step("no_show", "no_show", "the person never joined the meeting", final=True)
         case MeetingFailed():
             return Step("meeting_failed", "meeting_failed", _why(event.reason, event.detail))
         case NotificationSent(kind=kind) if kind in TELLS_THE_APPOINTMENT:

@@ -155,6 +155,7 @@ async def record_step(
     detail: str | None = None,
     join_url: str | None = None,
     source_event_id: uuid.UUID | None = None,
+    any_revision: bool = False,
 ) -> bool:
     """Keep a downstream step in the history, and let it move the status and the link.
 
@@ -170,6 +171,8 @@ async def record_step(
     )
     if row is None:
         return False
+    if any_revision:  # speaks of the appointment as it stands, not of one revision
+        revision = max(revision, row["status_revision"])
     await add_history(conn, appointment_id, step, revision, detail, source_event_id)
     if join_url is not None and revision >= row["join_url_revision"] and row["status"] not in FINAL:
         await conn.execute(

@@ -1,6 +1,7 @@
 """The right of access (CGU article 8): every record of one person, in French for that person
 to read (dates in the appointment's time zone), and as JSON with what re-checks each record: its
-seq, its hash, the previous hash and the chained record itself.
+seq, its hash, the previous hash and the chained record itself. What they accepted, and what
+happened: their consents, then their connections to each meeting and its recording's reference.
 
 A person's records are those chained under their subject_ref and, for an appointment whose
 address was corrected to theirs, that appointment's records before the correction: the consent
@@ -26,11 +27,23 @@ LABELS = {
     "recording_refused": "Enregistrement de l'entretien refusé",
     "recording_withdrawn": "Autorisation d'enregistrement retirée",
     "contact_corrected": "Adresse électronique corrigée",
-    "connection": "Connexion à l'entretien",
+    "connection": "Connexions à l'entretien",
     "recording_reference": "Enregistrement de l'entretien conservé",
 }
 # The moment a record is about, when it names one; else the time it was chained.
-_MOMENTS = ("accepted_at", "decided_at", "withdrawn_at", "corrected_at")
+_MOMENTS = (
+    "accepted_at",
+    "decided_at",
+    "withdrawn_at",
+    "corrected_at",
+    "meeting_start",
+    "recording_created_at",
+)
+_WHO = {
+    "organizer": "Votre conseiller ou conseillère Caf",
+    "public": "Vous",
+    "other": "Un autre agent de la Caf",
+}
 
 _DAYS = ("lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi", "dimanche")
 _MONTHS = (
@@ -103,6 +116,7 @@ class AccessExport(BaseModel):
         zone = self.records[-1].timezone if self.records else METROPOLITAN_TIMEZONE
         lines = [
             "Registre des consentements de Visio RDV (Caf) — droit d'accès (article 8 des CGU)",
+            "Ce que vous avez accepté, et ce qui s'est passé lors de vos rendez-vous.",
             f"Document établi le {french_datetime(self.generated_at, zone)}.",
             "",
             f"Votre référence pseudonyme : {self.subject_ref}",
@@ -140,7 +154,48 @@ def _title(item: AccessRecord) -> str:
     label = item.label
     if item.kind == "cgu_accepted" and "cgu_version" in item.record:
         label += f", version {item.record['cgu_version']}"
+    if item.kind == "connection" and item.record.get("attendance") == "unavailable":
+        label += " : relevé indisponible"
     return label
+
+
+def _clock(moment: str, zone: str) -> str:
+    local = datetime.fromisoformat(moment).astimezone(ZoneInfo(zone))
+    return f"{local.hour} h {local.minute:02d}"
+
+
+def _duration(seconds: int) -> str:
+    minutes, rest = divmod(seconds, 60)
+    return f"{minutes} min {rest:02d} s" if minutes else f"{rest} s"
+
+
+def _connections(record: dict[str, Any], zone: str) -> list[str]:
+    """What the meeting's attendance report says, one line per participant."""
+    if record.get("attendance") == "unavailable":
+        return [f"Le relevé des connexions n'a pas pu être obtenu de Teams ({record['reason']})."]
+    details = [
+        "Vous vous êtes connecté(e) à l'entretien."
+        if record.get("public_attended")
+        else "Vous ne vous êtes pas connecté(e) à l'entretien."
+    ]
+    for participant in record.get("participants", []):
+        spans = ", puis ".join(
+            f"de {_clock(i['joined_at'], zone)} à {_clock(i['left_at'], zone)}"
+            for i in participant["intervals"]
+        )
+        total = _duration(participant["total_attendance_seconds"])
+        who = _WHO.get(participant["role"], participant["role"])
+        details.append(f"{who} : connecté(e) {spans or '(heures inconnues)'}, {total} au total")
+    details.append(f"Relevé de présence Microsoft Teams n° {record.get('report_id')}")
+    return details
+
+
+def _recording(record: dict[str, Any]) -> list[str]:
+    return [
+        f"Identifiant de l'enregistrement : {record['recording_id']}",
+        f"Référence de son contenu : {record.get('content_correlation_id') or 'non fournie'}",
+        "Le contenu de l'enregistrement n'est pas dans ce registre : seule sa référence y est.",
+    ]
 
 
 def _details(item: AccessRecord, ref: str) -> list[str]:
@@ -148,6 +203,10 @@ def _details(item: AccessRecord, ref: str) -> list[str]:
     details = []
     if item.kind == "cgu_accepted" and "cgu_sha256" in record:
         details.append(f"Texte des CGU accepté : empreinte SHA-256 {record['cgu_sha256']}")
+    if item.kind == "connection":
+        details += _connections(record, item.timezone)
+    if item.kind == "recording_reference":
+        details += _recording(record)
     if record.get("calling_system"):
         details.append(f"Transmis par : {record['calling_system']}")
     if record.get("subject_ref") != ref:

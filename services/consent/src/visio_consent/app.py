@@ -1,5 +1,6 @@
-"""The consent service: records consent from appointment events, signs checkpoints on a
-schedule, and serves verification, the right of access and withdrawals over HTTP."""
+"""The consent service: records consent from appointment events and what happened in the
+meeting from meetings' events, signs checkpoints on a schedule, and serves verification, the
+right of access and withdrawals over HTTP."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import logging
 
 from fastapi import FastAPI
 from visio_runtime.service import Runtime, build_runtime, create_service_app
-from visio_shared import AppointmentRequested, ContactCorrected
+from visio_shared import AppointmentEvent, AppointmentRequested, ContactCorrected
 
 from visio_consent import api, problems
 from visio_consent.checkpoints import Checkpointer
+from visio_consent.connections import MEETING_EVENTS, record_meeting_outcome
 from visio_consent.handlers import record_consent, record_contact_correction
 from visio_consent.settings import ConsentSettings
 from visio_consent.store import purge_expired_subjects
@@ -32,7 +34,14 @@ def create_app(settings: ConsentSettings | None = None) -> FastAPI:
     async def on_contact_corrected(event: ContactCorrected) -> None:
         await record_contact_correction(event, runtime.db, runtime.broker, settings, runtime.topics)
 
-    runtime.consumer.subscribe(runtime.topics.appointments)
+    async def on_meeting_outcome(event: AppointmentEvent) -> None:
+        assert isinstance(event, MEETING_EVENTS), "registered for these alone"
+        await record_meeting_outcome(event, runtime.db, runtime.broker, runtime.topics)
+
+    for model in MEETING_EVENTS:
+        runtime.consumer.on(model)(on_meeting_outcome)
+    # meetings.v1: what happened in the meeting (attendance, recordings) joins the proof file.
+    runtime.consumer.subscribe(runtime.topics.appointments, runtime.topics.meetings)
 
     if settings.uses_dev_subject_key:
         runtime.on_start.append(_warn_dev_subject_key)
@@ -42,6 +51,13 @@ def create_app(settings: ConsentSettings | None = None) -> FastAPI:
         checkpointer.load_key()
 
     runtime.on_start.append(load_key)
+
+    head_seq = runtime.metrics.gauge("ledger_head_seq", "Sequence number of the ledger's head.")
+
+    async def measure_head(rt: Runtime) -> None:
+        head_seq.set(await rt.db.fetchval("SELECT seq FROM chain_head"))
+
+    runtime.on_scrape.append(measure_head)
     runtime.run_in_background(lambda: checkpointer.run(runtime.db, runtime.broker), "checkpoints")
     runtime.run_in_background(lambda: _purge_expired(runtime, settings), "retention")
 

@@ -1,8 +1,10 @@
-"""The meetings service: reads `appointments.v1` and `consents.v1`, answers on `meetings.v1`."""
+"""The meetings service: reads `appointments.v1` and `consents.v1`, answers on `meetings.v1`;
+after each meeting, tells on `meetings.v1` who attended and which recordings exist."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from fastapi import FastAPI
 from visio_runtime.service import Runtime, build_runtime, create_service_app
@@ -10,6 +12,7 @@ from visio_shared import AppointmentEvent
 
 from visio_meetings.graph import GraphClient
 from visio_meetings.handlers import HANDLED, Deps, handle_event
+from visio_meetings.poller import PollerDeps, run_poller
 from visio_meetings.settings import MeetingsSettings
 
 SERVICE = "meetings"
@@ -35,7 +38,7 @@ def create_app(settings: MeetingsSettings | None = None) -> FastAPI:
         # No network here: msal builds its application (and fetches the authority's
         # configuration) on the first token request, so an Entra outage delays meetings
         # rather than the service's start.
-        clients.graph = GraphClient.from_settings(settings)
+        clients.graph = GraphClient.from_settings(settings, metrics=runtime.metrics)
 
     async def close_clients(_: Runtime) -> None:
         if clients.graph is not None:
@@ -44,10 +47,19 @@ def create_app(settings: MeetingsSettings | None = None) -> FastAPI:
 
     runtime.on_start.append(open_clients)
     runtime.on_stop.append(close_clients)
+    runtime.ready_checks["graph_token"] = lambda: clients.require_graph().check_token()
+
+    grace = timedelta(seconds=settings.attendance_grace_s)
 
     async def on_event(event: AppointmentEvent) -> None:
-        deps = Deps(runtime.db, clients.require_graph(), runtime.broker, runtime.topics)
-        await handle_event(event, deps)
+        graph = clients.require_graph()
+        await handle_event(event, Deps(runtime.db, graph, runtime.broker, runtime.topics, grace))
+
+    def poller() -> PollerDeps:
+        graph = clients.require_graph()
+        return PollerDeps(
+            runtime.db, graph, runtime.broker, runtime.topics, settings, lambda: datetime.now(UTC)
+        )
 
     for model in HANDLED:
         runtime.consumer.on(model)(on_event)
@@ -55,6 +67,8 @@ def create_app(settings: MeetingsSettings | None = None) -> FastAPI:
     # and a change of the same appointment never race within a replica (the appointment lock
     # covers replicas). ConsentRecorded, also on consents.v1, is skipped and counted.
     runtime.consumer.subscribe(runtime.topics.appointments, runtime.topics.consents)
+    # After each meeting: its attendance report and recordings (the record of connections).
+    runtime.run_in_background(lambda: run_poller(poller()), "attendance-poller")
     app = create_service_app(runtime, title="Visio RDV meetings")
     app.state.clients = clients
     return app

@@ -1,6 +1,6 @@
 """Microsoft Graph, the calls a meeting needs: look an event up by its creation key, create
 it with its Teams meeting, move it, cancel it; find the meeting by its join URL, set its
-options.
+options; after it, read its attendance reports and its recordings' metadata.
 
 Every call goes through `_request`, which decides once what an answer means:
 - 2xx: the answer; 401: the token is dropped and the call made once more with a new one;
@@ -28,6 +28,7 @@ from urllib.parse import quote
 import certifi
 import httpx
 from visio_runtime.errors import Transient
+from visio_runtime.metrics import Metrics
 
 from visio_meetings.payloads import (
     MeetingSpec,
@@ -60,7 +61,18 @@ class GraphClient:
         retry: RetryPolicy | None = None,
         max_per_mailbox: int = 4,
         sleep: Sleep = asyncio.sleep,
+        metrics: Metrics | None = None,
     ) -> None:
+        metrics = metrics or Metrics("meetings")
+        self._calls = metrics.counter(
+            "graph_calls_total", "Graph calls by operation and HTTP status (or error).",
+            ["operation", "status"],
+        )  # fmt: skip
+        self._throttled = metrics.counter(
+            "graph_throttle_wait_seconds_total",
+            "Seconds waited before retrying a throttled (429) Graph call.",
+            ["operation"],
+        )
         self._http = http
         self._tokens = tokens
         self._base_url = base_url.rstrip("/")
@@ -71,7 +83,11 @@ class GraphClient:
 
     @classmethod
     def from_settings(
-        cls, settings: MeetingsSettings, *, sleep: Sleep = asyncio.sleep
+        cls,
+        settings: MeetingsSettings,
+        *,
+        sleep: Sleep = asyncio.sleep,
+        metrics: Metrics | None = None,
     ) -> GraphClient:
         http = httpx.AsyncClient(
             verify=graph_ssl_context(settings),
@@ -95,7 +111,12 @@ class GraphClient:
             retry=retry,
             max_per_mailbox=settings.graph_max_concurrent_per_mailbox,
             sleep=sleep,
+            metrics=metrics,
         )
+
+    async def check_token(self) -> None:
+        """Raises when no token can be obtained (readiness: meetings can do nothing without)."""
+        await self._tokens.token()
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -188,6 +209,41 @@ class GraphClient:
             json=meeting_options(recording_authorised=recording_authorised),
         )
 
+    # --- after the meeting: its artifacts (OnlineMeetingArtifact / OnlineMeetingRecording) -----
+
+    async def attendance_reports(self, advisor_id: str, meeting_id: str) -> list[dict[str, Any]]:
+        """The meeting's attendance reports (one per session), without their records; empty
+        until Teams has made them, some minutes after the meeting ends."""
+        answer = await self._request(
+            "attendanceReports.list",
+            "GET",
+            advisor_id,
+            f"/onlineMeetings/{_segment(meeting_id)}/attendanceReports",
+        )
+        return list(answer.get("value") or [])
+
+    async def attendance_report(
+        self, advisor_id: str, meeting_id: str, report_id: str
+    ) -> dict[str, Any]:
+        """One report with its attendanceRecords (who, role, intervals)."""
+        return await self._request(
+            "attendanceReports.get",
+            "GET",
+            advisor_id,
+            f"/onlineMeetings/{_segment(meeting_id)}/attendanceReports/{_segment(report_id)}"
+            "?$expand=attendanceRecords",
+        )
+
+    async def recordings(self, advisor_id: str, meeting_id: str) -> list[dict[str, Any]]:
+        """The meeting's recordings' metadata; their content is never fetched."""
+        answer = await self._request(
+            "recordings.list",
+            "GET",
+            advisor_id,
+            f"/onlineMeetings/{_segment(meeting_id)}/recordings",
+        )
+        return list(answer.get("value") or [])
+
     # --- one request, whatever Graph does -------------------------------------------------
 
     async def _request(
@@ -204,6 +260,7 @@ class GraphClient:
         renewed_token = False
         while True:
             attempt += 1
+            throttled = False
             token = await self._tokens.token()
             try:
                 response = await self._send(operation, method, url, advisor_id, token, json)
@@ -224,6 +281,7 @@ class GraphClient:
                 if status not in _TRANSIENT_STATUSES:
                     return _answer(response)
                 code, message = _error(response)
+                throttled = status == 429
                 failure = Transient(
                     f"Graph {operation} {status} {code}: {message} "
                     f"(request-id {response.headers.get('request-id')})",
@@ -233,6 +291,8 @@ class GraphClient:
             if wait is None:
                 raise failure
             log.info("meetings: %s; attempt %d, next in %.2fs", failure, attempt, wait)
+            if throttled:
+                self._throttled.labels(operation).inc(wait)
             await self._sleep(wait)
 
     async def _send(
@@ -255,6 +315,7 @@ class GraphClient:
             try:
                 response = await self._http.request(method, url, json=json, headers=headers)
             except httpx.HTTPError as exc:
+                self._calls.labels(operation, type(exc).__name__).inc()
                 log.warning(
                     "graph %s: %s after %.0f ms (client-request-id %s)",
                     operation,
@@ -263,6 +324,7 @@ class GraphClient:
                     client_request_id,
                 )
                 raise
+        self._calls.labels(operation, str(response.status_code)).inc()
         log.info(
             "graph %s: %d in %.0f ms (client-request-id %s, request-id %s)",
             operation,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
+from datetime import timedelta
 
 import asyncpg
 from visio_runtime.errors import Poison
@@ -66,6 +67,8 @@ class Deps:
     graph: GraphClient
     publisher: Publisher
     topics: Topics
+    # After the meeting's end, the wait before its attendance report is first asked for.
+    attendance_grace: timedelta = timedelta(minutes=15)
 
 
 @dataclass(frozen=True)
@@ -83,10 +86,17 @@ class _Handling:
         await publish_event(self.deps.publisher, self.deps.topics.meetings, answer)
 
     async def complete(self, event: AppointmentEvent, meeting: Meeting) -> None:
-        """Mark `event` processed and store its effect, together."""
+        """Mark `event` processed and store its effect, together (the attendance report's due
+        time follows the meeting: moved with it, dropped when it is cancelled or failed)."""
         async with store.completing(self.conn, event) as first:
             if first:
                 await store.save(self.conn, meeting)
+                await store.schedule_attendance(
+                    self.conn,
+                    meeting.appointment_id,
+                    event.correlation_id,
+                    self.deps.attendance_grace,
+                )
 
 
 async def handle_event(event: AppointmentEvent, deps: Deps) -> None:

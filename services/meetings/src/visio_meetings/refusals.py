@@ -15,7 +15,8 @@ HINTS = {
     "the mailbox to the Exchange application access policy (calendar) and to the Teams "
     "application access policy (Grant-CsApplicationAccessPolicy), then replay",
     "permission_missing": "the app registration lacks an application permission "
-    "(Calendars.ReadWrite, OnlineMeetings.ReadWrite.All) or its admin consent",
+    "(Calendars.ReadWrite, OnlineMeetings.ReadWrite.All; after the meeting "
+    "OnlineMeetingArtifact.Read.All, OnlineMeetingRecording.Read.All) or its admin consent",
     "advisor_not_found": "no such user or mailbox in the tenant: check the advisor's Entra "
     "object id, or reassign the appointment",
     "event_not_found": "the calendar event is gone (deleted in Outlook?): reassign the "

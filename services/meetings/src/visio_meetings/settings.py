@@ -57,6 +57,14 @@ class MeetingsSettings(ServiceSettings):
     # answered 429 ApplicationThrottled): requests to one advisor queue here, others proceed.
     graph_max_concurrent_per_mailbox: int = Field(default=4, ge=1)
 
+    # The record of connections: Teams makes a meeting's attendance report some minutes after
+    # it ends, so it is first asked for at the end plus this grace, then again every retry
+    # interval while Graph lists none; after the last attempt, MeetingAttendanceUnavailable.
+    attendance_grace_s: float = Field(default=900, ge=0)
+    attendance_retry_interval_s: float = Field(default=900, gt=0)
+    attendance_max_attempts: int = Field(default=12, ge=1)  # 3 h at the defaults
+    attendance_poll_interval_s: float = Field(default=60, gt=0)
+
     @field_validator("graph_base_url", "authority")
     @classmethod
     def _https_only(cls, value: str, info: ValidationInfo) -> str:
@@ -76,6 +84,11 @@ class MeetingsSettings(ServiceSettings):
                 "set MEETINGS_CLIENT_SECRET or MEETINGS_CLIENT_CERTIFICATE_PATH, not both"
             )
         return self
+
+    @property
+    def tenant_id(self) -> str:
+        """The tenant of the authority URL: attendees from it are colleagues, not the public."""
+        return urlsplit(self.authority).path.strip("/").split("/")[0]
 
     def client_credential(self) -> str | dict[str, str]:
         """What msal's `client_credential` wants: the secret, or a certificate dict."""

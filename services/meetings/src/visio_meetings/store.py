@@ -14,7 +14,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -67,12 +67,24 @@ async def appointment_lock(
     the pool's reset on release (`pg_advisory_unlock_all`), which runs however the handling
     ends, cancelled mid-query included, or by the session's end if the process dies.
     """
-    digest = hashlib.blake2b(appointment_id.bytes, digest_size=4).digest()
     async with pool.acquire() as conn:
         await conn.execute(
-            "SELECT pg_advisory_lock($1, $2)", _LOCK_SPACE, int.from_bytes(digest, signed=True)
+            "SELECT pg_advisory_lock($1, $2)", _LOCK_SPACE, _lock_key(appointment_id)
         )
         yield conn
+
+
+def _lock_key(appointment_id: uuid.UUID) -> int:
+    digest = hashlib.blake2b(appointment_id.bytes, digest_size=4).digest()
+    return int.from_bytes(digest, signed=True)
+
+
+async def try_lock_appointment(conn: asyncpg.Connection, appointment_id: uuid.UUID) -> bool:
+    """The appointment's lock until the transaction ends, if no handler holds it now."""
+    locked: bool = await conn.fetchval(
+        "SELECT pg_try_advisory_xact_lock($1, $2)", _LOCK_SPACE, _lock_key(appointment_id)
+    )
+    return locked
 
 
 @asynccontextmanager
@@ -142,3 +154,96 @@ async def holds(conn: asyncpg.Connection, appointment_id: uuid.UUID, event_type:
         event_type,
     )
     return found is not None
+
+
+# --- after the meeting: the record of connections -------------------------------------------
+
+
+@dataclass(frozen=True)
+class AttendanceDue:
+    """A meeting whose attendance report is to be asked for now."""
+
+    appointment_id: uuid.UUID
+    revision: int
+    advisor_id: str
+    online_meeting_id: str
+    recording_authorised: bool
+    correlation_id: uuid.UUID
+    attempts: int
+
+
+async def schedule_attendance(
+    conn: asyncpg.Connection, appointment_id: uuid.UUID, correlation_id: uuid.UUID, grace: timedelta
+) -> None:
+    """Due at the meeting's end plus `grace` while it is ready; never for a meeting that is
+    not (failed, cancelled), nor again once its outcome is published."""
+    await conn.execute(
+        """
+        UPDATE meetings SET
+            correlation_id = $2,
+            attendance_due_at = CASE
+                WHEN status = 'ready' AND online_meeting_id IS NOT NULL
+                    AND start_at IS NOT NULL AND duration_minutes IS NOT NULL
+                THEN start_at + make_interval(mins => duration_minutes) + $3::interval
+            END
+        WHERE appointment_id = $1 AND attendance_outcome IS NULL
+        """,
+        appointment_id,
+        correlation_id,
+        grace,
+    )
+
+
+async def claim_attendance(
+    conn: asyncpg.Connection, now: datetime, passed: list[uuid.UUID]
+) -> AttendanceDue | None:
+    """The next due meeting, locked until the transaction ends; other replicas skip it."""
+    row = await conn.fetchrow(
+        """
+        SELECT appointment_id, revision, advisor_id, online_meeting_id, recording_authorised,
+               correlation_id, attendance_attempts AS attempts
+        FROM meetings
+        WHERE attendance_due_at <= $1 AND status = 'ready' AND attendance_outcome IS NULL
+            AND online_meeting_id IS NOT NULL AND correlation_id IS NOT NULL
+            AND NOT appointment_id = ANY($2::uuid[])
+        ORDER BY attendance_due_at
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED
+        """,
+        now,
+        passed,
+    )
+    return AttendanceDue(**dict(row)) if row is not None else None
+
+
+async def attendance_later(
+    conn: asyncpg.Connection, appointment_id: uuid.UUID, due_at: datetime, attempts: int, error: str
+) -> None:
+    await conn.execute(
+        "UPDATE meetings SET attendance_due_at = $2, attendance_attempts = $3, "
+        "attendance_last_error = $4, updated_at = now() WHERE appointment_id = $1",
+        appointment_id,
+        due_at,
+        attempts,
+        error,
+    )
+
+
+async def attendance_done(
+    conn: asyncpg.Connection,
+    appointment_id: uuid.UUID,
+    outcome: str,
+    attempts: int,
+    error: str | None,
+    now: datetime,
+) -> None:
+    await conn.execute(
+        "UPDATE meetings SET attendance_outcome = $2, attendance_attempts = $3, "
+        "attendance_last_error = $4, attendance_done_at = $5, attendance_due_at = NULL, "
+        "updated_at = now() WHERE appointment_id = $1",
+        appointment_id,
+        outcome,
+        attempts,
+        error,
+        now,
+    )
