@@ -118,6 +118,7 @@ class MailSink:
         drop = self._should_drop()
         if drop is None and self._should_defer():
             self.deferred += 1
+            log.info("fault: answered 451")  # the proof counts faults from these lines
             return TEMPORARY_FAILURE
         if drop is not True:  # dropped before storing: the message is lost with the line
             raw = envelope.original_content or envelope.content or b""
@@ -128,6 +129,7 @@ class MailSink:
             log.info("stored %s", path.name)
         if drop is not None:
             self.dropped += 1
+            log.info("fault: dropped the connection")
             await _hang_up(server)
         return "250 Message accepted for delivery"
 

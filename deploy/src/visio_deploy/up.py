@@ -8,6 +8,7 @@ or SIGTERM stops everything it started, in reverse order.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -75,14 +76,41 @@ class Stack:
     settings: UpSettings
     processes: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
     postgres: EmbeddedPostgres | None = None
+    # Extra environment per process name, on top of what `bring_up` gives (the proof's faults).
+    extra_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    # How each process was started, so the proof can SIGKILL one and start it again.
+    commands: dict[str, tuple[list[str], dict[str, str]]] = field(default_factory=dict)
 
     @property
     def logs(self) -> Path:
         return self.settings.var_dir / "log"
 
     def start(self, name: str, script: str, env: dict[str, str] | None = None) -> None:
-        argv = [installed_script(script)]
-        self.processes.append((name, spawn(argv, env=env, log=self.logs / f"{name}.log")))
+        self.launch(name, [installed_script(script)], env)
+
+    def launch(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        full_env = {**(env or {}), **self.extra_env.get(name, {})}
+        self.commands[name] = (argv, full_env)
+        self.processes.append((name, spawn(argv, env=full_env, log=self.logs / f"{name}.log")))
+
+    def process(self, name: str) -> subprocess.Popen[bytes]:
+        return next(process for known, process in self.processes if known == name)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL the process (and its group): no shutdown code runs, as in a crash."""
+        process = self.process(name)
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait(10)
+
+    def restart(self, name: str) -> None:
+        """Start a process again the way it was first started, in its place in the list."""
+        argv, env = self.commands[name]
+        index = next(i for i, (known, _) in enumerate(self.processes) if known == name)
+        log = self.logs / f"{name}.log"
+        self.processes[index] = (name, spawn(argv, env=env, log=log))
 
     def stop_all(self) -> None:
         for name, process in reversed(self.processes):
@@ -245,8 +273,7 @@ def start_alerts(stack: Stack, owner_dsn: str, bootstrap: str) -> None:
         "ALERTS_SMTP_HOST": settings.host,
         "ALERTS_SMTP_PORT": str(settings.smtp_port),
     }
-    argv = [installed_script("visio-rdv"), "ops", "alerts"]
-    stack.processes.append(("alerts", spawn(argv, env=env, log=stack.logs / "alerts.log")))
+    stack.launch("alerts", [installed_script("visio-rdv"), "ops", "alerts"], env)
 
 
 def wait_ready(stack: Stack) -> None:

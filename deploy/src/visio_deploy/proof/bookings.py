@@ -1,0 +1,96 @@
+"""How the proof books, as a partner system would: over HTTP with an Idempotency-Key, retried
+with the same key after any cut or 5xx; and on `booking-requests.v1`, resent with the same
+request_id when the broker does not acknowledge. Either way a retry takes effect once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+from aiokafka import AIOKafkaProducer
+from visio_shared.cgu_versions import current_cgu
+
+KAFKA_CALLER = "proof-scheduler"
+ADVISORS = [str(uuid.UUID(int=random.Random(n).getrandbits(128), version=4)) for n in range(8)]
+
+
+def booking_body(rng: random.Random, **overrides: Any) -> dict[str, Any]:
+    zone = ZoneInfo("Indian/Reunion")
+    start = (datetime.now(UTC) + timedelta(days=rng.randint(2, 90))).astimezone(zone)
+    start = start.replace(hour=rng.randint(8, 16), minute=rng.choice((0, 30)), second=0)
+    n = rng.getrandbits(32)
+    body: dict[str, Any] = {
+        "caf_code": "974",
+        "advisor": {"id": rng.choice(ADVISORS), "display_name": "Claire Martin"},
+        "start": start.replace(microsecond=0).isoformat(),
+        "duration_minutes": rng.choice((20, 30, 45)),
+        "timezone": "Indian/Reunion",
+        "subject": "Prime d'activité",
+        "user": {
+            "first_name": "Jeanne",
+            "last_name": "Dupont",
+            "email": f"jeanne.{n}@example.fr",
+            "device": rng.choice(("computer", "smartphone", "tablet")),
+        },
+        "consent": {
+            "cgu_version": current_cgu().version,
+            "accepted_at": datetime.now(UTC).isoformat(),
+            "recording_authorised": rng.random() < 0.5,
+        },
+    }
+    body.update(overrides)
+    return body
+
+
+async def book_over_http(
+    client: httpx.AsyncClient, body: dict[str, Any], key: str, deadline: float
+) -> tuple[str | None, str]:
+    """The appointment id, or None and why. Retries connection errors, 429 and 5xx."""
+    reason = "deadline"
+    delay = 0.2
+    while time.monotonic() < deadline:
+        try:
+            answer = await client.post(
+                "/v1/appointments", json=body, headers={"Idempotency-Key": key}
+            )
+        except httpx.HTTPError as exc:
+            reason = type(exc).__name__
+        else:
+            if answer.status_code == 202:
+                return str(answer.json()["appointment_id"]), "accepted"
+            if answer.status_code < 500 and answer.status_code != 429:
+                return None, f"{answer.status_code} {answer.text[:200]}"
+            reason = str(answer.status_code)
+        await asyncio.sleep(delay)  # a client's backoff, not synchronisation
+        delay = min(delay * 2, 2.0)
+    return None, reason
+
+
+def kafka_request(body: dict[str, Any], request_id: str) -> bytes:
+    envelope = {
+        "request_id": request_id,
+        "calling_system": KAFKA_CALLER,
+        "request_type": "BookAppointment",
+        "sent_at": datetime.now(UTC).isoformat(),
+        "payload": body,
+    }
+    return json.dumps(envelope).encode()
+
+
+async def send_over_kafka(
+    producer: AIOKafkaProducer, topic: str, value: bytes, request_id: str, deadline: float
+) -> bool:
+    while time.monotonic() < deadline:
+        try:
+            await producer.send_and_wait(topic, value, key=request_id.encode())
+            return True
+        except Exception:  # any broker error: resend, the request_id makes it safe
+            await asyncio.sleep(0.5)
+    return False

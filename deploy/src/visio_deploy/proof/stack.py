@@ -1,0 +1,129 @@
+"""The real local stack, as `up` builds it, for one proof run: a fresh database on a TCP
+PostgreSQL reached through the fault proxy, free ports, a scratch var/ directory, and a topic
+prefix of its own. Everything is removed when the run ends."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from visio_deploy.devca import ensure_dev_ca
+from visio_deploy.processes import free_port
+from visio_deploy.proof.faultproxy import FaultProxy
+from visio_deploy.testing import create_database, drop_database
+from visio_deploy.up import Stack, UpSettings, bring_up
+
+LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
+SERVICES_TO_KILL = ("booking", "meetings", "notifications", "consent")
+
+
+@dataclass
+class ProofStack:
+    stack: Stack
+    proxy: FaultProxy
+    owner_dsn: str  # direct, never cut: what the checks read with
+    api_key: str
+
+    @property
+    def settings(self) -> UpSettings:
+        return self.stack.settings
+
+    @property
+    def var(self) -> Path:
+        return self.settings.var_dir
+
+    def url(self, service: str) -> str:
+        return f"http://{self.settings.host}:{self.settings.service_port(service)}"
+
+    @property
+    def graph(self) -> str:
+        return f"https://{self.settings.host}:{self.settings.graph_port}"
+
+    def graph_client(self) -> httpx.Client:
+        ca = ensure_dev_ca(self.var / "dev-ca")
+        return httpx.Client(
+            base_url=self.graph, verify=ca.ssl_context(), trust_env=False, timeout=10
+        )
+
+    def emulator(self, method: str, path: str, body: Any = None) -> Any:
+        with self.graph_client() as client:
+            answer = client.request(method, f"/_emulator{path}", json=body)
+            answer.raise_for_status()
+            return answer.json() if answer.content else None
+
+    @property
+    def bootstrap(self) -> str:
+        return self.settings.kafka_bootstrap_servers or f"127.0.0.1:{self.settings.kafka_port}"
+
+    def alive(self) -> dict[str, bool]:
+        return {name: process.poll() is None for name, process in self.stack.processes}
+
+
+def server_url() -> str:
+    """A TCP PostgreSQL: DATABASE_URL when set, else the machine's server."""
+    return os.environ.get("DATABASE_URL") or LOCAL_SERVER
+
+
+def _with_port(url: str, port: int) -> str:
+    parts = urlsplit(url)
+    auth = parts.netloc.rpartition("@")[0]
+    netloc = f"{auth}@127.0.0.1:{port}" if auth else f"127.0.0.1:{port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+@contextlib.contextmanager
+def proof_stack(
+    *, seed: int, sink_env: dict[str, str] | None = None, quiet: bool = False
+) -> Iterator[ProofStack]:
+    server = server_url()
+    owner_dsn = asyncio.run(create_database(server, prefix="visio_proof"))
+    target = urlsplit(owner_dsn)
+    if target.hostname is None or target.port is None:
+        raise SystemExit("proof: DATABASE_URL must name a TCP host and port (the proxy needs one)")
+    proxy = FaultProxy(target.hostname, target.port, seed=seed)
+    proxy.start()
+    with tempfile.TemporaryDirectory(prefix="visio-proof-") as directory:
+        settings = UpSettings(
+            var_dir=Path(directory),
+            kafka_port=free_port(),
+            graph_port=free_port(),
+            smtp_port=free_port(),
+            booking_port=free_port(),
+            meetings_port=free_port(),
+            notifications_port=free_port(),
+            consent_port=free_port(),
+            alerts_port=free_port(),
+            topic_prefix=f"proof-{os.getpid()}",
+            kafka_bootstrap_servers=None,
+            database_url=_with_port(owner_dsn, proxy.port),
+        )
+        stack = Stack(settings, extra_env={"smtp-sink": sink_env or {}})
+        try:
+            with _maybe_quiet(quiet):
+                bring_up(stack)
+            api_key = (settings.var_dir / "dev-api-key").read_text().strip()
+            yield ProofStack(stack, proxy, owner_dsn, api_key)
+        finally:
+            proxy.cutting = False
+            with _maybe_quiet(quiet):
+                stack.stop_all()
+            proxy.stop()
+            asyncio.run(drop_database(server, owner_dsn))
+
+
+@contextlib.contextmanager
+def _maybe_quiet(quiet: bool) -> Iterator[None]:
+    if not quiet:
+        yield
+        return
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        yield
