@@ -62,7 +62,9 @@ STREAMS = (
         dict(REQUEST_TYPES),
         "the request id for a new booking, the appointment id for a change",
         "Requests from other Caf systems: book, reschedule, cancel, correct, reassign. "
-        "Each is answered on booking-replies.v1.",
+        "Each is answered on booking-replies.v1, keyed by the calling system. Callers are "
+        "authenticated by the broker, not by booking: each system has its own principal "
+        "(SASL/SCRAM over TLS) with ACLs to write this topic and read its replies.",
         routed=False,
     ),
     Stream(
