@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -14,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -23,6 +22,7 @@ from pydantic import SecretStr
 from visio_consent.ledger import SCHEMA, record_hash
 from visio_consent.settings import ConsentSettings
 from visio_consent.signing import SigningKey
+from visio_deploy.testing import create_database, drop_database
 from visio_runtime.db import create_pool, migrate, role_dsn
 from visio_shared import (
     CGU_VERSIONS,
@@ -33,13 +33,7 @@ from visio_shared import (
     Person,
 )
 
-ADMIN_DSN = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 SERVICE_PASSWORD = "visio_consent"
-
-
-def _on_database(dsn: str, database: str) -> str:
-    parts = urlsplit(dsn)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, parts.fragment))
 
 
 @dataclass(frozen=True)
@@ -51,27 +45,19 @@ class Database:
 
 
 @pytest.fixture
-async def database() -> AsyncIterator[Database]:
-    name = f"visio_consent_test_{secrets.token_hex(6)}"
-    admin = await asyncpg.connect(ADMIN_DSN)
+async def database(postgres_url: str) -> AsyncIterator[Database]:
+    """A fresh database on the server the root conftest chose, migrated as its owner."""
+    owner_dsn = await create_database(postgres_url, prefix="visio_consent_test")
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        owner_dsn = _on_database(ADMIN_DSN, name)
         await migrate(owner_dsn, SCHEMA, service_password=SERVICE_PASSWORD)
         yield Database(
-            name=name,
+            name=urlsplit(owner_dsn).path.lstrip("/"),
             owner_dsn=owner_dsn,
             service_dsn=role_dsn(owner_dsn, SCHEMA.service_role, SERVICE_PASSWORD),
             service_password=SERVICE_PASSWORD,
         )
     finally:
-        await admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = $1 AND pid <> pg_backend_pid()",
-            name,
-        )
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        await drop_database(postgres_url, owner_dsn)
 
 
 @pytest.fixture

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
@@ -29,6 +27,7 @@ from visio_deploy.graph_emulator import (
     serve_in_background,
 )
 from visio_deploy.graph_emulator.settings import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
+from visio_deploy.testing import create_database, drop_database
 from visio_meetings.graph import GraphClient
 from visio_meetings.handlers import Deps, handle_event
 from visio_meetings.payloads import MeetingSpec, meeting_key
@@ -196,38 +195,16 @@ async def control(emulator: RunningEmulator) -> AsyncIterator[EmulatorControl]:
 # --- PostgreSQL ---------------------------------------------------------------------------
 
 
-def _with_database(url: str, database: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, parts.fragment))
-
-
 @pytest.fixture(scope="session")
-def server_dsn() -> str:
-    return os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-@pytest.fixture(scope="session")
-async def service_dsn(server_dsn: str) -> AsyncIterator[str]:
-    """A throwaway database, migrated as owner; yields the service role's connection string."""
-    name = f"visio_meet_test_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(server_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    owner_dsn = _with_database(server_dsn, name)
+async def service_dsn(postgres_url: str) -> AsyncIterator[str]:
+    """A fresh database on the server the root conftest chose, migrated as its owner; yields
+    the service role's connection string."""
+    owner_dsn = await create_database(postgres_url, prefix="visio_meet_test")
     try:
         await migrate(owner_dsn, SCHEMA, service_password=SERVICE_PASSWORD)
         yield role_dsn(owner_dsn, SCHEMA.service_role, SERVICE_PASSWORD)
     finally:
-        admin = await asyncpg.connect(server_dsn)
-        try:
-            await admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
-            )
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        finally:
-            await admin.close()
+        await drop_database(postgres_url, owner_dsn)
 
 
 @pytest.fixture(scope="session")
