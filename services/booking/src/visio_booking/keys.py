@@ -15,12 +15,11 @@ from datetime import datetime
 
 import asyncpg
 
+# Booking's own scopes; consent keeps its own keys (consent:read, consent:withdraw).
 SCOPES = (
     "appointments:write",
     "appointments:read",
     "appointments:admin",
-    "consent:read",
-    "consent:withdraw",
 )
 ADMIN = "appointments:admin"
 

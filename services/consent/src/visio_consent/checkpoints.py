@@ -16,7 +16,7 @@ from pathlib import Path
 import asyncpg
 import pydantic
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from visio_runtime.kafka import _client_security_kwargs
+from visio_runtime.kafka import client_kwargs
 from visio_shared import Headers, Topics
 from visio_shared.publishing import Publisher
 
@@ -86,9 +86,8 @@ async def read_topic(
     """Every checkpoint on the topic, read from the beginning to the current end of each
     partition, without a consumer group (nothing is committed, nobody else is disturbed)."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
         enable_auto_commit=False,
-        **_client_security_kwargs(settings),  # TLS and SASL, as every client of the broker
+        **client_kwargs(settings),  # bootstrap, TLS and SASL, as every client of the broker
     )
     await consumer.start()
     try:
