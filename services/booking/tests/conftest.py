@@ -3,7 +3,6 @@ broker, with a key per kind of caller. The harness carries the helpers the tests
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 import zoneinfo
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,6 +23,7 @@ from visio_booking.store import SCHEMA
 from visio_deploy.testing import create_database, drop_database
 from visio_runtime.db import migrate, role_dsn
 from visio_runtime.service import Runtime
+from visio_runtime.testing import wait_until
 
 CALLERS = {
     # name: scopes
@@ -34,15 +34,8 @@ CALLERS = {
 }
 
 
-async def until(condition: Callable[[], Awaitable[Any]], seconds: float, what: str) -> Any:
-    """Poll `condition` until it returns something truthy, with a deadline."""
-    try:
-        async with asyncio.timeout(seconds):
-            while not (result := await condition()):
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
-    return result
+# The runtime's deadline poll, under the name these tests read best with.
+until = wait_until
 
 
 def booking_body(days: int = 3, **overrides: Any) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from visio_consent.settings import ConsentSettings
 from visio_consent.signing import SigningKey
 from visio_deploy.testing import create_database, drop_database
 from visio_runtime.db import create_pool, migrate, role_dsn
+from visio_runtime.testing import RecordingPublisher
 from visio_shared import (
     CGU_VERSIONS,
     Advisor,
@@ -120,29 +121,8 @@ def make_event() -> Callable[..., AppointmentRequested]:
     return make
 
 
-@dataclass(frozen=True)
-class Published:
-    message: Any
-    topic: str
-    key: bytes | None
-    headers: dict[str, str] | None
-
-
-class FakePublisher:
-    """Stands in for the Kafka broker: records every publish."""
-
-    def __init__(self) -> None:
-        self.calls: list[Published] = []
-
-    async def publish(
-        self,
-        message: Any,
-        topic: str,
-        *,
-        key: bytes | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        self.calls.append(Published(message, topic, key, headers))
+# The runtime's recording publisher, under the name these tests use.
+FakePublisher = RecordingPublisher
 
 
 @pytest.fixture

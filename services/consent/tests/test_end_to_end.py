@@ -6,9 +6,7 @@ meeting, read from meetings.v1, joins the person's records."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import asyncpg
@@ -18,6 +16,7 @@ from visio_consent.app import create_app
 from visio_consent.checkpoints import read_file, read_topic
 from visio_consent.keys import create_api_key
 from visio_consent.settings import ConsentSettings
+from visio_runtime.testing import wait_until
 from visio_shared import (
     AppointmentRequested,
     ConsentRecorded,
@@ -29,17 +28,6 @@ from visio_shared import (
 from visio_shared.events import MeetingAttendanceRecorded
 
 T = TypeVar("T")
-
-
-async def eventually(probe: Callable[[], Awaitable[T | None]], within_s: float = 30) -> T:
-    """Poll until `probe` returns something, or fail at the deadline."""
-    deadline = time.monotonic() + within_s
-    while True:
-        found = await probe()
-        if found:
-            return found
-        assert time.monotonic() < deadline, "the condition did not hold in time"
-        await asyncio.sleep(0.1)
 
 
 async def events_on(bootstrap: str, topic: str) -> list[Envelope]:
@@ -91,7 +79,7 @@ async def test_record_access_withdraw_and_checkpoint_end_to_end(
                 )
                 return answer.json()["records"] or None
 
-            records = await eventually(recorded)
+            records = await wait_until(recorded)
             assert [record["kind"] for record in records] == [
                 "cgu_accepted",
                 "recording_authorised",
@@ -109,7 +97,7 @@ async def test_record_access_withdraw_and_checkpoint_end_to_end(
                 ]
                 return mine if len(mine) == 3 else None
 
-            request_recorded, withdrawn, withdrawal_recorded = await eventually(announced)
+            request_recorded, withdrawn, withdrawal_recorded = await wait_until(announced)
             assert isinstance(request_recorded, ConsentRecorded)
             assert isinstance(withdrawn, RecordingConsentWithdrawn)
             assert str(withdrawn.event_id) == withdrawal.json()["event_id"]
@@ -121,7 +109,7 @@ async def test_record_access_withdraw_and_checkpoint_end_to_end(
             async def signed_head() -> bool:
                 return any(cp.seq == 3 for cp in read_file(settings.checkpoints_path))
 
-            await eventually(signed_head)
+            await wait_until(signed_head)
             on_topic = await read_topic(settings, runtime.topics.consent_checkpoints)
             assert 3 in {checkpoint.seq for checkpoint in on_topic}
             report = (await client.get("/v1/ledger/verify", headers=auth)).json()
@@ -143,7 +131,7 @@ async def test_record_access_withdraw_and_checkpoint_end_to_end(
                 found = await recorded()
                 return found if found and found[-1]["kind"] == "connection" else None
 
-            *_, connection = await eventually(connected)
+            *_, connection = await wait_until(connected)
             assert connection["record"]["source_event_id"] == str(attendance.event_id)
             report = (await client.get("/v1/ledger/verify", headers=auth)).json()
             assert report["ok"] and report["count"] == 4

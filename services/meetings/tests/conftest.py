@@ -8,7 +8,7 @@ import asyncio
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from visio_meetings.settings import MeetingsSettings
 from visio_meetings.store import SCHEMA
 from visio_runtime.db import create_pool, migrate, role_dsn
 from visio_runtime.service import Runtime
+from visio_runtime.testing import RecordingPublisher
 from visio_shared import (
     Advisor,
     AdvisorReassigned,
@@ -248,29 +249,8 @@ async def graph(settings: MeetingsSettings) -> AsyncIterator[GraphClient]:
         await client.aclose()
 
 
-@dataclass
-class Published:
-    message: Any
-    topic: str
-    key: bytes | None
-    headers: dict[str, str] | None
-
-
-@dataclass
-class FakePublisher:
-    """Stands in for the Kafka broker: records what would have been published."""
-
-    sent: list[Published] = field(default_factory=list)
-
-    async def publish(
-        self,
-        message: Any,
-        topic: str,
-        *,
-        key: bytes | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        self.sent.append(Published(message, topic, key, headers))
+# The runtime's recording publisher, under the name these tests use.
+FakePublisher = RecordingPublisher
 
 
 @pytest.fixture

@@ -53,7 +53,7 @@ async def test_a_throttled_appointment_is_retried_then_answered(
 
     assert outcome == "handled"
     assert service.metrics.value("events_retried_total", event_type="AppointmentRequested") == 1
-    [sent] = publisher.sent
+    [sent] = publisher.calls
     assert sent.topic == service.topics.meetings
     answer = json.loads(sent.message)
     assert answer["event_type"] == "MeetingReady"
@@ -90,5 +90,5 @@ async def test_an_event_type_meetings_does_not_handle_is_skipped(
     skipped = dataclasses.replace(record, headers=headers)
 
     assert await service.consumer.process(skipped) == "skipped"
-    assert publisher.sent == []
+    assert publisher.calls == []
     assert (await control.stats())["calls"] == {}

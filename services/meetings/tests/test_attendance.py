@@ -56,7 +56,7 @@ async def poll(
 
 
 def published(publisher: FakePublisher, appointment_id: uuid.UUID) -> list[dict[str, Any]]:
-    answers = [json.loads(sent.message) for sent in publisher.sent]
+    answers = [json.loads(sent.message) for sent in publisher.calls]
     return [
         a
         for a in answers
@@ -163,7 +163,7 @@ async def test_a_late_report_is_asked_for_again_and_a_missing_one_is_given_up(
     retry = dt.timedelta(seconds=settings.attendance_retry_interval_s)
     clock.now = end_of(late) + GRACE
     await poll()
-    assert publisher.sent[2:] == []  # neither report is listed yet
+    assert publisher.calls[2:] == []  # neither report is listed yet
     row = await pool.fetchrow(
         "SELECT attendance_attempts, attendance_due_at, attendance_last_error FROM meetings "
         "WHERE appointment_id = $1",

@@ -28,7 +28,7 @@ Handle = Callable[[AppointmentEvent], Any]
 
 
 def answers(publisher: FakePublisher) -> list[dict[str, Any]]:
-    return [json.loads(sent.message) for sent in publisher.sent]
+    return [json.loads(sent.message) for sent in publisher.calls]
 
 
 async def meeting_row(pool: asyncpg.Pool, appointment_id: uuid.UUID) -> asyncpg.Record:
@@ -254,7 +254,7 @@ async def test_an_appointment_cancelled_before_it_arrives_gets_no_meeting(
     await handle(booked)
 
     assert (await control.stats())["calls"] == {}
-    assert publisher.sent == []
+    assert publisher.calls == []
     assert (await meeting_row(pool, booked.appointment_id))["status"] == "cancelled"
 
 

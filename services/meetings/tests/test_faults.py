@@ -57,8 +57,8 @@ async def test_under_faults_every_appointment_ends_with_one_meeting_or_a_reason(
     assert set(outcomes) == {"handled"}  # nothing dead-lettered
     stats = await control.stats()
     assert sum(stats["faults_injected"].values()) > 10  # the faults did happen
-    said = {json.loads(s.message)["appointment_id"]: json.loads(s.message) for s in publisher.sent}
-    assert len(publisher.sent) == len(said) == 15  # one answer each
+    said = {json.loads(s.message)["appointment_id"]: json.loads(s.message) for s in publisher.calls}
+    assert len(publisher.calls) == len(said) == 15  # one answer each
     per_appointment = Counter(stats["events_per_external_id"])
     for event in booked:
         answer = said[str(event.appointment_id)]
@@ -93,7 +93,7 @@ async def test_a_process_killed_mid_call_still_makes_one_event(
     handling.cancel()
     with pytest.raises(asyncio.CancelledError):
         await handling
-    assert publisher.sent == []
+    assert publisher.calls == []
     assert (
         await pool.fetchval(
             "SELECT count(*) FROM meetings WHERE appointment_id = $1", event.appointment_id
@@ -107,6 +107,6 @@ async def test_a_process_killed_mid_call_still_makes_one_event(
     stats = await control.stats()
     assert stats["events_total"] == 1
     assert stats["calls"]["graph.events.create"] == 1  # found by its key, not created again
-    [ready] = [json.loads(s.message) for s in publisher.sent]
+    [ready] = [json.loads(s.message) for s in publisher.calls]
     assert ready["event_type"] == "MeetingReady"
     assert ready["graph_event_id"] == (await control.events())[0]["event_id"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from visio_meetings.app import create_app
 from visio_meetings.settings import MeetingsSettings
 from visio_runtime.service import Runtime
+from visio_runtime.testing import wait_until
 from visio_shared import AppointmentEvent, AppointmentRequested, Headers
 
 if TYPE_CHECKING:
@@ -85,12 +86,6 @@ async def running(
             await answers.stop()
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 30) -> None:
-    async with asyncio.timeout(seconds):
-        while not await check():
-            await asyncio.sleep(0.05)
-
-
 async def test_an_appointments_story_reaches_graph_and_is_answered(
     running: tuple[Runtime, Broker],
     control: EmulatorControl,
@@ -123,7 +118,7 @@ async def test_an_appointments_story_reaches_graph_and_is_answered(
     async def recording_off() -> bool:
         return all(not m["meeting"]["allowRecording"] for m in await control.online_meetings())
 
-    await eventually(recording_off)
+    await wait_until(recording_off, 30, "recording to be turned off")
 
     # Another advisor, then a cancellation.
     await broker.send(topics.appointments, changes.reassigned(booked, OTHER_ADVISOR, revision=3))

@@ -32,7 +32,7 @@ Handle = Callable[[AppointmentEvent], Any]
 
 
 def answers(publisher: FakePublisher) -> list[dict[str, Any]]:
-    return [json.loads(sent.message) for sent in publisher.sent]
+    return [json.loads(sent.message) for sent in publisher.calls]
 
 
 async def meeting_row(pool: asyncpg.Pool, appointment_id: uuid.UUID) -> asyncpg.Record | None:
@@ -65,7 +65,7 @@ async def test_an_appointment_gets_its_meeting_and_a_meeting_ready(
 
     # Kafka: one MeetingReady on meetings.v1, keyed by the appointment, with lineage and the
     # dial-in details of the meeting.
-    [sent] = publisher.sent
+    [sent] = publisher.calls
     assert sent.topic == topics.meetings
     assert sent.key == str(event.appointment_id).encode()
     ready = MeetingReady.model_validate_json(sent.message)
@@ -122,7 +122,7 @@ async def test_the_same_event_twice_makes_one_meeting_and_one_answer(
     stats = await control.stats()
     assert stats["events_total"] == 1
     assert stats["calls"] == calls_after_first  # the duplicate never reached Graph
-    assert len(publisher.sent) == 1
+    assert len(publisher.calls) == 1
 
 
 async def test_another_request_for_a_ready_appointment_is_not_answered_twice(
@@ -186,7 +186,7 @@ async def test_a_504_handed_to_the_consumer_is_found_on_redelivery(
     try:
         with pytest.raises(Transient, match="504"):
             await handle_event(event, once)
-        assert publisher.sent == []
+        assert publisher.calls == []
         assert await meeting_row(pool, event.appointment_id) is None
 
         await handle_event(event, once)  # what the consumer's retry does
@@ -238,7 +238,7 @@ async def test_long_throttling_is_left_to_the_consumer_with_retry_after(
         await handle(event)
 
     assert caught.value.retry_after == 3
-    assert publisher.sent == []
+    assert publisher.calls == []
     assert await meeting_row(pool, event.appointment_id) is None
     processed = await pool.fetchval(
         "SELECT 1 FROM processed_events WHERE event_id = $1", event.event_id
@@ -259,7 +259,7 @@ async def test_an_access_policy_refusal_answers_meeting_failed(
 
     await handle(event)
 
-    [sent] = publisher.sent
+    [sent] = publisher.calls
     assert sent.topic == topics.meetings
     assert sent.key == str(event.appointment_id).encode()
     failed = MeetingFailed.model_validate_json(sent.message)
@@ -275,7 +275,7 @@ async def test_an_access_policy_refusal_answers_meeting_failed(
     assert row["failure_reason"].startswith("access_policy_missing: ")
 
     await handle(event)  # redelivered: already answered
-    assert len(publisher.sent) == 1
+    assert len(publisher.calls) == 1
 
 
 async def test_a_teams_policy_refusal_after_the_event_answers_meeting_failed(

@@ -8,7 +8,8 @@ import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from visio_runtime.kafka import ensure_topics
 from visio_runtime.service import Runtime
@@ -32,6 +33,31 @@ async def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within:.0f}s waiting for {what}")
         await asyncio.sleep(POLL_S)
+
+
+@dataclass(frozen=True)
+class Published:
+    message: Any
+    topic: str
+    key: bytes | None
+    headers: dict[str, str] | None
+
+
+class RecordingPublisher:
+    """Stands in for the Kafka broker in handler tests: records every publish."""
+
+    def __init__(self) -> None:
+        self.calls: list[Published] = []
+
+    async def publish(
+        self,
+        message: Any,
+        topic: str,
+        *,
+        key: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.calls.append(Published(message, topic, key, headers))
 
 
 @asynccontextmanager
