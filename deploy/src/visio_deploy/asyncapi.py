@@ -84,9 +84,11 @@ STREAMS = (
             "AppointmentCancelled",
             "ContactCorrected",
             "AdvisorReassigned",
+            "AppointmentLinkRequested",
         ),
         "the appointment id",
-        "Every appointment's life, in order: booked, rescheduled, cancelled, corrected.",
+        "Every appointment's life, in order: booked, rescheduled, cancelled, corrected; and "
+        "the person's requests, from a self-service page, for its email again.",
     ),
     Stream(
         "meetings",

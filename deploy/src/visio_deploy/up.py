@@ -25,6 +25,7 @@ from visio_booking.keys import create_api_key, key_is_valid
 from visio_runtime.kafka import ensure_topics
 from visio_runtime.settings import ServiceSettings
 from visio_shared import Topics
+from visio_shared.links import LinkKeys
 
 from visio_deploy.devca import ensure_dev_ca
 from visio_deploy.graph_emulator.settings import (
@@ -224,6 +225,9 @@ def bring_up(stack: Stack) -> None:
     wait_for_port(host, settings.smtp_port, 30, stack.processes[-1][1])
     say(f"Graph + Entra ID emulator: {graph_base}; SMTP sink: {host}:{settings.smtp_port}")
 
+    link_keys = ensure_link_keys(var / "link-keys")
+    booking_url = f"http://{host}:{settings.booking_port}"
+    consent_url = f"http://{host}:{settings.consent_port}"
     for service in SERVICES:
         prefix = service.env_prefix
         env = {
@@ -241,14 +245,21 @@ def bring_up(stack: Stack) -> None:
                 "MEETINGS_CLIENT_SECRET": DEFAULT_CLIENT_SECRET,
                 "MEETINGS_CA_BUNDLE": str(ca.bundle_path),
             }
+        if service.name in ("booking", "notifications", "consent"):
+            env[f"{prefix}LINK_KEYS"] = link_keys
         if service.name == "notifications":
             env |= {
                 "NOTIFICATIONS_SMTP_HOST": host,
                 "NOTIFICATIONS_SMTP_PORT": str(settings.smtp_port),
+                "NOTIFICATIONS_BOOKING_PUBLIC_URL": booking_url,
+                "NOTIFICATIONS_CONSENT_PUBLIC_URL": consent_url,
             }
         if service.name == "consent":
             # The dev checkpoint-signing key and the checkpoint file live with the rest of var/.
-            env |= {"CONSENT_VAR_DIR": str(var / "consent")}
+            env |= {
+                "CONSENT_VAR_DIR": str(var / "consent"),
+                "CONSENT_BOOKING_PUBLIC_URL": booking_url,
+            }
         stack.start(service.name, service.script, env)
     start_alerts(stack, owner_dsn, bootstrap)
 
@@ -296,6 +307,17 @@ def wait_ready(stack: Stack) -> None:
                 except httpx.HTTPError:
                     pass
             time.sleep(0.3)
+
+
+def ensure_link_keys(path: Path) -> str:
+    """The self-service links' key ring of this var/ (kept, so links in emails already sent
+    still open after a restart); delete the file to revoke them all."""
+    if path.exists():
+        return path.read_text().strip()
+    keys = LinkKeys.generate("dev1")
+    path.write_text(keys + "\n")
+    path.chmod(0o600)
+    return keys
 
 
 def ensure_dev_api_key(owner_dsn: str, path: Path) -> str:

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
-from visio_notifications import dates
+from visio_runtime import french_dates as dates
 
 REUNION = ZoneInfo("Indian/Reunion")
 

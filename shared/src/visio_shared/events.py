@@ -88,6 +88,18 @@ class AdvisorReassigned(AppointmentEvent):
     previous_advisor: Advisor
 
 
+class AppointmentLinkRequested(AppointmentEvent):
+    """The person asked, from a self-service page, for the appointment's email again: its join
+    link and fresh self-service links. Booking publishes it (rate-limited); notifications sends
+    one email per event."""
+
+    event_type: Literal["AppointmentLinkRequested"] = "AppointmentLinkRequested"
+    reason: Literal["resend", "fresh_link"] = Field(
+        description="'resend': « Recevoir à nouveau le lien »; 'fresh_link': the person's link "
+        "had expired or could not be read, and they asked for a new one."
+    )
+
+
 class MeetingReady(AppointmentEvent):
     event_type: Literal["MeetingReady"] = "MeetingReady"
     join_url: str
@@ -175,6 +187,7 @@ NotificationKind = Literal[
     "cancellation",
     "reminder",
     "meeting_unavailable",
+    "link_resent",
 ]
 
 
@@ -213,6 +226,7 @@ AnyEvent = Annotated[
     | AppointmentCancelled
     | ContactCorrected
     | AdvisorReassigned
+    | AppointmentLinkRequested
     | MeetingReady
     | MeetingRescheduled
     | MeetingCancelled
@@ -235,6 +249,7 @@ EVENT_TYPES: dict[str, type[Envelope]] = {
         AppointmentCancelled,
         ContactCorrected,
         AdvisorReassigned,
+        AppointmentLinkRequested,
         MeetingReady,
         MeetingRescheduled,
         MeetingCancelled,

@@ -25,9 +25,11 @@ from urllib.parse import urlsplit
 
 import css_inline
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from visio_runtime import french_dates as dates
+from visio_runtime import guide
 from visio_shared import AppointmentCancelled, AppointmentRequested, Device
 
-from visio_notifications import dates, wording
+from visio_notifications import wording
 from visio_notifications.decide import Told
 from visio_notifications.invitation import Method, build_invitation
 from visio_notifications.mail_policy import MAIL_POLICY
@@ -183,10 +185,8 @@ def context(letter: Letter, settings: NotificationsSettings, now: datetime) -> d
         "advisor": advisor,
         "appointment_subject": clean(appointment.subject),
         "join_url": letter.join_url,
-        "device_note": wording.DEVICE_NOTE[device],
-        "guide_paths": wording.guide_paths(
-            device, settings.app_store_url, settings.google_play_url
-        ),
+        "device_note": guide.DEVICE_NOTE[device],
+        "guide_paths": guide.guide_paths(device, settings.app_store_url, settings.google_play_url),
         "cgu_line": wording.CGU_LINE.format(version=appointment.consent.cgu_version),
         "cgu_url": settings.cgu_url,
         "recording": wording.RECORDING[appointment.consent.recording_authorised],

@@ -7,8 +7,9 @@ import ssl
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from visio_shared.links import LinkKeys
 
 
 class ServiceSettings(BaseSettings):
@@ -77,3 +78,27 @@ class ServiceSettings(BaseSettings):
         if self.kafka_ssl_cafile:
             context.load_verify_locations(cafile=str(self.kafka_ssl_cafile))
         return context
+
+
+class LinkSettings(BaseSettings):
+    """The self-service links' key ring, for the services that sign or read them (notifications,
+    booking, consent); each takes it under its own prefix (`BOOKING_LINK_KEYS`, …)."""
+
+    model_config = SettingsConfigDict(extra="ignore", env_file=None)
+
+    link_keys: SecretStr | None = Field(
+        default=None,
+        description="'id:secret' pairs, comma-separated, secrets of 32+ characters: the first "
+        "signs, all verify. Rotate by putting a new key first; drop a key to revoke every link "
+        "it signed. Unset: emails carry no self-service links and the pages answer 404.",
+    )
+
+    @field_validator("link_keys")
+    @classmethod
+    def _readable(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            LinkKeys.parse(value.get_secret_value())
+        return value
+
+    def link_ring(self) -> LinkKeys | None:
+        return None if self.link_keys is None else LinkKeys.parse(self.link_keys.get_secret_value())

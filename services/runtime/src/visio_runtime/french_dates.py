@@ -1,4 +1,4 @@
-"""Dates and times as the emails say them, in French, in the appointment's own time zone.
+"""Dates and times as the emails and pages say them, in French, in the appointment's own time zone.
 
 Babel writes the words (the machine's locale is not French, and need not be). Two French habits
 its patterns do not know are added here: « 1er » for the first of the month, and the « 10 h 00 »

@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from visio_shared.links import (
+    ExpiredLink,
+    InvalidLink,
+    LinkKeys,
+    LinkPurpose,
+    check_form_token,
+    form_token,
+    page_url,
+    read_any_link,
+    read_link,
+    sign_link,
+)
+
+NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
+KEYS = LinkKeys.parse("k1:" + "a" * 40)
+
+
+def signed(
+    keys: LinkKeys = KEYS, purpose: LinkPurpose = LinkPurpose.MANAGE
+) -> tuple[str, uuid.UUID]:
+    appointment_id = uuid.uuid4()
+    return sign_link(keys, purpose, appointment_id, 3, NOW + timedelta(days=30)), appointment_id
+
+
+def test_a_link_reads_back_its_purpose_appointment_revision_and_expiry() -> None:
+    token, appointment_id = signed()
+    claims = read_link(KEYS, token, LinkPurpose.MANAGE, now=NOW)
+    assert (claims.purpose, claims.appointment_id, claims.revision) == (
+        LinkPurpose.MANAGE,
+        appointment_id,
+        3,
+    )
+    assert claims.expires_at == NOW + timedelta(days=30)
+    assert len(token) < 80 and token.isascii() and "/" not in token and "+" not in token
+    url = page_url("https://rdv.caf.fr/", LinkPurpose.MANAGE, token)
+    assert url == f"https://rdv.caf.fr/mon-rendez-vous/{token}"
+
+
+def test_every_altered_character_is_refused() -> None:
+    token, _ = signed()
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    for index, char in enumerate(token):
+        other = alphabet[(alphabet.index(char) + 1) % len(alphabet)]
+        tampered = token[:index] + other + token[index + 1 :]
+        with pytest.raises(InvalidLink):
+            read_link(KEYS, tampered, LinkPurpose.MANAGE, now=NOW)
+    for garbage in ("", "x", "%00", token + "A", token[:-1], "é" * 10, "A" * 500):
+        with pytest.raises(InvalidLink):
+            read_link(KEYS, garbage, LinkPurpose.MANAGE, now=NOW)
+
+
+def test_a_link_is_good_for_its_own_purpose_only() -> None:
+    token, _ = signed(purpose=LinkPurpose.RECORDING)
+    read_link(KEYS, token, LinkPurpose.RECORDING, now=NOW)
+    for other in (LinkPurpose.MANAGE, LinkPurpose.CONSENTS):
+        with pytest.raises(InvalidLink, match="another page"):
+            read_link(KEYS, token, other, now=NOW)
+
+
+def test_an_expired_link_still_says_which_appointment_it_was_for() -> None:
+    token, appointment_id = signed()
+    with pytest.raises(ExpiredLink) as expired:
+        read_link(KEYS, token, LinkPurpose.MANAGE, now=NOW + timedelta(days=30))
+    assert expired.value.claims.appointment_id == appointment_id
+    assert read_any_link(KEYS, token).appointment_id == appointment_id
+
+
+def test_rotation_keeps_old_links_until_their_key_is_dropped() -> None:
+    old_token, _ = signed()
+    rotated = LinkKeys.parse("k2:" + "b" * 40 + ",k1:" + "a" * 40)
+    new_token, _ = signed(rotated)
+    assert read_link(rotated, old_token, LinkPurpose.MANAGE, now=NOW).key_id == "k1"
+    assert read_link(rotated, new_token, LinkPurpose.MANAGE, now=NOW).key_id == "k2"
+    revoked = LinkKeys.parse("k2:" + "b" * 40)
+    with pytest.raises(InvalidLink, match="revoked"):
+        read_link(revoked, old_token, LinkPurpose.MANAGE, now=NOW)
+    read_link(revoked, new_token, LinkPurpose.MANAGE, now=NOW)
+    # The same key id with another secret is another key.
+    with pytest.raises(InvalidLink):
+        read_link(LinkKeys.parse("k1:" + "c" * 40), old_token, LinkPurpose.MANAGE, now=NOW)
+
+
+def test_form_tokens_are_bound_to_the_link_and_the_action() -> None:
+    token, _ = signed()
+    other, _ = signed()
+    csrf = form_token(KEYS, token, "cancel")
+    assert check_form_token(KEYS, token, "cancel", csrf)
+    assert not check_form_token(KEYS, token, "resend", csrf)
+    assert not check_form_token(KEYS, other, "cancel", csrf)
+    assert not check_form_token(KEYS, "forged", "cancel", csrf)
+    assert not check_form_token(KEYS, token, "cancel", "")
+
+
+@pytest.mark.parametrize(
+    "setting",
+    ["", "k1", "k1:short", "bad id:" + "a" * 40, "k1:" + "a" * 40 + ",k1:" + "b" * 40],
+)
+def test_unreadable_key_settings_are_refused(setting: str) -> None:
+    with pytest.raises(ValueError):
+        LinkKeys.parse(setting)
+
+
+def test_generated_keys_parse() -> None:
+    keys = LinkKeys.parse(LinkKeys.generate("k7"))
+    assert keys.signing[0] == "k7"
