@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 
 from visio_shared import Device
 
+# Where to get Microsoft Teams (step 01); services take them as settings, these are the defaults.
+APP_STORE_URL = "https://apps.apple.com/fr/app/microsoft-teams/id1113153706"
+GOOGLE_PLAY_URL = "https://play.google.com/store/apps/details?id=com.microsoft.teams"
+
 GUIDE_TITLE = "Guide d'accès au Visio Rendez-vous"
 GUIDE_INTRO = "Le jour du rendez-vous, vous souhaitez utiliser :"
 
