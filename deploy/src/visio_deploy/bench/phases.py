@@ -1,0 +1,240 @@
+"""The bench's phases, each on the same running stack so their figures compare: throughput (and
+its cost), latency at a fixed offered load, backlog drain, and scale-out."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from visio_runtime.settings import ServiceSettings
+from visio_shared import Topics
+
+from visio_deploy.bench import load
+from visio_deploy.bench.probes import (
+    CpuMeter,
+    Progress,
+    ProgressProbe,
+    RssPeaks,
+    Watched,
+    percentile,
+)
+from visio_deploy.ops.reading import producer
+from visio_deploy.proof.stack import ProofStack
+
+# A confirmation the sink stored twice under one Message-ID: `<id>.r1.confirmation@domain.2.eml`
+_SECOND_COPY = re.compile(r"\.confirmation@[^/]+\.\d+\.eml$")
+
+
+@dataclass
+class PhaseResult:
+    name: str
+    offered: int
+    done: int
+    seconds: float
+    progress: Progress
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    rss_peak: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0
+    refused: dict[str, int] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return self.done / self.seconds if self.seconds else 0.0
+
+
+async def wait_done(
+    probe: ProgressProbe, target: int, budget_s: float, started: float, *, booked: bool = True
+) -> tuple[Progress, float]:
+    """Poll until `target` appointments are fully done (or, `booked=False`, done by meetings,
+    notifications and consent: the backlog never went through booking), or the budget ends.
+    Returns the progress and the seconds from `started` to the last one done."""
+    last = await probe.read()
+    finished_at = time.perf_counter()
+    deadline = started + budget_s
+    while time.perf_counter() < deadline:
+        progress = await probe.read()
+        if _count(progress, booked) != _count(last, booked):
+            finished_at = time.perf_counter()
+        last = progress
+        if _count(progress, booked) >= target:
+            break
+        await asyncio.sleep(0.5)  # polling the tables, with a deadline
+    return last, finished_at - started
+
+
+def _count(progress: Progress, booked: bool) -> int:
+    if booked:
+        return progress.fully_done
+    return min(progress.meetings, progress.emails, progress.consent)
+
+
+def duplicates(mail_dir: Path) -> int:
+    return sum(1 for path in mail_dir.glob("*.eml") if _SECOND_COPY.search(path.name))
+
+
+async def throughput(
+    stack: ProofStack,
+    watched: list[Watched],
+    count: int,
+    advisors: int,
+    http_share: float,
+    concurrency: int,
+    budget_s: float,
+    name: str = "throughput",
+    seed: int = 1,
+) -> PhaseResult:
+    work = load.bodies(count, advisors, seed)
+    over_http = int(count * http_share)
+    topics = Topics(stack.settings.topic_prefix)
+    settings = ServiceSettings(kafka_bootstrap_servers=stack.bootstrap)
+    async with ProgressProbe(stack.owner_dsn, stack.var / "mail") as probe:
+        probe.begin()
+        cpu = CpuMeter(watched)
+        with RssPeaks(watched) as rss:
+            started = time.perf_counter()
+            async with producer(settings) as sender:
+                sent, answered = await asyncio.gather(
+                    load.send_requests(sender, topics.booking_requests, work[over_http:]),
+                    load.book_flat_out(stack.url("booking"), stack.api_key, work[:over_http],
+                                       concurrency),
+                )  # fmt: skip
+            offered_s = time.perf_counter() - started
+            progress, seconds = await wait_done(probe, count, budget_s, started)
+        used = cpu.stop()
+    return PhaseResult(
+        name=name,
+        offered=count,
+        done=progress.fully_done,
+        seconds=seconds,
+        progress=progress,
+        cpu_s=used.seconds,
+        rss_peak=rss.peaks,
+        duplicates=duplicates(stack.var / "mail"),
+        refused=answered.refused
+        | ({"kafka_not_sent": count - over_http - sent} if sent < count - over_http else {}),
+        extra={
+            "over_http": over_http,
+            "over_kafka": count - over_http,
+            "offered_in_s": round(offered_s, 2),
+            "booking_api_p50_ms": _ms(percentile(answered.latencies_s, 0.5)),
+            "booking_api_p99_ms": _ms(percentile(answered.latencies_s, 0.99)),
+        },
+    )
+
+
+async def latency(
+    stack: ProofStack,
+    watched: list[Watched],
+    rate: float,
+    seconds: float,
+    graph_latency_ms: int,
+    advisors: int,
+    budget_s: float,
+) -> PhaseResult:
+    """An open-loop load at `rate`/s over HTTP with the Graph emulator adding
+    `graph_latency_ms` to each call: the booking API's answer time, and accepted → email in the
+    sink (the sink's file time, against the moment the 202 arrived)."""
+    count = int(rate * seconds)
+    work = load.bodies(count, advisors, seed=2)
+    stack.emulator("POST", "/faults", {"latency_ms": graph_latency_ms})
+    try:
+        async with ProgressProbe(stack.owner_dsn, stack.var / "mail") as probe:
+            probe.begin()
+            cpu = CpuMeter(watched)
+            started = time.perf_counter()
+            answered = await load.book_at_rate(stack.url("booking"), stack.api_key, work, rate)
+            progress, took = await wait_done(probe, count, budget_s, started)
+            used = cpu.stop()
+    finally:
+        stack.emulator("POST", "/faults", {"latency_ms": 0})
+    to_email = _accepted_to_email(stack.var / "mail", answered.accepted_at)
+    return PhaseResult(
+        name="latency",
+        offered=count,
+        done=progress.fully_done,
+        seconds=took,
+        progress=progress,
+        cpu_s=used.seconds,
+        refused=answered.refused,
+        extra={
+            "offered_rate": rate,
+            "graph_latency_ms": graph_latency_ms,
+            "booking_api_p50_ms": _ms(percentile(answered.latencies_s, 0.5)),
+            "booking_api_p99_ms": _ms(percentile(answered.latencies_s, 0.99)),
+            "accepted_to_email_p50_ms": _ms(percentile(to_email, 0.5)),
+            "accepted_to_email_p99_ms": _ms(percentile(to_email, 0.99)),
+            "emails_timed": len(to_email),
+        },
+    )
+
+
+def _accepted_to_email(mail_dir: Path, accepted_at: dict[str, float]) -> list[float]:
+    delays = []
+    for appointment_id, accepted in accepted_at.items():
+        for path in mail_dir.glob(f"{appointment_id}.r1.confirmation@*.eml"):
+            delays.append(path.stat().st_mtime - accepted)
+            break
+    return delays
+
+
+async def backlog(
+    stack: ProofStack,
+    watched_of: Any,
+    count: int,
+    advisors: int,
+    budget_s: float,
+) -> PhaseResult:
+    """`count` AppointmentRequested already on the topic when meetings, notifications and
+    consent start: how fast they drain it, and how much memory each takes doing so."""
+    consumers = ("meetings", "notifications", "consent")
+    for name in consumers:
+        stack.stack.stop_one(name)
+    topics = Topics(stack.settings.topic_prefix)
+    settings = ServiceSettings(kafka_bootstrap_servers=stack.bootstrap)
+    work = load.bodies(count, advisors, seed=3)
+    async with producer(settings) as sender:
+        loaded = await load.preload(sender, topics.appointments, work)
+    async with ProgressProbe(stack.owner_dsn, stack.var / "mail") as probe:
+        probe.begin()
+        for name in consumers:
+            stack.stack.restart(name)
+        watched = watched_of()
+        cpu = CpuMeter(watched)
+        with RssPeaks(watched) as rss:
+            started = time.perf_counter()
+            progress, took = await wait_done(probe, loaded, budget_s, started, booked=False)
+        used = cpu.stop()
+    done = min(progress.meetings, progress.emails, progress.consent)
+    return PhaseResult(
+        name="backlog",
+        offered=loaded,
+        done=done,
+        seconds=took,
+        progress=progress,
+        cpu_s=used.seconds,
+        rss_peak=rss.peaks,
+        duplicates=duplicates(stack.var / "mail"),
+        extra={
+            "meetings_per_s": round(progress.meetings / took, 1) if took else 0,
+            "notifications_per_s": round(progress.emails / took, 1) if took else 0,
+            "consent_per_s": round(progress.consent / took, 1) if took else 0,
+        },
+    )
+
+
+def consumer_partitions(url: str) -> int | None:
+    try:
+        answer = httpx.get(f"{url}/health/ready", timeout=5, trust_env=False)
+        return int(answer.json()["consumer"].get("partitions", 0))
+    except (httpx.HTTPError, ValueError, KeyError):
+        return None
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
