@@ -187,7 +187,7 @@ def wait_for() -> Callable[[Callable[[], Awaitable[Any]], float, str], Awaitable
     return until
 
 
-@pytest.fixture(name="start_booking")
+@pytest.fixture(name="start_booking", scope="session")
 def start_booking_fixture() -> Callable[
     ..., Awaitable[tuple[Booking, Callable[[], Awaitable[None]]]]
 ]:

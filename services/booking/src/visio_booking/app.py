@@ -7,11 +7,12 @@ from fastapi import FastAPI
 from visio_runtime.service import build_runtime, create_service_app
 from visio_shared import AppointmentEvent
 
-from visio_booking import api, openapi, problems
+from visio_booking import api, fresh_link_api, openapi, pages_api, problems
 from visio_booking.appointments import Context
 from visio_booking.handlers import STATUS_EVENTS, follow_status
 from visio_booking.inbound import InboundRequests, subscribe
 from visio_booking.outbox import OutboxRelay
+from visio_booking.replies import Site
 from visio_booking.settings import BookingSettings
 
 
@@ -58,5 +59,10 @@ def create_app(settings: BookingSettings | None = None) -> FastAPI:
     app.state.outbox = relay
     problems.install(app)
     app.include_router(api.router)
+    link_keys = settings.link_ring()
+    if link_keys is not None:  # without keys no link can be read: the pages do not exist
+        app.state.self_service = Site(settings, link_keys, ctx, runtime)
+        app.include_router(pages_api.router)
+        app.include_router(fresh_link_api.router)
     openapi.install(app)
     return app

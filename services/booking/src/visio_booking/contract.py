@@ -51,7 +51,8 @@ class HistoryEntry(BaseModel):
         description="The step: a status reached (requested, meeting_ready, confirmed, "
         "meeting_failed, notification_failed, cancelled) or a change (rescheduled, "
         "contact_corrected, advisor_reassigned, meeting_rescheduled, meeting_cancelled, "
-        "notification_sent)."
+        "notification_sent, link_requested: the person asked for the email with the links "
+        "again, detail 'resend' or 'fresh_link')."
     )
     revision: int = Field(description="The appointment's revision the step speaks of.")
     at: datetime

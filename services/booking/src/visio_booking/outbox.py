@@ -241,6 +241,8 @@ class OutboxRelay:
             "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(days => $1)",
             self.settings.idempotency_retention_days,
         )
+        # The self-service pages' rate limits count over an hour at most.
+        await conn.execute("DELETE FROM rate_limits WHERE window_start < now() - interval '1 day'")
 
 
 async def _close(conn: asyncpg.Connection) -> None:

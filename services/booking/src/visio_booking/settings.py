@@ -2,12 +2,19 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
-from visio_runtime.settings import ServiceSettings
+from visio_runtime import guide
+from visio_runtime.settings import LinkSettings, ServiceSettings
 
 from visio_booking.outbox import RelaySettings
 
+# Only a Teams join URL is shown as a link (the emails apply the same rule).
+TEAMS_JOIN_URL_PREFIXES = (
+    "https://teams.microsoft.com/l/meetup-join/",
+    "https://teams.microsoft.com/meet/",
+)
 
-class BookingSettings(ServiceSettings):
+
+class BookingSettings(ServiceSettings, LinkSettings):
     model_config = SettingsConfigDict(env_prefix="BOOKING_", extra="ignore")
 
     http_port: int = 8080
@@ -23,6 +30,31 @@ class BookingSettings(ServiceSettings):
 
     # Systems on booking-requests.v1 that may change any caller's appointments (JSON list).
     inbound_admin_systems: list[str] = Field(default_factory=list)
+
+    # « Mon rendez-vous » (needs `link_keys`; unset, its pages answer 404).
+    booking_portal_url: str = Field(
+        default="https://www.caf.fr/allocataires/mon-rendez-vous",
+        description="Where to take a new appointment, for a Caf not in booking_portal_urls.",
+    )
+    booking_portal_urls: dict[str, str] = Field(
+        default_factory=dict,
+        description='Each Caf\'s own booking portal, by caf_code (JSON: {"974": "https://…"}).',
+    )
+    resend_interval_s: int = Field(
+        default=600,
+        ge=1,
+        description="At most one email with the links per appointment in this time, whether "
+        "asked from its page or for a fresh link.",
+    )
+    link_attempts_per_hour: int = Field(
+        default=30, ge=1, description="Requests on one link (pages and forms), per hour."
+    )
+    fresh_link_emails_per_hour: int = Field(
+        default=3, ge=1, description="Fresh-link requests for one email address, per hour."
+    )
+    teams_url_allowlist: list[str] = Field(default_factory=lambda: list(TEAMS_JOIN_URL_PREFIXES))
+    app_store_url: str = guide.APP_STORE_URL
+    google_play_url: str = guide.GOOGLE_PLAY_URL
 
     outbox_batch_size: int = 200
     outbox_poll_interval_s: float = 0.5
@@ -43,3 +75,6 @@ class BookingSettings(ServiceSettings):
             outbox_retention_hours=self.outbox_retention_hours,
             idempotency_retention_days=self.idempotency_retention_days,
         )
+
+    def booking_portal(self, caf_code: str) -> str:
+        return self.booking_portal_urls.get(caf_code, self.booking_portal_url)
