@@ -256,7 +256,7 @@ async def test_002_upgrades_a_ledger_written_under_001(
 
     applied = await migrate(database.owner_dsn, SCHEMA, SERVICE_PASSWORD)
 
-    assert applied == ["002_checkpoints_access_withdrawal.sql"]
+    assert applied == ["002_checkpoints_access_withdrawal.sql", "003_self_service.sql"]
     context = await superuser.fetchrow("SELECT * FROM appointments")
     assert (str(context["appointment_id"]), context["subject_ref"], context["timezone"]) == (
         appointment,

@@ -45,6 +45,9 @@ _WHO = {
     "other": "Un autre agent de la Caf",
 }
 
+# The channel of what the person did themselves from a self-service page.
+SELF_SERVICE_CHANNEL = "self_service"
+
 _DAYS = ("lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi", "dimanche")
 _MONTHS = (
     "janvier", "février", "mars", "avril", "mai", "juin",
@@ -133,9 +136,9 @@ class AccessExport(BaseModel):
                 f"concerne{'nt' if count > 1 else ''}, du plus ancien au plus récent :"
             )
         for number, item in enumerate(self.records, start=1):
-            lines += ["", f"{number}. {_title(item)}", f"   Le {item.when}"]
+            lines += ["", f"{number}. {record_title(item)}", f"   Le {item.when}"]
             lines.append(f"   Rendez-vous n° {item.appointment_id}")
-            lines += [f"   {detail}" for detail in _details(item, self.subject_ref)]
+            lines += [f"   {detail}" for detail in record_details(item, self.subject_ref)]
             lines.append(f"   Preuve : enregistrement n° {item.seq}, empreinte {item.hash}")
         lines += ["", "Données personnelles conservées à côté du registre"]
         if not self.personal_data:
@@ -150,7 +153,7 @@ class AccessExport(BaseModel):
         return "\n".join(lines)
 
 
-def _title(item: AccessRecord) -> str:
+def record_title(item: AccessRecord) -> str:
     label = item.label
     if item.kind == "cgu_accepted" and "cgu_version" in item.record:
         label += f", version {item.record['cgu_version']}"
@@ -198,7 +201,7 @@ def _recording(record: dict[str, Any]) -> list[str]:
     ]
 
 
-def _details(item: AccessRecord, ref: str) -> list[str]:
+def record_details(item: AccessRecord, ref: str) -> list[str]:
     record = item.record
     details = []
     if item.kind == "cgu_accepted" and "cgu_sha256" in record:
@@ -207,7 +210,9 @@ def _details(item: AccessRecord, ref: str) -> list[str]:
         details += _connections(record, item.timezone)
     if item.kind == "recording_reference":
         details += _recording(record)
-    if record.get("calling_system"):
+    if record.get("channel") == SELF_SERVICE_CHANNEL:
+        details.append("Fait par vous, depuis votre lien personnel.")
+    elif record.get("calling_system"):
         details.append(f"Transmis par : {record['calling_system']}")
     if record.get("subject_ref") != ref:
         details.append("Enregistré sous votre adresse précédente, corrigée depuis.")

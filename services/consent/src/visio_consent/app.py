@@ -1,24 +1,39 @@
 """The consent service: records consent from appointment events and what happened in the
 meeting from meetings' events, signs checkpoints on a schedule, and serves verification, the
-right of access and withdrawals over HTTP."""
+right of access and withdrawals over HTTP, and, with link keys, the self-service pages."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 
 from fastapi import FastAPI
+from visio_runtime import ratelimit
 from visio_runtime.service import Runtime, build_runtime, create_service_app
 from visio_shared import AppointmentEvent, AppointmentRequested, ContactCorrected
 
-from visio_consent import api, problems
+from visio_consent import api, problems, selfservice_routes
 from visio_consent.checkpoints import Checkpointer
 from visio_consent.connections import MEETING_EVENTS, record_meeting_outcome
-from visio_consent.handlers import record_consent, record_contact_correction
+from visio_consent.handlers import (
+    APPOINTMENT_CHANGES,
+    follow_appointment_change,
+    record_consent,
+    record_contact_correction,
+)
 from visio_consent.settings import ConsentSettings
 from visio_consent.store import purge_expired_subjects
+from visio_consent.withdrawal import announce_pending_withdrawals
 
 log = logging.getLogger(__name__)
+
+# A withdrawal committed but not announced this long after is announced again, and the sweep
+# looks this often: meetings must learn of it before the appointment starts.
+PENDING_GRACE = timedelta(seconds=30)
+ANNOUNCE_SWEEP_S = 15.0
+# Rate-limit windows are an hour at most; older rows count for nothing.
+RATE_LIMITS_KEPT = timedelta(days=1)
 
 
 def create_app(settings: ConsentSettings | None = None) -> FastAPI:
@@ -33,6 +48,13 @@ def create_app(settings: ConsentSettings | None = None) -> FastAPI:
     @runtime.consumer.on(ContactCorrected)
     async def on_contact_corrected(event: ContactCorrected) -> None:
         await record_contact_correction(event, runtime.db, runtime.broker, settings, runtime.topics)
+
+    async def on_appointment_change(event: AppointmentEvent) -> None:
+        assert isinstance(event, APPOINTMENT_CHANGES), "registered for these alone"
+        await follow_appointment_change(event, runtime.db)
+
+    for change_type in APPOINTMENT_CHANGES:
+        runtime.consumer.on(change_type)(on_appointment_change)
 
     async def on_meeting_outcome(event: AppointmentEvent) -> None:
         assert isinstance(event, MEETING_EVENTS), "registered for these alone"
@@ -60,6 +82,7 @@ def create_app(settings: ConsentSettings | None = None) -> FastAPI:
     runtime.on_scrape.append(measure_head)
     runtime.run_in_background(lambda: checkpointer.run(runtime.db, runtime.broker), "checkpoints")
     runtime.run_in_background(lambda: _purge_expired(runtime, settings), "retention")
+    runtime.run_in_background(lambda: _announce_pending(runtime), "withdrawal announcements")
 
     app = create_service_app(
         runtime,
@@ -74,6 +97,9 @@ def create_app(settings: ConsentSettings | None = None) -> FastAPI:
     app.state.checkpointer = checkpointer
     problems.install(app)
     app.include_router(api.router)
+    link_keys = settings.link_ring()
+    if link_keys is not None:  # no keys, no pages: their paths answer 404
+        app.include_router(selfservice_routes.router(settings, link_keys))
     return app
 
 
@@ -83,11 +109,26 @@ async def _purge_expired(runtime: Runtime, settings: ConsentSettings) -> None:
         try:
             async with runtime.db.acquire() as conn:
                 erased = await purge_expired_subjects(conn)
+                await ratelimit.purge(conn, RATE_LIMITS_KEPT)
             if erased:
                 log.info("consent: erased the personal data of %d expired subjects", erased)
         except Exception:  # tried again next round
             log.exception("consent: retention purge failed")
         await asyncio.sleep(settings.checkpoint_interval_s)
+
+
+async def _announce_pending(runtime: Runtime) -> None:
+    """Announce again the withdrawals whose publication failed after they were recorded."""
+    while True:
+        try:
+            announced = await announce_pending_withdrawals(
+                runtime.db, runtime.broker, runtime.topics, PENDING_GRACE
+            )
+            if announced:
+                log.warning("consent: announced %d withdrawals again after a failure", announced)
+        except Exception:  # tried again next round
+            log.exception("consent: announcing pending withdrawals failed")
+        await asyncio.sleep(ANNOUNCE_SWEEP_S)
 
 
 async def _warn_dev_subject_key(_: Runtime) -> None:

@@ -13,8 +13,11 @@ from visio_runtime.db import mark_processed
 from visio_runtime.errors import Poison
 from visio_shared import (
     CGU_VERSIONS,
+    AdvisorReassigned,
+    AppointmentCancelled,
     AppointmentEvent,
     AppointmentRequested,
+    AppointmentRescheduled,
     ConsentGiven,
     ConsentRecorded,
     ContactCorrected,
@@ -130,6 +133,34 @@ async def record_contact_correction(
     if recorded is not None:
         await publish_event(publisher, topics.consents, recorded)
     return recorded
+
+
+# The appointment's other changes: nothing for the chain, but the recording page needs its start
+# (withdrawable until then) and whether it was cancelled, and the pages compare a link's
+# revision with the latest one consent knows, so consent follows every change that raises it.
+AppointmentChange = AppointmentRescheduled | AppointmentCancelled | AdvisorReassigned
+APPOINTMENT_CHANGES = (AppointmentRescheduled, AppointmentCancelled, AdvisorReassigned)
+
+
+async def follow_appointment_change(event: AppointmentChange, pool: asyncpg.Pool) -> None:
+    """Keep the appointment's start, cancellation and latest revision; a redelivery, or a change
+    older than one already taken, changes nothing."""
+    moved = event if isinstance(event, AppointmentRescheduled) else None
+    async with pool.acquire() as conn:
+        known = await store.follow_change(
+            conn,
+            event.appointment_id,
+            event.revision,
+            starts_at=moved.start if moved else None,
+            timezone=moved.timezone if moved else None,
+            cancelled_at=event.occurred_at if isinstance(event, AppointmentCancelled) else None,
+        )
+    if not known:
+        # As for a contact correction: its AppointmentRequested waits in the dead-letter topic.
+        raise Poison(
+            f"appointment {event.appointment_id} has no recorded consent; replay its "
+            f"AppointmentRequested from the dead-letter topic first, then this {event.event_type}"
+        )
 
 
 def _contact_corrected(

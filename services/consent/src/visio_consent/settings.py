@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
-from visio_runtime.settings import ServiceSettings
+from visio_runtime.settings import LinkSettings, ServiceSettings
 
 # DEV ONLY. Anyone who knows this key can link a subject_ref back to a guessed email address;
 # production sets CONSENT_SUBJECT_KEY to a long random secret, and never changes it (a new key
@@ -17,7 +17,10 @@ DEV_SUBJECT_KEY = "dev-only-insecure-subject-key-set-CONSENT_SUBJECT_KEY"
 DEV_SIGNING_KEY_FILE = "consent-checkpoint-key.DEV-ONLY.pem"
 
 
-class ConsentSettings(ServiceSettings):
+class ConsentSettings(ServiceSettings, LinkSettings):
+    """`CONSENT_LINK_KEYS` (from LinkSettings) turns on the self-service pages « Enregistrement »
+    and « Mes consentements »; unset, they answer 404."""
+
     model_config = SettingsConfigDict(env_prefix="CONSENT_", extra="ignore")
 
     http_port: int = 8083
@@ -69,6 +72,17 @@ class ConsentSettings(ServiceSettings):
         description="How often a checkpoint is signed when the ledger has grown since the last.",
     )
     max_body_bytes: int = Field(default=4096, ge=256, description="Largest HTTP request body.")
+    booking_public_url: str = Field(
+        default="http://127.0.0.1:8080",
+        description="Booking's public address: a person whose link expired or is not valid is "
+        "sent to its « nouveau lien » page to get a fresh one by email.",
+    )
+    link_attempts_per_hour: int = Field(
+        default=30,
+        ge=1,
+        description="Page views and form posts allowed per self-service link and hour; more get "
+        "a « trop de tentatives » page until the hour is over.",
+    )
 
     @property
     def uses_dev_subject_key(self) -> bool:

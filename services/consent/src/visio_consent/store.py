@@ -4,8 +4,9 @@
   (the appointment's end plus the retention period). Personal data: purged when it expires,
   erasable on request; the chain does not depend on it.
 - `appointments`: each appointment's pseudonymous context (its current subject_ref, time zone,
-  correlation id, latest revision, CGU version), kept as long as the ledger: withdrawals and
-  the right of access need it, and it names nobody.
+  correlation id, latest revision, CGU version, start, cancellation), kept as long as the
+  ledger: withdrawals, the right of access and the self-service pages need it, and it names
+  nobody.
 """
 
 from __future__ import annotations
@@ -33,14 +34,15 @@ async def remember_appointment(
 ) -> None:
     await conn.execute(
         "INSERT INTO appointments "
-        "(appointment_id, correlation_id, revision, subject_ref, timezone, cgu_version) "
-        "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (appointment_id) DO NOTHING",
+        "(appointment_id, correlation_id, revision, subject_ref, timezone, cgu_version, starts_at) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (appointment_id) DO NOTHING",
         event.appointment_id,
         event.correlation_id,
         event.revision,
         ref,
         event.timezone,
         event.consent.cgu_version,
+        event.start,
     )
 
 
@@ -90,6 +92,33 @@ async def keep_subject(
         person.last_name,
         retain_until,
     )
+
+
+async def follow_change(
+    conn: asyncpg.Connection,
+    appointment_id: uuid.UUID,
+    revision: int,
+    *,
+    starts_at: datetime | None = None,
+    timezone: str | None = None,
+    cancelled_at: datetime | None = None,
+) -> bool:
+    """Take a change of the appointment (its revision, and a new start or a cancellation) unless
+    a later revision is already known; False if the appointment is not known at all."""
+    status: str = await conn.execute(
+        "UPDATE appointments SET "
+        "starts_at = CASE WHEN revision <= $2 THEN coalesce($3, starts_at) ELSE starts_at END, "
+        "timezone = CASE WHEN revision <= $2 THEN coalesce($4, timezone) ELSE timezone END, "
+        "cancelled_at = coalesce(cancelled_at, $5), "
+        "revision = greatest(revision, $2), updated_at = now() "
+        "WHERE appointment_id = $1",
+        appointment_id,
+        revision,
+        starts_at,
+        timezone,
+        cancelled_at,
+    )
+    return status != "UPDATE 0"
 
 
 def retain_until(event: AppointmentRequested, retention_days: int) -> datetime:

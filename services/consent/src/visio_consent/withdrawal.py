@@ -1,13 +1,18 @@
 """Withdrawing the recording authorisation of one appointment: a new record (the authorisation
 stays in the chain, as history), then RecordingConsentWithdrawn, on which meetings turns the
-recording off, and ConsentRecorded."""
+recording off, and ConsentRecorded.
+
+The record and a "to announce" mark commit together; the mark is cleared once both events are
+published. A withdrawal whose publication failed after commit is published again by
+`announce_pending_withdrawals`, so meetings learns of it even when nobody asks again.
+"""
 
 from __future__ import annotations
 
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 from visio_shared import (
@@ -59,7 +64,7 @@ async def withdraw_recording(
     The announcement is published after commit, and again on every repeated request: a client
     that saw an error retries, and the events reach Kafka with the same event ids.
     """
-    event_id = uuid.uuid5(_WITHDRAWAL_NAMESPACE, str(appointment_id))
+    event_id = _event_id(appointment_id)
     async with pool.acquire() as conn, conn.transaction():
         appointment = await store.lock_appointment(conn, appointment_id)
         if appointment is None:
@@ -74,6 +79,11 @@ async def withdraw_recording(
             raise NothingToWithdraw(f"the recording of appointment {appointment_id} was refused")
         appended = latest != "recording_withdrawn"
         if appended:
+            await conn.execute(
+                "UPDATE appointments SET withdrawal_pending_since = now() "
+                "WHERE appointment_id = $1",
+                appointment_id,
+            )
             await append(
                 conn,
                 [
@@ -90,26 +100,68 @@ async def withdraw_recording(
                     }
                 ],
             )
-        row = await conn.fetchrow(
-            "SELECT seq, kind, hash, recorded_at, payload FROM ledger "
-            "WHERE source_event_id = $1 AND kind = 'recording_withdrawn'",
-            event_id,
-        )
-        assert row is not None, "the latest recording record is this withdrawal"
-        record = json.loads(row["payload"])
-        event = RecordingConsentWithdrawn(
-            event_id=event_id,
-            occurred_at=row["recorded_at"],
-            correlation_id=appointment.correlation_id,
-            appointment_id=appointment_id,
-            revision=record["revision"],
-            subject_ref=record["subject_ref"],
-            withdrawn_at=record["withdrawn_at"],
-            channel=record["channel"],
-        )
-        recorded = await announcement(conn, event)
-        assert recorded is not None
-    await publish_event(publisher, topics.consents, event)
-    await publish_event(publisher, topics.consents, recorded)
+        withdrawal = await _stored(conn, appointment, appended)
+    await _announce(pool, publisher, topics, withdrawal)
+    return withdrawal
+
+
+async def announce_pending_withdrawals(
+    pool: asyncpg.Pool, publisher: Publisher, topics: Topics, older_than: timedelta
+) -> int:
+    """Publish again the withdrawals committed at least `older_than` ago and never announced
+    (the publish after commit failed); returns how many were."""
+    pending = await pool.fetch(
+        "SELECT appointment_id FROM appointments WHERE withdrawal_pending_since < $1 "
+        "ORDER BY withdrawal_pending_since",
+        datetime.now(UTC) - older_than,
+    )
+    for row in pending:
+        async with pool.acquire() as conn, conn.transaction():
+            appointment = await store.lock_appointment(conn, row["appointment_id"])
+            assert appointment is not None, "a pending withdrawal names a known appointment"
+            withdrawal = await _stored(conn, appointment, appended=False)
+        await _announce(pool, publisher, topics, withdrawal)
+    return len(pending)
+
+
+def _event_id(appointment_id: uuid.UUID) -> uuid.UUID:
+    return uuid.uuid5(_WITHDRAWAL_NAMESPACE, str(appointment_id))
+
+
+async def _stored(
+    conn: asyncpg.Connection, appointment: store.Appointment, appended: bool
+) -> Withdrawal:
+    """The withdrawal of this appointment as the chain holds it, with its two announcements."""
+    event_id = _event_id(appointment.appointment_id)
+    row = await conn.fetchrow(
+        "SELECT seq, kind, hash, recorded_at, payload FROM ledger "
+        "WHERE source_event_id = $1 AND kind = 'recording_withdrawn'",
+        event_id,
+    )
+    assert row is not None, "the appointment's recording was withdrawn"
+    record = json.loads(row["payload"])
+    event = RecordingConsentWithdrawn(
+        event_id=event_id,
+        occurred_at=row["recorded_at"],
+        correlation_id=appointment.correlation_id,
+        appointment_id=appointment.appointment_id,
+        revision=record["revision"],
+        subject_ref=record["subject_ref"],
+        withdrawn_at=record["withdrawn_at"],
+        channel=record["channel"],
+    )
+    recorded = await announcement(conn, event)
+    assert recorded is not None
     entry = LedgerEntry(seq=row["seq"], kind=row["kind"], hash=row["hash"])
     return Withdrawal(event=event, recorded=recorded, entry=entry, appended=appended)
+
+
+async def _announce(
+    pool: asyncpg.Pool, publisher: Publisher, topics: Topics, withdrawal: Withdrawal
+) -> None:
+    await publish_event(publisher, topics.consents, withdrawal.event)
+    await publish_event(publisher, topics.consents, withdrawal.recorded)
+    await pool.execute(
+        "UPDATE appointments SET withdrawal_pending_since = NULL WHERE appointment_id = $1",
+        withdrawal.event.appointment_id,
+    )

@@ -1,0 +1,316 @@
+"""The self-service pages, reached from the signed links in every email: « Enregistrement »
+(the recording choice of one appointment, and withdrawing it before the appointment starts) and
+« Mes consentements » (the person's records with their proof elements, and their JSON export).
+
+Server-rendered French HTML, no JavaScript. Not in the OpenAPI document: they are pages for
+people, not an API. Logs name a link by its fingerprint only, never the link or the person.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlencode
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import RedirectResponse
+from visio_runtime.pages import PAGE_HEADERS, Pages
+from visio_runtime.ratelimit import Limit
+from visio_runtime.service import Runtime
+from visio_shared.links import (
+    FRESH_LINK_PATH,
+    PAGE_PATHS,
+    LinkKeys,
+    LinkPurpose,
+    check_form_token,
+    form_token,
+    link_fingerprint,
+)
+
+from visio_consent.access import (
+    HOW_TO_VERIFY,
+    AccessExport,
+    access_export,
+    french_date,
+    french_datetime,
+    record_details,
+    record_title,
+)
+from visio_consent.selfservice import (
+    WITHDRAW_ACTION,
+    Choice,
+    LinkedAppointment,
+    LinkRefused,
+    RecordingState,
+    Refusal,
+    open_link,
+    recording_state,
+    withdraw_from_page,
+)
+from visio_consent.settings import ConsentSettings
+
+log = logging.getLogger(__name__)
+
+HOUR_S = 3600
+
+
+@dataclass(frozen=True)
+class _Refused:
+    status: int
+    title: str
+    message: str
+    advice: str
+    action: str  # the button's label
+    retry_after: int | None = None
+
+
+_REFUSED = {
+    Refusal.INVALID: _Refused(
+        404,
+        "Ce lien n'est pas valide",
+        "Ce lien ne permet pas d'ouvrir cette page. Il a peut-être été copié en partie, ou il "
+        "n'est plus en service.",
+        "Vous pouvez recevoir un nouveau lien par courriel, à l'adresse donnée pour votre "
+        "rendez-vous.",
+        "Recevoir un nouveau lien",
+    ),
+    Refusal.EXPIRED: _Refused(
+        410,
+        "Ce lien a expiré",
+        "Pour protéger vos informations, les liens de nos courriels ne servent que pendant un "
+        "temps limité.",
+        "Demandez un nouveau lien : il vous sera envoyé par courriel.",
+        "Recevoir un nouveau lien",
+    ),
+    Refusal.REPLACED: _Refused(
+        410,
+        "Ce lien a été remplacé",
+        "L'adresse électronique de ce rendez-vous a été corrigée après l'envoi de ce lien : il "
+        "ne donne plus accès à ces informations.",
+        "Les nouveaux liens sont envoyés à l'adresse corrigée : vous pouvez en demander un.",
+        "Recevoir un nouveau lien",
+    ),
+    Refusal.UPDATING: _Refused(
+        503,
+        "Page en cours de mise à jour",
+        "Votre rendez-vous vient d'être modifié, et cette page n'est pas encore à jour.",
+        "Réessayez dans quelques minutes avec le même lien.",
+        "Réessayer",
+        retry_after=60,
+    ),
+    Refusal.TOO_MANY: _Refused(
+        429,
+        "Trop de tentatives",
+        "Ce lien a été utilisé trop de fois en peu de temps. Pour protéger vos informations, il "
+        "est bloqué pour le moment.",
+        "Réessayez dans une heure avec le même lien.",
+        "Réessayer",
+        retry_after=HOUR_S,
+    ),
+    Refusal.FORBIDDEN: _Refused(
+        403,
+        "Demande refusée",
+        "Votre demande n'a pas pu être vérifiée : rien n'a été modifié.",
+        "Revenez à la page et recommencez.",
+        "Revenir à la page",
+    ),
+    Refusal.UNAVAILABLE: _Refused(
+        503,
+        "Votre demande n'a pas pu aboutir",
+        "Un problème technique nous empêche de terminer votre demande pour le moment.",
+        "Réessayez dans quelques minutes depuis la page « Enregistrement ».",
+        "Revenir à la page",
+        retry_after=60,
+    ),
+}
+
+_CHOICE_TONE = {Choice.AUTHORISED: "notice", Choice.REFUSED: "notice", Choice.WITHDRAWN: "success"}
+
+
+def router(settings: ConsentSettings, keys: LinkKeys) -> APIRouter:
+    """The pages' routes, with the link keys they check links against."""
+    pages = Pages("visio_consent")
+    limit = Limit(settings.link_attempts_per_hour, HOUR_S)
+    fresh_link = settings.booking_public_url.rstrip("/") + FRESH_LINK_PATH
+    recording_path = PAGE_PATHS[LinkPurpose.RECORDING]
+    routes = APIRouter(include_in_schema=False)
+
+    def refused(refusal: Refusal, token: str, page: str) -> Response:
+        shown = _REFUSED[refusal]
+        # Booking's fresh-link page sends one, to the appointment's current address, for a link
+        # it can read (expired or replaced); for any other, it asks for the address.
+        with_link = f"{fresh_link}?{urlencode({'lien': token})}"
+        action = {
+            Refusal.INVALID: fresh_link,
+            Refusal.EXPIRED: with_link,
+            Refusal.REPLACED: with_link,
+        }.get(refusal, page)
+        log.info("consent: link %s refused: %s", link_fingerprint(token), refusal.value)
+        response = pages.render(
+            "refused.html",
+            shown.status,
+            title=shown.title,
+            message=shown.message,
+            advice=shown.advice,
+            action=shown.action,
+            action_url=action,
+        )
+        if shown.retry_after:
+            response.headers["Retry-After"] = str(shown.retry_after)
+        return response
+
+    async def state_of(request: Request, token: str) -> tuple[Runtime, RecordingState]:
+        runtime: Runtime = request.app.state.runtime
+        async with runtime.db.acquire() as conn:
+            linked = await open_link(conn, keys, token, LinkPurpose.RECORDING, limit)
+            return runtime, await recording_state(conn, linked)
+
+    @routes.get("/enregistrement/{token}")
+    async def recording(request: Request, token: str) -> Response:
+        page = recording_path.format(token=token)
+        try:
+            _, state = await state_of(request, token)
+        except LinkRefused as exc:
+            return refused(exc.refusal, token, page)
+        return pages.render(
+            "recording.html",
+            title="Enregistrement de votre rendez-vous",
+            page=page,
+            **_recording_view(state),
+        )
+
+    @routes.get("/enregistrement/{token}/retirer")
+    async def confirm_withdrawal(request: Request, token: str) -> Response:
+        page = recording_path.format(token=token)
+        try:
+            _, state = await state_of(request, token)
+        except LinkRefused as exc:
+            return refused(exc.refusal, token, page)
+        if not state.withdrawable:
+            return _see_other(page)
+        return pages.render(
+            "withdraw.html",
+            title="Retirer votre autorisation d'enregistrement",
+            page=page,
+            csrf=form_token(keys, token, WITHDRAW_ACTION),
+            **_recording_view(state),
+        )
+
+    @routes.post("/enregistrement/{token}/retirer")
+    async def withdraw(request: Request, token: str) -> Response:
+        page = recording_path.format(token=token)
+        fingerprint = link_fingerprint(token)
+        try:
+            runtime, state = await state_of(request, token)
+            if not check_form_token(
+                keys, token, WITHDRAW_ACTION, await form_field(request, "csrf")
+            ):
+                log.warning("consent: link %s posted a form without its token", fingerprint)
+                raise LinkRefused(Refusal.FORBIDDEN)
+            try:
+                done = await withdraw_from_page(runtime.db, runtime.broker, runtime.topics, state)
+            except Exception:  # the sweep announces what committed; the person may retry
+                log.exception("consent: withdrawal from link %s failed", fingerprint)
+                raise LinkRefused(Refusal.UNAVAILABLE) from None
+        except LinkRefused as exc:
+            return refused(exc.refusal, token, page)
+        if done:
+            log.info("consent: recording authorisation withdrawn from link %s", fingerprint)
+        return _see_other(page)
+
+    @routes.get("/mes-consentements/{token}")
+    async def consents(request: Request, token: str) -> Response:
+        page = PAGE_PATHS[LinkPurpose.CONSENTS].format(token=token)
+        try:
+            linked, export = await export_of(request, token)
+        except LinkRefused as exc:
+            return refused(exc.refusal, token, page)
+        return pages.render(
+            "consents.html",
+            title="Mes consentements",
+            export_url=f"{page}/export.json",
+            **_consents_view(linked, export),
+        )
+
+    @routes.get("/mes-consentements/{token}/export.json")
+    async def consents_export(request: Request, token: str) -> Response:
+        page = PAGE_PATHS[LinkPurpose.CONSENTS].format(token=token)
+        try:
+            _, export = await export_of(request, token)
+        except LinkRefused as exc:
+            return refused(exc.refusal, token, page)
+        disposition = 'attachment; filename="mes-consentements-visio-rdv.json"'
+        return Response(
+            export.model_dump_json(),
+            media_type="application/json",
+            headers={**PAGE_HEADERS, "Content-Disposition": disposition},
+        )
+
+    async def export_of(request: Request, token: str) -> tuple[LinkedAppointment, AccessExport]:
+        runtime: Runtime = request.app.state.runtime
+        async with runtime.db.acquire() as conn:
+            linked = await open_link(conn, keys, token, LinkPurpose.CONSENTS, limit)
+            if linked.ahead:  # the person consent knows may be the old address's
+                raise LinkRefused(Refusal.UPDATING)
+            return linked, await access_export(conn, linked.subject_ref)
+
+    async def form_field(request: Request, name: str) -> str:
+        body = await request.body()
+        if len(body) > settings.max_body_bytes:
+            return ""
+        values = parse_qs(body.decode("utf-8", errors="replace")).get(name, [""])
+        return values[0]
+
+    return routes
+
+
+def _see_other(path: str) -> Response:
+    return RedirectResponse(path, status_code=303, headers=PAGE_HEADERS)
+
+
+def _recording_view(state: RecordingState) -> dict[str, Any]:
+    appointment = state.appointment
+    zone = appointment.timezone
+    starts_at = appointment.starts_at
+    return {
+        "starts": french_datetime(starts_at, zone) if starts_at else None,
+        "cancelled": appointment.cancelled_at is not None,
+        "started": state.started,
+        "choice": state.choice.value,
+        "tone": _CHOICE_TONE[state.choice],
+        "decided": french_datetime(state.decided_at, zone),
+        "withdrawable": state.withdrawable,
+    }
+
+
+def _consents_view(linked: LinkedAppointment, export: AccessExport) -> dict[str, Any]:
+    zone = export.records[-1].timezone if export.records else linked.timezone
+    records = [
+        {
+            "title": record_title(item),
+            "when": item.when,
+            "appointment_id": item.appointment_id,
+            "this_appointment": item.appointment_id == linked.appointment_id,
+            "details": record_details(item, export.subject_ref),
+            "seq": item.seq,
+            "hash": item.hash,
+            "prev_hash": item.prev_hash,
+        }
+        for item in export.records
+    ]
+    kept = [
+        {
+            "name": f"{data.first_name} {data.last_name}",
+            "email": data.email,
+            "until": french_date(data.retain_until, zone),
+            "this_appointment": data.appointment_id == linked.appointment_id,
+        }
+        for data in export.personal_data
+    ]
+    return {
+        "records": records,
+        "kept": kept,
+        "subject_ref": export.subject_ref,
+        "how_to_verify": HOW_TO_VERIFY,
+    }
