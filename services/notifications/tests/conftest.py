@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import icalendar
 import pytest
+from pydantic import SecretStr
 from visio_deploy.smtp_sink import start_sink
 from visio_deploy.testing import create_database, drop_database, with_database
 from visio_notifications.deps import Deps
@@ -37,6 +38,7 @@ from visio_shared import (
     Advisor,
     AdvisorReassigned,
     AppointmentCancelled,
+    AppointmentLinkRequested,
     AppointmentRequested,
     AppointmentRescheduled,
     ConsentGiven,
@@ -49,8 +51,11 @@ from visio_shared import (
     current_cgu,
     parse_event,
 )
+from visio_shared.links import LinkKeys
 
 SERVICE_PASSWORD = "visio_notifications"
+# The ring the tests sign self-service links with; the pages' side reads them back with it.
+LINK_KEYS = "t2:" + "a" * 40 + ",t1:" + "b" * 40
 JOIN_URL = (
     "https://teams.microsoft.com/l/meetup-join/19%3ameeting_ZjA4NDk0%40thread.v2/0"
     "?context=%7b%22Tid%22%3a%22t1%22%2c%22Oid%22%3a%22o1%22%7d"
@@ -175,6 +180,15 @@ class Make:
             **self._lineage(appointment, revision),
             advisor=Advisor(id="advisor-2", display_name=name),
             previous_advisor=appointment.advisor,
+        )
+
+    def link_requested(
+        self, appointment: AppointmentRequested, revision: int | None = None, reason: str = "resend"
+    ) -> AppointmentLinkRequested:
+        """What booking publishes when the person clicks « Recevoir à nouveau le lien »."""
+        return AppointmentLinkRequested(
+            **self._lineage(appointment, appointment.revision if revision is None else revision),
+            reason=cast(Any, reason),
         )
 
 
@@ -320,12 +334,24 @@ def mailbox(sink: Any) -> Mailbox:
 @pytest.fixture(scope="session")
 def kit() -> Any:
     """The helper classes, for fixtures of a wider scope than the ones above."""
-    return SimpleNamespace(Clock=Clock, Mailbox=Mailbox)
+    return SimpleNamespace(Clock=Clock, Mailbox=Mailbox, LINK_KEYS=SecretStr(LINK_KEYS))
 
 
 @pytest.fixture
 def settings() -> NotificationsSettings:
-    return NotificationsSettings(topic_prefix=f"test-notif-{uuid.uuid4().hex[:8]}")
+    """As deployed: with link keys, so every email carries its self-service links."""
+    return NotificationsSettings(
+        topic_prefix=f"test-notif-{uuid.uuid4().hex[:8]}",
+        link_keys=SecretStr(LINK_KEYS),
+        booking_public_url="https://rdv.caf.example/booking",
+        consent_public_url="https://consentement.caf.example",
+    )
+
+
+@pytest.fixture
+def link_keys() -> LinkKeys:
+    """The ring of `settings`, as the pages read links with it."""
+    return LinkKeys.parse(LINK_KEYS)
 
 
 @pytest.fixture
@@ -381,7 +407,11 @@ async def template_database(postgres_url: str) -> AsyncIterator[str]:
     owner_url = await create_database(postgres_url, prefix="visio_notif_template")
     try:
         applied = await migrate(owner_url, SCHEMA, service_password=SERVICE_PASSWORD)
-        assert applied == ["001_init.sql", "002_changes_and_reminders.sql"]
+        assert applied == [
+            "001_init.sql",
+            "002_changes_and_reminders.sql",
+            "003_link_requests.sql",
+        ]
         assert await migrate(owner_url, SCHEMA, service_password=SERVICE_PASSWORD) == []
         yield owner_url.rsplit("/", 1)[1]
     finally:

@@ -2,7 +2,8 @@
 (KAFKA_BOOTSTRAP_SERVERS, else testcontainers, else tansu), PostgreSQL and the SMTP sink: events
 go in on appointments.v1 and meetings.v1; emails come out in the sink and outcomes on
 notifications.v1 — once each, through redeliveries, a 451 and a cut line, and reminders fire
-from the service's own poller when the test moves its clock."""
+from the service's own poller when the test moves its clock; a person's request for the email
+again is answered once per request."""
 
 from __future__ import annotations
 
@@ -82,6 +83,8 @@ async def stack(kafka_bootstrap, clone_database, tmp_path_factory, kit) -> Async
             smtp_timeout_s=10,
             poll_interval_s=0.1,
             mail_retry_initial_s=60,
+            link_keys=kit.LINK_KEYS,
+            booking_public_url="https://rdv.caf.example/booking",
         )
         app = create_app(settings, clock=clock)
         async with app.router.lifespan_context(app):
@@ -179,6 +182,60 @@ async def test_reminders_fire_from_the_services_own_poller(stack, make, until) -
         return kinds == [None, 2880, 60]
 
     await until(reminder_outcomes)
+
+
+async def test_a_request_for_the_email_again_is_answered_once_per_request(
+    stack, make, until, parts
+) -> None:
+    box = stack.mailbox
+    topics = stack.topics
+    appointment = make.appointment()
+    aid = appointment.appointment_id
+    await stack.publish(topics.appointments, appointment)
+    await stack.publish(topics.meetings, make.meeting(appointment))
+    await until(lambda: box.keys(aid) == ["r1.confirmation"], within_s=60)
+
+    first, second = make.link_requested(appointment), make.link_requested(appointment)
+    await stack.publish(topics.appointments, first, first)  # the same event, twice
+    await stack.publish(topics.appointments, second)
+    cancelled = make.cancelled(appointment, 2)
+    late = make.link_requested(appointment, revision=2)
+    await stack.publish(topics.appointments, cancelled, late)
+
+    async def late_answered() -> bool:
+        # Recorded once settled: after every email before it on the partition went out.
+        outcome = await stack.app.state.runtime.db.fetchval(
+            "SELECT outcome FROM link_requests WHERE event_id = $1", late.event_id
+        )
+        return outcome is not None
+
+    await until(late_answered)
+    assert (
+        await stack.app.state.runtime.db.fetchval(
+            "SELECT outcome FROM link_requests WHERE event_id = $1", late.event_id
+        )
+        == "appointment_cancelled"
+    )
+
+    assert box.keys(aid) == [
+        "r1.confirmation",
+        f"r1.link_resent-{first.event_id.hex}",
+        f"r1.link_resent-{second.event_id.hex}",
+        "r2.cancellation",
+    ]
+    resent = box.messages(aid)[1]
+    assert "https://rdv.caf.example/booking/mon-rendez-vous/" in parts.text(resent)
+
+    async def four_outcomes() -> bool:
+        return len(await stack.outcomes_of(aid)) >= 4
+
+    await until(four_outcomes)
+    outcomes = await stack.outcomes_of(aid)
+    assert [(o["kind"], o["causation_id"]) for o in outcomes[1:3]] == [
+        ("link_resent", str(first.event_id)),
+        ("link_resent", str(second.event_id)),
+    ]
+    assert len(outcomes) == 4  # nothing for the request after the cancellation
 
 
 async def test_the_factory_does_no_io(settings) -> None:

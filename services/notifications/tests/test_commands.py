@@ -1,14 +1,18 @@
 """`visio-rdv notifications preview`: every kind, for a device and a zone, written to a folder
-as a person would look at it, without Kafka, a database or a relay."""
+as a person would look at it, without Kafka, a database or a relay; with the « Gérer mon
+rendez-vous » links, or as sent without link keys."""
 
 from __future__ import annotations
 
 import email
+import re
 from email import policy
 
 import icalendar
 import pytest
 from visio_deploy.cli import main
+from visio_notifications.preview import PREVIEW_LINK_KEYS
+from visio_shared.links import LinkKeys, LinkPurpose, read_any_link
 
 KINDS_WITH_ICS = {
     "confirmation": "REQUEST",
@@ -19,6 +23,11 @@ KINDS_WITH_ICS = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _no_link_keys_in_the_environment(monkeypatch) -> None:
+    monkeypatch.delenv("NOTIFICATIONS_LINK_KEYS", raising=False)
+
+
 def _preview(*args: str) -> int:
     with pytest.raises(SystemExit) as done:
         main(["notifications", "preview", *args])
@@ -27,7 +36,7 @@ def _preview(*args: str) -> int:
 
 @pytest.mark.parametrize(
     "kind",
-    [*KINDS_WITH_ICS, "reminder", "meeting_unavailable"],
+    [*KINDS_WITH_ICS, "reminder", "meeting_unavailable", "link_resent"],
 )
 def test_every_kind_is_written(tmp_path, capsys, kind) -> None:
     code = _preview(
@@ -68,6 +77,25 @@ def test_the_device_orders_the_guide(tmp_path) -> None:
     assert computer.index("Un ordinateur") < computer.index("Votre smartphone ou une tablette")
     assert phone.index("Votre smartphone ou une tablette") < phone.index("Un ordinateur")
     assert "heure de Paris" in computer  # the default zone
+
+
+def test_the_links_section_is_shown_signed_with_the_preview_key(tmp_path) -> None:
+    assert _preview("--kind", "link_resent", "--request", "fresh_link", "--out", str(tmp_path)) == 0
+    text = (tmp_path / "link_resent.txt").read_text()
+    assert "voici de nouveaux liens personnels" in text
+    assert "GÉRER MON RENDEZ-VOUS" in text
+    assert "Gérer mon rendez-vous" in (tmp_path / "link_resent.html").read_text()
+    token = re.search(r"http://127\.0\.0\.1:8080/mon-rendez-vous/(\S+)", text)
+    assert token is not None
+    claims = read_any_link(LinkKeys.parse(PREVIEW_LINK_KEYS), token.group(1))
+    assert (claims.purpose, claims.key_id) == (LinkPurpose.MANAGE, "preview")
+
+
+def test_without_self_service_the_email_as_sent_without_keys(tmp_path) -> None:
+    assert _preview("--no-self-service", "--out", str(tmp_path)) == 0
+    text = (tmp_path / "confirmation.txt").read_text()
+    assert "Votre rendez-vous visio avec la Caf est confirmé." in text
+    assert "GÉRER MON RENDEZ-VOUS" not in text and "mon-rendez-vous/" not in text
 
 
 def test_an_unknown_zone_is_refused(tmp_path, capsys) -> None:

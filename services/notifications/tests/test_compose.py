@@ -7,13 +7,14 @@ from __future__ import annotations
 import email
 import html
 import re
+import uuid
 from datetime import UTC, datetime, timedelta
 from email import policy
 from typing import Any
 
 import pytest
 from visio_notifications.compose import PALETTE, Letter, compose, join_url_allowed
-from visio_notifications.decide import Told, recipient_sha256
+from visio_notifications.decide import LinkRequest, Told, recipient_sha256
 from visio_notifications.mailer import redact
 from visio_shared import Device
 
@@ -27,7 +28,9 @@ KINDS = (
     "cancellation",
     "reminder",
     "meeting_unavailable",
+    "link_resent",
 )
+REQUEST = LinkRequest(uuid.UUID("1b2c3d4e-5f60-4718-9a2b-3c4d5e6f7081"), "resend")
 CALENDAR_KINDS = {"confirmation", "rescheduled", "contact_corrected", "advisor_changed"}
 JOIN_URL = "https://teams.microsoft.com/l/meetup-join/19%3ameeting_abc%40thread.v2/0?context=%7b%7d"
 OLD_URL = "https://teams.microsoft.com/l/meetup-join/19%3ameeting_old%40thread.v2/0"
@@ -59,6 +62,7 @@ def build(make, settings):
             cancellation=make.cancelled(appointment, revision, reason),
             reminder_offset_minutes=60 if kind == "reminder" else None,
             link_sent_before=kind != "confirmation",
+            request=REQUEST if kind == "link_resent" else None,
         )
         message = compose(letter, settings, now=now)
         return appointment, email.message_from_bytes(bytes(message), policy=policy.default)
@@ -93,11 +97,11 @@ def test_structure_and_headers(build, parts, kind) -> None:
         ]
         assert attachment.get_content_disposition() == "attachment"
         parts.calendar(message)  # method= of both parts equals the calendar's METHOD
-    else:  # reminders and the "no meeting" message change nothing in a calendar
+    else:  # reminders, "no meeting" and the email asked again change nothing in a calendar
         assert message.get_content_type() == "multipart/alternative"
         assert [p.get_content_type() for p in message.iter_parts()] == ["text/plain", "text/html"]
     revision = 1 if kind in ("confirmation", "reminder", "meeting_unavailable") else 2
-    suffix = "-60" if kind == "reminder" else ""
+    suffix = {"reminder": "-60", "link_resent": f"-{REQUEST.event_id.hex}"}.get(kind, "")
     assert message["Message-ID"] == (
         f"<{appointment.appointment_id}.r{revision}.{kind}{suffix}@visio-rdv.caf.fr>"
     )
@@ -223,6 +227,15 @@ def test_every_text_colour_passes_wcag_aa(text, background) -> None:
             "reminder",
             "Rappel : votre rendez-vous visio avec la Caf le jeudi 3 décembre à 10 h 00",
             ["Nous vous rappelons votre rendez-vous", "Chargez la batterie"],
+        ),
+        (
+            "link_resent",
+            "Le lien de votre rendez-vous visio avec la Caf le jeudi 3 décembre à 10 h 00",
+            [
+                "Comme vous l'avez demandé, voici à nouveau les informations de votre rendez-vous",
+                "Voir, annuler ou recevoir à nouveau le lien",
+                "Installer",
+            ],
         ),
         (
             "meeting_unavailable",

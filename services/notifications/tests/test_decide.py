@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import replace
 from datetime import timedelta
 
 import pytest
-from visio_notifications.decide import Owed, State, Told, owed, recipient_sha256
+from visio_notifications.decide import (
+    LinkRequest,
+    Owed,
+    State,
+    Told,
+    owed,
+    recipient_sha256,
+    unanswerable,
+)
 
 NEW_URL = "https://teams.microsoft.com/meet/2647813459?p=NewAdvisorLink"
 
@@ -29,8 +38,12 @@ def story(make):
     return appointment, meeting, told
 
 
-def _state(appointment, meeting=None, history=(), cancellation=None, advisor_revision=1):
-    return State(appointment, advisor_revision, cancellation, meeting, tuple(history))
+def _state(
+    appointment, meeting=None, history=(), cancellation=None, advisor_revision=1, requests=()
+):
+    return State(
+        appointment, advisor_revision, cancellation, meeting, tuple(history), tuple(requests)
+    )
 
 
 def test_nothing_until_both_halves_are_there(story) -> None:
@@ -127,3 +140,64 @@ def test_up_to_date_means_told_the_current_time_and_link(story) -> None:
     assert not _state(appointment, meeting).up_to_date()
     moved = appointment.model_copy(update={"start": appointment.start + timedelta(hours=1)})
     assert not _state(moved, meeting, [told]).up_to_date()
+
+
+# --- Requests for the email again -----------------------------------------------------------
+
+
+def test_each_request_is_owed_one_email_after_what_the_state_calls_for(story) -> None:
+    appointment, meeting, told = story
+    first, second = LinkRequest(uuid.uuid4(), "resend"), LinkRequest(uuid.uuid4(), "fresh_link")
+    # The confirmation first, then the requests, oldest first.
+    assert owed(_state(appointment, meeting, requests=[first])) == Owed("confirmation", 1)
+    state = _state(appointment, meeting, [told], requests=[first, second])
+    assert owed(state) == Owed("link_resent", 1, request=first)
+    answered = replace(told, kind="link_resent", request_id=first.event_id)
+    assert owed(replace(state, history=(told, answered))) == Owed("link_resent", 1, request=second)
+    # Both at the same revision, both answered: nothing more.
+    both = (told, answered, replace(answered, request_id=second.event_id))
+    assert owed(replace(state, history=both)) is None
+
+
+def test_a_request_before_the_meeting_is_ready_is_still_answered(story) -> None:
+    appointment, _, _ = story
+    request = LinkRequest(uuid.uuid4(), "resend")
+    assert owed(_state(appointment, None, requests=[request])) == Owed(
+        "link_resent", 1, request=request
+    )
+
+
+def test_a_request_never_changes_what_the_state_calls_for(story) -> None:
+    appointment, meeting, told = story
+    answered = replace(told, kind="link_resent", request_id=uuid.uuid4())
+    moved = appointment.model_copy(
+        update={"revision": 2, "start": appointment.start + timedelta(days=1)}
+    )
+    # The link_resent told the new time, yet the rescheduled email (and its .ics) is owed.
+    assert owed(_state(moved, meeting, [told, replace(answered, start_at=moved.start)])) == Owed(
+        "rescheduled", 2, previous=told
+    )
+
+
+def test_why_a_request_gets_no_email(story, make) -> None:
+    appointment, meeting, told = story
+    request = LinkRequest(uuid.uuid4(), "resend")
+    before = appointment.start - timedelta(days=1)
+    assert unanswerable(_state(appointment, meeting, [told], requests=[request]), before) is None
+    assert unanswerable(_state(None, meeting, requests=[request]), before) == (
+        "appointment_unknown"
+    )
+    cancelled = _state(
+        appointment, meeting, [told], make.cancelled(appointment, 2), requests=[request]
+    )
+    assert unanswerable(cancelled, before) == "appointment_cancelled"
+    assert (
+        owed(replace(cancelled, history=(told, replace(told, kind="cancellation", revision=2))))
+        is None
+    )
+    during = appointment.start + timedelta(minutes=10)  # lost the link mid-appointment: sent
+    assert unanswerable(_state(appointment, meeting, [told], requests=[request]), during) is None
+    after = appointment.start + timedelta(minutes=appointment.duration_minutes)
+    assert unanswerable(_state(appointment, meeting, [told], requests=[request]), after) == (
+        "appointment_over"
+    )

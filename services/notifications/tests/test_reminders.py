@@ -5,6 +5,7 @@ moved by a reschedule, once each across replicas, relay faults and restarts."""
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import replace
 from datetime import timedelta
 
@@ -16,6 +17,7 @@ from visio_notifications.handlers import (
 )
 from visio_notifications.poller import poll_once
 from visio_shared import NotificationFailed, NotificationSent
+from visio_shared.links import LinkPurpose, read_link
 
 
 async def _book(deps, make, **fields):
@@ -213,3 +215,21 @@ async def test_a_reminder_refused_for_good_is_a_failure_event(
     assert isinstance(failed, NotificationFailed)
     assert (failed.reminder_offset_minutes, failed.smtp_code) == (60, 550)
     assert (await _reminder_rows(deps, appointment.appointment_id))[60] == "failed"
+
+
+async def test_a_reminder_links_to_the_appointment_as_it_stands(
+    deps, make, clock, mailbox, parts, link_keys
+) -> None:
+    appointment = await _book(deps, make)
+    corrected = make.contact_corrected(appointment, 2, "amina.h@example.net")
+    await on_appointment_changed(deps, corrected)  # same time: the reminders keep revision 1
+    clock.set(appointment.start - timedelta(hours=48))
+    await poll_once(deps)
+
+    reminder = mailbox.one(appointment.appointment_id, "reminder-2880")
+    assert ".r1.reminder-2880@" in reminder["Message-ID"]
+    [token] = re.findall(
+        r"https://rdv\.caf\.example/booking/mon-rendez-vous/(\S+)", parts.text(reminder)
+    )
+    claims = read_link(link_keys, token, LinkPurpose.MANAGE, now=clock.now)
+    assert (claims.appointment_id, claims.revision) == (appointment.appointment_id, 2)

@@ -1,5 +1,6 @@
 """The notifications service: follows appointments and meetings, sends the emails a person
-needs (confirmation, changes, cancellation, reminders), and says what it sent."""
+needs (confirmation, changes, cancellation, reminders, and the email again when they ask for
+it), and says what it sent."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from visio_runtime.service import Runtime, build_runtime, create_service_app
 from visio_shared import (
     AdvisorReassigned,
     AppointmentCancelled,
+    AppointmentLinkRequested,
     AppointmentRequested,
     AppointmentRescheduled,
     ContactCorrected,
@@ -15,7 +17,7 @@ from visio_shared import (
     MeetingReady,
 )
 
-from visio_notifications import handlers, store
+from visio_notifications import handlers, self_service, store
 from visio_notifications.deps import Clock, Deps, utc_now
 from visio_notifications.mailer import SmtpMailer
 from visio_notifications.poller import run_poller
@@ -51,6 +53,10 @@ def create_app(settings: NotificationsSettings | None = None, *, clock: Clock = 
     runtime.consumer.on(AdvisorReassigned)(appointment_changed)
     runtime.consumer.on(AppointmentCancelled)(appointment_changed)
 
+    @runtime.consumer.on(AppointmentLinkRequested)
+    async def link_requested(event: AppointmentLinkRequested) -> None:
+        await handlers.on_link_requested(deps(), event)
+
     # MeetingRescheduled and MeetingCancelled are not followed (skipped and counted): the link
     # does not change on a reschedule, and the cancellation email follows booking's own
     # AppointmentCancelled, which says by whom and why.
@@ -68,6 +74,10 @@ def create_app(settings: NotificationsSettings | None = None, *, clock: Clock = 
         # Outcomes recorded before a crash but never published go out at start.
         await handlers.publish_outcomes(deps())
 
+    async def warn_without_link_keys(_: Runtime) -> None:
+        self_service.warn_if_off(settings)
+
+    runtime.on_start.append(warn_without_link_keys)
     runtime.on_start.append(publish_leftovers)
     runtime.run_in_background(lambda: run_poller(deps()), name="notifications-poller")
     return create_service_app(runtime, title="Visio RDV notifications")

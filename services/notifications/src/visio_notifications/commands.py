@@ -8,7 +8,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from visio_shared import Device
 
-from visio_notifications.preview import CANCEL_REASONS, KINDS, sample_letter, write_preview
+from visio_notifications.preview import (
+    CANCEL_REASONS,
+    KINDS,
+    REQUEST_REASONS,
+    preview_settings,
+    sample_letter,
+    write_preview,
+)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -36,6 +43,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     preview.add_argument(
         "--offset", type=int, default=60, help="minutes before the start (reminder)"
     )
+    preview.add_argument(
+        "--request",
+        choices=REQUEST_REASONS,
+        default="resend",
+        help="what the person asked for (link_resent)",
+    )
+    preview.add_argument(
+        "--no-self-service",
+        action="store_true",
+        help="as sent without NOTIFICATIONS_LINK_KEYS: no « Gérer mon rendez-vous » links",
+    )
     preview.set_defaults(handler=preview_command)
 
 
@@ -52,7 +70,9 @@ def preview_command(args: argparse.Namespace) -> int:
         recording_authorised=not args.no_recording,
         reason=args.reason,
         reminder_offset_minutes=args.offset,
+        request_reason=args.request,
     )
-    for path in write_preview(args.out, letter, now):
+    settings = preview_settings(self_service=not args.no_self_service)
+    for path in write_preview(args.out, letter, now, settings):
         print(path)
     return 0

@@ -1,7 +1,8 @@
 """Every email, built the same way: Jinja2 templates (autoescaped HTML, hand-written text),
 CSS inlined for mail clients, headers through `email.message.EmailMessage` only, and, for the
 emails that change the person's calendar, the .ics both as a `text/calendar` alternative (what
-Outlook and Gmail act on) and as an attachment (what a person can open).
+Outlook and Gmail act on) and as an attachment (what a person can open). Every email ends with
+« Gérer mon rendez-vous » (`self_service`) when link keys are set; the .ics never carries it.
 
     multipart/mixed
       multipart/alternative
@@ -14,8 +15,9 @@ Outlook and Gmail act on) and as an attachment (what a person can open).
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
@@ -29,8 +31,8 @@ from visio_runtime import french_dates as dates
 from visio_runtime import guide
 from visio_shared import AppointmentCancelled, AppointmentRequested, Device
 
-from visio_notifications import wording
-from visio_notifications.decide import Told
+from visio_notifications import self_service, wording
+from visio_notifications.decide import LinkRequest, Told
 from visio_notifications.invitation import Method, build_invitation
 from visio_notifications.mail_policy import MAIL_POLICY
 from visio_notifications.settings import NotificationsSettings
@@ -49,6 +51,8 @@ PALETTE = {
     "alert_light": "#fdecec",
 }
 
+# The emails that change the person's calendar. Not `link_resent`: it repeats what the calendar
+# already holds, and a person who asks for the link again has the event already.
 CALENDAR_METHOD: dict[str, Method] = {
     "confirmation": "REQUEST",
     "contact_corrected": "REQUEST",
@@ -59,11 +63,18 @@ CALENDAR_METHOD: dict[str, Method] = {
 
 
 def message_id(
-    appointment_id: object, revision: int, kind: str, domain: str, offset: int | None = None
+    appointment_id: object,
+    revision: int,
+    kind: str,
+    domain: str,
+    offset: int | None = None,
+    request_id: uuid.UUID | None = None,
 ) -> str:
     """Deterministic per dispatch key, so a resend after an ambiguous SMTP failure carries the
     same id and the mailbox can tell it is the same message."""
     suffix = f"-{offset}" if offset is not None else ""
+    if request_id is not None:
+        suffix += f"-{request_id.hex}"
     return f"<{appointment_id}.r{revision}.{kind}{suffix}@{domain}>"
 
 
@@ -101,6 +112,8 @@ class Letter:
     cancellation: AppointmentCancelled | None = None
     reminder_offset_minutes: int | None = None
     link_sent_before: bool = False
+    request: LinkRequest | None = None  # link_resent: the request it answers
+    meeting_failed: bool = False  # meetings could not create the current meeting
 
 
 # --- Content --------------------------------------------------------------------------------
@@ -164,8 +177,17 @@ def context(letter: Letter, settings: NotificationsSettings, now: datetime) -> d
     day = dates.relative_day(start, now)
     reason = letter.cancellation.reason if letter.cancellation else "administrative"
     subject, preheader = _subject_and_preheader(
-        letter.kind, when=when, zone=zone_name, advisor=advisor, day=day, time=start
+        letter.kind,
+        when=when,
+        zone=zone_name,
+        advisor=advisor,
+        day=day,
+        time=start,
+        has_link=letter.join_url is not None,
+        meeting_failed=letter.meeting_failed,
     )
+    section = self_service.section(appointment, settings, cancelled=letter.kind == "cancellation")
+    where_the_link_is = {} if letter.join_url else {"where_the_link_is": wording.LINK_PENDING_WHERE}
     return {
         "w": wording,
         "colors": PALETTE,
@@ -186,7 +208,9 @@ def context(letter: Letter, settings: NotificationsSettings, now: datetime) -> d
         "appointment_subject": clean(appointment.subject),
         "join_url": letter.join_url,
         "device_note": guide.DEVICE_NOTE[device],
-        "guide_paths": guide.guide_paths(device, settings.app_store_url, settings.google_play_url),
+        "guide_paths": guide.guide_paths(
+            device, settings.app_store_url, settings.google_play_url, **where_the_link_is
+        ),
         "cgu_line": wording.CGU_LINE.format(version=appointment.consent.cgu_version),
         "cgu_url": settings.cgu_url,
         "recording": wording.RECORDING[appointment.consent.recording_authorised],
@@ -209,6 +233,18 @@ def context(letter: Letter, settings: NotificationsSettings, now: datetime) -> d
             when=dates.french_datetime(start, with_year=True), zone=zone_name
         ),
         "link_sent_before": letter.link_sent_before,
+        "link_resent_intro": wording.LINK_RESENT_INTRO[
+            letter.request.reason if letter.request else "resend"
+        ],
+        "meeting_failed": letter.meeting_failed,
+        "self_service": section,
+        "self_service_valid_until": (
+            wording.SELF_SERVICE_VALID_UNTIL.format(
+                date=dates.french_date(section.expires_at.astimezone(zone), with_year=True)
+            )
+            if section
+            else None
+        ),
         "footer": wording.FOOTER[settings.reply_to is not None],
         "logo_url": settings.logo_url,
         "start": start,
@@ -216,8 +252,28 @@ def context(letter: Letter, settings: NotificationsSettings, now: datetime) -> d
 
 
 def _subject_and_preheader(
-    kind: str, *, when: str, zone: str, advisor: str, day: str, time: datetime
+    kind: str,
+    *,
+    when: str,
+    zone: str,
+    advisor: str,
+    day: str,
+    time: datetime,
+    has_link: bool,
+    meeting_failed: bool,
 ) -> tuple[str, str]:
+    if kind == "link_resent":
+        if has_link:
+            return (
+                wording.LINK_RESENT_SUBJECT.format(when=when),
+                wording.CONFIRMATION_PREHEADER.format(when=when, zone=zone, advisor=advisor),
+            )
+        preheader = (
+            wording.UNAVAILABLE_NEXT
+            if meeting_failed
+            else wording.LINK_RESENT_PREHEADER_PENDING.format(when=when, zone=zone, advisor=advisor)
+        )
+        return wording.LINK_RESENT_SUBJECT_NO_LINK.format(when=when), preheader
     if kind in ("confirmation", "contact_corrected"):
         return (
             wording.CONFIRMATION_SUBJECT.format(when=when),
@@ -314,6 +370,7 @@ def compose(letter: Letter, settings: NotificationsSettings, *, now: datetime) -
         letter.kind,
         settings.message_id_domain,
         letter.reminder_offset_minutes,
+        letter.request.event_id if letter.request else None,
     )
     message["Auto-Submitted"] = "auto-generated"
     message["X-Auto-Response-Suppress"] = "All"
@@ -322,6 +379,7 @@ def compose(letter: Letter, settings: NotificationsSettings, *, now: datetime) -
 
     method = CALENDAR_METHOD.get(letter.kind)
     if method is not None:
+        # The join link only: the self-service links are personal, a calendar is shared.
         ics = build_invitation(
             letter.appointment,
             letter.join_url,
@@ -344,8 +402,3 @@ def compose(letter: Letter, settings: NotificationsSettings, *, now: datetime) -
     # Last: turning the message multipart moves every Content-* header into the first part.
     message["Content-Language"] = "fr"
     return message
-
-
-def appointment_over(appointment: AppointmentRequested, now: datetime) -> bool:
-    """Past its end, an email about the appointment would only confuse."""
-    return now >= appointment.start + timedelta(minutes=appointment.duration_minutes)

@@ -5,13 +5,18 @@ Deciding from state rather than from the event that just arrived makes the order
 irrelevant (the appointment and its meeting travel on two topics) and makes every decision
 safe to take twice: what was mailed is in the log, so a redelivered event, a re-emitted
 MeetingReady or the poller's retry finds nothing more to send.
+
+A person's request for the email again (AppointmentLinkRequested) is part of the state too:
+each pending request is owed one `link_resent` email, logged under the request's own id, after
+whatever the appointment's state calls for.
 """
 
 from __future__ import annotations
 
 import hashlib
+import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from visio_shared import AppointmentCancelled, AppointmentRequested, MeetingFailed, MeetingReady
 
@@ -37,6 +42,15 @@ class Told:
     start_at: datetime | None = None
     duration_minutes: int | None = None
     join_url: str | None = None
+    request_id: uuid.UUID | None = None  # link_resent: the request it answered
+
+
+@dataclass(frozen=True)
+class LinkRequest:
+    """A request for the email again, not answered yet."""
+
+    event_id: uuid.UUID
+    reason: str  # 'resend' | 'fresh_link'
 
 
 @dataclass(frozen=True)
@@ -48,6 +62,7 @@ class State:
     cancellation: AppointmentCancelled | None
     meeting: MeetingReady | MeetingFailed | None  # meetings' latest word
     history: tuple[Told, ...]  # the dispatch log, oldest first
+    link_requests: tuple[LinkRequest, ...] = ()  # pending, oldest first
 
     @property
     def current_meeting(self) -> MeetingReady | MeetingFailed | None:
@@ -72,6 +87,9 @@ class State:
             for told in self.history
         )
 
+    def answered(self, request: LinkRequest) -> bool:
+        return any(told.request_id == request.event_id for told in self.history)
+
     def last_link_email(self, *, sent_only: bool = False) -> Told | None:
         for told in reversed(self.history):
             if told.kind in LINK_KINDS and (told.status == "sent" or not sent_only):
@@ -91,10 +109,48 @@ class Owed:
     kind: str
     revision: int
     previous: Told | None = None  # what the person was told before, for « ce qui change »
+    request: LinkRequest | None = None  # link_resent: the request it answers
+
+
+def appointment_end(appointment: AppointmentRequested) -> datetime:
+    return appointment.start + timedelta(minutes=appointment.duration_minutes)
+
+
+def appointment_over(appointment: AppointmentRequested, now: datetime) -> bool:
+    """Past its end, an email about the appointment would only confuse."""
+    return now >= appointment_end(appointment)
 
 
 def owed(state: State) -> Owed | None:
-    """The email this state calls for, if any (one at a time; ask again after sending)."""
+    """The email this state calls for, if any (one at a time; ask again after sending): what
+    the appointment's state calls for first, then the link requests, oldest first."""
+    return _owed_by_appointment(state) or _owed_by_request(state)
+
+
+def unanswerable(state: State, now: datetime) -> str | None:
+    """Why the pending link requests get no email, if they get none: the appointment is not
+    known here (never was, or forgotten), cancelled, or over."""
+    if state.appointment is None:
+        return "appointment_unknown"
+    if state.cancellation is not None:
+        return "appointment_cancelled"
+    if appointment_over(state.appointment, now):
+        return "appointment_over"
+    return None
+
+
+def _owed_by_request(state: State) -> Owed | None:
+    appointment = state.appointment
+    if appointment is None or state.cancellation is not None:
+        return None
+    for request in state.link_requests:
+        if not state.answered(request):
+            # Signed for, and showing, the appointment as it stands.
+            return Owed("link_resent", appointment.revision, request=request)
+    return None
+
+
+def _owed_by_appointment(state: State) -> Owed | None:
     appointment = state.appointment
     if appointment is None:
         return None  # the meeting arrived first: wait for the appointment

@@ -15,24 +15,25 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from visio_shared import NotificationFailed, NotificationSent
+from visio_shared import MeetingFailed, NotificationFailed, NotificationSent
 
-from visio_notifications.compose import (
-    Letter,
+from visio_notifications.compose import Letter, compose, join_url_allowed, message_id
+from visio_notifications.decide import (
+    LINK_KINDS,
+    Owed,
+    State,
+    Told,
     appointment_over,
-    compose,
-    join_url_allowed,
-    message_id,
+    recipient_sha256,
 )
-from visio_notifications.decide import LINK_KINDS, Owed, State, Told, recipient_sha256
 from visio_notifications.deps import Deps
 from visio_notifications.dispatches import Dispatch
 from visio_notifications.mailer import MailRejected
 
 log = logging.getLogger(__name__)
 
-# Emails that show the join link: the link emails, and reminders.
-_SHOWS_LINK = LINK_KINDS | {"reminder"}
+# Emails that show the join link: the link emails, reminders, and the email asked for again.
+_SHOWS_LINK = LINK_KINDS | {"reminder", "link_resent"}
 
 
 def retry_delay(deps: Deps, failures: int) -> timedelta:
@@ -63,6 +64,7 @@ class Delivery:
             start_at=appointment.start,
             duration_minutes=appointment.duration_minutes,
             join_url=link.join_url if link is not None else None,
+            request_id=owed.request.event_id if owed.request is not None else None,
         )
         self.message_id = message_id(
             appointment.appointment_id,
@@ -70,6 +72,7 @@ class Delivery:
             owed.kind,
             deps.settings.message_id_domain,
             offset,
+            self.told.request_id,
         )
         self.lineage: dict[str, Any] = {
             "appointment_id": appointment.appointment_id,
@@ -119,6 +122,8 @@ class Delivery:
             cancellation=self.state.cancellation,
             reminder_offset_minutes=self.offset,
             link_sent_before=self.state.last_link_email(sent_only=True) is not None,
+            request=self.owed.request,
+            meeting_failed=isinstance(self.state.current_meeting, MeetingFailed),
         )
         try:
             await self.deps.send_mail(compose(letter, settings, now=now))

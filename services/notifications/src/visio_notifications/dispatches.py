@@ -1,7 +1,10 @@
-"""The dispatch log: one row per email decided (sent, or failed for good), unique per
-(appointment, kind, revision, reminder offset), with what it told the person, and the
-NotificationSent / NotificationFailed to publish (a small outbox: `published_at` stays null
-until Kafka has it). No address is kept, only its SHA-256.
+"""The dispatch log: one row per email decided (sent, or failed for good), with what it told
+the person, and the NotificationSent / NotificationFailed to publish (a small outbox:
+`published_at` stays null until Kafka has it). No address is kept, only its SHA-256.
+
+One row per key: (appointment, kind, revision, reminder offset), plus, for `link_resent`, the
+request it answers: a person may ask for the email again twice at the same revision, and each
+request gets its email once.
 """
 
 from __future__ import annotations
@@ -36,8 +39,10 @@ async def record(conn: asyncpg.Connection, dispatch: Dispatch) -> None:
         """
         INSERT INTO dispatches (appointment_id, revision, kind, reminder_offset_minutes,
                                 message_id, recipient_sha256, status, reason, detail, smtp_code,
-                                sent_at, device, start_at, duration_minutes, join_url, event)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16::jsonb)
+                                sent_at, device, start_at, duration_minutes, join_url, event,
+                                request_id)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16::jsonb,
+                $17)
         """,
         dispatch.appointment_id,
         told.revision,
@@ -55,6 +60,7 @@ async def record(conn: asyncpg.Connection, dispatch: Dispatch) -> None:
         told.duration_minutes,
         told.join_url,
         dispatch.event.model_dump_json(),
+        told.request_id,
     )
 
 
@@ -62,7 +68,7 @@ async def history(conn: asyncpg.Connection, appointment_id: uuid.UUID) -> tuple[
     rows = await conn.fetch(
         """
         SELECT kind, revision, status, recipient_sha256, reminder_offset_minutes, device,
-               start_at, duration_minutes, join_url
+               start_at, duration_minutes, join_url, request_id
         FROM dispatches WHERE appointment_id = $1 ORDER BY id
         """,
         appointment_id,

@@ -10,6 +10,10 @@ Two steps, two transactions, both under the per-appointment lock:
    cannot take the email now, the flag stays, pushed back, and the poller tries again later:
    an SMTP outage neither blocks the partition nor dead-letters anything.
 
+A request for the email again (AppointmentLinkRequested) goes the same way: its row and its
+marker commit together, and settling answers it with one `link_resent` email — or, if the
+appointment is unknown here, cancelled or over, with the reason none was sent.
+
 Outcome events are written with the dispatch and published after the commit (a small outbox),
 so a Kafka hiccup never loses one.
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import TypeVar
 
 import asyncpg
@@ -26,6 +31,7 @@ from visio_runtime.db import mark_processed
 from visio_runtime.errors import Transient
 from visio_shared import (
     AppointmentEvent,
+    AppointmentLinkRequested,
     AppointmentRequested,
     MeetingFailed,
     MeetingReady,
@@ -33,11 +39,17 @@ from visio_shared import (
     publish_event,
 )
 
-from visio_notifications import decide, dispatches, reminders, store
+from visio_notifications import decide, dispatches, link_requests, reminders, store
 from visio_notifications.delivery import Delivery, retry_delay
 from visio_notifications.deps import Deps
 
-__all__ = ["Deps", "on_appointment_changed", "on_appointment_requested", "on_meeting_event"]
+__all__ = [
+    "Deps",
+    "on_appointment_changed",
+    "on_appointment_requested",
+    "on_link_requested",
+    "on_meeting_event",
+]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +66,10 @@ async def on_appointment_changed(deps: Deps, event: store.AppointmentChange) -> 
 
 async def on_meeting_event(deps: Deps, event: MeetingReady | MeetingFailed) -> None:
     await _handle(deps, event, store.save_meeting)
+
+
+async def on_link_requested(deps: Deps, event: AppointmentLinkRequested) -> None:
+    await _handle(deps, event, link_requests.save)
 
 
 async def _handle(
@@ -81,17 +97,23 @@ async def _handle(
 
 
 async def settle(deps: Deps, conn: asyncpg.Connection, appointment_id: uuid.UUID) -> None:
-    """Send what the appointment's state calls for, then line its reminders up. The caller
-    holds the appointment's lock, in a transaction."""
+    """Send what the appointment's state calls for, then answer its pending link requests,
+    then line its reminders up. The caller holds the appointment's lock, in a transaction."""
     now = deps.clock()
+    state = await store.load_state(conn, appointment_id)
+    await _close_unanswerable(conn, state, appointment_id, now)
     # One email per pass: after it is logged the state may call for nothing more, or (rarely)
-    # for one more; never for an endless series, since each logged key is never owed again.
-    for _ in range(3):
+    # for one more, or one per pending link request; never for an endless series, since each
+    # logged key is never owed again.
+    for _ in range(3 + len(state.link_requests)):
         state = await store.load_state(conn, appointment_id)
         owed = decide.owed(state)
         if owed is None:
             break
-        cause = await store.settlement_cause(conn, appointment_id)
+        if owed.request is not None:
+            cause = owed.request.event_id
+        else:
+            cause = await store.settlement_cause(conn, appointment_id)
         try:
             dispatch = await Delivery(deps, state, owed, cause=cause).send(now)
         except Transient as exc:
@@ -108,9 +130,25 @@ async def settle(deps: Deps, conn: asyncpg.Connection, appointment_id: uuid.UUID
             )
             return
         await dispatches.record(conn, dispatch)
+        if owed.request is not None:
+            await link_requests.close(conn, [owed.request.event_id], dispatch.told.status, now)
     state = await store.load_state(conn, appointment_id)
     await reminders.sync(conn, state, deps.settings.reminder_offsets_minutes, now)
     await store.settled(conn, appointment_id)
+
+
+async def _close_unanswerable(
+    conn: asyncpg.Connection, state: decide.State, appointment_id: uuid.UUID, now: datetime
+) -> None:
+    """Pending link requests that will get no email: recorded with the reason, and logged
+    (ids only: the person asked, nothing more is said of them)."""
+    why = decide.unanswerable(state, now) if state.link_requests else None
+    if why is None:
+        return
+    ids = [request.event_id for request in state.link_requests]
+    await link_requests.close(conn, ids, why, now)
+    for event_id in ids:
+        log.info("link request %s of %s: no email (%s)", event_id, appointment_id, why)
 
 
 async def publish_outcomes(deps: Deps, appointment_id: uuid.UUID | None = None) -> int:

@@ -13,8 +13,8 @@ _ENCODED_TEXT = {"subject"}
 class _MailPolicy(EmailPolicy):
     """The default policy, except:
 
-    - Message-ID stays on one line (under 100 characters, far below the 998 limit): folded,
-      Python and some clients read it back with a leading space.
+    - Message-ID stays on one line (about 110 characters at most, far below the 998 limit):
+      folded, Python and some clients read it back with a leading space.
     - A long non-ASCII Subject is encoded as a run of RFC 2047 encoded words by the older
       `email.header.Header`. The default folder leaves the space before a fold outside the
       encoded words (« aujourd'hui  à ») or drops it between two of them (« décembreà »).

@@ -1,6 +1,10 @@
 """Sample emails of every kind, to look at without Kafka, a database or a relay: what
 `visio-rdv notifications preview` writes (`.eml`, `.html`, `.txt`, and `.ics` when the email
-carries one)."""
+carries one).
+
+Without NOTIFICATIONS_LINK_KEYS, the « Gérer mon rendez-vous » links are signed with a preview
+key no page accepts, so the section shows as it will be sent.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from pydantic import SecretStr
 from visio_shared import (
     OVERSEAS_CAFS,
     Advisor,
@@ -22,7 +27,7 @@ from visio_shared import (
 )
 
 from visio_notifications.compose import Letter, compose, context, render
-from visio_notifications.decide import Told, recipient_sha256
+from visio_notifications.decide import LinkRequest, Told, recipient_sha256
 from visio_notifications.settings import NotificationsSettings
 
 KINDS = (
@@ -33,8 +38,12 @@ KINDS = (
     "cancellation",
     "reminder",
     "meeting_unavailable",
+    "link_resent",
 )
 CANCEL_REASONS = ("user", "advisor", "administrative")
+REQUEST_REASONS = ("resend", "fresh_link")
+# Signs the sample's links when no key is configured: public, so no page ever accepts it.
+PREVIEW_LINK_KEYS = "preview:sample-links-no-page-accepts-this-key"
 
 SAMPLE_JOIN_URL = (
     "https://teams.microsoft.com/l/meetup-join/19%3ameeting_NzQ1YjM2ZTMtYjYxZC00ZGE4%40thread.v2/0"
@@ -88,6 +97,7 @@ def sample_letter(
     recording_authorised: bool = True,
     reason: str = "user",
     reminder_offset_minutes: int = 60,
+    request_reason: str = "resend",
 ) -> tuple[Letter, datetime]:
     """The letter of one kind for the sample appointment, and the moment it is written."""
     revision = 1 if kind in ("confirmation", "reminder", "meeting_unavailable") else 2
@@ -123,8 +133,24 @@ def sample_letter(
         cancellation=cancellation if kind == "cancellation" else None,
         reminder_offset_minutes=reminder_offset_minutes if kind == "reminder" else None,
         link_sent_before=kind != "confirmation",
+        request=(
+            LinkRequest(uuid.UUID("1b2c3d4e-5f60-4718-9a2b-3c4d5e6f7081"), request_reason)
+            if kind == "link_resent"
+            else None
+        ),
     )
     return letter, now
+
+
+def preview_settings(*, self_service: bool = True) -> NotificationsSettings:
+    """The environment's settings; with the preview key if they have none (or with no key
+    at all, to see an email as sent without one)."""
+    settings = NotificationsSettings()
+    if not self_service:
+        return settings.model_copy(update={"link_keys": None})
+    if settings.link_keys is None:
+        return settings.model_copy(update={"link_keys": SecretStr(PREVIEW_LINK_KEYS)})
+    return settings
 
 
 def write_preview(
@@ -134,7 +160,7 @@ def write_preview(
     settings: NotificationsSettings | None = None,
 ) -> list[Path]:
     """Write `<kind>.eml`, `.html`, `.txt` and, if the email has one, `.ics`."""
-    settings = settings or NotificationsSettings()
+    settings = settings or preview_settings()
     message = compose(letter, settings, now=now)
     text, html = render(letter, context(letter, settings, now))
     out_dir.mkdir(parents=True, exist_ok=True)

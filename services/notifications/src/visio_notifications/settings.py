@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
-from visio_runtime.settings import ServiceSettings
+from visio_runtime import guide
+from visio_runtime.settings import LinkSettings, ServiceSettings
 
 TEAMS_JOIN_URL_PREFIXES = (
     "https://teams.microsoft.com/l/meetup-join/",
     "https://teams.microsoft.com/meet/",
 )
 
+# A page's public address goes into emails as is: only characters that never need escaping.
+_PLAIN_URL = re.compile(r"[A-Za-z0-9\-._~:/%]+")
 
-class NotificationsSettings(ServiceSettings):
+
+class NotificationsSettings(ServiceSettings, LinkSettings):
     model_config = SettingsConfigDict(env_prefix="NOTIFICATIONS_", extra="ignore")
 
     http_port: int = 8082
@@ -55,8 +61,19 @@ class NotificationsSettings(ServiceSettings):
     teams_url_allowlist: list[str] = Field(default_factory=lambda: list(TEAMS_JOIN_URL_PREFIXES))
 
     # Where to get Microsoft Teams (guide, step 01)
-    app_store_url: str = "https://apps.apple.com/fr/app/microsoft-teams/id1113153706"
-    google_play_url: str = "https://play.google.com/store/apps/details?id=com.microsoft.teams"
+    app_store_url: str = guide.APP_STORE_URL
+    google_play_url: str = guide.GOOGLE_PLAY_URL
+
+    # The self-service pages every email links to (`link_keys`, from LinkSettings, signs the
+    # links; unset, the emails carry none): booking serves « Mon rendez-vous », consent
+    # « Enregistrement » and « Mes consentements ».
+    booking_public_url: str = "http://127.0.0.1:8080"
+    consent_public_url: str = "http://127.0.0.1:8083"
+    link_valid_days_after_appointment: int = Field(
+        default=30,
+        ge=0,
+        description="A link in an email stops working this many days after the appointment's end.",
+    )
 
     # Reminders: minutes before the start (default 48 h and 1 h), and how often the poller
     # looks for what is due (reminders, and emails the relay could not take earlier).
@@ -66,6 +83,25 @@ class NotificationsSettings(ServiceSettings):
     # Personal data (names, addresses) is kept this long after the appointment, then deleted;
     # the dispatch log, which holds none, stays as the record of what was sent.
     retention_days: float = Field(default=90, gt=0)
+
+    @field_validator("booking_public_url", "consent_public_url")
+    @classmethod
+    def _plain_public_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not one
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.username is not None
+            or parts.query
+            or parts.fragment
+            or not _PLAIN_URL.fullmatch(value)
+        ):
+            raise ValueError(
+                "a public URL is http(s)://host[:port][/path]: no credentials, query or "
+                "fragment, and no character that would need escaping"
+            )
+        return value.rstrip("/")
 
     @model_validator(mode="after")
     def _refuse_credentials_in_clear(self) -> NotificationsSettings:

@@ -26,7 +26,7 @@ from visio_shared import (
     MeetingReady,
 )
 
-from visio_notifications import dispatches
+from visio_notifications import dispatches, link_requests
 from visio_notifications.decide import State
 
 SCHEMA = SchemaSpec(schema="notifications", sql_dir=Path(__file__).parent / "migrations")
@@ -197,6 +197,7 @@ async def load_state(conn: asyncpg.Connection, appointment_id: uuid.UUID) -> Sta
         ),
         meeting=meeting,
         history=await dispatches.history(conn, appointment_id),
+        link_requests=await link_requests.pending(conn, appointment_id),
     )
 
 

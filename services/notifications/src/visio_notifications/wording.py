@@ -32,6 +32,7 @@ from visio_runtime.guide import (
     STEPS_TITLE as STEPS_TITLE,
 )
 from visio_shared import Device
+from visio_shared.links import LinkPurpose
 
 # --- The confirmation email ---------------------------------------------------------------
 
@@ -208,3 +209,39 @@ UNAVAILABLE_NEXT = (
     "Votre Caf vous contactera pour convenir de la suite. Vous n'avez rien à faire d'ici là."
 )
 UNAVAILABLE_OLD_LINK = "N'utilisez pas le lien reçu dans un message précédent."
+
+# --- « Gérer mon rendez-vous »: the self-service links of every email ----------------------
+
+SELF_SERVICE_TITLE = "Gérer mon rendez-vous"
+SELF_SERVICE_INTRO = "Ces liens sont personnels : ne les transférez pas."
+SELF_SERVICE_VALID_UNTIL = "Ils fonctionnent jusqu'au {date}."
+SELF_SERVICE_PAGES = {
+    LinkPurpose.MANAGE: ("Mon rendez-vous", "Voir, annuler ou recevoir à nouveau le lien"),
+    LinkPurpose.RECORDING: ("Enregistrement", "Mon choix sur l'enregistrement de l'entretien"),
+    LinkPurpose.CONSENTS: ("Mes consentements", "Mes consentements et leurs preuves"),
+}
+SELF_SERVICE_MANAGE_CANCELLED = "Voir mon rendez-vous annulé"
+
+# --- Link resent: the person asked for the email again --------------------------------------
+
+LINK_RESENT_SUBJECT = "Le lien de votre rendez-vous visio avec la Caf le {when}"
+LINK_RESENT_SUBJECT_NO_LINK = "Votre rendez-vous visio avec la Caf le {when}"
+LINK_RESENT_PREHEADER_PENDING = (
+    "Le {when} ({zone}), avec {advisor}. Le lien vous sera envoyé dès qu'il sera prêt."
+)
+LINK_RESENT_INTRO = {
+    "resend": (
+        "Comme vous l'avez demandé, voici à nouveau les informations de votre rendez-vous "
+        "visio avec la Caf."
+    ),
+    "fresh_link": (
+        "Comme vous l'avez demandé, voici de nouveaux liens personnels pour votre rendez-vous "
+        "visio avec la Caf."
+    ),
+}
+LINK_PENDING = (
+    "Le lien pour rejoindre le rendez-vous n'est pas encore prêt. Nous vous l'enverrons par "
+    "email dès qu'il le sera."
+)
+# Where step 03 of the guide finds the link when this email does not carry it yet.
+LINK_PENDING_WHERE = "que vous recevrez par email"

@@ -1,0 +1,55 @@
+"""The person's requests for the email again (AppointmentLinkRequested, from booking's pages):
+one row per request, pending until it is answered — by a `link_resent` email (its dispatch
+names the request) or by the reason none was sent. No personal data: ids, the reason given,
+and what became of it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import asyncpg
+from visio_shared import AppointmentLinkRequested
+
+from visio_notifications.decide import LinkRequest
+
+
+async def save(conn: asyncpg.Connection, event: AppointmentLinkRequested) -> None:
+    await conn.execute(
+        """
+        INSERT INTO link_requests (event_id, appointment_id, revision, reason, requested_at)
+        VALUES ($1, $2, $3, $4, $5)
+        ON CONFLICT (event_id) DO NOTHING
+        """,
+        event.event_id,
+        event.appointment_id,
+        event.revision,
+        event.reason,
+        event.occurred_at,
+    )
+
+
+async def pending(conn: asyncpg.Connection, appointment_id: uuid.UUID) -> tuple[LinkRequest, ...]:
+    rows = await conn.fetch(
+        """
+        SELECT event_id, reason FROM link_requests
+        WHERE appointment_id = $1 AND outcome IS NULL
+        ORDER BY requested_at, event_id
+        """,
+        appointment_id,
+    )
+    return tuple(LinkRequest(**dict(row)) for row in rows)
+
+
+async def close(
+    conn: asyncpg.Connection, event_ids: list[uuid.UUID], outcome: str, now: datetime
+) -> None:
+    """Answered: 'sent' or 'failed' (the dispatch says more), or why no email was sent."""
+    await conn.execute(
+        "UPDATE link_requests SET outcome = $2, decided_at = $3 "
+        "WHERE event_id = ANY($1::uuid[]) AND outcome IS NULL",
+        event_ids,
+        outcome,
+        now,
+    )
