@@ -151,12 +151,14 @@ def cancelled(appointment_id: uuid.UUID, revision: int) -> AppointmentCancelled:
     )
 
 
+@pytest.mark.parametrize("concurrency", [1, 16], ids=["one-at-a-time", "lanes"])
 async def test_a_held_back_event_is_not_overtaken_while_other_partitions_flow(
-    kafka_bootstrap: str,
+    kafka_bootstrap: str, concurrency: int
 ) -> None:
     # Many short retries: the held event waits for as long as the test needs, never in place.
     settings = settings_for(
         kafka_bootstrap,
+        consumer_concurrency=concurrency,
         topic_partitions=2,
         retry_attempts=1000,
         retry_initial_delay_s=0.02,

@@ -21,6 +21,9 @@ class MeetingsSettings(ServiceSettings):
     database_url: SecretStr = SecretStr(
         "postgresql://visio_meetings:visio_meetings@127.0.0.1:5432/visio"
     )
+    # A handling keeps its connection (and the appointment's lock) across its Graph calls, so
+    # the pool, not the consumer, would bound how many appointments are in the making at once.
+    database_pool_max: int = 20
 
     # Microsoft Graph
     graph_base_url: str = "https://graph.microsoft.com/v1.0"

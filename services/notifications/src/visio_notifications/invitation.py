@@ -9,7 +9,8 @@ the only attendee, with RSVP=FALSE (nobody waits for an answer).
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import functools
+from datetime import date, datetime, timedelta
 from email.headerregistry import Address
 from typing import Literal
 
@@ -87,11 +88,20 @@ def build_invitation(
         alarm.add("trigger", -ALARM_BEFORE)
         alarm.add("description", wording.ICS_ALARM)
         event.add_component(alarm)
+    zone = getattr(start.tzinfo, "key", None)
+    if zone is not None:
+        calendar.add_component(_vtimezone(zone, start.year - 1, end.year + 1))
     calendar.add_component(event)
-    # Only the transitions around the appointment: a VTIMEZONE from 1970 would be kilobytes.
-    calendar.add_missing_timezones(
-        first_date=start.date() - timedelta(days=366),
-        last_date=end.date() + timedelta(days=366),
-    )
+    calendar.add_missing_timezones()  # any other zone (none today): computed, not cached
     ical: bytes = calendar.to_ical()
     return ical
+
+
+@functools.lru_cache(maxsize=64)
+def _vtimezone(zone: str, first_year: int, last_year: int) -> icalendar.Timezone:
+    """The zone's VTIMEZONE with only the transitions of the years around the appointment (one
+    from 1970 would be kilobytes). Working the transitions out is the costliest part of an
+    email, so each (zone, years) is computed once; the component is only ever read."""
+    return icalendar.Timezone.from_tzid(
+        zone, first_date=date(first_year, 1, 1), last_date=date(last_year, 12, 31)
+    )

@@ -32,6 +32,7 @@ from faststream.middlewares import AckPolicy
 from visio_shared import Envelope, Headers, Topics
 
 from visio_runtime.errors import Poison, Transient, classify
+from visio_runtime.lanes import Lanes
 from visio_runtime.logs import log_context
 from visio_runtime.metrics import ConsumerMetrics, Metrics, event_type_label
 from visio_runtime.settings import ServiceSettings
@@ -81,6 +82,9 @@ class EventConsumer:
         self.topics = Topics(settings.topic_prefix)
         self._handlers: dict[str, tuple[type[Envelope], Handler]] = {}
         self._sleep = sleep
+        # Set by `subscribe` when settings.consumer_concurrency > 1 (see visio_runtime.lanes).
+        self._lanes: Lanes | None = None
+        self._stopping = False
         # Per partition: the held message's offset and its failures (one held at a time).
         self._held: dict[TopicPartition, tuple[int, Failure]] = {}
         self._count = ConsumerMetrics(metrics)
@@ -104,12 +108,25 @@ class EventConsumer:
 
     def subscribe(self, *topics: str) -> None:
         """Attach to the broker: group `<prefix>.<service>`, from the earliest offset, and the
-        offset committed only after the message is handled or dead-lettered."""
+        offset committed only after the message is handled or dead-lettered.
+
+        With `consumer_concurrency` > 1, records of different appointments are handled side by
+        side and the lanes commit each partition's watermark themselves (visio_runtime.lanes);
+        with 1, one record at a time, FastStream committing after each."""
+        concurrency = self.settings.consumer_concurrency
+        if concurrency > 1:
+            self._lanes = Lanes(
+                self.attempt,
+                is_retry=lambda outcome: isinstance(outcome, RetryLater),
+                on_error=self._could_not_dead_letter,
+                limit=concurrency,
+                sleep=self._sleep,
+            )
         self.broker.subscriber(
             *topics,
             group_id=self.topics.group(self.service),
             auto_offset_reset="earliest",
-            ack_policy=AckPolicy.NACK_ON_ERROR,
+            ack_policy=AckPolicy.MANUAL if self._lanes else AckPolicy.NACK_ON_ERROR,
             max_poll_interval_ms=self.settings.max_poll_interval_ms,
             title=f"{self.service}:{','.join(topics)}",
         )(self.consume)
@@ -219,6 +236,10 @@ class EventConsumer:
         rewind and hand the same message straight back, a hot loop."""
         record, consumer = msg.raw_message, msg.consumer
         assert isinstance(record, ConsumerRecord)
+        if self._lanes is not None and isinstance(consumer, AIOKafkaConsumer):
+            if not self._stopping:  # stopping: left uncommitted, so the next owner has it
+                await self._lanes.dispatch(record, consumer)
+            return
         if not isinstance(consumer, AIOKafkaConsumer):
             # FastStream's TestKafkaBroker: no partition to pause, so wait in place.
             await self.process(record)
@@ -229,14 +250,30 @@ class EventConsumer:
         try:
             outcome = await self.attempt(record, failure)
         except Exception:
-            # Dead-lettering itself failed (the broker is away): hold on and try later.
-            log.exception("%s: could not dead-letter; holding the partition", self.service)
-            outcome = RetryLater(
-                self.settings.retry_max_delay_s, failure or Failure(0, first_failed_at=_now())
-            )
+            outcome = self._could_not_dead_letter(record, failure)
         if isinstance(outcome, RetryLater):
             self._held[tp] = (record.offset, outcome.failure)
             self._hold(consumer, tp, record.offset, outcome.delay)
+
+    def _could_not_dead_letter(
+        self, _record: ConsumerRecord[Any, Any], failure: Failure | None
+    ) -> RetryLater:
+        # Dead-lettering itself failed (the broker is away): hold on and try later.
+        log.exception("%s: could not dead-letter; holding the record", self.service)
+        return RetryLater(
+            self.settings.retry_max_delay_s, failure or Failure(0, first_failed_at=_now())
+        )
+
+    async def commit_now(self) -> None:
+        """Commit what the lanes have finished, without waiting for their next flush."""
+        if self._lanes is not None:
+            await self._lanes.flush()
+
+    async def drain(self, timeout_s: float = 10.0) -> None:
+        """On shutdown: take no new record, let those in flight finish, commit."""
+        self._stopping = True
+        if self._lanes is not None:
+            await self._lanes.drain(timeout_s)
 
     def _hold(
         self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int, delay: float
@@ -329,6 +366,8 @@ class EventConsumer:
             return {"state": "none"}
         assigned = [tp for consumer in self._consumers() for tp in consumer.assignment()]
         held = sum(len(consumer.paused()) for consumer in self._consumers())
+        if self._lanes is not None:
+            held += self._lanes.waiting_to_retry
         return {
             "state": "assigned" if assigned else "waiting",
             "partitions": len(assigned),
@@ -354,6 +393,8 @@ class EventConsumer:
                     continue
                 lag = max(end - position, 0)
                 self._count.lag.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
+        if self._lanes is not None:
+            held += self._lanes.waiting_to_retry
         self._count.assigned.set(assigned)
         self._count.held.set(held)
 

@@ -70,6 +70,10 @@ def make_broker(
         security=kafka_security(settings),
         graceful_timeout=10.0,
         logger=logging.getLogger(f"visio.{client_id}.kafka"),
+        # FastStream's « Received » / « Processed » line for every message: DEBUG, not INFO.
+        # Two JSON lines per event in every service cost more than the event's own handling
+        # in some of them (bench profile); failures are logged by the consumer at WARNING+.
+        log_level=logging.DEBUG,
         middlewares=tuple(middlewares),
     )
 

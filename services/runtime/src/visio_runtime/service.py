@@ -112,6 +112,7 @@ def create_service_app(runtime: Runtime, title: str, **fastapi_kwargs: Any) -> F
             for task in runtime.background:
                 task.cancel()
             await asyncio.gather(*runtime.background, return_exceptions=True)
+            await runtime.consumer.drain()
             for hook in runtime.on_stop:
                 await hook(runtime)
             await runtime.broker.stop()

@@ -36,6 +36,9 @@ class ServiceSettings(BaseSettings):
 
     # Retry of transient failures: the partition is paused (never slept on) between attempts,
     # so the delays may grow past max.poll.interval.ms without the consumer leaving its group.
+    # Records handled at once by a service's consumer, across appointments; each appointment's
+    # events stay in order (visio_runtime.lanes). 1: one at a time.
+    consumer_concurrency: int = Field(default=16, ge=1)
     retry_attempts: int = 5
     retry_initial_delay_s: float = 0.2
     retry_max_delay_s: float = 5.0

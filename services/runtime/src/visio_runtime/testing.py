@@ -71,4 +71,5 @@ async def running(runtime: Runtime, within: float = 60.0) -> AsyncIterator[Runti
         )
         yield runtime
     finally:
+        await runtime.consumer.drain()
         await runtime.broker.stop()
