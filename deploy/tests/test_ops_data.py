@@ -97,7 +97,20 @@ async def copy_to_notifications(conn: asyncpg.Connection, start: datetime) -> uu
         appointment_id,
         start,
     )
+    await ask_link_again(conn, appointment_id, start + timedelta(days=5))
     return appointment_id
+
+
+async def ask_link_again(
+    conn: asyncpg.Connection, appointment_id: uuid.UUID, requested_at: datetime
+) -> None:
+    await conn.execute(
+        "INSERT INTO notifications.link_requests (event_id, appointment_id, revision, reason,"
+        " requested_at, outcome, decided_at) VALUES ($1, $2, 1, 'fresh_link', $3, 'sent', $3)",
+        uuid.uuid4(),
+        appointment_id,
+        requested_at,
+    )
 
 
 async def ids(conn: asyncpg.Connection, table: str) -> set[uuid.UUID]:
@@ -126,6 +139,10 @@ async def test_purge_removes_what_expired_and_nothing_else(
         )
         notified_old = await copy_to_notifications(conn, LONG_AGO)
         notified_recent = await copy_to_notifications(conn, RECENTLY)
+        # Requests for appointments notifications never knew (or forgot): by their age.
+        unknown_old, unknown_recent = uuid.uuid4(), uuid.uuid4()
+        await ask_link_again(conn, unknown_old, LONG_AGO)
+        await ask_link_again(conn, unknown_recent, RECENTLY)
     finally:
         await conn.close()
     mail = tmp_path / "mail"
@@ -149,6 +166,7 @@ async def test_purge_removes_what_expired_and_nothing_else(
     assert removed["booking.outbox"] == 1
     for table in ("appointments", "meetings", "dispatches", "reminders"):
         assert removed[f"notifications.{table}"] == 1
+    assert removed["notifications.link_requests"] == 2
     conn = await asyncpg.connect(db)
     try:
         assert await ids(conn, "booking.appointments") == {recent, future}
@@ -157,6 +175,7 @@ async def test_purge_removes_what_expired_and_nothing_else(
         assert await conn.fetchval("SELECT count(*) FROM booking.api_keys") == 1
         for table in ("appointments", "meetings", "dispatches", "reminders"):
             assert await ids(conn, f"notifications.{table}") == {notified_recent}
+        assert await ids(conn, "notifications.link_requests") == {notified_recent, unknown_recent}
         assert notified_old not in await ids(conn, "notifications.appointments")
         assert old not in await ids(conn, "booking.appointments")
     finally:

@@ -360,6 +360,57 @@ async def test_a_link_of_any_page_leads_to_a_fresh_one(site: Any) -> None:
     assert "Ce lien n'est pas valide" in broken.text
 
 
+@pytest.mark.parametrize(
+    ("when", "says"),
+    [
+        ("upcoming", None),
+        ("past", "Ce rendez-vous est passé."),
+        ("cancelled", "Ce rendez-vous a été annulé."),
+    ],
+)
+async def test_a_fresh_link_after_the_appointment_says_it_brings_the_consents(
+    site: Any, when: str, says: str | None
+) -> None:
+    # What notifications sends then: « Mes consentements » alone (its decide.consents_only).
+    appointment_id = await book(site)
+    await confirm(site, appointment_id)
+    if when == "past":
+        await site.sql(
+            "UPDATE appointments SET start_at = now() - interval '40 days' "
+            "WHERE appointment_id = $1",
+            uuid.UUID(appointment_id),
+        )
+    elif when == "cancelled":
+        await site.sql(
+            "UPDATE appointments SET status = 'cancelled', cancelled_at = now(), "
+            "status_reason = 'user', revision = revision + 1 WHERE appointment_id = $1",
+            uuid.UUID(appointment_id),
+        )
+    token = link(appointment_id, purpose=LinkPurpose.CONSENTS, expires_in=timedelta(days=-1))
+    page = await site.client.get("/nouveau-lien", params={"lien": token})
+    sent = await site.client.post(
+        "/nouveau-lien", data={"lien": token, "jeton": jeton(page, "/nouveau-lien")}
+    )
+
+    assert page.status_code == sent.status_code == 200
+    before, after = said(page), said(sent)
+    if says is None:
+        assert "de nouveaux liens vers votre rendez-vous" in before
+        assert "Un message avec un nouveau lien vient d'être envoyé" in after
+        assert "Mes consentements" not in before + after
+    else:
+        assert f"{says} Nous vous envoyons un message avec un lien vers « Mes consentements »" in (
+            before
+        )
+        assert (
+            f"{says} Un message avec un lien vers « Mes consentements » vient d'être envoyé"
+            in after
+        )
+        assert "leurs preuves" in after and "nouveaux liens" not in before
+    fresh = await events(site, appointment_id, "AppointmentLinkRequested")
+    assert [event["reason"] for event in fresh] == ["fresh_link"]
+
+
 async def test_a_fresh_link_by_address_answers_alike_and_is_limited(site: Any) -> None:
     email = address()
     upcoming = await book(site, email=email)

@@ -183,12 +183,18 @@ class Make:
         )
 
     def link_requested(
-        self, appointment: AppointmentRequested, revision: int | None = None, reason: str = "resend"
+        self,
+        appointment: AppointmentRequested,
+        revision: int | None = None,
+        reason: str = "resend",
+        at: datetime | None = None,
     ) -> AppointmentLinkRequested:
-        """What booking publishes when the person clicks « Recevoir à nouveau le lien »."""
+        """What booking publishes when the person clicks « Recevoir à nouveau le lien » (or, as
+        'fresh_link', « Recevoir un nouveau lien »), asked `at` that moment."""
         return AppointmentLinkRequested(
             **self._lineage(appointment, appointment.revision if revision is None else revision),
             reason=cast(Any, reason),
+            **({} if at is None else {"occurred_at": at}),
         )
 
 

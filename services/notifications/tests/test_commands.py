@@ -91,6 +91,17 @@ def test_the_links_section_is_shown_signed_with_the_preview_key(tmp_path) -> Non
     assert (claims.purpose, claims.key_id) == (LinkPurpose.MANAGE, "preview")
 
 
+@pytest.mark.parametrize(
+    ("ended", "said"), [("over", "est passé."), ("cancelled", "a été annulé.")]
+)
+def test_a_fresh_link_after_the_appointment_is_previewed(tmp_path, ended, said) -> None:
+    assert _preview("--kind", "link_resent", "--ended", ended, "--out", str(tmp_path)) == 0
+    text = (tmp_path / "link_resent.txt").read_text()
+    assert said in text and "GÉRER MON RENDEZ-VOUS" not in text
+    [url] = re.findall(r"http://127\.0\.0\.1:\d+/\S+", text)
+    assert "/mes-consentements/" in url and "teams.microsoft.com" not in text
+
+
 def test_without_self_service_the_email_as_sent_without_keys(tmp_path) -> None:
     assert _preview("--no-self-service", "--out", str(tmp_path)) == 0
     text = (tmp_path / "confirmation.txt").read_text()

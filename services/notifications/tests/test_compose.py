@@ -13,9 +13,10 @@ from email import policy
 from typing import Any
 
 import pytest
-from visio_notifications.compose import PALETTE, Letter, compose, join_url_allowed
+from visio_notifications.compose import PALETTE, Letter, compose
 from visio_notifications.decide import LinkRequest, Told, recipient_sha256
 from visio_notifications.mailer import redact
+from visio_runtime.teams import join_url_allowed
 from visio_shared import Device
 
 NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
@@ -30,7 +31,7 @@ KINDS = (
     "meeting_unavailable",
     "link_resent",
 )
-REQUEST = LinkRequest(uuid.UUID("1b2c3d4e-5f60-4718-9a2b-3c4d5e6f7081"), "resend")
+REQUEST = LinkRequest(uuid.UUID("1b2c3d4e-5f60-4718-9a2b-3c4d5e6f7081"), "resend", NOW)
 CALENDAR_KINDS = {"confirmation", "rescheduled", "contact_corrected", "advisor_changed"}
 JOIN_URL = "https://teams.microsoft.com/l/meetup-join/19%3ameeting_abc%40thread.v2/0?context=%7b%7d"
 OLD_URL = "https://teams.microsoft.com/l/meetup-join/19%3ameeting_old%40thread.v2/0"
@@ -451,6 +452,7 @@ def test_teams_urls_are_allowed(url, settings) -> None:
         "https://teams.microsoft.com/l/chat/abc",
         "javascript:alert(1)//https://teams.microsoft.com/l/meetup-join/",
         "https://teams.microsoft.com/l/meetup-join/a b",
+        "",
     ],
 )
 def test_other_urls_are_not(url, settings) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from visio_notifications.decide import (
@@ -12,12 +12,18 @@ from visio_notifications.decide import (
     Owed,
     State,
     Told,
+    consents_only,
     owed,
     recipient_sha256,
     unanswerable,
 )
 
 NEW_URL = "https://teams.microsoft.com/meet/2647813459?p=NewAdvisorLink"
+ASKED_AT = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+
+
+def _request(reason: str = "resend") -> LinkRequest:
+    return LinkRequest(uuid.uuid4(), reason, ASKED_AT)
 
 
 @pytest.fixture
@@ -147,7 +153,7 @@ def test_up_to_date_means_told_the_current_time_and_link(story) -> None:
 
 def test_each_request_is_owed_one_email_after_what_the_state_calls_for(story) -> None:
     appointment, meeting, told = story
-    first, second = LinkRequest(uuid.uuid4(), "resend"), LinkRequest(uuid.uuid4(), "fresh_link")
+    first, second = _request("resend"), _request("fresh_link")
     # The confirmation first, then the requests, oldest first.
     assert owed(_state(appointment, meeting, requests=[first])) == Owed("confirmation", 1)
     state = _state(appointment, meeting, [told], requests=[first, second])
@@ -161,7 +167,7 @@ def test_each_request_is_owed_one_email_after_what_the_state_calls_for(story) ->
 
 def test_a_request_before_the_meeting_is_ready_is_still_answered(story) -> None:
     appointment, _, _ = story
-    request = LinkRequest(uuid.uuid4(), "resend")
+    request = _request("resend")
     assert owed(_state(appointment, None, requests=[request])) == Owed(
         "link_resent", 1, request=request
     )
@@ -181,23 +187,59 @@ def test_a_request_never_changes_what_the_state_calls_for(story) -> None:
 
 def test_why_a_request_gets_no_email(story, make) -> None:
     appointment, meeting, told = story
-    request = LinkRequest(uuid.uuid4(), "resend")
+    request = _request("resend")
     before = appointment.start - timedelta(days=1)
-    assert unanswerable(_state(appointment, meeting, [told], requests=[request]), before) is None
-    assert unanswerable(_state(None, meeting, requests=[request]), before) == (
+    assert (
+        unanswerable(_state(appointment, meeting, [told], requests=[request]), request, before)
+        is None
+    )
+    assert unanswerable(_state(None, meeting, requests=[request]), request, before) == (
         "appointment_unknown"
     )
     cancelled = _state(
         appointment, meeting, [told], make.cancelled(appointment, 2), requests=[request]
     )
-    assert unanswerable(cancelled, before) == "appointment_cancelled"
+    assert unanswerable(cancelled, request, before) == "appointment_cancelled"
     assert (
         owed(replace(cancelled, history=(told, replace(told, kind="cancellation", revision=2))))
         is None
     )
     during = appointment.start + timedelta(minutes=10)  # lost the link mid-appointment: sent
-    assert unanswerable(_state(appointment, meeting, [told], requests=[request]), during) is None
+    state = _state(appointment, meeting, [told], requests=[request])
+    assert unanswerable(state, request, during) is None
+    assert consents_only(state, request, during) is None
     after = appointment.start + timedelta(minutes=appointment.duration_minutes)
-    assert unanswerable(_state(appointment, meeting, [told], requests=[request]), after) == (
-        "appointment_over"
+    assert unanswerable(state, request, after) == "appointment_over"
+
+
+def test_a_fresh_link_after_the_appointment_carries_the_consents_alone(story, make) -> None:
+    appointment, meeting, told = story
+    request = _request("fresh_link")
+    state = _state(appointment, meeting, [told], requests=[request])
+    before = appointment.start - timedelta(days=1)
+    during = appointment.start + timedelta(minutes=10)
+    after = appointment.start + timedelta(days=200)
+    assert [consents_only(state, request, now) for now in (before, during, after)] == [
+        None,
+        None,
+        "over",
+    ]
+    assert unanswerable(state, request, after) is None
+    assert owed(state) == Owed("link_resent", 1, request=request)
+
+    said = replace(told, kind="cancellation", revision=2)
+    cancelled = _state(
+        appointment.model_copy(update={"revision": 2}),
+        meeting,
+        [told, said],
+        make.cancelled(appointment, 2),
+        requests=[request],
+    )
+    assert unanswerable(cancelled, request, before) is None
+    assert consents_only(cancelled, request, before) == "cancelled"
+    # Signed for the appointment as it stands: the cancellation's revision.
+    assert owed(cancelled) == Owed("link_resent", 2, request=request)
+    # Unknown here (never, or forgotten past its retention): nobody to write to.
+    assert unanswerable(_state(None, meeting, requests=[request]), request, after) == (
+        "appointment_unknown"
     )

@@ -1,7 +1,8 @@
 """« Recevoir à nouveau le lien » on real parts — PostgreSQL with the service's migrations and
 role, the SMTP sink through the real mailer — with Kafka faked: one email per request, however
-often the request is delivered; none for an appointment cancelled, unknown or over, with the
-reason recorded."""
+often the request is delivered; for the email again, none for an appointment cancelled, unknown
+or over, with the reason recorded; for a fresh link after the appointment (over or cancelled),
+« Mes consentements » alone, signed from the request on."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from visio_notifications.handlers import (
 )
 from visio_notifications.poller import poll_once
 from visio_shared import NotificationSent
-from visio_shared.links import LinkPurpose, read_link
+from visio_shared.links import ExpiredLink, LinkPurpose, read_link
 
 
 async def _booked(deps, make, **fields):
@@ -149,7 +150,7 @@ async def test_an_unknown_appointment_gets_nothing_and_the_reason_is_kept(
     assert processed == 1  # handled for good, not retried
 
 
-async def test_an_appointment_over_gets_nothing_and_the_reason_is_kept(
+async def test_the_email_again_for_an_appointment_over_is_not_sent_and_why_is_kept(
     deps, make, mailbox, publisher, clock
 ) -> None:
     appointment, _ = await _booked(deps, make)
@@ -224,3 +225,89 @@ async def test_a_request_still_pending_when_the_appointment_is_cancelled_is_drop
     assert await _outcome(deps, request) == "appointment_cancelled"
     await poll_once(deps)
     assert _resent(mailbox, appointment) == []
+
+
+_PAGE = re.compile(r"https://(?:rdv|consentement)\.caf\.example/\S+")
+
+
+async def test_a_fresh_link_after_the_appointment_sends_the_consents_link_alone(
+    deps, make, mailbox, publisher, parts, link_keys, clock
+) -> None:
+    appointment, meeting = await _booked(deps, make)
+    # Six weeks on: the links of every email expired with the appointment's end + 30 days.
+    clock.set(appointment.start + timedelta(days=42))
+    request = make.link_requested(appointment, reason="fresh_link", at=clock.now)
+    await on_link_requested(deps, request)
+    await on_link_requested(deps, request)  # redelivered: still one email
+
+    [message] = _resent(mailbox, appointment)
+    assert message["Subject"].startswith("Vos consentements pour votre rendez-vous visio")
+    text, body = parts.text(message), parts.html(message)
+    assert "Votre rendez-vous visio avec la Caf du jeudi 3 décembre 2026 à 10 h 00" in text
+    assert "est passé." in text
+    [url] = _PAGE.findall(text)
+    assert url.startswith("https://consentement.caf.example/mes-consentements/")
+    token = url.rsplit("/", 1)[1]
+    claims = read_link(link_keys, token, LinkPurpose.CONSENTS, now=clock.now)
+    assert (claims.appointment_id, claims.revision) == (appointment.appointment_id, 1)
+    assert claims.expires_at == request.occurred_at.replace(microsecond=0) + timedelta(days=30)
+    with pytest.raises(ExpiredLink):
+        read_link(link_keys, token, LinkPurpose.CONSENTS, now=clock.now + timedelta(days=31))
+    for part in (text, body):
+        assert meeting.join_url not in part and "teams.microsoft.com" not in part
+        assert "/mon-rendez-vous/" not in part and "/enregistrement/" not in part
+
+    assert await _outcome(deps, request) == "sent"
+    [row] = await deps.pool.fetch(
+        "SELECT join_url, status FROM dispatches WHERE request_id = $1", request.event_id
+    )
+    assert (row["join_url"], row["status"]) == (None, "sent")  # the log: no join link told
+    events = publisher.events(appointment.appointment_id)
+    assert [(e.event_type, e.kind) for e in events] == [
+        ("NotificationSent", "confirmation"),
+        ("NotificationSent", "link_resent"),
+    ]
+    assert events[-1].causation_id == request.event_id
+
+
+async def test_a_fresh_link_for_a_cancelled_appointment_sends_the_consents_link_alone(
+    deps, make, mailbox, parts, link_keys, clock
+) -> None:
+    appointment, _ = await _booked(deps, make)
+    await on_appointment_changed(deps, make.cancelled(appointment, 2))
+    clock.advance(days=1)  # before the appointment's time: cancelled is over all the same
+    resend = make.link_requested(appointment, revision=2, at=clock.now)
+    fresh = make.link_requested(appointment, revision=2, reason="fresh_link", at=clock.now)
+    await on_link_requested(deps, resend)
+    await on_link_requested(deps, fresh)
+
+    assert mailbox.keys(appointment.appointment_id) == [
+        "r1.confirmation",
+        "r2.cancellation",
+        f"r2.link_resent-{fresh.event_id.hex}",
+    ]
+    text = parts.text(_resent(mailbox, appointment)[0])
+    assert "a été annulé." in text and "teams.microsoft.com" not in text
+    [url] = _PAGE.findall(text)
+    claims = read_link(link_keys, url.rsplit("/", 1)[1], LinkPurpose.CONSENTS, now=clock.now)
+    assert claims.revision == 2  # the cancellation's, which consent knows
+    assert [await _outcome(deps, r) for r in (resend, fresh)] == ["appointment_cancelled", "sent"]
+
+
+async def test_without_link_keys_a_fresh_link_after_the_appointment_fails_loudly(
+    deps, make, mailbox, publisher, clock
+) -> None:
+    appointment, _ = await _booked(deps, make)
+    deps = replace(deps, settings=deps.settings.model_copy(update={"link_keys": None}))
+    clock.set(appointment.start + timedelta(days=2))
+    request = make.link_requested(appointment, reason="fresh_link", at=clock.now)
+    await on_link_requested(deps, request)
+
+    assert _resent(mailbox, appointment) == []  # an email with nothing in it helps nobody
+    assert await _outcome(deps, request) == "failed"
+    failed = publisher.events(appointment.appointment_id)[-1]
+    assert (failed.event_type, failed.kind, failed.reason) == (
+        "NotificationFailed",
+        "link_resent",
+        "no_link_keys",
+    )

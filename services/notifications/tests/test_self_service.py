@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
-from visio_notifications.compose import _URL_CHARACTERS, Letter, compose
+from visio_notifications.compose import Letter, compose
 from visio_notifications.decide import LinkRequest
 from visio_notifications.self_service import warn_if_off
+from visio_runtime.teams import URL_CHARACTERS
 from visio_shared.links import LinkPurpose, read_link
 
 NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
@@ -40,7 +41,7 @@ PATHS = {
     LinkPurpose.CONSENTS: "https://consentement.caf.example/mes-consentements/",
 }
 LINK = re.compile(r"https://(?:rdv|consentement)\.caf\.example/[^\s\"<]*")
-REQUEST = LinkRequest(uuid.UUID("1b2c3d4e-5f60-4718-9a2b-3c4d5e6f7081"), "resend")
+REQUEST = LinkRequest(uuid.UUID("1b2c3d4e-5f60-4718-9a2b-3c4d5e6f7081"), "resend", NOW)
 
 
 @pytest.fixture
@@ -121,7 +122,7 @@ def test_the_urls_carry_no_personal_data_and_nothing_to_escape(build, parts, kin
     for url in urls:
         _, token = _page_of(url)
         assert re.fullmatch(r"[A-Za-z0-9_-]{20,200}", token)  # opaque, base64url
-        assert _URL_CHARACTERS.fullmatch(url)
+        assert URL_CHARACTERS.fullmatch(url)
         assert html.escape(url, quote=True) == url  # the href is the URL, byte for byte
         for personal in (
             "amina",
@@ -233,7 +234,72 @@ def test_link_resent_before_the_meeting_is_ready_says_the_link_will_follow(build
 
 def test_a_fresh_link_says_so(make, settings, parts) -> None:
     appointment = make.appointment()
-    request = LinkRequest(uuid.uuid4(), "fresh_link")
+    request = LinkRequest(uuid.uuid4(), "fresh_link", NOW)
     letter = Letter("link_resent", 1, appointment, join_url=JOIN_URL, request=request)
     text = parts.text(compose(letter, settings, now=NOW))
     assert "voici de nouveaux liens personnels pour votre rendez-vous" in text
+
+
+# --- A fresh link after the appointment: « Mes consentements » alone --------------------------
+
+
+@pytest.mark.parametrize(
+    ("ended", "said"),
+    [
+        (
+            "over",
+            "Votre rendez-vous visio avec la Caf du jeudi 3 décembre 2026 à 10 h 00 "
+            "(heure de Paris) est passé.",
+        ),
+        (
+            "cancelled",
+            "Votre rendez-vous visio avec la Caf du jeudi 3 décembre 2026 à 10 h 00 "
+            "(heure de Paris) a été annulé.",
+        ),
+    ],
+)
+def test_after_the_appointment_a_fresh_link_is_the_consents_link_alone(
+    make, settings, parts, link_keys, ended, said
+) -> None:
+    appointment = make.appointment(revision=2)
+    asked_at = appointment.start + timedelta(days=45)  # the email's links expired long ago
+    request = LinkRequest(uuid.uuid4(), "fresh_link", asked_at)
+    letter = Letter(
+        "link_resent",
+        2,
+        appointment,
+        cancellation=make.cancelled(appointment, 2) if ended == "cancelled" else None,
+        request=request,
+        ended=ended,
+    )
+    message = email.message_from_bytes(
+        bytes(compose(letter, settings, now=asked_at)), policy=policy.default
+    )
+    assert message["Subject"] == (
+        "Vos consentements pour votre rendez-vous visio avec la Caf du jeudi 3 décembre 2026 à "
+        "10 h 00"
+    )
+    assert message["Message-ID"] == (
+        f"<{appointment.appointment_id}.r2.link_resent-{request.event_id.hex}@visio-rdv.caf.fr>"
+    )
+    assert [p.get_content_type() for p in message.iter_parts()] == ["text/plain", "text/html"]
+    text, body = parts.text(message), parts.html(message)
+    assert text.startswith(
+        "Bonjour Amina,\n\nComme vous l'avez demandé, voici un nouveau lien vers vos "
+        f"consentements.\n\n{said}\n\nCe lien ouvre « Mes consentements » : les consentements "
+        "que vous avez donnés et leurs preuves"
+    )
+    assert said in html.unescape(body).replace("\u00a0", " ")
+    hrefs = re.findall(r'<a class="page-link" href="([^"]+)"', body)
+    for urls in (_links(text), hrefs):
+        [url] = urls  # the consents, nothing to manage, nothing to choose
+        purpose, token = _page_of(url)
+        assert purpose is LinkPurpose.CONSENTS
+        claims = read_link(link_keys, token, purpose, now=asked_at)
+        assert (claims.appointment_id, claims.revision) == (appointment.appointment_id, 2)
+        assert claims.expires_at == asked_at + timedelta(days=30)
+    assert "Il fonctionne jusqu'au mardi 16 février 2027." in text
+    for part in (text, body):
+        assert "teams.microsoft.com" not in part
+        assert "GÉRER MON RENDEZ-VOUS" not in part and "Gérer mon rendez-vous" not in part
+        assert "Rejoindre" not in part and "Guide d'accès" not in part.replace("GUIDE", "Guide")

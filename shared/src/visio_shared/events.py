@@ -90,8 +90,9 @@ class AdvisorReassigned(AppointmentEvent):
 
 class AppointmentLinkRequested(AppointmentEvent):
     """The person asked, from a self-service page, for the appointment's email again: its join
-    link and fresh self-service links. Booking publishes it (rate-limited); notifications sends
-    one email per event."""
+    link and fresh self-service links (once the appointment has ended or was cancelled, only
+    the link to their consents and proofs). Booking publishes it (rate-limited); notifications
+    sends one email per event."""
 
     event_type: Literal["AppointmentLinkRequested"] = "AppointmentLinkRequested"
     reason: Literal["resend", "fresh_link"] = Field(

@@ -4,7 +4,9 @@ checked for its retention (dead letters included). Safe to schedule: each run de
 expired since the last one, each schema in one transaction; `--dry-run` counts and rolls back.
 
 What is removed, and for how long each thing is kept, is README "Données personnelles". The
-consent ledger is not touched: its proof is pseudonymous and has its own rules (issue 6).
+consent ledger is not touched: its proof is pseudonymous and has its own rules (issue 6). Nor
+are the self-service pages' rate limits (keyed hashes, an hour's count): booking and consent
+drop their own windows after a day.
 """
 
 from __future__ import annotations
@@ -75,6 +77,13 @@ RULES = (
         "notifications.dispatches",
         "appointment_retention_days",
         _without_copy("dispatches", "recorded_at"),
+    ),
+    # No personal data (ids, the reason, the outcome), but it tells that the person asked:
+    # it goes with the appointment's other rows.
+    Rule(
+        "notifications.link_requests",
+        "appointment_retention_days",
+        _without_copy("link_requests", "requested_at"),
     ),
     Rule(
         "notifications.meetings",

@@ -1,10 +1,16 @@
 """« Recevoir un nouveau lien » (/nouveau-lien): with a link in hand — expired, replaced, or a
 link of any page of ours — one button; without, the person's email address. The answer to an
-address is the same whether it has appointments or not."""
+address is the same whether it has appointments or not.
+
+With a link to an appointment that has ended (past its end, or cancelled), the email is the
+right of access alone, « Mes consentements » (notifications' `decide`): the page says so before
+and after the button."""
 
 from __future__ import annotations
 
 import re
+import uuid
+from datetime import UTC, datetime
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -34,7 +40,7 @@ from visio_booking.replies import (
     too_soon,
     within_link_limit,
 )
-from visio_booking.selfservice import Sent
+from visio_booking.selfservice import Phase, Sent
 
 router = APIRouter(include_in_schema=False)
 
@@ -48,12 +54,13 @@ async def fresh_link_page(request: Request) -> Response:
     if not token:
         return address_form(request, "fresh_link.html", invalid_link=False)
     try:
-        read_any_link(site.keys, token)
+        claims = read_any_link(site.keys, token)
     except InvalidLink:
         return address_form(request, "fresh_link.html", invalid_link=True)
     if not await within_link_limit(site, link_fingerprint(token)):
         return too_many()
-    return PAGES.render("fresh_link.html", **relink(site, token), invalid_link=False)
+    ended = await _ended(site, claims.appointment_id)
+    return PAGES.render("fresh_link.html", **relink(site, token), invalid_link=False, ended=ended)
 
 
 @router.post(FRESH_LINK_PATH)
@@ -95,6 +102,7 @@ async def _for_link(request: Request, site: Site, form: dict[str, str]) -> Respo
         return too_many()
     if not check_form_token(site.keys, token, FRESH_LINK, form.get("jeton", "")):
         return refused_form(fingerprint, back=f"{FRESH_LINK_PATH}?lien={token}")
+    ended = await _ended(site, claims.appointment_id)
     sent = await selfservice.request_link(
         site.db, site.ctx.topics, claims.appointment_id, FRESH_LINK, site.settings.resend_interval_s
     )
@@ -112,5 +120,16 @@ async def _for_link(request: Request, site: Site, form: dict[str, str]) -> Respo
         response.headers["Retry-After"] = str(site.settings.resend_interval_s)
         return response
     return PAGES.render(
-        "fresh_link_sent.html", title="Nouveau lien envoyé", by_address=False, too_soon=None
+        "fresh_link_sent.html",
+        title="Nouveau lien envoyé",
+        by_address=False,
+        too_soon=None,
+        ended=ended,
     )
+
+
+async def _ended(site: Site, appointment_id: uuid.UUID) -> str | None:
+    """'past' or 'cancelled' when the email will carry « Mes consentements » alone."""
+    row = await selfservice.find(site.db, appointment_id)
+    phase: Phase | None = None if row is None else selfservice.ended(row, datetime.now(UTC))
+    return None if phase is None else phase.value

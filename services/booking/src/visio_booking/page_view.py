@@ -4,14 +4,13 @@ person holds never disagree."""
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import asyncpg
 from visio_runtime import french_dates as dates
 from visio_runtime import guide
+from visio_runtime.teams import join_url_allowed
 from visio_shared import Device
 
 from visio_booking.selfservice import Phase
@@ -25,8 +24,6 @@ CANCELLED_BY = {
     "{on}. Nous vous prions de nous en excuser.",
     "administrative": "Votre Caf a annulé ce rendez-vous le {on}.",
 }
-
-_URL_CHARACTERS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+")
 
 
 def appointment_context(
@@ -69,22 +66,3 @@ def when_text(row: asyncpg.Record) -> str:
     zone = dates.appointment_zone(row["timezone"], row["caf_code"])
     start: datetime = row["start_at"].astimezone(zone)
     return f"{dates.french_datetime(start, with_year=True)} ({dates.zone_label(zone)})"
-
-
-def join_url_allowed(url: str | None, allowlist: list[str]) -> bool:
-    """Only a Teams join URL becomes a link, as in the emails: https, a listed prefix on the
-    same host, no credentials, no character that would need escaping."""
-    if not url or not _URL_CHARACTERS.fullmatch(url):
-        return False
-    try:
-        parts = urlsplit(url)
-        if parts.scheme != "https" or parts.username or parts.password or parts.port:
-            return False
-    except ValueError:
-        return False
-    return any(
-        url.startswith(prefix)
-        and len(url) > len(prefix)
-        and urlsplit(prefix).netloc.lower() == parts.netloc.lower()
-        for prefix in allowlist
-    )

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 import asyncpg
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from visio_runtime.teams import join_url_allowed
 from visio_shared.links import (
     PAGE_PATHS,
     ExpiredLink,
@@ -27,7 +28,7 @@ from visio_shared.links import (
 )
 
 from visio_booking import forms, selfservice
-from visio_booking.page_view import appointment_context, join_url_allowed, when_text
+from visio_booking.page_view import appointment_context, when_text
 from visio_booking.replies import (
     CANCEL,
     PAGES,

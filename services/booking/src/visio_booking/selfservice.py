@@ -75,6 +75,16 @@ def phase(row: asyncpg.Record | dict[str, Any], now: datetime) -> Phase:
     return Phase.STARTED if row["start_at"] <= now else Phase.UPCOMING
 
 
+def ended(row: asyncpg.Record | dict[str, Any], now: datetime) -> Phase | None:
+    """CANCELLED or PAST once the appointment is cancelled or past its end, as notifications
+    decides it (by the time alone, not by `held`): a fresh link then brings the « Mes
+    consentements » link alone, which the page sending it must say."""
+    if row["status"] == "cancelled":
+        return Phase.CANCELLED
+    end = row["start_at"] + timedelta(minutes=row["duration_minutes"])
+    return Phase.PAST if end <= now else None
+
+
 async def find(pool: asyncpg.Pool, appointment_id: uuid.UUID) -> asyncpg.Record | None:
     row: asyncpg.Record | None = await pool.fetchrow(
         "SELECT * FROM appointments WHERE appointment_id = $1", appointment_id

@@ -4,14 +4,9 @@ from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 from visio_runtime import guide
 from visio_runtime.settings import LinkSettings, ServiceSettings
+from visio_runtime.teams import TEAMS_JOIN_URL_PREFIXES
 
 from visio_booking.outbox import RelaySettings
-
-# Only a Teams join URL is shown as a link (the emails apply the same rule).
-TEAMS_JOIN_URL_PREFIXES = (
-    "https://teams.microsoft.com/l/meetup-join/",
-    "https://teams.microsoft.com/meet/",
-)
 
 
 class BookingSettings(ServiceSettings, LinkSettings):
@@ -52,6 +47,7 @@ class BookingSettings(ServiceSettings, LinkSettings):
     fresh_link_emails_per_hour: int = Field(
         default=3, ge=1, description="Fresh-link requests for one email address, per hour."
     )
+    # Only a Teams join URL is shown as a link (visio_runtime.teams: the emails' rule too).
     teams_url_allowlist: list[str] = Field(default_factory=lambda: list(TEAMS_JOIN_URL_PREFIXES))
     app_store_url: str = guide.APP_STORE_URL
     google_play_url: str = guide.GOOGLE_PLAY_URL

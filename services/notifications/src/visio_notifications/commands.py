@@ -10,6 +10,7 @@ from visio_shared import Device
 
 from visio_notifications.preview import (
     CANCEL_REASONS,
+    ENDED,
     KINDS,
     REQUEST_REASONS,
     preview_settings,
@@ -50,6 +51,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="what the person asked for (link_resent)",
     )
     preview.add_argument(
+        "--ended",
+        choices=ENDED,
+        help="a fresh link asked for after the appointment (link_resent): « Mes consentements » "
+        "alone",
+    )
+    preview.add_argument(
         "--no-self-service",
         action="store_true",
         help="as sent without NOTIFICATIONS_LINK_KEYS: no « Gérer mon rendez-vous » links",
@@ -71,6 +78,7 @@ def preview_command(args: argparse.Namespace) -> int:
         reason=args.reason,
         reminder_offset_minutes=args.offset,
         request_reason=args.request,
+        ended=args.ended,
     )
     settings = preview_settings(self_service=not args.no_self_service)
     for path in write_preview(args.out, letter, now, settings):

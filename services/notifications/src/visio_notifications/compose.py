@@ -2,7 +2,9 @@
 CSS inlined for mail clients, headers through `email.message.EmailMessage` only, and, for the
 emails that change the person's calendar, the .ics both as a `text/calendar` alternative (what
 Outlook and Gmail act on) and as an attachment (what a person can open). Every email ends with
-« Gérer mon rendez-vous » (`self_service`) when link keys are set; the .ics never carries it.
+« Gérer mon rendez-vous » (`self_service`) when link keys are set; the .ics never carries it. A
+fresh link asked for after the appointment is the exception: a short email with « Mes
+consentements » alone.
 
     multipart/mixed
       multipart/alternative
@@ -23,7 +25,6 @@ from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 from functools import cache
 from typing import Any
-from urllib.parse import urlsplit
 
 import css_inline
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
@@ -78,28 +79,6 @@ def message_id(
     return f"<{appointment_id}.r{revision}.{kind}{suffix}@{domain}>"
 
 
-_URL_CHARACTERS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+")
-
-
-def join_url_allowed(url: str, allowlist: list[str]) -> bool:
-    """Only a Teams join URL goes into a link: https, a listed prefix on the same host, no
-    credentials, no character that would need escaping."""
-    if not _URL_CHARACTERS.fullmatch(url):
-        return False
-    try:
-        parts = urlsplit(url)
-        if parts.scheme != "https" or parts.username or parts.password or parts.port:
-            return False
-    except ValueError:
-        return False
-    return any(
-        url.startswith(prefix)
-        and len(url) > len(prefix)
-        and urlsplit(prefix).netloc.lower() == parts.netloc.lower()
-        for prefix in allowlist
-    )
-
-
 @dataclass(frozen=True)
 class Letter:
     """One email to write: its kind, its key, and what it is about."""
@@ -114,6 +93,8 @@ class Letter:
     link_sent_before: bool = False
     request: LinkRequest | None = None  # link_resent: the request it answers
     meeting_failed: bool = False  # meetings could not create the current meeting
+    # link_resent after the appointment ('over' or 'cancelled'): « Mes consentements » alone
+    ended: str | None = None
 
 
 # --- Content --------------------------------------------------------------------------------
@@ -176,17 +157,30 @@ def context(letter: Letter, settings: NotificationsSettings, now: datetime) -> d
     device = appointment.user.device
     day = dates.relative_day(start, now)
     reason = letter.cancellation.reason if letter.cancellation else "administrative"
-    subject, preheader = _subject_and_preheader(
-        letter.kind,
-        when=when,
-        zone=zone_name,
-        advisor=advisor,
-        day=day,
-        time=start,
-        has_link=letter.join_url is not None,
-        meeting_failed=letter.meeting_failed,
-    )
-    section = self_service.section(appointment, settings, cancelled=letter.kind == "cancellation")
+    if letter.ended is not None:
+        # The right of access after the appointment: its own short email, one link.
+        assert letter.request is not None
+        subject = wording.CONSENTS_ONLY_SUBJECT.format(
+            when=dates.french_datetime(start, with_year=True)
+        )
+        preheader = wording.CONSENTS_ONLY_PREHEADER
+        section = self_service.consents_section(appointment, settings, letter.request.requested_at)
+        valid_until = wording.CONSENTS_ONLY_VALID_UNTIL
+    else:
+        subject, preheader = _subject_and_preheader(
+            letter.kind,
+            when=when,
+            zone=zone_name,
+            advisor=advisor,
+            day=day,
+            time=start,
+            has_link=letter.join_url is not None,
+            meeting_failed=letter.meeting_failed,
+        )
+        section = self_service.section(
+            appointment, settings, cancelled=letter.kind == "cancellation"
+        )
+        valid_until = wording.SELF_SERVICE_VALID_UNTIL
     where_the_link_is = {} if letter.join_url else {"where_the_link_is": wording.LINK_PENDING_WHERE}
     return {
         "w": wording,
@@ -237,9 +231,16 @@ def context(letter: Letter, settings: NotificationsSettings, now: datetime) -> d
             letter.request.reason if letter.request else "resend"
         ],
         "meeting_failed": letter.meeting_failed,
+        "ended": (
+            wording.CONSENTS_ONLY_ENDED[letter.ended].format(
+                when=dates.french_datetime(start, with_year=True), zone=zone_name
+            )
+            if letter.ended
+            else None
+        ),
         "self_service": section,
         "self_service_valid_until": (
-            wording.SELF_SERVICE_VALID_UNTIL.format(
+            valid_until.format(
                 date=dates.french_date(section.expires_at.astimezone(zone), with_year=True)
             )
             if section
@@ -331,6 +332,8 @@ def render(letter: Letter, values: dict[str, Any]) -> tuple[str, str]:
     """(text, html) of one email, the HTML with its CSS inlined."""
     env = _templates()
     name = "confirmation" if letter.kind == "contact_corrected" else letter.kind
+    if letter.ended is not None:
+        name = "consents_only"
     text = env.get_template(f"{name}.txt").render(values)
     html = _INLINER.inline(env.get_template(f"{name}.html").render(values))
     return text, html

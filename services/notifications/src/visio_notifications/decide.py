@@ -8,7 +8,9 @@ MeetingReady or the poller's retry finds nothing more to send.
 
 A person's request for the email again (AppointmentLinkRequested) is part of the state too:
 each pending request is owed one `link_resent` email, logged under the request's own id, after
-whatever the appointment's state calls for.
+whatever the appointment's state calls for. Once the appointment has ended (past its end, or
+cancelled), only a fresh link is still answered, and with « Mes consentements » alone: the right
+of access outlives the appointment, its join link and its other pages do not.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class LinkRequest:
 
     event_id: uuid.UUID
     reason: str  # 'resend' | 'fresh_link'
+    requested_at: datetime
 
 
 @dataclass(frozen=True)
@@ -127,26 +130,46 @@ def owed(state: State) -> Owed | None:
     return _owed_by_appointment(state) or _owed_by_request(state)
 
 
-def unanswerable(state: State, now: datetime) -> str | None:
-    """Why the pending link requests get no email, if they get none: the appointment is not
-    known here (never was, or forgotten), cancelled, or over."""
+def ended(state: State, now: datetime) -> str | None:
+    """'cancelled' or 'over' once the appointment can no longer be joined; None until its end."""
+    if state.cancellation is not None:
+        return "cancelled"
+    if state.appointment is not None and appointment_over(state.appointment, now):
+        return "over"
+    return None
+
+
+def unanswerable(state: State, request: LinkRequest, now: datetime) -> str | None:
+    """Why this link request gets no email, if it gets none: the appointment is not known here
+    (never was, or forgotten), or, for the email again, it is cancelled or over. A fresh link
+    is answered whatever became of the appointment (`consents_only`)."""
     if state.appointment is None:
         return "appointment_unknown"
-    if state.cancellation is not None:
-        return "appointment_cancelled"
-    if appointment_over(state.appointment, now):
-        return "appointment_over"
-    return None
+    if request.reason == "fresh_link":
+        return None
+    why = ended(state, now)
+    return None if why is None else f"appointment_{why}"
+
+
+def consents_only(state: State, request: LinkRequest | None, now: datetime) -> str | None:
+    """'cancelled' or 'over' when a link_resent answers a fresh link asked for after the
+    appointment: it then carries « Mes consentements » alone, nothing to join or to manage."""
+    if request is None or request.reason != "fresh_link":
+        return None
+    return ended(state, now)
 
 
 def _owed_by_request(state: State) -> Owed | None:
     appointment = state.appointment
-    if appointment is None or state.cancellation is not None:
+    if appointment is None:
         return None
     for request in state.link_requests:
-        if not state.answered(request):
-            # Signed for, and showing, the appointment as it stands.
-            return Owed("link_resent", appointment.revision, request=request)
+        if state.answered(request):
+            continue
+        if state.cancellation is not None and request.reason != "fresh_link":
+            continue  # nothing to send again (`unanswerable` closes it)
+        # Signed for, and showing, the appointment as it stands.
+        return Owed("link_resent", appointment.revision, request=request)
     return None
 
 

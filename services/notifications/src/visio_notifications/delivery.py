@@ -1,9 +1,9 @@
 """One owed email, turned into an outcome: built, checked, sent, and described by the
 NotificationSent or NotificationFailed that goes into the dispatch log.
 
-A permanent failure (the relay refuses, the link is not a Teams link, the appointment is over)
-is an outcome, not an exception. `Transient` passes through: the caller keeps the email owed
-and tries again later.
+A permanent failure (the relay refuses, the link is not a Teams link, the appointment is over,
+no link key to sign the one link a fresh link after the appointment carries) is an outcome, not
+an exception. `Transient` passes through: the caller keeps the email owed and tries again later.
 """
 
 from __future__ import annotations
@@ -15,15 +15,17 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+from visio_runtime.teams import join_url_allowed
 from visio_shared import MeetingFailed, NotificationFailed, NotificationSent
 
-from visio_notifications.compose import Letter, compose, join_url_allowed, message_id
+from visio_notifications.compose import Letter, compose, message_id
 from visio_notifications.decide import (
     LINK_KINDS,
     Owed,
     State,
     Told,
     appointment_over,
+    consents_only,
     recipient_sha256,
 )
 from visio_notifications.deps import Deps
@@ -106,12 +108,18 @@ class Delivery:
     async def send(self, now: datetime) -> Dispatch:
         """Send it. Raises `Transient` when the relay may take it later."""
         settings = self.deps.settings
+        ended = consents_only(self.state, self.owed.request, now)
+        if ended is not None:
+            # After the appointment: « Mes consentements » alone, and the log says no link.
+            self.told = replace(self.told, join_url=None)
+            if settings.link_ring() is None:
+                return self.failed("no_link_keys", "NOTIFICATIONS_LINK_KEYS is not set")
         join_url = self.told.join_url
         if join_url is not None and not join_url_allowed(join_url, settings.teams_url_allowlist):
             host = urlsplit(join_url).hostname or "?"
             detail = f"join URL on host {host!r} is not in the allow-list"
             return self.failed("join_url_not_allowed", detail)
-        if appointment_over(self.appointment, now):
+        if ended is None and appointment_over(self.appointment, now):
             return self.failed("appointment_over", "the appointment has ended; nothing was mailed")
         letter = Letter(
             kind=self.owed.kind,
@@ -124,6 +132,7 @@ class Delivery:
             link_sent_before=self.state.last_link_email(sent_only=True) is not None,
             request=self.owed.request,
             meeting_failed=isinstance(self.state.current_meeting, MeetingFailed),
+            ended=ended,
         )
         try:
             await self.deps.send_mail(compose(letter, settings, now=now))

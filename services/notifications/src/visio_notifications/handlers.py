@@ -12,7 +12,8 @@ Two steps, two transactions, both under the per-appointment lock:
 
 A request for the email again (AppointmentLinkRequested) goes the same way: its row and its
 marker commit together, and settling answers it with one `link_resent` email — or, if the
-appointment is unknown here, cancelled or over, with the reason none was sent.
+appointment is unknown here, or cancelled or over for a mere resend, with the reason none was
+sent. A fresh link after the appointment gets « Mes consentements » alone (`decide`).
 
 Outcome events are written with the dispatch and published after the commit (a small outbox),
 so a Kafka hiccup never loses one.
@@ -142,13 +143,12 @@ async def _close_unanswerable(
 ) -> None:
     """Pending link requests that will get no email: recorded with the reason, and logged
     (ids only: the person asked, nothing more is said of them)."""
-    why = decide.unanswerable(state, now) if state.link_requests else None
-    if why is None:
-        return
-    ids = [request.event_id for request in state.link_requests]
-    await link_requests.close(conn, ids, why, now)
-    for event_id in ids:
-        log.info("link request %s of %s: no email (%s)", event_id, appointment_id, why)
+    for request in state.link_requests:
+        why = decide.unanswerable(state, request, now)
+        if why is None:
+            continue
+        await link_requests.close(conn, [request.event_id], why, now)
+        log.info("link request %s of %s: no email (%s)", request.event_id, appointment_id, why)
 
 
 async def publish_outcomes(deps: Deps, appointment_id: uuid.UUID | None = None) -> int:

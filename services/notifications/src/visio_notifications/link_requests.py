@@ -33,7 +33,7 @@ async def save(conn: asyncpg.Connection, event: AppointmentLinkRequested) -> Non
 async def pending(conn: asyncpg.Connection, appointment_id: uuid.UUID) -> tuple[LinkRequest, ...]:
     rows = await conn.fetch(
         """
-        SELECT event_id, reason FROM link_requests
+        SELECT event_id, reason, requested_at FROM link_requests
         WHERE appointment_id = $1 AND outcome IS NULL
         ORDER BY requested_at, event_id
         """,

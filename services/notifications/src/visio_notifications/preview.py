@@ -42,6 +42,7 @@ KINDS = (
 )
 CANCEL_REASONS = ("user", "advisor", "administrative")
 REQUEST_REASONS = ("resend", "fresh_link")
+ENDED = ("over", "cancelled")  # a fresh link asked for after the appointment
 # Signs the sample's links when no key is configured: public, so no page ever accepts it.
 PREVIEW_LINK_KEYS = "preview:sample-links-no-page-accepts-this-key"
 
@@ -98,8 +99,10 @@ def sample_letter(
     reason: str = "user",
     reminder_offset_minutes: int = 60,
     request_reason: str = "resend",
+    ended: str | None = None,
 ) -> tuple[Letter, datetime]:
-    """The letter of one kind for the sample appointment, and the moment it is written."""
+    """The letter of one kind for the sample appointment, and the moment it is written; with
+    `ended`, the link_resent a fresh link gets after the appointment (« Mes consentements »)."""
     revision = 1 if kind in ("confirmation", "reminder", "meeting_unavailable") else 2
     appointment = sample_appointment(device, timezone, recording_authorised, revision)
     previous = Told(
@@ -124,20 +127,27 @@ def sample_letter(
     now = appointment.start - timedelta(days=7)
     if kind == "reminder":
         now = appointment.start - timedelta(minutes=reminder_offset_minutes)
+    ended = ended if kind == "link_resent" else None
+    if ended == "over":
+        now = appointment.start + timedelta(days=45)
+    request = LinkRequest(
+        uuid.UUID("1b2c3d4e-5f60-4718-9a2b-3c4d5e6f7081"),
+        "fresh_link" if ended else request_reason,
+        requested_at=now,
+    )
     letter = Letter(
         kind=kind,
         revision=revision,
         appointment=appointment,
-        join_url=None if kind in ("cancellation", "meeting_unavailable") else SAMPLE_JOIN_URL,
+        join_url=(
+            None if kind in ("cancellation", "meeting_unavailable") or ended else SAMPLE_JOIN_URL
+        ),
         previous=previous if kind in ("rescheduled", "advisor_changed") else None,
-        cancellation=cancellation if kind == "cancellation" else None,
+        cancellation=cancellation if kind == "cancellation" or ended == "cancelled" else None,
         reminder_offset_minutes=reminder_offset_minutes if kind == "reminder" else None,
         link_sent_before=kind != "confirmation",
-        request=(
-            LinkRequest(uuid.UUID("1b2c3d4e-5f60-4718-9a2b-3c4d5e6f7081"), request_reason)
-            if kind == "link_resent"
-            else None
-        ),
+        request=request if kind == "link_resent" else None,
+        ended=ended,
     )
     return letter, now
 

@@ -10,11 +10,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 from visio_runtime import guide
 from visio_runtime.settings import LinkSettings, ServiceSettings
-
-TEAMS_JOIN_URL_PREFIXES = (
-    "https://teams.microsoft.com/l/meetup-join/",
-    "https://teams.microsoft.com/meet/",
-)
+from visio_runtime.teams import TEAMS_JOIN_URL_PREFIXES
 
 # A page's public address goes into emails as is: only characters that never need escaping.
 _PLAIN_URL = re.compile(r"[A-Za-z0-9\-._~:/%]+")

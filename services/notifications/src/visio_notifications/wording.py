@@ -245,3 +245,24 @@ LINK_PENDING = (
 )
 # Where step 03 of the guide finds the link when this email does not carry it yet.
 LINK_PENDING_WHERE = "que vous recevrez par email"
+
+# --- A fresh link after the appointment: the right of access, « Mes consentements » alone ----
+
+CONSENTS_ONLY_SUBJECT = "Vos consentements pour votre rendez-vous visio avec la Caf du {when}"
+CONSENTS_ONLY_PREHEADER = (
+    "Comme vous l'avez demandé, le lien vers « Mes consentements » : vos consentements et leurs "
+    "preuves."
+)
+CONSENTS_ONLY_INTRO = "Comme vous l'avez demandé, voici un nouveau lien vers vos consentements."
+# Said as « Mon rendez-vous » says it: « passé » holds whether or not the person came.
+CONSENTS_ONLY_ENDED = {
+    "over": "Votre rendez-vous visio avec la Caf du {when} ({zone}) est passé.",
+    "cancelled": "Votre rendez-vous visio avec la Caf du {when} ({zone}) a été annulé.",
+}
+CONSENTS_ONLY_WHAT = (
+    "Ce lien ouvre « Mes consentements » : les consentements que vous avez donnés et leurs "
+    "preuves, à consulter ou à télécharger. C'est votre droit d'accès (article 8 des conditions "
+    "générales d'utilisation)."
+)
+CONSENTS_ONLY_PERSONAL = "Ce lien est personnel : ne le transférez pas."
+CONSENTS_ONLY_VALID_UNTIL = "Il fonctionne jusqu'au {date}."
