@@ -102,12 +102,13 @@ async def settle(deps: Deps, conn: asyncpg.Connection, appointment_id: uuid.UUID
     then line its reminders up. The caller holds the appointment's lock, in a transaction."""
     now = deps.clock()
     state = await store.load_state(conn, appointment_id)
-    await _close_unanswerable(conn, state, appointment_id, now)
+    if await _close_unanswerable(conn, state, appointment_id, now):
+        state = await store.load_state(conn, appointment_id)
     # One email per pass: after it is logged the state may call for nothing more, or (rarely)
     # for one more, or one per pending link request; never for an endless series, since each
-    # logged key is never owed again.
+    # logged key is never owed again. The state is read again only after something changed it
+    # (most events owe no email: three reads of it were a third of a handling's queries).
     for _ in range(3 + len(state.link_requests)):
-        state = await store.load_state(conn, appointment_id)
         owed = decide.owed(state)
         if owed is None:
             break
@@ -133,22 +134,25 @@ async def settle(deps: Deps, conn: asyncpg.Connection, appointment_id: uuid.UUID
         await dispatches.record(conn, dispatch)
         if owed.request is not None:
             await link_requests.close(conn, [owed.request.event_id], dispatch.told.status, now)
-    state = await store.load_state(conn, appointment_id)
+        state = await store.load_state(conn, appointment_id)
     await reminders.sync(conn, state, deps.settings.reminder_offsets_minutes, now)
     await store.settled(conn, appointment_id)
 
 
 async def _close_unanswerable(
     conn: asyncpg.Connection, state: decide.State, appointment_id: uuid.UUID, now: datetime
-) -> None:
+) -> bool:
     """Pending link requests that will get no email: recorded with the reason, and logged
-    (ids only: the person asked, nothing more is said of them)."""
+    (ids only: the person asked, nothing more is said of them). True if there were any."""
+    closed = False
     for request in state.link_requests:
         why = decide.unanswerable(state, request, now)
         if why is None:
             continue
         await link_requests.close(conn, [request.event_id], why, now)
         log.info("link request %s of %s: no email (%s)", request.event_id, appointment_id, why)
+        closed = True
+    return closed
 
 
 async def publish_outcomes(deps: Deps, appointment_id: uuid.UUID | None = None) -> int:
