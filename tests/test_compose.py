@@ -271,6 +271,56 @@ def test_personal_data_on_the_broker_and_in_the_mail_sink_expires(services: Serv
     assert services["mailpit"]["environment"]["MP_MAX_AGE"]
 
 
+# --- Self-service: the links in the emails and the pages behind them ---------------------------
+
+# Who signs (notifications) and who reads (booking, consent) the emails' links.
+LINK_KEY_HOLDERS = {"booking": "BOOKING_", "notifications": "NOTIFICATIONS_", "consent": "CONSENT_"}
+_INTERPOLATED = re.compile(r"^\$\{(?P<variable>[A-Z][A-Z0-9_]*):-(?P<default>[^}]+)\}$")
+
+
+def _interpolated(value: str) -> tuple[str, str]:
+    """A `${VARIABLE:-default}` value: the variable, and what Compose uses when it is unset."""
+    matched = _INTERPOLATED.match(value)
+    assert matched, f"{value!r} is not ${{VARIABLE:-default}}"
+    return matched["variable"], matched["default"]
+
+
+def test_one_key_ring_signs_and_reads_the_self_service_links(services: Services) -> None:
+    from visio_shared.links import LinkKeys
+
+    rings = {
+        services[name]["environment"][f"{prefix}LINK_KEYS"]
+        for name, prefix in LINK_KEY_HOLDERS.items()
+    }
+    assert len(rings) == 1, "booking and consent must read with the ring notifications signs with"
+    variable, default = _interpolated(rings.pop())
+    assert variable == "VISIO_LINK_KEYS"
+    # The default is in this file, hence public: it must say so to whoever reads it.
+    assert all(b"DEV-ONLY" in secret for _, secret in LinkKeys.parse(default).keys)
+    assert not any("LINK_KEYS" in variable for variable in services["meetings"]["environment"])
+
+
+def test_the_emails_link_to_pages_published_where_the_person_opens_them(
+    services: Services,
+) -> None:
+    from visio_notifications.settings import NotificationsSettings
+
+    notifications = services["notifications"]["environment"]
+    urls = {}
+    for service in ("booking", "consent"):
+        variable, url = _interpolated(notifications[f"NOTIFICATIONS_{service.upper()}_PUBLIC_URL"])
+        assert variable == f"VISIO_{service.upper()}_PUBLIC_URL"
+        parts = urlsplit(url)
+        container_port = APP_SERVICES[service][1]
+        assert f"{parts.hostname}:{parts.port}:{container_port}" in services[service]["ports"]
+        urls[service] = url
+    # Consent sends an expired link to booking's « nouveau lien »: the same public address.
+    fresh_link_base = services["consent"]["environment"]["CONSENT_BOOKING_PUBLIC_URL"]
+    assert fresh_link_base == notifications["NOTIFICATIONS_BOOKING_PUBLIC_URL"]
+    # And notifications accepts them as it would at start.
+    NotificationsSettings(booking_public_url=urls["booking"], consent_public_url=urls["consent"])
+
+
 # --- Operations: the alerts process and Prometheus ---------------------------------------------
 
 PROMETHEUS_CONFIG = REPO / "deploy/prometheus/prometheus.yml"
