@@ -288,5 +288,7 @@ def subscribe(runtime: Runtime, inbound: InboundRequests) -> None:
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR,
         max_poll_interval_ms=runtime.settings.max_poll_interval_ms,
+        # Small chunks take turns: a burst of requests must not hold the status events back.
+        max_partition_fetch_bytes=runtime.settings.consumer_partition_fetch_bytes,
         title="booking:requests,meetings,notifications",
     )(on_message)

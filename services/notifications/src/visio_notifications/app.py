@@ -68,7 +68,11 @@ def create_app(settings: NotificationsSettings | None = None, *, clock: Clock = 
     async def meeting_failed(event: MeetingFailed) -> None:
         await handlers.on_meeting_event(deps(), event)
 
-    runtime.consumer.subscribe(runtime.topics.appointments, runtime.topics.meetings)
+    # Separately: a backlog of appointments (a replay, a campaign) must not hold back the
+    # MeetingReady that confirmations wait for; the handlers take the two in any order.
+    runtime.consumer.subscribe(
+        runtime.topics.appointments, runtime.topics.meetings, separately=True
+    )
 
     async def publish_leftovers(_: Runtime) -> None:
         # Outcomes recorded before a crash but never published go out at start.

@@ -106,13 +106,19 @@ class EventConsumer:
         """Event type → model, for every type this consumer handles."""
         return {event_type: model for event_type, (model, _) in self._handlers.items()}
 
-    def subscribe(self, *topics: str) -> None:
+    def subscribe(self, *topics: str, separately: bool = False) -> None:
         """Attach to the broker: group `<prefix>.<service>`, from the earliest offset, and the
         offset committed only after the message is handled or dead-lettered.
 
         With `consumer_concurrency` > 1, records of different appointments are handled side by
         side and the lanes commit each partition's watermark themselves (visio_runtime.lanes);
-        with 1, one record at a time, FastStream committing after each."""
+        with 1, one record at a time, FastStream committing after each.
+
+        `separately`: one client per topic (same group, same lanes), each fetching on its own,
+        so a backlog on one topic cannot keep the other waiting — for a service whose handlers
+        take events of its topics in any order (notifications). Together (the default), one
+        client reads them all and one appointment's events keep the order they arrive in
+        across topics (meetings needs that for a withdrawal)."""
         concurrency = self.settings.consumer_concurrency
         if concurrency > 1:
             self._lanes = Lanes(
@@ -122,14 +128,16 @@ class EventConsumer:
                 limit=concurrency,
                 sleep=self._sleep,
             )
-        self.broker.subscriber(
-            *topics,
-            group_id=self.topics.group(self.service),
-            auto_offset_reset="earliest",
-            ack_policy=AckPolicy.MANUAL if self._lanes else AckPolicy.NACK_ON_ERROR,
-            max_poll_interval_ms=self.settings.max_poll_interval_ms,
-            title=f"{self.service}:{','.join(topics)}",
-        )(self.consume)
+        for group in [[topic] for topic in topics] if separately else [list(topics)]:
+            self.broker.subscriber(
+                *group,
+                group_id=self.topics.group(self.service),
+                auto_offset_reset="earliest",
+                ack_policy=AckPolicy.MANUAL if self._lanes else AckPolicy.NACK_ON_ERROR,
+                max_partition_fetch_bytes=self.settings.consumer_partition_fetch_bytes,
+                max_poll_interval_ms=self.settings.max_poll_interval_ms,
+                title=f"{self.service}:{','.join(group)}",
+            )(self.consume)
 
     async def process(self, record: ConsumerRecord[Any, Any]) -> str:
         """Handle one record to its end ('handled', 'skipped', 'dead_lettered'), waiting in

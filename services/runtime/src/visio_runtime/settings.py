@@ -39,6 +39,11 @@ class ServiceSettings(BaseSettings):
     # Records handled at once by a service's consumer, across appointments; each appointment's
     # events stay in order (visio_runtime.lanes). 1: one at a time.
     consumer_concurrency: int = Field(default=16, ge=1)
+    # Bytes fetched per partition at a time. The client hands a fetched chunk out whole before
+    # the next partition's, so with 1 MiB chunks a deep backlog on one topic starved the other
+    # topic of the same subscriber (notifications' MeetingReady waited behind ~700-record chunks
+    # of AppointmentRequested: no email for minutes in the bench). Small chunks take turns.
+    consumer_partition_fetch_bytes: int = Field(default=64 * 1024, ge=1024)
     retry_attempts: int = 5
     retry_initial_delay_s: float = 0.2
     retry_max_delay_s: float = 5.0
