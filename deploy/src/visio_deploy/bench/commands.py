@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import os
 import platform
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ from visio_deploy.processes import free_port
 from visio_deploy.proof.stack import ProofStack, proof_stack, server_url
 from visio_deploy.stack import SERVICES
 from visio_deploy.up import say
+
+_PARTITIONS = ServiceSettings().topic_partitions
 
 
 def register(subparsers: Any) -> None:
@@ -44,6 +47,12 @@ def register(subparsers: Any) -> None:
         help="share booked over HTTP; the rest over booking-requests.v1",
     )
     parser.add_argument("--http-concurrency", type=int, default=16)
+    parser.add_argument(
+        "--window",
+        type=int,
+        default=200,
+        help="throughput: appointments booked but not yet done, at most",
+    )
     parser.add_argument("--baseline-messages", type=int, default=50_000)
     parser.add_argument("--latency-rate", type=float, default=50.0)
     parser.add_argument("--latency-seconds", type=float, default=30.0)
@@ -65,6 +74,9 @@ def register(subparsers: Any) -> None:
         "--only", nargs="*", default=None, choices=["throughput", "latency", "backlog", "scale-out"]
     )
     parser.add_argument("--json", type=Path, default=Path("var/bench/bench.json"))
+    parser.add_argument(
+        "--logs", type=Path, default=None, help="keep each phase's service logs under this folder"
+    )
     parser.add_argument(
         "--smoke",
         action="store_true",
@@ -92,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
                 baseline = asyncio.run(base.measure(_kafka(stack), args.baseline_messages))
                 machine = _machine(stack)
             results[phase] = asyncio.run(_phase(stack, phase, args))
+            if args.logs is not None:
+                shutil.copytree(stack.var / "log", args.logs / phase, dirs_exist_ok=True)
     assert baseline is not None
     figures = report.summary(baseline, results, machine)
     print(report.table(figures))
@@ -120,7 +134,7 @@ async def _phase(stack: ProofStack, phase: str, args: argparse.Namespace) -> ph.
         say(f"bench: throughput, {args.appointments:,} appointments")
         return await ph.throughput(
             stack, watched(), args.appointments, args.advisors, args.http_share,
-            args.http_concurrency, args.phase_budget_s,
+            args.http_concurrency, args.phase_budget_s, args.window,
         )  # fmt: skip
     if phase == "latency":
         say(f"bench: latency, {args.latency_rate:g}/s with Graph +{args.graph_latency_ms} ms")
@@ -135,7 +149,7 @@ async def _phase(stack: ProofStack, phase: str, args: argparse.Namespace) -> ph.
     partitions = await _scale_out(stack, args.replicas)
     result = await ph.throughput(
         stack, watched(), args.appointments, args.advisors, args.http_share,
-        args.http_concurrency, args.phase_budget_s, name="scale-out", seed=4,
+        args.http_concurrency, args.phase_budget_s, args.window, name="scale-out", seed=4,
     )  # fmt: skip
     result.extra["partitions"] = partitions
     return result
@@ -154,7 +168,12 @@ async def _scale_out(stack: ProofStack, replicas: int) -> dict[str, list[int | N
     deadline = time.monotonic() + 90
     while True:
         shares = {s: [ph.consumer_partitions(u) for u in found] for s, found in urls.items()}
-        if all(all(n for n in counts) for counts in shares.values()):
+        # Shared once every copy has some and together they hold each partition once: both
+        # services read two topics of ServiceSettings().topic_partitions partitions.
+        settled = all(
+            all(shares[s]) and sum(n or 0 for n in shares[s]) == 2 * _PARTITIONS for s in shares
+        )
+        if settled:
             return shares
         if time.monotonic() > deadline:
             say(f"bench: partitions not shared after 90 s: {shares}")

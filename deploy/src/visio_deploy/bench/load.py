@@ -70,10 +70,14 @@ def http_client(base_url: str, api_key: str, connections: int) -> httpx.AsyncCli
 
 
 async def book_flat_out(
-    base_url: str, api_key: str, work: list[dict[str, Any]], concurrency: int
+    base_url: str,
+    api_key: str,
+    work: list[dict[str, Any]],
+    concurrency: int,
+    result: HttpResult | None = None,
 ) -> HttpResult:
     """Book everything as fast as booking answers, `concurrency` requests in flight."""
-    result = HttpResult()
+    result = result if result is not None else HttpResult()
     queue = iter(work)
     async with http_client(base_url, api_key, concurrency) as client:
 

@@ -86,26 +86,46 @@ async def throughput(
     http_share: float,
     concurrency: int,
     budget_s: float,
+    window: int,
     name: str = "throughput",
     seed: int = 1,
 ) -> PhaseResult:
+    """Book `count` appointments as fast as the system takes them: a closed loop that keeps
+    `window` appointments booked but not yet fully done, booking more (half over HTTP, half
+    over the inbound topic) as others finish. Offering all of them at once only measures how
+    long a queue takes to form: every service then works on every appointment a little, and
+    the first ones finish last. Stops at `count` done or at the budget."""
     work = load.bodies(count, advisors, seed)
-    over_http = int(count * http_share)
     topics = Topics(stack.settings.topic_prefix)
     settings = ServiceSettings(kafka_bootstrap_servers=stack.bootstrap)
-    async with ProgressProbe(stack.owner_dsn, stack.var / "mail") as probe:
+    answered = load.HttpResult()
+    offered = over_http = not_sent = 0
+    async with (
+        ProgressProbe(stack.owner_dsn, stack.var / "mail") as probe,
+        producer(settings) as sender,
+    ):
         probe.begin()
         cpu = CpuMeter(watched)
         with RssPeaks(watched) as rss:
             started = time.perf_counter()
-            async with producer(settings) as sender:
-                sent, answered = await asyncio.gather(
-                    load.send_requests(sender, topics.booking_requests, work[over_http:]),
-                    load.book_flat_out(stack.url("booking"), stack.api_key, work[:over_http],
-                                       concurrency),
-                )  # fmt: skip
-            offered_s = time.perf_counter() - started
-            progress, seconds = await wait_done(probe, count, budget_s, started)
+            deadline = started + budget_s
+            progress = await probe.read()
+            while progress.fully_done < count and time.perf_counter() < deadline:
+                wanted = min(count - offered, window - (offered - progress.fully_done))
+                if wanted > 0:
+                    batch = work[offered : offered + wanted]
+                    by_http = int(len(batch) * http_share)
+                    sent, _ = await asyncio.gather(
+                        load.send_requests(sender, topics.booking_requests, batch[by_http:]),
+                        load.book_flat_out(stack.url("booking"), stack.api_key,
+                                           batch[:by_http], concurrency, answered),
+                    )  # fmt: skip
+                    offered += len(batch)
+                    over_http += by_http
+                    not_sent += len(batch) - by_http - sent
+                await asyncio.sleep(0.5)  # polling the tables, with a deadline
+                progress = await probe.read()
+            seconds = time.perf_counter() - started
         used = cpu.stop()
     return PhaseResult(
         name=name,
@@ -116,12 +136,12 @@ async def throughput(
         cpu_s=used.seconds,
         rss_peak=rss.peaks,
         duplicates=duplicates(stack.var / "mail"),
-        refused=answered.refused
-        | ({"kafka_not_sent": count - over_http - sent} if sent < count - over_http else {}),
+        refused=answered.refused | ({"kafka_not_sent": not_sent} if not_sent else {}),
         extra={
+            "booked": offered,
             "over_http": over_http,
-            "over_kafka": count - over_http,
-            "offered_in_s": round(offered_s, 2),
+            "over_kafka": offered - over_http,
+            "window": window,
             "booking_api_p50_ms": _ms(percentile(answered.latencies_s, 0.5)),
             "booking_api_p99_ms": _ms(percentile(answered.latencies_s, 0.99)),
         },
@@ -191,7 +211,8 @@ async def backlog(
     budget_s: float,
 ) -> PhaseResult:
     """`count` AppointmentRequested already on the topic when meetings, notifications and
-    consent start: how fast they drain it, and how much memory each takes doing so."""
+    consent start: how fast each drains it (from its first event done to its last seen, so
+    the group joins at start are not counted as drain time), and how much memory each takes."""
     consumers = ("meetings", "notifications", "consent")
     for name in consumers:
         stack.stack.stop_one(name)
@@ -200,6 +221,7 @@ async def backlog(
     work = load.bodies(count, advisors, seed=3)
     async with producer(settings) as sender:
         loaded = await load.preload(sender, topics.appointments, work)
+    samples: list[tuple[float, Progress]] = []
     async with ProgressProbe(stack.owner_dsn, stack.var / "mail") as probe:
         probe.begin()
         for name in consumers:
@@ -208,24 +230,48 @@ async def backlog(
         cpu = CpuMeter(watched)
         with RssPeaks(watched) as rss:
             started = time.perf_counter()
-            progress, took = await wait_done(probe, loaded, budget_s, started, booked=False)
+            while time.perf_counter() < started + budget_s:
+                progress = await probe.read()
+                samples.append((time.perf_counter() - started, progress))
+                if min(progress.meetings, progress.emails, progress.consent) >= loaded:
+                    break
+                await asyncio.sleep(0.5)  # polling the tables, with a deadline
         used = cpu.stop()
-    done = min(progress.meetings, progress.emails, progress.consent)
+    last = samples[-1][1]
+    rates = {
+        service: _drain_rate([(t, getattr(p, service)) for t, p in samples])
+        for service in ("meetings", "emails", "consent")
+    }
+    done = min(last.meetings, last.emails, last.consent)
     return PhaseResult(
         name="backlog",
         offered=loaded,
         done=done,
-        seconds=took,
-        progress=progress,
+        seconds=samples[-1][0],
+        progress=last,
         cpu_s=used.seconds,
         rss_peak=rss.peaks,
         duplicates=duplicates(stack.var / "mail"),
         extra={
-            "meetings_per_s": round(progress.meetings / took, 1) if took else 0,
-            "notifications_per_s": round(progress.emails / took, 1) if took else 0,
-            "consent_per_s": round(progress.consent / took, 1) if took else 0,
+            "meetings_per_s": rates["meetings"],
+            "notifications_per_s": rates["emails"],
+            "consent_per_s": rates["consent"],
+            "drain_per_s": min(rates.values()),
         },
     )
+
+
+def _drain_rate(counts: list[tuple[float, int]]) -> float:
+    """Events per second from the last sample that saw none done (the service was still
+    joining its group) to the first that saw the most done."""
+    if not counts or counts[-1][1] == 0:
+        return 0.0
+    before = [t for t, n in counts if n == 0]
+    start = before[-1] if before else 0.0
+    last_t, last_n = min(
+        ((t, n) for t, n in counts if n == counts[-1][1]), key=lambda sample: sample[0]
+    )
+    return round(last_n / (last_t - start), 1) if last_t > start else 0.0
 
 
 def consumer_partitions(url: str) -> int | None:

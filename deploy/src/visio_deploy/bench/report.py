@@ -87,7 +87,7 @@ def _targets(phases: dict[str, PhaseResult]) -> dict[str, dict[str, Any]]:
         "cpu": services_cpu if cpu else None,
         "booking_p99": latency.extra.get("booking_api_p99_ms") if latency else None,
         "email_p99": latency.extra.get("accepted_to_email_p99_ms") if latency else None,
-        "backlog": backlog.rate if backlog else None,
+        "backlog": backlog.extra.get("drain_per_s") if backlog else None,
         "rss": max(rss) if rss else None,
     }
     return {
@@ -118,7 +118,7 @@ def table(figures: dict[str, Any]) -> str:
         notes = []
         for key in ("booking_api_p50_ms", "booking_api_p99_ms", "accepted_to_email_p50_ms",
                     "accepted_to_email_p99_ms", "meetings_per_s", "notifications_per_s",
-                    "consent_per_s", "partitions"):  # fmt: skip
+                    "consent_per_s", "partitions", "window"):  # fmt: skip
             if phase.get(key) is not None:
                 notes.append(f"{key}={phase[key]}")
         if phase["duplicates"]:
