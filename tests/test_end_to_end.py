@@ -153,10 +153,12 @@ def test_an_appointment_ends_confirmed_with_meeting_email_and_ledger(stack: Runn
 
         view = wait_for(confirmed, 60, "the appointment to be confirmed")
 
+    # The history is kept in the order booking heard of each step: MeetingReady and
+    # NotificationSent come on two topics, so either may come first; the status only moves
+    # forward (a late meeting_ready step does not undo « confirmed »).
     statuses = [entry["status"] for entry in view["history"]]
-    assert (
-        statuses[0] == "requested" and "meeting_ready" in statuses and statuses[-1] == "confirmed"
-    )
+    assert statuses[0] == "requested" and {"meeting_ready", "confirmed"} <= set(statuses)
+    assert view["status"] == "confirmed"
     assert view["join_url"].startswith("https://teams.microsoft.com/l/meetup-join/")
 
     # The meeting, in the advisor's calendar on the emulator.
