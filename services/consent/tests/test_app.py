@@ -21,7 +21,15 @@ from visio_consent.checkpoints import read_file
 from visio_consent.handlers import record_consent
 from visio_consent.keys import create_api_key
 from visio_consent.settings import ConsentSettings
-from visio_shared import AppointmentRequested, ConsentRecorded, ContactCorrected, Headers, Topics
+from visio_runtime.testing import record_of
+from visio_shared import (
+    AppointmentEvent,
+    AppointmentRequested,
+    ConsentRecorded,
+    ContactCorrected,
+    Headers,
+    Topics,
+)
 
 if TYPE_CHECKING:
     from conftest import FakePublisher, Forger
@@ -29,23 +37,8 @@ if TYPE_CHECKING:
 MakeEvent = Callable[..., AppointmentRequested]
 
 
-def as_record(
-    event: AppointmentRequested | ContactCorrected, offset: int = 0
-) -> ConsumerRecord[Any, Any]:
-    value = event.to_json_bytes()
-    return ConsumerRecord(
-        topic="visio-rdv-test.appointments.v1",
-        partition=0,
-        offset=offset,
-        timestamp=0,
-        timestamp_type=0,
-        key=str(event.appointment_id).encode(),
-        value=value,
-        checksum=None,
-        serialized_key_size=36,
-        serialized_value_size=len(value),
-        headers=[(name, value.encode()) for name, value in Headers.for_event(event).items()],
-    )
+def as_record(event: AppointmentEvent, offset: int = 0) -> ConsumerRecord[Any, Any]:
+    return record_of(event, "visio-rdv-test.appointments.v1", offset)
 
 
 def test_create_app_does_no_io() -> None:

@@ -28,6 +28,7 @@ from visio_consent.handlers import record_consent, record_contact_correction
 from visio_consent.selfservice import WITHDRAW_ACTION
 from visio_consent.settings import ConsentSettings
 from visio_consent.withdrawal import announce_pending_withdrawals
+from visio_runtime.testing import record_of
 from visio_shared import (
     AppointmentCancelled,
     AppointmentEvent,
@@ -394,21 +395,8 @@ async def test_a_link_older_than_a_correction_of_the_address_is_replaced(
     assert "Page en cours de mise à jour" in text(waiting)
 
 
-def as_record(event: AppointmentEvent, offset: int) -> ConsumerRecord[Any, Any]:
-    value = event.to_json_bytes()
-    return ConsumerRecord(
-        topic="visio-rdv-test.appointments.v1",
-        partition=0,
-        offset=offset,
-        timestamp=0,
-        timestamp_type=0,
-        key=str(event.appointment_id).encode(),
-        value=value,
-        checksum=None,
-        serialized_key_size=36,
-        serialized_value_size=len(value),
-        headers=[(name, value.encode()) for name, value in Headers.for_event(event).items()],
-    )
+def as_record(event: AppointmentEvent, offset: int = 0) -> ConsumerRecord[Any, Any]:
+    return record_of(event, "visio-rdv-test.appointments.v1", offset)
 
 
 async def test_the_page_follows_reschedules_and_cancellations(

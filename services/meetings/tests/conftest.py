@@ -35,7 +35,7 @@ from visio_meetings.settings import MeetingsSettings
 from visio_meetings.store import SCHEMA
 from visio_runtime.db import create_pool, migrate, role_dsn
 from visio_runtime.service import Runtime
-from visio_runtime.testing import RecordingPublisher
+from visio_runtime.testing import RecordingPublisher, record_of
 from visio_shared import (
     Advisor,
     AdvisorReassigned,
@@ -45,7 +45,6 @@ from visio_shared import (
     AppointmentRescheduled,
     ConsentGiven,
     Device,
-    Headers,
     Person,
     RecordingConsentWithdrawn,
     Topics,
@@ -392,25 +391,6 @@ class Changes:
 @pytest.fixture
 def changes() -> type[Changes]:
     return Changes
-
-
-def record_of(event: AppointmentEvent, topic: str, offset: int = 0) -> ConsumerRecord[bytes, bytes]:
-    """The Kafka record the consumer would receive for `event`."""
-    value = event.to_json_bytes()
-    key = str(event.appointment_id).encode()
-    return ConsumerRecord(
-        topic=topic,
-        partition=0,
-        offset=offset,
-        timestamp=0,
-        timestamp_type=0,
-        key=key,
-        value=value,
-        checksum=None,
-        serialized_key_size=len(key),
-        serialized_value_size=len(value),
-        headers=[(name, v.encode()) for name, v in Headers.for_event(event).items()],
-    )
 
 
 @pytest.fixture

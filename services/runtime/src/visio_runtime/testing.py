@@ -11,6 +11,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from aiokafka import ConsumerRecord
+from visio_shared import AppointmentEvent, Headers
+
 from visio_runtime.kafka import ensure_topics
 from visio_runtime.service import Runtime
 
@@ -73,3 +76,25 @@ async def running(runtime: Runtime, within: float = 60.0) -> AsyncIterator[Runti
     finally:
         await runtime.consumer.drain()
         await runtime.broker.stop()
+
+
+def record_of(
+    event: AppointmentEvent, topic: str, offset: int = 0, partition: int = 0
+) -> ConsumerRecord[bytes, bytes]:
+    """The Kafka record a consumer would receive for `event`: keyed by its appointment, with
+    the event's headers — for tests that hand records to `EventConsumer.process`."""
+    value = event.to_json_bytes()
+    key = str(event.appointment_id).encode()
+    return ConsumerRecord(
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        timestamp=0,
+        timestamp_type=0,
+        key=key,
+        value=value,
+        checksum=None,
+        serialized_key_size=len(key),
+        serialized_value_size=len(value),
+        headers=[(name, v.encode()) for name, v in Headers.for_event(event).items()],
+    )
