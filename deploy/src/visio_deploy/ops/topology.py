@@ -67,7 +67,10 @@ def subscriptions(prefix: str) -> list[Subscription]:
     for service in CONSUMING_APPS:
         runtime = build_runtime_of(service, prefix)
         subscriber: Any
-        for subscriber in runtime.broker.subscribers:
+        # The broker keeps its subscribers in no stable order (notifications has two): sorted,
+        # so the AsyncAPI document and the lag report come out the same on every run.
+        by_topics: list[Any] = list(runtime.broker.subscribers)
+        for subscriber in sorted(by_topics, key=lambda each: tuple(each.topic_names)):
             topics = tuple(subscriber.topic_names)
             found.append(
                 Subscription(
