@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,6 +24,8 @@ from visio_deploy.devca import ensure_dev_ca
 from visio_deploy.processes import free_port
 from visio_deploy.testing import create_database, drop_database
 
+from .self_service_support import wait_for
+
 
 @dataclass
 class RunningStack:
@@ -35,16 +36,6 @@ class RunningStack:
     graph: str
     owner_dsn: str
     api_key: str
-
-
-def wait_for(condition: Any, timeout: float, what: str, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 @pytest.fixture(scope="module")

@@ -49,29 +49,22 @@ class PhaseResult:
 
 
 async def wait_done(
-    probe: ProgressProbe, target: int, budget_s: float, started: float, *, booked: bool = True
+    probe: ProgressProbe, target: int, budget_s: float, started: float
 ) -> tuple[Progress, float]:
-    """Poll until `target` appointments are fully done (or, `booked=False`, done by meetings,
-    notifications and consent: the backlog never went through booking), or the budget ends.
-    Returns the progress and the seconds from `started` to the last one done."""
+    """Poll until `target` appointments are fully done, or the budget ends. Returns the
+    progress and the seconds from `started` to the last one done."""
     last = await probe.read()
     finished_at = time.perf_counter()
     deadline = started + budget_s
     while time.perf_counter() < deadline:
         progress = await probe.read()
-        if _count(progress, booked) != _count(last, booked):
+        if progress.fully_done != last.fully_done:
             finished_at = time.perf_counter()
         last = progress
-        if _count(progress, booked) >= target:
+        if progress.fully_done >= target:
             break
         await asyncio.sleep(0.5)  # polling the tables, with a deadline
     return last, finished_at - started
-
-
-def _count(progress: Progress, booked: bool) -> int:
-    if booked:
-        return progress.fully_done
-    return min(progress.meetings, progress.emails, progress.consent)
 
 
 def duplicates(mail_dir: Path) -> int:

@@ -76,12 +76,9 @@ async def appointment_page(request: Request, token: str) -> Response:
 @router.post(PAGE + "/renvoyer")
 async def resend(request: Request, token: str) -> Response:
     site = site_of(request)
-    opened = await _open(request, token)
+    opened = await _open_posted(request, token, RESEND)
     if isinstance(opened, Response):
         return opened
-    form = await forms.posted(request)
-    if not check_form_token(site.keys, token, RESEND, form.get("jeton", "")):
-        return refused_form(opened.fingerprint, back=page_url(token))
     joinable = join_url_allowed(opened.row["join_url"], site.settings.teams_url_allowlist)
     if opened.phase() not in (Phase.UPCOMING, Phase.STARTED) or not joinable:
         return back_to_page(token)  # the page offers nothing to send again
@@ -129,12 +126,9 @@ async def cancel_step(request: Request, token: str) -> Response:
 @router.post(PAGE + "/annuler")
 async def cancel(request: Request, token: str) -> Response:
     site = site_of(request)
-    opened = await _open(request, token)
+    opened = await _open_posted(request, token, CANCEL)
     if isinstance(opened, Response):
         return opened
-    form = await forms.posted(request)
-    if not check_form_token(site.keys, token, CANCEL, form.get("jeton", "")):
-        return refused_form(opened.fingerprint, back=page_url(token))
     if opened.phase() is Phase.UPCOMING:
         try:
             done = await selfservice.cancel(
@@ -172,6 +166,18 @@ async def _open(request: Request, token: str) -> Opened | Response:
             return replaced(site, token)
     assert row is not None
     return Opened(token, claims, row, fingerprint)
+
+
+async def _open_posted(request: Request, token: str, action: str) -> Opened | Response:
+    """As `_open`, for a form posted from the page: its CSRF token must be the link's, for
+    `action`."""
+    opened = await _open(request, token)
+    if isinstance(opened, Response):
+        return opened
+    form = await forms.posted(request)
+    if not check_form_token(site_of(request).keys, token, action, form.get("jeton", "")):
+        return refused_form(opened.fingerprint, back=page_url(token))
+    return opened
 
 
 def _appointment(
