@@ -30,8 +30,8 @@ COMPOSE_FILE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "deploy/docker/Dockerfile"
 DOCKERFILE_IN_COMPOSE = "deploy/docker/Dockerfile"
 HEALTHCHECK_SCRIPT = REPO / "deploy/docker/healthcheck.py"
-# shared/ sits beside the clone, here and in CI.
-COMPOSE_JSON_SCHEMA = Path(__file__).resolve().parents[2] / "shared/reference/compose-spec.json"
+# The Compose Specification's JSON Schema, kept in the repository (see its README).
+COMPOSE_JSON_SCHEMA = REPO / "deploy/compose-spec/compose-spec.json"
 
 Services = dict[str, dict[str, Any]]
 
@@ -112,9 +112,8 @@ def test_compose_file_uses_no_anchors_or_aliases(compose_text: str) -> None:
 def _compose_schema_validator() -> Validator:
     if not COMPOSE_JSON_SCHEMA.is_file():
         pytest.fail(
-            f"Compose Specification JSON Schema not found at {COMPOSE_JSON_SCHEMA}: the "
-            "repository expects shared/ beside it with reference/compose-spec.json "
-            "(compose-spec/compose-spec, schema/compose-spec.json)."
+            f"Compose Specification JSON Schema not found at {COMPOSE_JSON_SCHEMA} "
+            "(compose-spec/compose-spec, schema/compose-spec.json; see deploy/compose-spec/)."
         )
     schema = json.loads(COMPOSE_JSON_SCHEMA.read_text(encoding="utf-8"))
     # The schema declares "https://json-schema.org/draft-07/schema", a spelling jsonschema does
