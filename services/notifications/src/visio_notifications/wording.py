@@ -1,8 +1,8 @@
 """Every word the emails say, in one place, so each kind of email reuses the same phrases.
 
 The guide, the prerequisites and the charter come from the seed text (the Caf's guide and CGU,
-`seed/guide-et-cgu.txt`), in its own words; only obvious typos are fixed. Dates and times are
-written by `visio_runtime.french_dates` (Babel).
+`docs/reference/guide-et-cgu.txt`), in its own words; only obvious typos are fixed. Dates and
+times are written by `visio_runtime.french_dates` (Babel).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The access guide to Visio RDV, in the Caf's own words (seed/guide-et-cgu.txt): the emails
-carry it, and so does the appointment's page. Only obvious typos are fixed."""
+"""The access guide to Visio RDV, in the Caf's own words (docs/reference/guide-et-cgu.txt): the
+emails carry it, and so does the appointment's page. Only obvious typos are fixed."""
 
 from __future__ import annotations
 
