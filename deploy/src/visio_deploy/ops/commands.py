@@ -1,6 +1,7 @@
 """`visio-rdv ops …`: the subcommands and how they print. Settings come from `VISIO_*` (the same
 Kafka settings as the services: VISIO_KAFKA_BOOTSTRAP_SERVERS, VISIO_KAFKA_SECURITY_PROTOCOL,
-VISIO_KAFKA_SASL_*, VISIO_KAFKA_SSL_CAFILE; VISIO_TOPIC_PREFIX; VISIO_DATABASE_URL)."""
+VISIO_KAFKA_SASL_*, VISIO_KAFKA_SSL_CAFILE; VISIO_TOPIC_PREFIX; VISIO_DATABASE_URL), and what
+they leave unset from the stack `visio-rdv up` runs in this checkout."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from visio_shared import Topics
 
 from visio_deploy.ops import appointments, dlq, purge, tail, topics
 from visio_deploy.ops.reading import describe
-from visio_deploy.ops.settings import OpsSettings
+from visio_deploy.ops.settings import OpsSettings, ops_settings
 from visio_deploy.ops.topology import groups
 
 
@@ -68,11 +69,11 @@ def register(subparsers: Any) -> None:
     cmd.add_argument(
         "--after-minutes", type=float, help="the threshold (VISIO_STUCK_AFTER_MINUTES)"
     )
-    cmd.set_defaults(handler=_run(_appointments))
+    cmd.set_defaults(handler=_run(_appointments, uses=("database",)))
 
     cmd = commands.add_parser("purge", help="remove personal data past its retention period")
     cmd.add_argument("--dry-run", action="store_true", help="count, remove nothing")
-    cmd.set_defaults(handler=_run(_purge))
+    cmd.set_defaults(handler=_run(_purge, uses=("database", "kafka", "mail")))
 
     cmd = commands.add_parser("alerts", help="run the alerts process (group visio-rdv.alerts)")
     cmd.set_defaults(handler=_alerts)
@@ -81,10 +82,13 @@ def register(subparsers: Any) -> None:
 Command = Callable[[argparse.Namespace, OpsSettings], Coroutine[Any, Any, int]]
 
 
-def _run(command: Command) -> Callable[[argparse.Namespace], int]:
+def _run(command: Command, uses: Sequence[str] = ("kafka",)) -> Callable[[argparse.Namespace], int]:
+    """The command's handler: settings from the environment and the running stack (which it
+    names on stderr, with the parts it `uses`), then the command."""
+
     def handler(args: argparse.Namespace) -> int:
         try:
-            return asyncio.run(command(args, OpsSettings()))
+            return asyncio.run(command(args, ops_settings(uses)))
         except KeyboardInterrupt:
             return 130
 
