@@ -1,7 +1,7 @@
 """`visio-rdv ops produce` on the real test broker, as an operator types it: one record with its
 key and headers, read from stdin or a file, lands where the command says and `ops tail` shows
 it there; a misspelt topic, a value that is not JSON and a header without `=` are refused with
-nothing written (and no topic created)."""
+nothing written (and no topic created); a broker that does not answer is said in one line."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import pytest
 from visio_deploy.cli import build_parser
 from visio_deploy.ops.reading import partitions_of, reader
 from visio_deploy.ops.settings import OpsSettings
+from visio_deploy.processes import free_port
 from visio_runtime.kafka import ensure_topics
 from visio_shared import Topics
 
@@ -123,3 +124,15 @@ async def test_what_cannot_be_written_as_meant_is_refused_saying_why(
     async with reader(settings) as consumer:
         ends = await consumer.end_offsets(await partitions_of(consumer, topic))
     assert set(ends.values()) == {0}, "nothing written"
+
+
+async def test_a_broker_that_does_not_answer_is_said_plainly_and_nothing_is_written(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("VISIO_KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{free_port()}")
+
+    assert await visio_rdv("ops", "produce", "appointments", stdin=b"{}") == 2
+
+    err = capsys.readouterr().err
+    assert "visio-rdv ops: cannot reach it: KafkaConnectionError" in err
+    assert "Traceback" not in err

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import FrameType
 
 import asyncpg
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from visio_booking.keys import create_api_key, key_is_valid
 from visio_runtime.kafka import ensure_topics
@@ -331,7 +331,7 @@ def record_stack(stack: Stack, owner_dsn: str, bootstrap: str) -> LocalStack:
         kafka_bootstrap_servers=bootstrap,
         broker="external" if settings.kafka_bootstrap_servers else "tansu",
         topic_prefix=settings.topic_prefix,
-        database_url=owner_dsn,
+        database_url=SecretStr(owner_dsn),
         database_label=(
             f"embedded, data in {var / 'pg'}" if stack.postgres else database_label(owner_dsn)
         ),

@@ -12,6 +12,8 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+from aiokafka.errors import KafkaConnectionError
 from visio_shared import Topics
 
 from visio_deploy.ops import appointments, dlq, produce, purge, tail, topics
@@ -135,6 +137,8 @@ examples:
       -H event_type=AppointmentCancelled -H event_id=<uuid> -H correlation_id=<uuid>"""
 
 Command = Callable[[argparse.Namespace, OpsSettings], Coroutine[Any, Any, int]]
+# A broker or a database that does not answer, or a database that is not there.
+UNREACHABLE = (KafkaConnectionError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 def _run(command: Command, uses: Sequence[str] = ("kafka",)) -> Callable[[argparse.Namespace], int]:
@@ -146,6 +150,10 @@ def _run(command: Command, uses: Sequence[str] = ("kafka",)) -> Callable[[argpar
             return asyncio.run(command(args, ops_settings(uses)))
         except KeyboardInterrupt:
             return 130
+        except UNREACHABLE as exc:
+            # The line above it said where it looked; a traceback would add nothing.
+            print(f"visio-rdv ops: cannot reach it: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 2
 
     return handler
 

@@ -77,8 +77,9 @@ def database_server() -> tuple[str, str]:
     if url := os.environ.get("DATABASE_URL"):
         return url, "DATABASE_URL"
     stack = find_local_stack().stack
-    if stack is not None and urlsplit(stack.database_url).port is not None:
-        return stack.database_url, f"the server of {stack.describe()}"
+    url = stack.database_url.get_secret_value() if stack else ""
+    if stack is not None and urlsplit(url).port is not None:
+        return url, f"the server of {stack.describe()}"
     return LOCAL_SERVER, "the machine's server"
 
 

@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, ValidationError
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    SecretStr,
+    ValidationError,
+    field_serializer,
+)
 from pydantic_settings import BaseSettings
 
 from visio_runtime.settings import ServiceSettings
@@ -50,7 +57,9 @@ class LocalStack(BaseModel):
     kafka_bootstrap_servers: str
     broker: Literal["tansu", "external"]
     topic_prefix: str
-    database_url: str  # the owner connection: migrations, API keys, ops and consent commands
+    # The owner connection (migrations, API keys, ops and consent commands): in the file, never
+    # in a repr or a log line.
+    database_url: SecretStr
     database_label: str  # the same without secrets, as a person reads it
     http: dict[str, str]  # each process (booking, …, alerts) → its base URL
     graph_url: str
@@ -60,6 +69,10 @@ class LocalStack(BaseModel):
     mail_dir: Path
     consent_var_dir: Path
     log_dir: Path
+
+    @field_serializer("database_url", when_used="json")
+    def _written_out(self, url: SecretStr) -> str:
+        return url.get_secret_value()
 
     @property
     def path(self) -> Path:
@@ -227,7 +240,7 @@ def owner_database_url(flag: str | None, lookup: Lookup) -> tuple[str | None, st
         if os.environ.get(name):
             return os.environ[name], name
     if lookup.stack is not None:
-        return lookup.stack.database_url, FROM_STACK
+        return lookup.stack.database_url.get_secret_value(), FROM_STACK
     return None, FROM_DEFAULT
 
 
