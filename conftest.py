@@ -7,6 +7,16 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from visio_deploy.testing import create_database, drop_database, kafka_broker, postgres_server
+from visio_runtime.local_stack import VAR_DIR_SETTING
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """What the tests run never talks to a stack a developer's `visio-rdv up` runs in this
+    checkout: commands look for one in an empty folder (a test that wants a stack says where)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(VAR_DIR_SETTING, str(tmp_path_factory.mktemp("no-stack")))
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,9 @@ import argparse
 import asyncio
 import importlib
 import importlib.util
-import os
 import sys
+
+from visio_runtime.local_stack import command_owner_url, find_local_stack, owner_url_argument
 
 from visio_deploy.migrate import migrate_all
 
@@ -25,19 +26,18 @@ COMMAND_PACKAGES = (
 )
 
 
-def owner_url_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("VISIO_DATABASE_URL") or os.environ.get("DATABASE_URL"),
-        help="owner connection string (default: VISIO_DATABASE_URL or DATABASE_URL)",
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="visio-rdv", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="run the whole system locally (embedded default)")
     up.set_defaults(handler=_up)
+    stack = commands.add_parser(
+        "stack", help="the stack `up` runs in this checkout: where each part answers"
+    )
+    stack.add_argument(
+        "--json", action="store_true", help="var/stack.json as it is (it holds the owner URL)"
+    )
+    stack.set_defaults(handler=_stack)
     migrate = commands.add_parser("migrate", help="apply every service's migrations")
     owner_url_argument(migrate)
     migrate.set_defaults(handler=_migrate)
@@ -61,10 +61,38 @@ def _up(_: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    if not args.database_url:
-        print("visio-rdv migrate: give --database-url or set VISIO_DATABASE_URL / DATABASE_URL")
+    owner = command_owner_url(args.database_url, "visio-rdv migrate")
+    if owner is None:
         return 2
-    applied = asyncio.run(migrate_all(args.database_url))
+    applied = asyncio.run(migrate_all(owner))
     for service, files in applied.items():
         print(f"{service}: {', '.join(files) if files else 'up to date'}")
+    return 0
+
+
+def _stack(args: argparse.Namespace) -> int:
+    lookup = find_local_stack()
+    stack = lookup.stack
+    if stack is None:
+        print(f"no running stack ({lookup.why_not}); `uv run visio-rdv up` starts one")
+        return 1
+    if args.json:
+        print(stack.model_dump_json(indent=2))
+        return 0
+    booking = stack.http["booking"]
+    rows = [
+        ("booking API", f"{booking} (OpenAPI: {booking}/docs; key in {stack.api_key_file})"),
+        *((name, url) for name, url in stack.http.items() if name != "booking"),
+        (
+            "Kafka",
+            f"{stack.kafka_bootstrap_servers} ({stack.broker}), topics {stack.topic_prefix}.*",
+        ),
+        ("PostgreSQL", stack.database_label),
+        ("Graph emulator", f"{stack.graph_url} (dev CA in {stack.var_dir / 'dev-ca'})"),
+        ("SMTP sink", f"{stack.smtp}, emails in {stack.mail_dir}"),
+        ("logs", str(stack.log_dir)),
+    ]
+    print(stack.describe())
+    for name, where in rows:
+        print(f"  {name:<15} {where}")
     return 0

@@ -1,7 +1,9 @@
 """`visio-rdv up`: the whole system on one machine, in the foreground, with nothing to install.
 
 Starts PostgreSQL (or uses DATABASE_URL), runs the migrations, starts tansu, the Graph + Entra
-emulator, the SMTP sink and the four services, prints `ready` once each answers, and on Ctrl-C
+emulator, the SMTP sink and the four services, prints `ready` once each answers and every
+consumer group holds its partitions (visio_deploy.readiness), records how to reach it all in
+`var/stack.json` for the commands of other terminals (visio_runtime.local_stack), and on Ctrl-C
 or SIGTERM stops everything it started, in reverse order.
 """
 
@@ -14,15 +16,23 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
 import asyncpg
-import httpx
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from visio_booking.keys import create_api_key, key_is_valid
 from visio_runtime.kafka import ensure_topics
+from visio_runtime.local_stack import (
+    STACK_FILE,
+    LocalStack,
+    database_label,
+    default_var_dir,
+    process_started,
+    read_stack_file,
+)
 from visio_runtime.settings import ServiceSettings
 from visio_shared import Topics
 from visio_shared.links import LinkKeys
@@ -36,6 +46,7 @@ from visio_deploy.graph_emulator.settings import (
 from visio_deploy.migrate import migrate_all, service_dsns
 from visio_deploy.postgres import EmbeddedPostgres
 from visio_deploy.processes import spawn, stop, wait_for_port
+from visio_deploy.readiness import expected_partitions, wait_ready
 from visio_deploy.stack import SERVICES
 from visio_deploy.tansu import start_tansu
 
@@ -43,7 +54,9 @@ from visio_deploy.tansu import start_tansu
 class UpSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VISIO_", extra="ignore")
 
-    var_dir: Path = Path("var")
+    # The checkout's var/, from wherever in it `up` runs (the commands of other terminals look
+    # there for the stack file).
+    var_dir: Path = Field(default_factory=default_var_dir)
     host: str = "127.0.0.1"
     kafka_port: int = 9092
     graph_port: int = 8443
@@ -81,6 +94,9 @@ class Stack:
     extra_env: dict[str, dict[str, str]] = field(default_factory=dict)
     # How each process was started, so the proof can SIGKILL one and start it again.
     commands: dict[str, tuple[list[str], dict[str, str]]] = field(default_factory=dict)
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # var/stack.json once the stack is ready; removed first thing when it stops.
+    recorded: LocalStack | None = None
 
     @property
     def logs(self) -> Path:
@@ -124,6 +140,9 @@ class Stack:
         self.processes[index] = (name, spawn(argv, env=env, log=log))
 
     def stop_all(self) -> None:
+        if self.recorded is not None:
+            self.recorded.remove()
+            self.recorded = None
         for name, process in reversed(self.processes):
             say(f"stopping {name}")
             stop(process)
@@ -183,6 +202,7 @@ def bring_up(stack: Stack) -> None:
     var = settings.var_dir.resolve()
     settings.var_dir = var
     (var / "mail").mkdir(parents=True, exist_ok=True)
+    refuse_a_second_stack(var)
     host = settings.host
 
     owner_dsn = settings.database_url
@@ -273,12 +293,60 @@ def bring_up(stack: Stack) -> None:
         stack.start(service.name, service.script, env)
     start_alerts(stack, owner_dsn, bootstrap)
 
-    wait_ready(stack)
+    kafka = ServiceSettings(kafka_bootstrap_servers=bootstrap, topic_prefix=settings.topic_prefix)
+    wait_ready(stack, asyncio.run(expected_partitions(kafka)), say)
+    recorded = record_stack(stack, owner_dsn, bootstrap)
     booking = f"http://{host}:{settings.booking_port}"
     say(f"booking API: {booking} (OpenAPI: {booking}/docs)")
     say(f"development API key (also in {var / 'dev-api-key'}): {api_key}")
     say(f"emails land in {var / 'mail'}; logs in {stack.logs}")
+    say(
+        f"recorded in {recorded.path} (yours only: it holds the database owner's connection); "
+        "visio-rdv commands in other terminals of this checkout talk to this stack"
+    )
     say("ready — Ctrl-C stops everything")
+
+
+def refuse_a_second_stack(var: Path) -> None:
+    """A second `up` on the same var/ would stop the first one's PostgreSQL (as if left over by
+    a killed run) and overwrite its stack file: refuse, saying which stack runs."""
+    running = read_stack_file(var / STACK_FILE)
+    if running is not None and running.running():
+        raise RuntimeError(
+            f"{running.describe()} is running: stop it first (Ctrl-C in its terminal), or give "
+            "this one another VISIO_VAR_DIR and other ports"
+        )
+
+
+def record_stack(stack: Stack, owner_dsn: str, bootstrap: str) -> LocalStack:
+    """Write var/stack.json: how the commands of other terminals reach this stack."""
+    settings = stack.settings
+    var, host = settings.var_dir, settings.host
+    processes = [service.name for service in SERVICES] + ["alerts"]
+    recorded = LocalStack(
+        pid=os.getpid(),
+        process_started=process_started(os.getpid()),
+        started_at=stack.started_at,
+        var_dir=var,
+        kafka_bootstrap_servers=bootstrap,
+        broker="external" if settings.kafka_bootstrap_servers else "tansu",
+        topic_prefix=settings.topic_prefix,
+        database_url=SecretStr(owner_dsn),
+        database_label=(
+            f"embedded, data in {var / 'pg'}" if stack.postgres else database_label(owner_dsn)
+        ),
+        http={name: f"http://{host}:{settings.service_port(name)}" for name in processes},
+        graph_url=f"https://{host}:{settings.graph_port}",
+        smtp=f"{host}:{settings.smtp_port}",
+        api_key_file=var / "dev-api-key",
+        link_keys_file=var / "link-keys",
+        mail_dir=var / "mail",
+        consent_var_dir=var / "consent",
+        log_dir=stack.logs,
+    )
+    recorded.write()
+    stack.recorded = recorded
+    return recorded
 
 
 def start_alerts(stack: Stack, owner_dsn: str, bootstrap: str) -> None:
@@ -295,28 +363,6 @@ def start_alerts(stack: Stack, owner_dsn: str, bootstrap: str) -> None:
         "ALERTS_SMTP_PORT": str(settings.smtp_port),
     }
     stack.launch("alerts", [installed_script("visio-rdv"), "ops", "alerts"], env)
-
-
-def wait_ready(stack: Stack) -> None:
-    settings = stack.settings
-    deadline = time.monotonic() + settings.ready_timeout_s
-    pending = {service.name for service in SERVICES} | {"alerts"}
-    with httpx.Client(timeout=2, trust_env=False) as client:
-        while pending:
-            stack.check_alive()
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"not ready after {settings.ready_timeout_s:.0f}s: {sorted(pending)}"
-                )
-            for name in sorted(pending):
-                url = f"http://{settings.host}:{settings.service_port(name)}/health/ready"
-                try:
-                    if client.get(url).status_code == 200:
-                        pending.discard(name)
-                        say(f"{name}: ready")
-                except httpx.HTTPError:
-                    pass
-            time.sleep(0.3)
 
 
 def ensure_link_keys(path: Path) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from visio_runtime.local_stack import default_var_dir
 from visio_runtime.settings import ServiceSettings
 
 from visio_deploy.bench import baseline as base
@@ -73,7 +74,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--only", nargs="*", default=None, choices=["throughput", "latency", "backlog", "scale-out"]
     )
-    parser.add_argument("--json", type=Path, default=Path("var/bench/bench.json"))
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=default_var_dir() / "bench" / "bench.json",
+        help="where the figures go (default: var/bench/bench.json of this checkout)",
+    )
     parser.add_argument(
         "--logs", type=Path, default=None, help="keep each phase's service logs under this folder"
     )

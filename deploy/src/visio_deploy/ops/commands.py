@@ -1,19 +1,24 @@
 """`visio-rdv ops …`: the subcommands and how they print. Settings come from `VISIO_*` (the same
 Kafka settings as the services: VISIO_KAFKA_BOOTSTRAP_SERVERS, VISIO_KAFKA_SECURITY_PROTOCOL,
-VISIO_KAFKA_SASL_*, VISIO_KAFKA_SSL_CAFILE; VISIO_TOPIC_PREFIX; VISIO_DATABASE_URL)."""
+VISIO_KAFKA_SASL_*, VISIO_KAFKA_SSL_CAFILE; VISIO_TOPIC_PREFIX; VISIO_DATABASE_URL), and what
+they leave unset from the stack `visio-rdv up` runs in this checkout."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
 from typing import Any
 
+import asyncpg
+from aiokafka.errors import KafkaConnectionError
 from visio_shared import Topics
 
-from visio_deploy.ops import appointments, dlq, purge, tail, topics
+from visio_deploy.ops import appointments, dlq, produce, purge, tail, topics
 from visio_deploy.ops.reading import describe
-from visio_deploy.ops.settings import OpsSettings
+from visio_deploy.ops.settings import OpsSettings, ops_settings
 from visio_deploy.ops.topology import groups
 
 
@@ -61,6 +66,37 @@ def register(subparsers: Any) -> None:
     cmd.add_argument("--follow", "-f", action="store_true")
     cmd.set_defaults(handler=_run(_tail))
 
+    cmd = commands.add_parser(
+        "produce",
+        help="write one record to a topic: key, headers, value from a file or stdin",
+        description=PRODUCE_DESCRIPTION,
+        epilog=PRODUCE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cmd.add_argument(
+        "topic", help="a topic, or a stream's short name (booking-requests…); it must exist"
+    )
+    cmd.add_argument(
+        "--key", "-k", help="the record's key: an appointment's id keeps its events in order"
+    )
+    cmd.add_argument(
+        "--header",
+        "-H",
+        action="append",
+        metavar="NAME=VALUE",
+        help="a header, e.g. request_id=sched-2026-000451 (repeatable)",
+    )
+    cmd.add_argument(
+        "--file", type=Path, help="read the value from this file (default, or '-': stdin)"
+    )
+    cmd.add_argument("--partition", "-p", type=int, help="this partition, not the key's")
+    cmd.add_argument(
+        "--raw",
+        action="store_true",
+        help="send the value as it is, even if it is not JSON (to see a consumer dead-letter it)",
+    )
+    cmd.set_defaults(handler=_run(_produce))
+
     cmd = commands.add_parser("appointments", help="stuck or failed appointments, with why")
     which = cmd.add_mutually_exclusive_group(required=True)
     which.add_argument("--stuck", action="store_true", help="not confirmed after a threshold")
@@ -68,25 +104,56 @@ def register(subparsers: Any) -> None:
     cmd.add_argument(
         "--after-minutes", type=float, help="the threshold (VISIO_STUCK_AFTER_MINUTES)"
     )
-    cmd.set_defaults(handler=_run(_appointments))
+    cmd.set_defaults(handler=_run(_appointments, uses=("database",)))
 
     cmd = commands.add_parser("purge", help="remove personal data past its retention period")
     cmd.add_argument("--dry-run", action="store_true", help="count, remove nothing")
-    cmd.set_defaults(handler=_run(_purge))
+    cmd.set_defaults(handler=_run(_purge, uses=("database", "kafka", "mail")))
 
     cmd = commands.add_parser("alerts", help="run the alerts process (group visio-rdv.alerts)")
     cmd.set_defaults(handler=_alerts)
 
 
+PRODUCE_DESCRIPTION = """\
+Write one record to a topic, as kcat -P does on Apache Kafka, on any broker the system runs on
+(the embedded tansu included, which kcat cannot talk to). The value is read whole, as one
+record, from --file or stdin, without its last line end; it must be JSON unless --raw. The topic
+must exist: the broker could create a misspelt one silently. Prints where the record landed:
+topic [partition] @offset, as `visio-rdv ops tail` shows it."""
+
+PRODUCE_EXAMPLES = """\
+examples:
+  # a partner's cancellation, as the national scheduler would emit it
+  visio-rdv ops produce booking-requests --key 5712816e-11e1-430e-ba78-9d51167f37f8 <<'EOF'
+  {"request_id": "sched-2026-000451", "calling_system": "national-scheduler",
+   "request_type": "CancelAppointment",
+   "appointment_id": "5712816e-11e1-430e-ba78-9d51167f37f8",
+   "payload": {"reason": "administrative"}}
+  EOF
+  visio-rdv ops tail booking-replies --last 1
+
+  # an event from a file, with its headers
+  visio-rdv ops produce appointments --file event.json --key <appointment id> \\
+      -H event_type=AppointmentCancelled -H event_id=<uuid> -H correlation_id=<uuid>"""
+
 Command = Callable[[argparse.Namespace, OpsSettings], Coroutine[Any, Any, int]]
+# A broker or a database that does not answer, or a database that is not there.
+UNREACHABLE = (KafkaConnectionError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
-def _run(command: Command) -> Callable[[argparse.Namespace], int]:
+def _run(command: Command, uses: Sequence[str] = ("kafka",)) -> Callable[[argparse.Namespace], int]:
+    """The command's handler: settings from the environment and the running stack (which it
+    names on stderr, with the parts it `uses`), then the command."""
+
     def handler(args: argparse.Namespace) -> int:
         try:
-            return asyncio.run(command(args, OpsSettings()))
+            return asyncio.run(command(args, ops_settings(uses)))
         except KeyboardInterrupt:
             return 130
+        except UNREACHABLE as exc:
+            # The line above it said where it looked; a traceback would add nothing.
+            print(f"visio-rdv ops: cannot reach it: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 2
 
     return handler
 
@@ -222,6 +289,35 @@ async def _tail(args: argparse.Namespace, settings: OpsSettings) -> int:
         print(f"no topic {args.topic}")
         return 1
     return 0
+
+
+async def _produce(args: argparse.Namespace, settings: OpsSettings) -> int:
+    try:
+        headers = produce.parse_headers(args.header)
+        value = produce.check_value(_read_value(args.file), args.raw)
+        written = await produce.produce(
+            settings, args.topic, value, args.key, headers, args.partition
+        )
+    except produce.Refused as refused:
+        print(f"visio-rdv ops produce: {refused}", file=sys.stderr)
+        return 1
+    key = "-" if args.key is None else args.key
+    print(
+        f"written: {written.topic} [{written.partition}] @{written.offset}  key={key}, "
+        f"{len(headers)} header(s), {len(value)} bytes"
+    )
+    return 0
+
+
+def _read_value(path: Path | None) -> bytes:
+    if path is not None and str(path) != "-":
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise produce.Refused(f"cannot read {path}: {exc.strerror}") from exc
+    if sys.stdin.isatty():
+        print("reading the value from stdin; end it with Ctrl-D", file=sys.stderr)
+    return sys.stdin.buffer.read()
 
 
 async def _appointments(args: argparse.Namespace, settings: OpsSettings) -> int:

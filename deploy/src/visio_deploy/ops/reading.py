@@ -25,8 +25,8 @@ async def reader(settings: ServiceSettings, group_id: str | None = None) -> Asyn
     consumer = AIOKafkaConsumer(
         group_id=group_id, enable_auto_commit=False, **client_kwargs(settings)
     )
-    await consumer.start()
-    try:
+    try:  # stopped even when it never started (no broker): no "Unclosed" warning then
+        await consumer.start()
         yield consumer
     finally:
         await consumer.stop()

@@ -1,13 +1,24 @@
 """Settings of the ops commands and the alerts process: the same Kafka settings as the services
 (bootstrap servers, TLS, SASL — read from `VISIO_KAFKA_*`), an owner connection to PostgreSQL,
-and the periods after which personal data ends."""
+and the periods after which personal data ends. The commands take what no setting gives from
+the stack `visio-rdv up` runs in this checkout (visio_runtime.local_stack)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
+from visio_runtime.local_stack import (
+    Part,
+    announce,
+    database_part,
+    fill_from_stack,
+    find_local_stack,
+    kafka_part,
+    sources_of,
+)
 from visio_runtime.settings import ServiceSettings
 
 
@@ -29,3 +40,23 @@ class OpsSettings(ServiceSettings):
     outbox_retention_days: float = 7.0
     mail_retention_days: float = 7.0
     mail_dir: Path = Path("var/mail")
+
+
+def ops_settings(uses: Iterable[str]) -> OpsSettings:
+    """The settings an ops command runs with: the environment's, with the running local stack
+    (var/stack.json) filling what it leaves unset; says on stderr which stack that is, naming
+    the parts the command `uses` ('kafka', 'database', 'mail')."""
+    lookup = find_local_stack()
+    settings, filled = fill_from_stack(
+        OpsSettings(), lookup, database_url="database_url", mail_dir="mail_dir"
+    )
+    (database_source,) = sources_of(settings, filled, "database_url")
+    parts = {
+        "kafka": kafka_part(settings, filled),
+        "database": database_part(
+            settings.database_url.get_secret_value(), database_source, lookup
+        ),
+        "mail": Part(f"mail sink {settings.mail_dir}", sources_of(settings, filled, "mail_dir")),
+    }
+    announce(lookup, [parts[name] for name in uses])
+    return settings

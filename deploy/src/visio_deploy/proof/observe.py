@@ -145,6 +145,7 @@ def consent_command(
     """`visio-rdv consent …`, as an operator runs it against this run's ledger."""
     env = {
         **os.environ,
+        "VISIO_VAR_DIR": str(proof.var),  # this run's stack, never one `up` runs beside it
         "VISIO_DATABASE_URL": dsn or proof.owner_dsn,
         "CONSENT_VAR_DIR": str(proof.var / "consent"),
         "CONSENT_TOPIC_PREFIX": proof.settings.topic_prefix,

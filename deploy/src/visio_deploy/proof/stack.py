@@ -15,12 +15,13 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+from visio_runtime.local_stack import database_label, find_local_stack
 
 from visio_deploy.devca import ensure_dev_ca
 from visio_deploy.processes import free_port
 from visio_deploy.proof.faultproxy import FaultProxy
 from visio_deploy.testing import create_database, drop_database
-from visio_deploy.up import Stack, UpSettings, bring_up
+from visio_deploy.up import Stack, UpSettings, bring_up, say
 
 LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 SERVICES_TO_KILL = ("booking", "meetings", "notifications", "consent")
@@ -68,9 +69,22 @@ class ProofStack:
         return {name: process.poll() is None for name, process in self.stack.processes}
 
 
+def database_server() -> tuple[str, str]:
+    """The TCP PostgreSQL a run makes its fresh database on, and why that one: DATABASE_URL when
+    set, else the server of the stack `visio-rdv up` runs in this checkout when it is on TCP
+    (an embedded one listens on a socket, which the fault proxy cannot stand in front of), else
+    the machine's."""
+    if url := os.environ.get("DATABASE_URL"):
+        return url, "DATABASE_URL"
+    stack = find_local_stack().stack
+    url = stack.database_url.get_secret_value() if stack else ""
+    if stack is not None and urlsplit(url).port is not None:
+        return url, f"the server of {stack.describe()}"
+    return LOCAL_SERVER, "the machine's server"
+
+
 def server_url() -> str:
-    """A TCP PostgreSQL: DATABASE_URL when set, else the machine's server."""
-    return os.environ.get("DATABASE_URL") or LOCAL_SERVER
+    return database_server()[0]
 
 
 def _with_port(url: str, port: int) -> str:
@@ -90,7 +104,9 @@ def proof_stack(
     name: str = "proof",
 ) -> Iterator[ProofStack]:
     """`faults=False`: no fault proxy between the services and PostgreSQL (the bench)."""
-    server = server_url()
+    server, why = database_server()
+    if not quiet:
+        say(f"{name}: a fresh database on {database_label(server)} ({why})")
     owner_dsn = asyncio.run(create_database(server, prefix=f"visio_{name}"))
     target = urlsplit(owner_dsn)
     if target.hostname is None or target.port is None:

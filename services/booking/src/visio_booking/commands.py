@@ -1,17 +1,18 @@
 """`visio-rdv booking api-key create|list|revoke`: the callers' keys, managed with an owner
-connection (the service itself may only read them). Found by `visio-rdv` through `register`;
-also runs alone as `python -m visio_booking.commands api-key …`."""
+connection (the service itself may only read them): `--database-url`, VISIO_DATABASE_URL or
+DATABASE_URL, else the stack `visio-rdv up` runs in this checkout. Found by `visio-rdv` through
+`register`; also runs alone as `python -m visio_booking.commands api-key …`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
+from visio_runtime.local_stack import command_owner_url, owner_url_argument
 
 from visio_booking.keys import SCOPES, create_api_key, list_api_keys, revoke_api_keys
 
@@ -32,26 +33,18 @@ def register(subparsers: Any) -> None:
         choices=SCOPES,
         help="repeat for several scopes",
     )
-    _database_url(create)
+    owner_url_argument(create)
     create.set_defaults(handler=_create)
 
     listing = actions.add_parser("list", help="every key: id, name, scopes, state (no secrets)")
-    _database_url(listing)
+    owner_url_argument(listing)
     listing.set_defaults(handler=_list)
 
     revoke = actions.add_parser("revoke", help="revoke a caller's keys, at once")
     revoke.add_argument("--name", required=True, help="the calling system")
     revoke.add_argument("--id", dest="key_id", type=int, help="only this key (see list)")
-    _database_url(revoke)
+    owner_url_argument(revoke)
     revoke.set_defaults(handler=_revoke)
-
-
-def _database_url(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("VISIO_DATABASE_URL") or os.environ.get("DATABASE_URL"),
-        help="owner connection string (default: VISIO_DATABASE_URL or DATABASE_URL)",
-    )
 
 
 def _create(args: argparse.Namespace) -> int:
@@ -102,15 +95,12 @@ def _revoke(args: argparse.Namespace) -> int:
 def _with_owner(
     args: argparse.Namespace, action: Callable[[asyncpg.Connection], Awaitable[int]]
 ) -> int:
-    if not args.database_url:
-        print(
-            "visio-rdv booking: give --database-url or set VISIO_DATABASE_URL / DATABASE_URL",
-            file=sys.stderr,
-        )
+    owner = command_owner_url(args.database_url, "visio-rdv booking")
+    if owner is None:
         return 2
 
     async def run() -> int:
-        conn = await asyncpg.connect(args.database_url)
+        conn = await asyncpg.connect(owner)
         try:
             return await action(conn)
         except asyncpg.UndefinedTableError:

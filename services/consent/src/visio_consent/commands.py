@@ -1,5 +1,8 @@
 """`visio-rdv consent …`: the ledger's commands for people (operators, auditors, the DPO).
 
+They work on the stack `visio-rdv up` runs in this checkout (its database, checkpoint file and
+broker) unless a flag or setting says otherwise, and say on stderr which one that is.
+
 Exit statuses: 0 done / the chain verifies; 1 the chain is broken (the report names the first
 broken record) or nothing to do; 2 the database or the broker cannot be reached.
 """
@@ -11,11 +14,26 @@ import asyncio
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 from visio_runtime.kafka import ensure_topics, make_broker
+from visio_runtime.local_stack import (
+    Lookup,
+    Part,
+    announce,
+    command_owner_url,
+    database_part,
+    fill_from_stack,
+    find_local_stack,
+    kafka_part,
+    owner_database_url,
+    owner_url_argument,
+    setting_source,
+    sources_of,
+)
 from visio_shared import Topics
 
 from visio_consent.access import access_export
@@ -65,7 +83,7 @@ def register(subparsers: Any) -> None:
     api_key = commands.add_parser("api-key", help="API keys of consent's HTTP API")
     api_key_commands = api_key.add_subparsers(dest="api_key_command", required=True)
     create = api_key_commands.add_parser("create", help="create a key; it is printed once")
-    _owner_dsn_argument(create)
+    owner_url_argument(create)
     create.add_argument("--name", required=True, help="the calling system, e.g. caf.fr")
     create.add_argument(
         "--scope", action="append", required=True, choices=SCOPES, help="repeat for several"
@@ -75,7 +93,7 @@ def register(subparsers: Any) -> None:
     bench = commands.add_parser(
         "bench", help="appends per second, on a scratch database that is dropped afterwards"
     )
-    _owner_dsn_argument(bench)
+    owner_url_argument(bench)
     bench.add_argument("--records", type=int, default=20_000)
     bench.add_argument(
         "--batch", type=int, help="records per append (default: CONSENT_APPEND_BATCH_SIZE)"
@@ -87,26 +105,52 @@ def _ledger_dsn_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dsn",
         help="PostgreSQL connection string (default: CONSENT_DATABASE_URL, else "
-        "VISIO_DATABASE_URL or DATABASE_URL, else the service's default)",
+        "VISIO_DATABASE_URL or DATABASE_URL, else the stack `visio-rdv up` runs in this "
+        "checkout, else the service's default)",
     )
 
 
-def _owner_dsn_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("VISIO_DATABASE_URL") or os.environ.get("DATABASE_URL"),
-        help="owner connection string (default: VISIO_DATABASE_URL or DATABASE_URL)",
-    )
+@dataclass(frozen=True)
+class _Ledger:
+    """What a ledger command works on: consent's settings, with the running stack filling what
+    the environment leaves unset (broker, topic prefix, the var/ of the checkpoint file and the
+    development key), and the ledger's connection; with where each came from."""
+
+    lookup: Lookup
+    settings: ConsentSettings
+    filled: frozenset[str]
+    dsn: str
+    dsn_source: str
+
+    def announce(self, *, checkpoints: Path | None = None, kafka: bool = False) -> None:
+        parts = [database_part(self.dsn, self.dsn_source, self.lookup)]
+        if checkpoints is not None:
+            parts.append(Part(f"checkpoints {checkpoints}", self._checkpoint_sources(checkpoints)))
+        if kafka:
+            parts.append(kafka_part(self.settings, self.filled))
+        announce(self.lookup, parts)
+
+    def _checkpoint_sources(self, path: Path) -> tuple[str, ...]:
+        if path != self.settings.checkpoints_path:
+            return ("--checkpoints",)
+        if self.settings.checkpoint_file is not None:
+            return (setting_source(self.settings, "checkpoint_file"),)
+        return sources_of(self.settings, self.filled, "var_dir")
 
 
-def _ledger_dsn(args: argparse.Namespace, settings: ConsentSettings) -> str:
+def _ledger(args: argparse.Namespace) -> _Ledger:
+    lookup = find_local_stack()
+    settings, filled = fill_from_stack(ConsentSettings(), lookup, var_dir="consent_var_dir")
+    owner, source = owner_database_url(None, lookup)
     if args.dsn:
-        return str(args.dsn)
-    if "CONSENT_DATABASE_URL" not in os.environ:
-        owner = os.environ.get("VISIO_DATABASE_URL") or os.environ.get("DATABASE_URL")
-        if owner:
-            return owner
-    return settings.database_url.get_secret_value()
+        dsn, source = str(args.dsn), "--dsn"
+    elif "CONSENT_DATABASE_URL" in os.environ or owner is None:
+        # Consent's own setting wins over an owner connection; else the service's default.
+        dsn = settings.database_url.get_secret_value()
+        source = setting_source(settings, "database_url")
+    else:
+        dsn = owner
+    return _Ledger(lookup, settings, filled, dsn, source)
 
 
 def _run(work: Callable[[asyncpg.Connection], Awaitable[int]], dsn: str) -> int:
@@ -125,13 +169,16 @@ def _run(work: Callable[[asyncpg.Connection], Awaitable[int]], dsn: str) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    settings = ConsentSettings()
+    ledger = _ledger(args)
+    settings = ledger.settings
+    checkpoint_file = args.checkpoints or settings.checkpoints_path
+    ledger.announce(checkpoints=checkpoint_file, kafka=args.kafka)
     trusted = trusted_keys(settings, load_signing_key(settings, create=False))
     topic = Topics(settings.topic_prefix).consent_checkpoints
 
     async def work(conn: asyncpg.Connection) -> int:
         try:
-            checkpoints = read_file(args.checkpoints or settings.checkpoints_path)
+            checkpoints = read_file(checkpoint_file)
             if args.kafka:
                 checkpoints += await read_topic(settings, topic)
         except NotACheckpoint as exc:
@@ -141,7 +188,7 @@ def _verify(args: argparse.Namespace) -> int:
         _print_report(report, args.json)
         return EXIT_OK if report.ok else EXIT_BROKEN
 
-    return _run(work, _ledger_dsn(args, settings))
+    return _run(work, ledger.dsn)
 
 
 def _print_report(report: VerifyReport, as_json: bool) -> None:
@@ -149,7 +196,9 @@ def _print_report(report: VerifyReport, as_json: bool) -> None:
 
 
 def _checkpoint(args: argparse.Namespace) -> int:
-    settings = ConsentSettings()
+    ledger = _ledger(args)
+    settings = ledger.settings
+    ledger.announce(checkpoints=settings.checkpoints_path, kafka=True)
     topics = Topics(settings.topic_prefix)
     checkpointer = Checkpointer(settings, topics)
 
@@ -173,24 +222,25 @@ def _checkpoint(args: argparse.Namespace) -> int:
         )
         return EXIT_OK
 
-    return _run(work, _ledger_dsn(args, settings))
+    return _run(work, ledger.dsn)
 
 
 def _access(args: argparse.Namespace) -> int:
-    settings = ConsentSettings()
-    ref = subject_ref(settings.subject_key.get_secret_value(), args.email)
+    ledger = _ledger(args)
+    ledger.announce()
+    ref = subject_ref(ledger.settings.subject_key.get_secret_value(), args.email)
 
     async def work(conn: asyncpg.Connection) -> int:
         export = await access_export(conn, ref)
         print(export.model_dump_json(indent=2) if args.json else export.text())
         return EXIT_OK
 
-    return _run(work, _ledger_dsn(args, settings))
+    return _run(work, ledger.dsn)
 
 
 def _create_api_key(args: argparse.Namespace) -> int:
-    if not args.database_url:
-        print("consent api-key create: give --database-url or set VISIO_DATABASE_URL")
+    owner = command_owner_url(args.database_url, "visio-rdv consent api-key create")
+    if owner is None:
         return EXIT_UNREACHABLE
 
     async def work(conn: asyncpg.Connection) -> int:
@@ -203,19 +253,19 @@ def _create_api_key(args: argparse.Namespace) -> int:
         )
         return EXIT_OK
 
-    return _run(work, args.database_url)
+    return _run(work, owner)
 
 
 def _bench(args: argparse.Namespace) -> int:
-    if not args.database_url:
-        print("consent bench: give --database-url or set VISIO_DATABASE_URL / DATABASE_URL")
+    owner = command_owner_url(args.database_url, "visio-rdv consent bench")
+    if owner is None:
         return EXIT_UNREACHABLE
     batch = args.batch or ConsentSettings().append_batch_size
     if args.records < 1 or batch < 1:
         print("consent bench: --records and --batch must be at least 1")
         return EXIT_BROKEN
     try:
-        result = asyncio.run(run_bench(args.database_url, args.records, batch))
+        result = asyncio.run(run_bench(owner, args.records, batch))
     except _UNREACHABLE as exc:
         print(f"consent bench: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
