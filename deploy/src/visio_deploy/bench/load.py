@@ -138,13 +138,19 @@ def requested_event(body: dict[str, Any]) -> AppointmentRequested:
     )
 
 
-async def preload(producer: AIOKafkaProducer, topic: str, work: list[dict[str, Any]]) -> int:
+async def preload(producer: AIOKafkaProducer, topic: str, work: list[dict[str, Any]]) -> list[str]:
+    """Every booking as the `AppointmentRequested` booking would publish; returns the ids of
+    the appointments the broker took."""
+    events = [requested_event(body) for body in work]
     futures = []
-    for body in work:
-        event = requested_event(body)
+    for event in events:
         headers = [(k, v.encode()) for k, v in Headers.for_event(event).items()]
         futures.append(
             await producer.send(topic, event.to_json_bytes(), key=event_key(event), headers=headers)
         )
     done = await asyncio.gather(*futures, return_exceptions=True)
-    return sum(1 for outcome in done if not isinstance(outcome, BaseException))
+    return [
+        str(event.appointment_id)
+        for event, outcome in zip(events, done, strict=True)
+        if not isinstance(outcome, BaseException)
+    ]

@@ -15,14 +15,8 @@ from visio_runtime.settings import ServiceSettings
 from visio_shared import Topics
 
 from visio_deploy.bench import load
-from visio_deploy.bench.probes import (
-    CpuMeter,
-    Progress,
-    ProgressProbe,
-    RssPeaks,
-    Watched,
-    percentile,
-)
+from visio_deploy.bench.meters import Measured, PhaseMeter, Watched
+from visio_deploy.bench.probes import Progress, ProgressProbe, percentile
 from visio_deploy.ops.reading import producer
 from visio_deploy.proof.stack import ProofStack
 
@@ -37,8 +31,7 @@ class PhaseResult:
     done: int
     seconds: float
     progress: Progress
-    cpu_s: dict[str, float] = field(default_factory=dict)
-    rss_peak: dict[str, int] = field(default_factory=dict)
+    measured: Measured
     duplicates: int = 0
     refused: dict[str, int] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -58,10 +51,10 @@ async def wait_done(
     deadline = started + budget_s
     while time.perf_counter() < deadline:
         progress = await probe.read()
-        if progress.fully_done != last.fully_done:
+        if progress.done != last.done:
             finished_at = time.perf_counter()
         last = progress
-        if progress.fully_done >= target:
+        if progress.done >= target:
             break
         await asyncio.sleep(0.5)  # polling the tables, with a deadline
     return last, finished_at - started
@@ -98,13 +91,12 @@ async def throughput(
         producer(settings) as sender,
     ):
         probe.begin()
-        cpu = CpuMeter(watched)
-        with RssPeaks(watched) as rss:
+        async with PhaseMeter(watched, stack.owner_dsn, [probe.backend_pid]) as meter:
             started = time.perf_counter()
             deadline = started + budget_s
             progress = await probe.read()
-            while progress.fully_done < count and time.perf_counter() < deadline:
-                wanted = min(count - offered, window - (offered - progress.fully_done))
+            while progress.done < count and time.perf_counter() < deadline:
+                wanted = min(count - offered, window - (offered - progress.done))
                 if wanted > 0:
                     batch = work[offered : offered + wanted]
                     by_http = int(len(batch) * http_share)
@@ -119,15 +111,14 @@ async def throughput(
                 await asyncio.sleep(0.5)  # polling the tables, with a deadline
                 progress = await probe.read()
             seconds = time.perf_counter() - started
-        used = cpu.stop()
+    assert meter.measured is not None
     return PhaseResult(
         name=name,
         offered=count,
-        done=progress.fully_done,
+        done=progress.done,
         seconds=seconds,
         progress=progress,
-        cpu_s=used.seconds,
-        rss_peak=rss.peaks,
+        measured=meter.measured,
         duplicates=duplicates(stack.var / "mail"),
         refused=answered.refused | ({"kafka_not_sent": not_sent} if not_sent else {}),
         extra={
@@ -159,21 +150,21 @@ async def latency(
     try:
         async with ProgressProbe(stack.owner_dsn, stack.var / "mail") as probe:
             probe.begin()
-            cpu = CpuMeter(watched)
-            started = time.perf_counter()
-            answered = await load.book_at_rate(stack.url("booking"), stack.api_key, work, rate)
-            progress, took = await wait_done(probe, count, budget_s, started)
-            used = cpu.stop()
+            async with PhaseMeter(watched, stack.owner_dsn, [probe.backend_pid]) as meter:
+                started = time.perf_counter()
+                answered = await load.book_at_rate(stack.url("booking"), stack.api_key, work, rate)
+                progress, took = await wait_done(probe, count, budget_s, started)
     finally:
         stack.emulator("POST", "/faults", {"latency_ms": 0})
+    assert meter.measured is not None
     to_email = _accepted_to_email(stack.var / "mail", answered.accepted_at)
     return PhaseResult(
         name="latency",
         offered=count,
-        done=progress.fully_done,
+        done=progress.done,
         seconds=took,
         progress=progress,
-        cpu_s=used.seconds,
+        measured=meter.measured,
         refused=answered.refused,
         extra={
             "offered_rate": rate,
@@ -215,35 +206,33 @@ async def backlog(
     async with producer(settings) as sender:
         loaded = await load.preload(sender, topics.appointments, work)
     samples: list[tuple[float, Progress]] = []
-    async with ProgressProbe(stack.owner_dsn, stack.var / "mail") as probe:
+    async with ProgressProbe(stack.owner_dsn, stack.var / "mail", expected=loaded) as probe:
         probe.begin()
         for name in consumers:
             stack.stack.restart(name)
-        watched = watched_of()
-        cpu = CpuMeter(watched)
-        with RssPeaks(watched) as rss:
+        async with PhaseMeter(watched_of(), stack.owner_dsn, [probe.backend_pid]) as meter:
             started = time.perf_counter()
             while time.perf_counter() < started + budget_s:
-                progress = await probe.read()
+                # Totals only while it drains: checking 50,000 appointments one by one twice a
+                # second would load the machine it measures. Each is checked at the end.
+                progress = await probe.read(per_appointment=False)
                 samples.append((time.perf_counter() - started, progress))
-                if min(progress.meetings, progress.emails, progress.consent) >= loaded:
+                if min(progress.meetings, progress.emails, progress.consent) >= len(loaded):
                     break
                 await asyncio.sleep(0.5)  # polling the tables, with a deadline
-        used = cpu.stop()
-    last = samples[-1][1]
+        last = await probe.read()
+    assert meter.measured is not None
     rates = {
         service: _drain_rate([(t, getattr(p, service)) for t, p in samples])
         for service in ("meetings", "emails", "consent")
     }
-    done = min(last.meetings, last.emails, last.consent)
     return PhaseResult(
         name="backlog",
-        offered=loaded,
-        done=done,
+        offered=len(loaded),
+        done=last.done,
         seconds=samples[-1][0],
         progress=last,
-        cpu_s=used.seconds,
-        rss_peak=rss.peaks,
+        measured=meter.measured,
         duplicates=duplicates(stack.var / "mail"),
         extra={
             "meetings_per_s": rates["meetings"],

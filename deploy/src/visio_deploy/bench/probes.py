@@ -1,169 +1,143 @@
-"""What the bench reads off the machine and the stack while a phase runs: CPU time and peak RSS
-of every process (from the OS), and how many appointments each service has finished (from the
-services' own tables and the SMTP sink's folder)."""
+"""How far a phase is, read from the services' own tables and the SMTP sink's folder: per
+service (what the drain rates are made of), and per appointment. An appointment is done only
+when it has, itself, its meeting ready, its confirmation email in the sink, its `confirmed`
+status and both its ledger records (the CGU acceptance and the recording choice): totals that
+agree could hide one appointment without a meeting behind another with two."""
 
 from __future__ import annotations
 
 import math
 import os
-import threading
+import re
 import time
-from dataclasses import dataclass, field
+import uuid
+from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
-import psutil
 
+# The sink names a file after the Message-ID, notifications' `<appointment>.r<n>.confirmation@…>`
+_CONFIRMATION = re.compile(r"([0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12})\.r\d+\.confirmation@")
 
-@dataclass
-class Watched:
-    name: str
-    process: psutil.Process
-
-
-def stack_processes(pids: dict[str, int]) -> list[Watched]:
-    """The stack's processes by name, plus PostgreSQL (every `postgres` process on the machine:
-    the server is shared, its backends are where the SQL runs) and this load generator."""
-    watched = [Watched(name, psutil.Process(pid)) for name, pid in pids.items()]
-    for proc in psutil.process_iter(["name"]):
-        if proc.info["name"] in ("postgres", "postmaster"):
-            watched.append(Watched("postgresql", proc))
-    watched.append(Watched("load generator (bench)", psutil.Process(os.getpid())))
-    return watched
-
-
-@dataclass
-class CpuUse:
-    """CPU seconds (user + sys) per process name over a phase; a process that ended or started
-    during the phase counts for what the OS saw of it."""
-
-    seconds: dict[str, float]
-
-    @property
-    def total(self) -> float:
-        return sum(self.seconds.values())
-
-
-def _cpu(process: psutil.Process) -> float:
-    try:
-        times = process.cpu_times()
-        # Children the process waited for count too (tansu's or PostgreSQL's helpers).
-        return float(times.user + times.system + times.children_user + times.children_system)
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return 0.0
-
-
-class CpuMeter:
-    def __init__(self, watched: list[Watched]) -> None:
-        self.watched = watched
-        self.start = {id(w.process): _cpu(w.process) for w in watched}
-
-    def stop(self) -> CpuUse:
-        seconds: dict[str, float] = {}
-        for w in self.watched:
-            used = max(0.0, _cpu(w.process) - self.start.get(id(w.process), 0.0))
-            seconds[w.name] = seconds.get(w.name, 0.0) + used
-        return CpuUse(seconds)
-
-
-@dataclass
-class RssPeaks:
-    """The largest resident set seen for each process name, sampled every `every_s`."""
-
-    watched: list[Watched]
-    every_s: float = 0.25
-    peaks: dict[str, int] = field(default_factory=dict)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def __enter__(self) -> RssPeaks:
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            for w in self.watched:
-                try:
-                    rss = w.process.memory_info().rss
-                except (psutil.NoSuchProcess, psutil.AccessDenied):
-                    continue
-                self.peaks[w.name] = max(self.peaks.get(w.name, 0), rss)
-            self._stop.wait(self.every_s)
+_COUNTS = """
+SELECT
+  (SELECT count(*) FROM meetings.meetings
+     WHERE status = 'ready' AND created_at >= $1) AS meetings,
+  (SELECT count(*) FROM booking.appointments
+     WHERE status = 'confirmed' AND created_at >= $1) AS confirmed,
+  (SELECT count(*) FROM consent.ledger
+     WHERE kind = 'cgu_accepted' AND recorded_at >= $1) AS consent
+"""
+# What an appointment `a` needs in the database besides its status.
+_MEETING_AND_LEDGER = """
+  AND EXISTS (SELECT 1 FROM meetings.meetings m
+              WHERE m.appointment_id = a.appointment_id AND m.status = 'ready')
+  AND EXISTS (SELECT 1 FROM consent.ledger l
+              WHERE l.appointment_id = a.appointment_id AND l.kind = 'cgu_accepted')
+  AND EXISTS (SELECT 1 FROM consent.ledger l
+              WHERE l.appointment_id = a.appointment_id
+                AND l.kind IN ('recording_authorised', 'recording_refused'))
+"""
+_NOT_DONE_YET = """
+  AND NOT EXISTS (SELECT 1 FROM pg_temp.bench_done d WHERE d.appointment_id = a.appointment_id)
+"""
+# Booked through booking: confirmed too. Those already found done are not looked at again.
+_DONE_BOOKED = f"""
+SELECT a.appointment_id::text AS id FROM booking.appointments a
+WHERE a.status = 'confirmed' AND a.created_at >= $1 {_NOT_DONE_YET} {_MEETING_AND_LEDGER}
+"""
+# Written straight onto the appointments topic (the backlog): booking never sees them.
+_DONE_EXPECTED = f"""
+SELECT a.appointment_id::text AS id FROM pg_temp.bench_expected a
+WHERE true {_NOT_DONE_YET} {_MEETING_AND_LEDGER}
+"""
 
 
 @dataclass(frozen=True)
 class Progress:
-    """Appointments finished since a phase began, service by service."""
+    """What a phase has finished since it began."""
 
-    meetings: int
-    emails: int
-    confirmed: int
-    consent: int
+    meetings: int  # meetings ready
+    emails: int  # appointments with a confirmation email in the sink
+    confirmed: int  # appointments booking calls confirmed
+    consent: int  # appointments whose CGU acceptance is in the ledger
+    done: int  # appointments with all of it, each checked on its own
 
-    @property
-    def fully_done(self) -> int:
-        """Meeting created, email in the sink, status confirmed and consent recorded: the
-        confirmed status already implies the first two, the sink is counted anyway."""
-        return min(self.meetings, self.emails, self.confirmed, self.consent)
+
+def confirmations(mail_dir: Path) -> set[str]:
+    """The appointments with a confirmation email in the sink (a second copy adds none)."""
+    with os.scandir(mail_dir) as entries:
+        return {m.group(1) for entry in entries if (m := _CONFIRMATION.match(entry.name))}
 
 
 class ProgressProbe:
-    """Counts rows created after `since` (so one stack serves every phase) and the sink's
-    files beyond those already there."""
+    """Reads progress over one connection of its own (its backend is the load generator's).
 
-    def __init__(self, dsn: str, mail_dir: Path) -> None:
+    `expected`: the phase's appointments when booking is bypassed (the backlog); otherwise
+    every appointment booking created since `begin()`, which must also be `confirmed`."""
+
+    def __init__(self, dsn: str, mail_dir: Path, expected: Collection[str] | None = None) -> None:
         self.dsn = dsn
         self.mail_dir = mail_dir
+        self.expected = expected
         self.since = time.time()
-        self.mails_before = 0
+        self.emailed_before: set[str] = set()
+        self.done: set[str] = set()
         self.conn: asyncpg.Connection | None = None
 
     async def __aenter__(self) -> ProgressProbe:
         self.conn = await asyncpg.connect(self.dsn)
+        await self.conn.execute("CREATE TEMP TABLE bench_done (appointment_id uuid PRIMARY KEY)")
+        if self.expected is not None:
+            await self.conn.execute(
+                "CREATE TEMP TABLE bench_expected (appointment_id uuid PRIMARY KEY)"
+            )
+            await self.conn.copy_records_to_table(
+                "bench_expected", records=[(uuid.UUID(a),) for a in self.expected]
+            )
         return self
 
     async def __aexit__(self, *_: object) -> None:
         if self.conn is not None:
             await self.conn.close()
 
+    @property
+    def backend_pid(self) -> int:
+        assert self.conn is not None
+        pid: int = self.conn.get_server_pid()
+        return pid
+
     def begin(self) -> None:
         self.since = time.time()
-        self.mails_before = count_mails(self.mail_dir)
+        self.emailed_before = confirmations(self.mail_dir)
 
-    async def read(self) -> Progress:
+    async def read(self, *, per_appointment: bool = True) -> Progress:
+        """`per_appointment=False`: the totals only, `done` as last found (the backlog's
+        polls, whose drain rates are per service; it checks each appointment at its end)."""
         assert self.conn is not None
         since = datetime.fromtimestamp(self.since, UTC)
-        row = await self.conn.fetchrow(
-            """
-            SELECT
-              (SELECT count(*) FROM meetings.meetings
-                 WHERE status = 'ready' AND created_at >= $1) AS meetings,
-              (SELECT count(*) FROM booking.appointments
-                 WHERE status = 'confirmed' AND created_at >= $1) AS confirmed,
-              (SELECT count(*) FROM consent.ledger
-                 WHERE kind = 'cgu_accepted' AND recorded_at >= $1) AS consent
-            """,
-            since,
-        )
+        row = await self.conn.fetchrow(_COUNTS, since)
         assert row is not None
+        emailed = confirmations(self.mail_dir) - self.emailed_before
+        if per_appointment:
+            if self.expected is None:
+                candidates = await self.conn.fetch(_DONE_BOOKED, since)
+            else:
+                candidates = await self.conn.fetch(_DONE_EXPECTED)
+            found = [r["id"] for r in candidates if r["id"] in emailed]
+            await self.conn.execute(
+                "INSERT INTO pg_temp.bench_done SELECT unnest($1::uuid[])", found
+            )
+            self.done.update(found)
         return Progress(
             meetings=row["meetings"],
-            emails=count_mails(self.mail_dir) - self.mails_before,
+            emails=len(emailed),
             confirmed=row["confirmed"],
             consent=row["consent"],
+            done=len(self.done),
         )
-
-
-def count_mails(mail_dir: Path) -> int:
-    with os.scandir(mail_dir) as entries:
-        return sum(1 for entry in entries if entry.name.endswith(".eml"))
 
 
 def percentile(values: list[float], share: float) -> float | None:
