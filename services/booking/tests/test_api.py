@@ -160,6 +160,61 @@ async def test_malformed_oversized_and_unknown_requests_are_problems(booking: An
     assert errors_of(bad_key)["Idempotency-Key"] == "must be 1 to 255 printable ASCII characters"
 
 
+HOSTILE_BODIES = {
+    "nested 5,000 deep": (b"[" * 5_000, 400, "recursion limit exceeded"),
+    "an object nested 3,000 deep": (b'{"a":' * 3_000 + b"1" + b"}" * 3_000, 400, "recursion"),
+    "a byte-order mark": (b"\xef\xbb\xbf{}", 400, "byte-order mark"),
+    "invalid UTF-8": (b'{"subject": "\xc3\x28"}', 400, "invalid unicode"),
+    "empty": (b"", 400, "empty"),
+    "null": (b"null", 422, "(body)"),
+    "a list": (b"[]", 422, "(body)"),
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE_BODIES)
+async def test_a_body_that_is_not_a_request_is_a_problem_never_a_500(
+    booking: Any, name: str
+) -> None:
+    body, status, said = HOSTILE_BODIES[name]
+    appointment_id = await booking.book()
+    for path in ("/v1/appointments", f"/v1/appointments/{appointment_id}/reschedule"):
+        answer = await booking.client.post(path, content=body, headers=booking.auth())
+        problem = problem_of(answer, status)
+        assert said in problem["detail"], problem
+
+
+async def test_a_key_given_twice_is_refused_naming_it(booking: Any) -> None:
+    body = json.dumps(booking.body())[:-1] + ', "caf_code": "974"}'
+    body = body.replace('"email": ', '"email": "x@example.fr", "email": ', 1)
+    answer = await booking.client.post("/v1/appointments", content=body, headers=booking.auth())
+    assert errors_of(answer) == {
+        "caf_code": "given more than once",
+        "user.email": "given more than once",
+    }
+
+
+async def test_a_body_past_the_limit_is_refused_before_it_is_read_whole(booking: Any) -> None:
+    pulled = 0
+
+    async def endless() -> Any:  # 100 MB, chunked: no Content-Length to refuse it by
+        nonlocal pulled
+        for _ in range(12_800):
+            pulled += 1
+            yield b" " * 8192
+
+    answer = await booking.client.post(
+        "/v1/appointments", content=endless(), headers=booking.auth()
+    )
+    assert problem_of(answer, 413)["detail"] == "the body exceeds 65536 bytes"
+    assert pulled <= 10  # 64 KiB and one chunk more, not 100 MB
+    declared = await booking.client.post(
+        "/v1/appointments",
+        content=b"{}",
+        headers=booking.auth(**{"Content-Length": "1000000"}),
+    )
+    assert problem_of(declared, 413)
+
+
 async def test_changes_raise_the_revision_and_publish_their_events_in_order(booking: Any) -> None:
     client, auth = booking.client, booking.auth()
     appointment_id = await booking.book()

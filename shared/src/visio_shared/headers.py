@@ -3,7 +3,7 @@ operators (kcat, `visio-rdv ops tail`) can read it without decoding the value.""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from visio_shared.envelope import AppointmentEvent, Envelope
 
@@ -41,13 +41,16 @@ class Headers:
         return headers
 
     @staticmethod
-    def decode(raw: Mapping[str, bytes | str] | list[tuple[str, bytes]] | None) -> dict[str, str]:
-        """Kafka headers (a list of (name, bytes) pairs) as a plain dict of strings."""
+    def decode(
+        raw: Mapping[str, bytes | str | None] | Sequence[tuple[str, bytes | None]] | None,
+    ) -> dict[str, str]:
+        """Kafka headers (a list of (name, bytes) pairs) as a plain dict of strings, whatever
+        they hold: bytes that are not UTF-8 read with U+FFFD, a header without a value as ''."""
         if raw is None:
             return {}
         items = raw.items() if isinstance(raw, Mapping) else raw
         return {
-            name: value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+            name: value.decode("utf-8", "replace") if isinstance(value, bytes) else value or ""
             for name, value in items
         }
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from aiokafka import TopicPartition
 from visio_runtime.kafka import admin_client
 from visio_runtime.settings import ServiceSettings
+from visio_runtime.topic_reader import partitions, reader, topic_partitions
 
-from visio_deploy.ops.reading import partitions_of, reader
 from visio_deploy.ops.topology import declared_topics
 
 log = logging.getLogger(__name__)
@@ -34,9 +34,9 @@ class TopicRow:
 
 async def topics_report(settings: ServiceSettings, sample_s: float = 2.0) -> list[TopicRow]:
     declared = declared_topics(settings.topic_prefix)
+    tps = await topic_partitions(settings)
+    names = sorted(tps)
     async with reader(settings) as consumer:
-        names = sorted(name for name in await consumer.topics() if not name.startswith("__"))
-        tps = {name: await partitions_of(consumer, name) for name in names}
         every = [tp for found in tps.values() for tp in found]
         first = await consumer.end_offsets(every) if every else {}
         if sample_s > 0:
@@ -70,10 +70,10 @@ class LagRow:
 
 
 async def group_lag(settings: ServiceSettings, group: str, topics: list[str]) -> list[LagRow]:
+    tps = await partitions(settings, topics)
+    if not tps:
+        return []
     async with reader(settings, group_id=group) as consumer:
-        tps = [tp for topic in topics for tp in await partitions_of(consumer, topic)]
-        if not tps:
-            return []
         consumer.assign(tps)
         end = await consumer.end_offsets(tps)
         beginning = await consumer.beginning_offsets(tps)

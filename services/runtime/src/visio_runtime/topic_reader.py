@@ -1,0 +1,119 @@
+"""Reading whole topics from outside any consumer group: what ops (`dlq list`, `replay`, `tail`,
+`lag`), the proofs and consent's checkpoint reader look at. A reader never joins a group
+(joining would make the services' groups rebalance) and never commits.
+
+Several topics are read in one pass of one client: their partitions are listed from metadata
+fetched for the purpose, assigned together, each read from its beginning to the end it had
+when the read began. Not from the client's `partitions_for_topic`, which answers from cached
+metadata — and once a client has been assigned partitions, aiokafka refreshes that cache for
+the assigned topics only: a topic read after another was missing from it, so reading topic
+after topic skipped all but the first that held anything (`ops dlq list` showed one
+dead-letter topic of four).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import TypeAlias
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+
+from visio_runtime.kafka import admin_client, client_kwargs
+from visio_runtime.settings import ServiceSettings
+
+Record: TypeAlias = ConsumerRecord[bytes, bytes]
+
+
+@asynccontextmanager
+async def reader(
+    settings: ServiceSettings, group_id: str | None = None
+) -> AsyncIterator[AIOKafkaConsumer]:
+    """A consumer that is only ever assigned partitions by hand. With `group_id`, it can read
+    that group's committed offsets (`committed()`) without joining the group."""
+    consumer = AIOKafkaConsumer(
+        group_id=group_id, enable_auto_commit=False, **client_kwargs(settings)
+    )
+    try:  # stopped even when it never started (no broker): no "Unclosed" warning then
+        await consumer.start()
+        yield consumer
+    finally:
+        await consumer.stop()
+
+
+@asynccontextmanager
+async def producer(settings: ServiceSettings) -> AsyncIterator[AIOKafkaProducer]:
+    sender = AIOKafkaProducer(
+        acks="all",
+        enable_idempotence=settings.kafka_enable_idempotence,
+        **client_kwargs(settings),
+    )
+    await sender.start()
+    try:
+        yield sender
+    finally:
+        await sender.stop()
+
+
+async def topic_partitions(settings: ServiceSettings) -> dict[str, list[TopicPartition]]:
+    """Every topic the broker has (internal ones aside) → its partitions, as the broker says
+    now. Asks for all topics rather than some by name: a broker that creates topics on demand
+    would create a topic merely asked about."""
+    admin = admin_client(settings)
+    try:  # closed even when it never started (no broker)
+        await admin.start()
+        described = await admin.describe_topics()
+    finally:
+        await admin.close()
+    return {
+        topic["topic"]: sorted(
+            TopicPartition(topic["topic"], part["partition"]) for part in topic["partitions"]
+        )
+        for topic in described
+        if not topic["topic"].startswith("__") and not topic.get("is_internal")
+    }
+
+
+async def partitions(settings: ServiceSettings, topics: Iterable[str]) -> list[TopicPartition]:
+    """The partitions of these topics (none for a topic that does not exist)."""
+    known = await topic_partitions(settings)
+    return [tp for topic in dict.fromkeys(topics) for tp in known.get(topic, [])]
+
+
+async def read_range(
+    consumer: AIOKafkaConsumer,
+    start: dict[TopicPartition, int],
+    end: dict[TopicPartition, int],
+    within: float = 60.0,
+) -> list[Record]:
+    """Every record from `start` (included) to `end` (excluded), all partitions at once."""
+    pending = [tp for tp in start if start[tp] < end[tp]]
+    if not pending:
+        return []
+    consumer.assign(pending)
+    for tp in pending:
+        consumer.seek(tp, start[tp])
+    records: list[Record] = []
+    async with asyncio.timeout(within):
+        while pending:
+            batch = await consumer.getmany(*pending, timeout_ms=500)
+            for tp, found in batch.items():
+                records.extend(record for record in found if record.offset < end[tp])
+            pending = [tp for tp in pending if await consumer.position(tp) < end[tp]]
+    return records
+
+
+async def read_topics(
+    settings: ServiceSettings, topics: Iterable[str], within: float = 60.0
+) -> list[Record]:
+    """What the topics hold now, in one pass: each partition from its beginning to its end,
+    ordered by topic, partition and offset."""
+    tps = await partitions(settings, topics)
+    if not tps:
+        return []
+    async with reader(settings) as consumer:
+        start = await consumer.beginning_offsets(tps)
+        end = await consumer.end_offsets(tps)
+        records = await read_range(consumer, start, end, within)
+    return sorted(records, key=lambda record: (record.topic, record.partition, record.offset))
