@@ -87,7 +87,22 @@ async def test_a_booking_is_stored_and_published_with_its_caller(booking: Any) -
             "Caf 974 (La Réunion) is in Indian/Reunion",
         ),
         ({"caf_code": "12"}, "caf_code", "String should match pattern '^\\d{3}$'"),
-        ({"advisor": {"id": "a b", "display_name": "X"}}, "advisor.id", "should match pattern"),
+        (
+            {"advisor": {"id": "a b", "display_name": "X"}},
+            "advisor.id",
+            "must be the advisor's Entra object id, a GUID",
+        ),
+        ({"advisor": {"id": "claire.martin@caf.fr", "display_name": "X"}}, "advisor.id", "GUID"),
+        (
+            {"advisor": {"id": "6f1c2a4e8b1d4c559a512f9e6f0c1d11", "display_name": "X"}},
+            "advisor.id",
+            "GUID",
+        ),
+        (
+            {"advisor": {"id": "{6f1c2a4e-8b1d-4c55-9a51-2f9e6f0c1d11}", "display_name": "X"}},
+            "advisor.id",
+            "GUID",
+        ),
         ({"subject": ""}, "subject", "String should have at least 1 character"),
         ({"colour": "blue"}, "colour", "unknown field"),
         ({"user.email": "not-an-email"}, "user.email", "value is not a valid email address"),
@@ -226,7 +241,12 @@ async def test_changes_raise_the_revision_and_publish_their_events_in_order(book
         await client.patch(f"{url}/contact", json={"email": "jeanne.d@example.fr"}, headers=auth),
         await client.post(
             f"{url}/reassign",
-            json={"advisor": {"id": "advisor-2", "display_name": "Paul Hoarau"}},
+            json={
+                "advisor": {
+                    "id": "0b7e4d2a-1c3f-4e5a-8d9b-6a2c1f0e3d44",
+                    "display_name": "Paul Hoarau",
+                }
+            },
             headers=auth,
         ),
         await client.post(f"{url}/reschedule", json={"duration_minutes": 45}, headers=auth),
@@ -245,7 +265,10 @@ async def test_changes_raise_the_revision_and_publish_their_events_in_order(book
     assert view["revision"] == 6 and view["status"] == "cancelled"
     assert view["status_reason"] == "user" and view["duration_minutes"] == 45
     assert datetime.fromisoformat(view["start"]) == datetime.fromisoformat(new_start)
-    assert view["advisor"] == {"id": "advisor-2", "display_name": "Paul Hoarau"}
+    assert view["advisor"] == {
+        "id": "0b7e4d2a-1c3f-4e5a-8d9b-6a2c1f0e3d44",
+        "display_name": "Paul Hoarau",
+    }
     history = [(entry["status"], entry["revision"]) for entry in view["history"]]
     assert history == [
         ("requested", 1),
@@ -278,8 +301,8 @@ async def test_changes_raise_the_revision_and_publish_their_events_in_order(book
     assert datetime.fromisoformat(rescheduled["start"]) == datetime.fromisoformat(new_start)
     assert corrected["user"]["email"] == "jeanne.d@example.fr"
     assert corrected["user"]["first_name"] == "Jeanne"
-    assert reassigned["previous_advisor"]["id"] == "advisor-1"
-    assert reassigned["advisor"]["id"] == "advisor-2"
+    assert reassigned["previous_advisor"]["id"] == "6f1c2a4e-8b1d-4c55-9a51-2f9e6f0c1d11"
+    assert reassigned["advisor"]["id"] == "0b7e4d2a-1c3f-4e5a-8d9b-6a2c1f0e3d44"
     assert lengthened["duration_minutes"] == 45 and lengthened["previous_duration_minutes"] == 30
     assert cancelled["reason"] == "user" and cancelled["cancelled_by"] == "caf-portal"
 
@@ -307,10 +330,21 @@ async def test_changes_raise_the_revision_and_publish_their_events_in_order(book
         ("contact", {"device": "minitel"}, "device", "'computer', 'smartphone' or 'tablet'"),
         ("contact", {"first_name": "Jeanne"}, "(body)", "these are already the person's details"),
         ("reassign", {}, "advisor", "Field required"),
-        ("reassign", {"advisor": {"id": "", "display_name": "X"}}, "advisor.id", "at least 1"),
         (
             "reassign",
-            {"advisor": {"id": "advisor-1", "display_name": "Claire Martin"}},
+            {"advisor": {"id": "", "display_name": "X"}},
+            "advisor.id",
+            "must be the advisor's Entra object id, a GUID",
+        ),
+        (
+            "reassign",
+            # The same object id in capitals: the same advisor.
+            {
+                "advisor": {
+                    "id": "6F1C2A4E-8B1D-4C55-9A51-2F9E6F0C1D11",
+                    "display_name": "Claire Martin",
+                }
+            },
             "advisor.id",
             "is already the appointment's advisor",
         ),
@@ -332,7 +366,11 @@ CHANGES = [
     ("post", "reschedule", {"duration_minutes": 60}),
     ("post", "cancel", {"reason": "advisor"}),
     ("patch", "contact", {"device": "tablet"}),
-    ("post", "reassign", {"advisor": {"id": "advisor-9", "display_name": "Léa Payet"}}),
+    (
+        "post",
+        "reassign",
+        {"advisor": {"id": "9b8c7d6e-5f4a-4b3c-8d2e-1f0a9b8c7d69", "display_name": "Léa Payet"}},
+    ),
 ]
 
 

@@ -138,7 +138,12 @@ async def test_every_change_over_kafka_takes_effect_once_with_a_reply_each_time(
         request("CorrectContact", {"email": "j.dupont@example.fr"}, appointment_id=appointment_id),
         request(
             "ReassignAdvisor",
-            {"advisor": {"id": "advisor-7", "display_name": "Marie Grondin"}},
+            {
+                "advisor": {
+                    "id": "7a1e2b3c-4d5e-4f60-8a9b-0c1d2e3f4a57",
+                    "display_name": "Marie Grondin",
+                }
+            },
             appointment_id=appointment_id,
         ),
     ]
@@ -232,7 +237,7 @@ async def test_status_follows_meetings_and_notifications_on_the_broker(booking: 
         **lineage,
         join_url="https://teams.microsoft.com/l/meetup-join/abc",
         graph_event_id="AAMkAD",
-        advisor_id="advisor-1",
+        advisor_id="6f1c2a4e-8b1d-4c55-9a51-2f9e6f0c1d11",
     )
     sent = NotificationSent(**lineage, kind="confirmation", message_id="<x@visio-rdv.caf.fr>")
     topics = booking.runtime.topics
