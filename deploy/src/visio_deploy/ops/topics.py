@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from aiokafka import TopicPartition
 from visio_runtime.kafka import admin_client
 from visio_runtime.settings import ServiceSettings
-from visio_runtime.topic_reader import partitions, reader, topic_partitions
+from visio_runtime.topic_reader import ends, partitions, reader, topic_partitions
 
 from visio_deploy.ops.topology import declared_topics
 
@@ -38,10 +38,10 @@ async def topics_report(settings: ServiceSettings, sample_s: float = 2.0) -> lis
     names = sorted(tps)
     async with reader(settings) as consumer:
         every = [tp for found in tps.values() for tp in found]
-        first = await consumer.end_offsets(every) if every else {}
+        first = await ends(consumer, every)
         if sample_s > 0:
             await asyncio.sleep(sample_s)  # the sample the rate is measured over
-        end = await consumer.end_offsets(every) if every else {}
+        end = await ends(consumer, every)
         beginning = await consumer.beginning_offsets(every) if every else {}
     rows = []
     for name in names:
@@ -74,8 +74,8 @@ async def group_lag(settings: ServiceSettings, group: str, topics: list[str]) ->
     if not tps:
         return []
     async with reader(settings, group_id=group) as consumer:
+        end = await ends(consumer, tps)
         consumer.assign(tps)
-        end = await consumer.end_offsets(tps)
         beginning = await consumer.beginning_offsets(tps)
         rows = []
         for tp in tps:
@@ -96,7 +96,7 @@ async def lag_report(settings: ServiceSettings, groups: dict[str, list[str]]) ->
     ]
     for group, offsets in (await _other_groups(settings, set(groups))).items():
         async with reader(settings) as consumer:
-            end = await consumer.end_offsets(list(offsets)) if offsets else {}
+            end = await ends(consumer, offsets)
         rows += [
             LagRow(group, tp.topic, tp.partition, offset, end[tp], end[tp] - offset)
             for tp, offset in sorted(offsets.items())

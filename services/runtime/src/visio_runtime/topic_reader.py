@@ -9,6 +9,11 @@ metadata — and once a client has been assigned partitions, aiokafka refreshes 
 the assigned topics only: a topic read after another was missing from it, so reading topic
 after topic skipped all but the first that held anything (`ops dlq list` showed one
 dead-letter topic of four).
+
+Where a partition ends is asked of the data itself (`ends`), not only of ListOffsets: tansu
+answers ListOffsets with the last batch's first offset + 1, so when several records travel in
+one batch (concurrent sends: the outbox relay's waves, dead letters from parallel lanes) the
+last of them were left unread, and a lag measured against that end hid them.
 """
 
 from __future__ import annotations
@@ -81,6 +86,31 @@ async def partitions(settings: ServiceSettings, topics: Iterable[str]) -> list[T
     return [tp for topic in dict.fromkeys(topics) for tp in known.get(topic, [])]
 
 
+async def ends(
+    consumer: AIOKafkaConsumer, tps: Iterable[TopicPartition], within: float = 30.0
+) -> dict[TopicPartition, int]:
+    """Each partition's end: the offset after its last record. ListOffsets, then for each
+    partition that holds anything, the high watermark of a fetch of its last batch (Apache
+    Kafka's two answers agree; tansu's ListOffsets falls short after a batch of several)."""
+    listed = await consumer.end_offsets(list(tps))
+    found = dict(listed)
+    pending = [tp for tp, end in listed.items() if end > 0]
+    if not pending:
+        return found
+    consumer.assign(pending)
+    for tp in pending:
+        consumer.seek(tp, listed[tp] - 1)
+    async with asyncio.timeout(within):
+        while pending:
+            await consumer.getmany(*pending, timeout_ms=500)
+            for tp in list(pending):
+                highwater = consumer.highwater(tp)
+                if highwater is not None:
+                    found[tp] = max(listed[tp], highwater)
+                    pending.remove(tp)
+    return found
+
+
 async def read_range(
     consumer: AIOKafkaConsumer,
     start: dict[TopicPartition, int],
@@ -114,6 +144,6 @@ async def read_topics(
         return []
     async with reader(settings) as consumer:
         start = await consumer.beginning_offsets(tps)
-        end = await consumer.end_offsets(tps)
+        end = await ends(consumer, tps)
         records = await read_range(consumer, start, end, within)
     return sorted(records, key=lambda record: (record.topic, record.partition, record.offset))
