@@ -226,6 +226,21 @@ async def test_broken_requests_with_an_id_are_answered_and_without_one_dead_lett
     assert headers["dlq.source_topic"] == booking.runtime.topics.booking_requests
 
 
+async def test_a_request_giving_a_key_twice_is_rejected_naming_it(booking: Any) -> None:
+    subject = f"Twice {uuid.uuid4()}"
+    twice = request("BookAppointment", booking.body(subject=subject))
+    value = json.dumps(twice)[:-1] + ', "calling_system": "another-system"}'
+    value = value.replace('"email": ', '"email": "x@example.fr", "email": ', 1)
+    await send(booking, value.encode())
+    (rejected,) = await replies(booking, twice["request_id"])
+    assert rejected["status"] == 422
+    assert rejected["errors"] == [
+        {"field": "calling_system", "message": "given more than once"},
+        {"field": "user.email", "message": "given more than once"},
+    ]
+    assert await booking.sql("SELECT 1 FROM appointments WHERE subject = $1", subject) == []
+
+
 async def test_status_follows_meetings_and_notifications_on_the_broker(booking: Any) -> None:
     appointment_id = await booking.book()
     lineage = {
