@@ -130,7 +130,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def on_bug(request: Request, exc: Exception) -> JSONResponse:
-        # Ours, not the caller's: said without a word of it (its text may quote the request).
-        log.error("%s %s failed: %s", request.method, request.url.path, type(exc).__name__)
+        # Ours, not the caller's: said without a word of it (its text may quote the request),
+        # and by the route's template (a path may hold a self-service link's token).
+        route = getattr(request.scope.get("route"), "path", "?")
+        log.error("%s %s failed: %s", request.method, route, type(exc).__name__)
         problem = Problem(500, "internal", "Internal Error", "the service failed; try again later")
         return problem_response(problem, request.url.path)
