@@ -10,6 +10,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+from visio_booking import inbound
 from visio_shared import MeetingReady, NotificationSent, publish_event
 from visio_shared.booking_requests import (
     BookAppointment,
@@ -21,6 +23,7 @@ from visio_shared.booking_requests import (
 from visio_shared.events import MeetingAttendanceRecorded
 
 SYSTEM = "national-scheduler"
+PROBLEMS = "https://visio-rdv.caf.fr/problems/"
 
 
 async def send(booking: Any, message: dict[str, Any] | bytes, **headers: str) -> None:
@@ -239,6 +242,38 @@ async def test_a_request_giving_a_key_twice_is_rejected_naming_it(booking: Any) 
         {"field": "user.email", "message": "given more than once"},
     ]
     assert await booking.sql("SELECT 1 FROM appointments WHERE subject = $1", subject) == []
+
+
+async def test_a_request_booking_cannot_handle_now_is_kept_and_answered_503(
+    booking: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def away(*args: Any, **kwargs: Any) -> None:
+        raise OSError("booking's database is away")
+
+    monkeypatch.setattr(inbound, "execute", away)
+    book = request("BookAppointment", booking.body())
+    await send(booking, book)
+    (answer,) = await replies(booking, book["request_id"])
+    assert (answer["status"], answer["type"]) == (503, PROBLEMS + "unavailable")
+    marker = book["request_id"].encode()
+    letters = await booking.records(
+        booking.runtime.topics.dlq("booking"), lambda got: any(marker in r.value for r in got)
+    )
+    headers = {
+        name: value.decode()
+        for name, value in next(r for r in letters if marker in r.value).headers
+    }
+    attempts = booking.runtime.settings.retry_attempts
+    assert headers["dlq.attempts"] == str(attempts)
+    assert headers["dlq.reason"] == (
+        f"gave up after {attempts} attempts: OSError: booking's database is away"
+    )
+
+    # Back: sent again with the same request_id, it takes effect.
+    monkeypatch.undo()
+    await send(booking, book)
+    _, accepted = await replies(booking, book["request_id"], count=2)
+    assert accepted["event_type"] == "BookingAccepted" and not accepted["replayed"]
 
 
 async def test_status_follows_meetings_and_notifications_on_the_broker(booking: Any) -> None:

@@ -74,8 +74,8 @@ async def group_lag(settings: ServiceSettings, group: str, topics: list[str]) ->
     if not tps:
         return []
     async with reader(settings, group_id=group) as consumer:
-        end = await ends(consumer, tps)
         consumer.assign(tps)
+        end = await ends(consumer, tps)
         beginning = await consumer.beginning_offsets(tps)
         rows = []
         for tp in tps:

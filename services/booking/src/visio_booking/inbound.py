@@ -141,7 +141,7 @@ class InboundRequests:
         reply = rejected(who, problem)
         await self.runtime.broker.publish(
             reply.to_json_bytes(),
-            self.runtime.topics.booking_replies,
+            self._replies_to(who),
             key=reply_key(reply),
             headers=Headers.for_event(reply),
         )
@@ -169,14 +169,14 @@ class InboundRequests:
             )
 
             async def reply(conn: asyncpg.Connection, outcome: Outcome) -> None:
-                await self._reply(conn, accepted(who, outcome))
+                await self._reply(conn, who, accepted(who, outcome))
 
             await execute(pool, self.ctx, self._caller(who), command, also=reply)
         except (Problem, pydantic.ValidationError) as exc:
             refusal = as_problem(exc)
             assert refusal is not None
             async with pool.acquire() as conn, conn.transaction():
-                await self._reply(conn, rejected(who, refusal))
+                await self._reply(conn, who, rejected(who, refusal))
 
     def _caller(self, who: Identity) -> Caller:
         # The envelope validated: `calling_system` is the body's, given once.
@@ -187,8 +187,12 @@ class InboundRequests:
             channel="kafka",
         )
 
-    async def _reply(self, conn: asyncpg.Connection, reply: BookingReply) -> None:
-        await enqueue(conn, self.runtime.topics.booking_replies, reply, key=reply_key(reply))
+    def _replies_to(self, who: Identity) -> str:
+        """Where the caller reads its answers (one topic for every caller, for now)."""
+        return self.runtime.topics.booking_replies
+
+    async def _reply(self, conn: asyncpg.Connection, who: Identity, reply: BookingReply) -> None:
+        await enqueue(conn, self._replies_to(who), reply, key=reply_key(reply))
 
 
 def _field(path: str) -> str:

@@ -304,7 +304,14 @@ class EventConsumer:
                 record, headers, letter, label=labels["event_type"], summary=_loggable(exc)
             )
             if gave_up is not None:
-                await gave_up(record, letter)
+                try:
+                    await gave_up(record, letter)
+                except Exception:  # the letter is written: never write it again for this
+                    log.exception(
+                        "%s: %s could not follow up its dead letter",
+                        self.service,
+                        labels["event_type"],
+                    )
             return "dead_lettered"
         delay = self.policy.delay(failure.attempts, exc)
         log.warning(
@@ -352,6 +359,11 @@ class EventConsumer:
         return RetryLater(
             self.settings.retry_max_delay_s, failure or Failure(0, first_failed_at=_now())
         )
+
+    @property
+    def in_flight(self) -> int:
+        """Records taken and not yet done with (lanes only; one at a time, 0)."""
+        return self._lanes.in_flight if self._lanes is not None else 0
 
     async def commit_now(self) -> None:
         """Commit what the lanes have finished, without waiting for their next flush."""

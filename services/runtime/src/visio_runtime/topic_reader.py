@@ -92,12 +92,18 @@ async def ends(
     """Each partition's end: the offset after its last record. ListOffsets, then for each
     partition that holds anything, the high watermark of a fetch of its last batch (Apache
     Kafka's two answers agree; tansu's ListOffsets falls short after a batch of several)."""
-    listed = await consumer.end_offsets(list(tps))
+    every = list(tps)
+    listed = await consumer.end_offsets(every)
     found = dict(listed)
     pending = [tp for tp, end in listed.items() if end > 0]
     if not pending:
         return found
-    consumer.assign(pending)
+    # Every partition asked about, not only those fetched from: the client then keeps the
+    # metadata of all their topics, which the caller's next request on them needs. Assigned
+    # once: assigning a group's reader anew while its coordinator works on the last
+    # assignment fails that coordinator (aiokafka asserts the assignment is still active).
+    if consumer.assignment() != set(every):
+        consumer.assign(every)
     for tp in pending:
         consumer.seek(tp, listed[tp] - 1)
     async with asyncio.timeout(within):
