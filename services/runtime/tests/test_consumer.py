@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import field_validator
-from visio_runtime.dead_letters import TRUNCATED
 from visio_runtime.errors import Transient
 from visio_runtime.service import Runtime, build_runtime
 from visio_runtime.settings import ServiceSettings
@@ -314,7 +313,7 @@ async def test_a_record_that_cannot_be_read_is_dead_lettered_at_once_and_its_par
         assert headers["dlq.attempts"] == "1", name  # never retried
         assert letter.key == key, name
         if name == "huge":
-            assert letter.value == value[:4096] and TRUNCATED in headers
+            assert letter.value == value[:4096] and Headers.DLQ_TRUNCATED in headers
         else:
             assert letter.value == (value or b""), name
     assert rt.metrics.value("events_retried_total") == 0

@@ -26,6 +26,8 @@ class Headers:
     DLQ_ATTEMPTS = "dlq.attempts"
     DLQ_FIRST_FAILED_AT = "dlq.first_failed_at"
     DLQ_DEAD_LETTERED_AT = "dlq.dead_lettered_at"
+    # Only on a letter whose value (or key) was cut to fit on the broker: the original sizes.
+    DLQ_TRUNCATED = "dlq.truncated"
 
     @staticmethod
     def for_event(event: Envelope) -> dict[str, str]:

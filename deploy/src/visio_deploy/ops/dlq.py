@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 
 from aiokafka.admin import NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
-from visio_runtime.dead_letters import TRUNCATED
 from visio_runtime.kafka import admin_client
 from visio_runtime.settings import ServiceSettings
 from visio_runtime.topic_reader import Record, producer, read_topics
@@ -66,7 +65,7 @@ class Letter:
     @property
     def truncated(self) -> bool:
         """Its value was cut to fit on the broker: it can be read, not replayed."""
-        return TRUNCATED in self.headers
+        return Headers.DLQ_TRUNCATED in self.headers
 
     def replayable_headers(self) -> dict[str, str]:
         kept = {k: v for k, v in self.headers.items() if not k.startswith("dlq.")}

@@ -3,8 +3,9 @@
 from (topic, partition, offset, group) and why (`dlq.*` headers), so ops can read and replay it.
 
 A letter must always fit on the broker, or the record could never be set aside and its
-partition would stall: a value (or key) past `dlq_max_value_bytes` is cut to that size, the cut
-said in `dlq.truncated` (the original sizes) — such a letter is kept to be read, not replayed.
+partition would stall: a value past `dlq_max_value_bytes` (a key past 1 KiB) is cut to that
+size, the cut said in `dlq.truncated` (the original sizes) — such a letter is kept to be read,
+not replayed.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from visio_runtime.metrics import ConsumerMetrics
 
 log = logging.getLogger(__name__)
 
-TRUNCATED = "dlq.truncated"
 MAX_KEY_BYTES = 1024
 
 
@@ -83,7 +83,8 @@ class DeadLetters:
             Headers.DLQ_DEAD_LETTERED_AT: datetime.now(UTC).isoformat(),
         }
         if len(value) > self.max_value_bytes or (key is not None and len(key) > MAX_KEY_BYTES):
-            letter_headers[TRUNCATED] = f"value {len(value)} bytes, key {len(key or b'')} bytes"
+            sizes = f"value {len(value)} bytes, key {len(key or b'')} bytes"
+            letter_headers[Headers.DLQ_TRUNCATED] = sizes
             value = value[: self.max_value_bytes]
             key = key[:MAX_KEY_BYTES] if key is not None else None
         await self.broker.publish(value, self.topic, key=key, headers=letter_headers)
