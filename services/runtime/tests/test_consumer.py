@@ -186,7 +186,8 @@ async def test_a_held_back_event_is_not_overtaken_while_other_partitions_flow(
     rt.consumer.subscribe(rt.topics.appointments)
     async with running(rt):
         topic = rt.topics.appointments
-        # A's reschedule then its cancellation on partition 0; B's three changes on partition 1.
+        # A's reschedule then its cancellation on partition 0; once the reschedule has failed,
+        # B's three changes on partition 1.
         for partition, event in [
             (0, rescheduled(a, 2)),
             (0, cancelled(a, 3)),
@@ -194,6 +195,10 @@ async def test_a_held_back_event_is_not_overtaken_while_other_partitions_flow(
             (1, rescheduled(b, 3)),
             (1, cancelled(b, 4)),
         ]:
+            if event.appointment_id == b and not rt.metrics.value("events_retried_total"):
+                await wait_until(
+                    lambda: rt.metrics.value("events_retried_total"), what="A's first failure"
+                )
             await rt.broker.publish(
                 event.to_json_bytes(),
                 topic,
