@@ -35,7 +35,7 @@ def requested(subject: str) -> AppointmentRequested:
         revision=1,
         correlation_id=uuid.uuid4(),
         caf_code="974",
-        advisor=Advisor(id="advisor-1", display_name="Claire Martin"),
+        advisor=Advisor(id="6f1c2a4e-8b1d-4c55-9a51-2f9e6f0c1d11", display_name="Claire Martin"),
         start=now + timedelta(days=7),
         duration_minutes=30,
         timezone="Indian/Reunion",

@@ -41,6 +41,17 @@ def test_hostile_inputs_get_clear_answers_and_break_nothing() -> None:
     report = run_inputs(100, seed_value=2, quiet=True)
     _assert_passed(report)
     assert report.figures["inputs tried"] == 100
+    # Hostile records went to every topic a service reads, and were dead-lettered there.
+    streams = {topic.split(".", 1)[1] for topic in report.figures["hostile records, by topic"]}
+    assert streams == {
+        "booking-requests.v1",
+        "appointments.v1",
+        "meetings.v1",
+        "notifications.v1",
+        "consents.v1",
+    }
+    assert report.figures["dead letters read (every service's topic)"] > 100
+    assert set(report.figures["hostile bodies to the APIs, answers"]) <= {400, 413, 422}
 
 
 def test_every_tampering_of_the_ledger_is_detected() -> None:

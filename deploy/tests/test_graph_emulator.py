@@ -727,6 +727,17 @@ async def test_a_mailbox_without_teams_gets_an_event_without_a_meeting(
     assert patched.json()["onlineMeeting"]["joinUrl"]
 
 
+async def test_an_object_id_the_tenant_does_not_have_is_an_invalid_user(
+    graph: httpx.AsyncClient, client: httpx.AsyncClient
+) -> None:
+    gone = await client.post(f"/_emulator/users/{OTHER_USER.upper()}", json={"exists": False})
+    assert gone.status_code == 200
+    _assert_graph_error(
+        await graph.post(f"/users/{OTHER_USER}/events", json=_event()), 404, "ErrorInvalidUser"
+    )
+    assert (await graph.post(f"/users/{ORGANIZER}/events", json=_event())).status_code == 201
+
+
 async def test_cancel_removes_the_event_and_its_meeting(
     graph: httpx.AsyncClient, client: httpx.AsyncClient
 ) -> None:

@@ -49,7 +49,7 @@ def requested(occurred_at: datetime) -> AppointmentRequested:
         correlation_id=uuid.uuid4(),
         occurred_at=occurred_at,
         caf_code="974",
-        advisor=Advisor(id="advisor-7", display_name="Claire Martin"),
+        advisor=Advisor(id="7a1e2b3c-4d5e-4f60-8a9b-0c1d2e3f4a57", display_name="Claire Martin"),
         start=datetime(2030, 3, 4, 6, 30, tzinfo=UTC),  # 10:30 in La Réunion
         duration_minutes=30,
         timezone="Indian/Reunion",
@@ -122,7 +122,7 @@ async def test_each_failure_tells_its_caf_once(
     assert alert["To"] == "visio@caf974.fr"
     body = alert.get_content()
     assert str(failing.appointment_id) in body
-    assert "Claire Martin (advisor-7)" in body
+    assert "Claire Martin (7a1e2b3c-4d5e-4f60-8a9b-0c1d2e3f4a57)" in body
     assert "04/03/2030 10:30 (Indian/Reunion)" in body
     assert "graph_forbidden" in body and "refuses the application" in body
     assert "Dupont" not in alert.as_string() and "jeanne" not in alert.as_string()

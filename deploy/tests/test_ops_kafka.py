@@ -1,5 +1,6 @@
 """`visio-rdv ops` on the real test broker: the lag of a stopped consumer as it really is, the
 topics with their end offsets and an undeclared one flagged (a running group left undisturbed),
+every dead letter of every service listed and replayed whichever topic and partition holds it,
 and a dead letter replayed to its source topic and reprocessed exactly once, however many times
 the replay is asked for."""
 
@@ -17,10 +18,11 @@ from visio_deploy.ops.settings import OpsSettings
 from visio_deploy.ops.tail import tail
 from visio_deploy.ops.topics import lag_report, topics_report
 from visio_deploy.ops.topology import groups
-from visio_runtime.kafka import admin_client
+from visio_runtime.dead_letters import DeadLetter
+from visio_runtime.kafka import admin_client, ensure_topics
 from visio_runtime.service import Runtime, build_runtime
-from visio_runtime.testing import running, wait_until
-from visio_shared import MeetingFailed, publish_event
+from visio_runtime.testing import record_of, running, wait_until
+from visio_shared import Headers, MeetingFailed, publish_event
 
 
 @pytest.fixture
@@ -126,6 +128,48 @@ async def test_topics_and_lag_read_a_running_system_without_disturbing_it(
         await admin.close()
     [(_, _, state, _, _, members)] = described.groups
     assert state == "Stable" and len(members) == 1
+
+
+async def test_every_dead_letter_of_every_service_is_listed_and_replayed(
+    settings: OpsSettings, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One letter per service and partition, each written by the service's own writer.
+    await ensure_topics(
+        settings, [dlq.Topics(settings.topic_prefix).dlq(s) for s in dlq.DLQ_SERVICES]
+    )
+    written: dict[str, str] = {}  # the failed event's id → the service that gave up on it
+    for service in dlq.DLQ_SERVICES:
+        rt = build_runtime(service, settings)
+        await rt.broker.start()
+        try:
+            for partition in range(settings.topic_partitions):
+                event = failed(f"{service} {partition}")
+                record = record_of(event, rt.topics.meetings, offset=partition)
+                letter = DeadLetter("a bug", "RuntimeError", 1, event.occurred_at)
+                await rt.consumer.dead_letters.write(
+                    record, Headers.decode(record.headers), letter, label="x", summary="a bug"
+                )
+                written[str(event.event_id)] = service
+        finally:
+            await rt.broker.stop()
+
+    found = await dlq.letters(settings)
+    assert len(found) == len(written) == len(dlq.DLQ_SERVICES) * settings.topic_partitions
+    assert {letter.header("event_id"): letter.header("dlq.consumer_group") for letter in found} == {
+        event_id: f"{settings.topic_prefix}.{service}" for event_id, service in written.items()
+    }
+
+    monkeypatch.setenv("VISIO_KAFKA_BOOTSTRAP_SERVERS", settings.kafka_bootstrap_servers)
+    monkeypatch.setenv("VISIO_TOPIC_PREFIX", settings.topic_prefix)
+    printed = []
+    for argv in (["ops", "dlq", "list"], ["ops", "dlq", "replay", "--all"]):
+        args = build_parser().parse_args(argv)
+        assert await asyncio.to_thread(args.handler, args) == 0
+        printed.append(capsys.readouterr().out)
+    listed, replayed = printed
+    assert all(letter.id in listed for letter in found)
+    assert all(f"replayed {letter.id} " in replayed for letter in found)
+    assert f"{len(found)} replayed, 0 skipped" in replayed
 
 
 async def test_a_dead_letter_is_replayed_and_reprocessed_exactly_once(

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 from visio_deploy.cli import build_parser
-from visio_deploy.ops.reading import partitions_of, reader
 from visio_deploy.ops.settings import OpsSettings
 from visio_deploy.processes import free_port
 from visio_runtime.kafka import ensure_topics
+from visio_runtime.topic_reader import partitions, reader, topic_partitions
 from visio_shared import Topics
 
 WRITTEN = re.compile(r"^written: (?P<topic>\S+) \[(?P<partition>\d+)\] @(?P<offset>\d+)  key=")
@@ -95,8 +95,7 @@ async def test_a_misspelt_topic_is_refused_and_not_created(
     err = capsys.readouterr().err
     assert f"no topic {misspelt}" in err and "nothing written" in err
     assert f"did you mean {settings.topic_prefix}.meetings.v1" in err
-    async with reader(settings) as consumer:
-        assert misspelt not in await consumer.topics()
+    assert misspelt not in await topic_partitions(settings)
 
 
 @pytest.mark.parametrize(
@@ -122,7 +121,7 @@ async def test_what_cannot_be_written_as_meant_is_refused_saying_why(
 
     assert why in capsys.readouterr().err
     async with reader(settings) as consumer:
-        ends = await consumer.end_offsets(await partitions_of(consumer, topic))
+        ends = await consumer.end_offsets(await partitions(settings, [topic]))
     assert set(ends.values()) == {0}, "nothing written"
 
 

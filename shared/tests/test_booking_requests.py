@@ -35,7 +35,7 @@ NOW = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 def payload(**overrides: Any) -> dict[str, Any]:
     data: dict[str, Any] = {
         "caf_code": "974",
-        "advisor": {"id": "advisor-1", "display_name": "Claire Martin"},
+        "advisor": {"id": "6f1c2a4e-8b1d-4c55-9a51-2f9e6f0c1d11", "display_name": "Claire Martin"},
         "start": "2026-12-03T10:00:00+04:00",
         "duration_minutes": 30,
         "timezone": "Indian/Reunion",

@@ -27,7 +27,7 @@ def requested(**overrides: object) -> AppointmentRequested:
         "revision": 1,
         "correlation_id": appointment_id,
         "caf_code": "974",
-        "advisor": {"id": "a1", "display_name": "Claire Martin"},
+        "advisor": {"id": "6f1c2a4e-8b1d-4c55-9a51-2f9e6f0c1d11", "display_name": "Claire Martin"},
         "start": "2026-12-03T10:00:00+04:00",
         "duration_minutes": 30,
         "timezone": "Indian/Reunion",
@@ -147,7 +147,7 @@ async def test_publish_event_keys_by_appointment_and_repeats_the_envelope_in_hea
         **event.caused(appointment_id=event.appointment_id, revision=1),
         join_url="https://teams.microsoft.com/l/meetup-join/x",
         graph_event_id="AAMk",
-        advisor_id="a1",
+        advisor_id="6f1c2a4e-8b1d-4c55-9a51-2f9e6f0c1d11",
     )
     publisher = RecordingPublisher()
     await publish_event(publisher, "t", ready)

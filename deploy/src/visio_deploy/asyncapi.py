@@ -361,11 +361,21 @@ def _header_schemas() -> dict[str, Any]:
         Headers.DLQ_SOURCE_PARTITION: _string("Its partition there."),
         Headers.DLQ_SOURCE_OFFSET: _string("Its offset there."),
         Headers.DLQ_CONSUMER_GROUP: _string("The group that gave up."),
-        Headers.DLQ_ERROR_CLASS: _string("The exception's class (Poison for invalid input)."),
+        Headers.DLQ_ERROR_CLASS: _string(
+            "The exception's class: Unreadable (not JSON, no value, no event type), "
+            "ValidationError (not the event it claims to be), Poison, or whatever a handler "
+            "raised until its retries ran out."
+        ),
         Headers.DLQ_REASON: _string("Why, readable; names the invalid fields."),
         Headers.DLQ_ATTEMPTS: _string("How many times it was tried."),
         Headers.DLQ_FIRST_FAILED_AT: _string("When it first failed.", "date-time"),
         Headers.DLQ_DEAD_LETTERED_AT: _string("When it was given up.", "date-time"),
+    }
+    cut = {
+        Headers.DLQ_TRUNCATED: _string(
+            "Only when the value (or key) was cut to fit on the broker: the original sizes. "
+            "Such a letter is read, never replayed."
+        )
     }
     required = [Headers.EVENT_ID, Headers.EVENT_TYPE, Headers.CORRELATION_ID]
     return {
@@ -390,7 +400,7 @@ def _header_schemas() -> dict[str, Any]:
             "type": "object",
             "description": "The original headers, plus these (and, on a message replayed to "
             f"its source topic and failed again, `{REPLAY_OF}`).",
-            "properties": {**event, **dead_letter},
+            "properties": {**event, **dead_letter, **cut},
             "required": list(dead_letter),
         },
     }

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 from visio_runtime.settings import ServiceSettings
+from visio_runtime.topic_reader import topic_partitions
 
-from visio_deploy.ops.reading import partitions_of, reader
 from visio_deploy.ops.topology import subscriptions
 
 if TYPE_CHECKING:
@@ -36,8 +36,8 @@ async def expected_partitions(settings: ServiceSettings) -> dict[str, int]:
     for subscription in subscriptions(settings.topic_prefix):
         reads.setdefault(subscription.service, set()).update(subscription.topics)
     topics = set().union(*reads.values())
-    async with reader(settings) as consumer:
-        counts = {topic: len(await partitions_of(consumer, topic)) for topic in topics}
+    known = await topic_partitions(settings)
+    counts = {topic: len(known.get(topic, [])) for topic in topics}
     return {service: sum(counts[topic] for topic in read) for service, read in reads.items()}
 
 

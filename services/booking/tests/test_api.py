@@ -87,7 +87,22 @@ async def test_a_booking_is_stored_and_published_with_its_caller(booking: Any) -
             "Caf 974 (La Réunion) is in Indian/Reunion",
         ),
         ({"caf_code": "12"}, "caf_code", "String should match pattern '^\\d{3}$'"),
-        ({"advisor": {"id": "a b", "display_name": "X"}}, "advisor.id", "should match pattern"),
+        (
+            {"advisor": {"id": "a b", "display_name": "X"}},
+            "advisor.id",
+            "must be the advisor's Entra object id, a GUID",
+        ),
+        ({"advisor": {"id": "claire.martin@caf.fr", "display_name": "X"}}, "advisor.id", "GUID"),
+        (
+            {"advisor": {"id": "6f1c2a4e8b1d4c559a512f9e6f0c1d11", "display_name": "X"}},
+            "advisor.id",
+            "GUID",
+        ),
+        (
+            {"advisor": {"id": "{6f1c2a4e-8b1d-4c55-9a51-2f9e6f0c1d11}", "display_name": "X"}},
+            "advisor.id",
+            "GUID",
+        ),
         ({"subject": ""}, "subject", "String should have at least 1 character"),
         ({"colour": "blue"}, "colour", "unknown field"),
         ({"user.email": "not-an-email"}, "user.email", "value is not a valid email address"),
@@ -160,6 +175,61 @@ async def test_malformed_oversized_and_unknown_requests_are_problems(booking: An
     assert errors_of(bad_key)["Idempotency-Key"] == "must be 1 to 255 printable ASCII characters"
 
 
+HOSTILE_BODIES = {
+    "nested 5,000 deep": (b"[" * 5_000, 400, "recursion limit exceeded"),
+    "an object nested 3,000 deep": (b'{"a":' * 3_000 + b"1" + b"}" * 3_000, 400, "recursion"),
+    "a byte-order mark": (b"\xef\xbb\xbf{}", 400, "byte-order mark"),
+    "invalid UTF-8": (b'{"subject": "\xc3\x28"}', 400, "invalid unicode"),
+    "empty": (b"", 400, "empty"),
+    "null": (b"null", 422, "(body)"),
+    "a list": (b"[]", 422, "(body)"),
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE_BODIES)
+async def test_a_body_that_is_not_a_request_is_a_problem_never_a_500(
+    booking: Any, name: str
+) -> None:
+    body, status, said = HOSTILE_BODIES[name]
+    appointment_id = await booking.book()
+    for path in ("/v1/appointments", f"/v1/appointments/{appointment_id}/reschedule"):
+        answer = await booking.client.post(path, content=body, headers=booking.auth())
+        problem = problem_of(answer, status)
+        assert said in problem["detail"], problem
+
+
+async def test_a_key_given_twice_is_refused_naming_it(booking: Any) -> None:
+    body = json.dumps(booking.body())[:-1] + ', "caf_code": "974"}'
+    body = body.replace('"email": ', '"email": "x@example.fr", "email": ', 1)
+    answer = await booking.client.post("/v1/appointments", content=body, headers=booking.auth())
+    assert errors_of(answer) == {
+        "caf_code": "given more than once",
+        "user.email": "given more than once",
+    }
+
+
+async def test_a_body_past_the_limit_is_refused_before_it_is_read_whole(booking: Any) -> None:
+    pulled = 0
+
+    async def endless() -> Any:  # 100 MB, chunked: no Content-Length to refuse it by
+        nonlocal pulled
+        for _ in range(12_800):
+            pulled += 1
+            yield b" " * 8192
+
+    answer = await booking.client.post(
+        "/v1/appointments", content=endless(), headers=booking.auth()
+    )
+    assert problem_of(answer, 413)["detail"] == "the body exceeds 65536 bytes"
+    assert pulled <= 10  # 64 KiB and one chunk more, not 100 MB
+    declared = await booking.client.post(
+        "/v1/appointments",
+        content=b"{}",
+        headers=booking.auth(**{"Content-Length": "1000000"}),
+    )
+    assert problem_of(declared, 413)
+
+
 async def test_changes_raise_the_revision_and_publish_their_events_in_order(booking: Any) -> None:
     client, auth = booking.client, booking.auth()
     appointment_id = await booking.book()
@@ -171,7 +241,12 @@ async def test_changes_raise_the_revision_and_publish_their_events_in_order(book
         await client.patch(f"{url}/contact", json={"email": "jeanne.d@example.fr"}, headers=auth),
         await client.post(
             f"{url}/reassign",
-            json={"advisor": {"id": "advisor-2", "display_name": "Paul Hoarau"}},
+            json={
+                "advisor": {
+                    "id": "0b7e4d2a-1c3f-4e5a-8d9b-6a2c1f0e3d44",
+                    "display_name": "Paul Hoarau",
+                }
+            },
             headers=auth,
         ),
         await client.post(f"{url}/reschedule", json={"duration_minutes": 45}, headers=auth),
@@ -190,7 +265,10 @@ async def test_changes_raise_the_revision_and_publish_their_events_in_order(book
     assert view["revision"] == 6 and view["status"] == "cancelled"
     assert view["status_reason"] == "user" and view["duration_minutes"] == 45
     assert datetime.fromisoformat(view["start"]) == datetime.fromisoformat(new_start)
-    assert view["advisor"] == {"id": "advisor-2", "display_name": "Paul Hoarau"}
+    assert view["advisor"] == {
+        "id": "0b7e4d2a-1c3f-4e5a-8d9b-6a2c1f0e3d44",
+        "display_name": "Paul Hoarau",
+    }
     history = [(entry["status"], entry["revision"]) for entry in view["history"]]
     assert history == [
         ("requested", 1),
@@ -223,8 +301,8 @@ async def test_changes_raise_the_revision_and_publish_their_events_in_order(book
     assert datetime.fromisoformat(rescheduled["start"]) == datetime.fromisoformat(new_start)
     assert corrected["user"]["email"] == "jeanne.d@example.fr"
     assert corrected["user"]["first_name"] == "Jeanne"
-    assert reassigned["previous_advisor"]["id"] == "advisor-1"
-    assert reassigned["advisor"]["id"] == "advisor-2"
+    assert reassigned["previous_advisor"]["id"] == "6f1c2a4e-8b1d-4c55-9a51-2f9e6f0c1d11"
+    assert reassigned["advisor"]["id"] == "0b7e4d2a-1c3f-4e5a-8d9b-6a2c1f0e3d44"
     assert lengthened["duration_minutes"] == 45 and lengthened["previous_duration_minutes"] == 30
     assert cancelled["reason"] == "user" and cancelled["cancelled_by"] == "caf-portal"
 
@@ -252,10 +330,21 @@ async def test_changes_raise_the_revision_and_publish_their_events_in_order(book
         ("contact", {"device": "minitel"}, "device", "'computer', 'smartphone' or 'tablet'"),
         ("contact", {"first_name": "Jeanne"}, "(body)", "these are already the person's details"),
         ("reassign", {}, "advisor", "Field required"),
-        ("reassign", {"advisor": {"id": "", "display_name": "X"}}, "advisor.id", "at least 1"),
         (
             "reassign",
-            {"advisor": {"id": "advisor-1", "display_name": "Claire Martin"}},
+            {"advisor": {"id": "", "display_name": "X"}},
+            "advisor.id",
+            "must be the advisor's Entra object id, a GUID",
+        ),
+        (
+            "reassign",
+            # The same object id in capitals: the same advisor.
+            {
+                "advisor": {
+                    "id": "6F1C2A4E-8B1D-4C55-9A51-2F9E6F0C1D11",
+                    "display_name": "Claire Martin",
+                }
+            },
             "advisor.id",
             "is already the appointment's advisor",
         ),
@@ -277,7 +366,11 @@ CHANGES = [
     ("post", "reschedule", {"duration_minutes": 60}),
     ("post", "cancel", {"reason": "advisor"}),
     ("patch", "contact", {"device": "tablet"}),
-    ("post", "reassign", {"advisor": {"id": "advisor-9", "display_name": "Léa Payet"}}),
+    (
+        "post",
+        "reassign",
+        {"advisor": {"id": "9b8c7d6e-5f4a-4b3c-8d2e-1f0a9b8c7d69", "display_name": "Léa Payet"}},
+    ),
 ]
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 from visio_booking.contract import BookingRequest
-from visio_booking.problems import field_errors
+from visio_runtime.problems import field_errors
 
 NOW = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 

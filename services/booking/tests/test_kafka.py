@@ -10,6 +10,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+from visio_booking import inbound
 from visio_shared import MeetingReady, NotificationSent, publish_event
 from visio_shared.booking_requests import (
     BookAppointment,
@@ -21,6 +23,7 @@ from visio_shared.booking_requests import (
 from visio_shared.events import MeetingAttendanceRecorded
 
 SYSTEM = "national-scheduler"
+PROBLEMS = "https://visio-rdv.caf.fr/problems/"
 
 
 async def send(booking: Any, message: dict[str, Any] | bytes, **headers: str) -> None:
@@ -138,7 +141,12 @@ async def test_every_change_over_kafka_takes_effect_once_with_a_reply_each_time(
         request("CorrectContact", {"email": "j.dupont@example.fr"}, appointment_id=appointment_id),
         request(
             "ReassignAdvisor",
-            {"advisor": {"id": "advisor-7", "display_name": "Marie Grondin"}},
+            {
+                "advisor": {
+                    "id": "7a1e2b3c-4d5e-4f60-8a9b-0c1d2e3f4a57",
+                    "display_name": "Marie Grondin",
+                }
+            },
             appointment_id=appointment_id,
         ),
     ]
@@ -221,6 +229,53 @@ async def test_broken_requests_with_an_id_are_answered_and_without_one_dead_lett
     assert headers["dlq.source_topic"] == booking.runtime.topics.booking_requests
 
 
+async def test_a_request_giving_a_key_twice_is_rejected_naming_it(booking: Any) -> None:
+    subject = f"Twice {uuid.uuid4()}"
+    twice = request("BookAppointment", booking.body(subject=subject))
+    value = json.dumps(twice)[:-1] + ', "calling_system": "another-system"}'
+    value = value.replace('"email": ', '"email": "x@example.fr", "email": ', 1)
+    await send(booking, value.encode())
+    (rejected,) = await replies(booking, twice["request_id"])
+    assert rejected["status"] == 422
+    assert rejected["errors"] == [
+        {"field": "calling_system", "message": "given more than once"},
+        {"field": "user.email", "message": "given more than once"},
+    ]
+    assert await booking.sql("SELECT 1 FROM appointments WHERE subject = $1", subject) == []
+
+
+async def test_a_request_booking_cannot_handle_now_is_kept_and_answered_503(
+    booking: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def away(*args: Any, **kwargs: Any) -> None:
+        raise OSError("booking's database is away")
+
+    monkeypatch.setattr(inbound, "execute", away)
+    book = request("BookAppointment", booking.body())
+    await send(booking, book)
+    (answer,) = await replies(booking, book["request_id"])
+    assert (answer["status"], answer["type"]) == (503, PROBLEMS + "unavailable")
+    marker = book["request_id"].encode()
+    letters = await booking.records(
+        booking.runtime.topics.dlq("booking"), lambda got: any(marker in r.value for r in got)
+    )
+    headers = {
+        name: value.decode()
+        for name, value in next(r for r in letters if marker in r.value).headers
+    }
+    attempts = booking.runtime.settings.retry_attempts
+    assert headers["dlq.attempts"] == str(attempts)
+    assert headers["dlq.reason"] == (
+        f"gave up after {attempts} attempts: OSError: booking's database is away"
+    )
+
+    # Back: sent again with the same request_id, it takes effect.
+    monkeypatch.undo()
+    await send(booking, book)
+    _, accepted = await replies(booking, book["request_id"], count=2)
+    assert accepted["event_type"] == "BookingAccepted" and not accepted["replayed"]
+
+
 async def test_status_follows_meetings_and_notifications_on_the_broker(booking: Any) -> None:
     appointment_id = await booking.book()
     lineage = {
@@ -232,7 +287,7 @@ async def test_status_follows_meetings_and_notifications_on_the_broker(booking: 
         **lineage,
         join_url="https://teams.microsoft.com/l/meetup-join/abc",
         graph_event_id="AAMkAD",
-        advisor_id="advisor-1",
+        advisor_id="6f1c2a4e-8b1d-4c55-9a51-2f9e6f0c1d11",
     )
     sent = NotificationSent(**lineage, kind="confirmation", message_id="<x@visio-rdv.caf.fr>")
     topics = booking.runtime.topics

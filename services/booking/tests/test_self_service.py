@@ -266,6 +266,17 @@ async def test_a_form_without_its_own_token_is_refused(site: Any) -> None:
         answer = await site.client.post(f"{url}/{action}", data=given)
         assert answer.status_code == 403, (action, given)
         assert "Ce formulaire n'est plus valide" in answer.text
+    # Its own token, in a form that is no form: too large (read no further than the limit),
+    # not UTF-8, not urlencoded.
+    good = f"jeton={form_token(KEYS, token, 'cancel')}".encode()
+    urlencoded = {"Content-Type": "application/x-www-form-urlencoded"}
+    for body, headers in [
+        (good + b"&x=" + b"y" * 5_000, urlencoded),
+        (good + b"&x=\xff", urlencoded),
+        (good, {"Content-Type": "application/json"}),
+    ]:
+        answer = await site.client.post(f"{url}/annuler", content=body, headers=headers)
+        assert answer.status_code == 403, body[-20:]
     # The address form's token is good only with the cookie its page set.
     address_form = await site.client.get("/nouveau-lien")
     site.client.cookies.clear()

@@ -35,7 +35,7 @@ def ready(appointment_id: str, revision: int, link: str) -> MeetingReady:
         **lineage(appointment_id, revision),
         join_url=URL + link,
         graph_event_id=f"event-{link}",
-        advisor_id="advisor-1",
+        advisor_id="6f1c2a4e-8b1d-4c55-9a51-2f9e6f0c1d11",
     )
 
 
@@ -121,7 +121,9 @@ async def test_a_new_advisor_means_a_new_meeting_and_old_events_do_not_bring_bac
     await follow(booking, ready(appointment_id, 1, "old"), sent(appointment_id, 1, "confirmation"))
     answer = await client.post(
         f"/v1/appointments/{appointment_id}/reassign",
-        json={"advisor": {"id": "advisor-2", "display_name": "Paul Hoarau"}},
+        json={
+            "advisor": {"id": "0b7e4d2a-1c3f-4e5a-8d9b-6a2c1f0e3d44", "display_name": "Paul Hoarau"}
+        },
         headers=auth,
     )
     assert answer.json() == {"appointment_id": appointment_id, "revision": 2, "status": "requested"}
@@ -133,10 +135,12 @@ async def test_a_new_advisor_means_a_new_meeting_and_old_events_do_not_bring_bac
         **lineage(appointment_id, 1),
         join_url=URL + "old",
         graph_event_id="event-old",
-        advisor_id="advisor-1",
+        advisor_id="6f1c2a4e-8b1d-4c55-9a51-2f9e6f0c1d11",
     )
     old_cancelled = MeetingCancelled(
-        **lineage(appointment_id, 2), graph_event_id="event-old", advisor_id="advisor-1"
+        **lineage(appointment_id, 2),
+        graph_event_id="event-old",
+        advisor_id="6f1c2a4e-8b1d-4c55-9a51-2f9e6f0c1d11",
     )
     await follow(booking, late, old_cancelled)
     view = await booking.view(appointment_id)
@@ -165,7 +169,11 @@ async def test_a_cancelled_appointment_stays_cancelled(booking: Any) -> None:
     )
     await follow(
         booking,
-        MeetingCancelled(**lineage(appointment_id, 2), graph_event_id="event-c", advisor_id="a"),
+        MeetingCancelled(
+            **lineage(appointment_id, 2),
+            graph_event_id="event-c",
+            advisor_id="6f1c2a4e-8b1d-4c55-9a51-2f9e6f0c1d11",
+        ),
         sent(appointment_id, 2, "cancellation"),
         sent(appointment_id, 1, "confirmation"),  # late
         MeetingFailed(**lineage(appointment_id, 3), reason="graph_forbidden"),  # even odder
@@ -190,7 +198,9 @@ async def test_a_failed_meeting_is_the_status_until_a_newer_revision_succeeds(bo
     assert (view["status"], view["status_reason"]) == ("meeting_failed", "graph_forbidden: 403")
     await booking.client.post(
         f"/v1/appointments/{appointment_id}/reassign",
-        json={"advisor": {"id": "advisor-3", "display_name": "Inès Bello"}},
+        json={
+            "advisor": {"id": "3c9d5e1f-7a2b-4c8d-9e0f-1a2b3c4d5e63", "display_name": "Inès Bello"}
+        },
         headers=booking.auth(),
     )
     await follow(booking, ready(appointment_id, 2, "d"))

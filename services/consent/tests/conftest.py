@@ -98,7 +98,9 @@ def make_event() -> Callable[..., AppointmentRequested]:
             "appointment_id": uuid.uuid4(),
             "revision": 1,
             "caf_code": "974",
-            "advisor": Advisor(id="0f8e7d6c-advisor", display_name="Claire Martin"),
+            "advisor": Advisor(
+                id="0f8e7d6c-5b4a-4392-8170-6e5d4c3b2a19", display_name="Claire Martin"
+            ),
             "start": accepted_at + timedelta(days=7),
             "duration_minutes": 30,
             "timezone": "Indian/Reunion",

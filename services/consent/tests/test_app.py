@@ -229,6 +229,38 @@ async def test_access_over_http(
     assert answer.status_code == 413
 
 
+async def test_a_body_that_is_not_a_request_is_a_problem_never_a_500(
+    api: Api, settings: ConsentSettings
+) -> None:
+    for body, status, said in (
+        (b"[" * 4_000, 400, "recursion limit exceeded"),  # within the 4 KiB: read, and refused
+        (b'{"email":' * 300 + b'"a@b.fr"' + b"}" * 300, 400, "recursion limit exceeded"),
+        (b'\xef\xbb\xbf{"email": "a@example.org"}', 400, "byte-order mark"),
+        (b'{"email": "a\xc3\x28@example.org"}', 400, "invalid unicode"),
+        (b"", 400, "empty"),
+        (b'{"email": "a@example.org", "email": "b@example.org"}', 422, "given more than once"),
+        (b"[]", 422, "dictionary"),
+    ):
+        answer = await api.client.post("/v1/access", content=body, headers=api.auth("operator"))
+        assert answer.status_code == status, answer.text
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert said in answer.text, answer.text
+
+    pulled = 0
+
+    async def endless() -> Any:  # chunked, without a Content-Length to refuse it by
+        nonlocal pulled
+        for _ in range(10_000):
+            pulled += 1
+            yield b" " * 1024
+
+    answer = await api.client.post("/v1/access", content=endless(), headers=api.auth("operator"))
+    assert (
+        answer.status_code == 413 and answer.headers["content-type"] == "application/problem+json"
+    )
+    assert pulled <= settings.max_body_bytes // 1024 + 1
+
+
 async def test_withdrawal_over_http(
     api: Api,
     settings: ConsentSettings,

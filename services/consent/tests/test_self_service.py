@@ -230,8 +230,19 @@ async def test_a_form_without_its_token_is_refused_and_changes_nothing(
     token = link(event.appointment_id)
     other = link((await site.book(make_event(start=soon()))).appointment_id)
 
+    good = f"csrf={form_token(KEYS, token, WITHDRAW_ACTION)}".encode()
+    urlencoded = {"Content-Type": "application/x-www-form-urlencoded"}
     answers = [
         await site.client.post(f"/enregistrement/{token}/retirer"),
+        # Its own token, in a form too large (read no further than the limit), or not UTF-8.
+        await site.client.post(
+            f"/enregistrement/{token}/retirer",
+            content=good + b"&x=" + b"y" * 5_000,
+            headers=urlencoded,
+        ),
+        await site.client.post(
+            f"/enregistrement/{token}/retirer", content=good + b"&x=\xff", headers=urlencoded
+        ),
         await site.withdraw(token, "forged"),
         await site.withdraw(token, form_token(KEYS, token, "another-action")),
         await site.withdraw(token, form_token(KEYS, other, WITHDRAW_ACTION)),

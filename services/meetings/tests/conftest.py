@@ -156,8 +156,12 @@ class EmulatorControl:
     async def advance_clock(self, seconds: float) -> None:
         await self._post("/_emulator/clock", {"advance_seconds": seconds})
 
-    async def mailbox(self, user_id: str, *, teams_enabled: bool) -> None:
-        await self._post(f"/_emulator/users/{user_id}", {"teams_enabled": teams_enabled})
+    async def mailbox(
+        self, user_id: str, *, teams_enabled: bool = True, exists: bool = True
+    ) -> None:
+        await self._post(
+            f"/_emulator/users/{user_id}", {"teams_enabled": teams_enabled, "exists": exists}
+        )
 
     async def join_url_style(self, style: str) -> None:
         await self._post("/_emulator/tenant", {"join_url_style": style})

@@ -174,8 +174,11 @@ async def test_an_access_policy_refusal_is_named_for_the_operator(
 async def test_an_unknown_advisor_is_named_for_the_operator(
     graph: GraphClient, make_appointment: Make, control: EmulatorControl, changes: type[Changes]
 ) -> None:
+    # A well-formed object id that is no user of the tenant: only Graph can tell.
+    nobody = "0000dead-0000-4000-8000-00000000beef"
+    await control.mailbox(nobody, exists=False)
     with pytest.raises(GraphRefused) as caught:
-        await graph.create_event(changes.spec_of(make_appointment(advisor_id="not-a-user")))
+        await graph.create_event(changes.spec_of(make_appointment(advisor_id=nobody)))
     assert caught.value.reason == "advisor_not_found"
 
 

@@ -94,7 +94,7 @@ class Make:
             correlation_id=uuid.uuid4(),
             revision=revision,
             caf_code=caf_code,
-            advisor=Advisor(id="advisor-1", display_name=advisor_name),
+            advisor=Advisor(id="6f1c2a4e-8b1d-4c55-9a51-2f9e6f0c1d11", display_name=advisor_name),
             start=start,
             duration_minutes=duration_minutes,
             timezone=timezone,
@@ -124,7 +124,7 @@ class Make:
         *,
         revision: int | None = None,
         join_url: str = JOIN_URL,
-        advisor_id: str = "advisor-1",
+        advisor_id: str = "6f1c2a4e-8b1d-4c55-9a51-2f9e6f0c1d11",
     ) -> MeetingReady:
         return MeetingReady(
             **self._lineage(appointment, appointment.revision if revision is None else revision),
@@ -178,7 +178,7 @@ class Make:
     ) -> AdvisorReassigned:
         return AdvisorReassigned(
             **self._lineage(appointment, revision),
-            advisor=Advisor(id="advisor-2", display_name=name),
+            advisor=Advisor(id="0b7e4d2a-1c3f-4e5a-8d9b-6a2c1f0e3d44", display_name=name),
             previous_advisor=appointment.advisor,
         )
 

@@ -155,7 +155,12 @@ async def test_a_new_advisor_means_a_new_link_said_to_replace_the_old(
     old = make.meeting(appointment)
     await _book(deps, appointment, old)
     reassigned = make.reassigned(appointment, 2, name="Karim Benali")
-    new = make.meeting(appointment, revision=2, join_url=NEW_JOIN_URL, advisor_id="advisor-2")
+    new = make.meeting(
+        appointment,
+        revision=2,
+        join_url=NEW_JOIN_URL,
+        advisor_id="0b7e4d2a-1c3f-4e5a-8d9b-6a2c1f0e3d44",
+    )
     for event in (new, reassigned) if meeting_first else (reassigned, new):
         handler = on_meeting_event if event is new else on_appointment_changed
         await handler(deps, event)

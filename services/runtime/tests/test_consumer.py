@@ -1,7 +1,9 @@
 """The shared consumption rules, on the real test broker: handled once, unknown types skipped
 and counted, poison and exhausted retries dead-lettered with everything needed to replay while
-later messages flow, and a transient failure held back without letting the same appointment's
-later events pass it, while other partitions flow."""
+later messages flow, any record that cannot be read (whatever it makes the reading raise)
+dead-lettered at once with its reason and its partition committed past it, and a transient
+failure held back without letting the same appointment's later events pass it, while other
+partitions flow."""
 
 from __future__ import annotations
 
@@ -12,11 +14,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from pydantic import field_validator
 from visio_runtime.errors import Transient
 from visio_runtime.service import Runtime, build_runtime
 from visio_runtime.settings import ServiceSettings
 from visio_runtime.testing import running, wait_until
+from visio_runtime.topic_reader import read_topics
 from visio_shared import (
     AppointmentCancelled,
     AppointmentEvent,
@@ -121,7 +125,7 @@ async def test_every_kind_of_message_meets_its_fate(runtime: Any) -> None:
     assert [event.reason for event in handled] == ["fine", "flaky"]
     assert rt.metrics.value("events_skipped_total", event_type="unknown") == 1
     assert rt.metrics.value("events_retried_total", event_type="MeetingFailed") == 4
-    assert rt.metrics.value("events_dead_lettered_total", error_class="Poison") == 1
+    assert rt.metrics.value("events_dead_lettered_total", error_class="Unreadable") == 1
     assert rt.metrics.value("events_dead_lettered_total", error_class="ValidationError") == 1
     assert rt.metrics.value("messages_consumed_total", topic=topic) == 6
     assert rt.metrics.value("messages_published_total", topic=rt.topics.dlq("meetings")) == 3
@@ -182,7 +186,8 @@ async def test_a_held_back_event_is_not_overtaken_while_other_partitions_flow(
     rt.consumer.subscribe(rt.topics.appointments)
     async with running(rt):
         topic = rt.topics.appointments
-        # A's reschedule then its cancellation on partition 0; B's three changes on partition 1.
+        # A's reschedule then its cancellation on partition 0; once the reschedule has failed,
+        # B's three changes on partition 1.
         for partition, event in [
             (0, rescheduled(a, 2)),
             (0, cancelled(a, 3)),
@@ -190,6 +195,10 @@ async def test_a_held_back_event_is_not_overtaken_while_other_partitions_flow(
             (1, rescheduled(b, 3)),
             (1, cancelled(b, 4)),
         ]:
+            if event.appointment_id == b and not rt.metrics.value("events_retried_total"):
+                await wait_until(
+                    lambda: rt.metrics.value("events_retried_total"), what="A's first failure"
+                )
             await rt.broker.publish(
                 event.to_json_bytes(),
                 topic,
@@ -227,3 +236,94 @@ async def committed(settings: ServiceSettings, group: str, topic: str) -> dict[i
         return {tp.partition: await probe.committed(tp) for tp in partitions}
     finally:
         await probe.stop()
+
+
+class Unforeseen(MeetingFailed):
+    """A contract whose validation raises what nobody planned for, on one input."""
+
+    @field_validator("reason")
+    @classmethod
+    def _boom(cls, value: str) -> str:
+        if value == "boom":
+            raise RecursionError("maximum recursion depth exceeded")
+        return value
+
+
+DEEP = b"[" * 1000
+EVENT = failed("unreadable").to_json_bytes()
+TYPED = [("event_type", b"MeetingFailed")]
+# name: (key, value, headers, what its letter's reason says)
+UNREADABLE: dict[str, tuple[bytes | None, bytes | None, list[tuple[str, Any]], str]] = {
+    "deep, no headers": (None, DEEP, [], "recursion limit exceeded"),
+    "deep, declared JSON": (b"k", DEEP, [("content-type", b"application/json")], "recursion"),
+    "deep, typed": (b"k", DEEP, TYPED, "Invalid JSON: recursion limit exceeded"),
+    "null value, typed": (b"k", None, TYPED, "null record"),
+    "null value, no headers": (b"k", None, [], "null record"),
+    "byte-order mark": (None, b"\xef\xbb\xbf" + EVENT, [], "byte-order mark"),
+    "invalid UTF-8": (None, EVENT.replace(b"unread", b"\xc3\x28"), [], "invalid unicode"),
+    "type header not UTF-8": (b"k", EVENT, [("event_type", b"\xff\xfe")], "not an event"),
+    "type header without value": (b"k", EVENT, [("event_type", None)], "not an event"),
+    "not an event": (None, b"[1, 2]", [], "no event_type header"),
+    "huge": (b"k", b'{"x": "' + b"x" * 300_000 + b'"}', TYPED, "appointment_id: Field required"),
+    "unforeseen exception": (b"k", failed("boom").to_json_bytes(), TYPED, "RecursionError"),
+}
+
+
+@pytest.mark.parametrize("concurrency", [1, 16], ids=["one-at-a-time", "lanes"])
+async def test_a_record_that_cannot_be_read_is_dead_lettered_at_once_and_its_partition_moves_on(
+    kafka_bootstrap: str, concurrency: int
+) -> None:
+    settings = settings_for(
+        kafka_bootstrap, consumer_concurrency=concurrency, dlq_max_value_bytes=4096
+    )
+    rt = build_runtime("meetings", settings)
+    handled: list[MeetingFailed] = []
+
+    @rt.consumer.on(Unforeseen)
+    async def on_failed(event: MeetingFailed) -> None:
+        handled.append(event)
+
+    rt.consumer.subscribe(rt.topics.meetings)
+    async with running(rt):
+        sender = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap_servers, max_request_size=2**20
+        )
+        await sender.start()
+        try:
+            for key, value, headers, _ in UNREADABLE.values():
+                await sender.send_and_wait(
+                    rt.topics.meetings, value, key=key, headers=headers, partition=0
+                )
+            good = failed("fine")
+            await sender.send_and_wait(
+                rt.topics.meetings, good.to_json_bytes(), key=b"k", partition=0
+            )
+        finally:
+            await sender.stop()
+        # Behind every one of them, on the same partition, the good event is handled.
+        await wait_until(lambda: [event.event_id for event in handled] == [good.event_id])
+        letters = await wait_until(
+            lambda: _all_letters(rt, len(UNREADABLE)), what="every record's letter"
+        )
+        await rt.consumer.commit_now()
+        assert (await committed(settings, rt.topics.group("meetings"), rt.topics.meetings))[
+            0
+        ] == len(UNREADABLE) + 1
+
+    by_offset = {int(dict(letter.headers)["dlq.source_offset"]): letter for letter in letters}
+    for offset, (name, (key, value, _, reason)) in enumerate(UNREADABLE.items()):
+        letter = by_offset[offset]
+        headers = {k: v.decode() for k, v in letter.headers}
+        assert reason in headers["dlq.reason"], name
+        assert headers["dlq.attempts"] == "1", name  # never retried
+        assert letter.key == key, name
+        if name == "huge":
+            assert letter.value == value[:4096] and Headers.DLQ_TRUNCATED in headers
+        else:
+            assert letter.value == (value or b""), name
+    assert rt.metrics.value("events_retried_total") == 0
+
+
+async def _all_letters(rt: Runtime, count: int) -> list[Any] | None:
+    found = await read_topics(rt.settings, [rt.topics.dlq("meetings")])
+    return found if len(found) >= count else None

@@ -1,6 +1,7 @@
 """Lanes on the real test broker: appointments sharing one partition overtake each other, one
 appointment's events never overtake each other, and the partition's committed offset never
-passes a record still in the making."""
+passes a record still in the making — nor, at shutdown, one left waiting to retry, which is then
+tried no more."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import random
 import uuid
 
+from visio_runtime.errors import Transient
 from visio_runtime.service import build_runtime
 from visio_runtime.testing import running, wait_until
 from visio_shared import AppointmentEvent, AppointmentRescheduled, Headers
@@ -66,3 +68,38 @@ async def test_appointments_overtake_each_other_on_one_partition_never_themselve
         revisions = [revision for seen, revision in handled if seen == appointment]
         assert revisions == sorted(revisions) and len(revisions) == 4
     assert await committed(settings, rt.topics.group("meetings"), topic) == {0: len(events)}
+
+
+async def test_a_record_waiting_to_retry_at_shutdown_is_left_uncommitted_and_tried_no_more(
+    kafka_bootstrap: str,
+) -> None:
+    settings = settings_for(
+        kafka_bootstrap,
+        topic_partitions=1,
+        consumer_concurrency=4,
+        retry_attempts=1_000_000,
+        retry_initial_delay_s=0.01,
+        retry_max_delay_s=0.01,
+    )
+    rt = build_runtime("meetings", settings)
+    tries: list[int] = []
+
+    async def never(event: AppointmentEvent) -> None:
+        tries.append(event.revision)
+        raise Transient("Graph answers 503")
+
+    rt.consumer.on(AppointmentRescheduled)(never)
+    rt.consumer.subscribe(rt.topics.appointments)
+    topic = rt.topics.appointments
+    async with running(rt):
+        event = rescheduled(uuid.uuid4(), 2)
+        await rt.broker.publish(
+            event.to_json_bytes(),
+            topic,
+            key=str(event.appointment_id).encode(),
+            headers=Headers.for_event(event),
+        )
+        await wait_until(lambda: len(tries) >= 20, what="twenty tries")
+    # Stopped: the lane gave the record up (its next owner gets it) and is gone.
+    assert rt.consumer.in_flight == 0
+    assert await committed(settings, rt.topics.group("meetings"), topic) == {0: None}

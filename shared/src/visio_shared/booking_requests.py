@@ -33,7 +33,7 @@ from pydantic import (
 from visio_shared.cafs import OVERSEAS_CAFS, expected_timezone
 from visio_shared.cgu_versions import CGU_VERSIONS, current_cgu
 from visio_shared.envelope import Envelope
-from visio_shared.events import CancelReason, Device
+from visio_shared.events import AdvisorId, CancelReason, Device
 
 DEFAULT_HORIZON_DAYS = 180
 DEFAULT_DURATION_BOUNDS = (10, 120)
@@ -64,12 +64,7 @@ class _Strict(BaseModel):
 
 
 class AdvisorIn(_Strict):
-    id: str = Field(
-        min_length=1,
-        max_length=64,
-        pattern=r"^[A-Za-z0-9@._-]+$",
-        description="The advisor's Entra object id (or user principal name).",
-    )
+    id: AdvisorId
     display_name: str = Field(min_length=1, max_length=200)
 
 

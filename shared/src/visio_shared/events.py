@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import enum
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, TypeAdapter
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    TypeAdapter,
+)
 
 from visio_shared.envelope import AppointmentEvent, Envelope
 
@@ -20,8 +29,32 @@ class _Part(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
 
+_GUID = re.compile(r"[0-9A-Fa-f]{8}-(?:[0-9A-Fa-f]{4}-){3}[0-9A-Fa-f]{12}")
+GUID_PATTERN = f"^{_GUID.pattern}$"
+
+
+def _advisor_id(value: str) -> str:
+    if not _GUID.fullmatch(value):
+        raise ValueError(
+            "must be the advisor's Entra object id, a GUID such as "
+            "6f1c2a4e-8b1d-4c55-9a51-2f9e6f0c1d11"
+        )
+    return value.lower()
+
+
+AdvisorId = Annotated[
+    str,
+    AfterValidator(_advisor_id),
+    Field(
+        description="The advisor's Entra object id: a GUID (8-4-4-4-12 hexadecimal digits), "
+        "given in either case and kept in lower case, the one id of an advisor everywhere.",
+        json_schema_extra={"format": "uuid", "pattern": GUID_PATTERN},
+    ),
+]
+
+
 class Advisor(_Part):
-    id: str = Field(min_length=1, max_length=64, description="The advisor's Entra object id.")
+    id: AdvisorId
     display_name: str = Field(min_length=1, max_length=200)
 
 
@@ -106,7 +139,7 @@ class MeetingReady(AppointmentEvent):
     join_url: str
     graph_event_id: str
     online_meeting_id: str | None = None
-    advisor_id: str
+    advisor_id: AdvisorId
     conference_id: str | None = Field(default=None, description="Dial-in conference id.")
     dial_in_url: str | None = None
     join_meeting_id: str | None = Field(default=None, description="Teams meeting id to type in.")
@@ -122,7 +155,7 @@ class MeetingRescheduled(AppointmentEvent):
 class MeetingCancelled(AppointmentEvent):
     event_type: Literal["MeetingCancelled"] = "MeetingCancelled"
     graph_event_id: str
-    advisor_id: str
+    advisor_id: AdvisorId
 
 
 class AttendanceInterval(_Part):

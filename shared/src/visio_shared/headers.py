@@ -3,7 +3,7 @@ operators (kcat, `visio-rdv ops tail`) can read it without decoding the value.""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from visio_shared.envelope import AppointmentEvent, Envelope
 
@@ -26,6 +26,8 @@ class Headers:
     DLQ_ATTEMPTS = "dlq.attempts"
     DLQ_FIRST_FAILED_AT = "dlq.first_failed_at"
     DLQ_DEAD_LETTERED_AT = "dlq.dead_lettered_at"
+    # Only on a letter whose value (or key) was cut to fit on the broker: the original sizes.
+    DLQ_TRUNCATED = "dlq.truncated"
 
     @staticmethod
     def for_event(event: Envelope) -> dict[str, str]:
@@ -41,13 +43,16 @@ class Headers:
         return headers
 
     @staticmethod
-    def decode(raw: Mapping[str, bytes | str] | list[tuple[str, bytes]] | None) -> dict[str, str]:
-        """Kafka headers (a list of (name, bytes) pairs) as a plain dict of strings."""
+    def decode(
+        raw: Mapping[str, bytes | str | None] | Sequence[tuple[str, bytes | None]] | None,
+    ) -> dict[str, str]:
+        """Kafka headers (a list of (name, bytes) pairs) as a plain dict of strings, whatever
+        they hold: bytes that are not UTF-8 read with U+FFFD, a header without a value as ''."""
         if raw is None:
             return {}
         items = raw.items() if isinstance(raw, Mapping) else raw
         return {
-            name: value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+            name: value.decode("utf-8", "replace") if isinstance(value, bytes) else value or ""
             for name, value in items
         }
 

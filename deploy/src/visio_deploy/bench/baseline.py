@@ -9,9 +9,10 @@ import os
 import time
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from visio_runtime.kafka import client_kwargs, ensure_topics
 from visio_runtime.settings import ServiceSettings
+from visio_runtime.topic_reader import partitions
 
 
 @dataclass(frozen=True)
@@ -42,9 +43,9 @@ async def measure(settings: ServiceSettings, messages: int) -> Baseline:
     )
     await consumer.start()
     try:
-        partitions = await _partitions(consumer, topic)
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
+        tps = await partitions(settings, [topic])
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
         seen = 0
         started = time.perf_counter()
         while seen < messages:
@@ -54,8 +55,3 @@ async def measure(settings: ServiceSettings, messages: int) -> Baseline:
     finally:
         await consumer.stop()
     return Baseline(messages, messages / produced_s, messages / consumed_s)
-
-
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    await consumer.topics()
-    return [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]

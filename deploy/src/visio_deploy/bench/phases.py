@@ -12,12 +12,12 @@ from typing import Any
 
 import httpx
 from visio_runtime.settings import ServiceSettings
+from visio_runtime.topic_reader import producer
 from visio_shared import Topics
 
 from visio_deploy.bench import load
 from visio_deploy.bench.meters import Measured, PhaseMeter, Watched
 from visio_deploy.bench.probes import Progress, ProgressProbe, percentile
-from visio_deploy.ops.reading import producer
 from visio_deploy.proof.stack import ProofStack
 
 # A confirmation the sink stored twice under one Message-ID: `<id>.r1.confirmation@domain.2.eml`

@@ -63,6 +63,11 @@ class MailboxBody(BaseModel):
     audio_conferencing: bool = Field(
         default=True, description="False: this user's meetings have no dial-in numbers."
     )
+    exists: bool = Field(
+        default=True,
+        description="False: the tenant has no such user (Graph answers 404 ErrorInvalidUser), "
+        "as for an object id that is not an advisor's.",
+    )
 
 
 class TenantBody(BaseModel):
@@ -187,7 +192,9 @@ async def set_access_policy(body: AccessPolicyBody, request: Request) -> dict[st
 @router.post("/users/{user_id}", name="_emulator.users.set")
 async def set_mailbox(user_id: str, body: MailboxBody, request: Request) -> MailboxBody:
     _state(request).mailboxes[user_id.lower()] = Mailbox(
-        teams_enabled=body.teams_enabled, audio_conferencing=body.audio_conferencing
+        teams_enabled=body.teams_enabled,
+        audio_conferencing=body.audio_conferencing,
+        exists=body.exists,
     )
     return body
 

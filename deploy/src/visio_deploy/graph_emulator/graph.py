@@ -97,7 +97,7 @@ def _authorize(request: Request, user_id: str, *, roles: set[str], meetings: boo
         raise GraphError(
             403, "ErrorAccessDenied", "Access is denied. Check credentials and try again."
         )
-    if not (is_guid(user_id) or "@" in user_id):
+    if not (is_guid(user_id) or "@" in user_id) or not state.mailbox(user_id).exists:
         raise GraphError(404, "ErrorInvalidUser", f"The requested user '{user_id}' is invalid.")
     if meetings and not state.access_policy.allows_online_meetings(user_id):
         raise GraphError(403, "Forbidden", "No application access policy found for this app.")

@@ -95,10 +95,12 @@ def normalize_ids(user_ids: list[str] | None) -> frozenset[str] | None:
 
 @dataclass
 class Mailbox:
-    """What the tenant's admins decided for one user (licences)."""
+    """What the tenant's admins decided for one user (licences), and whether the tenant has
+    the user at all (any GUID or address is a user unless told otherwise)."""
 
     teams_enabled: bool = True
     audio_conferencing: bool = True
+    exists: bool = True
 
 
 @dataclass

@@ -276,7 +276,8 @@ async def _dlq_replay(args: argparse.Namespace, settings: OpsSettings) -> int:
     for item in done:
         print(f"replayed {item.letter.id} ({item.letter.event_type}) -> {item.to}")
     for letter in skipped:
-        print(f"already replayed, skipped: {letter.id}")
+        why = "cut to fit on the broker, not replayable" if letter.truncated else "already replayed"
+        print(f"{why}, skipped: {letter.id}")
     print(f"{len(done)} replayed, {len(skipped)} skipped")
     return 0
 

@@ -20,9 +20,10 @@ from aiokafka.admin import NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from visio_runtime.kafka import admin_client
 from visio_runtime.settings import ServiceSettings
+from visio_runtime.topic_reader import Record, producer, read_topics
 from visio_shared import Headers, Topics
 
-from visio_deploy.ops.reading import Record, headers_of, producer, read_topic, reader
+from visio_deploy.ops.reading import headers_of
 from visio_deploy.ops.topology import replays_topic
 
 REPLAY_OF = "dlq.replay_of"
@@ -61,6 +62,11 @@ class Letter:
     def reason(self) -> str:
         return self.header(Headers.DLQ_REASON)
 
+    @property
+    def truncated(self) -> bool:
+        """Its value was cut to fit on the broker: it can be read, not replayed."""
+        return Headers.DLQ_TRUNCATED in self.headers
+
     def replayable_headers(self) -> dict[str, str]:
         kept = {k: v for k, v in self.headers.items() if not k.startswith("dlq.")}
         return kept | {REPLAY_OF: self.id}
@@ -72,19 +78,17 @@ def dlq_topics(prefix: str, service: str | None = None) -> list[str]:
 
 
 async def letters(settings: ServiceSettings, service: str | None = None) -> list[Letter]:
-    async with reader(settings) as consumer:
-        found = []
-        for topic in dlq_topics(settings.topic_prefix, service):
-            found += [Letter(record) for record in await read_topic(consumer, topic)]
-    return found
+    """Every letter of every service's dead-letter topic (or of one service's), read in one
+    pass: what `ops dlq list`, `ops dlq replay` and the proofs all go by."""
+    records = await read_topics(settings, dlq_topics(settings.topic_prefix, service))
+    return [Letter(record) for record in records]
 
 
 async def find(settings: ServiceSettings, letter_id: str) -> Letter | None:
     topic, partition, offset = parse_id(letter_id)
-    async with reader(settings) as consumer:
-        for record in await read_topic(consumer, topic):
-            if record.partition == partition and record.offset == offset:
-                return Letter(record)
+    for record in await read_topics(settings, [topic]):
+        if record.partition == partition and record.offset == offset:
+            return Letter(record)
     return None
 
 
@@ -99,8 +103,7 @@ def parse_id(letter_id: str) -> tuple[str, int, int]:
 async def replayed(settings: ServiceSettings) -> dict[str, dict[str, str]]:
     """The ledger: letter id → what its replay recorded."""
     await ensure_ledger(settings)
-    async with reader(settings) as consumer:
-        records = await read_topic(consumer, replays_topic(settings.topic_prefix))
+    records = await read_topics(settings, [replays_topic(settings.topic_prefix)])
     # A compacted topic may still hold older copies of a key: the last one read wins.
     return {
         record.key.decode(): json.loads(record.value)
@@ -118,11 +121,12 @@ class Replay:
 async def replay(
     settings: ServiceSettings, select: Callable[[Letter], bool], dry_run: bool = False
 ) -> tuple[list[Replay], list[Letter]]:
-    """Replay the selected letters not replayed before; returns (replayed, already replayed)."""
+    """Replay the selected letters not replayed before; returns (replayed, skipped: replayed
+    before, or cut to fit on the broker — `Letter.truncated` — and so not the original)."""
     done = await replayed(settings)
     chosen = [letter for letter in await letters(settings) if select(letter)]
-    fresh = [letter for letter in chosen if letter.id not in done]
-    skipped = [letter for letter in chosen if letter.id in done]
+    fresh = [letter for letter in chosen if letter.id not in done and not letter.truncated]
+    skipped = [letter for letter in chosen if letter.id in done or letter.truncated]
     if dry_run:
         return [Replay(letter, "(dry run)") for letter in fresh], skipped
     results = []

@@ -11,8 +11,8 @@ import json
 from dataclasses import dataclass
 
 from visio_runtime.settings import ServiceSettings
+from visio_runtime.topic_reader import producer, topic_partitions
 
-from visio_deploy.ops.reading import partitions_of, producer, reader
 from visio_deploy.ops.tail import resolve
 
 
@@ -63,12 +63,12 @@ async def produce(
     partition: int | None = None,
 ) -> Written:
     """Write one record to an existing topic (or a stream's short name: `booking-requests`)."""
-    async with reader(settings) as consumer:
-        existing = {name for name in await consumer.topics() if not name.startswith("__")}
-        name = resolve(topic, settings.topic_prefix, existing)
-        if name not in existing:
-            raise Refused(_no_such_topic(name, existing, settings))
-        partitions = [tp.partition for tp in await partitions_of(consumer, name)]
+    known = await topic_partitions(settings)
+    existing = set(known)
+    name = resolve(topic, settings.topic_prefix, existing)
+    if name not in existing:
+        raise Refused(_no_such_topic(name, existing, settings))
+    partitions = [tp.partition for tp in known[name]]
     if partition is not None and partition not in partitions:
         raise Refused(f"{name} has partitions {partitions[0]}–{partitions[-1]}, not {partition}")
     async with producer(settings) as sender:

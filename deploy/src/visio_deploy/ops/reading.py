@@ -1,88 +1,13 @@
-"""Reading topics from outside any consumer group: ops looks, it never joins a group (joining
-would make the services' groups rebalance) and never commits."""
+"""Records as ops shows them. Reading them is `visio_runtime.topic_reader`'s (outside any
+consumer group, several topics in one pass), shared with the proofs and the services."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any, TypeAlias
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from visio_runtime.kafka import client_kwargs
-from visio_runtime.settings import ServiceSettings
+from visio_runtime.topic_reader import Record
 from visio_shared import Headers
-
-Record: TypeAlias = ConsumerRecord[bytes, bytes]
-
-
-@asynccontextmanager
-async def reader(settings: ServiceSettings, group_id: str | None = None) -> AsyncIterator[Any]:
-    """A consumer that is only ever assigned partitions by hand. With `group_id`, it can read
-    that group's committed offsets (`committed()`) without joining the group."""
-    consumer = AIOKafkaConsumer(
-        group_id=group_id, enable_auto_commit=False, **client_kwargs(settings)
-    )
-    try:  # stopped even when it never started (no broker): no "Unclosed" warning then
-        await consumer.start()
-        yield consumer
-    finally:
-        await consumer.stop()
-
-
-@asynccontextmanager
-async def producer(settings: ServiceSettings) -> AsyncIterator[AIOKafkaProducer]:
-    sender = AIOKafkaProducer(
-        acks="all",
-        enable_idempotence=settings.kafka_enable_idempotence,
-        **client_kwargs(settings),
-    )
-    await sender.start()
-    try:
-        yield sender
-    finally:
-        await sender.stop()
-
-
-async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    await consumer.topics()  # refreshes the metadata partitions_for_topic reads
-    found = consumer.partitions_for_topic(topic) or set()
-    return [TopicPartition(topic, partition) for partition in sorted(found)]
-
-
-async def read_range(
-    consumer: AIOKafkaConsumer,
-    start: dict[TopicPartition, int],
-    end: dict[TopicPartition, int],
-    within: float = 60.0,
-) -> list[Record]:
-    """Every record from `start` (included) to `end` (excluded), partition by partition."""
-    pending = [tp for tp in start if start[tp] < end[tp]]
-    if not pending:
-        return []
-    consumer.assign(pending)
-    for tp in pending:
-        consumer.seek(tp, start[tp])
-    records: list[Record] = []
-    async with asyncio.timeout(within):
-        while pending:
-            batch = await consumer.getmany(*pending, timeout_ms=500)
-            for tp, found in batch.items():
-                records.extend(record for record in found if record.offset < end[tp])
-            pending = [tp for tp in pending if await consumer.position(tp) < end[tp]]
-    return records
-
-
-async def read_topic(consumer: AIOKafkaConsumer, topic: str) -> list[Record]:
-    """What the topic holds now, from each partition's beginning to its end."""
-    tps = await partitions_of(consumer, topic)
-    if not tps:
-        return []
-    start = await consumer.beginning_offsets(tps)
-    end = await consumer.end_offsets(tps)
-    return await read_range(consumer, start, end)
 
 
 def headers_of(record: Record) -> dict[str, str]:

@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from visio_runtime.settings import ServiceSettings
+from visio_runtime.topic_reader import partitions, read_range, reader, topic_partitions
 
-from visio_deploy.ops.reading import describe, partitions_of, read_range, reader
+from visio_deploy.ops.reading import describe
 
 
 def resolve(name: str, prefix: str, existing: set[str]) -> str:
@@ -28,11 +29,11 @@ async def tail(
     follow: bool = False,
 ) -> bool:
     """False if there is no such topic."""
+    topic = resolve(topic, settings.topic_prefix, set(await topic_partitions(settings)))
+    tps = await partitions(settings, [topic])
+    if not tps:
+        return False
     async with reader(settings) as consumer:
-        topic = resolve(topic, settings.topic_prefix, await consumer.topics())
-        tps = await partitions_of(consumer, topic)
-        if not tps:
-            return False
         end = await consumer.end_offsets(tps)
         beginning = await consumer.beginning_offsets(tps)
         start = {tp: max(beginning[tp], end[tp] - last) for tp in tps}

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from aiokafka import TopicPartition
 from visio_runtime.kafka import admin_client
 from visio_runtime.settings import ServiceSettings
+from visio_runtime.topic_reader import ends, partitions, reader, topic_partitions
 
-from visio_deploy.ops.reading import partitions_of, reader
 from visio_deploy.ops.topology import declared_topics
 
 log = logging.getLogger(__name__)
@@ -34,14 +34,14 @@ class TopicRow:
 
 async def topics_report(settings: ServiceSettings, sample_s: float = 2.0) -> list[TopicRow]:
     declared = declared_topics(settings.topic_prefix)
+    tps = await topic_partitions(settings)
+    names = sorted(tps)
     async with reader(settings) as consumer:
-        names = sorted(name for name in await consumer.topics() if not name.startswith("__"))
-        tps = {name: await partitions_of(consumer, name) for name in names}
         every = [tp for found in tps.values() for tp in found]
-        first = await consumer.end_offsets(every) if every else {}
+        first = await ends(consumer, every)
         if sample_s > 0:
             await asyncio.sleep(sample_s)  # the sample the rate is measured over
-        end = await consumer.end_offsets(every) if every else {}
+        end = await ends(consumer, every)
         beginning = await consumer.beginning_offsets(every) if every else {}
     rows = []
     for name in names:
@@ -70,12 +70,12 @@ class LagRow:
 
 
 async def group_lag(settings: ServiceSettings, group: str, topics: list[str]) -> list[LagRow]:
+    tps = await partitions(settings, topics)
+    if not tps:
+        return []
     async with reader(settings, group_id=group) as consumer:
-        tps = [tp for topic in topics for tp in await partitions_of(consumer, topic)]
-        if not tps:
-            return []
         consumer.assign(tps)
-        end = await consumer.end_offsets(tps)
+        end = await ends(consumer, tps)
         beginning = await consumer.beginning_offsets(tps)
         rows = []
         for tp in tps:
@@ -96,7 +96,7 @@ async def lag_report(settings: ServiceSettings, groups: dict[str, list[str]]) ->
     ]
     for group, offsets in (await _other_groups(settings, set(groups))).items():
         async with reader(settings) as consumer:
-            end = await consumer.end_offsets(list(offsets)) if offsets else {}
+            end = await ends(consumer, offsets)
         rows += [
             LagRow(group, tp.topic, tp.partition, offset, end[tp], end[tp] - offset)
             for tp, offset in sorted(offsets.items())

@@ -109,7 +109,7 @@ async def _non_teams_join_url(proof: ProofStack) -> dict[str, object] | None:
         revision=1,
         join_url=EVIL_URL,
         graph_event_id="forged",
-        advisor_id=requested["advisor"]["id"] if "advisor" in requested else "forged",
+        advisor_id=requested["advisor"]["id"],
     )
     key = str(appointment_id).encode()
     producer = AIOKafkaProducer(bootstrap_servers=proof.bootstrap, acks="all")

@@ -1,30 +1,42 @@
-"""`visio-rdv proof inputs`: hypothesis-generated hostile bookings to the HTTP API and to
-`booking-requests.v1`. Each must get a clear answer (problem+json; a BookingRejected reply; a
-dead letter with its reason when there is no one to answer), the services must stay up, no
-partial appointment may be stored, and every email sent must have escaped text and intact
-headers."""
+"""`visio-rdv proof inputs`: hostile input everywhere the system takes any. Hypothesis-generated
+bookings to the HTTP API and to `booking-requests.v1`; bodies no request could be (nested
+thousands deep, a key given twice, a byte-order mark, invalid UTF-8, too large, streamed) to
+every endpoint of booking's and consent's APIs and to the self-service forms; and records no
+producer of ours writes (the same, plus no headers, null values and keys, event types that are
+no type's name) on every topic a service reads.
+
+It must all end in a clear answer, and the system must be as it was: every HTTP answer a
+problem+json 4xx (a 4xx page for a form), every request on Kafka answered or — naming none —
+dead-lettered, every record a service cannot read dead-lettered by each group that reads it
+(matched one by one to the input, across every service's dead-letter topic), every partition's
+lag back at zero, the services up, no partial appointment stored, and every email sent with
+escaped text and intact headers."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
 
+import asyncpg
 import httpx
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from hypothesis import HealthCheck, given, seed, settings
+from visio_consent.keys import create_api_key
+from visio_runtime.settings import ServiceSettings
 from visio_shared import Topics
 
-from visio_deploy.proof import observe
+from visio_deploy.ops.topology import subscriptions
+from visio_deploy.proof import observe, records
+from visio_deploy.proof.bodies import CLEAR_STATUSES, Answered, post_forms, post_to_apis, problem
+from visio_deploy.proof.bookings import booking_body
 from visio_deploy.proof.hostile import RAW_MARKUP, hostile_input
+from visio_deploy.proof.records import CALLER, Hostile
 from visio_deploy.proof.report import Report
 from visio_deploy.proof.stack import ProofStack, proof_stack
-
-CALLER = "proof-hostile"
-CLEAR_STATUSES = {400, 413, 415, 422}
 
 
 @dataclass
@@ -34,18 +46,22 @@ class Tally:
     http_statuses: Counter[int] = field(default_factory=Counter)
     http_unclear: list[str] = field(default_factory=list)
     http_resets: int = 0
-    kafka: list[tuple[bytes, str | None]] = field(default_factory=list)  # value, request_id
+    kafka: list[Hostile] = field(default_factory=list)
+    battery: Answered = field(default_factory=Answered)
+    forms: Answered = field(default_factory=Answered)
 
 
 def run_inputs(examples: int, seed_value: int = 1, quiet: bool = False) -> Report:
     with proof_stack(seed=seed_value, quiet=quiet) as proof:
         tally = _generate_and_post(proof, examples, seed_value)
+        _post_battery(proof, tally, seed_value)
         return asyncio.run(_finish(proof, tally))
 
 
 def _generate_and_post(proof: ProofStack, examples: int, seed_value: int) -> Tally:
     """HTTP inputs are posted as hypothesis draws them; Kafka ones are queued, sent in one go."""
     tally = Tally()
+    topic = Topics(proof.settings.topic_prefix).booking_requests
     headers = {"Authorization": f"Bearer {proof.api_key}", "Content-Type": "application/json"}
     client = httpx.Client(base_url=proof.url("booking"), headers=headers, timeout=30)
 
@@ -63,7 +79,7 @@ def _generate_and_post(proof: ProofStack, examples: int, seed_value: int) -> Tal
         if n % 2 == 0:
             _post(client, value, tally)
         else:
-            tally.kafka.append(_envelope(kind, value, n))
+            tally.kafka.append(_generated(topic, kind, value, n))
 
     try:
         one()
@@ -86,61 +102,78 @@ def _post(client: httpx.Client, value: bytes, tally: Tally) -> None:
     if answer.status_code == 202:
         tally.http_accepted.append(answer.json()["appointment_id"])
         return
-    problem = _problem(answer)
-    if answer.status_code not in CLEAR_STATUSES or problem is None:
+    if answer.status_code not in CLEAR_STATUSES or problem(answer) is None:
         tally.http_unclear.append(f"{answer.status_code} {answer.text[:200]} for {value[:600]!r}")
 
 
-def _problem(answer: httpx.Response) -> dict[str, Any] | None:
-    """The answer as a problem+json that names what is wrong, else None."""
-    if not answer.headers.get("content-type", "").startswith("application/problem+json"):
-        return None
-    body: dict[str, Any] = answer.json()
-    if not (body.get("type") and body.get("title") and body.get("status") == answer.status_code):
-        return None
-    if answer.status_code == 422 and not all(e.get("field") for e in body.get("errors", [])):
-        return None
-    return body
-
-
-def _envelope(kind: str, value: bytes, n: int) -> tuple[bytes, str | None]:
-    request_id = f"hostile-{n}"
+def _generated(topic: str, kind: str, value: bytes, n: int) -> Hostile:
+    request_id = f"generated-{n}"
     if kind == "raw":
         # Every other unreadable message carries its request_id in a header only; the rest
         # carry none at all: those have no one to answer and must be dead-lettered.
-        return value, request_id if n % 4 == 1 else None
+        if n % 4 == 1:
+            header = [("request_id", request_id.encode())]
+            return Hostile("generated", topic, b"hostile", value, header, None, request_id)
+        return Hostile("generated", topic, b"hostile", value, [])
     envelope = {
         "request_id": request_id,
         "calling_system": CALLER,
         "request_type": "BookAppointment",
         "payload": json.loads(value),
     }
-    return json.dumps(envelope).encode(), request_id
+    return Hostile(
+        "generated", topic, b"hostile", json.dumps(envelope).encode(), [], None, request_id
+    )
+
+
+def _post_battery(proof: ProofStack, tally: Tally, seed_value: int) -> None:
+    consent_key = asyncio.run(_consent_key(proof.owner_dsn))
+    rng = random.Random(seed_value)
+    with (
+        _client(proof, "booking", proof.api_key) as booking,
+        _client(proof, "consent", consent_key) as consent,
+    ):
+        booked = booking.post("/v1/appointments", json=booking_body(rng))
+        booked.raise_for_status()
+        appointment_id = booked.json()["appointment_id"]
+        tally.http_accepted.append(appointment_id)
+        post_to_apis(booking, consent, rng, tally.battery, uuid.UUID(appointment_id))
+    with _client(proof, "booking") as booking, _client(proof, "consent") as consent:
+        post_forms(booking, consent, tally.forms)
+
+
+def _client(proof: ProofStack, service: str, key: str | None = None) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.Client(base_url=proof.url(service), headers=headers, timeout=30, trust_env=False)
+
+
+async def _consent_key(owner_dsn: str) -> str:
+    conn = await asyncpg.connect(owner_dsn)
+    try:
+        return await create_api_key(conn, "proof-hostile", ["consent:read"])
+    finally:
+        await conn.close()
 
 
 async def _finish(proof: ProofStack, tally: Tally) -> Report:
-    topics = Topics(proof.settings.topic_prefix)
-    producer = AIOKafkaProducer(bootstrap_servers=proof.bootstrap, acks="all")
-    await producer.start()
-    try:
-        for value, request_id in tally.kafka:
-            headers = [("request_id", request_id.encode())] if request_id else []
-            await producer.send(topics.booking_requests, value, key=b"hostile", headers=headers)
-        await producer.flush()
-    finally:
-        await producer.stop()
-    wanted = {request_id for _, request_id in tally.kafka if request_id}
-    unanswerable = sum(1 for _, request_id in tally.kafka if request_id is None)
-    replies = await _replies(proof, topics.booking_replies, wanted, deadline_s=120)
+    kafka = ServiceSettings(
+        kafka_bootstrap_servers=proof.bootstrap, topic_prefix=proof.settings.topic_prefix
+    )
+    readers = subscriptions(kafka.topic_prefix)
+    read = [topic for reader in readers for topic in reader.topics]
+    battery = records.battery(Topics(kafka.topic_prefix), read, tag=uuid.uuid4().hex[:8])
+    sent = await records.send(kafka, tally.kafka + battery)
+    wanted = {record.request_id for record in tally.kafka if record.request_id}
+    replies = await records.replies(kafka, wanted, within_s=120)
     accepted = {
         r["appointment_id"] for r in replies.values() if r["event_type"] == "BookingAccepted"
     }
     ours = set(tally.http_accepted) | accepted
     await _wait_settled(proof, ours, deadline_s=120 + len(ours))
+    found = await records.check(kafka, sent, readers, within_s=120)
 
     report = Report("inputs")
     rows = await observe.appointments(proof.owner_dsn)
-    letters = [x for x in await observe.dead_letters(proof) if "booking.dlq" in x.id]
     mails = observe.mails(proof.var / "mail")
     bad_mails = [
         f"{m.path.name}: {problem}"
@@ -149,7 +182,9 @@ async def _finish(proof: ProofStack, tally: Tally) -> Report:
     ]
     health = _health(proof)
     unclear_replies = [
-        r for r in replies.values() if r["event_type"] == "BookingRejected" and not r.get("type")
+        r
+        for r in found.replies.values()
+        if r["event_type"] == "BookingRejected" and not (r.get("type") and r.get("status"))
     ]
     report.figures = {
         "inputs tried": tally.http_tried + len(tally.kafka),
@@ -160,12 +195,16 @@ async def _finish(proof: ProofStack, tally: Tally) -> Report:
         "Kafka replies": dict(Counter(r["event_type"] for r in replies.values())),
         "accepted (HTTP + Kafka)": len(ours),
         "emails checked": len(mails),
+        "hostile bodies to the APIs, answers": dict(sorted(tally.battery.statuses.items())),
+        "hostile forms, answers": dict(sorted(tally.forms.statuses.items())),
+        "hostile records, by topic": dict(sorted(Counter(r.topic for r in battery).items())),
+        "dead letters read (every service's topic)": found.letters,
     }
     report.zero("HTTP answers not a clear problem", len(tally.http_unclear))
-    report.zero("Kafka requests without a reply", len(wanted - set(replies)))
+    report.zero("hostile bodies not answered with a problem+json 4xx", len(tally.battery.unclear))
+    report.zero("hostile forms not answered with a 4xx page", len(tally.forms.unclear))
+    found.judge(report)
     report.zero("rejections without a problem type", len(unclear_replies))
-    report.zero("unanswerable requests not dead-lettered", max(0, unanswerable - len(letters)))
-    report.zero("dead letters without a reason", sum(1 for x in letters if not x.reason))
     report.zero("partial or unexpected appointments", len(set(rows) ^ ours))
     report.zero(
         "accepted but not settled",
@@ -175,9 +214,14 @@ async def _finish(proof: ProofStack, tally: Tally) -> Report:
     report.zero("crashed or unready services", sum(1 for ok in health.values() if not ok))
     report.details = {
         "http_unclear": tally.http_unclear[:20],
+        "hostile_bodies_unclear": tally.battery.unclear[:20],
+        "hostile_forms_unclear": tally.forms.unclear[:20],
+        "lagging": [str(row) for row in found.lagging[:20]],
+        "missing_letters": [str(letter) for letter in found.missing_letters[:20]],
+        "unmatched_letters": found.unmatched_letters[:20],
+        "unanswered": found.unanswered[:20],
         "bad_mails": bad_mails[:20],
         "health": health,
-        "unanswered": sorted(wanted - set(replies))[:20],
     }
     return report
 
@@ -188,31 +232,6 @@ def _raw_markup(mail: observe.Mail) -> list[str]:
         return []
     content = html.get_content()
     return [f"raw {fragment!r} in HTML" for fragment in RAW_MARKUP if fragment in content]
-
-
-async def _replies(
-    proof: ProofStack, topic: str, wanted: set[str], deadline_s: float
-) -> dict[str, dict[str, Any]]:
-    """Replies to our request ids, read from the start of every partition until all came."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=proof.bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    found: dict[str, dict[str, Any]] = {}
-    try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        assigned = [TopicPartition(topic, p) for p in partitions]
-        consumer.assign(assigned)
-        await consumer.seek_to_beginning(*assigned)
-        deadline = time.monotonic() + deadline_s
-        while not wanted <= set(found) and time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=1000)
-            for records in batches.values():
-                for record in records:
-                    reply = json.loads(record.value)
-                    if reply.get("request_id") in wanted:
-                        found[reply["request_id"]] = reply
-    finally:
-        await consumer.stop()
-    return found
 
 
 async def _wait_settled(proof: ProofStack, ids: set[str], deadline_s: float) -> None:

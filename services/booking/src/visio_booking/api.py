@@ -1,18 +1,20 @@
 """Booking's HTTP API: the front door for the caf.fr portal, advisor tools and other systems.
 
-Bodies are read by hand (size limit, then JSON, then the shared models with the service's
-rules as validation context), so a Kafka request and an HTTP call are checked the same way.
+Bodies are read by hand (their size limited while they arrive, then strict JSON, then the
+shared models with the service's rules as validation context), so a Kafka request and an HTTP
+call are checked the same way, and no body can make the API answer anything but a problem.
 """
 
 from __future__ import annotations
 
-import json
 import uuid
 import zoneinfo
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import Response
+from visio_runtime.bodies import read_json_body
+from visio_runtime.problems import PROBLEM_JSON, invalid
 from visio_shared import current_cgu
 from visio_shared.booking_requests import (
     BookingRequest,
@@ -33,7 +35,6 @@ from visio_booking.contract import (
 )
 from visio_booking.intake import execute
 from visio_booking.openapi import ref, request_body
-from visio_booking.problems import PROBLEM_JSON, Problem, invalid
 from visio_booking.settings import BookingSettings
 from visio_booking.store import fetch_appointment
 
@@ -46,13 +47,14 @@ WRITE = "appointments:write"
 
 def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     texts = {
-        400: "The body is not JSON",
+        400: "The body is not JSON (or not UTF-8, starts with a byte-order mark, nests too deep)",
         401: "No, unknown or revoked API key",
         403: "The key lacks the scope",
         404: "No such appointment among the caller's",
         409: "The appointment is past or cancelled: it cannot change",
         413: "Body too large",
-        422: "Invalid request (each invalid field is named), or an Idempotency-Key reused",
+        422: "Invalid request (each invalid field is named, a key given twice too), or an "
+        "Idempotency-Key reused",
     }
     return {
         status: {"description": texts[status], "content": {PROBLEM_JSON: {"schema": PROBLEM}}}
@@ -217,7 +219,7 @@ async def _run(
     runtime = request.app.state.runtime
     command = Command(
         request_type=request_type,
-        payload=await _json_body(request, runtime.settings),
+        payload=await read_json_body(request, runtime.settings.max_body_bytes),
         appointment_id=appointment_id,
         idempotency_key=_checked(idempotency_key),
     )
@@ -226,18 +228,6 @@ async def _run(
     return Response(
         outcome.json(), outcome.status_code, headers=headers, media_type="application/json"
     )
-
-
-async def _json_body(request: Request, settings: BookingSettings) -> Any:
-    body = await request.body()
-    if len(body) > settings.max_body_bytes:
-        raise Problem(
-            413, "too-large", "Too Large", f"the body exceeds {settings.max_body_bytes} bytes"
-        )
-    try:
-        return json.loads(body)
-    except ValueError as exc:
-        raise Problem(400, "malformed", "Malformed JSON", f"the body is not JSON: {exc}") from exc
 
 
 def _checked(key: str | None) -> str | None:

@@ -4,10 +4,11 @@ one transaction, publishes through the outbox, and follows the other services' e
 from __future__ import annotations
 
 from fastapi import FastAPI
+from visio_runtime import problems
 from visio_runtime.service import build_runtime, create_service_app
 from visio_shared import AppointmentEvent
 
-from visio_booking import api, fresh_link_api, openapi, pages_api, problems
+from visio_booking import api, fresh_link_api, openapi, pages_api
 from visio_booking.appointments import Context
 from visio_booking.handlers import STATUS_EVENTS, follow_status
 from visio_booking.inbound import InboundRequests, subscribe

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+from visio_runtime.problems import Problem, invalid
 from visio_shared import (
     Advisor,
     AdvisorReassigned,
@@ -41,7 +42,6 @@ from visio_shared.booking_requests import (
 from visio_booking import store
 from visio_booking.idempotency import Outcome
 from visio_booking.outbox import enqueue
-from visio_booking.problems import Problem, invalid
 
 
 @dataclass(frozen=True)

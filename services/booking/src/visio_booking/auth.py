@@ -7,10 +7,10 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from visio_runtime.problems import Problem
 
 from visio_booking.appointments import Caller
 from visio_booking.keys import ADMIN, holder_of
-from visio_booking.problems import Problem
 
 CHALLENGE = {"WWW-Authenticate": "Bearer"}
 bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <api key>")

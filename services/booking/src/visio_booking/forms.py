@@ -14,10 +14,10 @@ import hashlib
 import hmac
 import re
 import secrets
-from urllib.parse import parse_qs
 
 from fastapi import Request
 from fastapi.responses import Response
+from visio_runtime.bodies import read_form
 from visio_shared.links import FRESH_LINK_PATH, LinkKeys
 
 MAX_FORM_BYTES = 4096
@@ -28,19 +28,7 @@ _NONCE = re.compile(r"^[A-Za-z0-9_-]{22,64}$")
 async def posted(request: Request) -> dict[str, str]:
     """The fields of a urlencoded form, first value of each; {} for anything else (too big, not
     a form): every action then refuses it for its missing token."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type != "application/x-www-form-urlencoded":
-        return {}
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_FORM_BYTES:
-            return {}
-    try:
-        fields = parse_qs(body.decode("utf-8"), max_num_fields=10, strict_parsing=False)
-    except (UnicodeDecodeError, ValueError):
-        return {}
-    return {name: values[0] for name, values in fields.items() if values}
+    return await read_form(request, MAX_FORM_BYTES)
 
 
 def address_nonce(request: Request) -> tuple[str, bool]:

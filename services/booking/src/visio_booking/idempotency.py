@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-
-from visio_booking.problems import Problem
+from visio_runtime.problems import Problem
 
 
 @dataclass(frozen=True)

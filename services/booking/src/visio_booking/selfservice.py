@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import asyncpg
+from visio_runtime.problems import Problem
 from visio_shared import AppointmentLinkRequested, Topics
 from visio_shared.links import LinkKeys
 
@@ -26,7 +27,6 @@ from visio_booking.appointments import Caller, Command, Context
 from visio_booking.idempotency import Outcome
 from visio_booking.intake import execute
 from visio_booking.outbox import enqueue
-from visio_booking.problems import Problem
 
 # The person, cancelling from their page: the API's cancel, under this caller's name. Admin,
 # since the signed link, not an API key, is what says whose appointment it is.

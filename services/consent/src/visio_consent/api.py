@@ -11,12 +11,13 @@ from fastapi import APIRouter, Depends, Request, Response, Security
 from fastapi.responses import PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, EmailStr
+from visio_runtime.bodies import read_json_body
+from visio_runtime.problems import PROBLEM_JSON, Problem
 
 from visio_consent.access import AccessExport, access_export
 from visio_consent.checkpoints import Checkpointer, NotACheckpoint, read_file
 from visio_consent.keys import Caller, caller_of
 from visio_consent.ledger import subject_ref
-from visio_consent.problems import PROBLEM_JSON, Problem
 from visio_consent.settings import ConsentSettings
 from visio_consent.signing import Checkpoint
 from visio_consent.verify import VerifyReport, unreadable_checkpoints, verify
@@ -28,6 +29,7 @@ bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <api ke
 PROBLEMS: dict[int | str, dict[str, Any]] = {
     status: {"description": text, "content": {PROBLEM_JSON: {}}}
     for status, text in (
+        (400, "The body is not JSON"),
         (401, "No or unknown API key"),
         (403, "The key lacks the scope"),
         (422, "Invalid request: each invalid field is named"),
@@ -130,13 +132,8 @@ async def right_of_access(
     request: Request, _: Annotated[Caller, require("consent:read")]
 ) -> Response:
     settings: ConsentSettings = _runtime(request).settings
-    body = await request.body()
-    if len(body) > settings.max_body_bytes:
-        raise Problem(
-            413, "too-large", "Too Large", f"the body exceeds {settings.max_body_bytes} bytes"
-        )
     # The email stays in this request: it is never logged, and only its HMAC is looked up.
-    wanted = AccessRequest.model_validate_json(body)
+    wanted = AccessRequest.model_validate(await read_json_body(request, settings.max_body_bytes))
     ref = subject_ref(settings.subject_key.get_secret_value(), wanted.email)
     async with _runtime(request).db.acquire() as conn:
         export: AccessExport = await access_export(conn, ref)

@@ -9,11 +9,11 @@ import logging
 from datetime import timedelta
 
 from fastapi import FastAPI
-from visio_runtime import ratelimit
+from visio_runtime import problems, ratelimit
 from visio_runtime.service import Runtime, build_runtime, create_service_app
 from visio_shared import AppointmentEvent, AppointmentRequested, ContactCorrected
 
-from visio_consent import api, problems, selfservice_routes
+from visio_consent import api, selfservice_routes
 from visio_consent.checkpoints import Checkpointer
 from visio_consent.connections import MEETING_EVENTS, record_meeting_outcome
 from visio_consent.handlers import (

@@ -8,15 +8,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 import pydantic
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from visio_runtime.kafka import client_kwargs
+from visio_runtime.topic_reader import read_topics
 from visio_shared import Headers, Topics
 from visio_shared.publishing import Publisher
 
@@ -85,37 +83,12 @@ async def read_topic(
 ) -> list[Checkpoint]:
     """Every checkpoint on the topic, read from the beginning to the current end of each
     partition, without a consumer group (nothing is committed, nobody else is disturbed)."""
-    consumer = AIOKafkaConsumer(
-        enable_auto_commit=False,
-        **client_kwargs(settings),  # bootstrap, TLS and SASL, as every client of the broker
-    )
-    await consumer.start()
-    try:
-        await consumer.topics()  # fetches metadata, so partitions_for_topic knows the topic
-        partitions = [
-            TopicPartition(topic, number)
-            for number in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
-        if not partitions:
-            return []
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        checkpoints: list[Checkpoint] = []
-        deadline = time.monotonic() + timeout_s
-        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{topic}: not read to its end within {timeout_s:.0f}s")
-            batches = await consumer.getmany(timeout_ms=500)
-            for tp, records in batches.items():
-                for record in records:
-                    if record.value is not None:
-                        checkpoints.append(
-                            _parse(record.value, f"{tp.topic}/{tp.partition}@{record.offset}")
-                        )
-        return checkpoints
-    finally:
-        await consumer.stop()
+    records = await read_topics(settings, [topic], within=timeout_s)
+    return [
+        _parse(record.value, f"{record.topic}/{record.partition}@{record.offset}")
+        for record in records
+        if record.value is not None
+    ]
 
 
 @dataclass(frozen=True)

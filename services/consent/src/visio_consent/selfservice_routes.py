@@ -11,10 +11,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
+from visio_runtime.bodies import read_form
 from visio_runtime.pages import PAGE_HEADERS, Pages
 from visio_runtime.ratelimit import Limit
 from visio_runtime.service import Runtime
@@ -256,11 +257,7 @@ def router(settings: ConsentSettings, keys: LinkKeys) -> APIRouter:
             return linked, await access_export(conn, linked.subject_ref)
 
     async def form_field(request: Request, name: str) -> str:
-        body = await request.body()
-        if len(body) > settings.max_body_bytes:
-            return ""
-        values = parse_qs(body.decode("utf-8", errors="replace")).get(name, [""])
-        return values[0]
+        return (await read_form(request, settings.max_body_bytes)).get(name, "")
 
     return routes
 

@@ -71,7 +71,7 @@ def sample_appointment(
         revision=revision,
         correlation_id=uuid.UUID("0d9c8b7a-6f5e-4d3c-9b2a-1f0e9d8c7b6a"),
         caf_code=caf_of(timezone),
-        advisor=Advisor(id="3f1c0d2e-advisor", display_name="Claire Martin"),
+        advisor=Advisor(id="3f1c0d2e-9b8a-4c7d-8e6f-5a4b3c2d1e0f", display_name="Claire Martin"),
         start=datetime(2026, 12, 3, 10, 0, tzinfo=zone),
         duration_minutes=30,
         timezone=timezone,

@@ -2,7 +2,15 @@
 what we do not handle (counted), retry what may succeed later, dead-letter what cannot.
 
 `EventConsumer` is the shared error middleware: handlers are plain async functions taking the
-event model; they never see bytes, and never decide what a failure means.
+event model; they never see bytes, and never decide what a failure means. A topic whose records
+are not events (booking's inbound requests) has a `RecordHandler` instead, which takes the raw
+record and fails the same way: the same retries, the same dead letters.
+
+Reading a record is either done or a dead letter: whatever an input makes the decoding, the
+routing or the validation raise — invalid JSON, nesting too deep to parse, a missing header, a
+null value, an exception nobody foresaw — the record is dead-lettered with the reason at once
+and its partition moves on. Only handling is retried, and only dead-lettering itself (the
+broker away) holds a record without end.
 
 Retries never sleep in the consume loop. A message that failed transiently is held back by
 rewinding its partition to it and pausing that partition until its delay is over: the consumer
@@ -15,14 +23,13 @@ during the delay redelivers it. README "Operations" says why this rather than pa
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import random
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import pydantic
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -31,7 +38,10 @@ from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
 from visio_shared import Envelope, Headers, Topics
 
-from visio_runtime.errors import Poison, Transient, classify
+from visio_runtime.dead_letters import DeadLetter, DeadLetters
+from visio_runtime.errors import Poison, RetryPolicy, classify
+from visio_runtime.json_input import Unreadable, read_json
+from visio_runtime.kafka import tolerant_parser, undecoded
 from visio_runtime.lanes import Lanes
 from visio_runtime.logs import log_context
 from visio_runtime.metrics import ConsumerMetrics, Metrics, event_type_label
@@ -42,14 +52,19 @@ log = logging.getLogger(__name__)
 E = TypeVar("E", bound=Envelope)
 Handler = Callable[[Any], Awaitable[None]]
 
+_EVENT_TYPE = re.compile(r"[A-Z][A-Za-z0-9]{0,99}")
+# A header value is put on every log line of its record: never more than this of it.
+_LOGGED_HEADER_CHARS = 80
 
-@dataclass
-class DeadLetter:
-    reason: str
-    error_class: str
-    attempts: int
-    first_failed_at: datetime
-    extra: dict[str, str] = field(default_factory=dict)
+
+class RecordHandler(Protocol):
+    """Takes the raw records of one topic (`EventConsumer.on_topic`). `handle` raises to fail:
+    `Poison` (or any exception the policy calls poison) dead-letters at once, anything else is
+    retried, then dead-lettered. `gave_up` runs once the record's letter is written."""
+
+    async def handle(self, record: ConsumerRecord[Any, Any], headers: dict[str, str]) -> None: ...
+
+    async def gave_up(self, record: ConsumerRecord[Any, Any], letter: DeadLetter) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -66,6 +81,15 @@ class RetryLater:
     failure: Failure
 
 
+@dataclass(frozen=True)
+class _Read:
+    """A record read to the point of handling: its type, and its handler and event if handled."""
+
+    event_type: str
+    handler: Handler | None
+    event: Envelope | None
+
+
 class EventConsumer:
     def __init__(
         self,
@@ -80,7 +104,9 @@ class EventConsumer:
         self.broker = broker
         self.metrics = metrics
         self.topics = Topics(settings.topic_prefix)
+        self.policy = RetryPolicy.of(settings)
         self._handlers: dict[str, tuple[type[Envelope], Handler]] = {}
+        self._records: dict[str, tuple[str, RecordHandler]] = {}
         self._sleep = sleep
         # Set by `subscribe` when settings.consumer_concurrency > 1 (see visio_runtime.lanes).
         self._lanes: Lanes | None = None
@@ -88,6 +114,13 @@ class EventConsumer:
         # Per partition: the held message's offset and its failures (one held at a time).
         self._held: dict[TopicPartition, tuple[int, Failure]] = {}
         self._count = ConsumerMetrics(metrics)
+
+    @property
+    def dead_letters(self) -> DeadLetters:
+        """This service's dead-letter writer, on whichever broker the consumer has now."""
+        return DeadLetters(
+            self.service, self.topics, self.broker, self._count, self.settings.dlq_max_value_bytes
+        )
 
     def on(
         self, model: type[E]
@@ -100,6 +133,11 @@ class EventConsumer:
             return handler
 
         return register
+
+    def on_topic(self, topic: str, handler: RecordHandler, label: str) -> None:
+        """Hand every record of `topic` to `handler` as it comes (no event routing); `label`
+        stands for their event type in the metrics."""
+        self._records[topic] = (label, handler)
 
     @property
     def handled(self) -> dict[str, type[Envelope]]:
@@ -118,7 +156,10 @@ class EventConsumer:
         so a backlog on one topic cannot keep the other waiting — for a service whose handlers
         take events of its topics in any order (notifications). Together (the default), one
         client reads them all and one appointment's events keep the order they arrive in
-        across topics (meetings needs that for a withdrawal)."""
+        across topics (meetings needs that for a withdrawal).
+
+        FastStream is told to leave records as they came (any header, the value as bytes):
+        reading them is this consumer's job, where a failure becomes a dead letter."""
         concurrency = self.settings.consumer_concurrency
         if concurrency > 1:
             self._lanes = Lanes(
@@ -136,6 +177,8 @@ class EventConsumer:
                 ack_policy=AckPolicy.MANUAL if self._lanes else AckPolicy.NACK_ON_ERROR,
                 max_partition_fetch_bytes=self.settings.consumer_partition_fetch_bytes,
                 max_poll_interval_ms=self.settings.max_poll_interval_ms,
+                parser=tolerant_parser,
+                decoder=undecoded,
                 title=f"{self.service}:{','.join(group)}",
             )(self.consume)
 
@@ -154,50 +197,84 @@ class EventConsumer:
     async def attempt(
         self, record: ConsumerRecord[Any, Any], failure: Failure | None = None
     ) -> str | RetryLater:
-        """One try at one record: its outcome, or when to try again."""
+        """One try at one record: its outcome, or when to try again. Raises only when its dead
+        letter cannot be written."""
         headers = Headers.decode(record.headers)
         with log_context(
-            event_id=headers.get(Headers.EVENT_ID),
-            event_type=headers.get(Headers.EVENT_TYPE),
-            correlation_id=headers.get(Headers.CORRELATION_ID),
+            event_id=_loggable_header(headers, Headers.EVENT_ID),
+            event_type=_loggable_header(headers, Headers.EVENT_TYPE),
+            correlation_id=_loggable_header(headers, Headers.CORRELATION_ID),
         ):
+            route = self._records.get(record.topic)
+            if route is not None:
+                label, records = route
+                if failure is None:
+                    self._count.consumed.labels(topic=record.topic, event_type=label).inc()
+                return await self._run(
+                    record,
+                    headers,
+                    lambda: records.handle(record, headers),
+                    failure,
+                    {"topic": record.topic, "event_type": label},
+                    records.gave_up,
+                )
             try:
-                event_type, handler, model = self._route(record, headers)
-            except Poison as exc:
-                self._count.consumed.labels(topic=record.topic, event_type="unknown").inc()
-                letter = DeadLetter(str(exc), "Poison", 1, _now())
-                await self._dead_letter(record, headers, letter, summary=letter.reason)
+                read = self._read(record, headers)
+            except Exception as exc:  # whatever the input made the reading raise: poison
+                if failure is None:
+                    self._count.consumed.labels(topic=record.topic, event_type="unknown").inc()
+                letter = DeadLetter(_describe(exc), type(exc).__name__, 1, _now())
+                await self.dead_letters.write(
+                    record, headers, letter, label="unknown", summary=_loggable(exc)
+                )
                 return "dead_lettered"
             labels = {
                 "topic": record.topic,
-                "event_type": event_type_label(event_type, self._handlers),
+                "event_type": event_type_label(read.event_type, self._handlers),
             }
             if failure is None:
                 self._count.consumed.labels(**labels).inc()
-            if handler is None or model is None:
+            if read.handler is None or read.event is None:
                 self._count.skipped.labels(**labels).inc()
                 return "skipped"
-            return await self._handle(record, headers, model, handler, failure, labels)
+            handler, event = read.handler, read.event
+            with log_context(appointment_id=getattr(event, "appointment_id", None)):
+                return await self._run(record, headers, lambda: handler(event), failure, labels)
 
-    async def _handle(
+    def _read(self, record: ConsumerRecord[Any, Any], headers: dict[str, str]) -> _Read:
+        """The record's event type (its header, else its body's `event_type`), and for a type
+        this service handles, the event. Raises on anything unreadable."""
+        event_type = headers.get(Headers.EVENT_TYPE)
+        if event_type is None:
+            body = read_json(record.value)
+            if not isinstance(body, dict) or not isinstance(body.get("event_type"), str):
+                raise Unreadable("not an event: no event_type header, and none in the value")
+            event_type = body["event_type"]
+        if not _EVENT_TYPE.fullmatch(event_type):
+            # A type we do not handle is skipped; this one is no type's name at all.
+            raise Unreadable("not an event: its event_type is not an event type's name")
+        route = self._handlers.get(event_type)
+        if route is None:
+            return _Read(event_type, None, None)
+        model, handler = route
+        if not record.value:
+            raise Unreadable("no value at all (a null record)")
+        return _Read(event_type, handler, model.model_validate_json(record.value))
+
+    async def _run(
         self,
         record: ConsumerRecord[Any, Any],
         headers: dict[str, str],
-        model: type[Envelope],
-        handler: Handler,
+        call: Callable[[], Awaitable[None]],
         failure: Failure | None,
         labels: dict[str, str],
+        gave_up: Callable[[ConsumerRecord[Any, Any], DeadLetter], Awaitable[None]] | None = None,
     ) -> str | RetryLater:
         started = time.perf_counter()
-        appointment_id = None
         try:
-            event = model.model_validate_json(record.value)
-            appointment_id = getattr(event, "appointment_id", None)
-            with log_context(appointment_id=appointment_id):
-                await handler(event)
+            await call()
         except Exception as exc:  # classified below, never swallowed
-            with log_context(appointment_id=appointment_id):
-                return await self._failed(record, headers, exc, failure, labels)
+            return await self._failed(record, headers, exc, failure, labels, gave_up)
         finally:
             self._count.latency.labels(**labels).observe(time.perf_counter() - started)
         self._count.handled.labels(**labels).inc()
@@ -210,6 +287,7 @@ class EventConsumer:
         exc: Exception,
         failure: Failure | None,
         labels: dict[str, str],
+        gave_up: Callable[[ConsumerRecord[Any, Any], DeadLetter], Awaitable[None]] | None,
     ) -> str | RetryLater:
         failure = Failure(
             attempts=failure.attempts + 1 if failure else 1,
@@ -217,15 +295,25 @@ class EventConsumer:
         )
         error_class = type(exc).__name__
         self._count.failed.labels(**labels, error_class=error_class).inc()
-        kind = classify(exc)
-        if kind == "poison" or failure.attempts >= self.settings.retry_attempts:
+        if self.policy.gives_up(exc, failure.attempts):
             reason = _describe(exc)
-            if kind != "poison":
+            if classify(exc) != "poison":
                 reason = f"gave up after {failure.attempts} attempts: {reason}"
             letter = DeadLetter(reason, error_class, failure.attempts, failure.first_failed_at)
-            await self._dead_letter(record, headers, letter, summary=_loggable(exc))
+            await self.dead_letters.write(
+                record, headers, letter, label=labels["event_type"], summary=_loggable(exc)
+            )
+            if gave_up is not None:
+                try:
+                    await gave_up(record, letter)
+                except Exception:  # the letter is written: never write it again for this
+                    log.exception(
+                        "%s: %s could not follow up its dead letter",
+                        self.service,
+                        labels["event_type"],
+                    )
             return "dead_lettered"
-        delay = self._delay(failure.attempts, exc)
+        delay = self.policy.delay(failure.attempts, exc)
         log.warning(
             "%s: %s on %s (attempt %d), retrying in %.2fs",
             self.service,
@@ -272,6 +360,11 @@ class EventConsumer:
             self.settings.retry_max_delay_s, failure or Failure(0, first_failed_at=_now())
         )
 
+    @property
+    def in_flight(self) -> int:
+        """Records taken and not yet done with (lanes only; one at a time, 0)."""
+        return self._lanes.in_flight if self._lanes is not None else 0
+
     async def commit_now(self) -> None:
         """Commit what the lanes have finished, without waiting for their next flush."""
         if self._lanes is not None:
@@ -290,76 +383,7 @@ class EventConsumer:
         consumer.pause(tp)
         asyncio.get_running_loop().call_later(delay, _release, consumer, tp)
 
-    def _route(
-        self, record: ConsumerRecord[Any, Any], headers: dict[str, str]
-    ) -> tuple[str, Handler | None, type[Envelope] | None]:
-        event_type = headers.get(Headers.EVENT_TYPE)
-        if event_type is None:
-            try:
-                body = json.loads(record.value)
-            except (TypeError, ValueError) as exc:
-                raise Poison(f"value is not JSON: {exc}") from exc
-            if not isinstance(body, dict) or not isinstance(body.get("event_type"), str):
-                raise Poison("value is not an event: no event_type")
-            event_type = body["event_type"]
-        assert event_type is not None
-        route = self._handlers.get(event_type)
-        if route is None:
-            return event_type, None, None
-        model, handler = route
-        return event_type, handler, model
-
-    def _delay(self, attempt: int, exc: BaseException) -> float:
-        hinted = exc.retry_after if isinstance(exc, Transient) else None
-        delay: float = self.settings.retry_initial_delay_s * 2 ** (attempt - 1)
-        if hinted is not None:
-            delay = max(delay, hinted)
-        delay = min(delay, self.settings.retry_max_delay_s)
-        return delay * random.uniform(0.8, 1.2)
-
-    async def _dead_letter(
-        self,
-        record: ConsumerRecord[Any, Any],
-        headers: dict[str, str],
-        letter: DeadLetter,
-        summary: str,
-    ) -> None:
-        """Publish the letter; the log line says only `summary`, which names no one (the full
-        reason, possibly quoting the payload, stays in the letter's headers)."""
-        dlq_headers = {
-            **headers,
-            Headers.DLQ_SOURCE_TOPIC: record.topic,
-            Headers.DLQ_SOURCE_PARTITION: str(record.partition),
-            Headers.DLQ_SOURCE_OFFSET: str(record.offset),
-            Headers.DLQ_CONSUMER_GROUP: self.topics.group(self.service),
-            Headers.DLQ_ERROR_CLASS: letter.error_class,
-            Headers.DLQ_REASON: letter.reason[:2000],
-            Headers.DLQ_ATTEMPTS: str(letter.attempts),
-            Headers.DLQ_FIRST_FAILED_AT: letter.first_failed_at.isoformat(),
-            Headers.DLQ_DEAD_LETTERED_AT: _now().isoformat(),
-        }
-        await self.broker.publish(
-            record.value if record.value is not None else b"",
-            self.topics.dlq(self.service),
-            key=record.key,
-            headers=dlq_headers,
-        )
-        self._count.dead_lettered.labels(
-            topic=record.topic,
-            event_type=event_type_label(headers.get(Headers.EVENT_TYPE), self._handlers),
-            error_class=letter.error_class,
-        ).inc()
-        log.error(
-            "%s: dead-lettered %s/%s@%s: %s",
-            self.service,
-            record.topic,
-            record.partition,
-            record.offset,
-            summary,
-        )
-
-    # What /health/ready and /metrics say about the service's consumers (its own subscribers
-    # included, such as booking's, which hands events over through `consume` or `process`).
+    # What /health/ready and /metrics say about the service's consumers.
 
     def _consumers(self) -> Iterator[AIOKafkaConsumer]:
         for subscriber in self.broker.subscribers:
@@ -421,9 +445,14 @@ def _loggable(exc: BaseException) -> str:
     """What a log line may say of a failure. A handler's exception text may quote a person
     (an SMTP refusal naming the address, a name in a message), and names cannot be told apart
     from other words: only the class, and for invalid payloads the fields, which we wrote."""
-    if isinstance(exc, pydantic.ValidationError):
+    if isinstance(exc, pydantic.ValidationError | Unreadable):
         return _describe(exc)
     return f"{type(exc).__name__} (reason in the dead letter's dlq.reason header)"
+
+
+def _loggable_header(headers: dict[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    return value[:_LOGGED_HEADER_CHARS] if value is not None else None
 
 
 def _describe(exc: BaseException) -> str:
@@ -433,5 +462,7 @@ def _describe(exc: BaseException) -> str:
             for error in exc.errors(include_url=False)
         )
         return f"invalid {exc.title}: {fields}"
+    if isinstance(exc, Poison):  # our own words, for an operator (the class is in dlq.error_class)
+        return str(exc)
     text = str(exc) or repr(exc)
     return f"{type(exc).__name__}: {text}"

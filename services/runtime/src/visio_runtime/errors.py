@@ -9,14 +9,21 @@
 
 Permanent business failures (Graph refuses the advisor, an address that bounces) are not
 exceptions: handlers turn them into failure events (`MeetingFailed`, `NotificationFailed`).
+
+`RetryPolicy` is how long and how often: every consumer of every service retries by it,
+booking's inbound requests included.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
+from dataclasses import dataclass
 
 import asyncpg
 import pydantic
+
+from visio_runtime.settings import ServiceSettings
 
 
 class Poison(Exception):
@@ -41,3 +48,31 @@ def classify(exc: BaseException) -> str:
     if isinstance(exc, Transient | OSError | asyncio.TimeoutError | asyncpg.PostgresError):
         return "retry"
     return "retry"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """At most `attempts` tries, `initial_delay_s` doubling up to `max_delay_s` between them
+    (a peer's Retry-After raising it), with jitter so that replicas do not retry in step."""
+
+    attempts: int
+    initial_delay_s: float
+    max_delay_s: float
+
+    @classmethod
+    def of(cls, settings: ServiceSettings) -> RetryPolicy:
+        return cls(
+            settings.retry_attempts, settings.retry_initial_delay_s, settings.retry_max_delay_s
+        )
+
+    def gives_up(self, exc: BaseException, attempts: int) -> bool:
+        """True: dead-letter now (poison, or the last attempt failed)."""
+        return classify(exc) == "poison" or attempts >= self.attempts
+
+    def delay(self, attempt: int, exc: BaseException) -> float:
+        """Seconds before try `attempt + 1`."""
+        hinted = exc.retry_after if isinstance(exc, Transient) else None
+        delay: float = self.initial_delay_s * 2 ** (attempt - 1)
+        if hinted is not None:
+            delay = max(delay, hinted)
+        return min(delay, self.max_delay_s) * random.uniform(0.8, 1.2)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any
 
+from aiokafka import ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from faststream.kafka import KafkaBroker
 from faststream.kafka.response import KafkaPublishCommand
+from faststream.message import StreamMessage
 from faststream.middlewares import BaseMiddleware
 from faststream.security import (
     BaseSecurity,
@@ -158,3 +161,34 @@ def publish_metrics(metrics: Metrics) -> Callable[..., _CountPublished]:
         ["topic", "event_type"],
     )
     return partial(_CountPublished, counter=counter)
+
+
+# How FastStream hands records to our consumer (`EventConsumer.subscribe`): as they came.
+
+Parse = Callable[[ConsumerRecord[Any, Any]], Awaitable[StreamMessage[Any]]]
+
+
+async def tolerant_parser(record: ConsumerRecord[Any, Any], original: Parse) -> StreamMessage[Any]:
+    """FastStream's own parser, which decodes every header as UTF-8 and raises — before our
+    consumer ever sees the record, so out of reach of its dead letters — on a header that is
+    not UTF-8 or has no value. Such a record is parsed from a copy whose headers are made
+    readable; the message still carries the original record, to be dead-lettered as it came."""
+    try:
+        return await original(record)
+    except Exception:
+        readable = copy.copy(record)
+        readable.headers = [
+            (name, (value or b"").decode("utf-8", "replace").encode())
+            for name, value in record.headers
+        ]
+        message = await original(readable)
+        message.raw_message = record
+        return message
+
+
+async def undecoded(message: StreamMessage[Any]) -> bytes:
+    """The value left as bytes: FastStream would decode JSON itself first, and a value nested
+    too deep for Python's parser raised RecursionError there, out of our consumer's reach, on
+    every redelivery."""
+    body: bytes = message.body
+    return body

@@ -73,6 +73,7 @@ class Lanes:
         self._tracks: dict[TopicPartition, _Track] = {}
         self._flusher: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._closing = False  # draining: a record to retry is left, not retried
         self.in_flight = 0
         self.waiting_to_retry = 0
 
@@ -111,11 +112,13 @@ class Lanes:
         try:
             while lane:
                 record, entry = lane[0]
+                finished = False
                 try:
-                    await self._handle(record)
+                    finished = await self._handle(record)
                 finally:
                     lane.popleft()
-                    entry.done = True
+                    # Left unfinished (shutting down): its partition's commit stays behind it.
+                    entry.done = finished
                     self._advance(entry.track)
                     self.in_flight -= 1
                     self._slots.release()
@@ -123,7 +126,9 @@ class Lanes:
             if self._lanes.get(key) is lane:
                 del self._lanes[key]
 
-    async def _handle(self, record: ConsumerRecord[Any, Any]) -> None:
+    async def _handle(self, record: ConsumerRecord[Any, Any]) -> bool:
+        """True once the record is done with; False when it was left to retry because the
+        lanes are closing (whoever owns its partition next gets it again)."""
         failure = None
         while True:
             try:
@@ -131,13 +136,17 @@ class Lanes:
             except Exception:
                 outcome = self._on_error(record, failure)
             if not self._is_retry(outcome):
-                return
+                return True
+            if self._closing:
+                return False
             failure = outcome.failure
             self.waiting_to_retry += 1
             try:
                 await self._sleep(outcome.delay)
             finally:
                 self.waiting_to_retry -= 1
+            if self._closing:
+                return False
 
     def _advance(self, track: _Track) -> None:
         moved = False
@@ -183,7 +192,10 @@ class Lanes:
                 tracks[tp].committed = meta.offset
 
     async def drain(self, timeout_s: float) -> None:
-        """Let the records in flight finish (within `timeout_s`), then commit; on shutdown."""
+        """Let the records in flight finish (within `timeout_s`), then commit; on shutdown. A
+        record waiting to retry is not tried again: left uncommitted, it goes to the next
+        owner of its partition."""
+        self._closing = True
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout_s)
         await self.flush()

@@ -4,6 +4,10 @@ its event id, type, correlation id and appointment id (and the trace id when tra
 Never an email address, a name or a token. Code logs ids, not payloads; this formatter also
 scrubs what slips through: an address inside an exception's text, a bearer token, and the
 input pydantic echoes in a ValidationError (`input_value=…`, which would hold a person's name).
+
+Logs stay small whatever happens: a warning or an error that repeats itself word for word (a
+consumer that cannot reach the broker, a loop failing the same way) is written once per
+`repeat_window_s`, and its next line says how many were held back (`repeated`).
 """
 
 from __future__ import annotations
@@ -12,9 +16,12 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Iterator, Mapping
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import IO, Any
@@ -37,6 +44,7 @@ _EXTRA_FIELDS = (
     "offset",
     "group_id",
     "message_id",
+    "repeated",
 )
 
 # Libraries whose DEBUG lines quote what they carry (aiokafka logs each message it sends, SMTP
@@ -104,18 +112,76 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        context = " ".join(f"{key}={value}" for key, value in _context.get().items())
+        fields = dict(_context.get())
+        if hasattr(record, "repeated"):
+            fields["repeated"] = str(getattr(record, "repeated"))  # noqa: B009
+        context = " ".join(f"{key}={value}" for key, value in fields.items())
         line = super().format(record)
         return scrub(f"{line} [{context}]" if context else line)
 
 
+@dataclass
+class _Seen:
+    since: float  # when this line was last written
+    held: int = 0  # identical lines not written since
+
+
+class Repeats(logging.Filter):
+    """Writes a WARNING-or-worse line once per `window_s` when it comes again and again: the
+    same logger, level, message and exception. The first one after the window carries
+    `repeated`, the number held back meanwhile. Remembers at most `kinds` different lines
+    (the oldest forgotten first), so it cannot grow without end either."""
+
+    def __init__(
+        self,
+        window_s: float = 60.0,
+        kinds: int = 1024,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self.window_s = window_s
+        self.kinds = kinds
+        self.clock = clock
+        self._seen: OrderedDict[tuple[str, ...], _Seen] = OrderedDict()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING or self.window_s <= 0:
+            return True
+        error = record.exc_info[1] if record.exc_info else None
+        key = (
+            record.name,
+            record.levelname,
+            record.getMessage(),
+            type(error).__name__ if error else "",
+            str(error) if error else "",
+        )
+        now = self.clock()
+        seen = self._seen.get(key)
+        if seen is not None and now - seen.since < self.window_s:
+            seen.held += 1
+            return False
+        if seen is not None and seen.held:
+            setattr(record, "repeated", seen.held)  # noqa: B010 - a field of our own
+        self._seen[key] = _Seen(since=now)
+        self._seen.move_to_end(key)
+        while len(self._seen) > self.kinds:
+            self._seen.popitem(last=False)
+        return True
+
+
 def configure_logging(
-    level: str, service: str = "", fmt: str = "json", stream: IO[str] | None = None
+    level: str,
+    service: str = "",
+    fmt: str = "json",
+    stream: IO[str] | None = None,
+    repeat_window_s: float = 60.0,
 ) -> logging.Handler:
-    """Send every logger's records to one handler on the root logger. Calling it again
-    replaces the handler it installed before and leaves any other (pytest's) in place."""
+    """Send every logger's records to one handler on the root logger, repeated lines held back
+    (`Repeats`). Calling it again replaces the handler it installed before and leaves any
+    other (pytest's) in place."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter(service) if fmt == "json" else TextFormatter())
+    handler.addFilter(Repeats(repeat_window_s))
     handler.visio = True  # type: ignore[attr-defined]
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, "visio", False)]:

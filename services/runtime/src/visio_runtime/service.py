@@ -168,16 +168,20 @@ def create_service_app(runtime: Runtime, title: str, **fastapi_kwargs: Any) -> F
     return app
 
 
-def configure_logging(level: str, service: str = "", fmt: str = "json") -> None:
+def configure_logging(
+    level: str, service: str = "", fmt: str = "json", repeat_window_s: float = 60.0
+) -> None:
     """Structured JSON lines on stderr (see visio_runtime.logs), or text with `fmt='text'`."""
-    _configure_logging(level, service=service, fmt=fmt)
+    _configure_logging(level, service=service, fmt=fmt, repeat_window_s=repeat_window_s)
 
 
 def serve(app: FastAPI, settings: ServiceSettings) -> None:
     import uvicorn
 
     runtime: Runtime = app.state.runtime
-    configure_logging(settings.log_level, runtime.service, settings.log_format)
+    configure_logging(
+        settings.log_level, runtime.service, settings.log_format, settings.log_repeat_window_s
+    )
     # log_config=None: uvicorn's records go through our handler too, instead of its own.
     uvicorn.run(
         app,

@@ -47,6 +47,9 @@ class ServiceSettings(BaseSettings):
     retry_attempts: int = 5
     retry_initial_delay_s: float = 0.2
     retry_max_delay_s: float = 5.0
+    # A dead letter must fit on the broker whatever the record: a longer value is cut to this
+    # (said in the letter's `dlq.truncated` header; such a letter is read, never replayed).
+    dlq_max_value_bytes: int = Field(default=256 * 1024, ge=1024)
 
     # PostgreSQL: the service's own restricted role.
     database_url: SecretStr = SecretStr("postgresql://127.0.0.1:5432/visio")
@@ -59,6 +62,9 @@ class ServiceSettings(BaseSettings):
 
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
+    # A warning or error repeated word for word is written once in this many seconds, the next
+    # line saying how many were held back (0: every one written).
+    log_repeat_window_s: float = Field(default=60.0, ge=0)
 
     # OpenTelemetry: off unless asked. On, the trace context travels in Kafka headers
     # (`traceparent`) and each log line carries its trace id; spans go to `tracing_exporter`

@@ -1,8 +1,14 @@
-"""Errors as application/problem+json (RFC 9457), naming each invalid field. The same problems
-answer Kafka requests (`BookingRejected`), so both channels refuse alike."""
+"""Errors as application/problem+json (RFC 9457), naming each invalid field: one kit for every
+service's API (booking's and consent's). Booking's Kafka requests are refused with the same
+problems (`BookingRejected`), so both channels refuse alike.
+
+An HTTP answer is never a bare 500 page: an error nobody foresaw is a problem+json too, and a
+body that is not a valid request is refused with a 4xx before anything else sees it
+(`visio_runtime.bodies`)."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pydantic
@@ -11,6 +17,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from visio_shared.booking_requests import FieldErrors
+
+log = logging.getLogger(__name__)
 
 PROBLEM_BASE = "https://visio-rdv.caf.fr/problems/"
 PROBLEM_JSON = "application/problem+json"
@@ -89,6 +97,10 @@ def problem_response(problem: Problem, instance: str) -> JSONResponse:
     )
 
 
+def too_large(limit: int) -> Problem:
+    return Problem(413, "too-large", "Too Large", f"the body exceeds {limit} bytes")
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def on_problem(request: Request, exc: Problem) -> JSONResponse:
@@ -114,4 +126,13 @@ def install(app: FastAPI) -> None:
             titles.get(exc.status_code, "Error"),
             str(exc.detail),
         )
+        return problem_response(problem, request.url.path)
+
+    @app.exception_handler(Exception)
+    async def on_bug(request: Request, exc: Exception) -> JSONResponse:
+        # Ours, not the caller's: said without a word of it (its text may quote the request),
+        # and by the route's template (a path may hold a self-service link's token).
+        route = getattr(request.scope.get("route"), "path", "?")
+        log.error("%s %s failed: %s", request.method, route, type(exc).__name__)
+        problem = Problem(500, "internal", "Internal Error", "the service failed; try again later")
         return problem_response(problem, request.url.path)
