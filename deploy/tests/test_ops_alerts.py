@@ -110,6 +110,8 @@ async def test_each_failure_tells_its_caf_once(
 
         await wait_until(lambda: rt.metrics.value("events_handled_total") == 4, what="4 events")
         await wait_until(lambda: len(stored(mail_dir)) == 2, what="two emails")
+        # Counted once the row is marked sent, just after the relay took the email.
+        await wait_until(lambda: rt.metrics.value("alerts_sent_total") == 2, what="counted")
 
     mails = stored(mail_dir)
     assert len(mails) == 2  # and no more, once every event was handled and the scans ran
@@ -237,6 +239,7 @@ async def test_an_email_waited_for_past_the_threshold_tells_the_caf_once_per_occ
         total = len(notifications) + len(appointment_events)
         await wait_until(lambda: rt.metrics.value("events_handled_total") == total, what="all")
         await wait_until(lambda: len(stored(sink.handler.mail_dir)) == 2, what="two alerts")
+        await wait_until(lambda: rt.metrics.value("alerts_sent_total") == 2, what="counted")
         alerts: Alerts = app.state.alerts
         await alerts.scan_once()  # the gauges, after every event was handled
 

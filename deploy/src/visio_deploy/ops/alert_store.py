@@ -125,6 +125,7 @@ async def owe_email(conn: asyncpg.Connection, event: AppointmentEvent) -> None:
         request.reason if request else None,
         event.occurred_at,
     )
+    await _mark_told(conn, event.appointment_id)
 
 
 async def tell_email(
@@ -145,21 +146,31 @@ async def tell_email(
         event.causation_id,
         event.occurred_at,
     )
+    await _mark_told(conn, event.appointment_id)
 
 
-# Owed emails no email has answered: an email of the same revision or a later one tells the
-# appointment as it stands; the one whose cause is the request answers a link request (a
-# request for the email again on a cancelled appointment gets none, on purpose).
+async def _mark_told(conn: asyncpg.Connection, appointment_id: uuid.UUID) -> None:
+    """An email of the same revision or a later one tells the appointment as it stands; the
+    one whose cause is the request answers a request for the link again."""
+    await conn.execute(
+        """
+        UPDATE emails_owed o SET told_at = t.told_at
+        FROM emails_told t
+        WHERE o.appointment_id = $1 AND o.told_at IS NULL AND t.appointment_id = $1
+          AND CASE WHEN o.request_id IS NULL
+                   THEN t.kind <> 'link_resent' AND t.revision >= o.revision
+                   ELSE t.causation_id = o.request_id END
+        """,
+        appointment_id,
+    )
+
+
+# Owed emails no email has told (a request for the email again on a cancelled appointment
+# gets none, on purpose).
 _WAITING = """
 SELECT o.appointment_id, o.occasion, o.email, o.revision, o.owed_since
 FROM emails_owed o LEFT JOIN appointments a USING (appointment_id)
-WHERE NOT EXISTS (
-        SELECT 1 FROM emails_told t
-        WHERE t.appointment_id = o.appointment_id
-          AND CASE WHEN o.request_id IS NULL
-                   THEN t.kind <> 'link_resent' AND t.revision >= o.revision
-                   ELSE t.causation_id = o.request_id END)
-  AND NOT (o.reason = 'resend' AND a.cancelled_at IS NOT NULL)
+WHERE o.told_at IS NULL AND NOT (o.reason = 'resend' AND a.cancelled_at IS NOT NULL)
 """
 
 

@@ -14,9 +14,10 @@ CREATE TABLE emails_owed (
     request_id     uuid,
     reason         text,           -- a link request's: 'resend' or 'fresh_link'
     owed_since     timestamptz NOT NULL,
+    told_at        timestamptz,    -- set once an email tells it (or fails for good)
     PRIMARY KEY (appointment_id, occasion)
 );
-CREATE INDEX emails_owed_since ON emails_owed (owed_since);
+CREATE INDEX emails_owed_waiting ON emails_owed (owed_since) WHERE told_at IS NULL;
 
 -- NotificationSent and NotificationFailed, as far as lateness needs them (no address).
 CREATE TABLE emails_told (
