@@ -241,6 +241,22 @@ async def test_stuck_lists_who_waits_for_an_email_and_where_it_stands(db: str) -
         await step(conn, moved, "confirmed", 1, None, three_hours_ago)
         await step(conn, moved, "rescheduled", 2, "to next week", two_hours_ago)
 
+        on_its_way = await book(conn, SOON, "meeting_ready", created=NOW - timedelta(minutes=80))
+        await step(conn, on_its_way, "requested", 1, None, NOW - timedelta(minutes=80))
+        sent = await copy_to_notifications(conn, SOON)
+        for table in ("appointments", "meetings", "dispatches"):
+            await conn.execute(
+                f"UPDATE notifications.{table} SET appointment_id = $1 WHERE appointment_id = $2",
+                on_its_way,
+                sent,
+            )
+        await conn.execute(
+            "UPDATE notifications.dispatches SET sent_at = $2, published_at = $2"
+            " WHERE appointment_id = $1",
+            on_its_way,
+            NOW - timedelta(minutes=79),
+        )
+
         await book(conn, SOON, "requested")  # booked just now: not late yet
         answered = await book(conn, SOON, "requested", created=three_hours_ago)
         await step(conn, answered, "confirmed", 1, None, three_hours_ago)
@@ -259,7 +275,12 @@ async def test_stuck_lists_who_waits_for_an_email_and_where_it_stands(db: str) -
         await conn.close()
 
     found = await appointments.stuck(db, after_minutes=30)
-    assert [a.appointment_id for a in found] == [str(no_meeting), str(moved), str(retrying)]
+    assert [a.appointment_id for a in found] == [
+        str(no_meeting),
+        str(moved),
+        str(retrying),
+        str(on_its_way),
+    ]
     by_id = {a.appointment_id: a for a in found}
     first = by_id[str(no_meeting)]
     assert first.caf_code == "974" and first.advisor == "Claire Martin"
@@ -273,6 +294,10 @@ async def test_stuck_lists_who_waits_for_an_email_and_where_it_stands(db: str) -
     assert "notifications: waiting for a retry until" in retried
     assert "after 3 failed attempt(s); last: SMTP 451: 4.3.0 Temporary failure" in retried
     assert NOWHERE not in retried
+    in_flight = by_id[str(on_its_way)].why
+    assert "notifications: last email confirmation r1 sent at" in in_flight
+    assert "booking: has not applied the outcome published at" in in_flight
+    assert NOWHERE not in in_flight
     assert "jeanne" not in " ".join(a.why for a in found).lower()
     assert await appointments.stuck(db, after_minutes=150) == found[:1]
 

@@ -78,6 +78,7 @@ async def whereabouts(
         said += _notifications(
             notified.get(appointment), appointment in meeting_only, dispatched.get(appointment), now
         )
+        said += _in_flight(dispatched.get(appointment), booking.get(appointment))
         found[appointment] = said if any(_holds_work(s) for s in said) else [*said, NOWHERE]
     return found
 
@@ -150,6 +151,19 @@ def _notifications(
     return said
 
 
+def _in_flight(dispatch: asyncpg.Record | None, booked: asyncpg.Record | None) -> list[str]:
+    """An email sent and its outcome on Kafka, but booking's status not moved yet: booking's
+    consumer of notifications.v1 has it still to come (it lags, or holds it for a retry)."""
+    if dispatch is None or booked is None or dispatch["published_at"] is None:
+        return []
+    if dispatch["status"] != "sent" or booked["status"] not in ("requested", "meeting_ready"):
+        return []
+    return [
+        f"booking: has not applied the outcome published at {dispatch['published_at']:%H:%M:%S}"
+        " (on its way: booking's consumer of notifications.v1)"
+    ]
+
+
 def _relative(moment: datetime, now: datetime) -> str:
     seconds = (moment - now).total_seconds()
     return f"in {seconds:.0f} s" if seconds >= 0 else f"due {-seconds:.0f} s ago"
@@ -159,5 +173,6 @@ def _holds_work(said: str) -> bool:
     """Whether this line shows a service holding work for the appointment (so it is
     somewhere): a dead letter, an unpublished event, a retry or a due email."""
     return said.startswith("dead-lettered") or any(
-        marker in said for marker in ("not published yet", "waiting for a retry", "email due")
+        marker in said
+        for marker in ("not published yet", "waiting for a retry", "email due", "on its way")
     )
