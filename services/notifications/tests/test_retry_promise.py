@@ -4,8 +4,8 @@ deferring is tried again often enough that the person still has it within ten mi
 Issue 16's chaos run ended with one person at `meeting_ready` and no email: their
 confirmation had met a run of SMTP faults and was waiting out a retry delay that doubled up to
 a quarter of an hour (`NOTIFICATIONS_MAIL_RETRY_MAX_S` = 900 s) when the proof gave up. At the
-chaos rates (10 % 451s, 5 % cut lines) eight faults in a row happen to about one email in five
-million: the worst a 1000-appointment run may meet. The poller is played as it runs, one round
+chaos rates (10 % 451s, 5 % cut lines) eight faults in a row happen to about one email in four
+million: more than a 1000-appointment run may meet. The poller is played as it runs, one round
 every `poll_interval_s` of the clock."""
 
 from __future__ import annotations
