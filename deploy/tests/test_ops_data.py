@@ -285,7 +285,7 @@ async def test_stuck_lists_who_waits_for_an_email_and_where_it_stands(db: str) -
     first = by_id[str(no_meeting)]
     assert first.caf_code == "974" and first.advisor == "Claire Martin"
     assert first.why.startswith("waiting for the confirmation email since")
-    assert "meetings: no meeting made yet" in first.why
+    assert "meetings: waiting for a meeting, none made yet" in first.why
     assert "notifications: has not heard of it" in first.why
     assert first.why.endswith(NOWHERE)
     assert by_id[str(moved)].why.startswith("waiting for the rescheduled email since")

@@ -106,7 +106,8 @@ def register(subparsers: Any) -> None:
     cmd.add_argument(
         "--after-minutes", type=float, help="the threshold (VISIO_EMAIL_LATE_AFTER_MINUTES)"
     )
-    cmd.set_defaults(handler=_run(_appointments, uses=("database",)))
+    # Kafka too: --stuck says which dead letters carry a waiting appointment.
+    cmd.set_defaults(handler=_run(_appointments, uses=("database", "kafka")))
 
     cmd = commands.add_parser("purge", help="remove personal data past its retention period")
     cmd.add_argument("--dry-run", action="store_true", help="count, remove nothing")

@@ -18,10 +18,13 @@ import asyncpg
 
 from visio_deploy.ops.dlq import Letter
 
-# Nothing in any table or dead-letter topic holds work for it. Only an event still on its way
-# (a consumer group that lags, `ops lag`) or held in a consumer's memory between two quick
-# retries is not seen here.
-NOWHERE = "nowhere: no retry, unpublished event or dead letter holds it"
+# Nothing in any table or dead-letter topic holds work for it. Only an event still unread (a
+# consumer group that lags, `ops lag`) or held in a consumer's memory between two of its
+# bounded retries is not seen here: past those, it is lost.
+NOWHERE = (
+    "nowhere: no table or dead letter holds work for it (unless a consumer has not read it "
+    "yet or retries it in memory: see `ops lag`)"
+)
 
 _BOOKING = """
 SELECT a.appointment_id, a.status, a.revision,
@@ -110,7 +113,7 @@ def _booking(row: asyncpg.Record | None) -> list[str]:
 def _meetings(row: asyncpg.Record | None, booked: asyncpg.Record | None) -> list[str]:
     if row is None:
         waiting = booked is not None and booked["status"] == "requested"
-        return ["meetings: no meeting made yet" if waiting else "meetings: no record"]
+        return ["meetings: waiting for a meeting, none made yet" if waiting else "meetings: none"]
     if row["status"] == "failed":
         return [f"meetings: failed at revision {row['revision']} ({row['failure_reason']})"]
     return [f"meetings: meeting ready at revision {row['revision']}"]
