@@ -1,16 +1,23 @@
 """The proof runs, reduced for the suite: each brings up the real stack (`visio-rdv up`'s own
 code) on the machine's TCP PostgreSQL through the fault proxy, and asserts the report's zeros.
-`visio-rdv proof chaos --appointments 2000` and `visio-rdv proof inputs` are the full runs."""
+`visio-rdv proof chaos --appointments 1000` and `visio-rdv proof inputs` are the full runs
+(docs/guarantees.md). And the chaos proof broken on purpose: a relay that never takes a
+confirmation makes it time out, say where each person's email is, alert the Caf, and keep its
+evidence."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
+from visio_deploy.ops.whereabouts import NOWHERE
 from visio_deploy.proof.chaos import ChaosOptions, run_chaos
+from visio_deploy.proof.chaos_checks import PROMISE
 from visio_deploy.proof.faultproxy import FaultProxy
 from visio_deploy.proof.inputs import run_inputs
 from visio_deploy.proof.stack import server_url
@@ -21,7 +28,7 @@ def _assert_passed(report: object) -> None:
     assert report.passed, report.table()  # type: ignore[attr-defined]
 
 
-def test_chaos_loses_nothing_and_doubles_nothing() -> None:
+def test_chaos_loses_nothing_and_doubles_nothing(tmp_path: Path) -> None:
     options = ChaosOptions(
         appointments=10,
         seed=5,
@@ -29,12 +36,75 @@ def test_chaos_loses_nothing_and_doubles_nothing() -> None:
         chaos_min_s=4,
         graph_fault_rate=0.05,
         pg_cut_every_s=2,
+        evidence=tmp_path,
         quiet=True,
     )
     report = run_chaos(options)
     _assert_passed(report)
     assert sum(report.figures["kills (SIGKILL + restart)"].values()) >= 1
     assert report.figures["lost (no answer or not settled)"] == 0
+    assert report.figures["outcome"].startswith("settled in")
+    assert 0 < report.figures["booking to email, longest (s)"] <= 600
+    assert report.figures["late-email alerts to Cafs"] == 0
+    assert list(tmp_path.iterdir()) == []  # a passing run keeps nothing
+
+
+def test_a_relay_that_never_takes_a_confirmation_times_out_alerts_and_keeps_evidence(
+    tmp_path: Path,
+) -> None:
+    """The SMTP sink's faults left on, for every confirmation: the proof times out instead of
+    passing, names where each person's email is (notifications waiting for a retry, the
+    relay's 451), the alerts process tells the Caf (its email lands in the same sink), and
+    the evidence stays in the folder the report names."""
+    options = ChaosOptions(
+        appointments=2,
+        seed=16,
+        kill_every_s=0,
+        graph_fault_rate=0,
+        smtp_fail_share=0,
+        smtp_drop_share=0,
+        pg_cut_every_s=0,
+        email_within_s=20,
+        settle_timeout_s=45,
+        evidence=tmp_path,
+        env={
+            "smtp-sink": {"SMTP_SINK_DEFER_MATCHING": r"\.confirmation@"},
+            "alerts": {"VISIO_EMAIL_LATE_AFTER_MINUTES": "0.05", "ALERTS_SCAN_INTERVAL_S": "1"},
+        },
+        quiet=True,
+    )
+    report = run_chaos(options)
+
+    assert not report.passed
+    assert {"lost (no answer or not settled)", "settled before the deadline", PROMISE} <= set(
+        report.failures
+    )
+    assert report.figures["outcome"].startswith("timed out after")
+    assert report.figures["statuses"] == {"meeting_ready": 2}
+    unsettled = report.details["unsettled"]
+    assert len(unsettled) == 2
+    for lines in unsettled.values():
+        said = " | ".join(lines)
+        assert "notifications: waiting for a retry until" in said
+        assert "last: SMTP 451: 4.3.0 Temporary failure" in said
+        assert NOWHERE not in said
+    assert report.figures["unsettled: nowhere"] == 0
+
+    # The evidence, in the folder the failure names.
+    [kept] = list(tmp_path.iterdir())
+    assert report.evidence == kept
+    assert f"evidence kept in {kept}" in report.table()
+    assert "postponed until" in (kept / "log" / "notifications.log").read_text()
+    assert (kept / "database.dump").stat().st_size > 0
+    events = json.loads((kept / "graph-emulator" / "events.json").read_text())["value"]
+    assert {e["external_id"] for e in events} == set(unsettled)
+    assert json.loads((kept / "report.json").read_text())["passed"] is False
+    assert "--seed 16" in (kept / "README.txt").read_text()
+    # The Caf's alerts, in the mail folder: one per person, none of them a confirmation.
+    alerts = sorted(path.name for path in (kept / "mail").glob("alert.*.eml"))
+    assert alerts == sorted(f"alert.{a}.email_late.r1@visio-rdv.caf.fr.eml" for a in unsettled)
+    assert not list((kept / "mail").glob("*.confirmation@*"))
+    assert report.figures["late-email alerts to Cafs"] == 2
 
 
 def test_hostile_inputs_get_clear_answers_and_break_nothing() -> None:

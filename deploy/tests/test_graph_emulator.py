@@ -578,6 +578,50 @@ async def test_seeded_faults_are_reproducible(
     assert set(first) == {200, 429}
 
 
+async def test_a_seed_replays_each_appointments_faults_whatever_the_order(
+    graph: httpx.AsyncClient, client: httpx.AsyncClient
+) -> None:
+    """Creating, reading and moving the events of three appointments, in one order then in
+    the other: each call meets the fault of its appointment, endpoint and attempt."""
+    appointments = ["appointment-a", "appointment-b", "appointment-c"]
+
+    async def run(order: list[str]) -> dict[str, list[int]]:
+        await client.post("/_emulator/reset")
+        await client.post(
+            "/_emulator/faults",
+            json={"unavailable_rate": 0.3, "gateway_timeout_rate": 0.2, "seed": 16},
+        )
+        seen: dict[str, list[int]] = {a: [] for a in appointments}
+        events: dict[str, str] = {}
+        for name in order:
+            body = _event(
+                transactionId=name,
+                singleValueExtendedProperties=[{"id": EXTERNAL_ID, "value": name}],
+            )
+            while name not in events:
+                answer = await graph.post(f"/users/{ORGANIZER}/events", json=body)
+                seen[name].append(answer.status_code)
+                if answer.status_code == 201:
+                    events[name] = answer.json()["id"]
+        for name in order:
+            for _ in range(4):
+                answer = await graph.get(f"/users/{ORGANIZER}/events/{events[name]}")
+                seen[name].append(answer.status_code)
+        return seen
+
+    first = await run(appointments)
+    second = await run(appointments[::-1])
+    assert first == second
+    assert {code for codes in first.values() for code in codes} == {200, 201, 503, 504}
+    assert (await client.get("/_emulator/faults")).json()["seed"] == 16
+
+
+async def test_without_a_seed_one_is_chosen_and_shown(client: httpx.AsyncClient) -> None:
+    chosen = (await client.post("/_emulator/faults", json={"throttle_rate": 0.1})).json()
+    assert isinstance(chosen["seed"], int)
+    assert (await client.get("/_emulator/faults")).json()["seed"] == chosen["seed"]
+
+
 async def test_token_endpoint_can_be_throttled(
     client: httpx.AsyncClient, emulator: RunningEmulator
 ) -> None:
@@ -789,7 +833,9 @@ def test_faults_come_from_the_command_line_over_the_environment(
     state = EmulatorState(settings)
     state.faults.configure(FaultConfig())
     state.reset()
-    assert state.faults.config == faults
+    chosen = state.faults.config.seed  # none was configured: a fresh one, shown
+    assert isinstance(chosen, int)
+    assert state.faults.config == faults.model_copy(update={"seed": chosen})
 
     with pytest.raises(ValueError, match="more than 1"):
         settings_from_command_line(["--gateway-timeout-rate", "0.9"])

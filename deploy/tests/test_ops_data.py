@@ -18,6 +18,7 @@ from visio_deploy.ops import appointments
 from visio_deploy.ops.alert_store import SCHEMA as ALERTS
 from visio_deploy.ops.purge import check_topic_retention, purge_mail, purge_tables
 from visio_deploy.ops.settings import OpsSettings
+from visio_deploy.ops.whereabouts import NOWHERE
 from visio_runtime.db import migrate
 from visio_runtime.kafka import ensure_topics
 from visio_shared import Topics
@@ -60,13 +61,28 @@ async def book(
         created,
         reason,
     )
-    await conn.execute(
-        "INSERT INTO booking.appointment_history (appointment_id, status, revision, detail) "
-        "VALUES ($1, $2, 1, 'booked')",
-        appointment_id,
-        status,
-    )
+    await step(conn, appointment_id, status, 1, "booked", created)
     return appointment_id
+
+
+async def step(
+    conn: asyncpg.Connection,
+    appointment_id: uuid.UUID,
+    name: str,
+    revision: int = 1,
+    detail: str | None = None,
+    at: datetime = NOW,
+) -> None:
+    """One line of the appointment's history, as booking writes them."""
+    await conn.execute(
+        "INSERT INTO booking.appointment_history (appointment_id, status, revision, detail, at) "
+        "VALUES ($1, $2, $3, $4, $5)",
+        appointment_id,
+        name,
+        revision,
+        detail,
+        at,
+    )
 
 
 async def copy_to_notifications(conn: asyncpg.Connection, start: datetime) -> uuid.UUID:
@@ -191,20 +207,109 @@ async def test_purge_removes_what_expired_and_nothing_else(
     assert retention[dlq] == "ok" and set(retention.values()) == {"ok"}
 
 
-async def test_stuck_and_failed_appointments_with_why(db: str) -> None:
+async def test_stuck_lists_who_waits_for_an_email_and_where_it_stands(db: str) -> None:
+    """Waiting: a confirmation whose meeting never came, one notifications keeps retrying, a
+    reschedule nobody was told of. Not waiting: a booking of a minute ago, a confirmed
+    appointment whose link request was answered, a resend asked of a cancelled one."""
+    two_hours_ago, three_hours_ago = NOW - timedelta(hours=2), NOW - timedelta(hours=3)
     conn = await asyncpg.connect(db)
     try:
-        stuck = await book(conn, SOON, "requested", created=NOW - timedelta(hours=2))
-        await book(conn, SOON, "requested")  # booked just now: not stuck yet
+        no_meeting = await book(conn, SOON, "requested", created=three_hours_ago)
+        retrying = await book(conn, SOON, "requested", created=NOW - timedelta(minutes=90))
+        await step(conn, retrying, "meeting_ready", 1, None, NOW - timedelta(minutes=89))
+        await conn.execute(
+            "INSERT INTO meetings.meetings (appointment_id, revision, advisor_id, transaction_id,"
+            " join_url, status) VALUES ($1, 1, 'advisor-7', 't', 'https://teams/x', 'ready')",
+            retrying,
+        )
+        copied = await copy_to_notifications(conn, SOON)
+        await conn.execute(
+            "UPDATE notifications.appointments SET appointment_id = $1, settle_after = $2,"
+            " settle_attempts = 3, settle_error = 'SMTP 451: 4.3.0 Temporary failure'"
+            " WHERE appointment_id = $3",
+            retrying,
+            NOW + timedelta(seconds=40),
+            copied,
+        )
+        await conn.execute(
+            "UPDATE notifications.meetings SET appointment_id = $1 WHERE appointment_id = $2",
+            retrying,
+            copied,
+        )
+        await conn.execute("DELETE FROM notifications.dispatches WHERE appointment_id = $1", copied)
+        moved = await book(conn, SOON, "requested", created=three_hours_ago)
+        await step(conn, moved, "confirmed", 1, None, three_hours_ago)
+        await step(conn, moved, "rescheduled", 2, "to next week", two_hours_ago)
+
+        on_its_way = await book(conn, SOON, "meeting_ready", created=NOW - timedelta(minutes=80))
+        await step(conn, on_its_way, "requested", 1, None, NOW - timedelta(minutes=80))
+        sent = await copy_to_notifications(conn, SOON)
+        for table in ("appointments", "meetings", "dispatches"):
+            await conn.execute(
+                f"UPDATE notifications.{table} SET appointment_id = $1 WHERE appointment_id = $2",
+                on_its_way,
+                sent,
+            )
+        await conn.execute(
+            "UPDATE notifications.dispatches SET sent_at = $2, published_at = $2"
+            " WHERE appointment_id = $1",
+            on_its_way,
+            NOW - timedelta(minutes=79),
+        )
+
+        await book(conn, SOON, "requested")  # booked just now: not late yet
+        answered = await book(conn, SOON, "requested", created=three_hours_ago)
+        await step(conn, answered, "confirmed", 1, None, three_hours_ago)
+        await step(conn, answered, "link_requested", 1, "resend", two_hours_ago)
+        await step(conn, answered, "notification_sent", 1, "link_resent", two_hours_ago)
+        cancelled = await book(conn, SOON, "requested", created=three_hours_ago)
+        await step(conn, cancelled, "confirmed", 1, None, three_hours_ago)
+        await step(conn, cancelled, "cancelled", 2, "user", three_hours_ago)
+        await step(conn, cancelled, "notification_sent", 2, "cancellation", three_hours_ago)
+        await step(conn, cancelled, "link_requested", 2, "resend", two_hours_ago)
+        await conn.execute(
+            "UPDATE booking.appointments SET status = 'cancelled' WHERE appointment_id = $1",
+            cancelled,
+        )
+    finally:
+        await conn.close()
+
+    found = await appointments.stuck(db, after_minutes=30)
+    assert [a.appointment_id for a in found] == [
+        str(no_meeting),
+        str(moved),
+        str(retrying),
+        str(on_its_way),
+    ]
+    by_id = {a.appointment_id: a for a in found}
+    first = by_id[str(no_meeting)]
+    assert first.caf_code == "974" and first.advisor == "Claire Martin"
+    assert first.why.startswith("waiting for the confirmation email since")
+    assert "meetings: waiting for a meeting, none made yet" in first.why
+    assert "notifications: has not heard of it" in first.why
+    assert first.why.endswith(NOWHERE)
+    assert by_id[str(moved)].why.startswith("waiting for the rescheduled email since")
+    retried = by_id[str(retrying)].why
+    assert "meetings: meeting ready at revision 1" in retried
+    assert "notifications: waiting for a retry until" in retried
+    assert "after 3 failed attempt(s); last: SMTP 451: 4.3.0 Temporary failure" in retried
+    assert NOWHERE not in retried
+    in_flight = by_id[str(on_its_way)].why
+    assert "notifications: last email confirmation r1 sent at" in in_flight
+    assert "booking: has not applied the outcome published at" in in_flight
+    assert NOWHERE not in in_flight
+    assert "jeanne" not in " ".join(a.why for a in found).lower()
+    assert await appointments.stuck(db, after_minutes=150) == found[:1]
+
+
+async def test_failed_appointments_with_why(db: str) -> None:
+    conn = await asyncpg.connect(db)
+    try:
         failed = await book(conn, SOON, "meeting_failed", reason="graph_forbidden")
         await book(conn, SOON, "confirmed", created=NOW - timedelta(hours=2))
     finally:
         await conn.close()
 
-    [found] = await appointments.stuck(db, after_minutes=30)
-    assert found.appointment_id == str(stuck)
-    assert found.caf_code == "974" and found.advisor == "Claire Martin"
-    assert "waiting for a meeting" in found.why
     [broken] = await appointments.failed(db)
     assert broken.appointment_id == str(failed)
     assert broken.why == "graph_forbidden"

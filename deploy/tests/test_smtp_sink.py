@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 from visio_deploy.devca import ensure_dev_ca
-from visio_deploy.smtp_sink import MailSink, free_port, safe_id, start_sink
+from visio_deploy.fault_draws import draw, pick
+from visio_deploy.smtp_sink import MailSink, fault_subject, free_port, safe_id, start_sink
 
 
 def _message(
@@ -129,6 +130,85 @@ def test_a_share_of_temporary_failures(tmp_path: Path) -> None:
     finally:
         controller.stop()
     assert list((tmp_path / "mail").glob("*.eml")) == []
+
+
+APPOINTMENTS = (
+    "3f2b1c9e-8d7a-4e6f-9b0c-1a2d3e4f5a6b",
+    "b0c1d2e3-f4a5-4b6c-8d7e-9f0a1b2c3d4e",
+    "5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9",
+)
+
+
+def _fates(port: int, message_ids: list[str]) -> dict[str, list[str]]:
+    """Send each message until the sink takes it: what each try met, per Message-ID."""
+    fates: dict[str, list[str]] = {message_id: [] for message_id in message_ids}
+    pending = list(message_ids)
+    while pending:
+        for message_id in list(pending):
+            try:
+                _send(port, _message(message_id))
+            except smtplib.SMTPDataError as refused:
+                fates[message_id].append(str(refused.smtp_code))
+            except smtplib.SMTPServerDisconnected:
+                fates[message_id].append("drop")
+            else:
+                fates[message_id].append("ok")
+                pending.remove(message_id)
+    return fates
+
+
+def test_a_seed_replays_each_messages_faults_whatever_arrives_before_it(tmp_path: Path) -> None:
+    message_ids = [f"<{a}.r1.confirmation@visio-rdv.caf.fr>" for a in APPOINTMENTS]
+    message_ids += [f"<{APPOINTMENTS[0]}.r2.rescheduled@visio-rdv.caf.fr>"]
+    runs = []
+    for n, order in enumerate((message_ids, message_ids[::-1])):
+        controller = start_sink(tmp_path / f"mail{n}", temp_fail_share=0.4, drop_share=0.2, seed=11)
+        try:
+            runs.append(_fates(controller.port, order))
+        finally:
+            controller.stop()
+
+    assert runs[0] == runs[1]  # the same fates, though the messages came in the other order
+    # And they are the published function of (seed, appointment, rest of the id, attempt).
+    for message_id, fates in runs[0].items():
+        appointment, operation = fault_subject(message_id)
+        assert appointment in APPOINTMENTS
+        expected = [
+            pick(draw(11, appointment, operation, attempt), [(0.2, "drop"), (0.4, "451")]) or "ok"
+            for attempt in range(1, len(fates) + 1)
+        ]
+        assert fates == expected
+    assert {fate for fates in runs[0].values() for fate in fates} == {"ok", "451", "drop"}
+
+
+def test_fault_subject_is_the_appointment_and_the_rest_of_the_message_id() -> None:
+    appointment = APPOINTMENTS[0]
+    assert fault_subject(f"<{appointment}.r2.reminder-60@visio-rdv.caf.fr>") == (
+        appointment,
+        ".r2.reminder-60@visio-rdv.caf.fr",
+    )
+    assert fault_subject(f"<alert.{appointment}.email_late@visio-rdv.caf.fr>") == (
+        appointment,
+        "alert..email_late@visio-rdv.caf.fr",
+    )
+    assert fault_subject("<other@x>") == ("", "other@x")
+    assert fault_subject(None) == ("", "")
+
+
+def test_messages_matching_a_pattern_are_deferred_every_time(tmp_path: Path) -> None:
+    controller = start_sink(tmp_path / "mail", defer_matching=r"\.confirmation@")
+    try:
+        for _ in range(3):
+            with pytest.raises(smtplib.SMTPDataError) as caught:
+                _send(controller.port, _message())
+            assert caught.value.smtp_code == 451
+        _send(controller.port, _message("<alert.a1.email_late@visio-rdv.caf.fr>"))
+    finally:
+        controller.stop()
+    assert [path.name for path in (tmp_path / "mail").glob("*.eml")] == [
+        "alert.a1.email_late@visio-rdv.caf.fr.eml"
+    ]
+    assert controller.handler.deferred == 3
 
 
 def test_refused_recipients_get_550(tmp_path: Path) -> None:

@@ -2,10 +2,16 @@
 a safe form of its Message-ID (a uuid when it has none). Nothing is ever overwritten: the same
 Message-ID twice gives `<id>.eml` and `<id>.2.eml`, so tests can count duplicates.
 
-Faults on demand, for the tests of retries: answer 451 to the next n messages, or to a share
-of them; drop the connection mid-message (after the data, before any answer: the client cannot
-tell whether the message was taken — optionally it was); and 550 to chosen recipients. For
-the tests of secure sending it can also speak STARTTLS or TLS and require a login.
+Faults on demand, for the tests of retries: answer 451 to the next n messages, to every
+message whose Message-ID matches a pattern, or to a share of them; drop the connection
+mid-message (after the data, before any answer: the client cannot tell whether the message was
+taken — optionally it was); and 550 to chosen recipients. For the tests of secure sending it
+can also speak STARTTLS or TLS and require a login.
+
+The shares are decided so that a seed replays them (`visio_deploy.fault_draws`): each message's
+fate is drawn from (seed, its appointment, the rest of its Message-ID, the how-manieth time
+that Message-ID came), so `<appointment>.r1.confirmation`'s third try meets the same fault in
+every run with that seed, whatever arrived before it.
 
 `visio-rdv-smtp-sink` runs it until SIGTERM/SIGINT; `start_sink()` runs it in-process.
 """
@@ -15,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 import re
 import signal
 import socket
@@ -31,6 +36,8 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from visio_deploy.fault_draws import Attempts, draw, fresh_seed, pick
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +55,27 @@ class SmtpSinkSettings(BaseSettings):
     temp_fail_share: float = 0.0
     drop_share: float = 0.0
     refuse_recipients: list[str] = []
+    # Every message whose Message-ID matches this regular expression is answered 451.
+    defer_matching: str | None = None
+    # What the shares are drawn from; unset, a fresh one, logged at start.
+    fault_seed: int | None = None
     # Mail holds personal data: stored messages older than this are deleted (0 keeps them).
     retention_days: float = 7.0
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@+=-]+")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def fault_subject(message_id: str | None) -> tuple[str, str]:
+    """(appointment, operation) of a message, as fault draws take them: the appointment id in
+    its Message-ID and the rest of it (`<a.r1.confirmation@d>` → `a`, `.r1.confirmation@d`).
+    Without an appointment id, the whole Message-ID is the operation."""
+    text = (message_id or "").strip().strip("<>")
+    found = _UUID.search(text)
+    if found is None:
+        return "", text
+    return found.group(0), text[: found.start()] + text[found.end() :]
 
 
 def safe_id(message_id: str | None) -> str:
@@ -74,6 +97,7 @@ class MailSink:
         temp_fail_share: float = 0.0,
         drop_share: float = 0.0,
         refuse_recipients: list[str] | tuple[str, ...] = (),
+        defer_matching: str | None = None,
         seed: int | None = None,
     ) -> None:
         self.mail_dir = Path(mail_dir)
@@ -81,7 +105,9 @@ class MailSink:
         self.temp_fail_share = temp_fail_share
         self.drop_share = drop_share
         self.refuse_recipients = {address.lower() for address in refuse_recipients}
-        self._random = random.Random(seed)  # fault injection, not security
+        self.defer_matching = re.compile(defer_matching) if defer_matching else None
+        self.seed = fresh_seed() if seed is None else seed
+        self._attempts = Attempts()
         self._lock = threading.Lock()
         self._fail_next = 0
         self._drop_next: list[bool] = []  # one entry per connection to drop: store first?
@@ -115,48 +141,47 @@ class MailSink:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        drop = self._should_drop()
-        if drop is None and self._should_defer():
+        raw = envelope.original_content or envelope.content or b""
+        if isinstance(raw, str):
+            raw = raw.encode("utf-8", "surrogateescape")
+        message_id = _message_id(raw)
+        fault, attempt = self._fault(message_id)
+        # The proof counts faults from these lines; a Message-ID names no one.
+        if fault == "451":
             self.deferred += 1
-            log.info("fault: answered 451")  # the proof counts faults from these lines
+            log.info("fault: answered 451 to %s (attempt %d)", message_id, attempt)
             return TEMPORARY_FAILURE
-        if drop is not True:  # dropped before storing: the message is lost with the line
-            raw = envelope.original_content or envelope.content or b""
-            if isinstance(raw, str):
-                raw = raw.encode("utf-8", "surrogateescape")
-            path = self.store(raw)
+        if fault != "drop":  # dropped before storing: the message is lost with the line
+            path = self.store(raw, message_id)
             self.received += 1
             log.info("stored %s", path.name)
-        if drop is not None:
+        if fault is not None:
             self.dropped += 1
-            log.info("fault: dropped the connection")
+            log.info("fault: dropped the connection of %s (attempt %d)", message_id, attempt)
             await _hang_up(server)
         return "250 Message accepted for delivery"
 
-    def _should_drop(self) -> bool | None:
-        """None: answer normally; True: drop before storing; False: store, then drop."""
+    def _fault(self, message_id: str | None) -> tuple[str | None, int]:
+        """None (answer normally), '451', 'drop' (before storing) or 'drop_after_storing'; and
+        which try of this Message-ID it is (0 for faults asked for on demand)."""
         with self._lock:
             if self._drop_next:
-                return not self._drop_next.pop(0)
-        if self.drop_share > 0 and self._random.random() < self.drop_share:
-            return True
-        return None
-
-    def _should_defer(self) -> bool:
-        with self._lock:
+                return ("drop_after_storing" if self._drop_next.pop(0) else "drop"), 0
             if self._fail_next > 0:
                 self._fail_next -= 1
-                return True
-        return self.temp_fail_share > 0 and self._random.random() < self.temp_fail_share
+                return "451", 0
+        if self.defer_matching and message_id and self.defer_matching.search(message_id):
+            return "451", 0
+        if self.drop_share <= 0 and self.temp_fail_share <= 0:
+            return None, 0
+        subject, operation = fault_subject(message_id)
+        attempt = self._attempts.next(subject, operation)
+        value = draw(self.seed, subject, operation, attempt)
+        return pick(value, [(self.drop_share, "drop"), (self.temp_fail_share, "451")]), attempt
 
-    def store(self, raw: bytes) -> Path:
+    def store(self, raw: bytes, message_id: str | None = None) -> Path:
         """Write atomically (temp file, then a hard link that fails rather than overwrite)."""
-        headers = BytesHeaderParser(policy=default_policy).parsebytes(raw)
-        try:
-            message_id = headers.get("Message-ID")
-        except Exception:  # a malformed header must not lose the message
-            message_id = None
-        stem = safe_id(str(message_id) if message_id else None)
+        stem = safe_id(message_id if message_id is not None else _message_id(raw))
         temp = self.mail_dir / f".tmp-{uuid.uuid4().hex}"
         with temp.open("wb") as handle:
             handle.write(raw)
@@ -186,6 +211,15 @@ class MailSink:
             except FileNotFoundError:
                 continue
         return removed
+
+
+def _message_id(raw: bytes) -> str | None:
+    headers = BytesHeaderParser(policy=default_policy).parsebytes(raw)
+    try:
+        message_id = headers.get("Message-ID")
+    except Exception:  # a malformed header must not lose the message
+        return None
+    return str(message_id).strip() if message_id else None
 
 
 async def _hang_up(server: SMTP) -> None:
@@ -269,6 +303,8 @@ def main() -> None:
         temp_fail_share=settings.temp_fail_share,
         drop_share=settings.drop_share,
         refuse_recipients=settings.refuse_recipients,
+        defer_matching=settings.defer_matching,
+        seed=settings.fault_seed,
     )
     sink: MailSink = controller.handler
     stop = threading.Event()
@@ -279,6 +315,13 @@ def main() -> None:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     log.info("SMTP sink on %s:%d, storing into %s", settings.host, settings.port, settings.mail_dir)
+    if sink.temp_fail_share or sink.drop_share:
+        log.info(
+            "faults: 451 to %.3g, dropped %.3g of tries, seed %d",
+            sink.temp_fail_share,
+            sink.drop_share,
+            sink.seed,
+        )
     try:
         while True:
             if settings.retention_days > 0:

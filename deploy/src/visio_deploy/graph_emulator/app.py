@@ -14,6 +14,7 @@ import email.utils
 import json
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -30,6 +31,7 @@ from visio_deploy.graph_emulator.errors import (
 from visio_deploy.graph_emulator.faults import Outcome
 from visio_deploy.graph_emulator.settings import EmulatorSettings
 from visio_deploy.graph_emulator.state import EmulatorState
+from visio_deploy.graph_emulator.subjects import fault_subject
 
 GRAPH_CONTENT_TYPE = (
     "application/json;odata.metadata=minimal;odata.streaming=true;"
@@ -101,7 +103,9 @@ def create_app(settings: EmulatorSettings | None = None) -> FastAPI:
         request_id = str(uuid.uuid4())
         request.state.request_id = request_id
         request.state.client_request_id = request.headers.get("client-request-id") or request_id
-        endpoint, mailbox = _route_of(request.scope)
+        endpoint, path_params = _route_of(request.scope)
+        user_id = path_params.get("user_id")
+        mailbox = user_id.lower() if isinstance(user_id, str) and user_id else None
         stats = state.stats  # the one this request counts in, even if a reset replaces it
         if endpoint is not None:
             stats.calls[endpoint] += 1
@@ -113,7 +117,7 @@ def create_app(settings: EmulatorSettings | None = None) -> FastAPI:
                 stats.concurrency_throttled[mailbox] += 1
                 response = _concurrency_response(request, state)
             else:
-                response = await _answer(request, call_next, state, endpoint)
+                response = await _answer(request, call_next, state, endpoint, path_params)
         finally:
             if mailbox is not None:
                 stats.leave(mailbox)
@@ -141,11 +145,15 @@ async def _answer(
     call_next: Callable[[Request], Awaitable[Response]],
     state: EmulatorState,
     endpoint: str | None,
+    path_params: dict[str, Any],
 ) -> Response:
     """The handler's answer, or the fault configured for this call, after the latency."""
     if endpoint is None:
         return await call_next(request)
-    outcome = state.faults.decide(endpoint)
+    subject = ""
+    if state.faults.active and state.faults.config.targets(endpoint):
+        subject = await fault_subject(request, state, endpoint, path_params)
+    outcome = state.faults.decide(endpoint, subject)
     if outcome in (Outcome.THROTTLE, Outcome.UNAVAILABLE, Outcome.GATEWAY_TIMEOUT):
         response = _fault_response(request, state, endpoint, outcome)
     else:
@@ -161,9 +169,9 @@ async def _answer(
     return response
 
 
-def _route_of(scope: Scope) -> tuple[str | None, str | None]:
-    """The route name of a Graph or Entra call (what stats count and faults target), and the
-    mailbox it acts on (`/users/{user_id}/…`), lower-cased.
+def _route_of(scope: Scope) -> tuple[str | None, dict[str, Any]]:
+    """The route name of a Graph or Entra call (what stats count and faults target), and its
+    path parameters (`user_id`, the mailbox it acts on; `event_id`, `meeting_id`…).
 
     Matched against the routers' own routes, not the app's: FastAPI wraps included
     routers, and the name is needed before routing happens.
@@ -172,13 +180,12 @@ def _route_of(scope: Scope) -> tuple[str | None, str | None]:
     for route in (*graph.router.routes, *entra.router.routes):
         match, child = route.matches(scope)
         if match is Match.FULL:
-            user_id = child.get("path_params", {}).get("user_id")
-            return getattr(route, "name", None), user_id.lower() if user_id else None
+            return getattr(route, "name", None), dict(child.get("path_params", {}))
         if match is Match.PARTIAL and partial is None:
             partial = getattr(route, "name", None)
     if partial is None and scope["path"].startswith("/v1.0"):
         partial = "graph.unknown"
-    return partial, None
+    return partial, {}
 
 
 def _concurrency_response(request: Request, state: EmulatorState) -> Response:

@@ -170,8 +170,10 @@ async def get_faults(request: Request) -> FaultConfig:
 
 @router.post("/faults", name="_emulator.faults.set")
 async def set_faults(config: FaultConfig, request: Request) -> FaultConfig:
-    _state(request).faults.configure(config)
-    return config
+    """The faults in force, with the seed chosen when none was given."""
+    faults = _state(request).faults
+    faults.configure(config)
+    return faults.config
 
 
 @router.post("/access-policy", name="_emulator.access_policy")

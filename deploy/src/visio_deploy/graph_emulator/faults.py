@@ -1,8 +1,12 @@
 """Fault injection: the transient failures real Graph produces, on demand and reproducibly.
 
-Each call to a targeted endpoint draws once from a seeded RNG and may be answered 429 (with
-Retry-After), 503, 504, or "commit then 504": the request is fully processed (the event is
-created) but the client sees a timeout, the case that makes idempotency keys necessary.
+Each call to a targeted endpoint draws once and may be answered 429 (with Retry-After), 503,
+504, or "commit then 504": the request is fully processed (the event is created) but the client
+sees a timeout, the case that makes idempotency keys necessary. The draw is a function of (seed,
+the appointment the call is about, the endpoint, the how-manieth such call it is) — see
+`visio_deploy.fault_draws` and `subjects` — so a seed replays each appointment's faults
+whatever the order in which calls arrive. Without a seed, a fresh one is chosen and shown by
+`GET /_emulator/faults`.
 
 Latency delays the *answer*, after the request took effect: a client that gives up waiting
 (a timeout, a killed process) has changed the tenant without knowing it, the worst case.
@@ -15,10 +19,11 @@ requests counted.
 from __future__ import annotations
 
 import enum
-import random
 from collections import Counter
 
 from pydantic import BaseModel, Field, model_validator
+
+from visio_deploy.fault_draws import Attempts, draw, fresh_seed
 
 
 class FaultConfig(BaseModel):
@@ -39,7 +44,11 @@ class FaultConfig(BaseModel):
         description="Retry-After of 429 and 503; Graph sends decimals too (e.g. 2.128).",
     )
     latency_ms: int = Field(default=0, ge=0, le=60_000, description="Delay added to each call.")
-    seed: int | None = Field(default=None, description="RNG seed, for reproducible runs.")
+    seed: int | None = Field(
+        default=None,
+        description="What faults are drawn from (with the appointment, the endpoint and the "
+        "attempt), for runs a seed replays; unset, a fresh one, shown by GET /_emulator/faults.",
+    )
     endpoints: list[str] = Field(
         default_factory=lambda: ["graph"],
         description="Endpoint names or name prefixes targeted, e.g. 'graph', "
@@ -84,18 +93,32 @@ class FaultInjector:
         self.configure(FaultConfig())
 
     def configure(self, config: FaultConfig) -> None:
+        if config.seed is None:
+            config = config.model_copy(update={"seed": fresh_seed()})
         self.config = config
-        self._rng = random.Random(config.seed)
+        self._attempts = Attempts()
         self.injected: Counter[str] = Counter()
 
-    def decide(self, endpoint: str) -> Outcome:
+    @property
+    def active(self) -> bool:
+        """Whether any call may meet a fault (else the subject of a call need not be found)."""
+        config = self.config
+        return (
+            config.throttle_rate
+            + config.unavailable_rate
+            + config.gateway_timeout_rate
+            + config.commit_then_timeout_rate
+        ) > 0
+
+    def decide(self, endpoint: str, subject: str = "") -> Outcome:
         config = self.config
         if not config.targets(endpoint):
             return Outcome.NO_FAULT
         if config.max_faults is not None and sum(self.injected.values()) >= config.max_faults:
             return Outcome.NO_FAULT
+        assert config.seed is not None  # set by `configure`
         # One draw per call keeps a seeded sequence stable whatever the rates are.
-        draw = self._rng.random()
+        value = draw(config.seed, subject, endpoint, self._attempts.next(subject, endpoint))
         outcome = Outcome.NO_FAULT
         for rate, candidate in (
             (config.throttle_rate, Outcome.THROTTLE),
@@ -103,10 +126,10 @@ class FaultInjector:
             (config.gateway_timeout_rate, Outcome.GATEWAY_TIMEOUT),
             (config.commit_then_timeout_rate, Outcome.COMMIT_THEN_TIMEOUT),
         ):
-            if draw < rate:
+            if value < rate:
                 outcome = candidate
                 break
-            draw -= rate
+            value -= rate
         if outcome is not Outcome.NO_FAULT:
             self.injected[outcome.value] += 1
         return outcome

@@ -4,6 +4,7 @@ what to do. Never the person's name or address: the team finds them by the appoi
 from __future__ import annotations
 
 import ssl
+from datetime import datetime
 from email.message import EmailMessage
 from email.utils import formatdate
 from zoneinfo import ZoneInfo
@@ -24,11 +25,28 @@ CAUSES = {
         "L'email destiné à la personne n'a pas pu être envoyé (adresse refusée ou invalide) : "
         "elle n'a peut-être pas les informations du rendez-vous. Merci de la recontacter.",
     ),
-    "stuck": (
+    "stuck": (  # replaced by email_late; kept for alerts recorded before
         "rendez-vous non confirmé",
         "Ce rendez-vous n'est toujours pas confirmé à la personne. L'exploitation Visio RDV est "
         "prévenue ; merci de vérifier que la personne a bien les informations du rendez-vous.",
     ),
+    "email_late": (
+        "email en retard",
+        "La personne attend un email de Visio RDV depuis plus longtemps que prévu. L'envoi est "
+        "retenté automatiquement et l'exploitation Visio RDV est prévenue ; merci de vérifier "
+        "que la personne a bien les informations du rendez-vous (date, lien de connexion) et, "
+        "si besoin, de la recontacter.",
+    ),
+}
+
+# What the person waits for, by the kind of email notifications would send.
+WAITED_FOR = {
+    "confirmation": "la confirmation du rendez-vous (avec le lien de connexion)",
+    "rescheduled": "l'email du nouvel horaire",
+    "contact_corrected": "la confirmation à sa nouvelle adresse",
+    "advisor_changed": "l'email du changement de conseiller (nouveau lien)",
+    "cancellation": "l'email d'annulation",
+    "link_resent": "le lien qu'elle a redemandé",
 }
 
 
@@ -40,10 +58,16 @@ def compose(alert: PendingAlert, sender: str, recipient: str) -> EmailMessage:
     message["To"] = recipient
     message["Subject"] = f"[Visio RDV] {short} — Caf {alert.caf_code or '?'} — {when}"
     message["Date"] = formatdate(localtime=False)
-    # One Message-ID per (appointment, cause): a relay or mailbox sees a resend as the same.
-    message["Message-ID"] = f"<alert.{alert.appointment_id}.{alert.cause}@visio-rdv.caf.fr>"
+    # One Message-ID per (appointment, cause, occasion): a relay or mailbox sees a resend as the
+    # same.
+    occasion = f".{alert.occasion}" if alert.occasion else ""
+    message["Message-ID"] = (
+        f"<alert.{alert.appointment_id}.{alert.cause}{occasion}@visio-rdv.caf.fr>"
+    )
     advisor = f"{alert.advisor_name} ({alert.advisor_id})" if alert.advisor_name else "(inconnu)"
     reason = f"{alert.reason} — {alert.detail}" if alert.detail else alert.reason
+    if alert.cause == "email_late":
+        reason = _late_email(alert)
     message.set_content(
         "Bonjour,\n\n"
         f"{explanation}\n\n"
@@ -60,9 +84,23 @@ def compose(alert: PendingAlert, sender: str, recipient: str) -> EmailMessage:
 def _when(alert: PendingAlert) -> str:
     if alert.start_at is None:
         return "date inconnue"
+    return _local(alert, alert.start_at)
+
+
+def _local(alert: PendingAlert, moment: datetime) -> str:
     zone = alert.timezone or "Europe/Paris"
-    local = alert.start_at.astimezone(ZoneInfo(zone))
-    return f"{local:%d/%m/%Y %H:%M} ({zone})"
+    return f"{moment.astimezone(ZoneInfo(zone)):%d/%m/%Y %H:%M} ({zone})"
+
+
+def _late_email(alert: PendingAlert) -> str:
+    """`reason` is the kind of email owed; `detail`, 'owed since <ISO time>'."""
+    waited_for = WAITED_FOR.get(alert.reason, alert.reason)
+    since = alert.detail.removeprefix("owed since ")
+    try:
+        since = f"depuis le {_local(alert, datetime.fromisoformat(since))}"
+    except ValueError:
+        since = alert.detail
+    return f"{waited_for}, en attente {since}"
 
 
 async def send(

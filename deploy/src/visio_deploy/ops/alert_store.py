@@ -1,5 +1,6 @@
 """The alerts' tables (schema `alerts`): a copy of each appointment as far as alerts need it,
-and one row per (appointment, cause) — inserted once, sent once."""
+the emails each person is owed and those they were told, and one row per (appointment, cause,
+occasion) — inserted once, sent once."""
 
 from __future__ import annotations
 
@@ -10,7 +11,17 @@ from pathlib import Path
 
 import asyncpg
 from visio_runtime.db import SchemaSpec
-from visio_shared import AdvisorReassigned, AppointmentRequested, AppointmentRescheduled
+from visio_shared import (
+    AdvisorReassigned,
+    AppointmentCancelled,
+    AppointmentEvent,
+    AppointmentLinkRequested,
+    AppointmentRequested,
+    AppointmentRescheduled,
+    ContactCorrected,
+    NotificationFailed,
+    NotificationSent,
+)
 
 SCHEMA = SchemaSpec(schema="alerts", sql_dir=Path(__file__).parent / "migrations")
 
@@ -74,7 +85,7 @@ async def record_alert(
         """
         INSERT INTO alerts (appointment_id, cause, reason, detail, source_event_id)
         VALUES ($1, $2, $3, $4, $5)
-        ON CONFLICT (appointment_id, cause) DO NOTHING
+        ON CONFLICT (appointment_id, cause, occasion) DO NOTHING
         """,
         appointment_id,
         cause,
@@ -84,19 +95,119 @@ async def record_alert(
     )
 
 
-async def record_stuck(conn: asyncpg.Connection, after_minutes: float) -> int:
-    """An alert for each appointment neither confirmed nor cancelled after the threshold, and
-    not already reported as failed (the failure said it better)."""
-    status: str = await conn.execute(
+# The email each event calls for, as notifications names its kinds.
+OWED_EMAIL: dict[type[AppointmentEvent], str] = {
+    AppointmentRequested: "confirmation",
+    AppointmentRescheduled: "rescheduled",
+    ContactCorrected: "contact_corrected",
+    AdvisorReassigned: "advisor_changed",
+    AppointmentCancelled: "cancellation",
+    AppointmentLinkRequested: "link_resent",
+}
+
+
+async def owe_email(conn: asyncpg.Connection, event: AppointmentEvent) -> None:
+    """The person is owed an email since this event happened (booking's clock, not ours: a
+    backlog here does not hide a wait)."""
+    request = event if isinstance(event, AppointmentLinkRequested) else None
+    await conn.execute(
         """
-        INSERT INTO alerts (appointment_id, cause, reason, detail)
-        SELECT a.appointment_id, 'stuck', 'not_confirmed',
-               'no confirmation email ' || $1::float8 || ' minutes after booking'
-        FROM appointments a
-        WHERE a.confirmed_at IS NULL AND a.cancelled_at IS NULL
-          AND a.requested_at < now() - $1::float8 * interval '1 minute'
-          AND NOT EXISTS (SELECT 1 FROM alerts f WHERE f.appointment_id = a.appointment_id)
-        ON CONFLICT (appointment_id, cause) DO NOTHING
+        INSERT INTO emails_owed (appointment_id, occasion, email, revision, request_id, reason,
+                                 owed_since)
+        VALUES ($1, $2, $3, $4, $5, $6, $7)
+        ON CONFLICT (appointment_id, occasion) DO NOTHING
+        """,
+        event.appointment_id,
+        f"request-{event.event_id}" if request else f"r{event.revision}",
+        OWED_EMAIL[type(event)],
+        event.revision,
+        request.event_id if request else None,
+        request.reason if request else None,
+        event.occurred_at,
+    )
+    await _mark_told(conn, event.appointment_id)
+
+
+async def tell_email(
+    conn: asyncpg.Connection, event: NotificationSent | NotificationFailed
+) -> None:
+    """An email sent, or given up on (which the failure alert reports): either way, no longer
+    waited for. Kept even before the appointment is known here: the topics keep no order."""
+    await conn.execute(
+        """
+        INSERT INTO emails_told (event_id, appointment_id, revision, kind, causation_id, told_at)
+        VALUES ($1, $2, $3, $4, $5, $6)
+        ON CONFLICT (event_id) DO NOTHING
+        """,
+        event.event_id,
+        event.appointment_id,
+        event.revision,
+        event.kind,
+        event.causation_id,
+        event.occurred_at,
+    )
+    await _mark_told(conn, event.appointment_id)
+
+
+async def _mark_told(conn: asyncpg.Connection, appointment_id: uuid.UUID) -> None:
+    """An email of the same revision or a later one tells the appointment as it stands; the
+    one whose cause is the request answers a request for the link again."""
+    await conn.execute(
+        """
+        UPDATE emails_owed o SET told_at = t.told_at
+        FROM emails_told t
+        WHERE o.appointment_id = $1 AND o.told_at IS NULL AND t.appointment_id = $1
+          AND CASE WHEN o.request_id IS NULL
+                   THEN t.kind <> 'link_resent' AND t.revision >= o.revision
+                   ELSE t.causation_id = o.request_id END
+        """,
+        appointment_id,
+    )
+
+
+# Owed emails no email has told (a request for the email again on a cancelled appointment
+# gets none, on purpose).
+_WAITING = """
+SELECT o.appointment_id, o.occasion, o.email, o.revision, o.owed_since
+FROM emails_owed o LEFT JOIN appointments a USING (appointment_id)
+WHERE o.told_at IS NULL AND NOT (o.reason = 'resend' AND a.cancelled_at IS NOT NULL)
+"""
+
+
+@dataclass(frozen=True)
+class Waiting:
+    appointment_id: uuid.UUID
+    occasion: str
+    email: str
+    revision: int
+    owed_since: datetime
+
+
+async def waiting(conn: asyncpg.Connection, longer_than_minutes: float = 0) -> list[Waiting]:
+    """Emails people are waiting for, oldest first (those owed this long, if given)."""
+    rows = await conn.fetch(
+        f"SELECT * FROM ({_WAITING}) w "
+        "WHERE w.owed_since <= now() - $1::float8 * interval '1 minute' ORDER BY w.owed_since",
+        longer_than_minutes,
+    )
+    return [Waiting(**dict(row)) for row in rows]
+
+
+async def record_late(conn: asyncpg.Connection, after_minutes: float) -> int:
+    """An 'email_late' alert for each email owed longer than the threshold, once per
+    occasion — unless the appointment's meeting or email already failed for good (that alert
+    said it better). Returns how many were recorded."""
+    status: str = await conn.execute(
+        f"""
+        INSERT INTO alerts (appointment_id, cause, occasion, reason, detail)
+        SELECT w.appointment_id, 'email_late', w.occasion, w.email,
+               'owed since ' || to_char(w.owed_since AT TIME ZONE 'UTC',
+                                        'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+        FROM ({_WAITING}) w
+        WHERE w.owed_since <= now() - $1::float8 * interval '1 minute'
+          AND NOT EXISTS (SELECT 1 FROM alerts f WHERE f.appointment_id = w.appointment_id
+                          AND f.cause IN ('meeting_failed', 'notification_failed'))
+        ON CONFLICT (appointment_id, cause, occasion) DO NOTHING
         """,
         after_minutes,
     )
@@ -107,6 +218,7 @@ async def record_stuck(conn: asyncpg.Connection, after_minutes: float) -> int:
 class PendingAlert:
     appointment_id: uuid.UUID
     cause: str
+    occasion: str
     reason: str
     detail: str
     # From the appointment's copy; None when the copy never came (sent anyway, after a while).
@@ -124,7 +236,8 @@ async def lock_next(
     until the caller's transaction ends, so two senders never send the same one."""
     row = await conn.fetchrow(
         """
-        SELECT al.appointment_id, al.cause, al.reason, al.detail, ap.caf_code, ap.advisor_id,
+        SELECT al.appointment_id, al.cause, al.occasion, al.reason, al.detail, ap.caf_code,
+               ap.advisor_id,
                ap.advisor_name, ap.start_at, ap.timezone
         FROM alerts al LEFT JOIN appointments ap USING (appointment_id)
         WHERE al.sent_at IS NULL
@@ -144,9 +257,10 @@ async def lock_next(
 async def mark_sent(conn: asyncpg.Connection, alert: PendingAlert, recipient: str) -> None:
     await conn.execute(
         "UPDATE alerts SET sent_at = now(), recipient = $3, start_at = $4 "
-        "WHERE appointment_id = $1 AND cause = $2",
+        "WHERE appointment_id = $1 AND cause = $2 AND occasion = $5",
         alert.appointment_id,
         alert.cause,
         recipient,
         alert.start_at,
+        alert.occasion,
     )

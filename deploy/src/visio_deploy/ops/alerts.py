@@ -1,7 +1,10 @@
 """The alerts process (`visio-rdv ops alerts`, group `visio-rdv.alerts`): a Caf hears of a person
 left without a meeting or an email. `MeetingFailed` and `NotificationFailed` (failures for
-good), and appointments still unconfirmed past a threshold, each send one email to the Caf's
-team address — never more than one per appointment and cause (the table's primary key).
+good), and an email a person has waited for longer than VISIO_EMAIL_LATE_AFTER_MINUTES (their
+confirmation, an update, a cancellation, the link asked for again), each send one email to the
+Caf's team address — never more than one per appointment, cause and occasion (the table's
+primary key). The people waiting, and those waiting past the threshold, are gauges on
+/metrics, with the threshold itself, for monitoring rules to use the same one.
 
 Events come on three topics in no agreed order, so it keeps its own copy of each appointment
 (Caf, advisor, time) and sends an alert once both halves are there; an alert whose appointment
@@ -27,8 +30,10 @@ from visio_runtime.settings import ServiceSettings
 from visio_shared import (
     AdvisorReassigned,
     AppointmentCancelled,
+    AppointmentLinkRequested,
     AppointmentRequested,
     AppointmentRescheduled,
+    ContactCorrected,
     MeetingFailed,
     NotificationFailed,
     NotificationSent,
@@ -36,6 +41,7 @@ from visio_shared import (
 
 from visio_deploy.ops import alert_mail, alert_store
 from visio_deploy.ops.alert_store import SCHEMA
+from visio_deploy.ops.settings import email_late_after_minutes
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +79,8 @@ class AlertsSettings(ServiceSettings):
     smtp_password: SecretStr | None = None
     smtp_timeout_s: float = 30.0
 
-    stuck_after_minutes: float = 30.0  # 0: no alert for unconfirmed appointments
-    scan_interval_s: float = 60.0
+    email_late_after_minutes: float = email_late_after_minutes()
+    scan_interval_s: float = 30.0
     # An alert whose appointment copy has not come by then goes out without it.
     orphan_after_minutes: float = 10.0
 
@@ -86,22 +92,47 @@ class Alerts:
     def __init__(self, runtime: Runtime, settings: AlertsSettings) -> None:
         self.runtime = runtime
         self.settings = settings
-        self.sent = runtime.metrics.counter(
+        metrics = runtime.metrics
+        self.sent = metrics.counter(
             "alerts_sent_total", "Alert emails sent to a Caf team, by cause.", ["cause"]
         )
+        self.waiting = metrics.gauge(
+            "people_waiting_for_an_email",
+            "People owed an email (their confirmation, an update, a cancellation, the link "
+            "asked for again) that has not gone yet, as of the last scan.",
+        )
+        self.late = metrics.gauge(
+            "people_waiting_for_an_email_past_threshold",
+            "Of those, the people waiting longer than VISIO_EMAIL_LATE_AFTER_MINUTES: each "
+            "also raised an email_late alert to their Caf.",
+        )
+        metrics.gauge(
+            "email_late_threshold_seconds",
+            "VISIO_EMAIL_LATE_AFTER_MINUTES in seconds (0: no alert), for rules to use the "
+            "same threshold.",
+        ).set(settings.email_late_after_minutes * 60)
 
     async def on_event(self, event: object) -> None:
         async with self.runtime.db.acquire() as conn:
             match event:
                 case AppointmentRequested():
                     await alert_store.keep_appointment(conn, event)
+                    await alert_store.owe_email(conn, event)
                 case AppointmentRescheduled() | AdvisorReassigned():
                     await alert_store.follow_change(conn, event)
+                    await alert_store.owe_email(conn, event)
+                case ContactCorrected() | AppointmentLinkRequested():
+                    await alert_store.owe_email(conn, event)
                 case AppointmentCancelled():
                     await alert_store.mark(conn, event.appointment_id, "cancelled_at")
-                case NotificationSent(kind="confirmation"):
-                    await alert_store.mark(conn, event.appointment_id, "confirmed_at")
+                    await alert_store.owe_email(conn, event)
+                case NotificationSent():
+                    if event.kind == "confirmation":
+                        await alert_store.mark(conn, event.appointment_id, "confirmed_at")
+                    await alert_store.tell_email(conn, event)
                 case MeetingFailed() | NotificationFailed():
+                    if isinstance(event, NotificationFailed):
+                        await alert_store.tell_email(conn, event)
                     await alert_store.record_alert(
                         conn,
                         event.appointment_id,
@@ -150,17 +181,25 @@ class Alerts:
         )
 
     async def scan(self) -> None:
-        """Unconfirmed appointments past the threshold, and alerts left waiting for their
-        appointment: checked every scan_interval_s."""
+        """Late emails, and alerts left waiting for their appointment: checked every
+        scan_interval_s."""
         while True:
             try:
-                if self.settings.stuck_after_minutes > 0:
-                    async with self.runtime.db.acquire() as conn:
-                        await alert_store.record_stuck(conn, self.settings.stuck_after_minutes)
-                await self.send_pending()
+                await self.scan_once()
             except Exception:  # the relay or the database away: the next scan tries again
                 log.exception("alerts: scan failed")
             await asyncio.sleep(self.settings.scan_interval_s)
+
+    async def scan_once(self) -> None:
+        threshold = self.settings.email_late_after_minutes
+        async with self.runtime.db.acquire() as conn:
+            waiting = await alert_store.waiting(conn)
+            late = await alert_store.waiting(conn, threshold) if threshold > 0 else []
+            if threshold > 0:
+                await alert_store.record_late(conn, threshold)
+        self.waiting.set(len({w.appointment_id for w in waiting}))
+        self.late.set(len({w.appointment_id for w in late}))
+        await self.send_pending()
 
 
 def create_app(settings: AlertsSettings | None = None) -> FastAPI:
@@ -170,8 +209,10 @@ def create_app(settings: AlertsSettings | None = None) -> FastAPI:
     for model in (
         AppointmentRequested,
         AppointmentRescheduled,
+        ContactCorrected,
         AdvisorReassigned,
         AppointmentCancelled,
+        AppointmentLinkRequested,
         NotificationSent,
         MeetingFailed,
         NotificationFailed,

@@ -105,6 +105,17 @@ RULES = (
         "appointment_retention_days",
         "DELETE FROM alerts.appointments WHERE start_at < $1",
     ),
+    # Ids, kinds and times only, but they tell of the person's emails: as long as the rest.
+    Rule(
+        "alerts.emails_owed",
+        "appointment_retention_days",
+        "DELETE FROM alerts.emails_owed WHERE owed_since < $1",
+    ),
+    Rule(
+        "alerts.emails_told",
+        "appointment_retention_days",
+        "DELETE FROM alerts.emails_told WHERE told_at < $1",
+    ),
 )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
@@ -21,6 +22,22 @@ from visio_runtime.local_stack import (
 )
 from visio_runtime.settings import ServiceSettings
 
+EMAIL_LATE_ENV = "VISIO_EMAIL_LATE_AFTER_MINUTES"
+
+
+def email_late_after_minutes() -> Any:
+    """The one threshold past which a person's email is late: the alerts process alerts the Caf
+    and counts them (`visio_people_waiting_for_an_email_past_threshold`), `ops appointments
+    --stuck` lists them. Read as VISIO_EMAIL_LATE_AFTER_MINUTES by every process that uses it,
+    whatever its own prefix. The default is the promise of docs/guarantees.md."""
+    return Field(
+        default=10.0,
+        ge=0,
+        validation_alias=EMAIL_LATE_ENV,  # by name too, in code (populate_by_name)
+        description="Minutes after which a person still waiting for an email (confirmation, "
+        "update, cancellation, the link again) is reported; 0: never.",
+    )
+
 
 class OpsSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="VISIO_", extra="ignore", populate_by_name=True)
@@ -31,8 +48,8 @@ class OpsSettings(ServiceSettings):
         validation_alias=AliasChoices("VISIO_DATABASE_URL", "DATABASE_URL"),
     )
 
-    # `ops appointments --stuck`: not confirmed this long after it was booked.
-    stuck_after_minutes: float = 30.0
+    # `ops appointments --stuck`: still waiting for an email this long after it was owed.
+    email_late_after_minutes: float = email_late_after_minutes()
 
     # Retention of personal data (README "Données personnelles"). Periods run from the
     # appointment's end, or from when the row was written for rows with no appointment time.

@@ -21,6 +21,24 @@ def register(subparsers: Any) -> None:
     chaos.add_argument("--seed", type=int, default=1)
     chaos.add_argument("--kill-every", type=float, default=15.0, help="seconds; 0: no kills")
     chaos.add_argument("--fault-rate", type=float, default=0.04, help="per Graph fault kind")
+    chaos.add_argument(
+        "--email-within-minutes",
+        type=float,
+        default=10.0,
+        help="the promise: every person has their confirmation this long after booking",
+    )
+    chaos.add_argument(
+        "--settle-timeout",
+        type=float,
+        default=None,
+        help="seconds to wait for the system to settle (default: the promise plus 2 minutes)",
+    )
+    chaos.add_argument(
+        "--evidence",
+        type=Path,
+        default=Path("var/proof"),
+        help="where a failed run keeps its logs, mail, emulator state, database and report",
+    )
     _json(chaos)
     chaos.set_defaults(handler=_chaos)
 
@@ -57,6 +75,9 @@ def _chaos(args: argparse.Namespace) -> int:
         seed=args.seed,
         kill_every_s=args.kill_every,
         graph_fault_rate=args.fault_rate,
+        email_within_s=args.email_within_minutes * 60,
+        settle_timeout_s=args.settle_timeout,
+        evidence=args.evidence,
     )
     return _finish(run_chaos(options), args)
 

@@ -4,6 +4,10 @@ keeps cutting whatever the caller does (blocking calls, `asyncio.run` after `asy
 
 A cut aborts both sides (a reset, no FIN): the client sees its connection die mid-query or
 mid-transaction and must retry; the server rolls the transaction back.
+
+The schedule comes from the seed: the gaps between cuts, and which of the connections open at
+that moment is cut (by its rank in the order connections were made). What those connections
+were doing at that moment is up to the timing of the run, which no seed replays.
 """
 
 from __future__ import annotations
@@ -74,7 +78,7 @@ class FaultProxy:
             writer.transport.abort()
             return
         self.connections += 1
-        key = id(writer)
+        key = self.connections  # its rank: what the seeded choice of a victim picks from
         self._live[key] = _Pair(writer, up_writer)
         try:
             await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))

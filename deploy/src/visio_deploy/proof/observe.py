@@ -32,8 +32,8 @@ async def appointments(dsn: str) -> dict[str, asyncpg.Record]:
     conn = await asyncpg.connect(dsn)
     try:
         rows = await conn.fetch(
-            "SELECT appointment_id::text AS id, status, status_reason, calling_system "
-            "FROM booking.appointments"
+            "SELECT appointment_id::text AS id, status, status_reason, calling_system, "
+            "created_at FROM booking.appointments"
         )
     finally:
         await conn.close()

@@ -17,6 +17,7 @@ class Report:
     must_hold: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
+    evidence: Path | None = None  # where a failed run kept its logs, mail, state and report
 
     def zero(self, name: str, value: int) -> None:
         self.figures[name] = value
@@ -44,6 +45,7 @@ class Report:
             "figures": self.figures,
             "notes": self.notes,
             "details": self.details,
+            "evidence": None if self.evidence is None else str(self.evidence),
         }
 
     def table(self) -> str:
@@ -58,6 +60,8 @@ class Report:
         lines.append("-" * (width + 30))
         lines += [f"note: {note}" for note in self.notes]
         lines.append("PASSED" if self.passed else f"FAILED: {', '.join(self.failures)}")
+        if self.evidence is not None:
+            lines.append(f"evidence kept in {self.evidence} (README.txt says what is there)")
         return "\n".join(lines)
 
     def write(self, path: Path | None) -> None:

@@ -1,6 +1,7 @@
 """The real local stack, as `up` builds it, for one proof run: a fresh database on a TCP
 PostgreSQL reached through the fault proxy, free ports, a scratch var/ directory, and a topic
-prefix of its own. Everything is removed when the run ends."""
+prefix of its own. Everything is removed when the run ends — unless the run asked to keep its
+evidence (`ProofStack.keep`, or an error) in a folder under `evidence`: see `evidence`."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ from visio_runtime.local_stack import database_label, find_local_stack
 
 from visio_deploy.devca import ensure_dev_ca
 from visio_deploy.processes import free_port
+from visio_deploy.proof import evidence as kept
 from visio_deploy.proof.faultproxy import FaultProxy
+from visio_deploy.proof.report import Report
 from visio_deploy.testing import create_database, drop_database
 from visio_deploy.up import Stack, UpSettings, bring_up, say
 
@@ -33,6 +36,14 @@ class ProofStack:
     proxy: FaultProxy | None  # None: the services reach PostgreSQL directly (the bench)
     owner_dsn: str  # direct, never cut: what the checks read with
     api_key: str
+    replay: str = ""  # the command that runs it again, for the evidence
+    kept_report: Report | None = None
+    keeping: bool = False
+
+    def keep(self, report: Report) -> None:
+        """The run failed: keep its evidence, and name the folder in the report."""
+        self.keeping, self.kept_report = True, report
+        report.evidence = self.var
 
     @property
     def settings(self) -> UpSettings:
@@ -98,12 +109,16 @@ def _with_port(url: str, port: int) -> str:
 def proof_stack(
     *,
     seed: int,
-    sink_env: dict[str, str] | None = None,
+    env: dict[str, dict[str, str]] | None = None,
     quiet: bool = False,
     faults: bool = True,
     name: str = "proof",
+    evidence: Path | None = None,
+    replay: str = "",
 ) -> Iterator[ProofStack]:
-    """`faults=False`: no fault proxy between the services and PostgreSQL (the bench)."""
+    """`env`: more environment per process (`smtp-sink`, `notifications`, `alerts`…).
+    `faults=False`: no fault proxy between the services and PostgreSQL (the bench).
+    `evidence`: where a failing run keeps its folder (else a temporary one, always removed)."""
     server, why = database_server()
     if not quiet:
         say(f"{name}: a fresh database on {database_label(server)} ({why})")
@@ -114,35 +129,55 @@ def proof_stack(
     proxy = FaultProxy(target.hostname, target.port, seed=seed) if faults else None
     if proxy is not None:
         proxy.start()
-    with tempfile.TemporaryDirectory(prefix=f"visio-{name}-") as directory:
-        settings = UpSettings(
-            var_dir=Path(directory),
-            kafka_port=free_port(),
-            graph_port=free_port(),
-            smtp_port=free_port(),
-            booking_port=free_port(),
-            meetings_port=free_port(),
-            notifications_port=free_port(),
-            consent_port=free_port(),
-            alerts_port=free_port(),
-            topic_prefix=f"{name}-{os.getpid()}",
-            kafka_bootstrap_servers=None,
-            database_url=_with_port(owner_dsn, proxy.port) if proxy else owner_dsn,
-        )
-        stack = Stack(settings, extra_env={"smtp-sink": sink_env or {}})
-        try:
-            with _maybe_quiet(quiet):
-                bring_up(stack)
-            api_key = (settings.var_dir / "dev-api-key").read_text().strip()
-            yield ProofStack(stack, proxy, owner_dsn, api_key)
-        finally:
-            if proxy is not None:
-                proxy.cutting = False
-            with _maybe_quiet(quiet):
-                stack.stop_all()
-            if proxy is not None:
-                proxy.stop()
-            asyncio.run(drop_database(server, owner_dsn))
+    if evidence is None:
+        directory = Path(tempfile.mkdtemp(prefix=f"visio-{name}-"))
+    else:
+        directory = kept.run_directory(evidence, name, seed)
+    settings = UpSettings(
+        var_dir=directory,
+        kafka_port=free_port(),
+        graph_port=free_port(),
+        smtp_port=free_port(),
+        booking_port=free_port(),
+        meetings_port=free_port(),
+        notifications_port=free_port(),
+        consent_port=free_port(),
+        alerts_port=free_port(),
+        topic_prefix=f"{name}-{os.getpid()}",
+        kafka_bootstrap_servers=None,
+        database_url=_with_port(owner_dsn, proxy.port) if proxy else owner_dsn,
+    )
+    stack = Stack(settings, extra_env=env or {})
+    proof: ProofStack | None = None
+    error: BaseException | None = None
+    notes: list[str] = []
+    try:
+        with _maybe_quiet(quiet):
+            bring_up(stack)
+        api_key = (settings.var_dir / "dev-api-key").read_text().strip()
+        proof = ProofStack(stack, proxy, owner_dsn, api_key, replay=replay)
+        yield proof
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        failed = error is not None or (proof is not None and proof.keeping)
+        keeping = evidence is not None and failed
+        if keeping and proof is not None:
+            notes += kept.keep_emulator_state(proof)
+        if proxy is not None:
+            proxy.cutting = False
+        with _maybe_quiet(quiet):
+            stack.stop_all()
+        if proxy is not None:
+            proxy.stop()
+        if keeping:
+            notes.append(kept.keep_database(owner_dsn, directory))
+            report = proof.kept_report if proof is not None else None
+            kept.write_readme(directory, replay, report, error, notes)
+        asyncio.run(drop_database(server, owner_dsn))
+        if not keeping:
+            kept.discard(directory)
 
 
 @contextlib.contextmanager

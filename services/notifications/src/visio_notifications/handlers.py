@@ -121,7 +121,7 @@ async def settle(deps: Deps, conn: asyncpg.Connection, appointment_id: uuid.UUID
         except Transient as exc:
             failures = await store.settle_attempts(conn, appointment_id)
             until = now + retry_delay(deps, failures)
-            await store.postpone_settlement(conn, appointment_id, until)
+            await store.postpone_settlement(conn, appointment_id, until, str(exc))
             log.warning(
                 "%s of %s r%d postponed until %s: %s",
                 owed.kind,

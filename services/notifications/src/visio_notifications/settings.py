@@ -37,9 +37,20 @@ class NotificationsSettings(ServiceSettings, LinkSettings):
     smtp_timeout_s: float = 30.0
     smtp_max_connections: int = Field(default=4, ge=1)
 
-    # A message the relay could not take now is tried again after a growing delay.
-    mail_retry_initial_s: float = 30.0
-    mail_retry_max_s: float = 900.0
+    # A message the relay could not take now is tried again after a growing delay, capped:
+    # every email here is time-critical (the confirmation, an update, a cancellation, the link
+    # asked for again, a reminder). With 15 s doubling to 60 s and a round every 10 s, an email
+    # that meets eight relay faults in a row is still sent within 8 minutes of its first try:
+    # the promise of docs/guarantees.md is 10, which is also the default of
+    # VISIO_EMAIL_LATE_AFTER_MINUTES, past which the Caf is alerted.
+    mail_retry_initial_s: float = Field(default=15.0, gt=0)
+    mail_retry_max_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="At most this long between two tries of an email the relay did not take. "
+        "A longer cap spares a relay in trouble but makes people wait: past "
+        "VISIO_EMAIL_LATE_AFTER_MINUTES without their email, the Caf is alerted.",
+    )
 
     # What the emails say about themselves
     mail_from: str = "Caf - Visio RDV <visio-rdv@caf.fr>"
@@ -72,9 +83,10 @@ class NotificationsSettings(ServiceSettings, LinkSettings):
     )
 
     # Reminders: minutes before the start (default 48 h and 1 h), and how often the poller
-    # looks for what is due (reminders, and emails the relay could not take earlier).
+    # looks for what is due (reminders, and emails the relay could not take earlier: a round
+    # is a few indexed queries, and a retry waits at most this much past its time).
     reminder_offsets_minutes: list[int] = Field(default_factory=lambda: [48 * 60, 60])
-    poll_interval_s: float = 30.0
+    poll_interval_s: float = Field(default=10.0, gt=0)
 
     # Personal data (names, addresses) is kept this long after the appointment, then deleted;
     # the dispatch log, which holds none, stays as the record of what was sent.

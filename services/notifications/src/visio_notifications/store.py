@@ -229,22 +229,24 @@ async def settlement_cause(conn: asyncpg.Connection, appointment_id: uuid.UUID) 
 
 async def settled(conn: asyncpg.Connection, appointment_id: uuid.UUID) -> None:
     await conn.execute(
-        "UPDATE appointments SET settle_after = NULL, settle_attempts = 0, settle_cause = NULL "
-        "WHERE appointment_id = $1",
+        "UPDATE appointments SET settle_after = NULL, settle_attempts = 0, settle_cause = NULL, "
+        "settle_error = NULL WHERE appointment_id = $1",
         appointment_id,
     )
 
 
 async def postpone_settlement(
-    conn: asyncpg.Connection, appointment_id: uuid.UUID, until: datetime
+    conn: asyncpg.Connection, appointment_id: uuid.UUID, until: datetime, error: str
 ) -> int:
-    """The relay could not take the email now: the poller tries again from `until`. Returns
-    how many attempts failed so far."""
+    """The relay could not take the email now: the poller tries again from `until`, and
+    `error` (the relay's answer, addresses redacted) says why to whoever looks. Returns how
+    many attempts failed so far."""
     attempts: int = await conn.fetchval(
-        "UPDATE appointments SET settle_after = $2, settle_attempts = settle_attempts + 1 "
-        "WHERE appointment_id = $1 RETURNING settle_attempts",
+        "UPDATE appointments SET settle_after = $2, settle_attempts = settle_attempts + 1, "
+        "settle_error = $3 WHERE appointment_id = $1 RETURNING settle_attempts",
         appointment_id,
         until,
+        error[:300],
     )
     return attempts
 
