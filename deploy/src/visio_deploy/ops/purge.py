@@ -3,7 +3,7 @@ and notifications' tables, the alerts' copy, the local mail sink's files — and
 checked for its retention (dead letters included). Safe to schedule: each run deletes only what
 expired since the last one, each schema in one transaction; `--dry-run` counts and rolls back.
 
-What is removed, and for how long each thing is kept, is README "Données personnelles". The
+What is removed, and for how long each thing is kept, is docs/personal-data.md. The
 consent ledger is not touched: its proof is pseudonymous and has its own rules (issue 6). Nor
 are the self-service pages' rate limits (keyed hashes, an hour's count): booking and consent
 drop their own windows after a day.

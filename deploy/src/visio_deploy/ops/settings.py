@@ -51,7 +51,7 @@ class OpsSettings(ServiceSettings):
     # `ops appointments --stuck`: still waiting for an email this long after it was owed.
     email_late_after_minutes: float = email_late_after_minutes()
 
-    # Retention of personal data (README "Données personnelles"). Periods run from the
+    # Retention of personal data (docs/personal-data.md). Periods run from the
     # appointment's end, or from when the row was written for rows with no appointment time.
     appointment_retention_days: float = 90.0
     outbox_retention_days: float = 7.0
