@@ -16,26 +16,54 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", env_file=None)
 
     # Kafka
-    kafka_bootstrap_servers: str = "127.0.0.1:9092"
-    kafka_enable_idempotence: bool = False  # Apache Kafka: true; tansu has no InitProducerId
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    kafka_sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] = "SCRAM-SHA-512"
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password: SecretStr | None = None
-    kafka_ssl_cafile: Path | None = None
-    kafka_allow_sasl_without_tls: bool = False
-    topic_prefix: str = "visio-rdv"
-    topic_partitions: int = 6
-    topic_replication_factor: int = 1
-    max_poll_interval_ms: int = 300_000
-    # Personal data on the broker ends too: `retention.ms` given to every topic this service
-    # creates (0: the broker's default). Some brokers refuse topic configs: turn them off there.
-    topic_retention_days: float = 7.0
-    dlq_retention_days: float = 7.0
-    topic_configs_enabled: bool = True
+    kafka_bootstrap_servers: str = Field(
+        default="127.0.0.1:9092", description="Kafka brokers, host:port, comma-separated."
+    )
+    kafka_enable_idempotence: bool = Field(
+        default=False,
+        description="Idempotent producer: true on Apache Kafka; the local tansu broker has no "
+        "InitProducerId.",
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="How the clients reach the brokers."
+    )
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] = Field(
+        default="SCRAM-SHA-512", description="SASL mechanism, with SASL_SSL."
+    )
+    kafka_sasl_username: str | None = Field(
+        default=None, description="This service's own Kafka principal."
+    )
+    kafka_sasl_password: SecretStr | None = Field(default=None, description="Its password.")
+    kafka_ssl_cafile: Path | None = Field(
+        default=None, description="CA bundle that signed the brokers' certificates."
+    )
+    kafka_allow_sasl_without_tls: bool = Field(
+        default=False,
+        description="Accept SASL_PLAINTEXT (credentials in clear): a deliberate choice only.",
+    )
+    topic_prefix: str = Field(
+        default="visio-rdv", description="First part of every topic and consumer group name."
+    )
+    topic_partitions: int = Field(default=6, description="Partitions of the topics it creates.")
+    topic_replication_factor: int = Field(
+        default=1, description="Replication factor of the topics it creates (3 in production)."
+    )
+    max_poll_interval_ms: int = Field(
+        default=300_000, description="Kafka's max.poll.interval.ms for this service's consumer."
+    )
+    topic_retention_days: float = Field(
+        default=7.0,
+        description="Personal data on the broker ends too: `retention.ms` given to every topic "
+        "this service creates (0: the broker's default).",
+    )
+    dlq_retention_days: float = Field(
+        default=7.0, description="`retention.ms` of this service's dead-letter topic."
+    )
+    topic_configs_enabled: bool = Field(
+        default=True,
+        description="Give topic configs at creation; some brokers refuse them: turn off there.",
+    )
 
-    # Retry of transient failures: the partition is paused (never slept on) between attempts,
-    # so the delays may grow past max.poll.interval.ms without the consumer leaving its group.
     # Records handled at once by a service's consumer, across appointments; each appointment's
     # events stay in order (visio_runtime.lanes). 1: one at a time.
     consumer_concurrency: int = Field(default=16, ge=1)
@@ -44,34 +72,48 @@ class ServiceSettings(BaseSettings):
     # topic of the same subscriber (notifications' MeetingReady waited behind ~700-record chunks
     # of AppointmentRequested: no email for minutes in the bench). Small chunks take turns.
     consumer_partition_fetch_bytes: int = Field(default=64 * 1024, ge=1024)
-    retry_attempts: int = 5
-    retry_initial_delay_s: float = 0.2
-    retry_max_delay_s: float = 5.0
+    # Retry of transient failures: the partition is paused (never slept on) between attempts,
+    # so the delays may grow past max.poll.interval.ms without the consumer leaving its group.
+    retry_attempts: int = Field(
+        default=5, description="Attempts of a transiently failing record before its dead letter."
+    )
+    retry_initial_delay_s: float = Field(
+        default=0.2, description="Wait before the second attempt; it doubles at each attempt."
+    )
+    retry_max_delay_s: float = Field(default=5.0, description="The longest wait between attempts.")
     # A dead letter must fit on the broker whatever the record: a longer value is cut to this
     # (said in the letter's `dlq.truncated` header; such a letter is read, never replayed).
     dlq_max_value_bytes: int = Field(default=256 * 1024, ge=1024)
 
-    # PostgreSQL: the service's own restricted role.
-    database_url: SecretStr = SecretStr("postgresql://127.0.0.1:5432/visio")
-    database_pool_min: int = 1
-    database_pool_max: int = 5
+    database_url: SecretStr = Field(
+        default=SecretStr("postgresql://127.0.0.1:5432/visio"),
+        description="PostgreSQL, as the service's own restricted role.",
+    )
+    database_pool_min: int = Field(default=1, description="Connections kept open.")
+    database_pool_max: int = Field(default=5, description="Connections at most.")
 
-    # HTTP (health, metrics, and booking's API)
-    http_host: str = "127.0.0.1"
-    http_port: int = 8080
+    http_host: str = Field(default="127.0.0.1", description="Address the HTTP server binds.")
+    http_port: int = Field(
+        default=8080, description="Port of health, metrics and, for booking and consent, the API."
+    )
 
-    log_level: str = "INFO"
-    log_format: Literal["json", "text"] = "json"
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="One JSON object per line, or text for a person."
+    )
     # A warning or error repeated word for word is written once in this many seconds, the next
     # line saying how many were held back (0: every one written).
     log_repeat_window_s: float = Field(default=60.0, ge=0)
 
     # OpenTelemetry: off unless asked. On, the trace context travels in Kafka headers
-    # (`traceparent`) and each log line carries its trace id; spans go to `tracing_exporter`
-    # ('none' propagates only; 'otlp' needs opentelemetry-exporter-otlp installed).
-    tracing_enabled: bool = False
-    tracing_exporter: Literal["none", "console", "otlp"] = "none"
-    tracing_otlp_endpoint: str | None = None
+    # (`traceparent`) and each log line carries its trace id.
+    tracing_enabled: bool = Field(default=False)
+    tracing_exporter: Literal["none", "console", "otlp"] = Field(
+        default="none",
+        description="Where spans go: 'none' propagates only; 'otlp' needs "
+        "opentelemetry-exporter-otlp installed.",
+    )
+    tracing_otlp_endpoint: str | None = Field(default=None, description="The OTLP collector.")
 
     @model_validator(mode="after")
     def _refuse_sasl_in_clear(self) -> ServiceSettings:
