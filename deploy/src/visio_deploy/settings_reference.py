@@ -135,7 +135,14 @@ def _default(field: FieldInfo) -> str:
     if isinstance(value, BaseModel):
         return "*(see the model)*"
     if isinstance(value, Path):
-        value = str(value)
+        # A default computed from where the checkout is (up's var/) is shown relative to it,
+        # so the page reads the same in every checkout.
+        root = PAGE.parents[1]
+        value = (
+            str(value.relative_to(root))
+            if value.is_absolute() and value.is_relative_to(root)
+            else str(value)
+        )
     text = repr(value)
     return f"`{text}`" if len(text) <= 60 else f"`{text[:57]}…`"
 
