@@ -207,7 +207,7 @@ def _conflict(witnesses: Witnesses, trusted: frozenset[str]) -> VerifyReport | N
         for checkpoint in checkpoints:
             trust = "" if checkpoint.signature_ok(trusted) else ", not validly signed"
             said[checkpoint.seq][checkpoint.head_hash].append(
-                f"{source} (signed at {checkpoint.signed_at}{trust})"
+                f"the {source}, signed at {checkpoint.signed_at}{trust}"
             )
     for seq in sorted(said):
         hashes = said[seq]
@@ -221,9 +221,9 @@ def _conflict(witnesses: Witnesses, trusted: frozenset[str]) -> VerifyReport | N
                 broken_seq=seq,
                 problem="checkpoint_conflict",
                 reason=f"the checkpoints sign two different heads for seq {seq}: "
-                f"{first[:12]}… in the {', '.join(where_first)}, {second[:12]}… in the "
-                f"{', '.join(where_second)}. One copy was forged or belongs to another ledger "
-                f"({witnesses.file_path}, {witnesses.topic_name})",
+                f"{first[:12]}… ({'; '.join(where_first)}) and {second[:12]}… "
+                f"({'; '.join(where_second)}). One of them was forged, or belongs to another "
+                f"ledger ({witnesses.file_path}, {witnesses.topic_name})",
                 expected=f"{first} ({where_first[0]})",
                 stored=f"{second} ({where_second[0]})",
             )
