@@ -353,6 +353,9 @@ def test_commands_typed_in_a_second_terminal_answer_about_this_stack(stack: Runn
         return count if mine == 2 else 0
 
     records = wait_for(lambda: asyncio.run(ledger_size()), 60, "the new appointment's consent")
+    # Verify stands on a signed checkpoint (docs/consent-ledger.md): sign the head first.
+    signed = visio_rdv("consent", "checkpoint")
+    assert signed.returncode == 0, signed.stdout + signed.stderr
     verified = visio_rdv("consent", "verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert verified.stdout.startswith(f"OK {records} records"), verified.stdout

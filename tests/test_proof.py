@@ -46,6 +46,8 @@ def test_chaos_loses_nothing_and_doubles_nothing(tmp_path: Path) -> None:
     assert report.figures["outcome"].startswith("settled in")
     assert 0 < report.figures["booking to email, longest (s)"] <= 600
     assert report.figures["late-email alerts to Cafs"] == 0
+    # The run ends signed: a checkpoint covers every record it caused, and verify stands on it.
+    assert report.figures["ledger signed up to seq"] >= 2 * options.appointments
     assert list(tmp_path.iterdir()) == []  # a passing run keeps nothing
 
 
@@ -127,7 +129,13 @@ def test_hostile_inputs_get_clear_answers_and_break_nothing() -> None:
 def test_every_tampering_of_the_ledger_is_detected() -> None:
     report = run_tamper(quiet=True)
     _assert_passed(report)
-    assert sum(name.endswith("detected") for name in report.figures) == 4
+    assert sum(name.endswith("detected") for name in report.figures) == 6
+    # The tail attacks leave a chain that verifies and a checkpoint that matches: the
+    # ConsentRecorded hashes are what name them.
+    cut = report.details["cut the tail after the last checkpoint"]
+    assert "records appended after the newest checkpoint" in cut["reason"]
+    rewritten = report.details["rewrite a tail record with recomputed hashes"]
+    assert "does not have the hash ConsentRecorded" in rewritten["reason"]
 
 
 def test_the_fault_proxy_forwards_and_cuts() -> None:

@@ -152,6 +152,22 @@ def settings(database: Database, tmp_path: Path) -> ConsentSettings:
     )
 
 
+@pytest.fixture
+def environment(
+    monkeypatch: pytest.MonkeyPatch, settings: ConsentSettings, kafka_bootstrap: str
+) -> ConsentSettings:
+    """The test's settings as CONSENT_* variables, the checkpoint key left unset (dev key)."""
+    monkeypatch.setenv("CONSENT_SUBJECT_KEY", settings.subject_key.get_secret_value())
+    monkeypatch.setenv("CONSENT_VAR_DIR", str(settings.var_dir))
+    monkeypatch.setenv("CONSENT_TOPIC_PREFIX", settings.topic_prefix)
+    monkeypatch.setenv("CONSENT_KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
+    monkeypatch.delenv("CONSENT_CHECKPOINT_SIGNING_KEY", raising=False)
+    monkeypatch.delenv("CONSENT_MAX_UNSIGNED_AGE_S", raising=False)
+    return settings.model_copy(
+        update={"checkpoint_signing_key": None, "kafka_bootstrap_servers": kafka_bootstrap}
+    )
+
+
 def a_record(kind: str = "cgu_accepted", **extra: Any) -> dict[str, Any]:
     return {
         "kind": kind,

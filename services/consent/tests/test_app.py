@@ -122,8 +122,11 @@ async def api(
     pool: asyncpg.Pool,
     superuser: asyncpg.Connection,
     publisher: FakePublisher,
+    kafka_bootstrap: str,
 ) -> AsyncIterator[Api]:
-    app = create_app(settings)
+    # A real broker to read from: verification reads the checkpoint and consents topics (what
+    # the fake publisher was asked to publish never reaches them).
+    app = create_app(settings.model_copy(update={"kafka_bootstrap_servers": kafka_bootstrap}))
     wire(app, pool, publisher)
     keys = {
         "operator": await create_api_key(superuser, "ops", ["consent:read"]),
@@ -165,12 +168,14 @@ async def test_verify_and_checkpoint_over_http_catch_a_full_rewrite(
     make_event: MakeEvent,
 ) -> None:
     topics = Topics(settings.topic_prefix)
+    empty = await api.client.post("/v1/ledger/checkpoints", headers=api.auth("operator"))
+    assert (empty.status_code, empty.content) == (204, b"")  # nothing to sign
     for _ in range(2):
         await record_consent(make_event(), pool, publisher, settings, topics)
 
-    verified = await api.client.get("/v1/ledger/verify", headers=api.auth("operator"))
-    assert verified.status_code == 200
-    assert verified.json()["ok"] and verified.json()["count"] == 4
+    unsigned = await api.client.get("/v1/ledger/verify", headers=api.auth("operator"))
+    assert unsigned.status_code == 200
+    assert (unsigned.json()["ok"], unsigned.json()["problem"]) == (False, "no_checkpoint")
     runtime = api.app.state.runtime  # its broker is a fake here: run the scrape hooks alone
     for hook in runtime.on_scrape:
         await hook(runtime)
@@ -179,7 +184,14 @@ async def test_verify_and_checkpoint_over_http_catch_a_full_rewrite(
     signed = await api.client.post("/v1/ledger/checkpoints", headers=api.auth("operator"))
     assert signed.status_code == 201
     checkpoint = signed.json()
-    assert (checkpoint["seq"], checkpoint["head_hash"]) == (4, verified.json()["head_hash"])
+    assert (checkpoint["seq"], checkpoint["head_hash"]) == (4, unsigned.json()["head_hash"])
+    verified = await api.client.get("/v1/ledger/verify", headers=api.auth("operator"))
+    assert (verified.json()["ok"], verified.json()["signed_seq"]) == (True, 4)
+    # Signed through the fake publisher, the checkpoint is not on the topic: said, not failed.
+    assert any("holds no checkpoint" in note for note in verified.json()["notes"])
+    # The head has not moved: the same checkpoint, nothing new signed.
+    again = await api.client.post("/v1/ledger/checkpoints", headers=api.auth("operator"))
+    assert (again.status_code, again.json()) == (200, checkpoint)
     assert [cp.model_dump() for cp in read_file(settings.checkpoints_path)] == [checkpoint]
     published = publisher.calls[-1]
     assert published.topic == topics.consent_checkpoints

@@ -28,19 +28,6 @@ async def run(*argv: str) -> int:
     return await asyncio.to_thread(main, list(argv))
 
 
-@pytest.fixture
-def environment(
-    monkeypatch: pytest.MonkeyPatch, settings: ConsentSettings, kafka_bootstrap: str
-) -> ConsentSettings:
-    """The test's settings as CONSENT_* variables, the checkpoint key left unset (dev key)."""
-    monkeypatch.setenv("CONSENT_SUBJECT_KEY", settings.subject_key.get_secret_value())
-    monkeypatch.setenv("CONSENT_VAR_DIR", str(settings.var_dir))
-    monkeypatch.setenv("CONSENT_TOPIC_PREFIX", settings.topic_prefix)
-    monkeypatch.setenv("CONSENT_KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
-    monkeypatch.delenv("CONSENT_CHECKPOINT_SIGNING_KEY", raising=False)
-    return settings.model_copy(update={"checkpoint_signing_key": None})
-
-
 async def test_verify_checkpoint_and_verify_against_the_topic(
     database: Database,
     environment: ConsentSettings,
@@ -49,14 +36,16 @@ async def test_verify_checkpoint_and_verify_against_the_topic(
     forger: Forger,
     make_event: MakeEvent,
     capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     dsn = ("--dsn", database.service_dsn)
     await record_consent(
         make_event(), pool, publisher, environment, Topics(environment.topic_prefix)
     )
 
-    assert await run("consent", "verify", *dsn) == 0
-    assert re.match(r"OK 2 records, head [0-9a-f]{64}\n", capsys.readouterr().out)
+    # Records and no checkpoint: nothing stands behind them yet.
+    assert await run("consent", "verify", *dsn) == 1
+    assert capsys.readouterr().out.startswith("BROKEN at seq 1: no_checkpoint")
 
     assert await run("consent", "checkpoint", *dsn) == 0
     line = json.loads(capsys.readouterr().out)
@@ -65,19 +54,27 @@ async def test_verify_checkpoint_and_verify_against_the_topic(
     assert dev_key.read_text().startswith("# DEVELOPMENT ONLY.")
     assert oct(dev_key.stat().st_mode & 0o777) == "0o600"
 
+    assert await run("consent", "verify", *dsn) == 0
+    assert re.match(r"OK 2 records, head [0-9a-f]{64}\n", capsys.readouterr().out)
+
     await forger.rewrite(1, {"channel": "kafka"})
 
-    # With the checkpoint file lost, the copy on the topic still catches the rewrite.
+    # With the checkpoint file lost, the copy on the topic still catches the rewrite, and
+    # the file alone (--no-topic) has nothing left to stand on.
     lost = ("--checkpoints", str(environment.var_dir / "gone.jsonl"))
-    assert await run("consent", "verify", *dsn, *lost) == 0
-    capsys.readouterr()
-    assert await run("consent", "verify", *dsn, *lost, "--kafka", "--json") == 1
+    assert await run("consent", "verify", *dsn, *lost, "--json") == 1
     report = json.loads(capsys.readouterr().out)
     assert (report["ok"], report["broken_seq"], report["problem"]) == (False, 2, "altered")
+    assert await run("consent", "verify", *dsn, *lost, "--no-topic", "--json") == 1
+    assert json.loads(capsys.readouterr().out)["problem"] == "no_checkpoint"
 
     missing = database.service_dsn.rsplit("/", 1)[0] + "/no_such_database"
     assert await run("consent", "verify", "--dsn", missing) == 2
     assert "cannot reach" in capsys.readouterr().err
+    # The topic is read by default: a broker out of reach is no verdict either.
+    monkeypatch.setenv("CONSENT_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    assert await run("consent", "verify", *dsn) == 2
+    assert "cannot reach what it needs: KafkaConnectionError" in capsys.readouterr().err
 
 
 async def test_access_command(

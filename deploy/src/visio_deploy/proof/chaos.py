@@ -25,7 +25,7 @@ import httpx
 from aiokafka import AIOKafkaProducer
 from visio_shared import Topics
 
-from visio_deploy.proof import bookings, chaos_checks
+from visio_deploy.proof import bookings, chaos_checks, ledger_seal
 from visio_deploy.proof.chaos_checks import Booked
 from visio_deploy.proof.report import Report
 from visio_deploy.proof.stack import SERVICES_TO_KILL, ProofStack, proof_stack
@@ -67,6 +67,8 @@ def run_chaos(options: ChaosOptions) -> Report:
         "SMTP_SINK_FAULT_SEED": str(options.seed),
         **env.get("smtp-sink", {}),
     }
+    # Checkpoints every few seconds: verify, checked while the run settles, requires one.
+    env["consent"] = {"CONSENT_CHECKPOINT_INTERVAL_S": "5", **env.get("consent", {})}
     with proof_stack(
         seed=options.seed,
         env=env,
@@ -115,6 +117,8 @@ async def _chaos(proof: ProofStack, options: ChaosOptions) -> Report:
     proof.emulator("POST", "/faults", {})
     deadline_s = options.settle_timeout_s or options.email_within_s + 120
     report, settled, settle_s = await _settle(proof, booked, options, deadline_s)
+    # Everything the run caused, signed and verified against that signature.
+    ledger_seal.sign_and_verify(proof, report)
     report.figures = {
         "appointments": options.appointments,
         "booked over HTTP": len(booked.http),

@@ -1,7 +1,11 @@
-"""`visio-rdv proof tamper`: a database superuser rewrites the consent ledger four ways (alter
-a record, delete one, swap two, rewrite one and recompute every hash after it); each time
-`visio-rdv consent verify` must report it broken. Each attack runs on its own copy of a ledger
-that verified, with signed checkpoints, so one attack cannot hide or cause another's verdict."""
+"""`visio-rdv proof tamper`: a database superuser rewrites the consent ledger six ways (alter
+a record, delete one, swap two, rewrite one and recompute every hash after it; and, after the
+newest signed checkpoint, cut the tail and rewrite a tail record with every hash after it
+recomputed); each time `visio-rdv consent verify` must report it broken. Each attack runs on
+its own copy of a ledger that verified, with a signed checkpoint and an unsigned tail whose
+records their ConsentRecorded events announced, so one attack cannot hide or cause another's
+verdict. The tail attacks leave a chain that verifies and a checkpoint that still matches:
+only the announcements catch them."""
 
 from __future__ import annotations
 
@@ -41,7 +45,7 @@ async def _reorder(conn: asyncpg.Connection) -> None:
     await conn.execute("UPDATE consent.ledger SET seq = 3 WHERE seq = 1000000")
 
 
-async def _rewrite(conn: asyncpg.Connection) -> None:
+async def _rewrite(conn: asyncpg.Connection, seq: int = 2) -> None:
     """The careful forger: change a record, then recompute every link and the head."""
     rows = await conn.fetch(
         "SELECT seq, prev_hash, payload::text AS p FROM consent.ledger ORDER BY seq"
@@ -49,7 +53,7 @@ async def _rewrite(conn: asyncpg.Connection) -> None:
     prev = rows[0]["prev_hash"]
     for row in rows:
         record = json.loads(row["p"])
-        if row["seq"] == 2:
+        if row["seq"] == seq:
             record["channel"] = "forged"
         digest = record_hash(prev, record)
         await conn.execute(
@@ -72,46 +76,114 @@ ATTACKS: dict[str, Attack] = {
 }
 
 
+def tail_attacks(signed_seq: int) -> dict[str, Attack]:
+    """The attacks on what follows the newest checkpoint (`signed_seq`), and the problem verify
+    must name for each."""
+
+    async def cut(conn: asyncpg.Connection) -> None:
+        await conn.execute("DELETE FROM consent.ledger WHERE seq > $1", signed_seq)
+        await conn.execute(
+            "UPDATE consent.chain_head SET seq = $1, "
+            "hash = (SELECT hash FROM consent.ledger WHERE seq = $1)",
+            signed_seq,
+        )
+
+    async def rewrite_tail(conn: asyncpg.Connection) -> None:
+        await _rewrite(conn, seq=signed_seq + 2)
+
+    return {
+        "cut the tail after the last checkpoint": cut,
+        "rewrite a tail record with recomputed hashes": rewrite_tail,
+    }
+
+
+# What verify must name for the tail attacks: the chain alone would pass both.
+TAIL_PROBLEMS = {
+    "cut the tail after the last checkpoint": "missing",
+    "rewrite a tail record with recomputed hashes": "altered",
+}
+
+
 def run_tamper(quiet: bool = False) -> Report:
     report = Report("tamper")
-    with proof_stack(seed=7, quiet=quiet) as proof:
-        _fill_ledger(proof, appointments=3)
-        proof.stack.stop_all()  # a template database must have no other session
+    # The schedule signs nothing during the run: the tail stays unsigned until it is attacked.
+    quiet_schedule = {"consent": {"CONSENT_CHECKPOINT_INTERVAL_S": "86400"}}
+    with proof_stack(seed=7, quiet=quiet, env=quiet_schedule) as proof:
+        signed_seq = _fill_ledger(proof, signed=3, unsigned=2)
+        # A template database must have no other session; the broker stays up: verify reads
+        # the checkpoint and consents topics.
+        for name, _ in list(proof.stack.processes):
+            if name != "tansu":
+                proof.stack.stop_one(name)
         control = observe.consent_verify(proof)
-        verdicts = asyncio.run(_attack_copies(proof))
+        attacks = {**ATTACKS, **tail_attacks(signed_seq)}
+        verdicts = asyncio.run(_attack_copies(proof, attacks))
     report.holds("untouched ledger verifies", control.get("ok") is True)
+    report.holds(
+        "untouched ledger has an unsigned tail, each record matching its ConsentRecorded",
+        control.get("signed_seq") == signed_seq
+        and control.get("unsigned", 0) > 0
+        and control.get("announced_checked") == control.get("unsigned"),
+    )
     report.figures["records"] = control.get("count")
+    report.figures["signed up to seq"] = signed_seq
+    report.details["control"] = control
     for name, verdict in verdicts.items():
+        named = TAIL_PROBLEMS.get(name)
         report.holds(
-            f"{name}: detected", verdict.get("ok") is False and verdict["exit_status"] == 1
+            f"{name}: detected",
+            verdict.get("ok") is False
+            and verdict["exit_status"] == 1
+            and (named is None or verdict.get("problem") == named),
         )
         report.details[name] = verdict
     return report
 
 
-def _fill_ledger(proof: ProofStack, appointments: int) -> None:
+def _fill_ledger(proof: ProofStack, signed: int, unsigned: int) -> int:
+    """Book `signed` appointments and sign a checkpoint of them, then `unsigned` more; wait
+    until each of those is announced. Returns the seq the checkpoint signed."""
+    _book(proof, range(signed))
+    _wait(proof, lambda verdict: verdict.get("count") == 2 * signed, "the ledger to fill")
+    done = observe.consent_command(proof, "checkpoint")
+    done.check_returncode()
+    signed_seq: int = json.loads(done.stdout)["seq"]
+    _book(proof, range(signed, signed + unsigned))
+    _wait(
+        proof,
+        lambda verdict: verdict.get("announced_checked") == 2 * unsigned,
+        "the tail to be announced",
+    )
+    return signed_seq
+
+
+def _book(proof: ProofStack, numbers: range) -> None:
     headers = {"Authorization": f"Bearer {proof.api_key}"}
     with httpx.Client(base_url=proof.url("booking"), headers=headers, trust_env=False) as client:
-        for i in range(appointments):
+        for i in numbers:
             answer = client.post(
                 "/v1/appointments",
                 json=bookings.booking_body(random.Random(i)),
                 headers={"Idempotency-Key": f"tamper-{i}"},
             )
             answer.raise_for_status()
+
+
+def _wait(proof: ProofStack, until: Callable[[dict[str, Any]], bool], what: str) -> None:
     deadline = time.monotonic() + 90
-    while asyncio.run(observe.ledger_counts(proof.owner_dsn)).total() < 2 * appointments:
+    while not until(verdict := observe.consent_verify(proof)):
         if time.monotonic() > deadline:
-            raise TimeoutError("the ledger did not fill")
+            raise TimeoutError(f"waited 90 s for {what}; verify said {verdict}")
         time.sleep(0.5)  # polling interval of a wait with a deadline
-    observe.consent_command(proof, "checkpoint").check_returncode()
 
 
-async def _attack_copies(proof: ProofStack) -> dict[str, dict[str, Any]]:
+async def _attack_copies(
+    proof: ProofStack, attacks: dict[str, Attack]
+) -> dict[str, dict[str, Any]]:
     server = server_url()
     source = proof.owner_dsn.rsplit("/", 1)[1]
     verdicts: dict[str, dict[str, Any]] = {}
-    for name, attack in ATTACKS.items():
+    for name, attack in attacks.items():
         copy = await create_database(server, prefix="visio_tamper")
         copy_name = copy.rsplit("/", 1)[1]
         admin = await asyncpg.connect(server)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
+from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Depends, Request, Response, Security
 from fastapi.responses import PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -15,12 +15,13 @@ from visio_runtime.bodies import read_json_body
 from visio_runtime.problems import PROBLEM_JSON, Problem
 
 from visio_consent.access import AccessExport, access_export
-from visio_consent.checkpoints import Checkpointer, NotACheckpoint, read_file
+from visio_consent.audit import verify_with_witnesses
+from visio_consent.checkpoints import Checkpointer
 from visio_consent.keys import Caller, caller_of
 from visio_consent.ledger import subject_ref
 from visio_consent.settings import ConsentSettings
 from visio_consent.signing import Checkpoint
-from visio_consent.verify import VerifyReport, unreadable_checkpoints, verify
+from visio_consent.verify import VerifyReport
 from visio_consent.withdrawal import NothingToWithdraw, UnknownAppointment, withdraw_recording
 
 router = APIRouter()
@@ -67,34 +68,46 @@ def require(scope: str) -> Any:
     "/v1/ledger/verify",
     tags=["ledger"],
     responses=PROBLEMS,
-    summary="Walk the hash chain, check it against the signed checkpoints, name the first break",
+    summary="Walk the hash chain, check it against the signed checkpoints of the file and the "
+    "topic and the unsigned tail against its ConsentRecorded events; name the first break "
+    "(docs/consent-ledger.md)",
 )
 async def verify_ledger(
     request: Request, _: Annotated[Caller, require("consent:read")]
 ) -> VerifyReport:
     checkpointer = _checkpointer(request)
     try:
-        checkpoints = await asyncio.to_thread(read_file, checkpointer.settings.checkpoints_path)
-    except NotACheckpoint as exc:
-        return unreadable_checkpoints(str(exc))
-    async with _runtime(request).db.acquire() as conn:
-        return await verify(conn, checkpoints, checkpointer.trusted)
+        async with _runtime(request).db.acquire() as conn:
+            return await verify_with_witnesses(conn, checkpointer.settings, checkpointer.trusted)
+    except KafkaError as exc:
+        raise Problem(
+            503,
+            "broker-unreachable",
+            "The checkpoint topic cannot be read",
+            f"verification reads the checkpoint and consents topics: {type(exc).__name__}",
+        ) from exc
 
 
 @router.post(
     "/v1/ledger/checkpoints",
     status_code=201,
+    response_model=Checkpoint,
     tags=["ledger"],
-    responses={**PROBLEMS, 409: {"description": "The chain does not verify: nothing signed"}},
-    summary="Sign a checkpoint of the verified head now (it changes no record)",
+    responses={
+        **PROBLEMS,
+        200: {"description": "The head has not moved: the checkpoint that signs it already"},
+        204: {"description": "The ledger is empty: nothing to sign"},
+        409: {"description": "The chain does not verify: nothing signed"},
+    },
+    summary="Sign a checkpoint of the verified head now, if it moved (it changes no record)",
 )
 async def take_checkpoint(
-    request: Request, _: Annotated[Caller, require("consent:read")]
-) -> Checkpoint:
+    request: Request, response: Response, _: Annotated[Caller, require("consent:read")]
+) -> Any:
     runtime = _runtime(request)
     async with runtime.db.acquire() as conn:
         outcome = await _checkpointer(request).take(conn, runtime.broker)
-    if outcome.checkpoint is None:
+    if not outcome.report.ok:
         raise Problem(
             409,
             "ledger-broken",
@@ -102,6 +115,10 @@ async def take_checkpoint(
             outcome.report.describe(),
             report=outcome.report.model_dump(),
         )
+    if outcome.checkpoint is None:
+        return Response(status_code=204)
+    if not outcome.signed:
+        response.status_code = 200
     return outcome.checkpoint
 
 

@@ -10,6 +10,7 @@ from datetime import timedelta
 
 from fastapi import FastAPI
 from visio_runtime import problems, ratelimit
+from visio_runtime.local_stack import path_base
 from visio_runtime.service import Runtime, build_runtime, create_service_app
 from visio_shared import AppointmentEvent, AppointmentRequested, ContactCorrected
 
@@ -37,7 +38,9 @@ RATE_LIMITS_KEPT = timedelta(days=1)
 
 
 def create_app(settings: ConsentSettings | None = None) -> FastAPI:
-    settings = settings or ConsentSettings()
+    # Relative paths from the checkout, not the working directory: the commands read the same
+    # checkpoint file whatever directory each was started in.
+    settings = (settings or ConsentSettings()).anchored(path_base())
     runtime = build_runtime("consent", settings)
     checkpointer = Checkpointer(settings, runtime.topics)
 

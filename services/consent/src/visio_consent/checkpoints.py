@@ -51,11 +51,12 @@ def read_file(path: Path) -> list[Checkpoint]:
     with path.open(encoding="utf-8") as file:
         for number, line in enumerate(file, start=1):
             if line.strip():
-                checkpoints.append(_parse(line, f"{path}:{number}"))
+                checkpoints.append(parse_checkpoint(line, f"{path}:{number}"))
     return checkpoints
 
 
-def _parse(text: str | bytes, where: str) -> Checkpoint:
+def parse_checkpoint(text: str | bytes, where: str) -> Checkpoint:
+    """One line of the file, or one message of the topic; `where` names it in the error."""
     try:
         return Checkpoint.model_validate_json(text)
     except pydantic.ValidationError as exc:
@@ -85,7 +86,7 @@ async def read_topic(
     partition, without a consumer group (nothing is committed, nobody else is disturbed)."""
     records = await read_topics(settings, [topic], within=timeout_s)
     return [
-        _parse(record.value, f"{record.topic}/{record.partition}@{record.offset}")
+        parse_checkpoint(record.value, f"{record.topic}/{record.partition}@{record.offset}")
         for record in records
         if record.value is not None
     ]
@@ -93,11 +94,13 @@ async def read_topic(
 
 @dataclass(frozen=True)
 class Outcome:
-    """What `Checkpointer.take` did: the checkpoint signed (None if there was nothing new, or
-    the chain did not verify) and the verification it was based on."""
+    """What `Checkpointer.take` did. `checkpoint` is the one that covers the head now: the one
+    just signed (`signed`), or, when the head has not moved, the previous one (None for an
+    empty ledger never signed, or when the chain does not verify, see `report`)."""
 
     checkpoint: Checkpoint | None
     report: VerifyReport
+    signed: bool = False
 
 
 class Checkpointer:
@@ -105,7 +108,9 @@ class Checkpointer:
 
     Each checkpoint is signed only after the records since the previous one verify (only those:
     the previous one vouches for the rest), so the service never signs a history that was
-    tampered with under it.
+    tampered with under it; and only when the head moved since the previous one: a quiet
+    ledger keeps its one checkpoint, instead of a new line per interval or per request saying
+    the same thing.
     """
 
     def __init__(self, settings: ConsentSettings, topics: Topics) -> None:
@@ -131,9 +136,7 @@ class Checkpointer:
     def trusted(self) -> frozenset[str]:
         return trusted_keys(self.settings, self.key)
 
-    async def take(
-        self, conn: asyncpg.Connection, publisher: Publisher, *, only_if_grown: bool = False
-    ) -> Outcome:
+    async def take(self, conn: asyncpg.Connection, publisher: Publisher) -> Outcome:
         key = self.key or self.load_key()
         async with self._lock:
             previous = self.last or await asyncio.to_thread(self._last_in_file)
@@ -144,14 +147,14 @@ class Checkpointer:
                     report.describe(),
                 )
                 return Outcome(None, report)
-            if only_if_grown and report.head_seq == (previous.seq if previous else 0):
-                return Outcome(None, report)
+            if report.head_seq == (previous.seq if previous else 0):
+                return Outcome(previous, report)
             checkpoint = key.sign(report.head_seq, report.head_hash)
             await asyncio.to_thread(append_to_file, self.settings.checkpoints_path, checkpoint)
             await publish(publisher, self.topics.consent_checkpoints, checkpoint)
             self.last = checkpoint
             log.info("consent: checkpoint signed at seq %s", checkpoint.seq)
-            return Outcome(checkpoint, report)
+            return Outcome(checkpoint, report, signed=True)
 
     def _last_in_file(self) -> Checkpoint | None:
         trusted = self.trusted
@@ -163,7 +166,7 @@ class Checkpointer:
         while True:
             try:
                 async with pool.acquire() as conn:
-                    await self.take(conn, publisher, only_if_grown=True)
+                    await self.take(conn, publisher)
             except Exception:  # the next round tries again; the service keeps recording
                 log.exception("consent: checkpoint failed")
             await asyncio.sleep(self.settings.checkpoint_interval_s)

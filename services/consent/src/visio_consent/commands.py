@@ -3,8 +3,14 @@
 They work on the stack `visio-rdv up` runs in this checkout (its database, checkpoint file and
 broker) unless a flag or setting says otherwise, and say on stderr which one that is.
 
-Exit statuses: 0 done / the chain verifies; 1 the chain is broken (the report names the first
-broken record) or nothing to do; 2 the database or the broker cannot be reached.
+Exit statuses: 0 done / the ledger verifies; 1 the ledger does not verify (the report names the
+first broken record and why: docs/consent-ledger.md) or nothing to do; 2 the database or the
+broker cannot be reached.
+
+Relative paths in settings (CONSENT_VAR_DIR, CONSENT_CHECKPOINT_FILE) are taken from the
+checkout the running stack records, else the checkout around the working directory
+(`visio_runtime.local_stack.path_base`): a command finds the same files from any directory.
+A flag's path (`--checkpoints`) is the working directory's, as for any command.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from aiokafka.errors import KafkaError
 from visio_runtime.kafka import ensure_topics, make_broker
 from visio_runtime.local_stack import (
     Lookup,
@@ -31,22 +38,30 @@ from visio_runtime.local_stack import (
     kafka_part,
     owner_database_url,
     owner_url_argument,
+    path_base,
     setting_source,
     sources_of,
 )
 from visio_shared import Topics
 
 from visio_consent.access import access_export
+from visio_consent.audit import verify_with_witnesses
 from visio_consent.bench import run_bench
-from visio_consent.checkpoints import Checkpointer, NotACheckpoint, read_file, read_topic
+from visio_consent.checkpoints import Checkpointer
 from visio_consent.keys import SCOPES, create_api_key
 from visio_consent.ledger import SCHEMA, subject_ref
 from visio_consent.settings import ConsentSettings
 from visio_consent.signing import load_signing_key, trusted_keys
-from visio_consent.verify import VerifyReport, unreadable_checkpoints, verify
+from visio_consent.verify import VerifyReport
 
 EXIT_OK, EXIT_BROKEN, EXIT_UNREACHABLE = 0, 1, 2
-_UNREACHABLE = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+_UNREACHABLE = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    TimeoutError,
+    KafkaError,
+)
 
 
 def register(subparsers: Any) -> None:
@@ -56,20 +71,30 @@ def register(subparsers: Any) -> None:
     commands = consent.add_subparsers(dest="consent_command", required=True)
 
     verify_cmd = commands.add_parser(
-        "verify", help="walk the chain, check it against the signed checkpoints"
+        "verify",
+        help="walk the chain, check it against the signed checkpoints (file and topic) and the "
+        "unsigned tail against its ConsentRecorded events",
     )
     _ledger_dsn_argument(verify_cmd)
     verify_cmd.add_argument("--json", action="store_true", help="print the report as JSON")
     verify_cmd.add_argument(
-        "--checkpoints", type=Path, help="checkpoint file (default: CONSENT_CHECKPOINT_FILE)"
+        "--checkpoints",
+        type=Path,
+        help="checkpoint file (default: CONSENT_CHECKPOINT_FILE, else var_dir's)",
     )
     verify_cmd.add_argument(
-        "--kafka", action="store_true", help="also check the checkpoints on the checkpoint topic"
+        "--no-topic",
+        action="store_true",
+        help="read the checkpoint file alone: no checkpoint topic, no ConsentRecorded "
+        "cross-check (the report says so)",
     )
+    # Reading the topic is the default now; the flag stays so that older scripts still run.
+    verify_cmd.add_argument("--kafka", action="store_true", help=argparse.SUPPRESS)
     verify_cmd.set_defaults(handler=_verify)
 
     checkpoint = commands.add_parser(
-        "checkpoint", help="sign a checkpoint of the verified head now (file and topic)"
+        "checkpoint",
+        help="sign a checkpoint of the verified head now, if it moved (file and topic)",
     )
     _ledger_dsn_argument(checkpoint)
     checkpoint.set_defaults(handler=_checkpoint)
@@ -141,6 +166,7 @@ class _Ledger:
 def _ledger(args: argparse.Namespace) -> _Ledger:
     lookup = find_local_stack()
     settings, filled = fill_from_stack(ConsentSettings(), lookup, var_dir="consent_var_dir")
+    settings = settings.anchored(path_base(lookup))
     owner, source = owner_database_url(None, lookup)
     if args.dsn:
         dsn, source = str(args.dsn), "--dsn"
@@ -171,20 +197,15 @@ def _run(work: Callable[[asyncpg.Connection], Awaitable[int]], dsn: str) -> int:
 def _verify(args: argparse.Namespace) -> int:
     ledger = _ledger(args)
     settings = ledger.settings
-    checkpoint_file = args.checkpoints or settings.checkpoints_path
-    ledger.announce(checkpoints=checkpoint_file, kafka=args.kafka)
+    checkpoint_file = args.checkpoints.resolve() if args.checkpoints else settings.checkpoints_path
+    read_topic = not args.no_topic
+    ledger.announce(checkpoints=checkpoint_file, kafka=read_topic)
     trusted = trusted_keys(settings, load_signing_key(settings, create=False))
-    topic = Topics(settings.topic_prefix).consent_checkpoints
 
     async def work(conn: asyncpg.Connection) -> int:
-        try:
-            checkpoints = read_file(checkpoint_file)
-            if args.kafka:
-                checkpoints += await read_topic(settings, topic)
-        except NotACheckpoint as exc:
-            report = unreadable_checkpoints(str(exc))
-        else:
-            report = await verify(conn, checkpoints, trusted)
+        report = await verify_with_witnesses(
+            conn, settings, trusted, checkpoint_file=checkpoint_file, read_topic=read_topic
+        )
         _print_report(report, args.json)
         return EXIT_OK if report.ok else EXIT_BROKEN
 
@@ -211,15 +232,24 @@ def _checkpoint(args: argparse.Namespace) -> int:
             outcome = await checkpointer.take(conn, broker)
         finally:
             await broker.stop()
-        if outcome.checkpoint is None:
+        if not outcome.report.ok:
             _print_report(outcome.report, as_json=False)
             return EXIT_BROKEN
+        if outcome.checkpoint is None:
+            print("the ledger is empty: nothing to sign", file=sys.stderr)
+            return EXIT_OK
         print(outcome.checkpoint.line())
-        print(
-            f"signed seq {outcome.checkpoint.seq}; written to {settings.checkpoints_path} and "
-            f"{topics.consent_checkpoints}",
-            file=sys.stderr,
-        )
+        if outcome.signed:
+            said = (
+                f"signed seq {outcome.checkpoint.seq}; written to {settings.checkpoints_path} "
+                f"and {topics.consent_checkpoints}"
+            )
+        else:
+            said = (
+                f"the head has not moved since the checkpoint of {outcome.checkpoint.signed_at}"
+                f" (seq {outcome.checkpoint.seq}): nothing new signed"
+            )
+        print(said, file=sys.stderr)
         return EXIT_OK
 
     return _run(work, ledger.dsn)

@@ -45,7 +45,9 @@ class ConsentSettings(ServiceSettings, LinkSettings):
     )
     var_dir: Path = Field(
         default=Path("var"),
-        description="Local state: the checkpoint file and, in development, the checkpoint key.",
+        description="Local state: the checkpoint file and, in development, the checkpoint key. "
+        "A relative path is relative to the checkout's root (see `anchored`), never to the "
+        "working directory.",
     )
     checkpoint_signing_key: SecretStr | None = Field(
         default=None,
@@ -71,6 +73,16 @@ class ConsentSettings(ServiceSettings, LinkSettings):
         gt=0,
         description="How often a checkpoint is signed when the ledger has grown since the last.",
     )
+    max_unsigned_age_s: float = Field(
+        default=900.0,
+        ge=0,
+        description=(
+            "The bound of `consent verify`: records appended after the newest signed checkpoint "
+            "may be this old at most (their oldest, by recorded_at), else verify fails. Three "
+            "checkpoint intervals by default: the schedule signs them well before. Keep it "
+            "above checkpoint_interval_s, or verify fails between two scheduled checkpoints."
+        ),
+    )
     max_body_bytes: int = Field(default=4096, ge=256, description="Largest HTTP request body.")
     booking_public_url: str = Field(
         default="http://127.0.0.1:8080",
@@ -87,6 +99,23 @@ class ConsentSettings(ServiceSettings, LinkSettings):
     @property
     def uses_dev_subject_key(self) -> bool:
         return self.subject_key.get_secret_value() == DEV_SUBJECT_KEY
+
+    def anchored(self, base: Path) -> ConsentSettings:
+        """These settings with `var_dir` and `checkpoint_file` made absolute against `base`:
+        the service and every command then name the same files from any working directory.
+        `base` is the checkout's root (`visio_runtime.local_stack.path_base`)."""
+        update: dict[str, Path] = {}
+        if not self.var_dir.is_absolute():
+            update["var_dir"] = base / self.var_dir
+        if self.checkpoint_file is not None and not self.checkpoint_file.is_absolute():
+            update["checkpoint_file"] = base / self.checkpoint_file
+        if not update:
+            return self
+        copied = self.model_copy(update=update)
+        # Still the value its source gave (or the default): the line a command prints about
+        # where each setting came from must not change because a path was made absolute.
+        copied.__pydantic_fields_set__ = set(self.model_fields_set)
+        return copied
 
     @property
     def checkpoints_path(self) -> Path:

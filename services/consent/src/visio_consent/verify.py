@@ -11,6 +11,10 @@ How a break is named (`problem`):
 - `reordered`: an intact record is stored at another seq than the one it was chained at.
 - `bad_checkpoint`: a checkpoint whose signature does not verify with a trusted key.
 
+`visio_consent.audit` adds what `consent verify` requires on top of an intact chain (a trusted
+checkpoint, a recent unsigned tail that matches its announcements, agreeing checkpoint copies)
+and its own problems: `no_checkpoint`, `stale_tail`, `checkpoint_conflict`.
+
 Without checkpoints, a superuser who rewrites records and recomputes every hash after them
 leaves a chain that verifies: only the signed checkpoints (kept off the database) catch that.
 """
@@ -29,7 +33,15 @@ from pydantic import BaseModel, ConfigDict
 from visio_consent.ledger import GENESIS_HASH, record_hash
 from visio_consent.signing import Checkpoint
 
-Problem = Literal["altered", "missing", "reordered", "bad_checkpoint"]
+Problem = Literal[
+    "altered",
+    "missing",
+    "reordered",
+    "bad_checkpoint",
+    "no_checkpoint",
+    "stale_tail",
+    "checkpoint_conflict",
+]
 
 
 class VerifyReport(BaseModel):
@@ -53,21 +65,38 @@ class VerifyReport(BaseModel):
     reason: str | None = None
     expected: str | None = None
     stored: str | None = None
+    # Filled by `visio_consent.audit`: the newest signed seq, the records after it (the unsigned
+    # tail), when the oldest of them was appended, how many of them a ConsentRecorded event
+    # vouched for, and what was seen but does not break the ledger.
+    signed_seq: int | None = None
+    unsigned: int = 0
+    unsigned_since: str | None = None
+    announced_checked: int = 0
+    notes: list[str] = []
 
     def describe(self) -> str:
+        notes = "".join(f"\n  note: {note}" for note in self.notes)
         if self.ok:
             signed = (
                 f"matches {self.checkpoints} signed checkpoint(s)"
                 if self.checkpoints
                 else "no signed checkpoint checked: a rewrite with recomputed hashes would not show"
             )
-            return f"OK {self.count} records, head {self.head_hash}\n  {signed}"
+            tail = ""
+            if self.signed_seq is not None:
+                tail = f"\n  signed up to seq {self.signed_seq}; " + (
+                    f"{self.unsigned} record(s) after it, appended since {self.unsigned_since}, "
+                    f"{self.announced_checked} of them matching their ConsentRecorded hash"
+                    if self.unsigned
+                    else "nothing after it"
+                )
+            return f"OK {self.count} records, head {self.head_hash}\n  {signed}{tail}{notes}"
         return (
             f"BROKEN at seq {self.broken_seq}: {self.problem} — {self.reason}\n"
             f"  expected: {self.expected}\n"
             f"  stored:   {self.stored}\n"
             f"  verified before it: {self.count} records, up to seq {self.head_seq} "
-            f"(hash {self.head_hash})"
+            f"(hash {self.head_hash}){notes}"
         )
 
 

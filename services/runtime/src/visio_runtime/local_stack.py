@@ -156,6 +156,16 @@ class Lookup:
     why_not: str = ""
 
 
+def path_base(lookup: Lookup | None = None, start: Path | None = None) -> Path:
+    """Where a relative path in a setting is taken from, whatever the working directory: the
+    checkout the running stack records (the folder holding its `var/`), else the checkout's
+    root around `start` (the working directory), else, outside any checkout, that directory."""
+    if lookup is not None and lookup.stack is not None:
+        return lookup.stack.var_dir.resolve().parent
+    here = (start or Path.cwd()).resolve()
+    return checkout_root(here) or here
+
+
 def find_local_stack(start: Path | None = None) -> Lookup:
     here = (start or Path.cwd()).resolve()
     if var := os.environ.get(VAR_DIR_SETTING):
