@@ -1,4 +1,5 @@
-"""The Graph + Entra ID emulator, exercised over real HTTPS with msal and httpx.
+"""The Graph + Entra ID emulator, exercised over real HTTPS with msal and httpx (JSON batching
+included: by id, in any order, a status per request, 4 Outlook requests at once).
 
 One emulator serves the module on a free port with a freshly generated dev CA; each test
 starts from an empty tenant through the control API (`POST /_emulator/reset`).
@@ -33,6 +34,7 @@ from visio_deploy.graph_emulator import (
     serve_in_background,
 )
 from visio_deploy.graph_emulator.main import settings_from_command_line
+from visio_deploy.graph_emulator.meetings import V1_MEETING_PROPERTIES
 
 GRAPH_SCOPES = ["https://graph.microsoft.com/.default"]
 ORGANIZER = "3f1c9a52-8e0c-4c7c-9d0a-1b2c3d4e5f60"
@@ -957,3 +959,292 @@ async def test_artifacts_need_their_own_permissions(
             for tail in ("attendanceReports", "recordings"):
                 refused = await http.get(f"{base}/{tail}", headers=headers)
                 _assert_graph_error(refused, 403, "Forbidden")
+
+
+# --- JSON batching ($batch), look-up indexes, the v1.0 onlineMeeting ---------------------
+
+MAILBOXES = [f"3f1c9a52-8e0c-4c7c-9d0a-00000000000{n}" for n in range(5)]
+
+
+def _new_event(key: str, **overrides: Any) -> dict[str, Any]:
+    return {
+        "subject": f"Rendez-vous {key}",
+        "start": {"dateTime": "2030-05-02T10:00:00", "timeZone": "UTC"},
+        "end": {"dateTime": "2030-05-02T10:30:00", "timeZone": "UTC"},
+        "isOnlineMeeting": True,
+        "onlineMeetingProvider": "teamsForBusiness",
+        "transactionId": key,
+        "singleValueExtendedProperties": [{"id": EXTERNAL_ID, "value": key}],
+        **overrides,
+    }
+
+
+def _create_request(request_id: str, mailbox: str, key: str) -> dict[str, Any]:
+    return {
+        "id": request_id,
+        "method": "POST",
+        "url": f"/users/{mailbox}/events",
+        "headers": {"Content-Type": "application/json"},
+        "body": _new_event(key),
+    }
+
+
+def _lookup_request(request_id: str, mailbox: str, key: str) -> dict[str, Any]:
+    query = (
+        f"singleValueExtendedProperties/any(ep: ep/id eq '{EXTERNAL_ID}' and ep/value eq '{key}')"
+    )
+    return {
+        "id": request_id,
+        "method": "GET",
+        "url": f"/users/{mailbox}/events?$filter={query}&$select=id,subject",
+    }
+
+
+async def _batch(graph: httpx.AsyncClient, requests: list[dict[str, Any]]) -> httpx.Response:
+    return await graph.post("/$batch", json={"requests": requests})
+
+
+def _by_id(response: httpx.Response) -> dict[str, dict[str, Any]]:
+    assert response.status_code == 200, response.text
+    answers = response.json()["responses"]
+    by_id = {answer["id"]: answer for answer in answers}
+    assert len(by_id) == len(answers)
+    return by_id
+
+
+async def test_a_batch_of_20_lookups_answers_each_by_its_id_in_any_order(
+    graph: httpx.AsyncClient, client: httpx.AsyncClient
+) -> None:
+    keys = [f"appt-{n:02d}" for n in range(20)]
+    creates = [_create_request(f"c{n}", MAILBOXES[n % 5], key) for n, key in enumerate(keys)]
+    made = _by_id(await _batch(graph, creates))
+    assert {answer["status"] for answer in made.values()} == {201}
+
+    lookups = [_lookup_request(str(n), MAILBOXES[n % 5], key) for n, key in enumerate(keys)]
+    response = await _batch(graph, lookups)
+
+    answers = _by_id(response)
+    assert [a["id"] for a in response.json()["responses"]] != [r["id"] for r in lookups]
+    for n, key in enumerate(keys):
+        answer = answers[str(n)]
+        assert answer["status"] == 200
+        assert answer["headers"]["Content-Type"].startswith("application/json")
+        [found] = answer["body"]["value"]
+        assert found["id"] == made[f"c{n}"]["body"]["id"]
+        assert found["subject"] == f"Rendez-vous {key}"
+    stats = (await client.get("/_emulator/stats")).json()
+    assert stats["batches"] == 2 and stats["batched_requests"] == 40
+    # Each request of the batch is served as itself: counted under its own endpoint.
+    assert stats["calls"]["graph.events.list"] == 20
+    assert stats["calls"]["graph.events.create"] == 20
+
+
+async def test_a_batch_that_breaks_the_rules_is_refused_whole(graph: httpx.AsyncClient) -> None:
+    too_many = [_lookup_request(str(n), MAILBOXES[0], "k") for n in range(21)]
+    assert (await _batch(graph, too_many)).status_code == 400
+    twice = [_lookup_request("1", MAILBOXES[0], "k"), _lookup_request("1", MAILBOXES[1], "k")]
+    assert (await _batch(graph, twice)).status_code == 400
+    later = [
+        {**_lookup_request("1", MAILBOXES[0], "k"), "dependsOn": ["2"]},
+        _lookup_request("2", MAILBOXES[0], "k"),
+    ]
+    assert (await _batch(graph, later)).status_code == 400
+    assert (await graph.post("/$batch", json={"value": []})).status_code == 400
+
+    # A request's own mistake is that request's 400, not the batch's.
+    no_type = {**_create_request("1", MAILBOXES[0], "k"), "headers": {}}
+    answers = _by_id(await _batch(graph, [no_type, _lookup_request("2", MAILBOXES[0], "k")]))
+    assert answers["1"]["status"] == 400
+    assert answers["2"]["status"] == 200
+
+
+async def test_a_request_throttled_inside_a_batch_gets_its_own_429_and_retry_after(
+    graph: httpx.AsyncClient, client: httpx.AsyncClient
+) -> None:
+    script = {"subject": "slow", "endpoint": "graph.events.create", "outcomes": ["429"]}
+    await client.post("/_emulator/faults/script", json={**script, "retry_after_seconds": 2.5})
+    await client.post(
+        "/_emulator/faults/script",
+        json={"subject": "down", "endpoint": "graph.events.create", "outcomes": ["503"]},
+    )
+    requests = [
+        _create_request("a", MAILBOXES[0], "slow"),
+        _create_request("b", MAILBOXES[0], "down"),
+        _create_request("c", MAILBOXES[0], "fine"),
+    ]
+
+    answers = _by_id(await _batch(graph, requests))
+
+    assert answers["a"]["status"] == 429
+    assert answers["a"]["headers"]["Retry-After"] == "2.5"
+    assert answers["a"]["body"]["error"]["code"] == "TooManyRequests"
+    assert answers["b"]["status"] == 503
+    assert answers["b"]["headers"]["Retry-After"] == "1"  # the configured one
+    assert answers["c"]["status"] == 201
+    events = (await client.get("/_emulator/stats")).json()["events_per_transaction_id"]
+    assert events == {"fine": 1}
+
+
+async def test_commit_then_504_inside_a_batch_made_the_event_its_retry_finds(
+    graph: httpx.AsyncClient, client: httpx.AsyncClient
+) -> None:
+    await client.post(
+        "/_emulator/faults/script",
+        json={
+            "subject": "lost",
+            "endpoint": "graph.events.create",
+            "outcomes": ["commit-then-504"],
+        },
+    )
+    first = _by_id(await _batch(graph, [_create_request("1", MAILBOXES[0], "lost")]))
+    assert first["1"]["status"] == 504
+
+    again = _by_id(await _batch(graph, [_create_request("1", MAILBOXES[0], "lost")]))
+
+    assert again["1"]["status"] == 201
+    stats = (await client.get("/_emulator/stats")).json()
+    assert stats["live_events_per_external_id"] == {"lost": 1}
+    assert stats["transaction_replays"] == {"lost": 1}
+
+
+async def test_outlook_runs_at_most_four_requests_of_a_batch_at_once(
+    graph: httpx.AsyncClient, client: httpx.AsyncClient
+) -> None:
+    await client.post("/_emulator/faults", json={"latency_ms": 50, "endpoints": ["graph.events"]})
+    # Twenty look-ups over five mailboxes: no mailbox's own limit is in play.
+    lookups = [_lookup_request(str(n), MAILBOXES[n % 5], f"k{n}") for n in range(20)]
+
+    answers = _by_id(await _batch(graph, lookups))
+
+    assert {a["status"] for a in answers.values()} == {200}
+    stats = (await client.get("/_emulator/stats")).json()
+    assert stats["max_in_flight_total"] == 4
+
+
+async def test_a_mailbox_over_its_limit_gets_429_inside_the_batches(
+    graph: httpx.AsyncClient, client: httpx.AsyncClient
+) -> None:
+    await client.post(
+        "/_emulator/faults",
+        json={"latency_ms": 200, "endpoints": ["graph.events"], "retry_after_seconds": 0.75},
+    )
+    # Two batches at once, four look-ups each, all on one mailbox: eight in flight, four allowed.
+    batches = [
+        [_lookup_request(f"{b}-{n}", MAILBOXES[0], f"k{n}") for n in range(4)] for b in range(2)
+    ]
+
+    responses = await asyncio.gather(*(_batch(graph, batch) for batch in batches))
+
+    answers = [a for r in responses for a in _by_id(r).values()]
+    throttled = [a for a in answers if a["status"] == 429]
+    assert throttled and len(throttled) + sum(a["status"] == 200 for a in answers) == 8
+    for answer in throttled:
+        assert answer["body"]["error"]["code"] == "ApplicationThrottled"
+        assert answer["headers"]["Retry-After"] == "0.75"
+    stats = (await client.get("/_emulator/stats")).json()
+    assert stats["concurrency_throttled"][MAILBOXES[0]] == len(throttled)
+
+
+async def test_depends_on_orders_and_fails_dependants_with_424(
+    graph: httpx.AsyncClient,
+) -> None:
+    missing = {"id": "1", "method": "GET", "url": f"/users/{MAILBOXES[0]}/events/nope"}
+    requests = [
+        missing,
+        {**_create_request("2", MAILBOXES[0], "after-a-failure"), "dependsOn": ["1"]},
+        {**_lookup_request("3", MAILBOXES[0], "k"), "dependsOn": ["2"]},
+    ]
+
+    answers = _by_id(await _batch(graph, requests))
+
+    assert answers["1"]["status"] == 404
+    assert answers["2"]["status"] == 424
+    assert answers["3"]["status"] == 424
+
+    created = [
+        _create_request("1", MAILBOXES[0], "first"),
+        _lookup_request("2", MAILBOXES[0], "first"),
+    ]
+    created[1]["dependsOn"] = ["1"]
+    ordered = _by_id(await _batch(graph, created))
+    # Run after the creation: the look-up sees it (ordering, not the creation's answer).
+    assert ordered["2"]["body"]["value"][0]["id"] == ordered["1"]["body"]["id"]
+
+
+async def test_lookups_follow_changes_through_the_indexes(
+    graph: httpx.AsyncClient,
+) -> None:
+    async def found(key: str) -> list[str]:
+        answers = _by_id(await _batch(graph, [_lookup_request("1", MAILBOXES[1], key)]))
+        return [e["id"] for e in answers["1"]["body"]["value"]]
+
+    made = (await graph.post(f"/users/{MAILBOXES[1]}/events", json=_new_event("old"))).json()
+    assert await found("old") == [made["id"]]
+    assert await found("OLD") == [made["id"]]  # values match in any case, as in Graph
+
+    patched = await graph.patch(
+        f"/users/{MAILBOXES[1]}/events/{made['id']}",
+        json={"singleValueExtendedProperties": [{"id": EXTERNAL_ID, "value": "new"}]},
+    )
+    assert patched.status_code == 200
+    assert await found("old") == []
+    assert await found("new") == [made["id"]]
+
+    assert (await graph.delete(f"/users/{MAILBOXES[1]}/events/{made['id']}")).status_code == 204
+    assert await found("new") == []
+    # A deleted event's transactionId makes a new event, not the old one.
+    remade = (await graph.post(f"/users/{MAILBOXES[1]}/events", json=_new_event("old"))).json()
+    assert remade["id"] != made["id"]
+    # Another mailbox's event is not this one's.
+    assert (
+        _by_id(await _batch(graph, [_lookup_request("1", MAILBOXES[2], "old")]))["1"]["body"][
+            "value"
+        ]
+        == []
+    )
+
+
+async def test_an_online_meeting_has_only_graph_v1_properties(
+    graph: httpx.AsyncClient,
+) -> None:
+    event = (await graph.post(f"/users/{MAILBOXES[0]}/events", json=_new_event("v1"))).json()
+    join_url = event["onlineMeeting"]["joinUrl"]
+    found = await graph.get(
+        f"/users/{MAILBOXES[0]}/onlineMeetings", params={"$filter": f"JoinWebUrl eq '{join_url}'"}
+    )
+    [meeting] = found.json()["value"]
+
+    assert set(meeting) <= V1_MEETING_PROPERTIES
+    for beta_only in ("joinUrl", "autoAdmittedUsers", "anonymizeIdentityForRoles", "meetingInfo"):
+        assert beta_only not in meeting
+    assert "meetingCode" not in meeting  # exists in no version
+    assert "identityProvider" not in meeting["participants"]["organizer"]["identity"]["user"]
+    # What meetings reads is there.
+    assert meeting["joinWebUrl"] == join_url
+    assert meeting["joinMeetingIdSettings"]["joinMeetingId"]
+    assert meeting["audioConferencing"]["conferenceId"]
+    got = await graph.get(f"/users/{MAILBOXES[0]}/onlineMeetings/{meeting['id']}")
+    assert set(got.json()) - {"@odata.context"} <= V1_MEETING_PROPERTIES
+    # A beta-only property cannot be set either.
+    refused = await graph.patch(
+        f"/users/{MAILBOXES[0]}/onlineMeetings/{meeting['id']}",
+        json={"anonymizeIdentityForRoles": ["attendee"]},
+    )
+    assert refused.status_code == 400
+
+
+async def test_the_emulator_counts_the_connections_graph_calls_came_on(
+    client: httpx.AsyncClient, graph: httpx.AsyncClient, emulator: RunningEmulator
+) -> None:
+    url = f"/users/{MAILBOXES[0]}/events"
+    for _ in range(5):
+        assert (await graph.get(url)).status_code == 200
+    assert (await client.get("/_emulator/stats")).json()["connections"] == 1
+
+    # A client that does not keep its connection opens one per call, and it shows.
+    closing = {"Authorization": graph.headers["Authorization"], "Connection": "close"}
+    for _ in range(3):
+        async with httpx.AsyncClient(verify=emulator.ca.ssl_context(), trust_env=False) as once:
+            answer = await once.get(f"{emulator.base_url}/v1.0{url}", headers=closing)
+            assert answer.status_code == 200
+    assert (await client.get("/_emulator/stats")).json()["connections"] == 4

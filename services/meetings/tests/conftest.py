@@ -34,6 +34,7 @@ from visio_meetings.payloads import MeetingSpec, meeting_key
 from visio_meetings.settings import MeetingsSettings
 from visio_meetings.store import SCHEMA
 from visio_runtime.db import create_pool, migrate, role_dsn
+from visio_runtime.metrics import Metrics
 from visio_runtime.service import Runtime
 from visio_runtime.testing import RecordingPublisher, record_of
 from visio_shared import (
@@ -250,6 +251,33 @@ async def graph(settings: MeetingsSettings) -> AsyncIterator[GraphClient]:
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+def waits() -> list[float]:
+    return []
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics("meetings")
+
+
+@pytest.fixture
+async def client(
+    settings: MeetingsSettings, waits: list[float], metrics: Metrics
+) -> AsyncIterator[GraphClient]:
+    """A Graph client that notes each wait it makes between attempts (and makes it)."""
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        await asyncio.sleep(seconds)
+
+    graph = GraphClient.from_settings(settings, sleep=sleep, metrics=metrics)
+    try:
+        yield graph
+    finally:
+        await graph.aclose()
 
 
 # The runtime's recording publisher, under the name these tests use.

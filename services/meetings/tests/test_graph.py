@@ -9,7 +9,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from visio_meetings.graph import CANCEL_COMMENT, GraphClient
+from visio_meetings.calls import CANCEL_COMMENT
+from visio_meetings.graph import GraphClient
 from visio_meetings.payloads import (
     APPOINTMENT_PROPERTY_ID,
     MEETING_KEY_PROPERTY_ID,

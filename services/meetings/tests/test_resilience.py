@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import pytest
@@ -25,33 +25,6 @@ ADVISOR = "a1b2c3d4-0000-4000-8000-00000000ad01"
 OTHER_ADVISOR = "a1b2c3d4-0000-4000-8000-00000000ad02"
 
 Make = Callable[..., AppointmentRequested]
-
-
-@pytest.fixture
-def waits() -> list[float]:
-    return []
-
-
-@pytest.fixture
-def metrics() -> Metrics:
-    return Metrics("meetings")
-
-
-@pytest.fixture
-async def client(
-    settings: MeetingsSettings, waits: list[float], metrics: Metrics
-) -> AsyncIterator[GraphClient]:
-    """A Graph client that notes each wait it makes between attempts (and makes it)."""
-
-    async def sleep(seconds: float) -> None:
-        waits.append(seconds)
-        await asyncio.sleep(seconds)
-
-    graph = GraphClient.from_settings(settings, sleep=sleep, metrics=metrics)
-    try:
-        yield graph
-    finally:
-        await graph.aclose()
 
 
 async def test_a_decimal_retry_after_is_waited_in_process(

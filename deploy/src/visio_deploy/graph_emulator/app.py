@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import Scope
 
-from visio_deploy.graph_emulator import control, entra, graph
+from visio_deploy.graph_emulator import batch, control, entra, graph
 from visio_deploy.graph_emulator.errors import (
     EntraError,
     GraphError,
@@ -52,6 +52,7 @@ def create_app(settings: EmulatorSettings | None = None) -> FastAPI:
     state = EmulatorState(settings)
     app.state.emulator = state
     app.include_router(control.router)
+    app.include_router(batch.router)
     app.include_router(graph.router)
     app.include_router(entra.router)
 
@@ -109,6 +110,9 @@ def create_app(settings: EmulatorSettings | None = None) -> FastAPI:
         stats = state.stats  # the one this request counts in, even if a reset replaces it
         if endpoint is not None:
             stats.calls[endpoint] += 1
+            client = request.scope.get("client")
+            if client is not None and endpoint.startswith("graph."):
+                stats.connections.add((client[0], client[1]))
         in_flight = stats.enter(mailbox) if mailbox is not None else 0
         try:
             limit = state.faults.config.mailbox_concurrency_limit
@@ -151,11 +155,11 @@ async def _answer(
     if endpoint is None:
         return await call_next(request)
     subject = ""
-    if state.faults.active and state.faults.config.targets(endpoint):
+    if state.faults.wants_subject(endpoint):
         subject = await fault_subject(request, state, endpoint, path_params)
-    outcome = state.faults.decide(endpoint, subject)
+    outcome, retry_after = state.faults.decide_with_delay(endpoint, subject)
     if outcome in (Outcome.THROTTLE, Outcome.UNAVAILABLE, Outcome.GATEWAY_TIMEOUT):
-        response = _fault_response(request, state, endpoint, outcome)
+        response = _fault_response(request, state, endpoint, outcome, retry_after)
     else:
         response = await call_next(request)
         if outcome is Outcome.COMMIT_THEN_TIMEOUT:
@@ -177,7 +181,7 @@ def _route_of(scope: Scope) -> tuple[str | None, dict[str, Any]]:
     routers, and the name is needed before routing happens.
     """
     partial: str | None = None
-    for route in (*graph.router.routes, *entra.router.routes):
+    for route in (*batch.router.routes, *graph.router.routes, *entra.router.routes):
         match, child = route.matches(scope)
         if match is Match.FULL:
             return getattr(route, "name", None), dict(child.get("path_params", {}))
@@ -207,9 +211,13 @@ async def _drain(response: Response) -> None:
 
 
 def _fault_response(
-    request: Request, state: EmulatorState, endpoint: str, outcome: Outcome
+    request: Request,
+    state: EmulatorState,
+    endpoint: str,
+    outcome: Outcome,
+    retry_after_seconds: float | None = None,
 ) -> Response:
-    retry_after = {"Retry-After": state.faults.retry_after_header()}
+    retry_after = {"Retry-After": state.faults.retry_after_header(retry_after_seconds)}
     status = {Outcome.THROTTLE: 429, Outcome.UNAVAILABLE: 503}.get(outcome, 504)
     headers = retry_after if status in (429, 503) else None
     if endpoint.startswith("entra."):

@@ -26,7 +26,7 @@ from visio_deploy.graph_emulator.artifacts import (
     Report,
 )
 from visio_deploy.graph_emulator.events import render_event
-from visio_deploy.graph_emulator.faults import FaultConfig
+from visio_deploy.graph_emulator.faults import FaultConfig, ScriptedFaults
 from visio_deploy.graph_emulator.meetings import render_meeting
 from visio_deploy.graph_emulator.state import (
     AccessPolicy,
@@ -160,6 +160,9 @@ async def stats(request: Request) -> dict[str, Any]:
         "max_in_flight_per_mailbox": dict(state.stats.max_in_flight),
         "max_in_flight_total": state.stats.max_in_flight_total,
         "concurrency_throttled": dict(state.stats.concurrency_throttled),
+        "connections": len(state.stats.connections),
+        "batches": state.stats.batches,
+        "batched_requests": state.stats.batched_requests,
     }
 
 
@@ -174,6 +177,13 @@ async def set_faults(config: FaultConfig, request: Request) -> FaultConfig:
     faults = _state(request).faults
     faults.configure(config)
     return faults.config
+
+
+@router.post("/faults/script", name="_emulator.faults.script", status_code=204)
+async def script_faults(body: ScriptedFaults, request: Request) -> Response:
+    """The next calls of one endpoint about one subject meet these outcomes, in order."""
+    _state(request).faults.script(body)
+    return Response(status_code=204)
 
 
 @router.post("/access-policy", name="_emulator.access_policy")

@@ -227,7 +227,7 @@ def create_event(
         updated_at=now,
         change_key=secrets.token_urlsafe(21),
     )
-    state.events[event.id] = event
+    state.add_event(event)
     if payload.get("isOnlineMeeting") is True:
         create_meeting(state, event)
     return event, True
@@ -257,8 +257,8 @@ def update_event(state: EmulatorState, event: StoredEvent, patch: dict[str, Any]
         others.pop("onlineMeetingProvider", None)
     event.fields.update(others)
     if "singleValueExtendedProperties" in patch:
-        event.extended_properties.update(
-            _parse_extended_properties(patch["singleValueExtendedProperties"])
+        state.index_properties(
+            event, _parse_extended_properties(patch["singleValueExtendedProperties"])
         )
     event.updated_at = state.now()
     event.change_key = secrets.token_urlsafe(21)
@@ -279,6 +279,7 @@ def delete_event(
     event.deleted_at = now
     event.updated_at = now
     event.cancel_comment = cancel_comment
+    state.forget_event(event)
     meeting = state.meetings.get(event.online_meeting_id or "")
     if meeting is not None:
         meeting.deleted_at = now

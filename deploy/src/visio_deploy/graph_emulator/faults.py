@@ -19,7 +19,8 @@ requests counted.
 from __future__ import annotations
 
 import enum
-from collections import Counter
+from collections import Counter, deque
+from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -77,7 +78,26 @@ class FaultConfig(BaseModel):
         return self
 
     def targets(self, endpoint: str) -> bool:
+        if endpoint == BATCH_ENDPOINT:
+            # The $batch envelope only when named: its requests meet their own faults.
+            return BATCH_ENDPOINT in self.endpoints
         return any(endpoint == e or endpoint.startswith(f"{e}.") for e in self.endpoints)
+
+
+BATCH_ENDPOINT = "graph.batch"
+
+
+class ScriptedFaults(BaseModel):
+    """Body of `POST /_emulator/faults/script`: the next calls of one endpoint about one
+    subject (an appointment id, a creation key: see `subjects`) meet these outcomes, in order,
+    before any drawn fault. Tests use it to put a 429 here and a 503 there in one batch."""
+
+    subject: str
+    endpoint: str
+    outcomes: list[Literal["429", "503", "504", "commit-then-504", "none"]] = Field(min_length=1)
+    retry_after_seconds: float | None = Field(
+        default=None, ge=0, description="Retry-After of these 429s and 503s; else the config's."
+    )
 
 
 class Outcome(enum.Enum):
@@ -98,19 +118,50 @@ class FaultInjector:
         self.config = config
         self._attempts = Attempts()
         self.injected: Counter[str] = Counter()
+        self._scripted: dict[tuple[str, str], deque[tuple[Outcome, float | None]]] = {}
+
+    def script(self, scripted: ScriptedFaults) -> None:
+        queue = self._scripted.setdefault((scripted.subject, scripted.endpoint), deque())
+        for outcome in scripted.outcomes:
+            queue.append((Outcome(outcome), scripted.retry_after_seconds))
 
     @property
     def active(self) -> bool:
         """Whether any call may meet a fault (else the subject of a call need not be found)."""
         config = self.config
         return (
-            config.throttle_rate
-            + config.unavailable_rate
-            + config.gateway_timeout_rate
-            + config.commit_then_timeout_rate
-        ) > 0
+            bool(self._scripted)
+            or (
+                config.throttle_rate
+                + config.unavailable_rate
+                + config.gateway_timeout_rate
+                + config.commit_then_timeout_rate
+            )
+            > 0
+        )
+
+    def wants_subject(self, endpoint: str) -> bool:
+        """Whether deciding this call's fault needs its subject."""
+        if any(key[1] == endpoint for key in self._scripted):
+            return True
+        return self.active and self.config.targets(endpoint)
 
     def decide(self, endpoint: str, subject: str = "") -> Outcome:
+        """The outcome of one call, and its Retry-After (None: the config's)."""
+        return self.decide_with_delay(endpoint, subject)[0]
+
+    def decide_with_delay(self, endpoint: str, subject: str = "") -> tuple[Outcome, float | None]:
+        queue = self._scripted.get((subject, endpoint))
+        if queue:
+            outcome, retry_after = queue.popleft()
+            if not queue:
+                del self._scripted[(subject, endpoint)]
+            if outcome is not Outcome.NO_FAULT:
+                self.injected[outcome.value] += 1
+            return outcome, retry_after
+        return self._draw(endpoint, subject), None
+
+    def _draw(self, endpoint: str, subject: str) -> Outcome:
         config = self.config
         if not config.targets(endpoint):
             return Outcome.NO_FAULT
@@ -134,9 +185,9 @@ class FaultInjector:
             self.injected[outcome.value] += 1
         return outcome
 
-    def retry_after_header(self) -> str:
+    def retry_after_header(self, seconds: float | None = None) -> str:
         """Retry-After as Graph writes it: whole seconds bare, decimals as they are."""
-        return f"{self.config.retry_after_seconds:g}"
+        return f"{self.config.retry_after_seconds if seconds is None else seconds:g}"
 
     def latency_seconds(self, endpoint: str) -> float:
         if not self.config.targets(endpoint):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
@@ -189,14 +189,6 @@ async def post_event(user_id: str, request: Request) -> JSONResponse:
 async def list_events(user_id: str, request: Request) -> JSONResponse:
     _authorize(request, user_id, roles=CALENDAR_READ, meetings=False)
     state = _state(request)
-    events = sorted(
-        (
-            e
-            for e in state.events.values()
-            if e.user_id.lower() == user_id.lower() and not e.is_deleted
-        ),
-        key=lambda e: e.created_at,
-    )
     filter_text = _query(request, "filter")
     if filter_text:
         match = _EXTENDED_FILTER.match(filter_text)
@@ -205,15 +197,18 @@ async def list_events(user_id: str, request: Request) -> JSONResponse:
                 400, "ErrorInvalidUrlQueryFilter", f"The filter '{filter_text}' is not supported."
             )
         prop_id = _odata_literal(match.group(2))
-        value = _odata_literal(match.group(3)) if match.group(3) is not None else None
-        events = [
-            e
-            for e in events
-            if any(
-                same_property_id(pid, prop_id) and (value is None or v.lower() == value.lower())
-                for pid, v in e.extended_properties.items()
+        if match.group(3) is not None:
+            events = state.live_events_with_property(
+                user_id, prop_id, _odata_literal(match.group(3))
             )
-        ]
+        else:
+            events = [
+                e
+                for e in state.live_events_of(user_id)
+                if any(same_property_id(pid, prop_id) for pid in e.extended_properties)
+            ]
+    else:
+        events = state.live_events_of(user_id)
     try:
         top = int(_query(request, "top") or DEFAULT_PAGE_SIZE)
         skip = int(_query(request, "skip") or 0)
@@ -286,22 +281,13 @@ async def find_meetings(user_id: str, request: Request) -> JSONResponse:
     by_id = _JOIN_ID_FILTER.match(filter_text)
     if by_url is None and by_id is None:
         raise GraphError(400, "BadRequest", f"Filter '{filter_text}' is not supported.")
-    live = [
-        m
-        for m in state.meetings.values()
-        if m.deleted_at is None and m.user_id.lower() == user_id.lower()
-    ]
     if by_url is not None:
-        wanted = _odata_literal(by_url.group(1))
-        # Tolerate a different but equivalent percent-encoding of the join URL.
-        found = [
-            m
-            for m in live
-            if m.join_web_url == wanted or unquote(m.join_web_url) == unquote(wanted)
-        ]
+        # Any equivalent percent-encoding of the join URL finds the meeting.
+        meeting = state.live_meeting_by_join_url(_odata_literal(by_url.group(1)))
     else:
-        wanted = _odata_literal(by_id.group(1)) if by_id else ""
-        found = [m for m in live if m.join_meeting_id == wanted]
+        meeting = state.live_meeting_by_join_id(_odata_literal(by_id.group(1)) if by_id else "")
+    mine = meeting is not None and meeting.user_id.lower() == user_id.lower()
+    found = [meeting] if meeting is not None and mine else []
     return JSONResponse(
         {
             "@odata.context": f"{state.base_url}/v1.0/$metadata#users('{user_id}')/onlineMeetings",

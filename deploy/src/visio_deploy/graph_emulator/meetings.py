@@ -29,6 +29,7 @@ MEETING_BOOLEANS = (
     "allowAttendeeToEnableMic",
     "allowBreakoutRooms",
     "allowCopyingAndSharingMeetingContent",
+    "allowParticipantsToChangeName",
     "allowPowerPointSharing",
     "allowRecording",
     "allowTeamworkReactions",
@@ -62,11 +63,46 @@ LOBBY_SCOPES = (
     "invited",
     "organizationExcludingGuests",
 )
+# What Graph v1.0 knows of an onlineMeeting (onlineMeetingBase, then onlineMeeting's own), as
+# Microsoft's v1.0 models (msgraph-sdk-python) and the v1.0 reference list them. Beta-only
+# properties (joinUrl, autoAdmittedUsers, anonymizeIdentityForRoles, meetingInfo…) are not
+# served: a client that read one would work against the emulator and fail against Graph.
+V1_MEETING_PROPERTIES = frozenset(
+    {
+        *MEETING_BOOLEANS,
+        *MEETING_ENUMS,
+        "id",
+        "audioConferencing",
+        "chatInfo",
+        "chatRestrictions",
+        "expiryDateTime",
+        "isEndToEndEncryptionEnabled",
+        "joinInformation",
+        "joinMeetingIdSettings",
+        "joinWebUrl",
+        "lobbyBypassSettings",
+        "meetingOptionsWebUrl",
+        "meetingSpokenLanguageTag",
+        "sensitivityLabelAssignment",
+        "shareMeetingChatHistoryDefault",
+        "subject",
+        "videoTeleconferenceId",
+        "watermarkProtection",
+        # onlineMeeting's own (attendeeReport is a stream, never in the JSON)
+        "broadcastSettings",
+        "creationDateTime",
+        "endDateTime",
+        "externalId",
+        "isBroadcast",
+        "meetingTemplateId",
+        "participants",
+        "startDateTime",
+    }
+)
 MEETING_UPDATABLE = frozenset(
     {
         *MEETING_BOOLEANS,
         *MEETING_ENUMS,
-        "anonymizeIdentityForRoles",
         "endDateTime",
         "lobbyBypassSettings",
         "participants",
@@ -88,7 +124,6 @@ MEETING_READ_ONLY = frozenset(
         "isBroadcast",
         "joinInformation",
         "joinMeetingIdSettings",
-        "joinUrl",
         "joinWebUrl",
         "videoTeleconferenceId",
     }
@@ -137,7 +172,7 @@ def create_meeting(state: EmulatorState, event: StoredEvent) -> StoredMeeting | 
         created_at=state.now(),
         options=default_meeting_options(),
     )
-    state.meetings[meeting.id] = meeting
+    state.add_meeting(meeting)
     event.online_meeting_id = meeting.id
     return meeting
 
@@ -165,28 +200,26 @@ def _audio_conferencing(meeting: StoredMeeting) -> dict[str, Any] | None:
 
 
 def render_meeting(state: EmulatorState, meeting: StoredMeeting) -> dict[str, Any]:
+    """The onlineMeeting as Graph v1.0 answers it: only properties of `V1_MEETING_PROPERTIES`."""
     oid = object_id(meeting.user_id)
     return {
         "id": meeting.id,
         "creationDateTime": format_utc(meeting.created_at),
         "startDateTime": format_utc(meeting.start),
         "endDateTime": format_utc(meeting.end),
-        "joinUrl": meeting.join_web_url,
         "joinWebUrl": meeting.join_web_url,
-        "meetingCode": meeting.join_meeting_id,
         "subject": meeting.subject,
         "isBroadcast": False,
-        "autoAdmittedUsers": "everyoneInCompany",
-        "outerMeetingAutoAdmittedUsers": None,
-        "shareMeetingChatHistoryDefault": "none",
-        "anonymizeIdentityForRoles": [],
-        "videoTeleconferenceId": None,
-        "externalId": None,
         "broadcastSettings": None,
-        "audioConferencing": _audio_conferencing(meeting),
-        "meetingInfo": None,
+        "externalId": None,
+        "meetingTemplateId": None,
+        "videoTeleconferenceId": None,
+        "shareMeetingChatHistoryDefault": "none",
         "watermarkProtection": None,
-        **meeting.options,
+        "chatRestrictions": None,
+        "isEndToEndEncryptionEnabled": False,
+        "audioConferencing": _audio_conferencing(meeting),
+        **{k: v for k, v in meeting.options.items() if k != "participants"},
         "chatInfo": {"threadId": meeting.thread_id, "messageId": "0", "replyChainMessageId": None},
         "joinMeetingIdSettings": {
             "isPasscodeRequired": True,
@@ -208,7 +241,6 @@ def render_meeting(state: EmulatorState, meeting: StoredMeeting) -> dict[str, An
                         "id": oid,
                         "displayName": None,
                         "tenantId": state.settings.tenant_id,
-                        "identityProvider": "AAD",
                     },
                 },
             },

@@ -6,6 +6,7 @@ import datetime as dt
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import unquote
 
 from visio_deploy.graph_emulator.artifacts import Artifacts
 from visio_deploy.graph_emulator.faults import FaultInjector
@@ -113,17 +114,27 @@ class Stats:
     max_in_flight: Counter[str] = field(default_factory=Counter)
     max_in_flight_total: int = 0
     concurrency_throttled: Counter[str] = field(default_factory=Counter)
+    in_flight_total: int = 0
+    # The client ends (address, port) Graph calls came from: one per TCP connection, so a
+    # client that keeps its connections alive shows few, one that reconnects shows many.
+    connections: set[tuple[str, int]] = field(default_factory=set)
+    batches: int = 0  # POST /$batch envelopes
+    batched_requests: int = 0  # the requests they carried
 
     def enter(self, mailbox: str) -> int:
         """Count a request arriving for `mailbox`; returns how many are now in flight."""
         self.in_flight[mailbox] += 1
+        self.in_flight_total += 1
         now = self.in_flight[mailbox]
-        self.max_in_flight[mailbox] = max(self.max_in_flight[mailbox], now)
-        self.max_in_flight_total = max(self.max_in_flight_total, sum(self.in_flight.values()))
+        if now > self.max_in_flight[mailbox]:
+            self.max_in_flight[mailbox] = now
+        if self.in_flight_total > self.max_in_flight_total:
+            self.max_in_flight_total = self.in_flight_total
         return now
 
     def leave(self, mailbox: str) -> None:
         self.in_flight[mailbox] -= 1
+        self.in_flight_total -= 1
 
 
 class EmulatorState:
@@ -143,6 +154,14 @@ class EmulatorState:
         settings = self.settings
         self.events: dict[str, StoredEvent] = {}
         self.meetings: dict[str, StoredMeeting] = {}
+        # Indexes, keyed by what Graph's look-ups ask for, so that no call scans the tenant:
+        # a mailbox's live events in creation order; a live event per (mailbox, transactionId);
+        # live events per (mailbox, extended property, value); meetings per join URL and id.
+        self._user_events: dict[str, dict[str, StoredEvent]] = {}
+        self._by_transaction: dict[tuple[str, str], StoredEvent] = {}
+        self._by_property: dict[tuple[str, str, str], dict[str, StoredEvent]] = {}
+        self._by_join_url: dict[str, StoredMeeting] = {}
+        self._by_join_id: dict[str, StoredMeeting] = {}
         self.artifacts = Artifacts()  # attendance reports and recordings, as scripted
         self.stats = Stats()
         self.faults = FaultInjector()
@@ -166,15 +185,75 @@ class EmulatorState:
     def advance_clock(self, seconds: float) -> None:
         self.clock_offset += dt.timedelta(seconds=seconds)
 
+    # --- the indexes: every change of an event or a meeting goes through these ------------
+
+    def add_event(self, event: StoredEvent) -> None:
+        self.events[event.id] = event
+        user = event.user_id.lower()
+        self._user_events.setdefault(user, {})[event.id] = event
+        if event.transaction_id is not None:
+            self._by_transaction[(user, event.transaction_id)] = event
+        for prop_id, value in event.extended_properties.items():
+            key = (user, property_key(prop_id), value.lower())
+            self._by_property.setdefault(key, {})[event.id] = event
+
+    def index_properties(self, event: StoredEvent, properties: dict[str, str]) -> None:
+        """Set `properties` on a live event and index them (new ones, or new values)."""
+        user = event.user_id.lower()
+        for prop_id, value in properties.items():
+            old = event.extended_properties.get(prop_id)
+            if old is not None:
+                self._by_property.get((user, property_key(prop_id), old.lower()), {}).pop(
+                    event.id, None
+                )
+            event.extended_properties[prop_id] = value
+            key = (user, property_key(prop_id), value.lower())
+            self._by_property.setdefault(key, {})[event.id] = event
+
+    def forget_event(self, event: StoredEvent) -> None:
+        """Drop a deleted (or cancelled) event from the live indexes; it stays in `events`."""
+        user = event.user_id.lower()
+        self._user_events.get(user, {}).pop(event.id, None)
+        if event.transaction_id is not None:
+            if self._by_transaction.get((user, event.transaction_id)) is event:
+                del self._by_transaction[(user, event.transaction_id)]
+        for prop_id, value in event.extended_properties.items():
+            self._by_property.get((user, property_key(prop_id), value.lower()), {}).pop(
+                event.id, None
+            )
+        meeting = self.meetings.get(event.online_meeting_id or "")
+        if meeting is not None:
+            self.forget_meeting(meeting)
+
+    def add_meeting(self, meeting: StoredMeeting) -> None:
+        self.meetings[meeting.id] = meeting
+        self._by_join_url[unquote(meeting.join_web_url)] = meeting
+        self._by_join_id[meeting.join_meeting_id] = meeting
+
+    def forget_meeting(self, meeting: StoredMeeting) -> None:
+        self._by_join_url.pop(unquote(meeting.join_web_url), None)
+        self._by_join_id.pop(meeting.join_meeting_id, None)
+
+    def live_events_of(self, user_id: str) -> list[StoredEvent]:
+        """The mailbox's live events, oldest first."""
+        return list(self._user_events.get(user_id.lower(), {}).values())
+
+    def live_events_with_property(
+        self, user_id: str, prop_id: str, value: str
+    ) -> list[StoredEvent]:
+        """The mailbox's live events whose property `prop_id` is `value` (any case)."""
+        found = self._by_property.get((user_id.lower(), property_key(prop_id), value.lower()))
+        return sorted(found.values(), key=lambda e: e.created_at) if found else []
+
+    def live_meeting_by_join_url(self, join_url: str) -> StoredMeeting | None:
+        """The live meeting behind a join URL, whatever its percent-encoding."""
+        return self._by_join_url.get(unquote(join_url))
+
+    def live_meeting_by_join_id(self, join_meeting_id: str) -> StoredMeeting | None:
+        return self._by_join_id.get(join_meeting_id)
+
     def live_event_by_transaction(self, user_id: str, transaction_id: str) -> StoredEvent | None:
-        for event in self.events.values():
-            if (
-                event.transaction_id == transaction_id
-                and event.user_id.lower() == user_id.lower()
-                and not event.is_deleted
-            ):
-                return event
-        return None
+        return self._by_transaction.get((user_id.lower(), transaction_id))
 
     def user_event(self, user_id: str, event_id: str) -> StoredEvent | None:
         event = self.events.get(event_id)
@@ -196,3 +275,10 @@ class EmulatorState:
             if prop_id.lower().endswith(suffix):
                 return value
         return None
+
+
+def property_key(prop_id: str) -> str:
+    """What identifies an extended property for Graph: its set and type in any case, its
+    Name exactly (see `events.same_property_id`)."""
+    head, _, name = prop_id.partition(" Name ")
+    return f"{head.lower()} Name {name}" if name else head.lower()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
-from urllib.parse import unquote
 
 from fastapi import Request
 
@@ -41,10 +40,9 @@ async def fault_subject(
     )
     if found is not None:
         wanted = found.group(1).replace("''", "'")
-        for meeting in state.meetings.values():
-            if unquote(meeting.join_web_url) == unquote(wanted):
-                if (event := state.events.get(meeting.event_id)) is not None:
-                    return _of_event(state, event)
+        meeting = state.live_meeting_by_join_url(wanted)
+        if meeting is not None and (event := state.events.get(meeting.event_id)) is not None:
+            return _of_event(state, event)
         return wanted
     return _mailbox(path_params)
 

@@ -13,6 +13,7 @@ from visio_shared import AppointmentEvent
 from visio_meetings.graph import GraphClient
 from visio_meetings.handlers import HANDLED, Deps, handle_event
 from visio_meetings.poller import PollerDeps, run_poller
+from visio_meetings.provisioning import Provisioner
 from visio_meetings.settings import MeetingsSettings
 
 SERVICE = "meetings"
@@ -23,6 +24,7 @@ class Clients:
     """Outside clients, opened when the service starts and closed when it stops."""
 
     graph: GraphClient | None = None
+    provisioner: Provisioner | None = None
 
     def require_graph(self) -> GraphClient:
         assert self.graph is not None, "the Graph client opens when the service starts"
@@ -39,8 +41,12 @@ def create_app(settings: MeetingsSettings | None = None) -> FastAPI:
         # configuration) on the first token request, so an Entra outage delays meetings
         # rather than the service's start.
         clients.graph = GraphClient.from_settings(settings, metrics=runtime.metrics)
+        clients.provisioner = Provisioner(clients.graph, window_s=settings.graph_batch_window_s)
 
     async def close_clients(_: Runtime) -> None:
+        if clients.provisioner is not None:
+            await clients.provisioner.aclose()
+            clients.provisioner = None
         if clients.graph is not None:
             await clients.graph.aclose()
             clients.graph = None
@@ -53,7 +59,15 @@ def create_app(settings: MeetingsSettings | None = None) -> FastAPI:
 
     async def on_event(event: AppointmentEvent) -> None:
         graph = clients.require_graph()
-        await handle_event(event, Deps(runtime.db, graph, runtime.broker, runtime.topics, grace))
+        deps = Deps(
+            runtime.db,
+            graph,
+            runtime.broker,
+            runtime.topics,
+            grace,
+            provisioner=clients.provisioner,
+        )
+        await handle_event(event, deps)
 
     def poller() -> PollerDeps:
         graph = clients.require_graph()

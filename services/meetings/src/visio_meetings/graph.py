@@ -2,15 +2,23 @@
 it with its Teams meeting, move it, cancel it; find the meeting by its join URL, set its
 options; after it, read its attendance reports and its recordings' metadata.
 
-Every call goes through `_request`, which decides once what an answer means:
-- 2xx: the answer; 401: the token is dropped and the call made once more with a new one;
+Requests go alone (`call`) or many in JSON batches (`batch`: `POST /$batch`, at most 20 a
+batch), and either way one loop (`_settle`) decides what each answer means:
+- 2xx: the answer; 401: the token is dropped and the request made once more with a new one;
 - 429, 503, 504, 5xx, timeouts, network faults: retried in process a few times (see
-  `retries`), then `Transient` for the shared consumer, carrying Graph's Retry-After;
+  `retries`), each request after its own Retry-After (a throttled request of a batch does
+  not hold back its neighbours, nor go before its time), then `Transient` for the shared
+  consumer, carrying Graph's Retry-After;
 - anything else: `GraphRefused`, which the handlers turn into `MeetingFailed`.
-At most `graph_max_concurrent_per_mailbox` requests per advisor are in flight at once
-(Outlook throttles a fifth); the others wait their turn while other advisors' calls proceed.
-Each call is logged with its `client-request-id` (ours) and Graph's `request-id`, the two
-numbers Microsoft support asks for.
+A batch only saves our requests (TLS records, headers, JSON envelopes: our CPU): Outlook runs
+at most 4 requests of a batch at a time, so it takes Graph as long as the requests alone
+would. No `dependsOn`: a batch holds the same step of many appointments, never two steps of
+one (dependsOn only orders; a request cannot use another's answer).
+At most `graph_max_concurrent_per_mailbox` requests per advisor are in flight at once, batched
+or not (Outlook throttles a fifth); the others wait their turn while other advisors' proceed.
+One HTTP client keeps its connections alive and reuses them. Each request (each batch) is
+logged with its `client-request-id` (ours) and Graph's `request-id`, the two numbers
+Microsoft support asks for.
 """
 
 from __future__ import annotations
@@ -20,24 +28,20 @@ import logging
 import ssl
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote
 
 import certifi
 import httpx
 from visio_runtime.errors import Transient
 from visio_runtime.metrics import Metrics
 
-from visio_meetings.payloads import (
-    MeetingSpec,
-    event_body,
-    event_times,
-    join_web_url_filter,
-    meeting_key_filter,
-    meeting_options,
-)
+from visio_meetings import calls
+from visio_meetings.calls import TRANSIENT_STATUSES, Call, Reply, segment
+from visio_meetings.payloads import MeetingSpec
 from visio_meetings.refusals import GraphRefused, GraphUnauthorized
 from visio_meetings.retries import RetryPolicy, retry_after
 from visio_meetings.settings import MeetingsSettings
@@ -45,10 +49,13 @@ from visio_meetings.tokens import TokenProvider
 
 log = logging.getLogger(__name__)
 
-_TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-CANCEL_COMMENT = "Rendez-vous Visio RDV annulé."
+MAX_BATCH = 20  # Graph's limit of requests in one $batch
 
 Sleep = Callable[[float], Awaitable[None]]
+# What became of one request: its answer, or why there is none (Transient, GraphRefused,
+# GraphUnauthorized).
+Outcome = dict[str, Any] | Exception
+Send = Callable[[Sequence[Call], str], Awaitable[list[Reply | Transient]]]
 
 
 class GraphClient:
@@ -68,6 +75,9 @@ class GraphClient:
             "graph_calls_total", "Graph calls by operation and HTTP status (or error).",
             ["operation", "status"],
         )  # fmt: skip
+        self._batches = metrics.counter(
+            "graph_batches_total", "Graph $batch requests by HTTP status (or error).", ["status"]
+        )
         self._throttled = metrics.counter(
             "graph_throttle_wait_seconds_total",
             "Seconds waited before retrying a throttled (429) Graph call.",
@@ -79,6 +89,8 @@ class GraphClient:
         self._retry = retry or RetryPolicy()
         self._max_per_mailbox = max_per_mailbox
         self._mailboxes: dict[str, asyncio.Semaphore] = {}
+        # One batch at a time gathers a mailbox's permits (see `_holding`).
+        self._gathering: dict[str, asyncio.Lock] = {}
         self._sleep = sleep
 
     @classmethod
@@ -95,8 +107,13 @@ class GraphClient:
             trust_env=False,
             proxy=settings.proxy_url,
             headers={"Accept": "application/json"},
-            # Enough connections for every mailbox's share; the semaphores do the limiting.
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+            # Every connection opened is kept for the next request: a new one costs a TCP and
+            # TLS handshake, more than the request itself. The semaphores do the limiting.
+            limits=httpx.Limits(
+                max_connections=settings.graph_max_connections,
+                max_keepalive_connections=settings.graph_max_connections,
+                keepalive_expiry=60,
+            ),
         )
         retry = RetryPolicy(
             attempts=settings.graph_attempts,
@@ -127,57 +144,30 @@ class GraphClient:
     async def find_event(self, advisor_id: str, key: str) -> dict[str, Any] | None:
         """The advisor's event made under creation key `key`, if any: checked before every
         create, so a create whose answer was lost (crash, timeout) is found, not repeated."""
-        answer = await self._request(
-            "events.find",
-            "GET",
-            advisor_id,
-            f"/events?{meeting_key_filter(key)}&$select=id,onlineMeeting&$top=2",
-        )
-        events = answer.get("value") or []
-        if len(events) > 1:
-            log.warning("meetings: %d events under one creation key %s", len(events), key)
-        return events[0] if events else None
+        return found_event(await self.call(calls.find_event(advisor_id, key)), key)
 
     async def create_event(self, spec: MeetingSpec) -> dict[str, Any]:
         """POST /users/{advisor}/events; a retry with the same transactionId gets the same event."""
-        return await self._request(
-            "events.create", "POST", spec.advisor_id, "/events", json=event_body(spec)
-        )
+        return await self.call(calls.create_event(spec))
 
     async def add_online_meeting(self, advisor_id: str, event_id: str) -> dict[str, Any]:
         """Ask again for the Teams meeting of an event that has none (created before the
         advisor's Teams licence, say)."""
-        return await self._request(
-            "events.update",
-            "PATCH",
-            advisor_id,
-            f"/events/{_segment(event_id)}",
-            json={"isOnlineMeeting": True, "onlineMeetingProvider": "teamsForBusiness"},
-        )
+        return await self.call(calls.add_online_meeting(advisor_id, event_id))
 
     async def move_event(
         self, advisor_id: str, event_id: str, start: datetime, duration_minutes: int, timezone: str
     ) -> dict[str, Any]:
         """New start and end; the Teams meeting and its join URL stay the same."""
-        return await self._request(
-            "events.update",
-            "PATCH",
-            advisor_id,
-            f"/events/{_segment(event_id)}",
-            json=event_times(start, duration_minutes, timezone),
+        return await self.call(
+            calls.move_event(advisor_id, event_id, start, duration_minutes, timezone)
         )
 
     async def cancel_event(self, advisor_id: str, event_id: str) -> bool:
         """The organiser cancels the event (and its Teams meeting); False when it was gone
         already (cancelled before, deleted in Outlook, mailbox removed): done all the same."""
         try:
-            await self._request(
-                "events.cancel",
-                "POST",
-                advisor_id,
-                f"/events/{_segment(event_id)}/cancel",
-                json={"Comment": CANCEL_COMMENT},
-            )
+            await self.call(calls.cancel_event(advisor_id, event_id))
         except GraphRefused as refused:
             if refused.status == 404:
                 return False
@@ -188,25 +178,16 @@ class GraphClient:
 
     async def find_online_meeting(self, advisor_id: str, join_url: str) -> dict[str, Any] | None:
         """The onlineMeeting behind a join URL, or None when Graph does not list it (yet)."""
-        answer = await self._request(
-            "onlineMeetings.find",
-            "GET",
-            advisor_id,
-            f"/onlineMeetings?{join_web_url_filter(join_url)}",
-        )
-        meetings = answer.get("value") or []
-        return meetings[0] if meetings else None
+        return calls.first(await self.call(calls.find_online_meeting(advisor_id, join_url)))
 
     async def update_meeting_options(
         self, advisor_id: str, meeting_id: str, *, recording_authorised: bool
     ) -> dict[str, Any]:
         """PATCH the options; Graph answers with the whole onlineMeeting."""
-        return await self._request(
-            "onlineMeetings.update",
-            "PATCH",
-            advisor_id,
-            f"/onlineMeetings/{_segment(meeting_id)}",
-            json=meeting_options(recording_authorised=recording_authorised),
+        return await self.call(
+            calls.update_meeting_options(
+                advisor_id, meeting_id, recording_authorised=recording_authorised
+            )
         )
 
     # --- after the meeting: its artifacts (OnlineMeetingArtifact / OnlineMeetingRecording) -----
@@ -214,126 +195,204 @@ class GraphClient:
     async def attendance_reports(self, advisor_id: str, meeting_id: str) -> list[dict[str, Any]]:
         """The meeting's attendance reports (one per session), without their records; empty
         until Teams has made them, some minutes after the meeting ends."""
-        answer = await self._request(
-            "attendanceReports.list",
-            "GET",
-            advisor_id,
-            f"/onlineMeetings/{_segment(meeting_id)}/attendanceReports",
-        )
+        path = f"/onlineMeetings/{segment(meeting_id)}/attendanceReports"
+        answer = await self.call(Call("attendanceReports.list", "GET", advisor_id, path))
         return list(answer.get("value") or [])
 
     async def attendance_report(
         self, advisor_id: str, meeting_id: str, report_id: str
     ) -> dict[str, Any]:
         """One report with its attendanceRecords (who, role, intervals)."""
-        return await self._request(
-            "attendanceReports.get",
-            "GET",
-            advisor_id,
-            f"/onlineMeetings/{_segment(meeting_id)}/attendanceReports/{_segment(report_id)}"
-            "?$expand=attendanceRecords",
+        path = (
+            f"/onlineMeetings/{segment(meeting_id)}/attendanceReports/{segment(report_id)}"
+            "?$expand=attendanceRecords"
         )
+        return await self.call(Call("attendanceReports.get", "GET", advisor_id, path))
 
     async def recordings(self, advisor_id: str, meeting_id: str) -> list[dict[str, Any]]:
         """The meeting's recordings' metadata; their content is never fetched."""
-        answer = await self._request(
-            "recordings.list",
-            "GET",
-            advisor_id,
-            f"/onlineMeetings/{_segment(meeting_id)}/recordings",
-        )
+        path = f"/onlineMeetings/{segment(meeting_id)}/recordings"
+        answer = await self.call(Call("recordings.list", "GET", advisor_id, path))
         return list(answer.get("value") or [])
 
-    # --- one request, whatever Graph does -------------------------------------------------
+    # --- requests, whatever Graph does ----------------------------------------------------
 
-    async def _request(
-        self,
-        operation: str,
-        method: str,
-        advisor_id: str,
-        path: str,
-        *,
-        json: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        url = f"{self._base_url}/users/{_segment(advisor_id)}{path}"
-        attempt = 0
-        renewed_token = False
-        while True:
-            attempt += 1
-            throttled = False
+    async def call(self, call: Call) -> dict[str, Any]:
+        """One request on its own; raises what became of it if it has no answer."""
+        [outcome] = await self._settle([call], self._send_each)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    async def batch(self, batched: Sequence[Call]) -> list[Outcome]:
+        """Many requests in JSON batches; what became of each, in the order given.
+
+        A failure is one request's (its own 429, 503, refusal): the others have their answers.
+        """
+        return await self._settle(batched, self._send_batches)
+
+    async def _settle(self, requests: Sequence[Call], send: Send) -> list[Outcome]:
+        outcomes: list[Outcome | None] = [None] * len(requests)
+        attempts = [0] * len(requests)
+        renewed = [False] * len(requests)
+        # Seconds each unsettled request still waits before it goes (again).
+        waiting = dict.fromkeys(range(len(requests)), 0.0)
+        while waiting:
+            pause = min(waiting.values())
+            if pause > 0:
+                await self._sleep(pause)
+                waiting = {i: wait - pause for i, wait in waiting.items()}
+            ready = [i for i, wait in waiting.items() if wait <= 1e-9]
+            for i in ready:
+                del waiting[i]
             token = await self._tokens.token()
-            try:
-                response = await self._send(operation, method, url, advisor_id, token, json)
-            except httpx.TimeoutException as exc:
-                failure = Transient(f"Graph {operation} timed out: {type(exc).__name__}")
-            except httpx.TransportError as exc:
-                failure = Transient(f"Graph unreachable: {type(exc).__name__}: {exc}")
-            else:
-                status = response.status_code
-                if status == 401:
-                    # Revoked or expired early: drop it from msal's cache, try once with a new one.
+            replies = await send([requests[i] for i in ready], token)
+            for i, reply in zip(ready, replies, strict=True):
+                operation = requests[i].operation
+                if isinstance(reply, Reply) and reply.status == 401:
+                    # Revoked or expired early: drop it from msal's cache, once more with a new one.
                     self._tokens.invalidate(token)
-                    if not renewed_token:
-                        renewed_token, attempt = True, attempt - 1
+                    if not renewed[i]:
+                        renewed[i], waiting[i] = True, 0.0
                         continue
-                    code, message = _error(response)
-                    raise GraphUnauthorized(f"Graph {operation} 401 {code}: {message}")
-                if status not in _TRANSIENT_STATUSES:
-                    return _answer(response)
-                code, message = _error(response)
-                throttled = status == 429
-                failure = Transient(
-                    f"Graph {operation} {status} {code}: {message} "
-                    f"(request-id {response.headers.get('request-id')})",
-                    retry_after=retry_after(response.headers.get("Retry-After")),
-                )
-            wait = self._retry.wait_before_next(attempt, failure.retry_after)
-            if wait is None:
-                raise failure
-            log.info("meetings: %s; attempt %d, next in %.2fs", failure, attempt, wait)
-            if throttled:
-                self._throttled.labels(operation).inc(wait)
-            await self._sleep(wait)
+                    code, message = reply.error()
+                    outcomes[i] = GraphUnauthorized(f"Graph {operation} 401 {code}: {message}")
+                    continue
+                if isinstance(reply, Reply) and reply.status not in TRANSIENT_STATUSES:
+                    try:
+                        outcomes[i] = reply.answer()
+                    except GraphRefused as refused:
+                        outcomes[i] = refused
+                    continue
+                failure = reply if isinstance(reply, Transient) else _transient(operation, reply)
+                attempts[i] += 1
+                wait = self._retry.wait_before_next(attempts[i], failure.retry_after)
+                if wait is None:
+                    outcomes[i] = failure
+                    continue
+                log.info("meetings: %s; attempt %d, next in %.2fs", failure, attempts[i], wait)
+                if isinstance(reply, Reply) and reply.status == 429:
+                    self._throttled.labels(operation).inc(wait)
+                waiting[i] = wait
+        return [outcome for outcome in outcomes if outcome is not None]
 
-    async def _send(
-        self,
-        operation: str,
-        method: str,
-        url: str,
-        advisor_id: str,
-        token: str,
-        json: dict[str, Any] | None,
-    ) -> httpx.Response:
+    async def _send_each(self, requests: Sequence[Call], token: str) -> list[Reply | Transient]:
+        return list(await asyncio.gather(*(self._send(call, token) for call in requests)))
+
+    async def _send(self, call: Call, token: str) -> Reply | Transient:
         client_request_id = str(uuid.uuid4())
         headers = {
             "Authorization": f"Bearer {token}",
             "client-request-id": client_request_id,
             "return-client-request-id": "true",
         }
-        async with self._mailbox(advisor_id):
+        url = f"{self._base_url}{call.relative_url}"
+        async with self._mailbox(call.advisor_id):
             started = time.monotonic()
             try:
-                response = await self._http.request(method, url, json=json, headers=headers)
+                response = await self._http.request(
+                    call.method, url, json=call.json, headers=headers
+                )
             except httpx.HTTPError as exc:
-                self._calls.labels(operation, type(exc).__name__).inc()
+                self._calls.labels(call.operation, type(exc).__name__).inc()
                 log.warning(
                     "graph %s: %s after %.0f ms (client-request-id %s)",
-                    operation,
+                    call.operation,
                     type(exc).__name__,
                     (time.monotonic() - started) * 1000,
                     client_request_id,
                 )
-                raise
-        self._calls.labels(operation, str(response.status_code)).inc()
+                return _unreachable(call.operation, exc)
+        self._calls.labels(call.operation, str(response.status_code)).inc()
         log.info(
             "graph %s: %d in %.0f ms (client-request-id %s, request-id %s)",
-            operation,
+            call.operation,
             response.status_code,
             (time.monotonic() - started) * 1000,
             client_request_id,
             response.headers.get("request-id"),
         )
-        return response
+        return _reply(response)
+
+    async def _send_batches(self, requests: Sequence[Call], token: str) -> list[Reply | Transient]:
+        """The requests in as few batches as the limits allow, sent side by side."""
+        replies: list[Reply | Transient | None] = [None] * len(requests)
+
+        async def send(indexes: list[int]) -> None:
+            answers = await self._send_batch([requests[i] for i in indexes], token)
+            for i, answer in zip(indexes, answers, strict=True):
+                replies[i] = answer
+
+        await asyncio.gather(*(send(chunk) for chunk in self._chunks(requests)))
+        return [reply for reply in replies if reply is not None]
+
+    def _chunks(self, requests: Sequence[Call]) -> list[list[int]]:
+        """At most 20 requests a batch, and at most a mailbox's share of one mailbox."""
+        chunks: list[tuple[list[int], Counter[str]]] = []
+        for i, call in enumerate(requests):
+            mailbox = call.advisor_id.lower()
+            for chunk, per_mailbox in chunks:
+                if len(chunk) < MAX_BATCH and per_mailbox[mailbox] < self._max_per_mailbox:
+                    break
+            else:
+                chunk, per_mailbox = [], Counter()
+                chunks.append((chunk, per_mailbox))
+            chunk.append(i)
+            per_mailbox[mailbox] += 1
+        return [chunk for chunk, _ in chunks]
+
+    async def _send_batch(self, requests: Sequence[Call], token: str) -> list[Reply | Transient]:
+        client_request_id = str(uuid.uuid4())
+        body = {
+            "requests": [
+                {
+                    "id": str(i),
+                    "method": call.method,
+                    "url": call.relative_url,
+                    **(
+                        {"headers": {"Content-Type": "application/json"}, "body": call.json}
+                        if call.json is not None
+                        else {}
+                    ),
+                }
+                for i, call in enumerate(requests)
+            ]
+        }
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "client-request-id": client_request_id,
+            "return-client-request-id": "true",
+        }
+        async with self._holding(Counter(call.advisor_id.lower() for call in requests)):
+            started = time.monotonic()
+            try:
+                response = await self._http.post(
+                    f"{self._base_url}/$batch", json=body, headers=headers
+                )
+            except httpx.HTTPError as exc:
+                self._batches.labels(type(exc).__name__).inc()
+                log.warning(
+                    "graph batch of %d: %s after %.0f ms (client-request-id %s)",
+                    len(requests),
+                    type(exc).__name__,
+                    (time.monotonic() - started) * 1000,
+                    client_request_id,
+                )
+                return [_unreachable("batch", exc)] * len(requests)
+        self._batches.labels(str(response.status_code)).inc()
+        replies = _batch_replies(response, len(requests))
+        for call, reply in zip(requests, replies, strict=True):
+            self._calls.labels(call.operation, str(reply.status)).inc()
+        log.info(
+            "graph batch of %d: %d in %.0f ms, %s (client-request-id %s, request-id %s)",
+            len(requests),
+            response.status_code,
+            (time.monotonic() - started) * 1000,
+            dict(Counter(reply.status for reply in replies)),
+            client_request_id,
+            response.headers.get("request-id"),
+        )
+        return list(replies)
 
     def _mailbox(self, advisor_id: str) -> asyncio.Semaphore:
         key = advisor_id.lower()
@@ -341,6 +400,31 @@ class GraphClient:
         if semaphore is None:
             semaphore = self._mailboxes[key] = asyncio.Semaphore(self._max_per_mailbox)
         return semaphore
+
+    @asynccontextmanager
+    async def _holding(self, per_mailbox: Counter[str]) -> AsyncIterator[None]:
+        """A batch's share of each of its mailboxes' requests in flight.
+
+        Mailboxes in one order, and one batch at a time gathering a mailbox's permits: two
+        batches each holding part of what both need would wait for each other for ever.
+        """
+        async with AsyncExitStack() as stack:
+            for mailbox in sorted(per_mailbox):
+                semaphore = self._mailbox(mailbox)
+                gathering = self._gathering.setdefault(mailbox, asyncio.Lock())
+                async with gathering:
+                    for _ in range(per_mailbox[mailbox]):
+                        await semaphore.acquire()
+                        stack.callback(semaphore.release)
+            yield
+
+
+def found_event(answer: dict[str, Any], key: str) -> dict[str, Any] | None:
+    """The event a look-up by creation key found (two under one key is logged: never expected)."""
+    events = answer.get("value") or []
+    if len(events) > 1:
+        log.warning("meetings: %d events under one creation key %s", len(events), key)
+    return calls.first(answer)
 
 
 def graph_ssl_context(settings: MeetingsSettings) -> ssl.SSLContext:
@@ -350,28 +434,52 @@ def graph_ssl_context(settings: MeetingsSettings) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(cafile))
 
 
-def _answer(response: httpx.Response) -> dict[str, Any]:
-    if response.is_success:
-        if response.status_code in (202, 204) or not response.content:
-            return {}
-        body = response.json()
-        return body if isinstance(body, dict) else {"value": body}
-    code, message = _error(response)
-    raise GraphRefused(
-        code, message, status=response.status_code, request_id=response.headers.get("request-id")
+def _reply(response: httpx.Response) -> Reply:
+    try:
+        body = response.json() if response.content else None
+    except ValueError:
+        body = None
+    headers = {k.lower(): v for k, v in response.headers.items()}
+    return Reply(response.status_code, headers, body)
+
+
+def _batch_replies(response: httpx.Response, count: int) -> list[Reply]:
+    """Each request's answer, paired by id (Graph answers in any order). A batch refused or
+    failed as a whole is every request's answer; one without an answer is a 502."""
+    whole = _reply(response)
+    if response.status_code != 200:
+        return [whole] * count
+    answers = whole.body.get("responses") if isinstance(whole.body, dict) else None
+    by_id = {str(a.get("id")): a for a in answers or [] if isinstance(a, dict)}
+    missing = Reply(502, {}, {"error": {"code": "NoAnswer", "message": "not in the batch's"}})
+    replies = []
+    for i in range(count):
+        answer = by_id.get(str(i))
+        if answer is None:
+            replies.append(missing)
+            continue
+        headers = answer.get("headers")
+        headers = headers if isinstance(headers, dict) else {}
+        replies.append(
+            Reply(
+                int(answer.get("status", 502)),
+                {str(k).lower(): str(v) for k, v in headers.items()},
+                answer.get("body"),
+            )
+        )
+    return replies
+
+
+def _transient(operation: str, reply: Reply) -> Transient:
+    code, message = reply.error()
+    return Transient(
+        f"Graph {operation} {reply.status} {code}: {message} "
+        f"(request-id {reply.headers.get('request-id')})",
+        retry_after=retry_after(reply.headers.get("retry-after")),
     )
 
 
-def _error(response: httpx.Response) -> tuple[str, str]:
-    """Graph's error body: {"error": {"code": ..., "message": ..., "innerError": {...}}}."""
-    try:
-        error = response.json().get("error") or {}
-    except (ValueError, AttributeError):
-        error = {}
-    code = str(error.get("code") or response.reason_phrase or response.status_code)
-    message = str(error.get("message") or "")[:500]
-    return code, message
-
-
-def _segment(value: str) -> str:
-    return quote(value, safe="")
+def _unreachable(operation: str, exc: httpx.HTTPError) -> Transient:
+    if isinstance(exc, httpx.TimeoutException):
+        return Transient(f"Graph {operation} timed out: {type(exc).__name__}")
+    return Transient(f"Graph unreachable: {type(exc).__name__}: {exc}")

@@ -43,6 +43,7 @@ from visio_meetings import answers, store
 from visio_meetings.graph import GraphClient
 from visio_meetings.meeting import Created, create_meeting
 from visio_meetings.payloads import MeetingSpec, meeting_key
+from visio_meetings.provisioning import Provisioner
 from visio_meetings.refusals import GraphRefused
 from visio_meetings.store import Meeting
 
@@ -69,6 +70,14 @@ class Deps:
     topics: Topics
     # After the meeting's end, the wait before its attendance report is first asked for.
     attendance_grace: timedelta = timedelta(minutes=15)
+    # Gathers the meetings handlers make at the same time into shared Graph batches; without
+    # one, each meeting's steps go in batches of its own.
+    provisioner: Provisioner | None = None
+
+    async def make_meeting(self, spec: MeetingSpec) -> Created:
+        if self.provisioner is not None:
+            return await self.provisioner.provision(spec)
+        return await create_meeting(self.graph, spec)
 
 
 @dataclass(frozen=True)
@@ -185,7 +194,7 @@ async def _on_requested(
 
 async def _make_meeting(handling: _Handling, cause: AppointmentEvent, spec: MeetingSpec) -> None:
     try:
-        created = await create_meeting(handling.graph, spec)
+        created = await handling.deps.make_meeting(spec)
     except GraphRefused as refused:
         row = _row(spec, cause.revision, "failed", graph_event_id=refused.graph_event_id)
         await _fail(handling, cause, refused, row)

@@ -59,6 +59,11 @@ class MeetingsSettings(ServiceSettings):
     # Outlook serves at most 4 concurrent requests per mailbox and application (more are
     # answered 429 ApplicationThrottled): requests to one advisor queue here, others proceed.
     graph_max_concurrent_per_mailbox: int = Field(default=4, ge=1)
+    # Connections to Graph, all kept alive between requests (a new one costs a TLS handshake).
+    graph_max_connections: int = Field(default=100, ge=1)
+    # Meetings being made at once wait this long for others to share their Graph batches
+    # (see `provisioning`): a few milliseconds against Graph's hundreds.
+    graph_batch_window_s: float = Field(default=0.005, ge=0)
 
     # The record of connections: Teams makes a meeting's attendance report some minutes after
     # it ends, so it is first asked for at the end plus this grace, then again every retry
