@@ -20,6 +20,7 @@ from visio_runtime.db import create_pool
 from visio_runtime.kafka import ensure_topics, make_broker, publish_metrics
 from visio_runtime.logs import configure_logging as _configure_logging
 from visio_runtime.metrics import CONTENT_TYPE, Metrics
+from visio_runtime.production import waiver_warning
 from visio_runtime.settings import ServiceSettings
 from visio_runtime.tracing import telemetry_middleware, tracer_provider
 
@@ -66,6 +67,11 @@ class Runtime:
 
 def build_runtime(service: str, settings: ServiceSettings) -> Runtime:
     metrics = Metrics(service)
+    metrics.gauge(
+        "production_waivers",
+        "Production checks not enforced (VISIO_PRODUCTION_LOCAL_BROKER_WAIVER): 0 on a real "
+        "deployment.",
+    ).set(len(settings.waived_production_checks))
     middlewares: list[Any] = [publish_metrics(metrics)]
     provider = tracer_provider(settings, service)
     if provider is not None:
@@ -175,6 +181,12 @@ def configure_logging(
     _configure_logging(level, service=service, fmt=fmt, repeat_window_s=repeat_window_s)
 
 
+def announce_waivers(settings: ServiceSettings, service: str) -> None:
+    """Production checks waived for a local broker: loud, at every start, in the log."""
+    for finding in settings.waived_production_checks:
+        logging.getLogger(f"visio.{service}.production").warning(waiver_warning(finding))
+
+
 def serve(app: FastAPI, settings: ServiceSettings) -> None:
     import uvicorn
 
@@ -182,6 +194,7 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
     configure_logging(
         settings.log_level, runtime.service, settings.log_format, settings.log_repeat_window_s
     )
+    announce_waivers(settings, runtime.service)
     # log_config=None: uvicorn's records go through our handler too, instead of its own.
     uvicorn.run(
         app,
