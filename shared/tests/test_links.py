@@ -12,8 +12,8 @@ from visio_shared.links import (
     LinkKeys,
     LinkPurpose,
     check_form_token,
-    form_token,
     derive_ring,
+    form_token,
     page_url,
     read_any_link,
     read_link,
@@ -188,8 +188,7 @@ def test_rotation_of_one_purposes_key_alone() -> None:
     manage_now, _ = signed(during, LinkPurpose.MANAGE)  # only recording was rotated
     assert read_link(during, manage_now, LinkPurpose.MANAGE, now=NOW).key_id == "k1"
     after = LinkKeys.parse(
-        f"{rotated_recording},"
-        + derive_ring(KEYS, frozenset(KeyPurpose) - {KeyPurpose.RECORDING})
+        f"{rotated_recording}," + derive_ring(KEYS, frozenset(KeyPurpose) - {KeyPurpose.RECORDING})
     )
     with pytest.raises(InvalidLink, match="revoked"):
         read_link(after, old_recording, LinkPurpose.RECORDING, now=NOW)

@@ -88,9 +88,16 @@ class ServiceSettings(BaseSettings):
     database_pool_min: int = 1
     database_pool_max: int = 5
 
-    # HTTP (health, metrics, and booking's API)
+    # HTTP: the public port (the API, the pages, health), optionally TLS itself (else TLS ends
+    # at the reverse proxy the public URLs name)...
     http_host: str = "127.0.0.1"
     http_port: int = 8080
+    http_tls_certfile: Path | None = None
+    http_tls_keyfile: Path | None = None
+    # ...and the admin port (/metrics, /docs, /openapi.json, health), for the internal network
+    # only; unset, the public port + 1000.
+    admin_host: str = "127.0.0.1"
+    admin_port: int | None = Field(default=None, ge=0)
 
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
@@ -107,6 +114,12 @@ class ServiceSettings(BaseSettings):
 
     # Production refuses on any finding not waived; the waived ones are logged at each start.
     _waived: list[Finding] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="after")
+    def _admin_port(self) -> ServiceSettings:
+        if self.admin_port is None:
+            self.admin_port = self.http_port + 1000
+        return self
 
     @model_validator(mode="after")
     def _read_password_file(self) -> ServiceSettings:
