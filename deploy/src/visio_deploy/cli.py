@@ -97,7 +97,11 @@ def _stack(args: argparse.Namespace) -> int:
         return 0
     booking = stack.http["booking"]
     rows = [
-        ("booking API", f"{booking} (OpenAPI: {booking}/docs; key in {stack.api_key_file})"),
+        (
+            "booking API",
+            f"{booking} (OpenAPI: /docs on the admin port, public + 1000; "
+            f"key in {stack.api_key_file})",
+        ),
         *((name, url) for name, url in stack.http.items() if name != "booking"),
         (
             "Kafka",
