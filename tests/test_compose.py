@@ -295,7 +295,7 @@ def test_one_key_ring_signs_and_reads_the_self_service_links(services: Services)
     variable, default = _interpolated(rings.pop())
     assert variable == "VISIO_LINK_KEYS"
     # The default is in this file, hence public: it must say so to whoever reads it.
-    assert all(b"DEV-ONLY" in secret for _, secret in LinkKeys.parse(default).keys)
+    assert all(b"DEV-ONLY" in entry.secret for entry in LinkKeys.parse(default).entries)
     assert not any("LINK_KEYS" in variable for variable in services["meetings"]["environment"])
 
 
@@ -362,10 +362,15 @@ def test_prometheus_scrapes_every_process_where_it_listens(services: Services) -
     processes = {**APP_SERVICES, "alerts": ("ALERTS_", 8084)}
     assert set(scraped) == set(processes)
     for name, (prefix, port) in processes.items():
-        # The target is the compose service by name, on the port the service really binds.
-        assert scraped[name] == [f"{name}:{port}"]
-        assert int(services[name]["environment"][f"{prefix}HTTP_PORT"]) == port
-        assert services[name]["environment"][f"{prefix}HTTP_HOST"] == "0.0.0.0"
+        # The target is the compose service by name, on the admin port the service really
+        # binds (where /metrics is), which no `ports:` publishes.
+        environment = services[name]["environment"]
+        admin_port = int(environment[f"{prefix}ADMIN_PORT"])
+        assert scraped[name] == [f"{name}:{admin_port}"]
+        assert int(environment[f"{prefix}HTTP_PORT"]) == port
+        assert environment[f"{prefix}HTTP_HOST"] == "0.0.0.0"
+        assert environment[f"{prefix}ADMIN_HOST"] == "0.0.0.0"
+        assert not any(str(admin_port) in spec for spec in services[name].get("ports", []))
 
 
 # --- Dockerfile -------------------------------------------------------------------------------

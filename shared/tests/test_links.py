@@ -8,9 +8,11 @@ import pytest
 from visio_shared.links import (
     ExpiredLink,
     InvalidLink,
+    KeyPurpose,
     LinkKeys,
     LinkPurpose,
     check_form_token,
+    derive_ring,
     form_token,
     page_url,
     read_any_link,
@@ -129,4 +131,80 @@ def test_unreadable_key_settings_are_refused(setting: str) -> None:
 
 def test_generated_keys_parse() -> None:
     keys = LinkKeys.parse(LinkKeys.generate("k7"))
-    assert keys.signing[0] == "k7"
+    assert keys.signing(KeyPurpose.MANAGE)[0] == "k7"
+    assert keys.masters == ("k7",)
+
+
+CONSENT_PURPOSES = frozenset({KeyPurpose.RECORDING, KeyPurpose.CONSENTS})
+
+
+def test_each_purpose_has_its_own_key() -> None:
+    secrets = {purpose: KEYS.secret("k1", purpose) for purpose in KeyPurpose}
+    assert len(set(secrets.values())) == len(KeyPurpose)
+    assert b"a" * 40 not in secrets.values()  # never the master itself
+
+
+def test_a_service_given_the_consent_pages_keys_cannot_make_a_cancellation_link() -> None:
+    consent = LinkKeys.parse(derive_ring(KEYS, CONSENT_PURPOSES))
+    assert consent.masters == () and consent.purposes() == CONSENT_PURPOSES
+    # It reads the links notifications signs with the master's derived keys...
+    recording, _ = signed(purpose=LinkPurpose.RECORDING)
+    read_link(consent, recording, LinkPurpose.RECORDING, now=NOW)
+    # ...but cannot read, nor make, a « Mon rendez-vous » link.
+    manage, _ = signed(purpose=LinkPurpose.MANAGE)
+    with pytest.raises(InvalidLink):
+        read_any_link(consent, manage)
+    with pytest.raises(LookupError):
+        sign_link(consent, LinkPurpose.MANAGE, uuid.uuid4(), 1, NOW)
+    # Nor forge one by using its own key on another purpose's body: the MAC differs.
+    secret = consent.secret("k1", KeyPurpose.RECORDING)
+    assert secret is not None
+    forged_ring = LinkKeys.parse(f"k1.manage:{base64.urlsafe_b64encode(secret).decode()}")
+    forged = sign_link(forged_ring, LinkPurpose.MANAGE, uuid.uuid4(), 1, NOW + timedelta(days=1))
+    with pytest.raises(InvalidLink):
+        read_link(KEYS, forged, LinkPurpose.MANAGE, now=NOW)
+
+
+def test_restricting_a_ring_keeps_only_its_purposes_in_order() -> None:
+    rotated = LinkKeys.parse("k2:" + "b" * 40 + ",k1:" + "a" * 40)
+    restricted = rotated.restricted_to(CONSENT_PURPOSES)
+    assert restricted.key_ids == ("k2", "k1")
+    assert restricted.signing(KeyPurpose.CONSENTS)[0] == "k2"
+    assert LinkKeys.parse(restricted.setting()) == restricted
+
+
+def test_rotation_of_one_purposes_key_alone() -> None:
+    """Per-purpose keys rotate like the masters: the new first signs, the old still reads,
+    dropping it revokes the links it signed — of that purpose only."""
+    old = LinkKeys.parse(derive_ring(KEYS, frozenset(KeyPurpose)))
+    old_recording, _ = signed(old, LinkPurpose.RECORDING)
+    old_manage, _ = signed(old, LinkPurpose.MANAGE)
+    new = LinkKeys.parse(LinkKeys.generate("k2"))
+    rotated_recording = derive_ring(new, frozenset({KeyPurpose.RECORDING}))
+    during = LinkKeys.parse(f"{rotated_recording},{old.setting()}")
+    new_recording, _ = signed(during, LinkPurpose.RECORDING)
+    assert read_link(during, new_recording, LinkPurpose.RECORDING, now=NOW).key_id == "k2"
+    assert read_link(during, old_recording, LinkPurpose.RECORDING, now=NOW).key_id == "k1"
+    manage_now, _ = signed(during, LinkPurpose.MANAGE)  # only recording was rotated
+    assert read_link(during, manage_now, LinkPurpose.MANAGE, now=NOW).key_id == "k1"
+    after = LinkKeys.parse(
+        f"{rotated_recording}," + derive_ring(KEYS, frozenset(KeyPurpose) - {KeyPurpose.RECORDING})
+    )
+    with pytest.raises(InvalidLink, match="revoked"):
+        read_link(after, old_recording, LinkPurpose.RECORDING, now=NOW)
+    read_link(after, new_recording, LinkPurpose.RECORDING, now=NOW)
+    read_link(after, old_manage, LinkPurpose.MANAGE, now=NOW)
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "k1.unknown:" + "A" * 43,
+        "k1.manage:short",
+        "k1.manage:" + "A" * 43 + ",k1:" + "a" * 40,
+        "k1.manage:" + "A" * 43 + ",k1.manage:" + "B" * 43,
+    ],
+)
+def test_unreadable_purpose_keys_are_refused(setting: str) -> None:
+    with pytest.raises(ValueError):
+        LinkKeys.parse(setting)

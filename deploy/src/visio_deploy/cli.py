@@ -12,7 +12,7 @@ import sys
 
 from visio_runtime.local_stack import command_owner_url, find_local_stack, owner_url_argument
 
-from visio_deploy.migrate import migrate_all
+from visio_deploy.migrate import MissingPassword, migrate_all
 
 # Packages whose `commands` module, when present, adds subcommands (`visio-rdv booking …`).
 COMMAND_PACKAGES = (
@@ -38,8 +38,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="var/stack.json as it is (it holds the owner URL)"
     )
     stack.set_defaults(handler=_stack)
-    migrate = commands.add_parser("migrate", help="apply every service's migrations")
+    migrate = commands.add_parser(
+        "migrate",
+        help="apply every service's migrations; create the roles (VISIO_<SERVICE>_DATABASE_"
+        "PASSWORD[_FILE] for their passwords)",
+    )
     owner_url_argument(migrate)
+    migrate.add_argument(
+        "--set-password",
+        action="append",
+        default=[],
+        metavar="SERVICE",
+        help="also give this existing service role its secret (a rotation); repeat for several. "
+        "Without it, an existing role's password is never changed",
+    )
     migrate.set_defaults(handler=_migrate)
     for package in COMMAND_PACKAGES:
         name = f"{package}.commands"
@@ -64,7 +76,11 @@ def _migrate(args: argparse.Namespace) -> int:
     owner = command_owner_url(args.database_url, "visio-rdv migrate")
     if owner is None:
         return 2
-    applied = asyncio.run(migrate_all(owner))
+    try:
+        applied = asyncio.run(migrate_all(owner, set_passwords=args.set_password))
+    except (MissingPassword, ValueError) as exc:
+        print(f"visio-rdv migrate: {exc}", file=sys.stderr)
+        return 2
     for service, files in applied.items():
         print(f"{service}: {', '.join(files) if files else 'up to date'}")
     return 0
@@ -81,7 +97,11 @@ def _stack(args: argparse.Namespace) -> int:
         return 0
     booking = stack.http["booking"]
     rows = [
-        ("booking API", f"{booking} (OpenAPI: {booking}/docs; key in {stack.api_key_file})"),
+        (
+            "booking API",
+            f"{booking} (OpenAPI: /docs on the admin port, public + 1000; "
+            f"key in {stack.api_key_file})",
+        ),
         *((name, url) for name, url in stack.http.items() if name != "booking"),
         (
             "Kafka",

@@ -297,7 +297,8 @@ def bring_up(stack: Stack) -> None:
     wait_ready(stack, asyncio.run(expected_partitions(kafka)), say)
     recorded = record_stack(stack, owner_dsn, bootstrap)
     booking = f"http://{host}:{settings.booking_port}"
-    say(f"booking API: {booking} (OpenAPI: {booking}/docs)")
+    admin = f"http://{host}:{settings.booking_port + 1000}"
+    say(f"booking API: {booking} (OpenAPI and /metrics on its admin port: {admin}/docs)")
     say(f"development API key (also in {var / 'dev-api-key'}): {api_key}")
     say(f"emails land in {var / 'mail'}; logs in {stack.logs}")
     say(

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 from visio_booking.keys import create_api_key, revoke_api_keys
 
@@ -569,7 +570,13 @@ async def test_a_revoked_key_stops_at_once_and_a_rotated_one_keeps_the_appointme
 async def test_current_cgu_and_openapi_are_published(booking: Any) -> None:
     cgu = (await booking.client.get("/v1/cgu/current")).json()
     assert cgu["version"] == "1" and len(cgu["sha256"]) == 64 and cgu["url"].startswith("https://")
-    spec = (await booking.client.get("/openapi.json")).json()
+    assert (await booking.client.get("/openapi.json")).status_code == 404  # admin port only
+    admin = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=booking.app.state.admin), base_url="http://admin"
+    )
+    async with admin:
+        spec = (await admin.get("/openapi.json")).json()
+        assert (await admin.get("/docs")).status_code == 200
     assert {
         "/v1/appointments",
         "/v1/appointments/{appointment_id}",

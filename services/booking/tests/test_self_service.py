@@ -22,6 +22,7 @@ from visio_booking.app import create_app
 from visio_booking.selfservice import Standing, standing
 from visio_booking.settings import BookingSettings
 from visio_runtime import french_dates
+from visio_runtime.headers import security_header_problems
 from visio_shared.links import LinkKeys, LinkPurpose, form_token, link_fingerprint, sign_link
 
 SECRET_1, SECRET_2 = "1" * 40, "2" * 40
@@ -502,3 +503,34 @@ async def test_without_link_keys_the_pages_do_not_exist() -> None:
     with_keys = create_app(BookingSettings(link_keys=SecretStr(RING)))
     paths = with_keys.openapi()["paths"]
     assert paths == app.openapi()["paths"] and not any("rendez-vous" in p for p in paths)
+
+
+async def test_every_answer_of_the_public_port_carries_the_page_headers(site: Any) -> None:
+    """Pages, their forms' answers, refusals, redirects, the API's JSON and its problems: each
+    one never framed, never leaking the link through Referer, never sniffed; pages not cached."""
+    appointment_id = await book(site)
+    await confirm(site, appointment_id)
+    url = f"/mon-rendez-vous/{link(appointment_id)}"
+    pages = {
+        "page": await site.client.get(url),
+        "cancel step": await site.client.get(f"{url}/annuler"),
+        "form without token": await site.client.post(f"{url}/annuler", data={}),
+        "forged link": await site.client.get(
+            f"/mon-rendez-vous/{link(appointment_id, keys=DROPPED_KEYS)}"
+        ),
+        "expired link": await site.client.get(
+            f"/mon-rendez-vous/{link(appointment_id, expires_in=timedelta(days=-1))}"
+        ),
+        "fresh link": await site.client.get("/nouveau-lien"),
+    }
+    others = {
+        "api without key": await site.client.get(f"/v1/appointments/{appointment_id}"),
+        "api answer": await site.client.get("/v1/cgu/current"),
+        "unknown path": await site.client.get("/nothing-here"),
+    }
+    for name, answer in pages.items():
+        assert answer.headers["content-type"].startswith("text/html"), name
+        assert security_header_problems(answer.headers, page=True) == [], (name, answer.headers)
+        assert "style-src 'sha256-" in answer.headers["content-security-policy"], name
+    for name, answer in others.items():
+        assert security_header_problems(answer.headers) == [], (name, answer.headers)

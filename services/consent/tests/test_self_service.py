@@ -28,6 +28,7 @@ from visio_consent.handlers import record_consent, record_contact_correction
 from visio_consent.selfservice import WITHDRAW_ACTION
 from visio_consent.settings import ConsentSettings
 from visio_consent.withdrawal import announce_pending_withdrawals
+from visio_runtime.headers import security_header_problems
 from visio_runtime.testing import record_of
 from visio_shared import (
     AppointmentCancelled,
@@ -530,3 +531,24 @@ async def test_without_link_keys_the_pages_do_not_exist(
     documented = with_keys.openapi()["paths"]
     assert "/v1/access" in documented
     assert not any("enregistrement" in path or "consentements" in path for path in documented)
+
+
+async def test_every_answer_of_the_consent_pages_carries_the_page_headers(
+    site: Site, make_event: MakeEvent
+) -> None:
+    event = await site.book(make_event(recording_authorised=True, start=soon()))
+    token = link(event.appointment_id)
+    answers = {
+        "recording": await site.client.get(f"/enregistrement/{token}"),
+        "withdraw step": await site.client.get(f"/enregistrement/{token}/retirer"),
+        "form without token": await site.withdraw(token, ""),
+        "consents": await site.client.get(
+            f"/mes-consentements/{link(event.appointment_id, LinkPurpose.CONSENTS)}"
+        ),
+        "forged": await site.client.get(f"/enregistrement/{token[:-2]}AA"),
+    }
+    for name, answer in answers.items():
+        assert security_header_problems(answer.headers, page=True) == [], (name, answer.headers)
+    api = await site.client.post("/v1/access", json={"email": "x@example.fr"})
+    assert api.status_code == 401
+    assert security_header_problems(api.headers) == [], api.headers

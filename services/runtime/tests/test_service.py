@@ -61,9 +61,11 @@ async def test_health_and_metrics_follow_the_consumer(
     rt.on_scrape.append(count_scrape)
     app = create_service_app(rt, title="probe")
     transport = httpx.ASGITransport(app=app)
+    admin_transport = httpx.ASGITransport(app=app.state.admin)
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=transport, base_url="http://meetings") as client,
+        httpx.AsyncClient(transport=admin_transport, base_url="http://meetings:9081") as admin,
     ):
 
         async def assigned() -> bool:
@@ -85,7 +87,8 @@ async def test_health_and_metrics_follow_the_consumer(
         for event in events:
             await publish_event(rt.broker, rt.topics.meetings, event)
         await wait_until(lambda: len(handled) == 2, what="two events handled")
-        metrics = samples((await client.get("/metrics")).text)
+        assert (await client.get("/metrics")).status_code == 404  # the admin port's only
+        metrics = samples((await admin.get("/metrics")).text)
 
     labels = (("event_type", "MeetingFailed"), ("topic", rt.topics.meetings))
     assert metrics[("visio_events_handled_total", labels)] == 2

@@ -6,7 +6,15 @@ appointment id, its revision and the expiry, followed by a truncated HMAC-SHA256
 personal data. It is good for one purpose and one appointment only; it expires; and removing a key
 from the ring (a rotation) revokes every link that key signed.
 
-Keys come as a setting, ``"k2:<secret>,k1:<secret>"``: the first signs, all of them verify.
+**One key per purpose.** Each purpose (a page, and booking's address form) has its own HMAC key,
+so a service holds only the keys of what it signs or verifies: consent, which reads the consent
+pages' links, cannot make a « Mon rendez-vous » link (and with it cancel an appointment). The
+keys come as a ring setting, ``"k2.manage:<key>,k2.recording:<key>,k1.manage:<key>"``: entries
+``id.purpose:key`` (32 random bytes, base64url); for each purpose the first entry signs and all
+verify. A ring may also hold *master* entries ``id:<secret>`` (32+ characters), from which every
+purpose's key is derived with HKDF-SHA256 (RFC 5869; info = the purpose): convenient on a
+development machine, refused in production, where the master stays with the operator and each
+service is given its derived keys (`visio-rdv keys derive`).
 """
 
 from __future__ import annotations
@@ -23,17 +31,35 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
-_VERSION = 1
+# 2: keys derived per purpose (version 1 links, signed with the ring's secret itself, no longer
+# open: they lead to the page that sends a fresh one).
+_VERSION = 2
 _MAC_BYTES = 16
-_DOMAIN = b"visio-rdv link v1\x00"
+_DOMAIN = b"visio-rdv link v2\x00"
 _KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
 _MIN_SECRET_CHARS = 32
+_DERIVED_KEY_BYTES = 32
+_HKDF_SALT = b"visio-rdv link keys"
 
 
 class LinkPurpose(StrEnum):
     MANAGE = "manage"  # « Mon rendez-vous », served by booking
     RECORDING = "recording"  # « Enregistrement », served by consent
     CONSENTS = "consents"  # « Mes consentements », served by consent
+
+
+class KeyPurpose(StrEnum):
+    """What a key is for: each link purpose, and booking's address form (its CSRF token and the
+    keyed hash of the addresses it rate-limits), which has no link to bind to."""
+
+    MANAGE = "manage"
+    RECORDING = "recording"
+    CONSENTS = "consents"
+    ADDRESS_FORM = "address-form"
+
+    @classmethod
+    def of(cls, purpose: LinkPurpose) -> KeyPurpose:
+        return cls(purpose.value)
 
 
 _PURPOSE_CODES = {LinkPurpose.MANAGE: 1, LinkPurpose.RECORDING: 2, LinkPurpose.CONSENTS: 3}
@@ -75,40 +101,138 @@ class LinkClaims:
 
 
 @dataclass(frozen=True)
-class LinkKeys:
-    """The ring of link keys: `signing` signs, every key verifies."""
+class RingEntry:
+    key_id: str
+    purpose: KeyPurpose | None  # None: a master, from which every purpose's key is derived
+    secret: bytes
 
-    keys: tuple[tuple[str, bytes], ...]
+
+@dataclass(frozen=True)
+class LinkKeys:
+    """A ring of keys: for each purpose, the first entry that has it signs, every one verifies."""
+
+    entries: tuple[RingEntry, ...]
 
     @classmethod
     def parse(cls, text: str) -> LinkKeys:
-        keys: list[tuple[str, bytes]] = []
+        entries: list[RingEntry] = []
         for item in (part.strip() for part in text.split(",")):
             if not item:
                 continue
-            key_id, sep, secret = item.partition(":")
+            name, sep, secret = item.partition(":")
+            key_id, dot, purpose_text = name.partition(".")
             if not sep or not _KEY_ID.match(key_id):
-                raise ValueError("link keys are 'id:secret' pairs, id of 1-16 letters or digits")
-            if len(secret) < _MIN_SECRET_CHARS:
+                raise ValueError(
+                    "link keys are 'id:secret' or 'id.purpose:key' entries, id of 1-16 letters "
+                    "or digits"
+                )
+            purpose: KeyPurpose | None = None
+            if dot:
+                try:
+                    purpose = KeyPurpose(purpose_text)
+                except ValueError:
+                    raise ValueError(
+                        f"link key {name!r}: the purpose is one of "
+                        f"{', '.join(p.value for p in KeyPurpose)}"
+                    ) from None
+                raw = _unb64(secret)
+                if raw is None or len(raw) < _DERIVED_KEY_BYTES:
+                    raise ValueError(
+                        f"link key {name!r} is not {_DERIVED_KEY_BYTES}+ bytes in base64url"
+                    )
+            elif len(secret) < _MIN_SECRET_CHARS:
                 raise ValueError(f"link key {key_id!r} is shorter than {_MIN_SECRET_CHARS} chars")
-            if any(known == key_id for known, _ in keys):
-                raise ValueError(f"link key id {key_id!r} is given twice")
-            keys.append((key_id, secret.encode()))
-        if not keys:
+            else:
+                raw = secret.encode()
+            for known in entries:
+                if known.key_id == key_id and (
+                    known.purpose == purpose or known.purpose is None or purpose is None
+                ):
+                    raise ValueError(f"link key id {name!r} is given twice")
+            entries.append(RingEntry(key_id, purpose, raw))
+        if not entries:
             raise ValueError("no link key given")
-        return cls(tuple(keys))
+        return cls(tuple(entries))
 
     @staticmethod
     def generate(key_id: str = "k1") -> str:
-        """A new key as the setting spells it, for a first installation or a rotation."""
+        """A new master key as the setting spells it, for a first installation or a rotation."""
         return f"{key_id}:{secrets.token_urlsafe(32)}"
 
     @property
-    def signing(self) -> tuple[str, bytes]:
-        return self.keys[0]
+    def masters(self) -> tuple[str, ...]:
+        """The ids of the master entries (every purpose derivable from them)."""
+        return tuple(entry.key_id for entry in self.entries if entry.purpose is None)
 
-    def secret(self, key_id: str) -> bytes | None:
-        return next((secret for known, secret in self.keys if known == key_id), None)
+    @property
+    def key_ids(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(entry.key_id for entry in self.entries))
+
+    def purposes(self) -> frozenset[KeyPurpose]:
+        """What this ring can sign or verify."""
+        if self.masters:
+            return frozenset(KeyPurpose)
+        return frozenset(entry.purpose for entry in self.entries if entry.purpose is not None)
+
+    def secret(self, key_id: str, purpose: KeyPurpose) -> bytes | None:
+        """The key of `purpose` under `key_id`, derived from a master if that is what is held."""
+        for entry in self.entries:
+            if entry.key_id != key_id:
+                continue
+            if entry.purpose is None:
+                return derive_key(entry.secret, purpose)
+            if entry.purpose is purpose:
+                return entry.secret
+        return None
+
+    def signing(self, purpose: KeyPurpose) -> tuple[str, bytes]:
+        """The id and key that sign for `purpose`: the first entry of the ring that has it."""
+        for entry in self.entries:
+            if entry.purpose is None or entry.purpose is purpose:
+                secret = self.secret(entry.key_id, purpose)
+                assert secret is not None
+                return entry.key_id, secret
+        raise LookupError(f"this ring holds no key for {purpose.value!r}")
+
+    def restricted_to(self, purposes: frozenset[KeyPurpose]) -> LinkKeys:
+        """The same ring with only the keys of `purposes`, masters replaced by what they derive:
+        what a service keeps in memory, so it cannot sign what it has no business signing."""
+        entries: list[RingEntry] = []
+        for entry in self.entries:
+            wanted = [entry.purpose] if entry.purpose is not None else list(KeyPurpose)
+            for purpose in wanted:
+                if purpose is not None and purpose in purposes:
+                    secret = self.secret(entry.key_id, purpose)
+                    assert secret is not None
+                    entries.append(RingEntry(entry.key_id, purpose, secret))
+        if not entries:
+            raise ValueError(
+                "the link keys hold none of " + ", ".join(sorted(p.value for p in purposes))
+            )
+        return LinkKeys(tuple(entries))
+
+    def setting(self) -> str:
+        """This ring as the setting spells it (masters included as they were given)."""
+        return ",".join(
+            f"{entry.key_id}:{entry.secret.decode()}"
+            if entry.purpose is None
+            else f"{entry.key_id}.{entry.purpose.value}:{_b64(entry.secret)}"
+            for entry in self.entries
+        )
+
+
+def derive_key(master: bytes, purpose: KeyPurpose) -> bytes:
+    """HKDF-SHA256 (RFC 5869) of one purpose's key from a master: one output block, so the
+    expand step is a single HMAC."""
+    pseudo_random_key = hmac.new(_HKDF_SALT, master, hashlib.sha256).digest()
+    info = b"visio-rdv link key\x00" + purpose.value.encode()
+    return hmac.new(pseudo_random_key, info + b"\x01", hashlib.sha256).digest()
+
+
+def derive_ring(masters: LinkKeys, purposes: frozenset[KeyPurpose]) -> str:
+    """The ring setting of a service that signs or verifies `purposes`, from the operator's
+    master ring: what `visio-rdv keys derive` prints."""
+    return masters.restricted_to(purposes).setting()
 
 
 def sign_link(
@@ -118,7 +242,7 @@ def sign_link(
     revision: int,
     expires_at: datetime,
 ) -> str:
-    key_id, secret = keys.signing
+    key_id, secret = keys.signing(KeyPurpose.of(purpose))
     body = (
         bytes([_VERSION, len(key_id)])
         + key_id.encode()
@@ -155,7 +279,7 @@ def form_token(keys: LinkKeys, link_token: str, action: str) -> str:
     """The CSRF token of a form posted from a link's page: bound to the link and the action,
     derived with the key that signed the link, so nothing needs storing."""
     claims = _verified(keys, link_token)
-    secret = keys.secret(claims.key_id)
+    secret = keys.secret(claims.key_id, KeyPurpose.of(claims.purpose))
     assert secret is not None  # _verified found it
     return _b64(_mac(secret, b"form\x00" + action.encode() + b"\x00" + link_token.encode()))
 
@@ -195,12 +319,12 @@ def _verified(keys: LinkKeys, token: str) -> LinkClaims:
         key_id = body[2 : 2 + id_length].decode("ascii")
     except UnicodeDecodeError:
         raise InvalidLink("this link is not one of ours") from None
-    secret = keys.secret(key_id)
-    if secret is None or not hmac.compare_digest(mac, _mac(secret, body)):
-        raise InvalidLink("this link is not one of ours, or its key was revoked")
     code, appointment, revision, expires = struct.unpack(">B16sII", body[2 + id_length :])
     if code not in _PURPOSES:
         raise InvalidLink("this link is not one of ours")
+    secret = keys.secret(key_id, KeyPurpose.of(_PURPOSES[code]))
+    if secret is None or not hmac.compare_digest(mac, _mac(secret, body)):
+        raise InvalidLink("this link is not one of ours, or its key was revoked")
     return LinkClaims(
         purpose=_PURPOSES[code],
         appointment_id=uuid.UUID(bytes=appointment),
@@ -216,3 +340,10 @@ def _mac(secret: bytes, body: bytes) -> bytes:
 
 def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes | None:
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        return None

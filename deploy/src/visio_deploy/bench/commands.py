@@ -199,7 +199,9 @@ async def _scale_out(stack: ProofStack, replicas: int) -> dict[str, list[int | N
         urls[service] = [stack.url(service)]
         for n in range(2, replicas + 1):
             port = free_port()
-            stack.stack.replicate(service, f"{service}-{n}", {f"{prefix}HTTP_PORT": str(port)})
+            # Its own admin port too: public + 1000 may be taken for a port picked at random.
+            ports = {f"{prefix}HTTP_PORT": str(port), f"{prefix}ADMIN_PORT": str(free_port())}
+            stack.stack.replicate(service, f"{service}-{n}", ports)
             urls[service].append(f"http://{stack.settings.host}:{port}")
     deadline = time.monotonic() + 90
     while True:

@@ -23,10 +23,12 @@ from email.message import EmailMessage
 from fastapi import FastAPI
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
+from visio_runtime import production
 from visio_runtime.db import migrate, role_dsn
 from visio_runtime.kafka import ensure_topics
+from visio_runtime.production import Finding
 from visio_runtime.service import Runtime, build_runtime, create_service_app, serve
-from visio_runtime.settings import ServiceSettings
+from visio_runtime.settings import ServiceSettings, load_settings
 from visio_shared import (
     AdvisorReassigned,
     AppointmentCancelled,
@@ -83,6 +85,27 @@ class AlertsSettings(ServiceSettings):
     scan_interval_s: float = 30.0
     # An alert whose appointment copy has not come by then goes out without it.
     orphan_after_minutes: float = 10.0
+
+    def production_findings(self) -> list[Finding]:
+        # database_url is built from the owner's and database_password at start (`prepare`).
+        findings = [
+            finding
+            for finding in super().production_findings()
+            if finding.setting != production.env_name(self, "database_url")
+        ]
+        password = self.database_password.get_secret_value()
+        if password == SCHEMA.service_role or production.is_development_secret(password):
+            findings.append(
+                Finding(production.env_name(self, "database_password"), "the development one")
+            )
+        if not self.smtp_starttls:
+            findings.append(
+                Finding(
+                    production.env_name(self, "smtp_starttls"),
+                    "SMTP without TLS: alerts name appointments and Cafs; set it true",
+                )
+            )
+        return findings
 
     def team_address(self, caf_code: str | None) -> str:
         return self.team_addresses.get(caf_code or "", self.default_team_address)
@@ -244,6 +267,6 @@ async def prepare(settings: AlertsSettings) -> AlertsSettings:
 
 
 def main() -> int:
-    settings = asyncio.run(prepare(AlertsSettings()))
+    settings = asyncio.run(prepare(load_settings(AlertsSettings, "visio-rdv ops alerts")))
     serve(create_app(settings), settings)
     return 0

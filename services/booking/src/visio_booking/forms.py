@@ -4,7 +4,7 @@ link to bind its token to (« Recevoir un nouveau lien » with an email address)
 That form's token is a signed double-submit: the browser holds a random nonce in a cookie that
 only this site sets and that no other site's form sends (SameSite=Lax: kept when the person
 arrives from their mailbox, withheld from a cross-site POST); the form carries the nonce's HMAC
-under the link signing key. Nothing is stored.
+under booking's address-form key (visio_shared.links.KeyPurpose). Nothing is stored.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import secrets
 from fastapi import Request
 from fastapi.responses import Response
 from visio_runtime.bodies import read_form
-from visio_shared.links import FRESH_LINK_PATH, LinkKeys
+from visio_shared.links import FRESH_LINK_PATH, KeyPurpose, LinkKeys
 
 MAX_FORM_BYTES = 4096
 NONCE_COOKIE = "visio_nouveau_lien"
@@ -40,14 +40,14 @@ def address_nonce(request: Request) -> tuple[str, bool]:
 
 
 def address_form_token(keys: LinkKeys, nonce: str) -> str:
-    key_id, secret = keys.signing
+    key_id, secret = keys.signing(KeyPurpose.ADDRESS_FORM)
     return f"{key_id}.{_mac(secret, nonce)}"
 
 
 def check_address_form_token(keys: LinkKeys, request: Request, given: str) -> bool:
     nonce = request.cookies.get(NONCE_COOKIE, "")
     key_id, _, mac = given.partition(".")
-    secret = keys.secret(key_id)
+    secret = keys.secret(key_id, KeyPurpose.ADDRESS_FORM)
     if not _NONCE.match(nonce) or secret is None:
         return False
     return hmac.compare_digest(mac, _mac(secret, nonce))

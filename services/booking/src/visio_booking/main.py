@@ -1,13 +1,17 @@
 from __future__ import annotations
 
-from visio_runtime.service import serve
+from visio_runtime.settings import load_settings
 
-from visio_booking.app import create_app
 from visio_booking.settings import BookingSettings
 
 
 def main() -> None:
-    settings = BookingSettings()
+    settings = load_settings(BookingSettings, "visio-rdv-booking")
+    # Imported once the settings are accepted: a refused start needs none of it.
+    from visio_runtime.service import serve
+
+    from visio_booking.app import create_app
+
     serve(create_app(settings), settings)
 
 

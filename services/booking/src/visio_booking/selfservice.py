@@ -20,7 +20,7 @@ from typing import Any, Literal
 import asyncpg
 from visio_runtime.problems import Problem
 from visio_shared import AppointmentLinkRequested, Topics
-from visio_shared.links import LinkKeys
+from visio_shared.links import KeyPurpose, LinkKeys
 
 from visio_booking import store
 from visio_booking.appointments import Caller, Command, Context
@@ -179,7 +179,7 @@ def normalised_address(email: str) -> str:
 def address_bucket(keys: LinkKeys, email: str) -> str:
     """The rate-limit bucket of an address: a keyed hash, so the table never holds the address
     and nobody without the key can tell which address a bucket counts."""
-    _, secret = keys.signing
+    _, secret = keys.signing(KeyPurpose.ADDRESS_FORM)
     digest = hmac.new(
         secret, b"address\x00" + normalised_address(email).encode(), hashlib.sha256
     ).hexdigest()

@@ -1,16 +1,28 @@
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
-from visio_runtime import guide
+from visio_runtime import guide, production
+from visio_runtime.production import Finding
 from visio_runtime.settings import LinkSettings, ServiceSettings
 from visio_runtime.teams import TEAMS_JOIN_URL_PREFIXES
+from visio_shared.links import KeyPurpose
 
 from visio_booking.outbox import RelaySettings
+
+# Above the producer's own delivery timeout (request.timeout.ms, 40 s), see below.
+_MIN_PUBLISH_TIMEOUT_S = 45.0
 
 
 class BookingSettings(ServiceSettings, LinkSettings):
     model_config = SettingsConfigDict(env_prefix="BOOKING_", extra="ignore")
+
+    # « Mon rendez-vous » and its forms; the consent pages' links too, read (never signed) by
+    # « Recevoir un nouveau lien » to know which appointment a refused link was for. Booking
+    # holds the person's data and cancels anyway: those keys give it nothing more.
+    LINK_PURPOSES: ClassVar[frozenset[KeyPurpose]] = frozenset(KeyPurpose)
 
     http_port: int = 8080
     database_url: SecretStr = SecretStr(
@@ -61,6 +73,18 @@ class BookingSettings(ServiceSettings, LinkSettings):
     outbox_publish_timeout_s: float = 60.0
     outbox_retention_hours: int = 168
     idempotency_retention_days: int = 30
+
+    def production_findings(self) -> list[Finding]:
+        findings = super().production_findings()
+        if self.outbox_publish_timeout_s < _MIN_PUBLISH_TIMEOUT_S:
+            findings.append(
+                Finding(
+                    production.env_name(self, "outbox_publish_timeout_s"),
+                    f"{self.outbox_publish_timeout_s} s is a setting for tests: below the "
+                    "producer's own delivery timeout a retry may duplicate a buffered message",
+                )
+            )
+        return findings
 
     def relay(self) -> RelaySettings:
         return RelaySettings(

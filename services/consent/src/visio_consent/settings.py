@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
+from visio_runtime import production
+from visio_runtime.production import Finding
 from visio_runtime.settings import LinkSettings, ServiceSettings
+from visio_shared.links import KeyPurpose
 
 # DEV ONLY. Anyone who knows this key can link a subject_ref back to a guessed email address;
 # production sets CONSENT_SUBJECT_KEY to a long random secret, and never changes it (a new key
@@ -22,6 +26,11 @@ class ConsentSettings(ServiceSettings, LinkSettings):
     and « Mes consentements »; unset, they answer 404."""
 
     model_config = SettingsConfigDict(env_prefix="CONSENT_", extra="ignore")
+
+    # Reads the links of its two pages; never « Mon rendez-vous » (which cancels).
+    LINK_PURPOSES: ClassVar[frozenset[KeyPurpose]] = frozenset(
+        {KeyPurpose.RECORDING, KeyPurpose.CONSENTS}
+    )
 
     http_port: int = 8083
     database_url: SecretStr = SecretStr(
@@ -95,6 +104,35 @@ class ConsentSettings(ServiceSettings, LinkSettings):
         description="Page views and form posts allowed per self-service link and hour; more get "
         "a « trop de tentatives » page until the hour is over.",
     )
+
+    def production_findings(self) -> list[Finding]:
+        findings = super().production_findings()
+        subject_key = self.subject_key.get_secret_value()
+        if self.uses_dev_subject_key or production.is_development_secret(subject_key):
+            findings.append(
+                Finding(
+                    production.env_name(self, "subject_key"),
+                    "the development subject key: anyone could link a subject_ref to a guessed "
+                    "address; set a long random secret, once",
+                )
+            )
+        elif len(subject_key) < 32:
+            findings.append(
+                Finding(production.env_name(self, "subject_key"), "shorter than 32 characters")
+            )
+        if self.checkpoint_signing_key is None:
+            findings.append(
+                Finding(
+                    production.env_name(self, "checkpoint_signing_key"),
+                    "unset: a development key would be generated beside the checkpoint file, "
+                    "and its signatures would prove nothing",
+                )
+            )
+        elif production.is_development_secret(self.checkpoint_signing_key.get_secret_value()):
+            findings.append(
+                Finding(production.env_name(self, "checkpoint_signing_key"), "a development key")
+            )
+        return findings
 
     @property
     def uses_dev_subject_key(self) -> bool:

@@ -11,6 +11,8 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
+from visio_runtime import production
+from visio_runtime.production import Finding
 from visio_runtime.settings import ServiceSettings
 
 
@@ -92,6 +94,21 @@ class MeetingsSettings(ServiceSettings):
                 "set MEETINGS_CLIENT_SECRET or MEETINGS_CLIENT_CERTIFICATE_PATH, not both"
             )
         return self
+
+    def production_findings(self) -> list[Finding]:
+        findings = [
+            finding
+            for finding in super().production_findings()
+            # The outbound proxy is reached over http:// and tunnels TLS (CONNECT).
+            if finding.setting != production.env_name(self, "proxy_url")
+        ]
+        if self.client_secret is not None and production.is_development_secret(
+            self.client_secret.get_secret_value()
+        ):
+            findings.append(
+                Finding(production.env_name(self, "client_secret"), "a development secret")
+            )
+        return findings
 
     @property
     def tenant_id(self) -> str:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from visio_runtime.service import serve
+from visio_runtime.settings import load_settings
 
-from visio_notifications.app import create_app
 from visio_notifications.settings import NotificationsSettings
 
 
 def main() -> None:
-    settings = NotificationsSettings()
+    settings = load_settings(NotificationsSettings, "visio-rdv-notifications")
+    # Imported once the settings are accepted: a refused start needs none of it.
+    from visio_runtime.service import serve
+
+    from visio_notifications.app import create_app
+
     serve(create_app(settings), settings)
 
 

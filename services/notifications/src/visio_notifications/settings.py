@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
-from visio_runtime import guide
+from visio_runtime import guide, production
+from visio_runtime.production import Finding
 from visio_runtime.settings import LinkSettings, ServiceSettings
 from visio_runtime.teams import TEAMS_JOIN_URL_PREFIXES
+from visio_shared.links import KeyPurpose
 
 # A page's public address goes into emails as is: only characters that never need escaping.
 _PLAIN_URL = re.compile(r"[A-Za-z0-9\-._~:/%]+")
@@ -18,6 +21,11 @@ _PLAIN_URL = re.compile(r"[A-Za-z0-9\-._~:/%]+")
 
 class NotificationsSettings(ServiceSettings, LinkSettings):
     model_config = SettingsConfigDict(env_prefix="NOTIFICATIONS_", extra="ignore")
+
+    # Signs the three pages' links; never booking's address form.
+    LINK_PURPOSES: ClassVar[frozenset[KeyPurpose]] = frozenset(
+        {KeyPurpose.MANAGE, KeyPurpose.RECORDING, KeyPurpose.CONSENTS}
+    )
 
     http_port: int = 8082
     database_url: SecretStr = SecretStr(
@@ -91,6 +99,24 @@ class NotificationsSettings(ServiceSettings, LinkSettings):
     # Personal data (names, addresses) is kept this long after the appointment, then deleted;
     # the dispatch log, which holds none, stays as the record of what was sent.
     retention_days: float = Field(default=90, gt=0)
+
+    def production_findings(self) -> list[Finding]:
+        findings = super().production_findings()
+        if not (self.smtp_tls or self.smtp_starttls):
+            findings.append(
+                Finding(
+                    production.env_name(self, "smtp_starttls"),
+                    "SMTP without TLS: every email (names, addresses, links that open the "
+                    "person's pages) would cross the network in clear; set "
+                    "NOTIFICATIONS_SMTP_STARTTLS or NOTIFICATIONS_SMTP_TLS",
+                )
+            )
+        findings += production.switch_findings(
+            self,
+            {"smtp_allow_auth_without_tls": True},
+            "a switch for tests: the relay's password would travel in clear",
+        )
+        return findings
 
     @field_validator("booking_public_url", "consent_public_url")
     @classmethod

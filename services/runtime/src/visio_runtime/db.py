@@ -71,15 +71,20 @@ def _lock_key(schema: str) -> int:
     )
 
 
-async def migrate(owner_dsn: str, spec: SchemaSpec, service_password: str) -> list[str]:
-    """Apply the numbered SQL files not yet applied; safe to run twice and from several replicas."""
+async def migrate(
+    owner_dsn: str, spec: SchemaSpec, service_password: str, *, set_password: bool = False
+) -> list[str]:
+    """Apply the numbered SQL files not yet applied; safe to run twice and from several replicas.
+
+    The service role is created with `service_password`; an existing role's password is left as
+    it is (the operator may have rotated it), unless `set_password` asks for it explicitly."""
     conn = await asyncpg.connect(owner_dsn)
     applied: list[str] = []
     try:
         # Roles are cluster-wide: serialise their creation across databases too.
         await conn.execute("SELECT pg_advisory_lock($1)", _lock_key("roles"))
         try:
-            await _ensure_roles(conn, spec, service_password)
+            await _ensure_roles(conn, spec, service_password, set_password)
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", _lock_key("roles"))
         await conn.execute("SELECT pg_advisory_lock($1)", _lock_key(spec.schema))
@@ -127,7 +132,9 @@ async def migrate(owner_dsn: str, spec: SchemaSpec, service_password: str) -> li
     return applied
 
 
-async def _ensure_roles(conn: asyncpg.Connection, spec: SchemaSpec, service_password: str) -> None:
+async def _ensure_roles(
+    conn: asyncpg.Connection, spec: SchemaSpec, service_password: str, set_password: bool
+) -> None:
     existing = {
         row["rolname"]
         for row in await conn.fetch(
@@ -137,10 +144,18 @@ async def _ensure_roles(conn: asyncpg.Connection, spec: SchemaSpec, service_pass
     }
     if spec.owner_role not in existing:
         await conn.execute(f'CREATE ROLE "{spec.owner_role}" NOLOGIN')
+    # The password is the operator's: given when the role is created, changed only when asked
+    # (a rotation), never put back to what this run was given.
     if spec.service_role not in existing:
-        await conn.execute(f'CREATE ROLE "{spec.service_role}" LOGIN')
-    # Passwords are set every time, so a rotated secret takes effect on the next migrate.
-    await conn.execute(f'ALTER ROLE "{spec.service_role}" PASSWORD {_literal(service_password)}')
+        await conn.execute(
+            f'CREATE ROLE "{spec.service_role}" LOGIN PASSWORD {_literal(service_password)}'
+        )
+        log.info("%s: role %s created", spec.schema, spec.service_role)
+    elif set_password:
+        await conn.execute(
+            f'ALTER ROLE "{spec.service_role}" PASSWORD {_literal(service_password)}'
+        )
+        log.info("%s: password of %s set, as asked", spec.schema, spec.service_role)
     # The migrating login must be able to act as the owner role.
     await conn.execute(f'GRANT "{spec.owner_role}" TO CURRENT_USER')
     database = await conn.fetchval("SELECT current_database()")

@@ -82,11 +82,17 @@ def make_broker(
 
 
 def topic_configs(settings: ServiceSettings, name: str) -> dict[str, str]:
-    """The configs a topic is created with: its retention, since events carry personal data."""
+    """The configs a topic is created with: its retention, since events carry personal data,
+    and, when set, how many replicas must hold a write before `acks=all` answers."""
     if not settings.topic_configs_enabled:
         return {}
+    configs: dict[str, str] = {}
     days = settings.dlq_retention_days if name.endswith(".dlq") else settings.topic_retention_days
-    return {"retention.ms": str(int(days * 86_400_000))} if days > 0 else {}
+    if days > 0:
+        configs["retention.ms"] = str(int(days * 86_400_000))
+    if settings.topic_min_insync_replicas is not None:
+        configs["min.insync.replicas"] = str(settings.topic_min_insync_replicas)
+    return configs
 
 
 async def ensure_topics(settings: ServiceSettings, names: list[str]) -> list[str]:

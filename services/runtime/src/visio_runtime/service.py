@@ -1,25 +1,36 @@
 """The shape every service shares: a FastAPI app whose lifespan opens the pool, creates the
-topics, starts the broker and closes all of it; health and metrics endpoints; logging."""
+topics, starts the broker and closes all of it; health endpoints; logging.
+
+Two ports: the public one (the API, the person's pages, health) and the admin one (`/metrics`,
+`/docs`, `/openapi.json`, health), which stays on the internal network: what the service
+counts, and the map of its API, are nobody else's business. Every answer of the public port
+carries the security headers (`visio_runtime.headers`)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+import uvicorn
 from fastapi import FastAPI, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from faststream.kafka import KafkaBroker
 from visio_shared import Topics
 
 from visio_runtime.consumer import EventConsumer
 from visio_runtime.db import create_pool
+from visio_runtime.headers import SecurityHeaders
 from visio_runtime.kafka import ensure_topics, make_broker, publish_metrics
 from visio_runtime.logs import configure_logging as _configure_logging
 from visio_runtime.metrics import CONTENT_TYPE, Metrics
+from visio_runtime.production import waiver_warning
 from visio_runtime.settings import ServiceSettings
 from visio_runtime.tracing import telemetry_middleware, tracer_provider
 
@@ -66,6 +77,11 @@ class Runtime:
 
 def build_runtime(service: str, settings: ServiceSettings) -> Runtime:
     metrics = Metrics(service)
+    metrics.gauge(
+        "production_waivers",
+        "Production checks not enforced (VISIO_PRODUCTION_LOCAL_BROKER_WAIVER): 0 on a real "
+        "deployment.",
+    ).set(len(settings.waived_production_checks))
     middlewares: list[Any] = [publish_metrics(metrics)]
     provider = tracer_provider(settings, service)
     if provider is not None:
@@ -118,8 +134,25 @@ def create_service_app(runtime: Runtime, title: str, **fastapi_kwargs: Any) -> F
             await runtime.broker.stop()
             await runtime.pool.close()
 
-    app = FastAPI(title=title, lifespan=lifespan, **fastapi_kwargs)
+    # The public app publishes no documentation: the admin app serves it (its schema is still
+    # the public app's, `app.openapi()`, which booking's committed openapi.json comes from).
+    app = FastAPI(
+        title=title,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        **fastapi_kwargs,
+    )
     app.state.runtime = runtime
+    app.add_middleware(SecurityHeaders, hsts=runtime.settings.environment == "production")
+    add_health_routes(app, runtime)
+    app.state.admin = create_admin_app(runtime, app)
+    return app
+
+
+def add_health_routes(app: FastAPI, runtime: Runtime) -> None:
+    """/health/live and /health/ready: on both ports, for probes on either network."""
 
     @app.get("/health/live", tags=["health"], summary="The process answers")
     async def live() -> dict[str, str]:
@@ -155,7 +188,17 @@ def create_service_app(runtime: Runtime, title: str, **fastapi_kwargs: Any) -> F
             "consumer": runtime.consumer.state(),
         }
 
-    @app.get("/metrics", tags=["health"], summary="Prometheus metrics")
+
+def create_admin_app(runtime: Runtime, public: FastAPI) -> FastAPI:
+    """The admin port's app: metrics, the public app's API documentation, health. It shares
+    the public app's runtime (opened by the public app's lifespan)."""
+    admin = FastAPI(
+        title=f"{public.title} (admin)", docs_url=None, redoc_url=None, openapi_url=None
+    )
+    admin.state.runtime = runtime
+    add_health_routes(admin, runtime)
+
+    @admin.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
         await runtime.consumer.observe()
         for hook in runtime.on_scrape:
@@ -165,7 +208,15 @@ def create_service_app(runtime: Runtime, title: str, **fastapi_kwargs: Any) -> F
                 log.exception("%s: a metrics hook failed", runtime.service)
         return Response(runtime.metrics.render(), media_type=CONTENT_TYPE)
 
-    return app
+    @admin.get("/openapi.json", include_in_schema=False)
+    async def openapi() -> JSONResponse:
+        return JSONResponse(public.openapi())
+
+    @admin.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=public.title)
+
+    return admin
 
 
 def configure_logging(
@@ -175,18 +226,56 @@ def configure_logging(
     _configure_logging(level, service=service, fmt=fmt, repeat_window_s=repeat_window_s)
 
 
-def serve(app: FastAPI, settings: ServiceSettings) -> None:
-    import uvicorn
+def announce_waivers(settings: ServiceSettings, service: str) -> None:
+    """Production checks waived for a local broker: loud, at every start, in the log."""
+    for finding in settings.waived_production_checks:
+        logging.getLogger(f"visio.{service}.production").warning(waiver_warning(finding))
 
+
+def serve(app: FastAPI, settings: ServiceSettings) -> None:
     runtime: Runtime = app.state.runtime
     configure_logging(
         settings.log_level, runtime.service, settings.log_format, settings.log_repeat_window_s
     )
+    announce_waivers(settings, runtime.service)
     # log_config=None: uvicorn's records go through our handler too, instead of its own.
-    uvicorn.run(
-        app,
-        host=settings.http_host,
-        port=settings.http_port,
-        log_level="warning",
-        log_config=None,
+    public = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=settings.http_host,
+            port=settings.http_port,
+            log_level="warning",
+            log_config=None,
+            ssl_certfile=settings.http_tls_certfile,
+            ssl_keyfile=settings.http_tls_keyfile,
+        )
     )
+    admin = _QuietServer(
+        uvicorn.Config(
+            app.state.admin,
+            host=settings.admin_host,
+            port=settings.admin_port or settings.http_port + 1000,
+            log_level="warning",
+            log_config=None,
+            lifespan="off",  # the public app's lifespan opens and closes the runtime
+        )
+    )
+    asyncio.run(_serve_both(public, admin))
+
+
+async def _serve_both(public: uvicorn.Server, admin: uvicorn.Server) -> None:
+    """The public server owns the signals and the lifespan; the admin one stops with it."""
+    admin_task = asyncio.create_task(admin.serve())
+    try:
+        await public.serve()
+    finally:
+        admin.should_exit = True
+        await admin_task
+
+
+class _QuietServer(uvicorn.Server):
+    """A uvicorn server that leaves the signals to the public one."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield

@@ -4,16 +4,44 @@ prefix (`BOOKING_`, `MEETINGS_`, …), so one environment can hold all four side
 from __future__ import annotations
 
 import ssl
+import sys
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal, TypeVar
+from urllib.parse import quote, urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from visio_shared.links import LinkKeys
+from visio_shared.links import KeyPurpose, LinkKeys
+
+from visio_runtime import production
+from visio_runtime.production import Finding
 
 
 class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", env_file=None)
+
+    # `production` refuses every development-only setting (visio_runtime.production); read by
+    # every process under the same name, whatever its own prefix.
+    environment: Literal["development", "production"] = Field(
+        default="development",
+        validation_alias=AliasChoices(production.ENVIRONMENT_ENV, "environment"),
+    )
+    production_local_broker_waiver: bool = Field(
+        default=False,
+        validation_alias=AliasChoices(
+            production.LOCAL_BROKER_WAIVER_ENV, "production_local_broker_waiver"
+        ),
+        description="Production mode on a broker of this machine (tansu): the Kafka checks are "
+        "logged loudly instead of enforced. Refused with any other broker.",
+    )
 
     # Kafka
     kafka_bootstrap_servers: str = Field(
@@ -47,6 +75,12 @@ class ServiceSettings(BaseSettings):
     topic_partitions: int = Field(default=6, description="Partitions of the topics it creates.")
     topic_replication_factor: int = Field(
         default=1, description="Replication factor of the topics it creates (3 in production)."
+    )
+    topic_min_insync_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        description="`min.insync.replicas` given to the topics it creates (unset: the broker's; "
+        "2 or more in production).",
     )
     max_poll_interval_ms: int = Field(
         default=300_000, description="Kafka's max.poll.interval.ms for this service's consumer."
@@ -89,12 +123,29 @@ class ServiceSettings(BaseSettings):
         default=SecretStr("postgresql://127.0.0.1:5432/visio"),
         description="PostgreSQL, as the service's own restricted role.",
     )
+    database_password_file: Path | None = Field(
+        default=None,
+        description="The role's password from a file (a mounted secret): it replaces the URL's.",
+    )
     database_pool_min: int = Field(default=1, description="Connections kept open.")
     database_pool_max: int = Field(default=5, description="Connections at most.")
 
-    http_host: str = Field(default="127.0.0.1", description="Address the HTTP server binds.")
-    http_port: int = Field(
-        default=8080, description="Port of health, metrics and, for booking and consent, the API."
+    http_host: str = Field(default="127.0.0.1", description="Address the public port binds.")
+    http_port: int = Field(default=8080, description="The public port: the API, the pages, health.")
+    http_tls_certfile: Path | None = Field(
+        default=None,
+        description="Serve the public port in TLS with this certificate (else TLS ends at the "
+        "reverse proxy the public URLs name).",
+    )
+    http_tls_keyfile: Path | None = Field(default=None, description="Its private key.")
+    admin_host: str = Field(
+        default="127.0.0.1", description="Address of the admin port: the internal network only."
+    )
+    admin_port: int | None = Field(
+        default=None,
+        ge=0,
+        description="The admin port (/metrics, /docs, /openapi.json, health); unset, the public "
+        "port + 1000.",
     )
 
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
@@ -114,6 +165,54 @@ class ServiceSettings(BaseSettings):
         "opentelemetry-exporter-otlp installed.",
     )
     tracing_otlp_endpoint: str | None = Field(default=None, description="The OTLP collector.")
+
+    # Production refuses on any finding not waived; the waived ones are logged at each start.
+    _waived: list[Finding] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="after")
+    def _admin_port(self) -> ServiceSettings:
+        if self.admin_port is None:
+            self.admin_port = self.http_port + 1000
+        return self
+
+    @model_validator(mode="after")
+    def _read_password_file(self) -> ServiceSettings:
+        if self.database_password_file is not None:
+            password = self.database_password_file.read_text(encoding="utf-8").strip()
+            parts = urlsplit(self.database_url.get_secret_value())
+            user = quote(parts.username or "", safe="")
+            netloc = f"{user}:{quote(password, safe='')}@{parts.netloc.rsplit('@', 1)[-1]}"
+            self.database_url = SecretStr(urlunsplit(parts._replace(netloc=netloc)))
+        return self
+
+    @model_validator(mode="after")
+    def _production_mode(self) -> ServiceSettings:
+        # The base class alone is a holder of Kafka settings for tools (`up`, the bench), not a
+        # process's settings: production is about what a process runs with.
+        if self.environment == "production" and type(self) is not ServiceSettings:
+            self._waived = production.enforce(self, self.production_findings())
+        return self
+
+    def production_findings(self) -> list[Finding]:
+        """What production mode refuses in these settings. A service extends it with its own
+        checks (`[*super().production_findings(), …]`)."""
+        findings = [
+            *production.kafka_findings(self),
+            *production.switch_findings(
+                self,
+                {"kafka_allow_sasl_without_tls": True},
+                "a switch for tests: credentials would travel in clear",
+            ),
+            *production.public_url_findings(self),
+            *production.database_findings(self),
+        ]
+        if isinstance(self, LinkSettings):
+            findings += self.link_findings()
+        return findings
+
+    @property
+    def waived_production_checks(self) -> list[Finding]:
+        return list(self._waived)
 
     @model_validator(mode="after")
     def _refuse_sasl_in_clear(self) -> ServiceSettings:
@@ -138,15 +237,21 @@ class ServiceSettings(BaseSettings):
 
 class LinkSettings(BaseSettings):
     """The self-service links' key ring, for the services that sign or read them (notifications,
-    booking, consent); each takes it under its own prefix (`BOOKING_LINK_KEYS`, …)."""
+    booking, consent); each takes it under its own prefix (`BOOKING_LINK_KEYS`, …) and keeps
+    only the keys of `LINK_PURPOSES`, what it signs or verifies (visio_shared.links)."""
 
     model_config = SettingsConfigDict(extra="ignore", env_file=None)
 
+    # What this service signs or verifies: a ring holding other purposes' keys is refused in
+    # production, and in development those keys are dropped at start.
+    LINK_PURPOSES: ClassVar[frozenset[KeyPurpose]] = frozenset()
+
     link_keys: SecretStr | None = Field(
         default=None,
-        description="'id:secret' pairs, comma-separated, secrets of 32+ characters: the first "
-        "signs, all verify. Rotate by putting a new key first; drop a key to revoke every link "
-        "it signed. Unset: emails carry no self-service links and the pages answer 404.",
+        description="'id.purpose:key' entries (or, in development, 'id:secret' masters from "
+        "which each purpose's key is derived), comma-separated: per purpose the first signs, "
+        "all verify. Rotate by putting a new key first; drop a key to revoke every link it "
+        "signed. Unset: emails carry no self-service links and the pages answer 404.",
     )
 
     @field_validator("link_keys")
@@ -157,4 +262,57 @@ class LinkSettings(BaseSettings):
         return value
 
     def link_ring(self) -> LinkKeys | None:
-        return None if self.link_keys is None else LinkKeys.parse(self.link_keys.get_secret_value())
+        """The ring, with only the keys of what this service signs or verifies."""
+        if self.link_keys is None:
+            return None
+        return LinkKeys.parse(self.link_keys.get_secret_value()).restricted_to(self.LINK_PURPOSES)
+
+    def link_findings(self) -> list[Finding]:
+        """Production: no master key (it derives every purpose's key), no key of a purpose
+        this service neither signs nor verifies, no development key."""
+        if self.link_keys is None:
+            return []
+        setting = production.env_name(self, "link_keys")
+        text = self.link_keys.get_secret_value()
+        ring = LinkKeys.parse(text)
+        findings: list[Finding] = []
+        if production.is_development_secret(text):
+            findings.append(Finding(setting, "holds a development key (marked DEV-ONLY)"))
+        if ring.masters:
+            findings.append(
+                Finding(
+                    setting,
+                    f"holds master key(s) {', '.join(ring.masters)}, from which every purpose's "
+                    "key derives: give this service its own keys (visio-rdv keys derive)",
+                )
+            )
+        foreign = sorted(purpose.value for purpose in ring.purposes() - self.LINK_PURPOSES)
+        needed = ", ".join(sorted(purpose.value for purpose in self.LINK_PURPOSES))
+        if foreign and not ring.masters:
+            findings.append(
+                Finding(
+                    setting,
+                    f"holds keys for {', '.join(foreign)}, which this service neither signs "
+                    f"nor verifies (it needs {needed})",
+                )
+            )
+        return findings
+
+
+SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
+
+
+def load_settings(kind: type[SettingsT], program: str) -> SettingsT:
+    """A console script's settings from the environment; a refusal (production mode's among
+    them) ends the process with status 2 and one line per refused setting, not a traceback.
+    Light on imports on purpose: a console script reads its settings before it imports its
+    app, so a refused start costs little."""
+    try:
+        return kind()
+    except ValidationError as exc:
+        reasons = [
+            str(error["ctx"]["error"]) if "error" in error.get("ctx", {}) else error["msg"]
+            for error in exc.errors()
+        ]
+        print(f"{program}: {'; '.join(reasons)}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
