@@ -44,6 +44,12 @@ class ServiceSettings(BaseSettings):
     # topic of the same subscriber (notifications' MeetingReady waited behind ~700-record chunks
     # of AppointmentRequested: no email for minutes in the bench). Small chunks take turns.
     consumer_partition_fetch_bytes: int = Field(default=64 * 1024, ge=1024)
+    # Batch handlers (visio_runtime.batches): the most events in one batch, how long a batch
+    # waits for more after its first (the records of one poll arrive well within it), and how
+    # many batches of one handler run at once (the next one fills meanwhile: a group commit).
+    consumer_batch_max: int = Field(default=500, ge=1)
+    consumer_batch_window_ms: float = Field(default=10.0, ge=0)
+    consumer_batch_parallel: int = Field(default=2, ge=1)
     retry_attempts: int = 5
     retry_initial_delay_s: float = 0.2
     retry_max_delay_s: float = 5.0
