@@ -9,8 +9,8 @@ topics its subscribers read: the services' own code says which topics
 still joining or a rebalance under way. On tansu 0.6 a member that joins a formed group bumps
 its generation; the others learn of it only at their next heartbeat (every 3 s), rejoin, and a
 follower's join is held 3 s by the coordinator: a rebalance takes 5 to 10 s, which a booking
-made meanwhile waits out (notifications, whose two clients share one group, rebalances once at
-every start)."""
+made meanwhile waits out (hence one client per group: notifications' two clients each have
+their own, see `EventConsumer.subscribe`)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from visio_booking.handlers import follow_status
+from visio_booking.handlers import follow_status, follow_statuses
 from visio_shared import (
     AppointmentEvent,
     MeetingCancelled,
@@ -230,3 +230,27 @@ async def test_the_outcome_closes_the_appointment_whatever_revision_it_names(boo
         "the person never joined the meeting",
     )
     assert view["history"][-1]["status"] == "no_show"
+
+
+async def test_a_batch_of_many_appointments_tells_the_same_story_as_one_event_at_a_time(
+    booking: Any,
+) -> None:
+    """The consumer's batches: one event per appointment, one transaction for them all — with
+    one redelivered, one of an appointment booking never had, and one that is no step."""
+    appointments = [await booking.book() for _ in range(6)]
+    first = [ready(a, 1, f"batch-{n}") for n, a in enumerate(appointments)]
+    steps = await follow_statuses(booking.runtime.db, first[:2])
+    assert set(steps) == {first[0].event_id, first[1].event_id}
+    unknown = sent(str(uuid.uuid4()), 1, "confirmation")
+    batch: list[AppointmentEvent] = [*first, unknown]  # first[0:2]: already recorded
+    steps = await follow_statuses(booking.runtime.db, batch)
+    assert set(steps) == {event.event_id for event in first[2:]} | {unknown.event_id}
+    emails = [sent(a, 1, "confirmation") for a in appointments[:3]]
+    await follow_statuses(booking.runtime.db, [*emails, sent(appointments[3], 1, "reminder")])
+    for n, appointment_id in enumerate(appointments):
+        view = await booking.view(appointment_id)
+        assert view["join_url"] == URL + f"batch-{n}"
+        expected = ["requested", "meeting_ready"] + (["confirmed"] if n < 3 else [])
+        expected += ["notification_sent"] if n == 3 else []
+        assert [entry["status"] for entry in view["history"]] == expected
+        assert view["status"] == ("confirmed" if n < 3 else "meeting_ready")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -9,7 +10,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 import pytest
 from pydantic import SecretStr
-from visio_consent.handlers import record_consent, record_contact_correction
+from visio_consent.handlers import record_consent, record_consents, record_contact_correction
 from visio_consent.ledger import subject_ref
 from visio_consent.settings import ConsentSettings
 from visio_consent.verify import verify
@@ -247,3 +248,35 @@ async def test_a_correction_of_an_unrecorded_appointment_is_poison(
     with pytest.raises(Poison, match="replay its AppointmentRequested"):
         await record_contact_correction(correction, pool, publisher, SETTINGS, TOPICS)
     assert await pool.fetchval("SELECT count(*) FROM processed_events") == 0
+
+
+async def test_group_commits_keep_the_chain_whole_and_in_each_batchs_order(
+    pool: asyncpg.Pool, publisher: FakePublisher, make_event: MakeEvent
+) -> None:
+    """Batches of requests appended at once, two at the same time, one with a redelivered
+    event: every request has its two records, next to each other in its batch's order, the
+    chain verifies, and every request is announced (the redelivered one again, the same)."""
+    first = [make_event() for _ in range(20)]
+    second = [make_event() for _ in range(20)]
+    await record_consents(first[:1], pool, publisher, SETTINGS, TOPICS)
+    batches = await asyncio.gather(
+        record_consents(first, pool, publisher, SETTINGS, TOPICS),
+        record_consents([*second, first[0]], pool, publisher, SETTINGS, TOPICS),
+    )
+
+    rows = await pool.fetch("SELECT seq, source_event_id FROM ledger ORDER BY seq")
+    assert [row["seq"] for row in rows] == list(range(1, 81))
+    order = [row["source_event_id"] for row in rows[::2]]
+    assert [row["source_event_id"] for row in rows[1::2]] == order  # each request's two, adjacent
+    assert order[0] == first[0].event_id
+    for batch in (first[1:], second):  # a batch's requests in its order, in one stretch
+        ids = [event.event_id for event in batch]
+        at = order.index(ids[0])
+        assert order[at : at + len(ids)] == ids
+    async with pool.acquire() as conn:
+        report = await verify(conn)
+    assert report.ok and report.count == 80
+    # The redelivered request appended nothing and was announced again, identically.
+    again = [each for each in batches[1] if each.causation_id == first[0].event_id]
+    assert again == [batches[0][0]]
+    assert len(publisher.calls) == 1 + 20 + 21

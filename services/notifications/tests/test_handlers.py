@@ -12,6 +12,7 @@ import pytest
 from visio_notifications.handlers import (
     on_appointment_changed,
     on_appointment_requested,
+    on_events,
     on_meeting_event,
 )
 from visio_notifications.poller import poll_once
@@ -344,3 +345,27 @@ async def test_personal_data_is_forgotten_after_its_retention(deps, make, clock)
         assert count == 0, table
     [row] = await _dispatches(deps, appointment.appointment_id)  # the record of what was sent
     assert row["status"] == "sent" and "@" not in row["recipient_sha256"]
+
+
+async def test_a_batch_of_many_appointments_books_each_once_and_a_redelivery_doubles_nothing(
+    deps, make, mailbox, publisher
+) -> None:
+    """The consumer's batches: one event per appointment, step 1 in one transaction for them
+    all. The requests in one batch, their meetings in the next: each person gets one
+    confirmation, and each is announced once, even when both batches come again."""
+    appointments = [make.appointment() for _ in range(12)]
+    meetings = [make.meeting(appointment) for appointment in appointments]
+    await on_events(deps, appointments)
+    assert mailbox.messages() == []
+    await on_events(deps, meetings)
+    await on_events(deps, [*meetings[:6], *appointments[6:]])  # redelivered, mixed
+
+    for appointment in appointments:
+        mailbox.one(appointment.appointment_id, "confirmation")
+        [sent] = publisher.events(appointment.appointment_id)
+        assert isinstance(sent, NotificationSent) and sent.kind == "confirmation"
+    assert len(mailbox.messages()) == len(publisher.published) == 12
+    unpublished = await deps.pool.fetchval(
+        "SELECT count(*) FROM dispatches WHERE published_at IS NULL"
+    )
+    assert unpublished == 0

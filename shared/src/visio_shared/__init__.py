@@ -31,7 +31,7 @@ from visio_shared.events import (
     parse_event,
 )
 from visio_shared.headers import Headers
-from visio_shared.publishing import publish_event
+from visio_shared.publishing import publish_event, publish_events
 from visio_shared.topics import Topics
 
 __all__ = [
@@ -70,5 +70,6 @@ __all__ = [
     "expected_timezone",
     "parse_event",
     "publish_event",
+    "publish_events",
     "time_label",
 ]

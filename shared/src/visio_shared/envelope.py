@@ -39,7 +39,9 @@ class Envelope(BaseModel):
         return value.astimezone(UTC)
 
     def to_json_bytes(self) -> bytes:
-        return self.model_dump_json().encode()
+        # pydantic-core's serialiser writes bytes; model_dump_json() decodes them to a str,
+        # which `.encode()` then copied back: twice the work for every event published.
+        return self.__pydantic_serializer__.to_json(self)
 
     def caused(self, **fields: Any) -> dict[str, Any]:
         """Lineage fields for an event caused by this one."""

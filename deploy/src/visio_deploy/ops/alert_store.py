@@ -230,7 +230,9 @@ class PendingAlert:
 
 
 async def lock_next(
-    conn: asyncpg.Connection, appointment_id: uuid.UUID | None, orphan_after_minutes: float
+    conn: asyncpg.Connection,
+    appointment_ids: list[uuid.UUID] | None,
+    orphan_after_minutes: float,
 ) -> PendingAlert | None:
     """The oldest unsent alert whose appointment is known — or unknown for too long — locked
     until the caller's transaction ends, so two senders never send the same one."""
@@ -241,14 +243,14 @@ async def lock_next(
                ap.advisor_name, ap.start_at, ap.timezone
         FROM alerts al LEFT JOIN appointments ap USING (appointment_id)
         WHERE al.sent_at IS NULL
-          AND ($1::uuid IS NULL OR al.appointment_id = $1)
+          AND ($1::uuid[] IS NULL OR al.appointment_id = ANY($1::uuid[]))
           AND (ap.appointment_id IS NOT NULL
                OR al.recorded_at < now() - $2::float8 * interval '1 minute')
         ORDER BY al.recorded_at
         LIMIT 1
         FOR UPDATE OF al SKIP LOCKED
         """,
-        appointment_id,
+        appointment_ids,
         orphan_after_minutes,
     )
     return PendingAlert(**dict(row)) if row else None

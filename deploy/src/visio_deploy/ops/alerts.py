@@ -20,6 +20,7 @@ import logging
 import uuid
 from email.message import EmailMessage
 
+import asyncpg
 from fastapi import FastAPI
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
@@ -32,6 +33,7 @@ from visio_runtime.settings import ServiceSettings, load_settings
 from visio_shared import (
     AdvisorReassigned,
     AppointmentCancelled,
+    AppointmentEvent,
     AppointmentLinkRequested,
     AppointmentRequested,
     AppointmentRescheduled,
@@ -135,47 +137,23 @@ class Alerts:
             "same threshold.",
         ).set(settings.email_late_after_minutes * 60)
 
-    async def on_event(self, event: object) -> None:
-        async with self.runtime.db.acquire() as conn:
-            match event:
-                case AppointmentRequested():
-                    await alert_store.keep_appointment(conn, event)
-                    await alert_store.owe_email(conn, event)
-                case AppointmentRescheduled() | AdvisorReassigned():
-                    await alert_store.follow_change(conn, event)
-                    await alert_store.owe_email(conn, event)
-                case ContactCorrected() | AppointmentLinkRequested():
-                    await alert_store.owe_email(conn, event)
-                case AppointmentCancelled():
-                    await alert_store.mark(conn, event.appointment_id, "cancelled_at")
-                    await alert_store.owe_email(conn, event)
-                case NotificationSent():
-                    if event.kind == "confirmation":
-                        await alert_store.mark(conn, event.appointment_id, "confirmed_at")
-                    await alert_store.tell_email(conn, event)
-                case MeetingFailed() | NotificationFailed():
-                    if isinstance(event, NotificationFailed):
-                        await alert_store.tell_email(conn, event)
-                    await alert_store.record_alert(
-                        conn,
-                        event.appointment_id,
-                        CAUSES[type(event)],
-                        event.reason,
-                        event.detail,
-                        event.event_id,
-                    )
-                case _:
-                    return
-        await self.send_pending(getattr(event, "appointment_id", None))
+    async def on_events(self, events: list[AppointmentEvent]) -> None:
+        """A batch of events (the consumer's `on_batch`, one per appointment): their bookkeeping
+        in one transaction, then whatever alerts they made due. Idempotent without markers:
+        every write is an insert that ignores a repeat, or a change that keeps the first."""
+        async with self.runtime.db.acquire() as conn, conn.transaction():
+            for event in events:
+                await _keep(conn, event)
+        await self.send_pending([event.appointment_id for event in events])
 
-    async def send_pending(self, appointment_id: uuid.UUID | None = None) -> int:
-        """Send what is due (for one appointment, or all); each in its own transaction, its row
-        locked while the email goes, so a concurrent scan cannot send it too."""
+    async def send_pending(self, appointment_ids: list[uuid.UUID] | None = None) -> int:
+        """Send what is due (for these appointments, or all); each in its own transaction, its
+        row locked while the email goes, so a concurrent scan cannot send it too."""
         count = 0
         while True:
             async with self.runtime.db.acquire() as conn, conn.transaction():
                 alert = await alert_store.lock_next(
-                    conn, appointment_id, self.settings.orphan_after_minutes
+                    conn, appointment_ids, self.settings.orphan_after_minutes
                 )
                 if alert is None:
                     return count
@@ -225,11 +203,42 @@ class Alerts:
         await self.send_pending()
 
 
+async def _keep(conn: asyncpg.Connection, event: AppointmentEvent) -> None:
+    """What one event changes in the alerts' tables."""
+    match event:
+        case AppointmentRequested():
+            await alert_store.keep_appointment(conn, event)
+            await alert_store.owe_email(conn, event)
+        case AppointmentRescheduled() | AdvisorReassigned():
+            await alert_store.follow_change(conn, event)
+            await alert_store.owe_email(conn, event)
+        case ContactCorrected() | AppointmentLinkRequested():
+            await alert_store.owe_email(conn, event)
+        case AppointmentCancelled():
+            await alert_store.mark(conn, event.appointment_id, "cancelled_at")
+            await alert_store.owe_email(conn, event)
+        case NotificationSent():
+            if event.kind == "confirmation":
+                await alert_store.mark(conn, event.appointment_id, "confirmed_at")
+            await alert_store.tell_email(conn, event)
+        case MeetingFailed() | NotificationFailed():
+            if isinstance(event, NotificationFailed):
+                await alert_store.tell_email(conn, event)
+            await alert_store.record_alert(
+                conn,
+                event.appointment_id,
+                CAUSES[type(event)],
+                event.reason,
+                event.detail,
+                event.event_id,
+            )
+
+
 def create_app(settings: AlertsSettings | None = None) -> FastAPI:
     settings = settings or AlertsSettings()
     runtime = build_runtime(SERVICE, settings)
     alerts = Alerts(runtime, settings)
-    for model in (
+    runtime.consumer.on_batch(
         AppointmentRequested,
         AppointmentRescheduled,
         ContactCorrected,
@@ -239,8 +248,7 @@ def create_app(settings: AlertsSettings | None = None) -> FastAPI:
         NotificationSent,
         MeetingFailed,
         NotificationFailed,
-    ):
-        runtime.consumer.on(model)(alerts.on_event)
+    )(alerts.on_events)
     topics = runtime.topics
     runtime.consumer.subscribe(topics.appointments, topics.meetings, topics.notifications)
 

@@ -10,7 +10,7 @@ from visio_shared import AppointmentEvent
 
 from visio_booking import api, fresh_link_api, openapi, pages_api
 from visio_booking.appointments import Context
-from visio_booking.handlers import STATUS_EVENTS, follow_status
+from visio_booking.handlers import STATUS_EVENTS, follow_statuses
 from visio_booking.inbound import InboundRequests, subscribe
 from visio_booking.outbox import OutboxRelay
 from visio_booking.replies import Site
@@ -30,13 +30,11 @@ def create_app(settings: BookingSettings | None = None) -> FastAPI:
         "appointments_no_show_total", "Meetings the member of the public never joined."
     )
 
-    async def on_status_event(event: AppointmentEvent) -> None:
-        step = await follow_status(runtime.db, event)
-        if step is not None and step.status == "no_show":
-            no_shows.inc()
+    @runtime.consumer.on_batch(*STATUS_EVENTS)
+    async def on_status_events(events: list[AppointmentEvent]) -> None:
+        steps = await follow_statuses(runtime.db, events)
+        no_shows.inc(sum(1 for step in steps.values() if step.status == "no_show"))
 
-    for model in STATUS_EVENTS:
-        runtime.consumer.on(model)(on_status_event)
     subscribe(runtime, InboundRequests(runtime, ctx, settings))
 
     relay = OutboxRelay(

@@ -1,13 +1,16 @@
 """Booking follows the other services' events to tell callers where an appointment stands:
-each event is a step in the history; some move the status (see `store.record_step` for how
-late and out-of-order events are weighed). Idempotent by event_id."""
+each event is a step in the history; some move the status (see `store.record_steps` for how
+late and out-of-order events are weighed). Idempotent by event_id. Events come in batches (the
+consumer's `on_batch`): one transaction and a few set-wise statements for all of them."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import asyncpg
-from visio_runtime.db import mark_processed
+from visio_runtime.db import mark_processed_many
 from visio_shared import (
     AppointmentEvent,
     MeetingCancelled,
@@ -19,7 +22,7 @@ from visio_shared import (
 )
 from visio_shared.events import MeetingAttendanceRecorded  # not re-exported by visio_shared
 
-from visio_booking.store import record_step
+from visio_booking.store import StepTaken, record_steps
 
 STATUS_EVENTS: tuple[type[AppointmentEvent], ...] = (
     MeetingReady,
@@ -51,24 +54,38 @@ class Step:
 
 async def follow_status(pool: asyncpg.Pool, event: AppointmentEvent) -> Step | None:
     """The step recorded, or None (not a step, or already recorded)."""
-    step = step_of(event)
-    if step is None:
-        return None
+    return (await follow_statuses(pool, [event])).get(event.event_id)
+
+
+async def follow_statuses(
+    pool: asyncpg.Pool, events: Sequence[AppointmentEvent]
+) -> dict[uuid.UUID, Step]:
+    """A batch of events (one per appointment, as the consumer's batches are), in one
+    transaction: their markers, history rows and status moves written set-wise. The steps
+    recorded, by event id; an event that is no step, or was recorded before, is not there."""
+    stepped = [(event, step) for event in events if (step := step_of(event)) is not None]
+    if not stepped:
+        return {}
     async with pool.acquire() as conn, conn.transaction():
-        if not await mark_processed(conn, event.event_id, event.event_type):
-            return None
-        await record_step(
+        fresh = await mark_processed_many(conn, [event for event, _ in stepped])
+        taken = [(event, step) for event, step in stepped if event.event_id in fresh]
+        await record_steps(
             conn,
-            event.appointment_id,
-            event.revision,
-            step.name,
-            status=step.status,
-            detail=step.detail,
-            join_url=step.join_url,
-            source_event_id=event.event_id,
-            any_revision=step.final,
+            [
+                StepTaken(
+                    event.appointment_id,
+                    event.revision,
+                    step.name,
+                    status=step.status,
+                    detail=step.detail,
+                    join_url=step.join_url,
+                    source_event_id=event.event_id,
+                    any_revision=step.final,
+                )
+                for event, step in taken
+            ],
         )
-    return step
+    return {event.event_id: step for event, step in taken}
 
 
 def step_of(event: AppointmentEvent) -> Step | None:

@@ -4,6 +4,8 @@ projection that follows the other services' events."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -145,56 +147,96 @@ async def add_history(
     )
 
 
-async def record_step(
-    conn: asyncpg.Connection,
-    appointment_id: uuid.UUID,
-    revision: int,
-    step: str,
-    *,
-    status: str | None = None,
-    detail: str | None = None,
-    join_url: str | None = None,
-    source_event_id: uuid.UUID | None = None,
-    any_revision: bool = False,
-) -> bool:
-    """Keep a downstream step in the history, and let it move the status and the link.
+@dataclass(frozen=True)
+class StepTaken:
+    """A downstream step of one appointment, as the status follower records it."""
+
+    appointment_id: uuid.UUID
+    revision: int
+    step: str
+    status: str | None = None
+    detail: str | None = None
+    join_url: str | None = None
+    source_event_id: uuid.UUID | None = None
+    # Speaks of the appointment as it stands, not of one revision (the meeting's outcome).
+    any_revision: bool = False
+
+
+async def record_steps(conn: asyncpg.Connection, steps: Sequence[StepTaken]) -> set[uuid.UUID]:
+    """Keep downstream steps in the history, and let them move the status and the link: one
+    step per appointment, all in a few statements (a batch of the status follower). Returns
+    the appointments whose status moved.
 
     Events of one appointment arrive in any order across topics, and late after a change, so:
     a newer revision's step always wins; within the revision the status only moves forward;
     an older revision's step is history only; a cancelled appointment stays cancelled.
-    True if the status moved.
     """
-    row = await conn.fetchrow(
-        "SELECT status, status_revision, join_url_revision FROM appointments "
-        "WHERE appointment_id = $1 FOR UPDATE",
-        appointment_id,
-    )
-    if row is None:
-        return False
-    if any_revision:  # speaks of the appointment as it stands, not of one revision
-        revision = max(revision, row["status_revision"])
-    await add_history(conn, appointment_id, step, revision, detail, source_event_id)
-    if join_url is not None and revision >= row["join_url_revision"] and row["status"] not in FINAL:
-        await conn.execute(
-            "UPDATE appointments SET join_url = $2, join_url_revision = $3, updated_at = now() "
-            "WHERE appointment_id = $1",
-            appointment_id,
-            join_url,
-            revision,
+    assert len({step.appointment_id for step in steps}) == len(steps), "one step per appointment"
+    if not steps:
+        return set()
+    # Locked in one order whoever locks them, so two batches never deadlock.
+    rows = {
+        row["appointment_id"]: row
+        for row in await conn.fetch(
+            "SELECT appointment_id, status, status_revision, join_url_revision FROM appointments "
+            "WHERE appointment_id = ANY($1::uuid[]) ORDER BY appointment_id FOR UPDATE",
+            [step.appointment_id for step in steps],
         )
+    }
+    history: list[tuple[uuid.UUID, str, int, str | None, uuid.UUID | None]] = []
+    links: list[tuple[uuid.UUID, str, int]] = []
+    statuses: list[tuple[uuid.UUID, str, str | None, int]] = []
+    for step in steps:
+        row = rows.get(step.appointment_id)
+        if row is None:
+            continue
+        revision = step.revision
+        if step.any_revision:
+            revision = max(revision, row["status_revision"])
+        history.append(
+            (step.appointment_id, step.step, revision, step.detail, step.source_event_id)
+        )
+        final = row["status"] in FINAL
+        if step.join_url is not None and revision >= row["join_url_revision"] and not final:
+            links.append((step.appointment_id, step.join_url, revision))
+        if _moves_status(step.status, revision, row):
+            assert step.status is not None
+            statuses.append((step.appointment_id, step.status, step.detail, revision))
+    await conn.execute(
+        "INSERT INTO appointment_history (appointment_id, status, revision, detail, "
+        "source_event_id) SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], "
+        "$5::uuid[])",
+        *_columns(history, 5),
+    )
+    if links:
+        await conn.execute(
+            "UPDATE appointments a SET join_url = u.join_url, join_url_revision = u.revision, "
+            "updated_at = now() FROM unnest($1::uuid[], $2::text[], $3::int[]) "
+            "AS u(appointment_id, join_url, revision) "
+            "WHERE a.appointment_id = u.appointment_id",
+            *_columns(links, 3),
+        )
+    if statuses:
+        await conn.execute(
+            "UPDATE appointments a SET status = u.status, status_reason = u.reason, "
+            "status_revision = u.revision, updated_at = now() "
+            "FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[]) "
+            "AS u(appointment_id, status, reason, revision) "
+            "WHERE a.appointment_id = u.appointment_id",
+            *_columns(statuses, 4),
+        )
+    return {moved[0] for moved in statuses}
+
+
+def _moves_status(status: str | None, revision: int, row: asyncpg.Record) -> bool:
     if status is None or row["status"] in FINAL or revision < row["status_revision"]:
         return False
-    if revision == row["status_revision"] and STATUS_RANK[status] <= STATUS_RANK[row["status"]]:
-        return False
-    await conn.execute(
-        "UPDATE appointments SET status = $2, status_reason = $3, status_revision = $4, "
-        "updated_at = now() WHERE appointment_id = $1",
-        appointment_id,
-        status,
-        detail,
-        revision,
-    )
-    return True
+    return revision > row["status_revision"] or STATUS_RANK[status] > STATUS_RANK[row["status"]]
+
+
+def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows as columns, for `unnest`."""
+    return [[row[index] for row in rows] for index in range(width)]
 
 
 async def fetch_appointment(pool: asyncpg.Pool, appointment_id: uuid.UUID) -> dict[str, Any] | None:

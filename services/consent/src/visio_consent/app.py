@@ -20,7 +20,7 @@ from visio_consent.connections import MEETING_EVENTS, record_meeting_outcome
 from visio_consent.handlers import (
     APPOINTMENT_CHANGES,
     follow_appointment_change,
-    record_consent,
+    record_consents,
     record_contact_correction,
 )
 from visio_consent.settings import ConsentSettings
@@ -44,9 +44,10 @@ def create_app(settings: ConsentSettings | None = None) -> FastAPI:
     runtime = build_runtime("consent", settings)
     checkpointer = Checkpointer(settings, runtime.topics)
 
-    @runtime.consumer.on(AppointmentRequested)
-    async def on_appointment_requested(event: AppointmentRequested) -> None:
-        await record_consent(event, runtime.db, runtime.broker, settings, runtime.topics)
+    # A batch of requests is one group commit into the chain (one transaction, one append).
+    @runtime.consumer.on_batch(AppointmentRequested)
+    async def on_appointment_requested(events: list[AppointmentRequested]) -> None:
+        await record_consents(events, runtime.db, runtime.broker, settings, runtime.topics)
 
     @runtime.consumer.on(ContactCorrected)
     async def on_contact_corrected(event: ContactCorrected) -> None:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
-from visio_runtime.db import mark_processed
+from visio_runtime.db import mark_processed, mark_processed_many
 from visio_runtime.errors import Poison
 from visio_shared import (
     CGU_VERSIONS,
@@ -24,6 +25,7 @@ from visio_shared import (
     LedgerEntry,
     Topics,
     publish_event,
+    publish_events,
 )
 from visio_shared.publishing import Publisher
 
@@ -45,32 +47,59 @@ async def record_consent(
     settings: ConsentSettings,
     topics: Topics,
 ) -> ConsentRecorded:
-    """Append the CGU acceptance and the recording choice of one appointment request to the
-    ledger, keep the person's details beside it until retention ends, announce ConsentRecorded.
+    """`record_consents` for one appointment request."""
+    [recorded] = await record_consents([event], pool, publisher, settings, topics)
+    return recorded
+
+
+async def record_consents(
+    events: Sequence[AppointmentRequested],
+    pool: asyncpg.Pool,
+    publisher: Publisher,
+    settings: ConsentSettings,
+    topics: Topics,
+) -> list[ConsentRecorded]:
+    """Append the CGU acceptance and the recording choice of appointment requests to the
+    ledger, keep each person's details beside it until retention ends, announce each
+    ConsentRecorded. A batch (the consumer's `on_batch`) is one group commit: one transaction,
+    one chain append of all its records in the batch's order, one produce batch after it.
 
     A redelivered event appends nothing (the processed-event marker commits with the records)
     but announces the same ConsentRecorded again, in case the first publish was lost after
     commit. Raises Poison for a CGU version or text digest this system never published.
     """
-    _check_cgu(event.consent)
-    ref = subject_ref(settings.subject_key.get_secret_value(), event.user.email)
+    for event in events:
+        _check_cgu(event.consent)
+    key = settings.subject_key.get_secret_value()
+    refs = [(event, subject_ref(key, event.user.email)) for event in events]
     async with pool.acquire() as conn, conn.transaction():
-        if await mark_processed(conn, event.event_id, event.event_type):
-            until = store.retain_until(event, settings.subject_retention_days)
-            await store.keep_subject(conn, ref, event.appointment_id, event.user, until)
-            await store.remember_appointment(conn, event, ref)
-            await append(conn, consent_records(event, ref), batch_size=settings.append_batch_size)
-        else:
-            log.info("consent: event %s already recorded, announcing again", event.event_id)
-        recorded = await announcement(conn, event)
-    assert recorded is not None, "an appointment request always appends"
-    await publish_event(publisher, topics.consents, recorded)
-    log.info(
-        "consent: appointment %s revision %s recorded at seq %s",
-        event.appointment_id,
-        event.revision,
-        ",".join(str(entry.seq) for entry in recorded.entries),
-    )
+        fresh = await mark_processed_many(conn, events)
+        new = [(event, ref) for event, ref in refs if event.event_id in fresh]
+        if new:
+            days = settings.subject_retention_days
+            await store.keep_subjects(
+                conn,
+                [
+                    (ref, event.appointment_id, event.user, store.retain_until(event, days))
+                    for event, ref in new
+                ],
+            )
+            await store.remember_appointments(conn, new)
+            records = [record for event, ref in new for record in consent_records(event, ref)]
+            await append(conn, records, batch_size=settings.append_batch_size)
+        for event in events:
+            if event.event_id not in fresh:
+                log.info("consent: event %s already recorded, announcing again", event.event_id)
+        announced = await announcements(conn, events)
+    recorded = [announced[event.event_id] for event in events]
+    await publish_events(publisher, topics.consents, recorded)
+    for each in recorded:
+        log.info(
+            "consent: appointment %s revision %s recorded at seq %s",
+            each.appointment_id,
+            each.revision,
+            ",".join(str(entry.seq) for entry in each.entries),
+        )
     return recorded
 
 
@@ -199,19 +228,35 @@ async def announcement(
     Built from the stored records, so announcing again (after a redelivery, or a repeated
     withdrawal) publishes exactly the same event, with the same event_id.
     """
+    return (await announcements(conn, [source])).get(source.event_id)
+
+
+async def announcements(
+    conn: asyncpg.Connection, sources: Sequence[AppointmentEvent]
+) -> dict[uuid.UUID, ConsentRecorded]:
+    """`announcement` for many sources in one query: by source event id, those that appended."""
     rows = await conn.fetch(
-        "SELECT seq, kind, hash, recorded_at, payload FROM ledger "
-        "WHERE source_event_id = $1 ORDER BY seq",
-        source.event_id,
+        "SELECT source_event_id, seq, kind, hash, recorded_at, payload FROM ledger "
+        "WHERE source_event_id = ANY($1::uuid[]) ORDER BY seq",
+        [source.event_id for source in sources],
     )
-    if not rows:
-        return None
-    first = json.loads(rows[0]["payload"])
-    return ConsentRecorded(
-        **source.caused(appointment_id=source.appointment_id, revision=first["revision"]),
-        event_id=uuid.uuid5(_CONSENT_RECORDED_NAMESPACE, str(source.event_id)),
-        occurred_at=rows[0]["recorded_at"],
-        subject_ref=first["subject_ref"],
-        cgu_version=first["cgu_version"],
-        entries=[LedgerEntry(seq=row["seq"], kind=row["kind"], hash=row["hash"]) for row in rows],
-    )
+    by_source: dict[uuid.UUID, list[asyncpg.Record]] = {}
+    for row in rows:
+        by_source.setdefault(row["source_event_id"], []).append(row)
+    found: dict[uuid.UUID, ConsentRecorded] = {}
+    for source in sources:
+        appended = by_source.get(source.event_id)
+        if not appended:
+            continue
+        first = json.loads(appended[0]["payload"])
+        found[source.event_id] = ConsentRecorded(
+            **source.caused(appointment_id=source.appointment_id, revision=first["revision"]),
+            event_id=uuid.uuid5(_CONSENT_RECORDED_NAMESPACE, str(source.event_id)),
+            occurred_at=appended[0]["recorded_at"],
+            subject_ref=first["subject_ref"],
+            cgu_version=first["cgu_version"],
+            entries=[
+                LedgerEntry(seq=row["seq"], kind=row["kind"], hash=row["hash"]) for row in appended
+            ],
+        )
+    return found

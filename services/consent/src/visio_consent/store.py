@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -43,6 +44,46 @@ async def remember_appointment(
         event.timezone,
         event.consent.cgu_version,
         event.start,
+    )
+
+
+async def remember_appointments(
+    conn: asyncpg.Connection, requests: Sequence[tuple[AppointmentRequested, str]]
+) -> None:
+    """`remember_appointment` for a batch of (request, subject_ref), in one statement."""
+    await conn.execute(
+        "INSERT INTO appointments "
+        "(appointment_id, correlation_id, revision, subject_ref, timezone, cgu_version, starts_at) "
+        "SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[], $5::text[], "
+        "$6::text[], $7::timestamptz[]) ON CONFLICT (appointment_id) DO NOTHING",
+        [event.appointment_id for event, _ in requests],
+        [event.correlation_id for event, _ in requests],
+        [event.revision for event, _ in requests],
+        [ref for _, ref in requests],
+        [event.timezone for event, _ in requests],
+        [event.consent.cgu_version for event, _ in requests],
+        [event.start for event, _ in requests],
+    )
+
+
+async def keep_subjects(
+    conn: asyncpg.Connection, kept: Sequence[tuple[str, uuid.UUID, Person, datetime]]
+) -> None:
+    """`keep_subject` for a batch of (ref, appointment, person, retain_until), one statement;
+    one row per (ref, appointment) in it."""
+    await conn.execute(
+        "INSERT INTO subjects "
+        "(subject_ref, appointment_id, email, first_name, last_name, retain_until) "
+        "SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], "
+        "$6::timestamptz[]) ON CONFLICT (subject_ref, appointment_id) DO UPDATE "
+        "SET email = excluded.email, first_name = excluded.first_name, "
+        "last_name = excluded.last_name",
+        [ref for ref, _, _, _ in kept],
+        [appointment_id for _, appointment_id, _, _ in kept],
+        [str(person.email) for _, _, person, _ in kept],
+        [person.first_name for _, _, person, _ in kept],
+        [person.last_name for _, _, person, _ in kept],
+        [until for _, _, _, until in kept],
     )
 
 

@@ -6,18 +6,9 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 from visio_runtime.service import Runtime, build_runtime, create_service_app
-from visio_shared import (
-    AdvisorReassigned,
-    AppointmentCancelled,
-    AppointmentLinkRequested,
-    AppointmentRequested,
-    AppointmentRescheduled,
-    ContactCorrected,
-    MeetingFailed,
-    MeetingReady,
-)
+from visio_shared import AppointmentEvent
 
-from visio_notifications import handlers, self_service, store
+from visio_notifications import handlers, self_service
 from visio_notifications.deps import Clock, Deps, utc_now
 from visio_notifications.mailer import SmtpMailer
 from visio_notifications.poller import run_poller
@@ -41,32 +32,12 @@ def create_app(settings: NotificationsSettings | None = None, *, clock: Clock = 
             clock=clock,
         )
 
-    @runtime.consumer.on(AppointmentRequested)
-    async def appointment_requested(event: AppointmentRequested) -> None:
-        await handlers.on_appointment_requested(deps(), event)
-
-    async def appointment_changed(event: store.AppointmentChange) -> None:
-        await handlers.on_appointment_changed(deps(), event)
-
-    runtime.consumer.on(AppointmentRescheduled)(appointment_changed)
-    runtime.consumer.on(ContactCorrected)(appointment_changed)
-    runtime.consumer.on(AdvisorReassigned)(appointment_changed)
-    runtime.consumer.on(AppointmentCancelled)(appointment_changed)
-
-    @runtime.consumer.on(AppointmentLinkRequested)
-    async def link_requested(event: AppointmentLinkRequested) -> None:
-        await handlers.on_link_requested(deps(), event)
-
     # MeetingRescheduled and MeetingCancelled are not followed (skipped and counted): the link
     # does not change on a reschedule, and the cancellation email follows booking's own
     # AppointmentCancelled, which says by whom and why.
-    @runtime.consumer.on(MeetingReady)
-    async def meeting_ready(event: MeetingReady) -> None:
-        await handlers.on_meeting_event(deps(), event)
-
-    @runtime.consumer.on(MeetingFailed)
-    async def meeting_failed(event: MeetingFailed) -> None:
-        await handlers.on_meeting_event(deps(), event)
+    @runtime.consumer.on_batch(*handlers.HANDLED)
+    async def follow(events: list[AppointmentEvent]) -> None:
+        await handlers.on_events(deps(), events)
 
     # Separately: a backlog of appointments (a replay, a campaign) must not hold back the
     # MeetingReady that confirmations wait for; the handlers take the two in any order.

@@ -96,3 +96,25 @@ async def claim_unpublished(
 
 async def mark_published(conn: asyncpg.Connection, dispatch_id: int) -> None:
     await conn.execute("UPDATE dispatches SET published_at = now() WHERE id = $1", dispatch_id)
+
+
+async def claim_unpublished_of(
+    conn: asyncpg.Connection, appointment_ids: list[uuid.UUID]
+) -> list[tuple[int, str]]:
+    """`claim_unpublished` for every outcome of these appointments at once, in their order."""
+    rows = await conn.fetch(
+        """
+        SELECT id, event::text AS event FROM dispatches
+        WHERE published_at IS NULL AND appointment_id = ANY($1::uuid[])
+        ORDER BY id
+        FOR UPDATE SKIP LOCKED
+        """,
+        appointment_ids,
+    )
+    return [(row["id"], row["event"]) for row in rows]
+
+
+async def mark_all_published(conn: asyncpg.Connection, dispatch_ids: list[int]) -> None:
+    await conn.execute(
+        "UPDATE dispatches SET published_at = now() WHERE id = ANY($1::bigint[])", dispatch_ids
+    )

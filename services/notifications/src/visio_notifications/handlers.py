@@ -1,7 +1,8 @@
 """What notifications does with each event: apply it to its own copy of the appointment (or of
 the meeting), then send whatever email the new state calls for (`decide.owed`).
 
-Two steps, two transactions, both under the per-appointment lock:
+Two steps, two transactions, both under the per-appointment lock (events come in batches, one
+per appointment: step 1 is one transaction for the whole batch, step 2 one per appointment):
 
 1. the event's effect, its processed-event marker and a "to settle" flag commit together, so
    a redelivered event finds its marker and changes nothing;
@@ -21,14 +22,16 @@ so a Kafka hiccup never loses one.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import typing
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import TypeVar
+from typing import Any
 
 import asyncpg
-from visio_runtime.db import mark_processed
+from visio_runtime.db import mark_processed_many
 from visio_runtime.errors import Transient
 from visio_shared import (
     AppointmentEvent,
@@ -38,6 +41,7 @@ from visio_shared import (
     MeetingReady,
     parse_event,
     publish_event,
+    publish_events,
 )
 
 from visio_notifications import decide, dispatches, link_requests, reminders, store
@@ -54,47 +58,70 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-E = TypeVar("E", bound=AppointmentEvent)
-
 
 async def on_appointment_requested(deps: Deps, event: AppointmentRequested) -> None:
-    await _handle(deps, event, store.save_requested)
+    await on_events(deps, [event])
 
 
 async def on_appointment_changed(deps: Deps, event: store.AppointmentChange) -> None:
-    await _handle(deps, event, store.apply_change)
+    await on_events(deps, [event])
 
 
 async def on_meeting_event(deps: Deps, event: MeetingReady | MeetingFailed) -> None:
-    await _handle(deps, event, store.save_meeting)
+    await on_events(deps, [event])
 
 
 async def on_link_requested(deps: Deps, event: AppointmentLinkRequested) -> None:
-    await _handle(deps, event, link_requests.save)
+    await on_events(deps, [event])
 
 
-async def _handle(
-    deps: Deps, event: E, apply: Callable[[asyncpg.Connection, E], Awaitable[None]]
-) -> None:
-    appointment_id = event.appointment_id
-    async with deps.pool.acquire() as conn:
-        async with conn.transaction():
-            await store.lock_appointment(conn, appointment_id)
-            if await mark_processed(conn, event.event_id, event.event_type):
-                await apply(conn, event)
-                await store.request_settlement(conn, appointment_id, deps.clock(), event.event_id)
-            else:
-                log.info(
-                    "%s %s already processed",
-                    event.event_type,
-                    event.event_id,
-                    extra={"correlation_id": str(event.correlation_id)},
-                )
-        # Also on a redelivery: it finishes what an earlier attempt could not.
-        async with conn.transaction():
-            await store.lock_appointment(conn, appointment_id)
-            await settle(deps, conn, appointment_id)
-    await publish_outcomes(deps, appointment_id)
+# How each event other than a request changes the appointment's copy, in step 1.
+APPLY: dict[type[AppointmentEvent], Callable[[asyncpg.Connection, Any], Awaitable[None]]] = {
+    **dict.fromkeys(typing.get_args(store.AppointmentChange), store.apply_change),
+    MeetingReady: store.save_meeting,
+    MeetingFailed: store.save_meeting,
+    AppointmentLinkRequested: link_requests.save,
+}
+HANDLED: tuple[type[AppointmentEvent], ...] = (AppointmentRequested, *APPLY)
+
+
+async def on_events(deps: Deps, events: Sequence[AppointmentEvent]) -> None:
+    """A batch of events (the consumer's `on_batch`: one per appointment), step 1 for all of
+    them in one transaction — their locks, markers, requests' copies and settle flags each in
+    one statement — then step 2 for each appointment, side by side, each under its own lock."""
+    appointment_ids = [event.appointment_id for event in events]
+    async with deps.pool.acquire() as conn, conn.transaction():
+        await store.lock_appointments(conn, appointment_ids)
+        fresh = await mark_processed_many(conn, events)
+        new = [event for event in events if event.event_id in fresh]
+        await store.save_requested_many(
+            conn, [event for event in new if isinstance(event, AppointmentRequested)]
+        )
+        for event in new:
+            if not isinstance(event, AppointmentRequested):
+                await APPLY[type(event)](conn, event)
+        await store.request_settlements(
+            conn, [(event.appointment_id, event.event_id) for event in new], deps.clock()
+        )
+    for event in events:
+        if event.event_id not in fresh:
+            log.info(
+                "%s %s already processed",
+                event.event_type,
+                event.event_id,
+                extra={"correlation_id": str(event.correlation_id)},
+            )
+    # Also on a redelivery: it finishes what an earlier attempt could not.
+    await asyncio.gather(
+        *(_settle_alone(deps, appointment_id) for appointment_id in appointment_ids)
+    )
+    await publish_outcomes_of(deps, appointment_ids)
+
+
+async def _settle_alone(deps: Deps, appointment_id: uuid.UUID) -> None:
+    async with deps.pool.acquire() as conn, conn.transaction():
+        await store.lock_appointment(conn, appointment_id)
+        await settle(deps, conn, appointment_id)
 
 
 async def settle(deps: Deps, conn: asyncpg.Connection, appointment_id: uuid.UUID) -> None:
@@ -153,6 +180,20 @@ async def _close_unanswerable(
         log.info("link request %s of %s: no email (%s)", request.event_id, appointment_id, why)
         closed = True
     return closed
+
+
+async def publish_outcomes_of(deps: Deps, appointment_ids: list[uuid.UUID]) -> int:
+    """Publish the outcomes of these appointments not yet on Kafka, as one produce batch (one
+    appointment's in their order); returns how many. As below, only a crash between the
+    publish and the commit gives a duplicate, with the same event_id."""
+    async with deps.pool.acquire() as conn, conn.transaction():
+        claimed = await dispatches.claim_unpublished_of(conn, appointment_ids)
+        if not claimed:
+            return 0
+        events = [parse_event(payload) for _, payload in claimed]
+        await publish_events(deps.publisher, deps.topics.notifications, events)
+        await dispatches.mark_all_published(conn, [dispatch_id for dispatch_id, _ in claimed])
+    return len(claimed)
 
 
 async def publish_outcomes(deps: Deps, appointment_id: uuid.UUID | None = None) -> int:

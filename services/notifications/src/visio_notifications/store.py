@@ -10,6 +10,7 @@ order relative to those; the latest revision is kept.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -50,6 +51,18 @@ async def lock_appointment(conn: asyncpg.Connection, appointment_id: uuid.UUID) 
     )
 
 
+async def lock_appointments(conn: asyncpg.Connection, appointment_ids: list[uuid.UUID]) -> None:
+    """`lock_appointment` for a batch, in one statement; taken in one order (of their keys)
+    whoever takes them, so that two batches never wait for each other in a cycle."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock($1::int, key) FROM ("
+        "SELECT DISTINCT hashtext(id::text) AS key FROM unnest($2::uuid[]) AS id ORDER BY key"
+        ") AS keys",
+        _LOCK_CLASS,
+        appointment_ids,
+    )
+
+
 async def try_lock_appointment(conn: asyncpg.Connection, appointment_id: uuid.UUID) -> bool:
     """The poller's way in: it already holds a row lock, so it must never wait for this one
     (a handler holding this lock may be waiting for that row)."""
@@ -61,13 +74,22 @@ async def try_lock_appointment(conn: asyncpg.Connection, appointment_id: uuid.UU
     return locked
 
 
-async def save_requested(conn: asyncpg.Connection, event: AppointmentRequested) -> None:
-    """Keep the latest revision; an equal or older one changes nothing."""
+async def save_requested_many(
+    conn: asyncpg.Connection, events: Sequence[AppointmentRequested]
+) -> None:
+    """Keep each request's appointment (one per appointment, in one statement): the latest
+    revision; an equal or older one changes nothing."""
+    if not events:
+        return
     await conn.execute(
         """
         INSERT INTO appointments (appointment_id, revision, start_at, payload, correlation_id,
                                   event_id, advisor_revision)
-        VALUES ($1, $2, $3, $4::jsonb, $5, $6, $2)
+        SELECT appointment_id, revision, start_at, payload::jsonb, correlation_id, event_id,
+               revision
+        FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::text[], $5::uuid[],
+                    $6::uuid[]) AS e(appointment_id, revision, start_at, payload,
+                                     correlation_id, event_id)
         ON CONFLICT (appointment_id) DO UPDATE SET
             revision = EXCLUDED.revision,
             start_at = EXCLUDED.start_at,
@@ -78,12 +100,12 @@ async def save_requested(conn: asyncpg.Connection, event: AppointmentRequested) 
             updated_at = now()
         WHERE appointments.revision < EXCLUDED.revision
         """,
-        event.appointment_id,
-        event.revision,
-        event.start,
-        event.model_dump_json(),
-        event.correlation_id,
-        event.event_id,
+        [event.appointment_id for event in events],
+        [event.revision for event in events],
+        [event.start for event in events],
+        [event.model_dump_json() for event in events],
+        [event.correlation_id for event in events],
+        [event.event_id for event in events],
     )
 
 
@@ -214,6 +236,20 @@ async def request_settlement(
         appointment_id,
         now,
         cause,
+    )
+
+
+async def request_settlements(
+    conn: asyncpg.Connection, causes: Sequence[tuple[uuid.UUID, uuid.UUID]], now: datetime
+) -> None:
+    """`request_settlement` for a batch of (appointment, cause), one per appointment."""
+    await conn.execute(
+        "UPDATE appointments a SET settle_after = $1, settle_cause = c.cause "
+        "FROM unnest($2::uuid[], $3::uuid[]) AS c(appointment_id, cause) "
+        "WHERE a.appointment_id = c.appointment_id",
+        now,
+        [appointment_id for appointment_id, _ in causes],
+        [cause for _, cause in causes],
     )
 
 

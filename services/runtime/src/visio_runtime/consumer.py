@@ -6,6 +6,28 @@ event model; they never see bytes, and never decide what a failure means. A topi
 are not events (booking's inbound requests) has a `RecordHandler` instead, which takes the raw
 record and fails the same way: the same retries, the same dead letters.
 
+Batch handlers (`on_batch`) take a list of events instead of one: what arrived together (one
+poll, or what came within `consumer_batch_window_ms`), at most one event per key, in arrival
+order. The API, in full:
+
+    @consumer.on_batch(MeetingReady, MeetingFailed)
+    async def follow(events: list[MeetingReady | MeetingFailed]) -> None:
+        async with pool.acquire() as conn, conn.transaction():
+            fresh = await mark_processed_many(conn, events)   # visio_runtime.db
+            ...                                               # effects, set-wise (unnest)
+        await publish_events(broker, topic, caused)           # visio_shared: one produce batch
+
+A batch handler succeeds or raises for the whole list, like a transaction: it must write its
+effects and its idempotency markers in one transaction, and publish only after the commit (a
+redelivered event is then recognised by its marker and, if the handler wishes, announced
+again). When it raises, the consumer splits the list in halves and calls it again on each, down
+to the one event that fails, which then meets the fate of any failed event here: dead-lettered
+at once if poison, else retried (its key's lane waiting, its partition's commit behind it) and
+dead-lettered past the retries. So a handler never sorts out whose fault a failure was; its
+cost is a few rolled-back transactions when something fails, nothing when nothing does.
+Lanes must be on (`consumer_concurrency` > 1) for events to travel together; with one record
+at a time, each batch holds one event (visio_runtime.batches says how batches are formed).
+
 Reading a record is either done or a dead letter: whatever an input makes the decoding, the
 routing or the validation raise — invalid JSON, nesting too deep to parse, a missing header, a
 null value, an exception nobody foresaw — the record is dead-lettered with the reason at once
@@ -26,7 +48,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
@@ -38,6 +60,7 @@ from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
 from visio_shared import Envelope, Headers, Topics
 
+from visio_runtime.batches import Batcher, BatchHandler, BatchRoute, Item
 from visio_runtime.dead_letters import DeadLetter, DeadLetters
 from visio_runtime.errors import Poison, RetryPolicy, classify
 from visio_runtime.json_input import Unreadable, read_json
@@ -88,6 +111,17 @@ class _Read:
     event_type: str
     handler: Handler | None
     event: Envelope | None
+    batch: BatchRoute | None = None
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What finishing one record of a batch needs, carried by its `Item`."""
+
+    record: ConsumerRecord[Any, Any]
+    headers: dict[str, str]
+    labels: dict[str, str]
+    failure: Failure | None
 
 
 class EventConsumer:
@@ -106,11 +140,18 @@ class EventConsumer:
         self.topics = Topics(settings.topic_prefix)
         self.policy = RetryPolicy.of(settings)
         self._handlers: dict[str, tuple[type[Envelope], Handler]] = {}
+        self._batched: dict[str, tuple[type[Envelope], BatchRoute]] = {}
+        # With lanes and batch handlers: what collects their events (see `subscribe`), and the
+        # bound on one-by-one handler calls at once (lanes then hold more records than that).
+        self._batcher: Batcher | None = None
+        self._handler_slots: asyncio.Semaphore | None = None
         self._records: dict[str, tuple[str, RecordHandler]] = {}
         self._sleep = sleep
         # Set by `subscribe` when settings.consumer_concurrency > 1 (see visio_runtime.lanes).
         self._lanes: Lanes | None = None
         self._stopping = False
+        # Topic → the consumer group its client reads it in (see `subscribe`).
+        self._groups: dict[str, str] = {}
         # Per partition: the held message's offset and its failures (one held at a time).
         self._held: dict[TopicPartition, tuple[int, Failure]] = {}
         self._count = ConsumerMetrics(metrics)
@@ -119,7 +160,12 @@ class EventConsumer:
     def dead_letters(self) -> DeadLetters:
         """This service's dead-letter writer, on whichever broker the consumer has now."""
         return DeadLetters(
-            self.service, self.topics, self.broker, self._count, self.settings.dlq_max_value_bytes
+            self.service,
+            self.topics,
+            self.broker,
+            self._count,
+            self.settings.dlq_max_value_bytes,
+            self._groups,
         )
 
     def on(
@@ -134,6 +180,24 @@ class EventConsumer:
 
         return register
 
+    def on_batch(
+        self, *models: type[E]
+    ) -> Callable[[Callable[[list[E]], Awaitable[None]]], Callable[[list[E]], Awaitable[None]]]:
+        """Register one handler for batches of events of these types (module docstring)."""
+
+        def register(
+            handler: Callable[[list[E]], Awaitable[None]],
+        ) -> Callable[[list[E]], Awaitable[None]]:
+            call: BatchHandler = handler  # called with E's only
+            route = BatchRoute(call, getattr(handler, "__name__", "batch"))
+            for model in models:
+                event_type = model.model_fields["event_type"].default
+                self._handlers.pop(event_type, None)
+                self._batched[event_type] = (model, route)
+            return handler
+
+        return register
+
     def on_topic(self, topic: str, handler: RecordHandler, label: str) -> None:
         """Hand every record of `topic` to `handler` as it comes (no event routing); `label`
         stands for their event type in the metrics."""
@@ -142,7 +206,8 @@ class EventConsumer:
     @property
     def handled(self) -> dict[str, type[Envelope]]:
         """Event type → model, for every type this consumer handles."""
-        return {event_type: model for event_type, (model, _) in self._handlers.items()}
+        routes = [*self._handlers.items(), *self._batched.items()]
+        return {event_type: model for event_type, (model, _) in routes}
 
     def subscribe(self, *topics: str, separately: bool = False) -> None:
         """Attach to the broker: group `<prefix>.<service>`, from the earliest offset, and the
@@ -152,27 +217,49 @@ class EventConsumer:
         side and the lanes commit each partition's watermark themselves (visio_runtime.lanes);
         with 1, one record at a time, FastStream committing after each.
 
-        `separately`: one client per topic (same group, same lanes), each fetching on its own,
-        so a backlog on one topic cannot keep the other waiting — for a service whose handlers
-        take events of its topics in any order (notifications). Together (the default), one
-        client reads them all and one appointment's events keep the order they arrive in
-        across topics (meetings needs that for a withdrawal).
+        `separately`: one client per topic (same lanes), each fetching on its own, so a backlog
+        on one topic cannot keep the other waiting — for a service whose handlers take events
+        of its topics in any order (notifications). Each client is then in a group of its own,
+        `<prefix>.<service>.<topic's stream>`: two clients of one process in one group, each
+        subscribed to another topic, made tansu rebalance the group again and again (every
+        ~13 s in a backlog), and neither client kept its partitions long enough to consume.
+        Together (the default), one client reads them all, in group `<prefix>.<service>`, and
+        one appointment's events keep the order they arrive in across topics (meetings needs
+        that for a withdrawal).
 
         FastStream is told to leave records as they came (any header, the value as bytes):
         reading them is this consumer's job, where a failure becomes a dead letter."""
         concurrency = self.settings.consumer_concurrency
         if concurrency > 1:
+            limit = concurrency
+            if self._batched:
+                # Records wait in their lanes for the batch they join: as many may be taken
+                # as a batch holds, while one-by-one handlers still run `concurrency` at once.
+                batch_max = self.settings.consumer_batch_max
+                limit += batch_max
+                self._handler_slots = asyncio.Semaphore(concurrency)
+                self._batcher = Batcher(
+                    self._batch_handled,
+                    self._batch_failed,
+                    window_s=self.settings.consumer_batch_window_ms / 1000,
+                    max_size=batch_max,
+                    parallel=self.settings.consumer_batch_parallel,
+                )
             self._lanes = Lanes(
                 self.attempt,
                 is_retry=lambda outcome: isinstance(outcome, RetryLater),
                 on_error=self._could_not_dead_letter,
-                limit=concurrency,
+                limit=limit,
                 sleep=self._sleep,
             )
         for group in [[topic] for topic in topics] if separately else [list(topics)]:
+            group_id = self.topics.group(self.service)
+            if separately:
+                group_id += "." + group[0].removeprefix(f"{self.topics.prefix}.")
+            self._groups.update(dict.fromkeys(group, group_id))
             self.broker.subscriber(
                 *group,
-                group_id=self.topics.group(self.service),
+                group_id=group_id,
                 auto_offset_reset="earliest",
                 ack_policy=AckPolicy.MANUAL if self._lanes else AckPolicy.NACK_ON_ERROR,
                 max_partition_fetch_bytes=self.settings.consumer_partition_fetch_bytes,
@@ -230,16 +317,49 @@ class EventConsumer:
                 return "dead_lettered"
             labels = {
                 "topic": record.topic,
-                "event_type": event_type_label(read.event_type, self._handlers),
+                "event_type": event_type_label(
+                    read.event_type, self._handlers.keys() | self._batched.keys()
+                ),
             }
             if failure is None:
                 self._count.consumed.labels(**labels).inc()
-            if read.handler is None or read.event is None:
+            event = read.event
+            if read.batch is not None and event is not None:
+                if self._batcher is None:  # one record at a time: a batch of one
+                    batch = read.batch.handler
+                    with log_context(appointment_id=getattr(event, "appointment_id", None)):
+                        return await self._run(
+                            record, headers, lambda: batch([event]), failure, labels
+                        )
+                context = _Context(record, headers, labels, failure)
+                outcome: str | RetryLater = await self._batcher.submit(
+                    read.batch, Item(event, context)
+                )
+                return outcome
+            if read.handler is None or event is None:
                 self._count.skipped.labels(**labels).inc()
                 return "skipped"
-            handler, event = read.handler, read.event
+            handler = read.handler
             with log_context(appointment_id=getattr(event, "appointment_id", None)):
                 return await self._run(record, headers, lambda: handler(event), failure, labels)
+
+    def _batch_handled(self, items: Sequence[Item], seconds: float) -> None:
+        for item in items:
+            self._count.handled.labels(**item.context.labels).inc()
+        # One observation per batch: the time its handler took for all of them.
+        self._count.latency.labels(**items[0].context.labels).observe(seconds)
+
+    async def _batch_failed(self, item: Item, exc: Exception) -> str | RetryLater:
+        """The one record a batch failed on, alone: it fails as any record does here."""
+        context: _Context = item.context
+        with log_context(
+            event_id=_loggable_header(context.headers, Headers.EVENT_ID),
+            event_type=_loggable_header(context.headers, Headers.EVENT_TYPE),
+            appointment_id=getattr(item.event, "appointment_id", None),
+        ):
+            return await self._failed(
+                context.record, context.headers, exc, context.failure, context.labels, None
+            )
 
     def _read(self, record: ConsumerRecord[Any, Any], headers: dict[str, str]) -> _Read:
         """The record's event type (its header, else its body's `event_type`), and for a type
@@ -253,12 +373,17 @@ class EventConsumer:
         if not _EVENT_TYPE.fullmatch(event_type):
             # A type we do not handle is skipped; this one is no type's name at all.
             raise Unreadable("not an event: its event_type is not an event type's name")
+        batched = self._batched.get(event_type)
         route = self._handlers.get(event_type)
-        if route is None:
+        if route is None and batched is None:
             return _Read(event_type, None, None)
-        model, handler = route
         if not record.value:
             raise Unreadable("no value at all (a null record)")
+        if batched is not None:
+            model, batch = batched
+            return _Read(event_type, None, model.model_validate_json(record.value), batch)
+        assert route is not None
+        model, handler = route
         return _Read(event_type, handler, model.model_validate_json(record.value))
 
     async def _run(
@@ -272,7 +397,11 @@ class EventConsumer:
     ) -> str | RetryLater:
         started = time.perf_counter()
         try:
-            await call()
+            if self._handler_slots is not None:
+                async with self._handler_slots:
+                    await call()
+            else:
+                await call()
         except Exception as exc:  # classified below, never swallowed
             return await self._failed(record, headers, exc, failure, labels, gave_up)
         finally:

@@ -11,6 +11,7 @@ not replayed.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -44,12 +45,15 @@ class DeadLetters:
         broker: KafkaBroker,
         count: ConsumerMetrics,
         max_value_bytes: int,
+        groups: Mapping[str, str] | None = None,
     ) -> None:
         self.service = service
         self.topics = topics
         self.broker = broker
         self.count = count
         self.max_value_bytes = max_value_bytes
+        # Topic → the group that reads it, where not the service's own (`subscribe(separately)`)
+        self.groups = groups or {}
 
     @property
     def topic(self) -> str:
@@ -75,7 +79,9 @@ class DeadLetters:
             Headers.DLQ_SOURCE_TOPIC: record.topic,
             Headers.DLQ_SOURCE_PARTITION: str(record.partition),
             Headers.DLQ_SOURCE_OFFSET: str(record.offset),
-            Headers.DLQ_CONSUMER_GROUP: self.topics.group(self.service),
+            Headers.DLQ_CONSUMER_GROUP: self.groups.get(
+                record.topic, self.topics.group(self.service)
+            ),
             Headers.DLQ_ERROR_CLASS: letter.error_class,
             Headers.DLQ_REASON: letter.reason[:2000],
             Headers.DLQ_ATTEMPTS: str(letter.attempts),

@@ -106,6 +106,22 @@ class ServiceSettings(BaseSettings):
     # topic of the same subscriber (notifications' MeetingReady waited behind ~700-record chunks
     # of AppointmentRequested: no email for minutes in the bench). Small chunks take turns.
     consumer_partition_fetch_bytes: int = Field(default=64 * 1024, ge=1024)
+    consumer_batch_max: int = Field(
+        default=500,
+        ge=1,
+        description="Batch handlers (visio_runtime.batches): the most events in one batch.",
+    )
+    consumer_batch_window_ms: float = Field(
+        default=10.0,
+        ge=0,
+        description="How long a batch waits for more after its first event (the records of one "
+        "poll arrive well within it).",
+    )
+    consumer_batch_parallel: int = Field(
+        default=2,
+        ge=1,
+        description="Batches of one handler run at once (the next fills meanwhile).",
+    )
     # Retry of transient failures: the partition is paused (never slept on) between attempts,
     # so the delays may grow past max.poll.interval.ms without the consumer leaving its group.
     retry_attempts: int = Field(
