@@ -1,8 +1,9 @@
 """`visio-rdv up`: the whole system on one machine, in the foreground, with nothing to install.
 
 Starts PostgreSQL (or uses DATABASE_URL), runs the migrations, starts tansu, the Graph + Entra
-emulator, the SMTP sink and the four services, prints `ready` once each answers and every
-consumer group holds its partitions (visio_deploy.readiness), records how to reach it all in
+emulator, the SMTP sink, the four services, the alerts process and the lag exporter, prints
+`ready` once each answers and every consumer group holds its partitions
+(visio_deploy.readiness), records how to reach it all in
 `var/stack.json` for the commands of other terminals (visio_runtime.local_stack), and on Ctrl-C
 or SIGTERM stops everything it started, in reverse order.
 """
@@ -66,6 +67,7 @@ class UpSettings(BaseSettings):
     notifications_port: int = 8082
     consent_port: int = 8083
     alerts_port: int = 8084
+    lag_exporter_port: int = 8085
     topic_prefix: str = "visio-rdv"
     kafka_bootstrap_servers: str | None = Field(
         default=None,
@@ -292,6 +294,7 @@ def bring_up(stack: Stack) -> None:
             }
         stack.start(service.name, service.script, env)
     start_alerts(stack, owner_dsn, bootstrap)
+    start_lag_exporter(stack, bootstrap)
 
     kafka = ServiceSettings(kafka_bootstrap_servers=bootstrap, topic_prefix=settings.topic_prefix)
     wait_ready(stack, asyncio.run(expected_partitions(kafka)), say)
@@ -335,7 +338,10 @@ def record_stack(stack: Stack, owner_dsn: str, bootstrap: str) -> LocalStack:
         database_label=(
             f"embedded, data in {var / 'pg'}" if stack.postgres else database_label(owner_dsn)
         ),
-        http={name: f"http://{host}:{settings.service_port(name)}" for name in processes},
+        http={
+            **{name: f"http://{host}:{settings.service_port(name)}" for name in processes},
+            LAG_EXPORTER: f"http://{host}:{settings.lag_exporter_port}",
+        },
         graph_url=f"https://{host}:{settings.graph_port}",
         smtp=f"{host}:{settings.smtp_port}",
         api_key_file=var / "dev-api-key",
@@ -363,6 +369,22 @@ def start_alerts(stack: Stack, owner_dsn: str, bootstrap: str) -> None:
         "ALERTS_SMTP_PORT": str(settings.smtp_port),
     }
     stack.launch("alerts", [installed_script("visio-rdv"), "ops", "alerts"], env)
+
+
+LAG_EXPORTER = "lag-exporter"
+
+
+def start_lag_exporter(stack: Stack, bootstrap: str) -> None:
+    """`visio-rdv ops lag --serve-metrics`: every group's lag on /metrics, measured from outside
+    the consumers, so a consumer that dies shows as growing lag (visio_deploy.ops.lag_exporter)."""
+    settings = stack.settings
+    env = {
+        "VISIO_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "VISIO_TOPIC_PREFIX": settings.topic_prefix,
+    }
+    listen = f"{settings.host}:{settings.lag_exporter_port}"
+    argv = [installed_script("visio-rdv"), "ops", "lag", "--serve-metrics", listen]
+    stack.launch(LAG_EXPORTER, argv, env)
 
 
 def ensure_link_keys(path: Path) -> str:

@@ -16,7 +16,7 @@ import asyncpg
 from aiokafka.errors import KafkaConnectionError
 from visio_shared import Topics
 
-from visio_deploy.ops import appointments, dlq, produce, purge, tail, topics
+from visio_deploy.ops import appointments, dlq, lag_exporter, produce, purge, tail, topics
 from visio_deploy.ops.reading import describe
 from visio_deploy.ops.settings import OpsSettings, ops_settings
 from visio_deploy.ops.topology import groups
@@ -39,6 +39,18 @@ def register(subparsers: Any) -> None:
         help="a group and a topic it reads, instead of the system's own groups (repeatable)",
     )
     cmd.add_argument("--all", action="store_true", help="also the partitions with no lag")
+    cmd.add_argument(
+        "--serve-metrics",
+        metavar="[HOST:]PORT",
+        help="keep running and export the lag on http://HOST:PORT/metrics for Prometheus, "
+        "measured from outside the consumers (a dead consumer shows as growing lag)",
+    )
+    cmd.add_argument(
+        "--interval",
+        type=float,
+        default=15.0,
+        help="with --serve-metrics: seconds between two measurements (default 15)",
+    )
     cmd.set_defaults(handler=_run(_lag))
 
     letters = commands.add_parser("dlq", help="dead letters").add_subparsers(
@@ -195,6 +207,10 @@ async def _lag(args: argparse.Namespace, settings: OpsSettings) -> int:
     wanted: dict[str, list[str]] = {}
     for group, topic in args.group or ():
         wanted.setdefault(group, []).append(topic)
+    if args.serve_metrics:
+        return await lag_exporter.serve(
+            settings, wanted or groups(settings.topic_prefix), args.serve_metrics, args.interval
+        )
     rows = await topics.lag_report(settings, wanted or groups(settings.topic_prefix))
     shown = [r for r in rows if args.all or r.lag > 0]
     print(
