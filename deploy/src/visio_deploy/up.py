@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,6 +24,7 @@ from types import FrameType
 
 import asyncpg
 from pydantic import AliasChoices, Field, SecretStr
+from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from visio_booking.keys import create_api_key, key_is_valid
 from visio_runtime.kafka import ensure_topics
@@ -53,30 +55,40 @@ from visio_deploy.tansu import start_tansu
 
 
 class UpSettings(BaseSettings):
+    """What `up` reads from the environment; `visio-rdv up --help` lists them (`settings_help`)."""
+
     model_config = SettingsConfigDict(env_prefix="VISIO_", extra="ignore")
 
-    # The checkout's var/, from wherever in it `up` runs (the commands of other terminals look
-    # there for the stack file).
-    var_dir: Path = Field(default_factory=default_var_dir)
-    host: str = "127.0.0.1"
-    kafka_port: int = 9092
-    graph_port: int = 8443
-    smtp_port: int = 1025
-    booking_port: int = 8080
-    meetings_port: int = 8081
-    notifications_port: int = 8082
-    consent_port: int = 8083
-    alerts_port: int = 8084
-    lag_exporter_port: int = 8085
-    topic_prefix: str = "visio-rdv"
+    var_dir: Path = Field(
+        default_factory=default_var_dir,
+        description="Where the stack keeps its data, logs, emails and var/stack.json (the "
+        "commands of other terminals look there); default: var/ of this checkout.",
+    )
+    host: str = Field(default="127.0.0.1", description="The address every process listens on.")
+    kafka_port: int = Field(default=9092, description="The embedded broker's port.")
+    graph_port: int = Field(default=8443, description="The Graph + Entra ID emulator's port.")
+    smtp_port: int = Field(default=1025, description="The SMTP sink's port.")
+    booking_port: int = Field(default=8080, description="Booking's API and pages.")
+    meetings_port: int = Field(default=8081, description="Meetings' health and metrics.")
+    notifications_port: int = Field(default=8082, description="Notifications' health, metrics.")
+    consent_port: int = Field(default=8083, description="Consent's API and pages.")
+    alerts_port: int = Field(default=8084, description="The alerts process's health, metrics.")
+    lag_exporter_port: int = Field(
+        default=8085, description="The lag exporter's /metrics (every consumer group's lag)."
+    )
+    topic_prefix: str = Field(default="visio-rdv", description="Prefix of every topic's name.")
     kafka_bootstrap_servers: str | None = Field(
         default=None,
         description="An existing broker (Apache Kafka, say) instead of starting tansu.",
     )
     database_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("VISIO_DATABASE_URL", "DATABASE_URL")
+        default=None,
+        validation_alias=AliasChoices("VISIO_DATABASE_URL", "DATABASE_URL"),
+        description="An owner connection to an existing PostgreSQL instead of the embedded one.",
     )
-    ready_timeout_s: float = 120.0
+    ready_timeout_s: float = Field(
+        default=120.0, description="Seconds to wait for every process to be ready."
+    )
 
     def service_port(self, name: str) -> int:
         port: int = getattr(self, f"{name}_port")
@@ -418,6 +430,26 @@ async def _dev_api_key(owner_dsn: str, existing: str | None) -> str:
         )
     finally:
         await conn.close()
+
+
+def settings_help() -> str:
+    """The settings `up` reads, one per line, for `visio-rdv up --help`."""
+    lines = ["settings (environment variables), read at start:"]
+    for name, setting in UpSettings.model_fields.items():
+        alias = setting.validation_alias
+        names = alias.choices if isinstance(alias, AliasChoices) else [f"VISIO_{name.upper()}"]
+        value = setting.default
+        default = "" if value in (None, PydanticUndefined) else f" (default {value})"
+        lines.append(f"  {' or '.join(map(str, names))}{default}")
+        lines += textwrap.wrap(
+            str(setting.description), 96, initial_indent="      ", subsequent_indent="      "
+        )
+    lines += ["", *textwrap.wrap(
+        "The processes it starts also read their own settings from this environment: "
+        "VISIO_EMAIL_LATE_AFTER_MINUTES (the alerts process), BOOKING_*, MEETINGS_*, "
+        "NOTIFICATIONS_*, CONSENT_*, ALERTS_* (docs/local-stack.md).", 98
+    )]  # fmt: skip
+    return "\n".join(lines)
 
 
 def main_up() -> int:

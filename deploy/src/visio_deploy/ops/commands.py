@@ -65,17 +65,19 @@ def register(subparsers: Any) -> None:
     cmd = letters.add_parser("replay", help="back to the source topic, once")
     cmd.add_argument("--letter", action="append", help="one letter by id (repeatable)")
     cmd.add_argument("--service", help="letters of this service's dead-letter topic")
-    cmd.add_argument("--event-type")
-    cmd.add_argument("--error-class")
-    cmd.add_argument("--source-topic")
+    cmd.add_argument("--event-type", help="letters of this event type (AppointmentRequested…)")
+    cmd.add_argument("--error-class", help="letters of this error class, as `dlq list` shows it")
+    cmd.add_argument("--source-topic", help="letters that came from this topic")
     cmd.add_argument("--all", action="store_true", help="every letter not replayed yet")
-    cmd.add_argument("--dry-run", action="store_true")
+    cmd.add_argument(
+        "--dry-run", action="store_true", help="say what would be replayed, replay nothing"
+    )
     cmd.set_defaults(handler=_run(_dlq_replay))
 
     cmd = commands.add_parser("tail", help="the last messages of a topic, decoded")
     cmd.add_argument("topic", help="a topic, or a stream's short name (appointments, meetings…)")
     cmd.add_argument("--last", type=int, default=10, help="per partition")
-    cmd.add_argument("--follow", "-f", action="store_true")
+    cmd.add_argument("--follow", "-f", action="store_true", help="keep printing what comes")
     cmd.set_defaults(handler=_run(_tail))
 
     cmd = commands.add_parser(
