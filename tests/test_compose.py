@@ -360,7 +360,10 @@ def test_prometheus_scrapes_every_process_where_it_listens(services: Services) -
 
     scraped = _scrape_targets()
     processes = {**APP_SERVICES, "alerts": ("ALERTS_", 8084)}
-    assert set(scraped) == set(processes)
+    assert set(scraped) == {*processes, "lag-exporter"}
+    # The lag exporter listens where the command says.
+    assert services["lag-exporter"]["command"][-1] == "0.0.0.0:8085"
+    assert scraped["lag-exporter"] == ["lag-exporter:8085"]
     for name, (prefix, port) in processes.items():
         # The target is the compose service by name, on the admin port the service really
         # binds (where /metrics is), which no `ports:` publishes.

@@ -28,8 +28,17 @@ import httpx
 import psutil
 import pytest
 from visio_deploy.devca import ensure_dev_ca
+from visio_deploy.monitoring import (
+    RULES_DIR,
+    Exported,
+    check,
+    check_monitoring,
+    rule_expressions,
+)
 from visio_deploy.processes import free_port
 from visio_deploy.testing import create_database, drop_database
+from visio_deploy.up import LAG_EXPORTER
+from visio_runtime.local_stack import STACK_FILE, read_stack_file
 
 from .self_service_support import wait_for
 
@@ -53,7 +62,8 @@ def stack(kafka_bootstrap: str, postgres_url: str, tmp_path_factory: Any) -> Ite
     var = checkout / "var"
     var.mkdir()
     ports = {
-        name: free_port() for name in ("graph", "smtp", "booking", "meetings", "notif", "consent")
+        name: free_port()
+        for name in ("graph", "smtp", "booking", "meetings", "notif", "consent", "alerts", "lag")
     }
     env = {
         **os.environ,
@@ -67,6 +77,8 @@ def stack(kafka_bootstrap: str, postgres_url: str, tmp_path_factory: Any) -> Ite
         "VISIO_MEETINGS_PORT": str(ports["meetings"]),
         "VISIO_NOTIFICATIONS_PORT": str(ports["notif"]),
         "VISIO_CONSENT_PORT": str(ports["consent"]),
+        "VISIO_ALERTS_PORT": str(ports["alerts"]),
+        "VISIO_LAG_EXPORTER_PORT": str(ports["lag"]),
     }
     log = var / "up.out"
     with log.open("wb") as out:
@@ -363,6 +375,87 @@ def test_commands_typed_in_a_second_terminal_answer_about_this_stack(stack: Runn
 
     keys = visio_rdv("booking", "api-key", "list")
     assert keys.returncode == 0 and "development (visio-rdv up)" in keys.stdout
+
+
+def scrape_every_process(stack: RunningStack) -> dict[str, str]:
+    """Each process's /metrics, as `up` recorded where they answer (var/stack.json): the admin
+    ports, since the public ones serve no /metrics."""
+    recorded = read_stack_file(stack.var / STACK_FILE)
+    assert recorded is not None and set(recorded.admin) == set(recorded.http)
+    with httpx.Client(timeout=10, trust_env=False) as client:
+        return {name: client.get(f"{url}/metrics").text for name, url in recorded.admin.items()}
+
+
+def test_every_metric_and_label_a_rule_or_a_panel_names_is_exported(
+    stack: RunningStack, tmp_path: Path
+) -> None:
+    """Rule tests invent their series: this holds the rules and the dashboard to what the
+    running processes really export, after a booking and a dead letter have been through."""
+    headers = {"Authorization": f"Bearer {stack.api_key}"}
+    ca = ensure_dev_ca(stack.var / "dev-ca").ssl_context()
+    with (
+        httpx.Client(base_url=stack.booking, headers=headers, trust_env=False) as client,
+        httpx.Client(base_url=stack.graph, verify=ca, trust_env=False) as graph,
+    ):
+        book_and_wait_until_confirmed(client)
+        # A failed attempt (Graph away for a moment), so failures have a class to show.
+        graph.post("/_emulator/faults", json={"unavailable_rate": 1.0}).raise_for_status()
+        try:
+            assert client.post("/v1/appointments", json=booking_body()).status_code == 202
+            wait_for(
+                lambda: "visio_events_failed_total{" in scrape_every_process(stack)["meetings"],
+                60,
+                "a failed attempt in meetings",
+            )
+        finally:
+            graph.post("/_emulator/faults", json={}).raise_for_status()
+    visio_rdv, here = second_terminal(stack)
+    (here / "garbage.txt").write_text("not an event")
+    produced = visio_rdv("ops", "produce", "appointments", "--raw", "--file", "garbage.txt")
+    assert produced.returncode == 0, produced.stderr
+
+    def exercised() -> dict[str, str] | None:
+        pages = scrape_every_process(stack)
+        ready = (
+            "visio_events_dead_lettered_total{" in pages["meetings"]
+            and "visio_consumer_group_members{" in pages[LAG_EXPORTER]
+        )
+        return pages if ready else None
+
+    pages = wait_for(exercised, 60, "a dead letter and the lag exporter's first measurement")
+    assert set(pages) == {"booking", "meetings", "notifications", "consent", "alerts", LAG_EXPORTER}
+    for name, page in pages.items():
+        assert "process_resident_memory_bytes" in page and "python_info" in page, name
+    assert (
+        'visio_http_requests_total{method="POST",route="/v1/appointments",status="202"}'
+        in (pages["booking"])
+    )
+
+    assert check_monitoring(pages.values()) == []
+
+    # The same check fails once a metric a rule uses is renamed (here in a copy of the rules;
+    # renaming it in the code instead leaves the rule naming a metric no process exports).
+    renamed_rules = tmp_path / "rules"
+    renamed_rules.mkdir()
+    rules = (RULES_DIR / "visio-rdv.rules.yml").read_text(encoding="utf-8")
+    assert "visio_smtp_sends_total" in rules
+    (renamed_rules / "visio-rdv.rules.yml").write_text(
+        rules.replace("visio_smtp_sends_total", "visio_smtp_messages_total"), encoding="utf-8"
+    )
+    exported = Exported()
+    for page in pages.values():
+        exported.add_page(page)
+    assert check(rule_expressions(renamed_rules), exported) == [
+        "visio-rdv.rules.yml: VisioSmtpDeferrals: no process exports visio_smtp_messages_total"
+    ]
+    # And a page from which the metric went (the code renamed it) fails the real rules.
+    without = {
+        name: "\n".join(line for line in page.splitlines() if "visio_smtp_sends" not in line)
+        for name, page in pages.items()
+    }
+    assert "VisioSmtpDeferrals: no process exports visio_smtp_sends_total" in "\n".join(
+        check_monitoring(without.values())
+    )
 
 
 def test_stopping_up_leaves_no_process_behind(stack: RunningStack) -> None:

@@ -9,10 +9,12 @@ import asyncio
 import importlib
 import importlib.util
 import sys
+from importlib.metadata import version
 
 from visio_runtime.local_stack import command_owner_url, find_local_stack, owner_url_argument
 
 from visio_deploy.migrate import MissingPassword, migrate_all
+from visio_deploy.up import settings_help
 
 # Packages whose `commands` module, when present, adds subcommands (`visio-rdv booking …`).
 COMMAND_PACKAGES = (
@@ -26,10 +28,46 @@ COMMAND_PACKAGES = (
 )
 
 
+DESCRIPTION = """\
+Visio RDV, the Caf's free video appointments: a person books, gets a Teams meeting with a Caf
+advisor and a confirmation email in plain French. This command runs the whole system on one
+machine (`up`), looks after a running one (`ops`: lag, dead letters and their replay, stuck
+appointments, alerts, purge), and checks its promises (`proof`, `bench`)."""
+
+UP_DESCRIPTION = """\
+Start PostgreSQL (or use DATABASE_URL), Kafka (tansu, or VISIO_KAFKA_BOOTSTRAP_SERVERS), the
+Graph and SMTP emulators, the four services, the alerts process and the lag exporter; print
+`ready` with the booking API's address and a development API key once every process answers;
+stop everything on Ctrl-C or SIGTERM."""
+
+EPILOG = """\
+start here:
+  visio-rdv up                           the whole system on this machine, until Ctrl-C
+  visio-rdv stack                        where each part of it answers
+  visio-rdv ops appointments --stuck     who is still waiting for an email, and why
+  visio-rdv ops dlq list                 what was given up on, with the reason
+Each command says which stack it talks to; `visio-rdv <command> --help` for its flags.
+Alerts and what to do about each: docs/runbook.md."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="visio-rdv", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    up = commands.add_parser("up", help="run the whole system locally (embedded default)")
+    parser = argparse.ArgumentParser(
+        prog="visio-rdv",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {version('visio-deploy')}"
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    up = commands.add_parser(
+        "up",
+        help="run the whole system on this machine, in the foreground (Ctrl-C stops it)",
+        description=UP_DESCRIPTION,
+        epilog=settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     up.set_defaults(handler=_up)
     stack = commands.add_parser(
         "stack", help="the stack `up` runs in this checkout: where each part answers"
@@ -102,7 +140,14 @@ def _stack(args: argparse.Namespace) -> int:
             f"{booking} (OpenAPI: /docs on the admin port, public + 1000; "
             f"key in {stack.api_key_file})",
         ),
-        *((name, url) for name, url in stack.http.items() if name != "booking"),
+        *(
+            (
+                name,
+                url if stack.admin.get(name, url) == url else f"{url} (admin {stack.admin[name]})",
+            )
+            for name, url in stack.http.items()
+            if name != "booking"
+        ),
         (
             "Kafka",
             f"{stack.kafka_bootstrap_servers} ({stack.broker}), topics {stack.topic_prefix}.*",

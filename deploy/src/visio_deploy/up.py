@@ -1,8 +1,9 @@
 """`visio-rdv up`: the whole system on one machine, in the foreground, with nothing to install.
 
 Starts PostgreSQL (or uses DATABASE_URL), runs the migrations, starts tansu, the Graph + Entra
-emulator, the SMTP sink and the four services, prints `ready` once each answers and every
-consumer group holds its partitions (visio_deploy.readiness), records how to reach it all in
+emulator, the SMTP sink, the four services, the alerts process and the lag exporter, prints
+`ready` once each answers and every consumer group holds its partitions
+(visio_deploy.readiness), records how to reach it all in
 `var/stack.json` for the commands of other terminals (visio_runtime.local_stack), and on Ctrl-C
 or SIGTERM stops everything it started, in reverse order.
 """
@@ -14,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,6 +24,7 @@ from types import FrameType
 
 import asyncpg
 from pydantic import AliasChoices, Field, SecretStr
+from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from visio_booking.keys import create_api_key, key_is_valid
 from visio_runtime.kafka import ensure_topics
@@ -52,29 +55,40 @@ from visio_deploy.tansu import start_tansu
 
 
 class UpSettings(BaseSettings):
+    """What `up` reads from the environment; `visio-rdv up --help` lists them (`settings_help`)."""
+
     model_config = SettingsConfigDict(env_prefix="VISIO_", extra="ignore")
 
-    # The checkout's var/, from wherever in it `up` runs (the commands of other terminals look
-    # there for the stack file).
-    var_dir: Path = Field(default_factory=default_var_dir)
-    host: str = "127.0.0.1"
-    kafka_port: int = 9092
-    graph_port: int = 8443
-    smtp_port: int = 1025
-    booking_port: int = 8080
-    meetings_port: int = 8081
-    notifications_port: int = 8082
-    consent_port: int = 8083
-    alerts_port: int = 8084
-    topic_prefix: str = "visio-rdv"
+    var_dir: Path = Field(
+        default_factory=default_var_dir,
+        description="Where the stack keeps its data, logs, emails and var/stack.json (the "
+        "commands of other terminals look there); default: var/ of this checkout.",
+    )
+    host: str = Field(default="127.0.0.1", description="The address every process listens on.")
+    kafka_port: int = Field(default=9092, description="The embedded broker's port.")
+    graph_port: int = Field(default=8443, description="The Graph + Entra ID emulator's port.")
+    smtp_port: int = Field(default=1025, description="The SMTP sink's port.")
+    booking_port: int = Field(default=8080, description="Booking's API and pages.")
+    meetings_port: int = Field(default=8081, description="Meetings' health and metrics.")
+    notifications_port: int = Field(default=8082, description="Notifications' health, metrics.")
+    consent_port: int = Field(default=8083, description="Consent's API and pages.")
+    alerts_port: int = Field(default=8084, description="The alerts process's health, metrics.")
+    lag_exporter_port: int = Field(
+        default=8085, description="The lag exporter's /metrics (every consumer group's lag)."
+    )
+    topic_prefix: str = Field(default="visio-rdv", description="Prefix of every topic's name.")
     kafka_bootstrap_servers: str | None = Field(
         default=None,
         description="An existing broker (Apache Kafka, say) instead of starting tansu.",
     )
     database_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("VISIO_DATABASE_URL", "DATABASE_URL")
+        default=None,
+        validation_alias=AliasChoices("VISIO_DATABASE_URL", "DATABASE_URL"),
+        description="An owner connection to an existing PostgreSQL instead of the embedded one.",
     )
-    ready_timeout_s: float = 120.0
+    ready_timeout_s: float = Field(
+        default=120.0, description="Seconds to wait for every process to be ready."
+    )
 
     def service_port(self, name: str) -> int:
         port: int = getattr(self, f"{name}_port")
@@ -292,6 +306,7 @@ def bring_up(stack: Stack) -> None:
             }
         stack.start(service.name, service.script, env)
     start_alerts(stack, owner_dsn, bootstrap)
+    start_lag_exporter(stack, bootstrap)
 
     kafka = ServiceSettings(kafka_bootstrap_servers=bootstrap, topic_prefix=settings.topic_prefix)
     wait_ready(stack, asyncio.run(expected_partitions(kafka)), say)
@@ -336,7 +351,14 @@ def record_stack(stack: Stack, owner_dsn: str, bootstrap: str) -> LocalStack:
         database_label=(
             f"embedded, data in {var / 'pg'}" if stack.postgres else database_label(owner_dsn)
         ),
-        http={name: f"http://{host}:{settings.service_port(name)}" for name in processes},
+        http={
+            **{name: f"http://{host}:{settings.service_port(name)}" for name in processes},
+            LAG_EXPORTER: f"http://{host}:{settings.lag_exporter_port}",
+        },
+        admin={
+            **{name: f"http://{host}:{settings.service_port(name) + 1000}" for name in processes},
+            LAG_EXPORTER: f"http://{host}:{settings.lag_exporter_port}",
+        },
         graph_url=f"https://{host}:{settings.graph_port}",
         smtp=f"{host}:{settings.smtp_port}",
         api_key_file=var / "dev-api-key",
@@ -364,6 +386,22 @@ def start_alerts(stack: Stack, owner_dsn: str, bootstrap: str) -> None:
         "ALERTS_SMTP_PORT": str(settings.smtp_port),
     }
     stack.launch("alerts", [installed_script("visio-rdv"), "ops", "alerts"], env)
+
+
+LAG_EXPORTER = "lag-exporter"
+
+
+def start_lag_exporter(stack: Stack, bootstrap: str) -> None:
+    """`visio-rdv ops lag --serve-metrics`: every group's lag on /metrics, measured from outside
+    the consumers, so a consumer that dies shows as growing lag (visio_deploy.ops.lag_exporter)."""
+    settings = stack.settings
+    env = {
+        "VISIO_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "VISIO_TOPIC_PREFIX": settings.topic_prefix,
+    }
+    listen = f"{settings.host}:{settings.lag_exporter_port}"
+    argv = [installed_script("visio-rdv"), "ops", "lag", "--serve-metrics", listen]
+    stack.launch(LAG_EXPORTER, argv, env)
 
 
 def ensure_link_keys(path: Path) -> str:
@@ -397,6 +435,26 @@ async def _dev_api_key(owner_dsn: str, existing: str | None) -> str:
         )
     finally:
         await conn.close()
+
+
+def settings_help() -> str:
+    """The settings `up` reads, one per line, for `visio-rdv up --help`."""
+    lines = ["settings (environment variables), read at start:"]
+    for name, setting in UpSettings.model_fields.items():
+        alias = setting.validation_alias
+        names = alias.choices if isinstance(alias, AliasChoices) else [f"VISIO_{name.upper()}"]
+        value = setting.default
+        default = "" if value in (None, PydanticUndefined) else f" (default {value})"
+        lines.append(f"  {' or '.join(map(str, names))}{default}")
+        lines += textwrap.wrap(
+            str(setting.description), 96, initial_indent="      ", subsequent_indent="      "
+        )
+    lines += ["", *textwrap.wrap(
+        "The processes it starts also read their own settings from this environment: "
+        "VISIO_EMAIL_LATE_AFTER_MINUTES (the alerts process), BOOKING_*, MEETINGS_*, "
+        "NOTIFICATIONS_*, CONSENT_*, ALERTS_* (docs/local-stack.md).", 98
+    )]  # fmt: skip
+    return "\n".join(lines)
 
 
 def main_up() -> int:

@@ -46,26 +46,48 @@ def register(subparsers: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--appointments", type=int, default=20_000)
-    parser.add_argument("--advisors", type=int, default=200)
+    parser.add_argument(
+        "--appointments", type=int, default=20_000, help="throughput: appointments booked"
+    )
+    parser.add_argument(
+        "--advisors", type=int, default=200, help="advisors the appointments are spread over"
+    )
     parser.add_argument(
         "--http-share",
         type=float,
         default=0.5,
         help="share booked over HTTP; the rest over booking-requests.v1",
     )
-    parser.add_argument("--http-concurrency", type=int, default=16)
+    parser.add_argument(
+        "--http-concurrency", type=int, default=16, help="HTTP bookings in flight at once"
+    )
     parser.add_argument(
         "--window",
         type=int,
         default=200,
         help="throughput: appointments booked but not yet done, at most",
     )
-    parser.add_argument("--baseline-messages", type=int, default=50_000)
-    parser.add_argument("--latency-rate", type=float, default=50.0)
-    parser.add_argument("--latency-seconds", type=float, default=30.0)
-    parser.add_argument("--graph-latency-ms", type=int, default=100)
-    parser.add_argument("--backlog", type=int, default=50_000)
+    parser.add_argument(
+        "--baseline-messages",
+        type=int,
+        default=50_000,
+        help="messages of the broker-only baseline (what Kafka alone does here)",
+    )
+    parser.add_argument(
+        "--latency-rate", type=float, default=50.0, help="latency: bookings per second"
+    )
+    parser.add_argument(
+        "--latency-seconds", type=float, default=30.0, help="latency: how long it books"
+    )
+    parser.add_argument(
+        "--graph-latency-ms",
+        type=int,
+        default=100,
+        help="latency the Graph emulator adds to each call, as the real Graph has",
+    )
+    parser.add_argument(
+        "--backlog", type=int, default=50_000, help="backlog: appointments queued before the drain"
+    )
     parser.add_argument(
         "--replicas",
         type=int,
@@ -79,7 +101,11 @@ def register(subparsers: Any) -> None:
         help="the most any phase waits for its appointments to be done",
     )
     parser.add_argument(
-        "--only", nargs="*", default=None, choices=["throughput", "latency", "backlog", "scale-out"]
+        "--only",
+        nargs="*",
+        default=None,
+        choices=["throughput", "latency", "backlog", "scale-out"],
+        help="run these phases only (default: all)",
     )
     parser.add_argument(
         "--json",

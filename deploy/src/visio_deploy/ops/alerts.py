@@ -50,6 +50,7 @@ from visio_deploy.ops.settings import email_late_after_minutes
 log = logging.getLogger(__name__)
 
 SERVICE = "alerts"
+EMAIL_LATE = "email_late"  # alert_store.record_late's cause
 CAUSES: dict[type, str] = {
     MeetingFailed: "meeting_failed",
     NotificationFailed: "notification_failed",
@@ -121,6 +122,8 @@ class Alerts:
         self.sent = metrics.counter(
             "alerts_sent_total", "Alert emails sent to a Caf team, by cause.", ["cause"]
         )
+        for cause in [*CAUSES.values(), EMAIL_LATE]:  # at 0 from the start, for rate()
+            self.sent.labels(cause=cause)
         self.waiting = metrics.gauge(
             "people_waiting_for_an_email",
             "People owed an email (their confirmation, an update, a cancellation, the link "

@@ -16,7 +16,7 @@ import asyncpg
 from aiokafka.errors import KafkaConnectionError
 from visio_shared import Topics
 
-from visio_deploy.ops import appointments, dlq, produce, purge, tail, topics
+from visio_deploy.ops import appointments, dlq, lag_exporter, produce, purge, tail, topics
 from visio_deploy.ops.reading import describe
 from visio_deploy.ops.settings import OpsSettings, ops_settings
 from visio_deploy.ops.topology import groups
@@ -39,6 +39,18 @@ def register(subparsers: Any) -> None:
         help="a group and a topic it reads, instead of the system's own groups (repeatable)",
     )
     cmd.add_argument("--all", action="store_true", help="also the partitions with no lag")
+    cmd.add_argument(
+        "--serve-metrics",
+        metavar="[HOST:]PORT",
+        help="keep running and export the lag on http://HOST:PORT/metrics for Prometheus, "
+        "measured from outside the consumers (a dead consumer shows as growing lag)",
+    )
+    cmd.add_argument(
+        "--interval",
+        type=float,
+        default=15.0,
+        help="with --serve-metrics: seconds between two measurements (default 15)",
+    )
     cmd.set_defaults(handler=_run(_lag))
 
     letters = commands.add_parser("dlq", help="dead letters").add_subparsers(
@@ -53,17 +65,19 @@ def register(subparsers: Any) -> None:
     cmd = letters.add_parser("replay", help="back to the source topic, once")
     cmd.add_argument("--letter", action="append", help="one letter by id (repeatable)")
     cmd.add_argument("--service", help="letters of this service's dead-letter topic")
-    cmd.add_argument("--event-type")
-    cmd.add_argument("--error-class")
-    cmd.add_argument("--source-topic")
+    cmd.add_argument("--event-type", help="letters of this event type (AppointmentRequested…)")
+    cmd.add_argument("--error-class", help="letters of this error class, as `dlq list` shows it")
+    cmd.add_argument("--source-topic", help="letters that came from this topic")
     cmd.add_argument("--all", action="store_true", help="every letter not replayed yet")
-    cmd.add_argument("--dry-run", action="store_true")
+    cmd.add_argument(
+        "--dry-run", action="store_true", help="say what would be replayed, replay nothing"
+    )
     cmd.set_defaults(handler=_run(_dlq_replay))
 
     cmd = commands.add_parser("tail", help="the last messages of a topic, decoded")
     cmd.add_argument("topic", help="a topic, or a stream's short name (appointments, meetings…)")
     cmd.add_argument("--last", type=int, default=10, help="per partition")
-    cmd.add_argument("--follow", "-f", action="store_true")
+    cmd.add_argument("--follow", "-f", action="store_true", help="keep printing what comes")
     cmd.set_defaults(handler=_run(_tail))
 
     cmd = commands.add_parser(
@@ -115,6 +129,12 @@ def register(subparsers: Any) -> None:
 
     cmd = commands.add_parser("alerts", help="run the alerts process (group visio-rdv.alerts)")
     cmd.set_defaults(handler=_alerts)
+
+    cmd = commands.add_parser(
+        "check-monitoring",
+        help="do the alert rules and the dashboard name only metrics the running stack exports?",
+    )
+    cmd.set_defaults(handler=_check_monitoring)
 
 
 PRODUCE_DESCRIPTION = """\
@@ -195,6 +215,10 @@ async def _lag(args: argparse.Namespace, settings: OpsSettings) -> int:
     wanted: dict[str, list[str]] = {}
     for group, topic in args.group or ():
         wanted.setdefault(group, []).append(topic)
+    if args.serve_metrics:
+        return await lag_exporter.serve(
+            settings, wanted or groups(settings.topic_prefix), args.serve_metrics, args.interval
+        )
     rows = await topics.lag_report(settings, wanted or groups(settings.topic_prefix))
     shown = [r for r in rows if args.all or r.lag > 0]
     print(
@@ -372,6 +396,27 @@ async def _purge(args: argparse.Namespace, settings: OpsSettings) -> int:
     for name, state in (await purge.check_topic_retention(settings, args.dry_run)).items():
         print(f"topic {name}: {state}")
     return 0
+
+
+def _check_monitoring(_: argparse.Namespace) -> int:
+    """Scrape every process of the stack `up` runs here, on its admin port, and hold every rule
+    and dashboard panel to what the pages show (visio_deploy.monitoring)."""
+    import httpx
+    from visio_runtime.local_stack import find_local_stack
+
+    from visio_deploy.monitoring import check_monitoring
+
+    stack = find_local_stack().stack
+    if stack is None or not stack.admin:
+        print("no running stack with admin ports here: `uv run visio-rdv up` starts one")
+        return 2
+    with httpx.Client(timeout=10, trust_env=False) as client:
+        pages = [client.get(f"{url}/metrics").text for url in stack.admin.values()]
+    problems = check_monitoring(pages)
+    for problem in problems:
+        print(problem)
+    print(f"{len(problems)} problem(s) in the rules and dashboards against {len(pages)} processes")
+    return 1 if problems else 0
 
 
 def _alerts(_: argparse.Namespace) -> int:

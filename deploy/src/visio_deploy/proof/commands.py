@@ -17,8 +17,12 @@ def register(subparsers: Any) -> None:
     commands = proof.add_subparsers(dest="proof_command", required=True)
 
     chaos = commands.add_parser("chaos", help="book N appointments while injecting faults")
-    chaos.add_argument("--appointments", type=int, default=200)
-    chaos.add_argument("--seed", type=int, default=1)
+    chaos.add_argument(
+        "--appointments", type=int, default=200, help="appointments booked (default: %(default)s)"
+    )
+    chaos.add_argument(
+        "--seed", type=int, default=1, help="the same seed replays the same faults and kills"
+    )
     chaos.add_argument("--kill-every", type=float, default=15.0, help="seconds; 0: no kills")
     chaos.add_argument("--fault-rate", type=float, default=0.04, help="per Graph fault kind")
     chaos.add_argument(
@@ -43,8 +47,12 @@ def register(subparsers: Any) -> None:
     chaos.set_defaults(handler=_chaos)
 
     inputs = commands.add_parser("inputs", help="hostile inputs to the API and inbound topic")
-    inputs.add_argument("--examples", type=int, default=1000)
-    inputs.add_argument("--seed", type=int, default=1)
+    inputs.add_argument(
+        "--examples", type=int, default=1000, help="hostile inputs generated (default: %(default)s)"
+    )
+    inputs.add_argument(
+        "--seed", type=int, default=1, help="the same seed generates the same inputs"
+    )
     _json(inputs)
     inputs.set_defaults(handler=_inputs)
 

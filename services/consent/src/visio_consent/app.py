@@ -15,7 +15,7 @@ from visio_runtime.service import Runtime, build_runtime, create_service_app
 from visio_shared import AppointmentEvent, AppointmentRequested, ContactCorrected
 
 from visio_consent import api, selfservice_routes
-from visio_consent.checkpoints import Checkpointer
+from visio_consent.checkpoints import Checkpointer, CheckpointGauges
 from visio_consent.connections import MEETING_EVENTS, record_meeting_outcome
 from visio_consent.handlers import (
     APPOINTMENT_CHANGES,
@@ -78,10 +78,14 @@ def create_app(settings: ConsentSettings | None = None) -> FastAPI:
 
     runtime.on_start.append(load_key)
 
-    head_seq = runtime.metrics.gauge("ledger_head_seq", "Sequence number of the ledger's head.")
+    head_seq = runtime.metrics.gauge(
+        "ledger_head_seq", "Records in the consent ledger (the sequence number of its head)."
+    )
+    signed = CheckpointGauges(runtime.metrics, settings.checkpoint_interval_s)
 
     async def measure_head(rt: Runtime) -> None:
         head_seq.set(await rt.db.fetchval("SELECT seq FROM chain_head"))
+        signed.measure(checkpointer.last)
 
     runtime.on_scrape.append(measure_head)
     runtime.run_in_background(lambda: checkpointer.run(runtime.db, runtime.broker), "checkpoints")

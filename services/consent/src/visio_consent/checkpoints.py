@@ -10,10 +10,12 @@ import logging
 import os
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import asyncpg
 import pydantic
+from visio_runtime.metrics import Metrics
 from visio_runtime.topic_reader import read_topics
 from visio_shared import Headers, Topics
 from visio_shared.publishing import Publisher
@@ -140,6 +142,7 @@ class Checkpointer:
         key = self.key or self.load_key()
         async with self._lock:
             previous = self.last or await asyncio.to_thread(self._last_in_file)
+            self.last = previous  # what /metrics reports until the next one is signed
             report = await verify(conn, since=previous)
             if not report.ok:
                 log.error(
@@ -170,3 +173,29 @@ class Checkpointer:
             except Exception:  # the next round tries again; the service keeps recording
                 log.exception("consent: checkpoint failed")
             await asyncio.sleep(self.settings.checkpoint_interval_s)
+
+
+class CheckpointGauges:
+    """What /metrics says of the signed checkpoints, for the `ConsentCheckpointOverdue` rule
+    (deploy/prometheus): records past the last checkpoint are not yet protected by a signature;
+    if no checkpoint comes for several intervals, the checkpointer is failing (see its log)."""
+
+    def __init__(self, metrics: Metrics, interval_s: float) -> None:
+        self.seq = metrics.gauge(
+            "consent_checkpoint_seq",
+            "Ledger records vouched for by the last signed checkpoint; the ledger's head past "
+            "it is not yet protected by a signature.",
+        )
+        self.signed_at = metrics.gauge(
+            "consent_checkpoint_timestamp_seconds",
+            "When the last checkpoint was signed (Unix time; 0: none yet).",
+        )
+        metrics.gauge(
+            "consent_checkpoint_interval_seconds",
+            "CONSENT_CHECKPOINT_INTERVAL_S: how often a checkpoint is signed when the ledger "
+            "has grown.",
+        ).set(interval_s)
+
+    def measure(self, last: Checkpoint | None) -> None:
+        self.seq.set(last.seq if last else 0)
+        self.signed_at.set(datetime.fromisoformat(last.signed_at).timestamp() if last else 0)

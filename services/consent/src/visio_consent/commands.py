@@ -119,7 +119,9 @@ def register(subparsers: Any) -> None:
         "bench", help="appends per second, on a scratch database that is dropped afterwards"
     )
     owner_url_argument(bench)
-    bench.add_argument("--records", type=int, default=20_000)
+    bench.add_argument(
+        "--records", type=int, default=20_000, help="records to append (default: %(default)s)"
+    )
     bench.add_argument(
         "--batch", type=int, help="records per append (default: CONSENT_APPEND_BATCH_SIZE)"
     )

@@ -29,9 +29,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "Kafka, a database or a relay: the .eml (open it in a mail client), its HTML and text "
         "parts, and its .ics when it carries one.",
     )
-    preview.add_argument("--kind", choices=KINDS, default="confirmation")
     preview.add_argument(
-        "--device", choices=[device.value for device in Device], default="smartphone"
+        "--kind", choices=KINDS, default="confirmation", help="which email (default: %(default)s)"
+    )
+    preview.add_argument(
+        "--device",
+        choices=[device.value for device in Device],
+        default="smartphone",
+        help="the device the person joins from: it changes the guide (default: %(default)s)",
     )
     preview.add_argument(
         "--timezone", default="Europe/Paris", help="the appointment's zone, e.g. Indian/Reunion"

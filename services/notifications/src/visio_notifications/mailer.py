@@ -64,6 +64,8 @@ class SmtpMailer:
             "retried) or rejected (5xx, refused recipients: permanent).",
             ["outcome"],
         )
+        for outcome in ("sent", "deferred", "rejected"):  # at 0 from the start, for rate()
+            self._sends.labels(outcome)
         self._slots = asyncio.Semaphore(settings.smtp_max_connections)
         self._tls: ssl.SSLContext | None = None
 

@@ -62,6 +62,9 @@ class LocalStack(BaseModel):
     database_url: SecretStr
     database_label: str  # the same without secrets, as a person reads it
     http: dict[str, str]  # each process (booking, …, alerts) → its base URL
+    # Each process → where its /metrics, /docs and OpenAPI answer (its admin port); a file
+    # written before admin ports existed has none.
+    admin: dict[str, str] = {}
     graph_url: str
     smtp: str
     api_key_file: Path

@@ -2,7 +2,12 @@
 a counter), exposed at /metrics.
 
 Names are `visio_<name>`; which service a series comes from is the scrape target's job (and
-`visio_service_info`), not a label on every series. Labels hold topics, event types, error
+`visio_service_info`), not a label on every series. Beside them, every registry carries the
+standard `process_*` (CPU, memory, open files) and `python_*` (interpreter, garbage collector)
+metrics that generic dashboards and alerts expect; `HttpMetrics` counts and times the HTTP
+answers. The help texts are read by the on-call person in Prometheus and Grafana: they say what
+a value means to them. Which rule and dashboard uses what: deploy/prometheus, deploy/grafana,
+docs/runbook.md. Labels hold topics, event types, error
 classes, statuses — never an id, an address or a name: a label value per person would both leak
 personal data and explode the series count.
 """
@@ -17,8 +22,11 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
     Info,
+    PlatformCollector,
+    ProcessCollector,
     disable_created_metrics,
     generate_latest,
 )
@@ -40,6 +48,10 @@ class Metrics:
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.service = service
         self.registry = CollectorRegistry()
+        # What the default registry would have had: this one is ours, so add them by hand.
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
         self._metrics: dict[str, MetricWrapperBase] = {}
         self._labels: dict[str, tuple[str, ...]] = {}
         Info(f"{PREFIX}service", "The service behind this endpoint.", registry=self.registry).info(
@@ -126,34 +138,80 @@ class ConsumerMetrics:
     def __init__(self, metrics: Metrics) -> None:
         labels = ["topic", "event_type"]
         self.consumed = metrics.counter(
-            "messages_consumed_total", "Messages received (redeliveries aside).", labels
+            "messages_consumed_total",
+            "Messages this service received from a topic (a redelivery is not counted twice).",
+            labels,
         )
-        self.handled = metrics.counter("events_handled_total", "Events handled.", labels)
+        self.handled = metrics.counter(
+            "events_handled_total",
+            "Events this service finished handling: the step is done for that appointment.",
+            labels,
+        )
         self.skipped = metrics.counter(
-            "events_skipped_total", "Events of a type this service does not handle.", labels
+            "events_skipped_total",
+            "Events of a type this service does not handle, passed over (normal: topics are "
+            "shared).",
+            labels,
         )
         self.failed = metrics.counter(
-            "events_failed_total", "Failed attempts, by error class.", [*labels, "error_class"]
+            "events_failed_total",
+            "Handler attempts that failed, by error class (Transient: retried; others: "
+            "dead-lettered).",
+            [*labels, "error_class"],
         )
         self.retried = metrics.counter(
-            "events_retried_total", "Attempts that will be retried.", labels
+            "events_retried_total",
+            "Failed attempts that will be tried again after a pause (a dependency is away).",
+            labels,
         )
         self.dead_lettered = metrics.counter(
             "events_dead_lettered_total",
-            "Messages sent to the dead-letter topic.",
+            "Messages given up on and sent to the dead-letter topic: an appointment stays "
+            "stuck until an operator replays them (`visio-rdv ops dlq list`).",
             [*labels, "error_class"],
         )
         self.latency = metrics.histogram(
-            "handler_duration_seconds", "Time spent in one handler attempt.", labels
+            "handler_duration_seconds",
+            "Time one handler attempt took, from the message to its outcome.",
+            labels,
         )
         self.lag = metrics.gauge(
             "consumer_lag_messages",
-            "Messages behind the partition's end, from the consumer's own position.",
+            "Messages behind the partition's end, as this consumer sees it; gone when the "
+            "consumer is: `visio_consumer_group_lag_messages` measures it from outside.",
             ["topic", "partition"],
         )
         self.assigned = metrics.gauge(
-            "consumer_assigned_partitions", "Partitions assigned to this service's consumers."
+            "consumer_assigned_partitions",
+            "Partitions this process's consumers hold now (0: waiting for the group).",
         )
         self.held = metrics.gauge(
-            "consumer_held_partitions", "Partitions paused while a message waits to retry."
+            "consumer_held_partitions",
+            "Partitions paused because one of their messages waits to be retried.",
+        )
+
+
+# HTTP answers: from a health check (ms) to a slow page under load (seconds).
+HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class HttpMetrics:
+    """What every service's HTTP server answers: by method, route *template* (`/v1/appointments
+    /{appointment_id}`, never the raw path, which holds ids) and status code."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.requests = metrics.counter(
+            "http_requests_total",
+            "HTTP requests answered, by method, route template and status code (5xx: our "
+            "fault; 4xx: the caller's).",
+            ["method", "route", "status"],
+        )
+        self.duration = metrics.histogram(
+            "http_request_duration_seconds",
+            "Time from a request's arrival to the end of its answer, by method and route template.",
+            ["method", "route"],
+            buckets=HTTP_BUCKETS,
+        )
+        self.in_progress = metrics.gauge(
+            "http_requests_in_progress", "HTTP requests being answered right now."
         )

@@ -27,9 +27,10 @@ from visio_shared import Topics
 from visio_runtime.consumer import EventConsumer
 from visio_runtime.db import create_pool
 from visio_runtime.headers import SecurityHeaders
+from visio_runtime.http_metrics import HttpMetricsMiddleware
 from visio_runtime.kafka import ensure_topics, make_broker, publish_metrics
 from visio_runtime.logs import configure_logging as _configure_logging
-from visio_runtime.metrics import CONTENT_TYPE, Metrics
+from visio_runtime.metrics import CONTENT_TYPE, HttpMetrics, Metrics
 from visio_runtime.production import waiver_warning
 from visio_runtime.settings import ServiceSettings
 from visio_runtime.tracing import telemetry_middleware, tracer_provider
@@ -145,6 +146,7 @@ def create_service_app(runtime: Runtime, title: str, **fastapi_kwargs: Any) -> F
         **fastapi_kwargs,
     )
     app.state.runtime = runtime
+    app.add_middleware(HttpMetricsMiddleware, metrics=HttpMetrics(runtime.metrics))
     app.add_middleware(SecurityHeaders, hsts=runtime.settings.environment == "production")
     add_health_routes(app, runtime)
     app.state.admin = create_admin_app(runtime, app)
