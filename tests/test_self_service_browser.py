@@ -20,11 +20,14 @@ from typing import Any
 
 import pytest
 import rfc8785
-from playwright.sync_api import BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
 from visio_deploy.proof.stack import ProofStack, proof_stack
 from visio_shared.links import LinkKeys, LinkPurpose, page_url, sign_link
 
+from .accessibility import AccessibilityCheck
 from .self_service_support import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
     PHONE,
     Booked,
     Mailbox,
@@ -83,13 +86,49 @@ def booked(stack: ProofStack, mailbox: Mailbox) -> dict[str, Booked]:
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext]:
-    with sync_playwright() as playwright:
-        context = launch_phone(playwright, tmp_path_factory.mktemp("chromium-profile"))
-        try:
-            yield context
-        finally:
-            context.close()
+def playwright(booked: dict[str, Booked]) -> Iterator[Playwright]:
+    """After the stack and the bookings: Playwright's sync API runs an event loop in this
+    thread, where the stack's set-up would then no longer run its own."""
+    with sync_playwright() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser(
+    playwright: Playwright, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[BrowserContext]:
+    context = launch_phone(playwright, tmp_path_factory.mktemp("chromium-profile"))
+    try:
+        yield context
+    finally:
+        context.close()
+
+
+@pytest.fixture(scope="module")
+def axe_browser(playwright: Playwright) -> Iterator[Browser]:
+    """The same Chromium, for axe-core, which needs JavaScript (tests/accessibility.py)."""
+    launched = playwright.chromium.launch(
+        executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+    )
+    try:
+        yield launched
+    finally:
+        launched.close()
+
+
+# Every page state the tests reach is checked for accessibility where it is opened (open_page,
+# submit), once per distinct page and width; the module's fixture sets the checker.
+ACCESSIBILITY: list[AccessibilityCheck] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def accessibility(axe_browser: Browser) -> Iterator[AccessibilityCheck]:
+    check = AccessibilityCheck(axe_browser)
+    ACCESSIBILITY.append(check)
+    try:
+        yield check
+    finally:
+        ACCESSIBILITY.remove(check)
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +155,8 @@ def open_page(page: Page, url: str, status: int = 200) -> None:
     assert len(facts["h1"]) == 1, facts["h1"]
     assert facts["scripts"] == 0  # works without JavaScript: there is none
     assert facts["scrollWidth"] <= PHONE["width"], f"{url} scrolls sideways: {facts}"
+    for check in ACCESSIBILITY:
+        check.page(page)
 
 
 def submit(page: Page, button: str, status: int = 200) -> None:
@@ -123,6 +164,8 @@ def submit(page: Page, button: str, status: int = 200) -> None:
     with page.expect_navigation() as landed:
         page.get_by_role("button", name=button, exact=True).click()
     assert landed.value is not None and landed.value.status == status, landed.value
+    for check in ACCESSIBILITY:
+        check.page(page)
 
 
 # --- Mon rendez-vous ----------------------------------------------------------------------------
@@ -486,3 +529,61 @@ def test_the_logs_hold_no_link_and_no_address(
     for name, text in logs.items():
         assert not [token for token in tokens if token in text], f"a link in {name}"
         assert not [word for word in personal if word in text], f"personal data in {name}"
+
+
+# --- Accessibility ------------------------------------------------------------------------------
+
+
+def test_the_accessibility_statement_is_linked_from_every_page_and_says_no_audit_was_made(
+    stack: ProofStack, booked: dict[str, Booked], page: Page, shots: Screenshots
+) -> None:
+    mine = booked["view"]
+    for service, link in (
+        ("booking", mine.links["Mon rendez-vous"]),
+        ("consent", mine.links["Mes consentements"]),
+    ):
+        open_page(page, link)
+        with page.expect_navigation() as landed:
+            page.get_by_role("link", name="Accessibilité : non conforme").click()
+        assert landed.value is not None and landed.value.status == 200
+        assert page.url == stack.url(service) + "/accessibilite"
+        open_page(page, page.url)  # French, one h1, no script, no sideways scrolling; axe
+        expect(page.locator("h1")).to_have_text("Déclaration d'accessibilité")
+        expect(page.get_by_text("aucun audit")).to_be_visible()
+        expect(page.get_by_text("n'est pas en conformité")).to_be_visible()
+    shots.take(page, "declaration-accessibilite")
+
+
+def test_every_email_passes_axe_at_phone_and_desktop_widths(
+    booked: dict[str, Booked], mailbox: Mailbox, accessibility: AccessibilityCheck
+) -> None:
+    """Each kind of email the module's appointments received (the confirmations at least; the
+    « link again », update and cancellation emails when the tests above ran), as HTML."""
+    ours = {b.appointment_id for b in booked.values()}
+    kinds = set()
+    for mail in mailbox.all():
+        if mail.appointment_id not in ours:
+            continue
+        body = mail.message.get_body(preferencelist=("html",))
+        assert body is not None, f"{mail.kind} has no HTML part"
+        accessibility.html(body.get_content(), f"email {mail.kind}", keyboard=False)
+        kinds.add(mail.kind)
+    assert "confirmation" in kinds, kinds
+    assert {f"email {kind} @ phone" for kind in kinds} <= set(accessibility.checked)
+
+
+def test_axe_fails_one_of_our_pages_once_its_field_loses_its_label(
+    booked: dict[str, Booked], page: Page, axe_browser: Browser
+) -> None:
+    """Break it on purpose: the « lien invalide » page's address field without its label is
+    refused, so a check that passes means something."""
+    manage = booked["view"].links["Mon rendez-vous"]
+    base, token = manage.rsplit("/", 1)
+    middle = len(token) // 2
+    forged = f"{base}/{token[:middle]}{'B' if token[middle] == 'A' else 'A'}{token[middle + 1 :]}"
+    open_page(page, forged, status=404)
+    html = page.content()
+    assert re.search(r"<label[^>]*>\s*Votre adresse email", html)
+    unlabelled = re.sub(r"<label[^>]*>\s*Votre adresse email.*?</label>", "", html, flags=re.S)
+    with pytest.raises(AssertionError, match=r"label \(critical\)"):
+        AccessibilityCheck(axe_browser).html(unlabelled, "lien invalide without its label")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 from visio_runtime import problems
+from visio_runtime.pages import accessibility_router
 from visio_runtime.service import build_runtime, create_service_app
 from visio_shared import AppointmentEvent
 
@@ -63,5 +64,6 @@ def create_app(settings: BookingSettings | None = None) -> FastAPI:
         app.state.self_service = Site(settings, link_keys, ctx, runtime)
         app.include_router(pages_api.router)
         app.include_router(fresh_link_api.router)
+        app.include_router(accessibility_router())
     openapi.install(app)
     return app

@@ -11,6 +11,7 @@ from datetime import timedelta
 from fastapi import FastAPI
 from visio_runtime import problems, ratelimit
 from visio_runtime.local_stack import path_base
+from visio_runtime.pages import accessibility_router
 from visio_runtime.service import Runtime, build_runtime, create_service_app
 from visio_shared import AppointmentEvent, AppointmentRequested, ContactCorrected
 
@@ -108,6 +109,7 @@ def create_app(settings: ConsentSettings | None = None) -> FastAPI:
     link_keys = settings.link_ring()
     if link_keys is not None:  # no keys, no pages: their paths answer 404
         app.include_router(selfservice_routes.router(settings, link_keys))
+        app.include_router(accessibility_router())
     return app
 
 

@@ -13,6 +13,7 @@ import hashlib
 from importlib import resources
 from typing import Any
 
+from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 from jinja2 import ChoiceLoader, Environment, PackageLoader, StrictUndefined, select_autoescape
 
@@ -57,3 +58,25 @@ class Pages:
     def render(self, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
         html = self.env.get_template(template).render(css=_CSS, **context)
         return HTMLResponse(html, status_code=status_code, headers=PAGE_HEADERS)
+
+
+ACCESSIBILITY_PATH = "/accessibilite"
+# When the statement was last written (RGAA asks for its date); change it with the statement.
+ACCESSIBILITY_STATEMENT_DATE = "6 décembre 2026"
+
+
+def accessibility_router() -> APIRouter:
+    """« Déclaration d'accessibilité », on every service that serves pages to the public, so the
+    layout's footer can link it relatively whatever the page's origin."""
+    router = APIRouter()
+    pages = Pages("visio_runtime")
+
+    @router.get(ACCESSIBILITY_PATH, response_class=HTMLResponse, include_in_schema=False)
+    async def accessibility_statement() -> HTMLResponse:
+        return pages.render(
+            "accessibilite.html",
+            title="Déclaration d'accessibilité",
+            established=ACCESSIBILITY_STATEMENT_DATE,
+        )
+
+    return router
