@@ -26,9 +26,8 @@ from typing import Any
 
 import pytest
 from pydantic import SecretStr
-from visio_notifications.compose import Letter, compose
+from visio_notifications.compose import Letter, compose_mail
 from visio_notifications.decide import LinkRequest, Told, recipient_sha256
-from visio_notifications.mail_policy import MAIL_POLICY
 from visio_notifications.mailer import SmtpMailer
 from visio_notifications.settings import NotificationsSettings
 from visio_shared import AppointmentRequested, Device
@@ -311,12 +310,7 @@ def _letter(make: Any, case: Case) -> tuple[Letter, NotificationsSettings]:
 
 def wire_bytes(letter: Letter, settings: NotificationsSettings, now: datetime) -> bytes:
     """The bytes the mailer hands to SMTP for this letter."""
-    message = compose(letter, settings, now=now)
-    addresses = [message["From"].addresses[0].addr_spec] + [
-        address.addr_spec for address in message["To"].addresses
-    ]
-    utf8 = not all(address.isascii() for address in addresses)
-    return message.as_bytes(policy=MAIL_POLICY.clone(linesep="\r\n", utf8=utf8))
+    return compose_mail(letter, settings, now=now).raw
 
 
 _BOUNDARY = re.compile(rb"={15}\d{19}==(?:\.\d+)?")
@@ -400,7 +394,7 @@ async def test_the_sink_stores_the_golden_bytes(make: Any, sink: Any) -> None:
     for case in sent:
         letter, settings = _letter(make, case)
         relay = settings.model_copy(update={"smtp_port": sink.port, "smtp_timeout_s": 10})
-        await SmtpMailer(relay).send(compose(letter, relay, now=case.now))
+        await SmtpMailer(relay).send(compose_mail(letter, relay, now=case.now))
     stored = {path.name: path for path in sink.handler.mail_dir.glob("*.eml")}
     assert len(stored) == len(sent)
     for case in sent:

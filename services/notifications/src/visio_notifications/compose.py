@@ -32,10 +32,10 @@ from visio_runtime import french_dates as dates
 from visio_runtime import guide
 from visio_shared import AppointmentCancelled, AppointmentRequested, Device
 
-from visio_notifications import self_service, wording
+from visio_notifications import mime, self_service, wording
 from visio_notifications.decide import LinkRequest, Told
 from visio_notifications.invitation import Method, build_invitation
-from visio_notifications.mail_policy import MAIL_POLICY
+from visio_notifications.mime import Mail
 from visio_notifications.settings import NotificationsSettings
 
 # Colours of the HTML emails; every pair a text is shown on passes WCAG AA (tested).
@@ -355,19 +355,19 @@ def recipient_address(appointment: AppointmentRequested) -> Address:
 
 
 def compose(letter: Letter, settings: NotificationsSettings, *, now: datetime) -> EmailMessage:
+    """The email read back as an `EmailMessage`: for previews and tests, which look into it.
+    What is sent is `compose_mail`'s bytes, the very ones this message is parsed from."""
+    return compose_mail(letter, settings, now=now).parsed()
+
+
+def compose_mail(letter: Letter, settings: NotificationsSettings, *, now: datetime) -> Mail:
+    """The email as the relay receives it (see `mime` for how the bytes are written)."""
     values = context(letter, settings, now)
     text, html = render(letter, values)
     sender = sender_address(settings)
     recipient = recipient_address(letter.appointment)
-
-    message = EmailMessage(policy=MAIL_POLICY)
-    message["From"] = sender
-    message["To"] = recipient
-    if settings.reply_to:
-        message["Reply-To"] = settings.reply_to
-    message["Subject"] = values["subject"]
-    message["Date"] = format_datetime(now)
-    message["Message-ID"] = message_id(
+    utf8 = not (sender.addr_spec.isascii() and recipient.addr_spec.isascii())
+    identifier = message_id(
         letter.appointment.appointment_id,
         letter.revision,
         letter.kind,
@@ -375,13 +375,28 @@ def compose(letter: Letter, settings: NotificationsSettings, *, now: datetime) -
         letter.reminder_offset_minutes,
         letter.request.event_id if letter.request else None,
     )
-    message["Auto-Submitted"] = "auto-generated"
-    message["X-Auto-Response-Suppress"] = "All"
-    message.set_content(text)
-    message.add_alternative(html, subtype="html")
-
+    head = [
+        mime.constant_header("From", settings.mail_from, utf8),
+        mime.header("To", recipient, utf8=utf8),
+    ]
+    if settings.reply_to:
+        head.append(mime.constant_header("Reply-To", settings.reply_to, utf8))
+    head += [
+        mime.header("Subject", values["subject"], utf8=utf8),
+        mime.header("Date", format_datetime(now), utf8=utf8),
+        mime.header("Message-ID", identifier, utf8=utf8),
+        _FIXED_HEADERS,
+    ]
+    alternatives = [
+        mime.text_part(text, "plain", first=True),
+        mime.text_part(html, "html", first=False),
+    ]
     method = CALENDAR_METHOD.get(letter.kind)
-    if method is not None:
+    if method is None:
+        mark = mime.boundary(identifier, 1, b"".join(alternatives))
+        content_type = mime.multipart_type("alternative", mark)
+        body = mime.multipart_body(mark, alternatives)
+    else:
         # The join link only: the self-service links are personal, a calendar is shared.
         ics = build_invitation(
             letter.appointment,
@@ -393,15 +408,23 @@ def compose(letter: Letter, settings: NotificationsSettings, *, now: datetime) -
             domain=settings.message_id_domain,
             now=now,
         )
-        params = {"method": method, "charset": "utf-8"}
-        message.add_alternative(ics, maintype="text", subtype="calendar", params=params)
-        message.add_attachment(
-            ics,
-            maintype="text",
-            subtype="calendar",
-            filename=wording.ICS_FILENAME,
-            params=params,
+        alternatives.append(mime.calendar_part(ics, method))
+        inner_mark = mime.boundary(identifier, 2, b"".join(alternatives))
+        inner = (
+            mime.multipart_type("alternative", inner_mark)
+            + mime.CRLF
+            + mime.multipart_body(inner_mark, alternatives)
         )
-    # Last: turning the message multipart moves every Content-* header into the first part.
-    message["Content-Language"] = "fr"
-    return message
+        parts = [inner, mime.calendar_part(ics, method, filename=wording.ICS_FILENAME)]
+        mark = mime.boundary(identifier, 1, b"".join(parts))
+        content_type = mime.multipart_type("mixed", mark)
+        body = mime.multipart_body(mark, parts)
+    raw = b"".join(head) + content_type + _LANGUAGE + mime.CRLF + body
+    return Mail(identifier, sender.addr_spec, (recipient.addr_spec,), raw, utf8)
+
+
+# After the addresses, subject, date and id; the Content-Type comes between the two groups.
+_FIXED_HEADERS = (
+    b"Auto-Submitted: auto-generated\r\nX-Auto-Response-Suppress: All\r\nMIME-Version: 1.0\r\n"
+)
+_LANGUAGE = b"Content-Language: fr\r\n"
