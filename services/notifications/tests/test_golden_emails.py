@@ -404,3 +404,27 @@ async def test_the_sink_stores_the_golden_bytes(make: Any, sink: Any) -> None:
 
 def _id(case: Case) -> uuid.UUID:
     return uuid.uuid5(uuid.NAMESPACE_URL, f"visio-rdv/golden/{case.name}")
+
+
+def test_the_static_blocks_are_rendered_once_and_cannot_miss_a_value(make, monkeypatch) -> None:
+    """The guide and the charter/CGU block come from a cache keyed by the values they read:
+    the second email of the same device and CGU reuses them; a block reading a value its key
+    does not hold (here `recording`, removed from the key on purpose) fails instead of showing
+    another person's choice."""
+    from jinja2 import UndefinedError
+    from visio_notifications import compose as composing
+
+    composing._static_block.cache_clear()
+    for case in CASES[:2]:
+        letter, settings = _letter(make, case)
+        compose_mail(letter, settings, now=case.now)
+    hits = composing._static_block.cache_info().hits
+    letter, settings = _letter(make, CASES[0])
+    compose_mail(letter, settings, now=CASES[0].now)
+    assert composing._static_block.cache_info().hits == hits + 4  # guide, charter: txt, html
+
+    composing._static_block.cache_clear()
+    monkeypatch.setitem(composing.STATIC_BLOCKS, "charter_cgu", ("cgu_line", "cgu_url"))
+    with pytest.raises(UndefinedError, match="recording"):
+        compose_mail(letter, settings, now=CASES[0].now)
+    composing._static_block.cache_clear()

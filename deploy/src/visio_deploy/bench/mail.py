@@ -79,7 +79,10 @@ def letters(count: int) -> Iterator[Letter]:
             revision=revision,
             caf_code=caf,
             advisor=Advisor(id=str(uuid.uuid4()), display_name=f"Conseiller {number % 200}"),
-            start=datetime(2026, 12, 3, 9, 0, tzinfo=UTC) + timedelta(minutes=30 * number),
+            # Office-hour slots over four weeks, as a Caf's calendar fills: many people share
+            # a day and a time, so their emails share a subject.
+            start=datetime(2026, 12, 3, 7, 0, tzinfo=UTC)
+            + timedelta(days=number % 28, minutes=30 * (number // 28 % 18)),
             duration_minutes=30,
             timezone=zone,
             subject="Prime d'activité",

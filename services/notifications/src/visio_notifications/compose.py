@@ -23,11 +23,12 @@ from datetime import datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 import css_inline
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
 from visio_runtime import french_dates as dates
 from visio_runtime import guide
 from visio_shared import AppointmentCancelled, AppointmentRequested, Device
@@ -138,9 +139,44 @@ def _templates() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        # Package data: they change with a deploy, not while the process runs (and checking
+        # each file's date cost a dozen stat calls an email).
+        auto_reload=False,
     )
     env.filters["french_spacing"] = french_spacing
     return env
+
+
+# The blocks the same in thousands of emails, and the only values each may read (beside the
+# wording and the palette): rendered once per template version (the process's: templates are
+# read once) and these values, then reused. A block that read anything else would fail on
+# StrictUndefined, so a value cannot be forgotten from the key.
+STATIC_BLOCKS: dict[str, tuple[str, ...]] = {
+    "guide": ("device_note", "guide_paths"),  # by device, store links, where the link is
+    "charter_cgu": ("cgu_line", "cgu_url", "recording"),  # by CGU version, recording choice
+}
+
+
+def _static_blocks(values: dict[str, Any], extension: str) -> dict[str, str]:
+    return {
+        name: _static_block(name, extension, tuple((key, _frozen(values[key])) for key in keys))
+        for name, keys in STATIC_BLOCKS.items()
+    }
+
+
+def _frozen(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+@lru_cache(maxsize=512)
+def _static_block(name: str, extension: str, inputs: tuple[tuple[str, Any], ...]) -> str:
+    template = _templates().get_template(f"_{name}.{extension}")
+    text = template.render({"w": wording, "colors": PALETTE, **dict(inputs)})
+    # `{% include %}` swallowed the newline after its tag; `{{ block }}` keeps it.
+    assert text.endswith("\n"), f"_{name}.{extension} must end with a newline"
+    text = text[:-1]
+    # Already escaped: rendered by the autoescaping environment, like any include.
+    return Markup(text) if extension == "html" else text  # noqa: S704
 
 
 _INLINER = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
@@ -334,8 +370,9 @@ def render(letter: Letter, values: dict[str, Any]) -> tuple[str, str]:
     name = "confirmation" if letter.kind == "contact_corrected" else letter.kind
     if letter.ended is not None:
         name = "consents_only"
-    text = env.get_template(f"{name}.txt").render(values)
-    html = _INLINER.inline(env.get_template(f"{name}.html").render(values))
+    text = env.get_template(f"{name}.txt").render(values, blocks=_static_blocks(values, "txt"))
+    page = env.get_template(f"{name}.html").render(values, blocks=_static_blocks(values, "html"))
+    html = _INLINER.inline(page)
     return text, html
 
 
@@ -382,7 +419,7 @@ def compose_mail(letter: Letter, settings: NotificationsSettings, *, now: dateti
     if settings.reply_to:
         head.append(mime.constant_header("Reply-To", settings.reply_to, utf8))
     head += [
-        mime.header("Subject", values["subject"], utf8=utf8),
+        mime.subject_header(values["subject"], utf8),
         mime.header("Date", format_datetime(now), utf8=utf8),
         mime.header("Message-ID", identifier, utf8=utf8),
         _FIXED_HEADERS,

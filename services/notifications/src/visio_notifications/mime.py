@@ -26,7 +26,7 @@ from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import EmailPolicy
 from email.quoprimime import body_encode
-from functools import cache
+from functools import cache, lru_cache
 from typing import cast
 
 from visio_notifications.mail_policy import MAIL_POLICY
@@ -65,6 +65,14 @@ def header(name: str, value: object, *, utf8: bool) -> bytes:
 def constant_header(name: str, value: str, utf8: bool) -> bytes:
     """A header the same in every email (From, Reply-To): folded once per setting."""
     return header(name, value, utf8=utf8)
+
+
+@lru_cache(maxsize=4096)
+def subject_header(subject: str, utf8: bool) -> bytes:
+    """The Subject, encoded in RFC 2047 words (`email.header.Header`, which weighs each
+    character: about as costly as the rest of the headers together). Thousands of emails share
+    a few hundred subjects (a kind, a day, a time), so each is encoded once."""
+    return header("Subject", subject, utf8=utf8)
 
 
 # --- Bodies ---------------------------------------------------------------------------------
