@@ -305,3 +305,64 @@ def test_starttls_and_login_are_required_when_configured(tmp_path: Path) -> None
     finally:
         controller.stop()
     assert len(list((tmp_path / "mail").glob("*.eml"))) == 1
+
+
+# --- Cheap and exact: DATA read in one piece, stored as received ------------------------------
+
+_TRICKY = (
+    b"From: a@example.org\r\n"
+    b"To: b@example.org\r\n"
+    b"Message-ID:\r\n <folded.r1.confirmation@visio-rdv.caf.fr>\r\n"
+    b"\r\n"
+    b".leading dot\r\n"
+    b"..two dots\r\n"
+    b".\r\n"  # a lone dot inside the message: the client sends it as '..'
+    b"ends with a dot.\r\n"
+    b"\r\n"
+    b"=C3=A9 and a last line.\r\n"
+)
+
+
+def test_the_stored_bytes_are_the_sent_bytes_dots_and_all(sink) -> None:
+    with smtplib.SMTP("127.0.0.1", sink.port, timeout=10) as client:
+        client.sendmail("a@example.org", ["b@example.org"], _TRICKY)  # dot-stuffs
+        client.sendmail("a@example.org", ["b@example.org"], b".\r\n")  # one lone dot
+    stored = {path.name: path.read_bytes() for path in _stored(sink)}
+    assert stored.pop("folded.r1.confirmation@visio-rdv.caf.fr.eml") == _TRICKY
+    [lone_dot] = stored.values()
+    assert lone_dot == b".\r\n"
+
+
+def test_a_message_over_the_size_limit_gets_552_and_the_session_goes_on(tmp_path: Path) -> None:
+    controller = start_sink(tmp_path / "mail", data_size_limit=2000)
+    try:
+        with smtplib.SMTP("127.0.0.1", controller.port, timeout=10) as client:
+            client.ehlo()
+            del client.esmtp_features["size"]  # not declared at MAIL: found at DATA
+            with pytest.raises(smtplib.SMTPDataError) as caught:
+                client.send_message(_message(body="x" * 60 + "\n" * 100 + "y" * 3000))
+            assert caught.value.smtp_code == 552
+            client.send_message(_message())  # same connection, next message
+    finally:
+        controller.stop()
+    assert len(list((tmp_path / "mail").glob("*.eml"))) == 1
+
+
+def test_connections_and_resets_are_counted(sink) -> None:
+    with smtplib.SMTP("127.0.0.1", sink.port, timeout=10) as client:
+        for number in range(3):
+            client.send_message(_message(f"<a{number}.r1.confirmation@visio-rdv.caf.fr>"))
+        client.rset()
+    _send(sink.port, _message("<b.r1.confirmation@visio-rdv.caf.fr>"))
+    assert (sink.handler.connections, sink.handler.received) == (2, 4)
+    assert sink.handler.resets >= 1
+
+
+def test_hang_up_all_cuts_the_open_connections(sink) -> None:
+    with smtplib.SMTP("127.0.0.1", sink.port, timeout=10) as client:
+        assert client.noop()[0] == 250
+        _wait_until(lambda: len(sink.handler.open_sessions) == 1)
+        assert sink.handler.hang_up_all() == 1
+        with pytest.raises(smtplib.SMTPServerDisconnected):
+            client.noop()
+    _wait_until(lambda: not sink.handler.open_sessions)

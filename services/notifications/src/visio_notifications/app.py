@@ -52,7 +52,11 @@ def create_app(settings: NotificationsSettings | None = None, *, clock: Clock = 
     async def warn_without_link_keys(_: Runtime) -> None:
         self_service.warn_if_off(settings)
 
+    async def close_smtp_connections(_: Runtime) -> None:
+        await mailer.close()
+
     runtime.on_start.append(warn_without_link_keys)
     runtime.on_start.append(publish_leftovers)
+    runtime.on_stop.append(close_smtp_connections)
     runtime.run_in_background(lambda: run_poller(deps()), name="notifications-poller")
     return create_service_app(runtime, title="Visio RDV notifications")

@@ -23,19 +23,20 @@ from datetime import datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 import css_inline
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
 from visio_runtime import french_dates as dates
 from visio_runtime import guide
 from visio_shared import AppointmentCancelled, AppointmentRequested, Device
 
-from visio_notifications import self_service, wording
+from visio_notifications import mime, self_service, wording
 from visio_notifications.decide import LinkRequest, Told
 from visio_notifications.invitation import Method, build_invitation
-from visio_notifications.mail_policy import MAIL_POLICY
+from visio_notifications.mime import Mail
 from visio_notifications.settings import NotificationsSettings
 
 # Colours of the HTML emails; every pair a text is shown on passes WCAG AA (tested).
@@ -138,9 +139,44 @@ def _templates() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        # Package data: they change with a deploy, not while the process runs (and checking
+        # each file's date cost a dozen stat calls an email).
+        auto_reload=False,
     )
     env.filters["french_spacing"] = french_spacing
     return env
+
+
+# The blocks the same in thousands of emails, and the only values each may read (beside the
+# wording and the palette): rendered once per template version (the process's: templates are
+# read once) and these values, then reused. A block that read anything else would fail on
+# StrictUndefined, so a value cannot be forgotten from the key.
+STATIC_BLOCKS: dict[str, tuple[str, ...]] = {
+    "guide": ("device_note", "guide_paths"),  # by device, store links, where the link is
+    "charter_cgu": ("cgu_line", "cgu_url", "recording"),  # by CGU version, recording choice
+}
+
+
+def _static_blocks(values: dict[str, Any], extension: str) -> dict[str, str]:
+    return {
+        name: _static_block(name, extension, tuple((key, _frozen(values[key])) for key in keys))
+        for name, keys in STATIC_BLOCKS.items()
+    }
+
+
+def _frozen(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+@lru_cache(maxsize=512)
+def _static_block(name: str, extension: str, inputs: tuple[tuple[str, Any], ...]) -> str:
+    template = _templates().get_template(f"_{name}.{extension}")
+    text = template.render({"w": wording, "colors": PALETTE, **dict(inputs)})
+    # `{% include %}` swallowed the newline after its tag; `{{ block }}` keeps it.
+    assert text.endswith("\n"), f"_{name}.{extension} must end with a newline"
+    text = text[:-1]
+    # Already escaped: rendered by the autoescaping environment, like any include.
+    return Markup(text) if extension == "html" else text  # noqa: S704
 
 
 _INLINER = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
@@ -334,8 +370,9 @@ def render(letter: Letter, values: dict[str, Any]) -> tuple[str, str]:
     name = "confirmation" if letter.kind == "contact_corrected" else letter.kind
     if letter.ended is not None:
         name = "consents_only"
-    text = env.get_template(f"{name}.txt").render(values)
-    html = _INLINER.inline(env.get_template(f"{name}.html").render(values))
+    text = env.get_template(f"{name}.txt").render(values, blocks=_static_blocks(values, "txt"))
+    page = env.get_template(f"{name}.html").render(values, blocks=_static_blocks(values, "html"))
+    html = _INLINER.inline(page)
     return text, html
 
 
@@ -355,19 +392,19 @@ def recipient_address(appointment: AppointmentRequested) -> Address:
 
 
 def compose(letter: Letter, settings: NotificationsSettings, *, now: datetime) -> EmailMessage:
+    """The email read back as an `EmailMessage`: for previews and tests, which look into it.
+    What is sent is `compose_mail`'s bytes, the very ones this message is parsed from."""
+    return compose_mail(letter, settings, now=now).parsed()
+
+
+def compose_mail(letter: Letter, settings: NotificationsSettings, *, now: datetime) -> Mail:
+    """The email as the relay receives it (see `mime` for how the bytes are written)."""
     values = context(letter, settings, now)
     text, html = render(letter, values)
     sender = sender_address(settings)
     recipient = recipient_address(letter.appointment)
-
-    message = EmailMessage(policy=MAIL_POLICY)
-    message["From"] = sender
-    message["To"] = recipient
-    if settings.reply_to:
-        message["Reply-To"] = settings.reply_to
-    message["Subject"] = values["subject"]
-    message["Date"] = format_datetime(now)
-    message["Message-ID"] = message_id(
+    utf8 = not (sender.addr_spec.isascii() and recipient.addr_spec.isascii())
+    identifier = message_id(
         letter.appointment.appointment_id,
         letter.revision,
         letter.kind,
@@ -375,13 +412,28 @@ def compose(letter: Letter, settings: NotificationsSettings, *, now: datetime) -
         letter.reminder_offset_minutes,
         letter.request.event_id if letter.request else None,
     )
-    message["Auto-Submitted"] = "auto-generated"
-    message["X-Auto-Response-Suppress"] = "All"
-    message.set_content(text)
-    message.add_alternative(html, subtype="html")
-
+    head = [
+        mime.constant_header("From", settings.mail_from, utf8),
+        mime.header("To", recipient, utf8=utf8),
+    ]
+    if settings.reply_to:
+        head.append(mime.constant_header("Reply-To", settings.reply_to, utf8))
+    head += [
+        mime.subject_header(values["subject"], utf8),
+        mime.header("Date", format_datetime(now), utf8=utf8),
+        mime.header("Message-ID", identifier, utf8=utf8),
+        _FIXED_HEADERS,
+    ]
+    alternatives = [
+        mime.text_part(text, "plain", first=True),
+        mime.text_part(html, "html", first=False),
+    ]
     method = CALENDAR_METHOD.get(letter.kind)
-    if method is not None:
+    if method is None:
+        mark = mime.boundary(identifier, 1, b"".join(alternatives))
+        content_type = mime.multipart_type("alternative", mark)
+        body = mime.multipart_body(mark, alternatives)
+    else:
         # The join link only: the self-service links are personal, a calendar is shared.
         ics = build_invitation(
             letter.appointment,
@@ -393,15 +445,23 @@ def compose(letter: Letter, settings: NotificationsSettings, *, now: datetime) -
             domain=settings.message_id_domain,
             now=now,
         )
-        params = {"method": method, "charset": "utf-8"}
-        message.add_alternative(ics, maintype="text", subtype="calendar", params=params)
-        message.add_attachment(
-            ics,
-            maintype="text",
-            subtype="calendar",
-            filename=wording.ICS_FILENAME,
-            params=params,
+        alternatives.append(mime.calendar_part(ics, method))
+        inner_mark = mime.boundary(identifier, 2, b"".join(alternatives))
+        inner = (
+            mime.multipart_type("alternative", inner_mark)
+            + mime.CRLF
+            + mime.multipart_body(inner_mark, alternatives)
         )
-    # Last: turning the message multipart moves every Content-* header into the first part.
-    message["Content-Language"] = "fr"
-    return message
+        parts = [inner, mime.calendar_part(ics, method, filename=wording.ICS_FILENAME)]
+        mark = mime.boundary(identifier, 1, b"".join(parts))
+        content_type = mime.multipart_type("mixed", mark)
+        body = mime.multipart_body(mark, parts)
+    raw = b"".join(head) + content_type + _LANGUAGE + mime.CRLF + body
+    return Mail(identifier, sender.addr_spec, (recipient.addr_spec,), raw, utf8)
+
+
+# After the addresses, subject, date and id; the Content-Type comes between the two groups.
+_FIXED_HEADERS = (
+    b"Auto-Submitted: auto-generated\r\nX-Auto-Response-Suppress: All\r\nMIME-Version: 1.0\r\n"
+)
+_LANGUAGE = b"Content-Language: fr\r\n"

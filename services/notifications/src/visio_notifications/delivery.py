@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from visio_runtime.teams import join_url_allowed
 from visio_shared import MeetingFailed, NotificationFailed, NotificationSent
 
-from visio_notifications.compose import Letter, compose, message_id
+from visio_notifications.compose import Letter, compose_mail, message_id
 from visio_notifications.decide import (
     LINK_KINDS,
     Owed,
@@ -135,7 +135,7 @@ class Delivery:
             ended=ended,
         )
         try:
-            await self.deps.send_mail(compose(letter, settings, now=now))
+            await self.deps.send_mail(compose_mail(letter, settings, now=now))
         except MailRejected as exc:
             return self.failed("smtp_rejected", str(exc), exc.code)
         self._log("sent as %s", self.message_id)

@@ -6,15 +6,15 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.message import EmailMessage
 
 import asyncpg
 from visio_shared import Topics
 from visio_shared.publishing import Publisher
 
+from visio_notifications.mime import Mail
 from visio_notifications.settings import NotificationsSettings
 
-MailSender = Callable[[EmailMessage], Awaitable[None]]
+MailSender = Callable[[Mail], Awaitable[None]]
 Clock = Callable[[], datetime]
 
 

@@ -89,11 +89,22 @@ def build_invitation(
         alarm.add("description", wording.ICS_ALARM)
         event.add_component(alarm)
     zone = getattr(start.tzinfo, "key", None)
-    if zone is not None:
-        calendar.add_component(_vtimezone(zone, start.year - 1, end.year + 1))
     calendar.add_component(event)
-    calendar.add_missing_timezones()  # any other zone (none today): computed, not cached
-    ical: bytes = calendar.to_ical()
+    if zone is None:  # not a named zone (none today): computed, not cached
+        calendar.add_missing_timezones()
+        ical: bytes = calendar.to_ical()
+        return ical
+    # The VTIMEZONE stands before the event, as `add_component` would place it; its bytes are
+    # the same for every appointment of the zone and years, so they are serialised once.
+    serialised: bytes = calendar.to_ical()
+    head, event_mark, rest = serialised.partition(b"BEGIN:VEVENT\r\n")
+    return head + _vtimezone_ical(zone, start.year - 1, end.year + 1) + event_mark + rest
+
+
+@functools.lru_cache(maxsize=64)
+def _vtimezone_ical(zone: str, first_year: int, last_year: int) -> bytes:
+    timezone: icalendar.Timezone = _vtimezone(zone, first_year, last_year)
+    ical: bytes = timezone.to_ical()
     return ical
 
 

@@ -44,6 +44,18 @@ class NotificationsSettings(ServiceSettings, LinkSettings):
     smtp_allow_auth_without_tls: bool = False
     smtp_timeout_s: float = 30.0
     smtp_max_connections: int = Field(default=4, ge=1)
+    smtp_idle_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="SMTP connections are kept and reused; one unused this long is closed "
+        "(QUIT). Relays drop idle clients after a few minutes (RFC 5321 asks them to wait 5).",
+    )
+    smtp_messages_per_connection: int = Field(
+        default=1000,
+        ge=1,
+        description="A kept SMTP connection is closed (QUIT) after this many messages, and the "
+        "next message opens a new one: some relays cap the messages of a session.",
+    )
 
     # A message the relay could not take now is tried again after a growing delay, capped:
     # every email here is time-critical (the confirmation, an update, a cancellation, the link

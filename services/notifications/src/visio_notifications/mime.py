@@ -1,0 +1,163 @@
+"""The bytes of an email, written directly, as the relay receives them (CRLF line ends).
+
+Building an `EmailMessage` and flattening it cost about three quarters of composing an email:
+every `set_content` and `add_alternative` re-parses the Content-Type it has just written, and the
+generator parses and refolds every header again on the way out. Here each header is folded once,
+by the very functions the generator calls (`MAIL_POLICY.fold_binary` on the header object
+`header_store_parse` makes), the ones that are the same in every email (From, Reply-To) once per
+setting, and the bodies are encoded with the `email` package's own rules (its choice between
+7bit, 8bit, quoted-printable and base64, its quoted-printable encoder, base64 in 76-character
+lines), so the bytes are those the package would write: `tests/test_golden_emails.py` compares
+them with the bytes written before this module existed.
+
+The MIME boundaries are derived from the Message-ID instead of drawn at random: the same email
+is the same bytes, which a resend after an ambiguous failure, the golden files and a reader of
+two copies in a mailbox all like better.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from email import message_from_bytes
+from email.message import EmailMessage
+from email.policy import EmailPolicy
+from email.quoprimime import body_encode
+from functools import cache, lru_cache
+from typing import cast
+
+from visio_notifications.mail_policy import MAIL_POLICY
+
+CRLF = b"\r\n"
+
+
+@dataclass(frozen=True)
+class Mail:
+    """One email, ready for the relay: its envelope and its exact bytes."""
+
+    message_id: str
+    sender: str  # addr-spec
+    recipients: tuple[str, ...]
+    raw: bytes
+    utf8: bool  # an address is not ASCII: sent with SMTPUTF8, headers in UTF-8
+
+    def parsed(self) -> EmailMessage:
+        """Read back with the standard library (previews and tests; never on the way out)."""
+        return cast(EmailMessage, message_from_bytes(self.raw, policy=MAIL_POLICY))
+
+
+@cache
+def wire_policy(utf8: bool) -> EmailPolicy:
+    """How headers are folded on the wire: CRLF, and raw UTF-8 only with SMTPUTF8."""
+    return MAIL_POLICY.clone(linesep="\r\n", utf8=utf8)
+
+
+def header(name: str, value: object, *, utf8: bool) -> bytes:
+    """One header line (folded), exactly as `BytesGenerator` writes it."""
+    stored_name, stored = MAIL_POLICY.header_store_parse(name, value)
+    return wire_policy(utf8).fold_binary(stored_name, stored)
+
+
+@cache
+def constant_header(name: str, value: str, utf8: bool) -> bytes:
+    """A header the same in every email (From, Reply-To): folded once per setting."""
+    return header(name, value, utf8=utf8)
+
+
+@lru_cache(maxsize=4096)
+def subject_header(subject: str, utf8: bool) -> bytes:
+    """The Subject, encoded in RFC 2047 words (`email.header.Header`, which weighs each
+    character: about as costly as the rest of the headers together). Thousands of emails share
+    a few hundred subjects (a kind, a day, a time), so each is encoded once."""
+    return header("Subject", subject, utf8=utf8)
+
+
+# --- Bodies ---------------------------------------------------------------------------------
+
+
+def encode_text(text: str) -> tuple[str, bytes]:
+    """(Content-Transfer-Encoding, body) of a UTF-8 text part, by the rules of
+    `email.contentmanager` (`set_content` of a str): 7bit or 8bit when every line fits in the
+    policy's 78 characters, else quoted-printable unless base64 is shorter on the first ten
+    lines."""
+    lines = text.encode("utf-8").splitlines()
+    limit = MAIL_POLICY.max_line_length
+    assert limit is not None
+    if max((len(line) for line in lines), default=0) <= limit:
+        body = CRLF.join(lines) + CRLF
+        return ("7bit" if body.isascii() else "8bit"), body
+    sniff = b"\n".join(lines[:10]) + b"\n"
+    sniff_qp = body_encode(sniff.decode("latin-1"), limit)
+    if len(sniff_qp) > len(binascii.b2a_base64(sniff)):
+        return "base64", encode_base64(b"\n".join(lines) + b"\n")
+    if len(lines) <= 10:
+        return "quoted-printable", sniff_qp.replace("\n", "\r\n").encode("ascii")
+    normal = b"\n".join(lines) + b"\n"
+    return "quoted-printable", body_encode(normal.decode("latin-1"), limit, "\r\n").encode("ascii")
+
+
+def encode_base64(data: bytes) -> bytes:
+    """Base64 in lines of 76 characters (57 bytes, as `email` cuts them for 78), CRLF."""
+    return base64.encodebytes(data).replace(b"\n", CRLF)
+
+
+def text_part(text: str, subtype: str, *, first: bool) -> bytes:
+    """A text/plain or text/html part. The first part of a message keeps the message's own
+    MIME-Version; each added alternative carries one (as `add_alternative` writes them)."""
+    cte, body = encode_text(text)
+    head = (
+        f'Content-Type: text/{subtype}; charset="utf-8"\r\n'
+        f"Content-Transfer-Encoding: {cte}\r\n" + ("" if first else "MIME-Version: 1.0\r\n")
+    )
+    return head.encode("ascii") + CRLF + body
+
+
+def calendar_part(ics: bytes, method: str, filename: str | None = None) -> bytes:
+    """The .ics as a text/calendar alternative or, with a filename, as an attachment."""
+    disposition = f'Content-Disposition: attachment; filename="{filename}"\r\n' if filename else ""
+    head = (
+        "Content-Transfer-Encoding: base64\r\n"
+        + disposition
+        + f'Content-Type: text/calendar; method="{method}"; charset="utf-8"\r\n'
+        "MIME-Version: 1.0\r\n"
+    )
+    return head.encode("ascii") + CRLF + encode_base64(ics)
+
+
+# --- Multipart ------------------------------------------------------------------------------
+
+
+def boundary(message_id: str, level: int, inside: bytes) -> str:
+    """`===============<19 digits>==`, the shape `email` draws, with digits from the
+    Message-ID; a suffix, as `email` adds one, if that line already stands in the parts."""
+    digest = hashlib.sha256(f"{message_id}/{level}".encode()).digest()
+    value = "=" * 15 + f"{int.from_bytes(digest[:8], 'big') % 10**19:019d}" + "=="
+    candidate, counter = value, 0
+    while b"--" + candidate.encode("ascii") in inside:
+        candidate, counter = f"{value}.{counter}", counter + 1
+    return candidate
+
+
+def multipart_body(mark: str, parts: Sequence[bytes]) -> bytes:
+    """The parts between their boundary lines, as `Generator._handle_multipart` lays them."""
+    line = b"--" + mark.encode("ascii")
+    return line + CRLF + (CRLF + line + CRLF).join(parts) + CRLF + line + b"--" + CRLF
+
+
+_TEMPLATE_MARK = "=" * 15 + "0" * 19 + "=="
+
+
+def multipart_type(subtype: str, mark: str) -> bytes:
+    """The Content-Type line of a multipart, folded by the policy (once per subtype for a
+    boundary of `email`'s own length: the digits do not change how it folds)."""
+    if len(mark) == len(_TEMPLATE_MARK):
+        return _multipart_type(subtype).replace(_TEMPLATE_MARK.encode(), mark.encode("ascii"))
+    return header("Content-Type", f'multipart/{subtype}; boundary="{mark}"', utf8=False)
+
+
+@cache
+def _multipart_type(subtype: str) -> bytes:
+    return header("Content-Type", f'multipart/{subtype}; boundary="{_TEMPLATE_MARK}"', utf8=False)
