@@ -34,6 +34,10 @@ CALLERS = {
 }
 
 
+# The partner systems on Kafka, as the local stack declares them. `caf-portal` is also an API
+# key's name: over Kafka it is another caller (`kafka:caf-portal`).
+PARTNERS = ["caf-portal", "national-scheduler"]
+
 # The runtime's deadline poll, under the name these tests read best with.
 until = wait_until
 
@@ -158,15 +162,18 @@ async def start_booking(
         keys = {name: await create_api_key(conn, name, scopes) for name, scopes in CALLERS.items()}
     finally:
         await conn.close()
+    defaults: dict[str, Any] = {
+        "topic_prefix": f"booking-test-{uuid.uuid4().hex[:8]}",
+        "partners": PARTNERS,
+        "outbox_poll_interval_s": 0.2,
+        "outbox_standby_interval_s": 0.2,
+        "retry_initial_delay_s": 0.01,
+    }
     app = create_app(
         BookingSettings(
             database_url=SecretStr(role_dsn(owner_dsn, "visio_booking", "visio_booking")),
             kafka_bootstrap_servers=kafka_bootstrap,
-            topic_prefix=f"booking-test-{uuid.uuid4().hex[:8]}",
-            outbox_poll_interval_s=0.2,
-            outbox_standby_interval_s=0.2,
-            retry_initial_delay_s=0.01,
-            **settings,
+            **(defaults | settings),
         )
     )
     lifespan = app.router.lifespan_context(app)

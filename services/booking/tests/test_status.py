@@ -47,7 +47,7 @@ def sent(appointment_id: str, revision: int, kind: str) -> NotificationSent:
 
 async def follow(booking: Any, *events: AppointmentEvent) -> None:
     for event in events:
-        await follow_status(booking.runtime.db, event)
+        await follow_status(booking.runtime.db, booking.app.state.context, event)
 
 
 async def test_early_late_and_repeated_events_leave_the_same_story(booking: Any) -> None:

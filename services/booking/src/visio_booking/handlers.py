@@ -1,6 +1,8 @@
 """Booking follows the other services' events to tell callers where an appointment stands:
 each event is a step in the history; some move the status (see `store.record_step` for how
-late and out-of-order events are weighed). Idempotent by event_id."""
+late and out-of-order events are weighed). Idempotent by event_id. A step that moves the status
+of a partner's appointment also pushes its outcome to the partner (visio_booking.outcomes), in
+the same transaction."""
 
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ from visio_shared import (
 )
 from visio_shared.events import MeetingAttendanceRecorded  # not re-exported by visio_shared
 
+from visio_booking.appointments import Context
+from visio_booking.outcomes import push_outcome
 from visio_booking.store import record_step
 
 STATUS_EVENTS: tuple[type[AppointmentEvent], ...] = (
@@ -49,7 +53,7 @@ class Step:
     final: bool = False
 
 
-async def follow_status(pool: asyncpg.Pool, event: AppointmentEvent) -> Step | None:
+async def follow_status(pool: asyncpg.Pool, ctx: Context, event: AppointmentEvent) -> Step | None:
     """The step recorded, or None (not a step, or already recorded)."""
     step = step_of(event)
     if step is None:
@@ -57,7 +61,7 @@ async def follow_status(pool: asyncpg.Pool, event: AppointmentEvent) -> Step | N
     async with pool.acquire() as conn, conn.transaction():
         if not await mark_processed(conn, event.event_id, event.event_type):
             return None
-        await record_step(
+        moved = await record_step(
             conn,
             event.appointment_id,
             event.revision,
@@ -68,6 +72,8 @@ async def follow_status(pool: asyncpg.Pool, event: AppointmentEvent) -> Step | N
             source_event_id=event.event_id,
             any_revision=step.final,
         )
+        if moved:
+            await push_outcome(conn, ctx.topics, ctx.partners, event.appointment_id)
     return step
 
 
