@@ -194,6 +194,12 @@ def wait_for() -> Callable[[Callable[[], Awaitable[Any]], float, str], Awaitable
     return until
 
 
+@pytest.fixture(name="booking_body")
+def booking_body_fixture() -> Callable[..., dict[str, Any]]:
+    """`booking_body`, for a test that needs bodies before any app runs."""
+    return booking_body
+
+
 @pytest.fixture(name="start_booking", scope="session")
 def start_booking_fixture() -> Callable[
     ..., Awaitable[tuple[Booking, Callable[[], Awaitable[None]]]]
