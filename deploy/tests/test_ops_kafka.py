@@ -7,6 +7,7 @@ the replay is asked for."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 
@@ -14,15 +15,16 @@ import pytest
 from aiokafka.admin import NewTopic
 from visio_deploy.cli import build_parser
 from visio_deploy.ops import dlq
+from visio_deploy.ops.produce import produce
 from visio_deploy.ops.settings import OpsSettings
 from visio_deploy.ops.tail import tail
 from visio_deploy.ops.topics import lag_report, topics_report
-from visio_deploy.ops.topology import groups
+from visio_deploy.ops.topology import groups, partners_on
 from visio_runtime.dead_letters import DeadLetter
 from visio_runtime.kafka import admin_client, ensure_topics
 from visio_runtime.service import Runtime, build_runtime
 from visio_runtime.testing import record_of, running, wait_until
-from visio_shared import Headers, MeetingFailed, publish_event
+from visio_shared import Headers, MeetingFailed, Topics, publish_event
 
 
 @pytest.fixture
@@ -210,3 +212,25 @@ async def test_a_dead_letter_is_replayed_and_reprocessed_exactly_once(
         assert await asyncio.to_thread(args.handler, args) == 0
     printed = capsys.readouterr().out
     assert letter.id in printed and "RuntimeError" in printed and "replayed" in printed
+
+
+async def test_each_partners_topics_count_in_the_topics_and_lag_views(
+    settings: OpsSettings,
+) -> None:
+    """A partner is booking's configuration: ops knows it by its topics on the broker."""
+    topics = Topics(settings.topic_prefix)
+    await ensure_topics(settings, topics.all() + topics.partner_topics(["caf-portal"]))
+    request = {"request_id": "portal-1", "request_type": "CancelAppointment"}
+    await produce(settings, "booking-requests.caf-portal", json.dumps(request).encode())
+
+    rows = {row.topic: row for row in await topics_report(settings, sample_s=0)}
+    for topic in topics.partner_topics(["caf-portal"]):
+        assert rows[topic].declared, topic
+    partners = partners_on(settings.topic_prefix, rows)
+    assert partners == ["caf-portal"]
+
+    lag = await lag_report(settings, groups(settings.topic_prefix, partners))
+    waiting = [row for row in lag if row.topic == topics.partner_requests("caf-portal")]
+    assert len(waiting) == settings.topic_partitions
+    assert {row.group for row in waiting} == {topics.group("booking")}
+    assert sum(row.lag for row in waiting) == 1

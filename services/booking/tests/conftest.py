@@ -24,6 +24,7 @@ from visio_deploy.testing import create_database, drop_database
 from visio_runtime.db import migrate, role_dsn
 from visio_runtime.service import Runtime
 from visio_runtime.testing import wait_until
+from visio_shared import MeetingReady, NotificationSent
 
 CALLERS = {
     # name: scopes
@@ -67,6 +68,24 @@ def booking_body(days: int = 3, **overrides: Any) -> dict[str, Any]:
     return body
 
 
+def confirmation(appointment_id: str) -> tuple[MeetingReady, NotificationSent]:
+    """What meetings and notifications say of a first revision that went well: the meeting is
+    ready, the confirmation email sent."""
+    lineage: dict[str, Any] = {
+        "appointment_id": uuid.UUID(appointment_id),
+        "revision": 1,
+        "correlation_id": uuid.UUID(appointment_id),
+    }
+    ready = MeetingReady(
+        **lineage,
+        join_url="https://teams.microsoft.com/l/meetup-join/abc",
+        graph_event_id="AAMkAD",
+        advisor_id="6f1c2a4e-8b1d-4c55-9a51-2f9e6f0c1d11",
+    )
+    sent = NotificationSent(**lineage, kind="confirmation", message_id=f"<{appointment_id}@x>")
+    return ready, sent
+
+
 @dataclass
 class Booking:
     app: FastAPI
@@ -76,6 +95,7 @@ class Booking:
 
     until = staticmethod(until)
     body = staticmethod(booking_body)
+    confirmation = staticmethod(confirmation)
 
     @property
     def runtime(self) -> Runtime:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from visio_booking import inbound
-from visio_shared import MeetingReady, NotificationSent, publish_event
+from visio_shared import publish_event
 from visio_shared.booking_requests import (
     BookAppointment,
     BookingRequest,
@@ -281,18 +281,7 @@ async def test_a_request_booking_cannot_handle_now_is_kept_and_answered_503(
 
 async def test_status_follows_meetings_and_notifications_on_the_broker(booking: Any) -> None:
     appointment_id = await booking.book()
-    lineage = {
-        "appointment_id": uuid.UUID(appointment_id),
-        "revision": 1,
-        "correlation_id": uuid.UUID(appointment_id),
-    }
-    ready = MeetingReady(
-        **lineage,
-        join_url="https://teams.microsoft.com/l/meetup-join/abc",
-        graph_event_id="AAMkAD",
-        advisor_id="6f1c2a4e-8b1d-4c55-9a51-2f9e6f0c1d11",
-    )
-    sent = NotificationSent(**lineage, kind="confirmation", message_id="<x@visio-rdv.caf.fr>")
+    ready, sent = booking.confirmation(appointment_id)
     topics = booking.runtime.topics
     await publish_event(booking.runtime.broker, topics.notifications, sent)
     await publish_event(booking.runtime.broker, topics.meetings, ready)

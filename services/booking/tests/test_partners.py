@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 import pytest
 from visio_booking.keys import create_api_key
-from visio_shared import MeetingReady, NotificationSent, publish_event
+from visio_shared import publish_event
 from visio_shared.booking_requests import KNOWN_OUTCOMES, AppointmentOutcome
 
 SCHEDULER, PORTAL = "national-scheduler", "caf-portal"
@@ -196,18 +196,7 @@ async def test_a_partner_is_told_its_appointment_is_confirmed_then_cancelled(
     http_s = await booking.book(PORTAL)  # an API key's appointment has no feed
     topics, broker = booking.runtime.topics, booking.runtime.broker
     for each in (appointment_id, http_s):
-        lineage = {
-            "appointment_id": uuid.UUID(each),
-            "revision": 1,
-            "correlation_id": uuid.UUID(each),
-        }
-        ready = MeetingReady(
-            **lineage,
-            join_url="https://teams.microsoft.com/l/meetup-join/abc",
-            graph_event_id="AAMkAD",
-            advisor_id="6f1c2a4e-8b1d-4c55-9a51-2f9e6f0c1d11",
-        )
-        sent = NotificationSent(**lineage, kind="confirmation", message_id=f"<{each}@x>")
+        ready, sent = booking.confirmation(each)
         await publish_event(broker, topics.meetings, ready)
         await publish_event(broker, topics.notifications, sent)
         await publish_event(broker, topics.notifications, sent)  # redelivered: told once

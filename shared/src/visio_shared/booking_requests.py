@@ -330,8 +330,14 @@ class RequestEnvelope(BaseModel):
         return self
 
 
+def _request_type_required(schema: dict[str, Any]) -> None:
+    # The models default it (so code builds requests by class), but booking reads the envelope
+    # first and refuses a request without one: the published schema says what must be sent.
+    schema["required"] = ["request_type", *schema.get("required", [])]
+
+
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_request_type_required)
 
     request_id: RequestId
     calling_system: CallingSystem = None

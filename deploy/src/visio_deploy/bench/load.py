@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaProducer
 from visio_shared import AppointmentRequested, Headers, current_cgu
+from visio_shared.booking_requests import kafka_caller
 from visio_shared.headers import event_key
 
 from visio_deploy.proof.bookings import KAFKA_CALLER, booking_body, kafka_request
@@ -133,7 +134,7 @@ def requested_event(body: dict[str, Any]) -> AppointmentRequested:
                 "cgu_sha256": current_cgu().sha256,
                 "channel": "kafka",
             },
-            "calling_system": KAFKA_CALLER,
+            "calling_system": kafka_caller(KAFKA_CALLER),
         }
     )
 

@@ -37,6 +37,7 @@ from visio_deploy.proof.hostile import RAW_MARKUP, hostile_input
 from visio_deploy.proof.records import CALLER, Hostile
 from visio_deploy.proof.report import Report
 from visio_deploy.proof.stack import ProofStack, proof_stack
+from visio_deploy.stack import LOCAL_PARTNERS
 
 
 @dataclass
@@ -61,7 +62,7 @@ def run_inputs(examples: int, seed_value: int = 1, quiet: bool = False) -> Repor
 def _generate_and_post(proof: ProofStack, examples: int, seed_value: int) -> Tally:
     """HTTP inputs are posted as hypothesis draws them; Kafka ones are queued, sent in one go."""
     tally = Tally()
-    topic = Topics(proof.settings.topic_prefix).booking_requests
+    topic = Topics(proof.settings.topic_prefix).partner_requests(CALLER)
     headers = {"Authorization": f"Bearer {proof.api_key}", "Content-Type": "application/json"}
     client = httpx.Client(base_url=proof.url("booking"), headers=headers, timeout=30)
 
@@ -159,7 +160,7 @@ async def _finish(proof: ProofStack, tally: Tally) -> Report:
     kafka = ServiceSettings(
         kafka_bootstrap_servers=proof.bootstrap, topic_prefix=proof.settings.topic_prefix
     )
-    readers = subscriptions(kafka.topic_prefix)
+    readers = subscriptions(kafka.topic_prefix, LOCAL_PARTNERS)
     read = [topic for reader in readers for topic in reader.topics]
     battery = records.battery(Topics(kafka.topic_prefix), read, tag=uuid.uuid4().hex[:8])
     sent = await records.send(kafka, tally.kafka + battery)
