@@ -1,6 +1,7 @@
-"""The bench's load: appointments booked over HTTP (as a partner's web front would) and over
-`booking-requests.v1` (as a Caf scheduler would), spread over many advisors; and, for the
-backlog, `AppointmentRequested` events written straight onto the appointments topic."""
+"""The bench's load: appointments booked over HTTP (as a partner's web front would) and by the
+partner `national-scheduler` on its own request topic (as the Caf's national scheduler would),
+spread over many advisors; and, for the backlog, `AppointmentRequested` events written straight
+onto the appointments topic."""
 
 from __future__ import annotations
 

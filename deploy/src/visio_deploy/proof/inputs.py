@@ -1,9 +1,9 @@
 """`visio-rdv proof inputs`: hostile input everywhere the system takes any. Hypothesis-generated
-bookings to the HTTP API and to `booking-requests.v1`; bodies no request could be (nested
-thousands deep, a key given twice, a byte-order mark, invalid UTF-8, too large, streamed) to
-every endpoint of booking's and consent's APIs and to the self-service forms; and records no
-producer of ours writes (the same, plus no headers, null values and keys, event types that are
-no type's name) on every topic a service reads.
+bookings to the HTTP API and to the partner caf-portal's own request topic; bodies no request
+could be (nested thousands deep, a key given twice, a byte-order mark, invalid UTF-8, too
+large, streamed) to every endpoint of booking's and consent's APIs and to the self-service
+forms; and records no producer of ours writes (the same, plus no headers, null values and keys,
+event types that are no type's name) on every topic a service reads.
 
 It must all end in a clear answer, and the system must be as it was: every HTTP answer a
 problem+json 4xx (a 4xx page for a form), every request on Kafka answered or — naming none —
