@@ -14,6 +14,7 @@ import pytest
 from visio_deploy.asyncapi import DOCUMENT, generate, render
 from visio_deploy.ops.topology import groups
 from visio_shared import EVENT_TYPES, MeetingFailed, Topics
+from visio_shared.booking_requests import PARTNER_REPLY_TYPES, REQUEST_TYPES, AppointmentOutcome
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +81,10 @@ def test_every_topic_event_and_consumer_group_is_there(doc: dict[str, Any]) -> N
         if operation["action"] == "receive"
         for group in operation["bindings"]["kafka"]["groupId"]["enum"]
     }
-    assert receiving == set(groups("visio-rdv"))
+    # Booking's partner topics are configuration: their groups are those of a declared partner.
+    partner_groups = {"visio-rdv.booking.booking-requests.{system}.v1"}
+    shared_group = {"visio-rdv.booking.booking-requests.v1"}
+    assert receiving == set(groups("visio-rdv")) | partner_groups | shared_group
 
 
 def test_a_real_event_validates_against_its_published_schema(doc: dict[str, Any]) -> None:
@@ -92,3 +96,49 @@ def test_a_real_event_validates_against_its_published_schema(doc: dict[str, Any]
     jsonschema.Draft7Validator(schema).validate(event.model_dump(mode="json"))
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.Draft7Validator(schema).validate({"event_type": "MeetingFailed"})
+
+
+def test_each_partner_has_its_request_and_reply_channels(doc: dict[str, Any]) -> None:
+    requests = doc["channels"]["booking-requests.{system}.v1"]
+    replies = doc["channels"]["booking-replies.{system}.v1"]
+    assert requests["address"] == "visio-rdv.booking-requests.{system}.v1"
+    assert replies["address"] == "visio-rdv.booking-replies.{system}.v1"
+    for channel in (requests, replies):
+        assert set(channel["parameters"]) == {"system"}
+    assert set(requests["messages"]) == set(REQUEST_TYPES)
+    assert set(replies["messages"]) == set(PARTNER_REPLY_TYPES)
+    receive = doc["operations"]["booking.receive.booking-requests.{system}.v1"]
+    assert receive["bindings"]["kafka"]["groupId"]["enum"] == [
+        "visio-rdv.booking.booking-requests.{system}.v1"
+    ]
+    assert "Deprecated" in doc["channels"]["booking-requests.v1"]["description"]
+
+
+def test_an_outcome_and_a_request_without_its_caller_validate_as_published(
+    doc: dict[str, Any],
+) -> None:
+    def schema_of(message: str) -> dict[str, Any]:
+        payload = doc["components"]["messages"][message]["payload"]
+        return {**payload, "components": doc["components"]}
+
+    outcome = AppointmentOutcome(
+        appointment_id=uuid.uuid4(),
+        revision=3,
+        correlation_id=uuid.uuid4(),
+        calling_system="national-scheduler",
+        outcome="a-value-added-later",  # the list is open: a partner must take it
+    )
+    jsonschema.Draft7Validator(schema_of("AppointmentOutcome")).validate(
+        outcome.model_dump(mode="json")
+    )
+    cancel = {
+        "request_id": "sched-1",
+        "request_type": "CancelAppointment",
+        "appointment_id": str(uuid.uuid4()),
+        "payload": {"reason": "user"},
+    }
+    jsonschema.Draft7Validator(schema_of("CancelAppointment")).validate(cancel)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft7Validator(schema_of("CancelAppointment")).validate(
+            {**cancel, "calling_system": ""}
+        )

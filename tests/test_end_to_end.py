@@ -315,12 +315,16 @@ def test_commands_typed_in_a_second_terminal_answer_about_this_stack(stack: Runn
             }
         )
     )
+    # The local stack declares national-scheduler: it writes its own topic, reads its own.
+    requests_topic, replies_topic = (
+        "booking-requests.national-scheduler", "booking-replies.national-scheduler"
+    )  # fmt: skip
 
     # Graph answers 503 to everything: the appointment booked now waits for its meeting.
     graph.post("/_emulator/faults", json={"unavailable_rate": 1.0}).raise_for_status()
     try:
         produced = visio_rdv(
-            "ops", "produce", "booking-requests", "--key", request_id,
+            "ops", "produce", requests_topic, "--key", request_id,
             "--header", f"request_id={request_id}", "--file", "request.json",
         )  # fmt: skip
         assert produced.returncode == 0, produced.stderr
@@ -328,13 +332,13 @@ def test_commands_typed_in_a_second_terminal_answer_about_this_stack(stack: Runn
         assert written, produced.stdout
 
         # `ops tail` reads it where `ops produce` said, header and all.
-        requests = tailed(visio_rdv("ops", "tail", "booking-requests").stdout)
+        requests = tailed(visio_rdv("ops", "tail", requests_topic).stdout)
         mine = [record for record in requests if record["where"].startswith(written["where"])]
         assert len(mine) == 1 and mine[0]["headers"]["request_id"] == request_id
 
-        # Booking took it and said so on the replies topic, with the appointment's id.
+        # Booking took it and said so on the partner's replies topic, with the appointment's id.
         def accepted() -> dict[str, Any] | None:
-            replies = tailed(visio_rdv("ops", "tail", "booking-replies").stdout)
+            replies = tailed(visio_rdv("ops", "tail", replies_topic).stdout)
             return next(
                 (r["value"] for r in replies if r["value"].get("request_id") == request_id), None
             )
@@ -375,6 +379,34 @@ def test_commands_typed_in_a_second_terminal_answer_about_this_stack(stack: Runn
 
     keys = visio_rdv("booking", "api-key", "list")
     assert keys.returncode == 0 and "development (visio-rdv up)" in keys.stdout
+
+    # Graph answering again, a booking of the partner goes all the way, and the partner is told
+    # on its own topic, without asking: `confirmed`, once the person has the email.
+    second = f"e2e-{uuid.uuid4().hex[:12]}"
+    (here / "second.json").write_text(
+        json.dumps({"request_id": second, "request_type": "BookAppointment",
+                    "payload": booking_body()})
+    )  # fmt: skip
+    produced = visio_rdv("ops", "produce", requests_topic, "--key", second, "--file", "second.json")
+    assert produced.returncode == 0, produced.stderr
+
+    def confirmed() -> dict[str, Any] | None:
+        found = [r["value"] for r in tailed(visio_rdv("ops", "tail", replies_topic).stdout)]
+        booked = next((r for r in found if r.get("request_id") == second), None)
+        if booked is None:
+            return None
+        return next(
+            (
+                r for r in found
+                if r.get("event_type") == "AppointmentOutcome"
+                and r["appointment_id"] == booked["appointment_id"]
+                and r["outcome"] == "confirmed"
+            ),
+            None,
+        )  # fmt: skip
+
+    outcome = wait_for(confirmed, 120, "the partner to be told its booking is confirmed")
+    assert (outcome["calling_system"], outcome["revision"]) == ("national-scheduler", 1)
 
 
 def scrape_every_process(stack: RunningStack) -> dict[str, str]:

@@ -116,7 +116,8 @@ def test_hostile_inputs_get_clear_answers_and_break_nothing() -> None:
     # Hostile records went to every topic a service reads, and were dead-lettered there.
     streams = {topic.split(".", 1)[1] for topic in report.figures["hostile records, by topic"]}
     assert streams == {
-        "booking-requests.v1",
+        "booking-requests.caf-portal.v1",
+        "booking-requests.national-scheduler.v1",
         "appointments.v1",
         "meetings.v1",
         "notifications.v1",

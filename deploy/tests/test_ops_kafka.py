@@ -7,6 +7,7 @@ the replay is asked for."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 
@@ -14,15 +15,16 @@ import pytest
 from aiokafka.admin import NewTopic
 from visio_deploy.cli import build_parser
 from visio_deploy.ops import dlq
+from visio_deploy.ops.produce import produce
 from visio_deploy.ops.settings import OpsSettings
 from visio_deploy.ops.tail import tail
 from visio_deploy.ops.topics import lag_report, topics_report
-from visio_deploy.ops.topology import groups
+from visio_deploy.ops.topology import groups, partners_on
 from visio_runtime.dead_letters import DeadLetter
 from visio_runtime.kafka import admin_client, ensure_topics
 from visio_runtime.service import Runtime, build_runtime
 from visio_runtime.testing import record_of, running, wait_until
-from visio_shared import Headers, MeetingFailed, publish_event
+from visio_shared import Headers, MeetingFailed, Topics, publish_event
 
 
 @pytest.fixture
@@ -56,7 +58,8 @@ async def booking(settings: OpsSettings) -> AsyncIterator[Booking]:
             raise RuntimeError("a bug in the handler")
         handled.append(event)
 
-    rt.consumer.subscribe(rt.topics.meetings)
+    # As booking subscribes: one client per topic, each in a group of its own.
+    rt.consumer.subscribe(rt.topics.meetings, separately=True)
     async with running(rt):
         yield rt, handled, state
 
@@ -82,18 +85,21 @@ async def test_lag_of_a_stopped_consumer_is_what_it_has_not_read(
     mine = [
         row
         for row in rows
-        if row.group == rt.topics.group("booking") and row.topic == rt.topics.meetings
+        if row.group == rt.topics.group("booking") + ".meetings.v1"
+        and row.topic == rt.topics.meetings
     ]
     assert len(mine) == settings.topic_partitions
     assert sum(row.lag for row in mine) == 3
     assert sum(row.committed or 0 for row in mine) == 3
     assert all(row.lag == row.end - (row.committed or 0) for row in mine)
     # The declared groups are all there, read from the services' own code.
-    notifications = rt.topics.group("notifications")
+    notifications, booking = rt.topics.group("notifications"), rt.topics.group("booking")
     assert {row.group for row in rows} >= {
-        *(rt.topics.group(name) for name in ("booking", "meetings", "consent")),
+        *(rt.topics.group(name) for name in ("meetings", "consent")),
         f"{notifications}.appointments.v1",  # a group per client (EventConsumer.subscribe)
         f"{notifications}.meetings.v1",
+        f"{booking}.meetings.v1",
+        f"{booking}.notifications.v1",
     }
     await rt.broker.stop()
 
@@ -102,6 +108,7 @@ async def test_topics_and_lag_read_a_running_system_without_disturbing_it(
     settings: OpsSettings, booking: Booking
 ) -> None:
     rt, _, _ = booking
+    group = rt.topics.group("booking") + ".meetings.v1"
     await publish_event(rt.broker, rt.topics.meetings, failed())
     misspelt = f"{settings.topic_prefix}.meeting.v1"
     admin = admin_client(settings)
@@ -112,7 +119,7 @@ async def test_topics_and_lag_read_a_running_system_without_disturbing_it(
         await admin.close()
 
     rows = {row.topic: row for row in await topics_report(settings, sample_s=0.2)}
-    lag = await lag_report(settings, {rt.topics.group("booking"): [rt.topics.meetings]})
+    lag = await lag_report(settings, {group: [rt.topics.meetings]})
 
     meetings = rows[rt.topics.meetings]
     assert meetings.partitions == settings.topic_partitions
@@ -126,7 +133,7 @@ async def test_topics_and_lag_read_a_running_system_without_disturbing_it(
     admin = admin_client(settings)
     await admin.start()
     try:
-        [described] = await admin.describe_consumer_groups([rt.topics.group("booking")])
+        [described] = await admin.describe_consumer_groups([group])
     finally:
         await admin.close()
     [(_, _, state, _, _, members)] = described.groups
@@ -213,3 +220,27 @@ async def test_a_dead_letter_is_replayed_and_reprocessed_exactly_once(
         assert await asyncio.to_thread(args.handler, args) == 0
     printed = capsys.readouterr().out
     assert letter.id in printed and "RuntimeError" in printed and "replayed" in printed
+
+
+async def test_each_partners_topics_count_in_the_topics_and_lag_views(
+    settings: OpsSettings,
+) -> None:
+    """A partner is booking's configuration: ops knows it by its topics on the broker."""
+    topics = Topics(settings.topic_prefix)
+    await ensure_topics(settings, topics.all() + topics.partner_topics(["caf-portal"]))
+    request = {"request_id": "portal-1", "request_type": "CancelAppointment"}
+    await produce(settings, "booking-requests.caf-portal", json.dumps(request).encode())
+
+    rows = {row.topic: row for row in await topics_report(settings, sample_s=0)}
+    for topic in topics.partner_topics(["caf-portal"]):
+        assert rows[topic].declared, topic
+    partners = partners_on(settings.topic_prefix, rows)
+    assert partners == ["caf-portal"]
+
+    lag = await lag_report(settings, groups(settings.topic_prefix, partners))
+    waiting = [row for row in lag if row.topic == topics.partner_requests("caf-portal")]
+    assert len(waiting) == settings.topic_partitions
+    assert {row.group for row in waiting} == {
+        topics.group("booking") + ".booking-requests.caf-portal.v1"
+    }
+    assert sum(row.lag for row in waiting) == 1

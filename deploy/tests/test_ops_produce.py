@@ -20,6 +20,7 @@ from visio_runtime.kafka import ensure_topics
 from visio_runtime.topic_reader import partitions, reader, topic_partitions
 from visio_shared import Topics
 
+PARTNERS = ["national-scheduler"]
 WRITTEN = re.compile(r"^written: (?P<topic>\S+) \[(?P<partition>\d+)\] @(?P<offset>\d+)  key=")
 
 
@@ -29,7 +30,7 @@ async def settings(kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch) -> Ops
     monkeypatch.setenv("VISIO_KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
     monkeypatch.setenv("VISIO_TOPIC_PREFIX", prefix)
     settings = OpsSettings()
-    await ensure_topics(settings, Topics(prefix).all())
+    await ensure_topics(settings, Topics(prefix).all() + Topics(prefix).partner_topics(PARTNERS))
     return settings
 
 
@@ -51,7 +52,7 @@ async def test_a_record_lands_with_its_key_and_headers_where_produce_says_and_ta
     value = json.dumps(request, indent=2).encode() + b"\n"  # as a heredoc leaves it
 
     code = await visio_rdv(
-        "ops", "produce", "booking-requests", "--key", key,
+        "ops", "produce", "booking-requests.national-scheduler", "--key", key,
         "-H", "request_id=sched-2026-000451", "--header", "origin=national-scheduler",
         stdin=value,
     )  # fmt: skip
@@ -60,14 +61,14 @@ async def test_a_record_lands_with_its_key_and_headers_where_produce_says_and_ta
     out, err = capsys.readouterr()
     written = WRITTEN.match(out)
     assert written, out
-    topic = Topics(settings.topic_prefix).booking_requests
+    topic = Topics(settings.topic_prefix).partner_requests("national-scheduler")
     assert written["topic"] == topic
     assert err == (
         f"visio-rdv: Kafka {settings.kafka_bootstrap_servers}, topics {settings.topic_prefix}.* "
         "[VISIO_KAFKA_BOOTSTRAP_SERVERS, VISIO_TOPIC_PREFIX]\n"
     )
 
-    assert await visio_rdv("ops", "tail", "booking-requests", "--last", "1") == 0
+    assert await visio_rdv("ops", "tail", "booking-requests.national-scheduler", "--last", "1") == 0
     shown = capsys.readouterr().out
     record = f"{topic} [{written['partition']}] @{written['offset']}"
     assert record in shown

@@ -17,6 +17,7 @@ from visio_shared import (
     parse_event,
     publish_event,
 )
+from visio_shared.booking_requests import PARTNER_REPLY_TYPES, REQUEST_TYPES
 from visio_shared.schemas import SCHEMA_DIR, generate
 
 
@@ -70,11 +71,26 @@ def test_every_event_type_has_a_schema_with_its_envelope() -> None:
         "NotificationFailed",
         "ConsentRecorded",
     }
-    for text in generate().values():
+    files = generate()
+    for name, text in files.items():
         schema = json.loads(text)
+        if name.removesuffix(".v1.json") in REQUEST_TYPES:
+            continue  # what partners send: no envelope (below)
         assert {"event_id", "event_type", "correlation_id", "occurred_at"} <= set(
             schema["properties"]
         )
+
+
+def test_partners_requests_replies_and_outcomes_have_their_schema_files() -> None:
+    files = generate()
+    for name in [*REQUEST_TYPES, *PARTNER_REPLY_TYPES]:
+        assert f"{name}.v1.json" in files, name
+    request = json.loads(files["BookAppointment.v1.json"])
+    assert {"request_id", "request_type", "payload"} == set(request["required"])
+    outcome = json.loads(files["AppointmentOutcome.v1.json"])
+    assert outcome["properties"]["outcome"]["type"] == "string"  # an open list, no enum
+    assert {"appointment_id", "revision", "outcome"} <= set(outcome["required"])
+    assert "occurred_at" in outcome["properties"]  # the time of the change
 
 
 def test_cgu_version_1_is_the_seed_text_with_its_sha256() -> None:

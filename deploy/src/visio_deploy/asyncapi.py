@@ -29,16 +29,29 @@ from visio_runtime.settings import ServiceSettings
 from visio_shared import EVENT_TYPES, Headers, Topics
 from visio_shared.booking_requests import (
     CALLING_SYSTEM_HEADER,
+    PARTNER_REPLY_TYPES,
     REPLY_TYPES,
     REQUEST_ID_HEADER,
     REQUEST_TYPES,
 )
+from visio_shared.topics import PARTNER_REPLIES, PARTNER_REQUESTS
 
 from visio_deploy.ops.dlq import REPLAY_OF
 from visio_deploy.ops.topology import replays_topic, subscriptions
 
 DOCUMENT = Path(__file__).resolve().parents[3] / "shared" / "asyncapi.json"
 KAFKA_BINDING = "0.5.0"
+# A partner's topics are one channel each, their address a parameter (AsyncAPI 3.0).
+SYSTEM = "{system}"
+SYSTEM_PARAMETER = {
+    "system": {
+        "description": "The partner system, as booking's configuration declares it "
+        "(BOOKING_PARTNERS) and its broker principal is named: lower-case letters, digits and "
+        "inner hyphens. Only that principal may write its request topic and read its reply "
+        "topic (docs/partners.md).",
+        "examples": ["caf-portal", "national-scheduler"],
+    }
+}
 
 
 @dataclass(frozen=True)
@@ -49,6 +62,15 @@ class Stream:
     key: str
     summary: str
     routed: bool = True  # envelope events routed by event_type (else: requests, checkpoints)
+    # A partner's own topic (`<prefix>.<partner stream>.{system}.v1`): its address is a
+    # parameter, and booking's receiving is its configuration's, not its code's.
+    partner_stream: str | None = None
+
+    def address(self, topics: Topics) -> str:
+        if self.partner_stream is not None:
+            return f"{topics.prefix}.{self.partner_stream}.{SYSTEM}.v1"
+        address: str = getattr(topics, self.name)
+        return address
 
 
 def _events(*names: str) -> dict[str, type[BaseModel]]:
@@ -61,10 +83,11 @@ STREAMS = (
         "partners",
         dict(REQUEST_TYPES),
         "the request id for a new booking, the appointment id for a change",
-        "Requests from other Caf systems: book, reschedule, cancel, correct, reassign. "
-        "Each is answered on booking-replies.v1, keyed by the calling system. Callers are "
-        "authenticated by the broker, not by booking: each system has its own principal "
-        "(SASL/SCRAM over TLS) with ACLs to write this topic and read its replies.",
+        "Deprecated: the shared request topic of old, where the caller is whatever the "
+        "message's calling_system says. Read only while booking's BOOKING_SHARED_REQUESTS_TOPIC "
+        "is on (off by default), each message counted in "
+        "booking_shared_topic_requests_total; answered on booking-replies.v1. Partners write "
+        "their own booking-requests.{system}.v1 (docs/partners.md).",
         routed=False,
     ),
     Stream(
@@ -72,8 +95,31 @@ STREAMS = (
         "booking",
         dict(REPLY_TYPES),
         "the calling system",
-        "The answer to each request: accepted (with the appointment id) or rejected (with the "
-        "field errors the HTTP API would give).",
+        "Deprecated with booking-requests.v1: the answers to the requests on it, keyed by the "
+        "calling system, which every reader of this topic sees.",
+    ),
+    Stream(
+        "partner_requests",
+        "partners",
+        dict(REQUEST_TYPES),
+        "the request id for a new booking, the appointment id for a change",
+        "One partner system's requests: book, reschedule, cancel, correct, reassign. The topic "
+        "names the caller (only the partner's principal may write it): calling_system may be "
+        "left out, and one naming another system is refused (403). Each request is answered "
+        "on the partner's booking-replies.{system}.v1.",
+        routed=False,
+        partner_stream=PARTNER_REQUESTS,
+    ),
+    Stream(
+        "partner_replies",
+        "booking",
+        dict(PARTNER_REPLY_TYPES),
+        "the appointment id (a reply that concerns none: the request id)",
+        "What one partner system reads, and it alone: the answer to each of its requests "
+        "(accepted, with the appointment id, or rejected, with the field errors the HTTP API "
+        "would give), and the outcome of every appointment it created each time it changes "
+        "(AppointmentOutcome: an open list of values, with revision and time).",
+        partner_stream=PARTNER_REPLIES,
     ),
     Stream(
         "appointments",
@@ -139,15 +185,31 @@ def generate(prefix: str = "visio-rdv") -> dict[str, Any]:
     by_address: dict[str, Stream] = {}
 
     for stream in STREAMS:
-        address = getattr(topics, stream.name)
+        address = stream.address(topics)
         by_address[address] = stream
         channel = _channel_id(address, prefix)
         headers = "EventHeaders" if stream.routed else _headers_of(stream)
         for name in stream.messages:
             messages[name] = _message(name, stream, headers)
         channels[channel] = _channel(address, stream.summary, list(stream.messages), partitions)
+        if stream.partner_stream is not None:
+            channels[channel]["parameters"] = SYSTEM_PARAMETER
         operations[f"{stream.producer}.send.{channel}"] = _operation(
             "send", channel, list(stream.messages), f"{stream.producer} publishes", None
+        )
+    # What booking reads by configuration rather than code: each declared partner's topic, and
+    # the shared topic of old while the setting says so.
+    named = {stream.name: stream for stream in STREAMS}
+    for name, summary in (
+        ("partner_requests", "booking consumes each declared partner's topic, one client each"),
+        ("booking_requests", "booking consumes while BOOKING_SHARED_REQUESTS_TOPIC is on"),
+    ):
+        address = named[name].address(topics)
+        channel = _channel_id(address, prefix)
+        # One client per topic, each in a group of its own (visio_runtime.consumer `separately`).
+        group = f"{topics.group('booking')}.{address.removeprefix(prefix + '.')}"
+        operations[f"booking.receive.{channel}"] = _operation(
+            "receive", channel, list(named[name].messages), summary, group
         )
 
     dead_letter_services: list[str] = []
@@ -298,7 +360,8 @@ def _message(name: str, stream: Stream, headers: str) -> dict[str, Any]:
 
 
 def _headers_of(stream: Stream) -> str:
-    return "RequestHeaders" if stream.name == "booking_requests" else "CheckpointHeaders"
+    requests = ("booking_requests", "partner_requests")
+    return "RequestHeaders" if stream.name in requests else "CheckpointHeaders"
 
 
 def _dead_letter_message() -> dict[str, Any]:
@@ -384,7 +447,10 @@ def _header_schemas() -> dict[str, Any]:
             "type": "object",
             "properties": {
                 REQUEST_ID_HEADER: _string("The request id, if the body cannot be read."),
-                CALLING_SYSTEM_HEADER: _string("The calling system, likewise."),
+                CALLING_SYSTEM_HEADER: _string(
+                    "The calling system, likewise (on a partner's topic, if given, it must be "
+                    "the topic's)."
+                ),
                 Headers.CONTENT_TYPE: _string("application/json"),
             },
         },

@@ -15,7 +15,7 @@ their own, see `EventConsumer.subscribe`)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -30,10 +30,13 @@ if TYPE_CHECKING:
 POLL_S = 0.3
 
 
-async def expected_partitions(settings: ServiceSettings) -> dict[str, int]:
-    """Each consuming process → how many partitions its group reads, counted on the broker."""
+async def expected_partitions(
+    settings: ServiceSettings, partners: Iterable[str] = ()
+) -> dict[str, int]:
+    """Each consuming process → how many partitions its group reads, counted on the broker
+    (booking's with the partner systems the stack declares)."""
     reads: dict[str, set[str]] = {}
-    for subscription in subscriptions(settings.topic_prefix):
+    for subscription in subscriptions(settings.topic_prefix, partners):
         reads.setdefault(subscription.service, set()).update(subscription.topics)
     topics = set().union(*reads.values())
     known = await topic_partitions(settings)

@@ -1,4 +1,5 @@
-"""What the local stack is made of: the four services, their schemas, scripts and ports."""
+"""What the local stack is made of: the four services, their schemas, scripts and ports, and
+the partner systems it declares on Kafka."""
 
 from __future__ import annotations
 
@@ -28,3 +29,7 @@ SERVICES: tuple[ServiceDef, ...] = (
     ),
     ServiceDef("consent", "CONSENT_", "visio-rdv-consent", "visio_consent.ledger"),
 )
+
+# Two example partner systems, so both sides of every rule between partners can be tried
+# locally (docs/partners.md): each has its own request and reply topics.
+LOCAL_PARTNERS: tuple[str, ...] = ("caf-portal", "national-scheduler")

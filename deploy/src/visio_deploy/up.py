@@ -11,6 +11,7 @@ or SIGTERM stops everything it started, in reverse order.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -50,7 +51,7 @@ from visio_deploy.migrate import migrate_all, service_dsns
 from visio_deploy.postgres import EmbeddedPostgres
 from visio_deploy.processes import spawn, stop, wait_for_port
 from visio_deploy.readiness import expected_partitions, wait_ready
-from visio_deploy.stack import SERVICES
+from visio_deploy.stack import LOCAL_PARTNERS, SERVICES
 from visio_deploy.tansu import start_tansu
 
 
@@ -239,7 +240,8 @@ def bring_up(stack: Stack) -> None:
     created = asyncio.run(
         ensure_topics(
             ServiceSettings(kafka_bootstrap_servers=bootstrap, topic_prefix=settings.topic_prefix),
-            Topics(settings.topic_prefix).all(),
+            Topics(settings.topic_prefix).all()
+            + Topics(settings.topic_prefix).partner_topics(LOCAL_PARTNERS),
         )
     )
     broker = "external" if settings.kafka_bootstrap_servers else "tansu"
@@ -291,6 +293,8 @@ def bring_up(stack: Stack) -> None:
             }
         if service.name in ("booking", "notifications", "consent"):
             env[f"{prefix}LINK_KEYS"] = link_keys
+        if service.name == "booking":
+            env["BOOKING_PARTNERS"] = json.dumps(list(LOCAL_PARTNERS))
         if service.name == "notifications":
             env |= {
                 "NOTIFICATIONS_SMTP_HOST": host,
@@ -309,7 +313,7 @@ def bring_up(stack: Stack) -> None:
     start_lag_exporter(stack, bootstrap)
 
     kafka = ServiceSettings(kafka_bootstrap_servers=bootstrap, topic_prefix=settings.topic_prefix)
-    wait_ready(stack, asyncio.run(expected_partitions(kafka)), say)
+    wait_ready(stack, asyncio.run(expected_partitions(kafka, LOCAL_PARTNERS)), say)
     recorded = record_stack(stack, owner_dsn, bootstrap)
     booking = f"http://{host}:{settings.booking_port}"
     admin = f"http://{host}:{settings.booking_port + 1000}"

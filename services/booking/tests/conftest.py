@@ -24,6 +24,7 @@ from visio_deploy.testing import create_database, drop_database
 from visio_runtime.db import migrate, role_dsn
 from visio_runtime.service import Runtime
 from visio_runtime.testing import wait_until
+from visio_shared import MeetingReady, NotificationSent
 
 CALLERS = {
     # name: scopes
@@ -33,6 +34,10 @@ CALLERS = {
     "ops": ["appointments:admin"],
 }
 
+
+# The partner systems on Kafka, as the local stack declares them. `caf-portal` is also an API
+# key's name: over Kafka it is another caller (`kafka:caf-portal`).
+PARTNERS = ["caf-portal", "national-scheduler"]
 
 # The runtime's deadline poll, under the name these tests read best with.
 until = wait_until
@@ -63,6 +68,24 @@ def booking_body(days: int = 3, **overrides: Any) -> dict[str, Any]:
     return body
 
 
+def confirmation(appointment_id: str) -> tuple[MeetingReady, NotificationSent]:
+    """What meetings and notifications say of a first revision that went well: the meeting is
+    ready, the confirmation email sent."""
+    lineage: dict[str, Any] = {
+        "appointment_id": uuid.UUID(appointment_id),
+        "revision": 1,
+        "correlation_id": uuid.UUID(appointment_id),
+    }
+    ready = MeetingReady(
+        **lineage,
+        join_url="https://teams.microsoft.com/l/meetup-join/abc",
+        graph_event_id="AAMkAD",
+        advisor_id="6f1c2a4e-8b1d-4c55-9a51-2f9e6f0c1d11",
+    )
+    sent = NotificationSent(**lineage, kind="confirmation", message_id=f"<{appointment_id}@x>")
+    return ready, sent
+
+
 @dataclass
 class Booking:
     app: FastAPI
@@ -72,6 +95,7 @@ class Booking:
 
     until = staticmethod(until)
     body = staticmethod(booking_body)
+    confirmation = staticmethod(confirmation)
 
     @property
     def runtime(self) -> Runtime:
@@ -158,15 +182,18 @@ async def start_booking(
         keys = {name: await create_api_key(conn, name, scopes) for name, scopes in CALLERS.items()}
     finally:
         await conn.close()
+    defaults: dict[str, Any] = {
+        "topic_prefix": f"booking-test-{uuid.uuid4().hex[:8]}",
+        "partners": PARTNERS,
+        "outbox_poll_interval_s": 0.2,
+        "outbox_standby_interval_s": 0.2,
+        "retry_initial_delay_s": 0.01,
+    }
     app = create_app(
         BookingSettings(
             database_url=SecretStr(role_dsn(owner_dsn, "visio_booking", "visio_booking")),
             kafka_bootstrap_servers=kafka_bootstrap,
-            topic_prefix=f"booking-test-{uuid.uuid4().hex[:8]}",
-            outbox_poll_interval_s=0.2,
-            outbox_standby_interval_s=0.2,
-            retry_initial_delay_s=0.01,
-            **settings,
+            **(defaults | settings),
         )
     )
     lifespan = app.router.lifespan_context(app)
@@ -185,6 +212,12 @@ async def start_booking(
 def wait_for() -> Callable[[Callable[[], Awaitable[Any]], float, str], Awaitable[Any]]:
     """`until`, for tests that run without the harness."""
     return until
+
+
+@pytest.fixture(name="booking_body")
+def booking_body_fixture() -> Callable[..., dict[str, Any]]:
+    """`booking_body`, for a test that needs bodies before any app runs."""
+    return booking_body
 
 
 @pytest.fixture(name="start_booking", scope="session")

@@ -1,7 +1,8 @@
-"""Booking's Kafka side on the real broker: requests on booking-requests.v1 take effect once and
-each gets its reply on booking-replies.v1 (the same problems as over HTTP); only a message
-that names no request is dead-lettered; the status follows meetings' and notifications' events,
-the meeting's outcome included."""
+"""Booking's Kafka side on the real broker: requests on a partner's booking-requests.<system>.v1
+take effect once and each gets its reply on that partner's booking-replies.<system>.v1 (the
+same problems as over HTTP); only a message that names no request is dead-lettered; the status
+follows meetings' and notifications' events, the meeting's outcome included. (Who may speak for
+whom, outcomes and fairness: test_partners.py.)"""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 from visio_booking import inbound
-from visio_shared import MeetingReady, NotificationSent, publish_event
+from visio_shared import publish_event
 from visio_shared.booking_requests import (
     BookAppointment,
     BookingRequest,
@@ -35,27 +36,28 @@ async def send(booking: Any, message: dict[str, Any] | bytes, **headers: str) ->
     )
     await booking.runtime.broker.publish(
         value,
-        booking.runtime.topics.booking_requests,
+        booking.runtime.topics.partner_requests(SYSTEM),
         key=str(key).encode() if key else None,
         headers=headers or None,
     )
 
 
 async def replies(booking: Any, request_id: str, count: int = 1) -> list[dict[str, Any]]:
-    """The replies to one request, in order, once there are `count` of them."""
+    """The replies to one request on the partner's own topic, in order, once there are `count`
+    of them; each keyed by its appointment (else its request id) and naming the partner."""
 
-    def mine(records: list[Any]) -> list[dict[str, Any]]:
-        found = [json.loads(r.value) for r in records]
-        return [reply for reply in found if reply["request_id"] == request_id]
+    def mine(records: list[Any]) -> list[Any]:
+        return [r for r in records if json.loads(r.value).get("request_id") == request_id]
 
     records = await booking.records(
-        booking.runtime.topics.booking_replies, lambda got: len(mine(got)) >= count, seconds=60
+        booking.runtime.topics.partner_replies(SYSTEM),
+        lambda got: len(mine(got)) >= count,
+        seconds=60,
     )
-    found = mine(records)
-    key = found[0]["calling_system"] or request_id
-    assert all(
-        r.key == key.encode() for r in records if json.loads(r.value)["request_id"] == request_id
-    )
+    found = [json.loads(r.value) for r in mine(records)]
+    for record, reply in zip(mine(records), found, strict=True):
+        assert record.key == (reply["appointment_id"] or request_id).encode()
+        assert reply["calling_system"] == SYSTEM
     return found
 
 
@@ -85,8 +87,9 @@ async def test_a_booking_request_takes_effect_once_and_is_answered_each_time(boo
         "SELECT appointment_id, calling_system FROM appointments WHERE subject = $1",
         body["subject"],
     )
+    # Owned under the Kafka name: no API key can be that caller.
     assert [(str(r["appointment_id"]), r["calling_system"]) for r in rows] == [
-        (first["appointment_id"], SYSTEM)
+        (first["appointment_id"], f"kafka:{SYSTEM}")
     ]
     # Published like any booking, its consent marked as arriving by Kafka.
     key = first["appointment_id"].encode()
@@ -94,7 +97,7 @@ async def test_a_booking_request_takes_effect_once_and_is_answered_each_time(boo
         booking.runtime.topics.appointments, lambda got: any(r.key == key for r in got)
     )
     event = json.loads(next(r for r in records if r.key == key).value)
-    assert event["consent"]["channel"] == "kafka" and event["calling_system"] == SYSTEM
+    assert event["consent"]["channel"] == "kafka" and event["calling_system"] == f"kafka:{SYSTEM}"
 
     # The same request id for another payload is refused, as over HTTP.
     await send(booking, {**book, "payload": {**body, "duration_minutes": 45}})
@@ -131,7 +134,7 @@ async def test_every_change_over_kafka_takes_effect_once_with_a_reply_each_time(
     )
     await booking.runtime.broker.publish(
         book.model_dump_json().encode(),
-        booking.runtime.topics.booking_requests,
+        booking.runtime.topics.partner_requests(SYSTEM),
         key=request_key(book),
     )
     appointment_id = (await replies(booking, book.request_id))[0]["appointment_id"]
@@ -171,7 +174,7 @@ async def test_every_change_over_kafka_takes_effect_once_with_a_reply_each_time(
 
     view = await booking.view(appointment_id, "ops")
     assert view["revision"] == 5 and view["status"] == "cancelled"
-    assert view["history"][-1]["detail"] == f"administrative, by {SYSTEM}"
+    assert view["history"][-1]["detail"] == f"administrative, by kafka:{SYSTEM}"
 
     # Now past changing: refused, with the reason, as over HTTP.
     late = request("RescheduleAppointment", {"duration_minutes": 20}, appointment_id=appointment_id)
@@ -226,7 +229,7 @@ async def test_broken_requests_with_an_id_are_answered_and_without_one_dead_lett
     letter = next(r for r in letters if marker.encode() in r.value)
     headers = {name: value.decode() for name, value in letter.headers}
     assert headers["dlq.reason"] == "no request_id: nobody to answer"
-    assert headers["dlq.source_topic"] == booking.runtime.topics.booking_requests
+    assert headers["dlq.source_topic"] == booking.runtime.topics.partner_requests(SYSTEM)
 
 
 async def test_a_request_giving_a_key_twice_is_rejected_naming_it(booking: Any) -> None:
@@ -278,18 +281,7 @@ async def test_a_request_booking_cannot_handle_now_is_kept_and_answered_503(
 
 async def test_status_follows_meetings_and_notifications_on_the_broker(booking: Any) -> None:
     appointment_id = await booking.book()
-    lineage = {
-        "appointment_id": uuid.UUID(appointment_id),
-        "revision": 1,
-        "correlation_id": uuid.UUID(appointment_id),
-    }
-    ready = MeetingReady(
-        **lineage,
-        join_url="https://teams.microsoft.com/l/meetup-join/abc",
-        graph_event_id="AAMkAD",
-        advisor_id="6f1c2a4e-8b1d-4c55-9a51-2f9e6f0c1d11",
-    )
-    sent = NotificationSent(**lineage, kind="confirmation", message_id="<x@visio-rdv.caf.fr>")
+    ready, sent = booking.confirmation(appointment_id)
     topics = booking.runtime.topics
     await publish_event(booking.runtime.broker, topics.notifications, sent)
     await publish_event(booking.runtime.broker, topics.meetings, ready)

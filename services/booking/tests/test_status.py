@@ -47,7 +47,7 @@ def sent(appointment_id: str, revision: int, kind: str) -> NotificationSent:
 
 async def follow(booking: Any, *events: AppointmentEvent) -> None:
     for event in events:
-        await follow_status(booking.runtime.db, event)
+        await follow_status(booking.runtime.db, booking.app.state.context, event)
 
 
 async def test_early_late_and_repeated_events_leave_the_same_story(booking: Any) -> None:
@@ -239,14 +239,18 @@ async def test_a_batch_of_many_appointments_tells_the_same_story_as_one_event_at
     one redelivered, one of an appointment booking never had, and one that is no step."""
     appointments = [await booking.book() for _ in range(6)]
     first = [ready(a, 1, f"batch-{n}") for n, a in enumerate(appointments)]
-    steps = await follow_statuses(booking.runtime.db, first[:2])
+    steps = await follow_statuses(booking.runtime.db, booking.app.state.context, first[:2])
     assert set(steps) == {first[0].event_id, first[1].event_id}
     unknown = sent(str(uuid.uuid4()), 1, "confirmation")
     batch: list[AppointmentEvent] = [*first, unknown]  # first[0:2]: already recorded
-    steps = await follow_statuses(booking.runtime.db, batch)
+    steps = await follow_statuses(booking.runtime.db, booking.app.state.context, batch)
     assert set(steps) == {event.event_id for event in first[2:]} | {unknown.event_id}
     emails = [sent(a, 1, "confirmation") for a in appointments[:3]]
-    await follow_statuses(booking.runtime.db, [*emails, sent(appointments[3], 1, "reminder")])
+    await follow_statuses(
+        booking.runtime.db,
+        booking.app.state.context,
+        [*emails, sent(appointments[3], 1, "reminder")],
+    )
     for n, appointment_id in enumerate(appointments):
         view = await booking.view(appointment_id)
         assert view["join_url"] == URL + f"batch-{n}"

@@ -1,10 +1,15 @@
-"""What other Caf systems send booking, over HTTP or on `booking-requests.v1`, and the replies
-booking gives on `booking-replies.v1`.
+"""What other Caf systems send booking, over HTTP or on Kafka, and what booking sends back.
+
+On Kafka each partner system writes its own topic, `booking-requests.<system>.v1`, and reads its
+own, `booking-replies.<system>.v1`: the answer to each request (`BookingAccepted`,
+`BookingRejected`) and the outcome of every appointment it created (`AppointmentOutcome`). The
+topic names the caller; the shared `booking-requests.v1` / `booking-replies.v1` remain for a
+deprecation window (docs/partners.md).
 
 The payloads are the HTTP bodies, unchanged: a request on Kafka carries exactly what the same
-call over HTTP would, inside an envelope naming the calling system and a request id (the
-idempotency key). Payloads are strict: unknown fields are rejected, types are not coerced, and
-every rule a person would find fair is checked with a message that names the field.
+call over HTTP would, inside an envelope naming a request id (the idempotency key). Payloads are
+strict: unknown fields are rejected, types are not coerced, and every rule a person would find
+fair is checked with a message that names the field.
 
 Validation context (all optional, for the rules that depend on settings or on the stored
 appointment): `now`, `horizon_days`, `duration_bounds` (min, max), and for a reschedule the
@@ -32,7 +37,7 @@ from pydantic import (
 
 from visio_shared.cafs import OVERSEAS_CAFS, expected_timezone
 from visio_shared.cgu_versions import CGU_VERSIONS, current_cgu
-from visio_shared.envelope import Envelope
+from visio_shared.envelope import AppointmentEvent, Envelope
 from visio_shared.events import AdvisorId, CancelReason, Device
 
 DEFAULT_HORIZON_DAYS = 180
@@ -274,13 +279,31 @@ RequestId = Annotated[
     ),
 ]
 CallingSystem = Annotated[
-    str,
+    str | None,
     Field(
         min_length=1,
         max_length=100,
-        description="The sending system's name, as its broker principal and API key are named.",
+        description="The sending system's name. On a partner's own topic it may be left out: "
+        "the topic names the caller, and a name that disagrees is refused (403). Required on "
+        "the deprecated shared booking-requests.v1.",
     ),
 ]
+
+# Kafka callers own appointments and idempotency keys under this prefix, so that no API key's
+# name (which cannot start with it) can ever be taken for a partner system, or the reverse.
+KAFKA_CALLER_PREFIX = "kafka:"
+
+
+def kafka_caller(system: str) -> str:
+    """The owner name of a system's appointments booked over Kafka: `kafka:<system>`."""
+    return f"{KAFKA_CALLER_PREFIX}{system}"
+
+
+def kafka_system(caller: str) -> str | None:
+    """The system behind a Kafka owner name; None for an API key's name."""
+    return (
+        caller.removeprefix(KAFKA_CALLER_PREFIX) if caller.startswith(KAFKA_CALLER_PREFIX) else None
+    )
 
 
 class RequestEnvelope(BaseModel):
@@ -290,7 +313,7 @@ class RequestEnvelope(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     request_id: RequestId
-    calling_system: CallingSystem
+    calling_system: CallingSystem = None
     request_type: RequestType
     appointment_id: uuid.UUID | None = Field(
         default=None, description="The appointment to change; absent for BookAppointment."
@@ -307,11 +330,17 @@ class RequestEnvelope(BaseModel):
         return self
 
 
+def _request_type_required(schema: dict[str, Any]) -> None:
+    # The models default it (so code builds requests by class), but booking reads the envelope
+    # first and refuses a request without one: the published schema says what must be sent.
+    schema["required"] = ["request_type", *schema.get("required", [])]
+
+
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_request_type_required)
 
     request_id: RequestId
-    calling_system: CallingSystem
+    calling_system: CallingSystem = None
     sent_at: AwareDatetime | None = None
 
 
@@ -375,7 +404,7 @@ def request_key(request: _Request) -> bytes:
     return request.request_id.encode()
 
 
-# --- Replies on booking-replies.v1 ---------------------------------------------------------
+# --- Replies on booking-replies.<system>.v1 (and the shared booking-replies.v1) -------------
 
 
 class FieldError(BaseModel):
@@ -386,11 +415,17 @@ class FieldError(BaseModel):
 
 
 class BookingReply(Envelope):
-    """The answer to one request, keyed by the calling system."""
+    """The answer to one request. On a partner's topic: keyed by the appointment id (so it keeps
+    its order with the appointment's outcomes), else by the request id; on the shared
+    booking-replies.v1, by the calling system."""
 
     request_id: str
     request_type: str | None = Field(default=None, description="As sent, when it could be read.")
-    calling_system: str | None = Field(default=None, description="As sent, when it was given.")
+    calling_system: str | None = Field(
+        default=None,
+        description="The caller: on a partner's topic, the topic's system; on the shared topic, "
+        "as sent, when it was given.",
+    )
     appointment_id: uuid.UUID | None = None
 
 
@@ -422,11 +457,51 @@ REPLY_TYPES: dict[str, type[BookingReply]] = {
     "BookingRejected": BookingRejected,
 }
 
+# What an appointment became, as booking pushes it to the partner that created it. The list is
+# open: a partner must accept (and may ignore) a value it does not know.
+KNOWN_OUTCOMES = (
+    "confirmed",
+    "meeting_failed",
+    "notification_failed",
+    "cancelled",
+    "held",
+    "no_show",
+)
+
+
+class AppointmentOutcome(AppointmentEvent):
+    """What became of an appointment a partner created, each time it changes; keyed by the
+    appointment id, so one appointment's outcomes (and its replies) keep their order. The
+    newest `revision` wins; `occurred_at` is when booking recorded it."""
+
+    event_type: Literal["AppointmentOutcome"] = "AppointmentOutcome"
+    calling_system: str = Field(description="The partner system that created the appointment.")
+    outcome: str = Field(
+        description="An open list: confirmed (the person was sent the appointment as it now "
+        "stands), meeting_failed, notification_failed, cancelled, held, no_show. Accept "
+        "values you do not know.",
+        examples=list(KNOWN_OUTCOMES),
+    )
+    detail: str | None = Field(default=None, description="Why, in words: a reason, a kind.")
+
+
+# Everything a partner reads on its reply topic.
+PARTNER_REPLY_TYPES: dict[str, type[Envelope]] = {
+    **REPLY_TYPES,
+    "AppointmentOutcome": AppointmentOutcome,
+}
+
 
 def reply_key(reply: BookingReply) -> bytes:
-    """Replies are keyed by calling system, so each system reads its own partition's share; a
-    request too broken to name its system is answered under its request id."""
+    """On the shared booking-replies.v1: keyed by calling system; a request too broken to name
+    its system is answered under its request id."""
     return (reply.calling_system or reply.request_id).encode()
+
+
+def partner_reply_key(reply: BookingReply) -> bytes:
+    """On a partner's own topic: the appointment id when there is one (its outcomes share it,
+    so their order holds), else the request id (replies then spread over the partitions)."""
+    return str(reply.appointment_id or reply.request_id).encode()
 
 
 def reply_correlation(calling_system: str | None, request_id: str) -> uuid.UUID:

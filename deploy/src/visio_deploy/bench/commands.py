@@ -56,7 +56,7 @@ def register(subparsers: Any) -> None:
         "--http-share",
         type=float,
         default=0.5,
-        help="share booked over HTTP; the rest over booking-requests.v1",
+        help="share booked over HTTP; the rest as national-scheduler on its own topic",
     )
     parser.add_argument(
         "--http-concurrency", type=int, default=16, help="HTTP bookings in flight at once"

@@ -1,6 +1,7 @@
-"""The bench's load: appointments booked over HTTP (as a partner's web front would) and over
-`booking-requests.v1` (as a Caf scheduler would), spread over many advisors; and, for the
-backlog, `AppointmentRequested` events written straight onto the appointments topic."""
+"""The bench's load: appointments booked over HTTP (as a partner's web front would) and by the
+partner `national-scheduler` on its own request topic (as the Caf's national scheduler would),
+spread over many advisors; and, for the backlog, `AppointmentRequested` events written straight
+onto the appointments topic."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaProducer
 from visio_shared import AppointmentRequested, Headers, current_cgu
+from visio_shared.booking_requests import kafka_caller
 from visio_shared.headers import event_key
 
 from visio_deploy.proof.bookings import KAFKA_CALLER, booking_body, kafka_request
@@ -133,7 +135,7 @@ def requested_event(body: dict[str, Any]) -> AppointmentRequested:
                 "cgu_sha256": current_cgu().sha256,
                 "channel": "kafka",
             },
-            "calling_system": KAFKA_CALLER,
+            "calling_system": kafka_caller(KAFKA_CALLER),
         }
     )
 

@@ -18,6 +18,7 @@ from visio_shared import Topics
 from visio_deploy.bench import load
 from visio_deploy.bench.meters import Measured, PhaseMeter, Watched
 from visio_deploy.bench.probes import Progress, ProgressProbe, percentile
+from visio_deploy.proof.bookings import KAFKA_CALLER
 from visio_deploy.proof.stack import ProofStack
 
 # A confirmation the sink stored twice under one Message-ID: `<id>.r1.confirmation@domain.2.eml`
@@ -101,7 +102,9 @@ async def throughput(
                     batch = work[offered : offered + wanted]
                     by_http = int(len(batch) * http_share)
                     sent, _ = await asyncio.gather(
-                        load.send_requests(sender, topics.booking_requests, batch[by_http:]),
+                        load.send_requests(
+                            sender, topics.partner_requests(KAFKA_CALLER), batch[by_http:]
+                        ),
                         load.book_flat_out(stack.url("booking"), stack.api_key,
                                            batch[:by_http], concurrency, answered),
                     )  # fmt: skip

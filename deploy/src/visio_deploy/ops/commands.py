@@ -14,12 +14,13 @@ from typing import Any
 
 import asyncpg
 from aiokafka.errors import KafkaConnectionError
+from visio_runtime.topic_reader import topic_partitions
 from visio_shared import Topics
 
 from visio_deploy.ops import appointments, dlq, lag_exporter, produce, purge, tail, topics
 from visio_deploy.ops.reading import describe
 from visio_deploy.ops.settings import OpsSettings, ops_settings
-from visio_deploy.ops.topology import groups
+from visio_deploy.ops.topology import groups, partners_on
 
 
 def register(subparsers: Any) -> None:
@@ -88,7 +89,9 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     cmd.add_argument(
-        "topic", help="a topic, or a stream's short name (booking-requests…); it must exist"
+        "topic",
+        help="a topic, or a stream's short name (booking-requests.national-scheduler…); it "
+        "must exist",
     )
     cmd.add_argument(
         "--key", "-k", help="the record's key: an appointment's id keeps its events in order"
@@ -146,14 +149,14 @@ topic [partition] @offset, as `visio-rdv ops tail` shows it."""
 
 PRODUCE_EXAMPLES = """\
 examples:
-  # a partner's cancellation, as the national scheduler would emit it
-  visio-rdv ops produce booking-requests --key 5712816e-11e1-430e-ba78-9d51167f37f8 <<'EOF'
-  {"request_id": "sched-2026-000451", "calling_system": "national-scheduler",
-   "request_type": "CancelAppointment",
+  # a partner's cancellation, as the national scheduler emits it on its own topic
+  visio-rdv ops produce booking-requests.national-scheduler \
+      --key 5712816e-11e1-430e-ba78-9d51167f37f8 <<'EOF'
+  {"request_id": "sched-2026-000451", "request_type": "CancelAppointment",
    "appointment_id": "5712816e-11e1-430e-ba78-9d51167f37f8",
    "payload": {"reason": "administrative"}}
   EOF
-  visio-rdv ops tail booking-replies --last 1
+  visio-rdv ops tail booking-replies.national-scheduler --last 1
 
   # an event from a file, with its headers
   visio-rdv ops produce appointments --file event.json --key <appointment id> \\
@@ -215,11 +218,13 @@ async def _lag(args: argparse.Namespace, settings: OpsSettings) -> int:
     wanted: dict[str, list[str]] = {}
     for group, topic in args.group or ():
         wanted.setdefault(group, []).append(topic)
+    if not wanted:
+        # Booking reads each partner's topic: the partners are the broker's to tell.
+        partners = partners_on(settings.topic_prefix, await topic_partitions(settings))
+        wanted = groups(settings.topic_prefix, partners)
     if args.serve_metrics:
-        return await lag_exporter.serve(
-            settings, wanted or groups(settings.topic_prefix), args.serve_metrics, args.interval
-        )
-    rows = await topics.lag_report(settings, wanted or groups(settings.topic_prefix))
+        return await lag_exporter.serve(settings, wanted, args.serve_metrics, args.interval)
+    rows = await topics.lag_report(settings, wanted)
     shown = [r for r in rows if args.all or r.lag > 0]
     print(
         table(

@@ -166,7 +166,9 @@ async def check_topic_retention(settings: OpsSettings, dry_run: bool = False) ->
     try:
         existing = set(await admin.list_topics())
         # The replay ledger is compacted (no time retention) and names no one.
-        topics = declared_topics(settings.topic_prefix) - {replays_topic(settings.topic_prefix)}
+        topics = declared_topics(settings.topic_prefix, existing) - {
+            replays_topic(settings.topic_prefix)
+        }
         for topic in sorted(topics & existing):
             wanted = topic_configs(settings, topic).get("retention.ms")
             if wanted is None:

@@ -33,8 +33,8 @@ class TopicRow:
 
 
 async def topics_report(settings: ServiceSettings, sample_s: float = 2.0) -> list[TopicRow]:
-    declared = declared_topics(settings.topic_prefix)
     tps = await topic_partitions(settings)
+    declared = declared_topics(settings.topic_prefix, tps)
     names = sorted(tps)
     async with reader(settings) as consumer:
         every = [tp for found in tps.values() for tp in found]

@@ -3,17 +3,23 @@ factories do no I/O) and its broker's subscribers give their group and topics. S
 and the AsyncAPI document follow the services as they are, not a table that could drift.
 
 Also the topics the system declares, so `ops topics` can flag the ones nobody declared (tansu
-creates a topic silently when something publishes to a misspelt name)."""
+creates a topic silently when something publishes to a misspelt name).
+
+Partner systems are booking's configuration (BOOKING_PARTNERS), not the code's: they are given
+(`partners`, as `up` declares them) or read off the broker (`partners_on`): a topic named
+`<prefix>.booking-requests.<system>.v1` is a declared partner's."""
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import SecretStr
 from visio_runtime.service import Runtime
 from visio_shared import Topics
+from visio_shared.topics import PARTNER_REQUESTS
 
 # Process → (its app factory, its settings class). `alerts` is ops' own consumer.
 CONSUMING_APPS: dict[str, tuple[str, str]] = {
@@ -53,19 +59,21 @@ def _load(target: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-def build_runtime_of(service: str, prefix: str) -> Runtime:
-    """The service's runtime as its factory wires it, without starting anything."""
+def build_runtime_of(service: str, prefix: str, partners: Iterable[str] = ()) -> Runtime:
+    """The service's runtime as its factory wires it, without starting anything (booking with
+    these partner systems declared)."""
     factory, settings_class = (_load(target) for target in CONSUMING_APPS[service])
+    own: dict[str, Any] = {"partners": list(partners)} if service == "booking" else {}
     # model_construct: no environment read, no validation of the placeholders.
-    settings = settings_class.model_construct(topic_prefix=prefix, **_PLACEHOLDERS)
+    settings = settings_class.model_construct(topic_prefix=prefix, **_PLACEHOLDERS, **own)
     runtime: Runtime = factory(settings).state.runtime
     return runtime
 
 
-def subscriptions(prefix: str) -> list[Subscription]:
+def subscriptions(prefix: str, partners: Iterable[str] = ()) -> list[Subscription]:
     found: list[Subscription] = []
     for service in CONSUMING_APPS:
-        runtime = build_runtime_of(service, prefix)
+        runtime = build_runtime_of(service, prefix, partners)
         subscriber: Any
         # The broker keeps its subscribers in no stable order (notifications has two): sorted,
         # so the AsyncAPI document and the lag report come out the same on every run.
@@ -83,17 +91,27 @@ def subscriptions(prefix: str) -> list[Subscription]:
     return found
 
 
-def groups(prefix: str) -> dict[str, list[str]]:
-    """Consumer group → the topics it reads."""
+def groups(prefix: str, partners: Iterable[str] = ()) -> dict[str, list[str]]:
+    """Consumer group → the topics it reads (booking's with these partners' request topics)."""
     found: dict[str, list[str]] = {}
-    for subscription in subscriptions(prefix):
+    for subscription in subscriptions(prefix, partners):
         found.setdefault(subscription.group, []).extend(subscription.topics)
     return found
 
 
-def declared_topics(prefix: str) -> set[str]:
+def partners_on(prefix: str, existing: Iterable[str]) -> list[str]:
+    """The partner systems whose request topic is among these (the broker's topics), sorted."""
     topics = Topics(prefix)
-    return {*topics.all(), topics.dlq("alerts"), replays_topic(prefix)}
+    found = {topics.partner_of(topic) for topic in existing}
+    return sorted(partner for stream, partner in filter(None, found) if stream == PARTNER_REQUESTS)
+
+
+def declared_topics(prefix: str, existing: Iterable[str] = ()) -> set[str]:
+    """The system's topics, and among `existing` each partner's pair (a partner is declared
+    by configuration: its topics, created by booking, are how ops knows it)."""
+    topics = Topics(prefix)
+    partners = topics.partner_topics(partners_on(prefix, existing))
+    return {*topics.all(), *partners, topics.dlq("alerts"), replays_topic(prefix)}
 
 
 def replays_topic(prefix: str) -> str:

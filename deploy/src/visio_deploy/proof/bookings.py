@@ -1,6 +1,7 @@
 """How the proof books, as a partner system would: over HTTP with an Idempotency-Key, retried
-with the same key after any cut or 5xx; and on `booking-requests.v1`, resent with the same
-request_id when the broker does not acknowledge. Either way a retry takes effect once."""
+with the same key after any cut or 5xx; and as the declared partner `national-scheduler` on its
+own topic `booking-requests.national-scheduler.v1`, resent with the same request_id when the
+broker does not acknowledge. Either way a retry takes effect once."""
 
 from __future__ import annotations
 
@@ -15,9 +16,15 @@ from zoneinfo import ZoneInfo
 
 import httpx
 from aiokafka import AIOKafkaProducer
+from visio_shared.booking_requests import kafka_caller
 from visio_shared.cgu_versions import current_cgu
 
-KAFKA_CALLER = "proof-scheduler"
+from visio_deploy.stack import LOCAL_PARTNERS
+
+# The partner the proof and the bench book as (one the local stack declares), and the name its
+# appointments and request ids are kept under.
+KAFKA_CALLER = LOCAL_PARTNERS[1]  # national-scheduler
+KAFKA_OWNER = kafka_caller(KAFKA_CALLER)
 ADVISORS = [str(uuid.UUID(int=random.Random(n).getrandbits(128), version=4)) for n in range(8)]
 
 

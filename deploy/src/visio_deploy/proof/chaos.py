@@ -150,7 +150,7 @@ async def _book(proof: ProofStack, options: ChaosOptions) -> Booked:
     booking is drawn from (seed, its number), whatever the order they go in."""
     deadline = time.monotonic() + 120 + options.appointments * 0.5
     booked = Booked({}, {}, [], [])
-    topic = Topics(proof.settings.topic_prefix).booking_requests
+    topic = Topics(proof.settings.topic_prefix).partner_requests(bookings.KAFKA_CALLER)
     producer = AIOKafkaProducer(bootstrap_servers=proof.bootstrap, acks="all")
     await producer.start()
     gate = asyncio.Semaphore(8)

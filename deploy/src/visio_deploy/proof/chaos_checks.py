@@ -22,6 +22,7 @@ from visio_deploy.proof import bookings, observe
 from visio_deploy.proof.report import Report
 from visio_deploy.proof.stack import ProofStack
 from visio_deploy.smtp_sink import fault_subject
+from visio_deploy.stack import LOCAL_PARTNERS
 
 if TYPE_CHECKING:
     from visio_deploy.proof.chaos import ChaosOptions
@@ -53,7 +54,7 @@ class Expected:
 
 
 async def expected(proof: ProofStack, booked: Booked) -> Expected:
-    from_kafka = await observe.kafka_appointments(proof.owner_dsn, bookings.KAFKA_CALLER)
+    from_kafka = await observe.kafka_appointments(proof.owner_dsn, bookings.KAFKA_OWNER)
     by_key: dict[str, str | None] = dict(booked.http)
     by_key |= {key: from_kafka.get(key) for key in booked.kafka_sent}
     by_key |= {key: None for key in booked.kafka_unsent}
@@ -191,7 +192,7 @@ async def explain_unsettled(
     settings = ServiceSettings(
         kafka_bootstrap_servers=proof.bootstrap, topic_prefix=proof.settings.topic_prefix
     )
-    lag = await lag_report(settings, groups(proof.settings.topic_prefix))
+    lag = await lag_report(settings, groups(proof.settings.topic_prefix, LOCAL_PARTNERS))
     report.details["consumer lag at the deadline"] = {
         f"{row.group} {row.topic}/{row.partition}": row.lag for row in lag if row.lag
     }

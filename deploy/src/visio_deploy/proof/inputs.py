@@ -1,9 +1,9 @@
 """`visio-rdv proof inputs`: hostile input everywhere the system takes any. Hypothesis-generated
-bookings to the HTTP API and to `booking-requests.v1`; bodies no request could be (nested
-thousands deep, a key given twice, a byte-order mark, invalid UTF-8, too large, streamed) to
-every endpoint of booking's and consent's APIs and to the self-service forms; and records no
-producer of ours writes (the same, plus no headers, null values and keys, event types that are
-no type's name) on every topic a service reads.
+bookings to the HTTP API and to the partner caf-portal's own request topic; bodies no request
+could be (nested thousands deep, a key given twice, a byte-order mark, invalid UTF-8, too
+large, streamed) to every endpoint of booking's and consent's APIs and to the self-service
+forms; and records no producer of ours writes (the same, plus no headers, null values and keys,
+event types that are no type's name) on every topic a service reads.
 
 It must all end in a clear answer, and the system must be as it was: every HTTP answer a
 problem+json 4xx (a 4xx page for a form), every request on Kafka answered or — naming none —
@@ -37,6 +37,7 @@ from visio_deploy.proof.hostile import RAW_MARKUP, hostile_input
 from visio_deploy.proof.records import CALLER, Hostile
 from visio_deploy.proof.report import Report
 from visio_deploy.proof.stack import ProofStack, proof_stack
+from visio_deploy.stack import LOCAL_PARTNERS
 
 
 @dataclass
@@ -61,7 +62,7 @@ def run_inputs(examples: int, seed_value: int = 1, quiet: bool = False) -> Repor
 def _generate_and_post(proof: ProofStack, examples: int, seed_value: int) -> Tally:
     """HTTP inputs are posted as hypothesis draws them; Kafka ones are queued, sent in one go."""
     tally = Tally()
-    topic = Topics(proof.settings.topic_prefix).booking_requests
+    topic = Topics(proof.settings.topic_prefix).partner_requests(CALLER)
     headers = {"Authorization": f"Bearer {proof.api_key}", "Content-Type": "application/json"}
     client = httpx.Client(base_url=proof.url("booking"), headers=headers, timeout=30)
 
@@ -159,7 +160,7 @@ async def _finish(proof: ProofStack, tally: Tally) -> Report:
     kafka = ServiceSettings(
         kafka_bootstrap_servers=proof.bootstrap, topic_prefix=proof.settings.topic_prefix
     )
-    readers = subscriptions(kafka.topic_prefix)
+    readers = subscriptions(kafka.topic_prefix, LOCAL_PARTNERS)
     read = [topic for reader in readers for topic in reader.topics]
     battery = records.battery(Topics(kafka.topic_prefix), read, tag=uuid.uuid4().hex[:8])
     sent = await records.send(kafka, tally.kafka + battery)

@@ -31,6 +31,7 @@ from visio_deploy.ops import dlq
 from visio_deploy.ops.topics import LagRow, lag_report
 from visio_deploy.ops.topology import Subscription
 from visio_deploy.proof.report import Report
+from visio_deploy.stack import LOCAL_PARTNERS
 
 # The event type of each internal stream a hostile record claims to be, when it claims one.
 CLAIMED = {
@@ -43,7 +44,7 @@ DEEP = b"[" * 1_000
 DEEP_OBJECT = b'{"a":' * 3_000 + b"1" + b"}" * 3_000
 BOM = b"\xef\xbb\xbf"
 HUGE_BYTES = 300_000  # past a dead letter's 256 KiB: the letter is cut, and still written
-CALLER = "proof-hostile"
+CALLER = LOCAL_PARTNERS[0]  # caf-portal: the hostile partner, beside the proof's bookings
 
 Letter = tuple[str, int, int, str]  # source topic, partition, offset, consumer group
 
@@ -148,7 +149,7 @@ def battery(topics: Topics, read: Iterable[str], tag: str) -> list[Hostile]:
     """Hostile records for each of the topics `read` (the topics some service consumes)."""
     records: list[Hostile] = []
     for topic in dict.fromkeys(read):
-        if topic == topics.booking_requests:
+        if topics.partner_of(topic) is not None or topic == topics.booking_requests:
             records += requests(topic, tag)
             continue
         stream = topic.removeprefix(f"{topics.prefix}.").rsplit(".", 1)[0]
@@ -279,11 +280,13 @@ async def replies(
 
 
 async def _replies(settings: ServiceSettings, wanted: set[str]) -> dict[str, dict[str, Any]]:
-    """The replies on booking-replies.v1 to these request ids."""
+    """The replies to these request ids, on the local partners' reply topics."""
     if not wanted:
         return {}
     found = {}
-    for record in await read_topics(settings, [Topics(settings.topic_prefix).booking_replies]):
+    topics = Topics(settings.topic_prefix)
+    every = [topics.partner_replies(partner) for partner in LOCAL_PARTNERS]
+    for record in await read_topics(settings, every):
         reply = json.loads(record.value)
         if reply.get("request_id") in wanted:
             found[reply["request_id"]] = reply

@@ -1,5 +1,6 @@
-"""Booking: takes requests (HTTP and `booking-requests.v1`), stores them with their events in
-one transaction, publishes through the outbox, and follows the other services' events."""
+"""Booking: takes requests (HTTP, and each partner's `booking-requests.<system>.v1`), stores
+them with their events in one transaction, publishes through the outbox, and follows the other
+services' events (pushing each partner's appointments' outcomes to it)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ def create_app(settings: BookingSettings | None = None) -> FastAPI:
         topics=runtime.topics,
         horizon_days=settings.booking_horizon_days,
         duration_bounds=(settings.min_duration_minutes, settings.max_duration_minutes),
+        partners=frozenset(settings.partners),
     )
 
     no_shows = runtime.metrics.counter(
@@ -33,9 +35,10 @@ def create_app(settings: BookingSettings | None = None) -> FastAPI:
 
     @runtime.consumer.on_batch(*STATUS_EVENTS)
     async def on_status_events(events: list[AppointmentEvent]) -> None:
-        steps = await follow_statuses(runtime.db, events)
+        steps = await follow_statuses(runtime.db, ctx, events)
         no_shows.inc(sum(1 for step in steps.values() if step.status == "no_show"))
 
+    runtime.extra_topics += runtime.topics.partner_topics(settings.partners)
     subscribe(runtime, InboundRequests(runtime, ctx, settings))
 
     relay = OutboxRelay(
@@ -51,8 +54,9 @@ def create_app(settings: BookingSettings | None = None) -> FastAPI:
             "Every call carries `Authorization: Bearer <api key>`; a caller sees and changes "
             "only the appointments it booked (unless its key has `appointments:admin`). "
             "Changes accept an `Idempotency-Key`. Errors are `application/problem+json` "
-            "(RFC 9457) naming each invalid field. The same requests can be sent on the Kafka "
-            "topic `visio-rdv.booking-requests.v1`; see the README."
+            "(RFC 9457) naming each invalid field. Partner systems can send the same requests "
+            "on their own Kafka topic `visio-rdv.booking-requests.<system>.v1`; see "
+            "docs/partners.md."
         ),
     )
     app.state.context = ctx

@@ -42,14 +42,15 @@ from visio_shared.booking_requests import (
 from visio_booking import store
 from visio_booking.idempotency import Outcome
 from visio_booking.outbox import enqueue
+from visio_booking.outcomes import push_outcome
 
 
 @dataclass(frozen=True)
 class Caller:
     """Who asks: an API key's holder, or a system writing to the inbound topic."""
 
-    name: str
-    admin: bool = False
+    name: str  # an API key's name, or `kafka:<system>` (visio_shared.booking_requests)
+    admin: bool = False  # only ever from an API key's scope: never over Kafka
     key_id: int | None = None
     channel: str = "api"  # how the person's consent reached us: 'api' or 'kafka'
 
@@ -62,6 +63,8 @@ class Context:
     topics: Topics
     horizon_days: int = 180
     duration_bounds: tuple[int, int] = (10, 120)
+    # Declared partner systems: their appointments' outcomes go to their reply topics.
+    partners: frozenset[str] = frozenset()
 
     def rules(self, **extra: Any) -> dict[str, Any]:
         """The validation context of the shared request models."""
@@ -156,7 +159,9 @@ async def cancel(conn: asyncpg.Connection, ctx: Context, caller: Caller, cmd: Co
         **_lineage(row, revision), reason=request.reason, cancelled_by=caller.name
     )
     detail = f"{request.reason}, by {caller.name}"
-    return await _changed(conn, ctx, event, "cancelled", detail, "cancelled")
+    outcome = await _changed(conn, ctx, event, "cancelled", detail, "cancelled")
+    await push_outcome(conn, ctx.topics, ctx.partners, row["appointment_id"])
+    return outcome
 
 
 async def correct_contact(

@@ -1,7 +1,9 @@
 """Booking follows the other services' events to tell callers where an appointment stands:
 each event is a step in the history; some move the status (see `store.record_steps` for how
 late and out-of-order events are weighed). Idempotent by event_id. Events come in batches (the
-consumer's `on_batch`): one transaction and a few set-wise statements for all of them."""
+consumer's `on_batch`): one transaction and a few set-wise statements for all of them. A step
+that moves the status of a partner's appointment also pushes its outcome to the partner
+(visio_booking.outcomes), in the same transaction."""
 
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ from visio_shared import (
 )
 from visio_shared.events import MeetingAttendanceRecorded  # not re-exported by visio_shared
 
+from visio_booking.appointments import Context
+from visio_booking.outcomes import push_outcome
 from visio_booking.store import StepTaken, record_steps
 
 STATUS_EVENTS: tuple[type[AppointmentEvent], ...] = (
@@ -52,13 +56,13 @@ class Step:
     final: bool = False
 
 
-async def follow_status(pool: asyncpg.Pool, event: AppointmentEvent) -> Step | None:
+async def follow_status(pool: asyncpg.Pool, ctx: Context, event: AppointmentEvent) -> Step | None:
     """The step recorded, or None (not a step, or already recorded)."""
-    return (await follow_statuses(pool, [event])).get(event.event_id)
+    return (await follow_statuses(pool, ctx, [event])).get(event.event_id)
 
 
 async def follow_statuses(
-    pool: asyncpg.Pool, events: Sequence[AppointmentEvent]
+    pool: asyncpg.Pool, ctx: Context, events: Sequence[AppointmentEvent]
 ) -> dict[uuid.UUID, Step]:
     """A batch of events (one per appointment, as the consumer's batches are), in one
     transaction: their markers, history rows and status moves written set-wise. The steps
@@ -69,7 +73,7 @@ async def follow_statuses(
     async with pool.acquire() as conn, conn.transaction():
         fresh = await mark_processed_many(conn, [event for event, _ in stepped])
         taken = [(event, step) for event, step in stepped if event.event_id in fresh]
-        await record_steps(
+        moved = await record_steps(
             conn,
             [
                 StepTaken(
@@ -85,6 +89,8 @@ async def follow_statuses(
                 for event, step in taken
             ],
         )
+        for appointment_id in sorted(moved):
+            await push_outcome(conn, ctx.topics, ctx.partners, appointment_id)
     return {event.event_id: step for event, step in taken}
 
 

@@ -1,16 +1,24 @@
-"""Requests on `booking-requests.v1`, from systems that emit rather than call: each one gets an
-answer on `booking-replies.v1` — `BookingAccepted` or `BookingRejected` with the same problem
-the HTTP API would give. A dead letter is not an answer, so only a message that names no
-request at all (no `request_id` in its body or headers) is dead-lettered, unanswered.
+"""Requests on Kafka, from systems that emit rather than call: each one gets an answer —
+`BookingAccepted` or `BookingRejected` with the same problem the HTTP API would give. A dead
+letter is not an answer, so only a message that names no request at all (no `request_id` in its
+body or headers) is dead-lettered, unanswered.
+
+Each declared partner writes its own topic, `booking-requests.<system>.v1`, which only its
+broker principal may write: the topic is the caller (`kafka:<system>`, a namespace no API key
+can enter), a `calling_system` that names anyone else is refused, and the answer goes to that
+partner's `booking-replies.<system>.v1` alone. No Kafka caller is ever an admin: changing every
+caller's appointments takes an API key with `appointments:admin`.
+
+The shared `booking-requests.v1`, where the caller is whatever the message says and the answer
+goes to the shared `booking-replies.v1`, is read only behind `shared_requests_topic`, for a
+deprecation window; every message on it is counted (`booking_shared_topic_requests_total`) and
+logged as a warning.
 
 Records reach `InboundRequests` through the service's shared consumer (`EventConsumer.on_topic`),
 so they are retried and dead-lettered by the same policy and writer as every other record: an
 outage of booking's database holds the partition back and retries, then dead-letters the
-request — answered all the same, 503, so the caller knows to send it again.
-
-Kafka callers are authenticated by the broker (an ACL per system on the topic); the envelope's
-`calling_system` is the caller's name for ownership and idempotency, as an API key's name is.
-Who the caller is gets decided in one place, `identify`.
+request — answered all the same, 503, so the caller knows to send it again. Who the caller is
+gets decided in one place, `identify`.
 """
 
 from __future__ import annotations
@@ -38,6 +46,8 @@ from visio_shared.booking_requests import (
     BookingReply,
     FieldError,
     RequestEnvelope,
+    kafka_caller,
+    partner_reply_key,
     reply_correlation,
     reply_key,
 )
@@ -59,17 +69,20 @@ class Identity:
     """What can be read of a request before it is validated: enough to answer it."""
 
     request_id: str | None
+    # The caller: the topic's partner; on the shared topic, what the message claims.
     calling_system: str | None
+    partner: str | None  # the partner whose own topic this is; None on the shared topic
+    claimed: str | None  # the `calling_system` the message gives (body, else header)
     request_type: str | None
     appointment_id: uuid.UUID | None
     body: Any  # the decoded JSON, or None if the value is not JSON (or too large to read)
     problem: Problem | None  # why the value cannot be a request, before any field is looked at
 
 
-def identify(record: ConsumerRecord[Any, Any], max_bytes: int) -> Identity:
-    """Who sent this and which request it is — the one place that decides the caller (today
-    the envelope's `calling_system`, else the header of that name) — whatever the record
-    holds. Never raises."""
+def identify(record: ConsumerRecord[Any, Any], max_bytes: int, partner: str | None) -> Identity:
+    """Who sent this and which request it is — the one place that decides the caller: the
+    partner whose topic it is; on the shared topic, the envelope's `calling_system`, else the
+    header of that name — whatever the record holds. Never raises."""
     headers = Headers.decode(record.headers)
     value: bytes = record.value or b""
     body, problem = None, None
@@ -96,9 +109,12 @@ def identify(record: ConsumerRecord[Any, Any], max_bytes: int) -> Identity:
         appointment_id = uuid.UUID(text("appointment_id") or "")
     except ValueError:
         appointment_id = None
+    claimed = text("calling_system", CALLING_SYSTEM_HEADER)
     return Identity(
         request_id=text("request_id", REQUEST_ID_HEADER),
-        calling_system=text("calling_system", CALLING_SYSTEM_HEADER),
+        calling_system=partner or claimed,
+        partner=partner,
+        claimed=claimed,
         request_type=text("request_type"),
         appointment_id=appointment_id,
         body=body,
@@ -107,29 +123,41 @@ def identify(record: ConsumerRecord[Any, Any], max_bytes: int) -> Identity:
 
 
 class InboundRequests:
-    """The `RecordHandler` of booking-requests.v1."""
+    """The `RecordHandler` of every request topic booking reads: each declared partner's, and
+    the shared one if `shared_requests_topic` is on."""
 
     def __init__(self, runtime: Runtime, ctx: Context, settings: BookingSettings) -> None:
         self.runtime = runtime
         self.ctx = ctx
         self.settings = settings
+        topics = runtime.topics
+        # Request topic → the partner it belongs to (None: the shared topic).
+        self.sources: dict[str, str | None] = {
+            topics.partner_requests(partner): partner for partner in settings.partners
+        }
+        if settings.shared_requests_topic:
+            self.sources[topics.booking_requests] = None
 
     async def handle(self, record: ConsumerRecord[Any, Any], headers: dict[str, str]) -> None:
         """Answer one record. Raises `Poison` when nobody can be answered, and whatever
         booking's own outage raises (the consumer retries)."""
-        who = identify(record, self.settings.max_body_bytes)
+        who = self._identify(record)
+        if who.partner is None:
+            self._warn_shared(who)
         if who.request_id is None:
             raise Poison("no request_id: nobody to answer")
         await self._answer(who, record)
         # A label from the contract only: a stranger's value must not mint series.
         kind = who.request_type if who.request_type in REQUEST_TYPES else "unknown"
-        self.runtime.metrics.inc("booking_requests_total", request_type=kind)
+        self.runtime.metrics.inc(
+            "booking_requests_total", request_type=kind, partner=who.partner or "shared-topic"
+        )
 
     async def gave_up(self, record: ConsumerRecord[Any, Any], letter: DeadLetter) -> None:
         """A request dead-lettered after its retries is kept for operators to replay, and
         answered all the same, straight to the broker (the database is what failed): the
         caller may send it again with the same request_id."""
-        who = identify(record, self.settings.max_body_bytes)
+        who = self._identify(record)
         if who.request_id is None:
             return
         problem = Problem(
@@ -142,8 +170,23 @@ class InboundRequests:
         await self.runtime.broker.publish(
             reply.to_json_bytes(),
             self._replies_to(who),
-            key=reply_key(reply),
+            key=self._reply_key(who, reply),
             headers=Headers.for_event(reply),
+        )
+
+    def _identify(self, record: ConsumerRecord[Any, Any]) -> Identity:
+        return identify(record, self.settings.max_body_bytes, self.sources.get(record.topic))
+
+    def _warn_shared(self, who: Identity) -> None:
+        """Each request on the deprecated shared topic, counted and said: the operator sees who
+        has not moved yet (a declared partner by name; any other value is not a label)."""
+        declared = who.claimed if who.claimed in self.settings.partners else "undeclared"
+        self.runtime.metrics.inc("booking_shared_topic_requests_total", calling_system=declared)
+        log.warning(
+            "a request on the deprecated shared topic %s (calling_system %s): the partner "
+            "should move to its own topic (docs/partners.md)",
+            self.runtime.topics.booking_requests,
+            declared,
         )
 
     async def _answer(self, who: Identity, record: ConsumerRecord[Any, Any]) -> None:
@@ -160,6 +203,7 @@ class InboundRequests:
                         for path in repeated
                     ]
                 )
+            check_caller(who)
             envelope = RequestEnvelope.model_validate(who.body)
             command = Command(
                 request_type=envelope.request_type,
@@ -171,28 +215,54 @@ class InboundRequests:
             async def reply(conn: asyncpg.Connection, outcome: Outcome) -> None:
                 await self._reply(conn, who, accepted(who, outcome))
 
-            await execute(pool, self.ctx, self._caller(who), command, also=reply)
+            await execute(pool, self.ctx, caller_of(who), command, also=reply)
         except (Problem, pydantic.ValidationError) as exc:
             refusal = as_problem(exc)
             assert refusal is not None
             async with pool.acquire() as conn, conn.transaction():
                 await self._reply(conn, who, rejected(who, refusal))
 
-    def _caller(self, who: Identity) -> Caller:
-        # The envelope validated: `calling_system` is the body's, given once.
-        assert who.calling_system is not None
-        return Caller(
-            name=who.calling_system,
-            admin=who.calling_system in self.settings.inbound_admin_systems,
-            channel="kafka",
-        )
-
     def _replies_to(self, who: Identity) -> str:
-        """Where the caller reads its answers (one topic for every caller, for now)."""
+        """Where the caller reads its answers: a partner's own reply topic, which no other
+        partner may read; the shared one for a request on the shared topic."""
+        if who.partner is not None:
+            return self.runtime.topics.partner_replies(who.partner)
         return self.runtime.topics.booking_replies
 
+    def _reply_key(self, who: Identity, reply: BookingReply) -> bytes:
+        return partner_reply_key(reply) if who.partner is not None else reply_key(reply)
+
     async def _reply(self, conn: asyncpg.Connection, who: Identity, reply: BookingReply) -> None:
-        await enqueue(conn, self._replies_to(who), reply, key=reply_key(reply))
+        await enqueue(conn, self._replies_to(who), reply, key=self._reply_key(who, reply))
+
+
+def check_caller(who: Identity) -> None:
+    """A partner speaks for itself only: on its own topic a `calling_system` that names anyone
+    else is refused (403), before anything of the request is looked at. On the shared topic the
+    message must name its caller, as it always had to."""
+    if who.partner is not None:
+        if who.claimed is not None and who.claimed != who.partner:
+            raise Problem(
+                403,
+                "forbidden",
+                "Forbidden",
+                f"this topic is {who.partner}'s: a request on it cannot speak for {who.claimed!r}",
+                errors=[
+                    {
+                        "field": "calling_system",
+                        "message": f"must be {who.partner!r} (the system whose topic this is) "
+                        "or left out",
+                    }
+                ],
+            )
+    elif who.claimed is None:
+        raise invalid([{"field": "calling_system", "message": "Field required"}])
+
+
+def caller_of(who: Identity) -> Caller:
+    """The Kafka caller, in its own namespace; never an admin."""
+    assert who.calling_system is not None  # check_caller passed
+    return Caller(name=kafka_caller(who.calling_system), channel="kafka")
 
 
 def _field(path: str) -> str:
@@ -230,9 +300,20 @@ def rejected(who: Identity, problem: Problem) -> BookingRejected:
 
 
 def subscribe(runtime: Runtime, inbound: InboundRequests) -> None:
-    """One consumer for everything booking reads, so one group join (group `<prefix>.booking`,
-    from the earliest offset, committed once a message is handled, answered or dead-lettered):
-    requests go to `inbound`, the other services' events to their handlers."""
+    """One consumer group for everything booking reads (`<prefix>.booking`, from the earliest
+    offset, committed once a message is handled, answered or dead-lettered): requests go to
+    `inbound`, the other services' events to their handlers.
+
+    Fairness: one client per topic (`separately`), so each partner's topic is fetched on its
+    own and a backlog on one cannot stand in front of another's requests; the clients then take
+    turns for the consumer's handling slots (visio_runtime.lanes: a first-come queue, at most
+    one record waiting per client), so each partner with work gets an equal share of booking,
+    whatever the depth of another's backlog. Booking's status follower takes meetings' and
+    notifications' events in any order (visio_booking.store.record_step), so they need not
+    share a client either."""
     topics = runtime.topics
-    runtime.consumer.on_topic(topics.booking_requests, inbound, LABEL)
-    runtime.consumer.subscribe(topics.booking_requests, topics.meetings, topics.notifications)
+    for topic in inbound.sources:
+        runtime.consumer.on_topic(topic, inbound, LABEL)
+    runtime.consumer.subscribe(
+        *inbound.sources, topics.meetings, topics.notifications, separately=True
+    )

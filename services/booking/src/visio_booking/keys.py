@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
+from visio_shared.booking_requests import KAFKA_CALLER_PREFIX
 
 # Booking's own scopes; consent keeps its own keys (consent:read, consent:withdraw).
 SCOPES = (
@@ -59,6 +60,13 @@ async def create_api_key(conn: asyncpg.Connection, name: str, scopes: list[str])
         raise ValueError("a key needs at least one scope")
     if not name.strip():
         raise ValueError("a key needs a name: the calling system's")
+    if name.strip().startswith(KAFKA_CALLER_PREFIX):
+        # Kafka callers own their appointments as `kafka:<system>`: a key of that name would be
+        # taken for the partner, and see its appointments.
+        raise ValueError(
+            f"a key's name cannot start with {KAFKA_CALLER_PREFIX!r}: that namespace is the "
+            "Kafka partners'"
+        )
     key = "vrdv_" + secrets.token_urlsafe(32)
     await conn.execute(
         "INSERT INTO booking.api_keys (key_hash, name, scopes) VALUES ($1, $2, $3)",

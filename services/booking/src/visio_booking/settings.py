@@ -2,13 +2,14 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 from visio_runtime import guide, production
 from visio_runtime.production import Finding
 from visio_runtime.settings import LinkSettings, ServiceSettings
 from visio_runtime.teams import TEAMS_JOIN_URL_PREFIXES
 from visio_shared.links import KeyPurpose
+from visio_shared.topics import check_partner_name
 
 from visio_booking.outbox import RelaySettings
 
@@ -35,8 +36,20 @@ class BookingSettings(ServiceSettings, LinkSettings):
     max_body_bytes: int = 64 * 1024
     cgu_url: str = "https://www.caf.fr/visio-rdv/cgu"
 
-    # Systems on booking-requests.v1 that may change any caller's appointments (JSON list).
-    inbound_admin_systems: list[str] = Field(default_factory=list)
+    # Partner systems on Kafka (docs/partners.md). Each writes its own topic and reads its own;
+    # booking creates both at start. Adding one is configuration, never code.
+    partners: list[str] = Field(
+        default_factory=list,
+        description='Partner systems on Kafka, JSON list (["caf-portal", "national-scheduler"]): '
+        "each gets booking-requests.<name>.v1 and booking-replies.<name>.v1.",
+    )
+    # The shared booking-requests.v1, where the caller is whatever the message says: read only
+    # for a deprecation window, while partners move to their own topics (docs/partners.md).
+    shared_requests_topic: bool = Field(
+        default=False,
+        description="Also read the deprecated shared booking-requests.v1 (answered on "
+        "booking-replies.v1, each message counted in booking_shared_topic_requests_total).",
+    )
 
     # « Mon rendez-vous » (needs `link_keys`; unset, its pages answer 404).
     booking_portal_url: str = Field(
@@ -85,6 +98,15 @@ class BookingSettings(ServiceSettings, LinkSettings):
                 )
             )
         return findings
+
+    @field_validator("partners")
+    @classmethod
+    def _partner_names(cls, partners: list[str]) -> list[str]:
+        for name in partners:
+            check_partner_name(name)
+        if len(set(partners)) != len(partners):
+            raise ValueError("a partner is declared twice")
+        return partners
 
     def relay(self) -> RelaySettings:
         return RelaySettings(

@@ -60,6 +60,9 @@ class Runtime:
     ready_checks: dict[str, Callable[[], Awaitable[Any]]] = field(default_factory=dict)
     # Gauges read from the database when /metrics is scraped (consent: the ledger head).
     on_scrape: list[Hook] = field(default_factory=list)
+    # Topics of the service's own configuration, created at start beside the system's (booking:
+    # each declared partner's request and reply topics).
+    extra_topics: list[str] = field(default_factory=list)
 
     @property
     def db(self) -> asyncpg.Pool:
@@ -117,7 +120,7 @@ def create_service_app(runtime: Runtime, title: str, **fastapi_kwargs: Any) -> F
             max_size=settings.database_pool_max,
         )
         try:
-            await ensure_topics(settings, runtime.topics.all())
+            await ensure_topics(settings, runtime.topics.all() + runtime.extra_topics)
             await runtime.broker.start()
             for hook in runtime.on_start:
                 await hook(runtime)

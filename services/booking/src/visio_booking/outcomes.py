@@ -1,0 +1,47 @@
+"""The outcome of every appointment a partner system created, pushed to its reply topic as it
+changes — so a partner on Kafka learns that its booking was confirmed, failed, cancelled, held or
+missed without asking, and with no API key.
+
+Written to the outbox in the transaction of the change itself, like every other event: an
+outcome is published once the change commits, never for one rolled back, and in order with the
+appointment's other messages (keyed by its id). Only appointments owned by a declared partner
+(`kafka:<system>`) have an outcome feed; an API key's appointments are read over HTTP.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+from visio_shared import Topics
+from visio_shared.booking_requests import KNOWN_OUTCOMES, AppointmentOutcome, kafka_system
+
+from visio_booking.outbox import enqueue
+
+
+async def push_outcome(
+    conn: asyncpg.Connection, topics: Topics, partners: frozenset[str], appointment_id: uuid.UUID
+) -> AppointmentOutcome | None:
+    """Enqueue the appointment's outcome as it now stands (call after the change, in its
+    transaction); None if its owner has no feed or its status is no outcome (`requested`,
+    `meeting_ready`: the story goes on)."""
+    row = await conn.fetchrow(
+        "SELECT calling_system, correlation_id, status, status_reason, status_revision "
+        "FROM appointments WHERE appointment_id = $1",
+        appointment_id,
+    )
+    if row is None or row["status"] not in KNOWN_OUTCOMES:
+        return None
+    partner = kafka_system(row["calling_system"])
+    if partner is None or partner not in partners:
+        return None
+    outcome = AppointmentOutcome(
+        appointment_id=appointment_id,
+        revision=row["status_revision"],
+        correlation_id=row["correlation_id"],
+        calling_system=partner,
+        outcome=row["status"],
+        detail=row["status_reason"],
+    )
+    await enqueue(conn, topics.partner_replies(partner), outcome)
+    return outcome
