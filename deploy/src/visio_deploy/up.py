@@ -23,7 +23,7 @@ from types import FrameType
 import asyncpg
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from visio_booking.keys import create_api_key, key_is_valid
+from visio_booking.keys import API_KEYS
 from visio_runtime.kafka import ensure_topics
 from visio_runtime.local_stack import (
     STACK_FILE,
@@ -390,9 +390,9 @@ def ensure_dev_api_key(owner_dsn: str, path: Path) -> str:
 async def _dev_api_key(owner_dsn: str, existing: str | None) -> str:
     conn = await asyncpg.connect(owner_dsn)
     try:
-        if existing and await key_is_valid(conn, existing):
+        if existing and await API_KEYS.is_valid(conn, existing):
             return existing
-        return await create_api_key(
+        return await API_KEYS.create(
             conn, "development (visio-rdv up)", ["appointments:write", "appointments:read"]
         )
     finally:
