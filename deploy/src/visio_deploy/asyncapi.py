@@ -176,6 +176,29 @@ STREAMS = (
 )
 
 
+# What is read beyond the apps' subscribers, which `subscriptions` cannot see:
+# (reader, stream, summary). The ACLs (visio_deploy.acls) are made from these operations too.
+READS_BEYOND_THE_APPS = (
+    (
+        "partners",
+        "booking_replies",
+        "Each partner system reads the answers to its requests (its own principal, and its own "
+        "consumer group `<prefix>.partner.<system>`)",
+    ),
+    (
+        "consent",
+        "consents",
+        "consent reads its own events back, from the beginning and without a group, to "
+        "check the ledger's unsigned tail (`visio-rdv consent verify`)",
+    ),
+    (
+        "consent",
+        "consent_checkpoints",
+        "consent reads its signed checkpoints back, without a group, to verify the ledger",
+    ),
+)
+
+
 def generate(prefix: str = "visio-rdv") -> dict[str, Any]:
     topics = Topics(prefix)
     partitions = ServiceSettings.model_fields["topic_partitions"].default
@@ -212,6 +235,7 @@ def generate(prefix: str = "visio-rdv") -> dict[str, Any]:
             "receive", channel, list(named[name].messages), summary, group
         )
 
+    named = {stream.name: stream for stream in STREAMS}
     dead_letter_services: list[str] = []
     for subscription in subscriptions(prefix):
         for address in subscription.topics:
@@ -231,6 +255,12 @@ def generate(prefix: str = "visio-rdv") -> dict[str, Any]:
             )
         if subscription.service not in dead_letter_services:
             dead_letter_services.append(subscription.service)
+
+    for reader, name, summary in READS_BEYOND_THE_APPS:
+        channel = _channel_id(getattr(topics, name), prefix)
+        operations[f"{reader}.receive.{channel}"] = _operation(
+            "receive", channel, list(named[name].messages), summary, None
+        )
 
     messages["DeadLetter"] = _dead_letter_message()
     for service in dead_letter_services:

@@ -68,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=settings_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    up.add_argument(
+        "--production",
+        action="store_true",
+        help="every process in production mode: generated secrets (var/secrets), HTTPS and "
+        "SMTP STARTTLS with the development CA, the local broker waiver for tansu "
+        "(as VISIO_ENVIRONMENT=production)",
+    )
     up.set_defaults(handler=_up)
     stack = commands.add_parser(
         "stack", help="the stack `up` runs in this checkout: where each part answers"
@@ -104,10 +111,10 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(result or 0)
 
 
-def _up(_: argparse.Namespace) -> int:
+def _up(args: argparse.Namespace) -> int:
     from visio_deploy.up import main_up
 
-    return main_up()
+    return main_up(production=args.production)
 
 
 def _migrate(args: argparse.Namespace) -> int:

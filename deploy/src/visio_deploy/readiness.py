@@ -73,7 +73,9 @@ def wait_ready(stack: Stack, expected: Mapping[str, int], report: Callable[[str]
                 late = "; ".join(f"{name}: {why}" for name, why in sorted(pending.items()))
                 raise TimeoutError(f"not ready after {settings.ready_timeout_s:.0f}s: {late}")
             for name in sorted(pending):
-                url = f"http://{settings.host}:{settings.service_port(name)}/health/ready"
+                # The admin port: plain HTTP on loopback, whatever the public port speaks.
+                admin = settings.service_port(name) + 1000
+                url = f"http://{settings.host}:{admin}/health/ready"
                 try:
                     answer = client.get(url)
                     status, body = answer.status_code, answer.json()

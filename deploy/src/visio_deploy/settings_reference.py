@@ -44,6 +44,7 @@ def processes() -> list[Process]:
     from visio_meetings.settings import MeetingsSettings
     from visio_notifications.settings import NotificationsSettings
 
+    from visio_deploy.acls import AclSettings
     from visio_deploy.graph_emulator.settings import EmulatorSettings
     from visio_deploy.ops.alerts import AlertsSettings
     from visio_deploy.ops.settings import OpsSettings
@@ -57,6 +58,7 @@ def processes() -> list[Process]:
         Process("consent", "the CGU ledger and the right of access", ConsentSettings),
         Process("alerts", "emails to the Caf's team", AlertsSettings),
         Process("visio-rdv (ops, proof, consent commands)", "the command line", OpsSettings),
+        Process("visio-rdv ops acls", "the Kafka ACLs, from the AsyncAPI document", AclSettings),
         Process("visio-rdv up", "the local stack", UpSettings),
         Process("Graph emulator (local only)", "stands in for Microsoft 365", EmulatorSettings),
         Process("SMTP sink (local only)", "stands in for the mail relay", SmtpSinkSettings),

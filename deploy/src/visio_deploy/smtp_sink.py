@@ -41,6 +41,7 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from visio_deploy.fault_draws import Attempts, draw, fresh_seed, pick
@@ -69,6 +70,20 @@ class SmtpSinkSettings(BaseSettings):
     retention_days: float = 7.0
     # A log line per stored message (faults are always logged).
     log_messages: bool = False
+    tls_certfile: Path | None = Field(
+        default=None,
+        description="A server certificate (PEM): the sink then offers STARTTLS and refuses mail "
+        "without it, as a relay in production does (`visio-rdv up --production` gives the "
+        "development CA's).",
+    )
+    tls_keyfile: Path | None = Field(default=None, description="Its private key (PEM).")
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        if self.tls_certfile is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.tls_certfile, self.tls_keyfile)
+        return context
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@+=-]+")
@@ -431,6 +446,7 @@ def main() -> None:
         settings.mail_dir,
         settings.host,
         settings.port,
+        tls_context=settings.tls_context(),
         temp_fail_share=settings.temp_fail_share,
         drop_share=settings.drop_share,
         refuse_recipients=settings.refuse_recipients,
@@ -446,7 +462,13 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    log.info("SMTP sink on %s:%d, storing into %s", settings.host, settings.port, settings.mail_dir)
+    log.info(
+        "SMTP sink on %s:%d%s, storing into %s",
+        settings.host,
+        settings.port,
+        " (STARTTLS required)" if settings.tls_certfile else "",
+        settings.mail_dir,
+    )
     if sink.temp_fail_share or sink.drop_share:
         log.info(
             "faults: 451 to %.3g, dropped %.3g of tries, seed %d",

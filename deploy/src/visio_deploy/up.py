@@ -22,12 +22,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
+from typing import Literal
 
 import asyncpg
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from visio_booking.keys import create_api_key, key_is_valid
+from visio_booking.keys import API_KEYS
 from visio_runtime.kafka import ensure_topics
 from visio_runtime.local_stack import (
     STACK_FILE,
@@ -50,6 +51,13 @@ from visio_deploy.graph_emulator.settings import (
 from visio_deploy.migrate import migrate_all, service_dsns
 from visio_deploy.postgres import EmbeddedPostgres
 from visio_deploy.processes import spawn, stop, wait_for_port
+from visio_deploy.production_stack import (
+    alerts_env,
+    common_env,
+    ensure_secrets,
+    service_env,
+    smtp_sink_env,
+)
 from visio_deploy.readiness import expected_partitions, wait_ready
 from visio_deploy.stack import LOCAL_PARTNERS, SERVICES
 from visio_deploy.tansu import start_tansu
@@ -90,6 +98,23 @@ class UpSettings(BaseSettings):
     ready_timeout_s: float = Field(
         default=120.0, description="Seconds to wait for every process to be ready."
     )
+    environment: Literal["development", "production"] = Field(
+        default="development",
+        description="`production` (or `visio-rdv up --production`): every process in production "
+        "mode, with secrets generated under var/secrets, HTTPS and SMTP STARTTLS with the "
+        "development CA, and the local broker waiver for tansu (docs/production.md).",
+    )
+
+    @property
+    def production(self) -> bool:
+        return self.environment == "production"
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.production else "http"
+
+    def base_url(self, name: str) -> str:
+        return f"{self.scheme}://{self.host}:{self.service_port(name)}"
 
     def service_port(self, name: str) -> int:
         port: int = getattr(self, f"{name}_port")
@@ -227,9 +252,16 @@ def bring_up(stack: Stack) -> None:
         stack.postgres = EmbeddedPostgres(var / "pg")
         owner_dsn = stack.postgres.start()
         say(f"PostgreSQL: embedded, data in {var / 'pg'}")
-    applied = asyncio.run(migrate_all(owner_dsn))
+    production = settings.production
+    found = ensure_secrets(var) if production else None
+    passwords = found.database_passwords if found else None
+    if found is not None:
+        say(f"PRODUCTION MODE: secrets in {found.directory} (generated once, kept)")
+        if settings.database_url:
+            say("PRODUCTION MODE with DATABASE_URL: roles that exist keep their passwords")
+    applied = asyncio.run(migrate_all(owner_dsn, passwords))
     say(f"migrations: {sum(len(files) for files in applied.values())} applied")
-    dsns = service_dsns(owner_dsn)
+    dsns = service_dsns(owner_dsn, passwords)
     api_key = ensure_dev_api_key(owner_dsn, var / "dev-api-key")
 
     bootstrap = settings.kafka_bootstrap_servers or f"{host}:{settings.kafka_port}"
@@ -246,6 +278,17 @@ def bring_up(stack: Stack) -> None:
     )
     broker = "external" if settings.kafka_bootstrap_servers else "tansu"
     say(f"Kafka ({broker}): {bootstrap}, {len(created)} topics created")
+    # tansu cannot be a production cluster: the one waiver, said loudly (each process says it
+    # again at WARNING and counts it on /metrics). An external broker gets none: give it the
+    # Kafka settings production asks for.
+    waiver = production and broker == "tansu"
+    if waiver:
+        say(
+            "PRODUCTION CHECKS WAIVED FOR THE LOCAL BROKER (VISIO_PRODUCTION_LOCAL_BROKER_WAIVER): "
+            "tansu has no TLS, no SASL, no replication, no idempotent producer — "
+            "this stack is not a production deployment"
+        )
+    everyone = common_env(waiver=waiver) if production else {}
 
     ca = ensure_dev_ca(var / "dev-ca")
     graph_base = f"https://{host}:{settings.graph_port}"
@@ -256,6 +299,7 @@ def bring_up(stack: Stack) -> None:
             "GRAPH_EMULATOR_HOST": host,
             "GRAPH_EMULATOR_PORT": str(settings.graph_port),
             "GRAPH_EMULATOR_CA_DIR": str(var / "dev-ca"),
+            **({"GRAPH_EMULATOR_CLIENT_SECRET": found.graph_client_secret} if found else {}),
         },
     )
     stack.start(
@@ -265,6 +309,7 @@ def bring_up(stack: Stack) -> None:
             "SMTP_SINK_HOST": host,
             "SMTP_SINK_PORT": str(settings.smtp_port),
             "SMTP_SINK_MAIL_DIR": str(var / "mail"),
+            **(smtp_sink_env(ca) if production else {}),
         },
     )
     wait_for_port(host, settings.graph_port, 30, stack.processes[-2][1])
@@ -272,8 +317,8 @@ def bring_up(stack: Stack) -> None:
     say(f"Graph + Entra ID emulator: {graph_base}; SMTP sink: {host}:{settings.smtp_port}")
 
     link_keys = ensure_link_keys(var / "link-keys")
-    booking_url = f"http://{host}:{settings.booking_port}"
-    consent_url = f"http://{host}:{settings.consent_port}"
+    booking_url = settings.base_url("booking")
+    consent_url = settings.base_url("consent")
     for service in SERVICES:
         prefix = service.env_prefix
         env = {
@@ -308,14 +353,16 @@ def bring_up(stack: Stack) -> None:
                 "CONSENT_VAR_DIR": str(var / "consent"),
                 "CONSENT_BOOKING_PUBLIC_URL": booking_url,
             }
+        if found is not None:
+            env |= everyone | service_env(service.name, found, ca)
         stack.start(service.name, service.script, env)
-    start_alerts(stack, owner_dsn, bootstrap)
-    start_lag_exporter(stack, bootstrap)
+    start_alerts(stack, owner_dsn, bootstrap, everyone | (alerts_env(found, ca) if found else {}))
+    start_lag_exporter(stack, bootstrap, everyone)
 
     kafka = ServiceSettings(kafka_bootstrap_servers=bootstrap, topic_prefix=settings.topic_prefix)
     wait_ready(stack, asyncio.run(expected_partitions(kafka, LOCAL_PARTNERS)), say)
     recorded = record_stack(stack, owner_dsn, bootstrap)
-    booking = f"http://{host}:{settings.booking_port}"
+    booking = settings.base_url("booking")
     admin = f"http://{host}:{settings.booking_port + 1000}"
     say(f"booking API: {booking} (OpenAPI and /metrics on its admin port: {admin}/docs)")
     say(f"development API key (also in {var / 'dev-api-key'}): {api_key}")
@@ -356,10 +403,10 @@ def record_stack(stack: Stack, owner_dsn: str, bootstrap: str) -> LocalStack:
             f"embedded, data in {var / 'pg'}" if stack.postgres else database_label(owner_dsn)
         ),
         http={
-            **{name: f"http://{host}:{settings.service_port(name)}" for name in processes},
+            **{name: settings.base_url(name) for name in processes},
             LAG_EXPORTER: f"http://{host}:{settings.lag_exporter_port}",
         },
-        admin={
+        admin={  # always plain HTTP, on the internal network
             **{name: f"http://{host}:{settings.service_port(name) + 1000}" for name in processes},
             LAG_EXPORTER: f"http://{host}:{settings.lag_exporter_port}",
         },
@@ -376,7 +423,9 @@ def record_stack(stack: Stack, owner_dsn: str, bootstrap: str) -> LocalStack:
     return recorded
 
 
-def start_alerts(stack: Stack, owner_dsn: str, bootstrap: str) -> None:
+def start_alerts(
+    stack: Stack, owner_dsn: str, bootstrap: str, extra: dict[str, str] | None = None
+) -> None:
     """The alerts process (`visio-rdv ops alerts`): it runs its own migration, hence the owner
     connection; alert emails land in the same sink as the others."""
     settings = stack.settings
@@ -388,6 +437,7 @@ def start_alerts(stack: Stack, owner_dsn: str, bootstrap: str) -> None:
         "ALERTS_HTTP_PORT": str(settings.alerts_port),
         "ALERTS_SMTP_HOST": settings.host,
         "ALERTS_SMTP_PORT": str(settings.smtp_port),
+        **(extra or {}),
     }
     stack.launch("alerts", [installed_script("visio-rdv"), "ops", "alerts"], env)
 
@@ -395,13 +445,14 @@ def start_alerts(stack: Stack, owner_dsn: str, bootstrap: str) -> None:
 LAG_EXPORTER = "lag-exporter"
 
 
-def start_lag_exporter(stack: Stack, bootstrap: str) -> None:
+def start_lag_exporter(stack: Stack, bootstrap: str, extra: dict[str, str] | None = None) -> None:
     """`visio-rdv ops lag --serve-metrics`: every group's lag on /metrics, measured from outside
     the consumers, so a consumer that dies shows as growing lag (visio_deploy.ops.lag_exporter)."""
     settings = stack.settings
     env = {
         "VISIO_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "VISIO_TOPIC_PREFIX": settings.topic_prefix,
+        **(extra or {}),
     }
     listen = f"{settings.host}:{settings.lag_exporter_port}"
     argv = [installed_script("visio-rdv"), "ops", "lag", "--serve-metrics", listen]
@@ -432,9 +483,9 @@ def ensure_dev_api_key(owner_dsn: str, path: Path) -> str:
 async def _dev_api_key(owner_dsn: str, existing: str | None) -> str:
     conn = await asyncpg.connect(owner_dsn)
     try:
-        if existing and await key_is_valid(conn, existing):
+        if existing and await API_KEYS.is_valid(conn, existing):
             return existing
-        return await create_api_key(
+        return await API_KEYS.create(
             conn, "development (visio-rdv up)", ["appointments:write", "appointments:read"]
         )
     finally:
@@ -461,8 +512,14 @@ def settings_help() -> str:
     return "\n".join(lines)
 
 
-def main_up() -> int:
-    return run_up(UpSettings())
+def main_up(production: bool = False) -> int:
+    settings = UpSettings()
+    if production:
+        settings.environment = "production"
+    if settings.production:
+        # migrate (in this process) reads it too, and the processes `up` starts inherit it.
+        os.environ["VISIO_ENVIRONMENT"] = "production"
+    return run_up(settings)
 
 
 if __name__ == "__main__":

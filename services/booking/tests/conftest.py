@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from fastapi import FastAPI
 from pydantic import SecretStr
 from visio_booking.app import create_app
-from visio_booking.keys import create_api_key
+from visio_booking.keys import API_KEYS
 from visio_booking.settings import BookingSettings
 from visio_booking.store import SCHEMA
 from visio_deploy.testing import create_database, drop_database
@@ -179,7 +179,7 @@ async def start_booking(
     await migrate(owner_dsn, SCHEMA, "visio_booking")
     conn = await asyncpg.connect(owner_dsn)
     try:
-        keys = {name: await create_api_key(conn, name, scopes) for name, scopes in CALLERS.items()}
+        keys = {name: await API_KEYS.create(conn, name, scopes) for name, scopes in CALLERS.items()}
     finally:
         await conn.close()
     defaults: dict[str, Any] = {

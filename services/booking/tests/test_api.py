@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from visio_booking.keys import create_api_key, revoke_api_keys
+from visio_booking.keys import API_KEYS
 
 PROBLEM = "https://visio-rdv.caf.fr/problems/"
 
@@ -546,19 +546,19 @@ async def test_a_revoked_key_stops_at_once_and_a_rotated_one_keeps_the_appointme
 ) -> None:
     conn = await asyncpg.connect(booking.owner_dsn)
     try:
-        old = await create_api_key(
+        old = await API_KEYS.create(
             conn, "national-scheduler", ["appointments:write", "appointments:read"]
         )
         booking.keys["old"] = old
         appointment_id = await booking.book("old")
-        new = await create_api_key(conn, "national-scheduler", ["appointments:read"])
+        new = await API_KEYS.create(conn, "national-scheduler", ["appointments:read"])
         booking.keys["new"] = new
-        assert await revoke_api_keys(conn, "national-scheduler", key_id=None) == 2
+        assert await API_KEYS.revoke(conn, "national-scheduler", key_id=None) == 2
         revoked = await booking.client.get(
             f"/v1/appointments/{appointment_id}", headers=booking.auth("old")
         )
         assert problem_of(revoked, 401)["detail"] == "unknown or revoked API key"
-        booking.keys["newest"] = await create_api_key(
+        booking.keys["newest"] = await API_KEYS.create(
             conn, "national-scheduler", ["appointments:read"]
         )
     finally:

@@ -7,7 +7,7 @@ import asyncio
 
 import asyncpg
 import pytest
-from visio_booking.keys import key_is_valid
+from visio_booking.keys import API_KEYS
 from visio_booking.store import SCHEMA
 from visio_deploy import cli
 from visio_runtime.db import migrate
@@ -37,7 +37,7 @@ async def test_a_key_is_created_listed_and_revoked(
 
     conn = await asyncpg.connect(fresh_database)
     try:
-        assert await key_is_valid(conn, key)
+        assert await API_KEYS.is_valid(conn, key)
         stored = await conn.fetchval("SELECT key_hash FROM booking.api_keys")
         assert key not in stored, "only the hash is kept"
 
@@ -48,7 +48,7 @@ async def test_a_key_is_created_listed_and_revoked(
 
         assert await visio_rdv("booking", "api-key", "revoke", "--name", "caf-portal", *url) == 0
         assert "revoked 1 keys of 'caf-portal'" in capsys.readouterr().out
-        assert not await key_is_valid(conn, key)
+        assert not await API_KEYS.is_valid(conn, key)
         assert await visio_rdv("booking", "api-key", "revoke", "--name", "caf-portal", *url) == 1
         assert "revoked" in (
             await visio_rdv("booking", "api-key", "list", *url) == 0 and capsys.readouterr().out

@@ -12,7 +12,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from visio_booking.keys import create_api_key
+from visio_booking.keys import API_KEYS
 from visio_shared import publish_event
 from visio_shared.booking_requests import KNOWN_OUTCOMES, AppointmentOutcome
 
@@ -143,7 +143,7 @@ async def test_a_kafka_partner_and_the_api_key_of_the_same_name_are_two_callers(
     conn = await asyncpg.connect(booking.owner_dsn)
     try:
         with pytest.raises(ValueError, match="namespace is the Kafka partners'"):
-            await create_api_key(conn, f"kafka:{PORTAL}", ["appointments:read"])
+            await API_KEYS.create(conn, f"kafka:{PORTAL}", ["appointments:read"])
         with pytest.raises(asyncpg.CheckViolationError):
             await conn.execute(
                 "INSERT INTO booking.api_keys (key_hash, name, scopes) VALUES ($1, $2, $3)",

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 import rfc8785
 from pydantic import SecretStr
-from visio_consent.access import access_export, french_datetime
+from visio_consent.access import Asker, access_export, french_datetime
 from visio_consent.handlers import record_consent, record_contact_correction
 from visio_consent.ledger import subject_ref
 from visio_consent.settings import ConsentSettings
@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 SETTINGS = ConsentSettings(subject_key=SecretStr("test-subject-key"))
 TOPICS = Topics("visio-rdv-test")
 MakeEvent = Callable[..., AppointmentRequested]
+
+ASKER = Asker.command("dpo")
 
 
 def test_dates_are_said_in_french_in_the_appointments_zone() -> None:
@@ -55,7 +57,7 @@ async def test_an_export_lists_every_record_of_the_person_and_proves_each(
     ref = subject_ref("test-subject-key", mine.user.email)
 
     async with pool.acquire() as conn:
-        export = await access_export(conn, ref)
+        export = await access_export(conn, ref, ASKER)
 
     assert export.subject_ref == ref
     assert [(r.seq, r.kind) for r in export.records] == [
@@ -84,6 +86,8 @@ async def test_an_export_lists_every_record_of_the_person_and_proves_each(
     assert "3 enregistrements du registre vous concernent" in text
     assert f"{mine.user.first_name} {mine.user.last_name}, {mine.user.email}" in text
     assert "someone.else" not in text
+    assert "Qui a demandé ces données" in text
+    assert "par « dpo », agent de la Caf (ligne de commande)" in text
 
 
 async def test_after_a_correction_the_new_address_sees_its_appointments_history(
@@ -98,9 +102,9 @@ async def test_after_a_correction_the_new_address_sees_its_appointments_history(
     await record_contact_correction(correction, pool, publisher, SETTINGS, TOPICS)
 
     async with pool.acquire() as conn:
-        new = await access_export(conn, subject_ref("test-subject-key", "new@example.org"))
-        old = await access_export(conn, subject_ref("test-subject-key", event.user.email))
-        nobody = await access_export(conn, subject_ref("test-subject-key", "no@example.org"))
+        new = await access_export(conn, subject_ref("test-subject-key", "new@example.org"), ASKER)
+        old = await access_export(conn, subject_ref("test-subject-key", event.user.email), ASKER)
+        nobody = await access_export(conn, subject_ref("test-subject-key", "no@example.org"), ASKER)
 
     assert [r.kind for r in new.records] == [
         "cgu_accepted",

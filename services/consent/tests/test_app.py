@@ -19,7 +19,7 @@ from pydantic import SecretStr
 from visio_consent.app import create_app
 from visio_consent.checkpoints import read_file
 from visio_consent.handlers import record_consent
-from visio_consent.keys import create_api_key
+from visio_consent.keys import API_KEYS
 from visio_consent.settings import ConsentSettings
 from visio_runtime.testing import record_of
 from visio_shared import (
@@ -129,10 +129,11 @@ async def api(
     app = create_app(settings.model_copy(update={"kafka_bootstrap_servers": kafka_bootstrap}))
     wire(app, pool, publisher)
     keys = {
-        "operator": await create_api_key(superuser, "ops", ["consent:read"]),
-        "withdrawer": await create_api_key(superuser, "advisor-tool", ["consent:withdraw"]),
-        "portal": await create_api_key(superuser, "caf.fr", ["consent:read", "consent:withdraw"]),
-        "revoked": await create_api_key(superuser, "old", ["consent:read"]),
+        "operator": await API_KEYS.create(superuser, "ops", ["consent:read"]),
+        "signer": await API_KEYS.create(superuser, "checkpoint-job", ["consent:checkpoint"]),
+        "withdrawer": await API_KEYS.create(superuser, "advisor-tool", ["consent:withdraw"]),
+        "portal": await API_KEYS.create(superuser, "caf.fr", ["consent:read", "consent:withdraw"]),
+        "revoked": await API_KEYS.create(superuser, "old", ["consent:read"]),
     }
     await superuser.execute("UPDATE api_keys SET revoked_at = now() WHERE name = 'old'")
     transport = httpx.ASGITransport(app=app)
@@ -144,7 +145,7 @@ async def test_every_endpoint_needs_a_key_with_its_scope(api: Api) -> None:
     appointment = uuid.uuid4()
     calls = [
         ("GET", "/v1/ledger/verify", "consent:read"),
-        ("POST", "/v1/ledger/checkpoints", "consent:read"),
+        ("POST", "/v1/ledger/checkpoints", "consent:checkpoint"),
         ("POST", "/v1/access", "consent:read"),
         ("POST", f"/v1/appointments/{appointment}/recording-withdrawal", "consent:withdraw"),
     ]
@@ -153,10 +154,16 @@ async def test_every_endpoint_needs_a_key_with_its_scope(api: Api) -> None:
             answer = await api.client.request(method, path, headers=headers)
             assert answer.status_code == 401, (path, answer.text)
             assert answer.headers["content-type"] == "application/problem+json"
-        lacking = "withdrawer" if scope == "consent:read" else "operator"
-        answer = await api.client.request(method, path, headers=api.auth(lacking))
-        assert answer.status_code == 403, (path, answer.text)
-        assert scope in answer.json()["detail"]
+        # Every other scope is refused: reading the ledger does not let a key sign it.
+        lacking = {
+            "consent:read": ("withdrawer", "signer"),
+            "consent:checkpoint": ("operator", "portal", "withdrawer"),
+            "consent:withdraw": ("operator", "signer"),
+        }[scope]
+        for name in lacking:
+            answer = await api.client.request(method, path, headers=api.auth(name))
+            assert answer.status_code == 403, (path, name, answer.text)
+            assert scope in answer.json()["detail"]
 
 
 async def test_verify_and_checkpoint_over_http_catch_a_full_rewrite(
@@ -168,7 +175,7 @@ async def test_verify_and_checkpoint_over_http_catch_a_full_rewrite(
     make_event: MakeEvent,
 ) -> None:
     topics = Topics(settings.topic_prefix)
-    empty = await api.client.post("/v1/ledger/checkpoints", headers=api.auth("operator"))
+    empty = await api.client.post("/v1/ledger/checkpoints", headers=api.auth("signer"))
     assert (empty.status_code, empty.content) == (204, b"")  # nothing to sign
     for _ in range(2):
         await record_consent(make_event(), pool, publisher, settings, topics)
@@ -181,7 +188,7 @@ async def test_verify_and_checkpoint_over_http_catch_a_full_rewrite(
         await hook(runtime)
     assert runtime.metrics.value("ledger_head_seq") == 4
 
-    signed = await api.client.post("/v1/ledger/checkpoints", headers=api.auth("operator"))
+    signed = await api.client.post("/v1/ledger/checkpoints", headers=api.auth("signer"))
     assert signed.status_code == 201
     checkpoint = signed.json()
     assert (checkpoint["seq"], checkpoint["head_hash"]) == (4, unsigned.json()["head_hash"])
@@ -190,7 +197,7 @@ async def test_verify_and_checkpoint_over_http_catch_a_full_rewrite(
     # Signed through the fake publisher, the checkpoint is not on the topic: said, not failed.
     assert any("holds no checkpoint" in note for note in verified.json()["notes"])
     # The head has not moved: the same checkpoint, nothing new signed.
-    again = await api.client.post("/v1/ledger/checkpoints", headers=api.auth("operator"))
+    again = await api.client.post("/v1/ledger/checkpoints", headers=api.auth("signer"))
     assert (again.status_code, again.json()) == (200, checkpoint)
     assert [cp.model_dump() for cp in read_file(settings.checkpoints_path)] == [checkpoint]
     published = publisher.calls[-1]
@@ -203,7 +210,7 @@ async def test_verify_and_checkpoint_over_http_catch_a_full_rewrite(
     report = (await api.client.get("/v1/ledger/verify", headers=api.auth("operator"))).json()
     assert (report["ok"], report["broken_seq"], report["problem"]) == (False, 4, "altered")
     # And no checkpoint is signed over a history that does not verify.
-    refused = await api.client.post("/v1/ledger/checkpoints", headers=api.auth("operator"))
+    refused = await api.client.post("/v1/ledger/checkpoints", headers=api.auth("signer"))
     assert refused.status_code == 409
     assert refused.json()["report"]["problem"] == "altered"
     assert len(read_file(settings.checkpoints_path)) == 1
@@ -232,6 +239,18 @@ async def test_access_over_http(
     assert as_text.headers["content-type"].startswith("text/plain")
     assert "droit d'accès" in as_text.text and export["records"][1]["hash"] in as_text.text
 
+    # Each export is recorded, shown in the person's own export: who asked (the key's name), how,
+    # when; the second lists the first and itself.
+    assert [(r["requested_by"], r["channel"]) for r in export["access_requests"]] == [
+        ("ops", "api")
+    ]
+    assert as_text.text.count("par le système « ops » (API de la Caf)") == 2
+    portal = await api.client.post("/v1/access", json=body, headers=api.auth("portal"))
+    asked = portal.json()["access_requests"]
+    assert [r["requested_by"] for r in asked] == ["ops", "ops", "caf.fr"]
+    assert asked[0]["requested_at"] <= asked[1]["requested_at"] <= asked[2]["requested_at"]
+    assert asked[2]["when"].endswith("(heure de La Réunion)")
+
     for bad, field in (({"email": "not-an-email"}, "email"), ({**body, "name": "x"}, "name")):
         answer = await api.client.post("/v1/access", json=bad, headers=api.auth("operator"))
         assert answer.status_code == 422
@@ -239,6 +258,26 @@ async def test_access_over_http(
     huge = {"email": "a@example.org", "x": "y" * settings.max_body_bytes}
     answer = await api.client.post("/v1/access", json=huge, headers=api.auth("operator"))
     assert answer.status_code == 413
+
+
+async def test_no_export_leaves_without_its_record(
+    api: Api,
+    settings: ConsentSettings,
+    pool: asyncpg.Pool,
+    publisher: FakePublisher,
+    superuser: asyncpg.Connection,
+    make_event: MakeEvent,
+) -> None:
+    """Break the record on purpose: with the service unable to write it, nothing is exported."""
+    await record_consent(make_event(), pool, publisher, settings, Topics(settings.topic_prefix))
+    await superuser.execute("REVOKE INSERT ON access_requests FROM visio_consent")
+    body = {"email": "amelie.poulain@example.org"}
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await api.client.post("/v1/access", json=body, headers=api.auth("operator"))
+    assert await superuser.fetchval("SELECT count(*) FROM access_requests") == 0
+    await superuser.execute("GRANT INSERT ON access_requests TO visio_consent")
+    answer = await api.client.post("/v1/access", json=body, headers=api.auth("operator"))
+    assert len(answer.json()["access_requests"]) == 1
 
 
 async def test_a_body_that_is_not_a_request_is_a_problem_never_a_500(

@@ -4,6 +4,7 @@ exit statuses that scripts can rely on."""
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import re
 from collections.abc import Callable
@@ -13,8 +14,8 @@ import asyncpg
 import pytest
 from visio_consent.commands import main
 from visio_consent.handlers import record_consent
-from visio_consent.keys import hash_key
 from visio_consent.settings import ConsentSettings
+from visio_runtime.api_keys import hash_key
 from visio_shared import AppointmentRequested, Topics
 
 if TYPE_CHECKING:
@@ -95,6 +96,14 @@ async def test_access_command(
     assert await run("consent", "access", *dsn, "--email", event.user.email, "--json") == 0
     export = json.loads(capsys.readouterr().out)
     assert [record["seq"] for record in export["records"]] == [1, 2]
+    # Each export is recorded with who asked, and shown in the next one.
+    assert [(r["requested_by"], r["channel"]) for r in export["access_requests"]][-1] == (
+        getpass.getuser(),
+        "command",
+    )
+    assert await run("consent", "access", *dsn, "--email", event.user.email,
+                     "--requested-by", "DPO, courrier du 3 mars") == 0  # fmt: skip
+    assert "par « DPO, courrier du 3 mars », agent de la Caf" in capsys.readouterr().out
 
 
 async def test_api_key_create(
@@ -112,6 +121,28 @@ async def test_api_key_create(
     assert (row["name"], row["scopes"]) == ("caf.fr", ["consent:read", "consent:withdraw"])
     with pytest.raises(SystemExit):  # argparse refuses a scope that does not exist
         await run("consent", "api-key", "create", *argv, "--scope", "appointments:write")
+
+    # Listed without its secret, revoked at once: the same commands as booking's.
+    url = ["--database-url", database.owner_dsn]
+    assert await run("consent", "api-key", "create", *argv, "--scope", "consent:checkpoint") == 0
+    capsys.readouterr()
+    assert await run("consent", "api-key", "list", *url) == 0
+    listing = capsys.readouterr().out
+    assert "consent:read consent:withdraw" in listing and "consent:checkpoint" in listing
+    assert key not in listing and listing.count("active") == 2
+    first_id = await superuser.fetchval(
+        "SELECT id FROM api_keys WHERE key_hash = $1", hash_key(key)
+    )
+    revoke = ["consent", "api-key", "revoke", "--name", "caf.fr", "--id", str(first_id), *url]
+    assert await run(*revoke) == 0
+    assert f"revoked 1 key {first_id} of 'caf.fr'" in capsys.readouterr().out
+    assert await run(*revoke) == 1  # nothing left to revoke under that id
+    assert (
+        await superuser.fetchval(
+            "SELECT count(*) FROM api_keys WHERE revoked_at IS NULL AND name = 'caf.fr'"
+        )
+        == 1
+    )
 
 
 async def test_bench_prints_appends_per_second(

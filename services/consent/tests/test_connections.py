@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 import pytest
 from pydantic import SecretStr
-from visio_consent.access import access_export
+from visio_consent.access import Asker, access_export
 from visio_consent.connections import record_meeting_outcome
 from visio_consent.handlers import record_consent
 from visio_consent.ledger import subject_ref
@@ -34,6 +34,8 @@ SETTINGS = ConsentSettings(subject_key=SecretStr("test-subject-key"))
 TOPICS = Topics("visio-rdv-test")
 MEETING = "MSo1YTQ5ZjNhNi1tZWV0aW5n"
 START = datetime(2025, 3, 8, 9, 15, tzinfo=UTC)  # 13 h 15 at La Réunion
+
+ASKER = Asker.command("dpo")
 
 
 def _stay(joined_min: int, left_min: int) -> AttendanceInterval:
@@ -103,7 +105,7 @@ async def test_what_happened_joins_what_was_accepted_in_the_proof(
     ref = subject_ref("test-subject-key", booked.user.email)
     async with pool.acquire() as conn:
         assert (await verify(conn)).ok
-        export = await access_export(conn, ref)
+        export = await access_export(conn, ref, ASKER)
     stored = export.records[2].record
     assert stored["subject_ref"] == ref and stored["source_event_id"] == str(attendance.event_id)
     assert [p["role"] for p in stored["participants"]] == ["organizer", "public"]
@@ -143,7 +145,9 @@ async def test_a_no_show_and_an_unavailable_report_are_said_too(
 
     async with pool.acquire() as conn:
         assert (await verify(conn)).ok
-        export = await access_export(conn, subject_ref("test-subject-key", missed.user.email))
+        export = await access_export(
+            conn, subject_ref("test-subject-key", missed.user.email), ASKER
+        )
     text = export.text()
     assert "Vous ne vous êtes pas connecté(e) à l'entretien." in text
     assert "Connexions à l'entretien : relevé indisponible" in text

@@ -14,7 +14,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from visio_consent.app import create_app
 from visio_consent.checkpoints import read_file, read_topic
-from visio_consent.keys import create_api_key
+from visio_consent.keys import API_KEYS
 from visio_consent.settings import ConsentSettings
 from visio_runtime.testing import wait_until
 from visio_shared import (
@@ -62,7 +62,7 @@ async def test_record_access_withdraw_and_checkpoint_end_to_end(
             "checkpoint_interval_s": 0.2,
         }
     )
-    key = await create_api_key(superuser, "caf.fr", ["consent:read", "consent:withdraw"])
+    key = await API_KEYS.create(superuser, "caf.fr", ["consent:read", "consent:withdraw"])
     auth = {"Authorization": f"Bearer {key}"}
     app = create_app(settings)
     runtime: Any = app.state.runtime

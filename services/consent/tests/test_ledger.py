@@ -116,6 +116,9 @@ async def test_service_role_can_neither_rewrite_nor_fork(
             "INSERT INTO api_keys (key_hash, name, scopes) "
             "VALUES (repeat('a', 64), 'me', '{consent:read}')",
             "UPDATE api_keys SET revoked_at = NULL",
+            # Who asked for whose records: added to, never changed or removed.
+            "UPDATE access_requests SET requested_by = 'nobody'",
+            "DELETE FROM access_requests",
             "DELETE FROM appointments",
             "DELETE FROM processed_events",
         ):
@@ -256,7 +259,11 @@ async def test_002_upgrades_a_ledger_written_under_001(
 
     applied = await migrate(database.owner_dsn, SCHEMA, SERVICE_PASSWORD)
 
-    assert applied == ["002_checkpoints_access_withdrawal.sql", "003_self_service.sql"]
+    assert applied == [
+        "002_checkpoints_access_withdrawal.sql",
+        "003_self_service.sql",
+        "004_api_key_ids_checkpoint_scope_access_log.sql",
+    ]
     context = await superuser.fetchrow("SELECT * FROM appointments")
     assert (str(context["appointment_id"]), context["subject_ref"], context["timezone"]) == (
         appointment,

@@ -22,7 +22,7 @@ import pytest
 from aiokafka.structs import ConsumerRecord
 from fastapi import FastAPI
 from pydantic import SecretStr
-from visio_consent.access import access_export
+from visio_consent.access import Asker, access_export
 from visio_consent.app import create_app
 from visio_consent.handlers import record_consent, record_contact_correction
 from visio_consent.selfservice import WITHDRAW_ACTION
@@ -319,8 +319,14 @@ async def test_consents_page_shows_the_records_with_their_proof_and_the_export_m
         ref = await conn.fetchval(
             "SELECT subject_ref FROM appointments WHERE appointment_id = $1", event.appointment_id
         )
-        expected = (await access_export(conn, ref)).model_dump(mode="json")
-    del exported["generated_at"], expected["generated_at"]
+        expected = (await access_export(conn, ref, Asker.command("test"))).model_dump(mode="json")
+    # The page and the download were each recorded as the person's own request; the test's own
+    # export (an operator's) comes after them.
+    assert [r["channel"] for r in exported["access_requests"]] == ["self_service"] * 2
+    assert [r["channel"] for r in expected["access_requests"]] == ["self_service"] * 2 + ["command"]
+    assert "par vous, depuis votre lien personnel" in shown
+    for compared in (exported, expected):
+        del compared["generated_at"], compared["access_requests"]
     assert exported == expected
     assert [record["seq"] for record in exported["records"]] == [row["seq"] for row in rows]
 

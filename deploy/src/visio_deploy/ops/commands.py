@@ -130,6 +130,24 @@ def register(subparsers: Any) -> None:
     cmd.add_argument("--dry-run", action="store_true", help="count, remove nothing")
     cmd.set_defaults(handler=_run(_purge, uses=("database", "kafka", "mail")))
 
+    cmd = commands.add_parser(
+        "acls",
+        help="the Kafka ACLs of every process and partner, as kafka-acls invocations, made from "
+        "the AsyncAPI document (partners: VISIO_KAFKA_PARTNERS or BOOKING_PARTNERS)",
+    )
+    cmd.add_argument("--bootstrap-server", default="kafka:9093", help="the brokers' SASL_SSL port")
+    cmd.add_argument(
+        "--command-config",
+        default="/etc/kafka/admin.properties",
+        help="the admin principal's client properties, as kafka-acls reads them",
+    )
+    cmd.add_argument(
+        "--partner",
+        action="append",
+        help="a partner system (repeatable); replaces the settings' list",
+    )
+    cmd.set_defaults(handler=_acls)
+
     cmd = commands.add_parser("alerts", help="run the alerts process (group visio-rdv.alerts)")
     cmd.set_defaults(handler=_alerts)
 
@@ -422,6 +440,16 @@ def _check_monitoring(_: argparse.Namespace) -> int:
         print(problem)
     print(f"{len(problems)} problem(s) in the rules and dashboards against {len(pages)} processes")
     return 1 if problems else 0
+
+
+def _acls(args: argparse.Namespace) -> int:
+    from visio_deploy.acls import AclSettings, render, system_acls
+
+    settings = AclSettings()
+    if args.partner is not None:
+        settings = settings.model_copy(update={"kafka_partners": args.partner})
+    print(render(system_acls(settings), args.bootstrap_server, args.command_config), end="")
+    return 0
 
 
 def _alerts(_: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ import uuid
 import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from visio_booking.keys import create_api_key, revoke_api_keys
+from visio_booking.keys import API_KEYS
 from visio_shared import Headers, Topics
 from visio_shared.events import MeetingReady
 
@@ -34,10 +34,10 @@ async def _access(proof: ProofStack) -> Report:
     report = Report("access")
     conn = await asyncpg.connect(proof.owner_dsn)
     try:
-        reader = await create_api_key(conn, "proof-reader", ["appointments:read"])
-        other = await create_api_key(conn, "proof-other", ["appointments:read"])
-        revoked = await create_api_key(conn, "proof-revoked", ["appointments:write"])
-        await revoke_api_keys(conn, "proof-revoked")
+        reader = await API_KEYS.create(conn, "proof-reader", ["appointments:read"])
+        other = await API_KEYS.create(conn, "proof-other", ["appointments:read"])
+        revoked = await API_KEYS.create(conn, "proof-revoked", ["appointments:write"])
+        await API_KEYS.revoke(conn, "proof-revoked")
     finally:
         await conn.close()
     body = bookings.booking_body(random.Random(11))

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import asyncpg
 import httpx
 from hypothesis import HealthCheck, given, seed, settings
-from visio_consent.keys import create_api_key
+from visio_consent.keys import API_KEYS
 from visio_runtime.settings import ServiceSettings
 from visio_shared import Topics
 
@@ -151,7 +151,7 @@ def _client(proof: ProofStack, service: str, key: str | None = None) -> httpx.Cl
 async def _consent_key(owner_dsn: str) -> str:
     conn = await asyncpg.connect(owner_dsn)
     try:
-        return await create_api_key(conn, "proof-hostile", ["consent:read"])
+        return await API_KEYS.create(conn, "proof-hostile", ["consent:read"])
     finally:
         await conn.close()
 

@@ -1,37 +1,22 @@
 """Who is calling: `Authorization: Bearer <api key>`, looked up on every request (a revoked key
-stops working at once). No key → 401; a key without the scope → 403."""
+stops working at once) by `visio_runtime.api_keys`. No key → 401; a key without the scope → 403."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: FastAPI reads `check`'s annotation, which names a
+# dependency made in `require`, at runtime.
 
 from typing import Annotated, Any
 
-from fastapi import Depends, Request, Security
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from visio_runtime.problems import Problem
+from fastapi import Depends
+from visio_runtime.api_keys import KeyHolder
 
 from visio_booking.appointments import Caller
-from visio_booking.keys import ADMIN, holder_of
-
-CHALLENGE = {"WWW-Authenticate": "Bearer"}
-bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <api key>")
+from visio_booking.keys import ADMIN, API_KEYS
 
 
 def require(scope: str) -> Any:
-    async def check(
-        request: Request,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
-    ) -> Caller:
-        if credentials is None or credentials.scheme.lower() != "bearer":
-            raise Problem(
-                401, "unauthorized", "Unauthorized", "send Authorization: Bearer <key>", CHALLENGE
-            )
-        holder = await holder_of(request.app.state.runtime.db, credentials.credentials)
-        if holder is None:
-            raise Problem(
-                401, "unauthorized", "Unauthorized", "unknown or revoked API key", CHALLENGE
-            )
-        if not holder.allows(scope):
-            raise Problem(403, "forbidden", "Forbidden", f"this key lacks the scope {scope!r}")
+    authenticated = API_KEYS.authenticator(scope)
+
+    async def check(holder: Annotated[KeyHolder, Depends(authenticated)]) -> Caller:
         return Caller(
             name=holder.name, admin=ADMIN in holder.scopes, key_id=holder.key_id, channel="api"
         )

@@ -6,14 +6,20 @@ happened: their consents, then their connections to each meeting and its recordi
 A person's records are those chained under their subject_ref and, for an appointment whose
 address was corrected to theirs, that appointment's records before the correction: the consent
 that governs their appointment was recorded under the old address.
+
+Every export is recorded before it is made (`consent.access_requests`: who asked, for whose
+subject_ref, when, by which channel) and each export lists them all, this one included: the
+person sees who else looked at their records. `access_export` is the only way to an export and
+takes the asker, so no path forgets it.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -107,11 +113,52 @@ class KeptData(BaseModel):
     retain_until: datetime
 
 
+Channel = Literal["api", "command", "self_service"]
+
+
+@dataclass(frozen=True)
+class Asker:
+    """Who asks for an export, and how."""
+
+    requested_by: str
+    channel: Channel
+
+    @classmethod
+    def api(cls, key_name: str) -> Asker:
+        return cls(key_name, "api")
+
+    @classmethod
+    def command(cls, operator: str) -> Asker:
+        return cls(operator, "command")
+
+    @classmethod
+    def person(cls) -> Asker:
+        return cls("the person, from their link", "self_service")
+
+
+class AccessRequestSeen(BaseModel):
+    """One recorded export of this person's records."""
+
+    requested_at: datetime
+    requested_by: str
+    channel: Channel
+    when: str  # in French, in the time zone of the export
+
+    def describe(self) -> str:
+        if self.channel == "self_service":
+            return f"Le {self.when} : par vous, depuis votre lien personnel"
+        if self.channel == "api":
+            return f"Le {self.when} : par le système « {self.requested_by} » (API de la Caf)"
+        return f"Le {self.when} : par « {self.requested_by} », agent de la Caf (ligne de commande)"
+
+
 class AccessExport(BaseModel):
     subject_ref: str
     generated_at: datetime
     records: list[AccessRecord]
     personal_data: list[KeptData]
+    # Every export of these records, this one included, oldest first.
+    access_requests: list[AccessRequestSeen] = []
     how_to_verify: str = HOW_TO_VERIFY
 
     def text(self) -> str:
@@ -149,6 +196,8 @@ class AccessExport(BaseModel):
                 f"{kept.email} — conservées jusqu'au {french_date(kept.retain_until, zone)}, "
                 "puis effacées."
             )
+        lines += ["", "Qui a demandé ces données"]
+        lines += [f"   {seen.describe()}" for seen in self.access_requests]
         lines += ["", "Comment vérifier", HOW_TO_VERIFY, ""]
         return "\n".join(lines)
 
@@ -235,7 +284,19 @@ ORDER BY l.seq
 """
 
 
-async def access_export(conn: asyncpg.Connection, ref: str) -> AccessExport:
+async def access_export(conn: asyncpg.Connection, ref: str, asker: Asker) -> AccessExport:
+    """Record that `asker` asked for `ref`'s records, then export them (the request included)."""
+    async with conn.transaction():
+        await conn.execute(
+            "INSERT INTO access_requests (subject_ref, requested_by, channel) VALUES ($1, $2, $3)",
+            ref,
+            asker.requested_by,
+            asker.channel,
+        )
+        return await _read_export(conn, ref)
+
+
+async def _read_export(conn: asyncpg.Connection, ref: str) -> AccessExport:
     records = []
     for row in await conn.fetch(_RECORDS, ref):
         record = json.loads(row["payload"])
@@ -261,9 +322,19 @@ async def access_export(conn: asyncpg.Connection, ref: str) -> AccessExport:
         "WHERE subject_ref = $1 ORDER BY retain_until",
         ref,
     )
+    zone = records[-1].timezone if records else METROPOLITAN_TIMEZONE
+    asked = await conn.fetch(
+        "SELECT requested_at, requested_by, channel FROM access_requests "
+        "WHERE subject_ref = $1 ORDER BY requested_at, id",
+        ref,
+    )
     return AccessExport(
         subject_ref=ref,
         generated_at=datetime.now(UTC),
         records=records,
         personal_data=[KeptData(**dict(row)) for row in kept],
+        access_requests=[
+            AccessRequestSeen(**dict(row), when=french_datetime(row["requested_at"], zone))
+            for row in asked
+        ],
     )

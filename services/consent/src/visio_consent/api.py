@@ -7,17 +7,17 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from aiokafka.errors import KafkaError
-from fastapi import APIRouter, Depends, Request, Response, Security
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import PlainTextResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, EmailStr
+from visio_runtime.api_keys import KeyHolder
 from visio_runtime.bodies import read_json_body
 from visio_runtime.problems import PROBLEM_JSON, Problem
 
-from visio_consent.access import AccessExport, access_export
+from visio_consent.access import AccessExport, Asker, access_export
 from visio_consent.audit import verify_with_witnesses
 from visio_consent.checkpoints import Checkpointer
-from visio_consent.keys import Caller, caller_of
+from visio_consent.keys import API_KEYS, CHECKPOINT, READ, WITHDRAW
 from visio_consent.ledger import subject_ref
 from visio_consent.settings import ConsentSettings
 from visio_consent.signing import Checkpoint
@@ -25,7 +25,6 @@ from visio_consent.verify import VerifyReport
 from visio_consent.withdrawal import NothingToWithdraw, UnknownAppointment, withdraw_recording
 
 router = APIRouter()
-bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <api key>")
 
 PROBLEMS: dict[int | str, dict[str, Any]] = {
     status: {"description": text, "content": {PROBLEM_JSON: {}}}
@@ -48,20 +47,7 @@ def _checkpointer(request: Request) -> Checkpointer:
 
 
 def require(scope: str) -> Any:
-    async def check(
-        request: Request,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
-    ) -> Caller:
-        if credentials is None:
-            raise Problem(401, "unauthorized", "Unauthorized", "send Authorization: Bearer <key>")
-        caller = await caller_of(_runtime(request).db, credentials.credentials)
-        if caller is None:
-            raise Problem(401, "unauthorized", "Unauthorized", "unknown or revoked API key")
-        if scope not in caller.scopes:
-            raise Problem(403, "forbidden", "Forbidden", f"this key lacks the scope {scope!r}")
-        return caller
-
-    return Depends(check)
+    return Depends(API_KEYS.authenticator(scope))
 
 
 @router.get(
@@ -72,9 +58,7 @@ def require(scope: str) -> Any:
     "topic and the unsigned tail against its ConsentRecorded events; name the first break "
     "(docs/consent-ledger.md)",
 )
-async def verify_ledger(
-    request: Request, _: Annotated[Caller, require("consent:read")]
-) -> VerifyReport:
+async def verify_ledger(request: Request, _: Annotated[KeyHolder, require(READ)]) -> VerifyReport:
     checkpointer = _checkpointer(request)
     try:
         async with _runtime(request).db.acquire() as conn:
@@ -102,7 +86,7 @@ async def verify_ledger(
     summary="Sign a checkpoint of the verified head now, if it moved (it changes no record)",
 )
 async def take_checkpoint(
-    request: Request, response: Response, _: Annotated[Caller, require("consent:read")]
+    request: Request, response: Response, _: Annotated[KeyHolder, require(CHECKPOINT)]
 ) -> Any:
     runtime = _runtime(request)
     async with runtime.db.acquire() as conn:
@@ -137,7 +121,8 @@ class AccessRequest(BaseModel):
         413: {"description": "Body too large"},
     },
     summary="Every record of one person (CGU article 8), as JSON or, with Accept: text/plain, "
-    "in French",
+    "in French; the request itself is recorded (this key's name, when) and shown in every later "
+    "export of that person",
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -146,14 +131,14 @@ class AccessRequest(BaseModel):
     },
 )
 async def right_of_access(
-    request: Request, _: Annotated[Caller, require("consent:read")]
+    request: Request, caller: Annotated[KeyHolder, require(READ)]
 ) -> Response:
     settings: ConsentSettings = _runtime(request).settings
     # The email stays in this request: it is never logged, and only its HMAC is looked up.
     wanted = AccessRequest.model_validate(await read_json_body(request, settings.max_body_bytes))
     ref = subject_ref(settings.subject_key.get_secret_value(), wanted.email)
     async with _runtime(request).db.acquire() as conn:
-        export: AccessExport = await access_export(conn, ref)
+        export: AccessExport = await access_export(conn, ref, Asker.api(caller.name))
     if _prefers_text(request):
         return PlainTextResponse(export.text())
     return Response(export.model_dump_json(), media_type="application/json")
@@ -189,7 +174,7 @@ async def withdraw(
     appointment_id: uuid.UUID,
     request: Request,
     response: Response,
-    caller: Annotated[Caller, require("consent:withdraw")],
+    caller: Annotated[KeyHolder, require(WITHDRAW)],
 ) -> WithdrawalView:
     runtime = _runtime(request)
     try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -26,6 +27,7 @@ from typing import Any
 
 import asyncpg
 from aiokafka.errors import KafkaError
+from visio_runtime.api_key_commands import register_api_key_commands
 from visio_runtime.kafka import ensure_topics, make_broker
 from visio_runtime.local_stack import (
     Lookup,
@@ -44,11 +46,11 @@ from visio_runtime.local_stack import (
 )
 from visio_shared import Topics
 
-from visio_consent.access import access_export
+from visio_consent.access import Asker, access_export
 from visio_consent.audit import verify_with_witnesses
 from visio_consent.bench import run_bench
 from visio_consent.checkpoints import Checkpointer
-from visio_consent.keys import SCOPES, create_api_key
+from visio_consent.keys import API_KEYS
 from visio_consent.ledger import SCHEMA, subject_ref
 from visio_consent.settings import ConsentSettings
 from visio_consent.signing import load_signing_key, trusted_keys
@@ -103,17 +105,15 @@ def register(subparsers: Any) -> None:
     _ledger_dsn_argument(access)
     access.add_argument("--email", required=True, help="the person's email address")
     access.add_argument("--json", action="store_true", help="JSON instead of French text")
+    access.add_argument(
+        "--requested-by",
+        default=getpass.getuser(),
+        help="who asks, as the person will read it in their export (default: your login name); "
+        "every export is recorded",
+    )
     access.set_defaults(handler=_access)
 
-    api_key = commands.add_parser("api-key", help="API keys of consent's HTTP API")
-    api_key_commands = api_key.add_subparsers(dest="api_key_command", required=True)
-    create = api_key_commands.add_parser("create", help="create a key; it is printed once")
-    owner_url_argument(create)
-    create.add_argument("--name", required=True, help="the calling system, e.g. caf.fr")
-    create.add_argument(
-        "--scope", action="append", required=True, choices=SCOPES, help="repeat for several"
-    )
-    create.set_defaults(handler=_create_api_key)
+    register_api_key_commands(commands, API_KEYS)
 
     bench = commands.add_parser(
         "bench", help="appends per second, on a scratch database that is dropped afterwards"
@@ -263,29 +263,11 @@ def _access(args: argparse.Namespace) -> int:
     ref = subject_ref(ledger.settings.subject_key.get_secret_value(), args.email)
 
     async def work(conn: asyncpg.Connection) -> int:
-        export = await access_export(conn, ref)
+        export = await access_export(conn, ref, Asker.command(args.requested_by))
         print(export.model_dump_json(indent=2) if args.json else export.text())
         return EXIT_OK
 
     return _run(work, ledger.dsn)
-
-
-def _create_api_key(args: argparse.Namespace) -> int:
-    owner = command_owner_url(args.database_url, "visio-rdv consent api-key create")
-    if owner is None:
-        return EXIT_UNREACHABLE
-
-    async def work(conn: asyncpg.Connection) -> int:
-        key = await create_api_key(conn, args.name, args.scope)
-        print(key)
-        print(
-            f"API key for {args.name} ({', '.join(sorted(set(args.scope)))}): shown once, "
-            "stored only as its SHA-256",
-            file=sys.stderr,
-        )
-        return EXIT_OK
-
-    return _run(work, owner)
 
 
 def _bench(args: argparse.Namespace) -> int:

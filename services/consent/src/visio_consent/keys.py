@@ -1,45 +1,17 @@
-"""API keys of consent's callers: each its own key, stored as SHA-256, with scopes."""
+"""Consent's API keys: its scopes, kept and checked by `visio_runtime.api_keys` (one
+implementation for every service with an API).
+
+- `consent:read`: verify the ledger, and the right of access (each export is recorded);
+- `consent:checkpoint`: sign a checkpoint of the verified head — the act of a scheduled job
+  with the service's signing key, not of whoever may read;
+- `consent:withdraw`: withdraw an appointment's recording authorisation.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import secrets
-from dataclasses import dataclass
+from visio_runtime.api_keys import ApiKeys
 
-import asyncpg
+READ, CHECKPOINT, WITHDRAW = "consent:read", "consent:checkpoint", "consent:withdraw"
+SCOPES = (READ, CHECKPOINT, WITHDRAW)
 
-SCOPES = ("consent:read", "consent:withdraw")
-
-
-@dataclass(frozen=True)
-class Caller:
-    name: str
-    scopes: tuple[str, ...]
-
-
-def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-async def create_api_key(conn: asyncpg.Connection, name: str, scopes: list[str]) -> str:
-    """Create a key (owner connection: the service itself only reads keys); return it once."""
-    unknown = set(scopes) - set(SCOPES)
-    if unknown or not scopes:
-        raise ValueError(f"scopes must be among {list(SCOPES)}; got {sorted(scopes)}")
-    key = "vrdv_consent_" + secrets.token_urlsafe(32)
-    await conn.execute(
-        "INSERT INTO consent.api_keys (key_hash, name, scopes) VALUES ($1, $2, $3)",
-        hash_key(key),
-        name,
-        sorted(set(scopes)),
-    )
-    return key
-
-
-async def caller_of(pool: asyncpg.Pool, key: str) -> Caller | None:
-    """Who holds this key, or None if it is unknown or revoked."""
-    row = await pool.fetchrow(
-        "SELECT name, scopes FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
-        hash_key(key),
-    )
-    return Caller(row["name"], tuple(row["scopes"])) if row else None
+API_KEYS = ApiKeys(service="consent", schema="consent", scopes=SCOPES, prefix="vrdv_consent_")

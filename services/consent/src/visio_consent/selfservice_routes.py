@@ -32,6 +32,7 @@ from visio_shared.links import (
 from visio_consent.access import (
     HOW_TO_VERIFY,
     AccessExport,
+    Asker,
     access_export,
     french_date,
     french_datetime,
@@ -254,7 +255,7 @@ def router(settings: ConsentSettings, keys: LinkKeys) -> APIRouter:
             linked = await open_link(conn, keys, token, LinkPurpose.CONSENTS, limit)
             if linked.ahead:  # the person consent knows may be the old address's
                 raise LinkRefused(Refusal.UPDATING)
-            return linked, await access_export(conn, linked.subject_ref)
+            return linked, await access_export(conn, linked.subject_ref, Asker.person())
 
     async def form_field(request: Request, name: str) -> str:
         return (await read_form(request, settings.max_body_bytes)).get(name, "")
@@ -308,6 +309,7 @@ def _consents_view(linked: LinkedAppointment, export: AccessExport) -> dict[str,
     return {
         "records": records,
         "kept": kept,
+        "asked": [seen.describe() for seen in export.access_requests],
         "subject_ref": export.subject_ref,
         "how_to_verify": HOW_TO_VERIFY,
     }
