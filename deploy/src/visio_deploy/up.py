@@ -283,6 +283,8 @@ def bring_up(stack: Stack) -> None:
                 "NOTIFICATIONS_SMTP_PORT": str(settings.smtp_port),
                 "NOTIFICATIONS_BOOKING_PUBLIC_URL": booking_url,
                 "NOTIFICATIONS_CONSENT_PUBLIC_URL": consent_url,
+                # An erasure deletes the person's emails from the sink too.
+                "NOTIFICATIONS_MAIL_SINK_DIR": str(var / "mail"),
             }
         if service.name == "consent":
             # The dev checkpoint-signing key and the checkpoint file live with the rest of var/.

@@ -6,9 +6,9 @@ from __future__ import annotations
 from fastapi import FastAPI
 from visio_runtime import problems
 from visio_runtime.service import build_runtime, create_service_app
-from visio_shared import AppointmentEvent
+from visio_shared import AppointmentEvent, PersonalDataErased
 
-from visio_booking import api, fresh_link_api, openapi, pages_api
+from visio_booking import api, erasure, erasure_api, fresh_link_api, openapi, pages_api
 from visio_booking.appointments import Context
 from visio_booking.handlers import STATUS_EVENTS, follow_status
 from visio_booking.inbound import InboundRequests, subscribe
@@ -37,6 +37,11 @@ def create_app(settings: BookingSettings | None = None) -> FastAPI:
 
     for model in STATUS_EVENTS:
         runtime.consumer.on(model)(on_status_event)
+
+    @runtime.consumer.on(PersonalDataErased)
+    async def on_erased(event: PersonalDataErased) -> None:
+        await erasure.on_erased(runtime.db, event)
+
     subscribe(runtime, InboundRequests(runtime, ctx, settings))
 
     relay = OutboxRelay(
@@ -60,6 +65,7 @@ def create_app(settings: BookingSettings | None = None) -> FastAPI:
     app.state.outbox = relay
     problems.install(app)
     app.include_router(api.router)
+    app.include_router(erasure_api.router)
     link_keys = settings.link_ring()
     if link_keys is not None:  # without keys no link can be read: the pages do not exist
         app.state.self_service = Site(settings, link_keys, ctx, runtime)

@@ -235,4 +235,6 @@ def subscribe(runtime: Runtime, inbound: InboundRequests) -> None:
     requests go to `inbound`, the other services' events to their handlers."""
     topics = runtime.topics
     runtime.consumer.on_topic(topics.booking_requests, inbound, LABEL)
-    runtime.consumer.subscribe(topics.booking_requests, topics.meetings, topics.notifications)
+    runtime.consumer.subscribe(
+        topics.booking_requests, topics.meetings, topics.notifications, topics.consents
+    )

@@ -20,6 +20,7 @@ SCOPES = (
     "appointments:write",
     "appointments:read",
     "appointments:admin",
+    "personal-data:erase",  # erase a person's data in every service (not implied by admin)
 )
 ADMIN = "appointments:admin"
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 from visio_runtime.db import mark_processed
+from visio_runtime.erasure import is_erased
 from visio_runtime.errors import Poison
 from visio_shared import (
     CGU_VERSIONS,
@@ -44,17 +45,23 @@ async def record_consent(
     publisher: Publisher,
     settings: ConsentSettings,
     topics: Topics,
-) -> ConsentRecorded:
+) -> ConsentRecorded | None:
     """Append the CGU acceptance and the recording choice of one appointment request to the
     ledger, keep the person's details beside it until retention ends, announce ConsentRecorded.
 
     A redelivered event appends nothing (the processed-event marker commits with the records)
     but announces the same ConsentRecorded again, in case the first publish was lost after
     commit. Raises Poison for a CGU version or text digest this system never published.
+    None for an appointment whose person was erased: nothing is kept or announced.
     """
     _check_cgu(event.consent)
     ref = subject_ref(settings.subject_key.get_secret_value(), event.user.email)
     async with pool.acquire() as conn, conn.transaction():
+        if await is_erased(conn, event.appointment_id):
+            # Erased: a replayed request keeps no details again and chains nothing more.
+            await mark_processed(conn, event.event_id, event.event_type)
+            log.info("consent: %s of an erased appointment skipped", event.event_type)
+            return None
         if await mark_processed(conn, event.event_id, event.event_type):
             until = store.retain_until(event, settings.subject_retention_days)
             await store.keep_subject(conn, ref, event.appointment_id, event.user, until)
@@ -114,6 +121,11 @@ async def record_contact_correction(
     """
     ref = subject_ref(settings.subject_key.get_secret_value(), event.user.email)
     async with pool.acquire() as conn, conn.transaction():
+        if await is_erased(conn, event.appointment_id):
+            # Erased: a partner's late correction must not write the person back.
+            await mark_processed(conn, event.event_id, event.event_type)
+            log.info("consent: %s of an erased appointment skipped", event.event_type)
+            return None
         appointment = await store.lock_appointment(conn, event.appointment_id)
         if appointment is None:
             # Same topic, same key: its AppointmentRequested came first and was not recorded

@@ -15,9 +15,10 @@ from visio_shared import (
     ContactCorrected,
     MeetingFailed,
     MeetingReady,
+    PersonalDataErasureRequested,
 )
 
-from visio_notifications import handlers, self_service, store
+from visio_notifications import erasure, handlers, self_service, store
 from visio_notifications.deps import Clock, Deps, utc_now
 from visio_notifications.mailer import SmtpMailer
 from visio_notifications.poller import run_poller
@@ -52,6 +53,10 @@ def create_app(settings: NotificationsSettings | None = None, *, clock: Clock = 
     runtime.consumer.on(ContactCorrected)(appointment_changed)
     runtime.consumer.on(AdvisorReassigned)(appointment_changed)
     runtime.consumer.on(AppointmentCancelled)(appointment_changed)
+
+    @runtime.consumer.on(PersonalDataErasureRequested)
+    async def erasure_requested(event: PersonalDataErasureRequested) -> None:
+        await erasure.on_erasure_requested(deps(), event)
 
     @runtime.consumer.on(AppointmentLinkRequested)
     async def link_requested(event: AppointmentLinkRequested) -> None:

@@ -29,6 +29,7 @@ from typing import TypeVar
 
 import asyncpg
 from visio_runtime.db import mark_processed
+from visio_runtime.erasure import is_erased
 from visio_runtime.errors import Transient
 from visio_shared import (
     AppointmentEvent,
@@ -80,6 +81,11 @@ async def _handle(
     async with deps.pool.acquire() as conn:
         async with conn.transaction():
             await store.lock_appointment(conn, appointment_id)
+            if await is_erased(conn, appointment_id):
+                # Erased: a replayed or late event stores nothing and sends nothing.
+                await mark_processed(conn, event.event_id, event.event_type)
+                log.info("%s of an erased appointment skipped", event.event_type)
+                return
             if await mark_processed(conn, event.event_id, event.event_type):
                 await apply(conn, event)
                 await store.request_settlement(conn, appointment_id, deps.clock(), event.event_id)

@@ -44,6 +44,12 @@ class NotificationsSettings(ServiceSettings, LinkSettings):
     smtp_allow_auth_without_tls: bool = False
     smtp_timeout_s: float = 30.0
     smtp_max_connections: int = Field(default=4, ge=1)
+    mail_sink_dir: Path | None = Field(
+        default=None,
+        description="The local SMTP sink's store (`visio-rdv up` sets it): an erasure also "
+        "deletes the appointment's emails there. Unset with a real relay, whose copies are "
+        "the relay's to expire.",
+    )
 
     # A message the relay could not take now is tried again after a growing delay, capped:
     # every email here is time-critical (the confirmation, an update, a cancellation, the link
