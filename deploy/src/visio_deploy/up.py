@@ -291,6 +291,13 @@ def bring_up(stack: Stack) -> None:
             env |= {
                 "CONSENT_VAR_DIR": str(var / "consent"),
                 "CONSENT_BOOKING_PUBLIC_URL": booking_url,
+                # The export asks each service for its part on its admin port.
+                **{
+                    f"CONSENT_{name.upper()}_INTERNAL_URL": (
+                        f"http://{host}:{settings.service_port(name) + 1000}"
+                    )
+                    for name in ("booking", "meetings", "notifications")
+                },
             }
         stack.start(service.name, service.script, env)
     start_alerts(stack, owner_dsn, bootstrap)

@@ -8,7 +8,15 @@ from visio_runtime import problems
 from visio_runtime.service import build_runtime, create_service_app
 from visio_shared import AppointmentEvent, PersonalDataErased
 
-from visio_booking import api, erasure, erasure_api, fresh_link_api, openapi, pages_api
+from visio_booking import (
+    api,
+    erasure,
+    erasure_api,
+    fresh_link_api,
+    openapi,
+    pages_api,
+    personal_data,
+)
 from visio_booking.appointments import Context
 from visio_booking.handlers import STATUS_EVENTS, follow_status
 from visio_booking.inbound import InboundRequests, subscribe
@@ -48,6 +56,7 @@ def create_app(settings: BookingSettings | None = None) -> FastAPI:
         settings.database_url.get_secret_value(), runtime.broker, settings.relay(), runtime.metrics
     )
     runtime.run_in_background(relay.run, "outbox-relay")
+    runtime.personal_data = personal_data.collect
     app = create_service_app(
         runtime,
         title="Visio RDV — booking",

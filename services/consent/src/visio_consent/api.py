@@ -17,6 +17,7 @@ from visio_runtime.problems import PROBLEM_JSON, Problem
 from visio_consent.access import AccessExport, access_export
 from visio_consent.audit import verify_with_witnesses
 from visio_consent.checkpoints import Checkpointer
+from visio_consent.export import assemble
 from visio_consent.keys import Caller, caller_of
 from visio_consent.ledger import subject_ref
 from visio_consent.settings import ConsentSettings
@@ -128,6 +129,15 @@ class AccessRequest(BaseModel):
     email: EmailStr
 
 
+# Both person-wide calls take the person's address in the body (never in a URL, never logged).
+_EMAIL_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": AccessRequest.model_json_schema()}},
+    }
+}
+
+
 @router.post(
     "/v1/access",
     tags=["right of access"],
@@ -138,12 +148,7 @@ class AccessRequest(BaseModel):
     },
     summary="Every record of one person (CGU article 8), as JSON or, with Accept: text/plain, "
     "in French",
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": AccessRequest.model_json_schema()}},
-        }
-    },
+    openapi_extra=_EMAIL_BODY,
 )
 async def right_of_access(
     request: Request, _: Annotated[Caller, require("consent:read")]
@@ -153,10 +158,39 @@ async def right_of_access(
     wanted = AccessRequest.model_validate(await read_json_body(request, settings.max_body_bytes))
     ref = subject_ref(settings.subject_key.get_secret_value(), wanted.email)
     async with _runtime(request).db.acquire() as conn:
-        export: AccessExport = await access_export(conn, ref)
+        export: AccessExport = await access_export(conn, ref, _checkpointer(request).latest())
     if _prefers_text(request):
         return PlainTextResponse(export.text())
     return Response(export.model_dump_json(), media_type="application/json")
+
+
+@router.post(
+    "/v1/personal-data/export",
+    tags=["right of access"],
+    responses={
+        **PROBLEMS,
+        200: {"content": {"application/json": {}}},
+        413: {"description": "Body too large"},
+    },
+    summary="Everything every service holds about one person, assembled from each service "
+    "(a part that did not answer in time is named as missing); recorded in the ledger",
+    openapi_extra=_EMAIL_BODY,
+)
+async def personal_data_export(
+    request: Request, caller: Annotated[Caller, require("personal-data:export")]
+) -> Response:
+    settings: ConsentSettings = _runtime(request).settings
+    wanted = AccessRequest.model_validate(await read_json_body(request, settings.max_body_bytes))
+    ref = subject_ref(settings.subject_key.get_secret_value(), wanted.email)
+    whole = await assemble(
+        _runtime(request).db,
+        settings,
+        ref,
+        requested_by=caller.name,
+        channel="operator",
+        checkpoint=_checkpointer(request).latest(),
+    )
+    return Response(whole.model_dump_json(), media_type="application/json")
 
 
 def _prefers_text(request: Request) -> bool:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-SCOPES = ("consent:read", "consent:withdraw")
+SCOPES = ("consent:read", "consent:withdraw", "personal-data:export")
 
 
 @dataclass(frozen=True)

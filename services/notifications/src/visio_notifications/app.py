@@ -18,7 +18,7 @@ from visio_shared import (
     PersonalDataErasureRequested,
 )
 
-from visio_notifications import erasure, handlers, self_service, store
+from visio_notifications import erasure, handlers, personal_data, self_service, store
 from visio_notifications.deps import Clock, Deps, utc_now
 from visio_notifications.mailer import SmtpMailer
 from visio_notifications.poller import run_poller
@@ -89,4 +89,5 @@ def create_app(settings: NotificationsSettings | None = None, *, clock: Clock = 
     runtime.on_start.append(warn_without_link_keys)
     runtime.on_start.append(publish_leftovers)
     runtime.run_in_background(lambda: run_poller(deps()), name="notifications-poller")
+    runtime.personal_data = personal_data.collect
     return create_service_app(runtime, title="Visio RDV notifications")
