@@ -256,7 +256,11 @@ async def test_002_upgrades_a_ledger_written_under_001(
 
     applied = await migrate(database.owner_dsn, SCHEMA, SERVICE_PASSWORD)
 
-    assert applied == ["002_checkpoints_access_withdrawal.sql", "003_self_service.sql"]
+    assert applied == [
+        "002_checkpoints_access_withdrawal.sql",
+        "003_self_service.sql",
+        "004_personal_data.sql",
+    ]
     context = await superuser.fetchrow("SELECT * FROM appointments")
     assert (str(context["appointment_id"]), context["subject_ref"], context["timezone"]) == (
         appointment,
