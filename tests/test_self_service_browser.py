@@ -332,6 +332,30 @@ def test_mes_consentements_shows_the_records_with_their_proof(
         assert hashlib.sha256(sealed).hexdigest() == record["hash"]
     assert export["personal_data"][0]["email"] == mine.address
 
+    # The proof elements are folded away, and open for whoever wants them.
+    first_hash = page.locator("article").first.locator("code.proof").first
+    expect(first_hash).to_be_hidden()
+    page.locator("article").first.get_by_text("Éléments de preuve").click()
+    expect(first_hash).to_be_visible()
+
+    # Everything every service holds, on one page that passes the same checks (axe included).
+    everything = page.get_by_role("link", name="Voir toutes mes données").get_attribute("href")
+    assert everything is not None
+    open_page(page, stack.url("consent") + everything)
+    expect(page.locator("h1")).to_have_text("Toutes mes données")
+    expect(page.get_by_text("Copie incomplète")).to_have_count(0)  # every service answered
+    expect(page.get_by_text(mine.address).first).to_be_visible()  # booking's part
+    expect(page.locator("#courriels + ul li").first).to_be_visible()  # notifications' part
+    expect(page.locator("article h3").filter(has_text="Rendez-vous du")).to_have_count(1)
+    shots.take(page, "mes-donnees")
+    recorded = fetch(
+        stack.owner_dsn,
+        "SELECT payload->>'channel' AS channel FROM consent.ledger "
+        "WHERE kind = 'access_exported' AND appointment_id = $1",
+        mine.appointment_id,
+    )
+    assert [row["channel"] for row in recorded] == ["self_service"]
+
 
 # --- Annuler ------------------------------------------------------------------------------------
 

@@ -131,10 +131,12 @@ STREAMS = (
             "ContactCorrected",
             "AdvisorReassigned",
             "AppointmentLinkRequested",
+            "PersonalDataErasureRequested",
         ),
         "the appointment id",
-        "Every appointment's life, in order: booked, rescheduled, cancelled, corrected; and "
-        "the person's requests, from a self-service page, for its email again.",
+        "Every appointment's life, in order: booked, rescheduled, cancelled, corrected; "
+        "the person's requests, from a self-service page, for its email again; and the "
+        "erasure of what every service holds about the person (ids only).",
     ),
     Stream(
         "meetings",
@@ -147,6 +149,7 @@ STREAMS = (
             "MeetingAttendanceRecorded",
             "MeetingAttendanceUnavailable",
             "MeetingRecordingAvailable",
+            "PersonalDataErased",
         ),
         "the appointment id",
         "The Teams meeting of each appointment, or why there is none.",
@@ -154,14 +157,14 @@ STREAMS = (
     Stream(
         "notifications",
         "notifications",
-        _events("NotificationSent", "NotificationFailed"),
+        _events("NotificationSent", "NotificationFailed", "PersonalDataErased"),
         "the appointment id",
         "Each email sent to the person, or why it could not be.",
     ),
     Stream(
         "consents",
         "consent",
-        _events("ConsentRecorded", "RecordingConsentWithdrawn"),
+        _events("ConsentRecorded", "RecordingConsentWithdrawn", "PersonalDataErased"),
         "the appointment id",
         "What the consent ledger recorded (pseudonymous: never an email address).",
     ),

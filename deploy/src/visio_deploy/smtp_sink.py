@@ -441,6 +441,9 @@ def start_sink(
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # aiosmtpd logs every SMTP line at INFO, `RCPT TO:<address>` included: a log must never
+    # hold an address (an erasure could not reach it). Its warnings still show.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
     settings = SmtpSinkSettings()
     controller = start_sink(
         settings.mail_dir,

@@ -346,12 +346,21 @@ def bring_up(stack: Stack) -> None:
                 "NOTIFICATIONS_SMTP_PORT": str(settings.smtp_port),
                 "NOTIFICATIONS_BOOKING_PUBLIC_URL": booking_url,
                 "NOTIFICATIONS_CONSENT_PUBLIC_URL": consent_url,
+                # An erasure deletes the person's emails from the sink too.
+                "NOTIFICATIONS_MAIL_SINK_DIR": str(var / "mail"),
             }
         if service.name == "consent":
             # The dev checkpoint-signing key and the checkpoint file live with the rest of var/.
             env |= {
                 "CONSENT_VAR_DIR": str(var / "consent"),
                 "CONSENT_BOOKING_PUBLIC_URL": booking_url,
+                # The export asks each service for its part on its admin port.
+                **{
+                    f"CONSENT_{name.upper()}_INTERNAL_URL": (
+                        f"http://{host}:{settings.service_port(name) + 1000}"
+                    )
+                    for name in ("booking", "meetings", "notifications")
+                },
             }
         if found is not None:
             env |= everyone | service_env(service.name, found, ca)

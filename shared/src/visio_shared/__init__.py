@@ -27,6 +27,8 @@ from visio_shared.events import (
     NotificationFailed,
     NotificationSent,
     Person,
+    PersonalDataErased,
+    PersonalDataErasureRequested,
     RecordingConsentWithdrawn,
     parse_event,
 )
@@ -64,6 +66,8 @@ __all__ = [
     "NotificationSent",
     "OverseasCaf",
     "Person",
+    "PersonalDataErased",
+    "PersonalDataErasureRequested",
     "RecordingConsentWithdrawn",
     "Topics",
     "current_cgu",

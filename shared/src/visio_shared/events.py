@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import re
+import uuid
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -241,6 +242,30 @@ class NotificationFailed(AppointmentEvent):
     reminder_offset_minutes: int | None = None
 
 
+ErasingService = Literal["booking", "meetings", "notifications", "consent"]
+
+
+class PersonalDataErasureRequested(AppointmentEvent):
+    """Erase or pseudonymise what is held about the person of one appointment, everywhere.
+
+    Booking publishes one per appointment of the person (keyed by it, so it comes after that
+    appointment's other events); it carries no name and no address, only the ids, so the topic
+    never copies what is being erased. The operator's reason stays in booking."""
+
+    event_type: Literal["PersonalDataErasureRequested"] = "PersonalDataErasureRequested"
+    erasure_id: uuid.UUID = Field(description="One erasure request, across its appointments.")
+    requested_by: str = Field(description="The operator or API key's holder who asked.")
+
+
+class PersonalDataErased(AppointmentEvent):
+    """One service's confirmation that it erased what it held for the appointment (and
+    remembers the id, so no replay brings the data back). Booking collects them."""
+
+    event_type: Literal["PersonalDataErased"] = "PersonalDataErased"
+    erasure_id: uuid.UUID
+    service: ErasingService
+
+
 class LedgerEntry(_Part):
     seq: int
     kind: str
@@ -271,7 +296,9 @@ AnyEvent = Annotated[
     | MeetingFailed
     | NotificationSent
     | NotificationFailed
-    | ConsentRecorded,
+    | ConsentRecorded
+    | PersonalDataErasureRequested
+    | PersonalDataErased,
     Field(discriminator="event_type"),
 ]
 
@@ -295,6 +322,8 @@ EVENT_TYPES: dict[str, type[Envelope]] = {
         NotificationSent,
         NotificationFailed,
         ConsentRecorded,
+        PersonalDataErasureRequested,
+        PersonalDataErased,
     )
 }
 

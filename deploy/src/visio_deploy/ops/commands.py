@@ -7,17 +7,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import sys
+import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 from aiokafka.errors import KafkaConnectionError
+from visio_booking.erasure import NothingToErase
 from visio_runtime.topic_reader import topic_partitions
 from visio_shared import Topics
 
-from visio_deploy.ops import appointments, dlq, lag_exporter, produce, purge, tail, topics
+from visio_deploy.ops import (
+    appointments,
+    dlq,
+    erasure,
+    lag_exporter,
+    produce,
+    purge,
+    tail,
+    topics,
+)
 from visio_deploy.ops.reading import describe
 from visio_deploy.ops.settings import OpsSettings, ops_settings
 from visio_deploy.ops.topology import groups, partners_on
@@ -147,6 +159,28 @@ def register(subparsers: Any) -> None:
         help="a partner system (repeatable); replaces the settings' list",
     )
     cmd.set_defaults(handler=_acls)
+
+    erasures = commands.add_parser(
+        "erasure", help="erase a person's data in every service; who has confirmed"
+    ).add_subparsers(dest="erasure_command", required=True, metavar="{request,status}")
+    cmd = erasures.add_parser(
+        "request", help="erase the person of an address (or of one appointment) everywhere"
+    )
+    target = cmd.add_mutually_exclusive_group(required=True)
+    target.add_argument("--email", help="the person's address: all their appointments")
+    target.add_argument("--appointment", type=uuid.UUID, help="or one appointment's id")
+    cmd.add_argument(
+        "--reason", required=True, help="why (the request, a decision…), without their details"
+    )
+    cmd.add_argument(
+        "--operator",
+        default=getpass.getuser(),
+        help="who asks (default: your login), kept with the request",
+    )
+    cmd.set_defaults(handler=_run(_erasure_request, uses=("database",)))
+    cmd = erasures.add_parser("status", help="which services have confirmed an erasure")
+    cmd.add_argument("erasure_id", type=uuid.UUID)
+    cmd.set_defaults(handler=_run(_erasure_status, uses=("database",)))
 
     cmd = commands.add_parser("alerts", help="run the alerts process (group visio-rdv.alerts)")
     cmd.set_defaults(handler=_alerts)
@@ -450,6 +484,34 @@ def _acls(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"kafka_partners": args.partner})
     print(render(system_acls(settings), args.bootstrap_server, args.command_config), end="")
     return 0
+
+
+async def _erasure_request(args: argparse.Namespace, settings: OpsSettings) -> int:
+    try:
+        done = await erasure.request(
+            settings,
+            reason=args.reason,
+            operator=args.operator,
+            email=args.email,
+            appointment_id=args.appointment,
+        )
+    except (NothingToErase, ValueError) as exc:
+        print(f"visio-rdv ops erasure: {exc}", file=sys.stderr)
+        return 1
+    print(f"erasure {done.erasure_id}: {len(done.appointment_ids)} appointment(s)")
+    for appointment_id in done.appointment_ids:
+        print(f"  {appointment_id}")
+    print(f"follow it with: visio-rdv ops erasure status {done.erasure_id}")
+    return 0
+
+
+async def _erasure_status(args: argparse.Namespace, settings: OpsSettings) -> int:
+    found = await erasure.status(settings, args.erasure_id)
+    if found is None:
+        print(f"visio-rdv ops erasure: no erasure {args.erasure_id}", file=sys.stderr)
+        return 1
+    print("\n".join(erasure.describe(found)))
+    return 0 if found.complete else 3
 
 
 def _alerts(_: argparse.Namespace) -> int:

@@ -8,9 +8,17 @@ from fastapi import FastAPI
 from visio_runtime import problems
 from visio_runtime.pages import accessibility_router
 from visio_runtime.service import build_runtime, create_service_app
-from visio_shared import AppointmentEvent
+from visio_shared import AppointmentEvent, PersonalDataErased
 
-from visio_booking import api, fresh_link_api, openapi, pages_api
+from visio_booking import (
+    api,
+    erasure,
+    erasure_api,
+    fresh_link_api,
+    openapi,
+    pages_api,
+    personal_data,
+)
 from visio_booking.appointments import Context
 from visio_booking.handlers import STATUS_EVENTS, follow_statuses
 from visio_booking.inbound import InboundRequests, subscribe
@@ -38,13 +46,19 @@ def create_app(settings: BookingSettings | None = None) -> FastAPI:
         steps = await follow_statuses(runtime.db, ctx, events)
         no_shows.inc(sum(1 for step in steps.values() if step.status == "no_show"))
 
+    @runtime.consumer.on(PersonalDataErased)
+    async def on_erased(event: PersonalDataErased) -> None:
+        await erasure.on_erased(runtime.db, event)
+
     runtime.extra_topics += runtime.topics.partner_topics(settings.partners)
+
     subscribe(runtime, InboundRequests(runtime, ctx, settings))
 
     relay = OutboxRelay(
         settings.database_url.get_secret_value(), runtime.broker, settings.relay(), runtime.metrics
     )
     runtime.run_in_background(relay.run, "outbox-relay")
+    runtime.personal_data = personal_data.collect
     app = create_service_app(
         runtime,
         title="Visio RDV — booking",
@@ -63,6 +77,7 @@ def create_app(settings: BookingSettings | None = None) -> FastAPI:
     app.state.outbox = relay
     problems.install(app)
     app.include_router(api.router)
+    app.include_router(erasure_api.router)
     link_keys = settings.link_ring()
     if link_keys is not None:  # without keys no link can be read: the pages do not exist
         app.state.self_service = Site(settings, link_keys, ctx, runtime)

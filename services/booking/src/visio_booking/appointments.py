@@ -219,6 +219,14 @@ async def _changeable(
     row = await store.lock_appointment(conn, appointment_id) if appointment_id else None
     if row is None or not caller.owns(row):
         raise not_found(appointment_id)
+    if row["erased_at"] is not None:
+        # Nothing may write the person back: not a partner's late correction, nor a replay.
+        raise Problem(
+            410,
+            "personal-data-erased",
+            "The person's data was erased",
+            f"the personal data of appointment {appointment_id} was erased; it cannot change",
+        )
     zone = zoneinfo.ZoneInfo(row["timezone"])
     if row["status"] == "cancelled":
         raise Problem(

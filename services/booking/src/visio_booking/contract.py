@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
 from visio_shared.booking_requests import (
     AdvisorIn,
     BookingRequest,
@@ -99,3 +99,23 @@ class CguCurrent(BaseModel):
     version: str
     sha256: str
     url: str
+
+
+class ErasureRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    email: EmailStr | None = Field(
+        default=None, description="The person's address: every appointment booked with it."
+    )
+    appointment_id: uuid.UUID | None = Field(default=None, description="Or one appointment.")
+    reason: str = Field(
+        min_length=1,
+        max_length=500,
+        description="Why (the person's request, a decision…), without their details.",
+    )
+
+    @model_validator(mode="after")
+    def _one_target(self) -> ErasureRequest:
+        if (self.email is None) == (self.appointment_id is None):
+            raise ValueError("give either email or appointment_id")
+        return self

@@ -310,10 +310,11 @@ def subscribe(runtime: Runtime, inbound: InboundRequests) -> None:
     one record waiting per client), so each partner with work gets an equal share of booking,
     whatever the depth of another's backlog. Booking's status follower takes meetings' and
     notifications' events in any order (visio_booking.store.record_step), so they need not
-    share a client either."""
+    share a client either; nor does consent's `PersonalDataErased`, which only records a
+    service's confirmation of an erasure (visio_booking.erasure)."""
     topics = runtime.topics
     for topic in inbound.sources:
         runtime.consumer.on_topic(topic, inbound, LABEL)
     runtime.consumer.subscribe(
-        *inbound.sources, topics.meetings, topics.notifications, separately=True
+        *inbound.sources, topics.meetings, topics.notifications, topics.consents, separately=True
     )

@@ -10,7 +10,9 @@ from visio_runtime.api_keys import ApiKeys
 from visio_shared.booking_requests import KAFKA_CALLER_PREFIX
 
 WRITE, READ, ADMIN = "appointments:write", "appointments:read", "appointments:admin"
-SCOPES = (WRITE, READ, ADMIN)
+# Erase a person's data in every service: not implied by admin (an erasure cannot be undone).
+ERASE = "personal-data:erase"
+SCOPES = (WRITE, READ, ADMIN, ERASE)
 
 API_KEYS = ApiKeys(
     service="booking",

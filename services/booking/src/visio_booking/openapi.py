@@ -23,7 +23,7 @@ from visio_shared.booking_requests import (
     RescheduleRequest,
 )
 
-from visio_booking.contract import ProblemDocument
+from visio_booking.contract import ErasureRequest, ProblemDocument
 
 COMMITTED = Path(__file__).resolve().parents[2] / "openapi.json"
 # Bodies FastAPI does not see: the requests, and the problem documents of errors.
@@ -34,6 +34,7 @@ COMPONENTS: tuple[type[BaseModel], ...] = (
     CancelRequest,
     ContactCorrection,
     ReassignRequest,
+    ErasureRequest,
 )
 REF = "#/components/schemas/{model}"
 

@@ -27,6 +27,8 @@ from pydantic import BaseModel
 from visio_shared import OVERSEAS_CAFS
 from visio_shared.cafs import METROPOLITAN_TIME_LABEL, METROPOLITAN_TIMEZONE
 
+from visio_consent.signing import Checkpoint
+
 LABELS = {
     "cgu_accepted": "Acceptation des conditions générales d'utilisation (CGU)",
     "recording_authorised": "Enregistrement de l'entretien autorisé",
@@ -35,6 +37,23 @@ LABELS = {
     "contact_corrected": "Adresse électronique corrigée",
     "connection": "Connexions à l'entretien",
     "recording_reference": "Enregistrement de l'entretien conservé",
+    "personal_data_erased": "Coordonnées effacées",
+    "access_exported": "Copie de vos données demandée",
+}
+# What each record means, said to the person.
+_PLAIN = {
+    "cgu_accepted": "Vous avez accepté les conditions générales d'utilisation de Visio RDV.",
+    "recording_authorised": "Vous avez autorisé l'enregistrement de votre entretien vidéo.",
+    "recording_refused": "Vous avez refusé l'enregistrement de votre entretien vidéo.",
+    "recording_withdrawn": "Vous avez retiré votre autorisation d'enregistrer l'entretien : "
+    "il ne sera pas enregistré.",
+    "contact_corrected": "L'adresse électronique de votre rendez-vous a été corrigée.",
+    "connection": "Ce que Microsoft Teams a relevé de vos connexions à l'entretien.",
+    "recording_reference": "Votre entretien a été enregistré ; sa référence est gardée comme "
+    "preuve.",
+    "personal_data_erased": "Votre nom et votre adresse ont été effacés de tous nos services ; "
+    "le registre ne garde que ces enregistrements, qui ne les contiennent pas.",
+    "access_exported": "Vous (ou la Caf, à votre demande) avez demandé une copie de vos données.",
 }
 # The moment a record is about, when it names one; else the time it was chained.
 _MOMENTS = (
@@ -42,6 +61,8 @@ _MOMENTS = (
     "decided_at",
     "withdrawn_at",
     "corrected_at",
+    "erased_at",
+    "requested_at",
     "meeting_start",
     "recording_created_at",
 )
@@ -160,6 +181,8 @@ class AccessExport(BaseModel):
     # Every export of these records, this one included, oldest first.
     access_requests: list[AccessRequestSeen] = []
     how_to_verify: str = HOW_TO_VERIFY
+    # The latest signed checkpoint: a record whose seq is at most its seq is sealed by it.
+    checkpoint: Checkpoint | None = None
 
     def text(self) -> str:
         """The export in French, for the person."""
@@ -200,6 +223,46 @@ class AccessExport(BaseModel):
         lines += [f"   {seen.describe()}" for seen in self.access_requests]
         lines += ["", "Comment vérifier", HOW_TO_VERIFY, ""]
         return "\n".join(lines)
+
+
+def plain(item: AccessRecord) -> str:
+    """What the record means, in one sentence for the person."""
+    return _PLAIN.get(item.kind, item.label)
+
+
+def channel(item: AccessRecord) -> str:
+    """Through which channel it reached the ledger."""
+    record = item.record
+    if record.get("channel") == SELF_SERVICE_CHANNEL:
+        return "Par vous-même, depuis le lien personnel reçu par courriel."
+    if item.kind in ("cgu_accepted", "recording_authorised", "recording_refused"):
+        by = record.get("calling_system", "la Caf")
+        return f"Au moment de prendre rendez-vous, transmis par {by}."
+    if item.kind in ("connection", "recording_reference"):
+        return "Relevé par Microsoft Teams, à la fin de l'entretien."
+    if record.get("calling_system"):
+        return f"Transmis par {record['calling_system']}."
+    return "Enregistré par Visio RDV."
+
+
+def summary(export: AccessExport) -> list[str]:
+    """What was accepted, and what was withdrawn, in a few lines."""
+    lines = []
+    for item in export.records:
+        if item.kind == "cgu_accepted":
+            version = item.record.get("cgu_version", "?")
+            lines.append(f"Vous avez accepté les CGU (version {version}) le {item.when}.")
+        elif item.kind in ("recording_authorised", "recording_refused", "recording_withdrawn"):
+            lines.append(f"{plain(item)[:-1]} le {item.when}.")
+        elif item.kind == "personal_data_erased":
+            lines.append(f"Vos coordonnées ont été effacées le {item.when}.")
+    return lines
+
+
+def sealed(item: AccessRecord, checkpoint: Checkpoint | None) -> str:
+    if checkpoint is not None and item.seq <= checkpoint.seq:
+        return f"oui, par le point de contrôle n° {checkpoint.seq} signé le {checkpoint.signed_at}"
+    return "pas encore (les points de contrôle sont signés régulièrement)"
 
 
 def record_title(item: AccessRecord) -> str:
@@ -284,8 +347,11 @@ ORDER BY l.seq
 """
 
 
-async def access_export(conn: asyncpg.Connection, ref: str, asker: Asker) -> AccessExport:
-    """Record that `asker` asked for `ref`'s records, then export them (the request included)."""
+async def access_export(
+    conn: asyncpg.Connection, ref: str, asker: Asker, checkpoint: Checkpoint | None = None
+) -> AccessExport:
+    """Record that `asker` asked for `ref`'s records, then export them (the request included),
+    with the latest signed `checkpoint` that seals the older ones."""
     async with conn.transaction():
         await conn.execute(
             "INSERT INTO access_requests (subject_ref, requested_by, channel) VALUES ($1, $2, $3)",
@@ -293,10 +359,12 @@ async def access_export(conn: asyncpg.Connection, ref: str, asker: Asker) -> Acc
             asker.requested_by,
             asker.channel,
         )
-        return await _read_export(conn, ref)
+        return await _read_export(conn, ref, checkpoint)
 
 
-async def _read_export(conn: asyncpg.Connection, ref: str) -> AccessExport:
+async def _read_export(
+    conn: asyncpg.Connection, ref: str, checkpoint: Checkpoint | None
+) -> AccessExport:
     records = []
     for row in await conn.fetch(_RECORDS, ref):
         record = json.loads(row["payload"])
@@ -337,4 +405,5 @@ async def _read_export(conn: asyncpg.Connection, ref: str) -> AccessExport:
             AccessRequestSeen(**dict(row), when=french_datetime(row["requested_at"], zone))
             for row in asked
         ],
+        checkpoint=checkpoint,
     )

@@ -17,7 +17,8 @@ from visio_runtime.problems import PROBLEM_JSON, Problem
 from visio_consent.access import AccessExport, Asker, access_export
 from visio_consent.audit import verify_with_witnesses
 from visio_consent.checkpoints import Checkpointer
-from visio_consent.keys import API_KEYS, CHECKPOINT, READ, WITHDRAW
+from visio_consent.export import assemble
+from visio_consent.keys import API_KEYS, CHECKPOINT, EXPORT, READ, WITHDRAW
 from visio_consent.ledger import subject_ref
 from visio_consent.settings import ConsentSettings
 from visio_consent.signing import Checkpoint
@@ -112,6 +113,23 @@ class AccessRequest(BaseModel):
     email: EmailStr
 
 
+# Both person-wide calls take the person's address in the body (never in a URL, never logged).
+_EMAIL_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": AccessRequest.model_json_schema()}},
+    }
+}
+
+
+async def _person_of(request: Request) -> str:
+    """The subject_ref of the address in the body. The email stays in this request: it is never
+    logged, and only its HMAC is looked up."""
+    settings: ConsentSettings = _runtime(request).settings
+    wanted = AccessRequest.model_validate(await read_json_body(request, settings.max_body_bytes))
+    return subject_ref(settings.subject_key.get_secret_value(), wanted.email)
+
+
 @router.post(
     "/v1/access",
     tags=["right of access"],
@@ -123,25 +141,46 @@ class AccessRequest(BaseModel):
     summary="Every record of one person (CGU article 8), as JSON or, with Accept: text/plain, "
     "in French; the request itself is recorded (this key's name, when) and shown in every later "
     "export of that person",
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": AccessRequest.model_json_schema()}},
-        }
-    },
+    openapi_extra=_EMAIL_BODY,
 )
 async def right_of_access(
     request: Request, caller: Annotated[KeyHolder, require(READ)]
 ) -> Response:
-    settings: ConsentSettings = _runtime(request).settings
-    # The email stays in this request: it is never logged, and only its HMAC is looked up.
-    wanted = AccessRequest.model_validate(await read_json_body(request, settings.max_body_bytes))
-    ref = subject_ref(settings.subject_key.get_secret_value(), wanted.email)
+    ref = await _person_of(request)
     async with _runtime(request).db.acquire() as conn:
-        export: AccessExport = await access_export(conn, ref, Asker.api(caller.name))
+        export: AccessExport = await access_export(
+            conn, ref, Asker.api(caller.name), _checkpointer(request).latest()
+        )
     if _prefers_text(request):
         return PlainTextResponse(export.text())
     return Response(export.model_dump_json(), media_type="application/json")
+
+
+@router.post(
+    "/v1/personal-data/export",
+    tags=["right of access"],
+    responses={
+        **PROBLEMS,
+        200: {"content": {"application/json": {}}},
+        413: {"description": "Body too large"},
+    },
+    summary="Everything every service holds about one person, assembled from each service "
+    "(a part that did not answer in time is named as missing); recorded in the ledger and "
+    "shown in every later export of that person",
+    openapi_extra=_EMAIL_BODY,
+)
+async def personal_data_export(
+    request: Request, caller: Annotated[KeyHolder, require(EXPORT)]
+) -> Response:
+    ref = await _person_of(request)
+    whole = await assemble(
+        _runtime(request).db,
+        _runtime(request).settings,
+        ref,
+        Asker.api(caller.name),
+        checkpoint=_checkpointer(request).latest(),
+    )
+    return Response(whole.model_dump_json(), media_type="application/json")
 
 
 def _prefers_text(request: Request) -> bool:

@@ -13,11 +13,17 @@ from visio_runtime import problems, ratelimit
 from visio_runtime.local_stack import path_base
 from visio_runtime.pages import accessibility_router
 from visio_runtime.service import Runtime, build_runtime, create_service_app
-from visio_shared import AppointmentEvent, AppointmentRequested, ContactCorrected
+from visio_shared import (
+    AppointmentEvent,
+    AppointmentRequested,
+    ContactCorrected,
+    PersonalDataErasureRequested,
+)
 
 from visio_consent import api, selfservice_routes
 from visio_consent.checkpoints import Checkpointer, CheckpointGauges
 from visio_consent.connections import MEETING_EVENTS, record_meeting_outcome
+from visio_consent.erasure import erase_subject
 from visio_consent.handlers import (
     APPOINTMENT_CHANGES,
     follow_appointment_change,
@@ -53,6 +59,10 @@ def create_app(settings: ConsentSettings | None = None) -> FastAPI:
     @runtime.consumer.on(ContactCorrected)
     async def on_contact_corrected(event: ContactCorrected) -> None:
         await record_contact_correction(event, runtime.db, runtime.broker, settings, runtime.topics)
+
+    @runtime.consumer.on(PersonalDataErasureRequested)
+    async def on_erasure_requested(event: PersonalDataErasureRequested) -> None:
+        await erase_subject(event, runtime.db, runtime.broker, runtime.topics)
 
     async def on_appointment_change(event: AppointmentEvent) -> None:
         assert isinstance(event, APPOINTMENT_CHANGES), "registered for these alone"

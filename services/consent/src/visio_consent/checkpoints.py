@@ -159,6 +159,10 @@ class Checkpointer:
             log.info("consent: checkpoint signed at seq %s", checkpoint.seq)
             return Outcome(checkpoint, report, signed=True)
 
+    def latest(self) -> Checkpoint | None:
+        """The latest checkpoint this service signed (what the person's export cites)."""
+        return self.last or self._last_in_file()
+
     def _last_in_file(self) -> Checkpoint | None:
         trusted = self.trusted
         mine = [cp for cp in read_file(self.settings.checkpoints_path) if cp.signature_ok(trusted)]

@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 from visio_runtime.db import mark_processed, mark_processed_many
+from visio_runtime.erasure import erased_among, is_erased
 from visio_runtime.errors import Poison
 from visio_shared import (
     CGU_VERSIONS,
@@ -46,10 +47,10 @@ async def record_consent(
     publisher: Publisher,
     settings: ConsentSettings,
     topics: Topics,
-) -> ConsentRecorded:
-    """`record_consents` for one appointment request."""
-    [recorded] = await record_consents([event], pool, publisher, settings, topics)
-    return recorded
+) -> ConsentRecorded | None:
+    """`record_consents` for one appointment request; None if its person was erased."""
+    recorded = await record_consents([event], pool, publisher, settings, topics)
+    return recorded[0] if recorded else None
 
 
 async def record_consents(
@@ -67,14 +68,19 @@ async def record_consents(
     A redelivered event appends nothing (the processed-event marker commits with the records)
     but announces the same ConsentRecorded again, in case the first publish was lost after
     commit. Raises Poison for a CGU version or text digest this system never published.
+    The request of an appointment whose person was erased (a replay, a consumer reset) keeps
+    nothing, chains nothing and announces nothing: it is left out of the list returned.
     """
     for event in events:
         _check_cgu(event.consent)
     key = settings.subject_key.get_secret_value()
-    refs = [(event, subject_ref(key, event.user.email)) for event in events]
     async with pool.acquire() as conn, conn.transaction():
         fresh = await mark_processed_many(conn, events)
-        new = [(event, ref) for event, ref in refs if event.event_id in fresh]
+        erased = await erased_among(conn, [event.appointment_id for event in events])
+        kept = [event for event in events if event.appointment_id not in erased]
+        new = [
+            (event, subject_ref(key, event.user.email)) for event in kept if event.event_id in fresh
+        ]
         if new:
             days = settings.subject_retention_days
             await store.keep_subjects(
@@ -88,10 +94,12 @@ async def record_consents(
             records = [record for event, ref in new for record in consent_records(event, ref)]
             await append(conn, records, batch_size=settings.append_batch_size)
         for event in events:
-            if event.event_id not in fresh:
+            if event.appointment_id in erased:
+                log.info("consent: %s of an erased appointment skipped", event.event_type)
+            elif event.event_id not in fresh:
                 log.info("consent: event %s already recorded, announcing again", event.event_id)
-        announced = await announcements(conn, events)
-    recorded = [announced[event.event_id] for event in events]
+        announced = await announcements(conn, kept)
+    recorded = [announced[event.event_id] for event in kept]
     await publish_events(publisher, topics.consents, recorded)
     for each in recorded:
         log.info(
@@ -143,6 +151,11 @@ async def record_contact_correction(
     """
     ref = subject_ref(settings.subject_key.get_secret_value(), event.user.email)
     async with pool.acquire() as conn, conn.transaction():
+        if await is_erased(conn, event.appointment_id):
+            # Erased: a partner's late correction must not write the person back.
+            await mark_processed(conn, event.event_id, event.event_type)
+            log.info("consent: %s of an erased appointment skipped", event.event_type)
+            return None
         appointment = await store.lock_appointment(conn, event.appointment_id)
         if appointment is None:
             # Same topic, same key: its AppointmentRequested came first and was not recorded

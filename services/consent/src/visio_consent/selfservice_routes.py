@@ -34,11 +34,18 @@ from visio_consent.access import (
     AccessExport,
     Asker,
     access_export,
+    channel,
     french_date,
     french_datetime,
+    plain,
     record_details,
     record_title,
+    sealed,
+    summary,
 )
+from visio_consent.checkpoints import Checkpointer
+from visio_consent.export import PersonalDataExport, assemble
+from visio_consent.export_view import everything_view
 from visio_consent.selfservice import (
     WITHDRAW_ACTION,
     Choice,
@@ -232,6 +239,7 @@ def router(settings: ConsentSettings, keys: LinkKeys) -> APIRouter:
             "consents.html",
             title="Mes consentements",
             export_url=f"{page}/export.json",
+            everything_url=f"{page}/mes-donnees",
             **_consents_view(linked, export),
         )
 
@@ -249,13 +257,69 @@ def router(settings: ConsentSettings, keys: LinkKeys) -> APIRouter:
             headers={**PAGE_HEADERS, "Content-Disposition": disposition},
         )
 
+    @routes.get("/mes-consentements/{token}/mes-donnees")
+    async def everything(request: Request, token: str) -> Response:
+        page = PAGE_PATHS[LinkPurpose.CONSENTS].format(token=token)
+        try:
+            whole = await whole_export_of(request, token)
+        except LinkRefused as exc:
+            return refused(exc.refusal, token, page)
+        return pages.render(
+            "everything.html",
+            title="Toutes mes données",
+            back_url=page,
+            json_url=f"{page}/mes-donnees.json",
+            **everything_view(whole),
+        )
+
+    @routes.get("/mes-consentements/{token}/mes-donnees.json")
+    async def everything_json(request: Request, token: str) -> Response:
+        page = PAGE_PATHS[LinkPurpose.CONSENTS].format(token=token)
+        try:
+            whole = await whole_export_of(request, token)
+        except LinkRefused as exc:
+            return refused(exc.refusal, token, page)
+        disposition = 'attachment; filename="mes-donnees-visio-rdv.json"'
+        return Response(
+            whole.model_dump_json(),
+            media_type="application/json",
+            headers={**PAGE_HEADERS, "Content-Disposition": disposition},
+        )
+
+    async def whole_export_of(request: Request, token: str) -> PersonalDataExport:
+        runtime: Runtime = request.app.state.runtime
+        async with runtime.db.acquire() as conn:
+            linked = await open_link(conn, keys, token, LinkPurpose.CONSENTS, limit)
+            if linked.ahead:
+                raise LinkRefused(Refusal.UPDATING)
+        checkpointer: Checkpointer = request.app.state.checkpointer
+        whole = await assemble(
+            runtime.db,
+            settings,
+            linked.subject_ref,
+            Asker.person(),
+            checkpoint=checkpointer.latest(),
+            linked=linked.appointment_id,
+        )
+        log.info(
+            "consent: export %s from link %s (%s)",
+            whole.export_id,
+            link_fingerprint(token),
+            "complete" if whole.complete else "incomplete",
+        )
+        return whole
+
     async def export_of(request: Request, token: str) -> tuple[LinkedAppointment, AccessExport]:
         runtime: Runtime = request.app.state.runtime
         async with runtime.db.acquire() as conn:
             linked = await open_link(conn, keys, token, LinkPurpose.CONSENTS, limit)
             if linked.ahead:  # the person consent knows may be the old address's
                 raise LinkRefused(Refusal.UPDATING)
-            return linked, await access_export(conn, linked.subject_ref, Asker.person())
+            checkpointer: Checkpointer = request.app.state.checkpointer
+            export = await access_export(
+                conn, linked.subject_ref, Asker.person(), checkpointer.latest()
+            )
+            return linked, export
 
     async def form_field(request: Request, name: str) -> str:
         return (await read_form(request, settings.max_body_bytes)).get(name, "")
@@ -290,7 +354,10 @@ def _consents_view(linked: LinkedAppointment, export: AccessExport) -> dict[str,
             "when": item.when,
             "appointment_id": item.appointment_id,
             "this_appointment": item.appointment_id == linked.appointment_id,
+            "plain": plain(item),
+            "channel": channel(item),
             "details": record_details(item, export.subject_ref),
+            "sealed": sealed(item, export.checkpoint),
             "seq": item.seq,
             "hash": item.hash,
             "prev_hash": item.prev_hash,
@@ -310,6 +377,8 @@ def _consents_view(linked: LinkedAppointment, export: AccessExport) -> dict[str,
         "records": records,
         "kept": kept,
         "asked": [seen.describe() for seen in export.access_requests],
+        "summary": summary(export),
         "subject_ref": export.subject_ref,
         "how_to_verify": HOW_TO_VERIFY,
+        "checkpoint": export.checkpoint,
     }

@@ -72,6 +72,23 @@ class ConsentSettings(ServiceSettings, LinkSettings):
             "accepts besides the signing key's own: the keys used before a rotation."
         ),
     )
+    # The export of a person's data: each service answers for its own part on its admin port
+    # (visio_runtime.personal_data); unset, that part is reported missing.
+    booking_internal_url: str | None = Field(
+        default=None, description="Booking's admin port, e.g. http://booking:9080."
+    )
+    meetings_internal_url: str | None = Field(
+        default=None, description="Meetings' admin port, e.g. http://meetings:9081."
+    )
+    notifications_internal_url: str | None = Field(
+        default=None, description="Notifications' admin port, e.g. http://notifications:9082."
+    )
+    export_deadline_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="How long the export waits for each service; one that has not answered "
+        "by then is named in the export as missing, never silently left out.",
+    )
     checkpoint_file: Path | None = Field(
         default=None,
         description="JSON lines file of signed checkpoints (default: var_dir/consent-checkpoints"

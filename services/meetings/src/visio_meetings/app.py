@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from visio_runtime.service import Runtime, build_runtime, create_service_app
 from visio_shared import AppointmentEvent
 
+from visio_meetings import personal_data
 from visio_meetings.graph import GraphClient
 from visio_meetings.handlers import HANDLED, Deps, handle_event
 from visio_meetings.poller import PollerDeps, run_poller
@@ -83,6 +84,7 @@ def create_app(settings: MeetingsSettings | None = None) -> FastAPI:
     runtime.consumer.subscribe(runtime.topics.appointments, runtime.topics.consents)
     # After each meeting: its attendance report and recordings (the record of connections).
     runtime.run_in_background(lambda: run_poller(poller()), "attendance-poller")
+    runtime.personal_data = personal_data.collect
     app = create_service_app(runtime, title="Visio RDV meetings")
     app.state.clients = clients
     return app

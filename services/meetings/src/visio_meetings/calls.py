@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 from visio_meetings.payloads import (
     MeetingSpec,
+    advisor_instructions,
     event_body,
     event_times,
     join_web_url_filter,
@@ -22,6 +23,7 @@ from visio_meetings.refusals import GraphRefused
 
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 CANCEL_COMMENT = "Rendez-vous Visio RDV annulé."
+ERASED_SUBJECT = "Rendez-vous Visio RDV (données personnelles effacées)"
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,19 @@ def move_event(
     advisor_id: str, event_id: str, start: Any, duration_minutes: int, timezone: str
 ) -> Call:
     body = event_times(start, duration_minutes, timezone)
+    return Call("events.update", "PATCH", advisor_id, f"/events/{segment(event_id)}", body)
+
+
+def erase_event_details(advisor_id: str, event_id: str, appointment_id: Any) -> Call:
+    """The event's subject and body without anything the partner wrote (the subject may name
+    the person): the advisor keeps the slot, the reference and the Teams meeting."""
+    body = {
+        "subject": ERASED_SUBJECT,
+        "body": {
+            "contentType": "HTML",
+            "content": advisor_instructions(ERASED_SUBJECT, appointment_id),
+        },
+    }
     return Call("events.update", "PATCH", advisor_id, f"/events/{segment(event_id)}", body)
 
 

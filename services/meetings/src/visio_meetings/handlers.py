@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 
 import asyncpg
+from visio_runtime.erasure import is_erased
 from visio_runtime.errors import Poison
 from visio_shared import (
     AdvisorReassigned,
@@ -34,12 +35,13 @@ from visio_shared import (
     AppointmentRequested,
     AppointmentRescheduled,
     Envelope,
+    PersonalDataErasureRequested,
     RecordingConsentWithdrawn,
     Topics,
 )
 from visio_shared.publishing import Publisher, publish_event
 
-from visio_meetings import answers, store
+from visio_meetings import answers, erasure, store
 from visio_meetings.graph import GraphClient
 from visio_meetings.meeting import Created, create_meeting
 from visio_meetings.payloads import MeetingSpec, meeting_key
@@ -55,6 +57,7 @@ HANDLED: tuple[type[AppointmentEvent], ...] = (
     AppointmentCancelled,
     AdvisorReassigned,
     RecordingConsentWithdrawn,
+    PersonalDataErasureRequested,
 )
 
 
@@ -111,6 +114,15 @@ class _Handling:
 async def handle_event(event: AppointmentEvent, deps: Deps) -> None:
     async with store.appointment_lock(deps.pool, event.appointment_id) as conn:
         handling = _Handling(conn, deps)
+        if isinstance(event, PersonalDataErasureRequested):
+            await erasure.erase(conn, deps.graph, deps.publisher, deps.topics, event)
+            return
+        if await is_erased(conn, event.appointment_id):
+            # Erased: a replayed or late event makes no meeting and keeps nothing.
+            async with store.completing(conn, event):
+                pass
+            log.info("meetings: %s of an erased appointment skipped", event.event_type)
+            return
         await _apply_held(handling, event)
         if await store.is_processed(conn, event.event_id):
             log.info("meetings: %s %s already handled", event.event_type, event.event_id)

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 from visio_runtime.service import Runtime, build_runtime, create_service_app
-from visio_shared import AppointmentEvent
+from visio_shared import AppointmentEvent, PersonalDataErasureRequested
 
-from visio_notifications import handlers, self_service
+from visio_notifications import erasure, handlers, personal_data, self_service
 from visio_notifications.deps import Clock, Deps, utc_now
 from visio_notifications.mailer import SmtpMailer
 from visio_notifications.poller import run_poller
@@ -31,6 +31,12 @@ def create_app(settings: NotificationsSettings | None = None, *, clock: Clock = 
             send_mail=mailer.send,
             clock=clock,
         )
+
+    # One appointment's events stay in order across both handlers (the consumer's lanes): an
+    # erasure is handled after what came before it, and what comes after finds it erased.
+    @runtime.consumer.on(PersonalDataErasureRequested)
+    async def erasure_requested(event: PersonalDataErasureRequested) -> None:
+        await erasure.on_erasure_requested(deps(), event)
 
     # MeetingRescheduled and MeetingCancelled are not followed (skipped and counted): the link
     # does not change on a reschedule, and the cancellation email follows booking's own
@@ -59,4 +65,5 @@ def create_app(settings: NotificationsSettings | None = None, *, clock: Clock = 
     runtime.on_start.append(publish_leftovers)
     runtime.on_stop.append(close_smtp_connections)
     runtime.run_in_background(lambda: run_poller(deps()), name="notifications-poller")
+    runtime.personal_data = personal_data.collect
     return create_service_app(runtime, title="Visio RDV notifications")

@@ -32,6 +32,7 @@ from typing import Any
 
 import asyncpg
 from visio_runtime.db import mark_processed_many
+from visio_runtime.erasure import erased_among
 from visio_runtime.errors import Transient
 from visio_shared import (
     AppointmentEvent,
@@ -88,12 +89,18 @@ HANDLED: tuple[type[AppointmentEvent], ...] = (AppointmentRequested, *APPLY)
 async def on_events(deps: Deps, events: Sequence[AppointmentEvent]) -> None:
     """A batch of events (the consumer's `on_batch`: one per appointment), step 1 for all of
     them in one transaction — their locks, markers, requests' copies and settle flags each in
-    one statement — then step 2 for each appointment, side by side, each under its own lock."""
-    appointment_ids = [event.appointment_id for event in events]
+    one statement — then step 2 for each appointment, side by side, each under its own lock.
+    The events of an appointment whose person was erased are only marked processed."""
     async with deps.pool.acquire() as conn, conn.transaction():
-        await store.lock_appointments(conn, appointment_ids)
+        await store.lock_appointments(conn, [event.appointment_id for event in events])
         fresh = await mark_processed_many(conn, events)
-        new = [event for event in events if event.event_id in fresh]
+        # Erased: a replayed or late event stores nothing and sends nothing (marked processed).
+        erased = await erased_among(conn, [event.appointment_id for event in events])
+        new = [
+            event
+            for event in events
+            if event.event_id in fresh and event.appointment_id not in erased
+        ]
         await store.save_requested_many(
             conn, [event for event in new if isinstance(event, AppointmentRequested)]
         )
@@ -104,13 +111,16 @@ async def on_events(deps: Deps, events: Sequence[AppointmentEvent]) -> None:
             conn, [(event.appointment_id, event.event_id) for event in new], deps.clock()
         )
     for event in events:
-        if event.event_id not in fresh:
+        if event.appointment_id in erased:
+            log.info("%s of an erased appointment skipped", event.event_type)
+        elif event.event_id not in fresh:
             log.info(
                 "%s %s already processed",
                 event.event_type,
                 event.event_id,
                 extra={"correlation_id": str(event.correlation_id)},
             )
+    appointment_ids = [e.appointment_id for e in events if e.appointment_id not in erased]
     # Also on a redelivery: it finishes what an earlier attempt could not.
     await asyncio.gather(
         *(_settle_alone(deps, appointment_id) for appointment_id in appointment_ids)

@@ -56,6 +56,12 @@ class NotificationsSettings(ServiceSettings, LinkSettings):
         description="A kept SMTP connection is closed (QUIT) after this many messages, and the "
         "next message opens a new one: some relays cap the messages of a session.",
     )
+    mail_sink_dir: Path | None = Field(
+        default=None,
+        description="The local SMTP sink's store (`visio-rdv up` sets it): an erasure also "
+        "deletes the appointment's emails there. Unset with a real relay, whose copies are "
+        "the relay's to expire.",
+    )
 
     # A message the relay could not take now is tried again after a growing delay, capped:
     # every email here is time-critical (the confirmation, an update, a cancellation, the link

@@ -90,6 +90,9 @@ def topic_configs(settings: ServiceSettings, name: str) -> dict[str, str]:
     days = settings.dlq_retention_days if name.endswith(".dlq") else settings.topic_retention_days
     if days > 0:
         configs["retention.ms"] = str(int(days * 86_400_000))
+    if settings.topic_segment_days > 0:
+        # The longest a value outlives an erasure is retention + this (docs/personal-data.md).
+        configs["segment.ms"] = str(int(settings.topic_segment_days * 86_400_000))
     if settings.topic_min_insync_replicas is not None:
         configs["min.insync.replicas"] = str(settings.topic_min_insync_replicas)
     return configs

@@ -31,6 +31,8 @@ from visio_runtime.http_metrics import HttpMetricsMiddleware
 from visio_runtime.kafka import ensure_topics, make_broker, publish_metrics
 from visio_runtime.logs import configure_logging as _configure_logging
 from visio_runtime.metrics import CONTENT_TYPE, HttpMetrics, Metrics
+from visio_runtime.personal_data import Collect
+from visio_runtime.personal_data import add_route as add_personal_data_route
 from visio_runtime.production import waiver_warning
 from visio_runtime.settings import ServiceSettings
 from visio_runtime.tracing import telemetry_middleware, tracer_provider
@@ -63,6 +65,8 @@ class Runtime:
     # Topics of the service's own configuration, created at start beside the system's (booking:
     # each declared partner's request and reply topics).
     extra_topics: list[str] = field(default_factory=list)
+    # The service's part of a person's data, answered on the admin port (personal_data.py).
+    personal_data: Collect | None = None
 
     @property
     def db(self) -> asyncpg.Pool:
@@ -202,6 +206,8 @@ def create_admin_app(runtime: Runtime, public: FastAPI) -> FastAPI:
     )
     admin.state.runtime = runtime
     add_health_routes(admin, runtime)
+    if runtime.personal_data is not None:
+        add_personal_data_route(admin, lambda: runtime.db, runtime.personal_data)
 
     @admin.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

@@ -93,6 +93,12 @@ class ServiceSettings(BaseSettings):
     dlq_retention_days: float = Field(
         default=7.0, description="`retention.ms` of this service's dead-letter topic."
     )
+    topic_segment_days: float = Field(
+        default=1.0,
+        description="`segment.ms` of every topic this service creates: Kafka deletes whole "
+        "segments, so a record (an erased person's details) can outlive its retention by up "
+        "to this long (0: the broker's default, 7 days on Apache Kafka).",
+    )
     topic_configs_enabled: bool = Field(
         default=True,
         description="Give topic configs at creation; some brokers refuse them: turn off there.",
