@@ -31,6 +31,7 @@ from visio_runtime.http_metrics import HttpMetricsMiddleware
 from visio_runtime.kafka import ensure_topics, make_broker, publish_metrics
 from visio_runtime.logs import configure_logging as _configure_logging
 from visio_runtime.metrics import CONTENT_TYPE, HttpMetrics, Metrics
+from visio_runtime.periodic import PeriodicMetrics, Round, every
 from visio_runtime.production import waiver_warning
 from visio_runtime.settings import ServiceSettings
 from visio_runtime.tracing import telemetry_middleware, tracer_provider
@@ -63,11 +64,19 @@ class Runtime:
     # Topics of the service's own configuration, created at start beside the system's (booking:
     # each declared partner's request and reply topics).
     extra_topics: list[str] = field(default_factory=list)
+    _periodic: PeriodicMetrics | None = None
 
     @property
     def db(self) -> asyncpg.Pool:
         assert self.pool is not None, "the pool opens in the lifespan"
         return self.pool
+
+    def run_every(self, task: str, interval_s: float, round_: Round) -> None:
+        """Do `round_` every `interval_s` seconds for as long as the service runs, failures
+        logged, counted and tried again (visio_runtime.periodic)."""
+        counts = self._periodic or PeriodicMetrics(self.metrics)
+        self._periodic = counts
+        self.run_in_background(lambda: every(task, interval_s, round_, counts), task)
 
     def run_in_background(self, make: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
         """Run a loop for as long as the service runs (started after the broker, cancelled
