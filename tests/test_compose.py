@@ -558,3 +558,22 @@ def test_ops_runs_visio_rdv_ops_against_the_stack(services: Services) -> None:
     assert settings.topic_prefix == services["booking"]["environment"]["BOOKING_TOPIC_PREFIX"]
     assert env["VISIO_DATABASE_URL"] == services["migrate"]["environment"]["VISIO_DATABASE_URL"]
     assert _depends_on(ops) == {"kafka": "service_healthy", "postgres": "service_healthy"}
+
+
+def test_the_healer_probes_the_dependencies_the_services_use(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from visio_deploy.ops.settings import OpsSettings
+
+    heal = services["heal"]
+    assert heal["command"] == ["ops", "heal"]
+    for variable, value in heal["environment"].items():  # read as the process reads them
+        monkeypatch.setenv(variable, value)
+    settings = OpsSettings()
+    meetings = services["meetings"]["environment"]
+    assert settings.heal_probes["graph"] == meetings["MEETINGS_GRAPH_BASE_URL"] + "/"
+    notifications = services["notifications"]["environment"]
+    smtp = f"smtp://{notifications['NOTIFICATIONS_SMTP_HOST']}:{notifications['NOTIFICATIONS_SMTP_PORT']}"
+    assert settings.heal_probes["smtp"] == smtp
+    assert str(settings.heal_ca_bundle) == meetings["MEETINGS_CA_BUNDLE"]
+    assert _mounts(heal)[str(Path(meetings["MEETINGS_CA_BUNDLE"]).parent)] == "dev-ca"

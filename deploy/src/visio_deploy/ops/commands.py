@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
@@ -129,6 +130,14 @@ def register(subparsers: Any) -> None:
     cmd = commands.add_parser("purge", help="remove personal data past its retention period")
     cmd.add_argument("--dry-run", action="store_true", help="count, remove nothing")
     cmd.set_defaults(handler=_run(_purge, uses=("database", "kafka", "mail")))
+
+    cmd = commands.add_parser(
+        "heal",
+        help="replay the dead letters an outage caused once the dependency answers again "
+        "(bounded: VISIO_HEAL_*)",
+    )
+    cmd.add_argument("--once", action="store_true", help="one round, then exit")
+    cmd.set_defaults(handler=_run(_heal))
 
     cmd = commands.add_parser("alerts", help="run the alerts process (group visio-rdv.alerts)")
     cmd.set_defaults(handler=_alerts)
@@ -422,6 +431,13 @@ def _check_monitoring(_: argparse.Namespace) -> int:
         print(problem)
     print(f"{len(problems)} problem(s) in the rules and dashboards against {len(pages)} processes")
     return 1 if problems else 0
+
+
+async def _heal(args: argparse.Namespace, settings: OpsSettings) -> int:
+    from visio_deploy.ops import heal
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    return await heal.serve(settings, once=args.once)
 
 
 def _alerts(_: argparse.Namespace) -> int:

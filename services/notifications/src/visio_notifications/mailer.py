@@ -66,7 +66,7 @@ def _refusal(refusals: Mapping[str, aiosmtplib.SMTPResponse], total: int) -> Exc
         if partial:
             detail = f"{len(refusals)} of {total} recipients refused: {detail}"
         return MailRejected(first.code, detail, partial=partial)
-    return Transient(f"SMTP recipient deferred ({codes})")
+    return Transient(f"SMTP recipient deferred ({codes})", dependency="smtp")
 
 
 def mail_of(message: EmailMessage) -> Mail:
@@ -87,8 +87,8 @@ def _classified(exc: Exception) -> Exception:
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         if exc.code >= 500 and not isinstance(exc, aiosmtplib.SMTPConnectResponseError):
             return MailRejected(exc.code, redact(exc.message))
-        return Transient(f"SMTP {exc.code}: {redact(exc.message)}")
-    return Transient(f"SMTP {type(exc).__name__}: {redact(str(exc))}")
+        return Transient(f"SMTP {exc.code}: {redact(exc.message)}", dependency="smtp")
+    return Transient(f"SMTP {type(exc).__name__}: {redact(str(exc))}", dependency="smtp")
 
 
 class _Stale(Exception):

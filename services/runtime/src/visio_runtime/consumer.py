@@ -64,7 +64,7 @@ from visio_shared import Envelope, Headers, Topics
 from visio_runtime import tracing
 from visio_runtime.batches import Batcher, BatchHandler, BatchRoute, Item
 from visio_runtime.dead_letters import DeadLetter, DeadLetters
-from visio_runtime.errors import Poison, RetryPolicy, classify
+from visio_runtime.errors import Poison, RetryPolicy, Transient, classify
 from visio_runtime.json_input import Unreadable, read_json
 from visio_runtime.kafka import tolerant_parser, undecoded
 from visio_runtime.lanes import Lanes
@@ -436,7 +436,15 @@ class EventConsumer:
             reason = _describe(exc)
             if classify(exc) != "poison":
                 reason = f"gave up after {failure.attempts} attempts: {reason}"
-            letter = DeadLetter(reason, error_class, failure.attempts, failure.first_failed_at)
+            letter = DeadLetter(
+                reason,
+                error_class,
+                failure.attempts,
+                failure.first_failed_at,
+                unavailable=getattr(exc, "dependency", None)
+                if isinstance(exc, Transient)
+                else None,
+            )
             await self.dead_letters.write(
                 record, headers, letter, label=labels["event_type"], summary=_loggable(exc)
             )
