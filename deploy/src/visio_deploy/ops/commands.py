@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
@@ -147,6 +148,14 @@ def register(subparsers: Any) -> None:
         help="a partner system (repeatable); replaces the settings' list",
     )
     cmd.set_defaults(handler=_acls)
+
+    cmd = commands.add_parser(
+        "heal",
+        help="replay the dead letters an outage caused once the dependency answers again "
+        "(bounded: VISIO_HEAL_*)",
+    )
+    cmd.add_argument("--once", action="store_true", help="one round, then exit")
+    cmd.set_defaults(handler=_run(_heal))
 
     cmd = commands.add_parser("alerts", help="run the alerts process (group visio-rdv.alerts)")
     cmd.set_defaults(handler=_alerts)
@@ -450,6 +459,13 @@ def _acls(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"kafka_partners": args.partner})
     print(render(system_acls(settings), args.bootstrap_server, args.command_config), end="")
     return 0
+
+
+async def _heal(args: argparse.Namespace, settings: OpsSettings) -> int:
+    from visio_deploy.ops import heal
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    return await heal.serve(settings, once=args.once)
 
 
 def _alerts(_: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ def create_app(settings: NotificationsSettings | None = None, *, clock: Clock = 
     """`clock` is for tests that move time to fire reminders."""
     settings = settings or NotificationsSettings()
     runtime = build_runtime("notifications", settings)
-    mailer = SmtpMailer(settings, runtime.metrics)
+    mailer = SmtpMailer(settings, runtime.metrics, runtime.tracer)
 
     def deps() -> Deps:
         # The pool opens in the lifespan, so the dependencies are gathered per use.
