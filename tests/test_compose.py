@@ -458,3 +458,122 @@ def test_probe_fails_when_nothing_listens() -> None:
     result = _run_probe(f"http://127.0.0.1:{closed_port}/health/live")
     assert result.returncode == 1
     assert "unreachable" in result.stderr
+
+
+# --- What an operator uses: Kafka's data kept, reachable from the host, `ops` as a service ----
+
+_EXACT_TAG = re.compile(r"^[^:@\s]+:v?\d+\.\d+\.\d+(?:[-.][A-Za-z0-9.-]+)?$")
+# PostgreSQL numbers its releases major.minor since 10: 15.13 is one exact release.
+_EXACT_POSTGRES = re.compile(r"^postgres:\d{2,}\.\d+(?:-[a-z]+)?$")
+
+
+def _unpinned(images: list[str]) -> list[str]:
+    """The images not pinned to an exact version (major.minor.patch): `latest`, no tag, or
+    a moving tag such as `15` or `3.11-slim` get a different image on the next pull."""
+    return [
+        image for image in images if not (_EXACT_TAG.match(image) or _EXACT_POSTGRES.match(image))
+    ]
+
+
+def _dockerfile_images(text: str) -> list[str]:
+    defaults = dict(re.findall(r"^ARG (\w+)=(\S+)$", text, re.MULTILINE))
+    images = [
+        re.sub(r"\$\{(\w+)\}", lambda m: defaults[m[1]], image)
+        for image in re.findall(r"^FROM (\S+)", text, re.MULTILINE)
+    ]
+    return images + re.findall(r"^COPY --from=(\S+:\S+) ", text, re.MULTILINE)
+
+
+def test_every_image_is_pinned_to_an_exact_version(
+    services: Services, dockerfile_text: str
+) -> None:
+    pulled = [svc["image"] for svc in services.values() if "image" in svc]
+    assert len(pulled) >= 6
+    assert _unpinned(pulled) == []
+    built = _dockerfile_images(dockerfile_text)
+    assert any(image.startswith("python:3.11.") for image in built), built
+    assert _unpinned(built) == []
+
+
+def test_the_pin_check_catches_moving_tags() -> None:
+    moving = ["postgres:15", "python:3.11-slim", "grafana/grafana:latest", "busybox", "uv:0.13"]
+    assert _unpinned(moving) == moving
+    assert _unpinned(["prom/prometheus:v2.53.4", "python:3.11.13-slim-bookworm"]) == []
+
+
+def _listeners(value: str) -> dict[str, str]:
+    """`NAME://host:port,...` → name → host:port."""
+    return dict(entry.split("://", 1) for entry in value.split(","))
+
+
+def test_kafka_keeps_its_data_on_a_named_volume(compose: dict[str, Any]) -> None:
+    kafka = compose["services"]["kafka"]
+    log_dirs = kafka["environment"]["KAFKA_LOG_DIRS"]
+    assert not log_dirs.startswith("/tmp"), "lost with the container"
+    volume = _mounts(kafka)[log_dirs]
+    assert volume in compose["volumes"], "a named volume, declared at the top level"
+
+
+def test_kafka_has_a_listener_for_the_host_on_the_loopback_only(services: Services) -> None:
+    env = services["kafka"]["environment"]
+    listeners = _listeners(env["KAFKA_LISTENERS"])
+    advertised = _listeners(env["KAFKA_ADVERTISED_LISTENERS"])
+    protocols = dict(
+        pair.split(":") for pair in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
+    )
+    assert set(listeners) == set(protocols)
+    assert set(advertised) <= set(listeners) - {env["KAFKA_CONTROLLER_LISTENER_NAMES"]}
+    # The containers' listener, where every service is told to connect.
+    assert advertised[env["KAFKA_INTER_BROKER_LISTENER_NAME"]] == "kafka:9092"
+    # The host's: advertised on 127.0.0.1, at the port published there (and only there).
+    host_side = [
+        address for name, address in advertised.items() if address.startswith("127.0.0.1:")
+    ]
+    assert len(host_side) == 1
+    port = host_side[0].rpartition(":")[2]
+    listened = {name for name, address in listeners.items() if address.endswith(f":{port}")}
+    assert listened == {name for name, address in advertised.items() if address == host_side[0]}
+    assert services["kafka"]["ports"] == [f"127.0.0.1:{port}:{port}"]
+
+
+def test_ops_runs_visio_rdv_ops_against_the_stack(services: Services) -> None:
+    from visio_deploy.cli import build_parser
+    from visio_deploy.ops.settings import OpsSettings
+
+    ops = services["ops"]
+    assert ops["build"]["args"] == {"SERVICE": "deploy", "COMMAND": "visio-rdv"}
+    assert ops["entrypoint"] == ["visio-rdv", "ops"]
+    assert ops["profiles"] == ["ops"], "never started by `docker compose up`"
+    assert ops["restart"] == "no" and ops["healthcheck"] == {"disable": True}
+    # `docker compose run --rm ops <words>` runs `visio-rdv ops <words>`: real commands.
+    parser = build_parser()
+    for words in (["lag"], ["dlq", "list"], ["topics"]):
+        parser.parse_args(["ops", *words])
+    # Where the services are, as they are told it.
+    env = ops["environment"]
+    settings = OpsSettings.model_validate(
+        {key.removeprefix("VISIO_").lower(): value for key, value in env.items()}
+    )
+    assert settings.kafka_bootstrap_servers == "kafka:9092"
+    assert settings.topic_prefix == services["booking"]["environment"]["BOOKING_TOPIC_PREFIX"]
+    assert env["VISIO_DATABASE_URL"] == services["migrate"]["environment"]["VISIO_DATABASE_URL"]
+    assert _depends_on(ops) == {"kafka": "service_healthy", "postgres": "service_healthy"}
+
+
+def test_the_healer_probes_the_dependencies_the_services_use(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from visio_deploy.ops.settings import OpsSettings
+
+    heal = services["heal"]
+    assert heal["command"] == ["ops", "heal"]
+    for variable, value in heal["environment"].items():  # read as the process reads them
+        monkeypatch.setenv(variable, value)
+    settings = OpsSettings()
+    meetings = services["meetings"]["environment"]
+    assert settings.heal_probes["graph"] == meetings["MEETINGS_GRAPH_BASE_URL"] + "/"
+    notifications = services["notifications"]["environment"]
+    smtp = f"smtp://{notifications['NOTIFICATIONS_SMTP_HOST']}:{notifications['NOTIFICATIONS_SMTP_PORT']}"
+    assert settings.heal_probes["smtp"] == smtp
+    assert str(settings.heal_ca_bundle) == meetings["MEETINGS_CA_BUNDLE"]
+    assert _mounts(heal)[str(Path(meetings["MEETINGS_CA_BUNDLE"]).parent)] == "dev-ca"

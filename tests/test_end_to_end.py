@@ -70,7 +70,9 @@ def stack(kafka_bootstrap: str, postgres_url: str, tmp_path_factory: Any) -> Ite
         "VISIO_VAR_DIR": str(var),
         "VISIO_DATABASE_URL": owner_dsn,
         "VISIO_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "VISIO_TOPIC_PREFIX": f"e2e-{os.getpid()}",
+        # One prefix per stack: test_personal_data starts another stack on the same broker, whose
+        # consent must not read this one's checkpoints (signed with another key).
+        "VISIO_TOPIC_PREFIX": f"e2e-{os.getpid()}-{uuid.uuid4().hex[:8]}",
         "VISIO_GRAPH_PORT": str(ports["graph"]),
         "VISIO_SMTP_PORT": str(ports["smtp"]),
         "VISIO_BOOKING_PORT": str(ports["booking"]),

@@ -31,7 +31,7 @@ def stack(tmp_path_factory: Any) -> Any:
     checkout = tmp_path_factory.mktemp("checkout")
     var = checkout / "var"
     var.mkdir()
-    ports = {name: free_port() for name in ("kafka", "graph", "smtp", *PROCESSES)}
+    ports = {name: free_port() for name in ("kafka", "graph", "smtp", "lag_exporter", *PROCESSES)}
     # Its own PostgreSQL (a fresh cluster: the roles are created with up's secrets) and its own
     # tansu (the waiver is for a loopback broker only).
     env = {

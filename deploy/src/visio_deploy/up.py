@@ -367,6 +367,7 @@ def bring_up(stack: Stack) -> None:
         stack.start(service.name, service.script, env)
     start_alerts(stack, owner_dsn, bootstrap, everyone | (alerts_env(found, ca) if found else {}))
     start_lag_exporter(stack, bootstrap, everyone)
+    start_healer(stack, bootstrap, graph_base, ca.bundle_path, everyone)
 
     kafka = ServiceSettings(kafka_bootstrap_servers=bootstrap, topic_prefix=settings.topic_prefix)
     wait_ready(stack, asyncio.run(expected_partitions(kafka, LOCAL_PARTNERS)), say)
@@ -466,6 +467,30 @@ def start_lag_exporter(stack: Stack, bootstrap: str, extra: dict[str, str] | Non
     listen = f"{settings.host}:{settings.lag_exporter_port}"
     argv = [installed_script("visio-rdv"), "ops", "lag", "--serve-metrics", listen]
     stack.launch(LAG_EXPORTER, argv, env)
+
+
+def start_healer(
+    stack: Stack,
+    bootstrap: str,
+    graph_base: str,
+    ca_bundle: Path,
+    extra: dict[str, str] | None = None,
+) -> None:
+    """`visio-rdv ops heal`: the dead letters an outage of Graph or of the relay caused are
+    replayed once it answers again (visio_deploy.ops.heal)."""
+    settings = stack.settings
+    probes = {
+        "graph": f"{graph_base}/v1.0/",
+        "smtp": f"smtp://{settings.host}:{settings.smtp_port}",
+    }
+    env = {
+        "VISIO_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "VISIO_TOPIC_PREFIX": settings.topic_prefix,
+        "VISIO_HEAL_PROBES": json.dumps(probes),
+        "VISIO_HEAL_CA_BUNDLE": str(ca_bundle),
+        **(extra or {}),
+    }
+    stack.launch("heal", [installed_script("visio-rdv"), "ops", "heal"], env)
 
 
 def ensure_link_keys(path: Path) -> str:

@@ -28,6 +28,10 @@ class Headers:
     DLQ_DEAD_LETTERED_AT = "dlq.dead_lettered_at"
     # Only on a letter whose value (or key) was cut to fit on the broker: the original sizes.
     DLQ_TRUNCATED = "dlq.truncated"
+    # The outside party whose unavailability made the record a dead letter (`graph`, `smtp`).
+    DLQ_UNAVAILABLE = "dlq.unavailable"
+    # How many times `visio-rdv ops heal` replayed this record already (kept on replays).
+    AUTO_REPLAYS = "visio.auto_replays"
 
     @staticmethod
     def for_event(event: Envelope) -> dict[str, str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import logging
 import sys
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
@@ -181,6 +182,14 @@ def register(subparsers: Any) -> None:
     cmd = erasures.add_parser("status", help="which services have confirmed an erasure")
     cmd.add_argument("erasure_id", type=uuid.UUID)
     cmd.set_defaults(handler=_run(_erasure_status, uses=("database",)))
+
+    cmd = commands.add_parser(
+        "heal",
+        help="replay the dead letters an outage caused once the dependency answers again "
+        "(bounded: VISIO_HEAL_*)",
+    )
+    cmd.add_argument("--once", action="store_true", help="one round, then exit")
+    cmd.set_defaults(handler=_run(_heal))
 
     cmd = commands.add_parser("alerts", help="run the alerts process (group visio-rdv.alerts)")
     cmd.set_defaults(handler=_alerts)
@@ -512,6 +521,13 @@ async def _erasure_status(args: argparse.Namespace, settings: OpsSettings) -> in
         return 1
     print("\n".join(erasure.describe(found)))
     return 0 if found.complete else 3
+
+
+async def _heal(args: argparse.Namespace, settings: OpsSettings) -> int:
+    from visio_deploy.ops import heal
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    return await heal.serve(settings, once=args.once)
 
 
 def _alerts(_: argparse.Namespace) -> int:

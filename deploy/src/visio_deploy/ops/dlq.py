@@ -119,10 +119,17 @@ class Replay:
 
 
 async def replay(
-    settings: ServiceSettings, select: Callable[[Letter], bool], dry_run: bool = False
+    settings: ServiceSettings,
+    select: Callable[[Letter], bool],
+    dry_run: bool = False,
+    *,
+    by: str | None = None,
+    headers: Callable[[Letter], dict[str, str]] | None = None,
 ) -> tuple[list[Replay], list[Letter]]:
     """Replay the selected letters not replayed before; returns (replayed, skipped: replayed
-    before, or cut to fit on the broker — `Letter.truncated` — and so not the original)."""
+    before, or cut to fit on the broker — `Letter.truncated` — and so not the original).
+    `by`: who replays, in the ledger (default: the operator's login); `headers`: more headers
+    for a letter's replay (`ops heal` counts its replays there)."""
     done = await replayed(settings)
     chosen = [letter for letter in await letters(settings) if select(letter)]
     fresh = [letter for letter in chosen if letter.id not in done and not letter.truncated]
@@ -136,10 +143,19 @@ async def replay(
                 letter.source_topic,
                 letter.record.value,
                 key=letter.record.key,
-                headers=[(k, v.encode()) for k, v in letter.replayable_headers().items()],
+                headers=[
+                    (k, v.encode())
+                    for k, v in (
+                        letter.replayable_headers() | (headers(letter) if headers else {})
+                    ).items()
+                ],
             )
             to = f"{sent.topic}/{sent.partition}/{sent.offset}"
-            entry = {"replayed_at": datetime.now(UTC).isoformat(), "to": to, "by": _operator()}
+            entry = {
+                "replayed_at": datetime.now(UTC).isoformat(),
+                "to": to,
+                "by": by or _operator(),
+            }
             await sender.send_and_wait(
                 replays_topic(settings.topic_prefix),
                 json.dumps(entry).encode(),

@@ -60,6 +60,32 @@ class OpsSettings(ServiceSettings):
     mail_retention_days: float = 7.0
     mail_dir: Path = Path("var/mail")
 
+    # `ops heal` (visio_deploy.ops.heal): replaying what an outage dead-lettered, within bounds.
+    heal_probes: dict[str, str] = Field(
+        default_factory=dict,
+        description="Dependency -> how to tell it answers: an HTTP(S) URL (up below 500) or "
+        'smtp://host:port (up on a 220 greeting), e.g. {"graph": '
+        '"https://graph.microsoft.com/v1.0/", "smtp": "smtp://relay:25"}.',
+    )
+    heal_ca_bundle: Path | None = Field(
+        default=None, description="CA bundle for the HTTPS probes (unset: the system's)."
+    )
+    heal_probe_timeout_s: float = Field(default=5.0, gt=0)
+    heal_interval_s: float = Field(default=30.0, gt=0, description="Seconds between rounds.")
+    heal_backoff_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="Wait after a letter is written before its replay; doubled at each "
+        "automatic replay of the same record.",
+    )
+    heal_backoff_max_s: float = Field(default=3600.0, ge=0)
+    heal_max_replays: int = Field(
+        default=5, ge=0, description="Automatic replays of one record; then an operator's."
+    )
+    heal_max_per_hour: int = Field(
+        default=500, ge=0, description="Automatic replays an hour, all letters together."
+    )
+
     def production_findings(self) -> list[Finding]:
         """A service's own role must have its own secret; ops' connection is the owner's, given
         by the operator for the commands that use a database (often a local socket with peer

@@ -143,6 +143,7 @@ def proof_stack(
         notifications_port=free_port(),
         consent_port=free_port(),
         alerts_port=free_port(),
+        lag_exporter_port=free_port(),
         topic_prefix=f"{name}-{os.getpid()}",
         kafka_bootstrap_servers=None,
         database_url=_with_port(owner_dsn, proxy.port) if proxy else owner_dsn,

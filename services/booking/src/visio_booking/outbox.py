@@ -8,6 +8,7 @@ was down when it was accepted, in the order it was committed for each appointmen
   as the guarantee when a notification is missed.
 - A row is marked published only once the broker acknowledged it (acks=all); a failure leaves
   it, and every later row of the same key, for the next round: per-key order holds.
+- A row keeps the `traceparent` of the request that wrote it, and is published under it.
 - At-least-once: a crash between the broker's ack and the mark publishes the same event again
   (same event_id); every consumer is idempotent by event_id.
 """
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+from visio_runtime import tracing
 from visio_runtime.metrics import Metrics
 from visio_shared import Envelope, Headers
 from visio_shared.headers import event_key
@@ -47,7 +49,8 @@ async def enqueue(
         topic,
         (key or event_key(event)).decode(),
         event.model_dump_json(),
-        json.dumps(Headers.for_event(event)),
+        # With tracing on, the request's trace context too: the relay publishes under it.
+        json.dumps(tracing.stamp(Headers.for_event(event))),
     )
     # Delivered at commit, never for a rolled-back transaction; repeats in one are merged.
     await conn.execute("SELECT pg_notify($1, '')", CHANNEL)
@@ -217,15 +220,18 @@ class OutboxRelay:
         return acked
 
     async def _publish(self, row: asyncpg.Record) -> None:
-        await asyncio.wait_for(
-            self.publisher.publish(
-                row["payload"].encode(),
-                row["topic"],
-                key=row["key"].encode(),
-                headers=json.loads(row["headers"]),
-            ),
-            self.settings.publish_timeout_s,
-        )
+        headers = json.loads(row["headers"])
+        # Under the trace of the request that wrote the row (its `traceparent`), if any.
+        with tracing.carried(headers):
+            await asyncio.wait_for(
+                self.publisher.publish(
+                    row["payload"].encode(),
+                    row["topic"],
+                    key=row["key"].encode(),
+                    headers=headers,
+                ),
+                self.settings.publish_timeout_s,
+            )
 
     async def _purge(self, conn: asyncpg.Connection) -> None:
         """Published rows hold personal data: they go after a while, as do old idempotency keys

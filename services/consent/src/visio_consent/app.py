@@ -4,7 +4,6 @@ right of access and withdrawals over HTTP, and, with link keys, the self-service
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import timedelta
 
@@ -99,9 +98,15 @@ def create_app(settings: ConsentSettings | None = None) -> FastAPI:
         signed.measure(checkpointer.last)
 
     runtime.on_scrape.append(measure_head)
-    runtime.run_in_background(lambda: checkpointer.run(runtime.db, runtime.broker), "checkpoints")
-    runtime.run_in_background(lambda: _purge_expired(runtime, settings), "retention")
-    runtime.run_in_background(lambda: _announce_pending(runtime), "withdrawal announcements")
+    runtime.run_every(
+        "checkpoints",
+        settings.checkpoint_interval_s,
+        lambda: checkpointer.take_on(runtime.db, runtime.broker),
+    )
+    runtime.run_every("retention", settings.checkpoint_interval_s, lambda: _purge_expired(runtime))
+    runtime.run_every(
+        "withdrawal-announcements", ANNOUNCE_SWEEP_S, lambda: _announce_pending(runtime)
+    )
 
     app = create_service_app(
         runtime,
@@ -123,32 +128,22 @@ def create_app(settings: ConsentSettings | None = None) -> FastAPI:
     return app
 
 
-async def _purge_expired(runtime: Runtime, settings: ConsentSettings) -> None:
+async def _purge_expired(runtime: Runtime) -> None:
     """Erase personal data kept beside the chain once its retention has ended."""
-    while True:
-        try:
-            async with runtime.db.acquire() as conn:
-                erased = await purge_expired_subjects(conn)
-                await ratelimit.purge(conn, RATE_LIMITS_KEPT)
-            if erased:
-                log.info("consent: erased the personal data of %d expired subjects", erased)
-        except Exception:  # tried again next round
-            log.exception("consent: retention purge failed")
-        await asyncio.sleep(settings.checkpoint_interval_s)
+    async with runtime.db.acquire() as conn:
+        erased = await purge_expired_subjects(conn)
+        await ratelimit.purge(conn, RATE_LIMITS_KEPT)
+    if erased:
+        log.info("consent: erased the personal data of %d expired subjects", erased)
 
 
 async def _announce_pending(runtime: Runtime) -> None:
     """Announce again the withdrawals whose publication failed after they were recorded."""
-    while True:
-        try:
-            announced = await announce_pending_withdrawals(
-                runtime.db, runtime.broker, runtime.topics, PENDING_GRACE
-            )
-            if announced:
-                log.warning("consent: announced %d withdrawals again after a failure", announced)
-        except Exception:  # tried again next round
-            log.exception("consent: announcing pending withdrawals failed")
-        await asyncio.sleep(ANNOUNCE_SWEEP_S)
+    announced = await announce_pending_withdrawals(
+        runtime.db, runtime.broker, runtime.topics, PENDING_GRACE
+    )
+    if announced:
+        log.warning("consent: announced %d withdrawals again after a failure", announced)
 
 
 async def _warn_dev_subject_key(_: Runtime) -> None:

@@ -168,15 +168,11 @@ class Checkpointer:
         mine = [cp for cp in read_file(self.settings.checkpoints_path) if cp.signature_ok(trusted)]
         return max(mine, key=lambda checkpoint: checkpoint.seq, default=None)
 
-    async def run(self, pool: asyncpg.Pool, publisher: Publisher) -> None:
-        """The schedule: a checkpoint whenever the ledger has grown, every interval."""
-        while True:
-            try:
-                async with pool.acquire() as conn:
-                    await self.take(conn, publisher)
-            except Exception:  # the next round tries again; the service keeps recording
-                log.exception("consent: checkpoint failed")
-            await asyncio.sleep(self.settings.checkpoint_interval_s)
+    async def take_on(self, pool: asyncpg.Pool, publisher: Publisher) -> None:
+        """One round of the schedule (`Runtime.run_every`, each interval): a checkpoint if the
+        ledger has grown since the last."""
+        async with pool.acquire() as conn:
+            await self.take(conn, publisher)
 
 
 class CheckpointGauges:

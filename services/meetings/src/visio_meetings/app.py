@@ -13,7 +13,7 @@ from visio_shared import AppointmentEvent
 from visio_meetings import personal_data
 from visio_meetings.graph import GraphClient
 from visio_meetings.handlers import HANDLED, Deps, handle_event
-from visio_meetings.poller import PollerDeps, run_poller
+from visio_meetings.poller import PollerDeps, poll_once
 from visio_meetings.provisioning import Provisioner
 from visio_meetings.settings import MeetingsSettings
 
@@ -83,7 +83,9 @@ def create_app(settings: MeetingsSettings | None = None) -> FastAPI:
     # covers replicas). ConsentRecorded, also on consents.v1, is skipped and counted.
     runtime.consumer.subscribe(runtime.topics.appointments, runtime.topics.consents)
     # After each meeting: its attendance report and recordings (the record of connections).
-    runtime.run_in_background(lambda: run_poller(poller()), "attendance-poller")
+    runtime.run_every(
+        "attendance-poller", settings.attendance_poll_interval_s, lambda: poll_once(poller())
+    )
     runtime.personal_data = personal_data.collect
     app = create_service_app(runtime, title="Visio RDV meetings")
     app.state.clients = clients

@@ -488,10 +488,11 @@ def _transient(operation: str, reply: Reply) -> Transient:
         f"Graph {operation} {reply.status} {code}: {message} "
         f"(request-id {reply.headers.get('request-id')})",
         retry_after=retry_after(reply.headers.get("retry-after")),
+        dependency="graph",
     )
 
 
 def _unreachable(operation: str, exc: httpx.HTTPError) -> Transient:
     if isinstance(exc, httpx.TimeoutException):
-        return Transient(f"Graph {operation} timed out: {type(exc).__name__}")
-    return Transient(f"Graph unreachable: {type(exc).__name__}: {exc}")
+        return Transient(f"Graph {operation} timed out: {type(exc).__name__}", dependency="graph")
+    return Transient(f"Graph unreachable: {type(exc).__name__}: {exc}", dependency="graph")

@@ -11,7 +11,6 @@ list yet (or a Graph failure) is asked for again later, up to `attendance_max_at
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from collections.abc import Callable
@@ -43,16 +42,6 @@ class PollerDeps:
     topics: Topics
     settings: MeetingsSettings
     clock: Callable[[], datetime]
-
-
-async def run_poller(deps: PollerDeps) -> None:
-    """Poll until cancelled; a failed round is logged and the next one tries again."""
-    while True:
-        try:
-            await poll_once(deps)
-        except Exception:
-            log.exception("meetings: attendance round failed")
-        await asyncio.sleep(deps.settings.attendance_poll_interval_s)
 
 
 async def poll_once(deps: PollerDeps) -> int:

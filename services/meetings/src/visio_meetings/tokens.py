@@ -123,7 +123,7 @@ class TokenProvider:
             description = str(result.get("error_description", "")).splitlines()[0:1]
             message = f"Entra ID refused a token: {error}: {' '.join(description)}"
             if error in _TRANSIENT_ERRORS:
-                raise Transient(message)
+                raise Transient(message, dependency="graph")
             raise TokenError(message)
         if result.get("token_source") != "cache":
             log.info("meetings: new Graph token, valid %ss", result.get("expires_in"))
@@ -133,7 +133,9 @@ class TokenProvider:
         try:
             result: dict[str, Any] = app.acquire_token_for_client(scopes=self._scopes)
         except requests.RequestException as exc:
-            raise Transient(f"Entra ID unreachable: {type(exc).__name__}") from exc
+            raise Transient(
+                f"Entra ID unreachable: {type(exc).__name__}", dependency="graph"
+            ) from exc
         return result
 
     def _application(self) -> msal.ConfidentialClientApplication:
@@ -157,7 +159,9 @@ class TokenProvider:
             )
         except requests.RequestException as exc:
             session.close()
-            raise Transient(f"Entra ID unreachable: {type(exc).__name__}") from exc
+            raise Transient(
+                f"Entra ID unreachable: {type(exc).__name__}", dependency="graph"
+            ) from exc
         except ValueError as exc:
             # msal's word for an authority whose discovery document is missing (wrong tenant).
             session.close()

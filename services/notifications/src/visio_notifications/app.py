@@ -11,7 +11,7 @@ from visio_shared import AppointmentEvent, PersonalDataErasureRequested
 from visio_notifications import erasure, handlers, personal_data, self_service
 from visio_notifications.deps import Clock, Deps, utc_now
 from visio_notifications.mailer import SmtpMailer
-from visio_notifications.poller import run_poller
+from visio_notifications.poller import poll_once
 from visio_notifications.settings import NotificationsSettings
 
 
@@ -19,7 +19,7 @@ def create_app(settings: NotificationsSettings | None = None, *, clock: Clock = 
     """`clock` is for tests that move time to fire reminders."""
     settings = settings or NotificationsSettings()
     runtime = build_runtime("notifications", settings)
-    mailer = SmtpMailer(settings, runtime.metrics)
+    mailer = SmtpMailer(settings, runtime.metrics, runtime.tracer)
 
     def deps() -> Deps:
         # The pool opens in the lifespan, so the dependencies are gathered per use.
@@ -64,6 +64,6 @@ def create_app(settings: NotificationsSettings | None = None, *, clock: Clock = 
     runtime.on_start.append(warn_without_link_keys)
     runtime.on_start.append(publish_leftovers)
     runtime.on_stop.append(close_smtp_connections)
-    runtime.run_in_background(lambda: run_poller(deps()), name="notifications-poller")
+    runtime.run_every("notifications-poller", settings.poll_interval_s, lambda: poll_once(deps()))
     runtime.personal_data = personal_data.collect
     return create_service_app(runtime, title="Visio RDV notifications")

@@ -31,6 +31,7 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+from visio_runtime import tracing
 from visio_runtime.db import mark_processed_many
 from visio_runtime.erasure import erased_among
 from visio_runtime.errors import Transient
@@ -122,16 +123,16 @@ async def on_events(deps: Deps, events: Sequence[AppointmentEvent]) -> None:
             )
     appointment_ids = [e.appointment_id for e in events if e.appointment_id not in erased]
     # Also on a redelivery: it finishes what an earlier attempt could not.
-    await asyncio.gather(
-        *(_settle_alone(deps, appointment_id) for appointment_id in appointment_ids)
-    )
+    await asyncio.gather(*(_settle_alone(deps, event) for event in events))
     await publish_outcomes_of(deps, appointment_ids)
 
 
-async def _settle_alone(deps: Deps, appointment_id: uuid.UUID) -> None:
-    async with deps.pool.acquire() as conn, conn.transaction():
-        await store.lock_appointment(conn, appointment_id)
-        await settle(deps, conn, appointment_id)
+async def _settle_alone(deps: Deps, event: AppointmentEvent) -> None:
+    # In the trace of the event that called for it: the email joins that person's story.
+    with tracing.within(event):
+        async with deps.pool.acquire() as conn, conn.transaction():
+            await store.lock_appointment(conn, event.appointment_id)
+            await settle(deps, conn, event.appointment_id)
 
 
 async def settle(deps: Deps, conn: asyncpg.Connection, appointment_id: uuid.UUID) -> None:

@@ -28,8 +28,10 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 
 import aiosmtplib
+from opentelemetry.trace import SpanKind, Tracer
 from visio_runtime.errors import Transient
 from visio_runtime.metrics import Metrics
+from visio_runtime.tracing import NO_TRACER
 
 from visio_notifications.mime import Mail, wire_policy
 from visio_notifications.settings import NotificationsSettings
@@ -64,7 +66,7 @@ def _refusal(refusals: Mapping[str, aiosmtplib.SMTPResponse], total: int) -> Exc
         if partial:
             detail = f"{len(refusals)} of {total} recipients refused: {detail}"
         return MailRejected(first.code, detail, partial=partial)
-    return Transient(f"SMTP recipient deferred ({codes})")
+    return Transient(f"SMTP recipient deferred ({codes})", dependency="smtp")
 
 
 def mail_of(message: EmailMessage) -> Mail:
@@ -85,8 +87,8 @@ def _classified(exc: Exception) -> Exception:
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         if exc.code >= 500 and not isinstance(exc, aiosmtplib.SMTPConnectResponseError):
             return MailRejected(exc.code, redact(exc.message))
-        return Transient(f"SMTP {exc.code}: {redact(exc.message)}")
-    return Transient(f"SMTP {type(exc).__name__}: {redact(str(exc))}")
+        return Transient(f"SMTP {exc.code}: {redact(exc.message)}", dependency="smtp")
+    return Transient(f"SMTP {type(exc).__name__}: {redact(str(exc))}", dependency="smtp")
 
 
 class _Stale(Exception):
@@ -103,8 +105,14 @@ class _Connection:
 
 
 class SmtpMailer:
-    def __init__(self, settings: NotificationsSettings, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        settings: NotificationsSettings,
+        metrics: Metrics | None = None,
+        tracer: Tracer = NO_TRACER,
+    ) -> None:
         self.settings = settings
+        self._tracer = tracer
         metrics = metrics or Metrics("notifications")
         self._sends = metrics.counter(
             "smtp_sends_total",
@@ -135,15 +143,29 @@ class SmtpMailer:
 
     async def send(self, message: Mail | EmailMessage) -> None:
         mail = message if isinstance(message, Mail) else mail_of(message)
-        try:
-            await self._send(mail)
-        except MailRejected:
-            self._sends.labels("rejected").inc()
-            raise
-        except Transient:
-            self._sends.labels("deferred").inc()
-            raise
-        self._sends.labels("sent").inc()
+        # A span per message handed over (no library instruments aiosmtplib): the end of an
+        # appointment's trace. Addresses stay out of it, as out of the logs.
+        with self._tracer.start_as_current_span(
+            "smtp send",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "server.address": self.settings.smtp_host,
+                "server.port": self.settings.smtp_port,
+                "smtp.recipients": len(mail.recipients),
+            },
+        ) as span:
+            try:
+                await self._send(mail)
+            except MailRejected:
+                self._sends.labels("rejected").inc()
+                span.set_attribute("smtp.outcome", "rejected")
+                raise
+            except Transient:
+                self._sends.labels("deferred").inc()
+                span.set_attribute("smtp.outcome", "deferred")
+                raise
+            self._sends.labels("sent").inc()
+            span.set_attribute("smtp.outcome", "sent")
 
     async def close(self) -> None:
         """QUIT every kept connection (at shutdown)."""

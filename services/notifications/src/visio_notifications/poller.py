@@ -8,7 +8,6 @@ Time comes from `deps.clock`, never from the database, so tests move a clock and
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from datetime import datetime, timedelta
@@ -23,16 +22,6 @@ from visio_notifications.deps import Deps
 from visio_notifications.handlers import publish_outcomes, settle
 
 log = logging.getLogger(__name__)
-
-
-async def run_poller(deps: Deps) -> None:
-    """Poll until cancelled; a failed round is logged and the next one tries again."""
-    while True:
-        try:
-            await poll_once(deps)
-        except Exception:
-            log.exception("notifications poller: round failed")
-        await asyncio.sleep(deps.settings.poll_interval_s)
 
 
 async def poll_once(deps: Deps) -> dict[str, int]:

@@ -21,6 +21,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry.context import Context
+from opentelemetry.trace import Tracer
+
+from visio_runtime import tracing
+
 BatchHandler = Callable[[list[Any]], Awaitable[None]]
 
 
@@ -38,6 +43,7 @@ class Item:
 
     event: Any
     context: Any  # the consumer's own (record, headers, labels, failure so far)
+    trace: Context = field(default_factory=tracing.current)  # its record's span, for links
     outcome: asyncio.Future[Any] = field(default_factory=lambda: _loop().create_future())
 
 
@@ -62,12 +68,14 @@ class Batcher:
         window_s: float,
         max_size: int,
         parallel: int = 1,
+        tracer: Tracer = tracing.NO_TRACER,
     ) -> None:
         self._on_handled = on_handled
         self._on_failed = on_failed
         self._window_s = window_s
         self._max_size = max_size
         self._parallel = parallel
+        self._tracer = tracer
         self._pending: dict[BatchRoute, list[Item]] = {}
         self._timers: dict[BatchRoute, asyncio.TimerHandle] = {}
         self._running: dict[BatchRoute, asyncio.Semaphore] = {}
@@ -110,8 +118,12 @@ class Batcher:
     async def _split(self, route: BatchRoute, items: list[Item]) -> None:
         loop = asyncio.get_running_loop()
         started = loop.time()
+        events = [item.event for item in items]
         try:
-            await route.handler([item.event for item in items])
+            with tracing.batch_span(
+                self._tracer, f"batch {route.name}", events, [item.trace for item in items]
+            ):
+                await route.handler(events)
         except Exception as exc:  # rolled back: find the record that fails, alone
             if len(items) == 1:
                 item = items[0]

@@ -58,11 +58,13 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
+from opentelemetry.trace import Tracer
 from visio_shared import Envelope, Headers, Topics
 
+from visio_runtime import tracing
 from visio_runtime.batches import Batcher, BatchHandler, BatchRoute, Item
 from visio_runtime.dead_letters import DeadLetter, DeadLetters
-from visio_runtime.errors import Poison, RetryPolicy, classify
+from visio_runtime.errors import Poison, RetryPolicy, Transient, classify
 from visio_runtime.json_input import Unreadable, read_json
 from visio_runtime.kafka import tolerant_parser, undecoded
 from visio_runtime.lanes import Lanes
@@ -132,8 +134,10 @@ class EventConsumer:
         broker: KafkaBroker,
         metrics: Metrics,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        tracer: Tracer = tracing.NO_TRACER,
     ) -> None:
         self.service = service
+        self.tracer = tracer
         self.settings = settings
         self.broker = broker
         self.metrics = metrics
@@ -244,6 +248,7 @@ class EventConsumer:
                     window_s=self.settings.consumer_batch_window_ms / 1000,
                     max_size=batch_max,
                     parallel=self.settings.consumer_batch_parallel,
+                    tracer=self.tracer,
                 )
             self._lanes = Lanes(
                 self.attempt,
@@ -287,10 +292,13 @@ class EventConsumer:
         """One try at one record: its outcome, or when to try again. Raises only when its dead
         letter cannot be written."""
         headers = Headers.decode(record.headers)
-        with log_context(
-            event_id=_loggable_header(headers, Headers.EVENT_ID),
-            event_type=_loggable_header(headers, Headers.EVENT_TYPE),
-            correlation_id=_loggable_header(headers, Headers.CORRELATION_ID),
+        with (
+            tracing.handling(self.tracer, f"{self.service} process {record.topic}", headers),
+            log_context(
+                event_id=_loggable_header(headers, Headers.EVENT_ID),
+                event_type=_loggable_header(headers, Headers.EVENT_TYPE),
+                correlation_id=_loggable_header(headers, Headers.CORRELATION_ID),
+            ),
         ):
             route = self._records.get(record.topic)
             if route is not None:
@@ -428,7 +436,15 @@ class EventConsumer:
             reason = _describe(exc)
             if classify(exc) != "poison":
                 reason = f"gave up after {failure.attempts} attempts: {reason}"
-            letter = DeadLetter(reason, error_class, failure.attempts, failure.first_failed_at)
+            letter = DeadLetter(
+                reason,
+                error_class,
+                failure.attempts,
+                failure.first_failed_at,
+                unavailable=getattr(exc, "dependency", None)
+                if isinstance(exc, Transient)
+                else None,
+            )
             await self.dead_letters.write(
                 record, headers, letter, label=labels["event_type"], summary=_loggable(exc)
             )

@@ -33,6 +33,7 @@ class DeadLetter:
     error_class: str
     attempts: int
     first_failed_at: datetime
+    unavailable: str | None = None  # the dependency that did not answer, if that was why
 
 
 class DeadLetters:
@@ -88,6 +89,8 @@ class DeadLetters:
             Headers.DLQ_FIRST_FAILED_AT: letter.first_failed_at.isoformat(),
             Headers.DLQ_DEAD_LETTERED_AT: datetime.now(UTC).isoformat(),
         }
+        if letter.unavailable:
+            letter_headers[Headers.DLQ_UNAVAILABLE] = letter.unavailable
         if len(value) > self.max_value_bytes or (key is not None and len(key) > MAX_KEY_BYTES):
             sizes = f"value {len(value)} bytes, key {len(key or b'')} bytes"
             letter_headers[Headers.DLQ_TRUNCATED] = sizes

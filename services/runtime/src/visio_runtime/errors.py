@@ -31,11 +31,17 @@ class Poison(Exception):
 
 
 class Transient(Exception):
-    """This message may be processed later; `retry_after` is the peer's own hint, if any."""
+    """This message may be processed later; `retry_after` is the peer's own hint, if any.
+    `dependency` names the outside party that did not answer (`graph`, `smtp`): a message
+    dead-lettered for it says so (`dlq.unavailable`), and is replayed by `visio-rdv ops heal`
+    once that party answers again."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, retry_after: float | None = None, dependency: str | None = None
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.dependency = dependency
 
 
 def classify(exc: BaseException) -> str:

@@ -22,8 +22,11 @@ from fastapi import FastAPI, Response
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from faststream.kafka import KafkaBroker
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import Tracer
 from visio_shared import Topics
 
+from visio_runtime import tracing
 from visio_runtime.consumer import EventConsumer
 from visio_runtime.db import create_pool
 from visio_runtime.headers import SecurityHeaders
@@ -31,11 +34,11 @@ from visio_runtime.http_metrics import HttpMetricsMiddleware
 from visio_runtime.kafka import ensure_topics, make_broker, publish_metrics
 from visio_runtime.logs import configure_logging as _configure_logging
 from visio_runtime.metrics import CONTENT_TYPE, HttpMetrics, Metrics
+from visio_runtime.periodic import PeriodicMetrics, Round, every
 from visio_runtime.personal_data import Collect
 from visio_runtime.personal_data import add_route as add_personal_data_route
 from visio_runtime.production import waiver_warning
 from visio_runtime.settings import ServiceSettings
-from visio_runtime.tracing import telemetry_middleware, tracer_provider
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +70,22 @@ class Runtime:
     extra_topics: list[str] = field(default_factory=list)
     # The service's part of a person's data, answered on the admin port (personal_data.py).
     personal_data: Collect | None = None
+    _periodic: PeriodicMetrics | None = None
+    # With tracing on (visio_runtime.tracing): where spans go; the tracer a no-op without.
+    tracer_provider: TracerProvider | None = None
+    tracer: Tracer = tracing.NO_TRACER
 
     @property
     def db(self) -> asyncpg.Pool:
         assert self.pool is not None, "the pool opens in the lifespan"
         return self.pool
+
+    def run_every(self, task: str, interval_s: float, round_: Round) -> None:
+        """Do `round_` every `interval_s` seconds for as long as the service runs, failures
+        logged, counted and tried again (visio_runtime.periodic)."""
+        counts = self._periodic or PeriodicMetrics(self.metrics)
+        self._periodic = counts
+        self.run_in_background(lambda: every(task, interval_s, round_, counts), task)
 
     def run_in_background(self, make: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
         """Run a loop for as long as the service runs (started after the broker, cancelled
@@ -83,7 +97,10 @@ class Runtime:
         self.on_start.append(start)
 
 
-def build_runtime(service: str, settings: ServiceSettings) -> Runtime:
+def build_runtime(
+    service: str, settings: ServiceSettings, *, span_exporter: tracing.SpanExporter | None = None
+) -> Runtime:
+    """`span_exporter`: where spans go instead of the settings' exporter (tests)."""
     metrics = Metrics(service)
     metrics.gauge(
         "production_waivers",
@@ -91,11 +108,13 @@ def build_runtime(service: str, settings: ServiceSettings) -> Runtime:
         "deployment.",
     ).set(len(settings.waived_production_checks))
     middlewares: list[Any] = [publish_metrics(metrics)]
-    provider = tracer_provider(settings, service)
+    provider = tracing.tracer_provider(settings, service, span_exporter)
+    tracer = tracing.NO_TRACER
     if provider is not None:
-        middlewares.append(telemetry_middleware(provider))
+        middlewares.append(tracing.telemetry_middleware(provider))
+        tracer = provider.get_tracer(f"visio_rdv.{service}")
     broker = make_broker(settings, client_id=f"visio-rdv-{service}", middlewares=middlewares)
-    consumer = EventConsumer(service, settings, broker, metrics)
+    consumer = EventConsumer(service, settings, broker, metrics, tracer=tracer)
     runtime = Runtime(
         service=service,
         settings=settings,
@@ -103,6 +122,8 @@ def build_runtime(service: str, settings: ServiceSettings) -> Runtime:
         metrics=metrics,
         consumer=consumer,
         topics=Topics(settings.topic_prefix),
+        tracer_provider=provider,
+        tracer=tracer,
     )
     if provider is not None:
 
@@ -155,6 +176,8 @@ def create_service_app(runtime: Runtime, title: str, **fastapi_kwargs: Any) -> F
     app.state.runtime = runtime
     app.add_middleware(HttpMetricsMiddleware, metrics=HttpMetrics(runtime.metrics))
     app.add_middleware(SecurityHeaders, hsts=runtime.settings.environment == "production")
+    if runtime.tracer_provider is not None:
+        tracing.instrument_app(app, runtime.tracer_provider)
     add_health_routes(app, runtime)
     app.state.admin = create_admin_app(runtime, app)
     return app

@@ -183,10 +183,14 @@ class ServiceSettings(BaseSettings):
     tracing_enabled: bool = Field(default=False)
     tracing_exporter: Literal["none", "console", "otlp"] = Field(
         default="none",
-        description="Where spans go: 'none' propagates only; 'otlp' needs "
-        "opentelemetry-exporter-otlp installed.",
+        description="Where spans go: 'none' propagates only; 'console' prints them; 'otlp' "
+        "sends them over OTLP/HTTP (protobuf) to tracing_otlp_endpoint.",
     )
-    tracing_otlp_endpoint: str | None = Field(default=None, description="The OTLP collector.")
+    tracing_otlp_endpoint: str | None = Field(
+        default=None,
+        description="The OTLP/HTTP traces URL of the collector, e.g. "
+        "http://otel-collector:4318/v1/traces (unset: the OTEL_EXPORTER_OTLP_* variables).",
+    )
 
     # Production refuses on any finding not waived; the waived ones are logged at each start.
     _waived: list[Finding] = PrivateAttr(default_factory=list)
