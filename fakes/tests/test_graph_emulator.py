@@ -24,8 +24,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
-from visio_deploy.devca import CA_COMMON_NAME, ensure_dev_ca
-from visio_deploy.graph_emulator import (
+from visio_fakes.devca import CA_COMMON_NAME, ensure_dev_ca
+from visio_fakes.graph_emulator import (
     AppRegistration,
     EmulatorSettings,
     EmulatorState,
@@ -33,8 +33,8 @@ from visio_deploy.graph_emulator import (
     RunningEmulator,
     serve_in_background,
 )
-from visio_deploy.graph_emulator.main import settings_from_command_line
-from visio_deploy.graph_emulator.meetings import V1_MEETING_PROPERTIES
+from visio_fakes.graph_emulator.main import settings_from_command_line
+from visio_fakes.graph_emulator.meetings import V1_MEETING_PROPERTIES
 
 GRAPH_SCOPES = ["https://graph.microsoft.com/.default"]
 ORGANIZER = "3f1c9a52-8e0c-4c7c-9d0a-1b2c3d4e5f60"

@@ -17,9 +17,9 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from visio_deploy.devca import ensure_dev_ca
-from visio_deploy.fault_draws import draw, pick
-from visio_deploy.smtp_sink import MailSink, fault_subject, free_port, safe_id, start_sink
+from visio_fakes.devca import ensure_dev_ca
+from visio_fakes.fault_draws import draw, pick
+from visio_fakes.smtp_sink import MailSink, fault_subject, free_port, safe_id, start_sink
 
 
 def _message(
@@ -242,7 +242,7 @@ def test_the_console_script_runs_until_sigterm(tmp_path: Path) -> None:
         "SMTP_SINK_REFUSE_RECIPIENTS": '["nobody@example.org"]',
     }
     process = subprocess.Popen(
-        [sys.executable, "-c", "from visio_deploy.smtp_sink import main; main()"],
+        [sys.executable, "-c", "from visio_fakes.smtp_sink import main; main()"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -8,7 +8,7 @@ mid-message (after the data, before any answer: the client cannot tell whether t
 taken — optionally it was); and 550 to chosen recipients. For the tests of secure sending it
 can also speak STARTTLS or TLS and require a login.
 
-The shares are decided so that a seed replays them (`visio_deploy.fault_draws`): each message's
+The shares are decided so that a seed replays them (`visio_fakes.fault_draws`): each message's
 fate is drawn from (seed, its appointment, the rest of its Message-ID, the how-manieth time
 that Message-ID came), so `<appointment>.r1.confirmation`'s third try meets the same fault in
 every run with that seed, whatever arrived before it.
@@ -43,7 +43,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from visio_deploy.fault_draws import Attempts, draw, fresh_seed, pick
+from visio_fakes.fault_draws import Attempts, draw, fresh_seed, pick
 
 log = logging.getLogger(__name__)
 

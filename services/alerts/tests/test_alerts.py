@@ -16,8 +16,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from aiosmtpd.controller import Controller
-from visio_deploy.ops.alerts import Alerts, AlertsSettings, create_app, prepare
-from visio_deploy.smtp_sink import start_sink
+from visio_alerts.app import Alerts, create_app
+from visio_alerts.main import prepare
+from visio_alerts.settings import AlertsSettings
+from visio_fakes.smtp_sink import start_sink
 from visio_runtime.service import Runtime
 from visio_runtime.testing import wait_until
 from visio_shared import (

@@ -14,9 +14,8 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-
-from visio_deploy.processes import free_port, port_open, stop
-from visio_deploy.tansu import start_tansu
+from visio_fakes.processes import free_port, port_open, stop
+from visio_fakes.tansu import start_tansu
 
 
 def docker_answers() -> bool:
@@ -77,7 +76,7 @@ def postgres_server() -> Iterator[str]:
         report("PostgreSQL: the local server on 127.0.0.1:5432")
         yield "postgresql://postgres@127.0.0.1:5432/postgres"
         return
-    from visio_deploy.postgres import EmbeddedPostgres
+    from visio_fakes.postgres import EmbeddedPostgres
 
     with tempfile.TemporaryDirectory(prefix="visio-pg-") as directory:
         server = EmbeddedPostgres(Path(directory) / "pg")

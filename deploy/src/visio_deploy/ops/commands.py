@@ -130,7 +130,9 @@ def register(subparsers: Any) -> None:
     cmd.add_argument("--dry-run", action="store_true", help="count, remove nothing")
     cmd.set_defaults(handler=_run(_purge, uses=("database", "kafka", "mail")))
 
-    cmd = commands.add_parser("alerts", help="run the alerts process (group visio-rdv.alerts)")
+    cmd = commands.add_parser(
+        "alerts", help="run the alerts service (as visio-rdv-alerts does; group visio-rdv.alerts)"
+    )
     cmd.set_defaults(handler=_alerts)
 
     cmd = commands.add_parser(
@@ -425,6 +427,7 @@ def _check_monitoring(_: argparse.Namespace) -> int:
 
 
 def _alerts(_: argparse.Namespace) -> int:
-    from visio_deploy.ops.alerts import main
+    """Kept as an alias of the service's own `visio-rdv-alerts`."""
+    from visio_alerts.main import main
 
     return main()

@@ -3,11 +3,11 @@
 Serve it with `visio-rdv-graph-emulator` or, inside an event loop, `serve_in_background`.
 """
 
-from visio_deploy.graph_emulator.app import create_app
-from visio_deploy.graph_emulator.faults import FaultConfig
-from visio_deploy.graph_emulator.main import RunningEmulator, serve_in_background
-from visio_deploy.graph_emulator.settings import AppRegistration, EmulatorSettings
-from visio_deploy.graph_emulator.state import EmulatorState
+from visio_fakes.graph_emulator.app import create_app
+from visio_fakes.graph_emulator.faults import FaultConfig
+from visio_fakes.graph_emulator.main import RunningEmulator, serve_in_background
+from visio_fakes.graph_emulator.settings import AppRegistration, EmulatorSettings
+from visio_fakes.graph_emulator.state import EmulatorState
 
 __all__ = [
     "AppRegistration",

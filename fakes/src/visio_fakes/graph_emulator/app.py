@@ -21,17 +21,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import Scope
 
-from visio_deploy.graph_emulator import batch, control, entra, graph
-from visio_deploy.graph_emulator.errors import (
+from visio_fakes.graph_emulator import batch, control, entra, graph
+from visio_fakes.graph_emulator.errors import (
     EntraError,
     GraphError,
     entra_error_response,
     graph_error_response,
 )
-from visio_deploy.graph_emulator.faults import Outcome
-from visio_deploy.graph_emulator.settings import EmulatorSettings
-from visio_deploy.graph_emulator.state import EmulatorState
-from visio_deploy.graph_emulator.subjects import fault_subject
+from visio_fakes.graph_emulator.faults import Outcome
+from visio_fakes.graph_emulator.settings import EmulatorSettings
+from visio_fakes.graph_emulator.state import EmulatorState
+from visio_fakes.graph_emulator.subjects import fault_subject
 
 GRAPH_CONTENT_TYPE = (
     "application/json;odata.metadata=minimal;odata.streaming=true;"

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from visio_deploy.graph_emulator.timezones import format_utc
+from visio_fakes.graph_emulator.timezones import format_utc
 
 # Who a participant is, as far as the tenant can tell; it decides the identity Graph reports.
 ParticipantKind = Literal["organizer", "internal", "external", "anonymous"]

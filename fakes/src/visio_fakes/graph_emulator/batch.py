@@ -28,8 +28,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.types import Message, Scope
 
-from visio_deploy.graph_emulator.errors import GraphError, graph_error_body, request_ids
-from visio_deploy.graph_emulator.state import EmulatorState
+from visio_fakes.graph_emulator.errors import GraphError, graph_error_body, request_ids
+from visio_fakes.graph_emulator.state import EmulatorState
 
 router = APIRouter(prefix="/v1.0")
 

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
-from visio_deploy.graph_emulator.artifacts import (
+from visio_fakes.graph_emulator.artifacts import (
     OTHER_TENANT_ID,
     Attendee,
     Interval,
@@ -25,10 +25,10 @@ from visio_deploy.graph_emulator.artifacts import (
     Recording,
     Report,
 )
-from visio_deploy.graph_emulator.events import render_event
-from visio_deploy.graph_emulator.faults import FaultConfig, ScriptedFaults
-from visio_deploy.graph_emulator.meetings import render_meeting
-from visio_deploy.graph_emulator.state import (
+from visio_fakes.graph_emulator.events import render_event
+from visio_fakes.graph_emulator.faults import FaultConfig, ScriptedFaults
+from visio_fakes.graph_emulator.meetings import render_meeting
+from visio_fakes.graph_emulator.state import (
     AccessPolicy,
     EmulatorState,
     Mailbox,
@@ -36,8 +36,8 @@ from visio_deploy.graph_emulator.state import (
     StoredMeeting,
     normalize_ids,
 )
-from visio_deploy.graph_emulator.timezones import format_utc
-from visio_deploy.graph_emulator.users import object_id, user_address
+from visio_fakes.graph_emulator.timezones import format_utc
+from visio_fakes.graph_emulator.users import object_id, user_address
 
 router = APIRouter(prefix="/_emulator")
 

@@ -15,10 +15,10 @@ from urllib.parse import parse_qsl, unquote
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from visio_deploy.graph_emulator.errors import EntraError
-from visio_deploy.graph_emulator.settings import AppRegistration
-from visio_deploy.graph_emulator.state import EmulatorState
-from visio_deploy.graph_emulator.tokens import (
+from visio_fakes.graph_emulator.errors import EntraError
+from visio_fakes.graph_emulator.settings import AppRegistration
+from visio_fakes.graph_emulator.state import EmulatorState
+from visio_fakes.graph_emulator.tokens import (
     CLIENT_ASSERTION_TYPE,
     GRAPH_APP_ID,
     GRAPH_RESOURCE,

@@ -13,15 +13,15 @@ import secrets
 from typing import Any
 from urllib.parse import quote
 
-from visio_deploy.graph_emulator.errors import GraphError
-from visio_deploy.graph_emulator.meetings import create_meeting
-from visio_deploy.graph_emulator.state import EmulatorState, StoredEvent
-from visio_deploy.graph_emulator.timezones import (
+from visio_fakes.graph_emulator.errors import GraphError
+from visio_fakes.graph_emulator.meetings import create_meeting
+from visio_fakes.graph_emulator.state import EmulatorState, StoredEvent
+from visio_fakes.graph_emulator.timezones import (
     format_date_time_time_zone,
     format_utc,
     parse_date_time_time_zone,
 )
-from visio_deploy.graph_emulator.users import user_address
+from visio_fakes.graph_emulator.users import user_address
 
 EVENT_WRITABLE = frozenset(
     {

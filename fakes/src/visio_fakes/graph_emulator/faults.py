@@ -4,7 +4,7 @@ Each call to a targeted endpoint draws once and may be answered 429 (with Retry-
 504, or "commit then 504": the request is fully processed (the event is created) but the client
 sees a timeout, the case that makes idempotency keys necessary. The draw is a function of (seed,
 the appointment the call is about, the endpoint, the how-manieth such call it is) — see
-`visio_deploy.fault_draws` and `subjects` — so a seed replays each appointment's faults
+`visio_fakes.fault_draws` and `subjects` — so a seed replays each appointment's faults
 whatever the order in which calls arrive. Without a seed, a fresh one is chosen and shown by
 `GET /_emulator/faults`.
 
@@ -24,7 +24,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from visio_deploy.fault_draws import Attempts, draw, fresh_seed
+from visio_fakes.fault_draws import Attempts, draw, fresh_seed
 
 
 class FaultConfig(BaseModel):

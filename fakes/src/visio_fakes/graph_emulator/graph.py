@@ -11,18 +11,18 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from visio_deploy.graph_emulator.errors import GraphError
-from visio_deploy.graph_emulator.events import (
+from visio_fakes.graph_emulator.errors import GraphError
+from visio_fakes.graph_emulator.events import (
     create_event,
     delete_event,
     render_event,
     same_property_id,
     update_event,
 )
-from visio_deploy.graph_emulator.meetings import render_meeting, update_meeting
-from visio_deploy.graph_emulator.state import EmulatorState, StoredEvent, StoredMeeting
-from visio_deploy.graph_emulator.timezones import preferred_zone
-from visio_deploy.graph_emulator.users import is_guid
+from visio_fakes.graph_emulator.meetings import render_meeting, update_meeting
+from visio_fakes.graph_emulator.state import EmulatorState, StoredEvent, StoredMeeting
+from visio_fakes.graph_emulator.timezones import preferred_zone
+from visio_fakes.graph_emulator.users import is_guid
 
 router = APIRouter(prefix="/v1.0")
 

@@ -25,13 +25,13 @@ import pydantic
 import uvicorn
 from fastapi import FastAPI
 
-from visio_deploy.devca import DevCA, ensure_dev_ca
-from visio_deploy.graph_emulator.app import create_app
-from visio_deploy.graph_emulator.faults import FaultConfig
-from visio_deploy.graph_emulator.settings import EmulatorSettings
-from visio_deploy.graph_emulator.state import EmulatorState
+from visio_fakes.devca import DevCA, ensure_dev_ca
+from visio_fakes.graph_emulator.app import create_app
+from visio_fakes.graph_emulator.faults import FaultConfig
+from visio_fakes.graph_emulator.settings import EmulatorSettings
+from visio_fakes.graph_emulator.state import EmulatorState
 
-log = logging.getLogger("visio_deploy.graph_emulator")
+log = logging.getLogger("visio_fakes.graph_emulator")
 
 
 @dataclass

@@ -14,15 +14,15 @@ import uuid
 from typing import Any
 from urllib.parse import quote
 
-from visio_deploy.graph_emulator.errors import GraphError
-from visio_deploy.graph_emulator.state import (
+from visio_fakes.graph_emulator.errors import GraphError
+from visio_fakes.graph_emulator.state import (
     EmulatorState,
     StoredEvent,
     StoredMeeting,
     default_meeting_options,
 )
-from visio_deploy.graph_emulator.timezones import format_utc, parse_instant
-from visio_deploy.graph_emulator.users import object_id, user_address
+from visio_fakes.graph_emulator.timezones import format_utc, parse_instant
+from visio_fakes.graph_emulator.users import object_id, user_address
 
 MEETING_BOOLEANS = (
     "allowAttendeeToEnableCamera",

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from visio_deploy.graph_emulator.faults import FaultConfig
+from visio_fakes.graph_emulator.faults import FaultConfig
 
 DEFAULT_TENANT_ID = "00000000-0000-0000-0000-0000000000ca"
 DEFAULT_CLIENT_ID = "11111111-1111-1111-1111-111111111111"

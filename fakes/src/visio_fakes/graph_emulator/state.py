@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import unquote
 
-from visio_deploy.graph_emulator.artifacts import Artifacts
-from visio_deploy.graph_emulator.faults import FaultInjector
-from visio_deploy.graph_emulator.settings import AppRegistration, EmulatorSettings
-from visio_deploy.graph_emulator.tokens import TokenService
+from visio_fakes.graph_emulator.artifacts import Artifacts
+from visio_fakes.graph_emulator.faults import FaultInjector
+from visio_fakes.graph_emulator.settings import AppRegistration, EmulatorSettings
+from visio_fakes.graph_emulator.tokens import TokenService
 
 
 @dataclass

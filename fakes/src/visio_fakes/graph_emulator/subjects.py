@@ -1,6 +1,6 @@
 """Which appointment a Graph call is about, so that its fault is drawn from (seed, appointment,
 operation, attempt) and a seed replays it whatever the order of arrival
-(`visio_deploy.fault_draws`).
+(`visio_fakes.fault_draws`).
 
 A call names its appointment directly (the extended property of a new event) or through what
 the emulator holds: an event or its Teams meeting carries the appointment's id. A call that
@@ -16,7 +16,7 @@ from typing import Any
 
 from fastapi import Request
 
-from visio_deploy.graph_emulator.state import EmulatorState, StoredEvent
+from visio_fakes.graph_emulator.state import EmulatorState, StoredEvent
 
 # The literal of a `… eq '<value>'` OData filter, the last one (a key or a join URL).
 _LAST_LITERAL = re.compile(r"eq\s+'((?:[^']|'')*)'\s*\)?\s*$")

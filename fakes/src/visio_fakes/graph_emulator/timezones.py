@@ -11,7 +11,7 @@ import re
 import zoneinfo
 from typing import Any
 
-from visio_deploy.graph_emulator.errors import GraphError
+from visio_fakes.graph_emulator.errors import GraphError
 
 # The Windows zone names most likely to reach this emulator (mainland France, the overseas
 # departments, and zones used in Microsoft's own samples).

@@ -24,8 +24,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from visio_deploy.graph_emulator.errors import EntraError, GraphError
-from visio_deploy.graph_emulator.settings import AppRegistration
+from visio_fakes.graph_emulator.errors import EntraError, GraphError
+from visio_fakes.graph_emulator.settings import AppRegistration
 
 GRAPH_RESOURCE = "https://graph.microsoft.com"
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"

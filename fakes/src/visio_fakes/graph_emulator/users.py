@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from visio_deploy.graph_emulator.state import EmulatorState
+from visio_fakes.graph_emulator.state import EmulatorState
 
 
 def is_guid(value: str) -> bool:

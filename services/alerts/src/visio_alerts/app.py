@@ -1,4 +1,4 @@
-"""The alerts process (`visio-rdv ops alerts`, group `visio-rdv.alerts`): a Caf hears of a person
+"""The alerts service (`visio-rdv-alerts`, group `visio-rdv.alerts`): a Caf hears of a person
 left without a meeting or an email. `MeetingFailed` and `NotificationFailed` (failures for
 good), and an email a person has waited for longer than VISIO_EMAIL_LATE_AFTER_MINUTES (their
 confirmation, an update, a cancellation, the link asked for again), each send one email to the
@@ -22,14 +22,8 @@ from email.message import EmailMessage
 
 import asyncpg
 from fastapi import FastAPI
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import SettingsConfigDict
-from visio_runtime import production
-from visio_runtime.db import migrate, role_dsn
 from visio_runtime.kafka import ensure_topics
-from visio_runtime.production import Finding
-from visio_runtime.service import Runtime, build_runtime, create_service_app, serve
-from visio_runtime.settings import ServiceSettings, load_settings
+from visio_runtime.service import Runtime, build_runtime, create_service_app
 from visio_shared import (
     AdvisorReassigned,
     AppointmentCancelled,
@@ -43,75 +37,17 @@ from visio_shared import (
     NotificationSent,
 )
 
-from visio_deploy.ops import alert_mail, alert_store
-from visio_deploy.ops.alert_store import SCHEMA
-from visio_deploy.ops.settings import email_late_after_minutes
+from visio_alerts import mail, store
+from visio_alerts.settings import AlertsSettings
 
 log = logging.getLogger(__name__)
 
 SERVICE = "alerts"
-EMAIL_LATE = "email_late"  # alert_store.record_late's cause
+EMAIL_LATE = "email_late"  # store.record_late's cause
 CAUSES: dict[type, str] = {
     MeetingFailed: "meeting_failed",
     NotificationFailed: "notification_failed",
 }
-
-
-class AlertsSettings(ServiceSettings):
-    model_config = SettingsConfigDict(env_prefix="ALERTS_", extra="ignore", populate_by_name=True)
-
-    http_port: int = 8084
-    # An owner connection, for the migration at start; the process then logs in as its role.
-    owner_database_url: SecretStr | None = Field(
-        default=None,
-        validation_alias=AliasChoices(
-            "ALERTS_OWNER_DATABASE_URL", "VISIO_DATABASE_URL", "DATABASE_URL"
-        ),
-    )
-    database_url: SecretStr = SecretStr(
-        "postgresql://visio_alerts:visio_alerts@127.0.0.1:5432/visio"
-    )
-    database_password: SecretStr = SecretStr("visio_alerts")  # the development value
-
-    # Where alerts go: each Caf's team (`{"974": "visio@caf974.fr"}`), else the default.
-    team_addresses: dict[str, str] = Field(default_factory=dict)
-    default_team_address: str = "visio-rdv-exploitation@caf.fr"
-    mail_from: str = "Visio RDV - alertes <visio-rdv-alertes@caf.fr>"
-    smtp_host: str = "127.0.0.1"
-    smtp_port: int = 1025
-    smtp_starttls: bool = False
-    smtp_username: str | None = None
-    smtp_password: SecretStr | None = None
-    smtp_timeout_s: float = 30.0
-
-    email_late_after_minutes: float = email_late_after_minutes()
-    scan_interval_s: float = 30.0
-    # An alert whose appointment copy has not come by then goes out without it.
-    orphan_after_minutes: float = 10.0
-
-    def production_findings(self) -> list[Finding]:
-        # database_url is built from the owner's and database_password at start (`prepare`).
-        findings = [
-            finding
-            for finding in super().production_findings()
-            if finding.setting != production.env_name(self, "database_url")
-        ]
-        password = self.database_password.get_secret_value()
-        if password == SCHEMA.service_role or production.is_development_secret(password):
-            findings.append(
-                Finding(production.env_name(self, "database_password"), "the development one")
-            )
-        if not self.smtp_starttls:
-            findings.append(
-                Finding(
-                    production.env_name(self, "smtp_starttls"),
-                    "SMTP without TLS: alerts name appointments and Cafs; set it true",
-                )
-            )
-        return findings
-
-    def team_address(self, caf_code: str | None) -> str:
-        return self.team_addresses.get(caf_code or "", self.default_team_address)
 
 
 class Alerts:
@@ -155,14 +91,14 @@ class Alerts:
         count = 0
         while True:
             async with self.runtime.db.acquire() as conn, conn.transaction():
-                alert = await alert_store.lock_next(
+                alert = await store.lock_next(
                     conn, appointment_ids, self.settings.orphan_after_minutes
                 )
                 if alert is None:
                     return count
                 recipient = self.settings.team_address(alert.caf_code)
-                await self._send(alert_mail.compose(alert, self.settings.mail_from, recipient))
-                await alert_store.mark_sent(conn, alert, recipient)
+                await self._send(mail.compose(alert, self.settings.mail_from, recipient))
+                await store.mark_sent(conn, alert, recipient)
             self.sent.labels(cause=alert.cause).inc()
             log.warning(
                 "alert sent: %s for appointment %s",
@@ -174,7 +110,7 @@ class Alerts:
 
     async def _send(self, message: EmailMessage) -> None:
         settings = self.settings
-        await alert_mail.send(
+        await mail.send(
             message,
             settings.smtp_host,
             settings.smtp_port,
@@ -197,10 +133,10 @@ class Alerts:
     async def scan_once(self) -> None:
         threshold = self.settings.email_late_after_minutes
         async with self.runtime.db.acquire() as conn:
-            waiting = await alert_store.waiting(conn)
-            late = await alert_store.waiting(conn, threshold) if threshold > 0 else []
+            waiting = await store.waiting(conn)
+            late = await store.waiting(conn, threshold) if threshold > 0 else []
             if threshold > 0:
-                await alert_store.record_late(conn, threshold)
+                await store.record_late(conn, threshold)
         self.waiting.set(len({w.appointment_id for w in waiting}))
         self.late.set(len({w.appointment_id for w in late}))
         await self.send_pending()
@@ -210,24 +146,24 @@ async def _keep(conn: asyncpg.Connection, event: AppointmentEvent) -> None:
     """What one event changes in the alerts' tables."""
     match event:
         case AppointmentRequested():
-            await alert_store.keep_appointment(conn, event)
-            await alert_store.owe_email(conn, event)
+            await store.keep_appointment(conn, event)
+            await store.owe_email(conn, event)
         case AppointmentRescheduled() | AdvisorReassigned():
-            await alert_store.follow_change(conn, event)
-            await alert_store.owe_email(conn, event)
+            await store.follow_change(conn, event)
+            await store.owe_email(conn, event)
         case ContactCorrected() | AppointmentLinkRequested():
-            await alert_store.owe_email(conn, event)
+            await store.owe_email(conn, event)
         case AppointmentCancelled():
-            await alert_store.mark(conn, event.appointment_id, "cancelled_at")
-            await alert_store.owe_email(conn, event)
+            await store.mark(conn, event.appointment_id, "cancelled_at")
+            await store.owe_email(conn, event)
         case NotificationSent():
             if event.kind == "confirmation":
-                await alert_store.mark(conn, event.appointment_id, "confirmed_at")
-            await alert_store.tell_email(conn, event)
+                await store.mark(conn, event.appointment_id, "confirmed_at")
+            await store.tell_email(conn, event)
         case MeetingFailed() | NotificationFailed():
             if isinstance(event, NotificationFailed):
-                await alert_store.tell_email(conn, event)
-            await alert_store.record_alert(
+                await store.tell_email(conn, event)
+            await store.record_alert(
                 conn,
                 event.appointment_id,
                 CAUSES[type(event)],
@@ -264,20 +200,3 @@ def create_app(settings: AlertsSettings | None = None) -> FastAPI:
     app = create_service_app(runtime, title="Visio RDV alerts")
     app.state.alerts = alerts
     return app
-
-
-async def prepare(settings: AlertsSettings) -> AlertsSettings:
-    """Run the schema's migration with the owner connection; the settings to run with."""
-    if settings.owner_database_url is None:
-        raise SystemExit("alerts: set VISIO_DATABASE_URL (an owner connection) for its migration")
-    owner = settings.owner_database_url.get_secret_value()
-    password = settings.database_password.get_secret_value()
-    await migrate(owner, SCHEMA, password)
-    dsn = role_dsn(owner, SCHEMA.service_role, password)
-    return settings.model_copy(update={"database_url": SecretStr(dsn)})
-
-
-def main() -> int:
-    settings = asyncio.run(prepare(load_settings(AlertsSettings, "visio-rdv ops alerts")))
-    serve(create_app(settings), settings)
-    return 0

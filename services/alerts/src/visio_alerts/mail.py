@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import aiosmtplib
 from visio_runtime.errors import Transient
 
-from visio_deploy.ops.alert_store import PendingAlert
+from visio_alerts.store import PendingAlert
 
 CAUSES = {
     "meeting_failed": (
