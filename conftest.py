@@ -1,13 +1,13 @@
 """Fixtures every test folder shares: the broker and the PostgreSQL server the tests run on
-(see visio_deploy.testing for how they are chosen)."""
+(see visio_testing for how they are chosen)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from visio_deploy.testing import create_database, drop_database, kafka_broker, postgres_server
 from visio_runtime.local_stack import VAR_DIR_SETTING
+from visio_testing import create_database, drop_database, kafka_broker, postgres_server
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -189,7 +189,8 @@ def test_built_services_use_the_dockerfile_with_an_existing_service(services: Se
         assert build["context"] == "."
         assert build["dockerfile"] == DOCKERFILE_IN_COMPOSE
         service_arg = build["args"]["SERVICE"]
-        folder = REPO / ("deploy" if service_arg == "deploy" else f"services/{service_arg}")
+        top_level = service_arg in ("deploy", "fakes")
+        folder = REPO / (service_arg if top_level else f"services/{service_arg}")
         assert (folder / "pyproject.toml").is_file(), f"{name}: no package folder {folder}"
     assert (REPO / DOCKERFILE_IN_COMPOSE).is_file()
 
@@ -244,8 +245,8 @@ SETTINGS_CLASSES = {
     "MEETINGS_": "visio_meetings.settings:MeetingsSettings",
     "NOTIFICATIONS_": "visio_notifications.settings:NotificationsSettings",
     "CONSENT_": "visio_consent.settings:ConsentSettings",
-    "GRAPH_EMULATOR_": "visio_deploy.graph_emulator.settings:EmulatorSettings",
-    "ALERTS_": "visio_deploy.ops.alerts:AlertsSettings",
+    "GRAPH_EMULATOR_": "visio_fakes.graph_emulator.settings:EmulatorSettings",
+    "ALERTS_": "visio_alerts.settings:AlertsSettings",
 }
 
 
@@ -325,10 +326,10 @@ def test_the_emails_link_to_pages_published_where_the_person_opens_them(
 PROMETHEUS_CONFIG = REPO / "deploy/prometheus/prometheus.yml"
 
 
-def test_the_alerts_process_runs_its_command_against_the_stack(services: Services) -> None:
+def test_the_alerts_service_runs_its_own_image_against_the_stack(services: Services) -> None:
     alerts = services["alerts"]
-    assert alerts["build"]["args"] == {"SERVICE": "deploy", "COMMAND": "visio-rdv"}
-    assert alerts["command"] == ["ops", "alerts"]
+    assert alerts["build"]["args"] == {"SERVICE": "alerts"}  # its script, visio-rdv-alerts
+    assert "command" not in alerts
     env = alerts["environment"]
     assert env["ALERTS_KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
     assert env["ALERTS_TOPIC_PREFIX"] == "visio-rdv"

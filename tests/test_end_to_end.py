@@ -27,7 +27,6 @@ import asyncpg
 import httpx
 import psutil
 import pytest
-from visio_deploy.devca import ensure_dev_ca
 from visio_deploy.monitoring import (
     RULES_DIR,
     Exported,
@@ -35,10 +34,11 @@ from visio_deploy.monitoring import (
     check_monitoring,
     rule_expressions,
 )
-from visio_deploy.processes import free_port
-from visio_deploy.testing import create_database, drop_database
 from visio_deploy.up import LAG_EXPORTER
+from visio_fakes.devca import ensure_dev_ca
+from visio_fakes.processes import free_port
 from visio_runtime.local_stack import STACK_FILE, read_stack_file
+from visio_testing import create_database, drop_database
 
 from .self_service_support import wait_for
 

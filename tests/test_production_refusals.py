@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from visio_alerts.settings import AlertsSettings
 from visio_booking.settings import BookingSettings
 from visio_consent.settings import ConsentSettings
-from visio_deploy.ops.alerts import AlertsSettings
 from visio_meetings.settings import MeetingsSettings
 from visio_notifications.settings import NotificationsSettings
 from visio_runtime.settings import LinkSettings, ServiceSettings
@@ -32,7 +32,7 @@ SCRIPTS = {
     "meetings": [str(BIN / "visio-rdv-meetings")],
     "notifications": [str(BIN / "visio-rdv-notifications")],
     "consent": [str(BIN / "visio-rdv-consent")],
-    "alerts": [str(BIN / "visio-rdv"), "ops", "alerts"],
+    "alerts": [str(BIN / "visio-rdv-alerts")],
 }
 SETTINGS: dict[str, type[ServiceSettings]] = {
     "booking": BookingSettings,

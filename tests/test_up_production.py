@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from visio_deploy.processes import free_port
+from visio_fakes.processes import free_port
 
 from .self_service_support import wait_for
 from .test_end_to_end import booking_body

@@ -20,12 +20,12 @@ from visio_deploy.bench.accounts import LOAD_SQL, POSTGRESQL
 from visio_deploy.bench.backends import DatabaseBackends
 from visio_deploy.bench.probes import ProgressProbe
 from visio_deploy.migrate import migrate_all
-from visio_deploy.smtp_sink import MailSink
-from visio_deploy.testing import create_database, drop_database
+from visio_fakes.smtp_sink import MailSink
 from visio_meetings import store as meetings_store
 from visio_notifications.compose import message_id
 from visio_runtime.testing import wait_until
 from visio_shared import AppointmentRequested
+from visio_testing import create_database, drop_database
 
 # Enough work for the OS to see: a few hundred CPU-ms in one backend.
 _BURN = "SELECT sum(i) FROM generate_series(1, 3000000) AS i"

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from visio_alerts.store import SCHEMA as ALERTS
 from visio_deploy.migrate import migrate_all
 from visio_deploy.ops import appointments
-from visio_deploy.ops.alert_store import SCHEMA as ALERTS
 from visio_deploy.ops.purge import check_topic_retention, purge_mail, purge_tables
 from visio_deploy.ops.settings import OpsSettings
 from visio_deploy.ops.whereabouts import NOWHERE

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from visio_deploy.cli import build_parser
 from visio_deploy.ops.settings import OpsSettings
-from visio_deploy.processes import free_port
+from visio_fakes.processes import free_port
 from visio_runtime.kafka import ensure_topics
 from visio_runtime.topic_reader import partitions, reader, topic_partitions
 from visio_shared import Topics

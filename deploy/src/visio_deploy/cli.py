@@ -14,7 +14,6 @@ from importlib.metadata import version
 from visio_runtime.local_stack import command_owner_url, find_local_stack, owner_url_argument
 
 from visio_deploy.migrate import MissingPassword, migrate_all
-from visio_deploy.up import settings_help
 
 # Packages whose `commands` module, when present, adds subcommands (`visio-rdv booking …`).
 COMMAND_PACKAGES = (
@@ -23,9 +22,15 @@ COMMAND_PACKAGES = (
     "visio_notifications",
     "visio_consent",
     "visio_deploy.ops",
-    "visio_deploy.proof",
-    "visio_deploy.bench",
 )
+# Those that run the system on this machine, on the fakes (visio_fakes: tansu, embedded
+# PostgreSQL, the Graph emulator, the SMTP sink), like `up`: offered only where deploy's `local`
+# extra installed them, never in a production image (which has `migrate` and `ops`).
+LOCAL_COMMAND_PACKAGES = ("visio_deploy.proof", "visio_deploy.bench")
+
+
+def local_extra_installed() -> bool:
+    return importlib.util.find_spec("visio_fakes") is not None
 
 
 DESCRIPTION = """\
@@ -61,21 +66,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--version", action="version", version=f"%(prog)s {version('visio-deploy')}"
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    up = commands.add_parser(
-        "up",
-        help="run the whole system on this machine, in the foreground (Ctrl-C stops it)",
-        description=UP_DESCRIPTION,
-        epilog=settings_help(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    up.add_argument(
-        "--production",
-        action="store_true",
-        help="every process in production mode: generated secrets (var/secrets), HTTPS and "
-        "SMTP STARTTLS with the development CA, the local broker waiver for tansu "
-        "(as VISIO_ENVIRONMENT=production)",
-    )
-    up.set_defaults(handler=_up)
+    local = local_extra_installed()
+    if local:
+        from visio_deploy.up import settings_help
+
+        up = commands.add_parser(
+            "up",
+            help="run the whole system on this machine, in the foreground (Ctrl-C stops it)",
+            description=UP_DESCRIPTION,
+            epilog=settings_help(),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        up.add_argument(
+            "--production",
+            action="store_true",
+            help="every process in production mode: generated secrets (var/secrets), HTTPS and "
+            "SMTP STARTTLS with the development CA, the local broker waiver for tansu "
+            "(as VISIO_ENVIRONMENT=production)",
+        )
+        up.set_defaults(handler=_up)
     stack = commands.add_parser(
         "stack", help="the stack `up` runs in this checkout: where each part answers"
     )
@@ -98,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Without it, an existing role's password is never changed",
     )
     migrate.set_defaults(handler=_migrate)
-    for package in COMMAND_PACKAGES:
+    for package in COMMAND_PACKAGES + (LOCAL_COMMAND_PACKAGES if local else ()):
         name = f"{package}.commands"
         if importlib.util.find_spec(package) and importlib.util.find_spec(name):
             importlib.import_module(name).register(commands)

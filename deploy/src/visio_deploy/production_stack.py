@@ -32,11 +32,11 @@ from pathlib import Path
 
 from visio_booking.settings import BookingSettings
 from visio_consent.settings import ConsentSettings
+from visio_fakes.devca import DevCA
 from visio_notifications.settings import NotificationsSettings
 from visio_runtime.production import ENVIRONMENT_ENV, LOCAL_BROKER_WAIVER_ENV
 from visio_shared.links import LinkKeys, derive_ring
 
-from visio_deploy.devca import DevCA
 from visio_deploy.stack import SERVICES
 
 LINK_PURPOSES = {

@@ -39,16 +39,16 @@ class Process:
 
 def processes() -> list[Process]:
     """The processes whose settings are documented, in the order a reader meets them."""
+    from visio_alerts.settings import AlertsSettings
     from visio_booking.settings import BookingSettings
     from visio_consent.settings import ConsentSettings
+    from visio_fakes.graph_emulator.settings import EmulatorSettings
+    from visio_fakes.smtp_sink import SmtpSinkSettings
     from visio_meetings.settings import MeetingsSettings
     from visio_notifications.settings import NotificationsSettings
 
     from visio_deploy.acls import AclSettings
-    from visio_deploy.graph_emulator.settings import EmulatorSettings
-    from visio_deploy.ops.alerts import AlertsSettings
     from visio_deploy.ops.settings import OpsSettings
-    from visio_deploy.smtp_sink import SmtpSinkSettings
     from visio_deploy.up import UpSettings
 
     return [

@@ -29,6 +29,15 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from visio_booking.keys import API_KEYS
+from visio_fakes.devca import ensure_dev_ca
+from visio_fakes.graph_emulator.settings import (
+    DEFAULT_CLIENT_ID,
+    DEFAULT_CLIENT_SECRET,
+    DEFAULT_TENANT_ID,
+)
+from visio_fakes.postgres import EmbeddedPostgres
+from visio_fakes.processes import spawn, stop, wait_for_port
+from visio_fakes.tansu import start_tansu
 from visio_runtime.kafka import ensure_topics
 from visio_runtime.local_stack import (
     STACK_FILE,
@@ -42,15 +51,7 @@ from visio_runtime.settings import ServiceSettings
 from visio_shared import Topics
 from visio_shared.links import LinkKeys
 
-from visio_deploy.devca import ensure_dev_ca
-from visio_deploy.graph_emulator.settings import (
-    DEFAULT_CLIENT_ID,
-    DEFAULT_CLIENT_SECRET,
-    DEFAULT_TENANT_ID,
-)
 from visio_deploy.migrate import migrate_all, service_dsns
-from visio_deploy.postgres import EmbeddedPostgres
-from visio_deploy.processes import spawn, stop, wait_for_port
 from visio_deploy.production_stack import (
     alerts_env,
     common_env,
@@ -60,7 +61,6 @@ from visio_deploy.production_stack import (
 )
 from visio_deploy.readiness import expected_partitions, wait_ready
 from visio_deploy.stack import LOCAL_PARTNERS, SERVICES
-from visio_deploy.tansu import start_tansu
 
 
 class UpSettings(BaseSettings):
@@ -436,7 +436,7 @@ def record_stack(stack: Stack, owner_dsn: str, bootstrap: str) -> LocalStack:
 def start_alerts(
     stack: Stack, owner_dsn: str, bootstrap: str, extra: dict[str, str] | None = None
 ) -> None:
-    """The alerts process (`visio-rdv ops alerts`): it runs its own migration, hence the owner
+    """The alerts service (`visio-rdv-alerts`): it runs its own migration, hence the owner
     connection; alert emails land in the same sink as the others."""
     settings = stack.settings
     env = {
@@ -449,7 +449,7 @@ def start_alerts(
         "ALERTS_SMTP_PORT": str(settings.smtp_port),
         **(extra or {}),
     }
-    stack.launch("alerts", [installed_script("visio-rdv"), "ops", "alerts"], env)
+    stack.launch("alerts", [installed_script("visio-rdv-alerts")], env)
 
 
 LAG_EXPORTER = "lag-exporter"

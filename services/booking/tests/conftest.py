@@ -20,11 +20,11 @@ from visio_booking.app import create_app
 from visio_booking.keys import API_KEYS
 from visio_booking.settings import BookingSettings
 from visio_booking.store import SCHEMA
-from visio_deploy.testing import create_database, drop_database
 from visio_runtime.db import migrate, role_dsn
 from visio_runtime.service import Runtime
 from visio_runtime.testing import wait_until
 from visio_shared import MeetingReady, NotificationSent
+from visio_testing import create_database, drop_database
 
 CALLERS = {
     # name: scopes

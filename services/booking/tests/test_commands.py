@@ -7,16 +7,17 @@ import asyncio
 
 import asyncpg
 import pytest
+from visio_booking import commands
 from visio_booking.keys import API_KEYS
 from visio_booking.store import SCHEMA
-from visio_deploy import cli
 from visio_runtime.db import migrate
+from visio_testing.commands import run_commands
 
 
 async def visio_rdv(*argv: str) -> int:
     """Run the command in a thread of its own (it runs its own event loop), return its code."""
     with pytest.raises(SystemExit) as exited:
-        await asyncio.to_thread(cli.main, list(argv))
+        await asyncio.to_thread(run_commands, commands, argv)
     code: int = exited.value.code or 0  # type: ignore[assignment]
     return code
 

@@ -14,8 +14,8 @@ import asyncpg
 import pytest
 from visio_booking.outbox import LOCK_KEY, OutboxRelay, PublishFailed, RelaySettings, enqueue
 from visio_booking.store import SCHEMA
-from visio_deploy.processes import free_port, stop
-from visio_deploy.tansu import start_tansu
+from visio_fakes.processes import free_port, stop
+from visio_fakes.tansu import start_tansu
 from visio_runtime.db import migrate, role_dsn
 from visio_runtime.kafka import ensure_topics
 from visio_shared import MeetingFailed

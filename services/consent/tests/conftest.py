@@ -22,7 +22,6 @@ from pydantic import SecretStr
 from visio_consent.ledger import SCHEMA, record_hash
 from visio_consent.settings import ConsentSettings
 from visio_consent.signing import SigningKey
-from visio_deploy.testing import create_database, drop_database
 from visio_runtime.db import create_pool, migrate, role_dsn
 from visio_runtime.testing import RecordingPublisher
 from visio_shared import (
@@ -33,6 +32,7 @@ from visio_shared import (
     Device,
     Person,
 )
+from visio_testing import create_database, drop_database
 
 SERVICE_PASSWORD = "visio_consent"
 

@@ -22,8 +22,8 @@ from visio_consent.commands import main
 from visio_consent.handlers import record_consent
 from visio_consent.settings import ConsentSettings
 from visio_consent.signing import load_signing_key
-from visio_deploy.processes import free_port, stop
-from visio_deploy.tansu import start_tansu
+from visio_fakes.processes import free_port, stop
+from visio_fakes.tansu import start_tansu
 from visio_runtime.kafka import ensure_topics, make_broker
 from visio_runtime.local_stack import VAR_DIR_SETTING, LocalStack, process_started
 from visio_shared import AppointmentRequested, Topics

@@ -20,14 +20,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
-from visio_deploy.graph_emulator import (
+from visio_fakes.graph_emulator import (
     AppRegistration,
     EmulatorSettings,
     RunningEmulator,
     serve_in_background,
 )
-from visio_deploy.graph_emulator.settings import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
-from visio_deploy.testing import create_database, drop_database
+from visio_fakes.graph_emulator.settings import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
 from visio_meetings.graph import GraphClient
 from visio_meetings.handlers import Deps, handle_event
 from visio_meetings.payloads import MeetingSpec, meeting_key
@@ -50,6 +49,7 @@ from visio_shared import (
     RecordingConsentWithdrawn,
     Topics,
 )
+from visio_testing import create_database, drop_database
 
 SERVICE_PASSWORD = "visio_meetings"
 CERT_CLIENT_ID = "22222222-2222-2222-2222-222222222222"

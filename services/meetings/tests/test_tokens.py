@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 from pydantic import SecretStr
-from visio_deploy.processes import free_port
+from visio_fakes.processes import free_port
 from visio_meetings.graph import GraphClient, graph_ssl_context
 from visio_meetings.refusals import GraphUnauthorized
 from visio_meetings.settings import MeetingsSettings

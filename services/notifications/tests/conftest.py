@@ -27,8 +27,7 @@ import asyncpg
 import icalendar
 import pytest
 from pydantic import SecretStr
-from visio_deploy.smtp_sink import start_sink
-from visio_deploy.testing import create_database, drop_database, with_database
+from visio_fakes.smtp_sink import start_sink
 from visio_notifications.deps import Deps
 from visio_notifications.mailer import SmtpMailer
 from visio_notifications.settings import NotificationsSettings
@@ -52,6 +51,7 @@ from visio_shared import (
     parse_event,
 )
 from visio_shared.links import LinkKeys
+from visio_testing import create_database, drop_database, with_database
 
 SERVICE_PASSWORD = "visio_notifications"
 # The ring the tests sign self-service links with; the pages' side reads them back with it.

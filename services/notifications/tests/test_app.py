@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from visio_deploy.smtp_sink import start_sink
+from visio_fakes.smtp_sink import start_sink
 from visio_notifications.app import create_app
 from visio_notifications.settings import NotificationsSettings
 from visio_shared import AppointmentEvent, Envelope, Headers

@@ -10,9 +10,10 @@ from email import policy
 
 import icalendar
 import pytest
-from visio_deploy.cli import main
+from visio_notifications import commands
 from visio_notifications.preview import PREVIEW_LINK_KEYS
 from visio_shared.links import LinkKeys, LinkPurpose, read_any_link
+from visio_testing.commands import run_commands
 
 KINDS_WITH_ICS = {
     "confirmation": "REQUEST",
@@ -30,7 +31,7 @@ def _no_link_keys_in_the_environment(monkeypatch) -> None:
 
 def _preview(*args: str) -> int:
     with pytest.raises(SystemExit) as done:
-        main(["notifications", "preview", *args])
+        run_commands(commands, ["notifications", "preview", *args])
     return int(done.value.code or 0)
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 from pydantic import SecretStr
-from visio_deploy.devca import ensure_dev_ca
-from visio_deploy.smtp_sink import MailSink, free_port, start_sink
+from visio_fakes.devca import ensure_dev_ca
+from visio_fakes.smtp_sink import MailSink, free_port, start_sink
 from visio_notifications.compose import Letter, compose
 from visio_notifications.mailer import MailRejected, SmtpMailer
 from visio_runtime.errors import Transient, classify

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from visio_fakes.processes import free_port
 from visio_runtime.local_stack import database_label, default_var_dir
 from visio_runtime.settings import ServiceSettings
 
@@ -31,7 +32,6 @@ from visio_deploy.bench import phases as ph
 from visio_deploy.bench import provenance, report
 from visio_deploy.bench.compare import compare
 from visio_deploy.bench.meters import Watched, stack_processes
-from visio_deploy.processes import free_port
 from visio_deploy.proof.stack import ProofStack, database_server, proof_stack
 from visio_deploy.stack import SERVICES
 from visio_deploy.up import say

@@ -27,9 +27,8 @@ from typing import Any
 
 import httpx
 import psutil
-
-from visio_deploy.devca import ensure_dev_ca
-from visio_deploy.graph_emulator.settings import EmulatorSettings
+from visio_fakes.devca import ensure_dev_ca
+from visio_fakes.graph_emulator.settings import EmulatorSettings
 
 CONCURRENCY = 16
 

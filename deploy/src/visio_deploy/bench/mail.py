@@ -27,6 +27,7 @@ from pathlib import Path
 
 import psutil
 from pydantic import SecretStr
+from visio_fakes.smtp_sink import free_port
 from visio_notifications.compose import Letter, compose_mail
 from visio_notifications.mailer import SmtpMailer
 from visio_notifications.mime import Mail
@@ -40,8 +41,6 @@ from visio_shared import (
     Person,
     current_cgu,
 )
-
-from visio_deploy.smtp_sink import free_port
 
 NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 JOIN_URL = "https://teams.microsoft.com/l/meetup-join/19%3ameeting_bench%40thread.v2/0"
@@ -174,7 +173,7 @@ def measure_send(count: int, in_flight: int) -> tuple[float, float, float]:
             "SMTP_SINK_RETENTION_DAYS": "0",
         }
         sink = subprocess.Popen(
-            [sys.executable, "-m", "visio_deploy.smtp_sink"],
+            [sys.executable, "-m", "visio_fakes.smtp_sink"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

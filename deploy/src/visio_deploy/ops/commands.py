@@ -191,7 +191,9 @@ def register(subparsers: Any) -> None:
     cmd.add_argument("--once", action="store_true", help="one round, then exit")
     cmd.set_defaults(handler=_run(_heal))
 
-    cmd = commands.add_parser("alerts", help="run the alerts process (group visio-rdv.alerts)")
+    cmd = commands.add_parser(
+        "alerts", help="run the alerts service (as visio-rdv-alerts does; group visio-rdv.alerts)"
+    )
     cmd.set_defaults(handler=_alerts)
 
     cmd = commands.add_parser(
@@ -531,6 +533,7 @@ async def _heal(args: argparse.Namespace, settings: OpsSettings) -> int:
 
 
 def _alerts(_: argparse.Namespace) -> int:
-    from visio_deploy.ops.alerts import main
+    """Kept as an alias of the service's own `visio-rdv-alerts`."""
+    from visio_alerts.main import main
 
     return main()

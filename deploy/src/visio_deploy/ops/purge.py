@@ -22,7 +22,6 @@ from visio_runtime.kafka import admin_client, topic_configs
 
 from visio_deploy.ops.settings import OpsSettings
 from visio_deploy.ops.topology import declared_topics, replays_topic
-from visio_deploy.smtp_sink import MailSink
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +153,10 @@ def purge_mail(settings: OpsSettings, dry_run: bool = False) -> int:
     if dry_run:
         limit = datetime.now(UTC).timestamp() - max_age_s
         return sum(1 for path in settings.mail_dir.glob("*.eml") if path.stat().st_mtime < limit)
+    # The sink's own rule for its files; imported here, as only a local stack has a sink (deploy's
+    # `local` extra): a production image, with no sink folder, returns above.
+    from visio_fakes.smtp_sink import MailSink
+
     return MailSink(settings.mail_dir).purge(max_age_s)
 
 

@@ -1,4 +1,4 @@
-"""Settings of the ops commands and the alerts process: the same Kafka settings as the services
+"""Settings of the ops commands: the same Kafka settings as the services
 (bootstrap servers, TLS, SASL — read from `VISIO_KAFKA_*`), an owner connection to PostgreSQL,
 and the periods after which personal data ends. The commands take what no setting gives from
 the stack `visio-rdv up` runs in this checkout (visio_runtime.local_stack)."""
@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
+from visio_alerts.settings import email_late_after_minutes
 from visio_runtime import production
 from visio_runtime.local_stack import (
     Part,
@@ -24,22 +24,6 @@ from visio_runtime.local_stack import (
 from visio_runtime.production import Finding
 from visio_runtime.settings import ServiceSettings
 
-EMAIL_LATE_ENV = "VISIO_EMAIL_LATE_AFTER_MINUTES"
-
-
-def email_late_after_minutes() -> Any:
-    """The one threshold past which a person's email is late: the alerts process alerts the Caf
-    and counts them (`visio_people_waiting_for_an_email_past_threshold`), `ops appointments
-    --stuck` lists them. Read as VISIO_EMAIL_LATE_AFTER_MINUTES by every process that uses it,
-    whatever its own prefix. The default is the promise of docs/guarantees.md."""
-    return Field(
-        default=10.0,
-        ge=0,
-        validation_alias=EMAIL_LATE_ENV,  # by name too, in code (populate_by_name)
-        description="Minutes after which a person still waiting for an email (confirmation, "
-        "update, cancellation, the link again) is reported; 0: never.",
-    )
-
 
 class OpsSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="VISIO_", extra="ignore", populate_by_name=True)
@@ -50,7 +34,8 @@ class OpsSettings(ServiceSettings):
         validation_alias=AliasChoices("VISIO_DATABASE_URL", "DATABASE_URL"),
     )
 
-    # `ops appointments --stuck`: still waiting for an email this long after it was owed.
+    # `ops appointments --stuck`: still waiting for an email this long after it was owed (the
+    # alerts service's threshold, read by both under the same name).
     email_late_after_minutes: float = email_late_after_minutes()
 
     # Retention of personal data (docs/personal-data.md). Periods run from the

@@ -21,7 +21,7 @@ from visio_runtime.service import Runtime
 from visio_shared import Topics
 from visio_shared.topics import PARTNER_REQUESTS
 
-# Process → (its app factory, its settings class). `alerts` is ops' own consumer.
+# Process → (its app factory, its settings class).
 CONSUMING_APPS: dict[str, tuple[str, str]] = {
     "booking": ("visio_booking.app:create_app", "visio_booking.settings:BookingSettings"),
     "meetings": ("visio_meetings.app:create_app", "visio_meetings.settings:MeetingsSettings"),
@@ -30,7 +30,7 @@ CONSUMING_APPS: dict[str, tuple[str, str]] = {
         "visio_notifications.settings:NotificationsSettings",
     ),
     "consent": ("visio_consent.app:create_app", "visio_consent.settings:ConsentSettings"),
-    "alerts": ("visio_deploy.ops.alerts:create_app", "visio_deploy.ops.alerts:AlertsSettings"),
+    "alerts": ("visio_alerts.app:create_app", "visio_alerts.settings:AlertsSettings"),
 }
 
 # Placeholders for settings a factory requires but never uses before it starts.

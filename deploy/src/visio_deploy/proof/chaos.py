@@ -6,7 +6,7 @@ email within the promise (`chaos_checks`).
 
 The run either settles (every promise holds) or times out, and says which. What a seed
 replays: the appointments booked (each from (seed, its number)), the Graph and SMTP faults
-(each a function of (seed, appointment, operation, attempt), `visio_deploy.fault_draws`), and
+(each a function of (seed, appointment, operation, attempt), `visio_fakes.fault_draws`), and
 the schedule of PostgreSQL cuts and SIGKILLs (the gaps, the victims). What it cannot: the
 appointments' ids (booking draws them), and what a cut or a kill interrupts, which depends on
 the timing of the run. A failed run keeps its evidence in the folder its report names.

@@ -12,16 +12,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from visio_fakes.fault_draws import draw, pick
+from visio_fakes.smtp_sink import fault_subject
 from visio_runtime.settings import ServiceSettings
 
-from visio_deploy.fault_draws import draw, pick
 from visio_deploy.ops.topics import lag_report
 from visio_deploy.ops.topology import groups
 from visio_deploy.ops.whereabouts import whereabouts
 from visio_deploy.proof import bookings, observe
 from visio_deploy.proof.report import Report
 from visio_deploy.proof.stack import ProofStack
-from visio_deploy.smtp_sink import fault_subject
 from visio_deploy.stack import LOCAL_PARTNERS
 
 if TYPE_CHECKING:

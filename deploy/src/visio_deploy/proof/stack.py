@@ -16,14 +16,14 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+from visio_fakes.devca import ensure_dev_ca
+from visio_fakes.processes import free_port
 from visio_runtime.local_stack import database_label, find_local_stack
+from visio_testing import create_database, drop_database
 
-from visio_deploy.devca import ensure_dev_ca
-from visio_deploy.processes import free_port
 from visio_deploy.proof import evidence as kept
 from visio_deploy.proof.faultproxy import FaultProxy
 from visio_deploy.proof.report import Report
-from visio_deploy.testing import create_database, drop_database
 from visio_deploy.up import Stack, UpSettings, bring_up, say
 
 LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"

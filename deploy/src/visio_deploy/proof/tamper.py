@@ -19,11 +19,11 @@ from typing import Any
 import asyncpg
 import httpx
 from visio_consent.ledger import record_hash
+from visio_testing import create_database, drop_database, with_database
 
 from visio_deploy.proof import bookings, observe
 from visio_deploy.proof.report import Report
 from visio_deploy.proof.stack import ProofStack, proof_stack, server_url
-from visio_deploy.testing import create_database, drop_database, with_database
 
 Attack = Callable[[asyncpg.Connection], Awaitable[None]]
 
