@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 import httpx
 from aiokafka import AIOKafkaProducer
-from visio_deploy.devca import ensure_dev_ca
+from visio_fakes.devca import ensure_dev_ca
 from visio_runtime.settings import ServiceSettings
 from visio_runtime.topic_reader import read_topics
 from visio_shared import Headers, Topics
@@ -174,6 +174,9 @@ def test_an_erasure_leaves_no_trace_and_survives_a_replay(stack: RunningStack) -
     # The person's export, from the link of their last email: every service's part.
     consents = rescheduled.links()["Mes consentements"]
     with httpx.Client(trust_env=False, timeout=30) as browser:
+        # The email may arrive before consent has read the reschedule: its pages say « en cours
+        # de mise à jour » (503) until it has, as a person would see before trying again.
+        wait_for(lambda: browser.get(consents).status_code == 200, 60, "consent to read the change")
         whole = browser.get(f"{consents}/mes-donnees.json")
         page = browser.get(f"{consents}/mes-donnees")
     assert whole.status_code == 200, whole.text
@@ -189,6 +192,8 @@ def test_an_erasure_leaves_no_trace_and_survives_a_replay(stack: RunningStack) -
     assert {"cgu_accepted", "recording_authorised"} <= set(kinds)
     assert re.fullmatch(r"[0-9a-f]{64}", kinds["cgu_accepted"]["hash"])
     assert export["recorded"]["kind"] == "access_exported"  # the request itself, in the ledger
+    # …and in the list of who asked, shown to the person: this export the latest of them.
+    assert export["consent"]["access_requests"][-1]["channel"] == "self_service"
     assert page.status_code == 200 and "Vos rendez-vous" in page.text
     assert "<details>" in page.text and "Éléments de preuve" in page.text
     assert LAST in page.text and "Rendez-vous déplacé" in page.text
