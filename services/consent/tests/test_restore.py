@@ -255,3 +255,24 @@ def _forged(recorded: ConsentRecorded, forgery: str) -> ConsentRecorded:
     digest = last.hash if forgery == "hash_kept" else record_hash(kept[-1].hash, record)
     altered = last.model_copy(update={"payload": payload, "hash": digest})
     return recorded.model_copy(update={"entries": [*kept, altered]})
+
+
+async def test_records_no_event_carries_stop_the_rebuild_and_nothing_is_written(
+    consent: Consent, publisher: FakePublisher
+) -> None:
+    """The first appointment's ConsentRecorded after the backup never reached the topic (its
+    publish failed, or the broker dropped it): the records after it cannot chain."""
+    await consent.record(1)  # seq 1, 2
+    await consent.sign()
+    await consent.back_up()
+    await consent.record(1, publisher)  # seq 3, 4: never on the topic
+    await consent.record(1)  # seq 5, 6: announced
+    await consent.sign()
+
+    await consent.restore()
+    status, _, err = await consent.command("rebuild-from-events", *consent.dsn)
+
+    assert status == 1
+    assert "seq 3 is announced by no event on the topic" in err
+    assert "seqs up to 6 are" in err
+    assert (await consent.head())[0] == 2
