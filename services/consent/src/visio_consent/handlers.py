@@ -22,7 +22,6 @@ from visio_shared import (
     ConsentGiven,
     ConsentRecorded,
     ContactCorrected,
-    LedgerEntry,
     Topics,
     publish_event,
     publish_events,
@@ -30,7 +29,7 @@ from visio_shared import (
 from visio_shared.publishing import Publisher
 
 from visio_consent import store
-from visio_consent.ledger import append, iso_utc, subject_ref
+from visio_consent.ledger import append, iso_utc, stored_entry, subject_ref
 from visio_consent.settings import ConsentSettings
 
 log = logging.getLogger(__name__)
@@ -255,8 +254,6 @@ async def announcements(
             occurred_at=appended[0]["recorded_at"],
             subject_ref=first["subject_ref"],
             cgu_version=first["cgu_version"],
-            entries=[
-                LedgerEntry(seq=row["seq"], kind=row["kind"], hash=row["hash"]) for row in appended
-            ],
+            entries=[stored_entry(row) for row in appended],
         )
     return found
