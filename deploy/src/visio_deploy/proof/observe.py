@@ -23,7 +23,7 @@ from visio_deploy.ops.dlq import Letter, letters
 from visio_deploy.proof.stack import ProofStack
 from visio_deploy.up import installed_script
 
-TERMINAL = {"confirmed", "meeting_failed", "notification_failed"}
+TERMINAL = {"confirmed", "cancelled", "meeting_failed", "notification_failed"}
 # notifications' deterministic Message-ID: <appointment.r<revision>.<kind>[-offset]@domain>
 _MESSAGE_ID = re.compile(r"<([0-9a-f-]{36})\.r(\d+)\.([a-z_]+)(?:-\d+)?@[^>]+>")
 

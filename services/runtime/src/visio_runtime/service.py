@@ -24,6 +24,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from faststream.kafka import KafkaBroker
 from visio_shared import Topics
 
+from visio_runtime import defects
 from visio_runtime.consumer import EventConsumer
 from visio_runtime.db import create_pool
 from visio_runtime.headers import SecurityHeaders
@@ -77,6 +78,7 @@ class Runtime:
 
 
 def build_runtime(service: str, settings: ServiceSettings) -> Runtime:
+    defects.refuse_in_production()  # a service broken on purpose never starts there
     metrics = Metrics(service)
     metrics.gauge(
         "production_waivers",
