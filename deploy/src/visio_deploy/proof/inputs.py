@@ -51,11 +51,21 @@ class Tally:
     forms: Answered = field(default_factory=Answered)
 
 
-def run_inputs(examples: int, seed_value: int = 1, quiet: bool = False) -> Report:
-    with proof_stack(seed=seed_value, quiet=quiet) as proof:
-        tally = _generate_and_post(proof, examples, seed_value)
-        _post_battery(proof, tally, seed_value)
-        return asyncio.run(_finish(proof, tally))
+def run_inputs(
+    examples: int, seed_value: int = 1, quiet: bool = False, proof: ProofStack | None = None
+) -> Report:
+    """On a stack of its own, or on `proof` — fresh: it counts every appointment stored (the
+    suite runs it first on the stack it shares with `proof access`)."""
+    if proof is not None:
+        return _inputs(proof, examples, seed_value)
+    with proof_stack(seed=seed_value, quiet=quiet, name="inputs") as fresh:
+        return _inputs(fresh, examples, seed_value)
+
+
+def _inputs(proof: ProofStack, examples: int, seed_value: int) -> Report:
+    tally = _generate_and_post(proof, examples, seed_value)
+    _post_battery(proof, tally, seed_value)
+    return asyncio.run(_finish(proof, tally))
 
 
 def _generate_and_post(proof: ProofStack, examples: int, seed_value: int) -> Tally:

@@ -52,6 +52,8 @@ ROLES = (
 # Graph refuses this advisor's calendar (the emulator's access policy): a permanent fault.
 REFUSED_ADVISOR = "0badc0de-0000-4000-8000-000000000403"
 FAILED = ("meeting_failed", "notification_failed")
+# A reminder due this close to the confirmation may go or be skipped, by a second either way.
+REMINDER_MARGIN_S = 15.0
 _ZONE = ZoneInfo("Indian/Reunion")
 _PAGE_LINK = re.compile(r"(https?://\S+/mon-rendez-vous/[A-Za-z0-9_.~-]+)")
 _RESEND_TOKEN = re.compile(r'action="[^"]*/renvoyer".*?name="jeton"\s+value="([^"]+)"', re.DOTALL)
@@ -169,6 +171,8 @@ class Actor:
         elif role == "link_again":
             await self._link_again(story)
             await self._wait_mail(story, f"r{story.revision}.link_resent-", "the link again")
+        elif role == "reminder":
+            await self._wait_reminder(story)
 
     # --- steps ------------------------------------------------------------------------------
 
@@ -295,6 +299,18 @@ class Actor:
                 raise StoryStopped(f"waiting for {what}: the appointment ended {status}")
             await asyncio.sleep(0.5)  # the sink writes files; nothing to subscribe to
         raise StoryStopped(f"{what} not in the sink after {self.options.step_s:g} s")
+
+    async def _wait_reminder(self, story: Story) -> None:
+        """The reminder goes if the person held their link before it fell due (else it is
+        skipped, and the verdict owes none): wait for it then."""
+        lead = min(self.options.reminder_offsets_minutes)
+        due = (story.start - timedelta(minutes=lead)).timestamp()
+        confirmations = self.mail_dir.glob(f"{story.appointment_id}.r1.confirmation@*")
+        confirmed = min((p.stat().st_mtime for p in confirmations), default=None)
+        if confirmed is None or confirmed >= due - REMINDER_MARGIN_S:
+            return
+        await asyncio.sleep(max(0.0, due - time.time()))  # the reminder's own time
+        await self._wait_mail(story, f"r1.reminder-{lead}@", "the reminder")
 
     async def _wait_status(self, story: Story, status: str) -> None:
         deadline = time.monotonic() + self.options.step_s

@@ -27,7 +27,7 @@ import asyncpg
 from visio_deploy.proof.observe import Mail
 from visio_deploy.proof.partners import ReplyReader
 from visio_deploy.proof.report import Report
-from visio_deploy.proof.story import Story
+from visio_deploy.proof.story import REMINDER_MARGIN_S, Story
 
 # <appointment>.r<revision>.<kind>[-<offset>][-<request>][anything a broken build adds]@domain
 _PERSON = re.compile(
@@ -37,8 +37,6 @@ _PERSON = re.compile(
 _ALERT = re.compile(r"<alert\.(?P<a>[0-9a-f-]{36})\.(?P<cause>[a-z_]+)(?:\.[^@]*)?@[^>]+>")
 _SEQUENCE = re.compile(r"SEQUENCE:(\d+)")
 CALENDAR_KINDS = ("confirmation", "rescheduled", "cancellation")
-# A reminder due this close to the confirmation may go or be skipped, by a second either way.
-_REMINDER_MARGIN_S = 15.0
 
 # The checks, by name: what the report (and the tests of broken builds) call each.
 STATUS = "appointments: status not as expected"
@@ -222,9 +220,9 @@ def _emails(
         reminder = ("reminder", 1, lead)
         due = story.start - timedelta(minutes=lead)
         confirmed = _first_copy(sent, ("confirmation", 1, None))
-        if confirmed is not None and confirmed < due.timestamp() - _REMINDER_MARGIN_S:
+        if confirmed is not None and confirmed < due.timestamp() - REMINDER_MARGIN_S:
             owed[reminder] += 1  # the person held the link before it fell due: it goes
-        elif confirmed is None or confirmed <= due.timestamp() + _REMINDER_MARGIN_S:
+        elif confirmed is None or confirmed <= due.timestamp() + REMINDER_MARGIN_S:
             optional.add(reminder)  # a matter of a second either way
     # Distinct Message-IDs per key: a resend under the same id is the same email.
     distinct: defaultdict[tuple[str, int, int | None], set[str]] = defaultdict(set)
