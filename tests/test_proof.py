@@ -128,7 +128,7 @@ def test_broken_builds_fail_the_chaos_proof_each_named(tmp_path: Path) -> None:
         pg_cut_every_s=0,
         broker_cut_every_s=0,
         reminder_due_s=20,
-        step_timeout_s=40,
+        step_timeout_s=25,
         reply_within_s=15,
         settle_timeout_s=10,
         broken_fault="graph 503",

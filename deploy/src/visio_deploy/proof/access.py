@@ -89,7 +89,14 @@ async def _access(proof: ProofStack) -> Report:
     )
     leaked = [m.path.name for m in observe.mails(proof.var / "mail") if EVIL_URL in str(m.message)]
     report.zero("emails carrying the non-Teams URL", len(leaked))
-    logs = "".join(p.read_text(errors="replace") for p in proof.stack.logs.glob("*.log"))
+    # Our processes' logs. Not the SMTP sink's: it stands for the Caf's relay, whose own log of
+    # recipients is the relay's business (and it logs them once the confirmation has gone,
+    # which on a warm stack is before this reads).
+    logs = "".join(
+        p.read_text(errors="replace")
+        for p in proof.stack.logs.glob("*.log")
+        if p.name != "smtp-sink.log"
+    )
     personal = [body["user"]["email"], body["user"]["first_name"] + " " + body["user"]["last_name"]]
     report.zero("log lines with personal data", sum(logs.count(value) for value in personal))
     report.details = {"notification_failed": failure}
@@ -233,7 +240,12 @@ async def _find_failure(
         while time.monotonic() < deadline:
             for records in (await consumer.getmany(timeout_ms=1000)).values():
                 for record in records:
-                    event = json.loads(record.value)
+                    try:
+                        event = json.loads(record.value or b"")
+                    except (ValueError, RecursionError):  # a hostile record (`proof inputs`)
+                        continue
+                    if not isinstance(event, dict):
+                        continue
                     if event.get("appointment_id") == appointment_id:
                         if event.get("event_type") == "NotificationFailed":
                             return {k: event.get(k) for k in ("kind", "reason", "detail")}

@@ -98,7 +98,7 @@ class ReplyReader:
     def _take(self, value: bytes | None) -> None:
         try:
             reply = json.loads(value or b"")
-        except ValueError:
+        except (ValueError, RecursionError):  # not a reply (a hostile record, say): not ours
             return
         if not isinstance(reply, dict) or reply.get("calling_system") not in (self.system, None):
             return
