@@ -74,6 +74,17 @@ def test_chaos_story_under_every_fault_ends_as_planned_appointment_by_appointmen
     assert list(tmp_path.iterdir()) == []  # a passing run keeps nothing
 
 
+# Every fault off: the runs that break the system another way.
+_NO_FAULTS: dict[str, float] = {
+    "kill_every_s": 0,
+    "graph_fault_rate": 0,
+    "smtp_fail_share": 0,
+    "smtp_drop_share": 0,
+    "pg_cut_every_s": 0,
+    "broker_cut_every_s": 0,
+}
+
+
 def _broken(**defects: str) -> dict[str, dict[str, str]]:
     """Each defect switch in the environment of the service it breaks."""
     return {service: {f"VISIO_DEFECT_{name}": "1"} for name, service in defects.items()}
@@ -88,12 +99,7 @@ def test_a_meetings_service_refusing_every_appointment_fails_the_chaos_proof(
     options = ChaosOptions(
         appointments=8,
         seed=7,
-        kill_every_s=0,
-        graph_fault_rate=0,
-        smtp_fail_share=0,
-        smtp_drop_share=0,
-        pg_cut_every_s=0,
-        broker_cut_every_s=0,
+        **_NO_FAULTS,
         permanent_faults=False,
         step_timeout_s=30,
         settle_timeout_s=10,
@@ -121,12 +127,7 @@ def test_broken_builds_fail_the_chaos_proof_each_named(tmp_path: Path) -> None:
     options = ChaosOptions(
         appointments=10,
         seed=3,
-        kill_every_s=0,
-        graph_fault_rate=0.06,
-        smtp_fail_share=0,
-        smtp_drop_share=0,
-        pg_cut_every_s=0,
-        broker_cut_every_s=0,
+        **(_NO_FAULTS | {"graph_fault_rate": 0.06}),
         reminder_due_s=20,
         step_timeout_s=25,
         reply_within_s=15,
@@ -176,12 +177,7 @@ def test_a_relay_that_never_takes_a_confirmation_times_out_alerts_and_keeps_evid
     options = ChaosOptions(
         appointments=2,
         seed=16,
-        kill_every_s=0,
-        graph_fault_rate=0,
-        smtp_fail_share=0,
-        smtp_drop_share=0,
-        pg_cut_every_s=0,
-        broker_cut_every_s=0,
+        **_NO_FAULTS,
         story=False,
         permanent_faults=False,
         email_within_s=20,

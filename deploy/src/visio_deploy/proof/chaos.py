@@ -29,10 +29,17 @@ from typing import Any
 import asyncpg
 import httpx
 from aiokafka import AIOKafkaProducer
-from visio_consent.keys import create_api_key
 from visio_shared import Topics
 
-from visio_deploy.proof import bookings, chaos_checks, fired, ledger_seal, partners, story
+from visio_deploy.proof import (
+    bookings,
+    chaos_checks,
+    fired,
+    ledger_seal,
+    observe,
+    partners,
+    story,
+)
 from visio_deploy.proof.partners import ReplyReader
 from visio_deploy.proof.report import Report
 from visio_deploy.proof.stack import SERVICES_TO_KILL, ProofStack, proof_stack
@@ -213,23 +220,13 @@ async def _play(proof: ProofStack, options: ChaosOptions, replies: ReplyReader) 
     topics = Topics(proof.settings.topic_prefix)
     producer = AIOKafkaProducer(bootstrap_servers=proof.bootstrap, acks="all")
     await producer.start()
-    consent_key = await _consent_key(proof.owner_dsn)
+    consent_key = await observe.consent_key(proof.owner_dsn, "proof-chaos", ["consent:withdraw"])
     pool = await asyncpg.create_pool(proof.owner_dsn, min_size=1, max_size=4)
     assert pool is not None
     try:
         async with (
-            httpx.AsyncClient(
-                base_url=proof.url("booking"),
-                headers={"Authorization": f"Bearer {proof.api_key}"},
-                trust_env=False,
-                timeout=10,
-            ) as http,
-            httpx.AsyncClient(
-                base_url=proof.url("consent"),
-                headers={"Authorization": f"Bearer {consent_key}"},
-                trust_env=False,
-                timeout=10,
-            ) as consent,
+            _client(proof.url("booking"), proof.api_key) as http,
+            _client(proof.url("consent"), consent_key) as consent,
         ):
             actor = story.Actor(
                 options=options,
@@ -250,12 +247,9 @@ async def _play(proof: ProofStack, options: ChaosOptions, replies: ReplyReader) 
     return stories
 
 
-async def _consent_key(owner_dsn: str) -> str:
-    conn = await asyncpg.connect(owner_dsn)
-    try:
-        return await create_api_key(conn, "proof-chaos", ["consent:withdraw"])
-    finally:
-        await conn.close()
+def _client(base_url: str, key: str) -> httpx.AsyncClient:
+    headers = {"Authorization": f"Bearer {key}"}
+    return httpx.AsyncClient(base_url=base_url, headers=headers, trust_env=False, timeout=10)
 
 
 async def _kill_in_turn(

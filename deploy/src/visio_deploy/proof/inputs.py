@@ -22,10 +22,8 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 
-import asyncpg
 import httpx
 from hypothesis import HealthCheck, given, seed, settings
-from visio_consent.keys import create_api_key
 from visio_runtime.settings import ServiceSettings
 from visio_shared import Topics
 
@@ -137,7 +135,9 @@ def _generated(topic: str, kind: str, value: bytes, n: int) -> Hostile:
 
 
 def _post_battery(proof: ProofStack, tally: Tally, seed_value: int) -> None:
-    consent_key = asyncio.run(_consent_key(proof.owner_dsn))
+    consent_key = asyncio.run(
+        observe.consent_key(proof.owner_dsn, "proof-hostile", ["consent:read"])
+    )
     rng = random.Random(seed_value)
     with (
         _client(proof, "booking", proof.api_key) as booking,
@@ -155,14 +155,6 @@ def _post_battery(proof: ProofStack, tally: Tally, seed_value: int) -> None:
 def _client(proof: ProofStack, service: str, key: str | None = None) -> httpx.Client:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     return httpx.Client(base_url=proof.url(service), headers=headers, timeout=30, trust_env=False)
-
-
-async def _consent_key(owner_dsn: str) -> str:
-    conn = await asyncpg.connect(owner_dsn)
-    try:
-        return await create_api_key(conn, "proof-hostile", ["consent:read"])
-    finally:
-        await conn.close()
 
 
 async def _finish(proof: ProofStack, tally: Tally) -> Report:

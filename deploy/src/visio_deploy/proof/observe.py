@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from visio_consent.keys import create_api_key
 from visio_runtime.settings import ServiceSettings
 
 from visio_deploy.ops.dlq import Letter, letters
@@ -55,6 +56,15 @@ async def kafka_appointments(dsn: str, caller: str) -> dict[str, str]:
         if answer.get("appointment_id"):
             found[row["key"]] = str(answer["appointment_id"])
     return found
+
+
+async def consent_key(dsn: str, name: str, scopes: list[str]) -> str:
+    """A key to consent's API, made with the owner connection (the service only reads keys)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await create_api_key(conn, name, scopes)
+    finally:
+        await conn.close()
 
 
 async def ledger_counts(dsn: str) -> Counter[str]:
