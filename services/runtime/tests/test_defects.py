@@ -1,12 +1,18 @@
 """Defect switches break a service on purpose for the proofs' tests; production refuses them:
-a process will not start with one set, and asking whether one is on raises."""
+production mode's settings check lists each one, a service will not be built with one set, and
+asking whether one is on raises."""
 
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 from visio_runtime import defects
 from visio_runtime.service import build_runtime
 from visio_runtime.settings import ServiceSettings
+
+
+class _ProcessSettings(ServiceSettings):
+    """A process's settings (production mode checks those, not the base class alone)."""
 
 
 def test_a_defect_is_off_unless_set_and_strikes_once_when_asked_to(
@@ -29,7 +35,12 @@ def test_production_refuses_every_defect_switch(monkeypatch: pytest.MonkeyPatch)
         defects.on("EMAIL_TWICE")
     with pytest.raises(defects.DefectInProduction, match="VISIO_ENVIRONMENT=production"):
         build_runtime("booking", ServiceSettings())
-    # Without the switch, production starts as ever.
+    # Production mode's settings check lists it among what it refuses, by its variable.
+    with pytest.raises(ValidationError) as refused:
+        _ProcessSettings()
+    assert "VISIO_DEFECT_EMAIL_TWICE: a defect switch" in str(refused.value)
+    # Without the switch, none of it.
     monkeypatch.delenv("VISIO_DEFECT_EMAIL_TWICE")
     assert not defects.on("EMAIL_TWICE")
     build_runtime("booking", ServiceSettings())
+    assert defects.findings() == []

@@ -2,8 +2,10 @@
 proof failing on it (a proof that passes a broken system is worse than none).
 
 `VISIO_DEFECT_<NAME>=1` turns one on. They exist for `tests/test_proof.py` alone, and are refused
-outright when `VISIO_ENVIRONMENT=production`: a process that finds one there will not start
-(`refuse_in_production`, called by `build_runtime`), and `on` raises rather than answer.
+outright when `VISIO_ENVIRONMENT=production`: production mode's settings check lists each one
+set among the settings it refuses (`findings`, `visio_runtime.production`), `build_runtime`
+refuses to build a service with one (`refuse_in_production`), and `on` raises rather than
+answer.
 
 The switches (each read where the defect lives):
 - MEETINGS_REFUSE_ALL: meetings answers `MeetingFailed` to every appointment;
@@ -18,6 +20,8 @@ from __future__ import annotations
 
 import os
 import threading
+
+from visio_runtime.production import Finding
 
 PREFIX = "VISIO_DEFECT_"
 NAMES = (
@@ -47,6 +51,14 @@ def switched_on() -> list[str]:
         for name, value in os.environ.items()
         if name.startswith(PREFIX) and value.strip().lower() not in ("", "0", "false", "no")
     )
+
+
+def findings() -> list[Finding]:
+    """Each defect switch set, as production mode's settings check refuses it."""
+    return [
+        Finding(name, "a defect switch breaks the service on purpose, for the proofs' tests")
+        for name in switched_on()
+    ]
 
 
 def refuse_in_production() -> None:
