@@ -14,8 +14,10 @@ import uuid
 
 import asyncpg
 import httpx
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from visio_booking.keys import create_api_key, revoke_api_keys
+from visio_runtime.settings import ServiceSettings
+from visio_runtime.topic_reader import partitions, reader
 from visio_shared import Headers, Topics
 from visio_shared.events import MeetingReady
 
@@ -230,12 +232,13 @@ async def _non_teams_join_url(proof: ProofStack) -> dict[str, object] | None:
 async def _find_failure(
     proof: ProofStack, topic: str, appointment_id: str
 ) -> dict[str, object] | None:
-    consumer = AIOKafkaConsumer(bootstrap_servers=proof.bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
+    """Read `topic` from its beginning (its partitions from fresh metadata: a new client's
+    cached metadata may not list it yet) until the appointment's NotificationFailed."""
+    settings = ServiceSettings(kafka_bootstrap_servers=proof.bootstrap)
+    tps = await partitions(settings, [topic])
+    async with reader(settings) as consumer:
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             for records in (await consumer.getmany(timeout_ms=1000)).values():
@@ -249,6 +252,4 @@ async def _find_failure(
                     if event.get("appointment_id") == appointment_id:
                         if event.get("event_type") == "NotificationFailed":
                             return {k: event.get(k) for k in ("kind", "reason", "detail")}
-    finally:
-        await consumer.stop()
     return None

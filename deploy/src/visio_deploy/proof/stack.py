@@ -154,6 +154,7 @@ def proof_stack(
         notifications_port=free_port(),
         consent_port=free_port(),
         alerts_port=free_port(),
+        lag_exporter_port=free_port(),  # never the default: stacks run side by side
         topic_prefix=f"{name}-{os.getpid()}",
         kafka_bootstrap_servers=f"127.0.0.1:{broker_proxy.port}" if broker_proxy else None,
         database_url=_with_port(owner_dsn, proxy.port) if proxy else owner_dsn,
