@@ -19,7 +19,7 @@ import httpx
 from visio_runtime.local_stack import database_label, find_local_stack
 
 from visio_deploy.devca import ensure_dev_ca
-from visio_deploy.processes import free_port
+from visio_deploy.processes import free_port, port_open
 from visio_deploy.proof import evidence as kept
 from visio_deploy.proof.faultproxy import FaultProxy
 from visio_deploy.proof.report import Report
@@ -101,6 +101,15 @@ def server_url() -> str:
     return database_server()[0]
 
 
+def _free_with_admin() -> int:
+    """A free port whose admin port (the port + 1000, `ServiceSettings.admin_port`) is free
+    too: stacks run side by side on this machine, and a taken admin port stops a service."""
+    while True:
+        port = free_port()
+        if port + 1000 < 65536 and not port_open("127.0.0.1", port + 1000):
+            return port
+
+
 def _with_port(url: str, port: int) -> str:
     parts = urlsplit(url)
     auth = parts.netloc.rpartition("@")[0]
@@ -149,11 +158,11 @@ def proof_stack(
         kafka_port=kafka_port,
         graph_port=free_port(),
         smtp_port=free_port(),
-        booking_port=free_port(),
-        meetings_port=free_port(),
-        notifications_port=free_port(),
-        consent_port=free_port(),
-        alerts_port=free_port(),
+        booking_port=_free_with_admin(),
+        meetings_port=_free_with_admin(),
+        notifications_port=_free_with_admin(),
+        consent_port=_free_with_admin(),
+        alerts_port=_free_with_admin(),
         lag_exporter_port=free_port(),  # never the default: stacks run side by side
         topic_prefix=f"{name}-{os.getpid()}",
         kafka_bootstrap_servers=f"127.0.0.1:{broker_proxy.port}" if broker_proxy else None,
