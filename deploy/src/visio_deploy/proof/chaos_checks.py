@@ -1,5 +1,6 @@
-"""What the chaos run checks once the system settles: nothing lost, nothing doubled, the ledger
-whole, no unexpected dead letter, every person emailed within the promise — and, when it times
+"""What the chaos run checks once the system settles: nothing lost, each appointment as the run
+left it (`verdict`), the ledger verifying, no unexpected dead letter, every person emailed within
+the promise — and, when it times
 out, where each appointment not settled stands (`visio_deploy.ops.whereabouts`), with the SMTP
 faults the seed draws for its confirmation and the consumers' lag at the deadline."""
 
@@ -7,7 +8,6 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,9 +19,11 @@ from visio_runtime.settings import ServiceSettings
 from visio_deploy.ops.topics import lag_report
 from visio_deploy.ops.topology import groups
 from visio_deploy.ops.whereabouts import whereabouts
-from visio_deploy.proof import bookings, observe
+from visio_deploy.proof import observe, verdict
+from visio_deploy.proof.partners import ReplyReader
 from visio_deploy.proof.report import Report
 from visio_deploy.proof.stack import ProofStack
+from visio_deploy.proof.story import Story
 from visio_deploy.stack import LOCAL_PARTNERS
 
 if TYPE_CHECKING:
@@ -34,84 +36,68 @@ _REPLAYED_TRIES = 8
 _SHOWN = 50  # unsettled appointments detailed in the report (all of them in the evidence)
 
 
-@dataclass
-class Booked:
-    http: dict[str, str | None]  # idempotency key → appointment id (None: never accepted)
-    http_refused: dict[str, str]
-    kafka_sent: list[str]  # request ids the broker acknowledged
-    kafka_unsent: list[str]
-
-
-@dataclass(frozen=True)
-class Expected:
-    """What booking answered: request key → appointment id (None: no answer)."""
-
-    by_key: dict[str, str | None]
-
-    @property
-    def ids(self) -> set[str]:
-        return {a for a in self.by_key.values() if a is not None}
-
-
-async def expected(proof: ProofStack, booked: Booked) -> Expected:
-    from_kafka = await observe.kafka_appointments(proof.owner_dsn, bookings.KAFKA_OWNER)
-    by_key: dict[str, str | None] = dict(booked.http)
-    by_key |= {key: from_kafka.get(key) for key in booked.kafka_sent}
-    by_key |= {key: None for key in booked.kafka_unsent}
-    return Expected(by_key)
-
-
 def settled(report: Report) -> bool:
     """Every check holds but, perhaps, the promise: a wait too long cannot be waited away."""
     return all(name == PROMISE for name in report.failures)
 
 
-async def check(proof: ProofStack, booked: Booked, email_within_s: float) -> Report:
+async def check(
+    proof: ProofStack, stories: list[Story], replies: ReplyReader, options: ChaosOptions
+) -> Report:
     report = Report("chaos")
     rows = await observe.appointments(proof.owner_dsn)
-    answered = await expected(proof, booked)
-    ids = answered.ids
+    ids = {s.appointment_id for s in stories if s.appointment_id is not None}
     statuses = Counter(rows[a]["status"] if a in rows else "missing" for a in ids)
-    unanswered = [key for key, a in answered.by_key.items() if a is None]
+    unanswered = [s.plan.key for s in stories if s.appointment_id is None]
     not_terminal = [a for a in ids if a not in rows or rows[a]["status"] not in observe.TERMINAL]
     failed_without_reason = [
         a
         for a in ids
         if a in rows and "failed" in rows[a]["status"] and not rows[a]["status_reason"]
     ]
-    confirmed = {a for a in ids if a in rows and rows[a]["status"] == "confirmed"}
-    live = Counter(proof.emulator("GET", "/stats")["live_events_per_external_id"])
+    events = proof.emulator("GET", "/events")["value"]
+    meetings = {
+        m["meeting"]["id"]: m["meeting"] for m in proof.emulator("GET", "/online-meetings")["value"]
+    }
+    live = Counter(e["external_id"] for e in events if not e["is_deleted"])
     found = observe.mails(proof.var / "mail")
     emails = observe.email_figures(found)
-    ledger = await observe.ledger_counts(proof.owner_dsn)
-    verdict = observe.consent_verify(proof)
+    verdict_ = observe.consent_verify(proof)
     letters = await observe.dead_letters(proof)
 
     report.figures["statuses"] = dict(statuses)
     report.zero("lost (no answer or not settled)", len(unanswered) + len(not_terminal))
     report.zero("failed without a reason", len(failed_without_reason))
     report.zero("appointments that are not ours", len(set(rows) - ids))
-    report.zero("duplicate meetings", sum(max(0, live[a] - 1) for a in ids))
-    report.zero("confirmed without a meeting", sum(1 for a in confirmed if live[a] == 0))
     report.zero("meetings of unknown appointments", len(set(live) - ids))
-    report.zero("duplicate emails", sum(max(0, emails.confirmations[a] - 1) for a in ids))
-    report.zero("confirmed without an email", len(confirmed - set(emails.confirmations)))
+    seen = verdict.Seen(
+        statuses={a: row["status"] for a, row in rows.items()},
+        events=events,
+        meetings=meetings,
+        mails=found,
+        ledger=await verdict.ledger_kinds(proof.owner_dsn),
+    )
+    verdict.judge(report, stories, seen, replies, min(options.reminder_offsets_minutes))
+    report.figures["emails in the sink"] = len(found)
     report.figures["resends with the same Message-ID"] = emails.resends_same_message_id
-    report.zero("ledger records not 2 per appointment", sum(1 for a in ids if ledger[a] != 2))
-    report.holds("ledger verifies", bool(verdict.get("ok")) and verdict["exit_status"] == 0)
-    report.figures["ledger records"] = verdict.get("count")
+    report.holds("ledger verifies", bool(verdict_.get("ok")) and verdict_["exit_status"] == 0)
+    report.figures["ledger records"] = verdict_.get("count")
     report.zero("unexpected dead letters", len(letters))
-    _waits(report, rows, ids, found, email_within_s)
+    _waits(report, rows, ids, found, options.email_within_s)
     report.details = {
-        "unanswered": {k: booked.http_refused.get(k, "no reply") for k in unanswered[:20]},
+        "unanswered": {
+            s.plan.key: s.stopped or s.refused_why for s in stories if s.appointment_id is None
+        }
+        if unanswered
+        else {},
         "not_terminal": {
             a: rows[a]["status"] if a in rows else "missing" for a in not_terminal[:20]
         },
         "dead_letters": [
             {"id": x.id, "event_type": x.event_type, "reason": x.reason[:300]} for x in letters[:20]
         ],
-        "ledger": {k: v for k, v in verdict.items() if k != "output"}
-        | {"output": str(verdict.get("output", ""))[:500]},
+        "ledger": {k: v for k, v in verdict_.items() if k != "output"}
+        | {"output": str(verdict_.get("output", ""))[:500]},
         **report.details,
     }
     return report
@@ -156,15 +142,13 @@ def _waits(
 
 
 async def explain_unsettled(
-    proof: ProofStack, booked: Booked, report: Report, options: ChaosOptions
+    proof: ProofStack, stories: list[Story], report: Report, options: ChaosOptions
 ) -> None:
     """Where each appointment not settled at the deadline stands, service by service; the SMTP
     faults the seed draws for its confirmation; and each consumer group's lag then."""
     rows = await observe.appointments(proof.owner_dsn)
-    answered = await expected(proof, booked)
-    unsettled = sorted(
-        a for a in answered.ids if a not in rows or rows[a]["status"] not in observe.TERMINAL
-    )
+    ids = {s.appointment_id for s in stories if s.appointment_id is not None}
+    unsettled = sorted(a for a in ids if a not in rows or rows[a]["status"] not in observe.TERMINAL)
     letters = await observe.dead_letters(proof)
     where = await whereabouts(proof.owner_dsn, unsettled, letters)
     shares = [(options.smtp_drop_share, "drop"), (options.smtp_fail_share, "451")]
@@ -179,10 +163,11 @@ async def explain_unsettled(
             " (drawn from the seed)"
         )
     unanswered = {}
-    for key, appointment_id in answered.by_key.items():
-        if appointment_id is None:
+    for one in stories:
+        if one.appointment_id is None:
+            key = one.plan.key
             keyed = [x.id for x in letters if x.record.key and x.record.key.decode() == key]
-            said = booked.http_refused.get(key, "no reply")
+            said = one.stopped or one.refused_why or "no reply"
             unanswered[key] = f"{said}; dead-lettered: {', '.join(keyed)}" if keyed else said
     report.details["unsettled"] = dict(list(where.items())[:_SHOWN])
     report.details["unanswered requests"] = dict(list(unanswered.items())[:_SHOWN])

@@ -26,6 +26,20 @@ def register(subparsers: Any) -> None:
     chaos.add_argument("--kill-every", type=float, default=15.0, help="seconds; 0: no kills")
     chaos.add_argument("--fault-rate", type=float, default=0.04, help="per Graph fault kind")
     chaos.add_argument(
+        "--broker-cut-every",
+        type=float,
+        default=10.0,
+        help="mean seconds between two cuts of a broker connection; 0: none",
+    )
+    chaos.add_argument(
+        "--reminder-offsets",
+        type=int,
+        nargs="+",
+        default=[48 * 60, 60],
+        help="notifications' reminder leads, in minutes (the `reminder` appointments start "
+        "so that the shortest falls due during the run)",
+    )
+    chaos.add_argument(
         "--email-within-minutes",
         type=float,
         default=10.0,
@@ -43,7 +57,7 @@ def register(subparsers: Any) -> None:
         default=Path("var/proof"),
         help="where a failed run keeps its logs, mail, emulator state, database and report",
     )
-    _json(chaos)
+    _json(chaos, "chaos")
     chaos.set_defaults(handler=_chaos)
 
     inputs = commands.add_parser("inputs", help="hostile inputs to the API and inbound topic")
@@ -53,7 +67,7 @@ def register(subparsers: Any) -> None:
     inputs.add_argument(
         "--seed", type=int, default=1, help="the same seed generates the same inputs"
     )
-    _json(inputs)
+    _json(inputs, "inputs")
     inputs.set_defaults(handler=_inputs)
 
     for name, helptext in (
@@ -61,17 +75,23 @@ def register(subparsers: Any) -> None:
         ("tamper", "superuser tampering with the ledger, each detected by consent verify"),
     ):
         sub = commands.add_parser(name, help=helptext)
-        _json(sub)
+        _json(sub, name)
         sub.set_defaults(handler=_access if name == "access" else _tamper)
 
 
-def _json(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", type=Path, default=None, help="write the report there")
+def _json(parser: argparse.ArgumentParser, run: str) -> None:
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=Path(f"var/proof/{run}-report.json"),
+        help="where the report goes as JSON (default: %(default)s)",
+    )
 
 
 def _finish(report: Report, args: argparse.Namespace) -> int:
     print(report.table())
     report.write(args.json)
+    print(f"report written to {args.json}")
     return 0 if report.passed else 1
 
 
@@ -83,6 +103,8 @@ def _chaos(args: argparse.Namespace) -> int:
         seed=args.seed,
         kill_every_s=args.kill_every,
         graph_fault_rate=args.fault_rate,
+        broker_cut_every_s=args.broker_cut_every,
+        reminder_offsets_minutes=tuple(args.reminder_offsets),
         email_within_s=args.email_within_minutes * 60,
         settle_timeout_s=args.settle_timeout,
         evidence=args.evidence,

@@ -22,10 +22,8 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 
-import asyncpg
 import httpx
 from hypothesis import HealthCheck, given, seed, settings
-from visio_consent.keys import API_KEYS
 from visio_runtime.settings import ServiceSettings
 from visio_shared import Topics
 
@@ -52,11 +50,21 @@ class Tally:
     forms: Answered = field(default_factory=Answered)
 
 
-def run_inputs(examples: int, seed_value: int = 1, quiet: bool = False) -> Report:
-    with proof_stack(seed=seed_value, quiet=quiet) as proof:
-        tally = _generate_and_post(proof, examples, seed_value)
-        _post_battery(proof, tally, seed_value)
-        return asyncio.run(_finish(proof, tally))
+def run_inputs(
+    examples: int, seed_value: int = 1, quiet: bool = False, proof: ProofStack | None = None
+) -> Report:
+    """On a stack of its own, or on `proof` — fresh: it counts every appointment stored (the
+    suite runs it first on the stack it shares with `proof access`)."""
+    if proof is not None:
+        return _inputs(proof, examples, seed_value)
+    with proof_stack(seed=seed_value, quiet=quiet, name="inputs") as fresh:
+        return _inputs(fresh, examples, seed_value)
+
+
+def _inputs(proof: ProofStack, examples: int, seed_value: int) -> Report:
+    tally = _generate_and_post(proof, examples, seed_value)
+    _post_battery(proof, tally, seed_value)
+    return asyncio.run(_finish(proof, tally))
 
 
 def _generate_and_post(proof: ProofStack, examples: int, seed_value: int) -> Tally:
@@ -128,7 +136,9 @@ def _generated(topic: str, kind: str, value: bytes, n: int) -> Hostile:
 
 
 def _post_battery(proof: ProofStack, tally: Tally, seed_value: int) -> None:
-    consent_key = asyncio.run(_consent_key(proof.owner_dsn))
+    consent_key = asyncio.run(
+        observe.consent_key(proof.owner_dsn, "proof-hostile", ["consent:read"])
+    )
     rng = random.Random(seed_value)
     with (
         _client(proof, "booking", proof.api_key) as booking,
@@ -146,14 +156,6 @@ def _post_battery(proof: ProofStack, tally: Tally, seed_value: int) -> None:
 def _client(proof: ProofStack, service: str, key: str | None = None) -> httpx.Client:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     return httpx.Client(base_url=proof.url(service), headers=headers, timeout=30, trust_env=False)
-
-
-async def _consent_key(owner_dsn: str) -> str:
-    conn = await asyncpg.connect(owner_dsn)
-    try:
-        return await API_KEYS.create(conn, "proof-hostile", ["consent:read"])
-    finally:
-        await conn.close()
 
 
 async def _finish(proof: ProofStack, tally: Tally) -> Report:

@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from visio_consent.keys import API_KEYS
 from visio_runtime.settings import ServiceSettings
 
 from visio_deploy.ops.dlq import Letter, letters
 from visio_deploy.proof.stack import ProofStack
 from visio_deploy.up import installed_script
 
-TERMINAL = {"confirmed", "meeting_failed", "notification_failed"}
+TERMINAL = {"confirmed", "cancelled", "meeting_failed", "notification_failed"}
 # notifications' deterministic Message-ID: <appointment.r<revision>.<kind>[-offset]@domain>
 _MESSAGE_ID = re.compile(r"<([0-9a-f-]{36})\.r(\d+)\.([a-z_]+)(?:-\d+)?@[^>]+>")
 
@@ -55,6 +56,15 @@ async def kafka_appointments(dsn: str, caller: str) -> dict[str, str]:
         if answer.get("appointment_id"):
             found[row["key"]] = str(answer["appointment_id"])
     return found
+
+
+async def consent_key(dsn: str, name: str, scopes: list[str]) -> str:
+    """A key to consent's API, made with the owner connection (the service only reads keys)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await API_KEYS.create(conn, name, scopes)
+    finally:
+        await conn.close()
 
 
 async def ledger_counts(dsn: str) -> Counter[str]:

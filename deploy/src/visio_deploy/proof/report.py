@@ -66,4 +66,5 @@ class Report:
 
     def write(self, path: Path | None) -> None:
         if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(self.as_dict(), indent=2, default=str) + "\n")

@@ -17,7 +17,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from visio_fakes.devca import ensure_dev_ca
-from visio_fakes.processes import free_port
+from visio_fakes.processes import free_port, port_open
+from visio_fakes.tansu import start_tansu
 from visio_runtime.local_stack import database_label, find_local_stack
 from visio_testing import create_database, drop_database
 
@@ -39,6 +40,8 @@ class ProofStack:
     replay: str = ""  # the command that runs it again, for the evidence
     kept_report: Report | None = None
     keeping: bool = False
+    # Between every Kafka client and tansu, when the run cuts broker connections.
+    broker_proxy: FaultProxy | None = None
 
     def keep(self, report: Report) -> None:
         """The run failed: keep its evidence, and name the folder in the report."""
@@ -98,6 +101,15 @@ def server_url() -> str:
     return database_server()[0]
 
 
+def _free_with_admin() -> int:
+    """A free port whose admin port (the port + 1000, `ServiceSettings.admin_port`) is free
+    too: stacks run side by side on this machine, and a taken admin port stops a service."""
+    while True:
+        port = free_port()
+        if port + 1000 < 65536 and not port_open("127.0.0.1", port + 1000):
+            return port
+
+
 def _with_port(url: str, port: int) -> str:
     parts = urlsplit(url)
     auth = parts.netloc.rpartition("@")[0]
@@ -115,9 +127,12 @@ def proof_stack(
     name: str = "proof",
     evidence: Path | None = None,
     replay: str = "",
+    broker_faults: bool = False,
 ) -> Iterator[ProofStack]:
     """`env`: more environment per process (`smtp-sink`, `notifications`, `alerts`…).
     `faults=False`: no fault proxy between the services and PostgreSQL (the bench).
+    `broker_faults`: tansu behind a fault proxy too, advertised at the proxy's port, so every
+    Kafka client's connections (the services', the proof's own) go through it.
     `evidence`: where a failing run keeps its folder (else a temporary one, always removed)."""
     server, why = database_server()
     if not quiet:
@@ -133,19 +148,24 @@ def proof_stack(
         directory = Path(tempfile.mkdtemp(prefix=f"visio-{name}-"))
     else:
         directory = kept.run_directory(evidence, name, seed)
+    kafka_port = free_port()
+    broker_proxy = None
+    if broker_faults:
+        broker_proxy = FaultProxy("127.0.0.1", kafka_port, seed=seed + 1)
+        broker_proxy.start()
     settings = UpSettings(
         var_dir=directory,
-        kafka_port=free_port(),
+        kafka_port=kafka_port,
         graph_port=free_port(),
         smtp_port=free_port(),
-        booking_port=free_port(),
-        meetings_port=free_port(),
-        notifications_port=free_port(),
-        consent_port=free_port(),
-        alerts_port=free_port(),
-        lag_exporter_port=free_port(),
+        booking_port=_free_with_admin(),
+        meetings_port=_free_with_admin(),
+        notifications_port=_free_with_admin(),
+        consent_port=_free_with_admin(),
+        alerts_port=_free_with_admin(),
+        lag_exporter_port=free_port(),  # never the default: stacks run side by side
         topic_prefix=f"{name}-{os.getpid()}",
-        kafka_bootstrap_servers=None,
+        kafka_bootstrap_servers=f"127.0.0.1:{broker_proxy.port}" if broker_proxy else None,
         database_url=_with_port(owner_dsn, proxy.port) if proxy else owner_dsn,
     )
     stack = Stack(settings, extra_env=env or {})
@@ -153,10 +173,15 @@ def proof_stack(
     error: BaseException | None = None
     notes: list[str] = []
     try:
+        if broker_proxy is not None:
+            log = directory / "log" / "tansu.log"
+            tansu = start_tansu("127.0.0.1", kafka_port, log=log, advertised_port=broker_proxy.port)
+            stack.processes.append(("tansu", tansu))  # stopped last, as `up` would
         with _maybe_quiet(quiet):
             bring_up(stack)
         api_key = (settings.var_dir / "dev-api-key").read_text().strip()
         proof = ProofStack(stack, proxy, owner_dsn, api_key, replay=replay)
+        proof.broker_proxy = broker_proxy
         yield proof
     except BaseException as exc:
         error = exc
@@ -166,12 +191,15 @@ def proof_stack(
         keeping = evidence is not None and failed
         if keeping and proof is not None:
             notes += kept.keep_emulator_state(proof)
-        if proxy is not None:
-            proxy.cutting = False
+        for cutter in (proxy, broker_proxy):
+            if cutter is not None:
+                cutter.cutting = False
         with _maybe_quiet(quiet):
             stack.stop_all()
         if proxy is not None:
             proxy.stop()
+        if broker_proxy is not None:
+            broker_proxy.stop()
         if keeping:
             notes.append(kept.keep_database(owner_dsn, directory))
             report = proof.kept_report if proof is not None else None

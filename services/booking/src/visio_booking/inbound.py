@@ -31,6 +31,7 @@ from typing import Any
 import asyncpg
 import pydantic
 from aiokafka import ConsumerRecord
+from visio_runtime import defects
 from visio_runtime.dead_letters import DeadLetter
 from visio_runtime.errors import Poison
 from visio_runtime.json_input import Unreadable, duplicate_keys, read_json
@@ -213,6 +214,8 @@ class InboundRequests:
             )
 
             async def reply(conn: asyncpg.Connection, outcome: Outcome) -> None:
+                if defects.once("DROP_REPLY"):  # tests of the proofs only: a reply lost
+                    return
                 await self._reply(conn, who, accepted(who, outcome))
 
             await execute(pool, self.ctx, caller_of(who), command, also=reply)

@@ -22,6 +22,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -47,14 +48,16 @@ from visio_runtime.local_stack import (
 from visio_shared import Topics
 
 from visio_consent.access import Asker, access_export
-from visio_consent.audit import verify_with_witnesses
+from visio_consent.audit import audit, verify_with_witnesses
 from visio_consent.bench import run_bench
-from visio_consent.checkpoints import Checkpointer
+from visio_consent.checkpoints import Checkpointer, NotACheckpoint
 from visio_consent.keys import API_KEYS
 from visio_consent.ledger import SCHEMA, subject_ref
+from visio_consent.rebuild import CannotRebuild, rebuild_from_events
 from visio_consent.settings import ConsentSettings
 from visio_consent.signing import load_signing_key, trusted_keys
 from visio_consent.verify import VerifyReport
+from visio_consent.witnesses import gather
 
 EXIT_OK, EXIT_BROKEN, EXIT_UNREACHABLE = 0, 1, 2
 _UNREACHABLE = (
@@ -68,7 +71,9 @@ _UNREACHABLE = (
 
 def register(subparsers: Any) -> None:
     consent = subparsers.add_parser(
-        "consent", help="the consent ledger: verify, checkpoint, right of access, API keys, bench"
+        "consent",
+        help="the consent ledger: verify, checkpoint, rebuild after a restore, right of access, "
+        "API keys, bench",
     )
     commands = consent.add_subparsers(dest="consent_command", required=True)
 
@@ -100,6 +105,22 @@ def register(subparsers: Any) -> None:
     )
     _ledger_dsn_argument(checkpoint)
     checkpoint.set_defaults(handler=_checkpoint)
+
+    rebuild = commands.add_parser(
+        "rebuild-from-events",
+        help="after restoring a backup: put back the records appended since, from the "
+        "ConsentRecorded events that carried them, if they all chain; then verify",
+    )
+    _ledger_dsn_argument(rebuild)
+    rebuild.add_argument(
+        "--checkpoints",
+        type=Path,
+        help="checkpoint file the rebuilt hashes must match (default: as for verify)",
+    )
+    rebuild.add_argument(
+        "--dry-run", action="store_true", help="say what would be rebuilt; write nothing"
+    )
+    rebuild.set_defaults(handler=_rebuild)
 
     access = commands.add_parser("access", help="right of access: every record of one person")
     _ledger_dsn_argument(access)
@@ -216,6 +237,35 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _print_report(report: VerifyReport, as_json: bool) -> None:
     print(report.model_dump_json(indent=2) if as_json else report.describe())
+
+
+def _rebuild(args: argparse.Namespace) -> int:
+    ledger = _ledger(args)
+    settings = ledger.settings
+    checkpoint_file = args.checkpoints.resolve() if args.checkpoints else settings.checkpoints_path
+    ledger.announce(checkpoints=checkpoint_file, kafka=True)
+    trusted = trusted_keys(settings, load_signing_key(settings, create=False))
+
+    async def work(conn: asyncpg.Connection) -> int:
+        try:
+            witnesses = await gather(settings, checkpoint_file)
+            rebuilt = await rebuild_from_events(conn, witnesses, trusted, dry_run=args.dry_run)
+        except (CannotRebuild, NotACheckpoint) as exc:
+            print(f"consent rebuild-from-events: refused: {exc}", file=sys.stderr)
+            return EXIT_BROKEN
+        print(rebuilt.describe())
+        if args.dry_run:
+            return EXIT_OK
+        report = await audit(
+            conn,
+            witnesses,
+            trusted,
+            max_unsigned_age=timedelta(seconds=settings.max_unsigned_age_s),
+        )
+        _print_report(report, as_json=False)
+        return EXIT_OK if report.ok else EXIT_BROKEN
+
+    return _run(work, ledger.dsn)
 
 
 def _checkpoint(args: argparse.Namespace) -> int:

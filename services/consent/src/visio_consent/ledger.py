@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -74,9 +76,10 @@ def iso_utc(moment: datetime) -> str:
 _INSERT = """
 INSERT INTO ledger
     (seq, prev_hash, hash, recorded_at, kind, appointment_id, source_event_id, payload)
-SELECT seq, prev_hash, hash, $4, kind, appointment_id, source_event_id, payload::jsonb
-FROM unnest($1::bigint[], $2::text[], $3::text[], $5::text[], $6::uuid[], $7::uuid[], $8::text[])
-    AS r(seq, prev_hash, hash, kind, appointment_id, source_event_id, payload)
+SELECT seq, prev_hash, hash, recorded_at, kind, appointment_id, source_event_id, payload::jsonb
+FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::uuid[],
+            $7::uuid[], $8::text[])
+    AS r(seq, prev_hash, hash, recorded_at, kind, appointment_id, source_event_id, payload)
 ORDER BY seq
 """
 
@@ -101,39 +104,138 @@ async def append(
         seq: int = head["head_seq"]
         prev: str = head["head_hash"]
         recorded_at = datetime.now(UTC)
-        rows: list[tuple[int, str, str, str, uuid.UUID, uuid.UUID, str]] = []
+        rows: list[_Row] = []
         for record in chained:
             seq += 1
             record["seq"] = seq
             record["recorded_at"] = iso_utc(recorded_at)
             canonical = rfc8785.dumps(record)
             digest = _digest(prev, canonical)
-            rows.append(
-                (
-                    seq,
-                    prev,
-                    digest,
-                    record["kind"],
-                    uuid.UUID(record["appointment_id"]),
-                    uuid.UUID(record["source_event_id"]),
-                    canonical.decode("utf-8"),
-                )
-            )
+            rows.append(_Row(seq, prev, digest, recorded_at, record, canonical.decode("utf-8")))
             prev = digest
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start : start + batch_size]
-            await conn.execute(
-                _INSERT,
-                [row[0] for row in chunk],
-                [row[1] for row in chunk],
-                [row[2] for row in chunk],
-                recorded_at,
-                [row[3] for row in chunk],
-                [row[4] for row in chunk],
-                [row[5] for row in chunk],
-                [row[6] for row in chunk],
-            )
-    return [LedgerEntry(seq=row[0], kind=row[3], hash=row[2]) for row in rows]
+        await _insert(conn, rows, batch_size)
+    return [row.entry() for row in rows]
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One ledger row about to be inserted: its chain fields, its record and the record's
+    canonical JSON (the bytes its hash covers)."""
+
+    seq: int
+    prev_hash: str
+    hash: str
+    recorded_at: datetime
+    record: Mapping[str, Any]
+    canonical: str
+
+    def entry(self) -> LedgerEntry:
+        return LedgerEntry(
+            seq=self.seq,
+            kind=self.record["kind"],
+            hash=self.hash,
+            payload=self.canonical,
+            recorded_at=self.recorded_at,
+        )
+
+
+async def _insert(conn: asyncpg.Connection, rows: Sequence[_Row], batch_size: int) -> None:
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        await conn.execute(
+            _INSERT,
+            [row.seq for row in chunk],
+            [row.prev_hash for row in chunk],
+            [row.hash for row in chunk],
+            [row.recorded_at for row in chunk],
+            [row.record["kind"] for row in chunk],
+            [uuid.UUID(row.record["appointment_id"]) for row in chunk],
+            [uuid.UUID(row.record["source_event_id"]) for row in chunk],
+            [row.canonical for row in chunk],
+        )
+
+
+def canonical_payload(stored: str) -> str:
+    """The bytes a stored record's hash covers (its RFC 8785 JSON) from the `payload` column,
+    which jsonb hands back in its own layout."""
+    return rfc8785.dumps(json.loads(stored)).decode("utf-8")
+
+
+class DoesNotChain(ValueError):
+    """Records offered to `restore` that are not the ledger's next ones, exactly as chained."""
+
+
+async def restore(conn: asyncpg.Connection, entries: Sequence[LedgerEntry]) -> list[LedgerEntry]:
+    """Put back records the ledger held once and lost (a database restored from a backup
+    older than they are), from their announcements: each entry's `payload` must be the
+    canonical JSON of the record chained at its `seq`, and the entries must extend the current
+    head, each hashing to its stated `hash` after the one before.
+
+    Unlike `append`, nothing is stamped: seq, recorded_at and prev_hash are the original ones,
+    so the rebuilt rows are byte for byte those that were hashed, signed and announced. Raises
+    DoesNotChain, writing nothing, for any entry that is not.
+    """
+    if not entries:
+        return []
+    async with conn.transaction():
+        head = await conn.fetchrow("SELECT head_seq, head_hash FROM lock_chain_head()")
+        assert head is not None, "chain_head is seeded by the migration"
+        rows = _chained(entries, head["head_seq"], head["head_hash"])
+        await _insert(conn, rows, batch_size=100)
+    return [row.entry() for row in rows]
+
+
+def check_chain(entries: Sequence[LedgerEntry], head_seq: int, head_hash: str) -> None:
+    """Raise DoesNotChain unless `entries` extend the head (`head_seq`, `head_hash`) exactly as
+    `restore` requires; checks only, writes nothing."""
+    _chained(entries, head_seq, head_hash)
+
+
+def _chained(entries: Sequence[LedgerEntry], seq: int, prev: str) -> list[_Row]:
+    rows: list[_Row] = []
+    for entry in entries:
+        rows.append(_restored_row(entry, seq + 1, prev))
+        seq, prev = entry.seq, entry.hash
+    return rows
+
+
+def _restored_row(entry: LedgerEntry, seq: int, prev: str) -> _Row:
+    if entry.seq != seq:
+        raise DoesNotChain(f"seq {entry.seq} does not follow seq {seq - 1}: seq {seq} is wanted")
+    if entry.payload is None:
+        raise DoesNotChain(
+            f"seq {seq} was announced without its record (an event older than the payload "
+            "field): it cannot be rebuilt from the topic"
+        )
+    digest = _digest(prev, entry.payload.encode("utf-8"))
+    if digest != entry.hash:
+        raise DoesNotChain(
+            f"seq {seq}: the record carried hashes to {digest} after seq {seq - 1}, not to the "
+            f"announced {entry.hash}: it was altered, or is not the record chained there"
+        )
+    try:
+        record = json.loads(entry.payload)
+        if rfc8785.dumps(record).decode("utf-8") != entry.payload:
+            raise ValueError("not in RFC 8785 canonical form")
+        if (record.get("seq"), record.get("kind")) != (seq, entry.kind):
+            raise ValueError(f"it says seq {record.get('seq')}, kind {record.get('kind')!r}")
+        recorded_at = datetime.fromisoformat(record["recorded_at"])
+        _prepared({key: value for key, value in record.items() if key not in _STAMPED})
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DoesNotChain(f"seq {seq}: the record carried is not a ledger record: {exc}") from exc
+    return _Row(seq, prev, digest, recorded_at, record, entry.payload)
+
+
+def stored_entry(row: Mapping[str, Any]) -> LedgerEntry:
+    """A ledger row (`seq`, `kind`, `hash`, `recorded_at`, `payload`) as its announcement
+    carries it: the record included, so the announcement can rebuild it (`restore`)."""
+    return LedgerEntry(
+        seq=row["seq"],
+        kind=row["kind"],
+        hash=row["hash"],
+        payload=canonical_payload(row["payload"]),
+        recorded_at=row["recorded_at"],
+    )
 
 
 def _prepared(record: Mapping[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pydantic
 from visio_runtime.topic_reader import Record, read_topics
-from visio_shared import ConsentRecorded, Headers, Topics
+from visio_shared import ConsentRecorded, Headers, LedgerEntry, Topics
 
 from visio_consent.checkpoints import parse_checkpoint, read_file
 from visio_consent.settings import ConsentSettings
@@ -28,11 +28,20 @@ from visio_consent.signing import Checkpoint
 
 @dataclass(frozen=True)
 class Announced:
-    """One ledger entry as a `ConsentRecorded` event announced it."""
+    """One ledger entry as a `ConsentRecorded` event announced it (with the record itself,
+    unless the event predates that field: see `visio_consent.rebuild`)."""
 
-    seq: int
-    hash: str
+    entry: LedgerEntry
     event_id: uuid.UUID
+    correlation_id: uuid.UUID
+
+    @property
+    def seq(self) -> int:
+        return self.entry.seq
+
+    @property
+    def hash(self) -> str:
+        return self.entry.hash
 
 
 @dataclass(frozen=True)
@@ -89,7 +98,7 @@ def _announcements(records: Iterable[Record]) -> tuple[list[Announced], int]:
         except pydantic.ValidationError:
             unreadable += 1
             continue
-        found.extend(Announced(e.seq, e.hash, event.event_id) for e in event.entries)
+        found.extend(Announced(e, event.event_id, event.correlation_id) for e in event.entries)
     return found, unreadable
 
 

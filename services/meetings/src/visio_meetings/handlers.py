@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 
 import asyncpg
+from visio_runtime import defects
 from visio_runtime.erasure import is_erased
 from visio_runtime.errors import Poison
 from visio_shared import (
@@ -201,6 +202,10 @@ async def _on_requested(
         # topic): making one only to cancel it would mail the person twice for nothing.
         await handling.complete(event, _row(spec, event.revision, "cancelled"))
         return
+    if defects.on("MEETINGS_REFUSE_ALL"):  # tests of the proofs only: never in production
+        refused = GraphRefused("ErrorAccessDenied", "defect: every appointment refused", status=403)
+        await _fail(handling, event, refused, _row(spec, event.revision, "failed"))
+        return
     await _make_meeting(handling, event, spec)
 
 
@@ -256,6 +261,19 @@ async def _on_rescheduled(
     if meeting.status != "ready" or meeting.graph_event_id is None:
         # No meeting to move: the schedule is kept for one a change of advisor would make.
         await handling.complete(event, moved)
+        return
+    if defects.on("RESCHEDULE_NEW_MEETING"):  # tests of the proofs only: a second meeting
+        spec = MeetingSpec(
+            appointment_id=event.appointment_id,
+            advisor_id=meeting.advisor_id,
+            key=meeting_key(event.appointment_id, reassigned_at=event.revision),
+            subject=meeting.subject or "Rendez-vous Caf",
+            start=event.start,
+            duration_minutes=event.duration_minutes,
+            timezone=event.timezone,
+            recording_authorised=meeting.recording_authorised,
+        )
+        await _make_meeting(handling, event, spec)
         return
     try:
         await handling.graph.move_event(

@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Tracer
 from visio_shared import Topics
 
-from visio_runtime import tracing
+from visio_runtime import defects, tracing
 from visio_runtime.consumer import EventConsumer
 from visio_runtime.db import create_pool
 from visio_runtime.headers import SecurityHeaders
@@ -101,6 +101,7 @@ def build_runtime(
     service: str, settings: ServiceSettings, *, span_exporter: tracing.SpanExporter | None = None
 ) -> Runtime:
     """`span_exporter`: where spans go instead of the settings' exporter (tests)."""
+    defects.refuse_in_production()  # a service broken on purpose never starts there
     metrics = Metrics(service)
     metrics.gauge(
         "production_waivers",

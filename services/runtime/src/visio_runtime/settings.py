@@ -21,7 +21,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from visio_shared.links import KeyPurpose, LinkKeys
 
-from visio_runtime import production
+from visio_runtime import defects, production
 from visio_runtime.production import Finding
 
 
@@ -231,6 +231,7 @@ class ServiceSettings(BaseSettings):
             ),
             *production.public_url_findings(self),
             *production.database_findings(self),
+            *defects.findings(),
         ]
         if isinstance(self, LinkSettings):
             findings += self.link_findings()
