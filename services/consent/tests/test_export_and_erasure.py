@@ -9,7 +9,7 @@ import json
 import socket
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import uvicorn
@@ -19,17 +19,32 @@ from visio_consent.access import Asker
 from visio_consent.erasure import erase_subject
 from visio_consent.export import assemble
 from visio_consent.handlers import record_consent
-from visio_consent.ledger import subject_ref
+from visio_consent.ledger import GENESIS_HASH, check_chain, subject_ref
 from visio_consent.settings import ConsentSettings
 from visio_consent.verify import verify
 from visio_runtime.personal_data import add_route
-from visio_shared import AppointmentRequested, PersonalDataErasureRequested, Topics
+from visio_shared import (
+    AppointmentRequested,
+    ConsentRecorded,
+    PersonalDataErasureRequested,
+    Topics,
+)
 
 if TYPE_CHECKING:
     from conftest import FakePublisher
 
 TOPICS = Topics("visio-rdv-test")
 MakeEvent = Callable[..., AppointmentRequested]
+
+
+def _announcements_of(publisher: FakePublisher, kind: str) -> list[dict[str, Any]]:
+    """The ConsentRecorded events published for records of this kind."""
+    published = [json.loads(call.message) for call in publisher.calls]
+    return [
+        event
+        for event in published
+        if event["event_type"] == "ConsentRecorded" and event["entries"][0]["kind"] == kind
+    ]
 
 
 def _closed_port() -> int:
@@ -65,7 +80,7 @@ async def test_an_export_names_the_service_that_did_not_answer_and_is_chained(
     )
     try:
         ref = subject_ref("test-subject-key", event.user.email)
-        export = await assemble(pool, settings, ref, Asker.command("caf-dpo"))
+        export = await assemble(pool, publisher, TOPICS, settings, ref, Asker.command("caf-dpo"))
     finally:
         server.should_exit = True
         await serving
@@ -83,6 +98,11 @@ async def test_an_export_names_the_service_that_did_not_answer_and_is_chained(
     assert export.recorded is not None and export.recorded.kind == "access_exported"
     stored = await pool.fetchval("SELECT payload FROM ledger WHERE seq = $1", export.recorded.seq)
     assert '"services_missing": ["notifications", "meetings"]' in stored
+    # Announced, carrying the record as hashed: a restored ledger can get it back.
+    [announced] = _announcements_of(publisher, "access_exported")
+    assert announced["appointment_id"] == str(event.appointment_id)
+    assert announced["correlation_id"] == str(event.correlation_id)
+    assert json.loads(announced["entries"][0]["payload"]) == json.loads(stored)
     async with pool.acquire() as conn:
         assert (await verify(conn)).ok
 
@@ -117,6 +137,21 @@ async def test_an_erasure_keeps_the_proof_and_no_replay_brings_the_details_back(
     ]
     assert len(confirmations) == 2  # confirmed again, as the same event
     assert len({c["event_id"] for c in confirmations}) == 1
+    announced = _announcements_of(publisher, "personal_data_erased")
+    assert len(announced) == 2 and len({a["event_id"] for a in announced}) == 1  # the same
+    stored = await pool.fetchval("SELECT payload FROM ledger WHERE kind = 'personal_data_erased'")
+    assert json.loads(announced[0]["entries"][0]["payload"]) == json.loads(stored)
+
+    # Every record, the erasure's included, travelled on the topic: the whole chain can be
+    # rebuilt from the announcements alone (what `consent rebuild-from-events` relies on).
+    entries = {
+        entry.seq: entry
+        for call in publisher.calls
+        if b'"ConsentRecorded"' in call.message
+        for entry in ConsentRecorded.model_validate_json(call.message).entries
+    }
+    assert sorted(entries) == [1, 2, 3]
+    check_chain([entries[seq] for seq in sorted(entries)], 0, GENESIS_HASH)
 
     # The same request re-emitted under a new id (as after a consumer reset): nothing kept.
     again = event.model_copy(update={"event_id": uuid.uuid4()})

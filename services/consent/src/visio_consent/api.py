@@ -173,9 +173,12 @@ async def personal_data_export(
     request: Request, caller: Annotated[KeyHolder, require(EXPORT)]
 ) -> Response:
     ref = await _person_of(request)
+    runtime = _runtime(request)
     whole = await assemble(
-        _runtime(request).db,
-        _runtime(request).settings,
+        runtime.db,
+        runtime.broker,
+        runtime.topics,
+        runtime.settings,
         ref,
         Asker.api(caller.name),
         checkpoint=_checkpointer(request).latest(),

@@ -15,6 +15,7 @@ that the export was made. Like every export of consent's records, it is also lis
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -23,14 +24,18 @@ import asyncpg
 import httpx
 from pydantic import BaseModel
 from visio_runtime.personal_data import PATH
-from visio_shared import LedgerEntry
+from visio_shared import ConsentRecorded, LedgerEntry, Topics, publish_event
+from visio_shared.publishing import Publisher
 
+from visio_consent import store
 from visio_consent.access import AccessExport, Asker, access_export
 from visio_consent.ledger import append, iso_utc
 from visio_consent.settings import ConsentSettings
 from visio_consent.signing import Checkpoint
 
 NO_APPOINTMENT = uuid.UUID(int=0)  # the ledger's appointment id of an export with none
+_ANNOUNCED = uuid.uuid5(uuid.NAMESPACE_URL, "urn:visio-rdv:consent:export-recorded")
+log = logging.getLogger(__name__)
 SERVICE_NAMES = {
     "booking": "les rendez-vous (booking)",
     "notifications": "les courriels (notifications)",
@@ -87,6 +92,8 @@ async def _ask(
 
 async def assemble(
     pool: asyncpg.Pool,
+    publisher: Publisher,
+    topics: Topics,
     settings: ConsentSettings,
     ref: str,
     asker: Asker,
@@ -95,7 +102,9 @@ async def assemble(
     linked: uuid.UUID | None = None,
 ) -> PersonalDataExport:
     """The whole export of the person `ref`, asked by `asker`: listed among the person's
-    access requests, then chained in the ledger."""
+    access requests, then chained in the ledger and announced (`ConsentRecorded`, carrying the
+    record) like every record, so a ledger restored from a backup can get it back
+    (visio_consent.rebuild)."""
     async with pool.acquire() as conn:
         consent = await access_export(conn, ref, asker, checkpoint)
         known = await conn.fetch(
@@ -131,13 +140,35 @@ async def assemble(
         services=list(parts),
         consent=consent,
     )
-    async with pool.acquire() as conn:
-        (entry,) = await append(conn, [_record(export, ref, linked)])
+    appointment = linked or (export.appointment_ids[0] if export.appointment_ids else None)
+    async with pool.acquire() as conn, conn.transaction():
+        context = await store.lock_appointment(conn, appointment) if appointment else None
+        (entry,) = await append(conn, [_record(export, ref, appointment)])
+    try:
+        await publish_event(publisher, topics.consents, _announcement(export, ref, context, entry))
+    except Exception:  # the export was made and chained: the next checkpoint signs it anyway
+        log.exception("consent: the announcement of export %s was not published", export.export_id)
     return export.model_copy(update={"recorded": entry})
 
 
-def _record(export: PersonalDataExport, ref: str, linked: uuid.UUID | None) -> dict[str, Any]:
-    appointment = linked or (export.appointment_ids[0] if export.appointment_ids else None)
+def _announcement(
+    export: PersonalDataExport, ref: str, context: store.Appointment | None, entry: LedgerEntry
+) -> ConsentRecorded:
+    """The export's record on the consents topic. Its appointment's lineage when it has one;
+    an export of a person consent knows no appointment of stands alone (its own correlation)."""
+    return ConsentRecorded(
+        event_id=uuid.uuid5(_ANNOUNCED, str(export.export_id)),
+        occurred_at=export.generated_at,
+        correlation_id=context.correlation_id if context else export.export_id,
+        appointment_id=context.appointment_id if context else NO_APPOINTMENT,
+        revision=context.revision if context else 1,
+        subject_ref=ref,
+        cgu_version=context.cgu_version if context else "",
+        entries=[entry],
+    )
+
+
+def _record(export: PersonalDataExport, ref: str, appointment: uuid.UUID | None) -> dict[str, Any]:
     return {
         "kind": "access_exported",
         "subject_ref": ref,

@@ -295,6 +295,8 @@ def router(settings: ConsentSettings, keys: LinkKeys) -> APIRouter:
         checkpointer: Checkpointer = request.app.state.checkpointer
         whole = await assemble(
             runtime.db,
+            runtime.broker,
+            runtime.topics,
             settings,
             linked.subject_ref,
             Asker.person(),
