@@ -154,9 +154,10 @@ STREAMS = (
     Stream(
         "notifications",
         "notifications",
-        _events("NotificationSent", "NotificationFailed"),
+        _events("NotificationSent", "NotificationFailed", "SmsFailed"),
         "the appointment id",
-        "Each email sent to the person, or why it could not be.",
+        "Each email sent to the person, or why it could not be; each text message that could "
+        "never reach them.",
     ),
     Stream(
         "consents",

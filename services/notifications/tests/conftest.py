@@ -418,6 +418,7 @@ async def template_database(postgres_url: str) -> AsyncIterator[str]:
             "002_changes_and_reminders.sql",
             "003_link_requests.sql",
             "004_settle_error.sql",
+            "005_sms.sql",
         ]
         assert await migrate(owner_url, SCHEMA, service_password=SERVICE_PASSWORD) == []
         yield owner_url.rsplit("/", 1)[1]

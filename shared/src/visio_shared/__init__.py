@@ -28,6 +28,7 @@ from visio_shared.events import (
     NotificationSent,
     Person,
     RecordingConsentWithdrawn,
+    SmsFailed,
     parse_event,
 )
 from visio_shared.headers import Headers
@@ -65,6 +66,7 @@ __all__ = [
     "OverseasCaf",
     "Person",
     "RecordingConsentWithdrawn",
+    "SmsFailed",
     "Topics",
     "current_cgu",
     "expected_timezone",

@@ -10,7 +10,7 @@ from visio_runtime.pages import accessibility_router
 from visio_runtime.service import build_runtime, create_service_app
 from visio_shared import AppointmentEvent
 
-from visio_booking import api, fresh_link_api, openapi, pages_api
+from visio_booking import api, fresh_link_api, openapi, pages_api, short_links
 from visio_booking.appointments import Context
 from visio_booking.handlers import STATUS_EVENTS, follow_statuses
 from visio_booking.inbound import InboundRequests, subscribe
@@ -68,6 +68,7 @@ def create_app(settings: BookingSettings | None = None) -> FastAPI:
         app.state.self_service = Site(settings, link_keys, ctx, runtime)
         app.include_router(pages_api.router)
         app.include_router(fresh_link_api.router)
+        app.include_router(short_links.router)
         app.include_router(accessibility_router())
     openapi.install(app)
     return app
