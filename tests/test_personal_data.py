@@ -29,8 +29,10 @@ __all__ = ["stack"]  # the module's own stack: `up` started once for these tests
 
 FIRST, LAST = "Zéphyrine", "Quillebeuf"
 EMAIL = "zephyrine.quillebeuf@example.fr"
-# What must leave no trace: the name, whole or in part, and the address (its local part too).
-TRACES = (FIRST, LAST, EMAIL, EMAIL.split("@")[0], "Quillebeuf".lower())
+MOBILE = "+262692417385"  # as booking keeps it (E.164), from « 0692 41 73 85 »
+# What must leave no trace: the name, whole or in part, the address (its local part too) and
+# the mobile, in either form.
+TRACES = (FIRST, LAST, EMAIL, EMAIL.split("@")[0], "Quillebeuf".lower(), MOBILE, "692417385")
 SCHEMAS = ("booking", "meetings", "notifications", "consent", "alerts")
 
 
@@ -157,7 +159,14 @@ def test_an_erasure_leaves_no_trace_and_survives_a_replay(stack: RunningStack) -
     mailbox = Mailbox(stack.var / "mail")
     body = booking_body(
         subject=f"Prime d'activité de {FIRST} {LAST}",
-        user={"first_name": FIRST, "last_name": LAST, "email": EMAIL, "device": "computer"},
+        user={
+            "first_name": FIRST,
+            "last_name": LAST,
+            "email": EMAIL,
+            "device": "computer",
+            "mobile": "0692 41 73 85",
+            "sms_opt_in": True,
+        },
     )
     with httpx.Client(base_url=stack.booking, headers=headers, trust_env=False) as client:
         answer = client.post("/v1/appointments", json=body)
@@ -185,6 +194,8 @@ def test_an_erasure_leaves_no_trace_and_survives_a_replay(stack: RunningStack) -
     parts = {part["service"]: part["data"] for part in export["services"]}
     steps = [h["step"] for h in parts["booking"]["history"]]
     assert {"requested", "meeting_ready", "confirmed", "rescheduled"} <= set(steps), steps
+    assert parts["booking"]["appointments"][0]["mobile"] == MOBILE
+    assert "texts" in parts["notifications"]  # the text log, whatever the provider did
     sent = {(e["kind"], e["status"]) for e in parts["notifications"]["emails"]}
     assert {("confirmation", "sent"), ("rescheduled", "sent")} <= sent, sent
     assert parts["meetings"]["meetings"][0]["status"] == "ready"

@@ -155,6 +155,21 @@ CASES: dict[str, tuple[str, dict[str, str | None], set[str]]] = {
         {"NOTIFICATIONS_SMTP_ALLOW_AUTH_WITHOUT_TLS": "true"},
         {"NOTIFICATIONS_SMTP_ALLOW_AUTH_WITHOUT_TLS"},
     ),
+    "sms-receipts-dev-token": (
+        "notifications",
+        {"NOTIFICATIONS_SMS_PROVIDER": "brevo", "NOTIFICATIONS_SMS_API_KEY": "x" * 40},
+        {"NOTIFICATIONS_SMS_RECEIPT_TOKEN"},
+    ),
+    "sms-provider-in-clear": (
+        "notifications",
+        {
+            "NOTIFICATIONS_SMS_PROVIDER": "brevo",
+            "NOTIFICATIONS_SMS_API_KEY": "x" * 40,
+            "NOTIFICATIONS_SMS_RECEIPT_TOKEN": secrets.token_urlsafe(24),
+            "NOTIFICATIONS_SMS_API_URL": "http://api.brevo.example/v3",
+        },
+        {"NOTIFICATIONS_SMS_API_URL"},
+    ),
     "alerts-smtp-in-clear": (
         "alerts",
         {"ALERTS_SMTP_STARTTLS": None},

@@ -208,3 +208,24 @@ def test_rotation_of_one_purposes_key_alone() -> None:
 def test_unreadable_purpose_keys_are_refused(setting: str) -> None:
     with pytest.raises(ValueError):
         LinkKeys.parse(setting)
+
+
+def test_a_short_code_names_its_appointment_under_the_manage_key() -> None:
+    from visio_shared.links import (
+        SHORT_CODE_LENGTH,
+        short_code,
+        short_code_matches,
+        short_code_prefix,
+    )
+
+    keys = LinkKeys.parse("k1:" + "m" * 40)
+    appointment_id = uuid.uuid4()
+    code = short_code(keys, appointment_id)
+    assert len(code) == SHORT_CODE_LENGTH
+    assert short_code_prefix(code) == appointment_id.bytes[:6]
+    assert short_code_matches(keys, code, appointment_id)
+    other = uuid.UUID(bytes=appointment_id.bytes[:6] + uuid.uuid4().bytes[6:])
+    assert not short_code_matches(keys, code, other)  # same prefix, another appointment
+    rotated = LinkKeys.parse("k2:" + "n" * 40)
+    assert not short_code_matches(rotated, code, appointment_id)  # its key removed: revoked
+    assert short_code_prefix(code[:-1] + "*") is None

@@ -157,9 +157,10 @@ STREAMS = (
     Stream(
         "notifications",
         "notifications",
-        _events("NotificationSent", "NotificationFailed", "PersonalDataErased"),
+        _events("NotificationSent", "NotificationFailed", "SmsFailed", "PersonalDataErased"),
         "the appointment id",
-        "Each email sent to the person, or why it could not be.",
+        "Each email sent to the person, or why it could not be; each text message that could "
+        "never reach them.",
     ),
     Stream(
         "consents",

@@ -270,3 +270,43 @@ async def test_an_email_waited_for_past_the_threshold_tells_the_caf_once_per_occ
     assert rt.metrics.value("people_waiting_for_an_email") == 3  # with the one just booked
     assert rt.metrics.value("people_waiting_for_an_email_past_threshold") == 2
     assert rt.metrics.value("email_late_threshold_seconds") == 3600
+
+
+async def test_a_text_that_can_never_arrive_tells_the_caf_once(
+    kafka_bootstrap: str, fresh_database: str, sink: Controller
+) -> None:
+    from visio_shared import SmsFailed
+
+    settings = await prepare(
+        AlertsSettings(
+            kafka_bootstrap_servers=kafka_bootstrap,
+            topic_prefix=f"alerts-{uuid.uuid4().hex[:8]}",
+            owner_database_url=fresh_database,
+            team_addresses={"974": "visio@caf974.fr"},
+            smtp_port=sink.port,
+            scan_interval_s=0.1,
+        )
+    )
+    app = create_app(settings)
+    rt: Runtime = app.state.runtime
+    appointment = requested(occurred_at=datetime.now(UTC))
+    async with app.router.lifespan_context(app):
+        await wait_until(lambda: rt.consumer.state()["state"] == "assigned", what="assignment")
+        await publish_event(rt.broker, rt.topics.appointments, appointment)
+        await publish_event(rt.broker, rt.topics.notifications, _sent(appointment, "confirmation"))
+        for _ in range(2):  # a rejection, then the receipt of another text: one alert
+            failed = SmsFailed(
+                **appointment.caused(appointment_id=appointment.appointment_id, revision=1),
+                kind="confirmation",
+                reason="hard_bounce",
+                detail="unknown number",
+            )
+            await publish_event(rt.broker, rt.topics.notifications, failed)
+        await wait_until(lambda: rt.metrics.value("alerts_sent_total") == 1, what="one alert")
+        await wait_until(lambda: rt.metrics.value("events_handled_total") == 4, what="4 events")
+    mails = stored(sink.handler.mail_dir)
+    assert len(mails) == 1
+    alert = email.message_from_bytes(mails[0].read_bytes(), policy=policy.default)
+    assert alert["To"] == "visio@caf974.fr"
+    assert "SMS non remis" in alert["Subject"] and "hard_bounce" in alert.get_content()
+    assert rt.metrics.value("alerts_sent_total", cause="sms_failed") == 1

@@ -534,3 +534,46 @@ async def test_every_answer_of_the_public_port_carries_the_page_headers(site: An
         assert "style-src 'sha256-" in answer.headers["content-security-policy"], name
     for name, answer in others.items():
         assert security_header_problems(answer.headers) == [], (name, answer.headers)
+
+
+async def test_a_text_messages_short_link_opens_the_page_and_nothing_else(site: Any) -> None:
+    from visio_shared.links import short_code
+
+    appointment_id = await book(
+        site, user={"mobile": "06 12 34 56 78", "sms_opt_in": True, "device": "smartphone"}
+    )
+    await confirm(site, appointment_id)
+    stored = await site.sql(
+        "SELECT mobile, sms_opt_in FROM appointments WHERE appointment_id = $1",
+        uuid.UUID(appointment_id),
+    )
+    assert tuple(stored[0]) == ("+33612345678", True)
+    # Signed by the key notifications signs with; a key still in the ring opens it too.
+    for keys in (KEYS, OLD_KEYS):
+        code = short_code(keys, uuid.UUID(appointment_id))
+        answer = await site.client.get(f"/r/{code}")
+        assert answer.status_code == 303, answer.text
+        page = await site.client.get(answer.headers["location"])
+        assert page.status_code == 200 and "Claire Martin" in page.text
+    # A code of a dropped key, a forged one, a malformed one: the page offering a fresh link.
+    forged = short_code(DROPPED_KEYS, uuid.UUID(appointment_id))
+    for code in (forged, "A" * 16, "not-a-code"):
+        assert (await site.client.get(f"/r/{code}")).status_code == 404
+
+
+async def test_a_booking_with_a_foreign_mobile_is_refused_by_name(
+    site: Any, booking_body: Any
+) -> None:
+    body = booking_body()
+    body["user"] |= {"mobile": "+32 470 12 34 56", "sms_opt_in": True}
+    answer = await site.client.post("/v1/appointments", json=body, headers=site.auth("caf-portal"))
+    assert answer.status_code == 422
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.json()["errors"] == [
+        {
+            "field": "user.mobile",
+            "message": "+32 numbers cannot receive our text messages: only mobiles of "
+            "metropolitan France (+33) and of the overseas départements (+262, +590, +594, "
+            "+596) are accepted",
+        }
+    ]

@@ -418,7 +418,8 @@ async def template_database(postgres_url: str) -> AsyncIterator[str]:
             "002_changes_and_reminders.sql",
             "003_link_requests.sql",
             "004_settle_error.sql",
-            "005_personal_data.sql",
+            "005_sms.sql",
+            "006_personal_data.sql",
         ]
         assert await migrate(owner_url, SCHEMA, service_password=SERVICE_PASSWORD) == []
         yield owner_url.rsplit("/", 1)[1]

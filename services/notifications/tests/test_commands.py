@@ -54,8 +54,11 @@ def test_every_kind_is_written(tmp_path, capsys, kind) -> None:
     expected = {f"{kind}.eml", f"{kind}.html", f"{kind}.txt"}
     if kind in KINDS_WITH_ICS:
         expected.add(f"{kind}.ics")
+    if kind in ("confirmation", "rescheduled", "advisor_changed", "cancellation", "reminder"):
+        expected.add(f"{kind}.sms.txt")  # and its text message, shown with its segments
     assert {path.name for path in tmp_path.iterdir()} == expected
-    assert sorted(capsys.readouterr().out.split()) == sorted(str(tmp_path / n) for n in expected)
+    printed = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("SMS")]
+    assert sorted(printed) == sorted(str(tmp_path / n) for n in expected)
 
     message = email.message_from_bytes(
         (tmp_path / f"{kind}.eml").read_bytes(), policy=policy.default
@@ -114,3 +117,15 @@ def test_an_unknown_zone_is_refused(tmp_path, capsys) -> None:
     assert _preview("--timezone", "Mars/Olympus", "--out", str(tmp_path)) == 2
     assert "unknown time zone" in capsys.readouterr().out
     assert not tmp_path.joinpath("confirmation.eml").exists()
+
+
+def test_each_text_message_is_shown_with_its_segment_count(tmp_path, capsys) -> None:
+    assert _preview("--kind", "confirmation", "--out", str(tmp_path)) == 0
+    # Counted by hand: « Caf : votre rendez-vous en visio est confirmé le jeudi 3 décembre à
+    # 10h00 (heure de Paris). Détails : » is 102 characters, all in GSM 03.38; the default
+    # short link « http://127.0.0.1:8080/r/ » (7 + 14 + 3) + 16 is 40: 142 septets, one SMS.
+    shown = capsys.readouterr().out
+    assert "SMS [GSM-7, 142 septets, 1 SMS] Caf : votre rendez-vous en visio" in shown
+    assert (tmp_path / "confirmation.sms.txt").read_text().startswith("[GSM-7, 142 septets")
+    assert _preview("--kind", "meeting_unavailable", "--out", str(tmp_path / "none")) == 0
+    assert "SMS [" not in capsys.readouterr().out  # no text for that kind

@@ -30,6 +30,7 @@ from visio_shared.events import (
     PersonalDataErased,
     PersonalDataErasureRequested,
     RecordingConsentWithdrawn,
+    SmsFailed,
     parse_event,
 )
 from visio_shared.headers import Headers
@@ -69,6 +70,7 @@ __all__ = [
     "PersonalDataErased",
     "PersonalDataErasureRequested",
     "RecordingConsentWithdrawn",
+    "SmsFailed",
     "Topics",
     "current_cgu",
     "expected_timezone",

@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -39,6 +40,7 @@ from visio_shared.cafs import OVERSEAS_CAFS, expected_timezone
 from visio_shared.cgu_versions import CGU_VERSIONS, current_cgu
 from visio_shared.envelope import AppointmentEvent, Envelope
 from visio_shared.events import AdvisorId, CancelReason, Device
+from visio_shared.phones import InvalidMobile, normalise_mobile
 
 DEFAULT_HORIZON_DAYS = 180
 DEFAULT_DURATION_BOUNDS = (10, 120)
@@ -73,11 +75,40 @@ class AdvisorIn(_Strict):
     display_name: str = Field(min_length=1, max_length=200)
 
 
+_MOBILE_DESCRIPTION = (
+    "The person's mobile, as they write it (06 12 34 56 78, +262 692 12 34 56); kept in "
+    "E.164. Mobiles of metropolitan France and of the overseas départements only."
+)
+_SMS_OPT_IN_DESCRIPTION = (
+    "The person chose to receive text messages (confirmation, reminders, changes) at `mobile`."
+)
+
+
+def _mobile(value: str) -> str:
+    try:
+        return normalise_mobile(value)
+    except InvalidMobile as exc:
+        raise ValueError(str(exc)) from None
+
+
+MobileNumber = Annotated[
+    str, Field(max_length=30, description=_MOBILE_DESCRIPTION), AfterValidator(_mobile)
+]
+
+
 class UserIn(_Strict):
     first_name: str = Field(min_length=1, max_length=100)
     last_name: str = Field(min_length=1, max_length=100)
     email: EmailStr
     device: Device = Field(description="What the person will join with.")
+    mobile: MobileNumber | None = None
+    sms_opt_in: bool = Field(default=False, strict=True, description=_SMS_OPT_IN_DESCRIPTION)
+
+    @model_validator(mode="after")
+    def _opt_in_needs_a_number(self) -> UserIn:
+        if self.sms_opt_in and self.mobile is None:
+            raise FieldErrors([("user.mobile", "is needed to receive text messages")])
+        return self
 
 
 class ConsentIn(_Strict):
@@ -179,12 +210,20 @@ class ContactCorrection(_Strict):
     last_name: str | None = Field(default=None, min_length=1, max_length=100)
     email: EmailStr | None = None
     device: Device | None = None
+    mobile: MobileNumber | None = None
+    sms_opt_in: bool | None = Field(default=None, strict=True, description=_SMS_OPT_IN_DESCRIPTION)
 
     @model_validator(mode="after")
     def _something(self) -> ContactCorrection:
         if not self.model_dump(exclude_none=True):
             raise FieldErrors(
-                [("(body)", "give at least one of first_name, last_name, email, device")]
+                [
+                    (
+                        "(body)",
+                        "give at least one of first_name, last_name, email, device, mobile, "
+                        "sms_opt_in",
+                    )
+                ]
             )
         return self
 

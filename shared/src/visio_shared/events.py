@@ -64,6 +64,8 @@ class Person(_Part):
     last_name: str = Field(min_length=1, max_length=100)
     email: EmailStr
     device: Device
+    mobile: str | None = Field(default=None, description="E.164, checked by booking.")
+    sms_opt_in: bool = Field(default=False, description="Text messages wanted at `mobile`.")
 
 
 class ConsentGiven(_Part):
@@ -242,6 +244,21 @@ class NotificationFailed(AppointmentEvent):
     reminder_offset_minutes: int | None = None
 
 
+SmsKind = Literal["confirmation", "rescheduled", "advisor_changed", "cancellation", "reminder"]
+
+
+class SmsFailed(AppointmentEvent):
+    """A text message that will never reach the person: the provider refused the number, or
+    its delivery receipt says the number does not exist. The Caf is told (alerts), and the
+    person's next email asks them to check their number."""
+
+    event_type: Literal["SmsFailed"] = "SmsFailed"
+    kind: SmsKind
+    reason: str = Field(description="rejected (refused at sending) or hard_bounce (receipt).")
+    detail: str = ""
+    reminder_offset_minutes: int | None = None
+
+
 ErasingService = Literal["booking", "meetings", "notifications", "consent"]
 
 
@@ -313,6 +330,7 @@ AnyEvent = Annotated[
     | MeetingFailed
     | NotificationSent
     | NotificationFailed
+    | SmsFailed
     | ConsentRecorded
     | PersonalDataErasureRequested
     | PersonalDataErased,
@@ -338,6 +356,7 @@ EVENT_TYPES: dict[str, type[Envelope]] = {
         MeetingFailed,
         NotificationSent,
         NotificationFailed,
+        SmsFailed,
         ConsentRecorded,
         PersonalDataErasureRequested,
         PersonalDataErased,

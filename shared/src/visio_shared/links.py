@@ -347,3 +347,57 @@ def _unb64(text: str) -> bytes | None:
         return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
         return None
+
+
+# --- Short links, for text messages: /r/<code> ---------------------------------------------
+#
+# A text message has no room for a 70-character token. Its link is booking's `/r/<code>`, where
+# the code is 12 bytes in base64url (16 characters): the first 6 bytes of the appointment id
+# (random: ids are UUID4) and a 6-byte HMAC of the whole id under the « Mon rendez-vous » key.
+# Booking finds the appointment by the prefix, checks the MAC with each key of its ring, and
+# answers with a « Mon rendez-vous » link signed for the appointment as it stands, expiring when
+# an email's would: the short link expires with it, and a rotation that removes the key revokes
+# it too. No table maps codes, so nothing needs writing across services: notifications computes
+# the code, booking reads it. Guessing one means guessing 96 bits, and booking rate-limits tries.
+SHORT_LINK_PATH = "/r/{code}"
+_SHORT_PREFIX_BYTES = 6
+_SHORT_MAC_BYTES = 6
+_SHORT_DOMAIN = b"visio-rdv short link v1\x00"
+SHORT_CODE_LENGTH = 16
+
+
+def short_code(keys: LinkKeys, appointment_id: uuid.UUID) -> str:
+    _, secret = keys.signing(KeyPurpose.MANAGE)
+    return _b64(appointment_id.bytes[:_SHORT_PREFIX_BYTES] + _short_mac(secret, appointment_id))
+
+
+def short_url(base_url: str, code: str) -> str:
+    return base_url.rstrip("/") + SHORT_LINK_PATH.format(code=code)
+
+
+def short_code_prefix(code: str) -> bytes | None:
+    """The appointment id's first bytes a well-formed code carries; None if it is not one."""
+    if len(code) != SHORT_CODE_LENGTH:
+        return None
+    raw = _unb64(code)
+    if raw is None or len(raw) != _SHORT_PREFIX_BYTES + _SHORT_MAC_BYTES or _b64(raw) != code:
+        return None
+    return raw[:_SHORT_PREFIX_BYTES]
+
+
+def short_code_matches(keys: LinkKeys, code: str, appointment_id: uuid.UUID) -> bool:
+    """Whether `code` is this appointment's, under any « Mon rendez-vous » key of the ring."""
+    raw = _unb64(code)
+    if raw is None or raw[:_SHORT_PREFIX_BYTES] != appointment_id.bytes[:_SHORT_PREFIX_BYTES]:
+        return False
+    given = raw[_SHORT_PREFIX_BYTES:]
+    for key_id in keys.key_ids:
+        secret = keys.secret(key_id, KeyPurpose.MANAGE)
+        if secret is not None and hmac.compare_digest(given, _short_mac(secret, appointment_id)):
+            return True
+    return False
+
+
+def _short_mac(secret: bytes, appointment_id: uuid.UUID) -> bytes:
+    digest = hmac.new(secret, _SHORT_DOMAIN + appointment_id.bytes, hashlib.sha256).digest()
+    return digest[:_SHORT_MAC_BYTES]

@@ -35,6 +35,7 @@ from visio_shared import (
     MeetingFailed,
     NotificationFailed,
     NotificationSent,
+    SmsFailed,
 )
 
 from visio_alerts import mail, store
@@ -47,6 +48,7 @@ EMAIL_LATE = "email_late"  # store.record_late's cause
 CAUSES: dict[type, str] = {
     MeetingFailed: "meeting_failed",
     NotificationFailed: "notification_failed",
+    SmsFailed: "sms_failed",
 }
 
 
@@ -160,6 +162,15 @@ async def _keep(conn: asyncpg.Connection, event: AppointmentEvent) -> None:
             if event.kind == "confirmation":
                 await store.mark(conn, event.appointment_id, "confirmed_at")
             await store.tell_email(conn, event)
+        case SmsFailed():
+            await store.record_alert(
+                conn,
+                event.appointment_id,
+                CAUSES[SmsFailed],
+                event.reason,
+                event.detail,
+                event.event_id,
+            )
         case MeetingFailed() | NotificationFailed():
             if isinstance(event, NotificationFailed):
                 await store.tell_email(conn, event)
@@ -187,6 +198,7 @@ def create_app(settings: AlertsSettings | None = None) -> FastAPI:
         NotificationSent,
         MeetingFailed,
         NotificationFailed,
+        SmsFailed,
     )(alerts.on_events)
     topics = runtime.topics
     runtime.consumer.subscribe(topics.appointments, topics.meetings, topics.notifications)

@@ -25,6 +25,12 @@ CAUSES = {
         "L'email destiné à la personne n'a pas pu être envoyé (adresse refusée ou invalide) : "
         "elle n'a peut-être pas les informations du rendez-vous. Merci de la recontacter.",
     ),
+    "sms_failed": (
+        "SMS non remis",
+        "Le numéro de mobile donné pour ce rendez-vous ne reçoit pas les SMS (numéro refusé ou "
+        "inexistant) : la personne ne recevra pas les rappels par SMS. Ses emails l'invitent à "
+        "vérifier son numéro ; merci de la recontacter si besoin.",
+    ),
     "stuck": (  # replaced by email_late; kept for alerts recorded before
         "rendez-vous non confirmé",
         "Ce rendez-vous n'est toujours pas confirmé à la personne. L'exploitation Visio RDV est "

@@ -18,6 +18,7 @@ from visio_booking import (
     openapi,
     pages_api,
     personal_data,
+    short_links,
 )
 from visio_booking.appointments import Context
 from visio_booking.handlers import STATUS_EVENTS, follow_statuses
@@ -83,6 +84,7 @@ def create_app(settings: BookingSettings | None = None) -> FastAPI:
         app.state.self_service = Site(settings, link_keys, ctx, runtime)
         app.include_router(pages_api.router)
         app.include_router(fresh_link_api.router)
+        app.include_router(short_links.router)
         app.include_router(accessibility_router())
     openapi.install(app)
     return app

@@ -111,6 +111,8 @@ def requested_event(booking: BookingRequest, caller: Caller) -> AppointmentReque
             last_name=booking.user.last_name,
             email=booking.user.email,
             device=booking.user.device,
+            mobile=booking.user.mobile,
+            sms_opt_in=booking.user.sms_opt_in,
         ),
         consent=ConsentGiven(
             cgu_version=booking.consent.cgu_version,
@@ -174,8 +176,12 @@ async def correct_contact(
         last_name=row["last_name"],
         email=row["email"],
         device=Device(row["device"]),
+        mobile=row["mobile"],
+        sms_opt_in=row["sms_opt_in"],
     )
     corrected = current.model_copy(update=correction.model_dump(exclude_none=True))
+    if corrected.sms_opt_in and corrected.mobile is None:
+        raise invalid([{"field": "mobile", "message": "is needed to receive text messages"}])
     changed = [
         name for name in Person.model_fields if getattr(corrected, name) != getattr(current, name)
     ]

@@ -83,7 +83,8 @@ async def _erase_appointment(
     appointment_id: uuid.UUID = row["appointment_id"]
     await conn.execute(
         "UPDATE appointments SET first_name = $2, last_name = $2, email = '', subject = $2, "
-        "erased_at = now(), updated_at = now() WHERE appointment_id = $1",
+        "mobile = NULL, sms_opt_in = false, erased_at = now(), updated_at = now() "
+        "WHERE appointment_id = $1",
         appointment_id,
         ERASED,
     )

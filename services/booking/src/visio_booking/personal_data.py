@@ -1,6 +1,7 @@
 """Booking's part of a person's data, for the export consent assembles: each appointment as
-booked and as it stands (name, address, device, Caf, advisor, time, subject, status) and its
-history — every step and change, with its time and what it came from."""
+booked and as it stands (name, address, mobile and whether texts were chosen, device, Caf,
+advisor, time, subject, status) and its history — every step and change, with its time and what
+it came from."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from visio_runtime.personal_data import rows
 
 _APPOINTMENTS = """
 SELECT appointment_id, status, caf_code, advisor_name, start_at, duration_minutes, timezone,
-       subject, first_name, last_name, email, device, cgu_version, cgu_accepted_at,
+       subject, first_name, last_name, email, device, mobile, sms_opt_in, cgu_version,
+       cgu_accepted_at,
        recording_authorised, calling_system, created_at, updated_at, cancelled_at, erased_at
 FROM appointments WHERE appointment_id = ANY($1::uuid[]) ORDER BY created_at
 """

@@ -69,6 +69,18 @@ class BookingSettings(ServiceSettings, LinkSettings):
     link_attempts_per_hour: int = Field(
         default=30, ge=1, description="Requests on one link (pages and forms), per hour."
     )
+    short_link_attempts_per_hour: int = Field(
+        default=60,
+        ge=1,
+        description="Short links (/r/<code>, in text messages) opened from one client address, "
+        "per hour: enough for a household, too few to guess codes.",
+    )
+    link_valid_days_after_appointment: int = Field(
+        default=30,
+        ge=0,
+        description="A short link stops working this many days after the appointment's end: "
+        "keep it equal to NOTIFICATIONS_LINK_VALID_DAYS_AFTER_APPOINTMENT.",
+    )
     fresh_link_emails_per_hour: int = Field(
         default=3, ge=1, description="Fresh-link requests for one email address, per hour."
     )

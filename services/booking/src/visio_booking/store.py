@@ -37,9 +37,10 @@ async def insert_appointment(
         INSERT INTO appointments (
             appointment_id, correlation_id, revision, status, caf_code, advisor_id, advisor_name,
             start_at, duration_minutes, timezone, subject, first_name, last_name, email, device,
-            cgu_version, cgu_accepted_at, recording_authorised, calling_system, api_key_id)
+            cgu_version, cgu_accepted_at, recording_authorised, calling_system, api_key_id,
+            mobile, sms_opt_in)
         VALUES ($1, $2, $3, 'requested', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
-                $15, $16, $17, $18, $19)
+                $15, $16, $17, $18, $19, $20, $21)
         """,
         event.appointment_id,
         event.correlation_id,
@@ -60,6 +61,8 @@ async def insert_appointment(
         event.consent.recording_authorised,
         event.calling_system,
         api_key_id,
+        event.user.mobile,
+        event.user.sms_opt_in,
     )
     await add_history(conn, event.appointment_id, "requested", event.revision, None, event.event_id)
 
@@ -84,11 +87,13 @@ async def correct_contact(conn: asyncpg.Connection, appointment_id: uuid.UUID, u
     return await _change(
         conn,
         appointment_id,
-        "first_name = $2, last_name = $3, email = $4, device = $5",
+        "first_name = $2, last_name = $3, email = $4, device = $5, mobile = $6, sms_opt_in = $7",
         user.first_name,
         user.last_name,
         str(user.email),
         user.device.value,
+        user.mobile,
+        user.sms_opt_in,
     )
 
 

@@ -4,15 +4,36 @@ it), and says what it sent."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import hmac
+from datetime import UTC, datetime
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from visio_runtime.service import Runtime, build_runtime, create_service_app
 from visio_shared import AppointmentEvent, PersonalDataErasureRequested
 
-from visio_notifications import erasure, handlers, personal_data, self_service
+from visio_notifications import brevo, erasure, handlers, personal_data, self_service, sms
 from visio_notifications.deps import Clock, Deps, utc_now
 from visio_notifications.mailer import SmtpMailer
 from visio_notifications.poller import poll_once
 from visio_notifications.settings import NotificationsSettings
+from visio_notifications.sms_metrics import SmsMetrics
+from visio_notifications.sms_provider import SmsProvider
+
+
+def sms_provider_of(settings: NotificationsSettings, runtime: Runtime) -> SmsProvider | None:
+    """The provider the settings name, or None for `none`."""
+    if settings.sms_provider == "none":
+        return None
+    assert settings.sms_api_key is not None  # the settings refuse a provider without a key
+    return brevo.BrevoSms(
+        settings.sms_api_url,
+        settings.sms_api_key.get_secret_value(),
+        settings.sms_sender,
+        settings.sms_timeout_s,
+        runtime.metrics,
+        str(settings.sms_ca_file) if settings.sms_ca_file else None,
+    )
 
 
 def create_app(settings: NotificationsSettings | None = None, *, clock: Clock = utc_now) -> FastAPI:
@@ -20,6 +41,8 @@ def create_app(settings: NotificationsSettings | None = None, *, clock: Clock = 
     settings = settings or NotificationsSettings()
     runtime = build_runtime("notifications", settings)
     mailer = SmtpMailer(settings, runtime.metrics, runtime.tracer)
+    sms_provider = sms_provider_of(settings, runtime)
+    sms_metrics = SmsMetrics(runtime.metrics)
 
     def deps() -> Deps:
         # The pool opens in the lifespan, so the dependencies are gathered per use.
@@ -30,6 +53,8 @@ def create_app(settings: NotificationsSettings | None = None, *, clock: Clock = 
             topics=runtime.topics,
             send_mail=mailer.send,
             clock=clock,
+            sms=sms_provider,
+            sms_metrics=sms_metrics,
         )
 
     # One appointment's events stay in order across both handlers (the consumer's lanes): an
@@ -60,10 +85,36 @@ def create_app(settings: NotificationsSettings | None = None, *, clock: Clock = 
 
     async def close_smtp_connections(_: Runtime) -> None:
         await mailer.close()
+        if sms_provider is not None:
+            await sms_provider.close()
 
     runtime.on_start.append(warn_without_link_keys)
     runtime.on_start.append(publish_leftovers)
     runtime.on_stop.append(close_smtp_connections)
     runtime.run_every("notifications-poller", settings.poll_interval_s, lambda: poll_once(deps()))
     runtime.personal_data = personal_data.collect
-    return create_service_app(runtime, title="Visio RDV notifications")
+    app = create_service_app(runtime, title="Visio RDV notifications")
+
+    @app.post("/v1/sms/receipts/{token}", include_in_schema=False)
+    async def sms_receipt(token: str, request: Request) -> JSONResponse:
+        """The provider's delivery receipts (Brevo's `webUrl`); the token in the path is the
+        secret only the provider was told."""
+        expected = settings.sms_receipt_token.get_secret_value()
+        if not hmac.compare_digest(token.encode(), expected.encode()):
+            return JSONResponse({"detail": "not found"}, status_code=404)
+        try:
+            receipt = brevo.parse_receipt(await request.json())
+        except ValueError as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=400)
+        known = await sms.on_receipt(
+            runtime.db,
+            receipt.provider_id,
+            receipt.status,
+            receipt.detail,
+            datetime.now(UTC),
+            sms_metrics,
+        )
+        # Unknown ids are acknowledged too: a retry from the provider would not change that.
+        return JSONResponse({"recorded": known})
+
+    return app

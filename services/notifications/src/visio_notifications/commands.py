@@ -15,6 +15,7 @@ from visio_notifications.preview import (
     REQUEST_REASONS,
     preview_settings,
     sample_letter,
+    sms_preview,
     write_preview,
 )
 
@@ -88,4 +89,10 @@ def preview_command(args: argparse.Namespace) -> int:
     settings = preview_settings(self_service=not args.no_self_service)
     for path in write_preview(args.out, letter, now, settings):
         print(path)
+    text = sms_preview(letter, now, settings)
+    if text is not None:
+        path = args.out / f"{letter.kind}.sms.txt"
+        path.write_text(text + "\n")
+        print(path)
+        print(f"SMS {text}")
     return 0

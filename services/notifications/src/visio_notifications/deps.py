@@ -13,6 +13,8 @@ from visio_shared.publishing import Publisher
 
 from visio_notifications.mime import Mail
 from visio_notifications.settings import NotificationsSettings
+from visio_notifications.sms_metrics import SmsMetrics
+from visio_notifications.sms_provider import SmsProvider
 
 MailSender = Callable[[Mail], Awaitable[None]]
 Clock = Callable[[], datetime]
@@ -30,3 +32,5 @@ class Deps:
     topics: Topics
     send_mail: MailSender
     clock: Clock = field(default=utc_now)
+    sms: SmsProvider | None = None  # None: no text is sent (NOTIFICATIONS_SMS_PROVIDER=none)
+    sms_metrics: SmsMetrics | None = None

@@ -1,8 +1,9 @@
-"""Notifications' part of an erasure: its copy of the appointment (names, address, subject) and
-of the meeting, the reminders and the requests for the email again go; the dispatch log keeps
-which email went when and how it ended, without the recipient's hash or the relay's words
-(which may quote the address); the local sink's copies of the emails go too. The id is
-remembered, so a replayed event sends nothing and stores nothing. Then `PersonalDataErased`."""
+"""Notifications' part of an erasure: its copy of the appointment (names, address, mobile,
+subject) and of the meeting, the reminders and the requests for the email again go; the dispatch
+logs keep which email or text went when and how it ended, without the recipient's hash or the
+relay's or provider's words (which may quote the address or the number), and no pending text
+goes; the local sink's copies of the emails go too. The id is remembered, so a replayed event
+sends nothing and stores nothing. Then `PersonalDataErased`."""
 
 from __future__ import annotations
 
@@ -25,6 +26,13 @@ _ERASE = (
     "DELETE FROM link_requests WHERE appointment_id = $1",
     "UPDATE dispatches SET recipient_sha256 = '', detail = '', join_url = NULL, "
     "event = CASE WHEN event ? 'detail' THEN jsonb_set(event, '{detail}', '\"\"') ELSE event END "
+    "WHERE appointment_id = $1",
+    # Texts: those not sent yet never go; the log keeps which went when, without the number's
+    # hash or the provider's words (which may quote the number).
+    "UPDATE sms_messages SET status = 'cancelled' WHERE appointment_id = $1 AND status = 'pending'",
+    "UPDATE sms_messages SET recipient_sha256 = NULL, last_error = NULL, "
+    "failure_event = CASE WHEN failure_event ? 'detail' "
+    "THEN jsonb_set(failure_event, '{detail}', '\"\"') ELSE failure_event END "
     "WHERE appointment_id = $1",
 )
 

@@ -46,7 +46,7 @@ from visio_shared import (
     publish_events,
 )
 
-from visio_notifications import decide, dispatches, link_requests, reminders, store
+from visio_notifications import decide, dispatches, link_requests, reminders, sms, store
 from visio_notifications.delivery import Delivery, retry_delay
 from visio_notifications.deps import Deps
 
@@ -174,6 +174,7 @@ async def settle(deps: Deps, conn: asyncpg.Connection, appointment_id: uuid.UUID
             await link_requests.close(conn, [owed.request.event_id], dispatch.told.status, now)
         state = await store.load_state(conn, appointment_id)
     await reminders.sync(conn, state, deps.settings.reminder_offsets_minutes, now)
+    await sms.plan(conn, state, deps.settings, now)
     await store.settled(conn, appointment_id)
 
 

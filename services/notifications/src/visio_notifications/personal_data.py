@@ -15,6 +15,11 @@ SELECT appointment_id, kind, revision, status, reason, sent_at, recorded_at,
        reminder_offset_minutes, message_id
 FROM dispatches WHERE appointment_id = ANY($1::uuid[]) ORDER BY recorded_at, id
 """
+_TEXTS = """
+SELECT appointment_id, kind, revision, status, sent_at, delivery, delivery_at,
+       reminder_offset_minutes, recorded_at
+FROM sms_messages WHERE appointment_id = ANY($1::uuid[]) ORDER BY recorded_at, id
+"""
 _REMINDERS = """
 SELECT appointment_id, offset_minutes, due_at, status
 FROM reminders WHERE appointment_id = ANY($1::uuid[]) ORDER BY due_at
@@ -28,6 +33,7 @@ FROM link_requests WHERE appointment_id = ANY($1::uuid[]) ORDER BY requested_at
 async def collect(conn: asyncpg.Connection, appointment_ids: list[uuid.UUID]) -> dict[str, Any]:
     return {
         "emails": rows(await conn.fetch(_EMAILS, appointment_ids)),
+        "texts": rows(await conn.fetch(_TEXTS, appointment_ids)),
         "reminders": rows(await conn.fetch(_REMINDERS, appointment_ids)),
         "link_requests": rows(await conn.fetch(_REQUESTS, appointment_ids)),
     }

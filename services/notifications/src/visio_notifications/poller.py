@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 import asyncpg
 from visio_runtime.errors import Transient
 
-from visio_notifications import dispatches, reminders, store
+from visio_notifications import dispatches, reminders, sms, store
 from visio_notifications.decide import Owed
 from visio_notifications.delivery import Delivery, retry_delay
 from visio_notifications.deps import Deps
@@ -30,9 +30,16 @@ async def poll_once(deps: Deps) -> dict[str, int]:
     return {
         "settled": await retry_unsettled(deps),
         "reminders": await fire_due_reminders(deps),
-        "published": await publish_outcomes(deps),
+        "sms": await send_due_sms(deps),
+        "published": await publish_outcomes(deps) + await sms.publish_failures(deps),
         "forgotten": await forget_expired(deps),
     }
+
+
+async def send_due_sms(deps: Deps) -> int:
+    if deps.sms is None or deps.sms_metrics is None:
+        return 0
+    return await sms.send_due(deps, deps.sms, deps.sms_metrics)
 
 
 async def forget_expired(deps: Deps) -> int:

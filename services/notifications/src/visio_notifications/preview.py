@@ -26,8 +26,9 @@ from visio_shared import (
     current_cgu,
 )
 
+from visio_notifications import sms_encoding
 from visio_notifications.compose import Letter, compose, context, render
-from visio_notifications.decide import LinkRequest, Told, recipient_sha256
+from visio_notifications.decide import LinkRequest, State, Told, recipient_sha256
 from visio_notifications.settings import NotificationsSettings
 
 KINDS = (
@@ -187,3 +188,17 @@ def write_preview(
     for path, content in written.items():
         path.write_bytes(content)
     return list(written)
+
+
+def sms_preview(letter: Letter, now: datetime, settings: NotificationsSettings) -> str | None:
+    """The text message of this kind, if there is one, with its encoding and segment count:
+    « [GSM-7, 152 characters, 1 SMS] Caf : … »."""
+    from visio_notifications.sms import PROMISES, text_of  # the SMS module needs a database
+
+    if letter.kind not in PROMISES:
+        return None
+    state = State(letter.appointment, letter.revision, letter.cancellation, None, ())
+    text = text_of(letter.kind, state, settings, now, letter.reminder_offset_minutes)
+    counted = sms_encoding.count(text)
+    units = "septets" if counted.encoding == "GSM-7" else "units"
+    return f"[{counted.encoding}, {counted.units} {units}, {counted.segments} SMS] {text}"

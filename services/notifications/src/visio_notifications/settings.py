@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -14,6 +14,8 @@ from visio_runtime.production import Finding
 from visio_runtime.settings import LinkSettings, ServiceSettings
 from visio_runtime.teams import TEAMS_JOIN_URL_PREFIXES
 from visio_shared.links import KeyPurpose
+
+DEV_SMS_RECEIPT_TOKEN = "dev-sms-receipts"  # noqa: S105 - development only, refused in production
 
 # A page's public address goes into emails as is: only characters that never need escaping.
 _PLAIN_URL = re.compile(r"[A-Za-z0-9\-._~:/%]+")
@@ -114,6 +116,45 @@ class NotificationsSettings(ServiceSettings, LinkSettings):
     reminder_offsets_minutes: list[int] = Field(default_factory=lambda: [48 * 60, 60])
     poll_interval_s: float = Field(default=10.0, gt=0)
 
+    # Text messages (docs/sms.md). `sms_provider`: "brevo" (its API, or the emulator in the
+    # local stack) or "none" (no text is planned). The sender is what the phone shows.
+    sms_provider: Literal["none", "brevo"] = "none"
+    sms_api_url: str = Field(
+        default="https://api.brevo.com/v3",
+        description="The SMS provider's API base URL (Brevo's; the emulator's locally).",
+    )
+    sms_api_key: SecretStr | None = None
+    sms_ca_file: Path | None = None
+    sms_sender: str = Field(
+        default="Caf", pattern=r"^[A-Za-z0-9]{3,11}$", description="3 to 11 letters or digits."
+    )
+    sms_timeout_s: float = Field(default=10.0, gt=0)
+    sms_receipt_url: str | None = Field(
+        default=None,
+        description="This service's public address for the provider's delivery receipts "
+        "(https://…/v1/sms/receipts); unset, the provider is not asked for them.",
+    )
+    sms_receipt_token: SecretStr = Field(
+        default=SecretStr(DEV_SMS_RECEIPT_TOKEN),
+        description="The secret last part of the receipts' address: only the provider, told "
+        "the whole address, can post receipts. The default is for development only.",
+    )
+    sms_quiet_start_hour: int = Field(default=20, ge=0, le=23)
+    sms_quiet_end_hour: int = Field(default=8, ge=0, le=23)
+    sms_urgent_reminder_minutes: int = Field(
+        default=120,
+        ge=0,
+        description="A reminder of an appointment this close goes even in the quiet hours.",
+    )
+    sms_urgent_change_minutes: int = Field(
+        default=12 * 60,
+        ge=0,
+        description="A change or cancellation notice of an appointment this close goes even "
+        "in the quiet hours.",
+    )
+    sms_retry_initial_s: float = Field(default=15.0, gt=0)
+    sms_retry_max_s: float = Field(default=120.0, gt=0)
+
     # Personal data (names, addresses) is kept this long after the appointment, then deleted;
     # the dispatch log, which holds none, stays as the record of what was sent.
     retention_days: float = Field(default=90, gt=0)
@@ -129,6 +170,23 @@ class NotificationsSettings(ServiceSettings, LinkSettings):
                     "NOTIFICATIONS_SMTP_STARTTLS or NOTIFICATIONS_SMTP_TLS",
                 )
             )
+        if self.sms_provider != "none":
+            if self.sms_api_url.startswith("http://"):
+                findings.append(
+                    Finding(
+                        production.env_name(self, "sms_api_url"),
+                        "the SMS provider in clear: numbers and texts would cross the network "
+                        "unencrypted; use its https:// address",
+                    )
+                )
+            if self.sms_receipt_token.get_secret_value() == DEV_SMS_RECEIPT_TOKEN:
+                findings.append(
+                    Finding(
+                        production.env_name(self, "sms_receipt_token"),
+                        "the development token of the SMS receipts' address: anyone could post "
+                        "receipts; set a random one",
+                    )
+                )
         findings += production.switch_findings(
             self,
             {"smtp_allow_auth_without_tls": True},
@@ -166,6 +224,8 @@ class NotificationsSettings(ServiceSettings, LinkSettings):
             )
         if self.smtp_tls and self.smtp_starttls:
             raise ValueError("choose NOTIFICATIONS_SMTP_TLS or NOTIFICATIONS_SMTP_STARTTLS")
+        if self.sms_provider != "none" and self.sms_api_key is None:
+            raise ValueError("NOTIFICATIONS_SMS_PROVIDER needs NOTIFICATIONS_SMS_API_KEY")
         if any(offset <= 0 for offset in self.reminder_offsets_minutes):
             raise ValueError("reminder offsets are minutes before the start: positive numbers")
         return self
