@@ -189,9 +189,13 @@ def test_an_appointment_ends_confirmed_with_meeting_email_and_ledger(stack: Runn
 
         def confirmed() -> dict[str, Any] | None:
             view = client.get(f"/v1/appointments/{appointment_id}").json()
-            return view if view["status"] == "confirmed" else None
+            steps = {entry["status"] for entry in view["history"]}
+            # MeetingReady and NotificationSent come on two topics, each read by a client of
+            # its own: « confirmed » may show before the meeting_ready step is recorded.
+            done = view["status"] == "confirmed" and "meeting_ready" in steps
+            return view if done else None
 
-        view = wait_for(confirmed, 60, "the appointment to be confirmed")
+        view = wait_for(confirmed, 60, "the appointment confirmed, its meeting step recorded")
 
     # The history is kept in the order booking heard of each step: MeetingReady and
     # NotificationSent come on two topics, so either may come first; the status only moves

@@ -1,12 +1,9 @@
 """The proof runs, reduced for the suite: each brings up the real stack (`visio-rdv up`'s own
 code) on the machine's TCP PostgreSQL through the fault proxy, and asserts the report's zeros.
 `visio-rdv proof chaos --appointments 2000` and `visio-rdv proof inputs` are the full runs
-(docs/guarantees.md). And the proofs against builds broken on purpose (defect switches,
-`visio_runtime.defects`): each fails, naming what broke — a relay that never takes a
-confirmation (the run times out, says where each person's email is, alerts the Caf and keeps
-its evidence), a meetings service refusing every appointment, emails sent twice under new
-Message-IDs, a partner's reply dropped, a reschedule making a new meeting, a ledger record
-skipped, a planned fault class never injected. Each test prints how long it took."""
+(docs/guarantees.md). And a relay that never takes a confirmation: the run times out, says
+where each person's email is, alerts the Caf and keeps its evidence. The other builds broken on
+purpose are in test_proof_broken_builds.py. Each test prints how long it took."""
 
 from __future__ import annotations
 
@@ -19,7 +16,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 from visio_deploy.ops.whereabouts import NOWHERE
-from visio_deploy.proof import fired, verdict
+from visio_deploy.proof import fired
 from visio_deploy.proof.access import run_access
 from visio_deploy.proof.chaos import ChaosOptions, run_chaos
 from visio_deploy.proof.chaos_checks import PROMISE
@@ -28,14 +25,7 @@ from visio_deploy.proof.inputs import run_inputs
 from visio_deploy.proof.stack import SERVICES_TO_KILL, proof_stack, server_url
 from visio_deploy.proof.tamper import run_tamper
 
-
-def _assert_passed(report: object) -> None:
-    assert report.passed, report.table()  # type: ignore[attr-defined]
-
-
-def _timed(name: str, started: float) -> None:
-    """What each proof adds to the suite's time, printed (never asserted)."""
-    print(f"\n{name}: {time.monotonic() - started:.0f} s")
+from .proof_support import NO_FAULTS, assert_passed, timed
 
 
 @pytest.mark.timeout(600)  # ~3 min alone on a loaded 2-core machine; the story waits out kills
@@ -59,8 +49,8 @@ def test_chaos_story_under_every_fault_ends_as_planned_appointment_by_appointmen
         quiet=True,
     )
     report = run_chaos(options)
-    _timed("proof chaos, 40 appointments", started)
-    _assert_passed(report)
+    timed("proof chaos, 40 appointments", started)
+    assert_passed(report)
     fired_ = report.figures["faults fired, by class"]
     assert set(fired_) == set(fired.planned(options)) and all(fired_.values())
     assert {f"SIGKILL {s}" for s in SERVICES_TO_KILL} <= set(fired_)
@@ -75,101 +65,6 @@ def test_chaos_story_under_every_fault_ends_as_planned_appointment_by_appointmen
     assert list(tmp_path.iterdir()) == []  # a passing run keeps nothing
 
 
-# Every fault off: the runs that break the system another way.
-_NO_FAULTS: dict[str, float] = {
-    "kill_every_s": 0,
-    "graph_fault_rate": 0,
-    "smtp_fail_share": 0,
-    "smtp_drop_share": 0,
-    "pg_cut_every_s": 0,
-    "broker_cut_every_s": 0,
-}
-
-
-def _broken(**defects: str) -> dict[str, dict[str, str]]:
-    """Each defect switch in the environment of the service it breaks."""
-    return {service: {f"VISIO_DEFECT_{name}": "1"} for name, service in defects.items()}
-
-
-def test_a_meetings_service_refusing_every_appointment_fails_the_chaos_proof(
-    tmp_path: Path,
-) -> None:
-    """Before: 100 x meeting_failed passed as "lost 0". A failed ending with no permanent fault
-    injected on purpose fails the run, and names each appointment."""
-    started = time.monotonic()
-    options = ChaosOptions(
-        appointments=8,
-        seed=7,
-        **_NO_FAULTS,
-        permanent_faults=False,
-        step_timeout_s=30,
-        settle_timeout_s=10,
-        evidence=tmp_path,
-        env=_broken(MEETINGS_REFUSE_ALL="meetings"),
-        quiet=True,
-    )
-    report = run_chaos(options)
-    _timed("proof chaos, a broken meetings service", started)
-
-    assert not report.passed
-    assert {verdict.FAILED_ENDING, verdict.STATUS} <= set(report.failures)
-    assert report.figures[verdict.FAILED_ENDING] == 8
-    assert report.figures["statuses"] == {"meeting_failed": 8}
-    named = report.details["first differences"][verdict.FAILED_ENDING]
-    assert all("meeting_failed, though every fault was transient" in line for line in named)
-
-
-def test_broken_builds_fail_the_chaos_proof_each_named(tmp_path: Path) -> None:
-    """Several defects in one stack, each striking its own appointments, each named by its own
-    check: one email of each kind sent twice under a new Message-ID, one partner reply dropped,
-    a reschedule that makes a new meeting, one ledger record skipped — and a planned fault
-    class (Graph's 503) whose injection is left off."""
-    started = time.monotonic()
-    options = ChaosOptions(
-        appointments=10,
-        seed=3,
-        **(_NO_FAULTS | {"graph_fault_rate": 0.06}),
-        reminder_due_s=20,
-        step_timeout_s=25,
-        reply_within_s=15,
-        # A broken build never settles: this is how long its reminders get to fall due and go
-        # out twice (20 s after booking) before the verdict, on a loaded machine too.
-        settle_timeout_s=25,
-        broken_fault="graph 503",
-        evidence=tmp_path,
-        env={
-            **_broken(EMAIL_TWICE="notifications", DROP_REPLY="booking"),
-            "meetings": {"VISIO_DEFECT_RESCHEDULE_NEW_MEETING": "1"},
-            "consent": {"VISIO_DEFECT_SKIP_LEDGER_RECORD": "1"},
-        },
-        quiet=True,
-    )
-    report = run_chaos(options)
-    _timed("proof chaos, four defects and a fault class off", started)
-
-    assert not report.passed
-    said = report.details["first differences"]
-    # One email of each kind, twice: every kind the story sends is named.
-    twice = " | ".join(said[verdict.EMAILS])
-    for kind in ("confirmation", "cancellation", "link_resent", "reminder", "meeting_unavailable"):
-        assert f"{kind} r" in twice and "2 distinct, owed 1" in twice, (kind, twice)
-    # The reply dropped: one request, named, without its acceptance on the partner's topic.
-    [dropped] = said[verdict.REPLIES]
-    assert "0 acceptance(s)" in dropped
-    # The reschedule that made a second meeting.
-    assert any("2 live events, expected exactly one" in x for x in said[verdict.MEETING])
-    # The ledger record skipped: one appointment, one record short.
-    [skipped] = said[verdict.LEDGER]
-    assert "owed" in skipped
-    # The fault class left off, named.
-    assert "graph 503" in report.details["fault classes planned that never fired"]
-    assert report.figures["faults fired, by class"]["graph 503"] == 0
-    assert {verdict.EMAILS, verdict.REPLIES, verdict.MEETING, verdict.LEDGER} <= set(
-        report.failures
-    )
-    assert fired.NEVER_FIRED in report.failures
-
-
 def test_a_relay_that_never_takes_a_confirmation_times_out_alerts_and_keeps_evidence(
     tmp_path: Path,
 ) -> None:
@@ -180,7 +75,7 @@ def test_a_relay_that_never_takes_a_confirmation_times_out_alerts_and_keeps_evid
     options = ChaosOptions(
         appointments=2,
         seed=16,
-        **_NO_FAULTS,
+        **NO_FAULTS,
         story=False,
         permanent_faults=False,
         email_within_s=20,
@@ -232,8 +127,8 @@ def test_hostile_inputs_and_wrong_callers_on_one_stack() -> None:
     with proof_stack(seed=2, quiet=True, name="inputs-access") as proof:
         started = time.monotonic()
         report = run_inputs(100, seed_value=2, quiet=True, proof=proof)
-        _timed("proof inputs, 100 examples", started)
-        _assert_passed(report)
+        timed("proof inputs, 100 examples", started)
+        assert_passed(report)
         assert report.figures["inputs tried"] == 100
         # Hostile records went to every topic a service reads, and were dead-lettered there.
         streams = {topic.split(".", 1)[1] for topic in report.figures["hostile records, by topic"]}
@@ -250,8 +145,8 @@ def test_hostile_inputs_and_wrong_callers_on_one_stack() -> None:
 
         started = time.monotonic()
         access = run_access(quiet=True, proof=proof)
-        _timed("proof access", started)
-        _assert_passed(access)
+        timed("proof access", started)
+        assert_passed(access)
         assert access.figures["kafka, another system's appointment: 404"] is True
         claim = access.figures["kafka, a partner claiming another's name on its own topic: refused"]
         assert claim is True  # each partner writes its own topic; booking names it from there
@@ -260,7 +155,7 @@ def test_hostile_inputs_and_wrong_callers_on_one_stack() -> None:
 
 def test_every_tampering_of_the_ledger_is_detected() -> None:
     report = run_tamper(quiet=True)
-    _assert_passed(report)
+    assert_passed(report)
     assert sum(name.endswith("detected") for name in report.figures) == 6
     # The tail attacks leave a chain that verifies and a checkpoint that matches: the
     # ConsentRecorded hashes are what name them.
