@@ -55,6 +55,7 @@ PEOPLE = {
     "cancel": ("Marc", 11),
     "expired": ("Paul", 14),
     "forged": ("Inès", 15),
+    "correct": ("Rose", 16),
 }
 
 
@@ -224,6 +225,76 @@ def test_mon_rendez_vous_shows_the_appointment_and_sends_the_link_again(
     # The link in the new email opens the same page.
     open_page(page, resent.links()["Mon rendez-vous"])
     expect(page.locator("dd").filter(has_text="Claire Martin")).to_have_count(1)
+
+
+def test_a_correction_from_the_page_reaches_the_next_email(
+    stack: ProofStack, booked: dict[str, Booked], mailbox: Mailbox, page: Page, shots: Screenshots
+) -> None:
+    """The person corrects their name and address; the new address gets a link to confirm it,
+    and once it is followed the correction reaches every service: the next email goes to the
+    new address, under the corrected name, and consent chains the new pseudonym."""
+    mine = booked["correct"]
+    new_address = "rose.martin-correct@example.org"
+    open_page(page, mine.links["Mon rendez-vous"])
+    page.get_by_role("link", name="Corriger mes coordonnées").click()
+    open_page(page, page.url)  # the form: labelled fields, no script, axe at 360 px
+    expect(page.get_by_label("Adresse email")).to_have_value(mine.address)
+    page.get_by_label("Nom", exact=True).fill("Martin")
+    page.get_by_label("Adresse email").fill("not an address")
+    submit(page, "Enregistrer mes coordonnées", status=422)
+    expect(page.locator("#email-erreur")).to_be_visible()
+    expect(page.get_by_label("Nom", exact=True)).to_have_value("Martin")  # kept
+    page.get_by_label("Adresse email").fill(new_address)
+    submit(page, "Enregistrer mes coordonnées")
+    sent = f"Un message vient de partir à {new_address}"
+    expect(page.get_by_role("status")).to_contain_text(sent)
+    shots.take(page, "corriger-coordonnees")
+
+    # Nothing has changed yet: the address is not confirmed.
+    [row] = fetch(
+        stack.owner_dsn,
+        "SELECT email, last_name, revision FROM booking.appointments WHERE appointment_id = $1",
+        mine.appointment_id,
+    )
+    assert (row["email"], row["last_name"], row["revision"]) == (mine.address, "Dupont", 1)
+    [asked] = fetch(
+        stack.owner_dsn,
+        "SELECT code_sha256 FROM booking.contact_corrections WHERE appointment_id = $1",
+        mine.appointment_id,
+    )
+    confirmation = mailbox.wait(mine.appointment_id, "address_confirmation")
+    assert confirmation.message["To"].addresses[0].addr_spec == new_address
+    [confirm_link] = re.findall(r'href="([^"]*/confirmer-adresse/[^"]+)"', confirmation.html)
+    code = confirm_link.rsplit("/", 1)[1]
+    assert code not in str(asked["code_sha256"])  # only its hash is kept
+    assert hashlib.sha256(code.encode()).hexdigest() == asked["code_sha256"]
+
+    open_page(page, confirm_link)  # a page with a button: opening the link changes nothing
+    submit(page, "Confirmer mon adresse email")
+    expect(page.get_by_role("status")).to_contain_text("Votre adresse est confirmée")
+    shots.take(page, "adresse-confirmee")
+    submit_again = page.request.post(confirm_link)  # used: a second try does nothing more
+    assert submit_again.status == 404
+
+    # The correction, as a partner's CorrectContact: revision 2, and the next email goes to the
+    # new address under the corrected name, with links to the appointment as it now stands.
+    corrected = mailbox.wait(mine.appointment_id, "contact_corrected")
+    to = corrected.message["To"].addresses[0]
+    assert (to.addr_spec, to.display_name) == (new_address, "Rose Martin")
+    assert corrected.revision == 2
+    open_page(page, corrected.links()["Mon rendez-vous"])
+    expect(page.locator("h1")).to_have_text("Mon rendez-vous visio avec la Caf")
+    ledger = wait_for(
+        lambda: fetch(
+            stack.owner_dsn,
+            "SELECT kind FROM consent.ledger WHERE appointment_id = $1 AND kind = "
+            "'contact_corrected'",
+            mine.appointment_id,
+        ),
+        60,
+        "consent to chain the correction",
+    )
+    assert len(ledger) == 1
 
 
 # --- Enregistrement and Mes consentements -------------------------------------------------------

@@ -129,13 +129,15 @@ STREAMS = (
             "AppointmentRescheduled",
             "AppointmentCancelled",
             "ContactCorrected",
+            "ContactCorrectionRequested",
             "AdvisorReassigned",
             "AppointmentLinkRequested",
             "PersonalDataErasureRequested",
         ),
         "the appointment id",
         "Every appointment's life, in order: booked, rescheduled, cancelled, corrected; "
-        "the person's requests, from a self-service page, for its email again; and the "
+        "the person's requests, from a self-service page, for its email again or to confirm a "
+        "new address before it replaces theirs; and the "
         "erasure of what every service holds about the person (ids only).",
     ),
     Stream(

@@ -23,7 +23,14 @@ from visio_booking.selfservice import Standing, standing
 from visio_booking.settings import BookingSettings
 from visio_runtime import french_dates
 from visio_runtime.headers import security_header_problems
-from visio_shared.links import LinkKeys, LinkPurpose, form_token, link_fingerprint, sign_link
+from visio_shared.links import (
+    LinkKeys,
+    LinkPurpose,
+    address_confirmation_code,
+    form_token,
+    link_fingerprint,
+    sign_link,
+)
 
 SECRET_1, SECRET_2 = "1" * 40, "2" * 40
 # k2 signs, k1 still verifies (a rotation under way); k0 was dropped: its links are revoked.
@@ -577,3 +584,53 @@ async def test_a_booking_with_a_foreign_mobile_is_refused_by_name(
             "+596) are accepted",
         }
     ]
+
+
+async def test_a_name_is_corrected_at_once_a_new_address_only_once_confirmed(site: Any) -> None:
+    appointment_id = await book(site)
+    await confirm(site, appointment_id)
+    url = f"/mon-rendez-vous/{link(appointment_id)}"
+    step = await site.client.get(f"{url}/corriger")
+    assert step.status_code == 200 and "Enregistrer mes coordonnées" in step.text
+    form = {"jeton": jeton(step, "/corriger"), "first_name": "Jeanne", "last_name": "Dupont"}
+
+    wrong = await site.client.post(f"{url}/corriger", data={**form, "email": "pas une adresse"})
+    assert wrong.status_code == 422 and 'id="email-erreur"' in wrong.text
+    new = f"jeanne.{uuid.uuid4().hex[:8]}@example.org"
+    asked = await site.client.post(f"{url}/corriger", data={**form, "email": new})
+    assert asked.status_code == 200 and "Un message vient de partir" in said(asked)
+    [requested] = await events(site, appointment_id, "ContactCorrectionRequested")
+    assert requested["user"]["email"] == new and requested["revision"] == 1
+    assert await events(site, appointment_id, "ContactCorrected") == []  # not before confirmed
+
+    # The code notifications mails is derived from the event's id; booking keeps its hash.
+    code = address_confirmation_code(KEYS, uuid.UUID(requested["event_id"]))
+    [kept] = await site.sql("SELECT * FROM contact_corrections WHERE appointment_id = $1",
+                            uuid.UUID(appointment_id))  # fmt: skip
+    assert kept["code_sha256"] != code and code not in json.dumps(dict(kept), default=str)
+    page = await site.client.get(f"/mon-rendez-vous/confirmer-adresse/{code}")
+    assert page.status_code == 200 and "Confirmer mon adresse email" in page.text
+    assert await events(site, appointment_id, "ContactCorrected") == []  # opening is not confirming
+    done = await site.client.post(f"/mon-rendez-vous/confirmer-adresse/{code}")
+    assert done.status_code == 200 and "Votre adresse est confirmée" in said(done)
+    [corrected] = await events(site, appointment_id, "ContactCorrected")
+    assert (corrected["user"]["email"], corrected["revision"]) == (new, 2)
+    again = await site.client.post(f"/mon-rendez-vous/confirmer-adresse/{code}")
+    assert again.status_code == 404  # used
+    forged = await site.client.post("/mon-rendez-vous/confirmer-adresse/" + "A" * 43)
+    assert forged.status_code == 404
+
+    # The old link is now behind; the page's own link goes on. A name alone needs no email.
+    fresh = re.search(r'href="(/mon-rendez-vous/[^"/]+)"', done.text)
+    assert fresh is not None
+    step = await site.client.get(f"{fresh[1]}/corriger")
+    form = {"jeton": jeton(step, "/corriger"), "first_name": "Jeanne", "last_name": "Martin"}
+    named = await site.client.post(f"{fresh[1]}/corriger", data={**form, "email": new.upper()})
+    assert named.status_code == 200 and "Votre nom est corrigé" in said(named)
+    corrections = await events(site, appointment_id, "ContactCorrected")
+    assert [(c["user"]["last_name"], c["revision"]) for c in corrections] == [
+        ("Dupont", 2),
+        ("Martin", 3),
+    ]
+    stale = await site.client.post(f"{url}/corriger", data=form)  # the first link: replaced
+    assert stale.status_code == 410

@@ -116,6 +116,17 @@ class ContactCorrected(AppointmentEvent):
     user: Person
 
 
+class ContactCorrectionRequested(AppointmentEvent):
+    """The person asked, from « Mon rendez-vous », to correct their details to a new address:
+    notifications mails the link that confirms it to that address (its code is derived from
+    this event's id: `visio_shared.links.address_confirmation_code`). Nothing changes until it
+    is followed; then booking applies the correction and publishes ContactCorrected."""
+
+    event_type: Literal["ContactCorrectionRequested"] = "ContactCorrectionRequested"
+    user: Person = Field(description="The details as they will be once confirmed.")
+    expires_at: AwareDatetime = Field(description="The confirmation link works until then.")
+
+
 class AdvisorReassigned(AppointmentEvent):
     """A new advisor: a new meeting and link; the old meeting is cancelled."""
 
@@ -318,6 +329,7 @@ AnyEvent = Annotated[
     | AppointmentRescheduled
     | AppointmentCancelled
     | ContactCorrected
+    | ContactCorrectionRequested
     | AdvisorReassigned
     | AppointmentLinkRequested
     | MeetingReady
@@ -344,6 +356,7 @@ EVENT_TYPES: dict[str, type[Envelope]] = {
         AppointmentRescheduled,
         AppointmentCancelled,
         ContactCorrected,
+        ContactCorrectionRequested,
         AdvisorReassigned,
         AppointmentLinkRequested,
         MeetingReady,

@@ -401,3 +401,22 @@ def short_code_matches(keys: LinkKeys, code: str, appointment_id: uuid.UUID) -> 
 def _short_mac(secret: bytes, appointment_id: uuid.UUID) -> bytes:
     digest = hmac.new(secret, _SHORT_DOMAIN + appointment_id.bytes, hashlib.sha256).digest()
     return digest[:_SHORT_MAC_BYTES]
+
+
+# The link that confirms a new address the person typed on « Mon rendez-vous »: sent to that
+# address, it proves they read it there. Its code is a MAC of the correction's id under the
+# « Mon rendez-vous » key, as for short links: notifications computes it from the
+# ContactCorrectionRequested it mails, booking computed it when it asked and keeps only its
+# SHA-256 (`contact_corrections`), so no code travels on a topic or sits in a table. A key
+# rotated between the two makes the link fail: the person asks again from their page.
+CONFIRM_ADDRESS_PATH = "/mon-rendez-vous/confirmer-adresse/{code}"
+_CONFIRM_DOMAIN = b"visio-rdv address confirmation v1\x00"
+
+
+def address_confirmation_code(keys: LinkKeys, correction_id: uuid.UUID) -> str:
+    _, secret = keys.signing(KeyPurpose.MANAGE)
+    return _b64(hmac.new(secret, _CONFIRM_DOMAIN + correction_id.bytes, hashlib.sha256).digest())
+
+
+def address_confirmation_url(base_url: str, code: str) -> str:
+    return base_url.rstrip("/") + CONFIRM_ADDRESS_PATH.format(code=code)

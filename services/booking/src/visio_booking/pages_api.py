@@ -1,6 +1,7 @@
-"""« Mon rendez-vous » over HTTP: the person's page and its two forms, « Recevoir à nouveau le
-lien » and « Annuler le rendez-vous ». French pages for people, not an API for systems: they stay
-out of the OpenAPI document, and exist only when link keys are set.
+"""« Mon rendez-vous » over HTTP: the person's page and its forms, « Recevoir à nouveau le
+lien », « Annuler le rendez-vous » and « Corriger mes coordonnées » (with the page the link
+confirming a new address opens: visio_booking.corrections). French pages for people, not an
+API for systems: they stay out of the OpenAPI document, and exist only when link keys are set.
 
 Every form carries a CSRF token bound to the link and the action; every request on a link counts
 towards its rate limit; the logs name a link by its fingerprint only.
@@ -9,13 +10,14 @@ towards its rate limit; the logs name a link by its fingerprint only.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from visio_runtime.teams import join_url_allowed
 from visio_shared.links import (
+    CONFIRM_ADDRESS_PATH,
     PAGE_PATHS,
     ExpiredLink,
     InvalidLink,
@@ -25,12 +27,14 @@ from visio_shared.links import (
     form_token,
     link_fingerprint,
     read_link,
+    sign_link,
 )
 
-from visio_booking import forms, selfservice
+from visio_booking import corrections, forms, selfservice
 from visio_booking.page_view import appointment_context, when_text
 from visio_booking.replies import (
     CANCEL,
+    CORRECT,
     PAGES,
     RESEND,
     Site,
@@ -139,6 +143,126 @@ async def cancel(request: Request, token: str) -> Response:
         say("cancelled" if done else "nothing left to cancel", opened.fingerprint)
     # Back to the page, which says it is cancelled: a second click lands there too.
     return back_to_page(token)
+
+
+@router.get(PAGE + "/corriger")
+async def correct_step(request: Request, token: str) -> Response:
+    opened = await _open(request, token)
+    if isinstance(opened, Response):
+        return opened
+    if opened.phase() is not Phase.UPCOMING:
+        return back_to_page(token)  # started, past or cancelled: nothing left to correct
+    return _correct_form(site_of(request), opened, dict(opened.row))
+
+
+@router.post(PAGE + "/corriger")
+async def correct(request: Request, token: str) -> Response:
+    site = site_of(request)
+    opened = await _open(request, token)
+    if isinstance(opened, Response):
+        return opened
+    form = await forms.posted(request)
+    if not check_form_token(site.keys, token, CORRECT, form.get("jeton", "")):
+        return refused_form(opened.fingerprint, back=page_url(token))
+    if opened.phase() is not Phase.UPCOMING:
+        return back_to_page(token)
+    wanted = corrections.typed(form)
+    if isinstance(wanted, list):
+        return _correct_form(site, opened, form, wrong=wanted, status_code=422)
+    valid = timedelta(hours=site.settings.contact_correction_valid_hours)
+    try:
+        asked = await corrections.ask(
+            site.db, site.ctx, site.keys, opened.claims.appointment_id,
+            opened.claims.revision, wanted, valid,
+        )  # fmt: skip
+    except selfservice.LinkReplaced:
+        return replaced(site, token)
+    say(f"correction {asked.value}", opened.fingerprint)
+    if asked is corrections.Asked.TO_CONFIRM:
+        notice = (
+            "success",
+            f"Un message vient de partir à {wanted.email}. Suivez son lien pour confirmer "
+            "cette adresse ; d'ici là, nos messages arrivent à l'adresse actuelle.",
+        )
+        return _correct_form(site, opened, dict(opened.row), notice=notice)
+    if asked is corrections.Asked.UNCHANGED:
+        notice = ("notice", "Ce sont déjà vos coordonnées : rien n'a changé.")
+        return _correct_form(site, opened, dict(opened.row), notice=notice)
+    # Applied: the link's revision is now behind, so the page goes on with a fresh link.
+    row = await selfservice.find(site.db, opened.claims.appointment_id)
+    assert row is not None
+    token = _signed(site, row)
+    fresh = Opened(token, read_link(site.keys, token, LinkPurpose.MANAGE), row, opened.fingerprint)
+    notice = ("success", "Votre nom est corrigé. Un message vous le confirme.")
+    return _appointment(site, fresh, notice)
+
+
+@router.get(CONFIRM_ADDRESS_PATH)
+async def confirm_address_step(request: Request, code: str) -> Response:
+    """A page with a button, not the confirmation itself: a mail scanner opening links must
+    not confirm an address on the person's behalf."""
+    if not await within_link_limit(site_of(request), link_fingerprint(code)):
+        return too_many()
+    action = CONFIRM_ADDRESS_PATH.format(code=code)
+    return _confirm_page("ask", action=action)
+
+
+@router.post(CONFIRM_ADDRESS_PATH)
+async def confirm_address(request: Request, code: str) -> Response:
+    site = site_of(request)
+    fingerprint = link_fingerprint(code)
+    if not await within_link_limit(site, fingerprint):
+        return too_many()
+    done = await corrections.confirm(site.db, site.ctx, code)
+    say(f"address confirmation {done.outcome.value}", fingerprint)
+    if done.outcome is not corrections.Confirmation.APPLIED:
+        status = 409 if done.outcome is corrections.Confirmation.STALE else 404
+        return _confirm_page(done.outcome.value, status_code=status)
+    assert done.appointment_id is not None
+    row = await selfservice.find(site.db, done.appointment_id)
+    assert row is not None
+    return _confirm_page("applied", page_url=page_url(_signed(site, row)))
+
+
+def _confirm_page(state: str, status_code: int = 200, **values: str) -> Response:
+    return PAGES.render(
+        "confirm_address.html",
+        status_code,
+        title="Confirmer votre adresse email",
+        state=state,
+        **{"action": "", "page_url": "", **values},
+    )
+
+
+def _correct_form(
+    site: Site,
+    opened: Opened,
+    values: dict[str, str],
+    *,
+    wrong: list[str] | None = None,
+    notice: tuple[str, str] | None = None,
+    status_code: int = 200,
+) -> Response:
+    return PAGES.render(
+        "correct.html",
+        status_code,
+        title="Corriger mes coordonnées",
+        notice=notice,
+        wrong=wrong or [],
+        page_url=page_url(opened.token),
+        correct_token=form_token(site.keys, opened.token, CORRECT),
+        **{name: values.get(name, "") for name in ("first_name", "last_name", "email")},
+    )
+
+
+def _signed(site: Site, row: asyncpg.Record) -> str:
+    """A « Mon rendez-vous » link for the appointment as it now stands, expiring when its
+    emails' links do."""
+    end = row["start_at"] + timedelta(minutes=row["duration_minutes"])
+    expires_at = end + timedelta(days=site.settings.link_valid_days_after_appointment)
+    return sign_link(
+        site.keys, LinkPurpose.MANAGE, row["appointment_id"], row["revision"], expires_at
+    )
 
 
 async def _open(request: Request, token: str) -> Opened | Response:

@@ -28,6 +28,7 @@ HOUR = 3600
 # asked for (AppointmentLinkRequested.reason).
 RESEND: Final = "resend"
 CANCEL: Final = "cancel"
+CORRECT: Final = "correct"
 FRESH_LINK: Final = "fresh_link"
 
 

@@ -81,6 +81,12 @@ class BookingSettings(ServiceSettings, LinkSettings):
         description="A short link stops working this many days after the appointment's end: "
         "keep it equal to NOTIFICATIONS_LINK_VALID_DAYS_AFTER_APPOINTMENT.",
     )
+    contact_correction_valid_hours: int = Field(
+        default=24,
+        ge=1,
+        description="A new address typed on « Mon rendez-vous » is confirmed by the link sent "
+        "to it, within this time; until then the current address stays.",
+    )
     fresh_link_emails_per_hour: int = Field(
         default=3, ge=1, description="Fresh-link requests for one email address, per hour."
     )

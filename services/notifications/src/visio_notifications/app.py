@@ -10,9 +10,21 @@ from datetime import UTC, datetime
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from visio_runtime.service import Runtime, build_runtime, create_service_app
-from visio_shared import AppointmentEvent, PersonalDataErasureRequested
+from visio_shared import (
+    AppointmentEvent,
+    ContactCorrectionRequested,
+    PersonalDataErasureRequested,
+)
 
-from visio_notifications import brevo, erasure, handlers, personal_data, self_service, sms
+from visio_notifications import (
+    address_confirmation,
+    brevo,
+    erasure,
+    handlers,
+    personal_data,
+    self_service,
+    sms,
+)
 from visio_notifications.deps import Clock, Deps, utc_now
 from visio_notifications.mailer import SmtpMailer
 from visio_notifications.poller import poll_once
@@ -62,6 +74,11 @@ def create_app(settings: NotificationsSettings | None = None, *, clock: Clock = 
     @runtime.consumer.on(PersonalDataErasureRequested)
     async def erasure_requested(event: PersonalDataErasureRequested) -> None:
         await erasure.on_erasure_requested(deps(), event)
+
+    # A new address to confirm: one email to that address, outside the appointment's state.
+    @runtime.consumer.on(ContactCorrectionRequested)
+    async def correction_requested(event: ContactCorrectionRequested) -> None:
+        await address_confirmation.on_correction_requested(deps(), event)
 
     # MeetingRescheduled and MeetingCancelled are not followed (skipped and counted): the link
     # does not change on a reschedule, and the cancellation email follows booking's own
