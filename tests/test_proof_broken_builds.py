@@ -54,11 +54,11 @@ def test_broken_builds_fail_the_chaos_proof_each_named(tmp_path: Path) -> None:
         seed=3,
         **(NO_FAULTS | {"graph_fault_rate": 0.06}),
         reminder_due_s=20,
-        step_timeout_s=25,
+        step_timeout_s=40,
         reply_within_s=15,
         # A broken build never settles: this is how long its reminders get to fall due and go
         # out twice (20 s after booking) before the verdict, on a loaded machine too.
-        settle_timeout_s=25,
+        settle_timeout_s=40,
         broken_fault="graph 503",
         evidence=tmp_path,
         env={

@@ -312,8 +312,9 @@ def bring_up(stack: Stack) -> None:
             **(smtp_sink_env(ca) if production else {}),
         },
     )
-    wait_for_port(host, settings.graph_port, 30, stack.processes[-2][1])
-    wait_for_port(host, settings.smtp_port, 30, stack.processes[-1][1])
+    # Generous: on a loaded machine (a CI run beside other stacks) a start can take a while.
+    wait_for_port(host, settings.graph_port, 90, stack.processes[-2][1])
+    wait_for_port(host, settings.smtp_port, 90, stack.processes[-1][1])
     say(f"Graph + Entra ID emulator: {graph_base}; SMTP sink: {host}:{settings.smtp_port}")
 
     link_keys = ensure_link_keys(var / "link-keys")
