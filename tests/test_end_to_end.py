@@ -34,10 +34,13 @@ from visio_deploy.monitoring import (
     check_monitoring,
     rule_expressions,
 )
+from visio_deploy.readiness import expected_partitions, waiting_for
+from visio_deploy.stack import LOCAL_PARTNERS
 from visio_deploy.up import LAG_EXPORTER
 from visio_fakes.devca import ensure_dev_ca
 from visio_fakes.processes import free_port
 from visio_runtime.local_stack import STACK_FILE, read_stack_file
+from visio_runtime.settings import ServiceSettings
 from visio_testing import create_database, drop_database
 
 from .self_service_support import wait_for
@@ -151,20 +154,35 @@ def book_and_wait_until_confirmed(client: httpx.Client) -> float:
     return time.monotonic() - started
 
 
-def test_the_first_booking_after_ready_is_confirmed_as_fast_as_the_next_ones(
+def test_ready_means_every_group_holds_its_partitions_before_the_first_booking(
     stack: RunningStack,
 ) -> None:
-    # This measures the stack's very first booking: it runs first in this module.
+    """Before: `ready` came while the groups were still settling, and the first booking waited
+    ~10 s for a rebalance. What `ready` promises is checked as it stands right after it, on each
+    process's own /health/ready; the first booking's time beside the next ones' is printed (a
+    benchmark's figure, never asserted: it depends on the machine's load)."""
+    # This reads the stack's state before its very first booking: it runs first in this module.
     assert not list((stack.var / "mail").glob("*.eml")), "a booking was made before this test"
+    recorded = read_stack_file(stack.var / STACK_FILE)
+    assert recorded is not None
+    settings = ServiceSettings(
+        kafka_bootstrap_servers=recorded.kafka_bootstrap_servers,
+        topic_prefix=recorded.topic_prefix,
+    )
+    expected = asyncio.run(expected_partitions(settings, LOCAL_PARTNERS))
+    assert expected and all(count > 0 for count in expected.values()), expected
+    with httpx.Client(timeout=10, trust_env=False) as client:
+        for name, count in expected.items():
+            answer = client.get(f"{recorded.admin[name]}/health/ready")
+            assert waiting_for(answer.status_code, answer.json(), count) is None, (
+                name,
+                answer.json(),
+            )
+
     headers = {"Authorization": f"Bearer {stack.api_key}"}
     with httpx.Client(base_url=stack.booking, headers=headers, trust_env=False) as client:
         first, *next_ones = [book_and_wait_until_confirmed(client) for _ in range(6)]
-
     print(f"\nconfirmed in: first {first:.2f}s, then {', '.join(f'{s:.2f}s' for s in next_ones)}")
-    # A consumer group still settling holds the first booking for a rebalance (5-10 s on
-    # tansu) while the next ones take a fraction of a second: compared with each other, never
-    # with a fixed time.
-    assert first <= 3 * max(next_ones), (first, next_ones)
 
 
 def test_an_appointment_ends_confirmed_with_meeting_email_and_ledger(stack: RunningStack) -> None:
