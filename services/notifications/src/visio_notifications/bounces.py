@@ -188,7 +188,7 @@ async def receive(
         state = await store.load_state(conn, dispatch["appointment_id"])
         await sms.plan(conn, state, settings, now)
     log.warning(
-        "%s of %s bounced later: %s",
+        "%s of %s: %s",
         dispatch["kind"],
         dispatch["appointment_id"],
         detail,
