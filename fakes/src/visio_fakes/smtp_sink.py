@@ -78,8 +78,14 @@ class SmtpSinkSettings(BaseSettings):
     # Recipients (regular expressions) whose messages are accepted, then bounce later: a DSN
     # goes to the bounce mailbox (<mail_dir>/bounces) and to `bounce_url` if set.
     bounce_later: list[str] = []
-    bounce_url: str | None = None
-    bounce_delay_s: float = 0.5
+    bounce_url: str | None = Field(
+        default=None,
+        description="Where each DSN is posted (?recipient= the bounce address), as a relay's "
+        "pipe to notifications' POST /v1/bounces/<token> would; tried again on 5xx.",
+    )
+    bounce_delay_s: float = Field(
+        default=0.5, ge=0, description="How long after accepting a message its DSN comes."
+    )
     # Mail holds personal data: stored messages older than this are deleted (0 keeps them).
     retention_days: float = 7.0
     # A log line per stored message (faults are always logged).

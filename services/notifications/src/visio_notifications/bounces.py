@@ -32,9 +32,9 @@ from typing import Any
 
 import asyncpg
 from visio_runtime.metrics import Metrics
-from visio_shared import NotificationFailed, parse_event, publish_events
+from visio_shared import NotificationFailed
 
-from visio_notifications import sms, store
+from visio_notifications import outbox, sms, store
 from visio_notifications.deps import Deps
 from visio_notifications.mailer import redact
 
@@ -44,8 +44,9 @@ OUTCOMES = ("failed", "duplicate", "delayed", "unknown_dispatch", "unreadable")
 
 
 def tag_of(address: str, domain: str | None) -> str | None:
-    """The tag in `bounce+<tag>@<domain>`, or None if the address is not one of ours."""
-    found = re.fullmatch(r"<?\s*bounce\+([a-z2-7]{16})@([^>\s]+)\s*>?", address.strip(), re.I)
+    """The tag in `bounce+<tag>@<domain>`, or None if the address is not one of ours. A `+`
+    read from a query string unencoded arrives as a space: taken too."""
+    found = re.fullmatch(r"<?\s*bounce[+ ]([a-z2-7]{16})@([^>\s]+)\s*>?", address.strip(), re.I)
     if found is None or (domain is not None and found.group(2).lower() != domain.lower()):
         return None
     return found.group(1).lower()
@@ -194,7 +195,7 @@ async def receive(
         detail,
         extra={"correlation_id": str(event.correlation_id)},
     )
-    await publish(deps)
+    await outbox.publish_pending(deps, "bounces.event")
     return _counted(counters, "failed", detail)
 
 
@@ -262,26 +263,6 @@ async def _keep(
         f"VALUES ({', '.join(f'${i}' for i in range(1, len(values) + 1))})",
         *values.values(),
     )
-
-
-async def publish(deps: Deps) -> int:
-    """The NotificationFailed of bounces not yet on Kafka (the outbox)."""
-    async with deps.pool.acquire() as conn, conn.transaction():
-        rows = await conn.fetch(
-            "SELECT id, event::text AS event FROM bounces "
-            "WHERE event IS NOT NULL AND published_at IS NULL "
-            "ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED"
-        )
-        if not rows:
-            return 0
-        await publish_events(
-            deps.publisher, deps.topics.notifications, [parse_event(row["event"]) for row in rows]
-        )
-        await conn.execute(
-            "UPDATE bounces SET published_at = now() WHERE id = ANY($1::bigint[])",
-            [row["id"] for row in rows],
-        )
-    return len(rows)
 
 
 async def forget_before(conn: asyncpg.Connection, before: datetime) -> int:

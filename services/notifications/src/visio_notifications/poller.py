@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 import asyncpg
 from visio_runtime.errors import Transient
 
-from visio_notifications import bounces, dispatches, reminders, sms, store
+from visio_notifications import bounces, dispatches, outbox, reminders, sms, store
 from visio_notifications.decide import Owed
 from visio_notifications.delivery import Delivery, retry_delay
 from visio_notifications.deps import Deps
@@ -32,8 +32,8 @@ async def poll_once(deps: Deps) -> dict[str, int]:
         "reminders": await fire_due_reminders(deps),
         "sms": await send_due_sms(deps),
         "published": await publish_outcomes(deps)
-        + await sms.publish_failures(deps)
-        + await bounces.publish(deps),
+        + await outbox.publish_pending(deps, "sms_messages.failure_event")
+        + await outbox.publish_pending(deps, "bounces.event"),
         "forgotten": await forget_expired(deps),
     }
 

@@ -29,7 +29,7 @@ from typing import Any
 import asyncpg
 from visio_runtime import french_dates as dates
 from visio_runtime.errors import Transient
-from visio_shared import SmsFailed, parse_event, publish_events
+from visio_shared import SmsFailed
 from visio_shared.links import short_code, short_url
 
 from visio_notifications import quiet_hours, sms_encoding, sms_wording, store
@@ -454,22 +454,3 @@ async def on_receipt(
                 event.model_dump_json(),
             )
     return True
-
-
-async def publish_failures(deps: Deps) -> int:
-    """The SmsFailed not yet on Kafka (a small outbox, as for emails' outcomes)."""
-    async with deps.pool.acquire() as conn, conn.transaction():
-        rows = await conn.fetch(
-            "SELECT id, failure_event::text AS event FROM sms_messages "
-            "WHERE failure_event IS NOT NULL AND published_at IS NULL "
-            "ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED"
-        )
-        if not rows:
-            return 0
-        events = [parse_event(row["event"]) for row in rows]
-        await publish_events(deps.publisher, deps.topics.notifications, events)
-        await conn.execute(
-            "UPDATE sms_messages SET published_at = now() WHERE id = ANY($1::bigint[])",
-            [row["id"] for row in rows],
-        )
-    return len(rows)
