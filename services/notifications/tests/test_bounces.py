@@ -11,11 +11,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from visio_fakes.smtp_sink import delivery_status_notification, start_sink
 from visio_notifications import bounces, sms
+from visio_notifications.app import create_app
 from visio_notifications.handlers import on_appointment_requested, on_meeting_event
 from visio_notifications.poller import poll_once
+from visio_notifications.settings import DEV_BOUNCE_TOKEN
 from visio_shared import NotificationFailed
 
 from .conftest import text_of, wait_for
@@ -174,3 +177,21 @@ async def test_the_next_email_says_the_number_failed(
     assert notice not in confirmation
     assert notice in reminder
     assert "Vérifiez-le, ou donnez-en un autre, dans « Mon rendez-vous »." in reminder
+
+
+async def test_only_the_relay_told_the_token_may_post_dsns(settings: Any) -> None:
+    """The address the relay posts to is a secret: any other path is not found, and nothing
+    is read (no database is even reached here)."""
+    app = create_app(
+        settings.model_copy(
+            update={"database_url": "postgresql://nobody@127.0.0.1:1/none", "smtp_port": 1}
+        )
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://notifications") as client:
+        forged = await client.post("/v1/bounces/guessed", content=b"From: x\r\n\r\nforged")
+        huge = await client.post(
+            f"/v1/bounces/{DEV_BOUNCE_TOKEN}", content=b"x" * (3 * 1024 * 1024)
+        )
+    assert forged.status_code == 404
+    assert huge.status_code == 413
