@@ -16,6 +16,10 @@ def no_running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]
     checkout: commands look for one in an empty folder (a test that wants a stack says where)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(VAR_DIR_SETTING, str(tmp_path_factory.mktemp("no-stack")))
+        # Three workers run whole stacks side by side on one PostgreSQL server (100
+        # connections by default): meetings' pool (20 in production, where a handling keeps
+        # its connection across Graph calls) is kept to 8 in the stacks the tests start.
+        patch.setenv("MEETINGS_DATABASE_POOL_MAX", "8")
         yield
 
 

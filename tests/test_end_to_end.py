@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import httpx
@@ -34,13 +35,18 @@ from visio_deploy.monitoring import (
     check_monitoring,
     rule_expressions,
 )
+from visio_deploy.readiness import expected_partitions, waiting_for
+from visio_deploy.stack import LOCAL_PARTNERS
 from visio_deploy.up import LAG_EXPORTER
 from visio_fakes.devca import ensure_dev_ca
 from visio_fakes.processes import free_port
 from visio_runtime.local_stack import STACK_FILE, read_stack_file
+from visio_runtime.settings import ServiceSettings
 from visio_testing import create_database, drop_database
 
 from .self_service_support import wait_for
+
+REMINDER_OFFSETS = [2, 1]  # minutes before the start
 
 
 @dataclass
@@ -53,6 +59,7 @@ class RunningStack:
     graph: str
     owner_dsn: str
     api_key: str
+    sms: str  # the SMS emulator, as var/stack.json records it
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +70,10 @@ def stack(kafka_bootstrap: str, postgres_url: str, tmp_path_factory: Any) -> Ite
     var.mkdir()
     ports = {
         name: free_port()
-        for name in ("graph", "smtp", "booking", "meetings", "notif", "consent", "alerts", "lag")
-    }
+        for name in (
+            "graph", "smtp", "sms", "booking", "meetings", "notif", "consent", "alerts", "lag"
+        )
+    }  # fmt: skip
     env = {
         **os.environ,
         "VISIO_VAR_DIR": str(var),
@@ -81,6 +90,13 @@ def stack(kafka_bootstrap: str, postgres_url: str, tmp_path_factory: Any) -> Ite
         "VISIO_CONSENT_PORT": str(ports["consent"]),
         "VISIO_ALERTS_PORT": str(ports["alerts"]),
         "VISIO_LAG_EXPORTER_PORT": str(ports["lag"]),
+        "VISIO_SMS_PORT": str(ports["sms"]),
+        # Reminders a minute apart, due within the test (docs/sms.md); every other booking here
+        # is days ahead. Quiet hours narrowed to 23:00-24:00, a zone outside them is chosen.
+        "NOTIFICATIONS_REMINDER_OFFSETS_MINUTES": json.dumps(REMINDER_OFFSETS),
+        "NOTIFICATIONS_POLL_INTERVAL_S": "1",
+        "NOTIFICATIONS_SMS_QUIET_START_HOUR": "23",
+        "NOTIFICATIONS_SMS_QUIET_END_HOUR": "0",
     }
     log = var / "up.out"
     with log.open("wb") as out:
@@ -106,12 +122,19 @@ def stack(kafka_bootstrap: str, postgres_url: str, tmp_path_factory: Any) -> Ite
             graph=f"https://127.0.0.1:{ports['graph']}",
             owner_dsn=owner_dsn,
             api_key=(var / "dev-api-key").read_text().strip(),
+            sms=str(recorded_sms_emulator(var)),
         )
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
             process.wait(60)
         asyncio.run(drop_database(postgres_url, owner_dsn))
+
+
+def recorded_sms_emulator(var: Path) -> str:
+    recorded = read_stack_file(var / STACK_FILE)
+    assert recorded is not None and recorded.sms_emulator, "up records the SMS emulator"
+    return recorded.sms_emulator.removesuffix("/v3")
 
 
 def booking_body(**overrides: Any) -> dict[str, Any]:
@@ -153,20 +176,35 @@ def book_and_wait_until_confirmed(client: httpx.Client) -> float:
     return time.monotonic() - started
 
 
-def test_the_first_booking_after_ready_is_confirmed_as_fast_as_the_next_ones(
+def test_ready_means_every_group_holds_its_partitions_before_the_first_booking(
     stack: RunningStack,
 ) -> None:
-    # This measures the stack's very first booking: it runs first in this module.
+    """Before: `ready` came while the groups were still settling, and the first booking waited
+    ~10 s for a rebalance. What `ready` promises is checked as it stands right after it, on each
+    process's own /health/ready; the first booking's time beside the next ones' is printed (a
+    benchmark's figure, never asserted: it depends on the machine's load)."""
+    # This reads the stack's state before its very first booking: it runs first in this module.
     assert not list((stack.var / "mail").glob("*.eml")), "a booking was made before this test"
+    recorded = read_stack_file(stack.var / STACK_FILE)
+    assert recorded is not None
+    settings = ServiceSettings(
+        kafka_bootstrap_servers=recorded.kafka_bootstrap_servers,
+        topic_prefix=recorded.topic_prefix,
+    )
+    expected = asyncio.run(expected_partitions(settings, LOCAL_PARTNERS))
+    assert expected and all(count > 0 for count in expected.values()), expected
+    with httpx.Client(timeout=10, trust_env=False) as client:
+        for name, count in expected.items():
+            answer = client.get(f"{recorded.admin[name]}/health/ready")
+            assert waiting_for(answer.status_code, answer.json(), count) is None, (
+                name,
+                answer.json(),
+            )
+
     headers = {"Authorization": f"Bearer {stack.api_key}"}
     with httpx.Client(base_url=stack.booking, headers=headers, trust_env=False) as client:
         first, *next_ones = [book_and_wait_until_confirmed(client) for _ in range(6)]
-
     print(f"\nconfirmed in: first {first:.2f}s, then {', '.join(f'{s:.2f}s' for s in next_ones)}")
-    # A consumer group still settling holds the first booking for a rebalance (5-10 s on
-    # tansu) while the next ones take a fraction of a second: compared with each other, never
-    # with a fixed time.
-    assert first <= 3 * max(next_ones), (first, next_ones)
 
 
 def test_an_appointment_ends_confirmed_with_meeting_email_and_ledger(stack: RunningStack) -> None:
@@ -413,6 +451,130 @@ def test_commands_typed_in_a_second_terminal_answer_about_this_stack(stack: Runn
 
     outcome = wait_for(confirmed, 120, "the partner to be told its booking is confirmed")
     assert (outcome["calling_system"], outcome["revision"]) == ("national-scheduler", 1)
+
+
+# --- Text messages through booking's API (issue 26) ------------------------------------------
+
+
+def _awake_zone(start: datetime) -> tuple[str, str]:
+    """(caf_code, time zone) where neither now nor `start` falls in 23:00-24:00, the quiet
+    hours this stack is given."""
+    for caf_code, zone in (("075", "Europe/Paris"), ("974", "Indian/Reunion")):
+        hours = {moment.astimezone(ZoneInfo(zone)).hour for moment in (datetime.now(UTC), start)}
+        if 23 not in hours:
+            return caf_code, zone
+    raise AssertionError("unreachable: the two zones are hours apart")
+
+
+def _texts(stack: RunningStack) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = httpx.get(
+        f"{stack.sms}/_emulator/messages", trust_env=False
+    ).json()["messages"]
+    return messages
+
+
+def _sms_log(stack: RunningStack, appointment_id: str) -> list[dict[str, Any]]:
+    async def fetch() -> list[dict[str, Any]]:
+        conn = await asyncpg.connect(stack.owner_dsn)
+        try:
+            rows = await conn.fetch(
+                "SELECT kind, reminder_offset_minutes, status, encoding, segments, fallback, "
+                "provider_id, delivery FROM notifications.sms_messages "
+                "WHERE appointment_id = $1 ORDER BY id",
+                uuid.UUID(appointment_id),
+            )
+        finally:
+            await conn.close()
+        return [dict(row) for row in rows]
+
+    return asyncio.run(fetch())
+
+
+def test_texts_through_booking_and_a_bounced_email_falls_back_to_a_text(
+    stack: RunningStack,
+) -> None:
+    """Booked over HTTP with a mobile and texts chosen: the confirmation and both reminders
+    arrive in the emulator, once each, with the segments the service counted (and the
+    emulator, on its own). Meanwhile a booking whose address bounces after the relay took the
+    email: the DSN comes back through the sink, the dispatch fails, the confirmation goes by
+    text (not opted in: the fallback), booking shows it, and the Caf is alerted."""
+    headers = {"Authorization": f"Bearer {stack.api_key}"}
+    # The first reminder falls due 30 s from now, the second a minute later.
+    start = (datetime.now(UTC) + timedelta(minutes=max(REMINDER_OFFSETS), seconds=30)).replace(
+        microsecond=0
+    )
+    caf_code, zone = _awake_zone(start)
+    texted = booking_body(
+        caf_code=caf_code,
+        timezone=zone,
+        start=start.astimezone(ZoneInfo(zone)).isoformat(),
+    )
+    texted["user"] = {**texted["user"], "mobile": "06 12 34 56 78", "sms_opt_in": True}
+    bounced = booking_body()
+    bounced["user"] = {
+        **bounced["user"],
+        "email": "jeanne.dupont@bounce-later.example",
+        "mobile": "+262 692 12 34 56",
+    }
+    with httpx.Client(base_url=stack.booking, headers=headers, trust_env=False) as client:
+        answers = [client.post("/v1/appointments", json=body) for body in (texted, bounced)]
+        assert [a.status_code for a in answers] == [202, 202], [a.text for a in answers]
+        texted_id, bounced_id = (a.json()["appointment_id"] for a in answers)
+
+        # The bounce: the relay took the email, then its DSN failed it.
+        def failed() -> dict[str, Any] | None:
+            view = client.get(f"/v1/appointments/{bounced_id}").json()
+            return view if view["status"] == "notification_failed" else None
+
+        view = wait_for(failed, 60, "the bounced email to fail the booking's confirmation")
+    assert any("bounced" in str(entry.get("detail")) for entry in view["history"]), view
+    [dsn] = list((stack.var / "mail" / "bounces").glob("*.eml"))
+    assert b"To: bounce+" in dsn.read_bytes() and b"Action: failed" in dsn.read_bytes()
+    alert = stack.var / "mail" / f"alert.{bounced_id}.notification_failed@visio-rdv.caf.fr.eml"
+    wait_for(alert.exists, 60, "the Caf's alert about the bounced email")
+    alert_text = email.message_from_bytes(alert.read_bytes(), policy=email.policy.default)
+    assert alert_text["Subject"].startswith("[Visio RDV] email non envoyé — Caf 974")
+
+    def fallback() -> list[dict[str, Any]] | None:
+        mine = [m for m in _texts(stack) if m["recipient"] == "262692123456"]
+        return mine or None
+
+    [fallback_text] = wait_for(fallback, 60, "the confirmation by text after the bounce")
+    assert fallback_text["content"].startswith("Caf : votre rendez-vous en visio est confirmé")
+    first = _sms_log(stack, bounced_id)[0]
+    assert (first["kind"], first["fallback"]) == ("confirmation", True)
+
+    # The texts chosen: the confirmation, then each reminder as it falls due.
+    def all_three() -> list[dict[str, Any]] | None:
+        mine = [m for m in _texts(stack) if m["recipient"] == "33612345678"]
+        return mine if len(mine) >= 3 else None
+
+    wait_for(all_three, 150, "the confirmation and both reminders by text")
+    time.sleep(2)  # two more poller rounds: nothing is sent twice
+    received = [m for m in _texts(stack) if m["recipient"] == "33612345678"]
+    logged = _sms_log(stack, texted_id)
+    assert [(r["kind"], r["reminder_offset_minutes"], r["status"]) for r in logged] == [
+        ("confirmation", None, "sent"),
+        *[("reminder", offset, "sent") for offset in REMINDER_OFFSETS],
+    ]
+    assert len(received) == 3 and len({m["tag"] for m in received}) == 3
+    by_id = {str(m["messageId"]): m for m in received}
+    for row in logged:
+        text = by_id[row["provider_id"]]
+        # The service's count, the emulator's own reading of GSM 03.38, and the texts are
+        # written so that one SMS holds each (a date in August alone turns them to UCS-2).
+        assert (row["encoding"], row["segments"]) == (text["encoding"], text["smsCount"])
+        if "août" not in text["content"]:
+            assert (text["encoding"], text["smsCount"]) == ("GSM-7", 1), text
+        assert "/r/" in text["content"]
+    assert received[0]["content"].startswith("Caf : votre rendez-vous en visio est confirmé")
+    assert all("rappel" in m["content"].lower() or "commence" in m["content"] for m in received[1:])
+    # Receipts came back from the emulator to notifications' public address.
+    wait_for(
+        lambda: all(r["delivery"] == "delivered" for r in _sms_log(stack, texted_id)),
+        30,
+        "the delivery receipts",
+    )
 
 
 def scrape_every_process(stack: RunningStack) -> dict[str, str]:

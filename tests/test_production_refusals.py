@@ -170,6 +170,11 @@ CASES: dict[str, tuple[str, dict[str, str | None], set[str]]] = {
         },
         {"NOTIFICATIONS_SMS_API_URL"},
     ),
+    "bounces-dev-token": (
+        "notifications",
+        {"NOTIFICATIONS_BOUNCE_DOMAIN": "bounces.caf.example"},
+        {"NOTIFICATIONS_BOUNCE_TOKEN"},
+    ),
     "alerts-smtp-in-clear": (
         "alerts",
         {"ALERTS_SMTP_STARTTLS": None},

@@ -171,6 +171,7 @@ def _stack(args: argparse.Namespace) -> int:
         ("PostgreSQL", stack.database_label),
         ("Graph emulator", f"{stack.graph_url} (dev CA in {stack.var_dir / 'dev-ca'})"),
         ("SMTP sink", f"{stack.smtp}, emails in {stack.mail_dir}"),
+        *([("SMS emulator", stack.sms_emulator)] if stack.sms_emulator else []),
         ("logs", str(stack.log_dir)),
     ]
     print(stack.describe())

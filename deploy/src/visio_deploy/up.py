@@ -1,9 +1,9 @@
 """`visio-rdv up`: the whole system on one machine, in the foreground, with nothing to install.
 
 Starts PostgreSQL (or uses DATABASE_URL), runs the migrations, starts tansu, the Graph + Entra
-emulator, the SMTP sink, the four services, the alerts process and the lag exporter, prints
-`ready` once each answers and every consumer group holds its partitions
-(visio_deploy.readiness), records how to reach it all in
+emulator, the SMTP sink, the SMS provider's emulator (docs/sms.md), the four services, the
+alerts process and the lag exporter, prints `ready` once each answers and every consumer group
+holds its partitions (visio_deploy.readiness), records how to reach it all in
 `var/stack.json` for the commands of other terminals (visio_runtime.local_stack), and on Ctrl-C
 or SIGTERM stops everything it started, in reverse order.
 """
@@ -37,7 +37,9 @@ from visio_fakes.graph_emulator.settings import (
 )
 from visio_fakes.postgres import EmbeddedPostgres
 from visio_fakes.processes import spawn, stop, wait_for_port
+from visio_fakes.sms_emulator import API_KEY as SMS_EMULATOR_API_KEY
 from visio_fakes.tansu import start_tansu
+from visio_notifications.settings import DEV_BOUNCE_TOKEN, DEV_SMS_RECEIPT_TOKEN
 from visio_runtime.kafka import ensure_topics
 from visio_runtime.local_stack import (
     STACK_FILE,
@@ -77,6 +79,17 @@ class UpSettings(BaseSettings):
     kafka_port: int = Field(default=9092, description="The embedded broker's port.")
     graph_port: int = Field(default=8443, description="The Graph + Entra ID emulator's port.")
     smtp_port: int = Field(default=1025, description="The SMTP sink's port.")
+    sms_port: int = Field(
+        default=8466,
+        description="The SMS provider's emulator (Brevo's API; docs/sms.md); what it was sent "
+        "is at /_emulator/messages.",
+    )
+    bounce_later: list[str] = Field(
+        default_factory=lambda: [r"@bounce-later\.example$"],
+        description="Recipients (regular expressions) the SMTP sink accepts mail for, then "
+        "bounces later: a DSN goes back to the email's bounce address and on to notifications, "
+        "as a relay's would (docs/sms.md). JSON list.",
+    )
     booking_port: int = Field(default=8080, description="Booking's API and pages.")
     meetings_port: int = Field(default=8081, description="Meetings' health and metrics.")
     notifications_port: int = Field(default=8082, description="Notifications' health, metrics.")
@@ -302,6 +315,7 @@ def bring_up(stack: Stack) -> None:
             **({"GRAPH_EMULATOR_CLIENT_SECRET": found.graph_client_secret} if found else {}),
         },
     )
+    notifications_url = settings.base_url("notifications")
     stack.start(
         "smtp-sink",
         "visio-rdv-smtp-sink",
@@ -309,12 +323,20 @@ def bring_up(stack: Stack) -> None:
             "SMTP_SINK_HOST": host,
             "SMTP_SINK_PORT": str(settings.smtp_port),
             "SMTP_SINK_MAIL_DIR": str(var / "mail"),
-            **(smtp_sink_env(ca) if production else {}),
+            **(smtp_sink_env(ca) if production else bounce_env(settings, notifications_url)),
         },
     )
-    wait_for_port(host, settings.graph_port, 30, stack.processes[-2][1])
-    wait_for_port(host, settings.smtp_port, 30, stack.processes[-1][1])
-    say(f"Graph + Entra ID emulator: {graph_base}; SMTP sink: {host}:{settings.smtp_port}")
+    # Not in production mode: the texts' and bounces' development tokens are refused there.
+    sms_url = None if production else start_sms_emulator(stack)
+    # Generous: on a loaded machine (a CI run beside other stacks) a start can take a while.
+    wait_for_port(host, settings.graph_port, 90, stack.process("graph-emulator"))
+    wait_for_port(host, settings.smtp_port, 90, stack.process("smtp-sink"))
+    if sms_url is not None:
+        wait_for_port(host, settings.sms_port, 90, stack.process("sms-emulator"))
+    say(
+        f"Graph + Entra ID emulator: {graph_base}; SMTP sink: {host}:{settings.smtp_port}"
+        + (f"; SMS emulator: {sms_url}" if sms_url else "")
+    )
 
     link_keys = ensure_link_keys(var / "link-keys")
     booking_url = settings.base_url("booking")
@@ -349,6 +371,8 @@ def bring_up(stack: Stack) -> None:
                 # An erasure deletes the person's emails from the sink too.
                 "NOTIFICATIONS_MAIL_SINK_DIR": str(var / "mail"),
             }
+            if sms_url is not None:
+                env |= sms_env(notifications_url, sms_url)
         if service.name == "consent":
             # The dev checkpoint-signing key and the checkpoint file live with the rest of var/.
             env |= {
@@ -371,12 +395,18 @@ def bring_up(stack: Stack) -> None:
 
     kafka = ServiceSettings(kafka_bootstrap_servers=bootstrap, topic_prefix=settings.topic_prefix)
     wait_ready(stack, asyncio.run(expected_partitions(kafka, LOCAL_PARTNERS)), say)
-    recorded = record_stack(stack, owner_dsn, bootstrap)
+    recorded = record_stack(stack, owner_dsn, bootstrap, sms_url)
     booking = settings.base_url("booking")
     admin = f"http://{host}:{settings.booking_port + 1000}"
     say(f"booking API: {booking} (OpenAPI and /metrics on its admin port: {admin}/docs)")
     say(f"development API key (also in {var / 'dev-api-key'}): {api_key}")
     say(f"emails land in {var / 'mail'}; logs in {stack.logs}")
+    if sms_url is not None:
+        say(
+            f"text messages: {sms_url.removesuffix('/v3')}/_emulator/messages; emails to "
+            f"{' or '.join(settings.bounce_later)} bounce later "
+            f"(DSNs in {var / 'mail' / 'bounces'})"
+        )
     say(
         f"recorded in {recorded.path} (yours only: it holds the database owner's connection); "
         "visio-rdv commands in other terminals of this checkout talk to this stack"
@@ -395,7 +425,9 @@ def refuse_a_second_stack(var: Path) -> None:
         )
 
 
-def record_stack(stack: Stack, owner_dsn: str, bootstrap: str) -> LocalStack:
+def record_stack(
+    stack: Stack, owner_dsn: str, bootstrap: str, sms_url: str | None = None
+) -> LocalStack:
     """Write var/stack.json: how the commands of other terminals reach this stack."""
     settings = stack.settings
     var, host = settings.var_dir, settings.host
@@ -422,6 +454,7 @@ def record_stack(stack: Stack, owner_dsn: str, bootstrap: str) -> LocalStack:
         },
         graph_url=f"https://{host}:{settings.graph_port}",
         smtp=f"{host}:{settings.smtp_port}",
+        sms_emulator=sms_url,
         api_key_file=var / "dev-api-key",
         link_keys_file=var / "link-keys",
         mail_dir=var / "mail",
@@ -431,6 +464,40 @@ def record_stack(stack: Stack, owner_dsn: str, bootstrap: str) -> LocalStack:
     recorded.write()
     stack.recorded = recorded
     return recorded
+
+
+BOUNCE_DOMAIN = "bounces.visio-rdv.localhost"
+
+
+def start_sms_emulator(stack: Stack) -> str:
+    """The Brevo emulator (`visio-rdv-sms-emulator`); returns its API's base URL."""
+    settings = stack.settings
+    argv = [installed_script("visio-rdv-sms-emulator"), "--host", settings.host]
+    stack.launch("sms-emulator", [*argv, "--port", str(settings.sms_port)])
+    return f"http://{settings.host}:{settings.sms_port}/v3"
+
+
+def sms_env(notifications_url: str, sms_url: str) -> dict[str, str]:
+    """Notifications sends texts to the emulator, which posts its receipts back, and gives
+    each email a bounce address the sink's DSNs come back to."""
+    return {
+        "NOTIFICATIONS_SMS_PROVIDER": "brevo",
+        "NOTIFICATIONS_SMS_API_URL": sms_url,
+        "NOTIFICATIONS_SMS_API_KEY": SMS_EMULATOR_API_KEY,
+        "NOTIFICATIONS_SMS_RECEIPT_URL": f"{notifications_url}/v1/sms/receipts",
+        "NOTIFICATIONS_SMS_RECEIPT_TOKEN": DEV_SMS_RECEIPT_TOKEN,
+        "NOTIFICATIONS_BOUNCE_DOMAIN": BOUNCE_DOMAIN,
+        "NOTIFICATIONS_BOUNCE_TOKEN": DEV_BOUNCE_TOKEN,
+    }
+
+
+def bounce_env(settings: UpSettings, notifications_url: str) -> dict[str, str]:
+    """The sink bounces `bounce_later` recipients and posts the DSNs to notifications, as the
+    relay's pipe does in production (docs/sms.md)."""
+    return {
+        "SMTP_SINK_BOUNCE_LATER": json.dumps(settings.bounce_later),
+        "SMTP_SINK_BOUNCE_URL": f"{notifications_url}/v1/bounces/{DEV_BOUNCE_TOKEN}",
+    }
 
 
 def start_alerts(

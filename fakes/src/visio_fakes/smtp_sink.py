@@ -8,6 +8,13 @@ mid-message (after the data, before any answer: the client cannot tell whether t
 taken — optionally it was); and 550 to chosen recipients. For the tests of secure sending it
 can also speak STARTTLS or TLS and require a login.
 
+Bounces later, as a real relay's do (issue 26): a message to a recipient matching one of
+`bounce_later` (regular expressions) is accepted (250) and stored, then, `bounce_delay_s`
+later, a delivery status notification (RFC 3464: multipart/report, delivery-status, the
+original's headers) is written for its envelope sender — into `<mail_dir>/bounces/`, the bounce
+mailbox, and, with `bounce_url` set, posted there as the relay's pipe to the service would
+(`?recipient=` the envelope sender, tried again while the service does not take it).
+
 The shares are decided so that a seed replays them (`visio_fakes.fault_draws`): each message's
 fate is drawn from (seed, its appointment, the rest of its Message-ID, the how-manieth time
 that Message-ID came), so `<appointment>.r1.confirmation`'s third try meets the same fault in
@@ -27,6 +34,7 @@ messages per connection, RSETs.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import logging
 import os
 import re
@@ -39,6 +47,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 from pydantic import Field
@@ -66,6 +75,17 @@ class SmtpSinkSettings(BaseSettings):
     defer_matching: str | None = None
     # What the shares are drawn from; unset, a fresh one, logged at start.
     fault_seed: int | None = None
+    # Recipients (regular expressions) whose messages are accepted, then bounce later: a DSN
+    # goes to the bounce mailbox (<mail_dir>/bounces) and to `bounce_url` if set.
+    bounce_later: list[str] = []
+    bounce_url: str | None = Field(
+        default=None,
+        description="Where each DSN is posted (?recipient= the bounce address), as a relay's "
+        "pipe to notifications' POST /v1/bounces/<token> would; tried again on 5xx.",
+    )
+    bounce_delay_s: float = Field(
+        default=0.5, ge=0, description="How long after accepting a message its DSN comes."
+    )
     # Mail holds personal data: stored messages older than this are deleted (0 keeps them).
     retention_days: float = 7.0
     # A log line per stored message (faults are always logged).
@@ -123,6 +143,9 @@ class MailSink:
         defer_matching: str | None = None,
         seed: int | None = None,
         log_messages: bool = True,
+        bounce_later: list[str] | tuple[str, ...] = (),
+        bounce_url: str | None = None,
+        bounce_delay_s: float = 0.5,
     ) -> None:
         self.mail_dir = Path(mail_dir)
         self.log_messages = log_messages
@@ -143,6 +166,11 @@ class MailSink:
         self.resets = 0  # RSET commands
         self.open_sessions: set[SMTP] = set()
         self._hang_up_at_mail = 0
+        self.bounce_later = [re.compile(pattern, re.IGNORECASE) for pattern in bounce_later]
+        self.bounce_url = bounce_url
+        self.bounce_delay_s = bounce_delay_s
+        self.bounces_sent = 0  # DSNs delivered (to the bounce mailbox, and posted if asked)
+        self._bouncing: set[asyncio.Task[None]] = set()
 
     def hang_up_at_next_mail(self, count: int = 1) -> None:
         """Cut the connection of the next `count` MAIL commands before answering: a relay that
@@ -221,11 +249,40 @@ class MailSink:
             self.received += 1
             if self.log_messages:
                 log.info("stored %s", path.name)
+            self._bounce_later(envelope, raw, message_id)
         if fault is not None:
             self.dropped += 1
             log.info("fault: dropped the connection of %s (attempt %d)", message_id, attempt)
             await _hang_up(server)
         return "250 Message accepted for delivery"
+
+    def _bounce_later(self, envelope: Envelope, raw: bytes, message_id: str | None) -> None:
+        """Schedule the DSN of a message to a `bounce_later` recipient (none for a message
+        without an envelope sender: a DSN is never answered by another)."""
+        failed = [r for r in envelope.rcpt_tos if any(p.search(r) for p in self.bounce_later)]
+        sender = envelope.mail_from or ""
+        if not failed or sender in ("", "<>"):
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._deliver_dsn(sender, failed, raw, message_id)
+        )
+        self._bouncing.add(task)
+        task.add_done_callback(self._bouncing.discard)
+
+    async def _deliver_dsn(
+        self, sender: str, failed: list[str], raw: bytes, message_id: str | None
+    ) -> None:
+        await asyncio.sleep(self.bounce_delay_s)
+        dsn = delivery_status_notification(sender, failed, raw)
+        (self.mail_dir / "bounces").mkdir(exist_ok=True)
+        stem = f"dsn-{safe_id(message_id)}"
+        target = self.mail_dir / "bounces" / f"{stem}.{uuid.uuid4().hex[:8]}.eml"
+        target.write_bytes(dsn)
+        log.info("bounced later: %s (DSN to the bounce mailbox)", message_id)
+        if self.bounce_url is not None:
+            await _post_dsn(self.bounce_url, sender, dsn)
+        with self._lock:
+            self.bounces_sent += 1
 
     def _fault(self, message_id: str | None) -> tuple[str | None, int]:
         """None (answer normally), '451', 'drop' (before storing) or 'drop_after_storing'; and
@@ -289,6 +346,79 @@ def _message_id(raw: bytes) -> str | None:
         return None
     value = re.sub(rb"\r?\n[ \t]", b" ", found.group(1)).strip()
     return value.decode("utf-8", "replace") or None
+
+
+REPORTING_MTA = "visio-rdv-smtp-sink.localhost"
+
+
+def delivery_status_notification(sender: str, failed: list[str], original: bytes) -> bytes:
+    """A DSN as a relay writes one (RFC 3464, RFC 6522): addressed to the envelope sender, a
+    human-readable part, the delivery status (Action: failed, 5.1.1 per recipient), and the
+    original's headers."""
+    now = email.utils.formatdate(localtime=False)
+    boundary = f"dsn-{uuid.uuid4().hex}"
+    end = original.find(b"\r\n\r\n")
+    headers = original if end < 0 else original[: end + 2]
+    per_recipient = b"".join(
+        (
+            f"Final-Recipient: rfc822; {address}\r\n"
+            "Action: failed\r\n"
+            "Status: 5.1.1\r\n"
+            f"Remote-MTA: dns; mx.{address.rpartition('@')[2]}\r\n"
+            f"Diagnostic-Code: smtp; 550 5.1.1 <{address}>: Recipient address rejected: "
+            "User unknown in virtual mailbox table\r\n"
+            f"Last-Attempt-Date: {now}\r\n\r\n"
+        ).encode()
+        for address in failed
+    )
+    parts = [
+        (
+            f"From: Mail Delivery System <MAILER-DAEMON@{REPORTING_MTA}>\r\n"
+            f"To: {sender}\r\n"
+            "Subject: Undelivered Mail Returned to Sender\r\n"
+            f"Date: {now}\r\n"
+            f"Message-ID: <{uuid.uuid4().hex}@{REPORTING_MTA}>\r\n"
+            "Auto-Submitted: auto-replied\r\n"
+            "MIME-Version: 1.0\r\n"
+            f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"'
+            "\r\n\r\n"
+            "This is a MIME-encapsulated message.\r\n\r\n"
+            f"--{boundary}\r\n"
+            "Content-Type: text/plain; charset=us-ascii\r\n\r\n"
+            "Your message could not be delivered to one or more recipients.\r\n\r\n"
+            f"--{boundary}\r\n"
+            "Content-Type: message/delivery-status\r\n\r\n"
+            f"Reporting-MTA: dns; {REPORTING_MTA}\r\n"
+            f"Arrival-Date: {now}\r\n\r\n"
+        ).encode(),
+        per_recipient,
+        f"--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n".encode(),
+        headers,
+        f"\r\n--{boundary}--\r\n".encode(),
+    ]
+    return b"".join(parts)
+
+
+async def _post_dsn(url: str, sender: str, dsn: bytes, tries: int = 20) -> None:
+    """Post a DSN to the service, as a relay's pipe transport would; while the service does not
+    take it (down, 5xx), it is tried again, as the relay defers a delivery."""
+    for attempt in range(tries):
+        try:
+            async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
+                answer = await client.post(
+                    url,
+                    params={"recipient": sender},
+                    content=dsn,
+                    headers={"Content-Type": "message/rfc822"},
+                )
+            if answer.status_code < 500:
+                if answer.status_code >= 300:
+                    log.warning("DSN refused by %s: %d %s", url, answer.status_code, answer.text)
+                return
+        except httpx.HTTPError as exc:
+            log.info("DSN not posted yet (%s), try %d", exc, attempt + 1)
+        await asyncio.sleep(min(2**attempt * 0.5, 10))
+    log.warning("DSN given up after %d tries: %s", tries, url)
 
 
 def _abort(server: SMTP) -> None:
@@ -456,6 +586,9 @@ def main() -> None:
         defer_matching=settings.defer_matching,
         seed=settings.fault_seed,
         log_messages=settings.log_messages,
+        bounce_later=settings.bounce_later,
+        bounce_url=settings.bounce_url,
+        bounce_delay_s=settings.bounce_delay_s,
     )
     sink: MailSink = controller.handler
     stop = threading.Event()

@@ -37,5 +37,5 @@ def start_tansu(
         ],
         log=log,
     )
-    wait_for_port(host, port, timeout=30, process=process)
+    wait_for_port(host, port, timeout=90, process=process)  # a loaded machine starts slowly
     return process

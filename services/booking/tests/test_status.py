@@ -113,6 +113,31 @@ async def test_a_reschedule_is_told_and_a_failure_to_tell_shows(booking: Any) ->
     ]
 
 
+async def test_an_email_that_bounced_later_undoes_confirmed_and_a_plain_failure_does_not(
+    booking: Any,
+) -> None:
+    """`confirmed` says the person has what they need: a DSN proving the email never arrived
+    takes it back; a late, ordinary failure of the same revision does not."""
+    appointment_id = await booking.book()
+    await follow(booking, ready(appointment_id, 1, "b"), sent(appointment_id, 1, "confirmation"))
+    late = NotificationFailed(
+        **lineage(appointment_id, 1), kind="confirmation", reason="smtp_rejected", smtp_code=550
+    )
+    await follow(booking, late)
+    assert (await booking.view(appointment_id))["status"] == "confirmed"
+    bounced = NotificationFailed(
+        **lineage(appointment_id, 1),
+        kind="confirmation",
+        reason="bounced",
+        detail="bounced later (5.1.1)",
+        smtp_code=550,
+    )
+    await follow(booking, bounced)
+    view = await booking.view(appointment_id)
+    assert view["status"] == "notification_failed"
+    assert view["status_reason"] == "confirmation: bounced: bounced later (5.1.1)"
+
+
 async def test_a_new_advisor_means_a_new_meeting_and_old_events_do_not_bring_back_the_old(
     booking: Any,
 ) -> None:

@@ -14,7 +14,7 @@ import contextlib
 import email
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from email import policy
 from email.message import EmailMessage
@@ -27,12 +27,16 @@ import asyncpg
 import icalendar
 import pytest
 from pydantic import SecretStr
+from visio_fakes import sms_emulator
 from visio_fakes.smtp_sink import start_sink
+from visio_notifications.brevo import BrevoSms
 from visio_notifications.deps import Deps
 from visio_notifications.mailer import SmtpMailer
 from visio_notifications.settings import NotificationsSettings
+from visio_notifications.sms_metrics import SmsMetrics
 from visio_notifications.store import SCHEMA
 from visio_runtime.db import create_pool, migrate, role_dsn
+from visio_runtime.metrics import Metrics
 from visio_shared import (
     Advisor,
     AdvisorReassigned,
@@ -419,7 +423,8 @@ async def template_database(postgres_url: str) -> AsyncIterator[str]:
             "003_link_requests.sql",
             "004_settle_error.sql",
             "005_sms.sql",
-            "006_personal_data.sql",
+            "006_bounces.sql",
+            "007_personal_data.sql",
         ]
         assert await migrate(owner_url, SCHEMA, service_password=SERVICE_PASSWORD) == []
         yield owner_url.rsplit("/", 1)[1]
@@ -504,3 +509,34 @@ def deps(
         send_mail=SmtpMailer(smtp_settings).send,
         clock=clock,
     )
+
+
+# --- Text messages: the Brevo emulator over HTTP ----------------------------------------------
+
+
+@pytest.fixture
+async def emulator() -> Any:
+    running = await sms_emulator.serve_in_background()
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+@pytest.fixture
+def sms_deps(deps: Any, emulator: Any) -> Any:
+    settings = deps.settings.model_copy(
+        update={
+            "sms_provider": "brevo",
+            "sms_api_url": emulator.base_url,
+            "sms_api_key": SecretStr(sms_emulator.API_KEY),
+            "sms_timeout_s": 0.5,
+            "sms_retry_initial_s": 1.0,
+            "sms_retry_max_s": 2.0,
+        }
+    )
+    metrics = Metrics("notifications")
+    provider = BrevoSms(
+        emulator.base_url, sms_emulator.API_KEY, "Caf", settings.sms_timeout_s, metrics
+    )
+    return replace(deps, settings=settings, sms=provider, sms_metrics=SmsMetrics(metrics))

@@ -7,23 +7,17 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from pydantic import SecretStr
-from visio_fakes import sms_emulator
 from visio_notifications import sms, sms_encoding
-from visio_notifications.brevo import BrevoSms
 from visio_notifications.decide import State
 from visio_notifications.handlers import on_appointment_requested, on_meeting_event
 from visio_notifications.poller import poll_once
 from visio_notifications.quiet_hours import release_at
-from visio_notifications.sms_metrics import SmsMetrics
-from visio_runtime.metrics import Metrics
 from visio_shared import SmsFailed
 
 # --- Counting, by hand ------------------------------------------------------------------------
@@ -152,34 +146,6 @@ def test_quiet_hours_are_the_persons_own() -> None:
 
 
 # --- On real parts ----------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def emulator() -> Any:
-    running = await sms_emulator.serve_in_background()
-    try:
-        yield running
-    finally:
-        await running.stop()
-
-
-@pytest.fixture
-def sms_deps(deps: Any, emulator: Any) -> Any:
-    settings = deps.settings.model_copy(
-        update={
-            "sms_provider": "brevo",
-            "sms_api_url": emulator.base_url,
-            "sms_api_key": SecretStr(sms_emulator.API_KEY),
-            "sms_timeout_s": 0.5,
-            "sms_retry_initial_s": 1.0,
-            "sms_retry_max_s": 2.0,
-        }
-    )
-    metrics = Metrics("notifications")
-    provider = BrevoSms(
-        emulator.base_url, sms_emulator.API_KEY, "Caf", settings.sms_timeout_s, metrics
-    )
-    return replace(deps, settings=settings, sms=provider, sms_metrics=SmsMetrics(metrics))
 
 
 async def _book(deps: Any, make: Any, mobile: str = "+33612345678", **fields: Any) -> Any:

@@ -158,6 +158,7 @@ def proof_stack(
         kafka_port=kafka_port,
         graph_port=free_port(),
         smtp_port=free_port(),
+        sms_port=free_port(),
         booking_port=_free_with_admin(),
         meetings_port=_free_with_admin(),
         notifications_port=_free_with_admin(),

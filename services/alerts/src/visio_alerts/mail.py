@@ -22,8 +22,9 @@ CAUSES = {
     ),
     "notification_failed": (
         "email non envoyé",
-        "L'email destiné à la personne n'a pas pu être envoyé (adresse refusée ou invalide) : "
-        "elle n'a peut-être pas les informations du rendez-vous. Merci de la recontacter.",
+        "L'email destiné à la personne n'a pas pu être envoyé ou n'est pas arrivé (adresse "
+        "refusée, invalide, ou email revenu en erreur) : elle n'a peut-être pas les "
+        "informations du rendez-vous. Merci de la recontacter.",
     ),
     "sms_failed": (
         "SMS non remis",

@@ -54,6 +54,9 @@ class Step:
     # The meeting's outcome closes the appointment whatever revision it names: a change that
     # meetings never sees (a corrected contact) must not hide that it was held.
     final: bool = False
+    # An email that bounced after the relay took it (docs/sms.md): the person does not have
+    # what `confirmed` said they had, so it moves the status back.
+    undoes_confirmation: bool = False
 
 
 async def follow_status(pool: asyncpg.Pool, ctx: Context, event: AppointmentEvent) -> Step | None:
@@ -85,6 +88,7 @@ async def follow_statuses(
                     join_url=step.join_url,
                     source_event_id=event.event_id,
                     any_revision=step.final,
+                    undoes_confirmation=step.undoes_confirmation,
                 )
                 for event, step in taken
             ],
@@ -114,7 +118,10 @@ def step_of(event: AppointmentEvent) -> Step | None:
             return Step("notification_sent", detail=event.kind)
         case NotificationFailed(kind=kind) if kind in TELLS_THE_APPOINTMENT:
             detail = f"{kind}: {_why(event.reason, event.detail)}"
-            return Step("notification_failed", "notification_failed", detail)
+            undo = event.reason == "bounced"
+            return Step(
+                "notification_failed", "notification_failed", detail, undoes_confirmation=undo
+            )
         case NotificationFailed():
             return Step("notification_failed", detail=f"{event.kind}: {event.reason}")
     return None

@@ -165,6 +165,8 @@ class StepTaken:
     source_event_id: uuid.UUID | None = None
     # Speaks of the appointment as it stands, not of one revision (the meeting's outcome).
     any_revision: bool = False
+    # A bounce: `confirmed` at the same revision was wrong (see handlers.Step).
+    undoes_confirmation: bool = False
 
 
 async def record_steps(conn: asyncpg.Connection, steps: Sequence[StepTaken]) -> set[uuid.UUID]:
@@ -204,7 +206,11 @@ async def record_steps(conn: asyncpg.Connection, steps: Sequence[StepTaken]) -> 
         final = row["status"] in FINAL
         if step.join_url is not None and revision >= row["join_url_revision"] and not final:
             links.append((step.appointment_id, step.join_url, revision))
-        if _moves_status(step.status, revision, row):
+        if _moves_status(step.status, revision, row) or (
+            step.undoes_confirmation
+            and row["status"] == "confirmed"
+            and revision == row["status_revision"]
+        ):
             assert step.status is not None
             statuses.append((step.appointment_id, step.status, step.detail, revision))
     await conn.execute(

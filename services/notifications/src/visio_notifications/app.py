@@ -18,6 +18,7 @@ from visio_shared import (
 
 from visio_notifications import (
     address_confirmation,
+    bounces,
     brevo,
     erasure,
     handlers,
@@ -55,6 +56,7 @@ def create_app(settings: NotificationsSettings | None = None, *, clock: Clock = 
     mailer = SmtpMailer(settings, runtime.metrics, runtime.tracer)
     sms_provider = sms_provider_of(settings, runtime)
     sms_metrics = SmsMetrics(runtime.metrics)
+    bounce_metrics = bounces.BounceMetrics(runtime.metrics)
 
     def deps() -> Deps:
         # The pool opens in the lifespan, so the dependencies are gathered per use.
@@ -134,4 +136,22 @@ def create_app(settings: NotificationsSettings | None = None, *, clock: Clock = 
         # Unknown ids are acknowledged too: a retry from the provider would not change that.
         return JSONResponse({"recorded": known})
 
+    @app.post("/v1/bounces/{token}", include_in_schema=False)
+    async def bounce(token: str, request: Request, recipient: str | None = None) -> JSONResponse:
+        """A DSN the relay received for one of our bounce addresses (`bounces`): the raw
+        message as the body, the address it came to as `recipient` when the relay says it.
+        Whatever it says is kept and acknowledged (202): a retry would not change it."""
+        expected = settings.bounce_token.get_secret_value()
+        if not hmac.compare_digest(token.encode(), expected.encode()):
+            return JSONResponse({"detail": "not found"}, status_code=404)
+        raw = await request.body()
+        if len(raw) > MAX_DSN_BYTES:
+            return JSONResponse({"detail": "a DSN is not that large"}, status_code=413)
+        outcome = await bounces.receive(deps(), raw, recipient, bounce_metrics)
+        return JSONResponse({"outcome": outcome}, status_code=202)
+
     return app
+
+
+# A DSN returns the original's headers, at most the message: emails here are far smaller.
+MAX_DSN_BYTES = 2 * 1024 * 1024

@@ -33,7 +33,7 @@ from visio_runtime import french_dates as dates
 from visio_runtime import guide
 from visio_shared import AppointmentCancelled, AppointmentRequested, Device
 
-from visio_notifications import mime, self_service, wording
+from visio_notifications import dispatches, mime, self_service, wording
 from visio_notifications.decide import LinkRequest, Told
 from visio_notifications.invitation import Method, build_invitation
 from visio_notifications.mime import Mail
@@ -96,6 +96,7 @@ class Letter:
     meeting_failed: bool = False  # meetings could not create the current meeting
     # link_resent after the appointment ('over' or 'cancelled'): « Mes consentements » alone
     ended: str | None = None
+    number_failed: bool = False  # a text to the person's mobile failed for good
 
 
 # --- Content --------------------------------------------------------------------------------
@@ -275,6 +276,11 @@ def context(letter: Letter, settings: NotificationsSettings, now: datetime) -> d
             else None
         ),
         "self_service": section,
+        "sms_number_failed": (
+            wording.SMS_NUMBER_FAILED.format(last_digits=(appointment.user.mobile or "")[-2:])
+            if letter.number_failed and appointment.user.mobile and letter.kind != "cancellation"
+            else None
+        ),
         "self_service_valid_until": (
             valid_until.format(
                 date=dates.french_date(section.expires_at.astimezone(zone), with_year=True)
@@ -457,7 +463,9 @@ def compose_mail(letter: Letter, settings: NotificationsSettings, *, now: dateti
         content_type = mime.multipart_type("mixed", mark)
         body = mime.multipart_body(mark, parts)
     raw = b"".join(head) + content_type + _LANGUAGE + mime.CRLF + body
-    return Mail(identifier, sender.addr_spec, (recipient.addr_spec,), raw, utf8)
+    # The envelope sender: where a later bounce goes back to, naming this dispatch (VERP).
+    envelope = dispatches.return_path(settings.bounce_domain, identifier) or sender.addr_spec
+    return Mail(identifier, envelope, (recipient.addr_spec,), raw, utf8)
 
 
 # After the addresses, subject, date and id; the Content-Type comes between the two groups.

@@ -31,6 +31,11 @@ def recipient_sha256(address: str) -> str:
     return hashlib.sha256(address.strip().lower().encode()).hexdigest()
 
 
+def number_sha256(number: str) -> str:
+    """Which mobile (E.164) a text went to, comparable later, without keeping the number."""
+    return hashlib.sha256(number.encode()).hexdigest()
+
+
 @dataclass(frozen=True)
 class Told:
     """One row of the dispatch log: what an email told the person (or would have, if failed)."""
@@ -66,6 +71,8 @@ class State:
     meeting: MeetingReady | MeetingFailed | None  # meetings' latest word
     history: tuple[Told, ...]  # the dispatch log, oldest first
     link_requests: tuple[LinkRequest, ...] = ()  # pending, oldest first
+    # A text to the mobile the appointment holds now failed for good (its next email says so).
+    number_failed: bool = False
 
     @property
     def current_meeting(self) -> MeetingReady | MeetingFailed | None:

@@ -134,6 +134,7 @@ class Delivery:
             request=self.owed.request,
             meeting_failed=isinstance(self.state.current_meeting, MeetingFailed),
             ended=ended,
+            number_failed=self.state.number_failed,
         )
         try:
             mail = compose_mail(letter, settings, now=now)

@@ -9,6 +9,8 @@ request gets its email once.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,6 +19,20 @@ import asyncpg
 from visio_shared import Envelope
 
 from visio_notifications.decide import Told
+
+
+def bounce_tag(message_id: str) -> str:
+    """16 characters naming one dispatch in its bounce address (`bounces`): its Message-ID is
+    the dispatch's key. Lower-case base32, since some servers lower-case the address a DSN
+    goes back to."""
+    digest = hashlib.sha256(message_id.encode()).digest()[:10]
+    return base64.b32encode(digest).decode().lower()
+
+
+def return_path(domain: str | None, message_id: str) -> str | None:
+    """An email's envelope sender, where its DSN goes back to: `bounce+<tag>@<domain>` (VERP),
+    or None when no bounce domain is set."""
+    return None if domain is None else f"bounce+{bounce_tag(message_id)}@{domain}"
 
 
 @dataclass(frozen=True)
@@ -40,9 +56,9 @@ async def record(conn: asyncpg.Connection, dispatch: Dispatch) -> None:
         INSERT INTO dispatches (appointment_id, revision, kind, reminder_offset_minutes,
                                 message_id, recipient_sha256, status, reason, detail, smtp_code,
                                 sent_at, device, start_at, duration_minutes, join_url, event,
-                                request_id)
+                                request_id, bounce_tag)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16::jsonb,
-                $17)
+                $17, $18)
         """,
         dispatch.appointment_id,
         told.revision,
@@ -61,6 +77,7 @@ async def record(conn: asyncpg.Connection, dispatch: Dispatch) -> None:
         told.join_url,
         dispatch.event.model_dump_json(),
         told.request_id,
+        bounce_tag(dispatch.message_id),
     )
 
 

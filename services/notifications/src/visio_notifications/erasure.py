@@ -1,9 +1,10 @@
 """Notifications' part of an erasure: its copy of the appointment (names, address, mobile,
 subject) and of the meeting, the reminders and the requests for the email again go; the dispatch
 logs keep which email or text went when and how it ended, without the recipient's hash or the
-relay's or provider's words (which may quote the address or the number), and no pending text
-goes; the local sink's copies of the emails go too. The id is remembered, so a replayed event
-sends nothing and stores nothing. Then `PersonalDataErased`."""
+relay's or provider's words (which may quote the address or the number), the bounces keep no
+diagnostic and no DSN, and no pending text goes; the local sink's copies of the emails go too.
+The id is remembered, so a replayed event sends nothing and stores nothing. Then
+`PersonalDataErased`."""
 
 from __future__ import annotations
 
@@ -33,6 +34,10 @@ _ERASE = (
     "UPDATE sms_messages SET recipient_sha256 = NULL, last_error = NULL, "
     "failure_event = CASE WHEN failure_event ? 'detail' "
     "THEN jsonb_set(failure_event, '{detail}', '\"\"') ELSE failure_event END "
+    "WHERE appointment_id = $1",
+    # Bounces: the relay's diagnostic and a kept DSN quote the address.
+    "UPDATE bounces SET diagnostic = '', raw = NULL, "
+    "event = CASE WHEN event ? 'detail' THEN jsonb_set(event, '{detail}', '\"\"') ELSE event END "
     "WHERE appointment_id = $1",
 )
 

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 import asyncpg
 from visio_runtime.errors import Transient
 
-from visio_notifications import dispatches, reminders, sms, store
+from visio_notifications import bounces, dispatches, outbox, reminders, sms, store
 from visio_notifications.decide import Owed
 from visio_notifications.delivery import Delivery, retry_delay
 from visio_notifications.deps import Deps
@@ -31,7 +31,9 @@ async def poll_once(deps: Deps) -> dict[str, int]:
         "settled": await retry_unsettled(deps),
         "reminders": await fire_due_reminders(deps),
         "sms": await send_due_sms(deps),
-        "published": await publish_outcomes(deps) + await sms.publish_failures(deps),
+        "published": await publish_outcomes(deps)
+        + await outbox.publish_pending(deps, "sms_messages.failure_event")
+        + await outbox.publish_pending(deps, "bounces.event"),
         "forgotten": await forget_expired(deps),
     }
 
@@ -45,6 +47,7 @@ async def send_due_sms(deps: Deps) -> int:
 async def forget_expired(deps: Deps) -> int:
     before = deps.clock() - timedelta(days=deps.settings.retention_days)
     async with deps.pool.acquire() as conn, conn.transaction():
+        await bounces.forget_before(conn, before)
         return await store.forget_before(conn, before)
 
 

@@ -16,6 +16,7 @@ from visio_runtime.teams import TEAMS_JOIN_URL_PREFIXES
 from visio_shared.links import KeyPurpose
 
 DEV_SMS_RECEIPT_TOKEN = "dev-sms-receipts"  # noqa: S105 - development only, refused in production
+DEV_BOUNCE_TOKEN = "dev-bounces"  # noqa: S105 - development only, refused in production
 
 # A page's public address goes into emails as is: only characters that never need escaping.
 _PLAIN_URL = re.compile(r"[A-Za-z0-9\-._~:/%]+")
@@ -155,6 +156,21 @@ class NotificationsSettings(ServiceSettings, LinkSettings):
     sms_retry_initial_s: float = Field(default=15.0, gt=0)
     sms_retry_max_s: float = Field(default=120.0, gt=0)
 
+    # Bounces (docs/sms.md): each email's envelope sender is bounce+<tag>@<bounce_domain>, and
+    # the relay hands the DSNs that come back there to POST /v1/bounces/<bounce_token>.
+    bounce_domain: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9.-]+$",
+        description="The domain of the bounce addresses (bounce+<tag>@this domain), which the "
+        "relay delivers to this service; unset, emails carry the From address as envelope "
+        "sender and bounces are not read.",
+    )
+    bounce_token: SecretStr = Field(
+        default=SecretStr(DEV_BOUNCE_TOKEN),
+        description="The secret last part of the address the relay posts DSNs to. The default "
+        "is for development only.",
+    )
+
     # Personal data (names, addresses) is kept this long after the appointment, then deleted;
     # the dispatch log, which holds none, stays as the record of what was sent.
     retention_days: float = Field(default=90, gt=0)
@@ -187,6 +203,17 @@ class NotificationsSettings(ServiceSettings, LinkSettings):
                         "receipts; set a random one",
                     )
                 )
+        if (
+            self.bounce_domain is not None
+            and self.bounce_token.get_secret_value() == DEV_BOUNCE_TOKEN
+        ):
+            findings.append(
+                Finding(
+                    production.env_name(self, "bounce_token"),
+                    "the development token of the bounces' address: anyone could fail "
+                    "dispatches with forged DSNs; set a random one",
+                )
+            )
         findings += production.switch_findings(
             self,
             {"smtp_allow_auth_without_tls": True},

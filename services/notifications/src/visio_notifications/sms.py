@@ -29,11 +29,11 @@ from typing import Any
 import asyncpg
 from visio_runtime import french_dates as dates
 from visio_runtime.errors import Transient
-from visio_shared import SmsFailed, parse_event, publish_events
+from visio_shared import SmsFailed
 from visio_shared.links import short_code, short_url
 
 from visio_notifications import quiet_hours, sms_encoding, sms_wording, store
-from visio_notifications.decide import LINK_KINDS, State
+from visio_notifications.decide import LINK_KINDS, State, number_sha256
 from visio_notifications.deps import Deps
 from visio_notifications.settings import NotificationsSettings
 from visio_notifications.sms_metrics import SMS_KINDS, SmsMetrics
@@ -64,10 +64,6 @@ def client_ref(appointment_id: uuid.UUID, kind: str, revision: int, offset: int 
     """Ours, deterministic per text, given to the provider to find the text again."""
     key = f"{appointment_id}:{kind}:{revision}:{offset if offset is not None else '-'}"
     return "rdv-" + hashlib.sha256(key.encode()).hexdigest()[:24]
-
-
-def _number_sha256(number: str) -> str:
-    return hashlib.sha256(number.encode()).hexdigest()
 
 
 # --- Planning ------------------------------------------------------------------------------
@@ -295,7 +291,7 @@ async def _send_one(
         accepted = await sms.send(message)
     except SmsRejected as exc:
         counters.sends.labels(due.kind, "rejected").inc()
-        return await _failed(conn, due, appointment, exc.reason, exc.detail, counters)
+        return await _failed(conn, due, appointment, exc.reason, exc.detail, counters, mobile)
     except SmsAmbiguous as exc:
         counters.sends.labels(due.kind, "ambiguous").inc()
         return await _postpone(deps, conn, due, now, str(exc), in_doubt=True, ambiguous=ambiguous)
@@ -333,7 +329,7 @@ async def _sent(
         accepted.provider_id,
         counted.encoding,
         counted.segments,
-        _number_sha256(mobile),
+        number_sha256(mobile),
         now,
         ambiguous,
     )
@@ -380,6 +376,7 @@ async def _failed(
     reason: str,
     detail: str,
     counters: SmsMetrics,
+    mobile: str,
 ) -> None:
     counters.failures.labels(reason).inc()
     event = SmsFailed(
@@ -392,11 +389,12 @@ async def _failed(
         reminder_offset_minutes=due.reminder_offset_minutes,
     )
     await conn.execute(
-        "UPDATE sms_messages SET status = 'failed', last_error = $2, failure_event = $3::jsonb "
-        "WHERE id = $1",
+        "UPDATE sms_messages SET status = 'failed', last_error = $2, failure_event = $3::jsonb, "
+        "recipient_sha256 = $4 WHERE id = $1",
         due.id,
         detail[:500],
         event.model_dump_json(),
+        number_sha256(mobile),
     )
     log.warning("sms %s of %s failed for good: %s", due.kind, due.appointment_id, reason)
 
@@ -456,22 +454,3 @@ async def on_receipt(
                 event.model_dump_json(),
             )
     return True
-
-
-async def publish_failures(deps: Deps) -> int:
-    """The SmsFailed not yet on Kafka (a small outbox, as for emails' outcomes)."""
-    async with deps.pool.acquire() as conn, conn.transaction():
-        rows = await conn.fetch(
-            "SELECT id, failure_event::text AS event FROM sms_messages "
-            "WHERE failure_event IS NOT NULL AND published_at IS NULL "
-            "ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED"
-        )
-        if not rows:
-            return 0
-        events = [parse_event(row["event"]) for row in rows]
-        await publish_events(deps.publisher, deps.topics.notifications, events)
-        await conn.execute(
-            "UPDATE sms_messages SET published_at = now() WHERE id = ANY($1::bigint[])",
-            [row["id"] for row in rows],
-        )
-    return len(rows)

@@ -28,7 +28,7 @@ from visio_shared import (
 )
 
 from visio_notifications import dispatches, link_requests
-from visio_notifications.decide import State
+from visio_notifications.decide import State, number_sha256
 
 SCHEMA = SchemaSpec(schema="notifications", sql_dir=Path(__file__).parent / "migrations")
 
@@ -201,16 +201,18 @@ async def load_state(conn: asyncpg.Connection, appointment_id: uuid.UUID) -> Sta
         appointment_id,
     )
     assert row is not None
+    appointment = (
+        None
+        if row["appointment"] is None
+        else AppointmentRequested.model_validate_json(row["appointment"])
+    )
+    mobile = appointment.user.mobile if appointment is not None else None
     meeting: MeetingReady | MeetingFailed | None = None
     if row["meeting"] is not None:
         model = MeetingReady if row["meeting_status"] == "ready" else MeetingFailed
         meeting = model.model_validate_json(row["meeting"])
     return State(
-        appointment=(
-            None
-            if row["appointment"] is None
-            else AppointmentRequested.model_validate_json(row["appointment"])
-        ),
+        appointment=appointment,
         advisor_revision=row["advisor_revision"] or 1,
         cancellation=(
             None
@@ -220,6 +222,13 @@ async def load_state(conn: asyncpg.Connection, appointment_id: uuid.UUID) -> Sta
         meeting=meeting,
         history=await dispatches.history(conn, appointment_id),
         link_requests=await link_requests.pending(conn, appointment_id),
+        number_failed=mobile is not None
+        and await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM sms_messages WHERE appointment_id = $1 "
+            "AND status = 'failed' AND recipient_sha256 = $2)",
+            appointment_id,
+            number_sha256(mobile),
+        ),
     )
 
 

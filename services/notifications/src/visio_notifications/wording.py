@@ -221,6 +221,12 @@ SELF_SERVICE_PAGES = {
     LinkPurpose.CONSENTS: ("Mes consentements", "Mes consentements et leurs preuves"),
 }
 SELF_SERVICE_MANAGE_CANCELLED = "Voir mon rendez-vous annulé"
+# Above the links, once a text to the person's number failed for good (docs/sms.md).
+SMS_NUMBER_FAILED = (
+    "Nous n'avons pas pu vous envoyer de SMS au numéro se terminant par {last_digits} : il "
+    "n'existe pas ou ne reçoit pas de SMS. Vérifiez-le, ou donnez-en un autre, dans « Mon "
+    "rendez-vous »."
+)
 
 # --- Link resent: the person asked for the email again --------------------------------------
 

@@ -67,6 +67,8 @@ class LocalStack(BaseModel):
     admin: dict[str, str] = {}
     graph_url: str
     smtp: str
+    # The SMS provider's emulator API (docs/sms.md); none in production mode or older files.
+    sms_emulator: str | None = None
     api_key_file: Path
     link_keys_file: Path
     mail_dir: Path
