@@ -275,7 +275,12 @@ def test_an_appointment_ends_confirmed_with_meeting_email_and_ledger(stack: Runn
         finally:
             await conn.close()
 
-    rows = asyncio.run(ledger())
+    # Consent follows AppointmentRequested on its own: « confirmed » does not wait for it.
+    rows = wait_for(
+        lambda: (found := asyncio.run(ledger())) and len(found) >= 2 and found,
+        60,
+        "the ledger records",
+    )
     assert [row["kind"] for row in rows] == ["cgu_accepted", "recording_authorised"]
     assert rows[1]["prev_hash"] == rows[0]["hash"]
     assert "jeanne.dupont" not in "".join(row["payload"] for row in rows)
