@@ -38,7 +38,10 @@ def test_every_relative_link_leads_to_a_file_of_the_repository() -> None:
         for link in _links(page):
             if urlparse(link).scheme or link.startswith("#") or link.startswith("mailto:"):
                 continue
-            target = (page.parent / link.split("#", 1)[0]).resolve()
+            path = link.split("#", 1)[0]
+            # A link starting with / is from the repository's root (as GitHub reads it).
+            base = ROOT if path.startswith("/") else page.parent
+            target = (base / path.lstrip("/")).resolve()
             if not target.exists() or ROOT not in target.parents:
                 broken.append(f"{page.relative_to(ROOT)}: {link}")
     assert broken == []
