@@ -378,14 +378,17 @@ def bring_up(stack: Stack) -> None:
             env |= {
                 "CONSENT_VAR_DIR": str(var / "consent"),
                 "CONSENT_BOOKING_PUBLIC_URL": booking_url,
-                # The export asks each service for its part on its admin port.
-                **{
+            }
+            # The export asks each service for its part on its admin port, which serves plain
+            # HTTP: production mode refuses http:// URLs, so there the export names those
+            # parts as not configured (docs/personal-data.md), as production compose does.
+            if not settings.production:
+                env |= {
                     f"CONSENT_{name.upper()}_INTERNAL_URL": (
                         f"http://{host}:{settings.service_port(name) + 1000}"
                     )
                     for name in ("booking", "meetings", "notifications")
-                },
-            }
+                }
         if found is not None:
             env |= everyone | service_env(service.name, found, ca)
         stack.start(service.name, service.script, env)

@@ -180,7 +180,7 @@ def register(subparsers: Any) -> None:
     )
     cmd.set_defaults(handler=_run(_erasure_request, uses=("database",)))
     cmd = erasures.add_parser("status", help="which services have confirmed an erasure")
-    cmd.add_argument("erasure_id", type=uuid.UUID)
+    cmd.add_argument("erasure_id", type=uuid.UUID, help="the id `ops erasure request` printed")
     cmd.set_defaults(handler=_run(_erasure_status, uses=("database",)))
 
     cmd = commands.add_parser(
