@@ -28,16 +28,16 @@ from visio_deploy.proof.tamper import run_tamper
 from .proof_support import NO_FAULTS, assert_passed, timed
 
 
-@pytest.mark.timeout(600)  # ~3 min alone on a loaded 2-core machine; the story waits out kills
+@pytest.mark.timeout(1200)  # 3-5 min alone, longer beside other workers: it waits out kills
 def test_chaos_story_under_every_fault_ends_as_planned_appointment_by_appointment(
     tmp_path: Path,
 ) -> None:
-    """Forty appointments, their story played (reschedules, cancellations, withdrawals, links
+    """Twenty-four appointments, their story played (reschedules, cancellations, withdrawals, links
     asked again, reminders falling due, meetings refused on purpose) under every fault class,
     each of which must fire; then each appointment judged against what the run did to it."""
     started = time.monotonic()
     options = ChaosOptions(
-        appointments=40,
+        appointments=24,  # every role of the story at least twice (one in ten each)
         seed=5,
         kill_every_s=8,
         chaos_min_s=4,
