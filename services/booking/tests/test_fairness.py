@@ -70,6 +70,16 @@ async def test_a_partners_backlog_does_not_hold_back_another_partners_request(
         await booking.until(
             lambda: _at_least(answered, WARMED_UP), 120, "the flood to be worked through"
         )
+        # The other partner's group holds its topic: its answer then measures the wait behind
+        # the flood, not a group still joining on a loaded machine.
+        other_topic = topics.partner_requests(OTHER)
+        partitions = booking.runtime.settings.topic_partitions
+
+        async def other_topic_held() -> bool:
+            held = booking.runtime.consumer.assignment()
+            return sum(tp.topic == other_topic for tp in held) == partitions
+
+        await booking.until(other_topic_held, 120, f"booking to hold {OTHER}'s topic")
         replies.assign(
             [
                 TopicPartition(topics.partner_replies(OTHER), partition)
@@ -84,6 +94,10 @@ async def test_a_partners_backlog_does_not_hold_back_another_partners_request(
             "payload": booking_body(),
         }
         before = await answered()
+        unpublished = await booking.sql(
+            "SELECT count(*) AS n FROM outbox WHERE published_at IS NULL"
+        )
+        print(f"\noutbox rows not yet published when {OTHER} sends: {unpublished[0]['n']}")
         sent_at = time.monotonic()
         await booking.runtime.broker.publish(
             json.dumps(other).encode(), topics.partner_requests(OTHER), key=request_id.encode()

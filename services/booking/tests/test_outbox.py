@@ -90,6 +90,7 @@ class RecordingPublisher:
 
     def __init__(self, fail_once: set[str] | None = None) -> None:
         self.calls: list[tuple[str, str]] = []  # (key, event_id)
+        self.topics: list[str] = []  # each call's topic
         self.acked: list[tuple[str, str]] = []
         self.fail_once = set(fail_once or ())
 
@@ -98,6 +99,7 @@ class RecordingPublisher:
     ) -> None:
         event_id = json.loads(message)["event_id"]
         self.calls.append((key.decode(), event_id))
+        self.topics.append(topic)
         if event_id in self.fail_once:
             self.fail_once.discard(event_id)
             raise ConnectionError("broker unavailable")
@@ -120,12 +122,12 @@ def events_for(appointment: uuid.UUID, count: int) -> list[MeetingFailed]:
     ]
 
 
-async def add(dsn: str, events: list[MeetingFailed]) -> None:
+async def add(dsn: str, events: list[MeetingFailed], topic: str = "topic") -> None:
     conn = await asyncpg.connect(dsn, server_settings={"search_path": "booking"})
     try:
         async with conn.transaction():
             for event in events:
-                await enqueue(conn, "topic", event)
+                await enqueue(conn, topic, event)
     finally:
         await conn.close()
 
@@ -218,3 +220,36 @@ async def test_one_relay_is_active_and_another_takes_over_when_it_dies(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await owner.close()
+
+
+async def test_a_backlog_on_one_topic_does_not_hold_back_another_topics_rows(
+    outbox_db: str,
+) -> None:
+    """One partner's flood of replies waits in the outbox; another partner's reply, written
+    after it, goes out in the relay's very next batch, and each key's rows keep their order."""
+    flood = [event for _ in range(30) for event in events_for(uuid.uuid4(), 1)]
+    await add(outbox_db, flood, topic="replies.flooder")
+    steady = events_for(uuid.uuid4(), 2)
+    await add(outbox_db, steady, topic="replies.other")
+    publisher = RecordingPublisher()
+    relay = OutboxRelay(outbox_db, publisher, RelaySettings(batch_size=4))
+    conn = await asyncpg.connect(outbox_db, server_settings={"search_path": "booking"})
+    try:
+        assert await relay.publish_batch(conn) == 4
+        # The batch took the two oldest rows of each topic: the other partner's both, in order.
+        assert sorted(publisher.topics) == ["replies.flooder"] * 2 + ["replies.other"] * 2
+        assert published_to(publisher, "replies.other") == [str(e.event_id) for e in steady]
+        while await relay.publish_batch(conn):
+            pass
+    finally:
+        await conn.close()
+    assert published_to(publisher, "replies.flooder") == [str(e.event_id) for e in flood]
+
+
+def published_to(publisher: RecordingPublisher, topic: str) -> list[str]:
+    """The event ids published to one topic (none failed here), in the order they were."""
+    return [
+        event_id
+        for called, (_key, event_id) in zip(publisher.topics, publisher.calls, strict=True)
+        if called == topic
+    ]

@@ -56,6 +56,35 @@ async def enqueue(
     await conn.execute("SELECT pg_notify($1, '')", CHANNEL)
 
 
+# The oldest unpublished rows, each topic taking its turn: the first row of every topic, then
+# the second of every topic, and so on (each topic's in id order, so one key's rows keep their
+# order). A backlog on one topic — one partner's flood of replies — then cannot stand in front
+# of another topic's rows: the other partner's reply goes out in the next batch. Topics are
+# found by skipping through the (topic, id) index, one probe per topic with unpublished rows.
+FAIR_BATCH = """
+WITH RECURSIVE topics(topic) AS (
+    (SELECT topic FROM outbox WHERE published_at IS NULL ORDER BY topic LIMIT 1)
+    UNION ALL
+    SELECT (SELECT o.topic FROM outbox o
+            WHERE o.published_at IS NULL AND o.topic > topics.topic
+            ORDER BY o.topic LIMIT 1)
+    FROM topics WHERE topics.topic IS NOT NULL
+)
+SELECT t.id, t.topic, t.key, t.payload, t.headers
+FROM topics
+CROSS JOIN LATERAL (
+    SELECT o.id, o.topic, o.key, o.payload, o.headers,
+           row_number() OVER (ORDER BY o.id) AS turn
+    FROM outbox o
+    WHERE o.published_at IS NULL AND o.topic = topics.topic
+    ORDER BY o.id LIMIT $1
+) AS t
+WHERE topics.topic IS NOT NULL
+ORDER BY t.turn, t.id
+LIMIT $1
+"""
+
+
 @dataclass(frozen=True)
 class RelaySettings:
     batch_size: int = 200
@@ -174,14 +203,11 @@ class OutboxRelay:
         self._wake.set()
 
     async def publish_batch(self, conn: asyncpg.Connection) -> int:
-        """Publish the oldest unpublished rows; returns how many were read."""
+        """Publish the oldest unpublished rows, topics taking turns; returns how many were
+        read."""
         # Cleared before reading: a commit notified from now on wakes the next round.
         self._wake.clear()
-        rows = await conn.fetch(
-            "SELECT id, topic, key, payload, headers FROM outbox "
-            "WHERE published_at IS NULL ORDER BY id LIMIT $1",
-            self.settings.batch_size,
-        )
+        rows = await conn.fetch(FAIR_BATCH, self.settings.batch_size)
         acked = await self._publish_in_waves(rows)
         if acked:
             await conn.execute(

@@ -536,6 +536,10 @@ class EventConsumer:
             if isinstance(consumer, AIOKafkaConsumer):
                 yield consumer
 
+    def assignment(self) -> set[TopicPartition]:
+        """Every partition the service's consumers hold now, across their groups."""
+        return {tp for consumer in self._consumers() for tp in consumer.assignment()}
+
     def state(self) -> dict[str, Any]:
         """'assigned' (with its partitions and how many are held back) or 'waiting' for the
         group to assign some; 'none' for a service that consumes nothing."""
