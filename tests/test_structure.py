@@ -1,7 +1,9 @@
 """The shape of the house, read from the code: each service (alerts included) leans only on
 `visio_runtime` and `visio_shared`; a service's tests do not import `visio_deploy` (the package
 that depends on every service); no production image installs the fakes, tansu or embedded
-PostgreSQL; and `visio-rdv` still answers, for migrate and ops, without deploy's `local` extra.
+PostgreSQL; `deploy` imports of a service only the modules the service lists as public (its
+`PUBLIC_MODULES`); and `visio-rdv` still answers, for migrate and ops, without deploy's `local`
+extra.
 
 The import graph is read with `ast` from every .py file under services/*/src, shared, fakes,
 testing and deploy, imports inside functions included: an import a service makes only on one
@@ -140,6 +142,93 @@ def test_the_check_fails_on_a_deliberately_bad_import(tmp_path: Path) -> None:
     ]
     assert deploy_imports_in_service_tests(tmp_path) == [
         "services/consent/tests/test_x.py imports visio_deploy"
+    ]
+
+
+# --- What deploy may import of a service ------------------------------------------------------
+
+
+def public_modules(repo: Path) -> dict[str, set[str]]:
+    """Each service's declared public surface: the `PUBLIC_MODULES` tuple of its __init__.py,
+    read with ast (nothing imported)."""
+    declared: dict[str, set[str]] = {}
+    for init in repo.glob("services/*/src/visio_*/__init__.py"):
+        package = init.parent.name
+        if package in INFRASTRUCTURE:
+            continue
+        declared[package] = set()
+        for node in ast.parse(init.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.Assign) and any(
+                isinstance(target, ast.Name) and target.id == "PUBLIC_MODULES"
+                for target in node.targets
+            ):
+                declared[package] = set(ast.literal_eval(node.value))
+    return declared
+
+
+def imported_modules(source: str) -> Iterator[str]:
+    """Every dotted module a source imports; `from pkg import name` yields `pkg.name` too (the
+    name may be a module)."""
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.module
+            yield from (f"{node.module}.{alias.name}" for alias in node.names)
+
+
+def private_imports_by_deploy(repo: Path) -> list[str]:
+    """Every import by deploy's source of a service module its service does not list as public
+    (a name of the package itself, `from visio_x import y` where y is no module, is public)."""
+    declared = public_modules(repo)
+    problems = []
+    for path in sorted(repo.glob("deploy/src/**/*.py")):
+        for module in imported_modules(path.read_text(encoding="utf-8")):
+            package, _, rest = module.partition(".")
+            if package not in declared or not rest:
+                continue
+            first = rest.split(".")[0]
+            folder = next(repo.glob(f"services/*/src/{package}"))
+            is_module = (folder / f"{first}.py").exists() or (folder / first).is_dir()
+            if is_module and first not in declared[package]:
+                problems.append(f"{path.relative_to(repo)} imports {package}.{first}")
+    return sorted(set(problems))
+
+
+def test_every_service_declares_its_public_modules_and_they_exist() -> None:
+    declared = public_modules(REPO)
+    assert set(declared) == services(REPO)
+    for package, modules in declared.items():
+        folder = next(REPO.glob(f"services/*/src/{package}"))
+        assert modules, f"{package} declares no PUBLIC_MODULES"
+        for module in modules:
+            assert (folder / f"{module}.py").exists(), f"{package}.{module} is not a module"
+
+
+def test_deploy_imports_only_what_the_services_list_as_public() -> None:
+    assert private_imports_by_deploy(REPO) == []
+
+
+def test_the_public_surface_check_fails_on_a_private_import(tmp_path: Path) -> None:
+    """A synthetic deploy importing a private module (in a function, too, and by `from pkg
+    import module`) is named; its public and package-level imports are not."""
+    _write(
+        tmp_path / "services/booking/src/visio_booking/__init__.py",
+        'PUBLIC_MODULES = ("settings",)\nVERSION = 1\n',
+    )
+    for module in ("settings", "store", "keys"):
+        _write(tmp_path / f"services/booking/src/visio_booking/{module}.py", "")
+    _write(
+        tmp_path / "deploy/src/visio_deploy/ops.py",
+        "from visio_booking.settings import BookingSettings\n"
+        "from visio_booking import VERSION\n"
+        "import visio_shared.topics\n"
+        "def run():\n    from visio_booking.store import rows\n"
+        "from visio_booking import keys\n",
+    )
+    assert private_imports_by_deploy(tmp_path) == [
+        "deploy/src/visio_deploy/ops.py imports visio_booking.keys",
+        "deploy/src/visio_deploy/ops.py imports visio_booking.store",
     ]
 
 
