@@ -113,7 +113,7 @@ class _Handling:
 
 
 async def handle_event(event: AppointmentEvent, deps: Deps) -> None:
-    async with store.appointment_lock(deps.pool, event.appointment_id) as conn:
+    async with store.LOCKS.session(deps.pool, event.appointment_id) as conn:
         handling = _Handling(conn, deps)
         if isinstance(event, PersonalDataErasureRequested):
             await erasure.erase(conn, deps.graph, deps.publisher, deps.topics, event)

@@ -55,7 +55,7 @@ async def poll_once(deps: PollerDeps) -> int:
                 if due is None:
                     return len(passed)
                 passed.append(due.appointment_id)
-                if await store.try_lock_appointment(conn, due.appointment_id):
+                if await store.LOCKS.try_hold(conn, due.appointment_id):
                     await _after_the_meeting(deps, conn, due, now)
 
 

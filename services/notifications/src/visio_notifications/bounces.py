@@ -167,7 +167,7 @@ async def receive(
         if dsn.action != "failed":
             await _keep(conn, "delayed", dsn.action, dsn=dsn, dispatch=dispatch)
             return _counted(counters, "delayed", dsn.action)
-        await store.lock_appointment(conn, dispatch["appointment_id"])
+        await store.LOCKS.hold(conn, dispatch["appointment_id"])
         status = await conn.fetchval(
             "SELECT status FROM dispatches WHERE id = $1 FOR UPDATE", dispatch["id"]
         )

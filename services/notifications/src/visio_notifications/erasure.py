@@ -45,7 +45,7 @@ _ERASE = (
 async def on_erasure_requested(deps: Deps, event: PersonalDataErasureRequested) -> None:
     """Idempotent: erasing again finds nothing and confirms again (the same event id)."""
     async with deps.pool.acquire() as conn, conn.transaction():
-        await store.lock_appointment(conn, event.appointment_id)
+        await store.LOCKS.hold(conn, event.appointment_id)
         await remember_erased(conn, event.appointment_id, event.erasure_id)
         for statement in _ERASE:
             await conn.execute(statement, event.appointment_id)

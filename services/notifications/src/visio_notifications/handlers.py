@@ -93,7 +93,7 @@ async def on_events(deps: Deps, events: Sequence[AppointmentEvent]) -> None:
     one statement — then step 2 for each appointment, side by side, each under its own lock.
     The events of an appointment whose person was erased are only marked processed."""
     async with deps.pool.acquire() as conn, conn.transaction():
-        await store.lock_appointments(conn, [event.appointment_id for event in events])
+        await store.LOCKS.hold_all(conn, [event.appointment_id for event in events])
         fresh = await mark_processed_many(conn, events)
         # Erased: a replayed or late event stores nothing and sends nothing (marked processed).
         erased = await erased_among(conn, [event.appointment_id for event in events])
@@ -131,7 +131,7 @@ async def _settle_alone(deps: Deps, event: AppointmentEvent) -> None:
     # In the trace of the event that called for it: the email joins that person's story.
     with tracing.within(event):
         async with deps.pool.acquire() as conn, conn.transaction():
-            await store.lock_appointment(conn, event.appointment_id)
+            await store.LOCKS.hold(conn, event.appointment_id)
             await settle(deps, conn, event.appointment_id)
 
 

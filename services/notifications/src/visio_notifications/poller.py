@@ -62,7 +62,7 @@ async def retry_unsettled(deps: Deps) -> int:
                 if appointment_id is None:
                     break
                 passed.append(appointment_id)
-                if await store.try_lock_appointment(conn, appointment_id):
+                if await store.LOCKS.try_hold(conn, appointment_id):
                     await settle(deps, conn, appointment_id)
     return len(passed)
 
@@ -78,7 +78,7 @@ async def fire_due_reminders(deps: Deps) -> int:
                 due = await reminders.claim_due(conn, now, passed)
                 if due is None:
                     return handled
-                if not await store.try_lock_appointment(conn, due.appointment_id):
+                if not await store.LOCKS.try_hold(conn, due.appointment_id):
                     passed.append(due.appointment_id)  # a handler is on it right now
                     continue
                 if await _fire(deps, conn, due, now) == "postponed":

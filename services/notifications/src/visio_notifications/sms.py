@@ -230,7 +230,7 @@ async def send_due(deps: Deps, sms: SmsProvider, counters: SmsMetrics) -> int:
                     return handled
                 due = Due(**dict(row))
                 passed.append(due.id)
-                if not await store.try_lock_appointment(conn, due.appointment_id):
+                if not await store.LOCKS.try_hold(conn, due.appointment_id):
                     continue
                 await _send_one(deps, conn, sms, counters, due, now)
             handled += 1
