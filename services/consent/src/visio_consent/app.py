@@ -19,7 +19,7 @@ from visio_shared import (
     PersonalDataErasureRequested,
 )
 
-from visio_consent import api, selfservice_routes
+from visio_consent import api, self_service_routes
 from visio_consent.checkpoints import Checkpointer, CheckpointGauges
 from visio_consent.connections import MEETING_EVENTS, record_meeting_outcome
 from visio_consent.erasure import erase_subject
@@ -123,7 +123,8 @@ def create_app(settings: ConsentSettings | None = None) -> FastAPI:
     app.include_router(api.router)
     link_keys = settings.link_ring()
     if link_keys is not None:  # no keys, no pages: their paths answer 404
-        app.include_router(selfservice_routes.router(settings, link_keys))
+        app.state.pages_deps = self_service_routes.pages_deps(settings, link_keys)
+        app.include_router(self_service_routes.router)
         app.include_router(accessibility_router())
     return app
 

@@ -46,7 +46,7 @@ from visio_consent.access import (
 from visio_consent.checkpoints import Checkpointer
 from visio_consent.export import PersonalDataExport, assemble
 from visio_consent.export_view import everything_view
-from visio_consent.selfservice import (
+from visio_consent.self_service import (
     WITHDRAW_ACTION,
     Choice,
     LinkedAppointment,
@@ -137,196 +137,229 @@ _REFUSED = {
 _CHOICE_TONE = {Choice.AUTHORISED: "notice", Choice.REFUSED: "notice", Choice.WITHDRAWN: "success"}
 
 
-def router(settings: ConsentSettings, keys: LinkKeys) -> APIRouter:
-    """The pages' routes, with the link keys they check links against."""
-    pages = Pages("visio_consent")
-    limit = Limit(settings.link_attempts_per_hour, HOUR_S)
-    fresh_link = settings.booking_public_url.rstrip("/") + FRESH_LINK_PATH
-    recording_path = PAGE_PATHS[LinkPurpose.RECORDING]
-    routes = APIRouter(include_in_schema=False)
+@dataclass(frozen=True)
+class ConsentPagesDeps:
+    """What the pages need beside the runtime: the settings, the link keys they check links
+    against, their templates, the links' rate limit and booking's fresh-link page."""
 
-    def refused(refusal: Refusal, token: str, page: str) -> Response:
-        shown = _REFUSED[refusal]
-        # Booking's fresh-link page sends one, to the appointment's current address, for a link
-        # it can read (expired or replaced); for any other, it asks for the address.
-        with_link = f"{fresh_link}?{urlencode({'lien': token})}"
-        action = {
-            Refusal.INVALID: fresh_link,
-            Refusal.EXPIRED: with_link,
-            Refusal.REPLACED: with_link,
-        }.get(refusal, page)
-        log.info("consent: link %s refused: %s", link_fingerprint(token), refusal.value)
-        response = pages.render(
-            "refused.html",
-            shown.status,
-            title=shown.title,
-            message=shown.message,
-            advice=shown.advice,
-            action=shown.action,
-            action_url=action,
-        )
-        if shown.retry_after:
-            response.headers["Retry-After"] = str(shown.retry_after)
-        return response
+    settings: ConsentSettings
+    keys: LinkKeys
+    pages: Pages
+    limit: Limit
+    fresh_link: str
 
-    async def state_of(request: Request, token: str) -> tuple[Runtime, RecordingState]:
-        runtime: Runtime = request.app.state.runtime
-        async with runtime.db.acquire() as conn:
-            linked = await open_link(conn, keys, token, LinkPurpose.RECORDING, limit)
-            return runtime, await recording_state(conn, linked)
 
-    @routes.get("/enregistrement/{token}")
-    async def recording(request: Request, token: str) -> Response:
-        page = recording_path.format(token=token)
-        try:
-            _, state = await state_of(request, token)
-        except LinkRefused as exc:
-            return refused(exc.refusal, token, page)
-        return pages.render(
-            "recording.html",
-            title="Enregistrement de votre rendez-vous",
-            page=page,
-            **_recording_view(state),
-        )
+def pages_deps(settings: ConsentSettings, keys: LinkKeys) -> ConsentPagesDeps:
+    return ConsentPagesDeps(
+        settings=settings,
+        keys=keys,
+        pages=Pages("visio_consent"),
+        limit=Limit(settings.link_attempts_per_hour, HOUR_S),
+        fresh_link=settings.booking_public_url.rstrip("/") + FRESH_LINK_PATH,
+    )
 
-    @routes.get("/enregistrement/{token}/retirer")
-    async def confirm_withdrawal(request: Request, token: str) -> Response:
-        page = recording_path.format(token=token)
-        try:
-            _, state = await state_of(request, token)
-        except LinkRefused as exc:
-            return refused(exc.refusal, token, page)
-        if not state.withdrawable:
-            return _see_other(page)
-        return pages.render(
-            "withdraw.html",
-            title="Retirer votre autorisation d'enregistrement",
-            page=page,
-            csrf=form_token(keys, token, WITHDRAW_ACTION),
-            **_recording_view(state),
-        )
 
-    @routes.post("/enregistrement/{token}/retirer")
-    async def withdraw(request: Request, token: str) -> Response:
-        page = recording_path.format(token=token)
-        fingerprint = link_fingerprint(token)
-        try:
-            runtime, state = await state_of(request, token)
-            if not check_form_token(
-                keys, token, WITHDRAW_ACTION, await form_field(request, "csrf")
-            ):
-                log.warning("consent: link %s posted a form without its token", fingerprint)
-                raise LinkRefused(Refusal.FORBIDDEN)
-            try:
-                done = await withdraw_from_page(runtime.db, runtime.broker, runtime.topics, state)
-            except Exception:  # the sweep announces what committed; the person may retry
-                log.exception("consent: withdrawal from link %s failed", fingerprint)
-                raise LinkRefused(Refusal.UNAVAILABLE) from None
-        except LinkRefused as exc:
-            return refused(exc.refusal, token, page)
-        if done:
-            log.info("consent: recording authorisation withdrawn from link %s", fingerprint)
+router = APIRouter(include_in_schema=False)
+_RECORDING_PATH = PAGE_PATHS[LinkPurpose.RECORDING]
+_CONSENTS_PATH = PAGE_PATHS[LinkPurpose.CONSENTS]
+
+
+def _deps(request: Request) -> ConsentPagesDeps:
+    deps: ConsentPagesDeps = request.app.state.pages_deps
+    return deps
+
+
+@router.get("/enregistrement/{token}")
+async def recording(request: Request, token: str) -> Response:
+    deps, page = _deps(request), _RECORDING_PATH.format(token=token)
+    try:
+        _, state = await _state_of(request, deps, token)
+    except LinkRefused as exc:
+        return _refused(deps, exc.refusal, token, page)
+    return deps.pages.render(
+        "recording.html",
+        title="Enregistrement de votre rendez-vous",
+        page=page,
+        **_recording_view(state),
+    )
+
+
+@router.get("/enregistrement/{token}/retirer")
+async def confirm_withdrawal(request: Request, token: str) -> Response:
+    deps, page = _deps(request), _RECORDING_PATH.format(token=token)
+    try:
+        _, state = await _state_of(request, deps, token)
+    except LinkRefused as exc:
+        return _refused(deps, exc.refusal, token, page)
+    if not state.withdrawable:
         return _see_other(page)
+    return deps.pages.render(
+        "withdraw.html",
+        title="Retirer votre autorisation d'enregistrement",
+        page=page,
+        csrf=form_token(deps.keys, token, WITHDRAW_ACTION),
+        **_recording_view(state),
+    )
 
-    @routes.get("/mes-consentements/{token}")
-    async def consents(request: Request, token: str) -> Response:
-        page = PAGE_PATHS[LinkPurpose.CONSENTS].format(token=token)
+
+@router.post("/enregistrement/{token}/retirer")
+async def withdraw(request: Request, token: str) -> Response:
+    deps, page = _deps(request), _RECORDING_PATH.format(token=token)
+    fingerprint = link_fingerprint(token)
+    try:
+        runtime, state = await _state_of(request, deps, token)
+        posted = (await read_form(request, deps.settings.max_body_bytes)).get("csrf", "")
+        if not check_form_token(deps.keys, token, WITHDRAW_ACTION, posted):
+            log.warning("consent: link %s posted a form without its token", fingerprint)
+            raise LinkRefused(Refusal.FORBIDDEN)
         try:
-            linked, export = await export_of(request, token)
-        except LinkRefused as exc:
-            return refused(exc.refusal, token, page)
-        return pages.render(
-            "consents.html",
-            title="Mes consentements",
-            export_url=f"{page}/export.json",
-            everything_url=f"{page}/mes-donnees",
-            **_consents_view(linked, export),
-        )
+            done = await withdraw_from_page(runtime.db, runtime.broker, runtime.topics, state)
+        except Exception:  # the sweep announces what committed; the person may retry
+            log.exception("consent: withdrawal from link %s failed", fingerprint)
+            raise LinkRefused(Refusal.UNAVAILABLE) from None
+    except LinkRefused as exc:
+        return _refused(deps, exc.refusal, token, page)
+    if done:
+        log.info("consent: recording authorisation withdrawn from link %s", fingerprint)
+    return _see_other(page)
 
-    @routes.get("/mes-consentements/{token}/export.json")
-    async def consents_export(request: Request, token: str) -> Response:
-        page = PAGE_PATHS[LinkPurpose.CONSENTS].format(token=token)
-        try:
-            _, export = await export_of(request, token)
-        except LinkRefused as exc:
-            return refused(exc.refusal, token, page)
-        disposition = 'attachment; filename="mes-consentements-visio-rdv.json"'
-        return Response(
-            export.model_dump_json(),
-            media_type="application/json",
-            headers={**PAGE_HEADERS, "Content-Disposition": disposition},
-        )
 
-    @routes.get("/mes-consentements/{token}/mes-donnees")
-    async def everything(request: Request, token: str) -> Response:
-        page = PAGE_PATHS[LinkPurpose.CONSENTS].format(token=token)
-        try:
-            whole = await whole_export_of(request, token)
-        except LinkRefused as exc:
-            return refused(exc.refusal, token, page)
-        return pages.render(
-            "everything.html",
-            title="Toutes mes données",
-            back_url=page,
-            json_url=f"{page}/mes-donnees.json",
-            **everything_view(whole),
-        )
+@router.get("/mes-consentements/{token}")
+async def consents(request: Request, token: str) -> Response:
+    deps, page = _deps(request), _CONSENTS_PATH.format(token=token)
+    try:
+        linked, export = await _export_of(request, deps, token)
+    except LinkRefused as exc:
+        return _refused(deps, exc.refusal, token, page)
+    return deps.pages.render(
+        "consents.html",
+        title="Mes consentements",
+        export_url=f"{page}/export.json",
+        everything_url=f"{page}/mes-donnees",
+        **_consents_view(linked, export),
+    )
 
-    @routes.get("/mes-consentements/{token}/mes-donnees.json")
-    async def everything_json(request: Request, token: str) -> Response:
-        page = PAGE_PATHS[LinkPurpose.CONSENTS].format(token=token)
-        try:
-            whole = await whole_export_of(request, token)
-        except LinkRefused as exc:
-            return refused(exc.refusal, token, page)
-        disposition = 'attachment; filename="mes-donnees-visio-rdv.json"'
-        return Response(
-            whole.model_dump_json(),
-            media_type="application/json",
-            headers={**PAGE_HEADERS, "Content-Disposition": disposition},
-        )
 
-    async def whole_export_of(request: Request, token: str) -> PersonalDataExport:
-        runtime: Runtime = request.app.state.runtime
-        async with runtime.db.acquire() as conn:
-            linked = await open_link(conn, keys, token, LinkPurpose.CONSENTS, limit)
-            if linked.ahead:
-                raise LinkRefused(Refusal.UPDATING)
+@router.get("/mes-consentements/{token}/export.json")
+async def consents_export(request: Request, token: str) -> Response:
+    deps, page = _deps(request), _CONSENTS_PATH.format(token=token)
+    try:
+        _, export = await _export_of(request, deps, token)
+    except LinkRefused as exc:
+        return _refused(deps, exc.refusal, token, page)
+    return _attachment(export.model_dump_json(), "mes-consentements-visio-rdv.json")
+
+
+@router.get("/mes-consentements/{token}/mes-donnees")
+async def everything(request: Request, token: str) -> Response:
+    deps, page = _deps(request), _CONSENTS_PATH.format(token=token)
+    try:
+        whole = await _whole_export_of(request, deps, token)
+    except LinkRefused as exc:
+        return _refused(deps, exc.refusal, token, page)
+    return deps.pages.render(
+        "everything.html",
+        title="Toutes mes données",
+        back_url=page,
+        json_url=f"{page}/mes-donnees.json",
+        **everything_view(whole),
+    )
+
+
+@router.get("/mes-consentements/{token}/mes-donnees.json")
+async def everything_json(request: Request, token: str) -> Response:
+    deps, page = _deps(request), _CONSENTS_PATH.format(token=token)
+    try:
+        whole = await _whole_export_of(request, deps, token)
+    except LinkRefused as exc:
+        return _refused(deps, exc.refusal, token, page)
+    return _attachment(whole.model_dump_json(), "mes-donnees-visio-rdv.json")
+
+
+def _refused(deps: ConsentPagesDeps, refusal: Refusal, token: str, page: str) -> Response:
+    shown = _REFUSED[refusal]
+    # Booking's fresh-link page sends one, to the appointment's current address, for a link
+    # it can read (expired or replaced); for any other, it asks for the address.
+    with_link = f"{deps.fresh_link}?{urlencode({'lien': token})}"
+    action = {
+        Refusal.INVALID: deps.fresh_link,
+        Refusal.EXPIRED: with_link,
+        Refusal.REPLACED: with_link,
+    }.get(refusal, page)
+    log.info("consent: link %s refused: %s", link_fingerprint(token), refusal.value)
+    response = deps.pages.render(
+        "refused.html",
+        shown.status,
+        title=shown.title,
+        message=shown.message,
+        advice=shown.advice,
+        action=shown.action,
+        action_url=action,
+    )
+    if shown.retry_after:
+        response.headers["Retry-After"] = str(shown.retry_after)
+    return response
+
+
+async def _state_of(
+    request: Request, deps: ConsentPagesDeps, token: str
+) -> tuple[Runtime, RecordingState]:
+    runtime: Runtime = request.app.state.runtime
+    async with runtime.db.acquire() as conn:
+        linked = await open_link(conn, deps.keys, token, LinkPurpose.RECORDING, deps.limit)
+        return runtime, await recording_state(conn, linked)
+
+
+async def _whole_export_of(
+    request: Request, deps: ConsentPagesDeps, token: str
+) -> PersonalDataExport:
+    runtime: Runtime = request.app.state.runtime
+    async with runtime.db.acquire() as conn:
+        linked = await open_link(conn, deps.keys, token, LinkPurpose.CONSENTS, deps.limit)
+        if linked.ahead:
+            raise LinkRefused(Refusal.UPDATING)
+    checkpointer: Checkpointer = request.app.state.checkpointer
+    whole = await assemble(
+        runtime.db,
+        runtime.broker,
+        runtime.topics,
+        deps.settings,
+        linked.subject_ref,
+        Asker.person(),
+        checkpoint=checkpointer.latest(),
+        linked=linked.appointment_id,
+    )
+    log.info(
+        "consent: export %s from link %s (%s)",
+        whole.export_id,
+        link_fingerprint(token),
+        "complete" if whole.complete else "incomplete",
+    )
+    return whole
+
+
+async def _export_of(
+    request: Request, deps: ConsentPagesDeps, token: str
+) -> tuple[LinkedAppointment, AccessExport]:
+    runtime: Runtime = request.app.state.runtime
+    async with runtime.db.acquire() as conn:
+        linked = await open_link(conn, deps.keys, token, LinkPurpose.CONSENTS, deps.limit)
+        if linked.ahead:  # the person consent knows may be the old address's
+            raise LinkRefused(Refusal.UPDATING)
         checkpointer: Checkpointer = request.app.state.checkpointer
-        whole = await assemble(
-            runtime.db,
-            runtime.broker,
-            runtime.topics,
-            settings,
-            linked.subject_ref,
-            Asker.person(),
-            checkpoint=checkpointer.latest(),
-            linked=linked.appointment_id,
+        export = await access_export(
+            conn, linked.subject_ref, Asker.person(), checkpointer.latest()
         )
-        log.info(
-            "consent: export %s from link %s (%s)",
-            whole.export_id,
-            link_fingerprint(token),
-            "complete" if whole.complete else "incomplete",
-        )
-        return whole
+        return linked, export
 
-    async def export_of(request: Request, token: str) -> tuple[LinkedAppointment, AccessExport]:
-        runtime: Runtime = request.app.state.runtime
-        async with runtime.db.acquire() as conn:
-            linked = await open_link(conn, keys, token, LinkPurpose.CONSENTS, limit)
-            if linked.ahead:  # the person consent knows may be the old address's
-                raise LinkRefused(Refusal.UPDATING)
-            checkpointer: Checkpointer = request.app.state.checkpointer
-            export = await access_export(
-                conn, linked.subject_ref, Asker.person(), checkpointer.latest()
-            )
-            return linked, export
 
-    async def form_field(request: Request, name: str) -> str:
-        return (await read_form(request, settings.max_body_bytes)).get(name, "")
-
-    return routes
+def _attachment(body: str, filename: str) -> Response:
+    disposition = f'attachment; filename="{filename}"'
+    return Response(
+        body,
+        media_type="application/json",
+        headers={**PAGE_HEADERS, "Content-Disposition": disposition},
+    )
 
 
 def _see_other(path: str) -> Response:

@@ -26,7 +26,7 @@ from visio_notifications import (
     self_service,
     sms,
 )
-from visio_notifications.deps import Clock, Deps, utc_now
+from visio_notifications.deps import Clock, NotificationsDeps, utc_now
 from visio_notifications.mailer import SmtpMailer
 from visio_notifications.poller import poll_once
 from visio_notifications.settings import NotificationsSettings
@@ -58,9 +58,9 @@ def create_app(settings: NotificationsSettings | None = None, *, clock: Clock = 
     sms_metrics = SmsMetrics(runtime.metrics)
     bounce_metrics = bounces.BounceMetrics(runtime.metrics)
 
-    def deps() -> Deps:
+    def deps() -> NotificationsDeps:
         # The pool opens in the lifespan, so the dependencies are gathered per use.
-        return Deps(
+        return NotificationsDeps(
             pool=runtime.db,
             publisher=runtime.broker,
             settings=settings,

@@ -34,7 +34,7 @@ from visio_shared.links import short_code, short_url
 
 from visio_notifications import quiet_hours, sms_encoding, sms_wording, store
 from visio_notifications.decide import LINK_KINDS, State, number_sha256
-from visio_notifications.deps import Deps
+from visio_notifications.deps import NotificationsDeps
 from visio_notifications.settings import NotificationsSettings
 from visio_notifications.sms_metrics import SMS_KINDS, SmsMetrics
 from visio_notifications.sms_provider import (
@@ -206,7 +206,7 @@ def text_of(
     return sms_wording.render(due_kind, appointment, url, now, offset)
 
 
-async def send_due(deps: Deps, sms: SmsProvider, counters: SmsMetrics) -> int:
+async def send_due(deps: NotificationsDeps, sms: SmsProvider, counters: SmsMetrics) -> int:
     """Send each text that is due; returns how many were handled."""
     now = deps.clock()
     passed: list[int] = []
@@ -247,7 +247,7 @@ async def _finish(conn: asyncpg.Connection, due: Due, status: str, **columns: An
 
 
 async def _send_one(
-    deps: Deps,
+    deps: NotificationsDeps,
     conn: asyncpg.Connection,
     sms: SmsProvider,
     counters: SmsMetrics,
@@ -343,7 +343,7 @@ async def _sent(
 
 
 async def _postpone(
-    deps: Deps,
+    deps: NotificationsDeps,
     conn: asyncpg.Connection,
     due: Due,
     now: datetime,
