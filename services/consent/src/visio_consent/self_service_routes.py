@@ -8,7 +8,9 @@ people, not an API. Logs name a link by its fingerprint only, never the link or 
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -169,13 +171,31 @@ def _deps(request: Request) -> ConsentPagesDeps:
     return deps
 
 
+Page = Callable[[Request, str], Awaitable[Response]]
+
+
+def _link_page(path: str) -> Callable[[Page], Page]:
+    """A page reached by a signed link (`path`, the token in it): a refused link, wherever the
+    handler finds it out, answers the refusal page, whose button leads back to `path`."""
+
+    def wrap(handler: Page) -> Page:
+        @functools.wraps(handler)
+        async def page(request: Request, token: str) -> Response:
+            try:
+                return await handler(request, token)
+            except LinkRefused as exc:
+                return _refused(_deps(request), exc.refusal, token, path.format(token=token))
+
+        return page
+
+    return wrap
+
+
 @router.get("/enregistrement/{token}")
+@_link_page(_RECORDING_PATH)
 async def recording(request: Request, token: str) -> Response:
     deps, page = _deps(request), _RECORDING_PATH.format(token=token)
-    try:
-        _, state = await _state_of(request, deps, token)
-    except LinkRefused as exc:
-        return _refused(deps, exc.refusal, token, page)
+    _, state = await _state_of(request, deps, token)
     return deps.pages.render(
         "recording.html",
         title="Enregistrement de votre rendez-vous",
@@ -185,12 +205,10 @@ async def recording(request: Request, token: str) -> Response:
 
 
 @router.get("/enregistrement/{token}/retirer")
+@_link_page(_RECORDING_PATH)
 async def confirm_withdrawal(request: Request, token: str) -> Response:
     deps, page = _deps(request), _RECORDING_PATH.format(token=token)
-    try:
-        _, state = await _state_of(request, deps, token)
-    except LinkRefused as exc:
-        return _refused(deps, exc.refusal, token, page)
+    _, state = await _state_of(request, deps, token)
     if not state.withdrawable:
         return _see_other(page)
     return deps.pages.render(
@@ -203,34 +221,30 @@ async def confirm_withdrawal(request: Request, token: str) -> Response:
 
 
 @router.post("/enregistrement/{token}/retirer")
+@_link_page(_RECORDING_PATH)
 async def withdraw(request: Request, token: str) -> Response:
     deps, page = _deps(request), _RECORDING_PATH.format(token=token)
     fingerprint = link_fingerprint(token)
+    runtime, state = await _state_of(request, deps, token)
+    posted = (await read_form(request, deps.settings.max_body_bytes)).get("csrf", "")
+    if not check_form_token(deps.keys, token, WITHDRAW_ACTION, posted):
+        log.warning("consent: link %s posted a form without its token", fingerprint)
+        raise LinkRefused(Refusal.FORBIDDEN)
     try:
-        runtime, state = await _state_of(request, deps, token)
-        posted = (await read_form(request, deps.settings.max_body_bytes)).get("csrf", "")
-        if not check_form_token(deps.keys, token, WITHDRAW_ACTION, posted):
-            log.warning("consent: link %s posted a form without its token", fingerprint)
-            raise LinkRefused(Refusal.FORBIDDEN)
-        try:
-            done = await withdraw_from_page(runtime.db, runtime.broker, runtime.topics, state)
-        except Exception:  # the sweep announces what committed; the person may retry
-            log.exception("consent: withdrawal from link %s failed", fingerprint)
-            raise LinkRefused(Refusal.UNAVAILABLE) from None
-    except LinkRefused as exc:
-        return _refused(deps, exc.refusal, token, page)
+        done = await withdraw_from_page(runtime.db, runtime.broker, runtime.topics, state)
+    except Exception:  # the sweep announces what committed; the person may retry
+        log.exception("consent: withdrawal from link %s failed", fingerprint)
+        raise LinkRefused(Refusal.UNAVAILABLE) from None
     if done:
         log.info("consent: recording authorisation withdrawn from link %s", fingerprint)
     return _see_other(page)
 
 
 @router.get("/mes-consentements/{token}")
+@_link_page(_CONSENTS_PATH)
 async def consents(request: Request, token: str) -> Response:
     deps, page = _deps(request), _CONSENTS_PATH.format(token=token)
-    try:
-        linked, export = await _export_of(request, deps, token)
-    except LinkRefused as exc:
-        return _refused(deps, exc.refusal, token, page)
+    linked, export = await _export_of(request, deps, token)
     return deps.pages.render(
         "consents.html",
         title="Mes consentements",
@@ -241,22 +255,18 @@ async def consents(request: Request, token: str) -> Response:
 
 
 @router.get("/mes-consentements/{token}/export.json")
+@_link_page(_CONSENTS_PATH)
 async def consents_export(request: Request, token: str) -> Response:
-    deps, page = _deps(request), _CONSENTS_PATH.format(token=token)
-    try:
-        _, export = await _export_of(request, deps, token)
-    except LinkRefused as exc:
-        return _refused(deps, exc.refusal, token, page)
+    deps = _deps(request)
+    _, export = await _export_of(request, deps, token)
     return _attachment(export.model_dump_json(), "mes-consentements-visio-rdv.json")
 
 
 @router.get("/mes-consentements/{token}/mes-donnees")
+@_link_page(_CONSENTS_PATH)
 async def everything(request: Request, token: str) -> Response:
     deps, page = _deps(request), _CONSENTS_PATH.format(token=token)
-    try:
-        whole = await _whole_export_of(request, deps, token)
-    except LinkRefused as exc:
-        return _refused(deps, exc.refusal, token, page)
+    whole = await _whole_export_of(request, deps, token)
     return deps.pages.render(
         "everything.html",
         title="Toutes mes données",
@@ -267,12 +277,10 @@ async def everything(request: Request, token: str) -> Response:
 
 
 @router.get("/mes-consentements/{token}/mes-donnees.json")
+@_link_page(_CONSENTS_PATH)
 async def everything_json(request: Request, token: str) -> Response:
-    deps, page = _deps(request), _CONSENTS_PATH.format(token=token)
-    try:
-        whole = await _whole_export_of(request, deps, token)
-    except LinkRefused as exc:
-        return _refused(deps, exc.refusal, token, page)
+    deps = _deps(request)
+    whole = await _whole_export_of(request, deps, token)
     return _attachment(whole.model_dump_json(), "mes-donnees-visio-rdv.json")
 
 
