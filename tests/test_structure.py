@@ -345,3 +345,79 @@ def test_the_without_local_check_sees_a_module_level_fake_import() -> None:
     broken = _visio_rdv_without_local("--help", preamble="import visio_deploy.up")
     assert broken.returncode != 0
     assert "visio_fakes" in broken.stderr
+
+
+# --- Size: no source file over 450 lines, no function over 80 ----------------------------------
+
+MAX_FILE_LINES = 450
+MAX_FUNCTION_LINES = 80  # decorators included
+
+_LATER = "not split yet: issue 21's size pass ran out of time before it (see the hand-back report)"
+# What is still over, each with why; the test fails when one is no longer over (drop it here),
+# and on anything over that is not named.
+STILL_OVER: dict[str, str] = {
+    "services/notifications/src/visio_notifications/compose.py": (
+        "another engineer is changing compose.py and the templates: split after that merge"
+    ),
+    "services/notifications/src/visio_notifications/compose.py:context": (
+        "another engineer is changing compose.py: split after that merge"
+    ),
+    "services/runtime/src/visio_runtime/consumer.py": _LATER,
+    "services/meetings/src/visio_meetings/graph.py": _LATER,
+    "services/notifications/src/visio_notifications/sms.py": _LATER,
+    "services/notifications/src/visio_notifications/app.py:create_app": _LATER,
+    "services/consent/src/visio_consent/app.py:create_app": _LATER,
+    "shared/src/visio_shared/booking_requests.py": _LATER,
+    "fakes/src/visio_fakes/sms_emulator.py:create_app": _LATER,
+    "fakes/src/visio_fakes/smtp_sink.py": _LATER,
+    "fakes/src/visio_fakes/graph_emulator/app.py:create_app": _LATER,
+    "fakes/src/visio_fakes/graph_emulator/events.py:render_event": _LATER,
+    "deploy/src/visio_deploy/asyncapi.py": _LATER,
+    "deploy/src/visio_deploy/asyncapi.py:generate": _LATER,
+    "deploy/src/visio_deploy/up.py": _LATER,
+    "deploy/src/visio_deploy/up.py:bring_up": _LATER,
+    "deploy/src/visio_deploy/ops/commands.py": _LATER,
+    "deploy/src/visio_deploy/ops/commands.py:register": _LATER,
+    "deploy/src/visio_deploy/proof/stack.py:proof_stack": _LATER,
+    "deploy/src/visio_deploy/bench/commands.py:register": _LATER,
+}
+
+
+def oversize(source: str, name: str) -> list[str]:
+    """`name` when the source is over MAX_FILE_LINES; `name:function` for each function (or
+    method) over MAX_FUNCTION_LINES, nested ones included."""
+    found = [name] if len(source.splitlines()) > MAX_FILE_LINES else []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            start = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            assert node.end_lineno is not None
+            if node.end_lineno - start + 1 > MAX_FUNCTION_LINES:
+                found.append(f"{name}:{node.name}")
+    return found
+
+
+def oversize_in(repo: Path) -> list[str]:
+    found: list[str] = []
+    for pattern in PACKAGE_ROOTS:
+        for path in sorted(repo.glob(f"{pattern}/**/*.py")):
+            found += oversize(path.read_text(encoding="utf-8"), str(path.relative_to(repo)))
+    return sorted(found)
+
+
+def test_no_file_over_450_lines_and_no_function_over_80_but_the_named_ones() -> None:
+    found = oversize_in(REPO)
+    assert [item for item in found if item not in STILL_OVER] == []
+    assert [item for item in STILL_OVER if item not in found] == [], "no longer over: drop it"
+
+
+def test_the_size_check_fails_on_an_oversize_file_and_function(tmp_path: Path) -> None:
+    long_function = "def long():\n" + "    x = 1\n" * MAX_FUNCTION_LINES
+    short_function = "@decorated\ndef short():\n" + "    x = 1\n" * (MAX_FUNCTION_LINES - 2)
+    _write(tmp_path / "shared/src/visio_shared/long.py", long_function)
+    _write(tmp_path / "shared/src/visio_shared/fits.py", short_function)
+    _write(tmp_path / "fakes/src/visio_fakes/big.py", "x = 1\n" * (MAX_FILE_LINES + 1))
+    _write(tmp_path / "fakes/src/visio_fakes/full.py", "x = 1\n" * MAX_FILE_LINES)
+    assert oversize_in(tmp_path) == [
+        "fakes/src/visio_fakes/big.py",
+        "shared/src/visio_shared/long.py:long",
+    ]
