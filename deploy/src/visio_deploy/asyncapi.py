@@ -25,13 +25,8 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from visio_runtime.settings import ServiceSettings
 from visio_shared import EVENT_TYPES, Headers, Topics
-from visio_shared.booking_requests import (
-    CALLING_SYSTEM_HEADER,
-    PARTNER_REPLY_TYPES,
-    REPLY_TYPES,
-    REQUEST_ID_HEADER,
-    REQUEST_TYPES,
-)
+from visio_shared.booking_replies import PARTNER_REPLY_TYPES, REPLY_TYPES
+from visio_shared.booking_requests import CALLING_SYSTEM_HEADER, REQUEST_ID_HEADER, REQUEST_TYPES
 from visio_shared.checkpoints import CHECKPOINT_EVENT_TYPE, Checkpoint
 from visio_shared.topics import PARTNER_REPLIES, PARTNER_REQUESTS
 

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import httpx
 import pytest
-from visio_meetings.graph import GraphClient, graph_ssl_context
+from visio_meetings.graph import GraphClient
+from visio_meetings.graph_http import graph_ssl_context
 from visio_meetings.handlers import MeetingsDeps, handle_event
 from visio_meetings.meeting import Created, provision_many
 from visio_meetings.payloads import MeetingSpec

@@ -24,7 +24,7 @@ from visio_notifications import (
     handlers,
     personal_data,
     self_service,
-    sms,
+    sms_receipts,
 )
 from visio_notifications.deps import Clock, NotificationsDeps, utc_now
 from visio_notifications.mailer import SmtpMailer
@@ -125,7 +125,7 @@ def create_app(settings: NotificationsSettings | None = None, *, clock: Clock = 
             receipt = brevo.parse_receipt(await request.json())
         except ValueError as exc:
             return JSONResponse({"detail": str(exc)}, status_code=400)
-        known = await sms.on_receipt(
+        known = await sms_receipts.on_receipt(
             runtime.db,
             receipt.provider_id,
             receipt.status,
