@@ -364,7 +364,6 @@ STILL_OVER: dict[str, str] = {
     ),
     "services/runtime/src/visio_runtime/consumer.py": _LATER,
     "services/notifications/src/visio_notifications/app.py:create_app": _LATER,
-    "services/consent/src/visio_consent/app.py:create_app": _LATER,
     "fakes/src/visio_fakes/sms_emulator.py:create_app": _LATER,
     "fakes/src/visio_fakes/smtp_sink.py": _LATER,
     "fakes/src/visio_fakes/graph_emulator/app.py:create_app": _LATER,
