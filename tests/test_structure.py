@@ -372,8 +372,6 @@ STILL_OVER: dict[str, str] = {
     "deploy/src/visio_deploy/asyncapi.py:generate": _LATER,
     "deploy/src/visio_deploy/up.py": _LATER,
     "deploy/src/visio_deploy/up.py:bring_up": _LATER,
-    "deploy/src/visio_deploy/ops/commands.py": _LATER,
-    "deploy/src/visio_deploy/ops/commands.py:register": _LATER,
     "deploy/src/visio_deploy/proof/stack.py:proof_stack": _LATER,
     "deploy/src/visio_deploy/bench/commands.py:register": _LATER,
 }

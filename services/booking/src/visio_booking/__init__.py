@@ -5,4 +5,5 @@ pages."""
 # service's own, free to change (tests/test_structure.py checks deploy's imports).
 # `settings` (the settings reference, production compose), `keys` (its API-key scopes), `erasure`
 # (`ops erasure`), `retention` (`ops purge`).
-PUBLIC_MODULES = ("settings", "keys", "erasure", "retention")
+# `commands`: `visio-rdv booking …`, which deploy's cli loads by name (COMMAND_PACKAGES).
+PUBLIC_MODULES = ("commands", "settings", "keys", "erasure", "retention")

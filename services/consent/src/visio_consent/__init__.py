@@ -5,4 +5,5 @@ choices."""
 # service's own, free to change (tests/test_structure.py checks deploy's imports).
 # `settings` (the settings reference, production compose), `keys` (its API-key scopes), `ledger`
 # (the hash chain's `record_hash`, which the tamper proof recomputes).
-PUBLIC_MODULES = ("settings", "keys", "ledger")
+# `commands`: `visio-rdv consent …`, which deploy's cli loads by name (COMMAND_PACKAGES).
+PUBLIC_MODULES = ("commands", "settings", "keys", "ledger")

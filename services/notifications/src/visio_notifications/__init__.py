@@ -5,4 +5,5 @@ charter and .ics; changes; cancellation; reminders), each sent once."""
 # service's own, free to change (tests/test_structure.py checks deploy's imports).
 # `settings` (the settings reference, `up`); `compose`, `mailer`, `mime`: the mail bench drives
 # the real composer and mailer; `retention` (`ops purge`).
-PUBLIC_MODULES = ("settings", "compose", "mailer", "mime", "retention")
+# `commands`: `visio-rdv notifications …`, which deploy's cli loads by name (COMMAND_PACKAGES).
+PUBLIC_MODULES = ("commands", "settings", "compose", "mailer", "mime", "retention")
