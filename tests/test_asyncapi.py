@@ -14,7 +14,8 @@ import pytest
 from visio_deploy.asyncapi import DOCUMENT, generate, render
 from visio_deploy.ops.topology import groups
 from visio_shared import EVENT_TYPES, MeetingFailed, Topics
-from visio_shared.booking_requests import PARTNER_REPLY_TYPES, REQUEST_TYPES, AppointmentOutcome
+from visio_shared.booking_replies import PARTNER_REPLY_TYPES, AppointmentOutcome
+from visio_shared.booking_requests import REQUEST_TYPES
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,9 @@
 """The shape of the house, read from the code: each service (alerts included) leans only on
 `visio_runtime` and `visio_shared`; a service's tests do not import `visio_deploy` (the package
 that depends on every service); no production image installs the fakes, tansu or embedded
-PostgreSQL; and `visio-rdv` still answers, for migrate and ops, without deploy's `local` extra.
+PostgreSQL; `deploy` imports of a service only the modules the service lists as public (its
+`PUBLIC_MODULES`); and `visio-rdv` still answers, for migrate and ops, without deploy's `local`
+extra.
 
 The import graph is read with `ast` from every .py file under services/*/src, shared, fakes,
 testing and deploy, imports inside functions included: an import a service makes only on one
@@ -143,6 +145,93 @@ def test_the_check_fails_on_a_deliberately_bad_import(tmp_path: Path) -> None:
     ]
 
 
+# --- What deploy may import of a service ------------------------------------------------------
+
+
+def public_modules(repo: Path) -> dict[str, set[str]]:
+    """Each service's declared public surface: the `PUBLIC_MODULES` tuple of its __init__.py,
+    read with ast (nothing imported)."""
+    declared: dict[str, set[str]] = {}
+    for init in repo.glob("services/*/src/visio_*/__init__.py"):
+        package = init.parent.name
+        if package in INFRASTRUCTURE:
+            continue
+        declared[package] = set()
+        for node in ast.parse(init.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.Assign) and any(
+                isinstance(target, ast.Name) and target.id == "PUBLIC_MODULES"
+                for target in node.targets
+            ):
+                declared[package] = set(ast.literal_eval(node.value))
+    return declared
+
+
+def imported_modules(source: str) -> Iterator[str]:
+    """Every dotted module a source imports; `from pkg import name` yields `pkg.name` too (the
+    name may be a module)."""
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.module
+            yield from (f"{node.module}.{alias.name}" for alias in node.names)
+
+
+def private_imports_by_deploy(repo: Path) -> list[str]:
+    """Every import by deploy's source of a service module its service does not list as public
+    (a name of the package itself, `from visio_x import y` where y is no module, is public)."""
+    declared = public_modules(repo)
+    problems = []
+    for path in sorted(repo.glob("deploy/src/**/*.py")):
+        for module in imported_modules(path.read_text(encoding="utf-8")):
+            package, _, rest = module.partition(".")
+            if package not in declared or not rest:
+                continue
+            first = rest.split(".")[0]
+            folder = next(repo.glob(f"services/*/src/{package}"))
+            is_module = (folder / f"{first}.py").exists() or (folder / first).is_dir()
+            if is_module and first not in declared[package]:
+                problems.append(f"{path.relative_to(repo)} imports {package}.{first}")
+    return sorted(set(problems))
+
+
+def test_every_service_declares_its_public_modules_and_they_exist() -> None:
+    declared = public_modules(REPO)
+    assert set(declared) == services(REPO)
+    for package, modules in declared.items():
+        folder = next(REPO.glob(f"services/*/src/{package}"))
+        assert modules, f"{package} declares no PUBLIC_MODULES"
+        for module in modules:
+            assert (folder / f"{module}.py").exists(), f"{package}.{module} is not a module"
+
+
+def test_deploy_imports_only_what_the_services_list_as_public() -> None:
+    assert private_imports_by_deploy(REPO) == []
+
+
+def test_the_public_surface_check_fails_on_a_private_import(tmp_path: Path) -> None:
+    """A synthetic deploy importing a private module (in a function, too, and by `from pkg
+    import module`) is named; its public and package-level imports are not."""
+    _write(
+        tmp_path / "services/booking/src/visio_booking/__init__.py",
+        'PUBLIC_MODULES = ("settings",)\nVERSION = 1\n',
+    )
+    for module in ("settings", "store", "keys"):
+        _write(tmp_path / f"services/booking/src/visio_booking/{module}.py", "")
+    _write(
+        tmp_path / "deploy/src/visio_deploy/ops.py",
+        "from visio_booking.settings import BookingSettings\n"
+        "from visio_booking import VERSION\n"
+        "import visio_shared.topics\n"
+        "def run():\n    from visio_booking.store import rows\n"
+        "from visio_booking import keys\n",
+    )
+    assert private_imports_by_deploy(tmp_path) == [
+        "deploy/src/visio_deploy/ops.py imports visio_booking.keys",
+        "deploy/src/visio_deploy/ops.py imports visio_booking.store",
+    ]
+
+
 # --- What each image installs, from uv.lock ----------------------------------------------------
 
 
@@ -256,3 +345,73 @@ def test_the_without_local_check_sees_a_module_level_fake_import() -> None:
     broken = _visio_rdv_without_local("--help", preamble="import visio_deploy.up")
     assert broken.returncode != 0
     assert "visio_fakes" in broken.stderr
+
+
+# --- Size: no source file over 450 lines, no function over 80 ----------------------------------
+
+MAX_FILE_LINES = 450
+MAX_FUNCTION_LINES = 80  # decorators included
+
+_LATER = "not split yet: issue 21's size pass ran out of time before it (see the hand-back report)"
+# What is still over, each with why; the test fails when one is no longer over (drop it here),
+# and on anything over that is not named.
+STILL_OVER: dict[str, str] = {
+    "services/notifications/src/visio_notifications/compose.py": (
+        "another engineer is changing compose.py and the templates: split after that merge"
+    ),
+    "services/notifications/src/visio_notifications/compose.py:context": (
+        "another engineer is changing compose.py: split after that merge"
+    ),
+    "services/runtime/src/visio_runtime/consumer.py": _LATER,
+    "services/notifications/src/visio_notifications/app.py:create_app": _LATER,
+    "fakes/src/visio_fakes/sms_emulator.py:create_app": _LATER,
+    "fakes/src/visio_fakes/smtp_sink.py": _LATER,
+    "fakes/src/visio_fakes/graph_emulator/app.py:create_app": _LATER,
+    "fakes/src/visio_fakes/graph_emulator/events.py:render_event": _LATER,
+    "deploy/src/visio_deploy/asyncapi.py": _LATER,
+    "deploy/src/visio_deploy/asyncapi.py:generate": _LATER,
+    "deploy/src/visio_deploy/up.py": _LATER,
+    "deploy/src/visio_deploy/up.py:bring_up": _LATER,
+    "deploy/src/visio_deploy/proof/stack.py:proof_stack": _LATER,
+    "deploy/src/visio_deploy/bench/commands.py:register": _LATER,
+}
+
+
+def oversize(source: str, name: str) -> list[str]:
+    """`name` when the source is over MAX_FILE_LINES; `name:function` for each function (or
+    method) over MAX_FUNCTION_LINES, nested ones included."""
+    found = [name] if len(source.splitlines()) > MAX_FILE_LINES else []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            start = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            assert node.end_lineno is not None
+            if node.end_lineno - start + 1 > MAX_FUNCTION_LINES:
+                found.append(f"{name}:{node.name}")
+    return found
+
+
+def oversize_in(repo: Path) -> list[str]:
+    found: list[str] = []
+    for pattern in PACKAGE_ROOTS:
+        for path in sorted(repo.glob(f"{pattern}/**/*.py")):
+            found += oversize(path.read_text(encoding="utf-8"), str(path.relative_to(repo)))
+    return sorted(found)
+
+
+def test_no_file_over_450_lines_and_no_function_over_80_but_the_named_ones() -> None:
+    found = oversize_in(REPO)
+    assert [item for item in found if item not in STILL_OVER] == []
+    assert [item for item in STILL_OVER if item not in found] == [], "no longer over: drop it"
+
+
+def test_the_size_check_fails_on_an_oversize_file_and_function(tmp_path: Path) -> None:
+    long_function = "def long():\n" + "    x = 1\n" * MAX_FUNCTION_LINES
+    short_function = "@decorated\ndef short():\n" + "    x = 1\n" * (MAX_FUNCTION_LINES - 2)
+    _write(tmp_path / "shared/src/visio_shared/long.py", long_function)
+    _write(tmp_path / "shared/src/visio_shared/fits.py", short_function)
+    _write(tmp_path / "fakes/src/visio_fakes/big.py", "x = 1\n" * (MAX_FILE_LINES + 1))
+    _write(tmp_path / "fakes/src/visio_fakes/full.py", "x = 1\n" * MAX_FILE_LINES)
+    assert oversize_in(tmp_path) == [
+        "fakes/src/visio_fakes/big.py",
+        "shared/src/visio_shared/long.py:long",
+    ]

@@ -11,11 +11,15 @@ from zoneinfo import ZoneInfo
 import pytest
 from pydantic import ValidationError
 from visio_shared import booking_requests
+from visio_shared.booking_replies import (
+    BookingAccepted,
+    BookingRejected,
+    reply_correlation,
+    reply_key,
+)
 from visio_shared.booking_requests import (
     REQUEST_TYPES,
     BookAppointment,
-    BookingAccepted,
-    BookingRejected,
     BookingRequest,
     CancelAppointment,
     ConsentIn,
@@ -23,8 +27,6 @@ from visio_shared.booking_requests import (
     FieldErrors,
     RequestEnvelope,
     RescheduleRequest,
-    reply_correlation,
-    reply_key,
     request_key,
 )
 from visio_shared.cgu_versions import CguVersion

@@ -17,7 +17,8 @@ from visio_shared import (
     parse_event,
     publish_event,
 )
-from visio_shared.booking_requests import PARTNER_REPLY_TYPES, REQUEST_TYPES
+from visio_shared.booking_replies import PARTNER_REPLY_TYPES
+from visio_shared.booking_requests import REQUEST_TYPES
 from visio_shared.schemas import SCHEMA_DIR, generate
 
 

@@ -23,17 +23,11 @@ from typing import Any
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
-from visio_consent.checkpoints import EVENT_TYPE as CHECKPOINT
-from visio_consent.signing import Checkpoint
 from visio_runtime.settings import ServiceSettings
 from visio_shared import EVENT_TYPES, Headers, Topics
-from visio_shared.booking_requests import (
-    CALLING_SYSTEM_HEADER,
-    PARTNER_REPLY_TYPES,
-    REPLY_TYPES,
-    REQUEST_ID_HEADER,
-    REQUEST_TYPES,
-)
+from visio_shared.booking_replies import PARTNER_REPLY_TYPES, REPLY_TYPES
+from visio_shared.booking_requests import CALLING_SYSTEM_HEADER, REQUEST_ID_HEADER, REQUEST_TYPES
+from visio_shared.checkpoints import CHECKPOINT_EVENT_TYPE, Checkpoint
 from visio_shared.topics import PARTNER_REPLIES, PARTNER_REQUESTS
 
 from visio_deploy.ops.dlq import REPLAY_OF
@@ -174,7 +168,7 @@ STREAMS = (
     Stream(
         "consent_checkpoints",
         "consent",
-        {CHECKPOINT: Checkpoint},
+        {CHECKPOINT_EVENT_TYPE: Checkpoint},
         "`consent-ledger` (one partition's order for all checkpoints)",
         "Signed checkpoints of the consent ledger's hash chain (Ed25519 over seq and head hash).",
         routed=False,

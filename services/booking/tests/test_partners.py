@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 from visio_booking.keys import API_KEYS
 from visio_shared import publish_event
-from visio_shared.booking_requests import KNOWN_OUTCOMES, AppointmentOutcome
+from visio_shared.booking_replies import KNOWN_OUTCOMES, AppointmentOutcome
 
 SCHEDULER, PORTAL = "national-scheduler", "caf-portal"
 

@@ -154,6 +154,7 @@ async def test_every_endpoint_needs_a_key_with_its_scope(api: Api) -> None:
             answer = await api.client.request(method, path, headers=headers)
             assert answer.status_code == 401, (path, answer.text)
             assert answer.headers["content-type"] == "application/problem+json"
+            assert answer.headers["www-authenticate"] == "Bearer"  # as booking's (RFC 6750)
         # Every other scope is refused: reading the ledger does not let a key sign it.
         lacking = {
             "consent:read": ("withdrawer", "signer"),

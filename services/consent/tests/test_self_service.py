@@ -25,7 +25,7 @@ from pydantic import SecretStr
 from visio_consent.access import Asker, access_export
 from visio_consent.app import create_app
 from visio_consent.handlers import record_consent, record_contact_correction
-from visio_consent.selfservice import WITHDRAW_ACTION
+from visio_consent.self_service import WITHDRAW_ACTION
 from visio_consent.settings import ConsentSettings
 from visio_consent.withdrawal import announce_pending_withdrawals
 from visio_runtime.headers import security_header_problems

@@ -13,8 +13,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from visio_consent.ledger import append
-from visio_consent.signing import Checkpoint, SigningKey
+from visio_consent.signing import SigningKey
 from visio_consent.verify import VerifyReport, verify
+from visio_shared.checkpoints import Checkpoint
 
 if TYPE_CHECKING:
     from conftest import Forger

@@ -28,7 +28,7 @@ from visio_fakes.graph_emulator import (
 )
 from visio_fakes.graph_emulator.settings import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
 from visio_meetings.graph import GraphClient
-from visio_meetings.handlers import Deps, handle_event
+from visio_meetings.handlers import MeetingsDeps, handle_event
 from visio_meetings.payloads import MeetingSpec, meeting_key
 from visio_meetings.settings import MeetingsSettings
 from visio_meetings.store import SCHEMA
@@ -334,12 +334,14 @@ def make_appointment() -> Callable[..., AppointmentRequested]:
 
 
 @pytest.fixture
-def deps(pool: asyncpg.Pool, graph: GraphClient, publisher: FakePublisher, topics: Topics) -> Deps:
-    return Deps(pool, graph, publisher, topics)
+def deps(
+    pool: asyncpg.Pool, graph: GraphClient, publisher: FakePublisher, topics: Topics
+) -> MeetingsDeps:
+    return MeetingsDeps(pool, graph, publisher, topics)
 
 
 @pytest.fixture
-def handle(deps: Deps) -> Callable[[AppointmentEvent], Any]:
+def handle(deps: MeetingsDeps) -> Callable[[AppointmentEvent], Any]:
     """The service's handling of one event, as the consumer calls it."""
 
     async def run(event: AppointmentEvent) -> None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import pytest
 from visio_meetings.graph import GraphClient
-from visio_meetings.poller import PollerDeps, poll_once
+from visio_meetings.poller import MeetingsPollerDeps, poll_once
 from visio_meetings.settings import MeetingsSettings
 from visio_shared import AppointmentEvent, AppointmentRequested, Topics
 
@@ -51,7 +51,7 @@ async def poll(
     # Other tests' meetings are not this test's business (the database is the session's).
     await pool.execute("UPDATE meetings SET attendance_due_at = NULL")
     tuned = settings.model_copy(update={"attendance_max_attempts": 3})
-    deps = PollerDeps(pool, graph, publisher, topics, tuned, clock)
+    deps = MeetingsPollerDeps(pool, graph, publisher, topics, tuned, clock)
     return lambda: poll_once(deps)
 
 

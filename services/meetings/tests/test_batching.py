@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import httpx
 import pytest
-from visio_meetings.graph import GraphClient, graph_ssl_context
-from visio_meetings.handlers import Deps, handle_event
+from visio_meetings.graph import GraphClient
+from visio_meetings.graph_http import graph_ssl_context
+from visio_meetings.handlers import MeetingsDeps, handle_event
 from visio_meetings.meeting import Created, provision_many
 from visio_meetings.payloads import MeetingSpec
 from visio_meetings.provisioning import Provisioner
@@ -167,7 +168,7 @@ async def test_handlers_making_meetings_at_the_same_time_share_their_batches(
     make_appointment: Make,
 ) -> None:
     provisioner = Provisioner(graph, window_s=0.5)
-    deps = Deps(pool, graph, publisher, topics, provisioner=provisioner)
+    deps = MeetingsDeps(pool, graph, publisher, topics, provisioner=provisioner)
     # As many as the test pool lets hold their appointment's lock at once.
     events = [make_appointment(advisor_id=ADVISORS[n]) for n in range(5)]
 

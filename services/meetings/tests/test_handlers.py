@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import pytest
 from visio_meetings.graph import GraphClient
-from visio_meetings.handlers import Deps, handle_event
+from visio_meetings.handlers import MeetingsDeps, handle_event
 from visio_meetings.payloads import meeting_key
 from visio_meetings.settings import MeetingsSettings
 from visio_runtime.errors import Transient
@@ -169,7 +169,7 @@ async def test_a_504_that_hid_a_success_is_retried_into_the_same_event(
 
 async def test_a_504_handed_to_the_consumer_is_found_on_redelivery(
     settings: MeetingsSettings,
-    deps: Deps,
+    deps: MeetingsDeps,
     control: EmulatorControl,
     publisher: FakePublisher,
     pool: asyncpg.Pool,
@@ -178,7 +178,7 @@ async def test_a_504_handed_to_the_consumer_is_found_on_redelivery(
     """No retry in process: the redelivered event finds the event Graph made by its key,
     and never creates again."""
     client = GraphClient.from_settings(settings.model_copy(update={"graph_attempts": 1}))
-    once = Deps(deps.pool, client, deps.publisher, deps.topics)
+    once = MeetingsDeps(deps.pool, client, deps.publisher, deps.topics)
     event = make_appointment()
     await control.faults(
         commit_then_timeout_rate=1.0, endpoints=["graph.events.create"], max_faults=1
@@ -201,7 +201,7 @@ async def test_a_504_handed_to_the_consumer_is_found_on_redelivery(
 
 
 async def test_an_answer_repeated_after_a_crash_is_the_same_event(
-    deps: Deps, control: EmulatorControl, publisher: FakePublisher, make_appointment: Make
+    deps: MeetingsDeps, control: EmulatorControl, publisher: FakePublisher, make_appointment: Make
 ) -> None:
     """The broker took the answer, then the process died before committing: the redelivery
     publishes again, with the same event id, so consumers skip it as a duplicate."""
@@ -212,7 +212,7 @@ async def test_an_answer_repeated_after_a_crash_is_the_same_event(
             raise ConnectionResetError("the process died right after publishing")
 
     event = make_appointment()
-    crashing = Deps(deps.pool, deps.graph, CrashAfterPublish(), deps.topics)
+    crashing = MeetingsDeps(deps.pool, deps.graph, CrashAfterPublish(), deps.topics)
     with pytest.raises(ConnectionResetError):
         await handle_event(event, crashing)
     await handle_event(event, deps)

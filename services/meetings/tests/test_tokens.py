@@ -11,7 +11,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 from visio_fakes.processes import free_port
-from visio_meetings.graph import GraphClient, graph_ssl_context
+from visio_meetings.graph import GraphClient
+from visio_meetings.graph_http import graph_ssl_context
 from visio_meetings.refusals import GraphUnauthorized
 from visio_meetings.settings import MeetingsSettings
 from visio_meetings.tokens import TokenError, TokenProvider

@@ -30,7 +30,7 @@ from pydantic import SecretStr
 from visio_fakes import sms_emulator
 from visio_fakes.smtp_sink import start_sink
 from visio_notifications.brevo import BrevoSms
-from visio_notifications.deps import Deps
+from visio_notifications.deps import NotificationsDeps
 from visio_notifications.mailer import SmtpMailer
 from visio_notifications.settings import NotificationsSettings
 from visio_notifications.sms_metrics import SmsMetrics
@@ -499,9 +499,9 @@ def deps(
     publisher: FakePublisher,
     smtp_settings: NotificationsSettings,
     clock: Clock,
-) -> Deps:
+) -> NotificationsDeps:
     """The real relay path (SmtpMailer → the sink) and PostgreSQL; Kafka faked."""
-    return Deps(
+    return NotificationsDeps(
         pool=pool,
         publisher=publisher,
         settings=smtp_settings,

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from visio_fakes.smtp_sink import delivery_status_notification, start_sink
-from visio_notifications import bounces, sms
+from visio_notifications import bounces, sms_receipts
 from visio_notifications.app import create_app
 from visio_notifications.handlers import on_appointment_requested, on_meeting_event
 from visio_notifications.poller import poll_once
@@ -166,7 +166,7 @@ async def test_the_next_email_says_the_number_failed(
     await poll_once(deps)
     [text] = emulator.state.messages
     now = clock()
-    assert await sms.on_receipt(
+    assert await sms_receipts.on_receipt(
         deps.pool, str(text["messageId"]), "hard_bounce", "", now, deps.sms_metrics
     )
     clock.set(appointment.start - timedelta(hours=48))

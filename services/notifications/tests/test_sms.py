@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from visio_notifications import sms, sms_encoding
+from visio_notifications import sms, sms_encoding, sms_receipts
 from visio_notifications.decide import State
 from visio_notifications.handlers import on_appointment_requested, on_meeting_event
 from visio_notifications.poller import poll_once
@@ -222,8 +222,10 @@ async def test_a_hard_bounce_receipt_fails_the_text_and_tells_the_caf(
     provider_id = str(_received(emulator)[0]["messageId"])
     now = datetime.now(UTC)
     counters = sms_deps.sms_metrics
-    assert await sms.on_receipt(sms_deps.pool, provider_id, "hard_bounce", "", now, counters)
-    assert not await sms.on_receipt(sms_deps.pool, "999", "delivered", "", now, counters)
+    assert await sms_receipts.on_receipt(
+        sms_deps.pool, provider_id, "hard_bounce", "", now, counters
+    )
+    assert not await sms_receipts.on_receipt(sms_deps.pool, "999", "delivered", "", now, counters)
     await poll_once(sms_deps)
     failed = [e for e in publisher.events() if isinstance(e, SmsFailed)]
     assert [(e.appointment_id, e.reason) for e in failed] == [

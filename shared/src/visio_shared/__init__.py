@@ -1,5 +1,6 @@
 """Visio RDV contracts: the events every service speaks, the topics they travel on, the headers
-they carry and the CGU versions booking validates against. Depends on pydantic alone."""
+they carry, the consent checkpoint line and the CGU versions booking validates against. Depends
+on pydantic (and rfc8785 for the checkpoint's canonical bytes)."""
 
 from visio_shared.cafs import OVERSEAS_CAFS, OverseasCaf, expected_timezone, time_label
 from visio_shared.cgu_versions import CGU_VERSIONS, CguVersion, current_cgu

@@ -12,7 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from visio_shared.booking_requests import PARTNER_REPLY_TYPES, REQUEST_TYPES
+from visio_shared.booking_replies import PARTNER_REPLY_TYPES
+from visio_shared.booking_requests import REQUEST_TYPES
 from visio_shared.events import EVENT_TYPES
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"

@@ -1,5 +1,6 @@
 """`ops purge`: personal data past its retention period, removed wherever it lives — booking's
-and notifications' tables, the alerts' copy, the local mail sink's files — and every topic
+and notifications' tables and the alerts' copy (each service purges its own, asked here through
+its public `retention` module), the local mail sink's files — and every topic
 checked for its retention (dead letters included). Safe to schedule: each run deletes only what
 expired since the last one, each schema in one transaction; `--dry-run` counts and rolls back.
 
@@ -12,134 +13,52 @@ drop their own windows after a day.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 
 import asyncpg
+import visio_alerts.retention
+import visio_booking.retention
+import visio_notifications.retention
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from visio_runtime.kafka import admin_client, topic_configs
+from visio_runtime.retention import Period
 
 from visio_deploy.ops.settings import OpsSettings
 from visio_deploy.ops.topology import declared_topics, replays_topic
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class Rule:
-    table: str  # schema.table
-    period: str  # the OpsSettings field holding its retention, in days
-    delete: str  # $1: the cutoff (rows older than it go)
+PurgeExpired = Callable[
+    [asyncpg.Connection, Mapping[Period, float], datetime, bool], Awaitable[dict[str, int]]
+]
 
 
-# An appointment's data expires with the appointment (its end, plus the retention period).
-_BOOKING_EXPIRED = (
-    "SELECT appointment_id FROM booking.appointments "
-    "WHERE start_at + duration_minutes * interval '1 minute' < $1"
-)
-# Notifications keeps a copy per appointment; rows whose copy never came expire by their age.
-_NOTIFICATIONS_EXPIRED = "SELECT appointment_id FROM notifications.appointments WHERE start_at < $1"
-
-
-def _without_copy(table: str, written: str) -> str:
-    return (
-        f"DELETE FROM notifications.{table} t WHERE t.appointment_id IN ({_NOTIFICATIONS_EXPIRED})"
-        f" OR (t.{written} < $1 AND NOT EXISTS (SELECT 1 FROM notifications.appointments a"
-        " WHERE a.appointment_id = t.appointment_id))"
-    )
-
-
-# Dependent rows first: each schema's expired set is read from its appointments table.
-RULES = (
-    Rule(
-        "booking.appointment_history",
-        "appointment_retention_days",
-        f"DELETE FROM booking.appointment_history WHERE appointment_id IN ({_BOOKING_EXPIRED})",
-    ),
-    Rule(
-        "booking.appointments",
-        "appointment_retention_days",
-        f"DELETE FROM booking.appointments WHERE appointment_id IN ({_BOOKING_EXPIRED})",
-    ),
-    Rule(
-        "booking.outbox",
-        "outbox_retention_days",
-        "DELETE FROM booking.outbox WHERE published_at < $1",
-    ),
-    Rule(
-        "notifications.reminders",
-        "appointment_retention_days",
-        "DELETE FROM notifications.reminders WHERE start_at < $1",
-    ),
-    Rule(
-        "notifications.dispatches",
-        "appointment_retention_days",
-        _without_copy("dispatches", "recorded_at"),
-    ),
-    # No personal data (ids, the reason, the outcome), but it tells that the person asked:
-    # it goes with the appointment's other rows.
-    Rule(
-        "notifications.link_requests",
-        "appointment_retention_days",
-        _without_copy("link_requests", "requested_at"),
-    ),
-    Rule(
-        "notifications.meetings",
-        "appointment_retention_days",
-        _without_copy("meetings", "updated_at"),
-    ),
-    Rule(
-        "notifications.appointments",
-        "appointment_retention_days",
-        "DELETE FROM notifications.appointments WHERE start_at < $1",
-    ),
-    Rule(
-        "alerts.alerts",
-        "appointment_retention_days",
-        "DELETE FROM alerts.alerts WHERE start_at < $1 OR (start_at IS NULL AND recorded_at < $1)",
-    ),
-    Rule(
-        "alerts.appointments",
-        "appointment_retention_days",
-        "DELETE FROM alerts.appointments WHERE start_at < $1",
-    ),
-    # Ids, kinds and times only, but they tell of the person's emails: as long as the rest.
-    Rule(
-        "alerts.emails_owed",
-        "appointment_retention_days",
-        "DELETE FROM alerts.emails_owed WHERE owed_since < $1",
-    ),
-    Rule(
-        "alerts.emails_told",
-        "appointment_retention_days",
-        "DELETE FROM alerts.emails_told WHERE told_at < $1",
-    ),
+# Each service purges its own tables (its public `retention` module), in this order, each in one
+# transaction over its schema.
+SERVICES: tuple[tuple[str, PurgeExpired], ...] = (
+    ("booking", visio_booking.retention.purge_expired),
+    ("notifications", visio_notifications.retention.purge_expired),
+    ("alerts", visio_alerts.retention.purge_expired),
 )
 
 
 async def purge_tables(
     settings: OpsSettings, dry_run: bool = False, now: datetime | None = None
 ) -> dict[str, int]:
-    """Rows removed per table (tables not there yet — a schema not migrated — are skipped)."""
+    """Rows removed per table, as each service reports them (tables not there yet — a schema
+    not migrated — are skipped)."""
     now = now or datetime.now(UTC)
+    days: dict[Period, float] = {
+        "appointment": settings.appointment_retention_days,
+        "outbox": settings.outbox_retention_days,
+    }
     removed: dict[str, int] = {}
     conn = await asyncpg.connect(settings.database_url.get_secret_value())
     try:
-        for schema in dict.fromkeys(rule.table.split(".")[0] for rule in RULES):
-            transaction = conn.transaction()
-            await transaction.start()
-            try:
-                for rule in (rule for rule in RULES if rule.table.startswith(f"{schema}.")):
-                    if await conn.fetchval("SELECT to_regclass($1)", rule.table) is None:
-                        continue
-                    cutoff = now - timedelta(days=getattr(settings, rule.period))
-                    status = await conn.execute(rule.delete, cutoff)
-                    removed[rule.table] = int(status.split()[-1])
-            except BaseException:
-                await transaction.rollback()
-                raise
-            await (transaction.rollback() if dry_run else transaction.commit())
+        for _, purge_expired in SERVICES:
+            removed.update(await purge_expired(conn, days, now, dry_run))
     finally:
         await conn.close()
     return removed

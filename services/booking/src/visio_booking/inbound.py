@@ -38,19 +38,21 @@ from visio_runtime.json_input import Unreadable, duplicate_keys, read_json
 from visio_runtime.problems import Problem, as_problem, invalid, too_large
 from visio_runtime.service import Runtime
 from visio_shared import Headers
-from visio_shared.booking_requests import (
-    CALLING_SYSTEM_HEADER,
-    REQUEST_ID_HEADER,
-    REQUEST_TYPES,
+from visio_shared.booking_replies import (
     BookingAccepted,
     BookingRejected,
     BookingReply,
     FieldError,
-    RequestEnvelope,
-    kafka_caller,
     partner_reply_key,
     reply_correlation,
     reply_key,
+)
+from visio_shared.booking_requests import (
+    CALLING_SYSTEM_HEADER,
+    REQUEST_ID_HEADER,
+    REQUEST_TYPES,
+    RequestEnvelope,
+    kafka_caller,
 )
 
 from visio_booking.appointments import Caller, Command, Context

@@ -14,7 +14,8 @@ import uuid
 
 import asyncpg
 from visio_shared import Topics
-from visio_shared.booking_requests import KNOWN_OUTCOMES, AppointmentOutcome, kafka_system
+from visio_shared.booking_replies import KNOWN_OUTCOMES, AppointmentOutcome
+from visio_shared.booking_requests import kafka_system
 
 from visio_booking.outbox import enqueue
 

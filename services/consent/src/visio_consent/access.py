@@ -26,8 +26,7 @@ import asyncpg
 from pydantic import BaseModel
 from visio_shared import OVERSEAS_CAFS
 from visio_shared.cafs import METROPOLITAN_TIME_LABEL, METROPOLITAN_TIMEZONE
-
-from visio_consent.signing import Checkpoint
+from visio_shared.checkpoints import Checkpoint
 
 LABELS = {
     "cgu_accepted": "Acceptation des conditions générales d'utilisation (CGU)",

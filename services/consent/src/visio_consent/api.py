@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, EmailStr
 from visio_runtime.api_keys import KeyHolder
 from visio_runtime.bodies import read_json_body
 from visio_runtime.problems import PROBLEM_JSON, Problem
+from visio_shared.checkpoints import Checkpoint
 
 from visio_consent.access import AccessExport, Asker, access_export
 from visio_consent.audit import verify_with_witnesses
@@ -21,7 +22,6 @@ from visio_consent.export import assemble
 from visio_consent.keys import API_KEYS, CHECKPOINT, EXPORT, READ, WITHDRAW
 from visio_consent.ledger import subject_ref
 from visio_consent.settings import ConsentSettings
-from visio_consent.signing import Checkpoint
 from visio_consent.verify import VerifyReport
 from visio_consent.withdrawal import NothingToWithdraw, UnknownAppointment, withdraw_recording
 

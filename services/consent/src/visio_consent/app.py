@@ -19,7 +19,7 @@ from visio_shared import (
     PersonalDataErasureRequested,
 )
 
-from visio_consent import api, selfservice_routes
+from visio_consent import api, self_service_routes
 from visio_consent.checkpoints import Checkpointer, CheckpointGauges
 from visio_consent.connections import MEETING_EVENTS, record_meeting_outcome
 from visio_consent.erasure import erase_subject
@@ -50,34 +50,7 @@ def create_app(settings: ConsentSettings | None = None) -> FastAPI:
     runtime = build_runtime("consent", settings)
     checkpointer = Checkpointer(settings, runtime.topics)
 
-    # A batch of requests is one group commit into the chain (one transaction, one append).
-    @runtime.consumer.on_batch(AppointmentRequested)
-    async def on_appointment_requested(events: list[AppointmentRequested]) -> None:
-        await record_consents(events, runtime.db, runtime.broker, settings, runtime.topics)
-
-    @runtime.consumer.on(ContactCorrected)
-    async def on_contact_corrected(event: ContactCorrected) -> None:
-        await record_contact_correction(event, runtime.db, runtime.broker, settings, runtime.topics)
-
-    @runtime.consumer.on(PersonalDataErasureRequested)
-    async def on_erasure_requested(event: PersonalDataErasureRequested) -> None:
-        await erase_subject(event, runtime.db, runtime.broker, runtime.topics)
-
-    async def on_appointment_change(event: AppointmentEvent) -> None:
-        assert isinstance(event, APPOINTMENT_CHANGES), "registered for these alone"
-        await follow_appointment_change(event, runtime.db)
-
-    for change_type in APPOINTMENT_CHANGES:
-        runtime.consumer.on(change_type)(on_appointment_change)
-
-    async def on_meeting_outcome(event: AppointmentEvent) -> None:
-        assert isinstance(event, MEETING_EVENTS), "registered for these alone"
-        await record_meeting_outcome(event, runtime.db, runtime.broker, runtime.topics)
-
-    for model in MEETING_EVENTS:
-        runtime.consumer.on(model)(on_meeting_outcome)
-    # meetings.v1: what happened in the meeting (attendance, recordings) joins the proof file.
-    runtime.consumer.subscribe(runtime.topics.appointments, runtime.topics.meetings)
+    _consume(runtime, settings)
 
     if settings.uses_dev_subject_key:
         runtime.on_start.append(_warn_dev_subject_key)
@@ -123,9 +96,45 @@ def create_app(settings: ConsentSettings | None = None) -> FastAPI:
     app.include_router(api.router)
     link_keys = settings.link_ring()
     if link_keys is not None:  # no keys, no pages: their paths answer 404
-        app.include_router(selfservice_routes.router(settings, link_keys))
+        app.state.pages_deps = self_service_routes.pages_deps(settings, link_keys)
+        app.include_router(self_service_routes.router)
         app.include_router(accessibility_router())
     return app
+
+
+def _consume(runtime: Runtime, settings: ConsentSettings) -> None:
+    """What consent reads: appointments (consents, corrections, changes, erasures) and, from
+    meetings.v1, what happened in the meeting (attendance, recordings), which joins the proof
+    file."""
+
+    # A batch of requests is one group commit into the chain (one transaction, one append).
+    @runtime.consumer.on_batch(AppointmentRequested)
+    async def on_appointment_requested(events: list[AppointmentRequested]) -> None:
+        await record_consents(events, runtime.db, runtime.broker, settings, runtime.topics)
+
+    @runtime.consumer.on(ContactCorrected)
+    async def on_contact_corrected(event: ContactCorrected) -> None:
+        await record_contact_correction(event, runtime.db, runtime.broker, settings, runtime.topics)
+
+    @runtime.consumer.on(PersonalDataErasureRequested)
+    async def on_erasure_requested(event: PersonalDataErasureRequested) -> None:
+        await erase_subject(event, runtime.db, runtime.broker, runtime.topics)
+
+    async def on_appointment_change(event: AppointmentEvent) -> None:
+        assert isinstance(event, APPOINTMENT_CHANGES), "registered for these alone"
+        await follow_appointment_change(event, runtime.db)
+
+    for change_type in APPOINTMENT_CHANGES:
+        runtime.consumer.on(change_type)(on_appointment_change)
+
+    async def on_meeting_outcome(event: AppointmentEvent) -> None:
+        assert isinstance(event, MEETING_EVENTS), "registered for these alone"
+        await record_meeting_outcome(event, runtime.db, runtime.broker, runtime.topics)
+
+    for model in MEETING_EVENTS:
+        runtime.consumer.on(model)(on_meeting_outcome)
+    # meetings.v1: what happened in the meeting (attendance, recordings) joins the proof file.
+    runtime.consumer.subscribe(runtime.topics.appointments, runtime.topics.meetings)
 
 
 async def _purge_expired(runtime: Runtime) -> None:

@@ -32,11 +32,12 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from visio_shared.checkpoints import Checkpoint
 
 from visio_consent.checkpoints import NotACheckpoint
 from visio_consent.ledger import iso_utc
 from visio_consent.settings import ConsentSettings
-from visio_consent.signing import Checkpoint
+from visio_consent.signing import signature_ok
 from visio_consent.verify import Problem, VerifyReport, unreadable_checkpoints, verify
 from visio_consent.witnesses import Announced, Witnesses, gather
 
@@ -205,7 +206,7 @@ def _conflict(witnesses: Witnesses, trusted: frozenset[str]) -> VerifyReport | N
     sources = [("file", witnesses.file), ("topic", witnesses.topic or ())]
     for source, checkpoints in sources:
         for checkpoint in checkpoints:
-            trust = "" if checkpoint.signature_ok(trusted) else ", not validly signed"
+            trust = "" if signature_ok(checkpoint, trusted) else ", not validly signed"
             said[checkpoint.seq][checkpoint.head_hash].append(
                 f"the {source}, signed at {checkpoint.signed_at}{trust}"
             )

@@ -18,17 +18,17 @@ import pydantic
 from visio_runtime.metrics import Metrics
 from visio_runtime.topic_reader import read_topics
 from visio_shared import Headers, Topics
+from visio_shared.checkpoints import CHECKPOINT_EVENT_TYPE, Checkpoint
 from visio_shared.publishing import Publisher
 
 from visio_consent.settings import ConsentSettings
-from visio_consent.signing import Checkpoint, SigningKey, load_signing_key, trusted_keys
+from visio_consent.signing import SigningKey, load_signing_key, signature_ok, trusted_keys
 from visio_consent.verify import VerifyReport, verify
 
 log = logging.getLogger(__name__)
 
 # One key for every checkpoint: they share a partition, so the topic keeps them in order.
 TOPIC_KEY = b"consent-ledger"
-EVENT_TYPE = "ConsentCheckpoint"
 _EVENT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:visio-rdv:consent:checkpoint")
 
 
@@ -74,7 +74,7 @@ async def publish(publisher: Publisher, topic: str, checkpoint: Checkpoint) -> N
         key=TOPIC_KEY,
         headers={
             Headers.EVENT_ID: str(uuid.uuid5(_EVENT_NAMESPACE, line)),
-            Headers.EVENT_TYPE: EVENT_TYPE,
+            Headers.EVENT_TYPE: CHECKPOINT_EVENT_TYPE,
             Headers.SCHEMA_VERSION: "1",
             Headers.CONTENT_TYPE: "application/json",
         },
@@ -165,7 +165,7 @@ class Checkpointer:
 
     def _last_in_file(self) -> Checkpoint | None:
         trusted = self.trusted
-        mine = [cp for cp in read_file(self.settings.checkpoints_path) if cp.signature_ok(trusted)]
+        mine = [cp for cp in read_file(self.settings.checkpoints_path) if signature_ok(cp, trusted)]
         return max(mine, key=lambda checkpoint: checkpoint.seq, default=None)
 
     async def take_on(self, pool: asyncpg.Pool, publisher: Publisher) -> None:

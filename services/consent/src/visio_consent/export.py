@@ -25,13 +25,13 @@ import httpx
 from pydantic import BaseModel
 from visio_runtime.personal_data import PATH
 from visio_shared import ConsentRecorded, LedgerEntry, Topics, publish_event
+from visio_shared.checkpoints import Checkpoint
 from visio_shared.publishing import Publisher
 
 from visio_consent import store
 from visio_consent.access import AccessExport, Asker, access_export
 from visio_consent.ledger import append, iso_utc
 from visio_consent.settings import ConsentSettings
-from visio_consent.signing import Checkpoint
 
 NO_APPOINTMENT = uuid.UUID(int=0)  # the ledger's appointment id of an export with none
 _ANNOUNCED = uuid.uuid5(uuid.NAMESPACE_URL, "urn:visio-rdv:consent:export-recorded")

@@ -32,6 +32,7 @@ import asyncpg
 from visio_shared import LedgerEntry
 
 from visio_consent.ledger import DoesNotChain, check_chain, restore
+from visio_consent.signing import signature_ok
 from visio_consent.witnesses import Announced, Witnesses
 
 # What an appointment's context needs from a record.
@@ -139,7 +140,7 @@ def _against_checkpoints(
     rebuilt = {entry.seq: entry.hash for entry, _ in chosen}
     end = max(rebuilt, default=head_seq)
     for checkpoint in [*witnesses.file, *(witnesses.topic or ())]:
-        if checkpoint.seq <= head_seq or not checkpoint.signature_ok(trusted):
+        if checkpoint.seq <= head_seq or not signature_ok(checkpoint, trusted):
             continue
         if checkpoint.seq > end:
             raise CannotRebuild(

@@ -1,4 +1,5 @@
 """Signed checkpoints: Ed25519 signatures over a position of the chain (seq and head hash).
+The line itself (`Checkpoint`) is a contract, in `visio_shared.checkpoints`.
 
 A checkpoint is one JSON line, the same in the checkpoint file and on the checkpoint topic:
 
@@ -21,13 +22,11 @@ import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
 
-import rfc8785
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from pydantic import BaseModel, ConfigDict, Field
+from visio_shared.checkpoints import Checkpoint
 
 from visio_consent.ledger import iso_utc
 from visio_consent.settings import ConsentSettings
@@ -41,35 +40,16 @@ _DEV_KEY_HEADER = (
 )
 
 
-class Checkpoint(BaseModel):
-    """One signed checkpoint. `signed_at` stays the string that was signed, byte for byte."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    format: Literal["visio-rdv.consent-checkpoint.v1"] = "visio-rdv.consent-checkpoint.v1"
-    seq: int = Field(ge=0)
-    head_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
-    signed_at: str
-    public_key: str
-    signature: str
-
-    def signed_bytes(self) -> bytes:
-        return rfc8785.dumps(self.model_dump(exclude={"signature"}))
-
-    def line(self) -> str:
-        """The checkpoint as written: RFC 8785 JSON, one line."""
-        return rfc8785.dumps(self.model_dump()).decode("utf-8")
-
-    def signature_ok(self, trusted: frozenset[str]) -> bool:
-        """True when a trusted key made this signature over these exact fields."""
-        if self.public_key not in trusted:
-            return False
-        try:
-            public = Ed25519PublicKey.from_public_bytes(base64.b64decode(self.public_key))
-            public.verify(base64.b64decode(self.signature), self.signed_bytes())
-        except (InvalidSignature, ValueError, binascii.Error):
-            return False
-        return True
+def signature_ok(checkpoint: Checkpoint, trusted: frozenset[str]) -> bool:
+    """True when a trusted key made this checkpoint's signature over its exact fields."""
+    if checkpoint.public_key not in trusted:
+        return False
+    try:
+        public = Ed25519PublicKey.from_public_bytes(base64.b64decode(checkpoint.public_key))
+        public.verify(base64.b64decode(checkpoint.signature), checkpoint.signed_bytes())
+    except (InvalidSignature, ValueError, binascii.Error):
+        return False
+    return True
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,10 @@ from typing import Any, Literal
 import asyncpg
 import rfc8785
 from pydantic import BaseModel, ConfigDict
+from visio_shared.checkpoints import Checkpoint
 
 from visio_consent.ledger import GENESIS_HASH, record_hash
-from visio_consent.signing import Checkpoint
+from visio_consent.signing import signature_ok
 
 Problem = Literal[
     "altered",
@@ -114,7 +115,7 @@ async def verify(
     disturb it.
     """
     for checkpoint in checkpoints:
-        if not checkpoint.signature_ok(trusted):
+        if not signature_ok(checkpoint, trusted):
             why = "a bad signature" if checkpoint.public_key in trusted else "an untrusted key"
             return VerifyReport(
                 ok=False,

@@ -20,10 +20,10 @@ from pathlib import Path
 import pydantic
 from visio_runtime.topic_reader import Record, read_topics
 from visio_shared import ConsentRecorded, Headers, LedgerEntry, Topics
+from visio_shared.checkpoints import Checkpoint
 
 from visio_consent.checkpoints import parse_checkpoint, read_file
 from visio_consent.settings import ConsentSettings
-from visio_consent.signing import Checkpoint
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from visio_shared import AppointmentEvent
 
 from visio_meetings import personal_data
 from visio_meetings.graph import GraphClient
-from visio_meetings.handlers import HANDLED, Deps, handle_event
-from visio_meetings.poller import PollerDeps, poll_once
+from visio_meetings.handlers import HANDLED, MeetingsDeps, handle_event
+from visio_meetings.poller import MeetingsPollerDeps, poll_once
 from visio_meetings.provisioning import Provisioner
 from visio_meetings.settings import MeetingsSettings
 
@@ -21,7 +21,7 @@ SERVICE = "meetings"
 
 
 @dataclass
-class Clients:
+class MeetingsClients:
     """Outside clients, opened when the service starts and closed when it stops."""
 
     graph: GraphClient | None = None
@@ -35,7 +35,7 @@ class Clients:
 def create_app(settings: MeetingsSettings | None = None) -> FastAPI:
     settings = settings or MeetingsSettings()  # from the environment
     runtime = build_runtime(SERVICE, settings)
-    clients = Clients()
+    clients = MeetingsClients()
 
     async def open_clients(_: Runtime) -> None:
         # No network here: msal builds its application (and fetches the authority's
@@ -60,7 +60,7 @@ def create_app(settings: MeetingsSettings | None = None) -> FastAPI:
 
     async def on_event(event: AppointmentEvent) -> None:
         graph = clients.require_graph()
-        deps = Deps(
+        deps = MeetingsDeps(
             runtime.db,
             graph,
             runtime.broker,
@@ -70,9 +70,9 @@ def create_app(settings: MeetingsSettings | None = None) -> FastAPI:
         )
         await handle_event(event, deps)
 
-    def poller() -> PollerDeps:
+    def poller() -> MeetingsPollerDeps:
         graph = clients.require_graph()
-        return PollerDeps(
+        return MeetingsPollerDeps(
             runtime.db, graph, runtime.broker, runtime.topics, settings, lambda: datetime.now(UTC)
         )
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 import time
 import uuid
 from collections import Counter
@@ -34,16 +33,22 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-import certifi
 import httpx
 from visio_runtime.errors import Transient
 from visio_runtime.metrics import Metrics
 
 from visio_meetings import calls
 from visio_meetings.calls import TRANSIENT_STATUSES, Call, Reply, segment
+from visio_meetings.graph_http import (
+    batch_replies,
+    graph_ssl_context,
+    reply_of,
+    transient,
+    unreachable,
+)
 from visio_meetings.payloads import MeetingSpec
 from visio_meetings.refusals import GraphRefused, GraphUnauthorized
-from visio_meetings.retries import RetryPolicy, retry_after
+from visio_meetings.retries import RetryPolicy
 from visio_meetings.settings import MeetingsSettings
 from visio_meetings.tokens import TokenProvider
 
@@ -276,7 +281,7 @@ class GraphClient:
                     except GraphRefused as refused:
                         outcomes[i] = refused
                     continue
-                failure = reply if isinstance(reply, Transient) else _transient(operation, reply)
+                failure = reply if isinstance(reply, Transient) else transient(operation, reply)
                 attempts[i] += 1
                 wait = self._retry.wait_before_next(attempts[i], failure.retry_after)
                 if wait is None:
@@ -314,7 +319,7 @@ class GraphClient:
                     (time.monotonic() - started) * 1000,
                     client_request_id,
                 )
-                return _unreachable(call.operation, exc)
+                return unreachable(call.operation, exc)
         self._calls.labels(call.operation, str(response.status_code)).inc()
         log.info(
             "graph %s: %d in %.0f ms (client-request-id %s, request-id %s)",
@@ -324,7 +329,7 @@ class GraphClient:
             client_request_id,
             response.headers.get("request-id"),
         )
-        return _reply(response)
+        return reply_of(response)
 
     async def _send_batches(self, requests: Sequence[Call], token: str) -> list[Reply | Transient]:
         """The requests in as few batches as the limits allow, sent side by side."""
@@ -390,9 +395,9 @@ class GraphClient:
                     (time.monotonic() - started) * 1000,
                     client_request_id,
                 )
-                return [_unreachable("batch", exc)] * len(requests)
+                return [unreachable("batch", exc)] * len(requests)
         self._batches.labels(str(response.status_code)).inc()
-        replies = _batch_replies(response, len(requests))
+        replies = batch_replies(response, len(requests))
         for call, reply in zip(requests, replies, strict=True):
             self._calls.labels(call.operation, str(reply.status)).inc()
         log.info(
@@ -437,62 +442,3 @@ def found_event(answer: dict[str, Any], key: str) -> dict[str, Any] | None:
     if len(events) > 1:
         log.warning("meetings: %d events under one creation key %s", len(events), key)
     return calls.first(answer)
-
-
-def graph_ssl_context(settings: MeetingsSettings) -> ssl.SSLContext:
-    """httpx wants an SSLContext: the configured bundle, else the public roots (certifi, as
-    msal's session uses; not the system store, which SSL_CERT_FILE could redirect)."""
-    cafile = settings.ca_bundle if settings.ca_bundle is not None else certifi.where()
-    return ssl.create_default_context(cafile=str(cafile))
-
-
-def _reply(response: httpx.Response) -> Reply:
-    try:
-        body = response.json() if response.content else None
-    except ValueError:
-        body = None
-    headers = {k.lower(): v for k, v in response.headers.items()}
-    return Reply(response.status_code, headers, body)
-
-
-def _batch_replies(response: httpx.Response, count: int) -> list[Reply]:
-    """Each request's answer, paired by id (Graph answers in any order). A batch refused or
-    failed as a whole is every request's answer; one without an answer is a 502."""
-    whole = _reply(response)
-    if response.status_code != 200:
-        return [whole] * count
-    answers = whole.body.get("responses") if isinstance(whole.body, dict) else None
-    by_id = {str(a.get("id")): a for a in answers or [] if isinstance(a, dict)}
-    missing = Reply(502, {}, {"error": {"code": "NoAnswer", "message": "not in the batch's"}})
-    replies = []
-    for i in range(count):
-        answer = by_id.get(str(i))
-        if answer is None:
-            replies.append(missing)
-            continue
-        headers = answer.get("headers")
-        headers = headers if isinstance(headers, dict) else {}
-        replies.append(
-            Reply(
-                int(answer.get("status", 502)),
-                {str(k).lower(): str(v) for k, v in headers.items()},
-                answer.get("body"),
-            )
-        )
-    return replies
-
-
-def _transient(operation: str, reply: Reply) -> Transient:
-    code, message = reply.error()
-    return Transient(
-        f"Graph {operation} {reply.status} {code}: {message} "
-        f"(request-id {reply.headers.get('request-id')})",
-        retry_after=retry_after(reply.headers.get("retry-after")),
-        dependency="graph",
-    )
-
-
-def _unreachable(operation: str, exc: httpx.HTTPError) -> Transient:
-    if isinstance(exc, httpx.TimeoutException):
-        return Transient(f"Graph {operation} timed out: {type(exc).__name__}", dependency="graph")
-    return Transient(f"Graph unreachable: {type(exc).__name__}: {exc}", dependency="graph")

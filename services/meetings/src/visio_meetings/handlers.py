@@ -67,7 +67,7 @@ class NeedsOperator(Poison):
 
 
 @dataclass(frozen=True)
-class Deps:
+class MeetingsDeps:
     pool: asyncpg.Pool
     graph: GraphClient
     publisher: Publisher
@@ -89,7 +89,7 @@ class _Handling:
     """One event's handling: the locked connection and the outside world."""
 
     conn: asyncpg.Connection
-    deps: Deps
+    deps: MeetingsDeps
 
     @property
     def graph(self) -> GraphClient:
@@ -112,8 +112,8 @@ class _Handling:
                 )
 
 
-async def handle_event(event: AppointmentEvent, deps: Deps) -> None:
-    async with store.appointment_lock(deps.pool, event.appointment_id) as conn:
+async def handle_event(event: AppointmentEvent, deps: MeetingsDeps) -> None:
+    async with store.LOCKS.session(deps.pool, event.appointment_id) as conn:
         handling = _Handling(conn, deps)
         if isinstance(event, PersonalDataErasureRequested):
             await erasure.erase(conn, deps.graph, deps.publisher, deps.topics, event)

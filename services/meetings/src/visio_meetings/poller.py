@@ -35,7 +35,7 @@ _GRAPH_FAILURES = (Transient, GraphRefused, GraphUnauthorized)
 
 
 @dataclass(frozen=True)
-class PollerDeps:
+class MeetingsPollerDeps:
     pool: asyncpg.Pool
     graph: GraphClient
     publisher: Publisher
@@ -44,7 +44,7 @@ class PollerDeps:
     clock: Callable[[], datetime]
 
 
-async def poll_once(deps: PollerDeps) -> int:
+async def poll_once(deps: MeetingsPollerDeps) -> int:
     """Handle every meeting due now; returns how many were asked about."""
     now = deps.clock()
     passed: list[uuid.UUID] = []  # handled or busy: next round's
@@ -55,12 +55,12 @@ async def poll_once(deps: PollerDeps) -> int:
                 if due is None:
                     return len(passed)
                 passed.append(due.appointment_id)
-                if await store.try_lock_appointment(conn, due.appointment_id):
+                if await store.LOCKS.try_hold(conn, due.appointment_id):
                     await _after_the_meeting(deps, conn, due, now)
 
 
 async def _after_the_meeting(
-    deps: PollerDeps, conn: asyncpg.Connection, due: AttendanceDue, now: datetime
+    deps: MeetingsPollerDeps, conn: asyncpg.Connection, due: AttendanceDue, now: datetime
 ) -> None:
     settings = deps.settings
     attempts = due.attempts + 1
@@ -113,5 +113,5 @@ async def _reports(graph: GraphClient, due: AttendanceDue) -> list[dict[str, Any
     ]
 
 
-async def _publish(deps: PollerDeps, event: Envelope) -> None:
+async def _publish(deps: MeetingsPollerDeps, event: Envelope) -> None:
     await publish_event(deps.publisher, deps.topics.meetings, event)

@@ -9,7 +9,6 @@ before the appointment's handler looks for it, or finds the meeting made.
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,13 +18,14 @@ from pathlib import Path
 
 import asyncpg
 from visio_runtime.db import SchemaSpec, mark_processed
+from visio_runtime.locks import AppointmentLocks
 from visio_shared import AppointmentEvent, parse_event
 
 SCHEMA = SchemaSpec(schema="meetings", sql_dir=Path(__file__).parent / "migrations")
 
-# The first key of the two-key advisory lock: meetings' own space ("mt"), so its locks never
-# meet another service's in a shared database.
-_LOCK_SPACE = 0x6D74
+# The per-appointment lock (`visio_runtime.locks`) in meetings' own key space ("mt"), so its
+# locks never meet another service's in a shared database.
+LOCKS = AppointmentLocks(space=0x6D74)
 
 Status = str  # 'ready', 'failed' or 'cancelled'
 
@@ -55,36 +55,6 @@ class Meeting:
 
 
 _COLUMNS = tuple(Meeting.__dataclass_fields__)
-
-
-@asynccontextmanager
-async def appointment_lock(
-    pool: asyncpg.Pool, appointment_id: uuid.UUID
-) -> AsyncIterator[asyncpg.Connection]:
-    """A connection holding the appointment's lock; all of the handling's SQL goes through it.
-
-    A session lock, not a transaction's: the handling commits more than once. It is freed by
-    the pool's reset on release (`pg_advisory_unlock_all`), which runs however the handling
-    ends, cancelled mid-query included, or by the session's end if the process dies.
-    """
-    async with pool.acquire() as conn:
-        await conn.execute(
-            "SELECT pg_advisory_lock($1, $2)", _LOCK_SPACE, _lock_key(appointment_id)
-        )
-        yield conn
-
-
-def _lock_key(appointment_id: uuid.UUID) -> int:
-    digest = hashlib.blake2b(appointment_id.bytes, digest_size=4).digest()
-    return int.from_bytes(digest, signed=True)
-
-
-async def try_lock_appointment(conn: asyncpg.Connection, appointment_id: uuid.UUID) -> bool:
-    """The appointment's lock until the transaction ends, if no handler holds it now."""
-    locked: bool = await conn.fetchval(
-        "SELECT pg_try_advisory_xact_lock($1, $2)", _LOCK_SPACE, _lock_key(appointment_id)
-    )
-    return locked
 
 
 @asynccontextmanager

@@ -25,7 +25,7 @@ from visio_shared import ContactCorrectionRequested
 from visio_shared.links import address_confirmation_code, address_confirmation_url
 
 from visio_notifications.compose import clean, message_id, sender_address
-from visio_notifications.deps import Deps
+from visio_notifications.deps import NotificationsDeps
 from visio_notifications.mailer import MailRejected, mail_of
 from visio_notifications.settings import NotificationsSettings
 
@@ -35,7 +35,9 @@ KIND = "address_confirmation"
 SUBJECT = "Confirmez votre adresse électronique pour votre rendez-vous Caf"
 
 
-async def on_correction_requested(deps: Deps, event: ContactCorrectionRequested) -> None:
+async def on_correction_requested(
+    deps: NotificationsDeps, event: ContactCorrectionRequested
+) -> None:
     async with deps.pool.acquire() as conn:
         done = await conn.fetchval(
             "SELECT EXISTS (SELECT 1 FROM processed_events WHERE event_id = $1)", event.event_id

@@ -24,9 +24,9 @@ from visio_notifications import (
     handlers,
     personal_data,
     self_service,
-    sms,
+    sms_receipts,
 )
-from visio_notifications.deps import Clock, Deps, utc_now
+from visio_notifications.deps import Clock, NotificationsDeps, utc_now
 from visio_notifications.mailer import SmtpMailer
 from visio_notifications.poller import poll_once
 from visio_notifications.settings import NotificationsSettings
@@ -58,9 +58,9 @@ def create_app(settings: NotificationsSettings | None = None, *, clock: Clock = 
     sms_metrics = SmsMetrics(runtime.metrics)
     bounce_metrics = bounces.BounceMetrics(runtime.metrics)
 
-    def deps() -> Deps:
+    def deps() -> NotificationsDeps:
         # The pool opens in the lifespan, so the dependencies are gathered per use.
-        return Deps(
+        return NotificationsDeps(
             pool=runtime.db,
             publisher=runtime.broker,
             settings=settings,
@@ -125,7 +125,7 @@ def create_app(settings: NotificationsSettings | None = None, *, clock: Clock = 
             receipt = brevo.parse_receipt(await request.json())
         except ValueError as exc:
             return JSONResponse({"detail": str(exc)}, status_code=400)
-        known = await sms.on_receipt(
+        known = await sms_receipts.on_receipt(
             runtime.db,
             receipt.provider_id,
             receipt.status,

@@ -35,7 +35,7 @@ from visio_runtime.metrics import Metrics
 from visio_shared import NotificationFailed
 
 from visio_notifications import outbox, sms, store
-from visio_notifications.deps import Deps
+from visio_notifications.deps import NotificationsDeps
 from visio_notifications.mailer import redact
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ class BounceMetrics:
 
 
 async def receive(
-    deps: Deps,
+    deps: NotificationsDeps,
     raw: bytes,
     envelope_recipient: str | None,
     counters: BounceMetrics | None = None,
@@ -167,7 +167,7 @@ async def receive(
         if dsn.action != "failed":
             await _keep(conn, "delayed", dsn.action, dsn=dsn, dispatch=dispatch)
             return _counted(counters, "delayed", dsn.action)
-        await store.lock_appointment(conn, dispatch["appointment_id"])
+        await store.LOCKS.hold(conn, dispatch["appointment_id"])
         status = await conn.fetchval(
             "SELECT status FROM dispatches WHERE id = $1 FOR UPDATE", dispatch["id"]
         )

@@ -29,7 +29,7 @@ from visio_notifications.decide import (
     consents_only,
     recipient_sha256,
 )
-from visio_notifications.deps import Deps
+from visio_notifications.deps import NotificationsDeps
 from visio_notifications.dispatches import Dispatch
 from visio_notifications.mailer import MailRejected
 
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 _SHOWS_LINK = LINK_KINDS | {"reminder", "link_resent"}
 
 
-def retry_delay(deps: Deps, failures: int) -> timedelta:
+def retry_delay(deps: NotificationsDeps, failures: int) -> timedelta:
     """How long an email the relay could not take waits before the next try."""
     settings = deps.settings
     seconds = min(settings.mail_retry_initial_s * 2**failures, settings.mail_retry_max_s)
@@ -50,7 +50,13 @@ class Delivery:
     """One owed email of one appointment: what it will tell, under which key and Message-ID."""
 
     def __init__(
-        self, deps: Deps, state: State, owed: Owed, *, cause: uuid.UUID, offset: int | None = None
+        self,
+        deps: NotificationsDeps,
+        state: State,
+        owed: Owed,
+        *,
+        cause: uuid.UUID,
+        offset: int | None = None,
     ) -> None:
         appointment = state.appointment
         assert appointment is not None

@@ -25,7 +25,7 @@ def utc_now() -> datetime:
 
 
 @dataclass(frozen=True)
-class Deps:
+class NotificationsDeps:
     pool: asyncpg.Pool
     publisher: Publisher
     settings: NotificationsSettings

@@ -16,7 +16,7 @@ from visio_runtime.erasure import confirmation, remember_erased
 from visio_shared import PersonalDataErasureRequested, publish_event
 
 from visio_notifications import store
-from visio_notifications.deps import Deps
+from visio_notifications.deps import NotificationsDeps
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +42,12 @@ _ERASE = (
 )
 
 
-async def on_erasure_requested(deps: Deps, event: PersonalDataErasureRequested) -> None:
+async def on_erasure_requested(
+    deps: NotificationsDeps, event: PersonalDataErasureRequested
+) -> None:
     """Idempotent: erasing again finds nothing and confirms again (the same event id)."""
     async with deps.pool.acquire() as conn, conn.transaction():
-        await store.lock_appointment(conn, event.appointment_id)
+        await store.LOCKS.hold(conn, event.appointment_id)
         await remember_erased(conn, event.appointment_id, event.erasure_id)
         for statement in _ERASE:
             await conn.execute(statement, event.appointment_id)

@@ -48,10 +48,10 @@ from visio_shared import (
 
 from visio_notifications import decide, dispatches, link_requests, reminders, sms, store
 from visio_notifications.delivery import Delivery, retry_delay
-from visio_notifications.deps import Deps
+from visio_notifications.deps import NotificationsDeps
 
 __all__ = [
-    "Deps",
+    "NotificationsDeps",
     "on_appointment_changed",
     "on_appointment_requested",
     "on_link_requested",
@@ -61,19 +61,19 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-async def on_appointment_requested(deps: Deps, event: AppointmentRequested) -> None:
+async def on_appointment_requested(deps: NotificationsDeps, event: AppointmentRequested) -> None:
     await on_events(deps, [event])
 
 
-async def on_appointment_changed(deps: Deps, event: store.AppointmentChange) -> None:
+async def on_appointment_changed(deps: NotificationsDeps, event: store.AppointmentChange) -> None:
     await on_events(deps, [event])
 
 
-async def on_meeting_event(deps: Deps, event: MeetingReady | MeetingFailed) -> None:
+async def on_meeting_event(deps: NotificationsDeps, event: MeetingReady | MeetingFailed) -> None:
     await on_events(deps, [event])
 
 
-async def on_link_requested(deps: Deps, event: AppointmentLinkRequested) -> None:
+async def on_link_requested(deps: NotificationsDeps, event: AppointmentLinkRequested) -> None:
     await on_events(deps, [event])
 
 
@@ -87,13 +87,13 @@ APPLY: dict[type[AppointmentEvent], Callable[[asyncpg.Connection, Any], Awaitabl
 HANDLED: tuple[type[AppointmentEvent], ...] = (AppointmentRequested, *APPLY)
 
 
-async def on_events(deps: Deps, events: Sequence[AppointmentEvent]) -> None:
+async def on_events(deps: NotificationsDeps, events: Sequence[AppointmentEvent]) -> None:
     """A batch of events (the consumer's `on_batch`: one per appointment), step 1 for all of
     them in one transaction — their locks, markers, requests' copies and settle flags each in
     one statement — then step 2 for each appointment, side by side, each under its own lock.
     The events of an appointment whose person was erased are only marked processed."""
     async with deps.pool.acquire() as conn, conn.transaction():
-        await store.lock_appointments(conn, [event.appointment_id for event in events])
+        await store.LOCKS.hold_all(conn, [event.appointment_id for event in events])
         fresh = await mark_processed_many(conn, events)
         # Erased: a replayed or late event stores nothing and sends nothing (marked processed).
         erased = await erased_among(conn, [event.appointment_id for event in events])
@@ -127,15 +127,17 @@ async def on_events(deps: Deps, events: Sequence[AppointmentEvent]) -> None:
     await publish_outcomes_of(deps, appointment_ids)
 
 
-async def _settle_alone(deps: Deps, event: AppointmentEvent) -> None:
+async def _settle_alone(deps: NotificationsDeps, event: AppointmentEvent) -> None:
     # In the trace of the event that called for it: the email joins that person's story.
     with tracing.within(event):
         async with deps.pool.acquire() as conn, conn.transaction():
-            await store.lock_appointment(conn, event.appointment_id)
+            await store.LOCKS.hold(conn, event.appointment_id)
             await settle(deps, conn, event.appointment_id)
 
 
-async def settle(deps: Deps, conn: asyncpg.Connection, appointment_id: uuid.UUID) -> None:
+async def settle(
+    deps: NotificationsDeps, conn: asyncpg.Connection, appointment_id: uuid.UUID
+) -> None:
     """Send what the appointment's state calls for, then answer its pending link requests,
     then line its reminders up. The caller holds the appointment's lock, in a transaction."""
     now = deps.clock()
@@ -194,7 +196,7 @@ async def _close_unanswerable(
     return closed
 
 
-async def publish_outcomes_of(deps: Deps, appointment_ids: list[uuid.UUID]) -> int:
+async def publish_outcomes_of(deps: NotificationsDeps, appointment_ids: list[uuid.UUID]) -> int:
     """Publish the outcomes of these appointments not yet on Kafka, as one produce batch (one
     appointment's in their order); returns how many. As below, only a crash between the
     publish and the commit gives a duplicate, with the same event_id."""
@@ -208,7 +210,7 @@ async def publish_outcomes_of(deps: Deps, appointment_ids: list[uuid.UUID]) -> i
     return len(claimed)
 
 
-async def publish_outcomes(deps: Deps, appointment_id: uuid.UUID | None = None) -> int:
+async def publish_outcomes(deps: NotificationsDeps, appointment_id: uuid.UUID | None = None) -> int:
     """Publish the NotificationSent / NotificationFailed not yet on Kafka (of one appointment,
     or all of them), one row lock each; returns how many. Only a crash between the publish and
     the commit gives a duplicate, with the same event_id, which consumers skip."""

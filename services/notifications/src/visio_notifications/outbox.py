@@ -8,13 +8,13 @@ from typing import Literal
 
 from visio_shared import parse_event, publish_events
 
-from visio_notifications.deps import Deps
+from visio_notifications.deps import NotificationsDeps
 
 # (table, column holding the event): fixed names, never from input.
 Outbox = Literal["sms_messages.failure_event", "bounces.event"]
 
 
-async def publish_pending(deps: Deps, outbox: Outbox, batch: int = 100) -> int:
+async def publish_pending(deps: NotificationsDeps, outbox: Outbox, batch: int = 100) -> int:
     """Publish the events of `outbox` Kafka does not have yet; returns how many. Rows another
     replica holds are skipped; a crash between the publish and the commit publishes again,
     with the same event_id (consumers de-duplicate on it)."""

@@ -18,13 +18,13 @@ from visio_runtime.errors import Transient
 from visio_notifications import bounces, dispatches, outbox, reminders, sms, store
 from visio_notifications.decide import Owed
 from visio_notifications.delivery import Delivery, retry_delay
-from visio_notifications.deps import Deps
+from visio_notifications.deps import NotificationsDeps
 from visio_notifications.handlers import publish_outcomes, settle
 
 log = logging.getLogger(__name__)
 
 
-async def poll_once(deps: Deps) -> dict[str, int]:
+async def poll_once(deps: NotificationsDeps) -> dict[str, int]:
     """One round: retried emails, due reminders, any outcome Kafka does not have yet, and the
     personal data of appointments past their retention."""
     return {
@@ -38,20 +38,20 @@ async def poll_once(deps: Deps) -> dict[str, int]:
     }
 
 
-async def send_due_sms(deps: Deps) -> int:
+async def send_due_sms(deps: NotificationsDeps) -> int:
     if deps.sms is None or deps.sms_metrics is None:
         return 0
     return await sms.send_due(deps, deps.sms, deps.sms_metrics)
 
 
-async def forget_expired(deps: Deps) -> int:
+async def forget_expired(deps: NotificationsDeps) -> int:
     before = deps.clock() - timedelta(days=deps.settings.retention_days)
     async with deps.pool.acquire() as conn, conn.transaction():
         await bounces.forget_before(conn, before)
         return await store.forget_before(conn, before)
 
 
-async def retry_unsettled(deps: Deps) -> int:
+async def retry_unsettled(deps: NotificationsDeps) -> int:
     """Settle each appointment whose email is due for another try; returns how many."""
     now = deps.clock()
     passed: list[uuid.UUID] = []  # done or busy this round: next round's
@@ -62,12 +62,12 @@ async def retry_unsettled(deps: Deps) -> int:
                 if appointment_id is None:
                     break
                 passed.append(appointment_id)
-                if await store.try_lock_appointment(conn, appointment_id):
+                if await store.LOCKS.try_hold(conn, appointment_id):
                     await settle(deps, conn, appointment_id)
     return len(passed)
 
 
-async def fire_due_reminders(deps: Deps) -> int:
+async def fire_due_reminders(deps: NotificationsDeps) -> int:
     """Send each reminder that is due; returns how many were handled (sent or not)."""
     now = deps.clock()
     passed: list[uuid.UUID] = []  # busy, or postponed: next round's
@@ -78,7 +78,7 @@ async def fire_due_reminders(deps: Deps) -> int:
                 due = await reminders.claim_due(conn, now, passed)
                 if due is None:
                     return handled
-                if not await store.try_lock_appointment(conn, due.appointment_id):
+                if not await store.LOCKS.try_hold(conn, due.appointment_id):
                     passed.append(due.appointment_id)  # a handler is on it right now
                     continue
                 if await _fire(deps, conn, due, now) == "postponed":
@@ -87,7 +87,7 @@ async def fire_due_reminders(deps: Deps) -> int:
 
 
 async def _fire(
-    deps: Deps, conn: asyncpg.Connection, due: reminders.DueReminder, now: datetime
+    deps: NotificationsDeps, conn: asyncpg.Connection, due: reminders.DueReminder, now: datetime
 ) -> str:
     state = await store.load_state(conn, due.appointment_id)
     appointment = state.appointment

@@ -1,6 +1,6 @@
 """Text messages: which are owed (`plan`, from the appointment's state and the email log), when
 each may go (quiet hours), sending them (`send_due`, from the poller), and what the provider
-says afterwards (`on_receipt`).
+says afterwards (`visio_notifications.sms_receipts`).
 
 Planned, under the appointment's lock and in the transaction that logs the email:
 
@@ -34,7 +34,7 @@ from visio_shared.links import short_code, short_url
 
 from visio_notifications import quiet_hours, sms_encoding, sms_wording, store
 from visio_notifications.decide import LINK_KINDS, State, number_sha256
-from visio_notifications.deps import Deps
+from visio_notifications.deps import NotificationsDeps
 from visio_notifications.settings import NotificationsSettings
 from visio_notifications.sms_metrics import SMS_KINDS, SmsMetrics
 from visio_notifications.sms_provider import (
@@ -206,7 +206,7 @@ def text_of(
     return sms_wording.render(due_kind, appointment, url, now, offset)
 
 
-async def send_due(deps: Deps, sms: SmsProvider, counters: SmsMetrics) -> int:
+async def send_due(deps: NotificationsDeps, sms: SmsProvider, counters: SmsMetrics) -> int:
     """Send each text that is due; returns how many were handled."""
     now = deps.clock()
     passed: list[int] = []
@@ -230,7 +230,7 @@ async def send_due(deps: Deps, sms: SmsProvider, counters: SmsMetrics) -> int:
                     return handled
                 due = Due(**dict(row))
                 passed.append(due.id)
-                if not await store.try_lock_appointment(conn, due.appointment_id):
+                if not await store.LOCKS.try_hold(conn, due.appointment_id):
                     continue
                 await _send_one(deps, conn, sms, counters, due, now)
             handled += 1
@@ -247,7 +247,7 @@ async def _finish(conn: asyncpg.Connection, due: Due, status: str, **columns: An
 
 
 async def _send_one(
-    deps: Deps,
+    deps: NotificationsDeps,
     conn: asyncpg.Connection,
     sms: SmsProvider,
     counters: SmsMetrics,
@@ -343,7 +343,7 @@ async def _sent(
 
 
 async def _postpone(
-    deps: Deps,
+    deps: NotificationsDeps,
     conn: asyncpg.Connection,
     due: Due,
     now: datetime,
@@ -404,53 +404,3 @@ def receipt_url(settings: NotificationsSettings) -> str | None:
         return None
     token = settings.sms_receipt_token.get_secret_value()
     return f"{settings.sms_receipt_url.rstrip('/')}/{token}"
-
-
-# --- Receipts and outcomes -------------------------------------------------------------------
-
-
-async def on_receipt(
-    pool: asyncpg.Pool,
-    provider_id: str,
-    status: str,
-    detail: str,
-    now: datetime,
-    counters: SmsMetrics,
-) -> bool:
-    """A delivery receipt: recorded on its text; a hard bounce (no such number) fails it for
-    good, which the Caf is told of. False when no text of ours has that id."""
-    counters.receipts.labels(status).inc()
-    async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(
-            "SELECT s.id, s.appointment_id, s.kind, s.revision, s.reminder_offset_minutes, "
-            "s.status, a.correlation_id FROM sms_messages s "
-            "LEFT JOIN appointments a USING (appointment_id) "
-            "WHERE s.provider_id = $1 FOR UPDATE OF s",
-            provider_id,
-        )
-        if row is None:
-            return False
-        await conn.execute(
-            "UPDATE sms_messages SET delivery = $2, delivery_at = $3 WHERE id = $1",
-            row["id"],
-            status,
-            now,
-        )
-        if status == "hard_bounce" and row["status"] != "failed":
-            counters.failures.labels("hard_bounce").inc()
-            event = SmsFailed(
-                appointment_id=row["appointment_id"],
-                revision=row["revision"],
-                correlation_id=row["correlation_id"] or row["appointment_id"],
-                kind=row["kind"],
-                reason="hard_bounce",
-                detail=detail[:500] or "the number does not exist or cannot receive texts",
-                reminder_offset_minutes=row["reminder_offset_minutes"],
-            )
-            await conn.execute(
-                "UPDATE sms_messages SET status = 'failed', failure_event = $2::jsonb "
-                "WHERE id = $1",
-                row["id"],
-                event.model_dump_json(),
-            )
-    return True

@@ -17,6 +17,7 @@ from pathlib import Path
 import asyncpg
 from visio_runtime.db import SchemaSpec
 from visio_runtime.errors import Transient
+from visio_runtime.locks import AppointmentLocks
 from visio_shared import (
     AdvisorReassigned,
     AppointmentCancelled,
@@ -32,46 +33,13 @@ from visio_notifications.decide import State, number_sha256
 
 SCHEMA = SchemaSpec(schema="notifications", sql_dir=Path(__file__).parent / "migrations")
 
-# First key of the two-int advisory locks taken per appointment ("NOTI"): a key space of its
+# The per-appointment lock (`visio_runtime.locks`) in its key space ("NOTI"): a key space of its
 # own, apart from the migrations' single-bigint locks.
-_LOCK_CLASS = 0x4E4F5449
+LOCKS = AppointmentLocks(space=0x4E4F5449)
 
 AppointmentChange = (
     AppointmentRescheduled | ContactCorrected | AdvisorReassigned | AppointmentCancelled
 )
-
-
-async def lock_appointment(conn: asyncpg.Connection, appointment_id: uuid.UUID) -> None:
-    """Serialise, until the transaction ends, everything done for one appointment: its events
-    come from two topics, and the poller works on it too."""
-    await conn.execute(
-        "SELECT pg_advisory_xact_lock($1::int, hashtext($2::text))",
-        _LOCK_CLASS,
-        str(appointment_id),
-    )
-
-
-async def lock_appointments(conn: asyncpg.Connection, appointment_ids: list[uuid.UUID]) -> None:
-    """`lock_appointment` for a batch, in one statement; taken in one order (of their keys)
-    whoever takes them, so that two batches never wait for each other in a cycle."""
-    await conn.execute(
-        "SELECT pg_advisory_xact_lock($1::int, key) FROM ("
-        "SELECT DISTINCT hashtext(id::text) AS key FROM unnest($2::uuid[]) AS id ORDER BY key"
-        ") AS keys",
-        _LOCK_CLASS,
-        appointment_ids,
-    )
-
-
-async def try_lock_appointment(conn: asyncpg.Connection, appointment_id: uuid.UUID) -> bool:
-    """The poller's way in: it already holds a row lock, so it must never wait for this one
-    (a handler holding this lock may be waiting for that row)."""
-    locked: bool = await conn.fetchval(
-        "SELECT pg_try_advisory_xact_lock($1::int, hashtext($2::text))",
-        _LOCK_CLASS,
-        str(appointment_id),
-    )
-    return locked
 
 
 async def save_requested_many(
