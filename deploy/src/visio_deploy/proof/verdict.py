@@ -269,9 +269,14 @@ def _ledger(found: Differences, appointment: str, story: Story, seen: Seen) -> N
     consent = story.plan.body["consent"]
     owed = Counter({"cgu_accepted": 1})
     owed["recording_authorised" if consent["recording_authorised"] else "recording_refused"] += 1
-    if story.plan.role == "withdraw":
-        owed["recording_withdrawn"] += 1
     kinds = seen.ledger.get(appointment, Counter())
+    # What the run did, not what it planned: a withdrawal consent acknowledged is owed once. One
+    # that never got its answer (the story stopped: named by the story check) may or may not
+    # have been recorded, but never twice.
+    if story.withdrawn:
+        owed["recording_withdrawn"] += 1
+    elif story.plan.role == "withdraw":
+        owed["recording_withdrawn"] = min(kinds["recording_withdrawn"], 1)
     if kinds != owed:
         found.add(LEDGER, appointment, f"records {dict(kinds)}, owed {dict(owed)}")
 
