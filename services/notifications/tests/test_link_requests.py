@@ -189,7 +189,7 @@ async def test_after_a_failed_meeting_the_email_says_the_caf_will_call(
 
     [message] = _resent(mailbox, appointment)
     text = parts.text(message)
-    assert "Votre Caf vous contactera pour convenir de la suite." in text
+    assert "La Caf de Paris vous contactera pour convenir de la suite." in text
     assert "pas encore prêt" not in text and "GUIDE D'ACCÈS" not in text
 
 

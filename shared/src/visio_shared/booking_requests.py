@@ -36,10 +36,11 @@ from pydantic import (
     model_validator,
 )
 
+from visio_shared.caf_directory import CAF_CODES
 from visio_shared.cafs import OVERSEAS_CAFS, expected_timezone
 from visio_shared.cgu_versions import CGU_VERSIONS, current_cgu
 from visio_shared.envelope import AppointmentEvent, Envelope
-from visio_shared.events import AdvisorId, CancelReason, Device
+from visio_shared.events import CAF_CODE_PATTERN, AdvisorId, CancelReason, Device
 from visio_shared.phones import InvalidMobile, normalise_mobile
 
 DEFAULT_HORIZON_DAYS = 180
@@ -136,7 +137,11 @@ class ConsentIn(_Strict):
 class BookingRequest(_Strict):
     """Book a video appointment (`POST /v1/appointments`, or `BookAppointment`)."""
 
-    caf_code: str = Field(pattern=r"^\d{3}$", description="The Caf's three-digit code.")
+    caf_code: str = Field(
+        pattern=CAF_CODE_PATTERN,
+        description="The Caf's code: its department's on three characters (`075` for Paris, "
+        "`02A` for Corse-du-Sud, `974` for La Réunion); one of the 101 of the Caf directory.",
+    )
     advisor: AdvisorIn
     start: AwareDatetime = Field(description="Local start with its UTC offset.")
     duration_minutes: int = Field(strict=True)
@@ -149,6 +154,16 @@ class BookingRequest(_Strict):
     @classmethod
     def _known_zone(cls, value: str) -> str:
         _zone(value)
+        return value
+
+    @field_validator("caf_code")
+    @classmethod
+    def _known_caf(cls, value: str) -> str:
+        if value not in CAF_CODES:
+            raise ValueError(
+                f"unknown Caf code {value!r}: give the department's code on three characters "
+                "(075, 02A, 974)"
+            )
         return value
 
     @field_validator("duration_minutes")

@@ -54,6 +54,10 @@ AdvisorId = Annotated[
 ]
 
 
+# A department's code on three characters (075, 02A, 974): `visio_shared.caf_directory`.
+CAF_CODE_PATTERN = r"^(?:\d{3}|02[AB])$"
+
+
 class Advisor(_Part):
     id: AdvisorId
     display_name: str = Field(min_length=1, max_length=200)
@@ -78,7 +82,7 @@ class ConsentGiven(_Part):
 
 class AppointmentRequested(AppointmentEvent):
     event_type: Literal["AppointmentRequested"] = "AppointmentRequested"
-    caf_code: str = Field(pattern=r"^\d{3}$")
+    caf_code: str = Field(pattern=CAF_CODE_PATTERN)
     advisor: Advisor
     start: AwareDatetime
     duration_minutes: int = Field(ge=1)
@@ -156,6 +160,12 @@ class MeetingReady(AppointmentEvent):
     advisor_id: AdvisorId
     conference_id: str | None = Field(default=None, description="Dial-in conference id.")
     dial_in_url: str | None = None
+    toll_number: str | None = Field(
+        default=None, description="Dial-in number (Graph's audioConferencing.tollNumber)."
+    )
+    toll_free_number: str | None = Field(
+        default=None, description="Free dial-in number (audioConferencing.tollFreeNumber)."
+    )
     join_meeting_id: str | None = Field(default=None, description="Teams meeting id to type in.")
     passcode: str | None = None
 
