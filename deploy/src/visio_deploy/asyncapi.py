@@ -132,6 +132,7 @@ STREAMS = (
             "ContactCorrectionRequested",
             "AdvisorReassigned",
             "AppointmentLinkRequested",
+            "RescheduleRequested",
             "PersonalDataErasureRequested",
         ),
         "the appointment id",

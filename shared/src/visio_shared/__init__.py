@@ -31,6 +31,8 @@ from visio_shared.events import (
     PersonalDataErased,
     PersonalDataErasureRequested,
     RecordingConsentWithdrawn,
+    ReschedulePreferences,
+    RescheduleRequested,
     SmsFailed,
     parse_event,
 )
@@ -72,6 +74,8 @@ __all__ = [
     "PersonalDataErased",
     "PersonalDataErasureRequested",
     "RecordingConsentWithdrawn",
+    "ReschedulePreferences",
+    "RescheduleRequested",
     "SmsFailed",
     "Topics",
     "current_cgu",

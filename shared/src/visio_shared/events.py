@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import re
 import uuid
+from datetime import date
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -137,6 +138,34 @@ class AdvisorReassigned(AppointmentEvent):
     event_type: Literal["AdvisorReassigned"] = "AdvisorReassigned"
     advisor: Advisor
     previous_advisor: Advisor
+
+
+Weekday = Literal["lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi"]
+DayPart = Literal["matin", "midi", "apres-midi", "fin-de-journee"]
+RESCHEDULE_MESSAGE_MAX = 300
+
+
+class ReschedulePreferences(_Part):
+    """When another slot would suit the person, as they ticked it on « Mon rendez-vous »."""
+
+    days: list[Weekday] = Field(min_length=1, description="Days of the week that suit them.")
+    times: list[DayPart] = Field(
+        min_length=1,
+        description="Parts of the day: matin (8-12 h), midi (12-14 h), apres-midi (14-17 h), "
+        "fin-de-journee (17-19 h), in the appointment's time zone.",
+    )
+    from_date: date | None = Field(default=None, description="Not before this day.")
+    message: str | None = Field(default=None, max_length=RESCHEDULE_MESSAGE_MAX)
+
+
+class RescheduleRequested(AppointmentEvent):
+    """The person asked, from « Mon rendez-vous », to move the appointment. Nothing changes: the
+    partner that owns the slots is told (its outcome stream) and, for an appointment booked over
+    HTTP, notifications mails the Caf's team; the move itself comes as a normal reschedule."""
+
+    event_type: Literal["RescheduleRequested"] = "RescheduleRequested"
+    preferences: ReschedulePreferences
+    calling_system: str = Field(description="Who booked it: where the request must go.")
 
 
 class AppointmentLinkRequested(AppointmentEvent):
@@ -355,7 +384,8 @@ AnyEvent = Annotated[
     | SmsFailed
     | ConsentRecorded
     | PersonalDataErasureRequested
-    | PersonalDataErased,
+    | PersonalDataErased
+    | RescheduleRequested,
     Field(discriminator="event_type"),
 ]
 
@@ -369,6 +399,7 @@ EVENT_TYPES: dict[str, type[Envelope]] = {
         ContactCorrectionRequested,
         AdvisorReassigned,
         AppointmentLinkRequested,
+        RescheduleRequested,
         MeetingReady,
         MeetingRescheduled,
         MeetingCancelled,
