@@ -19,7 +19,7 @@ from visio_shared import (
     PersonalDataErasureRequested,
 )
 
-from visio_consent import api, selfservice_routes
+from visio_consent import api, cgu_pages, selfservice_routes
 from visio_consent.checkpoints import Checkpointer, CheckpointGauges
 from visio_consent.connections import MEETING_EVENTS, record_meeting_outcome
 from visio_consent.erasure import erase_subject
@@ -121,10 +121,11 @@ def create_app(settings: ConsentSettings | None = None) -> FastAPI:
     app.state.checkpointer = checkpointer
     problems.install(app)
     app.include_router(api.router)
+    app.include_router(cgu_pages.router())  # public: the CGU versions' texts
+    app.include_router(accessibility_router())
     link_keys = settings.link_ring()
-    if link_keys is not None:  # no keys, no pages: their paths answer 404
+    if link_keys is not None:  # no keys, no self-service pages: their paths answer 404
         app.include_router(selfservice_routes.router(settings, link_keys))
-        app.include_router(accessibility_router())
     return app
 
 
