@@ -1233,6 +1233,68 @@ async def test_an_online_meeting_has_only_graph_v1_properties(
     assert refused.status_code == 400
 
 
+# Graph v1.0's documented properties, written from Microsoft's reference pages (not from the
+# emulator), to compare the emulator's answer with:
+# https://learn.microsoft.com/en-us/graph/api/resources/onlinemeeting?view=graph-rest-1.0
+# (onlineMeeting and what it inherits from onlineMeetingBase; attendeeReport is a stream, never
+# in the JSON) and https://learn.microsoft.com/en-us/graph/api/resources/audioconferencing
+DOCUMENTED_V1_ONLINE_MEETING = frozenset(
+    """allowAttendeeToEnableCamera allowAttendeeToEnableMic allowBreakoutRooms
+    allowCopyingAndSharingMeetingContent allowedLobbyAdmitters allowedPresenters allowLiveShare
+    allowMeetingChat allowParticipantsToChangeName allowPowerPointSharing allowRecording
+    allowTeamworkReactions allowTranscription allowWhiteboard audioConferencing
+    broadcastSettings chatInfo chatRestrictions creationDateTime endDateTime expiryDateTime
+    externalId id isBroadcast isEndToEndEncryptionEnabled isEntryExitAnnounced joinInformation
+    joinMeetingIdSettings joinWebUrl lobbyBypassSettings meetingOptionsWebUrl
+    meetingSpokenLanguageTag meetingTemplateId participants recordAutomatically
+    sensitivityLabelAssignment shareMeetingChatHistoryDefault startDateTime subject
+    videoTeleconferenceId watermarkProtection""".split()
+)
+DOCUMENTED_V1_AUDIO_CONFERENCING = frozenset(
+    {"conferenceId", "dialinUrl", "tollFreeNumbers", "tollNumbers", "tollFreeNumber", "tollNumber"}
+)
+
+
+def off_v1_contract(meeting: dict[str, Any]) -> list[str]:
+    """What an onlineMeeting answer holds beyond Graph v1.0's documented shape."""
+    wrong = sorted(set(meeting) - {"@odata.context"} - DOCUMENTED_V1_ONLINE_MEETING)
+    audio = meeting.get("audioConferencing")
+    if audio is not None:
+        wrong += [
+            f"audioConferencing.{key}"
+            for key in sorted(set(audio) - DOCUMENTED_V1_AUDIO_CONFERENCING)
+        ]
+    return wrong
+
+
+async def test_online_meeting_keys_are_v1_documented_and_dial_in_only_with_audio_conferencing(
+    graph: httpx.AsyncClient, client: httpx.AsyncClient
+) -> None:
+    assert V1_MEETING_PROPERTIES <= DOCUMENTED_V1_ONLINE_MEETING
+    without = MAILBOXES[3]
+    set_up = await client.post(f"/_emulator/users/{without}", json={"audio_conferencing": False})
+    assert set_up.status_code == 200
+    answers = {}
+    for mailbox in (MAILBOXES[2], without):
+        event = (await graph.post(f"/users/{mailbox}/events", json=_new_event("dial"))).json()
+        found = await graph.get(
+            f"/users/{mailbox}/onlineMeetings",
+            params={"$filter": f"JoinWebUrl eq '{event['onlineMeeting']['joinUrl']}'"},
+        )
+        [meeting] = found.json()["value"]
+        got = await graph.get(f"/users/{mailbox}/onlineMeetings/{meeting['id']}")
+        assert off_v1_contract(meeting) == off_v1_contract(got.json()) == []
+        answers[mailbox] = got.json()
+    audio = answers[MAILBOXES[2]]["audioConferencing"]
+    assert audio["conferenceId"] and audio["tollNumbers"] and audio["dialinUrl"]
+    assert answers[without]["audioConferencing"] is None
+
+
+def test_the_v1_check_sees_a_beta_property_and_an_undocumented_dial_in_key() -> None:
+    meeting = {"id": "m", "joinUrl": "beta", "audioConferencing": {"conferenceId": "1", "pin": "2"}}
+    assert off_v1_contract(meeting) == ["joinUrl", "audioConferencing.pin"]
+
+
 async def test_the_emulator_counts_the_connections_graph_calls_came_on(
     client: httpx.AsyncClient, graph: httpx.AsyncClient, emulator: RunningEmulator
 ) -> None:

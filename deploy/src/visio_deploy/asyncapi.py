@@ -126,6 +126,7 @@ STREAMS = (
             "ContactCorrectionRequested",
             "AdvisorReassigned",
             "AppointmentLinkRequested",
+            "RescheduleRequested",
             "PersonalDataErasureRequested",
         ),
         "the appointment id",

@@ -149,7 +149,8 @@ async def test_the_page_says_what_the_email_says(site: Any) -> None:
     assert text.index("Un ordinateur") < text.index("Votre smartphone ou une tablette")
     assert f'action="{url}/renvoyer"' in text and "Recevoir à nouveau le lien" in text
     assert f'href="{url}/annuler"' in text
-    assert 'href="https://www.caf.fr/allocataires/mon-rendez-vous"' in text
+    # Another slot is asked for here; the portal is for after the appointment (issue 24).
+    assert f'href="{url}/changer"' in text and "Mon rendez-vous visio avec la Caf de Paris" in text
 
 
 async def test_an_overseas_appointment_is_told_in_its_own_zone(site: Any) -> None:
@@ -169,7 +170,7 @@ async def test_an_overseas_appointment_is_told_in_its_own_zone(site: Any) -> Non
     assert f"à {french_dates.french_time(start.astimezone(reunion))}" in text
     assert "(heure de La Réunion)" in text and "heure de Paris" not in text
     assert text.index("Votre smartphone ou une tablette") < text.index("Un ordinateur")
-    assert f'href="{REUNION_PORTAL}"' in text
+    assert "Contacter la Caf de La Réunion" in text
     # No meeting yet: no link, no resend, the promise of an email.
     assert "Le lien vous sera envoyé par email dès qu'il sera prêt." in text
     assert "/renvoyer" not in text
@@ -634,3 +635,76 @@ async def test_a_name_is_corrected_at_once_a_new_address_only_once_confirmed(sit
     ]
     stale = await site.client.post(f"{url}/corriger", data=form)  # the first link: replaced
     assert stale.status_code == 410
+
+
+# --- « Changer de créneau » (issue 24) ------------------------------------------------------
+
+
+async def test_asking_to_move_records_it_and_tells_the_owner_nothing_else_changes(
+    site: Any,
+) -> None:
+    appointment_id = await book(site)
+    await confirm(site, appointment_id)
+    partner = site.runtime.settings.partners[0]
+    await site.sql(
+        "UPDATE appointments SET calling_system = $2 WHERE appointment_id = $1",
+        uuid.UUID(appointment_id),
+        f"kafka:{partner}",
+    )
+    url = f"/mon-rendez-vous/{link(appointment_id)}"
+    page = await site.client.get(url)
+    assert f'href="{url}/changer"' in page.text and "Caf de Paris" in said(page)
+    assert 'href="http://127.0.0.1:8083/cgu/1"' in page.text  # the version accepted
+    step = await site.client.get(f"{url}/changer")
+    assert step.status_code == 200 and "Les jours qui vous conviennent" in said(step)
+    form = {"jeton": jeton(step, "/changer")}
+
+    # Nothing ticked, a message too long: said, nothing recorded, what was typed kept.
+    refused = await site.client.post(
+        f"{url}/changer", data=form | {"message": "x" * 301, "jour_mardi": "1"}
+    )
+    assert refused.status_code == 422
+    assert "Cochez au moins un moment de la journée." in said(refused)
+    assert (
+        "trop long" in said(refused)
+        and 'id="jour-mardi" name="jour_mardi" value="1" checked' in refused.text
+    )
+    assert await events(site, appointment_id, "RescheduleRequested") == []
+
+    wanted = {"jour_mardi": "1", "jour_jeudi": "1", "moment_matin": "1", "message": "Plutôt  tôt"}
+    done = await site.client.post(f"{url}/changer", data=form | wanted)
+    assert done.status_code == 200
+    text = said(done)
+    assert (
+        "Votre demande est envoyée" in text
+        and "Le lien pour rejoindre le rendez-vous ne change pas" in text
+    )
+    [asked] = await events(site, appointment_id, "RescheduleRequested")
+    expected = {
+        "days": ["mardi", "jeudi"],
+        "times": ["matin"],
+        "from_date": None,
+        "message": "Plutôt tôt",
+    }
+    assert asked["preferences"] == expected
+    outcomes = [
+        json.loads(row["payload"])
+        for row in await site.sql(
+            "SELECT payload FROM outbox WHERE key = $1 AND topic = $2",
+            appointment_id,
+            site.runtime.topics.partner_replies(partner),
+        )
+    ]
+    assert [(o["outcome"], o["preferences"]) for o in outcomes] == [
+        ("reschedule_requested", expected)
+    ]
+    rows = await site.sql(
+        "SELECT revision, preferences FROM reschedule_requests WHERE appointment_id = $1",
+        uuid.UUID(appointment_id),
+    )
+    assert [(r["revision"], json.loads(r["preferences"])) for r in rows] == [(1, expected)]
+    [row] = await site.sql(
+        "SELECT status, revision FROM appointments WHERE appointment_id = $1",
+        uuid.UUID(appointment_id),
+    )
+    assert (row["status"], row["revision"]) == ("confirmed", 1)  # nothing moved

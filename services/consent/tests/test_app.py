@@ -349,3 +349,32 @@ async def test_withdrawal_over_http(
     assert answer.status_code == 404
     answer = await api.client.post(path.format("not-a-uuid"), headers=api.auth("portal"))
     assert answer.status_code == 422
+
+
+# --- The CGU versions, published (issue 24) ----------------------------------------------------
+
+
+async def test_each_cgu_version_is_published_with_its_sha256_and_an_unknown_one_is_a_404(
+    api: Api,
+) -> None:
+    import hashlib
+    import html
+
+    from visio_shared import CGU_VERSIONS
+
+    for version, cgu in CGU_VERSIONS.items():
+        page = await api.client.get(f"/cgu/{version}")
+        assert page.status_code == 200
+        text = html.unescape(page.text)
+        assert '<html lang="fr"' in page.text and 'name="viewport"' in page.text
+        assert "<script" not in page.text
+        assert cgu.sha256 in text
+        assert hashlib.sha256(cgu.text().encode()).hexdigest() == cgu.sha256
+        # Every paragraph of the very text accepted is there.
+        for block in (b.strip() for b in cgu.text().split("\n\n") if b.strip()):
+            assert block in text
+        assert "D'une façon générale, tout acte d'incivilité probant" in text
+    unknown = await api.client.get("/cgu/99")
+    assert unknown.status_code == 404
+    said = html.unescape(unknown.text).replace("\u00a0", " ")
+    assert "Cette version n'existe pas" in said and 'href="/cgu/1"' in unknown.text

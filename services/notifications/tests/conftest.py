@@ -82,7 +82,7 @@ class Make:
         revision: int = 1,
         start: datetime = START,
         timezone: str = "Europe/Paris",
-        caf_code: str = "750",
+        caf_code: str = "075",
         device: Device = Device.COMPUTER,
         recording_authorised: bool = True,
         advisor_name: str = "Claire Martin",
@@ -129,6 +129,7 @@ class Make:
         revision: int | None = None,
         join_url: str = JOIN_URL,
         advisor_id: str = "6f1c2a4e-8b1d-4c55-9a51-2f9e6f0c1d11",
+        **dial_in: str,
     ) -> MeetingReady:
         return MeetingReady(
             **self._lineage(appointment, appointment.revision if revision is None else revision),
@@ -136,6 +137,7 @@ class Make:
             join_url=join_url,
             graph_event_id="AAMkAGI2TGuLAAA=",
             advisor_id=advisor_id,
+            **dial_in,
         )
 
     def meeting_failed(self, appointment: AppointmentRequested, revision: int = 1) -> MeetingFailed:

@@ -149,7 +149,7 @@ async def test_book_reschedule_cancel_once_each_through_redelivery_and_relay_fau
     events = [c.walk("VEVENT")[0] for c in calendars]
     assert {str(e["UID"]) for e in events} == {f"{aid}@visio-rdv.caf.fr"}
     assert [e["SEQUENCE"] for e in events] == [1, 2, 3]
-    assert "Votre Caf a annulé votre rendez-vous visio" in parts.text(box.messages(aid)[2])
+    assert "La Caf de Paris a annulé votre rendez-vous visio" in parts.text(box.messages(aid)[2])
 
     async def three_outcomes() -> bool:
         return len(await stack.outcomes_of(aid)) >= 3

@@ -66,6 +66,12 @@ def test_every_kind_is_written(tmp_path, capsys, kind) -> None:
     assert message["Message-ID"].endswith("@visio-rdv.caf.fr>")
     text = (tmp_path / f"{kind}.txt").read_text()
     assert "heure de la Guyane" in text
+    # Its Caf, by the sample's caf_code (973), and the CGU version the person accepted.
+    assert "Caf de la Guyane" in text and "Votre Caf" not in text
+    assert (
+        "/cgu/1\n" in text
+        and 'href="http://127.0.0.1:8083/cgu/1"' in (tmp_path / f"{kind}.html").read_text()
+    )
     assert text == message.get_body(preferencelist=("plain",)).get_content()
     assert '<html lang="fr"' in (tmp_path / f"{kind}.html").read_text()
     if kind in KINDS_WITH_ICS:
@@ -102,7 +108,7 @@ def test_a_fresh_link_after_the_appointment_is_previewed(tmp_path, ended, said) 
     assert _preview("--kind", "link_resent", "--ended", ended, "--out", str(tmp_path)) == 0
     text = (tmp_path / "link_resent.txt").read_text()
     assert said in text and "GÉRER MON RENDEZ-VOUS" not in text
-    [url] = re.findall(r"http://127\.0\.0\.1:\d+/\S+", text)
+    [url] = [u for u in re.findall(r"http://127\.0\.0\.1:\d+/\S+", text) if "/cgu/" not in u]
     assert "/mes-consentements/" in url and "teams.microsoft.com" not in text
 
 

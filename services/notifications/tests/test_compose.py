@@ -244,7 +244,7 @@ def test_every_text_colour_passes_wcag_aa(text, background) -> None:
             "contacter",
             [
                 "Nous n'avons pas pu préparer la visio de votre rendez-vous",
-                "Votre Caf vous contactera pour convenir de la suite.",
+                "La Caf de La Réunion vous contactera pour convenir de la suite.",
             ],
         ),
     ],
@@ -275,7 +275,7 @@ def test_the_join_link_is_a_button_and_visible_text(build, parts) -> None:
     [
         ("user", "Comme vous l'avez demandé"),
         ("advisor", "Votre conseiller Caf ne peut pas assurer votre rendez-vous"),
-        ("administrative", "Votre Caf a annulé votre rendez-vous"),
+        ("administrative", "La Caf de Paris a annulé votre rendez-vous"),
     ],
 )
 def test_a_cancellation_says_by_whom_in_words_the_reason_allows(

@@ -52,7 +52,7 @@ def test_the_time_is_the_zones_own() -> None:
         ("America/Martinique", "972", "heure de la Martinique"),
         ("America/Cayenne", "973", "heure de la Guyane"),
         ("Indian/Mayotte", "976", "heure de Mayotte"),
-        ("Europe/Paris", "750", "heure de Paris"),
+        ("Europe/Paris", "075", "heure de Paris"),
         ("Not/AZone", "976", "heure de Mayotte"),  # unknown: the Caf's own zone
     ],
 )

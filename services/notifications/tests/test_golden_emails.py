@@ -52,7 +52,6 @@ def golden_settings(**changes: Any) -> NotificationsSettings:
         "mail_from": "Caf - Visio RDV <visio-rdv@caf.fr>",
         "reply_to": None,
         "message_id_domain": "visio-rdv.caf.fr",
-        "cgu_url": "https://www.caf.fr/visio-rdv/cgu",
         "new_appointment_url": "https://www.caf.fr/allocataires/mon-rendez-vous",
         "logo_url": None,
         "app_store_url": "https://apps.apple.com/fr/app/microsoft-teams/id1113153706",
@@ -86,6 +85,7 @@ class Case:
     meeting_failed: bool = False
     ended: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    dial_in: dict[str, str] | None = None  # MeetingReady's, when Graph gave one
 
 
 def _local(text: str) -> datetime:
@@ -152,6 +152,27 @@ CASES = (
         {"email": "helene.payet@exémple.fr", "first_name": "Hélène", "last_name": "Payet"},
     ),
     Case("contact-corrected-paris", "contact_corrected", revision=2),
+    Case(
+        "confirmation-reunion-computer-dial-in-caf-contact",
+        "confirmation",
+        REUNION | {"start": _local("2026-12-03T10:00:00+04:00"), "device": Device.COMPUTER},
+        dial_in={
+            "conference_id": "418276539",
+            "toll_number": "+33 1 70 00 00 00",
+            "toll_free_number": "0 800 00 00 00",
+        },
+        settings={
+            "caf_contacts": {
+                "974": {
+                    "contact_url": "https://www.caf.example/reunion/contact",
+                    "phone": "3230",
+                    "hours": "du lundi au vendredi, de 8 h 00 à 16 h 00",
+                    "mediator": "Médiateur de la Caf, rue de l'Exemple, Saint-Denis",
+                    "access_address": "Directeur de la Caf, rue de l'Exemple, Saint-Denis",
+                }
+            }
+        },
+    ),
     Case(
         "rescheduled-paris-across-summer-time",
         "rescheduled",
@@ -304,6 +325,11 @@ def _letter(make: Any, case: Case) -> tuple[Letter, NotificationsSettings]:
         request=request,
         meeting_failed=case.meeting_failed,
         ended=case.ended,
+        meeting=(
+            make.meeting(appointment, join_url=case.join_url, **case.dial_in)
+            if case.dial_in and case.join_url
+            else None
+        ),
     )
     return letter, golden_settings(**case.settings)
 
@@ -424,7 +450,7 @@ def test_the_static_blocks_are_rendered_once_and_cannot_miss_a_value(make, monke
     assert composing._static_block.cache_info().hits == hits + 4  # guide, charter: txt, html
 
     composing._static_block.cache_clear()
-    monkeypatch.setitem(composing.STATIC_BLOCKS, "charter_cgu", ("cgu_line", "cgu_url"))
+    monkeypatch.setitem(composing.STATIC_BLOCKS, "charter_cgu", ("cgu_line", "cgu_url", "cgu_link"))
     with pytest.raises(UndefinedError, match="recording"):
         compose_mail(letter, settings, now=CASES[0].now)
     composing._static_block.cache_clear()

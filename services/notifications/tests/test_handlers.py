@@ -185,7 +185,7 @@ async def test_a_meeting_that_cannot_be_created_is_said_and_nobody_waits(
     await on_meeting_event(deps, make.meeting_failed(appointment))
 
     message = mailbox.one(appointment.appointment_id, "meeting_unavailable")
-    assert "Votre Caf vous contactera pour convenir de la suite." in parts.text(message)
+    assert "La Caf de Paris vous contactera pour convenir de la suite." in parts.text(message)
     [sent] = publisher.events(appointment.appointment_id)
     assert (sent.kind, sent.event_type) == ("meeting_unavailable", "NotificationSent")
     reminders = await deps.pool.fetchval(

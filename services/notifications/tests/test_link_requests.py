@@ -189,7 +189,7 @@ async def test_after_a_failed_meeting_the_email_says_the_caf_will_call(
 
     [message] = _resent(mailbox, appointment)
     text = parts.text(message)
-    assert "Votre Caf vous contactera pour convenir de la suite." in text
+    assert "La Caf de Paris vous contactera pour convenir de la suite." in text
     assert "pas encore prêt" not in text and "GUIDE D'ACCÈS" not in text
 
 
@@ -245,7 +245,7 @@ async def test_a_fresh_link_after_the_appointment_sends_the_consents_link_alone(
     text, body = parts.text(message), parts.html(message)
     assert "Votre rendez-vous visio avec la Caf du jeudi 3 décembre 2026 à 10 h 00" in text
     assert "est passé." in text
-    [url] = _PAGE.findall(text)
+    [url] = [u for u in _PAGE.findall(text) if "/cgu/" not in u]  # and the CGU accepted
     assert url.startswith("https://consentement.caf.example/mes-consentements/")
     token = url.rsplit("/", 1)[1]
     claims = read_link(link_keys, token, LinkPurpose.CONSENTS, now=clock.now)
@@ -288,7 +288,7 @@ async def test_a_fresh_link_for_a_cancelled_appointment_sends_the_consents_link_
     ]
     text = parts.text(_resent(mailbox, appointment)[0])
     assert "a été annulé." in text and "teams.microsoft.com" not in text
-    [url] = _PAGE.findall(text)
+    [url] = [u for u in _PAGE.findall(text) if "/cgu/" not in u]  # and the CGU accepted
     claims = read_link(link_keys, url.rsplit("/", 1)[1], LinkPurpose.CONSENTS, now=clock.now)
     assert claims.revision == 2  # the cancellation's, which consent knows
     assert [await _outcome(deps, r) for r in (resend, fresh)] == ["appointment_cancelled", "sent"]

@@ -32,6 +32,8 @@ from visio_shared.events import (
     PersonalDataErased,
     PersonalDataErasureRequested,
     RecordingConsentWithdrawn,
+    ReschedulePreferences,
+    RescheduleRequested,
     SmsFailed,
     parse_event,
 )
@@ -73,6 +75,8 @@ __all__ = [
     "PersonalDataErased",
     "PersonalDataErasureRequested",
     "RecordingConsentWithdrawn",
+    "ReschedulePreferences",
+    "RescheduleRequested",
     "SmsFailed",
     "Topics",
     "current_cgu",

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from visio_shared.envelope import AppointmentEvent, Envelope
+from visio_shared.events import ReschedulePreferences
 
 
 class FieldError(BaseModel):
@@ -75,6 +76,9 @@ KNOWN_OUTCOMES = (
     "held",
     "no_show",
 )
+# Not a status: the person asked to move (see `preferences`); the appointment stands as it is
+# until the partner reschedules or cancels it through the normal path.
+RESCHEDULE_REQUESTED = "reschedule_requested"
 
 
 class AppointmentOutcome(AppointmentEvent):
@@ -86,11 +90,15 @@ class AppointmentOutcome(AppointmentEvent):
     calling_system: str = Field(description="The partner system that created the appointment.")
     outcome: str = Field(
         description="An open list: confirmed (the person was sent the appointment as it now "
-        "stands), meeting_failed, notification_failed, cancelled, held, no_show. Accept "
+        "stands), meeting_failed, notification_failed, cancelled, held, no_show, "
+        "reschedule_requested (the person asks for another slot: `preferences`). Accept "
         "values you do not know.",
-        examples=list(KNOWN_OUTCOMES),
+        examples=[*KNOWN_OUTCOMES, RESCHEDULE_REQUESTED],
     )
     detail: str | None = Field(default=None, description="Why, in words: a reason, a kind.")
+    preferences: ReschedulePreferences | None = Field(
+        default=None, description="reschedule_requested: the days and times that suit the person."
+    )
 
 
 # Everything a partner reads on its reply topic.

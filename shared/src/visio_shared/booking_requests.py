@@ -37,6 +37,7 @@ from pydantic import (
     model_validator,
 )
 
+from visio_shared.caf_directory import CafCode
 from visio_shared.cafs import OVERSEAS_CAFS, expected_timezone
 from visio_shared.cgu_versions import CGU_VERSIONS, current_cgu
 from visio_shared.events import AdvisorId, CancelReason, Device
@@ -136,7 +137,7 @@ class ConsentIn(_Strict):
 class BookingRequest(_Strict):
     """Book a video appointment (`POST /v1/appointments`, or `BookAppointment`)."""
 
-    caf_code: str = Field(pattern=r"^\d{3}$", description="The Caf's three-digit code.")
+    caf_code: CafCode
     advisor: AdvisorIn
     start: AwareDatetime = Field(description="Local start with its UTC offset.")
     duration_minutes: int = Field(strict=True)

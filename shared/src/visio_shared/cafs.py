@@ -1,9 +1,12 @@
 """The overseas Cafs and their time zones: booking checks an appointment's zone against its Caf,
-notifications says the zone in words (« heure de La Réunion »)."""
+notifications says the zone in words (« heure de La Réunion »). Every Caf's zone is in the
+directory (`visio_shared.caf_directory`); these are the words said of the overseas ones."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from visio_shared.caf_directory import caf_directory
 
 
 @dataclass(frozen=True)
@@ -30,9 +33,8 @@ METROPOLITAN_TIME_LABEL = "heure de Paris"
 
 
 def expected_timezone(caf_code: str) -> str:
-    """The zone an appointment of this Caf is held in."""
-    caf = OVERSEAS_CAFS.get(caf_code)
-    return caf.timezone if caf else METROPOLITAN_TIMEZONE
+    """The zone an appointment of this Caf is held in (the directory's)."""
+    return caf_directory().get(caf_code).timezone
 
 
 def time_label(caf_code: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import re
 import uuid
+from datetime import date
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -54,6 +55,10 @@ AdvisorId = Annotated[
 ]
 
 
+# A department's code on three characters (075, 02A, 974): `visio_shared.caf_directory`.
+CAF_CODE_PATTERN = r"^(?:\d{3}|02[AB])$"
+
+
 class Advisor(_Part):
     id: AdvisorId
     display_name: str = Field(min_length=1, max_length=200)
@@ -78,7 +83,7 @@ class ConsentGiven(_Part):
 
 class AppointmentRequested(AppointmentEvent):
     event_type: Literal["AppointmentRequested"] = "AppointmentRequested"
-    caf_code: str = Field(pattern=r"^\d{3}$")
+    caf_code: str = Field(pattern=CAF_CODE_PATTERN)
     advisor: Advisor
     start: AwareDatetime
     duration_minutes: int = Field(ge=1)
@@ -135,6 +140,34 @@ class AdvisorReassigned(AppointmentEvent):
     previous_advisor: Advisor
 
 
+Weekday = Literal["lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi"]
+DayPart = Literal["matin", "midi", "apres-midi", "fin-de-journee"]
+RESCHEDULE_MESSAGE_MAX = 300
+
+
+class ReschedulePreferences(_Part):
+    """When another slot would suit the person, as they ticked it on « Mon rendez-vous »."""
+
+    days: list[Weekday] = Field(min_length=1, description="Days of the week that suit them.")
+    times: list[DayPart] = Field(
+        min_length=1,
+        description="Parts of the day: matin (8-12 h), midi (12-14 h), apres-midi (14-17 h), "
+        "fin-de-journee (17-19 h), in the appointment's time zone.",
+    )
+    from_date: date | None = Field(default=None, description="Not before this day.")
+    message: str | None = Field(default=None, max_length=RESCHEDULE_MESSAGE_MAX)
+
+
+class RescheduleRequested(AppointmentEvent):
+    """The person asked, from « Mon rendez-vous », to move the appointment. Nothing changes: the
+    partner that owns the slots is told (its outcome stream) and, for an appointment booked over
+    HTTP, notifications mails the Caf's team; the move itself comes as a normal reschedule."""
+
+    event_type: Literal["RescheduleRequested"] = "RescheduleRequested"
+    preferences: ReschedulePreferences
+    calling_system: str = Field(description="Who booked it: where the request must go.")
+
+
 class AppointmentLinkRequested(AppointmentEvent):
     """The person asked, from a self-service page, for the appointment's email again: its join
     link and fresh self-service links (once the appointment has ended or was cancelled, only
@@ -156,6 +189,12 @@ class MeetingReady(AppointmentEvent):
     advisor_id: AdvisorId
     conference_id: str | None = Field(default=None, description="Dial-in conference id.")
     dial_in_url: str | None = None
+    toll_number: str | None = Field(
+        default=None, description="Dial-in number (Graph's audioConferencing.tollNumber)."
+    )
+    toll_free_number: str | None = Field(
+        default=None, description="Free dial-in number (audioConferencing.tollFreeNumber)."
+    )
     join_meeting_id: str | None = Field(default=None, description="Teams meeting id to type in.")
     passcode: str | None = None
 
@@ -345,7 +384,8 @@ AnyEvent = Annotated[
     | SmsFailed
     | ConsentRecorded
     | PersonalDataErasureRequested
-    | PersonalDataErased,
+    | PersonalDataErased
+    | RescheduleRequested,
     Field(discriminator="event_type"),
 ]
 
@@ -359,6 +399,7 @@ EVENT_TYPES: dict[str, type[Envelope]] = {
         ContactCorrectionRequested,
         AdvisorReassigned,
         AppointmentLinkRequested,
+        RescheduleRequested,
         MeetingReady,
         MeetingRescheduled,
         MeetingCancelled,

@@ -46,10 +46,10 @@ NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 JOIN_URL = "https://teams.microsoft.com/l/meetup-join/19%3ameeting_bench%40thread.v2/0"
 # (kind, caf code, zone, device): what a day of emails is made of, roughly.
 MIX = (
-    ("confirmation", "751", "Europe/Paris", Device.COMPUTER),
+    ("confirmation", "075", "Europe/Paris", Device.COMPUTER),
     ("confirmation", "974", "Indian/Reunion", Device.SMARTPHONE),
     ("confirmation", "691", "Europe/Paris", Device.TABLET),
-    ("reminder", "751", "Europe/Paris", Device.SMARTPHONE),
+    ("reminder", "075", "Europe/Paris", Device.SMARTPHONE),
     ("confirmation", "971", "America/Guadeloupe", Device.COMPUTER),
     ("reminder", "973", "America/Cayenne", Device.COMPUTER),
     ("rescheduled", "131", "Europe/Paris", Device.COMPUTER),

@@ -126,7 +126,7 @@ def hostile_body(draw: st.DrawFn) -> dict[str, Any]:
         elif kind == "cgu":
             _set(body, ("consent", "cgu_version"), draw(st.text(max_size=12)))
         else:  # a metropolitan Caf, its start in Paris's spring-forward gap or autumn fold
-            body |= {"caf_code": "751", "timezone": "Europe/Paris"}
+            body |= {"caf_code": "075", "timezone": "Europe/Paris"}
             _set(body, ("start",), draw(BAD_WHEN))
     return body
 

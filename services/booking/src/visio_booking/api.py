@@ -206,7 +206,9 @@ async def read(
 async def cgu(request: Request) -> CguCurrent:
     current = current_cgu()
     settings: BookingSettings = request.app.state.runtime.settings
-    return CguCurrent(version=current.version, sha256=current.sha256, url=settings.cgu_url)
+    return CguCurrent(
+        version=current.version, sha256=current.sha256, url=settings.cgu_url(current.version)
+    )
 
 
 async def _run(

@@ -4,10 +4,12 @@ services' events (pushing each partner's appointments' outcomes to it)."""
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI
 from visio_runtime import problems
 from visio_runtime.pages import accessibility_router
-from visio_runtime.service import build_runtime, create_service_app
+from visio_runtime.service import Runtime, build_runtime, create_service_app
 from visio_shared import AppointmentEvent, PersonalDataErased
 
 from visio_booking import (
@@ -26,6 +28,8 @@ from visio_booking.inbound import InboundRequests, subscribe
 from visio_booking.outbox import OutboxRelay
 from visio_booking.replies import Site
 from visio_booking.settings import BookingSettings
+
+log = logging.getLogger("visio_booking")
 
 
 def create_app(settings: BookingSettings | None = None) -> FastAPI:
@@ -60,6 +64,11 @@ def create_app(settings: BookingSettings | None = None) -> FastAPI:
     )
     runtime.run_in_background(relay.run, "outbox-relay")
     runtime.personal_data = personal_data.collect
+
+    async def warn_missing_contacts(_: Runtime) -> None:
+        settings.warn_missing_contacts(log)
+
+    runtime.on_start.append(warn_missing_contacts)
     app = create_service_app(
         runtime,
         title="Visio RDV — booking",

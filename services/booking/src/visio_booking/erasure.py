@@ -90,6 +90,7 @@ async def _erase_appointment(
     )
     # Pending corrections hold the new address; published events held the old one.
     await conn.execute("DELETE FROM contact_corrections WHERE appointment_id = $1", appointment_id)
+    await conn.execute("DELETE FROM reschedule_requests WHERE appointment_id = $1", appointment_id)
     await conn.execute(
         "DELETE FROM outbox WHERE key = $1 OR strpos(payload, $1) > 0", str(appointment_id)
     )

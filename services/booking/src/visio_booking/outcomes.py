@@ -13,8 +13,8 @@ from __future__ import annotations
 import uuid
 
 import asyncpg
-from visio_shared import Topics
-from visio_shared.booking_replies import KNOWN_OUTCOMES, AppointmentOutcome
+from visio_shared import RescheduleRequested, Topics
+from visio_shared.booking_replies import KNOWN_OUTCOMES, RESCHEDULE_REQUESTED, AppointmentOutcome
 from visio_shared.booking_requests import kafka_system
 
 from visio_booking.outbox import enqueue
@@ -46,3 +46,22 @@ async def push_outcome(
     )
     await enqueue(conn, topics.partner_replies(partner), outcome)
     return outcome
+
+
+async def push_reschedule_request(
+    conn: asyncpg.Connection, topics: Topics, partners: frozenset[str], event: RescheduleRequested
+) -> None:
+    """`reschedule_requested`, with what suits the person, to the partner that owns the
+    appointment's slots (nothing for an appointment booked over HTTP: notifications mails the
+    Caf's team instead)."""
+    partner = kafka_system(event.calling_system)
+    if partner is None or partner not in partners:
+        return
+    outcome = AppointmentOutcome(
+        **event.caused(appointment_id=event.appointment_id, revision=event.revision),
+        calling_system=partner,
+        outcome=RESCHEDULE_REQUESTED,
+        detail="the person asks for another slot",
+        preferences=event.preferences,
+    )
+    await enqueue(conn, topics.partner_replies(partner), outcome)

@@ -58,6 +58,20 @@ def appointment_context(
         ),
         "guide": guide,
         "portal_url": settings.booking_portal(row["caf_code"]),
+        **caf_context(row, settings),
+    }
+
+
+def caf_context(row: asyncpg.Record, settings: BookingSettings) -> dict[str, Any]:
+    """Whose Caf (visio_shared.caf_directory) and the CGU version the person accepted."""
+    caf = settings.cafs().get(row["caf_code"])
+    return {
+        "caf_name": caf.name if caf.name.startswith("Caf ") else "Caf",
+        "caf_contact_url": caf.contact_url,
+        "caf_phone": caf.phone,
+        "caf_hours": caf.hours,
+        "cgu_version": row["cgu_version"],
+        "cgu_url": settings.cgu_url(row["cgu_version"]),
     }
 
 

@@ -30,11 +30,12 @@ from visio_shared.links import (
     sign_link,
 )
 
-from visio_booking import corrections, forms, selfservice
+from visio_booking import corrections, forms, reschedule, selfservice
 from visio_booking.page_view import appointment_context, when_text
 from visio_booking.replies import (
     CANCEL,
     CORRECT,
+    MOVE,
     PAGES,
     RESEND,
     Site,
@@ -158,14 +159,10 @@ async def correct_step(request: Request, token: str) -> Response:
 @router.post(PAGE + "/corriger")
 async def correct(request: Request, token: str) -> Response:
     site = site_of(request)
-    opened = await _open(request, token)
-    if isinstance(opened, Response):
-        return opened
-    form = await forms.posted(request)
-    if not check_form_token(site.keys, token, CORRECT, form.get("jeton", "")):
-        return refused_form(opened.fingerprint, back=page_url(token))
-    if opened.phase() is not Phase.UPCOMING:
-        return back_to_page(token)
+    posted = await _upcoming_form(request, token, CORRECT)
+    if isinstance(posted, Response):
+        return posted
+    opened, form = posted
     wanted = corrections.typed(form)
     if isinstance(wanted, list):
         return _correct_form(site, opened, form, wrong=wanted, status_code=422)
@@ -195,6 +192,64 @@ async def correct(request: Request, token: str) -> Response:
     fresh = Opened(token, read_link(site.keys, token, LinkPurpose.MANAGE), row, opened.fingerprint)
     notice = ("success", "Votre nom est corrigé. Un message vous le confirme.")
     return _appointment(site, fresh, notice)
+
+
+@router.get(PAGE + "/changer")
+async def move_step(request: Request, token: str) -> Response:
+    opened = await _open(request, token)
+    if isinstance(opened, Response):
+        return opened
+    if opened.phase() is not Phase.UPCOMING:
+        return back_to_page(token)  # started, past or cancelled: nothing left to move
+    return _move_form(site_of(request), opened, {})
+
+
+@router.post(PAGE + "/changer")
+async def move(request: Request, token: str) -> Response:
+    """« Changer de créneau »: record what suits the person and pass it on; the appointment
+    stays as it is until its owner moves it."""
+    site = site_of(request)
+    posted = await _upcoming_form(request, token, MOVE)
+    if isinstance(posted, Response):
+        return posted
+    opened, form = posted
+    wanted = reschedule.preferences(form)
+    if isinstance(wanted, list):
+        return _move_form(site, opened, form, wrong=wanted, status_code=422)
+    asked = await reschedule.ask(
+        site.db, site.ctx.topics, site.ctx.partners, opened.claims.appointment_id,
+        opened.claims.revision, wanted,
+    )  # fmt: skip
+    say(f"reschedule request {asked.value}", opened.fingerprint)
+    if asked is reschedule.Asked.GONE:
+        return replaced(site, token)
+    return PAGES.render(
+        "moved.html", title="Votre demande est envoyée", page_url=page_url(token),
+        when=when_text(opened.row), caf=site.settings.cafs().get(opened.row["caf_code"]).name,
+    )  # fmt: skip
+
+
+def _move_form(
+    site: Site,
+    opened: Opened,
+    values: dict[str, str],
+    *,
+    wrong: list[str] | None = None,
+    status_code: int = 200,
+) -> Response:
+    return PAGES.render(
+        "reschedule.html",
+        status_code,
+        title="Changer de créneau",
+        wrong=wrong or [],
+        values=values,
+        days=reschedule.DAYS,
+        times=reschedule.TIME_LABELS,
+        message_max=reschedule.RESCHEDULE_MESSAGE_MAX,
+        when=when_text(opened.row),
+        page_url=page_url(opened.token),
+        move_token=form_token(site.keys, opened.token, MOVE),
+    )
 
 
 @router.get(CONFIRM_ADDRESS_PATH)
@@ -302,6 +357,22 @@ async def _open_posted(request: Request, token: str, action: str) -> Opened | Re
     if not check_form_token(site_of(request).keys, token, action, form.get("jeton", "")):
         return refused_form(opened.fingerprint, back=page_url(token))
     return opened
+
+
+async def _upcoming_form(
+    request: Request, token: str, action: str
+) -> tuple[Opened, dict[str, str]] | Response:
+    """A form of an upcoming appointment's page, its CSRF token checked (refused: the page
+    saying so; no longer upcoming: back to the page, which says why)."""
+    opened = await _open(request, token)
+    if isinstance(opened, Response):
+        return opened
+    form = await forms.posted(request)
+    if not check_form_token(site_of(request).keys, token, action, form.get("jeton", "")):
+        return refused_form(opened.fingerprint, back=page_url(token))
+    if opened.phase() is not Phase.UPCOMING:
+        return back_to_page(token)
+    return opened, form
 
 
 def _appointment(

@@ -29,6 +29,7 @@ HOUR = 3600
 RESEND: Final = "resend"
 CANCEL: Final = "cancel"
 CORRECT: Final = "correct"
+MOVE: Final = "move"
 FRESH_LINK: Final = "fresh_link"
 
 

@@ -5,6 +5,7 @@ from typing import ClassVar
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 from visio_runtime import guide, production
+from visio_runtime.caf_settings import CafSettings
 from visio_runtime.production import Finding
 from visio_runtime.settings import LinkSettings, ServiceSettings
 from visio_runtime.teams import TEAMS_JOIN_URL_PREFIXES
@@ -17,7 +18,7 @@ from visio_booking.outbox import RelaySettings
 _MIN_PUBLISH_TIMEOUT_S = 45.0
 
 
-class BookingSettings(ServiceSettings, LinkSettings):
+class BookingSettings(ServiceSettings, LinkSettings, CafSettings):
     model_config = SettingsConfigDict(env_prefix="BOOKING_", extra="ignore")
 
     # « Mon rendez-vous » and its forms; the consent pages' links too, read (never signed) by
@@ -34,7 +35,10 @@ class BookingSettings(ServiceSettings, LinkSettings):
     min_duration_minutes: int = 10
     max_duration_minutes: int = 120
     max_body_bytes: int = 64 * 1024
-    cgu_url: str = "https://www.caf.fr/visio-rdv/cgu"
+    consent_public_url: str = Field(
+        default="http://127.0.0.1:8083",
+        description="Consent's public address: each CGU version is read at <this>/cgu/<version>.",
+    )
 
     # Partner systems on Kafka (docs/partners.md). Each writes its own topic and reads its own;
     # booking creates both at start. Adding one is configuration, never code.
@@ -52,9 +56,10 @@ class BookingSettings(ServiceSettings, LinkSettings):
     )
 
     # « Mon rendez-vous » (needs `link_keys`; unset, its pages answer 404).
-    booking_portal_url: str = Field(
-        default="https://www.caf.fr/allocataires/mon-rendez-vous",
-        description="Where to take a new appointment, for a Caf not in booking_portal_urls.",
+    booking_portal_url: str | None = Field(
+        default=None,
+        description="Where to take a new appointment, for a Caf not in booking_portal_urls; "
+        "unset, the Caf directory's portal (caf.fr's).",
     )
     booking_portal_urls: dict[str, str] = Field(
         default_factory=dict,
@@ -137,4 +142,9 @@ class BookingSettings(ServiceSettings, LinkSettings):
         )
 
     def booking_portal(self, caf_code: str) -> str:
-        return self.booking_portal_urls.get(caf_code, self.booking_portal_url)
+        given = self.booking_portal_urls.get(caf_code, self.booking_portal_url)
+        return given or self.cafs().get(caf_code).booking_portal_url
+
+    def cgu_url(self, version: str) -> str:
+        """Where the CGU version a person accepted is published (consent's /cgu/<version>)."""
+        return f"{self.consent_public_url.rstrip('/')}/cgu/{version}"

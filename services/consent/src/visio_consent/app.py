@@ -19,7 +19,7 @@ from visio_shared import (
     PersonalDataErasureRequested,
 )
 
-from visio_consent import api, self_service_routes
+from visio_consent import api, cgu_pages, self_service_routes
 from visio_consent.checkpoints import Checkpointer, CheckpointGauges
 from visio_consent.connections import MEETING_EVENTS, record_meeting_outcome
 from visio_consent.erasure import erase_subject
@@ -94,11 +94,12 @@ def create_app(settings: ConsentSettings | None = None) -> FastAPI:
     app.state.checkpointer = checkpointer
     problems.install(app)
     app.include_router(api.router)
+    app.include_router(cgu_pages.router())  # public: the CGU versions' texts
+    app.include_router(accessibility_router())
     link_keys = settings.link_ring()
     if link_keys is not None:  # no keys, no pages: their paths answer 404
         app.state.pages_deps = self_service_routes.pages_deps(settings, link_keys)
         app.include_router(self_service_routes.router)
-        app.include_router(accessibility_router())
     return app
 
 

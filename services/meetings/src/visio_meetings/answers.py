@@ -39,6 +39,8 @@ def meeting_ready(cause: AppointmentEvent, advisor_id: str, created: Created) ->
         advisor_id=advisor_id,
         conference_id=created.conference_id,
         dial_in_url=created.dial_in_url,
+        toll_number=created.toll_number,
+        toll_free_number=created.toll_free_number,
         join_meeting_id=created.join_meeting_id,
         passcode=created.passcode,
         **cause.caused(appointment_id=cause.appointment_id, revision=cause.revision),

@@ -37,6 +37,8 @@ class Created:
     passcode: str | None
     conference_id: str | None
     dial_in_url: str | None
+    toll_number: str | None = None
+    toll_free_number: str | None = None
 
 
 async def create_meeting(graph: GraphClient, spec: MeetingSpec) -> Created:
@@ -152,7 +154,16 @@ def _created(event: dict[str, Any], details: dict[str, Any]) -> Created:
         passcode=ids.get("passcode"),
         conference_id=audio.get("conferenceId"),
         dial_in_url=audio.get("dialinUrl"),
+        toll_number=_first_number(audio, "tollNumbers", "tollNumber"),
+        toll_free_number=_first_number(audio, "tollFreeNumbers", "tollFreeNumber"),
     )
+
+
+def _first_number(audio: dict[str, Any], numbers: str, deprecated: str) -> str | None:
+    """The first of a v1.0 numbers list (tollNumbers), or the deprecated single one."""
+    listed = [n for n in audio.get(numbers) or [] if isinstance(n, str) and n]
+    single = audio.get(deprecated)
+    return listed[0] if listed else single if isinstance(single, str) and single else None
 
 
 def _join_url(event: dict[str, Any]) -> str | None:

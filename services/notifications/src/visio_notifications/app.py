@@ -5,6 +5,7 @@ it), and says what it sent."""
 from __future__ import annotations
 
 import hmac
+import logging
 from datetime import UTC, datetime
 
 from fastapi import FastAPI, Request
@@ -32,6 +33,8 @@ from visio_notifications.poller import poll_once
 from visio_notifications.settings import NotificationsSettings
 from visio_notifications.sms_metrics import SmsMetrics
 from visio_notifications.sms_provider import SmsProvider
+
+log = logging.getLogger("visio_notifications")
 
 
 def sms_provider_of(settings: NotificationsSettings, runtime: Runtime) -> SmsProvider | None:
@@ -101,6 +104,7 @@ def create_app(settings: NotificationsSettings | None = None, *, clock: Clock = 
 
     async def warn_without_link_keys(_: Runtime) -> None:
         self_service.warn_if_off(settings)
+        settings.warn_missing_contacts(log)
 
     async def close_smtp_connections(_: Runtime) -> None:
         await mailer.close()

@@ -31,9 +31,9 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from markupsafe import Markup
 from visio_runtime import french_dates as dates
 from visio_runtime import guide
-from visio_shared import AppointmentCancelled, AppointmentRequested, Device
+from visio_shared import AppointmentCancelled, AppointmentRequested, Device, MeetingReady
 
-from visio_notifications import dispatches, mime, self_service, wording
+from visio_notifications import dispatches, headlines, letter_parts, mime, self_service, wording
 from visio_notifications.decide import LinkRequest, Told
 from visio_notifications.invitation import Method, build_invitation
 from visio_notifications.mime import Mail
@@ -97,6 +97,7 @@ class Letter:
     # link_resent after the appointment ('over' or 'cancelled'): « Mes consentements » alone
     ended: str | None = None
     number_failed: bool = False  # a text to the person's mobile failed for good
+    meeting: MeetingReady | None = None  # the current meeting (its dial-in, when Graph gave one)
 
 
 # --- Content --------------------------------------------------------------------------------
@@ -153,8 +154,9 @@ def _templates() -> Environment:
 # read once) and these values, then reused. A block that read anything else would fail on
 # StrictUndefined, so a value cannot be forgotten from the key.
 STATIC_BLOCKS: dict[str, tuple[str, ...]] = {
-    "guide": ("device_note", "guide_paths"),  # by device, store links, where the link is
-    "charter_cgu": ("cgu_line", "cgu_url", "recording"),  # by CGU version, recording choice
+    "guide": ("device_note", "guide_paths", "browser_note"),  # by device, stores, link's place
+    # by CGU version (its address), recording choice
+    "charter_cgu": ("cgu_line", "cgu_url", "cgu_link", "recording"),
 }
 
 
@@ -194,6 +196,8 @@ def context(letter: Letter, settings: NotificationsSettings, now: datetime) -> d
     device = appointment.user.device
     day = dates.relative_day(start, now)
     reason = letter.cancellation.reason if letter.cancellation else "administrative"
+    parts = letter_parts.values(appointment, settings, letter.meeting)
+    the_caf = letter_parts.the_caf(parts["caf"])
     if letter.ended is not None:
         # The right of access after the appointment: its own short email, one link.
         assert letter.request is not None
@@ -204,7 +208,7 @@ def context(letter: Letter, settings: NotificationsSettings, now: datetime) -> d
         section = self_service.consents_section(appointment, settings, letter.request.requested_at)
         valid_until = wording.CONSENTS_ONLY_VALID_UNTIL
     else:
-        subject, preheader = _subject_and_preheader(
+        subject, preheader = headlines.subject_and_preheader(
             letter.kind,
             when=when,
             zone=zone_name,
@@ -213,13 +217,14 @@ def context(letter: Letter, settings: NotificationsSettings, now: datetime) -> d
             time=start,
             has_link=letter.join_url is not None,
             meeting_failed=letter.meeting_failed,
+            caf=the_caf,
         )
         section = self_service.section(
             appointment, settings, cancelled=letter.kind == "cancellation"
         )
         valid_until = wording.SELF_SERVICE_VALID_UNTIL
     where_the_link_is = {} if letter.join_url else {"where_the_link_is": wording.LINK_PENDING_WHERE}
-    return {
+    return parts | {
         "w": wording,
         "colors": PALETTE,
         "kind": letter.kind,
@@ -243,12 +248,11 @@ def context(letter: Letter, settings: NotificationsSettings, now: datetime) -> d
             device, settings.app_store_url, settings.google_play_url, **where_the_link_is
         ),
         "cgu_line": wording.CGU_LINE.format(version=appointment.consent.cgu_version),
-        "cgu_url": settings.cgu_url,
         "recording": wording.RECORDING[appointment.consent.recording_authorised],
-        "changes": _changes(letter, start, zone_name),
+        "changes": headlines.changes(letter.previous, letter.appointment, start, zone_name),
         "advisor_intro": wording.ADVISOR_CHANGED_INTRO.format(advisor=advisor),
         "cancelled_by": wording.CANCELLED_BY[reason].format(
-            when=dates.french_datetime(start, with_year=True), zone=zone_name
+            when=dates.french_datetime(start, with_year=True), zone=zone_name, caf=the_caf
         ),
         "new_appointment": wording.NEW_APPOINTMENT[reason],
         "new_appointment_url": settings.new_appointment_url,
@@ -292,82 +296,6 @@ def context(letter: Letter, settings: NotificationsSettings, now: datetime) -> d
         "logo_url": settings.logo_url,
         "start": start,
     }
-
-
-def _subject_and_preheader(
-    kind: str,
-    *,
-    when: str,
-    zone: str,
-    advisor: str,
-    day: str,
-    time: datetime,
-    has_link: bool,
-    meeting_failed: bool,
-) -> tuple[str, str]:
-    if kind == "link_resent":
-        if has_link:
-            return (
-                wording.LINK_RESENT_SUBJECT.format(when=when),
-                wording.CONFIRMATION_PREHEADER.format(when=when, zone=zone, advisor=advisor),
-            )
-        preheader = (
-            wording.UNAVAILABLE_NEXT
-            if meeting_failed
-            else wording.LINK_RESENT_PREHEADER_PENDING.format(when=when, zone=zone, advisor=advisor)
-        )
-        return wording.LINK_RESENT_SUBJECT_NO_LINK.format(when=when), preheader
-    if kind in ("confirmation", "contact_corrected"):
-        return (
-            wording.CONFIRMATION_SUBJECT.format(when=when),
-            wording.CONFIRMATION_PREHEADER.format(when=when, zone=zone, advisor=advisor),
-        )
-    if kind == "rescheduled":
-        return (
-            wording.RESCHEDULED_SUBJECT.format(when=when),
-            wording.RESCHEDULED_PREHEADER.format(when=when, zone=zone),
-        )
-    if kind == "advisor_changed":
-        return (
-            wording.ADVISOR_CHANGED_SUBJECT.format(when=when),
-            wording.ADVISOR_CHANGED_PREHEADER.format(when=when, advisor=advisor),
-        )
-    if kind == "cancellation":
-        subject = wording.CANCELLATION_SUBJECT.format(when=when)
-        return subject, subject
-    if kind == "reminder":
-        hour = dates.french_time(time)
-        preheader = wording.REMINDER_PREHEADER.format(
-            day=day, time=hour, zone=zone, advisor=advisor
-        )
-        return (
-            wording.REMINDER_SUBJECT.format(day=day, time=hour),
-            preheader[:1].upper() + preheader[1:],
-        )
-    subject = wording.UNAVAILABLE_SUBJECT.format(when=when)
-    return subject, wording.UNAVAILABLE_NEXT
-
-
-def _changes(letter: Letter, start: datetime, zone_name: str) -> list[tuple[str, str]]:
-    """(before, now) lines of what changed since the person was last told."""
-    previous = letter.previous
-    appointment = letter.appointment
-    if previous is None or previous.start_at is None:
-        return []
-    lines = []
-    if previous.start_at != appointment.start:
-        before = dates.french_datetime(previous.start_at.astimezone(start.tzinfo), with_year=True)
-        now = dates.french_datetime(start, with_year=True)
-        lines.append((before, f"{now} ({zone_name})"))
-    if previous.duration_minutes not in (None, appointment.duration_minutes):
-        assert previous.duration_minutes is not None
-        lines.append(
-            (
-                f"{wording.DETAILS_DURATION} : {dates.duration_text(previous.duration_minutes)}",
-                f"{wording.DETAILS_DURATION} : {dates.duration_text(appointment.duration_minutes)}",
-            )
-        )
-    return lines
 
 
 def render(letter: Letter, values: dict[str, Any]) -> tuple[str, str]:

@@ -141,6 +141,7 @@ class Delivery:
             meeting_failed=isinstance(self.state.current_meeting, MeetingFailed),
             ended=ended,
             number_failed=self.state.number_failed,
+            meeting=self.state.link,
         )
         try:
             mail = compose_mail(letter, settings, now=now)

@@ -16,6 +16,7 @@ from typing import Literal
 
 import icalendar
 from visio_shared import AppointmentRequested
+from visio_shared.caf_directory import caf_directory
 
 from visio_notifications import wording
 
@@ -53,11 +54,13 @@ def build_invitation(
     event.add("dtstamp", now)
     event.add("dtstart", start)
     event.add("dtend", end)
-    event.add("summary", f"{wording.ICS_SUMMARY} : {appointment.subject}")
+    caf = caf_directory().get(appointment.caf_code).name
+    caf = caf if caf.startswith("Caf ") else "Caf"
+    event.add("summary", f"{wording.ICS_SUMMARY.format(caf=caf)} : {appointment.subject}")
     event.add("status", "CANCELLED" if method == "CANCEL" else "CONFIRMED")
     event.add("transp", "OPAQUE")
     description = wording.ICS_DESCRIPTION_HEAD.format(
-        subject=appointment.subject, advisor=appointment.advisor.display_name
+        caf=caf, subject=appointment.subject, advisor=appointment.advisor.display_name
     )
     if method == "CANCEL":
         description += wording.ICS_CANCELLED

@@ -22,6 +22,7 @@ from visio_shared import (
     AppointmentRequested,
     ConsentGiven,
     Device,
+    MeetingReady,
     Person,
     current_cgu,
 )
@@ -56,7 +57,7 @@ PREVIOUS_JOIN_URL = "https://teams.microsoft.com/l/meetup-join/19%3ameeting_prev
 
 def caf_of(timezone: str) -> str:
     """The Caf of a zone: an overseas one, else Paris (75)."""
-    return next((caf.caf_code for caf in OVERSEAS_CAFS.values() if caf.timezone == timezone), "750")
+    return next((caf.caf_code for caf in OVERSEAS_CAFS.values() if caf.timezone == timezone), "075")
 
 
 def sample_appointment(
@@ -150,7 +151,24 @@ def sample_letter(
         request=request if kind == "link_resent" else None,
         ended=ended,
     )
+    if letter.join_url is not None:
+        letter = replace(letter, meeting=sample_meeting(appointment))
     return letter, now
+
+
+def sample_meeting(appointment: AppointmentRequested) -> MeetingReady:
+    """The sample's meeting, with a dial-in as Graph gives one to an advisor with Audio
+    Conferencing."""
+    return MeetingReady(
+        appointment_id=appointment.appointment_id,
+        revision=appointment.revision,
+        correlation_id=appointment.correlation_id,
+        join_url=SAMPLE_JOIN_URL,
+        graph_event_id="AAMkAGI2TGuLAAA=",
+        advisor_id=appointment.advisor.id,
+        conference_id="418276539",
+        toll_number="+33 1 70 00 00 00",
+    )
 
 
 def preview_settings(*, self_service: bool = True) -> NotificationsSettings:

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 from visio_runtime import guide, production
+from visio_runtime.caf_settings import CafSettings
 from visio_runtime.production import Finding
 from visio_runtime.settings import LinkSettings, ServiceSettings
 from visio_runtime.teams import TEAMS_JOIN_URL_PREFIXES
@@ -22,7 +23,7 @@ DEV_BOUNCE_TOKEN = "dev-bounces"  # noqa: S105 - development only, refused in pr
 _PLAIN_URL = re.compile(r"[A-Za-z0-9\-._~:/%]+")
 
 
-class NotificationsSettings(ServiceSettings, LinkSettings):
+class NotificationsSettings(ServiceSettings, LinkSettings, CafSettings):
     model_config = SettingsConfigDict(env_prefix="NOTIFICATIONS_", extra="ignore")
 
     # Signs the three pages' links; never booking's address form.
@@ -89,7 +90,6 @@ class NotificationsSettings(ServiceSettings, LinkSettings):
         "ask not to reply.",
     )
     message_id_domain: str = "visio-rdv.caf.fr"
-    cgu_url: str = "https://www.caf.fr/visio-rdv/cgu"
     new_appointment_url: str = "https://www.caf.fr/allocataires/mon-rendez-vous"
     logo_url: str | None = None
 

@@ -94,22 +94,46 @@ CGU_LINE = (
     "Vous avez accepté les conditions générales d'utilisation du service de Visio RDV des Caf "
     "(version {version}), que vous pouvez relire à tout moment :"
 )
-CGU_LINK = "Lire les conditions générales d'utilisation"
+CGU_LINK = "Lire les conditions générales d'utilisation que vous avez acceptées (version {version})"
+# The charter's closing sentence, as the seed text says it (CGU article 5).
+CHARTER_CLOSING = (
+    "D'une façon générale, tout acte d'incivilité probant expose l'utilisateur à des poursuites."
+)
+# For computer users (CGU article 4.2).
+BROWSER_NOTE = (
+    "Teams fonctionne aussi dans votre navigateur : sur ordinateur, le lien ouvre le rendez-vous "
+    "sans rien installer (article 4.2 des conditions générales d'utilisation)."
+)
+
+# When Graph gives a dial-in (the advisor has Audio Conferencing).
+DIAL_IN_TITLE = "Si la vidéo ne fonctionne pas"
+DIAL_IN_CALL = "Vous pouvez rejoindre le rendez-vous par téléphone : appelez le {number}{free}."
+DIAL_IN_FREE = " (appel gratuit)"
+DIAL_IN_ID = "Quand on vous le demande, tapez le numéro de conférence {conference_id} suivi de #."
+DIAL_IN_OTHER_NUMBERS = "Autres numéros :"
 
 RECORDING = {
     True: (
-        "Vous avez autorisé l'enregistrement : comme le prévoit l'article 9 des conditions "
-        "générales d'utilisation, tout ou partie des échanges lors du rendez-vous pourra être "
-        "enregistré."
+        "Vous avez autorisé l'enregistrement : vos connexions et la session du rendez-vous sont "
+        "enregistrées, comme le prévoit l'article 9 des conditions générales d'utilisation."
     ),
     False: (
-        "Vous avez refusé l'enregistrement : la session ne sera pas enregistrée. Seules les "
-        "connexions au service sont conservées, comme le prévoit l'article 9 des conditions "
+        "Vous avez refusé l'enregistrement : la session ne sera pas enregistrée. Seules vos "
+        "connexions au service sont enregistrées, comme le prévoit l'article 9 des conditions "
         "générales d'utilisation."
     ),
 }
 
-SIGNATURE = "Votre Caf"
+# Each Caf speaks for itself (visio_shared.caf_directory): « La Caf de La Réunion ».
+CAF_CONTACT_TITLE = "Contacter {caf}"
+CAF_CONTACT_PAGE = "Sur internet :"
+CAF_PHONE = "Par téléphone : {phone}"
+CAF_HOURS = "({hours})"
+CAF_MEDIATOR = "En cas de litige (article 7 des conditions générales d'utilisation) : {mediator}"
+CAF_ACCESS = (
+    "Pour accéder à vos données (article 8 des conditions générales d'utilisation), écrivez à : "
+    "{address}"
+)
 FOOTER = {
     # With a Reply-To, a reply reaches a Caf mailbox; without, it would go nowhere.
     True: (
@@ -122,9 +146,9 @@ LOGO_ALT = "Caf – Visio RDV"
 
 # --- The calendar invitation (.ics) -------------------------------------------------------
 
-ICS_SUMMARY = "Rendez-vous visio avec la Caf"
+ICS_SUMMARY = "Rendez-vous visio avec la {caf}"
 ICS_DESCRIPTION_HEAD = (
-    "Rendez-vous visio avec la Caf : {subject}\nVotre conseiller Caf : {advisor}\n\n"
+    "Rendez-vous visio avec la {caf} : {subject}\nVotre conseiller Caf : {advisor}\n\n"
 )
 ICS_JOIN = (
     "Pour rejoindre le rendez-vous, le jour J à l'heure indiquée, ouvrez ce lien :\n"
@@ -172,7 +196,7 @@ CANCELLED_BY = {
     "est annulé.",
     "advisor": "Votre conseiller Caf ne peut pas assurer votre rendez-vous visio du {when} "
     "({zone}) : ce rendez-vous est annulé. Nous vous prions de nous en excuser.",
-    "administrative": "Votre Caf a annulé votre rendez-vous visio du {when} ({zone}).",
+    "administrative": "{caf} a annulé votre rendez-vous visio du {when} ({zone}).",
 }
 CANCELLED_TITLE = "Rendez-vous annulé"
 CANCELLED_LINK = "Le lien du rendez-vous ne fonctionnera plus."
@@ -204,9 +228,9 @@ UNAVAILABLE_SUBJECT = "Votre rendez-vous avec la Caf du {when} : votre Caf va vo
 UNAVAILABLE_INTRO = (
     "Nous n'avons pas pu préparer la visio de votre rendez-vous avec la Caf du {when} ({zone})."
 )
-UNAVAILABLE_TITLE = "Votre Caf va vous contacter"
+UNAVAILABLE_TITLE = "{caf} va vous contacter"
 UNAVAILABLE_NEXT = (
-    "Votre Caf vous contactera pour convenir de la suite. Vous n'avez rien à faire d'ici là."
+    "{caf} vous contactera pour convenir de la suite. Vous n'avez rien à faire d'ici là."
 )
 UNAVAILABLE_OLD_LINK = "N'utilisez pas le lien reçu dans un message précédent."
 
