@@ -4,10 +4,15 @@ that break the system on purpose."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 
-def assert_passed(report: object) -> None:
-    assert report.passed, report.table()  # type: ignore[attr-defined]
+def assert_passed(report: Any) -> None:
+    """Passed, or the table and each failed check's first differences (the appointment and
+    what it lacks), so a CI log says which person the run let down without the evidence."""
+    said = report.details.get("first differences", {})
+    named = "\n".join(f"{check}: {line}" for check, lines in said.items() for line in lines)
+    assert report.passed, f"{report.table()}\n{named}"
 
 
 def timed(name: str, started: float) -> None:
