@@ -214,22 +214,27 @@ class Actor:
         )
         if not sent:
             raise StoryStopped(f"request {key}: the broker never acknowledged it")
-        replies = await self.replies.wait(key, self.options.reply_within_s)
-        for reply in replies:
-            if reply.get("event_type") == "BookingRejected":
-                raise StoryStopped(f"request {key} rejected: {reply.get('detail')}")
-            if reply.get("event_type") == "BookingAccepted":
-                return reply
-        async with self.pool.acquire() as conn:
-            recorded = await conn.fetchval(
-                "SELECT response FROM booking.idempotency_keys WHERE caller = $1 AND key = $2",
-                bookings.KAFKA_CALLER,
-                key,
-            )
-        if recorded is None:
-            raise StoryStopped(f"request {key}: no reply, and booking holds no answer")
-        answer: dict[str, Any] = json.loads(recorded)
-        return answer
+        # A partner waits for its answer; past `reply_within_s` it also looks at booking's own
+        # record (a reply lost), and goes on waiting for either until the run's deadline: a
+        # request booking takes minutes to reach under chaos is late, not refused.
+        while True:
+            replies = await self.replies.wait(key, self.options.reply_within_s)
+            for reply in replies:
+                if reply.get("event_type") == "BookingRejected":
+                    raise StoryStopped(f"request {key} rejected: {reply.get('detail')}")
+                if reply.get("event_type") == "BookingAccepted":
+                    return reply
+            async with self.pool.acquire() as conn:
+                recorded = await conn.fetchval(
+                    "SELECT response FROM booking.idempotency_keys WHERE caller = $1 AND key = $2",
+                    bookings.KAFKA_CALLER,
+                    key,
+                )
+            if recorded is not None:
+                answer: dict[str, Any] = json.loads(recorded)
+                return answer
+            if time.monotonic() >= self.deadline:
+                raise StoryStopped(f"request {key}: no reply, and booking holds no answer")
 
     async def _withdraw(self, story: Story) -> None:
         path = f"/v1/appointments/{story.appointment_id}/recording-withdrawal"
