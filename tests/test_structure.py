@@ -362,7 +362,6 @@ STILL_OVER: dict[str, str] = {
     "services/notifications/src/visio_notifications/compose.py:context": (
         "another engineer is changing compose.py: split after that merge"
     ),
-    "services/runtime/src/visio_runtime/consumer.py": _LATER,
     "services/notifications/src/visio_notifications/app.py:create_app": _LATER,
     "fakes/src/visio_fakes/sms_emulator.py:create_app": _LATER,
     "fakes/src/visio_fakes/smtp_sink.py": _LATER,
