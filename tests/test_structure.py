@@ -363,10 +363,6 @@ STILL_OVER: dict[str, str] = {
         "another engineer is changing compose.py: split after that merge"
     ),
     "services/notifications/src/visio_notifications/app.py:create_app": _LATER,
-    "fakes/src/visio_fakes/sms_emulator.py:create_app": _LATER,
-    "fakes/src/visio_fakes/smtp_sink.py": _LATER,
-    "fakes/src/visio_fakes/graph_emulator/app.py:create_app": _LATER,
-    "fakes/src/visio_fakes/graph_emulator/events.py:render_event": _LATER,
     "deploy/src/visio_deploy/asyncapi.py": _LATER,
     "deploy/src/visio_deploy/asyncapi.py:generate": _LATER,
     "deploy/src/visio_deploy/up.py": _LATER,
@@ -408,9 +404,6 @@ def test_the_size_check_fails_on_an_oversize_file_and_function(tmp_path: Path) -
     short_function = "@decorated\ndef short():\n" + "    x = 1\n" * (MAX_FUNCTION_LINES - 2)
     _write(tmp_path / "shared/src/visio_shared/long.py", long_function)
     _write(tmp_path / "shared/src/visio_shared/fits.py", short_function)
-    _write(tmp_path / "fakes/src/visio_fakes/big.py", "x = 1\n" * (MAX_FILE_LINES + 1))
-    _write(tmp_path / "fakes/src/visio_fakes/full.py", "x = 1\n" * MAX_FILE_LINES)
     assert oversize_in(tmp_path) == [
-        "fakes/src/visio_fakes/big.py",
         "shared/src/visio_shared/long.py:long",
     ]
