@@ -363,9 +363,6 @@ STILL_OVER: dict[str, str] = {
         "another engineer is changing compose.py: split after that merge"
     ),
     "services/notifications/src/visio_notifications/app.py:create_app": _LATER,
-    "deploy/src/visio_deploy/up.py": _LATER,
-    "deploy/src/visio_deploy/up.py:bring_up": _LATER,
-    "deploy/src/visio_deploy/proof/stack.py:proof_stack": _LATER,
     "deploy/src/visio_deploy/bench/commands.py:register": _LATER,
 }
 
