@@ -363,7 +363,6 @@ STILL_OVER: dict[str, str] = {
         "another engineer is changing compose.py: split after that merge"
     ),
     "services/notifications/src/visio_notifications/app.py:create_app": _LATER,
-    "deploy/src/visio_deploy/bench/commands.py:register": _LATER,
 }
 
 
@@ -399,6 +398,9 @@ def test_the_size_check_fails_on_an_oversize_file_and_function(tmp_path: Path) -
     short_function = "@decorated\ndef short():\n" + "    x = 1\n" * (MAX_FUNCTION_LINES - 2)
     _write(tmp_path / "shared/src/visio_shared/long.py", long_function)
     _write(tmp_path / "shared/src/visio_shared/fits.py", short_function)
+    _write(tmp_path / "fakes/src/visio_fakes/big.py", "x = 1\n" * (MAX_FILE_LINES + 1))
+    _write(tmp_path / "fakes/src/visio_fakes/full.py", "x = 1\n" * MAX_FILE_LINES)
     assert oversize_in(tmp_path) == [
+        "fakes/src/visio_fakes/big.py",
         "shared/src/visio_shared/long.py:long",
     ]
