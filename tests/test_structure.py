@@ -359,18 +359,7 @@ STILL_OVER: dict[str, str] = {
     "services/notifications/src/visio_notifications/compose.py:context": (
         "another engineer is changing compose.py: split after that merge"
     ),
-    "services/runtime/src/visio_runtime/consumer.py": _LATER,
     "services/notifications/src/visio_notifications/app.py:create_app": _LATER,
-    "fakes/src/visio_fakes/sms_emulator.py:create_app": _LATER,
-    "fakes/src/visio_fakes/smtp_sink.py": _LATER,
-    "fakes/src/visio_fakes/graph_emulator/app.py:create_app": _LATER,
-    "fakes/src/visio_fakes/graph_emulator/events.py:render_event": _LATER,
-    "deploy/src/visio_deploy/asyncapi.py": _LATER,
-    "deploy/src/visio_deploy/asyncapi.py:generate": _LATER,
-    "deploy/src/visio_deploy/up.py": _LATER,
-    "deploy/src/visio_deploy/up.py:bring_up": _LATER,
-    "deploy/src/visio_deploy/proof/stack.py:proof_stack": _LATER,
-    "deploy/src/visio_deploy/bench/commands.py:register": _LATER,
 }
 
 

@@ -10,233 +10,106 @@ subscribers take raw records (the shared consumer parses them) and publish throu
 `broker.publish`, so FastStream would describe every payload as "bytes". Here payloads come
 from the contract models in visio_shared (and the two service models that travel on a topic),
 consumers from the services' apps as their factories wire them (visio_deploy.ops.topology), and
-producers from the table below — the one fact the code does not declare anywhere.
+producers from the table in visio_deploy.asyncapi_streams — the one fact the code does not
+declare anywhere.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from visio_runtime.settings import ServiceSettings
-from visio_shared import EVENT_TYPES, Headers, Topics
-from visio_shared.booking_replies import PARTNER_REPLY_TYPES, REPLY_TYPES
-from visio_shared.booking_requests import CALLING_SYSTEM_HEADER, REQUEST_ID_HEADER, REQUEST_TYPES
-from visio_shared.checkpoints import CHECKPOINT_EVENT_TYPE, Checkpoint
-from visio_shared.topics import PARTNER_REPLIES, PARTNER_REQUESTS
+from visio_shared import Headers, Topics
+from visio_shared.booking_requests import CALLING_SYSTEM_HEADER, REQUEST_ID_HEADER
 
+from visio_deploy.asyncapi_streams import (
+    READS_BEYOND_THE_APPS,
+    STREAMS,
+    SYSTEM_PARAMETER,
+    Stream,
+)
 from visio_deploy.ops.dlq import REPLAY_OF
 from visio_deploy.ops.topology import replays_topic, subscriptions
 
 DOCUMENT = Path(__file__).resolve().parents[3] / "shared" / "asyncapi.json"
 KAFKA_BINDING = "0.5.0"
-# A partner's topics are one channel each, their address a parameter (AsyncAPI 3.0).
-SYSTEM = "{system}"
-SYSTEM_PARAMETER = {
-    "system": {
-        "description": "The partner system, as booking's configuration declares it "
-        "(BOOKING_PARTNERS) and its broker principal is named: lower-case letters, digits and "
-        "inner hyphens. Only that principal may write its request topic and read its reply "
-        "topic (docs/partners.md).",
-        "examples": ["caf-portal", "national-scheduler"],
-    }
-}
 
 
-@dataclass(frozen=True)
-class Stream:
-    name: str  # the `Topics` property
-    producer: str
-    messages: dict[str, type[BaseModel]]  # message name (its event or request type) → payload
-    key: str
-    summary: str
-    routed: bool = True  # envelope events routed by event_type (else: requests, checkpoints)
-    # A partner's own topic (`<prefix>.<partner stream>.{system}.v1`): its address is a
-    # parameter, and booking's receiving is its configuration's, not its code's.
-    partner_stream: str | None = None
+@dataclass
+class _Parts:
+    """The document's channels, operations and messages, in the order they are written."""
 
-    def address(self, topics: Topics) -> str:
-        if self.partner_stream is not None:
-            return f"{topics.prefix}.{self.partner_stream}.{SYSTEM}.v1"
-        address: str = getattr(topics, self.name)
-        return address
-
-
-def _events(*names: str) -> dict[str, type[BaseModel]]:
-    return {name: EVENT_TYPES[name] for name in names}
-
-
-STREAMS = (
-    Stream(
-        "booking_requests",
-        "partners",
-        dict(REQUEST_TYPES),
-        "the request id for a new booking, the appointment id for a change",
-        "Deprecated: the shared request topic of old, where the caller is whatever the "
-        "message's calling_system says. Read only while booking's BOOKING_SHARED_REQUESTS_TOPIC "
-        "is on (off by default), each message counted in "
-        "booking_shared_topic_requests_total; answered on booking-replies.v1. Partners write "
-        "their own booking-requests.{system}.v1 (docs/partners.md).",
-        routed=False,
-    ),
-    Stream(
-        "booking_replies",
-        "booking",
-        dict(REPLY_TYPES),
-        "the calling system",
-        "Deprecated with booking-requests.v1: the answers to the requests on it, keyed by the "
-        "calling system, which every reader of this topic sees.",
-    ),
-    Stream(
-        "partner_requests",
-        "partners",
-        dict(REQUEST_TYPES),
-        "the request id for a new booking, the appointment id for a change",
-        "One partner system's requests: book, reschedule, cancel, correct, reassign. The topic "
-        "names the caller (only the partner's principal may write it): calling_system may be "
-        "left out, and one naming another system is refused (403). Each request is answered "
-        "on the partner's booking-replies.{system}.v1.",
-        routed=False,
-        partner_stream=PARTNER_REQUESTS,
-    ),
-    Stream(
-        "partner_replies",
-        "booking",
-        dict(PARTNER_REPLY_TYPES),
-        "the appointment id (a reply that concerns none: the request id)",
-        "What one partner system reads, and it alone: the answer to each of its requests "
-        "(accepted, with the appointment id, or rejected, with the field errors the HTTP API "
-        "would give), and the outcome of every appointment it created each time it changes "
-        "(AppointmentOutcome: an open list of values, with revision and time).",
-        partner_stream=PARTNER_REPLIES,
-    ),
-    Stream(
-        "appointments",
-        "booking",
-        _events(
-            "AppointmentRequested",
-            "AppointmentRescheduled",
-            "AppointmentCancelled",
-            "ContactCorrected",
-            "ContactCorrectionRequested",
-            "AdvisorReassigned",
-            "AppointmentLinkRequested",
-            "RescheduleRequested",
-            "PersonalDataErasureRequested",
-        ),
-        "the appointment id",
-        "Every appointment's life, in order: booked, rescheduled, cancelled, corrected; "
-        "the person's requests, from a self-service page, for its email again or to confirm a "
-        "new address before it replaces theirs; and the "
-        "erasure of what every service holds about the person (ids only).",
-    ),
-    Stream(
-        "meetings",
-        "meetings",
-        _events(
-            "MeetingReady",
-            "MeetingRescheduled",
-            "MeetingCancelled",
-            "MeetingFailed",
-            "MeetingAttendanceRecorded",
-            "MeetingAttendanceUnavailable",
-            "MeetingRecordingAvailable",
-            "PersonalDataErased",
-        ),
-        "the appointment id",
-        "The Teams meeting of each appointment, or why there is none.",
-    ),
-    Stream(
-        "notifications",
-        "notifications",
-        _events("NotificationSent", "NotificationFailed", "SmsFailed", "PersonalDataErased"),
-        "the appointment id",
-        "Each email sent to the person, or why it could not be; each text message that could "
-        "never reach them.",
-    ),
-    Stream(
-        "consents",
-        "consent",
-        _events("ConsentRecorded", "RecordingConsentWithdrawn", "PersonalDataErased"),
-        "the appointment id",
-        "What the consent ledger recorded (pseudonymous: never an email address).",
-    ),
-    Stream(
-        "consent_checkpoints",
-        "consent",
-        {CHECKPOINT_EVENT_TYPE: Checkpoint},
-        "`consent-ledger` (one partition's order for all checkpoints)",
-        "Signed checkpoints of the consent ledger's hash chain (Ed25519 over seq and head hash).",
-        routed=False,
-    ),
-)
-
-
-# What is read beyond the apps' subscribers, which `subscriptions` cannot see:
-# (reader, stream, summary). The ACLs (visio_deploy.acls) are made from these operations too.
-READS_BEYOND_THE_APPS = (
-    (
-        "partners",
-        "booking_replies",
-        "Each partner system reads the answers to its requests (its own principal, and its own "
-        "consumer group `<prefix>.partner.<system>`)",
-    ),
-    (
-        "consent",
-        "consents",
-        "consent reads its own events back, from the beginning and without a group, to "
-        "check the ledger's unsigned tail (`visio-rdv consent verify`)",
-    ),
-    (
-        "consent",
-        "consent_checkpoints",
-        "consent reads its signed checkpoints back, without a group, to verify the ledger",
-    ),
-)
+    channels: dict[str, Any] = field(default_factory=dict)
+    operations: dict[str, Any] = field(default_factory=dict)
+    messages: dict[str, Any] = field(default_factory=dict)
 
 
 def generate(prefix: str = "visio-rdv") -> dict[str, Any]:
     topics = Topics(prefix)
     partitions = ServiceSettings.model_fields["topic_partitions"].default
-    channels: dict[str, Any] = {}
-    operations: dict[str, Any] = {}
-    messages: dict[str, Any] = {}
-    by_address: dict[str, Stream] = {}
+    parts = _Parts()
+    by_address = _streams(parts, topics, partitions)
+    _configured_reads(parts, topics)
+    dead_letter_services = _app_reads(parts, prefix, by_address)
+    for reader, name, summary in READS_BEYOND_THE_APPS:
+        channel = _channel_id(getattr(topics, name), prefix)
+        parts.operations[f"{reader}.receive.{channel}"] = _operation(
+            "receive", channel, list(_NAMED[name].messages), summary, None
+        )
+    _dead_letters(parts, topics, partitions, dead_letter_services)
+    _replays(parts, prefix)
+    return _document(parts)
 
+
+_NAMED = {stream.name: stream for stream in STREAMS}
+
+
+def _streams(parts: _Parts, topics: Topics, partitions: int) -> dict[str, Stream]:
+    """Each stream's channel, messages and producer; returns the streams by address."""
+    by_address: dict[str, Stream] = {}
     for stream in STREAMS:
         address = stream.address(topics)
         by_address[address] = stream
-        channel = _channel_id(address, prefix)
+        channel = _channel_id(address, topics.prefix)
         headers = "EventHeaders" if stream.routed else _headers_of(stream)
         for name in stream.messages:
-            messages[name] = _message(name, stream, headers)
-        channels[channel] = _channel(address, stream.summary, list(stream.messages), partitions)
+            parts.messages[name] = _message(name, stream, headers)
+        parts.channels[channel] = _channel(
+            address, stream.summary, list(stream.messages), partitions
+        )
         if stream.partner_stream is not None:
-            channels[channel]["parameters"] = SYSTEM_PARAMETER
-        operations[f"{stream.producer}.send.{channel}"] = _operation(
+            parts.channels[channel]["parameters"] = SYSTEM_PARAMETER
+        parts.operations[f"{stream.producer}.send.{channel}"] = _operation(
             "send", channel, list(stream.messages), f"{stream.producer} publishes", None
         )
-    # What booking reads by configuration rather than code: each declared partner's topic, and
-    # the shared topic of old while the setting says so.
-    named = {stream.name: stream for stream in STREAMS}
+    return by_address
+
+
+def _configured_reads(parts: _Parts, topics: Topics) -> None:
+    """What booking reads by configuration rather than code: each declared partner's topic, and
+    the shared topic of old while the setting says so."""
+    prefix = topics.prefix
     for name, summary in (
         ("partner_requests", "booking consumes each declared partner's topic, one client each"),
         ("booking_requests", "booking consumes while BOOKING_SHARED_REQUESTS_TOPIC is on"),
     ):
-        address = named[name].address(topics)
+        address = _NAMED[name].address(topics)
         channel = _channel_id(address, prefix)
         # One client per topic, each in a group of its own (visio_runtime.consumer `separately`).
         group = f"{topics.group('booking')}.{address.removeprefix(prefix + '.')}"
-        operations[f"booking.receive.{channel}"] = _operation(
-            "receive", channel, list(named[name].messages), summary, group
+        parts.operations[f"booking.receive.{channel}"] = _operation(
+            "receive", channel, list(_NAMED[name].messages), summary, group
         )
 
-    named = {stream.name: stream for stream in STREAMS}
+
+def _app_reads(parts: _Parts, prefix: str, by_address: dict[str, Stream]) -> list[str]:
+    """What the services' apps consume, as their factories wire it; returns the services that
+    consume (each has a dead-letter topic), in order."""
     dead_letter_services: list[str] = []
     for subscription in subscriptions(prefix):
         for address in subscription.topics:
@@ -247,7 +120,7 @@ def generate(prefix: str = "visio-rdv") -> dict[str, Any]:
                 if not stream.routed or name in subscription.handled
             ]
             channel = _channel_id(address, prefix)
-            operations[f"{subscription.service}.receive.{channel}"] = _operation(
+            parts.operations[f"{subscription.service}.receive.{channel}"] = _operation(
                 "receive",
                 channel,
                 names,
@@ -256,18 +129,15 @@ def generate(prefix: str = "visio-rdv") -> dict[str, Any]:
             )
         if subscription.service not in dead_letter_services:
             dead_letter_services.append(subscription.service)
+    return dead_letter_services
 
-    for reader, name, summary in READS_BEYOND_THE_APPS:
-        channel = _channel_id(getattr(topics, name), prefix)
-        operations[f"{reader}.receive.{channel}"] = _operation(
-            "receive", channel, list(named[name].messages), summary, None
-        )
 
-    messages["DeadLetter"] = _dead_letter_message()
-    for service in dead_letter_services:
+def _dead_letters(parts: _Parts, topics: Topics, partitions: int, services: list[str]) -> None:
+    parts.messages["DeadLetter"] = _dead_letter_message()
+    for service in services:
         address = topics.dlq(service)
-        channel = _channel_id(address, prefix)
-        channels[channel] = _channel(
+        channel = _channel_id(address, topics.prefix)
+        parts.channels[channel] = _channel(
             address,
             f"What {service} could not process: the original message, unchanged, with why. "
             "Operations list, show and replay them (`visio-rdv ops dlq`).",
@@ -275,22 +145,27 @@ def generate(prefix: str = "visio-rdv") -> dict[str, Any]:
             partitions,
             dead_letters=True,
         )
-        operations[f"{service}.send.{channel}"] = _operation(
+        parts.operations[f"{service}.send.{channel}"] = _operation(
             "send", channel, ["DeadLetter"], f"{service} dead-letters", None
         )
-    messages["Replay"] = _replay_message()
+
+
+def _replays(parts: _Parts, prefix: str) -> None:
+    parts.messages["Replay"] = _replay_message()
     channel = _channel_id(replays_topic(prefix), prefix)
-    channels[channel] = {
+    parts.channels[channel] = {
         "address": replays_topic(prefix),
         "description": "The ledger of dead letters replayed (compacted), so none is replayed "
         "twice.",
         "messages": {"Replay": {"$ref": "#/components/messages/Replay"}},
         "bindings": {"kafka": {"partitions": 1, "bindingVersion": KAFKA_BINDING}},
     }
-    operations[f"ops.send.{channel}"] = _operation(
+    parts.operations[f"ops.send.{channel}"] = _operation(
         "send", channel, ["Replay"], "`visio-rdv ops dlq replay` records each replay", None
     )
 
+
+def _document(parts: _Parts) -> dict[str, Any]:
     return {
         "asyncapi": "3.0.0",
         "info": {
@@ -317,10 +192,10 @@ def generate(prefix: str = "visio-rdv") -> dict[str, Any]:
                 "description": "`visio-rdv up`: the embedded tansu broker.",
             },
         },
-        "channels": channels,
-        "operations": operations,
+        "channels": parts.channels,
+        "operations": parts.operations,
         "components": {
-            "messages": messages,
+            "messages": parts.messages,
             "schemas": _schemas(STREAMS),
         },
     }

@@ -11,15 +11,11 @@ or SIGTERM stops everything it started, in reverse order.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
-import subprocess
 import sys
 import textwrap
 import time
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Literal
@@ -29,17 +25,10 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from visio_booking.keys import API_KEYS
-from visio_fakes.devca import ensure_dev_ca
-from visio_fakes.graph_emulator.settings import (
-    DEFAULT_CLIENT_ID,
-    DEFAULT_CLIENT_SECRET,
-    DEFAULT_TENANT_ID,
-)
+from visio_fakes.devca import DevCA, ensure_dev_ca
 from visio_fakes.postgres import EmbeddedPostgres
-from visio_fakes.processes import spawn, stop, wait_for_port
-from visio_fakes.sms_emulator import API_KEY as SMS_EMULATOR_API_KEY
+from visio_fakes.processes import wait_for_port
 from visio_fakes.tansu import start_tansu
-from visio_notifications.settings import DEV_BOUNCE_TOKEN, DEV_SMS_RECEIPT_TOKEN
 from visio_runtime.kafka import ensure_topics
 from visio_runtime.local_stack import (
     STACK_FILE,
@@ -55,14 +44,38 @@ from visio_shared.links import LinkKeys
 
 from visio_deploy.migrate import migrate_all, service_dsns
 from visio_deploy.production_stack import (
+    ProductionSecrets,
     alerts_env,
     common_env,
     ensure_secrets,
-    service_env,
     smtp_sink_env,
 )
 from visio_deploy.readiness import expected_partitions, wait_ready
 from visio_deploy.stack import LOCAL_PARTNERS, SERVICES
+from visio_deploy.up_processes import (
+    LAG_EXPORTER,
+    Wiring,
+    bounce_env,
+    start_alerts,
+    start_healer,
+    start_lag_exporter,
+    start_services,
+    start_sms_emulator,
+)
+from visio_deploy.up_stack import Stack, installed_script, say
+
+# What other modules take from here (the stack's processes live in visio_deploy.up_stack).
+__all__ = [
+    "LAG_EXPORTER",
+    "Stack",
+    "UpSettings",
+    "bring_up",
+    "installed_script",
+    "main_up",
+    "refuse_a_second_stack",
+    "say",
+    "settings_help",
+]
 
 
 class UpSettings(BaseSettings):
@@ -138,91 +151,6 @@ class Stopped(Exception):
     """Ctrl-C or SIGTERM."""
 
 
-@dataclass
-class Stack:
-    settings: UpSettings
-    processes: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
-    postgres: EmbeddedPostgres | None = None
-    # Extra environment per process name, on top of what `bring_up` gives (the proof's faults).
-    extra_env: dict[str, dict[str, str]] = field(default_factory=dict)
-    # How each process was started, so the proof can SIGKILL one and start it again.
-    commands: dict[str, tuple[list[str], dict[str, str]]] = field(default_factory=dict)
-    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    # var/stack.json once the stack is ready; removed first thing when it stops.
-    recorded: LocalStack | None = None
-
-    @property
-    def logs(self) -> Path:
-        return self.settings.var_dir / "log"
-
-    def start(self, name: str, script: str, env: dict[str, str] | None = None) -> None:
-        self.launch(name, [installed_script(script)], env)
-
-    def launch(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
-        full_env = {**(env or {}), **self.extra_env.get(name, {})}
-        self.commands[name] = (argv, full_env)
-        self.processes.append((name, spawn(argv, env=full_env, log=self.logs / f"{name}.log")))
-
-    def process(self, name: str) -> subprocess.Popen[bytes]:
-        return next(process for known, process in self.processes if known == name)
-
-    def kill(self, name: str) -> None:
-        """SIGKILL the process (and its group): no shutdown code runs, as in a crash."""
-        process = self.process(name)
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait(10)
-
-    def stop_one(self, name: str) -> None:
-        """SIGTERM one process and wait for it to end: its shutdown code runs."""
-        stop(self.process(name))
-
-    def replicate(self, name: str, replica: str, env: dict[str, str]) -> None:
-        """Start one more copy of a process, as it was started, with `env` on top (its own
-        HTTP port): the same consumer group, so the partitions are shared."""
-        argv, first_env = self.commands[name]
-        self.launch(replica, argv, {**first_env, **env})
-
-    def restart(self, name: str) -> None:
-        """Start a process again the way it was first started, in its place in the list."""
-        argv, env = self.commands[name]
-        index = next(i for i, (known, _) in enumerate(self.processes) if known == name)
-        log = self.logs / f"{name}.log"
-        self.processes[index] = (name, spawn(argv, env=env, log=log))
-
-    def stop_all(self) -> None:
-        if self.recorded is not None:
-            self.recorded.remove()
-            self.recorded = None
-        for name, process in reversed(self.processes):
-            say(f"stopping {name}")
-            stop(process)
-        self.processes.clear()
-        if self.postgres is not None:
-            say("stopping PostgreSQL")
-            self.postgres.stop()
-            self.postgres = None
-
-    def check_alive(self) -> None:
-        for name, process in self.processes:
-            if process.poll() is not None:
-                raise RuntimeError(
-                    f"{name} exited with code {process.returncode}; see {self.logs / name}.log"
-                )
-
-
-def installed_script(name: str) -> str:
-    """A console script of this environment, found beside its Python even if PATH lacks it."""
-    beside = Path(sys.executable).parent / name
-    return str(beside) if beside.exists() else name
-
-
-def say(message: str) -> None:
-    print(f"visio-rdv: {message}", flush=True)
-
-
 def _on_signal(signum: int, _frame: FrameType | None) -> None:
     raise Stopped(signal.Signals(signum).name)
 
@@ -256,15 +184,7 @@ def bring_up(stack: Stack) -> None:
     settings.var_dir = var
     (var / "mail").mkdir(parents=True, exist_ok=True)
     refuse_a_second_stack(var)
-    host = settings.host
-
-    owner_dsn = settings.database_url
-    if owner_dsn:
-        say("PostgreSQL: DATABASE_URL")
-    else:
-        stack.postgres = EmbeddedPostgres(var / "pg")
-        owner_dsn = stack.postgres.start()
-        say(f"PostgreSQL: embedded, data in {var / 'pg'}")
+    owner_dsn = _start_database(stack)
     production = settings.production
     found = ensure_secrets(var) if production else None
     passwords = found.database_passwords if found else None
@@ -276,7 +196,41 @@ def bring_up(stack: Stack) -> None:
     say(f"migrations: {sum(len(files) for files in applied.values())} applied")
     dsns = service_dsns(owner_dsn, passwords)
     api_key = ensure_dev_api_key(owner_dsn, var / "dev-api-key")
+    bootstrap, waiver = _start_broker(stack)
+    everyone = common_env(waiver=waiver) if production else {}
+    ca = ensure_dev_ca(var / "dev-ca")
+    graph_base, sms_url = _start_emulators(stack, ca, found)
+    link_keys = ensure_link_keys(var / "link-keys")
+    start_services(
+        stack, Wiring(bootstrap, dsns, graph_base, ca, link_keys, sms_url, found, everyone)
+    )
+    start_alerts(stack, owner_dsn, bootstrap, everyone | (alerts_env(found, ca) if found else {}))
+    start_lag_exporter(stack, bootstrap, everyone)
+    start_healer(stack, bootstrap, graph_base, ca.bundle_path, everyone)
 
+    kafka = ServiceSettings(kafka_bootstrap_servers=bootstrap, topic_prefix=settings.topic_prefix)
+    wait_ready(stack, asyncio.run(expected_partitions(kafka, LOCAL_PARTNERS)), say)
+    recorded = record_stack(stack, owner_dsn, bootstrap, sms_url)
+    _say_ready(stack, api_key, sms_url, recorded)
+
+
+def _start_database(stack: Stack) -> str:
+    """The owner connection: DATABASE_URL's, or the embedded PostgreSQL's, started."""
+    settings = stack.settings
+    if settings.database_url:
+        say("PostgreSQL: DATABASE_URL")
+        return settings.database_url
+    stack.postgres = EmbeddedPostgres(settings.var_dir / "pg")
+    owner_dsn = stack.postgres.start()
+    say(f"PostgreSQL: embedded, data in {settings.var_dir / 'pg'}")
+    return owner_dsn
+
+
+def _start_broker(stack: Stack) -> tuple[str, bool]:
+    """tansu (unless a broker is given) and the topics; the bootstrap servers, and whether
+    production mode waives its checks for the local broker."""
+    settings = stack.settings
+    host = settings.host
     bootstrap = settings.kafka_bootstrap_servers or f"{host}:{settings.kafka_port}"
     if not settings.kafka_bootstrap_servers:
         stack.processes.append(
@@ -294,16 +248,23 @@ def bring_up(stack: Stack) -> None:
     # tansu cannot be a production cluster: the one waiver, said loudly (each process says it
     # again at WARNING and counts it on /metrics). An external broker gets none: give it the
     # Kafka settings production asks for.
-    waiver = production and broker == "tansu"
+    waiver = settings.production and broker == "tansu"
     if waiver:
         say(
             "PRODUCTION CHECKS WAIVED FOR THE LOCAL BROKER (VISIO_PRODUCTION_LOCAL_BROKER_WAIVER): "
             "tansu has no TLS, no SASL, no replication, no idempotent producer — "
             "this stack is not a production deployment"
         )
-    everyone = common_env(waiver=waiver) if production else {}
+    return bootstrap, waiver
 
-    ca = ensure_dev_ca(var / "dev-ca")
+
+def _start_emulators(
+    stack: Stack, ca: DevCA, found: ProductionSecrets | None
+) -> tuple[str, str | None]:
+    """The Graph + Entra ID emulator, the SMTP sink and (not in production mode) the SMS
+    emulator, each answering; Graph's base URL and the SMS API's."""
+    settings = stack.settings
+    host, var, production = settings.host, settings.var_dir, settings.production
     graph_base = f"https://{host}:{settings.graph_port}"
     stack.start(
         "graph-emulator",
@@ -337,70 +298,14 @@ def bring_up(stack: Stack) -> None:
         f"Graph + Entra ID emulator: {graph_base}; SMTP sink: {host}:{settings.smtp_port}"
         + (f"; SMS emulator: {sms_url}" if sms_url else "")
     )
+    return graph_base, sms_url
 
-    link_keys = ensure_link_keys(var / "link-keys")
-    booking_url = settings.base_url("booking")
-    consent_url = settings.base_url("consent")
-    for service in SERVICES:
-        prefix = service.env_prefix
-        env = {
-            f"{prefix}KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-            f"{prefix}TOPIC_PREFIX": settings.topic_prefix,
-            f"{prefix}DATABASE_URL": dsns[service.name],
-            f"{prefix}HTTP_HOST": host,
-            f"{prefix}HTTP_PORT": str(settings.service_port(service.name)),
-        }
-        if service.name == "meetings":
-            env |= {
-                "MEETINGS_GRAPH_BASE_URL": f"{graph_base}/v1.0",
-                "MEETINGS_AUTHORITY": f"{graph_base}/{DEFAULT_TENANT_ID}",
-                "MEETINGS_CLIENT_ID": DEFAULT_CLIENT_ID,
-                "MEETINGS_CLIENT_SECRET": DEFAULT_CLIENT_SECRET,
-                "MEETINGS_CA_BUNDLE": str(ca.bundle_path),
-            }
-        if service.name in ("booking", "notifications", "consent"):
-            env[f"{prefix}LINK_KEYS"] = link_keys
-        if service.name == "booking":
-            env["BOOKING_PARTNERS"] = json.dumps(list(LOCAL_PARTNERS))
-        if service.name == "notifications":
-            env |= {
-                "NOTIFICATIONS_SMTP_HOST": host,
-                "NOTIFICATIONS_SMTP_PORT": str(settings.smtp_port),
-                "NOTIFICATIONS_BOOKING_PUBLIC_URL": booking_url,
-                "NOTIFICATIONS_CONSENT_PUBLIC_URL": consent_url,
-                # An erasure deletes the person's emails from the sink too.
-                "NOTIFICATIONS_MAIL_SINK_DIR": str(var / "mail"),
-            }
-            if sms_url is not None:
-                env |= sms_env(notifications_url, sms_url)
-        if service.name == "consent":
-            # The dev checkpoint-signing key and the checkpoint file live with the rest of var/.
-            env |= {
-                "CONSENT_VAR_DIR": str(var / "consent"),
-                "CONSENT_BOOKING_PUBLIC_URL": booking_url,
-            }
-            # The export asks each service for its part on its admin port, which serves plain
-            # HTTP: production mode refuses http:// URLs, so there the export names those
-            # parts as not configured (docs/personal-data.md), as production compose does.
-            if not settings.production:
-                env |= {
-                    f"CONSENT_{name.upper()}_INTERNAL_URL": (
-                        f"http://{host}:{settings.service_port(name) + 1000}"
-                    )
-                    for name in ("booking", "meetings", "notifications")
-                }
-        if found is not None:
-            env |= everyone | service_env(service.name, found, ca)
-        stack.start(service.name, service.script, env)
-    start_alerts(stack, owner_dsn, bootstrap, everyone | (alerts_env(found, ca) if found else {}))
-    start_lag_exporter(stack, bootstrap, everyone)
-    start_healer(stack, bootstrap, graph_base, ca.bundle_path, everyone)
 
-    kafka = ServiceSettings(kafka_bootstrap_servers=bootstrap, topic_prefix=settings.topic_prefix)
-    wait_ready(stack, asyncio.run(expected_partitions(kafka, LOCAL_PARTNERS)), say)
-    recorded = record_stack(stack, owner_dsn, bootstrap, sms_url)
+def _say_ready(stack: Stack, api_key: str, sms_url: str | None, recorded: LocalStack) -> None:
+    settings = stack.settings
+    var = settings.var_dir
     booking = settings.base_url("booking")
-    admin = f"http://{host}:{settings.booking_port + 1000}"
+    admin = f"http://{settings.host}:{settings.booking_port + 1000}"
     say(f"booking API: {booking} (OpenAPI and /metrics on its admin port: {admin}/docs)")
     say(f"development API key (also in {var / 'dev-api-key'}): {api_key}")
     say(f"emails land in {var / 'mail'}; logs in {stack.logs}")
@@ -467,100 +372,6 @@ def record_stack(
     recorded.write()
     stack.recorded = recorded
     return recorded
-
-
-BOUNCE_DOMAIN = "bounces.visio-rdv.localhost"
-
-
-def start_sms_emulator(stack: Stack) -> str:
-    """The Brevo emulator (`visio-rdv-sms-emulator`); returns its API's base URL."""
-    settings = stack.settings
-    argv = [installed_script("visio-rdv-sms-emulator"), "--host", settings.host]
-    stack.launch("sms-emulator", [*argv, "--port", str(settings.sms_port)])
-    return f"http://{settings.host}:{settings.sms_port}/v3"
-
-
-def sms_env(notifications_url: str, sms_url: str) -> dict[str, str]:
-    """Notifications sends texts to the emulator, which posts its receipts back, and gives
-    each email a bounce address the sink's DSNs come back to."""
-    return {
-        "NOTIFICATIONS_SMS_PROVIDER": "brevo",
-        "NOTIFICATIONS_SMS_API_URL": sms_url,
-        "NOTIFICATIONS_SMS_API_KEY": SMS_EMULATOR_API_KEY,
-        "NOTIFICATIONS_SMS_RECEIPT_URL": f"{notifications_url}/v1/sms/receipts",
-        "NOTIFICATIONS_SMS_RECEIPT_TOKEN": DEV_SMS_RECEIPT_TOKEN,
-        "NOTIFICATIONS_BOUNCE_DOMAIN": BOUNCE_DOMAIN,
-        "NOTIFICATIONS_BOUNCE_TOKEN": DEV_BOUNCE_TOKEN,
-    }
-
-
-def bounce_env(settings: UpSettings, notifications_url: str) -> dict[str, str]:
-    """The sink bounces `bounce_later` recipients and posts the DSNs to notifications, as the
-    relay's pipe does in production (docs/sms.md)."""
-    return {
-        "SMTP_SINK_BOUNCE_LATER": json.dumps(settings.bounce_later),
-        "SMTP_SINK_BOUNCE_URL": f"{notifications_url}/v1/bounces/{DEV_BOUNCE_TOKEN}",
-    }
-
-
-def start_alerts(
-    stack: Stack, owner_dsn: str, bootstrap: str, extra: dict[str, str] | None = None
-) -> None:
-    """The alerts service (`visio-rdv-alerts`): it runs its own migration, hence the owner
-    connection; alert emails land in the same sink as the others."""
-    settings = stack.settings
-    env = {
-        "ALERTS_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "ALERTS_TOPIC_PREFIX": settings.topic_prefix,
-        "ALERTS_OWNER_DATABASE_URL": owner_dsn,
-        "ALERTS_HTTP_HOST": settings.host,
-        "ALERTS_HTTP_PORT": str(settings.alerts_port),
-        "ALERTS_SMTP_HOST": settings.host,
-        "ALERTS_SMTP_PORT": str(settings.smtp_port),
-        **(extra or {}),
-    }
-    stack.launch("alerts", [installed_script("visio-rdv-alerts")], env)
-
-
-LAG_EXPORTER = "lag-exporter"
-
-
-def start_lag_exporter(stack: Stack, bootstrap: str, extra: dict[str, str] | None = None) -> None:
-    """`visio-rdv ops lag --serve-metrics`: every group's lag on /metrics, measured from outside
-    the consumers, so a consumer that dies shows as growing lag (visio_deploy.ops.lag_exporter)."""
-    settings = stack.settings
-    env = {
-        "VISIO_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "VISIO_TOPIC_PREFIX": settings.topic_prefix,
-        **(extra or {}),
-    }
-    listen = f"{settings.host}:{settings.lag_exporter_port}"
-    argv = [installed_script("visio-rdv"), "ops", "lag", "--serve-metrics", listen]
-    stack.launch(LAG_EXPORTER, argv, env)
-
-
-def start_healer(
-    stack: Stack,
-    bootstrap: str,
-    graph_base: str,
-    ca_bundle: Path,
-    extra: dict[str, str] | None = None,
-) -> None:
-    """`visio-rdv ops heal`: the dead letters an outage of Graph or of the relay caused are
-    replayed once it answers again (visio_deploy.ops.heal)."""
-    settings = stack.settings
-    probes = {
-        "graph": f"{graph_base}/v1.0/",
-        "smtp": f"smtp://{settings.host}:{settings.smtp_port}",
-    }
-    env = {
-        "VISIO_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "VISIO_TOPIC_PREFIX": settings.topic_prefix,
-        "VISIO_HEAL_PROBES": json.dumps(probes),
-        "VISIO_HEAL_CA_BUNDLE": str(ca_bundle),
-        **(extra or {}),
-    }
-    stack.launch("heal", [installed_script("visio-rdv"), "ops", "heal"], env)
 
 
 def ensure_link_keys(path: Path) -> str:

@@ -92,29 +92,38 @@ class EmulatorState:
 def create_app(state: EmulatorState | None = None) -> FastAPI:
     app = FastAPI(title="Brevo transactional SMS emulator", docs_url=None, redoc_url=None)
     app.state.sms = state = state or EmulatorState()
+    _add_brevo_api(app, state)
+    _add_controls(app, state)
+    return app
 
-    def unauthorised(request: Request) -> Response | None:
-        if request.headers.get("api-key") != API_KEY:
-            return JSONResponse({"code": "unauthorized", "message": "Key not found"}, 401)
-        return None
 
-    async def fault_answer(fault: str | None) -> Response | None:
-        if fault is None:
-            return None
-        state.faults_served.append(fault)
-        if fault in ("429", "500", "502", "503"):
-            return JSONResponse({"code": "emulated", "message": f"fault {fault}"}, int(fault))
-        if fault == "timeout_before":
-            await asyncio.sleep(state.hang_s)
+def _unauthorised(request: Request) -> Response | None:
+    if request.headers.get("api-key") != API_KEY:
+        return JSONResponse({"code": "unauthorized", "message": "Key not found"}, 401)
+    return None
+
+
+async def _fault_answer(state: EmulatorState, fault: str | None) -> Response | None:
+    if fault is None:
         return None
+    state.faults_served.append(fault)
+    if fault in ("429", "500", "502", "503"):
+        return JSONResponse({"code": "emulated", "message": f"fault {fault}"}, int(fault))
+    if fault == "timeout_before":
+        await asyncio.sleep(state.hang_s)
+    return None
+
+
+def _add_brevo_api(app: FastAPI, state: EmulatorState) -> None:
+    """Brevo's two calls: send, and find the sent events by tag."""
 
     @app.post("/v3/transactionalSMS/send")
     async def send(request: Request) -> Response:
-        if (refused := unauthorised(request)) is not None:
+        if (refused := _unauthorised(request)) is not None:
             return refused
         body = await request.json()
         fault = state.next_fault("send")
-        if (answer := await fault_answer(fault)) is not None:
+        if (answer := await _fault_answer(state, fault)) is not None:
             return answer
         recipient = str(body.get("recipient", ""))
         if not recipient.isdigit() or not 6 <= len(recipient) <= 15:
@@ -145,10 +154,10 @@ def create_app(state: EmulatorState | None = None) -> FastAPI:
 
     @app.get("/v3/transactionalSMS/statistics/events")
     async def events(request: Request, tags: str = "[]") -> Response:
-        if (refused := unauthorised(request)) is not None:
+        if (refused := _unauthorised(request)) is not None:
             return refused
         fault = state.next_fault("find")
-        if (answer := await fault_answer(fault)) is not None:
+        if (answer := await _fault_answer(state, fault)) is not None:
             return answer
         wanted = set(json.loads(tags))
         found = [
@@ -163,6 +172,10 @@ def create_app(state: EmulatorState | None = None) -> FastAPI:
             if m["tag"] in wanted
         ]
         return JSONResponse({"events": found})
+
+
+def _add_controls(app: FastAPI, state: EmulatorState) -> None:
+    """The emulator's own routes, for the tests: what it kept, faults to serve, a reset."""
 
     @app.get("/_emulator/messages")
     async def messages() -> Response:
@@ -188,8 +201,6 @@ def create_app(state: EmulatorState | None = None) -> FastAPI:
         state.rates = {}
         state.unknown_numbers = set()
         return JSONResponse({"ok": True})
-
-    return app
 
 
 async def _receipt(state: EmulatorState, message: dict[str, Any], bounce: bool) -> None:

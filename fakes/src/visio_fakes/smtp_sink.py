@@ -21,12 +21,12 @@ that Message-ID came), so `<appointment>.r1.confirmation`'s third try meets the 
 every run with that seed, whatever arrived before it.
 
 It must cost little, or the bench would measure it instead of us (issue 20): DATA is read in
-one piece, not line by line as aiosmtpd reads it (`_SinkSMTP`); the bytes received are written
-as they are, the Message-ID found by one search of the header block (no parse of the message);
-no log line per message unless asked (`SMTP_SINK_LOG_MESSAGES`), and no fsync: the file appears
-whole (written aside, then linked in) for any reader, which is what a fake relay owes; surviving
-a power cut is not. It counts what tests of connection reuse look at: connections opened,
-messages per connection, RSETs.
+one piece, not line by line as aiosmtpd reads it (`visio_fakes.smtp_server`); the bytes
+received are written as they are, the Message-ID found by one search of the header block (no
+parse of the message); no log line per message unless asked (`SMTP_SINK_LOG_MESSAGES`), and no
+fsync: the file appears whole (written aside, then linked in) for any reader, which is what a
+fake relay owes; surviving a power cut is not. It counts what tests of connection reuse look
+at: connections opened, messages per connection, RSETs.
 
 `visio-rdv-smtp-sink` runs it until SIGTERM/SIGINT; `start_sink()` runs it in-process.
 """
@@ -34,7 +34,6 @@ messages per connection, RSETs.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import os
 import re
@@ -47,13 +46,32 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import httpx
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import SMTP, Envelope, Session
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from visio_fakes.fault_draws import Attempts, draw, fresh_seed, pick
+from visio_fakes.smtp_messages import (
+    delivery_status_notification,
+    fault_subject,
+    find_message_id,
+    post_dsn,
+    safe_id,
+)
+from visio_fakes.smtp_server import SinkController, abort, authenticator, hang_up_silently
+
+# Used from here by the tests, the bench and the proofs (they are the sink's).
+__all__ = [
+    "MailSink",
+    "SmtpSinkSettings",
+    "delivery_status_notification",
+    "fault_subject",
+    "free_port",
+    "main",
+    "safe_id",
+    "start_sink",
+]
 
 log = logging.getLogger(__name__)
 
@@ -104,30 +122,6 @@ class SmtpSinkSettings(BaseSettings):
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(self.tls_certfile, self.tls_keyfile)
         return context
-
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._@+=-]+")
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
-
-def fault_subject(message_id: str | None) -> tuple[str, str]:
-    """(appointment, operation) of a message, as fault draws take them: the appointment id in
-    its Message-ID and the rest of it (`<a.r1.confirmation@d>` → `a`, `.r1.confirmation@d`).
-    Without an appointment id, the whole Message-ID is the operation."""
-    text = (message_id or "").strip().strip("<>")
-    found = _UUID.search(text)
-    if found is None:
-        return "", text
-    return found.group(0), text[: found.start()] + text[found.end() :]
-
-
-def safe_id(message_id: str | None) -> str:
-    """A file-name-safe form of a Message-ID: `<a.r1.confirmation@x>` → `a.r1.confirmation@x`."""
-    if message_id:
-        cleaned = _UNSAFE.sub("_", message_id.strip().strip("<>")).strip("._")[:200]
-        if cleaned:
-            return cleaned
-    return str(uuid.uuid4())
 
 
 class MailSink:
@@ -190,7 +184,7 @@ class MailSink:
             hang_up = self._hang_up_at_mail > 0
             self._hang_up_at_mail -= hang_up
         if hang_up:
-            await _hang_up(server)
+            await hang_up_silently(server)
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 OK"
@@ -200,7 +194,7 @@ class MailSink:
         Called from any thread: the cuts happen in the sink's own loop."""
         sessions = list(self.open_sessions)
         for server in sessions:
-            server.loop.call_soon_threadsafe(_abort, server)
+            server.loop.call_soon_threadsafe(abort, server)
         return len(sessions)
 
     async def handle_RSET(self, server: SMTP, session: Session, envelope: Envelope) -> str:
@@ -237,7 +231,7 @@ class MailSink:
         raw = envelope.original_content or envelope.content or b""
         if isinstance(raw, str):
             raw = raw.encode("utf-8", "surrogateescape")
-        message_id = _message_id(raw)
+        message_id = find_message_id(raw)
         fault, attempt = self._fault(message_id)
         # The proof counts faults from these lines; a Message-ID names no one.
         if fault == "451":
@@ -253,7 +247,7 @@ class MailSink:
         if fault is not None:
             self.dropped += 1
             log.info("fault: dropped the connection of %s (attempt %d)", message_id, attempt)
-            await _hang_up(server)
+            await hang_up_silently(server)
         return "250 Message accepted for delivery"
 
     def _bounce_later(self, envelope: Envelope, raw: bytes, message_id: str | None) -> None:
@@ -280,7 +274,7 @@ class MailSink:
         target.write_bytes(dsn)
         log.info("bounced later: %s (DSN to the bounce mailbox)", message_id)
         if self.bounce_url is not None:
-            await _post_dsn(self.bounce_url, sender, dsn)
+            await post_dsn(self.bounce_url, sender, dsn)
         with self._lock:
             self.bounces_sent += 1
 
@@ -304,7 +298,7 @@ class MailSink:
 
     def store(self, raw: bytes, message_id: str | None = None) -> Path:
         """Write atomically (temp file, then a hard link that fails rather than overwrite)."""
-        stem = safe_id(message_id if message_id is not None else _message_id(raw))
+        stem = safe_id(message_id if message_id is not None else find_message_id(raw))
         temp = self.mail_dir / f".tmp-{uuid.uuid4().hex}"
         with temp.open("wb") as handle:
             handle.write(raw)
@@ -332,191 +326,6 @@ class MailSink:
             except FileNotFoundError:
                 continue
         return removed
-
-
-_MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
-
-
-def _message_id(raw: bytes) -> str | None:
-    """The Message-ID header's value, found in the header block by one search (a folded one
-    unfolded); the message itself is never parsed."""
-    end = raw.find(b"\r\n\r\n")
-    found = _MESSAGE_ID.search(raw if end < 0 else raw[: end + 2])
-    if found is None:
-        return None
-    value = re.sub(rb"\r?\n[ \t]", b" ", found.group(1)).strip()
-    return value.decode("utf-8", "replace") or None
-
-
-REPORTING_MTA = "visio-rdv-smtp-sink.localhost"
-
-
-def delivery_status_notification(sender: str, failed: list[str], original: bytes) -> bytes:
-    """A DSN as a relay writes one (RFC 3464, RFC 6522): addressed to the envelope sender, a
-    human-readable part, the delivery status (Action: failed, 5.1.1 per recipient), and the
-    original's headers."""
-    now = email.utils.formatdate(localtime=False)
-    boundary = f"dsn-{uuid.uuid4().hex}"
-    end = original.find(b"\r\n\r\n")
-    headers = original if end < 0 else original[: end + 2]
-    per_recipient = b"".join(
-        (
-            f"Final-Recipient: rfc822; {address}\r\n"
-            "Action: failed\r\n"
-            "Status: 5.1.1\r\n"
-            f"Remote-MTA: dns; mx.{address.rpartition('@')[2]}\r\n"
-            f"Diagnostic-Code: smtp; 550 5.1.1 <{address}>: Recipient address rejected: "
-            "User unknown in virtual mailbox table\r\n"
-            f"Last-Attempt-Date: {now}\r\n\r\n"
-        ).encode()
-        for address in failed
-    )
-    parts = [
-        (
-            f"From: Mail Delivery System <MAILER-DAEMON@{REPORTING_MTA}>\r\n"
-            f"To: {sender}\r\n"
-            "Subject: Undelivered Mail Returned to Sender\r\n"
-            f"Date: {now}\r\n"
-            f"Message-ID: <{uuid.uuid4().hex}@{REPORTING_MTA}>\r\n"
-            "Auto-Submitted: auto-replied\r\n"
-            "MIME-Version: 1.0\r\n"
-            f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"'
-            "\r\n\r\n"
-            "This is a MIME-encapsulated message.\r\n\r\n"
-            f"--{boundary}\r\n"
-            "Content-Type: text/plain; charset=us-ascii\r\n\r\n"
-            "Your message could not be delivered to one or more recipients.\r\n\r\n"
-            f"--{boundary}\r\n"
-            "Content-Type: message/delivery-status\r\n\r\n"
-            f"Reporting-MTA: dns; {REPORTING_MTA}\r\n"
-            f"Arrival-Date: {now}\r\n\r\n"
-        ).encode(),
-        per_recipient,
-        f"--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n".encode(),
-        headers,
-        f"\r\n--{boundary}--\r\n".encode(),
-    ]
-    return b"".join(parts)
-
-
-async def _post_dsn(url: str, sender: str, dsn: bytes, tries: int = 20) -> None:
-    """Post a DSN to the service, as a relay's pipe transport would; while the service does not
-    take it (down, 5xx), it is tried again, as the relay defers a delivery."""
-    for attempt in range(tries):
-        try:
-            async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
-                answer = await client.post(
-                    url,
-                    params={"recipient": sender},
-                    content=dsn,
-                    headers={"Content-Type": "message/rfc822"},
-                )
-            if answer.status_code < 500:
-                if answer.status_code >= 300:
-                    log.warning("DSN refused by %s: %d %s", url, answer.status_code, answer.text)
-                return
-        except httpx.HTTPError as exc:
-            log.info("DSN not posted yet (%s), try %d", exc, attempt + 1)
-        await asyncio.sleep(min(2**attempt * 0.5, 10))
-    log.warning("DSN given up after %d tries: %s", tries, url)
-
-
-def _abort(server: SMTP) -> None:
-    transport = server.transport
-    if isinstance(transport, asyncio.Transport):
-        transport.abort()  # a reset, as when the network fails
-    elif transport is not None:
-        transport.close()
-
-
-class _SinkSMTP(SMTP):
-    """aiosmtpd's server, counting connections and reading DATA in one piece.
-
-    aiosmtpd reads DATA a line at a time (a coroutine step, a debug log call and a list append
-    per line: a few hundred per email); here the reader looks for the end mark with C-speed
-    searches. The result is aiosmtpd's: the lines' leading dot removed (RFC 5321 4.5.2), 552
-    past the size limit, the DATA hook called with `original_content` set, 250 by default.
-    """
-
-    def __init__(self, handler: MailSink, **kwargs: Any) -> None:
-        super().__init__(handler, **kwargs)
-        self.sink = handler
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        first = self.transport is None  # STARTTLS calls this again on the same connection
-        super().connection_made(transport)
-        if first:
-            with self.sink._lock:
-                self.sink.connections += 1
-            self.sink.open_sessions.add(self)
-
-    def connection_lost(self, error: Exception | None) -> None:
-        self.sink.open_sessions.discard(self)
-        super().connection_lost(error)
-
-    async def smtp_DATA(self, arg: str) -> None:
-        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
-            return
-        assert self.envelope is not None
-        if not self.envelope.rcpt_tos:
-            await self.push("503 Error: need RCPT command")
-            return
-        if arg:
-            await self.push("501 Syntax: DATA")
-            return
-        await self.push("354 End data with <CR><LF>.<CR><LF>")
-        reader = self._reader
-        line_limit = reader._limit  # type: ignore[attr-defined]
-        # One search for the end mark across the whole message, not a line at a time; the
-        # size limit is checked once the message is in (a fake relay may hold one in memory).
-        reader._limit = 2**31  # type: ignore[attr-defined]
-        data = bytearray()
-        try:
-            while not (data == b".\r\n" or data.endswith(b"\r\n.\r\n")):
-                data += await reader.readuntil(b".\r\n")
-        finally:
-            reader._limit = line_limit  # type: ignore[attr-defined]
-        content = bytes(data[:-3])
-        if content.startswith(b"."):
-            content = content[1:]
-        content = content.replace(b"\r\n.", b"\r\n")
-        if self.data_size_limit and len(content) > self.data_size_limit:
-            await self.push("552 Error: Too much mail data")
-            self._set_post_data_state()  # type: ignore[no-untyped-call]
-            return
-        self.envelope.content = content
-        self.envelope.original_content = content
-        status = await self._call_handler_hook("DATA")
-        self._set_post_data_state()  # type: ignore[no-untyped-call]
-        await self.push("250 OK" if status is MISSING else status)
-
-
-class _SinkController(Controller):
-    def factory(self) -> SMTP:
-        return _SinkSMTP(self.handler, **self.SMTP_kwargs)
-
-
-async def _hang_up(server: SMTP) -> None:
-    """Close the connection without a word; aiosmtpd cancels this session when it notices."""
-    transport = server.transport
-    if isinstance(transport, asyncio.Transport):
-        transport.abort()  # a reset, as when the network fails
-    elif transport is not None:
-        transport.close()
-    await asyncio.get_running_loop().create_future()  # never answered: cancelled first
-
-
-def _authenticator(credentials: dict[str, str]) -> Any:
-    def authenticate(
-        server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
-    ) -> AuthResult:
-        if isinstance(auth_data, LoginPassword):
-            login = auth_data.login.decode()
-            if credentials.get(login) == auth_data.password.decode():
-                return AuthResult(success=True)
-        return AuthResult(success=False, handled=False)
-
-    return authenticate
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -551,12 +360,12 @@ def start_sink(
         secure |= {"tls_context": tls_context, "require_starttls": True}
     if credentials is not None:
         secure |= {
-            "authenticator": _authenticator(credentials),
+            "authenticator": authenticator(credentials),
             "auth_required": True,
             # aiosmtpd only knows of STARTTLS here; with implicit TLS every byte is encrypted.
             "auth_require_tls": tls_context is not None and not implicit_tls,
         }
-    controller = _SinkController(
+    controller = SinkController(
         sink,
         hostname=host,
         port=port or free_port(host),

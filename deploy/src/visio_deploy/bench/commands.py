@@ -46,6 +46,14 @@ def register(subparsers: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    _load_arguments(parser)
+    _phase_arguments(parser)
+    _output_arguments(parser)
+    parser.set_defaults(handler=run)  # fmt: skip
+
+
+def _load_arguments(parser: argparse.ArgumentParser) -> None:
+    """How much is booked, how, and the broker-only baseline."""
     parser.add_argument(
         "--appointments", type=int, default=20_000, help="throughput: appointments booked"
     )
@@ -73,6 +81,10 @@ def register(subparsers: Any) -> None:
         default=50_000,
         help="messages of the broker-only baseline (what Kafka alone does here)",
     )
+
+
+def _phase_arguments(parser: argparse.ArgumentParser) -> None:
+    """Each phase's sizes and budget, and which phases run."""
     parser.add_argument(
         "--latency-rate", type=float, default=50.0, help="latency: bookings per second"
     )
@@ -107,6 +119,10 @@ def register(subparsers: Any) -> None:
         choices=["throughput", "latency", "backlog", "scale-out"],
         help="run these phases only (default: all)",
     )
+
+
+def _output_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the figures and logs go; the smoke run; comparing two runs."""
     parser.add_argument(
         "--json",
         type=Path,
@@ -128,7 +144,6 @@ def register(subparsers: Any) -> None:
         metavar=("BEFORE", "AFTER"),
         help="print two saved runs (their --json files) side by side, and run nothing",
     )
-    parser.set_defaults(handler=run)  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:

@@ -134,16 +134,7 @@ def proof_stack(
     `broker_faults`: tansu behind a fault proxy too, advertised at the proxy's port, so every
     Kafka client's connections (the services', the proof's own) go through it.
     `evidence`: where a failing run keeps its folder (else a temporary one, always removed)."""
-    server, why = database_server()
-    if not quiet:
-        say(f"{name}: a fresh database on {database_label(server)} ({why})")
-    owner_dsn = asyncio.run(create_database(server, prefix=f"visio_{name}"))
-    target = urlsplit(owner_dsn)
-    if target.hostname is None or target.port is None:
-        raise SystemExit(f"{name}: DATABASE_URL must name a TCP host and port")
-    proxy = FaultProxy(target.hostname, target.port, seed=seed) if faults else None
-    if proxy is not None:
-        proxy.start()
+    server, owner_dsn, proxy = _fresh_database(name, seed, faults=faults, quiet=quiet)
     if evidence is None:
         directory = Path(tempfile.mkdtemp(prefix=f"visio-{name}-"))
     else:
@@ -153,20 +144,11 @@ def proof_stack(
     if broker_faults:
         broker_proxy = FaultProxy("127.0.0.1", kafka_port, seed=seed + 1)
         broker_proxy.start()
-    settings = UpSettings(
-        var_dir=directory,
-        kafka_port=kafka_port,
-        graph_port=free_port(),
-        smtp_port=free_port(),
-        sms_port=free_port(),
-        booking_port=_free_with_admin(),
-        meetings_port=_free_with_admin(),
-        notifications_port=_free_with_admin(),
-        consent_port=_free_with_admin(),
-        alerts_port=_free_with_admin(),
-        lag_exporter_port=free_port(),  # never the default: stacks run side by side
-        topic_prefix=f"{name}-{os.getpid()}",
-        kafka_bootstrap_servers=f"127.0.0.1:{broker_proxy.port}" if broker_proxy else None,
+    settings = _settings(
+        name,
+        directory,
+        kafka_port,
+        bootstrap=f"127.0.0.1:{broker_proxy.port}" if broker_proxy else None,
         database_url=_with_port(owner_dsn, proxy.port) if proxy else owner_dsn,
     )
     stack = Stack(settings, extra_env=env or {})
@@ -208,6 +190,46 @@ def proof_stack(
         asyncio.run(drop_database(server, owner_dsn))
         if not keeping:
             kept.discard(directory)
+
+
+def _fresh_database(
+    name: str, seed: int, *, faults: bool, quiet: bool
+) -> tuple[str, str, FaultProxy | None]:
+    """The server, a fresh database's owner connection on it, and (with `faults`) the fault
+    proxy started in front of it."""
+    server, why = database_server()
+    if not quiet:
+        say(f"{name}: a fresh database on {database_label(server)} ({why})")
+    owner_dsn = asyncio.run(create_database(server, prefix=f"visio_{name}"))
+    target = urlsplit(owner_dsn)
+    if target.hostname is None or target.port is None:
+        raise SystemExit(f"{name}: DATABASE_URL must name a TCP host and port")
+    proxy = FaultProxy(target.hostname, target.port, seed=seed) if faults else None
+    if proxy is not None:
+        proxy.start()
+    return server, owner_dsn, proxy
+
+
+def _settings(
+    name: str, directory: Path, kafka_port: int, *, bootstrap: str | None, database_url: str
+) -> UpSettings:
+    """`up`'s settings for one run: its var/, free ports, a topic prefix of its own."""
+    return UpSettings(
+        var_dir=directory,
+        kafka_port=kafka_port,
+        graph_port=free_port(),
+        smtp_port=free_port(),
+        sms_port=free_port(),
+        booking_port=_free_with_admin(),
+        meetings_port=_free_with_admin(),
+        notifications_port=_free_with_admin(),
+        consent_port=_free_with_admin(),
+        alerts_port=_free_with_admin(),
+        lag_exporter_port=free_port(),  # never the default: stacks run side by side
+        topic_prefix=f"{name}-{os.getpid()}",
+        kafka_bootstrap_servers=bootstrap,
+        database_url=database_url,
+    )
 
 
 @contextlib.contextmanager

@@ -55,6 +55,14 @@ def create_app(settings: EmulatorSettings | None = None) -> FastAPI:
     app.include_router(batch.router)
     app.include_router(graph.router)
     app.include_router(entra.router)
+    _add_error_handlers(app, state)
+    _add_front_door(app, state)
+    return app
+
+
+def _add_error_handlers(app: FastAPI, state: EmulatorState) -> None:
+    """Errors in Graph's and Entra's own shapes (an unknown Graph segment answered as Graph
+    does)."""
 
     @app.exception_handler(GraphError)
     async def on_graph_error(request: Request, exc: GraphError) -> Response:
@@ -96,6 +104,10 @@ def create_app(settings: EmulatorSettings | None = None) -> FastAPI:
             status_code=exc.status_code,
             media_type="application/json",
         )
+
+
+def _add_front_door(app: FastAPI, state: EmulatorState) -> None:
+    """The middleware of the module docstring: ids, Date, counts, concurrency, faults."""
 
     @app.middleware("http")
     async def front_door(
@@ -140,8 +152,6 @@ def create_app(settings: EmulatorSettings | None = None) -> FastAPI:
         if endpoint is not None:
             stats.responses[endpoint][str(response.status_code)] += 1
         return response
-
-    return app
 
 
 async def _answer(

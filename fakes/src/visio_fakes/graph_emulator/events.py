@@ -314,14 +314,7 @@ def render_event(
     is_online = event.online_meeting_id is not None
     meeting = state.meetings.get(event.online_meeting_id or "")
     address = user_address(state, event.user_id)
-    location = {
-        "displayName": "",
-        "locationType": "default",
-        "uniqueIdType": "unknown",
-        "address": {},
-        "coordinates": {},
-        **(fields.get("location") or {}),
-    }
+    location = _location(fields)
     rendered: dict[str, Any] = {
         "@odata.context": (
             f"{state.base_url}/v1.0/$metadata#users('{event.user_id}')/events/$entity"
@@ -372,17 +365,7 @@ def render_event(
         "location": location,
         "locations": fields.get("locations", [location] if location["displayName"] else []),
         "recurrence": fields.get("recurrence"),
-        "attendees": [
-            {
-                "type": a.get("type", "required"),
-                "status": {"response": "none", "time": "0001-01-01T00:00:00Z"},
-                "emailAddress": {
-                    "name": a["emailAddress"].get("name", a["emailAddress"]["address"]),
-                    "address": a["emailAddress"]["address"],
-                },
-            }
-            for a in fields.get("attendees", [])
-        ],
+        "attendees": _attendees(fields),
         "organizer": {"emailAddress": {"name": address.split("@")[0], "address": address}},
         "onlineMeeting": {"joinUrl": meeting.join_web_url} if meeting is not None else None,
     }
@@ -390,3 +373,30 @@ def render_event(
         # Graph returns transactionId only when the app set it.
         rendered["transactionId"] = event.transaction_id
     return rendered
+
+
+def _location(fields: dict[str, Any]) -> dict[str, Any]:
+    """The event's location, Graph's defaults under what was set."""
+    return {
+        "displayName": "",
+        "locationType": "default",
+        "uniqueIdType": "unknown",
+        "address": {},
+        "coordinates": {},
+        **(fields.get("location") or {}),
+    }
+
+
+def _attendees(fields: dict[str, Any]) -> list[dict[str, Any]]:
+    """The attendees as Graph returns them: none has answered yet."""
+    return [
+        {
+            "type": a.get("type", "required"),
+            "status": {"response": "none", "time": "0001-01-01T00:00:00Z"},
+            "emailAddress": {
+                "name": a["emailAddress"].get("name", a["emailAddress"]["address"]),
+                "address": a["emailAddress"]["address"],
+            },
+        }
+        for a in fields.get("attendees", [])
+    ]

@@ -46,14 +46,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
-import pydantic
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -61,25 +58,31 @@ from faststream.middlewares import AckPolicy
 from opentelemetry.trace import Tracer
 from visio_shared import Envelope, Headers, Topics
 
-from visio_runtime import tracing
+from visio_runtime import consumer_health, routing, tracing
 from visio_runtime.batches import Batcher, BatchHandler, BatchRoute, Item
 from visio_runtime.dead_letters import DeadLetter, DeadLetters
-from visio_runtime.errors import Poison, RetryPolicy, Transient, classify
-from visio_runtime.json_input import Unreadable, read_json
+from visio_runtime.errors import RetryPolicy
+from visio_runtime.failures import (
+    Failing,
+    Failure,
+    GaveUp,
+    RetryLater,
+    describe,
+    hold,
+    loggable,
+    loggable_header,
+    now,
+)
 from visio_runtime.kafka import tolerant_parser, undecoded
 from visio_runtime.lanes import Lanes
 from visio_runtime.logs import log_context
 from visio_runtime.metrics import ConsumerMetrics, Metrics, event_type_label
+from visio_runtime.routing import Handler
 from visio_runtime.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
 E = TypeVar("E", bound=Envelope)
-Handler = Callable[[Any], Awaitable[None]]
-
-_EVENT_TYPE = re.compile(r"[A-Z][A-Za-z0-9]{0,99}")
-# A header value is put on every log line of its record: never more than this of it.
-_LOGGED_HEADER_CHARS = 80
 
 
 class RecordHandler(Protocol):
@@ -90,30 +93,6 @@ class RecordHandler(Protocol):
     async def handle(self, record: ConsumerRecord[Any, Any], headers: dict[str, str]) -> None: ...
 
     async def gave_up(self, record: ConsumerRecord[Any, Any], letter: DeadLetter) -> None: ...
-
-
-@dataclass(frozen=True)
-class Failure:
-    """How one message has failed so far, carried from one attempt to the next."""
-
-    attempts: int
-    first_failed_at: datetime
-
-
-@dataclass(frozen=True)
-class RetryLater:
-    delay: float
-    failure: Failure
-
-
-@dataclass(frozen=True)
-class _Read:
-    """A record read to the point of handling: its type, and its handler and event if handled."""
-
-    event_type: str
-    handler: Handler | None
-    event: Envelope | None
-    batch: BatchRoute | None = None
 
 
 @dataclass(frozen=True)
@@ -159,6 +138,7 @@ class EventConsumer:
         # Per partition: the held message's offset and its failures (one held at a time).
         self._held: dict[TopicPartition, tuple[int, Failure]] = {}
         self._count = ConsumerMetrics(metrics)
+        self._failing = Failing(service, self.policy, self._count, lambda: self.dead_letters)
 
     @property
     def dead_letters(self) -> DeadLetters:
@@ -295,9 +275,9 @@ class EventConsumer:
         with (
             tracing.handling(self.tracer, f"{self.service} process {record.topic}", headers),
             log_context(
-                event_id=_loggable_header(headers, Headers.EVENT_ID),
-                event_type=_loggable_header(headers, Headers.EVENT_TYPE),
-                correlation_id=_loggable_header(headers, Headers.CORRELATION_ID),
+                event_id=loggable_header(headers, Headers.EVENT_ID),
+                event_type=loggable_header(headers, Headers.EVENT_TYPE),
+                correlation_id=loggable_header(headers, Headers.CORRELATION_ID),
             ),
         ):
             route = self._records.get(record.topic)
@@ -314,13 +294,13 @@ class EventConsumer:
                     records.gave_up,
                 )
             try:
-                read = self._read(record, headers)
+                read = routing.read(record, headers, self._handlers, self._batched)
             except Exception as exc:  # whatever the input made the reading raise: poison
                 if failure is None:
                     self._count.consumed.labels(topic=record.topic, event_type="unknown").inc()
-                letter = DeadLetter(_describe(exc), type(exc).__name__, 1, _now())
+                letter = DeadLetter(describe(exc), type(exc).__name__, 1, now())
                 await self.dead_letters.write(
-                    record, headers, letter, label="unknown", summary=_loggable(exc)
+                    record, headers, letter, label="unknown", summary=loggable(exc)
                 )
                 return "dead_lettered"
             labels = {
@@ -361,38 +341,13 @@ class EventConsumer:
         """The one record a batch failed on, alone: it fails as any record does here."""
         context: _Context = item.context
         with log_context(
-            event_id=_loggable_header(context.headers, Headers.EVENT_ID),
-            event_type=_loggable_header(context.headers, Headers.EVENT_TYPE),
+            event_id=loggable_header(context.headers, Headers.EVENT_ID),
+            event_type=loggable_header(context.headers, Headers.EVENT_TYPE),
             appointment_id=getattr(item.event, "appointment_id", None),
         ):
-            return await self._failed(
+            return await self._failing.failed(
                 context.record, context.headers, exc, context.failure, context.labels, None
             )
-
-    def _read(self, record: ConsumerRecord[Any, Any], headers: dict[str, str]) -> _Read:
-        """The record's event type (its header, else its body's `event_type`), and for a type
-        this service handles, the event. Raises on anything unreadable."""
-        event_type = headers.get(Headers.EVENT_TYPE)
-        if event_type is None:
-            body = read_json(record.value)
-            if not isinstance(body, dict) or not isinstance(body.get("event_type"), str):
-                raise Unreadable("not an event: no event_type header, and none in the value")
-            event_type = body["event_type"]
-        if not _EVENT_TYPE.fullmatch(event_type):
-            # A type we do not handle is skipped; this one is no type's name at all.
-            raise Unreadable("not an event: its event_type is not an event type's name")
-        batched = self._batched.get(event_type)
-        route = self._handlers.get(event_type)
-        if route is None and batched is None:
-            return _Read(event_type, None, None)
-        if not record.value:
-            raise Unreadable("no value at all (a null record)")
-        if batched is not None:
-            model, batch = batched
-            return _Read(event_type, None, model.model_validate_json(record.value), batch)
-        assert route is not None
-        model, handler = route
-        return _Read(event_type, handler, model.model_validate_json(record.value))
 
     async def _run(
         self,
@@ -401,7 +356,7 @@ class EventConsumer:
         call: Callable[[], Awaitable[None]],
         failure: Failure | None,
         labels: dict[str, str],
-        gave_up: Callable[[ConsumerRecord[Any, Any], DeadLetter], Awaitable[None]] | None = None,
+        gave_up: GaveUp | None = None,
     ) -> str | RetryLater:
         started = time.perf_counter()
         try:
@@ -411,64 +366,11 @@ class EventConsumer:
             else:
                 await call()
         except Exception as exc:  # classified below, never swallowed
-            return await self._failed(record, headers, exc, failure, labels, gave_up)
+            return await self._failing.failed(record, headers, exc, failure, labels, gave_up)
         finally:
             self._count.latency.labels(**labels).observe(time.perf_counter() - started)
         self._count.handled.labels(**labels).inc()
         return "handled"
-
-    async def _failed(
-        self,
-        record: ConsumerRecord[Any, Any],
-        headers: dict[str, str],
-        exc: Exception,
-        failure: Failure | None,
-        labels: dict[str, str],
-        gave_up: Callable[[ConsumerRecord[Any, Any], DeadLetter], Awaitable[None]] | None,
-    ) -> str | RetryLater:
-        failure = Failure(
-            attempts=failure.attempts + 1 if failure else 1,
-            first_failed_at=failure.first_failed_at if failure else _now(),
-        )
-        error_class = type(exc).__name__
-        self._count.failed.labels(**labels, error_class=error_class).inc()
-        if self.policy.gives_up(exc, failure.attempts):
-            reason = _describe(exc)
-            if classify(exc) != "poison":
-                reason = f"gave up after {failure.attempts} attempts: {reason}"
-            letter = DeadLetter(
-                reason,
-                error_class,
-                failure.attempts,
-                failure.first_failed_at,
-                unavailable=getattr(exc, "dependency", None)
-                if isinstance(exc, Transient)
-                else None,
-            )
-            await self.dead_letters.write(
-                record, headers, letter, label=labels["event_type"], summary=_loggable(exc)
-            )
-            if gave_up is not None:
-                try:
-                    await gave_up(record, letter)
-                except Exception:  # the letter is written: never write it again for this
-                    log.exception(
-                        "%s: %s could not follow up its dead letter",
-                        self.service,
-                        labels["event_type"],
-                    )
-            return "dead_lettered"
-        delay = self.policy.delay(failure.attempts, exc)
-        log.warning(
-            "%s: %s on %s (attempt %d), retrying in %.2fs",
-            self.service,
-            error_class,
-            labels["event_type"],
-            failure.attempts,
-            delay,
-        )
-        self._count.retried.labels(**labels).inc()
-        return RetryLater(delay, failure)
 
     async def consume(self, msg: KafkaMessage) -> None:
         """One delivery from a FastStream subscriber: what `subscribe` wires, and what a
@@ -494,7 +396,7 @@ class EventConsumer:
             outcome = self._could_not_dead_letter(record, failure)
         if isinstance(outcome, RetryLater):
             self._held[tp] = (record.offset, outcome.failure)
-            self._hold(consumer, tp, record.offset, outcome.delay)
+            hold(consumer, tp, record.offset, outcome.delay)
 
     def _could_not_dead_letter(
         self, _record: ConsumerRecord[Any, Any], failure: Failure | None
@@ -502,7 +404,7 @@ class EventConsumer:
         # Dead-lettering itself failed (the broker is away): hold on and try later.
         log.exception("%s: could not dead-letter; holding the record", self.service)
         return RetryLater(
-            self.settings.retry_max_delay_s, failure or Failure(0, first_failed_at=_now())
+            self.settings.retry_max_delay_s, failure or Failure(0, first_failed_at=now())
         )
 
     @property
@@ -521,97 +423,16 @@ class EventConsumer:
         if self._lanes is not None:
             await self._lanes.drain(timeout_s)
 
-    def _hold(
-        self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int, delay: float
-    ) -> None:
-        consumer.seek(tp, offset)
-        consumer.pause(tp)
-        asyncio.get_running_loop().call_later(delay, _release, consumer, tp)
-
     # What /health/ready and /metrics say about the service's consumers.
-
-    def _consumers(self) -> Iterator[AIOKafkaConsumer]:
-        for subscriber in self.broker.subscribers:
-            consumer = getattr(subscriber, "consumer", None)
-            if isinstance(consumer, AIOKafkaConsumer):
-                yield consumer
 
     def assignment(self) -> set[TopicPartition]:
         """Every partition the service's consumers hold now, across their groups."""
-        return {tp for consumer in self._consumers() for tp in consumer.assignment()}
+        return consumer_health.assignment(self.broker)
 
     def state(self) -> dict[str, Any]:
-        """'assigned' (with its partitions and how many are held back) or 'waiting' for the
-        group to assign some; 'none' for a service that consumes nothing."""
-        if not self.broker.subscribers:
-            return {"state": "none"}
-        assigned = [tp for consumer in self._consumers() for tp in consumer.assignment()]
-        held = sum(len(consumer.paused()) for consumer in self._consumers())
-        if self._lanes is not None:
-            held += self._lanes.waiting_to_retry
-        return {
-            "state": "assigned" if assigned else "waiting",
-            "partitions": len(assigned),
-            "held": held,
-        }
+        """'assigned', 'waiting' or 'none' (visio_runtime.consumer_health)."""
+        return consumer_health.state(self.broker, self._lanes)
 
     async def observe(self) -> None:
-        """Refresh the consumer gauges (called when /metrics is read): lag is the partition's
-        end as last fetched (its highwater) minus the consumer's own position."""
-        self._count.lag.clear()
-        assigned = held = 0
-        for consumer in self._consumers():
-            partitions = consumer.assignment()
-            assigned += len(partitions)
-            held += len(consumer.paused())
-            for tp in partitions:
-                end = consumer.highwater(tp)  # None until the partition's first fetch
-                if end is None:
-                    continue
-                try:  # a partition being reset has no position yet: no sample this time
-                    position = await asyncio.wait_for(consumer.position(tp), 1)
-                except TimeoutError:
-                    continue
-                lag = max(end - position, 0)
-                self._count.lag.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
-        if self._lanes is not None:
-            held += self._lanes.waiting_to_retry
-        self._count.assigned.set(assigned)
-        self._count.held.set(held)
-
-
-def _release(consumer: AIOKafkaConsumer, tp: TopicPartition) -> None:
-    # Revoked meanwhile (or stopped): whoever owns the partition now starts it unpaused.
-    if tp in consumer.assignment():
-        consumer.resume(tp)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _loggable(exc: BaseException) -> str:
-    """What a log line may say of a failure. A handler's exception text may quote a person
-    (an SMTP refusal naming the address, a name in a message), and names cannot be told apart
-    from other words: only the class, and for invalid payloads the fields, which we wrote."""
-    if isinstance(exc, pydantic.ValidationError | Unreadable):
-        return _describe(exc)
-    return f"{type(exc).__name__} (reason in the dead letter's dlq.reason header)"
-
-
-def _loggable_header(headers: dict[str, str], name: str) -> str | None:
-    value = headers.get(name)
-    return value[:_LOGGED_HEADER_CHARS] if value is not None else None
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, pydantic.ValidationError):
-        fields = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc']) or '(root)'}: {error['msg']}"
-            for error in exc.errors(include_url=False)
-        )
-        return f"invalid {exc.title}: {fields}"
-    if isinstance(exc, Poison):  # our own words, for an operator (the class is in dlq.error_class)
-        return str(exc)
-    text = str(exc) or repr(exc)
-    return f"{type(exc).__name__}: {text}"
+        """Refresh the consumer gauges (called when /metrics is read)."""
+        await consumer_health.observe(self.broker, self._lanes, self._count)
