@@ -79,7 +79,11 @@ async def reschedule(
     conn: asyncpg.Connection, appointment_id: uuid.UUID, start: datetime, duration_minutes: int
 ) -> int:
     return await _change(
-        conn, appointment_id, "start_at = $2, duration_minutes = $3", start, duration_minutes
+        conn,
+        appointment_id,
+        "start_at = $2, duration_minutes = $3, overlap_grandfathered = false",
+        start,
+        duration_minutes,
     )
 
 
@@ -103,7 +107,8 @@ async def reassign(conn: asyncpg.Connection, appointment_id: uuid.UUID, advisor:
     return await _change(
         conn,
         appointment_id,
-        "advisor_id = $2, advisor_name = $3, status = 'requested', status_reason = NULL, "
+        "advisor_id = $2, advisor_name = $3, overlap_grandfathered = false, "
+        "status = 'requested', status_reason = NULL, "
         "status_revision = revision + 1, join_url = NULL, join_url_revision = revision + 1",
         advisor.id,
         advisor.display_name,
