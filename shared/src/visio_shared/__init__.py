@@ -7,6 +7,7 @@ from visio_shared.envelope import AppointmentEvent, Envelope
 from visio_shared.events import (
     EVENT_TYPES,
     Advisor,
+    AdvisorOutcomeReported,
     AdvisorReassigned,
     AppointmentCancelled,
     AppointmentLinkRequested,
@@ -43,6 +44,7 @@ __all__ = [
     "EVENT_TYPES",
     "OVERSEAS_CAFS",
     "Advisor",
+    "AdvisorOutcomeReported",
     "AdvisorReassigned",
     "AppointmentCancelled",
     "AppointmentEvent",

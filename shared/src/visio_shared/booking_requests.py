@@ -505,6 +505,7 @@ KNOWN_OUTCOMES = (
     "cancelled",
     "held",
     "no_show",
+    "failed_technical",
 )
 
 
@@ -517,8 +518,9 @@ class AppointmentOutcome(AppointmentEvent):
     calling_system: str = Field(description="The partner system that created the appointment.")
     outcome: str = Field(
         description="An open list: confirmed (the person was sent the appointment as it now "
-        "stands), meeting_failed, notification_failed, cancelled, held, no_show. Accept "
-        "values you do not know.",
+        "stands), meeting_failed, notification_failed, cancelled, held, no_show, "
+        "failed_technical (held, no_show and failed_technical as the advisor reported them, "
+        "else held or no_show from Teams' attendance report). Accept values you do not know.",
         examples=list(KNOWN_OUTCOMES),
     )
     detail: str | None = Field(default=None, description="Why, in words: a reason, a kind.")
