@@ -55,6 +55,7 @@ from visio_shared.links import LinkKeys
 
 from visio_deploy.migrate import migrate_all, service_dsns
 from visio_deploy.production_stack import (
+    ProductionSecrets,
     alerts_env,
     common_env,
     ensure_secrets,
@@ -305,6 +306,7 @@ def bring_up(stack: Stack) -> None:
 
     ca = ensure_dev_ca(var / "dev-ca")
     graph_base = f"https://{host}:{settings.graph_port}"
+    advisor_callback = f"{settings.base_url('booking')}/conseiller/connexion"
     stack.start(
         "graph-emulator",
         "visio-rdv-graph-emulator",
@@ -312,7 +314,8 @@ def bring_up(stack: Stack) -> None:
             "GRAPH_EMULATOR_HOST": host,
             "GRAPH_EMULATOR_PORT": str(settings.graph_port),
             "GRAPH_EMULATOR_CA_DIR": str(var / "dev-ca"),
-            **({"GRAPH_EMULATOR_CLIENT_SECRET": found.graph_client_secret} if found else {}),
+            "GRAPH_EMULATOR_SIGN_IN_REDIRECT_URIS": json.dumps([advisor_callback]),
+            **(emulator_secrets(found) if found else {}),
         },
     )
     notifications_url = settings.base_url("notifications")
@@ -361,7 +364,13 @@ def bring_up(stack: Stack) -> None:
         if service.name in ("booking", "notifications", "consent"):
             env[f"{prefix}LINK_KEYS"] = link_keys
         if service.name == "booking":
-            env["BOOKING_PARTNERS"] = json.dumps(list(LOCAL_PARTNERS))
+            env |= {
+                "BOOKING_PARTNERS": json.dumps(list(LOCAL_PARTNERS)),
+                # The advisor's page signs advisors in against the emulator (its users).
+                "BOOKING_ADVISOR_AUTHORITY": f"{graph_base}/{DEFAULT_TENANT_ID}",
+                "BOOKING_ADVISOR_REDIRECT_URI": advisor_callback,
+                "BOOKING_ADVISOR_CA_BUNDLE": str(ca.bundle_path),
+            }
         if service.name == "notifications":
             env |= {
                 "NOTIFICATIONS_SMTP_HOST": host,
@@ -415,6 +424,15 @@ def bring_up(stack: Stack) -> None:
         "visio-rdv commands in other terminals of this checkout talk to this stack"
     )
     say("ready — Ctrl-C stops everything")
+
+
+def emulator_secrets(found: ProductionSecrets) -> dict[str, str]:
+    """The emulator's app registrations with production mode's generated secrets."""
+    return {
+        "GRAPH_EMULATOR_CLIENT_SECRET": found.graph_client_secret,
+        "GRAPH_EMULATOR_SIGN_IN_CLIENT_ID": found.advisor_client_id,
+        "GRAPH_EMULATOR_SIGN_IN_CLIENT_SECRET": found.advisor_sign_in_secret,
+    }
 
 
 def refuse_a_second_stack(var: Path) -> None:

@@ -69,9 +69,9 @@ async def booking(
     harness, close = await start_booking(
         postgres_url,
         kafka_bootstrap,
-        advisor_sign_in_authority=emulator.authority,
-        advisor_sign_in_redirect_uri=CALLBACK,
-        advisor_sign_in_ca_bundle=emulator.ca.bundle_path,
+        advisor_authority=emulator.authority,
+        advisor_redirect_uri=CALLBACK,
+        advisor_ca_bundle=emulator.ca.bundle_path,
         advisor_session_key="test-advisor-session-key",
     )
     try:

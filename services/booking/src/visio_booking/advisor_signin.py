@@ -61,7 +61,7 @@ class AdvisorSignIn:
 
     @property
     def secure(self) -> bool:
-        return urlsplit(self.settings.advisor_sign_in_redirect_uri).scheme == "https"
+        return urlsplit(self.settings.advisor_redirect_uri).scheme == "https"
 
     def _application(self) -> msal.ConfidentialClientApplication:
         with self._lock:
@@ -69,13 +69,13 @@ class AdvisorSignIn:
                 settings = self.settings
                 session = requests.Session()
                 session.trust_env = False  # only the settings decide (REQUESTS_CA_BUNDLE…)
-                ca = settings.advisor_sign_in_ca_bundle
+                ca = settings.advisor_ca_bundle
                 session.verify = str(ca) if ca else True
-                host = urlsplit(settings.advisor_sign_in_authority).hostname or ""
+                host = urlsplit(settings.advisor_authority).hostname or ""
                 self._app = msal.ConfidentialClientApplication(
-                    settings.advisor_sign_in_client_id,
-                    client_credential=settings.advisor_sign_in_client_secret.get_secret_value(),
-                    authority=settings.advisor_sign_in_authority,
+                    settings.advisor_client_id,
+                    client_credential=settings.advisor_client_secret.get_secret_value(),
+                    authority=settings.advisor_authority,
                     http_client=session,
                     instance_discovery=None if host in MICROSOFT_AUTHORITY_HOSTS else False,
                 )
@@ -86,7 +86,7 @@ class AdvisorSignIn:
 
         def initiate() -> dict[str, Any]:
             flow: dict[str, Any] = self._application().initiate_auth_code_flow(
-                scopes=[], redirect_uri=self.settings.advisor_sign_in_redirect_uri
+                scopes=[], redirect_uri=self.settings.advisor_redirect_uri
             )
             return flow
 

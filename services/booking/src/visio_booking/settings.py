@@ -20,7 +20,6 @@ from visio_booking.outbox import RelaySettings
 DEV_SIGN_IN_AUTHORITY = "https://localhost:8443/00000000-0000-0000-0000-0000000000ca"
 DEV_SIGN_IN_CLIENT_ID = "22222222-2222-2222-2222-222222222222"
 DEV_SIGN_IN_CLIENT_SECRET = "dev-only-advisor-sign-in"  # noqa: S105 - the emulator's
-_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
 
 # Above the producer's own delivery timeout (request.timeout.ms, 40 s), see below.
 _MIN_PUBLISH_TIMEOUT_S = 45.0
@@ -107,25 +106,25 @@ class BookingSettings(ServiceSettings, LinkSettings):
     # The advisor's page (/conseiller/rendez-vous/<id>): advisors sign in with Entra ID
     # (OpenID Connect, authorisation code with PKCE through msal), docs/microsoft-365.md. The
     # defaults are the local stack's Graph + Entra ID emulator: production refuses them.
-    advisor_sign_in_authority: str = Field(
+    advisor_authority: str = Field(
         default=DEV_SIGN_IN_AUTHORITY,
         description="Entra ID authority the advisors sign in with: "
         "https://login.microsoftonline.com/<tenant id>.",
     )
-    advisor_sign_in_client_id: str = Field(
+    advisor_client_id: str = Field(
         default=DEV_SIGN_IN_CLIENT_ID,
         description="The web app registration's application (client) id.",
     )
-    advisor_sign_in_client_secret: SecretStr = Field(
+    advisor_client_secret: SecretStr = Field(
         default=SecretStr(DEV_SIGN_IN_CLIENT_SECRET),
         description="That registration's client secret (the code is redeemed server-side).",
     )
-    advisor_sign_in_redirect_uri: str = Field(
+    advisor_redirect_uri: str = Field(
         default="http://127.0.0.1:8080/conseiller/connexion",
         description="The redirect URI registered for it: booking's public "
         "https://…/conseiller/connexion. Its scheme decides the cookies' Secure flag.",
     )
-    advisor_sign_in_ca_bundle: Path | None = Field(
+    advisor_ca_bundle: Path | None = Field(
         default=None, description="CA bundle to reach the authority (the emulator's dev CA)."
     )
     advisor_session_key: SecretStr = Field(
@@ -160,31 +159,30 @@ class BookingSettings(ServiceSettings, LinkSettings):
 
     def _sign_in_findings(self) -> list[Finding]:
         found: list[Finding] = []
-        authority = urlsplit(self.advisor_sign_in_authority)
-        if authority.scheme != "https" or authority.hostname in _LOOPBACK:
+        authority = urlsplit(self.advisor_authority)
+        if authority.scheme != "https" or self.advisor_authority == DEV_SIGN_IN_AUTHORITY:
             found.append(
                 Finding(
-                    production.env_name(self, "advisor_sign_in_authority"),
+                    production.env_name(self, "advisor_authority"),
                     "the local emulator: advisors must sign in with the Caf's Entra ID tenant",
                 )
             )
-        if self.advisor_sign_in_client_id == DEV_SIGN_IN_CLIENT_ID:
+        if self.advisor_client_id == DEV_SIGN_IN_CLIENT_ID:
             found.append(
                 Finding(
-                    production.env_name(self, "advisor_sign_in_client_id"),
+                    production.env_name(self, "advisor_client_id"),
                     "the emulator's app registration",
                 )
             )
-        for field in ("advisor_sign_in_client_secret", "advisor_session_key"):
+        for field in ("advisor_client_secret", "advisor_session_key"):
             secret: SecretStr = getattr(self, field)
             if production.is_development_secret(secret.get_secret_value()):
                 found.append(Finding(production.env_name(self, field), "a development secret"))
-        redirect = urlsplit(self.advisor_sign_in_redirect_uri)
-        if redirect.scheme != "https" or redirect.hostname in _LOOPBACK:
+        if urlsplit(self.advisor_redirect_uri).scheme != "https":
             found.append(
                 Finding(
-                    production.env_name(self, "advisor_sign_in_redirect_uri"),
-                    f"{self.advisor_sign_in_redirect_uri!r}: booking's public https:// address "
+                    production.env_name(self, "advisor_redirect_uri"),
+                    f"{self.advisor_redirect_uri!r}: booking's public https:// address "
                     "is needed (the session cookie is Secure only then)",
                 )
             )
