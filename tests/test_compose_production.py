@@ -59,6 +59,7 @@ OPERATOR_ENV = {
     "VISIO_CONSENT_PUBLIC_HOST": "consentements.caf.example",
     "VISIO_ENTRA_TENANT_ID": "0f0e0d0c-0000-4000-8000-000000000001",
     "VISIO_GRAPH_CLIENT_ID": "0f0e0d0c-0000-4000-8000-000000000002",
+    "VISIO_ADVISOR_CLIENT_ID": "0f0e0d0c-0000-4000-8000-000000000003",
 }
 Compose = dict[str, Any]
 
@@ -296,6 +297,7 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     initialise(root)
     # The operator's own: the Entra ID application secret, put in place after the first start.
     (root / "meetings/graph-client-secret").write_text("operator-provided-entra-secret\n")
+    (root / "booking/advisor-sign-in-secret").write_text("operator-provided-sign-in-secret\n")
     return root
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import itertools
 import json
 import os
 import re
@@ -137,9 +138,13 @@ def recorded_sms_emulator(var: Path) -> str:
     return recorded.sms_emulator.removesuffix("/v3")
 
 
+# Booking refuses two live appointments of one advisor at once (409): each body takes a day.
+_DAYS = itertools.count(7)
+
+
 def booking_body(**overrides: Any) -> dict[str, Any]:
     start = (
-        (datetime.now(UTC) + timedelta(days=7))
+        (datetime.now(UTC) + timedelta(days=next(_DAYS)))
         .astimezone(__import__("zoneinfo").ZoneInfo("Indian/Reunion"))
         .replace(hour=10, minute=0, second=0, microsecond=0)
     )

@@ -80,6 +80,14 @@ def proper(service: str) -> dict[str, str]:
             "CONSENT_CHECKPOINT_SIGNING_KEY": base64.b64encode(os.urandom(32)).decode(),
             "CONSENT_BOOKING_PUBLIC_URL": "https://rdv.caf.example",
         }
+    if service == "booking":
+        env |= {
+            "BOOKING_ADVISOR_AUTHORITY": "https://login.microsoftonline.com/caf-tenant",
+            "BOOKING_ADVISOR_CLIENT_ID": "0b7e4d2a-1c3f-4e5a-8d9b-6a2c1f0e3d44",
+            "BOOKING_ADVISOR_CLIENT_SECRET": secrets.token_urlsafe(24),
+            "BOOKING_ADVISOR_REDIRECT_URI": "https://rdv.caf.example/conseiller/connexion",
+            "BOOKING_ADVISOR_SESSION_KEY": secrets.token_urlsafe(32),
+        }
     if service == "meetings":
         env |= {
             "MEETINGS_AUTHORITY": "https://login.microsoftonline.com/caf-tenant",
@@ -97,6 +105,23 @@ def proper(service: str) -> dict[str, str]:
 
 # (service, settings changed from the proper ones (None: unset), settings the refusal names)
 CASES: dict[str, tuple[str, dict[str, str | None], set[str]]] = {
+    "advisor-sign-in-emulator": (
+        "booking",
+        {
+            "BOOKING_ADVISOR_AUTHORITY": None,
+            "BOOKING_ADVISOR_CLIENT_ID": None,
+            "BOOKING_ADVISOR_CLIENT_SECRET": None,
+            "BOOKING_ADVISOR_REDIRECT_URI": "http://rdv.caf.example/conseiller/connexion",
+            "BOOKING_ADVISOR_SESSION_KEY": None,
+        },
+        {
+            "BOOKING_ADVISOR_AUTHORITY",
+            "BOOKING_ADVISOR_CLIENT_ID",
+            "BOOKING_ADVISOR_CLIENT_SECRET",
+            "BOOKING_ADVISOR_REDIRECT_URI",
+            "BOOKING_ADVISOR_SESSION_KEY",
+        },
+    ),
     "plaintext-kafka": (
         "booking",
         {"BOOKING_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"},

@@ -105,10 +105,12 @@ STREAMS = (
             "AdvisorReassigned",
             "AppointmentLinkRequested",
             "RescheduleRequested",
+            "AdvisorOutcomeReported",
             "PersonalDataErasureRequested",
         ),
         "the appointment id",
-        "Every appointment's life, in order: booked, rescheduled, cancelled, corrected; "
+        "Every appointment's life, in order: booked, rescheduled, cancelled, corrected; how "
+        "it went, in the words of its advisor signed in; "
         "the person's requests, from a self-service page, for its email again or to confirm a "
         "new address before it replaces theirs; and the "
         "erasure of what every service holds about the person (ids only).",

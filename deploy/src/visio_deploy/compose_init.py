@@ -255,6 +255,11 @@ def initialise(root: Path) -> None:
         if name == "meetings":
             # The application secret registered in Entra ID: the operator's, not generated.
             folder.keep("graph-client-secret", lambda: "")
+        if name == "booking":
+            # The advisors' sign-in: its app registration's secret is the operator's; the key
+            # of booking's session cookies is generated here.
+            folder.keep("advisor-sign-in-secret", lambda: "")
+            folder.keep("advisor-session-key", token)
         if name in ("alerts", "ops"):
             folder.copy("owner-database-url", owner_url.encode())
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,11 @@ class ProductionSecrets:
     subject_key: str
     checkpoint_signing_key: str
     graph_client_secret: str
+    # The advisors' sign-in (booking's advisor page) against the emulator's second app
+    # registration: its client id, secret, and the key of booking's session cookies.
+    advisor_client_id: str
+    advisor_sign_in_secret: str
+    advisor_session_key: str
     database_passwords: dict[str, str]  # booking, meetings, notifications, consent, alerts
 
     def link_ring(self, service: str) -> str:
@@ -86,6 +92,9 @@ def ensure_secrets(var: Path) -> ProductionSecrets:
             "checkpoint-signing-key", lambda: base64.b64encode(os.urandom(32)).decode()
         ),
         graph_client_secret=secret("graph-client-secret", token),
+        advisor_client_id=secret("advisor-sign-in-client-id", lambda: str(uuid.uuid4())),
+        advisor_sign_in_secret=secret("advisor-sign-in-secret", token),
+        advisor_session_key=secret("advisor-session-key", token),
         database_passwords={role: secret(f"database-{role}", token) for role in DATABASE_ROLES},
     )
 
@@ -121,6 +130,12 @@ def service_env(service: str, found: ProductionSecrets, ca: DevCA) -> dict[str, 
         env[f"{prefix}LINK_KEYS"] = found.link_ring(service)
     if service == "meetings":
         env["MEETINGS_CLIENT_SECRET"] = found.graph_client_secret
+    if service == "booking":
+        env |= {
+            "BOOKING_ADVISOR_CLIENT_ID": found.advisor_client_id,
+            "BOOKING_ADVISOR_CLIENT_SECRET": found.advisor_sign_in_secret,
+            "BOOKING_ADVISOR_SESSION_KEY": found.advisor_session_key,
+        }
     if service == "notifications":
         env |= {
             "NOTIFICATIONS_SMTP_STARTTLS": "true",

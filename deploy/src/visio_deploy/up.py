@@ -11,6 +11,7 @@ or SIGTERM stops everything it started, in reverse order.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -55,7 +56,9 @@ from visio_deploy.stack import LOCAL_PARTNERS, SERVICES
 from visio_deploy.up_processes import (
     LAG_EXPORTER,
     Wiring,
+    advisor_callback,
     bounce_env,
+    emulator_secrets,
     start_alerts,
     start_healer,
     start_lag_exporter,
@@ -273,7 +276,8 @@ def _start_emulators(
             "GRAPH_EMULATOR_HOST": host,
             "GRAPH_EMULATOR_PORT": str(settings.graph_port),
             "GRAPH_EMULATOR_CA_DIR": str(var / "dev-ca"),
-            **({"GRAPH_EMULATOR_CLIENT_SECRET": found.graph_client_secret} if found else {}),
+            "GRAPH_EMULATOR_SIGN_IN_REDIRECT_URIS": json.dumps([advisor_callback(settings)]),
+            **(emulator_secrets(found) if found else {}),
         },
     )
     notifications_url = settings.base_url("notifications")

@@ -41,6 +41,20 @@ class Wiring:
     everyone: dict[str, str]  # production mode's settings for every process
 
 
+def advisor_callback(settings: UpSettings) -> str:
+    """Where the emulator sends a signed-in advisor back to: booking's advisor page."""
+    return f"{settings.base_url('booking')}/conseiller/connexion"
+
+
+def emulator_secrets(found: ProductionSecrets) -> dict[str, str]:
+    """The emulator's app registrations with production mode's generated secrets."""
+    return {
+        "GRAPH_EMULATOR_CLIENT_SECRET": found.graph_client_secret,
+        "GRAPH_EMULATOR_SIGN_IN_CLIENT_ID": found.advisor_client_id,
+        "GRAPH_EMULATOR_SIGN_IN_CLIENT_SECRET": found.advisor_sign_in_secret,
+    }
+
+
 def start_services(stack: Stack, wiring: Wiring) -> None:
     """The four services, in SERVICES' order."""
     for service in SERVICES:
@@ -69,7 +83,13 @@ def _service_env(settings: UpSettings, service: ServiceDef, wiring: Wiring) -> d
     if service.name in ("booking", "notifications", "consent"):
         env[f"{prefix}LINK_KEYS"] = wiring.link_keys
     if service.name == "booking":
-        env["BOOKING_PARTNERS"] = json.dumps(list(LOCAL_PARTNERS))
+        env |= {
+            "BOOKING_PARTNERS": json.dumps(list(LOCAL_PARTNERS)),
+            # The advisor's page signs advisors in against the emulator (its users).
+            "BOOKING_ADVISOR_AUTHORITY": f"{graph_base}/{DEFAULT_TENANT_ID}",
+            "BOOKING_ADVISOR_REDIRECT_URI": advisor_callback(settings),
+            "BOOKING_ADVISOR_CA_BUNDLE": str(wiring.ca.bundle_path),
+        }
     if service.name == "notifications":
         env |= {
             "NOTIFICATIONS_SMTP_HOST": host,

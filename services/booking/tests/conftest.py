@@ -47,7 +47,9 @@ def booking_body(days: int = 3, **overrides: Any) -> dict[str, Any]:
     start = (datetime.now(UTC) + timedelta(days=days)).replace(microsecond=0)
     body: dict[str, Any] = {
         "caf_code": "075",
-        "advisor": {"id": "6f1c2a4e-8b1d-4c55-9a51-2f9e6f0c1d11", "display_name": "Claire Martin"},
+        # An advisor of their own: booking refuses two live appointments of one advisor at
+        # once (409), and tests book the same start many times.
+        "advisor": {"id": str(uuid.uuid4()), "display_name": "Claire Martin"},
         "start": start.astimezone(zoneinfo.ZoneInfo("Europe/Paris")).isoformat(),
         "duration_minutes": 30,
         "timezone": "Europe/Paris",

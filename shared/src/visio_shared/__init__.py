@@ -8,6 +8,7 @@ from visio_shared.envelope import AppointmentEvent, Envelope
 from visio_shared.events import (
     EVENT_TYPES,
     Advisor,
+    AdvisorOutcomeReported,
     AdvisorReassigned,
     AppointmentCancelled,
     AppointmentLinkRequested,
@@ -46,6 +47,7 @@ __all__ = [
     "EVENT_TYPES",
     "OVERSEAS_CAFS",
     "Advisor",
+    "AdvisorOutcomeReported",
     "AdvisorReassigned",
     "AppointmentCancelled",
     "AppointmentEvent",

@@ -75,6 +75,7 @@ KNOWN_OUTCOMES = (
     "cancelled",
     "held",
     "no_show",
+    "failed_technical",
 )
 # Not a status: the person asked to move (see `preferences`); the appointment stands as it is
 # until the partner reschedules or cancels it through the normal path.
@@ -91,8 +92,9 @@ class AppointmentOutcome(AppointmentEvent):
     outcome: str = Field(
         description="An open list: confirmed (the person was sent the appointment as it now "
         "stands), meeting_failed, notification_failed, cancelled, held, no_show, "
-        "reschedule_requested (the person asks for another slot: `preferences`). Accept "
-        "values you do not know.",
+        "failed_technical (held, no_show and failed_technical as the advisor reported them, "
+        "else held or no_show from Teams' attendance report), reschedule_requested (the "
+        "person asks for another slot: `preferences`). Accept values you do not know.",
         examples=[*KNOWN_OUTCOMES, RESCHEDULE_REQUESTED],
     )
     detail: str | None = Field(default=None, description="Why, in words: a reason, a kind.")

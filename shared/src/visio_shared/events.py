@@ -260,6 +260,25 @@ class RecordingConsentWithdrawn(AppointmentEvent):
     channel: str
 
 
+AdvisorOutcome = Literal["held", "no_show", "failed_technical"]
+
+
+class AdvisorOutcomeReported(AppointmentEvent):
+    """The advisor's own word on how the appointment went, given signed in with Entra ID on
+    booking's advisor page: it sets the status and wins over Graph's attendance report where
+    they disagree (both stay in consent's ledger as proof)."""
+
+    event_type: Literal["AdvisorOutcomeReported"] = "AdvisorOutcomeReported"
+    advisor_id: AdvisorId = Field(description="The signed-in advisor's Entra object id (oid).")
+    outcome: AdvisorOutcome = Field(
+        description="held, no_show (the person did not come) or failed_technical."
+    )
+    comment: str | None = Field(
+        default=None, max_length=500, description="The advisor's optional words, as typed."
+    )
+    reported_at: AwareDatetime
+
+
 class MeetingFailed(AppointmentEvent):
     event_type: Literal["MeetingFailed"] = "MeetingFailed"
     reason: str = Field(description="A short machine-readable cause, e.g. 'graph_forbidden'.")
@@ -378,6 +397,7 @@ AnyEvent = Annotated[
     | MeetingAttendanceRecorded
     | MeetingAttendanceUnavailable
     | MeetingRecordingAvailable
+    | AdvisorOutcomeReported
     | MeetingFailed
     | NotificationSent
     | NotificationFailed
@@ -407,6 +427,7 @@ EVENT_TYPES: dict[str, type[Envelope]] = {
         MeetingAttendanceRecorded,
         MeetingAttendanceUnavailable,
         MeetingRecordingAvailable,
+        AdvisorOutcomeReported,
         MeetingFailed,
         NotificationSent,
         NotificationFailed,

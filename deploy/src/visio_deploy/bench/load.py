@@ -10,7 +10,9 @@ import random
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 from aiokafka import AIOKafkaProducer
@@ -32,7 +34,18 @@ def advisors(count: int) -> list[dict[str, str]]:
 def bodies(count: int, advisor_count: int, seed: int) -> list[dict[str, Any]]:
     rng = random.Random(seed)  # test data, not security
     people = advisors(advisor_count)
-    return [booking_body(rng, advisor=people[n % advisor_count]) for n in range(count)]
+    return [
+        booking_body(rng, advisor=people[n % advisor_count], start=_hour(n // advisor_count))
+        for n in range(count)
+    ]
+
+
+def _hour(index: int) -> str:
+    """The index-th office hour from the day after tomorrow, in Réunion: an advisor's bodies
+    never overlap (booking refuses that with 409); at most 45 minutes each, one an hour."""
+    zone = ZoneInfo("Indian/Reunion")
+    day = (datetime.now(UTC) + timedelta(days=2 + index // 9)).astimezone(zone)
+    return day.replace(hour=8 + index % 9, minute=0, second=0, microsecond=0).isoformat()
 
 
 @dataclass

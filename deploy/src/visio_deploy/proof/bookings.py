@@ -26,16 +26,24 @@ from visio_deploy.stack import LOCAL_PARTNERS
 KAFKA_CALLER = LOCAL_PARTNERS[1]  # national-scheduler
 KAFKA_OWNER = kafka_caller(KAFKA_CALLER)
 ADVISORS = [str(uuid.UUID(int=random.Random(n).getrandbits(128), version=4)) for n in range(8)]
+_TAKEN: set[tuple[str, int, int]] = set()
 
 
 def booking_body(rng: random.Random, **overrides: Any) -> dict[str, Any]:
     zone = ZoneInfo("Indian/Reunion")
-    start = (datetime.now(UTC) + timedelta(days=rng.randint(2, 90))).astimezone(zone)
-    start = start.replace(hour=rng.randint(8, 16), minute=rng.choice((0, 30)), second=0)
+    # An advisor has one appointment at a time (booking refuses an overlap with 409): each
+    # body of this process takes an hour of its advisor's no other body took.
+    while True:
+        advisor, day, hour = rng.choice(ADVISORS), rng.randint(2, 90), rng.randint(8, 16)
+        if (advisor, day, hour) not in _TAKEN:
+            _TAKEN.add((advisor, day, hour))
+            break
+    start = (datetime.now(UTC) + timedelta(days=day)).astimezone(zone)
+    start = start.replace(hour=hour, minute=rng.choice((0, 10)), second=0)
     n = rng.getrandbits(32)
     body: dict[str, Any] = {
         "caf_code": "974",
-        "advisor": {"id": rng.choice(ADVISORS), "display_name": "Claire Martin"},
+        "advisor": {"id": advisor, "display_name": "Claire Martin"},
         "start": start.replace(microsecond=0).isoformat(),
         "duration_minutes": rng.choice((20, 30, 45)),
         "timezone": "Indian/Reunion",

@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import Scope
 
-from visio_fakes.graph_emulator import batch, control, entra, graph
+from visio_fakes.graph_emulator import batch, control, entra, graph, signin
 from visio_fakes.graph_emulator.errors import (
     EntraError,
     GraphError,
@@ -55,6 +55,7 @@ def create_app(settings: EmulatorSettings | None = None) -> FastAPI:
     app.include_router(batch.router)
     app.include_router(graph.router)
     app.include_router(entra.router)
+    app.include_router(signin.router)
     _add_error_handlers(app, state)
     _add_front_door(app, state)
     return app
@@ -191,7 +192,8 @@ def _route_of(scope: Scope) -> tuple[str | None, dict[str, Any]]:
     routers, and the name is needed before routing happens.
     """
     partial: str | None = None
-    for route in (*batch.router.routes, *graph.router.routes, *entra.router.routes):
+    routers = (batch.router, graph.router, entra.router, signin.router)
+    for route in (route for router in routers for route in router.routes):
         match, child = route.matches(scope)
         if match is Match.FULL:
             return getattr(route, "name", None), dict(child.get("path_params", {}))

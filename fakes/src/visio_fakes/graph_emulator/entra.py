@@ -1,4 +1,5 @@
-"""Entra ID (v2.0 endpoints): OpenID discovery and the client-credentials token endpoint.
+"""Entra ID (v2.0 endpoints): OpenID discovery and the token endpoint (client credentials, and
+the authorisation codes of a user's sign-in, see signin.py).
 
 msal reads `authorization_endpoint` and `token_endpoint` (and `issuer`) from the discovery
 document, then posts client credentials to the token endpoint; both point back at this
@@ -17,6 +18,7 @@ from fastapi.responses import JSONResponse
 
 from visio_fakes.graph_emulator.errors import EntraError
 from visio_fakes.graph_emulator.settings import AppRegistration
+from visio_fakes.graph_emulator.signin import redeem_code, registered_app
 from visio_fakes.graph_emulator.state import EmulatorState
 from visio_fakes.graph_emulator.tokens import (
     CLIENT_ASSERTION_TYPE,
@@ -39,7 +41,7 @@ def _state(request: Request) -> EmulatorState:
     return state
 
 
-def _check_tenant(state: EmulatorState, tenant: str) -> None:
+def check_tenant(state: EmulatorState, tenant: str) -> None:
     known = {state.settings.tenant_id.lower(), state.settings.tenant_domain.lower()}
     if tenant.lower() not in known:
         raise EntraError(
@@ -54,7 +56,7 @@ def _check_tenant(state: EmulatorState, tenant: str) -> None:
 @router.get("/{tenant}/v2.0/.well-known/openid-configuration", name="entra.openid_configuration")
 async def openid_configuration(tenant: str, request: Request) -> JSONResponse:
     state = _state(request)
-    _check_tenant(state, tenant)
+    check_tenant(state, tenant)
     base = state.base_url
     tenant_id = state.settings.tenant_id
     return JSONResponse(
@@ -112,7 +114,7 @@ async def openid_configuration(tenant: str, request: Request) -> JSONResponse:
 
 @router.get("/{tenant}/discovery/v2.0/keys", name="entra.keys")
 async def signing_keys(tenant: str, request: Request) -> JSONResponse:
-    _check_tenant(_state(request), tenant)
+    check_tenant(_state(request), tenant)
     # Access tokens are HMAC-signed with a private key: nothing public to publish.
     return JSONResponse({"keys": []})
 
@@ -120,12 +122,12 @@ async def signing_keys(tenant: str, request: Request) -> JSONResponse:
 @router.post("/{tenant}/oauth2/v2.0/token", name="entra.token")
 async def token(tenant: str, request: Request) -> JSONResponse:
     state = _state(request)
-    _check_tenant(state, tenant)
+    check_tenant(state, tenant)
     form = await _form(request)
     basic_id, basic_secret = _basic_credentials(request.headers.get("authorization"))
 
     grant_type = _required(form, "grant_type")
-    if grant_type != "client_credentials":
+    if grant_type not in ("client_credentials", "authorization_code"):
         raise EntraError(
             400,
             "unsupported_grant_type",
@@ -135,18 +137,13 @@ async def token(tenant: str, request: Request) -> JSONResponse:
     client_id = form.get("client_id") or basic_id
     if not client_id:
         raise _missing("client_id")
-    app = state.apps.get(client_id.lower())
-    if app is None:
-        raise EntraError(
-            400,
-            "unauthorized_client",
-            700016,
-            f"Application with identifier '{client_id}' was not found in the directory "
-            f"'{state.settings.tenant_id}'. This can happen if the application has not been "
-            "installed by the administrator of the tenant or consented to by any user in the "
-            "tenant.",
-        )
+    app = registered_app(state, client_id)
     with_certificate = _authenticate_client(state, request, tenant, app, form, basic_secret)
+    if grant_type == "authorization_code":  # a user's sign-in (signin.py)
+        return JSONResponse(
+            redeem_code(state, app, form),
+            headers={"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"},
+        )
     _check_scope(state, form.get("scope"))
 
     lifetime = state.settings.token_lifetime_seconds

@@ -13,6 +13,8 @@ from visio_fakes.graph_emulator.faults import FaultConfig
 DEFAULT_TENANT_ID = "00000000-0000-0000-0000-0000000000ca"
 DEFAULT_CLIENT_ID = "11111111-1111-1111-1111-111111111111"
 DEFAULT_CLIENT_SECRET = "dev-secret"  # noqa: S105 - a well-known development value
+DEFAULT_SIGN_IN_CLIENT_ID = "22222222-2222-2222-2222-222222222222"
+DEFAULT_SIGN_IN_CLIENT_SECRET = "dev-only-advisor-sign-in"  # noqa: S105 - development value
 # Application permissions our meetings service needs; a registration without one of them
 # gets Graph's 403, as a tenant that forgot an admin consent would.
 DEFAULT_APP_ROLES = (
@@ -35,6 +37,11 @@ class AppRegistration(BaseModel):
         "client assertion's claims are still checked but its signature is not.",
     )
     roles: list[str] = Field(default_factory=lambda: list(DEFAULT_APP_ROLES))
+    redirect_uris: list[str] = Field(
+        default_factory=list,
+        description="Where a user's sign-in may send its code back (signin.py); empty: "
+        "anywhere, as a development registration.",
+    )
 
 
 class EmulatorSettings(BaseSettings):
@@ -54,6 +61,11 @@ class EmulatorSettings(BaseSettings):
     client_id: str = DEFAULT_CLIENT_ID
     client_secret: str = DEFAULT_CLIENT_SECRET
     client_certificate_pem: str | None = None
+    # The web app registration booking's advisor page signs advisors in with (docs/
+    # microsoft-365.md): another registration than the daemon's, as in a real tenant.
+    sign_in_client_id: str = DEFAULT_SIGN_IN_CLIENT_ID
+    sign_in_client_secret: str = DEFAULT_SIGN_IN_CLIENT_SECRET
+    sign_in_redirect_uris: list[str] = Field(default_factory=list)
     app_roles: list[str] = Field(default_factory=lambda: list(DEFAULT_APP_ROLES))
     extra_apps: list[AppRegistration] = Field(default_factory=list)
     token_lifetime_seconds: int = Field(default=3599, ge=1)
@@ -114,4 +126,11 @@ class EmulatorSettings(BaseSettings):
             certificate_pem=self.client_certificate_pem,
             roles=list(self.app_roles),
         )
-        return [main, *self.extra_apps]
+        sign_in = AppRegistration(
+            client_id=self.sign_in_client_id,
+            display_name="Visio RDV (conseillers)",
+            client_secret=self.sign_in_client_secret,
+            roles=[],
+            redirect_uris=list(self.sign_in_redirect_uris),
+        )
+        return [main, sign_in, *self.extra_apps]

@@ -147,6 +147,8 @@ class EmulatorState:
             app.client_id.lower(): app for app in settings.app_registrations()
         }
         self.clock_offset = dt.timedelta(0)
+        # Authorisation codes of the users' sign-in (signin.py), by code: one use each.
+        self.sign_in_codes: dict[str, Any] = {}
         self.reset()
 
     def reset(self) -> None:

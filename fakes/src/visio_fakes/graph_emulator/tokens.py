@@ -92,6 +92,17 @@ class TokenService:
         signature = hmac.new(self._key, signing_input.encode(), hashlib.sha256).digest()
         return f"{signing_input}.{b64url_encode(signature)}"
 
+    def sign(self, claims: dict[str, Any]) -> str:
+        """A JWT of these claims, HMAC-signed like the access tokens (an id_token: its client
+        takes it from the token endpoint over TLS, OpenID Connect Core 3.1.3.7)."""
+        header = {"typ": "JWT", "alg": "HS256", "kid": "visio-rdv-graph-emulator"}
+        signing_input = ".".join(
+            b64url_encode(json.dumps(part, separators=(",", ":")).encode())
+            for part in (header, claims)
+        )
+        signature = hmac.new(self._key, signing_input.encode(), hashlib.sha256).digest()
+        return f"{signing_input}.{b64url_encode(signature)}"
+
     def verify(self, authorization: str | None, *, now: dt.datetime) -> TokenClaims:
         """Check a Graph `Authorization` header; raise Graph's 401 on any problem."""
         if not authorization or not authorization.strip():

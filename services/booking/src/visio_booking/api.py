@@ -51,7 +51,8 @@ def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
         401: "No, unknown or revoked API key",
         403: "The key lacks the scope",
         404: "No such appointment among the caller's",
-        409: "The appointment is past or cancelled: it cannot change",
+        409: "The appointment is past or cancelled: it cannot change; or the advisor already "
+        "has a live appointment overlapping that slot (advisor-unavailable)",
         413: "Body too large",
         422: "Invalid request (each invalid field is named, a key given twice too), or an "
         "Idempotency-Key reused",
@@ -89,7 +90,7 @@ IdempotencyKey = Annotated[
     "/v1/appointments",
     status_code=202,
     response_model=BookingAccepted,
-    responses={**ACCEPTED, **_problems(400, 401, 403, 413, 422)},
+    responses={**ACCEPTED, **_problems(400, 401, 403, 409, 413, 422)},
     summary="Book a video appointment",
     openapi_extra=request_body(BookingRequest),
 )

@@ -13,6 +13,7 @@ from visio_runtime.service import Runtime, build_runtime, create_service_app
 from visio_shared import AppointmentEvent, PersonalDataErased
 
 from visio_booking import (
+    advisor_pages,
     api,
     erasure,
     erasure_api,
@@ -22,6 +23,7 @@ from visio_booking import (
     personal_data,
     short_links,
 )
+from visio_booking.advisor_signin import AdvisorSignIn
 from visio_booking.appointments import Context
 from visio_booking.handlers import STATUS_EVENTS, follow_statuses
 from visio_booking.inbound import InboundRequests, subscribe
@@ -88,6 +90,8 @@ def create_app(settings: BookingSettings | None = None) -> FastAPI:
     problems.install(app)
     app.include_router(api.router)
     app.include_router(erasure_api.router)
+    app.state.advisor_sign_in = AdvisorSignIn(settings)
+    app.include_router(advisor_pages.router)
     link_keys = settings.link_ring()
     if link_keys is not None:  # without keys no link can be read: the pages do not exist
         app.state.self_service = Site(settings, link_keys, ctx, runtime)

@@ -9,9 +9,10 @@ its existence does not leak). Refusals are `Problem`s or pydantic `ValidationErr
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 import zoneinfo
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -89,7 +90,8 @@ def not_found(appointment_id: uuid.UUID | None) -> Problem:
 async def book(conn: asyncpg.Connection, ctx: Context, caller: Caller, cmd: Command) -> Outcome:
     booking = BookingRequest.model_validate(cmd.payload, context=ctx.rules())
     event = requested_event(booking, caller)
-    await store.insert_appointment(conn, event, caller.key_id)
+    async with _advisor_free(conn, event.advisor.id):
+        await store.insert_appointment(conn, event, caller.key_id)
     await enqueue(conn, ctx.topics.appointments, event)
     return _accepted(event.appointment_id, event.revision, "requested")
 
@@ -137,7 +139,8 @@ async def reschedule(
     duration = change.duration_minutes or row["duration_minutes"]
     if start == row["start_at"] and duration == row["duration_minutes"]:
         raise invalid([{"field": "(body)", "message": "the appointment is already at that time"}])
-    revision = await store.reschedule(conn, row["appointment_id"], start, duration)
+    async with _advisor_free(conn, row["advisor_id"]):
+        revision = await store.reschedule(conn, row["appointment_id"], start, duration)
     event = AppointmentRescheduled(
         **_lineage(row, revision),
         start=start,
@@ -199,7 +202,8 @@ async def reassign(conn: asyncpg.Connection, ctx: Context, caller: Caller, cmd: 
     if request.advisor.id == row["advisor_id"]:
         raise invalid([{"field": "advisor.id", "message": "is already the appointment's advisor"}])
     advisor = Advisor(id=request.advisor.id, display_name=request.advisor.display_name)
-    revision = await store.reassign(conn, row["appointment_id"], advisor)
+    async with _advisor_free(conn, advisor.id):
+        revision = await store.reassign(conn, row["appointment_id"], advisor)
     event = AdvisorReassigned(
         **_lineage(row, revision),
         advisor=advisor,
@@ -251,6 +255,27 @@ async def _changeable(
             "a past appointment cannot change",
         )
     return row
+
+
+@contextlib.asynccontextmanager
+async def _advisor_free(conn: asyncpg.Connection, advisor_id: str) -> AsyncIterator[None]:
+    """Refuse, as a 409, a write that would give the advisor two live appointments at once.
+
+    The database decides (migration 007's exclusion constraint), so two concurrent requests for
+    overlapping slots cannot both pass: the second waits for the first to commit, then fails
+    here. The transaction is rolled back with the Problem, leaving nothing behind."""
+    try:
+        yield
+    except asyncpg.ExclusionViolationError as exc:
+        if exc.constraint_name != "appointments_advisor_no_overlap":
+            raise
+        raise Problem(
+            409,
+            "advisor-unavailable",
+            "The advisor already has an appointment at that time",
+            f"advisor {advisor_id} already has a live appointment that overlaps this slot; "
+            "choose another time or another advisor",
+        ) from exc
 
 
 def _lineage(row: asyncpg.Record, revision: int) -> dict[str, Any]:

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
@@ -13,6 +15,12 @@ from visio_shared.links import KeyPurpose
 from visio_shared.topics import check_partner_name
 
 from visio_booking.outbox import RelaySettings
+
+# The local stack's Graph + Entra ID emulator (visio_fakes.graph_emulator.settings: its tenant
+# and its advisors' sign-in registration), which production refuses.
+DEV_SIGN_IN_AUTHORITY = "https://localhost:8443/00000000-0000-0000-0000-0000000000ca"
+DEV_SIGN_IN_CLIENT_ID = "22222222-2222-2222-2222-222222222222"
+DEV_SIGN_IN_CLIENT_SECRET = "dev-only-advisor-sign-in"  # noqa: S105 - the emulator's
 
 # Above the producer's own delivery timeout (request.timeout.ms, 40 s), see below.
 _MIN_PUBLISH_TIMEOUT_S = 45.0
@@ -100,6 +108,38 @@ class BookingSettings(ServiceSettings, LinkSettings, CafSettings):
     app_store_url: str = guide.APP_STORE_URL
     google_play_url: str = guide.GOOGLE_PLAY_URL
 
+    # The advisor's page (/conseiller/rendez-vous/<id>): advisors sign in with Entra ID
+    # (OpenID Connect, authorisation code with PKCE through msal), docs/microsoft-365.md. The
+    # defaults are the local stack's Graph + Entra ID emulator: production refuses them.
+    advisor_authority: str = Field(
+        default=DEV_SIGN_IN_AUTHORITY,
+        description="Entra ID authority the advisors sign in with: "
+        "https://login.microsoftonline.com/<tenant id>.",
+    )
+    advisor_client_id: str = Field(
+        default=DEV_SIGN_IN_CLIENT_ID,
+        description="The web app registration's application (client) id.",
+    )
+    advisor_client_secret: SecretStr = Field(
+        default=SecretStr(DEV_SIGN_IN_CLIENT_SECRET),
+        description="That registration's client secret (the code is redeemed server-side).",
+    )
+    advisor_redirect_uri: str = Field(
+        default="http://127.0.0.1:8080/conseiller/connexion",
+        description="The redirect URI registered for it: booking's public "
+        "https://…/conseiller/connexion. Its scheme decides the cookies' Secure flag.",
+    )
+    advisor_ca_bundle: Path | None = Field(
+        default=None, description="CA bundle to reach the authority (the emulator's dev CA)."
+    )
+    advisor_session_key: SecretStr = Field(
+        default=SecretStr("dev-only-advisor-session-key"),
+        description="Signs the advisor's session cookie and its forms' CSRF tokens (32+ "
+        "random bytes).",
+    )
+    advisor_session_hours: int = Field(
+        default=8, ge=1, le=24, description="How long an advisor stays signed in."
+    )
     outbox_batch_size: int = 200
     outbox_poll_interval_s: float = 0.5
     outbox_standby_interval_s: float = 1.0
@@ -120,7 +160,38 @@ class BookingSettings(ServiceSettings, LinkSettings, CafSettings):
                     "producer's own delivery timeout a retry may duplicate a buffered message",
                 )
             )
-        return findings
+        return findings + self._sign_in_findings()
+
+    def _sign_in_findings(self) -> list[Finding]:
+        found: list[Finding] = []
+        authority = urlsplit(self.advisor_authority)
+        if authority.scheme != "https" or self.advisor_authority == DEV_SIGN_IN_AUTHORITY:
+            found.append(
+                Finding(
+                    production.env_name(self, "advisor_authority"),
+                    "the local emulator: advisors must sign in with the Caf's Entra ID tenant",
+                )
+            )
+        if self.advisor_client_id == DEV_SIGN_IN_CLIENT_ID:
+            found.append(
+                Finding(
+                    production.env_name(self, "advisor_client_id"),
+                    "the emulator's app registration",
+                )
+            )
+        for field in ("advisor_client_secret", "advisor_session_key"):
+            secret: SecretStr = getattr(self, field)
+            if production.is_development_secret(secret.get_secret_value()):
+                found.append(Finding(production.env_name(self, field), "a development secret"))
+        if urlsplit(self.advisor_redirect_uri).scheme != "https":
+            found.append(
+                Finding(
+                    production.env_name(self, "advisor_redirect_uri"),
+                    f"{self.advisor_redirect_uri!r}: booking's public https:// address "
+                    "is needed (the session cookie is Secure only then)",
+                )
+            )
+        return found
 
     @field_validator("partners")
     @classmethod

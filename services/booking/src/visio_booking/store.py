@@ -25,6 +25,7 @@ STATUS_RANK = {
     "confirmed": 4,
     "held": 6,
     "no_show": 6,
+    "failed_technical": 6,
 }
 FINAL = frozenset({"cancelled"})
 
@@ -79,7 +80,11 @@ async def reschedule(
     conn: asyncpg.Connection, appointment_id: uuid.UUID, start: datetime, duration_minutes: int
 ) -> int:
     return await _change(
-        conn, appointment_id, "start_at = $2, duration_minutes = $3", start, duration_minutes
+        conn,
+        appointment_id,
+        "start_at = $2, duration_minutes = $3, overlap_grandfathered = false",
+        start,
+        duration_minutes,
     )
 
 
@@ -103,7 +108,8 @@ async def reassign(conn: asyncpg.Connection, appointment_id: uuid.UUID, advisor:
     return await _change(
         conn,
         appointment_id,
-        "advisor_id = $2, advisor_name = $3, status = 'requested', status_reason = NULL, "
+        "advisor_id = $2, advisor_name = $3, overlap_grandfathered = false, "
+        "status = 'requested', status_reason = NULL, "
         "status_revision = revision + 1, join_url = NULL, join_url_revision = revision + 1",
         advisor.id,
         advisor.display_name,
@@ -185,7 +191,8 @@ async def record_steps(conn: asyncpg.Connection, steps: Sequence[StepTaken]) -> 
     rows = {
         row["appointment_id"]: row
         for row in await conn.fetch(
-            "SELECT appointment_id, status, status_revision, join_url_revision FROM appointments "
+            "SELECT appointment_id, status, status_revision, join_url_revision, "
+            "outcome_reported_at FROM appointments "
             "WHERE appointment_id = ANY($1::uuid[]) ORDER BY appointment_id FOR UPDATE",
             [step.appointment_id for step in steps],
         )
@@ -242,6 +249,8 @@ async def record_steps(conn: asyncpg.Connection, steps: Sequence[StepTaken]) -> 
 def _moves_status(status: str | None, revision: int, row: asyncpg.Record) -> bool:
     if status is None or row["status"] in FINAL or revision < row["status_revision"]:
         return False
+    if row["outcome_reported_at"] is not None and STATUS_RANK[status] >= STATUS_RANK["held"]:
+        return False  # the advisor's report wins over the attendance report (history only)
     return revision > row["status_revision"] or STATUS_RANK[status] > STATUS_RANK[row["status"]]
 
 

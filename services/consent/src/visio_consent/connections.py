@@ -6,6 +6,11 @@ From meetings.v1: `MeetingAttendanceRecorded` and `MeetingAttendanceUnavailable`
 appointment's subject_ref and idempotent by the source event id. Pseudonymous like the rest:
 participants by role with their times, never a name or an address (meetings sends none).
 
+From appointments.v1: `AdvisorOutcomeReported`, the advisor's own report (signed in with Entra
+ID on booking's advisor page), is a `connection` record with `attendance: reported_by_advisor`,
+the outcome and the advisor's object id. Where it disagrees with Graph's attendance report both
+records stay: the advisor's sets the status (booking), the chain keeps the two as proof.
+
 An unavailable report is a `connection` record too, saying `attendance: unavailable` and why:
 it answers the same question (who connected) with "unknown", so the file shows the gap rather
 than a silence a reader could take for "nobody came". Each append is announced on consents.v1
@@ -14,13 +19,14 @@ as `ConsentRecorded`, like every other append.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any, assert_never
 
 import asyncpg
 from visio_runtime.db import mark_processed
 from visio_runtime.errors import Transient
-from visio_shared import LedgerEntry, Topics, publish_event
+from visio_shared import AdvisorOutcomeReported, LedgerEntry, Topics, publish_event
 
 # From the module: the package's __init__ does not re-export these (yet).
 from visio_shared.events import (
@@ -37,12 +43,17 @@ from visio_consent.ledger import append, iso_utc
 log = logging.getLogger(__name__)
 
 MeetingOutcome = (
-    MeetingAttendanceRecorded | MeetingAttendanceUnavailable | MeetingRecordingAvailable
+    MeetingAttendanceRecorded
+    | MeetingAttendanceUnavailable
+    | MeetingRecordingAvailable
+    | AdvisorOutcomeReported
 )
+# The advisor's report comes from booking on appointments.v1, the rest from meetings.v1.
 MEETING_EVENTS = (
     MeetingAttendanceRecorded,
     MeetingAttendanceUnavailable,
     MeetingRecordingAvailable,
+    AdvisorOutcomeReported,
 )
 
 
@@ -75,8 +86,21 @@ def outcome_record(event: MeetingOutcome, appointment: store.Appointment) -> dic
         "revision": event.revision,
         "source_event_id": str(event.event_id),
         "cgu_version": appointment.cgu_version,
-        "online_meeting_id": event.online_meeting_id,
     }
+    if isinstance(event, AdvisorOutcomeReported):
+        # The advisor's word, signed in: their Entra object id, never their name. The comment
+        # stays in booking (erasable); the chain holds its digest, to prove it unaltered.
+        comment = event.comment
+        return {
+            **common,
+            "kind": "connection",
+            "attendance": "reported_by_advisor",
+            "outcome": event.outcome,
+            "advisor_id": event.advisor_id,
+            "reported_at": iso_utc(event.reported_at),
+            "comment_sha256": hashlib.sha256(comment.encode()).hexdigest() if comment else None,
+        }
+    common["online_meeting_id"] = event.online_meeting_id
     match event:
         case MeetingAttendanceRecorded():
             return {
