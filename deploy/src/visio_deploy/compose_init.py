@@ -240,6 +240,28 @@ def initialise(root: Path) -> None:
 
     ca.issue(Folder(root, "mailpit", ROOT_UID), "mailpit")
 
+    _process_folders(root, ca, kafka_passwords, database_passwords, link_keys, owner_url)
+
+    migrate = Folder(root, "migrate", VISIO_UID)
+    migrate.copy("ca.crt", ca.cert_pem, 0o644)
+    migrate.copy("owner-database-url", owner_url.encode())
+    for role in DATABASE_ROLES:
+        migrate.copy(f"database-{role}", database_passwords[role].encode())
+
+    acls = Folder(root, "acls", VISIO_UID)  # the ACL script, written by `acls`, run by kafka-init
+    acls.path.chmod(0o755)
+
+
+def _process_folders(
+    root: Path,
+    ca: Authority,
+    kafka_passwords: dict[str, str],
+    database_passwords: dict[str, str],
+    link_keys: dict[KeyPurpose, str],
+    owner_url: str,
+) -> None:
+    """Each process's own folder: its CA, Kafka and database passwords, link keys, and the
+    secrets only it holds."""
     for name in PROCESSES:
         folder = Folder(root, name, VISIO_UID)
         folder.copy("ca.crt", ca.cert_pem, 0o644)
@@ -262,15 +284,6 @@ def initialise(root: Path) -> None:
             folder.keep("advisor-session-key", token)
         if name in ("alerts", "ops"):
             folder.copy("owner-database-url", owner_url.encode())
-
-    migrate = Folder(root, "migrate", VISIO_UID)
-    migrate.copy("ca.crt", ca.cert_pem, 0o644)
-    migrate.copy("owner-database-url", owner_url.encode())
-    for role in DATABASE_ROLES:
-        migrate.copy(f"database-{role}", database_passwords[role].encode())
-
-    acls = Folder(root, "acls", VISIO_UID)  # the ACL script, written by `acls`, run by kafka-init
-    acls.path.chmod(0o755)
 
 
 def _client_properties(password: str, truststore: str) -> str:
