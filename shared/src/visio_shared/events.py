@@ -142,6 +142,13 @@ class AdvisorReassigned(AppointmentEvent):
 
 Weekday = Literal["lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi"]
 DayPart = Literal["matin", "midi", "apres-midi", "fin-de-journee"]
+# How « Changer de créneau » and the Caf team's email name each part of the day.
+DAY_PART_LABELS: dict[str, str] = {
+    "matin": "Le matin (8 h – 12 h)",
+    "midi": "Entre midi et deux (12 h – 14 h)",
+    "apres-midi": "L'après-midi (14 h – 17 h)",
+    "fin-de-journee": "En fin de journée (17 h – 19 h)",
+}
 RESCHEDULE_MESSAGE_MAX = 300
 
 

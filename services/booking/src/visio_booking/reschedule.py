@@ -20,8 +20,8 @@ import asyncpg
 from pydantic import ValidationError
 from visio_shared import ReschedulePreferences, RescheduleRequested, Topics
 from visio_shared.booking_replies import RESCHEDULE_REQUESTED
+from visio_shared.events import DAY_PART_LABELS, DayPart, Weekday
 from visio_shared.events import RESCHEDULE_MESSAGE_MAX as RESCHEDULE_MESSAGE_MAX
-from visio_shared.events import DayPart, Weekday
 
 from visio_booking import store
 from visio_booking.outbox import enqueue
@@ -29,12 +29,7 @@ from visio_booking.outcomes import push_reschedule_request
 
 DAYS: tuple[str, ...] = get_args(Weekday)
 TIMES: tuple[str, ...] = get_args(DayPart)
-TIME_LABELS = {
-    "matin": "Le matin (8 h – 12 h)",
-    "midi": "Entre midi et deux (12 h – 14 h)",
-    "apres-midi": "L'après-midi (14 h – 17 h)",
-    "fin-de-journee": "En fin de journée (17 h – 19 h)",
-}
+TIME_LABELS = DAY_PART_LABELS
 
 
 class Asked(enum.StrEnum):
