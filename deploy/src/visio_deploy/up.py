@@ -362,6 +362,7 @@ def bring_up(stack: Stack) -> None:
             env[f"{prefix}LINK_KEYS"] = link_keys
         if service.name == "booking":
             env["BOOKING_PARTNERS"] = json.dumps(list(LOCAL_PARTNERS))
+            env["BOOKING_CONSENT_PUBLIC_URL"] = consent_url  # the CGU link: /cgu/<version>
         if service.name == "notifications":
             env |= {
                 "NOTIFICATIONS_SMTP_HOST": host,
