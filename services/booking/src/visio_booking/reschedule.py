@@ -46,10 +46,9 @@ def preferences(form: Mapping[str, str]) -> ReschedulePreferences | list[str]:
     if message is not None and len(message) > RESCHEDULE_MESSAGE_MAX:
         wrong.append("message")
     from_date: date | None = None
-    if form.get("a_partir_du"):
-        try:
-            from_date = date.fromisoformat(form["a_partir_du"])
-        except ValueError:
+    if given := form.get("a_partir_du", "").strip():
+        from_date = day_of(given)
+        if from_date is None:
             wrong.append("from_date")
     if wrong:
         return wrong
@@ -59,6 +58,18 @@ def preferences(form: Mapping[str, str]) -> ReschedulePreferences | list[str]:
         )
     except ValidationError:  # pragma: no cover - every field was checked above
         return ["message"]
+
+
+def day_of(text: str) -> date | None:
+    """`15/12/2026` as a person types it (a plain text field: a date picker's inner fields
+    show no keyboard focus), or `2026-12-15`; None if it is no date."""
+    try:
+        if "/" in text:
+            day, month, year = (int(part) for part in text.split("/"))
+            return date(year, month, day)
+        return date.fromisoformat(text)
+    except ValueError:
+        return None
 
 
 async def ask(
