@@ -68,6 +68,8 @@ def proper(service: str) -> dict[str, str]:
     }
     if service in ("booking", "notifications", "consent"):
         env[f"{prefix}LINK_KEYS"] = ring_for(service)
+    if service == "booking":
+        env["BOOKING_CONSENT_PUBLIC_URL"] = "https://consentement.caf.example"
     if service == "notifications":
         env |= {
             "NOTIFICATIONS_SMTP_STARTTLS": "true",
@@ -214,6 +216,17 @@ CASES: dict[str, tuple[str, dict[str, str | None], set[str]]] = {
         "consent",
         {"CONSENT_BOOKING_PUBLIC_URL": None},
         {"CONSENT_BOOKING_PUBLIC_URL"},
+    ),
+    # The CGU link of booking's pages and API (consent's /cgu/<version>): https, and set.
+    "http-cgu-link": (
+        "booking",
+        {"BOOKING_CONSENT_PUBLIC_URL": "http://consentement.caf.example"},
+        {"BOOKING_CONSENT_PUBLIC_URL"},
+    ),
+    "cgu-link-left-local": (
+        "booking",
+        {"BOOKING_CONSENT_PUBLIC_URL": None},
+        {"BOOKING_CONSENT_PUBLIC_URL"},
     ),
     "http-booking-portal": (
         "booking",

@@ -85,6 +85,7 @@ def _service_env(settings: UpSettings, service: ServiceDef, wiring: Wiring) -> d
     if service.name == "booking":
         env |= {
             "BOOKING_PARTNERS": json.dumps(list(LOCAL_PARTNERS)),
+            "BOOKING_CONSENT_PUBLIC_URL": settings.base_url("consent"),  # /cgu/<version>
             # The advisor's page signs advisors in against the emulator (its users).
             "BOOKING_ADVISOR_AUTHORITY": f"{graph_base}/{DEFAULT_TENANT_ID}",
             "BOOKING_ADVISOR_REDIRECT_URI": advisor_callback(settings),

@@ -17,7 +17,7 @@ from functools import cache
 from importlib import resources
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, HttpUrl
 
 from visio_shared.events import CAF_CODE_PATTERN
 
@@ -39,6 +39,11 @@ class CafContact(BaseModel):
         description="Where right-of-access requests are sent (CGU article 8).",
     )
     booking_portal_url: HttpUrl | None = None
+    team_address: EmailStr | None = Field(
+        default=None,
+        description="The Caf's team, for the requests it must act on (a person asking to move "
+        "an appointment booked over HTTP); never shown to the public.",
+    )
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import enum
 import re
 import uuid
-from datetime import date
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -19,6 +18,15 @@ from pydantic import (
 )
 
 from visio_shared.envelope import AppointmentEvent, Envelope
+from visio_shared.reschedule_preferences import (
+    DAY_PART_LABELS as DAY_PART_LABELS,
+)
+from visio_shared.reschedule_preferences import (
+    RESCHEDULE_MESSAGE_MAX as RESCHEDULE_MESSAGE_MAX,
+)
+from visio_shared.reschedule_preferences import DayPart as DayPart
+from visio_shared.reschedule_preferences import ReschedulePreferences as ReschedulePreferences
+from visio_shared.reschedule_preferences import Weekday as Weekday
 
 
 class Device(enum.StrEnum):
@@ -138,24 +146,6 @@ class AdvisorReassigned(AppointmentEvent):
     event_type: Literal["AdvisorReassigned"] = "AdvisorReassigned"
     advisor: Advisor
     previous_advisor: Advisor
-
-
-Weekday = Literal["lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi"]
-DayPart = Literal["matin", "midi", "apres-midi", "fin-de-journee"]
-RESCHEDULE_MESSAGE_MAX = 300
-
-
-class ReschedulePreferences(_Part):
-    """When another slot would suit the person, as they ticked it on « Mon rendez-vous »."""
-
-    days: list[Weekday] = Field(min_length=1, description="Days of the week that suit them.")
-    times: list[DayPart] = Field(
-        min_length=1,
-        description="Parts of the day: matin (8-12 h), midi (12-14 h), apres-midi (14-17 h), "
-        "fin-de-journee (17-19 h), in the appointment's time zone.",
-    )
-    from_date: date | None = Field(default=None, description="Not before this day.")
-    message: str | None = Field(default=None, max_length=RESCHEDULE_MESSAGE_MAX)
 
 
 class RescheduleRequested(AppointmentEvent):

@@ -20,8 +20,8 @@ import asyncpg
 from pydantic import ValidationError
 from visio_shared import ReschedulePreferences, RescheduleRequested, Topics
 from visio_shared.booking_replies import RESCHEDULE_REQUESTED
+from visio_shared.events import DAY_PART_LABELS, DayPart, Weekday
 from visio_shared.events import RESCHEDULE_MESSAGE_MAX as RESCHEDULE_MESSAGE_MAX
-from visio_shared.events import DayPart, Weekday
 
 from visio_booking import store
 from visio_booking.outbox import enqueue
@@ -29,12 +29,7 @@ from visio_booking.outcomes import push_reschedule_request
 
 DAYS: tuple[str, ...] = get_args(Weekday)
 TIMES: tuple[str, ...] = get_args(DayPart)
-TIME_LABELS = {
-    "matin": "Le matin (8 h – 12 h)",
-    "midi": "Entre midi et deux (12 h – 14 h)",
-    "apres-midi": "L'après-midi (14 h – 17 h)",
-    "fin-de-journee": "En fin de journée (17 h – 19 h)",
-}
+TIME_LABELS = DAY_PART_LABELS
 
 
 class Asked(enum.StrEnum):
@@ -51,10 +46,9 @@ def preferences(form: Mapping[str, str]) -> ReschedulePreferences | list[str]:
     if message is not None and len(message) > RESCHEDULE_MESSAGE_MAX:
         wrong.append("message")
     from_date: date | None = None
-    if form.get("a_partir_du"):
-        try:
-            from_date = date.fromisoformat(form["a_partir_du"])
-        except ValueError:
+    if given := form.get("a_partir_du", "").strip():
+        from_date = day_of(given)
+        if from_date is None:
             wrong.append("from_date")
     if wrong:
         return wrong
@@ -64,6 +58,18 @@ def preferences(form: Mapping[str, str]) -> ReschedulePreferences | list[str]:
         )
     except ValidationError:  # pragma: no cover - every field was checked above
         return ["message"]
+
+
+def day_of(text: str) -> date | None:
+    """`15/12/2026` as a person types it (a plain text field: a date picker's inner fields
+    show no keyboard focus), or `2026-12-15`; None if it is no date."""
+    try:
+        if "/" in text:
+            day, month, year = (int(part) for part in text.split("/"))
+            return date(year, month, day)
+        return date.fromisoformat(text)
+    except ValueError:
+        return None
 
 
 async def ask(

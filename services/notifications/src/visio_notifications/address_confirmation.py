@@ -20,12 +20,12 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 
 from visio_runtime.db import mark_processed
-from visio_runtime.erasure import is_erased
 from visio_shared import ContactCorrectionRequested
 from visio_shared.links import address_confirmation_code, address_confirmation_url
 
-from visio_notifications.compose import clean, message_id, sender_address
+from visio_notifications.compose import clean, request_message_id, sender_address
 from visio_notifications.deps import NotificationsDeps
+from visio_notifications.link_requests import done_or_erased
 from visio_notifications.mailer import MailRejected, mail_of
 from visio_notifications.settings import NotificationsSettings
 
@@ -39,11 +39,7 @@ async def on_correction_requested(
     deps: NotificationsDeps, event: ContactCorrectionRequested
 ) -> None:
     async with deps.pool.acquire() as conn:
-        done = await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM processed_events WHERE event_id = $1)", event.event_id
-        )
-        if done or await is_erased(conn, event.appointment_id):
-            await mark_processed(conn, event.event_id, event.event_type)
+        if await done_or_erased(conn, event):
             return
     message = compose(event, deps.settings)
     outcome = "not sent: no link keys"
@@ -81,13 +77,7 @@ def compose(
     message["To"] = Address(
         display_name=clean(f"{user.first_name} {user.last_name}"), addr_spec=str(user.email)
     )
-    message["Message-ID"] = message_id(
-        event.appointment_id,
-        event.revision,
-        KIND,
-        settings.message_id_domain,
-        request_id=event.event_id,
-    )
+    message["Message-ID"] = request_message_id(event, KIND, settings.message_id_domain)
     hours = max(1, round((event.expires_at - event.occurred_at).total_seconds() / 3600))
     until = f"{hours} heure{'s' if hours > 1 else ''} après votre demande"
     message.set_content(

@@ -15,6 +15,7 @@ from visio_shared import (
     AppointmentEvent,
     ContactCorrectionRequested,
     PersonalDataErasureRequested,
+    RescheduleRequested,
 )
 
 from visio_notifications import (
@@ -26,6 +27,7 @@ from visio_notifications import (
     personal_data,
     self_service,
     sms_receipts,
+    team_requests,
 )
 from visio_notifications.deps import Clock, NotificationsDeps, utc_now
 from visio_notifications.mailer import SmtpMailer
@@ -60,6 +62,7 @@ def create_app(settings: NotificationsSettings | None = None, *, clock: Clock = 
     sms_provider = sms_provider_of(settings, runtime)
     sms_metrics = SmsMetrics(runtime.metrics)
     bounce_metrics = bounces.BounceMetrics(runtime.metrics)
+    team_metrics = team_requests.TeamMetrics(runtime.metrics)
 
     def deps() -> NotificationsDeps:
         # The pool opens in the lifespan, so the dependencies are gathered per use.
@@ -84,6 +87,11 @@ def create_app(settings: NotificationsSettings | None = None, *, clock: Clock = 
     @runtime.consumer.on(ContactCorrectionRequested)
     async def correction_requested(event: ContactCorrectionRequested) -> None:
         await address_confirmation.on_correction_requested(deps(), event)
+
+    # A person asks to move an appointment booked over HTTP: one email to the Caf's team.
+    @runtime.consumer.on(RescheduleRequested)
+    async def reschedule_requested(event: RescheduleRequested) -> None:
+        await team_requests.on_reschedule_requested(deps(), event, team_metrics)
 
     # MeetingRescheduled and MeetingCancelled are not followed (skipped and counted): the link
     # does not change on a reschedule, and the cancellation email follows booking's own

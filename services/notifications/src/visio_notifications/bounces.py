@@ -134,14 +134,12 @@ def _original_message_id(message: Message) -> str | None:
 
 class BounceMetrics:
     def __init__(self, metrics: Metrics) -> None:
-        self.received = metrics.counter(
+        self.received = metrics.outcomes(
             "email_bounces_total",
             "Delivery status notifications received, by outcome: failed (the dispatch failed "
             "for good), duplicate, delayed, unknown_dispatch, unreadable.",
-            ["outcome"],
+            OUTCOMES,
         )
-        for outcome in OUTCOMES:
-            self.received.labels(outcome)
 
 
 async def receive(

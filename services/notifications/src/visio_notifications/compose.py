@@ -31,7 +31,13 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from markupsafe import Markup
 from visio_runtime import french_dates as dates
 from visio_runtime import guide
-from visio_shared import AppointmentCancelled, AppointmentRequested, Device, MeetingReady
+from visio_shared import (
+    AppointmentCancelled,
+    AppointmentEvent,
+    AppointmentRequested,
+    Device,
+    MeetingReady,
+)
 
 from visio_notifications import dispatches, headlines, letter_parts, mime, self_service, wording
 from visio_notifications.decide import LinkRequest, Told
@@ -98,6 +104,11 @@ class Letter:
     ended: str | None = None
     number_failed: bool = False  # a text to the person's mobile failed for good
     meeting: MeetingReady | None = None  # the current meeting (its dial-in, when Graph gave one)
+
+
+def request_message_id(event: AppointmentEvent, kind: str, domain: str) -> str:
+    """The Message-ID of the one email answering `event` (a request answered once)."""
+    return message_id(event.appointment_id, event.revision, kind, domain, request_id=event.event_id)
 
 
 # --- Content --------------------------------------------------------------------------------

@@ -10,9 +10,24 @@ import uuid
 from datetime import datetime
 
 import asyncpg
-from visio_shared import AppointmentLinkRequested
+from visio_runtime.db import mark_processed
+from visio_runtime.erasure import is_erased
+from visio_shared import AppointmentEvent, AppointmentLinkRequested
 
 from visio_notifications.decide import LinkRequest
+
+
+async def done_or_erased(conn: asyncpg.Connection, event: AppointmentEvent) -> bool:
+    """For a request answered once, outside the appointment's state (a new address to confirm,
+    a move to pass on to the Caf's team): True if it was handled already, or if its person was
+    erased — then it is marked processed, and nothing is sent."""
+    done = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM processed_events WHERE event_id = $1)", event.event_id
+    )
+    if done or await is_erased(conn, event.appointment_id):
+        await mark_processed(conn, event.event_id, event.event_type)
+        return True
+    return False
 
 
 async def save(conn: asyncpg.Connection, event: AppointmentLinkRequested) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import ClassVar, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import EmailStr, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 from visio_runtime import guide, production
 from visio_runtime.caf_settings import CafSettings
@@ -109,6 +109,16 @@ class NotificationsSettings(ServiceSettings, LinkSettings, CafSettings):
         default=30,
         ge=0,
         description="A link in an email stops working this many days after the appointment's end.",
+    )
+
+    # The Caf's team, told when a person asks to move an appointment booked over HTTP
+    # (visio_notifications.team_requests): the Caf's own `team_address` in caf_contacts, else
+    # this one; neither, and the request is logged and counted, never mailed to a guess.
+    caf_team_address: EmailStr | None = Field(
+        default=None,
+        description="The Caf teams' address when a Caf's entry in caf_contacts gives none "
+        "(requests to move an appointment booked over HTTP). Unset: such a request is logged "
+        'as a warning and counted (visio_team_requests_total{outcome="no_address"}).',
     )
 
     # Reminders: minutes before the start (default 48 h and 1 h), and how often the poller

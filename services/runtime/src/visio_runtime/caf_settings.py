@@ -25,8 +25,10 @@ class CafSettings(BaseSettings):
         default_factory=dict,
         description='Each Caf\'s contact, by caf_code, JSON: {"974": {"contact_url": '
         '"https://…", "phone": "…", "hours": "…", "mediator": "…", '
-        '"access_address": "…", "booking_portal_url": "https://…"}}; every field '
-        "optional. A Caf without contact_url gets the national caf.fr contact page.",
+        '"access_address": "…", "booking_portal_url": "https://…", '
+        '"team_address": "visio@caf974.fr"}}; every field optional. A Caf without '
+        "contact_url gets the national caf.fr contact page; team_address (never shown to the "
+        "public) is where notifications sends the Caf's team what it must act on.",
     )
 
     @field_validator("caf_contacts")
@@ -37,6 +39,11 @@ class CafSettings(BaseSettings):
 
     def cafs(self) -> CafDirectory:
         return caf_directory().with_contacts(self.caf_contacts)
+
+    def team_address_of(self, caf_code: str) -> str | None:
+        """The Caf's own team address, if its contact entry gives one."""
+        given = self.caf_contacts.get(caf_code)
+        return None if given is None or given.team_address is None else str(given.team_address)
 
     def warn_missing_contacts(self, log: logging.Logger) -> None:
         warning = missing_contacts_warning(self.cafs())

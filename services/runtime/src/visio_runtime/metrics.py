@@ -63,6 +63,13 @@ class Metrics:
     def counter(self, name: str, doc: str, labels: Sequence[str] = ()) -> Counter:
         return self._declare(Counter, name, doc, labels)
 
+    def outcomes(self, name: str, doc: str, outcomes: Iterable[str]) -> Counter:
+        """A counter by `outcome`, each of `outcomes` at 0 from the start (for rate())."""
+        counter = self.counter(name, doc, ["outcome"])
+        for outcome in outcomes:
+            counter.labels(outcome)
+        return counter
+
     def gauge(self, name: str, doc: str, labels: Sequence[str] = ()) -> Gauge:
         return self._declare(Gauge, name, doc, labels)
 
