@@ -44,7 +44,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -93,6 +93,9 @@ class SmtpSinkSettings(BaseSettings):
     defer_matching: str | None = None
     # What the shares are drawn from; unset, a fresh one, logged at start.
     fault_seed: int | None = None
+    # The first messages' faults, in order ("drop", "451"), before any share is drawn: a run
+    # that plans a class of fault sees it fire however few messages it sends.
+    first_faults: list[Literal["drop", "451"]] = []
     # Recipients (regular expressions) whose messages are accepted, then bounce later: a DSN
     # goes to the bounce mailbox (<mail_dir>/bounces) and to `bounce_url` if set.
     bounce_later: list[str] = []
@@ -400,6 +403,11 @@ def main() -> None:
         bounce_delay_s=settings.bounce_delay_s,
     )
     sink: MailSink = controller.handler
+    for fault in settings.first_faults:
+        if fault == "drop":
+            sink.drop_next(1)
+        else:
+            sink.fail_next(1)
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: object) -> None:

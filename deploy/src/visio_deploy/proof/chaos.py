@@ -97,6 +97,18 @@ def run_chaos(options: ChaosOptions) -> Report:
         "SMTP_SINK_TEMP_FAIL_SHARE": str(options.smtp_fail_share),
         "SMTP_SINK_DROP_SHARE": str(options.smtp_drop_share),
         "SMTP_SINK_FAULT_SEED": str(options.seed),
+        # Each planned SMTP fault class fires at least once, on the run's first emails, whatever
+        # the draws of a short run (24 appointments: no hang-up in about one run in ten).
+        "SMTP_SINK_FIRST_FAULTS": json.dumps(
+            [
+                fault
+                for share, fault in (
+                    (options.smtp_drop_share, "drop"),
+                    (options.smtp_fail_share, "451"),
+                )
+                if share > 0
+            ]
+        ),
         **env.get("smtp-sink", {}),
     }
     # Checkpoints every few seconds: verify, checked while the run settles, requires one.
