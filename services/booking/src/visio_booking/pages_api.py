@@ -148,11 +148,9 @@ async def cancel(request: Request, token: str) -> Response:
 
 @router.get(PAGE + "/corriger")
 async def correct_step(request: Request, token: str) -> Response:
-    opened = await _open(request, token)
+    opened = await _upcoming(request, token)
     if isinstance(opened, Response):
         return opened
-    if opened.phase() is not Phase.UPCOMING:
-        return back_to_page(token)  # started, past or cancelled: nothing left to correct
     return _correct_form(site_of(request), opened, dict(opened.row))
 
 
@@ -196,11 +194,9 @@ async def correct(request: Request, token: str) -> Response:
 
 @router.get(PAGE + "/changer")
 async def move_step(request: Request, token: str) -> Response:
-    opened = await _open(request, token)
+    opened = await _upcoming(request, token)
     if isinstance(opened, Response):
         return opened
-    if opened.phase() is not Phase.UPCOMING:
-        return back_to_page(token)  # started, past or cancelled: nothing left to move
     return _move_form(site_of(request), opened, {})
 
 
@@ -357,6 +353,15 @@ async def _open_posted(request: Request, token: str, action: str) -> Opened | Re
     if not check_form_token(site_of(request).keys, token, action, form.get("jeton", "")):
         return refused_form(opened.fingerprint, back=page_url(token))
     return opened
+
+
+async def _upcoming(request: Request, token: str) -> Opened | Response:
+    """An upcoming appointment's page, opened; started, past or cancelled: back to the page,
+    which says why (nothing is left to change)."""
+    opened = await _open(request, token)
+    if isinstance(opened, Response) or opened.phase() is Phase.UPCOMING:
+        return opened
+    return back_to_page(token)
 
 
 async def _upcoming_form(
