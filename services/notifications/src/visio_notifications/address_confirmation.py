@@ -23,8 +23,9 @@ from visio_runtime.db import mark_processed
 from visio_shared import ContactCorrectionRequested
 from visio_shared.links import address_confirmation_code, address_confirmation_url
 
-from visio_notifications.compose import clean, request_message_id, sender_address
+from visio_notifications.compose import request_message_id, sender_address
 from visio_notifications.deps import NotificationsDeps
+from visio_notifications.letter_parts import clean
 from visio_notifications.link_requests import done_or_erased
 from visio_notifications.mailer import MailRejected, mail_of
 from visio_notifications.settings import NotificationsSettings

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from fastapi import FastAPI, Request
@@ -54,6 +55,9 @@ def sms_provider_of(settings: NotificationsSettings, runtime: Runtime) -> SmsPro
     )
 
 
+_DepsFactory = Callable[[], NotificationsDeps]
+
+
 def create_app(settings: NotificationsSettings | None = None, *, clock: Clock = utc_now) -> FastAPI:
     """`clock` is for tests that move time to fire reminders."""
     settings = settings or NotificationsSettings()
@@ -77,6 +81,22 @@ def create_app(settings: NotificationsSettings | None = None, *, clock: Clock = 
             sms_metrics=sms_metrics,
         )
 
+    _follow_requests(runtime, deps, team_metrics)
+    _follow_appointments(runtime, deps)
+    _start_and_stop(runtime, settings, deps, mailer, sms_provider)
+    runtime.run_every("notifications-poller", settings.poll_interval_s, lambda: poll_once(deps()))
+    runtime.personal_data = personal_data.collect
+    app = create_service_app(runtime, title="Visio RDV notifications")
+    _sms_receipt_route(app, runtime, settings, sms_metrics)
+    _bounce_route(app, settings, deps, bounce_metrics)
+    return app
+
+
+def _follow_requests(
+    runtime: Runtime, deps: _DepsFactory, team_metrics: team_requests.TeamMetrics
+) -> None:
+    """The requests a person makes about their data, their address or their appointment."""
+
     # One appointment's events stay in order across both handlers (the consumer's lanes): an
     # erasure is handled after what came before it, and what comes after finds it erased.
     @runtime.consumer.on(PersonalDataErasureRequested)
@@ -93,6 +113,10 @@ def create_app(settings: NotificationsSettings | None = None, *, clock: Clock = 
     async def reschedule_requested(event: RescheduleRequested) -> None:
         await team_requests.on_reschedule_requested(deps(), event, team_metrics)
 
+
+def _follow_appointments(runtime: Runtime, deps: _DepsFactory) -> None:
+    """The appointments and their meetings, each appointment's in one batch handler."""
+
     # MeetingRescheduled and MeetingCancelled are not followed (skipped and counted): the link
     # does not change on a reschedule, and the cancellation email follows booking's own
     # AppointmentCancelled, which says by whom and why.
@@ -105,6 +129,16 @@ def create_app(settings: NotificationsSettings | None = None, *, clock: Clock = 
     runtime.consumer.subscribe(
         runtime.topics.appointments, runtime.topics.meetings, separately=True
     )
+
+
+def _start_and_stop(
+    runtime: Runtime,
+    settings: NotificationsSettings,
+    deps: _DepsFactory,
+    mailer: SmtpMailer,
+    sms_provider: SmsProvider | None,
+) -> None:
+    """What the service does as it starts (warn, publish what a crash left) and as it stops."""
 
     async def publish_leftovers(_: Runtime) -> None:
         # Outcomes recorded before a crash but never published go out at start.
@@ -122,10 +156,11 @@ def create_app(settings: NotificationsSettings | None = None, *, clock: Clock = 
     runtime.on_start.append(warn_without_link_keys)
     runtime.on_start.append(publish_leftovers)
     runtime.on_stop.append(close_smtp_connections)
-    runtime.run_every("notifications-poller", settings.poll_interval_s, lambda: poll_once(deps()))
-    runtime.personal_data = personal_data.collect
-    app = create_service_app(runtime, title="Visio RDV notifications")
 
+
+def _sms_receipt_route(
+    app: FastAPI, runtime: Runtime, settings: NotificationsSettings, sms_metrics: SmsMetrics
+) -> None:
     @app.post("/v1/sms/receipts/{token}", include_in_schema=False)
     async def sms_receipt(token: str, request: Request) -> JSONResponse:
         """The provider's delivery receipts (Brevo's `webUrl`); the token in the path is the
@@ -148,6 +183,13 @@ def create_app(settings: NotificationsSettings | None = None, *, clock: Clock = 
         # Unknown ids are acknowledged too: a retry from the provider would not change that.
         return JSONResponse({"recorded": known})
 
+
+def _bounce_route(
+    app: FastAPI,
+    settings: NotificationsSettings,
+    deps: _DepsFactory,
+    metrics: bounces.BounceMetrics,
+) -> None:
     @app.post("/v1/bounces/{token}", include_in_schema=False)
     async def bounce(token: str, request: Request, recipient: str | None = None) -> JSONResponse:
         """A DSN the relay received for one of our bounce addresses (`bounces`): the raw
@@ -159,10 +201,8 @@ def create_app(settings: NotificationsSettings | None = None, *, clock: Clock = 
         raw = await request.body()
         if len(raw) > MAX_DSN_BYTES:
             return JSONResponse({"detail": "a DSN is not that large"}, status_code=413)
-        outcome = await bounces.receive(deps(), raw, recipient, bounce_metrics)
+        outcome = await bounces.receive(deps(), raw, recipient, metrics)
         return JSONResponse({"outcome": outcome}, status_code=202)
-
-    return app
 
 
 # A DSN returns the original's headers, at most the message: emails here are far smaller.

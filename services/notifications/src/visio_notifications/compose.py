@@ -29,19 +29,17 @@ from typing import Any
 import css_inline
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
-from visio_runtime import french_dates as dates
-from visio_runtime import guide
 from visio_shared import (
     AppointmentCancelled,
     AppointmentEvent,
     AppointmentRequested,
-    Device,
     MeetingReady,
 )
 
-from visio_notifications import dispatches, headlines, letter_parts, mime, self_service, wording
+from visio_notifications import dispatches, letter_parts, mime, wording
 from visio_notifications.decide import LinkRequest, Told
 from visio_notifications.invitation import Method, build_invitation
+from visio_notifications.letter_parts import clean
 from visio_notifications.mime import Mail
 from visio_notifications.settings import NotificationsSettings
 
@@ -113,13 +111,7 @@ def request_message_id(event: AppointmentEvent, kind: str, domain: str) -> str:
 
 # --- Content --------------------------------------------------------------------------------
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _NBSP = "\u00a0"
-
-
-def clean(text: str) -> str:
-    """No control character (a newline in a name must never become a header)."""
-    return _CONTROL.sub(" ", text).strip()
 
 
 _KEEP_TOGETHER = re.compile(
@@ -197,116 +189,9 @@ _INLINER = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=Fal
 
 
 def context(letter: Letter, settings: NotificationsSettings, now: datetime) -> dict[str, Any]:
-    """What the templates show, already in words."""
-    appointment = letter.appointment
-    zone = dates.appointment_zone(appointment.timezone, appointment.caf_code)
-    start = appointment.start.astimezone(zone)
-    when = dates.french_datetime(start)
-    zone_name = dates.zone_label(zone)
-    advisor = clean(appointment.advisor.display_name)
-    device = appointment.user.device
-    day = dates.relative_day(start, now)
-    reason = letter.cancellation.reason if letter.cancellation else "administrative"
-    parts = letter_parts.values(appointment, settings, letter.meeting)
-    the_caf = letter_parts.the_caf(parts["caf"])
-    if letter.ended is not None:
-        # The right of access after the appointment: its own short email, one link.
-        assert letter.request is not None
-        subject = wording.CONSENTS_ONLY_SUBJECT.format(
-            when=dates.french_datetime(start, with_year=True)
-        )
-        preheader = wording.CONSENTS_ONLY_PREHEADER
-        section = self_service.consents_section(appointment, settings, letter.request.requested_at)
-        valid_until = wording.CONSENTS_ONLY_VALID_UNTIL
-    else:
-        subject, preheader = headlines.subject_and_preheader(
-            letter.kind,
-            when=when,
-            zone=zone_name,
-            advisor=advisor,
-            day=day,
-            time=start,
-            has_link=letter.join_url is not None,
-            meeting_failed=letter.meeting_failed,
-            caf=the_caf,
-        )
-        section = self_service.section(
-            appointment, settings, cancelled=letter.kind == "cancellation"
-        )
-        valid_until = wording.SELF_SERVICE_VALID_UNTIL
-    where_the_link_is = {} if letter.join_url else {"where_the_link_is": wording.LINK_PENDING_WHERE}
-    return parts | {
-        "w": wording,
-        "colors": PALETTE,
-        "kind": letter.kind,
-        "subject": subject,
-        "preheader": preheader,
-        "greeting": wording.GREETING.format(first_name=clean(appointment.user.first_name)),
-        "when_line": wording.WHEN_LINE.format(
-            date=dates.french_date(start, with_year=True),
-            time=dates.french_time(start),
-            zone=zone_name,
-        ),
-        "date": dates.french_date(start, with_year=True),
-        "time": dates.french_time(start),
-        "zone": zone_name,
-        "duration": dates.duration_text(appointment.duration_minutes),
-        "advisor": advisor,
-        "appointment_subject": clean(appointment.subject),
-        "join_url": letter.join_url,
-        "device_note": guide.DEVICE_NOTE[device],
-        "guide_paths": guide.guide_paths(
-            device, settings.app_store_url, settings.google_play_url, **where_the_link_is
-        ),
-        "cgu_line": wording.CGU_LINE.format(version=appointment.consent.cgu_version),
-        "recording": wording.RECORDING[appointment.consent.recording_authorised],
-        "changes": headlines.changes(letter.previous, letter.appointment, start, zone_name),
-        "advisor_intro": wording.ADVISOR_CHANGED_INTRO.format(advisor=advisor),
-        "cancelled_by": wording.CANCELLED_BY[reason].format(
-            when=dates.french_datetime(start, with_year=True), zone=zone_name, caf=the_caf
-        ),
-        "new_appointment": wording.NEW_APPOINTMENT[reason],
-        "new_appointment_url": settings.new_appointment_url,
-        "reminder_intro": wording.REMINDER_INTRO.format(
-            day=day, time=dates.french_time(start), zone=zone_name
-        ),
-        "reminder_mobile": (
-            wording.REMINDER_MOBILE.format(device=wording.REMINDER_DEVICE_NAMES[device])
-            if device != Device.COMPUTER
-            else None
-        ),
-        "unavailable_intro": wording.UNAVAILABLE_INTRO.format(
-            when=dates.french_datetime(start, with_year=True), zone=zone_name
-        ),
-        "link_sent_before": letter.link_sent_before,
-        "link_resent_intro": wording.LINK_RESENT_INTRO[
-            letter.request.reason if letter.request else "resend"
-        ],
-        "meeting_failed": letter.meeting_failed,
-        "ended": (
-            wording.CONSENTS_ONLY_ENDED[letter.ended].format(
-                when=dates.french_datetime(start, with_year=True), zone=zone_name
-            )
-            if letter.ended
-            else None
-        ),
-        "self_service": section,
-        "sms_number_failed": (
-            wording.SMS_NUMBER_FAILED.format(last_digits=(appointment.user.mobile or "")[-2:])
-            if letter.number_failed and appointment.user.mobile and letter.kind != "cancellation"
-            else None
-        ),
-        "self_service_valid_until": (
-            valid_until.format(
-                date=dates.french_date(section.expires_at.astimezone(zone), with_year=True)
-            )
-            if section
-            else None
-        ),
-        "footer": wording.FOOTER[settings.reply_to is not None],
-        "logo_url": settings.logo_url,
-        "start": start,
-    }
+    """What the templates show, already in words (`letter_parts`), with the wording and the
+    palette."""
+    return {"w": wording, "colors": PALETTE} | letter_parts.values(letter, settings, now)
 
 
 def render(letter: Letter, values: dict[str, Any]) -> tuple[str, str]:

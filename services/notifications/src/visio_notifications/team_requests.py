@@ -28,8 +28,9 @@ from visio_shared import AppointmentRequested, RescheduleRequested
 from visio_shared.booking_requests import kafka_system
 from visio_shared.events import DAY_PART_LABELS
 
-from visio_notifications.compose import clean, request_message_id, sender_address
+from visio_notifications.compose import request_message_id, sender_address
 from visio_notifications.deps import NotificationsDeps
+from visio_notifications.letter_parts import clean
 from visio_notifications.link_requests import done_or_erased
 from visio_notifications.mailer import MailRejected, mail_of
 from visio_notifications.settings import NotificationsSettings
