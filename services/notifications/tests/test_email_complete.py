@@ -83,14 +83,10 @@ def test_the_caf_of_the_appointment_signs_and_the_national_page_stands_in(make, 
 
 
 def test_a_configured_contact_is_given_and_nothing_else(make, settings) -> None:
-    configured = settings.model_copy(
-        update={
-            "caf_contacts": {
-                "974": {"contact_url": "https://caf.example/974/contact", "phone": "3230"}
-            }
-        }
+    contacts = {"974": {"contact_url": "https://caf.example/974/contact", "phone": "3230"}}
+    configured = NotificationsSettings.model_validate(
+        settings.model_dump() | {"caf_contacts": contacts}
     )
-    configured = NotificationsSettings.model_validate(configured.model_dump())
     text, html, _ = _texts(make, configured, caf_code="974", timezone="Indian/Reunion")
     for part in (text, html):
         said = _plain(part)
