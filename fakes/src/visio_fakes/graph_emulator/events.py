@@ -237,7 +237,9 @@ def create_event(
 def _mail_attendees(state: EmulatorState, event: StoredEvent, kind: str) -> None:
     """Outlook mails each attendee of the organiser's event an invitation, an update or a
     cancellation (an event without attendees mails no one)."""
-    state.stats.attendee_messages[kind] += len(event.fields.get("attendees") or [])
+    attendees = len(event.fields.get("attendees") or [])
+    if attendees:
+        state.stats.attendee_messages[kind] += attendees
 
 
 def update_event(state: EmulatorState, event: StoredEvent, patch: dict[str, Any]) -> None:
