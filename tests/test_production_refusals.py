@@ -95,6 +95,7 @@ def proper(service: str) -> dict[str, str]:
             "MEETINGS_AUTHORITY": "https://login.microsoftonline.com/caf-tenant",
             "MEETINGS_CLIENT_ID": "6f1c2a4e-8b1d-4c55-9a51-2f9e6f0c1d11",
             "MEETINGS_CLIENT_SECRET": secrets.token_urlsafe(24),
+            "MEETINGS_BOOKING_PUBLIC_URL": "https://rdv.caf.example",
         }
     if service == "alerts":
         env |= {
@@ -227,6 +228,17 @@ CASES: dict[str, tuple[str, dict[str, str | None], set[str]]] = {
         "booking",
         {"BOOKING_CONSENT_PUBLIC_URL": None},
         {"BOOKING_CONSENT_PUBLIC_URL"},
+    ),
+    # The advisor's page, linked from each Outlook event: https, and set.
+    "http-advisor-page-link": (
+        "meetings",
+        {"MEETINGS_BOOKING_PUBLIC_URL": "http://rdv.caf.example"},
+        {"MEETINGS_BOOKING_PUBLIC_URL"},
+    ),
+    "advisor-page-link-left-local": (
+        "meetings",
+        {"MEETINGS_BOOKING_PUBLIC_URL": None},
+        {"MEETINGS_BOOKING_PUBLIC_URL"},
     ),
     "http-booking-portal": (
         "booking",

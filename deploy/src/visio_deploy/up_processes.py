@@ -79,6 +79,8 @@ def _service_env(settings: UpSettings, service: ServiceDef, wiring: Wiring) -> d
             "MEETINGS_CLIENT_ID": DEFAULT_CLIENT_ID,
             "MEETINGS_CLIENT_SECRET": DEFAULT_CLIENT_SECRET,
             "MEETINGS_CA_BUNDLE": str(wiring.ca.bundle_path),
+            # The advisor's page, linked from each Outlook event.
+            "MEETINGS_BOOKING_PUBLIC_URL": settings.base_url("booking"),
         }
     if service.name in ("booking", "notifications", "consent"):
         env[f"{prefix}LINK_KEYS"] = wiring.link_keys

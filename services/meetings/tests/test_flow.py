@@ -138,7 +138,10 @@ async def test_an_appointments_story_reaches_graph_and_is_answered(
     assert stats["events_per_external_id"] == {str(booked.appointment_id): 2}
     assert stats["live_events_per_external_id"] == {}
     assert await recording_off()
-    assert stats["calls"]["graph.events.update"] == 1  # the reschedule
+    # The reschedule, and the withdrawal's new body (« Enregistrement : non autorisé »).
+    assert stats["calls"]["graph.events.update"] == 2
+    assert stats["attendee_messages"] == {}  # nobody mailed by Outlook
+    assert stats["teams_blocks_removed"] == 0
 
 
 async def test_after_a_meeting_that_ended_its_attendance_is_published(

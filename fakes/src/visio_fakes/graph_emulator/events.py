@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 from visio_fakes.graph_emulator.errors import GraphError
-from visio_fakes.graph_emulator.meetings import create_meeting
+from visio_fakes.graph_emulator.meetings import create_meeting, keeps_teams_block
 from visio_fakes.graph_emulator.state import EmulatorState, StoredEvent
 from visio_fakes.graph_emulator.timezones import (
     format_date_time_time_zone,
@@ -230,7 +230,16 @@ def create_event(
     state.add_event(event)
     if payload.get("isOnlineMeeting") is True:
         create_meeting(state, event)
+    _mail_attendees(state, event, "invitation")
     return event, True
+
+
+def _mail_attendees(state: EmulatorState, event: StoredEvent, kind: str) -> None:
+    """Outlook mails each attendee of the organiser's event an invitation, an update or a
+    cancellation (an event without attendees mails no one)."""
+    attendees = len(event.fields.get("attendees") or [])
+    if attendees:
+        state.stats.attendee_messages[kind] += attendees
 
 
 def update_event(state: EmulatorState, event: StoredEvent, patch: dict[str, Any]) -> None:
@@ -265,6 +274,9 @@ def update_event(state: EmulatorState, event: StoredEvent, patch: dict[str, Any]
     if patch.get("isOnlineMeeting") is True and event.online_meeting_id is None:
         create_meeting(state, event)
     meeting = state.meetings.get(event.online_meeting_id or "")
+    if "body" in patch and not keeps_teams_block(event, meeting):
+        state.stats.teams_blocks_removed += 1
+    _mail_attendees(state, event, "update")
     if meeting is not None:
         # The Teams meeting follows its calendar event.
         meeting.start, meeting.end = event.start, event.end
@@ -279,6 +291,8 @@ def delete_event(
     event.deleted_at = now
     event.updated_at = now
     event.cancel_comment = cancel_comment
+    if cancel_comment is not None:
+        _mail_attendees(state, event, "cancellation")
     state.forget_event(event)
     meeting = state.meetings.get(event.online_meeting_id or "")
     if meeting is not None:

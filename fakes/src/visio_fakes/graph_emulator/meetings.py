@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import html
 import secrets
 import string
 import uuid
@@ -174,7 +175,37 @@ def create_meeting(state: EmulatorState, event: StoredEvent) -> StoredMeeting | 
     )
     state.add_meeting(meeting)
     event.online_meeting_id = meeting.id
+    _append_teams_block(event, meeting)
     return meeting
+
+
+TEAMS_RULE = (
+    '<div style="width:100%"><span style="white-space:nowrap;color:#5F5F5F;opacity:.36">'
+    + "_" * 80
+    + "</span></div>"
+)
+
+
+def _append_teams_block(event: StoredEvent, meeting: StoredMeeting) -> None:
+    """Like Outlook, the event's body gets the Teams block (the "meeting blob") below what the
+    organiser wrote: the join link and meeting id, between two rules."""
+    body = event.fields.get("body") or {"contentType": "html", "content": ""}
+    content = str(body.get("content", ""))
+    if str(body.get("contentType", "text")).lower() == "text":
+        content = html.escape(content).replace("\n", "<br>")
+    block = (
+        f"{TEAMS_RULE}<div>Réunion Microsoft Teams</div>"
+        f'<div><a href="{html.escape(meeting.join_web_url)}">Rejoindre la réunion</a></div>'
+        f"<div>ID de réunion : {meeting.join_meeting_id}</div>{TEAMS_RULE}"
+    )
+    event.fields["body"] = {"contentType": "html", "content": content + block}
+
+
+def keeps_teams_block(event: StoredEvent, meeting: StoredMeeting | None) -> bool:
+    """Whether the event's body still holds its Teams block (Graph warns that writing a body
+    without it can turn the online meeting off)."""
+    content = str((event.fields.get("body") or {}).get("content", ""))
+    return meeting is None or html.escape(meeting.join_web_url) in content
 
 
 def _token(length: int) -> str:

@@ -120,6 +120,10 @@ class Stats:
     connections: set[tuple[str, int]] = field(default_factory=set)
     batches: int = 0  # POST /$batch envelopes
     batched_requests: int = 0  # the requests they carried
+    # Messages Outlook sent attendees of events (invitation, update, cancellation: one per
+    # attendee), and online events whose body was written without its Teams block.
+    attendee_messages: Counter[str] = field(default_factory=Counter)
+    teams_blocks_removed: int = 0
 
     def enter(self, mailbox: str) -> int:
         """Count a request arriving for `mailbox`; returns how many are now in flight."""

@@ -67,6 +67,7 @@ def create_app(settings: MeetingsSettings | None = None) -> FastAPI:
             runtime.topics,
             grace,
             provisioner=clients.provisioner,
+            booking_public_url=settings.booking_public_url,
         )
         await handle_event(event, deps)
 

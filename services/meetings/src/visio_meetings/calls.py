@@ -12,7 +12,6 @@ from urllib.parse import quote
 
 from visio_meetings.payloads import (
     MeetingSpec,
-    advisor_instructions,
     event_body,
     event_times,
     join_web_url_filter,
@@ -106,16 +105,19 @@ def move_event(
     return Call("events.update", "PATCH", advisor_id, f"/events/{segment(event_id)}", body)
 
 
-def erase_event_details(advisor_id: str, event_id: str, appointment_id: Any) -> Call:
-    """The event's subject and body without anything the partner wrote (the subject may name
-    the person): the advisor keeps the slot, the reference and the Teams meeting."""
-    body = {
-        "subject": ERASED_SUBJECT,
-        "body": {
-            "contentType": "HTML",
-            "content": advisor_instructions(ERASED_SUBJECT, appointment_id),
-        },
-    }
+def get_event_body(advisor_id: str, event_id: str) -> Call:
+    """The event's body as Graph holds it (HTML, the Teams block included)."""
+    path = f"/events/{segment(event_id)}?$select=body"
+    return Call("events.get", "GET", advisor_id, path)
+
+
+def rewrite_event_body(
+    advisor_id: str, event_id: str, content: str, *, subject: str | None = None
+) -> Call:
+    """The event's body (and subject), nothing else: no attendees, so Graph mails no one."""
+    body: dict[str, Any] = {"body": {"contentType": "HTML", "content": content}}
+    if subject is not None:
+        body["subject"] = subject
     return Call("events.update", "PATCH", advisor_id, f"/events/{segment(event_id)}", body)
 
 

@@ -168,18 +168,6 @@ class GraphClient:
             calls.move_event(advisor_id, event_id, start, duration_minutes, timezone)
         )
 
-    async def erase_event_details(
-        self, advisor_id: str, event_id: str, appointment_id: uuid.UUID
-    ) -> bool:
-        """The event's subject and body, emptied of the person; False when the event is gone."""
-        try:
-            await self.call(calls.erase_event_details(advisor_id, event_id, appointment_id))
-        except GraphRefused as refused:
-            if refused.status == 404:
-                return False
-            raise
-        return True
-
     async def cancel_event(self, advisor_id: str, event_id: str) -> bool:
         """The organiser cancels the event (and its Teams meeting); False when it was gone
         already (cancelled before, deleted in Outlook, mailbox removed): done all the same."""

@@ -35,6 +35,7 @@ from visio_shared import (
     AppointmentEvent,
     AppointmentRequested,
     AppointmentRescheduled,
+    ContactCorrected,
     Envelope,
     PersonalDataErasureRequested,
     RecordingConsentWithdrawn,
@@ -43,14 +44,19 @@ from visio_shared import (
 from visio_shared.publishing import Publisher, publish_event
 
 from visio_meetings import answers, erasure, store
+from visio_meetings.advisor_note import AdvisorNote, Visitor, advisor_page
+from visio_meetings.event_updates import rewrite_note
 from visio_meetings.graph import GraphClient
 from visio_meetings.meeting import Created, create_meeting
-from visio_meetings.payloads import MeetingSpec, meeting_key
+from visio_meetings.payloads import LOCAL_BOOKING_URL, MeetingSpec, meeting_key
 from visio_meetings.provisioning import Provisioner
 from visio_meetings.refusals import GraphRefused
+from visio_meetings.rows import row_of
 from visio_meetings.store import Meeting
 
 log = logging.getLogger(__name__)
+
+DEFAULT_SUBJECT = "Rendez-vous Caf"
 
 HANDLED: tuple[type[AppointmentEvent], ...] = (
     AppointmentRequested,
@@ -58,6 +64,7 @@ HANDLED: tuple[type[AppointmentEvent], ...] = (
     AppointmentCancelled,
     AdvisorReassigned,
     RecordingConsentWithdrawn,
+    ContactCorrected,
     PersonalDataErasureRequested,
 )
 
@@ -77,6 +84,34 @@ class MeetingsDeps:
     # Gathers the meetings handlers make at the same time into shared Graph batches; without
     # one, each meeting's steps go in batches of its own.
     provisioner: Provisioner | None = None
+    # Booking's public address: each event links to the advisor's page there.
+    booking_public_url: str = LOCAL_BOOKING_URL
+
+    def note(self, meeting: Meeting) -> AdvisorNote:
+        """What the meeting's event body says now."""
+        return AdvisorNote(
+            appointment_id=meeting.appointment_id,
+            subject=meeting.subject or DEFAULT_SUBJECT,
+            recording_authorised=meeting.recording_authorised,
+            visitor=meeting.visitor,
+            advisor_page=advisor_page(self.booking_public_url, meeting.appointment_id),
+        )
+
+    def respec(self, meeting: Meeting, advisor_id: str, revision: int) -> MeetingSpec:
+        """A new meeting for the appointment as it stands (a change of advisor)."""
+        assert meeting.start_at is not None and meeting.duration_minutes is not None
+        return MeetingSpec(
+            appointment_id=meeting.appointment_id,
+            advisor_id=advisor_id,
+            key=meeting_key(meeting.appointment_id, reassigned_at=revision),
+            subject=meeting.subject or DEFAULT_SUBJECT,
+            start=meeting.start_at,
+            duration_minutes=meeting.duration_minutes,
+            timezone=meeting.timezone or "UTC",
+            recording_authorised=meeting.recording_authorised,
+            visitor=meeting.visitor,
+            booking_public_url=self.booking_public_url,
+        )
 
     async def make_meeting(self, spec: MeetingSpec) -> Created:
         if self.provisioner is not None:
@@ -116,7 +151,7 @@ async def handle_event(event: AppointmentEvent, deps: MeetingsDeps) -> None:
     async with store.LOCKS.session(deps.pool, event.appointment_id) as conn:
         handling = _Handling(conn, deps)
         if isinstance(event, PersonalDataErasureRequested):
-            await erasure.erase(conn, deps.graph, deps.publisher, deps.topics, event)
+            await erasure.erase(conn, deps, event)
             return
         if await is_erased(conn, event.appointment_id):
             # Erased: a replayed or late event makes no meeting and keeps nothing.
@@ -170,6 +205,8 @@ async def _apply(handling: _Handling, event: AppointmentEvent, meeting: Meeting)
             await _on_reassigned(handling, event, meeting)
         case RecordingConsentWithdrawn():
             await _on_withdrawn(handling, event, meeting)
+        case ContactCorrected():
+            await _on_corrected(handling, event, meeting)
         case _:
             await handling.complete(event, meeting)
 
@@ -196,15 +233,17 @@ async def _on_requested(
         duration_minutes=event.duration_minutes,
         timezone=event.timezone,
         recording_authorised=event.consent.recording_authorised and not withdrawn,
+        visitor=Visitor.of(event.user),
+        booking_public_url=handling.deps.booking_public_url,
     )
     if await store.holds(handling.conn, appointment_id, "AppointmentCancelled"):
         # Cancelled before its meeting could be made (the request waited in the dead-letter
         # topic): making one only to cancel it would mail the person twice for nothing.
-        await handling.complete(event, _row(spec, event.revision, "cancelled"))
+        await handling.complete(event, row_of(spec, event.revision, "cancelled"))
         return
     if defects.on("MEETINGS_REFUSE_ALL"):  # tests of the proofs only: never in production
         refused = GraphRefused("ErrorAccessDenied", "defect: every appointment refused", status=403)
-        await _fail(handling, event, refused, _row(spec, event.revision, "failed"))
+        await _fail(handling, event, refused, row_of(spec, event.revision, "failed"))
         return
     await _make_meeting(handling, event, spec)
 
@@ -213,11 +252,11 @@ async def _make_meeting(handling: _Handling, cause: AppointmentEvent, spec: Meet
     try:
         created = await handling.deps.make_meeting(spec)
     except GraphRefused as refused:
-        row = _row(spec, cause.revision, "failed", graph_event_id=refused.graph_event_id)
+        row = row_of(spec, cause.revision, "failed", graph_event_id=refused.graph_event_id)
         await _fail(handling, cause, refused, row)
         return
     await handling.publish(answers.meeting_ready(cause, spec.advisor_id, created))
-    await handling.complete(cause, _row(spec, cause.revision, "ready", created=created))
+    await handling.complete(cause, row_of(spec, cause.revision, "ready", created=created))
     log.info(
         "meetings: meeting ready for appointment %s (recording %s)",
         spec.appointment_id,
@@ -263,16 +302,7 @@ async def _on_rescheduled(
         await handling.complete(event, moved)
         return
     if defects.on("RESCHEDULE_NEW_MEETING"):  # tests of the proofs only: a second meeting
-        spec = MeetingSpec(
-            appointment_id=event.appointment_id,
-            advisor_id=meeting.advisor_id,
-            key=meeting_key(event.appointment_id, reassigned_at=event.revision),
-            subject=meeting.subject or "Rendez-vous Caf",
-            start=event.start,
-            duration_minutes=event.duration_minutes,
-            timezone=event.timezone,
-            recording_authorised=meeting.recording_authorised,
-        )
+        spec = handling.deps.respec(moved, meeting.advisor_id, event.revision)
         await _make_meeting(handling, event, spec)
         return
     try:
@@ -326,16 +356,7 @@ async def _on_reassigned(handling: _Handling, event: AdvisorReassigned, meeting:
             "this meeting predates the schedule being kept (migration 002): create the new "
             "meeting by hand, or re-emit the appointment's AppointmentRequested"
         )
-    spec = MeetingSpec(
-        appointment_id=event.appointment_id,
-        advisor_id=event.advisor.id,
-        key=meeting_key(event.appointment_id, reassigned_at=event.revision),
-        subject=meeting.subject or "Rendez-vous Caf",
-        start=meeting.start_at,
-        duration_minutes=meeting.duration_minutes,
-        timezone=meeting.timezone or "UTC",
-        recording_authorised=meeting.recording_authorised,
-    )
+    spec = handling.deps.respec(meeting, event.advisor.id, event.revision)
     await _make_meeting(handling, event, spec)
 
 
@@ -353,37 +374,40 @@ async def _on_withdrawn(
                 f"recording is still allowed on the meeting: {refused.reason}: {refused.detail}"
             ) from refused
         log.info("meetings: recording turned off", extra=_context(event))
+        await _rewrite_note(handling, off, "no longer says recording is authorised")
     await handling.complete(event, off)
 
 
-def _row(
-    spec: MeetingSpec,
-    revision: int,
-    status: str,
-    *,
-    created: Created | None = None,
-    graph_event_id: str | None = None,
-) -> Meeting:
-    return Meeting(
-        appointment_id=spec.appointment_id,
-        revision=revision,
-        advisor_id=spec.advisor_id,
-        transaction_id=spec.key,
-        status=status,
-        failure_reason=None,
-        subject=spec.subject,
-        start_at=spec.start,
-        duration_minutes=spec.duration_minutes,
-        timezone=spec.timezone,
-        recording_authorised=spec.recording_authorised,
-        graph_event_id=created.graph_event_id if created else graph_event_id,
-        online_meeting_id=created.online_meeting_id if created else None,
-        join_url=created.join_url if created else None,
-        join_meeting_id=created.join_meeting_id if created else None,
-        passcode=created.passcode if created else None,
-        conference_id=created.conference_id if created else None,
-        dial_in_url=created.dial_in_url if created else None,
+async def _on_corrected(handling: _Handling, event: ContactCorrected, meeting: Meeting) -> None:
+    """The name the advisor admits and the device, as the person corrected them."""
+    visitor = Visitor.of(event.user)
+    corrected = replace(
+        meeting,
+        revision=max(meeting.revision, event.revision),
+        first_name=visitor.first_name,
+        last_initial=visitor.last_initial,
+        device=visitor.device,
     )
+    if corrected.visitor != meeting.visitor and meeting.status == "ready":
+        await _rewrite_note(handling, corrected, "still shows the details before the correction")
+    await handling.complete(event, corrected)
+
+
+async def _rewrite_note(handling: _Handling, meeting: Meeting, stale: str) -> None:
+    """The event's body written again from `meeting`, mailing no one."""
+    if meeting.graph_event_id is None:
+        return
+    try:
+        await rewrite_note(
+            handling.graph,
+            meeting.advisor_id,
+            meeting.graph_event_id,
+            handling.deps.note(meeting),
+        )
+    except GraphRefused as refused:
+        raise NeedsOperator(
+            f"the advisor's event {stale}: {refused.reason}: {refused.detail}"
+        ) from refused
 
 
 def _context(event: Envelope) -> dict[str, str]:

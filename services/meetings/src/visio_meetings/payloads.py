@@ -3,13 +3,17 @@ OData filters, and the keys that make every creation idempotent."""
 
 from __future__ import annotations
 
-import html
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
+
+from visio_meetings.advisor_note import AdvisorNote, Visitor, advisor_page, note_html
+
+# Booking on the local stack: MEETINGS_BOOKING_PUBLIC_URL's default.
+LOCAL_BOOKING_URL = "http://127.0.0.1:8080"
 
 TRANSACTION_NAMESPACE = uuid.UUID("5227ffaa-4f52-40bd-8199-bb9095993d54")
 _PROPERTY_SET = "{eb93a35d-1aac-41ef-9eaa-038cfa09ce2b}"
@@ -51,6 +55,19 @@ class MeetingSpec:
     duration_minutes: int
     timezone: str
     recording_authorised: bool
+    # Who is coming and how, for the event's body (None: erased, or not known).
+    visitor: Visitor | None = None
+    booking_public_url: str = LOCAL_BOOKING_URL
+
+    @property
+    def note(self) -> AdvisorNote:
+        return AdvisorNote(
+            appointment_id=self.appointment_id,
+            subject=self.subject,
+            recording_authorised=self.recording_authorised,
+            visitor=self.visitor,
+            advisor_page=advisor_page(self.booking_public_url, self.appointment_id),
+        )
 
 
 def meeting_key(appointment_id: uuid.UUID, reassigned_at: int | None = None) -> str:
@@ -77,33 +94,13 @@ def event_times(start: datetime, duration_minutes: int, timezone: str) -> dict[s
     }
 
 
-def advisor_instructions(subject: str, appointment_id: uuid.UUID) -> str:
-    """The event's body: how the advisor runs the appointment. Graph appends the Teams block
-    (join link, meeting id, passcode) below it. No personal data: the reference leads to the
-    file in the advisor's own tools."""
-    return (
-        f"<p><strong>{html.escape(subject)}</strong></p>"
-        "<p>Rendez-vous Visio RDV avec une personne allocataire.</p>"
-        "<ol>"
-        "<li>Quelques minutes avant l'heure, ouvrez ce rendez-vous et cliquez sur "
-        "« Rejoindre » (ou sur le lien de la réunion Teams ci-dessous).</li>"
-        "<li>La personne attend dans la salle d'attente : admettez-la depuis la liste des "
-        "participants.</li>"
-        "<li>Vous êtes seul présentateur. L'enregistrement n'est possible que si la personne "
-        "l'a accepté ; sinon Teams le refuse.</li>"
-        "</ol>"
-        "<p>Ne transférez pas ce rendez-vous : la personne a reçu son lien par courriel.</p>"
-        f"<p>Référence : {appointment_id}</p>"
-    )
-
-
 def event_body(spec: MeetingSpec) -> dict[str, Any]:
     """The calendar event of one meeting, in the advisor's calendar, mailing nobody."""
     return {
         "subject": spec.subject,
         "body": {
             "contentType": "HTML",
-            "content": advisor_instructions(spec.subject, spec.appointment_id),
+            "content": note_html(spec.note),
         },
         **event_times(spec.start, spec.duration_minutes, spec.timezone),
         "isOnlineMeeting": True,

@@ -1,5 +1,6 @@
 """Meetings' part of a person's data, for the export consent assembles: the Teams meeting of
-each appointment (whose calendar, when, its link, whether recording was allowed) and whether
+each appointment (whose calendar, when, its link, whether recording was allowed, the first
+name, last-name initial and device its calendar event shows the advisor) and whether
 its attendance was recorded (the record itself is in consent's ledger)."""
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from visio_runtime.personal_data import rows
 
 _MEETINGS = """
 SELECT appointment_id, status, advisor_id, start_at, duration_minutes, timezone, join_url,
-       recording_authorised, failure_reason, attendance_outcome, attendance_done_at,
-       created_at, updated_at
+       recording_authorised, first_name, last_initial, device, failure_reason,
+       attendance_outcome, attendance_done_at, created_at, updated_at
 FROM meetings WHERE appointment_id = ANY($1::uuid[]) ORDER BY created_at
 """
 

@@ -15,6 +15,8 @@ from visio_runtime import production
 from visio_runtime.production import Finding
 from visio_runtime.settings import ServiceSettings
 
+from visio_meetings.payloads import LOCAL_BOOKING_URL
+
 
 class MeetingsSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="MEETINGS_", extra="ignore", env_file=None)
@@ -74,6 +76,13 @@ class MeetingsSettings(ServiceSettings):
     attendance_retry_interval_s: float = Field(default=900, gt=0)
     attendance_max_attempts: int = Field(default=12, ge=1)  # 3 h at the defaults
     attendance_poll_interval_s: float = Field(default=60, gt=0)
+
+    # The advisor's Outlook event links to their page of the appointment in booking.
+    booking_public_url: str = Field(
+        default=LOCAL_BOOKING_URL,
+        description="Booking's public address: each advisor's Outlook event links to "
+        "<this>/conseiller/rendez-vous/<appointment id>, where they say how it went.",
+    )
 
     @field_validator("graph_base_url", "authority")
     @classmethod

@@ -21,6 +21,8 @@ from visio_runtime.db import SchemaSpec, mark_processed
 from visio_runtime.locks import AppointmentLocks
 from visio_shared import AppointmentEvent, parse_event
 
+from visio_meetings.advisor_note import Visitor
+
 SCHEMA = SchemaSpec(schema="meetings", sql_dir=Path(__file__).parent / "migrations")
 
 # The per-appointment lock (`visio_runtime.locks`) in meetings' own key space ("mt"), so its
@@ -52,6 +54,16 @@ class Meeting:
     passcode: str | None
     conference_id: str | None
     dial_in_url: str | None
+    # Who is coming and how (migration 005), for the event's body; erasure empties them.
+    first_name: str | None = None
+    last_initial: str | None = None
+    device: str | None = None
+
+    @property
+    def visitor(self) -> Visitor | None:
+        if self.first_name is None or self.device is None:
+            return None
+        return Visitor(self.first_name, self.last_initial or "", self.device)
 
 
 _COLUMNS = tuple(Meeting.__dataclass_fields__)
