@@ -122,6 +122,9 @@ async def test_a_reunion_appointment_names_its_caf_and_gives_its_configured_cont
     )
     assert "Contacter la Caf de La Réunion</h2>" in consents
     assert "écrivez à : Délégué à la protection des données" in consents
+    path = await caf_pages.booked(make_event(caf_code="974"), LinkPurpose.CONSENTS)
+    everything = await caf_pages.read(f"{path}/mes-donnees")
+    assert "(Caf de La Réunion)" in everything
 
 
 async def test_a_caf_without_contact_entry_gets_the_national_page_and_nothing_invented(
