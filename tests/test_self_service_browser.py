@@ -313,6 +313,11 @@ def test_withdrawing_recording_records_it_and_turns_recording_off(
 
     open_page(page, link)
     expect(page.locator("#choix + p")).to_contain_text("Vous avez autorisé l'enregistrement")
+    # Its Caf by name; no contact entry in the stack: the national contact page.
+    expect(page.locator("h2#rendez-vous")).to_have_text(
+        "Votre rendez-vous avec la Caf de La Réunion"
+    )
+    expect(page.locator("h2#caf")).to_have_text("Contacter la Caf de La Réunion")
     shots.take(page, "enregistrement-autorise")
     page.get_by_role("link", name="Retirer mon autorisation d'enregistrement").click()
     expect(page.locator("h2#confirmer")).to_have_text("Confirmez-vous ?")
@@ -388,6 +393,7 @@ def test_mes_consentements_shows_the_records_with_their_proof(
     for row in ledger:
         expect(proofs.filter(has_text=row["hash"])).not_to_have_count(0)
     expect(page.get_by_text(mine.address)).to_be_visible()  # kept beside the chain, with its end
+    expect(page.locator("h2#caf")).to_have_text("Contacter la Caf de La Réunion")
     shots.take(page, "mes-consentements")
 
     with page.expect_download() as downloading:

@@ -173,9 +173,12 @@ def environment(
 
 @pytest.fixture
 async def broker(environment: ConsentSettings) -> AsyncIterator[KafkaBroker]:
-    """A real publisher: ConsentRecorded lands on the consents topic, where verify reads it."""
+    """A real publisher: ConsentRecorded lands on the consents topic, where verify reads it
+    (and, in the restore tests, AppointmentRequested on the appointments topic, as booking's)."""
     topics = Topics(environment.topic_prefix)
-    await ensure_topics(environment, [topics.consents, topics.consent_checkpoints])
+    await ensure_topics(
+        environment, [topics.consents, topics.consent_checkpoints, topics.appointments]
+    )
     publisher = make_broker(environment, client_id="consent-verify-test")
     await publisher.start()
     yield publisher

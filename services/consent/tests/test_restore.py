@@ -75,18 +75,25 @@ class Consent:
     def topics(self) -> Topics:
         return Topics(self.settings.topic_prefix)
 
-    async def record(self, appointments: int, publisher: Publisher | None = None) -> list[Any]:
-        """Two records per appointment (the batch path), each announced by ConsentRecorded."""
-        return [
-            await record_consent(
-                self.make_event(),
-                self.pool,
-                publisher or self.broker,
-                self.settings,
-                self.topics,
+    async def record(
+        self, appointments: int, publisher: Publisher | None = None, caf_code: str = "974"
+    ) -> list[Any]:
+        """Two records per appointment (the batch path), each announced by ConsentRecorded;
+        each request on the appointments topic first, as booking publishes it."""
+        recorded = []
+        for _ in range(appointments):
+            event = self.make_event(caf_code=caf_code)
+            await publish_event(self.broker, self.topics.appointments, event)
+            recorded.append(
+                await record_consent(
+                    event, self.pool, publisher or self.broker, self.settings, self.topics
+                )
             )
-            for _ in range(appointments)
-        ]
+        return recorded
+
+    async def cafs(self) -> dict[Any, str | None]:
+        rows = await self.pool.fetch("SELECT appointment_id, caf_code FROM appointments")
+        return {row["appointment_id"]: row["caf_code"] for row in rows}
 
     async def command(self, *argv: str) -> tuple[int, str, str]:
         status = await asyncio.to_thread(main, ["consent", *argv])
@@ -151,7 +158,7 @@ async def test_a_restored_backup_is_rebuilt_from_the_events_and_verifies(
     await consent.sign()
     await consent.back_up()
 
-    later = await consent.record(2)  # seq 5 to 8, the batch path (group commit)
+    later = await consent.record(2, caf_code="075")  # seq 5 to 8, the batch path (group commit)
     withdrawn = await withdraw_recording(  # seq 9, the single-record path
         consent.pool,
         consent.broker,
@@ -163,6 +170,8 @@ async def test_a_restored_backup_is_rebuilt_from_the_events_and_verifies(
     await consent.record(1)  # seq 10, 11: the unsigned tail, announced only
     before = await consent.rows()
     assert [row["seq"] for row in before] == list(range(1, 12))
+    cafs = await consent.cafs()
+    assert [cafs[each.appointment_id] for each in later] == ["075", "075"]
 
     await consent.restore()
 
@@ -202,6 +211,8 @@ async def test_a_restored_backup_is_rebuilt_from_the_events_and_verifies(
         calling_system="caf.fr",
     )
     assert (again.appended, again.entry) == (False, withdrawn.entry)
+    # Each rebuilt appointment's Caf, from its AppointmentRequested on the appointments topic.
+    assert await consent.cafs() == cafs
 
     # Rebuilding again finds nothing to do; the service appends and signs on top.
     status, out, _ = await consent.command("rebuild-from-events", *consent.dsn)

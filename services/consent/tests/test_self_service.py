@@ -176,7 +176,7 @@ async def test_after_the_start_it_can_no_longer_be_withdrawn_here(
 
     assert page.status_code == 200
     assert "Le rendez-vous a commencé : l'autorisation ne peut plus être retirée" in text(page)
-    assert "écrivez à votre Caf" in text(page)
+    assert "écrivez à la Caf de La Réunion (article 8" in text(page)
     assert "/retirer" not in page.text
     assert posted.status_code == 303
     assert await site.kinds() == ["cgu_accepted", "recording_authorised"]

@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 from pydantic import BaseModel
 from visio_shared import OVERSEAS_CAFS
+from visio_shared.caf_directory import caf_directory
 from visio_shared.cafs import METROPOLITAN_TIME_LABEL, METROPOLITAN_TIMEZONE
 from visio_shared.checkpoints import Checkpoint
 
@@ -121,6 +122,16 @@ class AccessRecord(BaseModel):
     timezone: str
     when: str
     record: dict[str, Any]  # exactly what was hashed
+    # The appointment's Caf: its code and name (« Caf de La Réunion »); None for an appointment
+    # recorded before consent kept it. Beside the record, never in it.
+    caf_code: str | None = None
+    caf: str | None = None
+
+    @property
+    def appointment(self) -> str:
+        """`Rendez-vous n° <id>`, with its Caf when known."""
+        with_caf = f" ({self.caf})" if self.caf else ""
+        return f"Rendez-vous n° {self.appointment_id}{with_caf}"
 
 
 class KeptData(BaseModel):
@@ -206,7 +217,7 @@ class AccessExport(BaseModel):
             )
         for number, item in enumerate(self.records, start=1):
             lines += ["", f"{number}. {record_title(item)}", f"   Le {item.when}"]
-            lines.append(f"   Rendez-vous n° {item.appointment_id}")
+            lines.append(f"   {item.appointment}")
             lines += [f"   {detail}" for detail in record_details(item, self.subject_ref)]
             lines.append(f"   Preuve : enregistrement n° {item.seq}, empreinte {item.hash}")
         lines += ["", "Données personnelles conservées à côté du registre"]
@@ -340,10 +351,15 @@ WITH mine AS (
         ON earlier.appointment_id = moved.appointment_id AND earlier.seq < moved.seq
     WHERE moved.payload ->> 'subject_ref' = $1 AND moved.kind = 'contact_corrected'
 )
-SELECT l.seq, l.prev_hash, l.hash, l.kind, l.appointment_id, l.payload, a.timezone
+SELECT l.seq, l.prev_hash, l.hash, l.kind, l.appointment_id, l.payload, a.timezone, a.caf_code
 FROM mine JOIN ledger l USING (seq) LEFT JOIN appointments a USING (appointment_id)
 ORDER BY l.seq
 """
+
+
+def _caf_name(code: str | None) -> str | None:
+    cafs = caf_directory().cafs
+    return cafs[code].name if code is not None and code in cafs else None
 
 
 async def access_export(
@@ -382,6 +398,8 @@ async def _read_export(
                 timezone=zone,
                 when=french_datetime(at, zone),
                 record=record,
+                caf_code=row["caf_code"],
+                caf=_caf_name(row["caf_code"]),
             )
         )
     kept = await conn.fetch(

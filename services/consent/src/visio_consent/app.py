@@ -61,6 +61,11 @@ def create_app(settings: ConsentSettings | None = None) -> FastAPI:
 
     runtime.on_start.append(load_key)
 
+    async def warn_missing_contacts(_: Runtime) -> None:
+        settings.warn_missing_contacts(log)
+
+    runtime.on_start.append(warn_missing_contacts)
+
     head_seq = runtime.metrics.gauge(
         "ledger_head_seq", "Records in the consent ledger (the sequence number of its head)."
     )

@@ -57,7 +57,7 @@ from visio_consent.rebuild import CannotRebuild, rebuild_from_events
 from visio_consent.settings import ConsentSettings
 from visio_consent.signing import load_signing_key, trusted_keys
 from visio_consent.verify import VerifyReport
-from visio_consent.witnesses import gather
+from visio_consent.witnesses import gather, requested_cafs
 
 EXIT_OK, EXIT_BROKEN, EXIT_UNREACHABLE = 0, 1, 2
 _UNREACHABLE = (
@@ -249,7 +249,10 @@ def _rebuild(args: argparse.Namespace) -> int:
     async def work(conn: asyncpg.Connection) -> int:
         try:
             witnesses = await gather(settings, checkpoint_file)
-            rebuilt = await rebuild_from_events(conn, witnesses, trusted, dry_run=args.dry_run)
+            cafs = await requested_cafs(settings)
+            rebuilt = await rebuild_from_events(
+                conn, witnesses, trusted, dry_run=args.dry_run, cafs=cafs
+            )
         except (CannotRebuild, NotACheckpoint) as exc:
             print(f"consent rebuild-from-events: refused: {exc}", file=sys.stderr)
             return EXIT_BROKEN

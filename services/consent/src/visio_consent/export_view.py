@@ -107,6 +107,7 @@ def everything_view(export: PersonalDataExport) -> dict[str, Any]:
         {
             "title": record_title(item),
             "appointment_id": item.appointment_id,
+            "appointment": item.appointment,
             "this_appointment": False,
             "plain": plain(item),
             "when": item.when,

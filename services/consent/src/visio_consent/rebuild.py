@@ -13,7 +13,8 @@ announced for one seq), when a seq between the head and the last one announced o
 announced by no event that carries its record (topic retention, an event older than the payload
 field), or when a rebuilt hash differs from a trusted checkpoint. Beside the chain it restores
 what the announcements tell: each rebuilt appointment's pseudonymous context (as migration 002
-rebuilt it: the time zone unknown, so UTC) and the processed marks of the source events, so a
+rebuilt it: the time zone unknown, so UTC; its Caf from its `AppointmentRequested`, when the
+appointments topic still holds it) and the processed marks of the source events, so a
 redelivered source event announces again instead of failing on the existing record. The
 personal data kept beside the chain (`subjects`) never leaves the database: only a backup holds
 it (docs/runbook.md).
@@ -24,7 +25,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,12 +63,19 @@ class Rebuild:
 
 
 async def rebuild_from_events(
-    conn: asyncpg.Connection, witnesses: Witnesses, trusted: frozenset[str], *, dry_run: bool
+    conn: asyncpg.Connection,
+    witnesses: Witnesses,
+    trusted: frozenset[str],
+    *,
+    dry_run: bool,
+    cafs: Mapping[uuid.UUID, str] | None = None,
 ) -> Rebuild:
     """Put back the records after the ledger's head that the announcements in `witnesses`
     carry (read from the topics), checked against the trusted checkpoints; raise CannotRebuild
-    (nothing written) if they do not all chain. Concurrent appends are refused by the chain
-    head's lock and trigger: run it with the consent service stopped."""
+    (nothing written) if they do not all chain. `cafs`: each appointment's Caf, from the
+    `AppointmentRequested` events (`witnesses.requested_cafs`), put back beside the chain.
+    Concurrent appends are refused by the chain head's lock and trigger: run it with the
+    consent service stopped."""
     if witnesses.announced is None:
         raise CannotRebuild("the consents topic was not read: it is what the records are on")
     head = await conn.fetchrow("SELECT seq, hash FROM chain_head")
@@ -82,7 +90,7 @@ async def rebuild_from_events(
             entries = await restore(conn, [entry for entry, _ in chosen])
         except DoesNotChain as exc:  # the head moved since it was read: another writer
             raise CannotRebuild(f"the ledger changed while rebuilding: {exc}") from exc
-        await _context(conn, chosen)
+        await _context(conn, chosen, cafs or {})
     return Rebuild(head_seq, entries, written=True)
 
 
@@ -157,11 +165,13 @@ def _against_checkpoints(
 
 
 async def _context(
-    conn: asyncpg.Connection, chosen: Sequence[tuple[LedgerEntry, Announced]]
+    conn: asyncpg.Connection,
+    chosen: Sequence[tuple[LedgerEntry, Announced]],
+    cafs: Mapping[uuid.UUID, str],
 ) -> None:
     """What beside the chain the announcements tell: the appointments' pseudonymous context
-    (the latest rebuilt record of each wins: a contact correction moved its subject_ref) and
-    the source events' processed marks."""
+    (the latest rebuilt record of each wins: a contact correction moved its subject_ref), with
+    the Caf its request named where `cafs` has it, and the source events' processed marks."""
     latest: dict[uuid.UUID, tuple[Announced, dict[str, Any]]] = {}
     for entry, announced in chosen:
         record = _record(entry)
@@ -170,17 +180,19 @@ async def _context(
     records = [(announced, record) for announced, record in latest.values()]
     await conn.execute(
         "INSERT INTO appointments "
-        "(appointment_id, correlation_id, revision, subject_ref, timezone, cgu_version) "
-        "SELECT a, c, r, s, 'UTC', v FROM unnest($1::uuid[], $2::uuid[], $3::int[], "
-        "$4::text[], $5::text[]) AS t(a, c, r, s, v) "
+        "(appointment_id, correlation_id, revision, subject_ref, timezone, cgu_version, caf_code) "
+        "SELECT a, c, r, s, 'UTC', v, k FROM unnest($1::uuid[], $2::uuid[], $3::int[], "
+        "$4::text[], $5::text[], $6::text[]) AS t(a, c, r, s, v, k) "
         "ON CONFLICT (appointment_id) DO UPDATE SET subject_ref = excluded.subject_ref, "
-        "revision = greatest(appointments.revision, excluded.revision), updated_at = now() "
+        "revision = greatest(appointments.revision, excluded.revision), "
+        "caf_code = coalesce(appointments.caf_code, excluded.caf_code), updated_at = now() "
         "WHERE appointments.revision <= excluded.revision",
         [uuid.UUID(record["appointment_id"]) for _, record in records],
         [announced.correlation_id for announced, _ in records],
         [record["revision"] for _, record in records],
         [record["subject_ref"] for _, record in records],
         [record["cgu_version"] for _, record in records],
+        [cafs.get(uuid.UUID(record["appointment_id"])) for _, record in records],
     )
     await conn.execute(
         "INSERT INTO processed_events (event_id, event_type) "

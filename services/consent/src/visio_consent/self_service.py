@@ -70,6 +70,7 @@ class LinkedAppointment:
     starts_at: datetime | None
     cancelled_at: datetime | None
     withdrawal_pending: bool
+    caf_code: str | None  # None: recorded before consent kept the appointment's Caf
 
     @property
     def appointment_id(self) -> uuid.UUID:
@@ -101,7 +102,7 @@ async def open_link(
     await _count(conn, token, limit, now)
     row = await conn.fetchrow(
         "SELECT subject_ref, revision, timezone, starts_at, cancelled_at, "
-        "withdrawal_pending_since IS NOT NULL AS withdrawal_pending "
+        "withdrawal_pending_since IS NOT NULL AS withdrawal_pending, caf_code "
         "FROM appointments WHERE appointment_id = $1",
         claims.appointment_id,
     )

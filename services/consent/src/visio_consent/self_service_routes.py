@@ -45,6 +45,7 @@ from visio_consent.access import (
     sealed,
     summary,
 )
+from visio_consent.caf_view import caf_view
 from visio_consent.checkpoints import Checkpointer
 from visio_consent.export import PersonalDataExport, assemble
 from visio_consent.export_view import everything_view
@@ -201,6 +202,7 @@ async def recording(request: Request, token: str) -> Response:
         title="Enregistrement de votre rendez-vous",
         page=page,
         **_recording_view(state),
+        **caf_view(deps.settings.cafs(), state.appointment.caf_code),
     )
 
 
@@ -251,6 +253,7 @@ async def consents(request: Request, token: str) -> Response:
         export_url=f"{page}/export.json",
         everything_url=f"{page}/mes-donnees",
         **_consents_view(linked, export),
+        **caf_view(deps.settings.cafs(), linked.caf_code),
     )
 
 
@@ -396,6 +399,7 @@ def _consents_view(linked: LinkedAppointment, export: AccessExport) -> dict[str,
             "title": record_title(item),
             "when": item.when,
             "appointment_id": item.appointment_id,
+            "appointment": item.appointment,
             "this_appointment": item.appointment_id == linked.appointment_id,
             "plain": plain(item),
             "channel": channel(item),

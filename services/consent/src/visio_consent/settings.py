@@ -8,6 +8,7 @@ from typing import ClassVar
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 from visio_runtime import production
+from visio_runtime.caf_settings import CafSettings
 from visio_runtime.production import Finding
 from visio_runtime.settings import LinkSettings, ServiceSettings
 from visio_shared.links import KeyPurpose
@@ -21,9 +22,10 @@ DEV_SUBJECT_KEY = "dev-only-insecure-subject-key-set-CONSENT_SUBJECT_KEY"
 DEV_SIGNING_KEY_FILE = "consent-checkpoint-key.DEV-ONLY.pem"
 
 
-class ConsentSettings(ServiceSettings, LinkSettings):
+class ConsentSettings(ServiceSettings, LinkSettings, CafSettings):
     """`CONSENT_LINK_KEYS` (from LinkSettings) turns on the self-service pages « Enregistrement »
-    and « Mes consentements »; unset, they answer 404."""
+    and « Mes consentements »; unset, they answer 404. `CONSENT_CAF_CONTACTS` (from CafSettings)
+    gives each Caf's contact, mediator and right-of-access address those pages show."""
 
     model_config = SettingsConfigDict(env_prefix="CONSENT_", extra="ignore")
 

@@ -4,7 +4,7 @@
   (the appointment's end plus the retention period). Personal data: purged when it expires,
   erasable on request; the chain does not depend on it.
 - `appointments`: each appointment's pseudonymous context (its current subject_ref, time zone,
-  correlation id, latest revision, CGU version, start, cancellation), kept as long as the
+  correlation id, latest revision, CGU version, Caf, start, cancellation), kept as long as the
   ledger: withdrawals, the right of access and the self-service pages need it, and it names
   nobody.
 """
@@ -35,8 +35,8 @@ async def remember_appointment(
 ) -> None:
     await conn.execute(
         "INSERT INTO appointments "
-        "(appointment_id, correlation_id, revision, subject_ref, timezone, cgu_version, starts_at) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (appointment_id) DO NOTHING",
+        "(appointment_id, correlation_id, revision, subject_ref, timezone, cgu_version, starts_at, "
+        "caf_code) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (appointment_id) DO NOTHING",
         event.appointment_id,
         event.correlation_id,
         event.revision,
@@ -44,6 +44,7 @@ async def remember_appointment(
         event.timezone,
         event.consent.cgu_version,
         event.start,
+        event.caf_code,
     )
 
 
@@ -53,9 +54,10 @@ async def remember_appointments(
     """`remember_appointment` for a batch of (request, subject_ref), in one statement."""
     await conn.execute(
         "INSERT INTO appointments "
-        "(appointment_id, correlation_id, revision, subject_ref, timezone, cgu_version, starts_at) "
-        "SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[], $5::text[], "
-        "$6::text[], $7::timestamptz[]) ON CONFLICT (appointment_id) DO NOTHING",
+        "(appointment_id, correlation_id, revision, subject_ref, timezone, cgu_version, starts_at, "
+        "caf_code) SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[], "
+        "$5::text[], $6::text[], $7::timestamptz[], $8::text[]) "
+        "ON CONFLICT (appointment_id) DO NOTHING",
         [event.appointment_id for event, _ in requests],
         [event.correlation_id for event, _ in requests],
         [event.revision for event, _ in requests],
@@ -63,6 +65,7 @@ async def remember_appointments(
         [event.timezone for event, _ in requests],
         [event.consent.cgu_version for event, _ in requests],
         [event.start for event, _ in requests],
+        [event.caf_code for event, _ in requests],
     )
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pydantic
 from visio_runtime.topic_reader import Record, read_topics
-from visio_shared import ConsentRecorded, Headers, LedgerEntry, Topics
+from visio_shared import AppointmentRequested, ConsentRecorded, Headers, LedgerEntry, Topics
 from visio_shared.checkpoints import Checkpoint
 
 from visio_consent.checkpoints import parse_checkpoint, read_file
@@ -100,6 +100,24 @@ def _announcements(records: Iterable[Record]) -> tuple[list[Announced], int]:
             continue
         found.extend(Announced(e, event.event_id, event.correlation_id) for e in event.entries)
     return found, unreadable
+
+
+async def requested_cafs(settings: ConsentSettings, within: float = 60.0) -> dict[uuid.UUID, str]:
+    """Each appointment's Caf, as its `AppointmentRequested` on the appointments topic gave it
+    (what a rebuild puts back beside the chain: the ConsentRecorded events do not carry it).
+    An appointment whose request is no longer on the topic is left out: its pages keep the
+    national wording."""
+    topics = Topics(settings.topic_prefix)
+    cafs: dict[uuid.UUID, str] = {}
+    for record in await read_topics(settings, [topics.appointments], within=within):
+        if _header(record, Headers.EVENT_TYPE) != "AppointmentRequested" or record.value is None:
+            continue
+        try:
+            event = AppointmentRequested.model_validate_json(record.value)
+        except pydantic.ValidationError:
+            continue  # not one consent could have recorded either
+        cafs[event.appointment_id] = event.caf_code
+    return cafs
 
 
 def _header(record: Record, name: str) -> str | None:
