@@ -182,7 +182,7 @@ def test_mon_rendez_vous_shows_the_appointment_and_sends_the_link_again(
 
     open_page(page, link)
     expect(page).to_have_title("Mon rendez-vous – Visio RDV – Caf")
-    expect(page.locator("h1")).to_have_text("Mon rendez-vous visio avec la Caf")
+    expect(page.locator("h1")).to_have_text("Mon rendez-vous visio avec la Caf de La Réunion")
     when = page.locator(".when")
     expect(when).to_contain_text(french_date(mine.start, ZONE))
     expect(when).to_contain_text("9 h 00")
@@ -283,7 +283,7 @@ def test_a_correction_from_the_page_reaches_the_next_email(
     assert (to.addr_spec, to.display_name) == (new_address, "Rose Martin")
     assert corrected.revision == 2
     open_page(page, corrected.links()["Mon rendez-vous"])
-    expect(page.locator("h1")).to_have_text("Mon rendez-vous visio avec la Caf")
+    expect(page.locator("h1")).to_have_text("Mon rendez-vous visio avec la Caf de La Réunion")
     ledger = wait_for(
         lambda: fetch(
             stack.owner_dsn,

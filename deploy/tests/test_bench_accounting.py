@@ -47,7 +47,10 @@ async def conn(db: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 def requested(seed: int) -> AppointmentRequested:
-    return load.requested_event(load.bodies(1, 1, seed)[0])
+    body = load.bodies(1, 1, seed)[0]
+    # An advisor per seed: one advisor's live appointments never overlap (booking's rule).
+    body["advisor"] = {**body["advisor"], "id": str(uuid.UUID(int=seed, version=4))}
+    return load.requested_event(body)
 
 
 async def booked(conn: asyncpg.Connection, event: AppointmentRequested, status: str) -> None:

@@ -50,7 +50,7 @@ async def book(
             advisor_id, advisor_name, start_at, duration_minutes, timezone, subject, first_name,
             last_name, email, device, cgu_version, cgu_accepted_at, recording_authorised,
             calling_system, status_reason, created_at, updated_at)
-        VALUES ($1, $2, $3, '974', '7a1e2b3c-4d5e-4f60-8a9b-0c1d2e3f4a57', 'Claire Martin', $4,
+        VALUES ($1, $2, $3, '974', $7, 'Claire Martin', $4,
             30, 'Indian/Reunion', 'Prime', 'Jeanne', 'Dupont', 'jeanne@example.fr', 'computer',
             '1', $5, true, 'test', $6, $5, $5)
         """,
@@ -60,6 +60,7 @@ async def book(
         start,
         created,
         reason,
+        str(uuid.uuid4()),  # an advisor of its own: one advisor's live appointments never overlap
     )
     await step(conn, appointment_id, status, 1, "booked", created)
     return appointment_id

@@ -25,7 +25,8 @@ WARMED_UP = 200
 
 
 async def queue_flood(bootstrap: str, topic: str, body: dict[str, Any]) -> None:
-    """10,000 valid bookings on the flooder's topic, each with its own request id (and key)."""
+    """10,000 valid bookings on the flooder's topic, each with its own request id (and key) and
+    its own advisor (one advisor's overlapping bookings would be refused, not booked)."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks="all")
     await producer.start()
     try:
@@ -35,7 +36,7 @@ async def queue_flood(bootstrap: str, topic: str, body: dict[str, Any]) -> None:
             value = {
                 "request_id": request_id,
                 "request_type": "BookAppointment",
-                "payload": body,
+                "payload": body | {"advisor": {**body["advisor"], "id": str(uuid.uuid4())}},
             }
             sent.append(
                 await producer.send(topic, json.dumps(value).encode(), key=request_id.encode())

@@ -264,6 +264,7 @@ async def test_002_upgrades_a_ledger_written_under_001(
         "003_self_service.sql",
         "004_api_key_ids_checkpoint_scope_access_log.sql",
         "005_personal_data.sql",
+        "006_caf_code.sql",
     ]
     context = await superuser.fetchrow("SELECT * FROM appointments")
     assert (str(context["appointment_id"]), context["subject_ref"], context["timezone"]) == (

@@ -19,6 +19,7 @@ import json
 import random
 import re
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -84,7 +85,19 @@ def plan(options: ChaosOptions, number: int, now: datetime) -> Plan:
         start = (now + timedelta(days=rng.randint(3, 60))).astimezone(_ZONE)
         start = start.replace(hour=rng.randint(8, 15), minute=rng.choice((0, 30)), second=0)
         start = start.replace(microsecond=0)
+    if role == "refused":
+        # All on the one advisor Graph refuses: an hour of its own each (one refused appointment
+        # in len(ROLES)), so none overlaps another, within booking's horizon.
+        slot = number // len(ROLES)
+        start = (now + timedelta(days=3 + slot % 170)).astimezone(_ZONE)
+        start = start.replace(hour=8 + slot // 170 % 8, minute=0, second=0, microsecond=0)
     body["start"] = start.astimezone(_ZONE).isoformat()
+    # An advisor of its own: booking refuses two live appointments of one advisor that overlap,
+    # and the story moves appointments (and books its reminders at one time) as it goes.
+    body["advisor"] = {
+        "id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        "display_name": "Claire Martin",
+    }
     if role == "withdraw":
         body["consent"]["recording_authorised"] = True
     if role == "refused":
