@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 from visio_deploy.proof import fired, verdict
 from visio_deploy.proof.chaos import ChaosOptions, run_chaos
 
@@ -43,6 +44,7 @@ def test_a_meetings_service_refusing_every_appointment_fails_the_chaos_proof(
     assert all("meeting_failed, though every fault was transient" in line for line in named)
 
 
+@pytest.mark.timeout(900)  # 2-4 min alone; it waits out steps that never come, by design
 def test_broken_builds_fail_the_chaos_proof_each_named(tmp_path: Path) -> None:
     """Several defects in one stack, each striking its own appointments, each named by its own
     check: one email of each kind sent twice under a new Message-ID, one partner reply dropped,

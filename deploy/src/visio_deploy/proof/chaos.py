@@ -154,7 +154,8 @@ async def _chaos(proof: ProofStack, options: ChaosOptions) -> Report:
     proof.emulator("POST", "/faults", _graph_faults(options))
     if options.permanent_faults:
         # Every advisor's calendar but one: Graph refuses that one for good.
-        proof.emulator("POST", "/access-policy", {"allowed_user_ids": bookings.ADVISORS})
+        allowed = [story.advisor_of(options, n) for n in range(options.appointments)]
+        proof.emulator("POST", "/access-policy", {"allowed_user_ids": allowed})
     cutters = [
         (proof.proxy, options.pg_cut_every_s, fired.POSTGRES),
         (proof.broker_proxy, options.broker_cut_every_s, fired.BROKER),

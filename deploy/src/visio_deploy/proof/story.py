@@ -69,6 +69,13 @@ class Plan:
     body: dict[str, Any]
 
 
+def advisor_of(options: ChaosOptions, number: int) -> str:
+    """The advisor of the run's appointment `number`: one each, drawn from (seed, number), so
+    the run can tell Graph's access policy which calendars to open."""
+    drawn = random.Random(f"{options.seed}:advisor:{number}").getrandbits(128)
+    return str(uuid.UUID(int=drawn, version=4))
+
+
 def plan(options: ChaosOptions, number: int, now: datetime) -> Plan:
     rng = random.Random(f"{options.seed}:booking:{number}")
     role = ROLES[(number + options.seed) % len(ROLES)] if options.story else "plain"
@@ -94,10 +101,7 @@ def plan(options: ChaosOptions, number: int, now: datetime) -> Plan:
     body["start"] = start.astimezone(_ZONE).isoformat()
     # An advisor of its own: booking refuses two live appointments of one advisor that overlap,
     # and the story moves appointments (and books its reminders at one time) as it goes.
-    body["advisor"] = {
-        "id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-        "display_name": "Claire Martin",
-    }
+    body["advisor"] = {"id": advisor_of(options, number), "display_name": "Claire Martin"}
     if role == "withdraw":
         body["consent"]["recording_authorised"] = True
     if role == "refused":
