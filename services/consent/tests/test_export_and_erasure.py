@@ -68,8 +68,9 @@ async def test_an_export_names_the_service_that_did_not_answer_and_is_chained(
     port = _closed_port()
     server = uvicorn.Server(uvicorn.Config(booking, host="127.0.0.1", port=port, log_level="error"))
     serving = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.05)
+    async with asyncio.timeout(30):  # until uvicorn listens
+        while not server.started:
+            await asyncio.sleep(0.05)
     settings = base.model_copy(
         update={
             "booking_internal_url": f"http://127.0.0.1:{port}",

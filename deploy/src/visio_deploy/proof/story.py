@@ -232,8 +232,10 @@ class Actor:
         if not sent:
             raise StoryStopped(f"request {key}: the broker never acknowledged it")
         # A partner waits for its answer; past `reply_within_s` it also looks at booking's own
-        # record (a reply lost), and goes on waiting for either until the run's deadline: a
-        # request booking takes minutes to reach under chaos is late, not refused.
+        # record (a reply lost), and goes on waiting for either as long as a step may take (or
+        # the run's deadline): a request booking takes minutes to reach under chaos is late,
+        # not refused.
+        give_up = min(self.deadline, time.monotonic() + self.options.step_s)
         while True:
             replies = await self.replies.wait(key, self.options.reply_within_s)
             for reply in replies:
@@ -250,7 +252,7 @@ class Actor:
             if recorded is not None:
                 answer: dict[str, Any] = json.loads(recorded)
                 return answer
-            if time.monotonic() >= self.deadline:
+            if time.monotonic() >= give_up:
                 raise StoryStopped(f"request {key}: no reply, and booking holds no answer")
 
     async def _withdraw(self, story: Story) -> None:
