@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
+import asyncpg
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 from visio_runtime.bodies import read_form
@@ -326,9 +327,7 @@ async def _whole_export_of(
 ) -> PersonalDataExport:
     runtime: Runtime = request.app.state.runtime
     async with runtime.db.acquire() as conn:
-        linked = await open_link(conn, deps.keys, token, LinkPurpose.CONSENTS, deps.limit)
-        if linked.ahead:
-            raise LinkRefused(Refusal.UPDATING)
+        linked = await _consents_link(conn, deps, token)
     checkpointer: Checkpointer = request.app.state.checkpointer
     whole = await assemble(
         runtime.db,
@@ -354,14 +353,23 @@ async def _export_of(
 ) -> tuple[LinkedAppointment, AccessExport]:
     runtime: Runtime = request.app.state.runtime
     async with runtime.db.acquire() as conn:
-        linked = await open_link(conn, deps.keys, token, LinkPurpose.CONSENTS, deps.limit)
-        if linked.ahead:  # the person consent knows may be the old address's
-            raise LinkRefused(Refusal.UPDATING)
+        linked = await _consents_link(conn, deps, token)
         checkpointer: Checkpointer = request.app.state.checkpointer
         export = await access_export(
             conn, linked.subject_ref, Asker.person(), checkpointer.latest()
         )
         return linked, export
+
+
+async def _consents_link(
+    conn: asyncpg.Connection, deps: ConsentPagesDeps, token: str
+) -> LinkedAppointment:
+    """The « Mes consentements » link, opened; refused while consent has not yet caught up with
+    a change of the appointment (the person it knows may be the old address's)."""
+    linked = await open_link(conn, deps.keys, token, LinkPurpose.CONSENTS, deps.limit)
+    if linked.ahead:
+        raise LinkRefused(Refusal.UPDATING)
+    return linked
 
 
 def _attachment(body: str, filename: str) -> Response:
