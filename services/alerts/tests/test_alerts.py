@@ -236,6 +236,13 @@ async def test_an_email_waited_for_past_the_threshold_tells_the_caf_once_per_occ
         await wait_until(lambda: rt.consumer.state()["state"] == "assigned", what="assignment")
         for sent in notifications:
             await publish_event(rt.broker, rt.topics.notifications, sent)
+        # The emails told are kept before the events that owe them are published: the two
+        # topics keep no order between them, and a scan between an appointment's events and its
+        # email's (both two hours old here) would rightly find that email late.
+        await wait_until(
+            lambda: rt.metrics.value("events_handled_total") == len(notifications),
+            what="the emails told",
+        )
         for event in appointment_events:
             await publish_event(rt.broker, rt.topics.appointments, event)
         total = len(notifications) + len(appointment_events)
