@@ -29,7 +29,7 @@ from visio_runtime.settings import ServiceSettings
 
 from visio_deploy.bench import baseline as base
 from visio_deploy.bench import phases as ph
-from visio_deploy.bench import provenance, report
+from visio_deploy.bench import profile, provenance, report
 from visio_deploy.bench.compare import compare
 from visio_deploy.bench.meters import Watched, stack_processes
 from visio_deploy.proof.stack import ProofStack, database_server, proof_stack
@@ -138,6 +138,20 @@ def _output_arguments(parser: argparse.ArgumentParser) -> None:
         help="tiny sizes: checks the command works (CI), measures nothing",
     )
     parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="sample each service with py-spy during each phase; raw stacks under DIR/<phase>/, "
+        "a summary printed (its figures then carry py-spy's cost: compare runs made without)",
+    )
+    parser.add_argument(
+        "--profile-seconds",
+        type=float,
+        default=30.0,
+        help="how long each phase is profiled, from 10 s after its start",
+    )
+    parser.add_argument(
         "--compare",
         nargs=2,
         type=Path,
@@ -204,6 +218,21 @@ def _kafka(stack: ProofStack) -> ServiceSettings:
 
 
 async def _phase(stack: ProofStack, phase: str, args: argparse.Namespace) -> ph.PhaseResult:
+    """The phase's figures; with --profile, the services sampled meanwhile."""
+    if args.profile is None:
+        return await _measure(stack, phase, args)
+    pids = {name: p.pid for name, p in stack.stack.processes}
+    recording = asyncio.create_task(
+        profile.record(pids, args.profile / phase, args.profile_seconds)
+    )
+    result = await _measure(stack, phase, args)
+    profiles = await recording
+    say(f"bench: {phase}: where the CPU goes (py-spy, raw stacks in {args.profile / phase})")
+    print(profile.table(profiles))
+    return result
+
+
+async def _measure(stack: ProofStack, phase: str, args: argparse.Namespace) -> ph.PhaseResult:
     def watched() -> list[Watched]:
         return stack_processes({name: p.pid for name, p in stack.stack.processes})
 

@@ -71,7 +71,13 @@ def machine(
 
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: v for k, v in sorted(vars(args).items()) if k not in _NOT_SETTINGS}
+    """Every option of the run. Profiling is told only when on (a profiled run carries
+    py-spy's cost, so a comparison marks it), by its folder and length."""
+    chosen = {k: v for k, v in sorted(vars(args).items()) if k not in _NOT_SETTINGS}
+    if chosen.get("profile") is None:
+        chosen.pop("profile", None)
+        chosen.pop("profile_seconds", None)
+    return {k: str(v) if isinstance(v, Path) else v for k, v in chosen.items()}
 
 
 def run(
