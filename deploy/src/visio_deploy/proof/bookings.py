@@ -30,16 +30,13 @@ _TAKEN: set[tuple[str, int, int]] = set()
 
 
 def booking_body(rng: random.Random, **overrides: Any) -> dict[str, Any]:
-    zone = ZoneInfo("Indian/Reunion")
-    # An advisor has one appointment at a time (booking refuses an overlap with 409): each
-    # body of this process takes an hour of its advisor's no other body took.
-    while True:
-        advisor, day, hour = rng.choice(ADVISORS), rng.randint(2, 90), rng.randint(8, 16)
-        if (advisor, day, hour) not in _TAKEN:
-            _TAKEN.add((advisor, day, hour))
-            break
-    start = (datetime.now(UTC) + timedelta(days=day)).astimezone(zone)
-    start = start.replace(hour=hour, minute=rng.choice((0, 10)), second=0)
+    """A booking as a partner sends it. Its advisor and start, unless the caller gives both,
+    are an hour of one of `ADVISORS` no other body of this process took: booking refuses an
+    advisor's overlapping appointments (409)."""
+    if "advisor" in overrides and "start" in overrides:  # the caller keeps them apart
+        advisor, start = "", datetime.now(UTC)
+    else:
+        advisor, start = _free_hour(rng)
     n = rng.getrandbits(32)
     body: dict[str, Any] = {
         "caf_code": "974",
@@ -62,6 +59,23 @@ def booking_body(rng: random.Random, **overrides: Any) -> dict[str, Any]:
     }
     body.update(overrides)
     return body
+
+
+def _free_hour(rng: random.Random) -> tuple[str, datetime]:
+    """An (advisor, hour) no earlier body took, drawn at random; a clear error once all 6,408
+    are taken (a caller booking more gives each body its advisor and start)."""
+    if len(_TAKEN) >= len(ADVISORS) * 89 * 9:
+        raise RuntimeError(
+            f"booking_body: every hour of the {len(ADVISORS)} advisors is taken; "
+            "give `advisor` and `start` to book more"
+        )
+    while True:
+        advisor, day, hour = rng.choice(ADVISORS), rng.randint(2, 90), rng.randint(8, 16)
+        if (advisor, day, hour) not in _TAKEN:
+            _TAKEN.add((advisor, day, hour))
+            break
+    start = (datetime.now(UTC) + timedelta(days=day)).astimezone(ZoneInfo("Indian/Reunion"))
+    return advisor, start.replace(hour=hour, minute=rng.choice((0, 10)), second=0)
 
 
 async def book_over_http(

@@ -1,0 +1,31 @@
+"""The bench's bookings: the throughput phase books 20,000 appointments by default, each with its
+advisor and an hour that advisor has no other — booking refuses an overlap with 409."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from visio_deploy.bench.load import bodies
+from visio_deploy.proof import bookings
+
+
+def test_the_default_throughput_phase_books_twenty_thousand_apart() -> None:
+    # The draw from the proof's few advisors used to run first for every body, whatever the
+    # caller gave: past their 6,408 free hours it looped for ever (the bench hung at its start).
+    made = bodies(20_000, 200, seed=1)
+    assert len(made) == 20_000
+    slots = {(body["advisor"]["id"], body["start"]) for body in made}
+    assert len(slots) == 20_000
+
+
+def test_the_proofs_advisors_run_out_with_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    taken = {(a, d, h) for a in bookings.ADVISORS for d in range(2, 91) for h in range(8, 17)}
+    monkeypatch.setattr(bookings, "_TAKEN", taken)
+    with pytest.raises(RuntimeError, match="every hour of the 8 advisors is taken"):
+        bookings.booking_body(random.Random(3))
+    # A caller that keeps its bodies apart itself still books.
+    body = bookings.booking_body(
+        random.Random(3), advisor={"id": "a", "display_name": "A"}, start="2030-01-07T09:00:00"
+    )
+    assert body["advisor"]["id"] == "a" and body["start"] == "2030-01-07T09:00:00"
