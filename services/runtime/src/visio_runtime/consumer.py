@@ -372,11 +372,18 @@ class EventConsumer:
         self._count.handled.labels(**labels).inc()
         return "handled"
 
-    async def consume(self, msg: KafkaMessage) -> None:
+    async def consume(self, _body: Any = None) -> None:
         """One delivery from a FastStream subscriber: what `subscribe` wires, and what a
         service's own subscriber calls for the events it leaves to this consumer. A message to
         retry holds its partition back (module docstring). Never raises: FastStream would
-        rewind and hand the same message straight back, a hot loop."""
+        rewind and hand the same message straight back, a hot loop.
+
+        The message is taken from the broker's context, where FastStream puts it for the
+        handler's call, not asked for as a `KafkaMessage` parameter: the broker runs without
+        FastDepends (`make_broker`), which resolved that parameter in a worker thread for
+        every record. `_body` is whatever the subscriber's decoder made of the value: unused,
+        the record is read here."""
+        msg: KafkaMessage = self.broker.context.get_local("message")
         record, consumer = msg.raw_message, msg.consumer
         assert isinstance(record, ConsumerRecord)
         if self._lanes is not None and isinstance(consumer, AIOKafkaConsumer):
