@@ -205,6 +205,9 @@ def test_ready_means_every_group_holds_its_partitions_before_the_first_booking(
                 name,
                 answer.json(),
             )
+            # Each service process runs on uvloop (asyncio's own loop cost a third of its CPU).
+            live = client.get(f"{recorded.admin[name]}/health/live").json()
+            assert live["event_loop"] == "uvloop", (name, live)
 
     headers = {"Authorization": f"Bearer {stack.api_key}"}
     with httpx.Client(base_url=stack.booking, headers=headers, trust_env=False) as client:

@@ -13,7 +13,7 @@ from visio_deploy.ops.lag_exporter import LagExporter, parse_listen
 from visio_deploy.ops.settings import OpsSettings
 from visio_runtime.metrics import Metrics
 from visio_runtime.service import build_runtime
-from visio_runtime.testing import running, wait_until
+from visio_runtime.testing import collecting, running, wait_until
 from visio_shared import MeetingFailed, publish_event
 
 Series = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -49,14 +49,7 @@ async def test_a_dead_consumers_lag_keeps_growing_on_the_exporter(kafka_bootstra
     settings = OpsSettings(
         kafka_bootstrap_servers=kafka_bootstrap, topic_prefix=f"lagx-{uuid.uuid4().hex[:8]}"
     )
-    rt = build_runtime("booking", settings)
-    handled: list[MeetingFailed] = []
-
-    @rt.consumer.on(MeetingFailed)
-    async def on_failed(event: MeetingFailed) -> None:
-        handled.append(event)
-
-    rt.consumer.subscribe(rt.topics.meetings)
+    rt, handled = collecting("booking", settings, MeetingFailed)
     group = rt.topics.group("booking")
     exporter = LagExporter(settings, {group: [rt.topics.meetings]}, Metrics("lag-exporter"))
     async with running(rt):

@@ -252,4 +252,5 @@ async def test_the_factory_does_no_io(settings) -> None:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://notifications") as client:
         response = await client.get("/health/live")
-    assert response.json() == {"status": "ok"}
+    # In-process, on the test's own loop (a service started by `serve` says uvloop).
+    assert response.json() == {"status": "ok", "event_loop": "asyncio"}

@@ -12,7 +12,7 @@ from opentelemetry import trace
 from prometheus_client.parser import text_string_to_metric_families
 from visio_runtime.service import build_runtime, create_service_app
 from visio_runtime.settings import ServiceSettings
-from visio_runtime.testing import running, wait_until
+from visio_runtime.testing import collecting, running, wait_until
 from visio_shared import Headers, MeetingFailed, NotificationFailed, publish_event
 
 
@@ -38,14 +38,7 @@ async def test_health_and_metrics_follow_the_consumer(
         topic_prefix=f"svc-{uuid.uuid4().hex[:8]}",
         database_url=fresh_database,
     )
-    rt = build_runtime("meetings", settings)
-    handled: list[MeetingFailed] = []
-
-    @rt.consumer.on(MeetingFailed)
-    async def on_failed(event: MeetingFailed) -> None:
-        handled.append(event)
-
-    rt.consumer.subscribe(rt.topics.meetings)
+    rt, handled = collecting("meetings", settings, MeetingFailed)
     peer_up = True
 
     async def peer() -> None:

@@ -190,7 +190,9 @@ def add_health_routes(app: FastAPI, runtime: Runtime) -> None:
 
     @app.get("/health/live", tags=["health"], summary="The process answers")
     async def live() -> dict[str, str]:
-        return {"status": "ok"}
+        # Which event loop serves it: `uvloop` when started as a service (`serve`).
+        loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
+        return {"status": "ok", "event_loop": loop}
 
     @app.get(
         "/health/ready",

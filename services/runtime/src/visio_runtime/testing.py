@@ -15,7 +15,8 @@ from aiokafka import ConsumerRecord
 from visio_shared import AppointmentEvent, Headers
 
 from visio_runtime.kafka import ensure_topics
-from visio_runtime.service import Runtime
+from visio_runtime.service import Runtime, build_runtime
+from visio_runtime.settings import ServiceSettings
 
 T = TypeVar("T")
 
@@ -98,3 +99,19 @@ def record_of(
         serialized_value_size=len(value),
         headers=[(name, v.encode()) for name, v in Headers.for_event(event).items()],
     )
+
+
+def collecting(
+    service: str, settings: ServiceSettings, event_type: type[Any]
+) -> tuple[Runtime, list[Any]]:
+    """A runtime of `service` reading `meetings.v1`, whose handler keeps each `event_type` it
+    is given, in the order handled."""
+    runtime = build_runtime(service, settings)
+    handled: list[Any] = []
+
+    @runtime.consumer.on(event_type)
+    async def keep(event: Any) -> None:
+        handled.append(event)
+
+    runtime.consumer.subscribe(runtime.topics.meetings)
+    return runtime, handled
