@@ -91,7 +91,9 @@ async def on_events(deps: NotificationsDeps, events: Sequence[AppointmentEvent])
     """A batch of events (the consumer's `on_batch`: one per appointment), step 1 for all of
     them in one transaction — their locks, markers, requests' copies and settle flags each in
     one statement — then step 2 for each appointment, side by side, each under its own lock.
-    The events of an appointment whose person was erased are only marked processed."""
+    The events of an appointment whose person was erased are only marked processed, and a
+    booking's first event, before anything else of it is known, settles nothing
+    (`store.nothing_to_tell`)."""
     async with deps.pool.acquire() as conn, conn.transaction():
         await store.LOCKS.hold_all(conn, [event.appointment_id for event in events])
         fresh = await mark_processed_many(conn, events)
@@ -102,14 +104,17 @@ async def on_events(deps: NotificationsDeps, events: Sequence[AppointmentEvent])
             for event in events
             if event.event_id in fresh and event.appointment_id not in erased
         ]
-        await store.save_requested_many(
-            conn, [event for event in new if isinstance(event, AppointmentRequested)]
-        )
+        requests = [event for event in new if isinstance(event, AppointmentRequested)]
+        await store.save_requested_many(conn, requests)
         for event in new:
             if not isinstance(event, AppointmentRequested):
                 await APPLY[type(event)](conn, event)
+        # A booking's first event, before its meeting: nothing to send, nothing to plan.
+        quiet = await store.nothing_to_tell(conn, [event.appointment_id for event in requests])
         await store.request_settlements(
-            conn, [(event.appointment_id, event.event_id) for event in new], deps.clock()
+            conn,
+            [(e.appointment_id, e.event_id) for e in new if e.appointment_id not in quiet],
+            deps.clock(),
         )
     for event in events:
         if event.appointment_id in erased:
@@ -123,7 +128,8 @@ async def on_events(deps: NotificationsDeps, events: Sequence[AppointmentEvent])
             )
     appointment_ids = [e.appointment_id for e in events if e.appointment_id not in erased]
     # Also on a redelivery: it finishes what an earlier attempt could not.
-    await asyncio.gather(*(_settle_alone(deps, event) for event in events))
+    settling = [event for event in events if event.appointment_id not in quiet]
+    await asyncio.gather(*(_settle_alone(deps, event) for event in settling))
     await publish_outcomes_of(deps, appointment_ids)
 
 

@@ -216,6 +216,31 @@ async def request_settlement(
     )
 
 
+async def nothing_to_tell(
+    conn: asyncpg.Connection, appointment_ids: Sequence[uuid.UUID]
+) -> set[uuid.UUID]:
+    """Of these appointments just requested, those whose state calls for nothing yet: no
+    meeting, no cancellation, no pending request for their link, nothing sent or planned.
+    Settling one would read its whole state to decide to do nothing — `decide.owed` waits for
+    the meeting, reminders and texts for the first email — so it is not asked for: the
+    meeting's event, when it comes, asks for it. One statement for the batch."""
+    if not appointment_ids:
+        return set()
+    rows = await conn.fetch(
+        """
+        SELECT a.appointment_id FROM appointments a
+        WHERE a.appointment_id = ANY($1::uuid[]) AND a.cancellation IS NULL
+          AND NOT EXISTS (SELECT 1 FROM meetings m WHERE m.appointment_id = a.appointment_id)
+          AND NOT EXISTS (SELECT 1 FROM link_requests l
+                          WHERE l.appointment_id = a.appointment_id AND l.outcome IS NULL)
+          AND NOT EXISTS (SELECT 1 FROM dispatches d WHERE d.appointment_id = a.appointment_id)
+          AND NOT EXISTS (SELECT 1 FROM sms_messages t WHERE t.appointment_id = a.appointment_id)
+        """,
+        list(appointment_ids),
+    )
+    return {row["appointment_id"] for row in rows}
+
+
 async def request_settlements(
     conn: asyncpg.Connection, causes: Sequence[tuple[uuid.UUID, uuid.UUID]], now: datetime
 ) -> None:
