@@ -29,6 +29,7 @@ import asyncpg
 import httpx
 import psutil
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from visio_deploy.monitoring import (
     RULES_DIR,
     Exported,
@@ -563,7 +564,9 @@ def test_texts_through_booking_and_a_bounced_email_falls_back_to_a_text(
         return mine if len(mine) >= 3 else None
 
     wait_for(all_three, 150, "the confirmation and both reminders by text")
-    time.sleep(2)  # two more poller rounds: nothing is sent twice
+    # Two more rounds of notifications' poller, counted on its /metrics: nothing sent twice.
+    rounds = poller_rounds(stack)
+    wait_for(lambda: poller_rounds(stack) >= rounds + 2, 60, "two more rounds of the poller")
     received = [m for m in _texts(stack) if m["recipient"] == "33612345678"]
     logged = _sms_log(stack, texted_id)
     assert [(r["kind"], r["reminder_offset_minutes"], r["status"]) for r in logged] == [
@@ -587,6 +590,20 @@ def test_texts_through_booking_and_a_bounced_email_falls_back_to_a_text(
         lambda: all(r["delivery"] == "delivered" for r in _sms_log(stack, texted_id)),
         30,
         "the delivery receipts",
+    )
+
+
+def poller_rounds(stack: RunningStack) -> float:
+    """Rounds notifications' poller has finished (`visio_periodic_rounds_total`, ok or not)."""
+    recorded = read_stack_file(stack.var / STACK_FILE)
+    assert recorded is not None
+    text = httpx.get(f"{recorded.admin['notifications']}/metrics", trust_env=False).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "visio_periodic_rounds"
+        for sample in family.samples
+        if sample.name.endswith("_total") and sample.labels["task"] == "notifications-poller"
     )
 
 
