@@ -23,6 +23,7 @@ from visio_consent.ledger import GENESIS_HASH, check_chain, subject_ref
 from visio_consent.settings import ConsentSettings
 from visio_consent.verify import verify
 from visio_runtime.personal_data import add_route
+from visio_runtime.testing import wait_until
 from visio_shared import (
     AppointmentRequested,
     ConsentRecorded,
@@ -68,9 +69,7 @@ async def test_an_export_names_the_service_that_did_not_answer_and_is_chained(
     port = _closed_port()
     server = uvicorn.Server(uvicorn.Config(booking, host="127.0.0.1", port=port, log_level="error"))
     serving = asyncio.create_task(server.serve())
-    async with asyncio.timeout(30):  # until uvicorn listens
-        while not server.started:
-            await asyncio.sleep(0.05)
+    await wait_until(lambda: server.started, within=30, what="uvicorn to listen")
     settings = base.model_copy(
         update={
             "booking_internal_url": f"http://127.0.0.1:{port}",

@@ -20,12 +20,12 @@ from visio_shared import AppointmentRequested, Headers, current_cgu
 from visio_shared.booking_requests import kafka_caller
 from visio_shared.headers import event_key
 
-from visio_deploy.proof.bookings import KAFKA_CALLER, booking_body, kafka_request
+from visio_deploy.proof.bookings import KAFKA_CALLER, booking_body, drawn_id, kafka_request
 
 
 def advisors(count: int) -> list[dict[str, str]]:
     return [
-        {"id": str(uuid.UUID(int=random.Random(n).getrandbits(128), version=4)),
+        {"id": drawn_id(n),
          "display_name": f"Conseiller {n:03d}"}
         for n in range(count)
     ]  # fmt: skip

@@ -23,8 +23,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# Not worth profiling: not Python (tansu), or the bench's own.
-SKIP = ("tansu", "bench")
+# Not Python: py-spy cannot read it.
+SKIP = ("tansu",)
 
 
 @dataclass
@@ -61,7 +61,8 @@ class Profile:
 
 
 def package(frame: str) -> str:
-    """`AsyncClient.send (httpx/_client.py:1629)` → `httpx`; a script's frame → `<main>`."""
+    """`AsyncClient.send (httpx/_client.py:1629)` → `httpx`; a script's frame
+    (`<module> (visio-rdv-meetings:10)`) → the script's name."""
     where = frame.rpartition(" (")[2].rstrip(")")
     path = where.rpartition(":")[0] if ":" in where else where
     head = path.split("/", 1)[0] if "/" in path else path.removesuffix(".py")

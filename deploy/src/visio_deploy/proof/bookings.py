@@ -25,7 +25,14 @@ from visio_deploy.stack import LOCAL_PARTNERS
 # appointments and request ids are kept under.
 KAFKA_CALLER = LOCAL_PARTNERS[1]  # national-scheduler
 KAFKA_OWNER = kafka_caller(KAFKA_CALLER)
-ADVISORS = [str(uuid.UUID(int=random.Random(n).getrandbits(128), version=4)) for n in range(8)]
+
+
+def drawn_id(seed: int | str) -> str:
+    """A uuid drawn from `seed`: the same seed, the same id (advisors the runs can name again)."""
+    return str(uuid.UUID(int=random.Random(seed).getrandbits(128), version=4))
+
+
+ADVISORS = [drawn_id(n) for n in range(8)]
 _TAKEN: set[tuple[str, int, int]] = set()
 
 

@@ -19,7 +19,6 @@ import json
 import random
 import re
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -72,8 +71,7 @@ class Plan:
 def advisor_of(options: ChaosOptions, number: int) -> str:
     """The advisor of the run's appointment `number`: one each, drawn from (seed, number), so
     the run can tell Graph's access policy which calendars to open."""
-    drawn = random.Random(f"{options.seed}:advisor:{number}").getrandbits(128)
-    return str(uuid.UUID(int=drawn, version=4))
+    return bookings.drawn_id(f"{options.seed}:advisor:{number}")
 
 
 def plan(options: ChaosOptions, number: int, now: datetime) -> Plan:
