@@ -264,7 +264,8 @@ def book_confirmed(
 
         def confirmed(appointment_id: uuid.UUID) -> dict[str, Any] | None:
             view: dict[str, Any] = api.get(f"/v1/appointments/{appointment_id}").json()
-            return view if view["status"] == "confirmed" else None
+            # « confirmed » (notifications' topic) may be recorded before the meeting's link.
+            return view if view["status"] == "confirmed" and view["join_url"] else None
 
         def consent_knows(appointment_id: uuid.UUID) -> bool:
             query = (
