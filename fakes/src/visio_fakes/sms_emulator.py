@@ -243,7 +243,8 @@ class RunningSmsEmulator:
         for task in list(self.state.receipts):
             task.cancel()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self.task), 5)
+            async with asyncio.timeout(5):
+                await asyncio.shield(self.task)
         self.server.force_exit = True
 
 

@@ -253,3 +253,29 @@ def published_to(publisher: RecordingPublisher, topic: str) -> list[str]:
         for called, (_key, event_id) in zip(publisher.topics, publisher.calls, strict=True)
         if called == topic
     ]
+
+
+async def test_a_relay_stops_when_cancelled_as_a_commit_wakes_it(
+    outbox_db: str, wait_for: Any
+) -> None:
+    """The service stopping while a booking's NOTIFY wakes the relay: the relay must still
+    stop. (On Python 3.11, `asyncio.wait_for` returned the wake-up and swallowed the
+    cancellation when both came in the same turn of the loop: the relay went on relaying,
+    and the service's shutdown waited for it for ever.)"""
+    relay = OutboxRelay(outbox_db, RecordingPublisher(), RelaySettings(poll_interval_s=60))
+    task = asyncio.create_task(relay.run())
+    try:
+
+        async def idle() -> bool:
+            # Active, caught up, and waiting to be woken (asyncio.Event keeps its waiters).
+            return relay.active and bool(relay._wake._waiters)  # type: ignore[attr-defined]
+
+        await wait_for(idle, 30, "the relay to wait for a commit")
+        relay._wake.set()  # a commit's NOTIFY …
+        task.cancel()  # … in the very turn the service stops
+        done, _ = await asyncio.wait({task}, timeout=10)
+        assert task in done, "the relay went on after it was cancelled"
+        assert task.cancelled()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

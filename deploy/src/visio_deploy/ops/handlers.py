@@ -232,7 +232,8 @@ async def _letters_if_any(settings: OpsSettings) -> list[dlq.Letter]:
     """The dead letters, for `--stuck` to say which carry a waiting appointment; without them
     (the broker away) the list still comes, and says so."""
     try:
-        return await asyncio.wait_for(dlq.letters(settings), timeout=30)
+        async with asyncio.timeout(30):
+            return await dlq.letters(settings)
     except Exception as exc:
         print(f"(dead letters not read: {type(exc).__name__}; `ops dlq list` when Kafka answers)")
         return []

@@ -146,11 +146,11 @@ def prober(settings: OpsSettings) -> Probe:
 
 async def _smtp_greets(url: str, within: float) -> bool:
     parts = urlsplit(url)
-    reader, writer = await asyncio.wait_for(
-        asyncio.open_connection(parts.hostname, parts.port or 25), within
-    )
+    async with asyncio.timeout(within):
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port or 25)
     try:
-        greeting = await asyncio.wait_for(reader.readline(), within)
+        async with asyncio.timeout(within):
+            greeting = await reader.readline()
         writer.write(b"QUIT\r\n")
         await writer.drain()
         return greeting.startswith(b"220")

@@ -121,7 +121,8 @@ class LagExporter:
     async def run(self, interval_s: float) -> None:
         while True:
             try:
-                await asyncio.wait_for(self.measure_once(), timeout=max(interval_s, 10) * 3)
+                async with asyncio.timeout(max(interval_s, 10) * 3):
+                    await self.measure_once()
             except Exception as exc:  # the next round tries again; the gauge says how old
                 self.gauges.failures.inc()
                 log.warning("lag not measured: %s: %s", type(exc).__name__, exc)

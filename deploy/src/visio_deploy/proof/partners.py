@@ -72,7 +72,8 @@ class ReplyReader:
         while not self.answers(request_id) and loop.time() < deadline:
             self.arrived.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.arrived.wait(), max(0.1, deadline - loop.time()))
+                async with asyncio.timeout(max(0.1, deadline - loop.time())):
+                    await self.arrived.wait()
         return self.answers(request_id)
 
     async def _read(self) -> None:

@@ -60,11 +60,13 @@ class RunningEmulator:
     async def stop(self, grace_seconds: float = 10.0) -> None:
         self.server.should_exit = True
         try:
-            await asyncio.wait_for(asyncio.shield(self.task), grace_seconds)
+            async with asyncio.timeout(grace_seconds):
+                await asyncio.shield(self.task)
         except TimeoutError:
             self.server.force_exit = True  # open keep-alive connections: stop waiting
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.task, grace_seconds)
+                async with asyncio.timeout(grace_seconds):
+                    await self.task
 
     async def __aenter__(self) -> RunningEmulator:
         return self

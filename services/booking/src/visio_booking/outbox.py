@@ -16,6 +16,7 @@ was down when it was accepted, in the order it was committed for each appointmen
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -185,10 +186,12 @@ class OutboxRelay:
             if published < self.settings.batch_size:
                 # Measured when caught up (or failing), not per batch: one query per idle round.
                 await self._measure_backlog(conn)
-                try:
-                    await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval_s)
-                except TimeoutError:
-                    pass
+                # asyncio.timeout, never wait_for: on Python 3.11, wait_for swallows a
+                # cancellation that arrives as its awaitable finishes — a commit's NOTIFY
+                # waking the relay as the service stops kept it relaying for ever.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.settings.poll_interval_s):
+                        await self._wake.wait()
 
     async def _measure_backlog(self, conn: asyncpg.Connection) -> None:
         row = await conn.fetchrow(
@@ -249,15 +252,10 @@ class OutboxRelay:
         headers = json.loads(row["headers"])
         # Under the trace of the request that wrote the row (its `traceparent`), if any.
         with tracing.carried(headers):
-            await asyncio.wait_for(
-                self.publisher.publish(
-                    row["payload"].encode(),
-                    row["topic"],
-                    key=row["key"].encode(),
-                    headers=headers,
-                ),
-                self.settings.publish_timeout_s,
-            )
+            async with asyncio.timeout(self.settings.publish_timeout_s):
+                await self.publisher.publish(
+                    row["payload"].encode(), row["topic"], key=row["key"].encode(), headers=headers
+                )
 
     async def _purge(self, conn: asyncpg.Connection) -> None:
         """Published rows hold personal data: they go after a while, as do old idempotency keys
@@ -279,6 +277,7 @@ class OutboxRelay:
 
 async def _close(conn: asyncpg.Connection) -> None:
     try:
-        await asyncio.wait_for(conn.close(), 5)
+        async with asyncio.timeout(5):
+            await conn.close()
     except Exception:
         conn.terminate()

@@ -77,10 +77,10 @@ async def _ask(
     if base is None:
         return ServicePart(service=service, answered=False, problem="not configured")
     try:
-        answer = await asyncio.wait_for(
-            client.post(base.rstrip("/") + PATH, json={"appointment_ids": [str(i) for i in ids]}),
-            deadline,
-        )
+        async with asyncio.timeout(deadline):
+            answer = await client.post(
+                base.rstrip("/") + PATH, json={"appointment_ids": [str(i) for i in ids]}
+            )
     except TimeoutError:
         return ServicePart(service=service, answered=False, problem=f"no answer in {deadline} s")
     except httpx.HTTPError as exc:

@@ -56,7 +56,8 @@ async def observe(broker: KafkaBroker, lanes: Lanes | None, count: ConsumerMetri
             if end is None:
                 continue
             try:  # a partition being reset has no position yet: no sample this time
-                position = await asyncio.wait_for(consumer.position(tp), 1)
+                async with asyncio.timeout(1):
+                    position = await consumer.position(tp)
             except TimeoutError:
                 continue
             lag = max(end - position, 0)

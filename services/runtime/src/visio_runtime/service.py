@@ -202,7 +202,8 @@ def add_health_routes(app: FastAPI, runtime: Runtime) -> None:
     async def ready(response: Response) -> dict[str, Any]:
         checks: dict[str, str] = {}
         try:
-            await asyncio.wait_for(runtime.db.fetchval("SELECT 1"), timeout=2)
+            async with asyncio.timeout(2):
+                await runtime.db.fetchval("SELECT 1")
             checks["database"] = "ok"
         except Exception as exc:
             checks["database"] = f"error: {type(exc).__name__}"
@@ -210,7 +211,8 @@ def add_health_routes(app: FastAPI, runtime: Runtime) -> None:
         checks["kafka"] = "ok" if broker_ok else "error"
         for name, check in runtime.ready_checks.items():
             try:
-                await asyncio.wait_for(check(), timeout=5)
+                async with asyncio.timeout(5):
+                    await check()
                 checks[name] = "ok"
             except Exception as exc:
                 checks[name] = f"error: {type(exc).__name__}"
