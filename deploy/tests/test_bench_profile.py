@@ -39,7 +39,7 @@ def test_a_busy_process_is_seen_where_it_spends_its_cpu(
     busy: subprocess.Popen[str], tmp_path: Path
 ) -> None:
     profiles = asyncio.run(
-        profile.record({"encoder": busy.pid}, tmp_path, seconds=2, warm_up_s=0, rate=200)
+        profile.record(lambda: {"encoder": busy.pid}, tmp_path, seconds=2, warm_up_s=0, rate=200)
     )
     [encoder] = profiles
     assert encoder.error is None and encoder.samples > 100
@@ -59,7 +59,9 @@ def test_a_busy_process_is_seen_where_it_spends_its_cpu(
 def test_a_process_that_cannot_be_read_is_reported_not_fatal(tmp_path: Path) -> None:
     ended = subprocess.Popen([sys.executable, "-c", "pass"])
     ended.wait()
-    [gone] = asyncio.run(profile.record({"gone": ended.pid}, tmp_path, seconds=1, warm_up_s=0))
+    [gone] = asyncio.run(
+        profile.record(lambda: {"gone": ended.pid}, tmp_path, seconds=1, warm_up_s=0)
+    )
     assert gone.error and gone.samples == 0
     assert profile.table([gone]) == f"gone: no samples ({gone.error})"
 
@@ -71,3 +73,24 @@ def test_a_frame_is_named_by_its_package_and_function() -> None:
     assert profile.package("<module> (visio-rdv-meetings:10)") == "visio-rdv-meetings"
     parsed = profile.parse("a (x/y.py:1);b (json/encoder.py:2) 5\nmalformed\n", "p")
     assert parsed.samples == 5 and parsed.by_package()[0] == ("json", 5, 5)
+
+
+def test_the_processes_are_those_running_after_the_warm_up(
+    busy: subprocess.Popen[str], tmp_path: Path
+) -> None:
+    """A phase restarts services as it starts (the backlog phase does): the profile samples
+    their new processes, not the pids they had when the phase began."""
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    current = {"encoder": ended.pid}
+
+    async def restarted_during_the_warm_up() -> list[profile.Profile]:
+        recording = asyncio.create_task(
+            profile.record(lambda: dict(current), tmp_path, seconds=1, warm_up_s=0.5, rate=200)
+        )
+        await asyncio.sleep(0)  # one turn of the loop: the recording is in its warm-up
+        current["encoder"] = busy.pid  # the service restarted, under a new pid
+        return await recording
+
+    [encoder] = asyncio.run(restarted_during_the_warm_up())
+    assert encoder.error is None and encoder.samples > 0

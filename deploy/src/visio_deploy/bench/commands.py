@@ -221,7 +221,9 @@ async def _phase(stack: ProofStack, phase: str, args: argparse.Namespace) -> ph.
     """The phase's figures; with --profile, the services sampled meanwhile."""
     if args.profile is None:
         return await _measure(stack, phase, args)
-    pids = {name: p.pid for name, p in stack.stack.processes}
+    def pids() -> dict[str, int]:
+        return {name: p.pid for name, p in stack.stack.processes}
+
     recording = asyncio.create_task(
         profile.record(pids, args.profile / phase, args.profile_seconds)
     )

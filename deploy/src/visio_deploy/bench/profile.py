@@ -20,6 +20,7 @@ import asyncio
 import shutil
 import sys
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,18 +93,20 @@ def py_spy() -> str | None:
 
 
 async def record(
-    processes: dict[str, int],
+    processes: Callable[[], dict[str, int]],
     folder: Path,
     seconds: float,
     warm_up_s: float = 10.0,
     rate: int = 100,
 ) -> list[Profile]:
     """Record each process at once (they run together, so their profiles are of the same
-    moment) and read back what each wrote."""
+    moment) and read back what each wrote. `processes` is asked after the warm-up: a phase
+    may restart services as it starts (the backlog phase does), and their new pids are the
+    ones to sample."""
     await asyncio.sleep(warm_up_s)  # the phase's start is not what is measured
     await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
     spy = py_spy()
-    wanted = {n: pid for n, pid in processes.items() if not any(s in n for s in SKIP)}
+    wanted = {n: pid for n, pid in processes().items() if not any(s in n for s in SKIP)}
     if spy is None:
         return [Profile(n, error="py-spy is not installed") for n in wanted]
     results = await asyncio.gather(
