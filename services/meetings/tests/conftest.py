@@ -180,6 +180,19 @@ class EmulatorControl:
         )
         return list(made["value"])
 
+    async def script_creates(
+        self, subject: str, *outcomes: str, retry_after: float | None = None
+    ) -> None:
+        """The next creates of the event with this subject (an appointment's id, as the
+        emulator's tests use) meet these outcomes ('429', '503', 'commit-then-504'…)."""
+        body = {
+            "subject": subject,
+            "endpoint": "graph.events.create",
+            "outcomes": list(outcomes),
+            "retry_after_seconds": retry_after,
+        }
+        await self._post("/_emulator/faults/script", body)
+
     async def live_events(self) -> list[dict[str, Any]]:
         return [e for e in await self.events() if not e["is_deleted"]]
 

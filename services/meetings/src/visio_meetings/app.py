@@ -11,8 +11,9 @@ from visio_runtime.service import Runtime, build_runtime, create_service_app
 from visio_shared import AppointmentEvent
 
 from visio_meetings import personal_data
+from visio_meetings.batch import Failures, handle_batch
 from visio_meetings.graph import GraphClient
-from visio_meetings.handlers import HANDLED, MeetingsDeps, handle_event
+from visio_meetings.handlers import HANDLED, MeetingsDeps
 from visio_meetings.poller import MeetingsPollerDeps, poll_once
 from visio_meetings.provisioning import Provisioner
 from visio_meetings.settings import MeetingsSettings
@@ -58,7 +59,9 @@ def create_app(settings: MeetingsSettings | None = None) -> FastAPI:
 
     grace = timedelta(seconds=settings.attendance_grace_s)
 
-    async def on_event(event: AppointmentEvent) -> None:
+    failures = Failures()
+
+    async def on_events(events: list[AppointmentEvent]) -> None:
         graph = clients.require_graph()
         deps = MeetingsDeps(
             runtime.db,
@@ -69,7 +72,7 @@ def create_app(settings: MeetingsSettings | None = None) -> FastAPI:
             provisioner=clients.provisioner,
             booking_public_url=settings.booking_public_url,
         )
-        await handle_event(event, deps)
+        await handle_batch(events, deps, failures)
 
     def poller() -> MeetingsPollerDeps:
         graph = clients.require_graph()
@@ -77,11 +80,13 @@ def create_app(settings: MeetingsSettings | None = None) -> FastAPI:
             runtime.db, graph, runtime.broker, runtime.topics, settings, lambda: datetime.now(UTC)
         )
 
-    for model in HANDLED:
-        runtime.consumer.on(model)(on_event)
-    # One subscriber for both topics: its records are handled one at a time, so a withdrawal
-    # and a change of the same appointment never race within a replica (the appointment lock
-    # covers replicas). ConsentRecorded, also on consents.v1, is skipped and counted.
+    # What arrives together is handled together (visio_meetings.batch), at most one event of
+    # an appointment in a batch.
+    runtime.consumer.on_batch(*HANDLED)(on_events)
+    # One subscriber for both topics: one appointment's records are handled one at a time, in
+    # the order they arrive, so a withdrawal and a change of the same appointment never race
+    # within a replica (the appointment lock covers replicas). ConsentRecorded, also on
+    # consents.v1, is skipped and counted.
     runtime.consumer.subscribe(runtime.topics.appointments, runtime.topics.consents)
     # After each meeting: its attendance report and recordings (the record of connections).
     runtime.run_every(

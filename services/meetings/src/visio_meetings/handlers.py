@@ -1,7 +1,9 @@
 """What meetings does with each event of an appointment, and what it answers on `meetings.v1`.
 
 Delivery is at least once, so every step is safe to repeat (`meeting` says how for Graph,
-`answers` for what is published). Each event is handled under its appointment's lock:
+`answers` for what is published). Each event is handled under its appointment's lock (the
+consumer's batches: `batch`, which makes new meetings set-wise and hands every other event
+here, one at a time, on its connection holding the batch's locks):
 
 1. events held for the appointment apply first, once the appointment is known;
 2. an event already processed is skipped;
@@ -97,6 +99,22 @@ class MeetingsDeps:
             advisor_page=advisor_page(self.booking_public_url, meeting.appointment_id),
         )
 
+    def spec(self, event: AppointmentRequested, *, withdrawn: bool = False) -> MeetingSpec:
+        """The meeting an appointment's request asks for (`withdrawn`: a withdrawal of its
+        recording consent came first)."""
+        return MeetingSpec(
+            appointment_id=event.appointment_id,
+            advisor_id=event.advisor.id,
+            key=meeting_key(event.appointment_id),
+            subject=event.subject,
+            start=event.start,
+            duration_minutes=event.duration_minutes,
+            timezone=event.timezone,
+            recording_authorised=event.consent.recording_authorised and not withdrawn,
+            visitor=Visitor.of(event.user),
+            booking_public_url=self.booking_public_url,
+        )
+
     def respec(self, meeting: Meeting, advisor_id: str, revision: int) -> MeetingSpec:
         """A new meeting for the appointment as it stands (a change of advisor)."""
         assert meeting.start_at is not None and meeting.duration_minutes is not None
@@ -149,34 +167,42 @@ class _Handling:
 
 async def handle_event(event: AppointmentEvent, deps: MeetingsDeps) -> None:
     async with store.LOCKS.session(deps.pool, event.appointment_id) as conn:
-        handling = _Handling(conn, deps)
-        if isinstance(event, PersonalDataErasureRequested):
-            await erasure.erase(conn, deps, event)
-            return
-        if await is_erased(conn, event.appointment_id):
-            # Erased: a replayed or late event makes no meeting and keeps nothing.
-            async with store.completing(conn, event):
-                pass
-            log.info("meetings: %s of an erased appointment skipped", event.event_type)
-            return
+        await handle_locked(conn, deps, event)
+
+
+async def handle_locked(
+    conn: asyncpg.Connection, deps: MeetingsDeps, event: AppointmentEvent
+) -> None:
+    """`event`, on a connection that holds its appointment's lock (see `batch` for events
+    handled together)."""
+    handling = _Handling(conn, deps)
+    if isinstance(event, PersonalDataErasureRequested):
+        await erasure.erase(conn, deps, event)
+        return
+    if await is_erased(conn, event.appointment_id):
+        # Erased: a replayed or late event makes no meeting and keeps nothing.
+        async with store.completing(conn, event):
+            pass
+        log.info("meetings: %s of an erased appointment skipped", event.event_type)
+        return
+    await _apply_held(handling, event)
+    if await store.is_processed(conn, event.event_id):
+        log.info("meetings: %s %s already handled", event.event_type, event.event_id)
+        return
+    meeting = await store.get_meeting(conn, event.appointment_id)
+    if isinstance(event, AppointmentRequested):
+        await _on_requested(handling, event, meeting)
         await _apply_held(handling, event)
-        if await store.is_processed(conn, event.event_id):
-            log.info("meetings: %s %s already handled", event.event_type, event.event_id)
-            return
-        meeting = await store.get_meeting(conn, event.appointment_id)
-        if isinstance(event, AppointmentRequested):
-            await _on_requested(handling, event, meeting)
-            await _apply_held(handling, event)
-        elif meeting is None:
-            await store.hold(conn, event)
-            log.info(
-                "meetings: %s held until appointment %s is known",
-                event.event_type,
-                event.appointment_id,
-                extra=_context(event),
-            )
-        else:
-            await _apply(handling, event, meeting)
+    elif meeting is None:
+        await store.hold(conn, event)
+        log.info(
+            "meetings: %s held until appointment %s is known",
+            event.event_type,
+            event.appointment_id,
+            extra=_context(event),
+        )
+    else:
+        await _apply(handling, event, meeting)
 
 
 async def _apply_held(handling: _Handling, cause: AppointmentEvent) -> None:
@@ -224,55 +250,63 @@ async def _on_requested(
         return
     appointment_id = event.appointment_id
     withdrawn = await store.holds(handling.conn, appointment_id, "RecordingConsentWithdrawn")
-    spec = MeetingSpec(
-        appointment_id=appointment_id,
-        advisor_id=event.advisor.id,
-        key=meeting_key(appointment_id),
-        subject=event.subject,
-        start=event.start,
-        duration_minutes=event.duration_minutes,
-        timezone=event.timezone,
-        recording_authorised=event.consent.recording_authorised and not withdrawn,
-        visitor=Visitor.of(event.user),
-        booking_public_url=handling.deps.booking_public_url,
-    )
+    spec = handling.deps.spec(event, withdrawn=withdrawn)
     if await store.holds(handling.conn, appointment_id, "AppointmentCancelled"):
         # Cancelled before its meeting could be made (the request waited in the dead-letter
         # topic): making one only to cancel it would mail the person twice for nothing.
         await handling.complete(event, row_of(spec, event.revision, "cancelled"))
         return
     if defects.on("MEETINGS_REFUSE_ALL"):  # tests of the proofs only: never in production
-        refused = GraphRefused("ErrorAccessDenied", "defect: every appointment refused", status=403)
-        await _fail(handling, event, refused, row_of(spec, event.revision, "failed"))
+        await _fail(handling, event, refused_by_defect(), row_of(spec, event.revision, "failed"))
         return
     await _make_meeting(handling, event, spec)
+
+
+def refused_by_defect() -> GraphRefused:
+    return GraphRefused("ErrorAccessDenied", "defect: every appointment refused", status=403)
 
 
 async def _make_meeting(handling: _Handling, cause: AppointmentEvent, spec: MeetingSpec) -> None:
     try:
         created = await handling.deps.make_meeting(spec)
     except GraphRefused as refused:
-        row = row_of(spec, cause.revision, "failed", graph_event_id=refused.graph_event_id)
-        await _fail(handling, cause, refused, row)
+        await _fail(handling, cause, refused, refused_row(spec, cause, refused))
         return
-    await handling.publish(answers.meeting_ready(cause, spec.advisor_id, created))
-    await handling.complete(cause, row_of(spec, cause.revision, "ready", created=created))
+    answer, row = made(cause, spec, created)
+    await handling.publish(answer)
+    await handling.complete(cause, row)
+
+
+async def _fail(
+    handling: _Handling, cause: AppointmentEvent, refused: GraphRefused, meeting: Meeting
+) -> None:
+    answer, row = failed(cause, refused, meeting)
+    await handling.publish(answer)
+    await handling.complete(cause, row)
+
+
+def made(cause: AppointmentEvent, spec: MeetingSpec, created: Created) -> tuple[Envelope, Meeting]:
+    """The meeting is ready: the answer to publish, and its row."""
     log.info(
         "meetings: meeting ready for appointment %s (recording %s)",
         spec.appointment_id,
         "allowed" if spec.recording_authorised else "off",
         extra=_context(cause),
     )
+    answer = answers.meeting_ready(cause, spec.advisor_id, created)
+    return answer, row_of(spec, cause.revision, "ready", created=created)
 
 
-async def _fail(
-    handling: _Handling, cause: AppointmentEvent, refused: GraphRefused, meeting: Meeting
-) -> None:
-    """Graph refused for good: say so, so booking and the person are not left waiting."""
-    failed = answers.meeting_failed(cause, refused)
-    await handling.publish(failed)
-    reason = f"{failed.reason}: {failed.detail}"
-    await handling.complete(cause, replace(meeting, status="failed", failure_reason=reason))
+def refused_row(spec: MeetingSpec, cause: AppointmentEvent, refused: GraphRefused) -> Meeting:
+    """The row of a meeting Graph refused to make (with the event, if it was made)."""
+    return row_of(spec, cause.revision, "failed", graph_event_id=refused.graph_event_id)
+
+
+def failed(
+    cause: AppointmentEvent, refused: GraphRefused, meeting: Meeting
+) -> tuple[Envelope, Meeting]:
+    """Graph refused for good: the answer that says so, so booking and the person are not
+    left waiting, and the row it leaves."""
     log.warning(
         "meetings: Graph refused %s of appointment %s: %s (%s %s)",
         cause.event_type,
@@ -282,6 +316,9 @@ async def _fail(
         refused.code,
         extra=_context(cause),
     )
+    answer = answers.meeting_failed(cause, refused)
+    reason = f"{answer.reason}: {answer.detail}"
+    return answer, replace(meeting, status="failed", failure_reason=reason)
 
 
 # --- changes ------------------------------------------------------------------------------

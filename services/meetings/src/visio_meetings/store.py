@@ -10,7 +10,7 @@ before the appointment's handler looks for it, or finds the meeting made.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import asyncpg
 from visio_runtime.db import SchemaSpec, mark_processed
-from visio_runtime.locks import AppointmentLocks
+from visio_runtime.locks import AppointmentLocks, lock_key
 from visio_shared import AppointmentEvent, parse_event
 
 from visio_meetings.advisor_note import Visitor
@@ -99,6 +99,125 @@ async def save(conn: asyncpg.Connection, meeting: Meeting) -> None:
         f"INSERT INTO meetings ({', '.join(_COLUMNS)}) VALUES ({placeholders}) "
         f"ON CONFLICT (appointment_id) DO UPDATE SET {updates}, updated_at = now()",
         *(values[c] for c in _COLUMNS),
+    )
+
+
+# --- a batch of events: its locks, what is known of them, their completions, set-wise ------
+
+
+@asynccontextmanager
+async def session_all(
+    pool: asyncpg.Pool, appointment_ids: Sequence[uuid.UUID]
+) -> AsyncIterator[asyncpg.Connection]:
+    """`LOCKS.session` for a batch's appointments: one connection holding all their locks,
+    taken in one statement in the order of their keys (whoever takes them), so two batches
+    never wait for each other in a cycle; freed by the pool's reset on release."""
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "SELECT pg_advisory_lock($1::int, key) FROM ("
+            "SELECT DISTINCT key FROM unnest($2::int[]) AS key ORDER BY key) AS keys",
+            LOCKS.space,
+            [lock_key(appointment_id) for appointment_id in appointment_ids],
+        )
+        yield conn
+
+
+@dataclass(frozen=True)
+class Known:
+    """What the database knows of one event of a batch and of its appointment."""
+
+    processed: bool  # the event was handled before
+    erased: bool  # the appointment's person was erased
+    holding: bool  # events wait for the appointment (pending_events)
+    status: Status | None  # its meeting's, if it has one
+
+
+async def known(
+    conn: asyncpg.Connection, events: Sequence[AppointmentEvent]
+) -> dict[uuid.UUID, Known]:
+    """`Known` of each event, by event id, in one query. A statement of its own after the
+    locks: one that also took them would read what was committed before it waited."""
+    rows = await conn.fetch(
+        """
+        SELECT a.event_id,
+            EXISTS (SELECT 1 FROM processed_events p WHERE p.event_id = a.event_id) AS processed,
+            EXISTS (SELECT 1 FROM erased_appointments e
+                    WHERE e.appointment_id = a.appointment_id) AS erased,
+            EXISTS (SELECT 1 FROM pending_events h
+                    WHERE h.appointment_id = a.appointment_id) AS holding,
+            m.status
+        FROM unnest($1::uuid[], $2::uuid[]) AS a(event_id, appointment_id)
+        LEFT JOIN meetings m ON m.appointment_id = a.appointment_id
+        """,
+        [event.event_id for event in events],
+        [event.appointment_id for event in events],
+    )
+    return {
+        row["event_id"]: Known(row["processed"], row["erased"], row["holding"], row["status"])
+        for row in rows
+    }
+
+
+@dataclass(frozen=True)
+class Completion:
+    """An event handled, and its meeting as it stands after it."""
+
+    event: AppointmentEvent
+    meeting: Meeting
+
+
+_COLUMN_TYPES = {
+    "appointment_id": "uuid",
+    "revision": "int",
+    "start_at": "timestamptz",
+    "duration_minutes": "int",
+    "recording_authorised": "boolean",
+}
+
+
+async def complete_all(
+    conn: asyncpg.Connection, completions: Sequence[Completion], grace: timedelta
+) -> None:
+    """`completing` + `save` + `schedule_attendance` for many events of appointments that hold
+    no events, in one statement (so one transaction): their markers, and the meetings of
+    those marked now with their attendance reports' due time."""
+    if not completions:
+        return
+    columns = ", ".join(_COLUMNS)
+    arrays = ", ".join(
+        f"${i}::{_COLUMN_TYPES.get(c, 'text')}[]" for i, c in enumerate(_COLUMNS, start=5)
+    )
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMNS if c != "appointment_id")
+    values = [asdict(done.meeting) for done in completions]
+    await conn.execute(
+        f"""
+        WITH marked AS (
+            INSERT INTO processed_events (event_id, event_type)
+            SELECT * FROM unnest($1::uuid[], $2::text[])
+            ON CONFLICT (event_id) DO NOTHING RETURNING event_id
+        ), done AS (
+            SELECT * FROM unnest($3::uuid[], $4::uuid[], {arrays})
+                AS d(event_id, correlation_id, {columns})
+        )
+        INSERT INTO meetings ({columns}, correlation_id, attendance_due_at)
+        SELECT {columns}, correlation_id,
+            CASE WHEN status = 'ready' AND online_meeting_id IS NOT NULL
+                AND start_at IS NOT NULL AND duration_minutes IS NOT NULL
+            THEN start_at + make_interval(mins => duration_minutes) + ${len(_COLUMNS) + 5}::interval
+            END
+        FROM done JOIN marked USING (event_id)
+        ON CONFLICT (appointment_id) DO UPDATE SET {updates}, updated_at = now(),
+            correlation_id = CASE WHEN meetings.attendance_outcome IS NULL
+                THEN EXCLUDED.correlation_id ELSE meetings.correlation_id END,
+            attendance_due_at = CASE WHEN meetings.attendance_outcome IS NULL
+                THEN EXCLUDED.attendance_due_at ELSE meetings.attendance_due_at END
+        """,
+        [done.event.event_id for done in completions],
+        [done.event.event_type for done in completions],
+        [done.event.event_id for done in completions],
+        [done.event.correlation_id for done in completions],
+        *([value[c] for value in values] for c in _COLUMNS),
+        grace,
     )
 
 
