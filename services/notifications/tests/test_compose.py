@@ -10,11 +10,19 @@ import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from email import policy
+from email.headerregistry import Address
 from typing import Any
+from zoneinfo import ZoneInfo
 
+import icalendar
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+from icalendar.parser import Contentline
 from visio_notifications.compose import PALETTE, Letter, compose
 from visio_notifications.decide import LinkRequest, Told, recipient_sha256
+from visio_notifications.invitation import build_invitation, fold, to_ical
 from visio_notifications.mailer import redact
 from visio_runtime.teams import join_url_allowed
 from visio_shared import Device
@@ -412,6 +420,50 @@ def test_the_invitation(build, parts) -> None:
     [alarm] = event.walk("VALARM")
     assert alarm["ACTION"] == "DISPLAY"
     assert alarm.decoded("TRIGGER") == -timedelta(minutes=15)
+
+
+# Lines of every length around the fold (74, 75, 148 octets), with characters of 1 to 4
+# octets, and the backslashes and carets a fold must not leave at the end of a piece.
+_LINE_TEXT = st.text(
+    alphabet=st.sampled_from(["a", "\\", "^", ",", ";", ":", '"', "é", "’", "€", "𝄞", " "]),
+    max_size=240,
+)
+
+
+@hypothesis_settings(max_examples=400, deadline=None, database=None)
+@given(prefix=st.text(alphabet="abcdefghij", max_size=80), text=_LINE_TEXT)
+def test_lines_fold_as_icalendar_folds_them(prefix: str, text: str) -> None:
+    """`invitation.fold` cuts in the bytes what icalendar cuts character by character: the
+    same bytes for any line (fails on an off-by-one, a cut inside a character or after an
+    escape)."""
+    line = prefix + text
+    assert fold(line) == Contentline(line).to_ical()
+
+
+@hypothesis_settings(
+    max_examples=60,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(subject=_LINE_TEXT, name=_LINE_TEXT)
+def test_an_invitation_is_the_bytes_icalendar_writes(make, subject: str, name: str) -> None:
+    """A whole invitation (zone, alarm, quoted parameters) with names and subjects of any
+    length: `invitation.to_ical` writes it as icalendar's own `to_ical` does."""
+    appointment = make.appointment(subject=subject or "Prime", advisor_name=name[:200] or "C")
+    calendar = icalendar.Calendar.from_ical(
+        build_invitation(
+            appointment,
+            JOIN_URL,
+            method="REQUEST",
+            start=appointment.start.astimezone(ZoneInfo("Europe/Paris")),
+            organizer=Address("Caf de Paris", addr_spec="visio-rdv@caf.fr"),
+            attendee=Address(f"Amina {name}", addr_spec="amina.hoarau@example.org"),
+            domain="visio-rdv.caf.fr",
+            now=NOW,
+        )
+    )
+    assert to_ical(calendar) == calendar.to_ical()
 
 
 def test_a_paris_invitation_carries_summer_and_winter_rules(build, parts) -> None:

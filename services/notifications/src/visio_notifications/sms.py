@@ -22,7 +22,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -69,51 +70,130 @@ def client_ref(appointment_id: uuid.UUID, kind: str, revision: int, offset: int 
 # --- Planning ------------------------------------------------------------------------------
 
 
+# One text to plan: appointment, kind, revision, reminder offset, start, client reference,
+# promise, fallback, due.
+Row = tuple[uuid.UUID, str, int, int | None, datetime, str, str, bool, datetime]
+
+
+@dataclass(frozen=True)
+class Planned:
+    """The texts one appointment's state calls for (`wanted`), to write with others' (`plan`)."""
+
+    appointment_id: uuid.UUID
+    cancelled: bool  # its pending texts go, but a cancellation notice
+    start: datetime  # else those of another time than this one go
+    texts: tuple[Row, ...] = ()  # the notices owed, each once
+    reminders: tuple[Row, ...] = ()  # owed once a confirmation text is planned, each once a start
+
+
+def wanted(state: State, settings: NotificationsSettings, now: datetime) -> Planned | None:
+    """The texts this state calls for; None without a provider or an appointment."""
+    appointment = state.appointment
+    if appointment is None or settings.sms_provider == "none":
+        return None
+    planned = Planned(appointment.appointment_id, state.cancellation is not None, appointment.start)
+    if appointment.user.mobile is None:
+        return planned
+    opted = appointment.user.sms_opt_in
+    texts: dict[tuple[str, int], Row] = {}  # the first of a key wins, as a row once inserted
+    for told in state.history:
+        if told.kind in FOLLOWS and told.status == "sent" and opted:
+            row = _row(state, settings, now, told.kind, told.revision)
+        elif told.kind in LINK_KINDS and told.status == "failed":
+            row = _row(state, settings, now, "confirmation", told.revision, True)
+        else:
+            continue
+        texts.setdefault((row[1], row[2]), row)
+    reminders: list[Row] = []
+    if state.cancellation is None:
+        for offset in dict.fromkeys(settings.reminder_offsets_minutes):
+            due = appointment.start - timedelta(minutes=offset)
+            if due > now:
+                row = _row(state, settings, now, "reminder", appointment.revision, offset=offset)
+                reminders.append(row)
+    return replace(planned, texts=tuple(texts.values()), reminders=tuple(reminders))
+
+
 async def plan(
     conn: asyncpg.Connection, state: State, settings: NotificationsSettings, now: datetime
 ) -> None:
     """Bring the appointment's texts in line with its state (the caller holds its lock)."""
-    appointment = state.appointment
-    if appointment is None or settings.sms_provider == "none":
+    planned = wanted(state, settings, now)
+    if planned is not None:
+        await plan_many(conn, [planned])
+
+
+async def plan_many(conn: asyncpg.Connection, planned: Sequence[Planned]) -> None:
+    """Write what `wanted` found for these appointments (the caller holds their locks), in two
+    statements: the pending texts that no longer fit go, then the notices owed are planned,
+    and the reminders of those with a confirmation text (planned now or before, and not given
+    up) that have none at this start yet."""
+    if not planned:
         return
-    appointment_id = appointment.appointment_id
-    mobile, opted = appointment.user.mobile, appointment.user.sms_opt_in
-    if state.cancellation is not None:
-        await conn.execute(
-            "UPDATE sms_messages SET status = 'cancelled' WHERE appointment_id = $1 "
-            "AND status = 'pending' AND kind <> 'cancellation'",
-            appointment_id,
-        )
-    else:  # texts about another time than the current one
-        await conn.execute(
-            "UPDATE sms_messages SET status = 'cancelled' WHERE appointment_id = $1 "
-            "AND status = 'pending' AND start_at <> $2",
-            appointment_id,
-            appointment.start,
-        )
-    if mobile is None:
-        return
-    for told in state.history:
-        if told.kind in FOLLOWS and told.status == "sent" and opted:
-            await _plan_one(conn, state, settings, now, told.kind, told.revision)
-        elif told.kind in LINK_KINDS and told.status == "failed":
-            await _plan_one(conn, state, settings, now, "confirmation", told.revision, True)
-    confirmed = await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM sms_messages WHERE appointment_id = $1 "
-        "AND kind = 'confirmation' AND status IN ('pending', 'sent', 'unknown'))",
-        appointment_id,
+    await conn.execute(
+        """
+        UPDATE sms_messages s SET status = 'cancelled'
+        FROM unnest($1::uuid[], $2::bool[], $3::timestamptz[]) AS p(appointment_id, cancelled,
+                                                                     start_at)
+        WHERE s.appointment_id = p.appointment_id AND s.status = 'pending'
+          AND CASE WHEN p.cancelled THEN s.kind <> 'cancellation' ELSE s.start_at <> p.start_at
+              END
+        """,
+        [one.appointment_id for one in planned],
+        [one.cancelled for one in planned],
+        [one.start for one in planned],
     )
-    if confirmed and state.cancellation is None:
-        for offset in settings.reminder_offsets_minutes:
-            due = appointment.start - timedelta(minutes=offset)
-            if due > now:
-                await _plan_one(
-                    conn, state, settings, now, "reminder", appointment.revision, offset=offset
-                )
+    texts = [row for one in planned for row in one.texts]
+    reminders = [row for one in planned for row in one.reminders]
+    if not texts and not reminders:
+        return
+    # The notices first, in a statement of their own within this one: the reminders' check
+    # sees the confirmation it plans through its RETURNING.
+    await conn.execute(
+        """
+        WITH texts AS (
+            INSERT INTO sms_messages (appointment_id, kind, revision, reminder_offset_minutes,
+                                      start_at, client_ref, promise, fallback, status, due_at)
+            SELECT appointment_id, kind, revision, reminder_offset_minutes, start_at, client_ref,
+                   promise, fallback, 'pending', due_at
+            FROM unnest($1::uuid[], $2::text[], $3::int[], $4::int[], $5::timestamptz[],
+                        $6::text[], $7::text[], $8::bool[], $9::timestamptz[])
+                 AS t(appointment_id, kind, revision, reminder_offset_minutes, start_at,
+                      client_ref, promise, fallback, due_at)
+            ON CONFLICT DO NOTHING
+            RETURNING appointment_id, kind
+        )
+        INSERT INTO sms_messages (appointment_id, kind, revision, reminder_offset_minutes,
+                                  start_at, client_ref, promise, fallback, status, due_at)
+        SELECT r.appointment_id, r.kind, r.revision, r.reminder_offset_minutes, r.start_at,
+               r.client_ref, r.promise, r.fallback, 'pending', r.due_at
+        FROM unnest($10::uuid[], $11::text[], $12::int[], $13::int[], $14::timestamptz[],
+                    $15::text[], $16::text[], $17::bool[], $18::timestamptz[])
+             AS r(appointment_id, kind, revision, reminder_offset_minutes, start_at,
+                  client_ref, promise, fallback, due_at)
+        WHERE (EXISTS (SELECT 1 FROM sms_messages c
+                       WHERE c.appointment_id = r.appointment_id AND c.kind = 'confirmation'
+                         AND c.status IN ('pending', 'sent', 'unknown'))
+               OR EXISTS (SELECT 1 FROM texts
+                          WHERE texts.appointment_id = r.appointment_id
+                            AND texts.kind = 'confirmation'))
+          AND NOT EXISTS (SELECT 1 FROM sms_messages s
+                          WHERE s.appointment_id = r.appointment_id AND s.kind = 'reminder'
+                            AND s.reminder_offset_minutes = r.reminder_offset_minutes
+                            AND s.start_at = r.start_at AND s.status <> 'cancelled')
+        ON CONFLICT DO NOTHING
+        """,
+        *_columns(texts),
+        *_columns(reminders),
+    )
 
 
-async def _plan_one(
-    conn: asyncpg.Connection,
+def _columns(rows: list[Row]) -> list[list[Any]]:
+    """The rows as the nine arrays `unnest` takes (nine empty ones for no rows)."""
+    return [[row[index] for row in rows] for index in range(9)]
+
+
+def _row(
     state: State,
     settings: NotificationsSettings,
     now: datetime,
@@ -121,25 +201,11 @@ async def _plan_one(
     revision: int,
     fallback: bool = False,
     offset: int | None = None,
-) -> None:
+) -> Row:
     appointment = state.appointment
     assert appointment is not None
     start = appointment.start
-    if kind == "reminder":
-        assert offset is not None
-        reminded = await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM sms_messages WHERE appointment_id = $1 "
-            "AND kind = 'reminder' AND reminder_offset_minutes = $2 AND start_at = $3 "
-            "AND status <> 'cancelled')",
-            appointment.appointment_id,
-            offset,
-            start,
-        )
-        if reminded:
-            return
-        planned = start - timedelta(minutes=offset)
-    else:
-        planned = now
+    planned = now if offset is None else start - timedelta(minutes=offset)
     zone = dates.appointment_zone(appointment.timezone, appointment.caf_code)
     due = quiet_hours.release_at(
         kind,
@@ -152,23 +218,9 @@ async def _plan_one(
         urgent_minutes=settings.sms_urgent_reminder_minutes,
         urgent_change_minutes=settings.sms_urgent_change_minutes,
     )
-    await conn.execute(
-        """
-        INSERT INTO sms_messages (appointment_id, kind, revision, reminder_offset_minutes,
-                                  start_at, client_ref, promise, fallback, status, due_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9)
-        ON CONFLICT DO NOTHING
-        """,
-        appointment.appointment_id,
-        kind,
-        revision,
-        offset,
-        start,
-        client_ref(appointment.appointment_id, kind, revision, offset),
-        PROMISES[kind],
-        fallback,
-        due,
-    )
+    appointment_id = appointment.appointment_id
+    reference = client_ref(appointment_id, kind, revision, offset)
+    return (appointment_id, kind, revision, offset, start, reference, PROMISES[kind], fallback, due)
 
 
 # --- Sending -------------------------------------------------------------------------------
