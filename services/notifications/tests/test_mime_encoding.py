@@ -1,0 +1,67 @@
+"""The quoted-printable encoder of `mime` writes exactly what the `email` package's does, for
+any body: the golden emails hold for the bodies they have, and this for all the others."""
+
+from __future__ import annotations
+
+import email.quoprimime
+import uuid
+from datetime import datetime
+from email.utils import format_datetime
+
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+from visio_notifications.compose import message_id
+from visio_notifications.mime import body_encode, header, plain_header
+
+# Octets as the encoder receives them (a body's UTF-8 bytes read as latin-1), weighted towards
+# what makes the folding hard: "=", spaces and tabs at the ends of lines, line ends of every
+# kind, and runs long enough to be cut.
+_OCTETS = st.one_of(
+    st.characters(min_codepoint=0, max_codepoint=255),
+    st.sampled_from(["=", " ", "\t", "\r", "\n", "\r\n", "é", "\x0b", "\x85", "a" * 70]),
+)
+
+
+@hypothesis_settings(max_examples=600, deadline=None)
+@given(
+    body=st.lists(_OCTETS, max_size=120).map("".join),
+    maxlinelen=st.integers(min_value=4, max_value=100),
+    eol=st.sampled_from(["\n", "\r\n"]),
+)
+def test_the_encoder_writes_the_email_packages_bytes(body: str, maxlinelen: int, eol: str) -> None:
+    assert body_encode(body, maxlinelen, eol) == email.quoprimime.body_encode(body, maxlinelen, eol)
+
+
+def test_a_french_letter_line_is_quoted_and_folded_as_the_email_package_does() -> None:
+    line = "Votre rendez-vous du jeudi 3 décembre à 10 h 00 (heure de La Réunion) = confirmé. \n"
+    body = (line * 3).encode().decode("latin-1")
+    ours = body_encode(body, 76, "\r\n")
+    assert ours == email.quoprimime.body_encode(body, 76, "\r\n")
+    assert "=C3=A9" in ours and "=3D" in ours and "=20\r\n" in ours
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(
+    moment=st.datetimes(
+        min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.timezones()
+    ),
+    appointment_id=st.uuids(),
+    revision=st.integers(min_value=1, max_value=10_000),
+    kind=st.sampled_from(["confirmation", "rescheduled", "reminder", "link_resent", "cancelled"]),
+    offset=st.one_of(st.none(), st.integers(min_value=0, max_value=100_000)),
+    request_id=st.one_of(st.none(), st.uuids()),
+)
+def test_date_and_message_id_are_written_as_the_policy_folds_them(
+    moment: datetime,
+    appointment_id: uuid.UUID,
+    revision: int,
+    kind: str,
+    offset: int | None,
+    request_id: uuid.UUID | None,
+) -> None:
+    date = format_datetime(moment)
+    identifier = message_id(appointment_id, revision, kind, "visio-rdv.caf.fr", offset, request_id)
+    for utf8 in (False, True):
+        assert plain_header("Date", date) == header("Date", date, utf8=utf8)
+        assert plain_header("Message-ID", identifier) == header("Message-ID", identifier, utf8=utf8)
