@@ -5,8 +5,10 @@ proxy that reads the frontend protocol and counts, for the service's pool (its
 round trips (a simple query, or a `Sync`: each waits for the server). Counted after a warm-up,
 so every statement is prepared already on the connection it gets.
 
-And what the statement keeps of the request's rules where it differs from a change's way: a
-refused booking leaves its key free, and a repeat is answered even once it would be refused."""
+And what the statement keeps of the request's rules where it differs from a change's way: the
+API key is checked by the statement (its holder kept in memory), so a key revoked before the
+request is refused, with nothing written and no other answer; a refused booking leaves its
+idempotency key free; a repeat is answered even once it would be refused."""
 
 from __future__ import annotations
 
@@ -22,7 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import pytest
+from visio_booking.keys import API_KEYS
 from visio_shared.booking_requests import BookAppointment, BookingRequest
 
 SSL_REQUEST = 80877103
@@ -115,9 +119,11 @@ async def counted(
             await close()
 
 
-async def _http_booking(booking: Any, body: dict[str, Any] | None = None, **headers: str) -> None:
+async def _http_booking(
+    booking: Any, body: dict[str, Any] | None = None, caller: str = "caf-portal", **headers: str
+) -> None:
     answer = await booking.client.post(
-        "/v1/appointments", json=body or booking.body(), headers=booking.auth(**headers)
+        "/v1/appointments", json=body or booking.body(), headers=booking.auth(caller, **headers)
     )
     assert answer.status_code == 202, answer.text
 
@@ -134,10 +140,10 @@ async def cost(wire: Wire, times: int, action: Any) -> tuple[float, float]:
 
 
 # What a booking may cost: its one statement (store.book), and the reset the pool sends when the
-# connection comes back (asyncpg's, on release). Over HTTP, the API key's look-up before it (and
-# its reset).
+# connection comes back (asyncpg's, on release). Over HTTP, the API key nothing more: its holder
+# is kept, the statement checks it.
 BOOKING_COST = (2.0, 2.0)
-KEY_COST = (2.0, 2.0)
+KEY_COST = (0.0, 0.0)
 
 
 async def test_an_http_booking_costs_one_statement(counted: tuple[Any, Wire]) -> None:
@@ -236,3 +242,47 @@ async def test_a_repeat_gets_its_first_answer_even_once_it_would_be_refused(
         assert other.json()["type"].endswith("/idempotency-key-reused")
     finally:
         booking.app.state.context = rules
+
+
+async def _revocable_key(booking: Any, name: str) -> tuple[str, asyncpg.Connection]:
+    """A key of its own, kept by the app (it booked once), and the owner's connection."""
+    conn = await asyncpg.connect(booking.owner_dsn)
+    key = await API_KEYS.create(conn, name, ["appointments:write", "appointments:read"])
+    booking.keys[name] = key
+    await _http_booking(booking, caller=name)
+    return key, conn
+
+
+async def test_a_booking_with_a_key_revoked_before_it_is_refused_at_once(
+    counted: tuple[Any, Wire],
+) -> None:
+    booking, _ = counted
+    name = f"revoked-{uuid.uuid4().hex[:8]}"
+    _, conn = await _revocable_key(booking, name)
+    try:
+        first = booking.body()
+        replayable = await booking.client.post(
+            "/v1/appointments", json=first, headers=booking.auth(name, **{"Idempotency-Key": name})
+        )
+        assert replayable.status_code == 202
+        assert await API_KEYS.revoke(conn, name) == 1
+    finally:
+        await conn.close()
+    attempts = {
+        "a booking": booking.body(),
+        "a repeat of its first request": first,
+        "an invalid booking": booking.body(duration_minutes=7),
+        "an overlap": {**booking.body(), "advisor": first["advisor"], "start": first["start"]},
+        "malformed JSON": b"{",
+    }
+    for what, body in attempts.items():
+        sent = {"content": body} if isinstance(body, bytes) else {"json": body}
+        answer = await booking.client.post(
+            "/v1/appointments", **sent, headers=booking.auth(name, **{"Idempotency-Key": name})
+        )
+        assert answer.status_code == 401, f"{what}: {answer.text}"
+        assert answer.json()["detail"] == "unknown or revoked API key"
+    written = await booking.sql(
+        "SELECT count(*) AS n FROM appointments WHERE calling_system = $1", name
+    )
+    assert written[0]["n"] == 2, "the two bookings made before the revocation, nothing after"

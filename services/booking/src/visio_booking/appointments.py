@@ -55,6 +55,8 @@ class Caller:
     admin: bool = False  # only ever from an API key's scope: never over Kafka
     key_id: int | None = None
     channel: str = "api"  # how the person's consent reached us: 'api' or 'kafka'
+    # False: the key's holder came from memory; the write checks that the key is unrevoked.
+    key_checked: bool = True
 
     def owns(self, row: asyncpg.Record | dict[str, Any]) -> bool:
         return self.admin or row["calling_system"] == self.name

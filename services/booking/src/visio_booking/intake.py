@@ -1,9 +1,10 @@
 """One way in for every request, HTTP or Kafka: the idempotency key, the change and its outbox
 rows (and, for Kafka, the reply) commit together or not at all.
 
-A booking — most of what arrives — takes one statement (store.book): the key claimed with its
-answer, the appointment, its history, its event and the reply, in one round trip. The changes
-to an appointment lock its row and read it first, in a transaction of a few statements."""
+A booking — most of what arrives — takes one statement (store.book): the API key checked, the
+idempotency key claimed with its answer, the appointment, its history, its event and the
+reply, in one round trip. The changes to an appointment lock its row and read it first, in a
+transaction of a few statements."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 import pydantic
+from visio_runtime.api_keys import unknown_key
 from visio_runtime.problems import Problem
 
 from visio_booking import idempotency, store
 from visio_booking.appointments import HANDLERS, Caller, Command, Context, accepted, advisor_free
 from visio_booking.appointments import booking as booking_event
 from visio_booking.idempotency import Outcome
+from visio_booking.keys import API_KEYS
 from visio_booking.outbox import OutboxRow, enqueue
 
 # Run inside the request's transaction once its outcome is known (the self-service pages check
@@ -79,6 +82,7 @@ async def _book(
     try:
         event = booking_event(ctx, caller, command)
     except (Problem, pydantic.ValidationError):
+        await check_kept_key(pool, caller)
         if key:
             async with pool.acquire() as conn:
                 stored = await idempotency.lookup(conn, caller.name, key, print_, key_field)
@@ -92,13 +96,24 @@ async def _book(
     claim = store.Claim(caller.name, key, print_, outcome.json()) if key else None
     async with pool.acquire() as conn:
         async with advisor_free(conn, event.advisor.id):
-            if await store.book(conn, event, caller.key_id, claim, rows):
-                return outcome
+            result = await store.book(conn, event, caller.key_id, claim, rows)
+        if result == "booked":
+            return outcome
+        if result == "api-key-revoked":
+            raise unknown_key()
         # The key was taken, by an earlier request or a twin that committed while we waited.
         assert key is not None
         stored = await idempotency.lookup(conn, caller.name, key, print_, key_field)
         assert stored is not None, "a committed key always has its answer"
         return await _answer(conn, stored, None, reply)
+
+
+async def check_kept_key(pool: asyncpg.Pool, caller: Caller) -> None:
+    """Before a refusal, a key whose holder came from memory is looked up: a revoked key gets
+    its 401 and nothing else, as if it had been looked up first."""
+    if caller.key_id is not None and not caller.key_checked:
+        if not await API_KEYS.unrevoked(pool, caller.key_id):
+            raise unknown_key()
 
 
 async def _answer(

@@ -42,17 +42,23 @@ class Claim:
     response: str
 
 
-# A booking in one statement, so in one round trip and its own transaction: the idempotency key
-# claimed with its answer, the appointment, its history and its outbox rows (the event, and a
-# Kafka caller's reply), and the relay woken. Without a key ($22 NULL) the appointment is simply
-# written; with one, only if the key was free: a key already taken (or taken by a twin that
-# commits meanwhile: ON CONFLICT waits for it) writes nothing, and `took` is false. An advisor's
-# overlapping appointment fails the whole statement (migration 007's exclusion constraint).
+# A booking in one statement, so in one round trip and its own transaction: the caller's API key
+# checked, the idempotency key claimed with its answer, the appointment, its history and its
+# outbox rows (the event, and a Kafka caller's reply), and the relay woken. The API key ($19,
+# NULL over Kafka) must be unrevoked as the statement starts — so a revocation committed
+# before the request refuses it, as a look-up first would — or nothing is written. Without an
+# idempotency key ($23 NULL) the appointment is simply written; with one, only if it was free:
+# a key already taken (or taken by a twin that commits meanwhile: ON CONFLICT waits for it)
+# writes nothing. An advisor's overlapping appointment fails the whole statement (migration
+# 007's exclusion constraint).
 BOOK = f"""
-WITH claimed AS (
+WITH api_key AS (
+    SELECT $19::bigint IS NULL
+        OR EXISTS (SELECT FROM api_keys WHERE id = $19 AND revoked_at IS NULL) AS valid
+), claimed AS (
     INSERT INTO idempotency_keys (caller, key, fingerprint, request_type, status_code, response)
     SELECT $22, $23, $24, 'BookAppointment', 202, $25
-    WHERE $23::text IS NOT NULL
+    WHERE $23::text IS NOT NULL AND (SELECT valid FROM api_key)
     ON CONFLICT DO NOTHING
     RETURNING true
 ), appointment AS (
@@ -63,7 +69,7 @@ WITH claimed AS (
         mobile, sms_opt_in)
     SELECT $1, $2, $3, 'requested', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
            $15, $16, $17, $18, $19, $20, $21
-    WHERE $23::text IS NULL OR EXISTS (SELECT FROM claimed)
+    WHERE (SELECT valid FROM api_key) AND ($23::text IS NULL OR EXISTS (SELECT FROM claimed))
     RETURNING appointment_id, revision
 ), history AS (
     INSERT INTO appointment_history (appointment_id, status, revision, source_event_id)
@@ -76,7 +82,9 @@ WITH claimed AS (
              AS o(event_id, topic, key, payload, headers)
     RETURNING 1
 )
-SELECT EXISTS (SELECT FROM appointment) AS took,
+SELECT CASE WHEN EXISTS (SELECT FROM appointment) THEN 'booked'
+            WHEN (SELECT valid FROM api_key) THEN 'key-taken'
+            ELSE 'api-key-revoked' END AS result,
        (SELECT pg_notify('{CHANNEL}', '') FROM queued LIMIT 1) AS woken
 """
 
@@ -87,9 +95,10 @@ async def book(
     api_key_id: int | None,
     claim: Claim | None,
     outbox: Sequence[OutboxRow],
-) -> bool:
-    """Write the booking (see BOOK); False if its idempotency key was taken already."""
-    took: bool = await conn.fetchval(
+) -> str:
+    """Write the booking (see BOOK): 'booked', else why not — 'key-taken' (its idempotency
+    key), 'api-key-revoked'."""
+    result: str = await conn.fetchval(
         BOOK,
         event.appointment_id,
         event.correlation_id,
@@ -119,7 +128,7 @@ async def book(
         event.event_id,
         *_columns([row.values() for row in outbox], 5),
     )
-    return took
+    return result
 
 
 async def lock_appointment(conn: asyncpg.Connection, appointment_id: uuid.UUID) -> asyncpg.Record:
