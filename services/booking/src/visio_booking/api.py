@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import Response
 from visio_runtime.bodies import read_json_body
-from visio_runtime.problems import PROBLEM_JSON, invalid
+from visio_runtime.problems import PROBLEM_JSON, Problem, invalid
 from visio_shared import current_cgu
 from visio_shared.booking_requests import (
     BookingRequest,
@@ -33,7 +33,7 @@ from visio_booking.contract import (
     HistoryEntry,
     ProblemDocument,
 )
-from visio_booking.intake import execute
+from visio_booking.intake import check_kept_key, execute
 from visio_booking.openapi import ref, request_body
 from visio_booking.settings import BookingSettings
 from visio_booking.store import fetch_appointment
@@ -96,7 +96,8 @@ IdempotencyKey = Annotated[
 )
 async def book(
     request: Request,
-    caller: Annotated[Caller, require(WRITE)],
+    # The key is checked by the booking's statement itself (visio_booking.intake).
+    caller: Annotated[Caller, require(WRITE, checked_by_the_write=True)],
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     return await _run(request, caller, "BookAppointment", None, idempotency_key)
@@ -220,12 +221,16 @@ async def _run(
     idempotency_key: str | None,
 ) -> Response:
     runtime = request.app.state.runtime
-    command = Command(
-        request_type=request_type,
-        payload=await read_json_body(request, runtime.settings.max_body_bytes),
-        appointment_id=appointment_id,
-        idempotency_key=_checked(idempotency_key),
-    )
+    try:
+        command = Command(
+            request_type=request_type,
+            payload=await read_json_body(request, runtime.settings.max_body_bytes),
+            appointment_id=appointment_id,
+            idempotency_key=_checked(idempotency_key),
+        )
+    except Problem:
+        await check_kept_key(runtime.db, caller)
+        raise
     outcome = await execute(runtime.db, request.app.state.context, caller, command)
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
     return Response(

@@ -8,6 +8,7 @@ import logging
 
 from fastapi import FastAPI
 from visio_runtime import problems
+from visio_runtime.api_keys import KeptHolders
 from visio_runtime.pages import accessibility_router
 from visio_runtime.service import Runtime, build_runtime, create_service_app
 from visio_shared import AppointmentEvent, PersonalDataErased
@@ -87,6 +88,7 @@ def create_app(settings: BookingSettings | None = None) -> FastAPI:
     )
     app.state.context = ctx
     app.state.outbox = relay
+    app.state.api_key_holders = KeptHolders()  # a booking's key: checked by its statement
     problems.install(app)
     app.include_router(api.router)
     app.include_router(erasure_api.router)

@@ -1,7 +1,8 @@
 """What a caller can do to an appointment — book, reschedule, cancel, correct the contact,
 reassign — one function each, the same for HTTP and Kafka.
 
-Each runs in the caller's transaction with the appointment's row locked, raises the revision,
+A booking is validated here and written by `visio_booking.intake` in one statement. Each change
+runs in the caller's transaction with the appointment's row locked, raises the revision,
 writes the history and leaves its event in the outbox. A caller sees only the appointments it
 booked unless it is an admin: to anyone else an appointment does not exist (404, not 403, so
 its existence does not leak). Refusals are `Problem`s or pydantic `ValidationError`s.
@@ -54,6 +55,8 @@ class Caller:
     admin: bool = False  # only ever from an API key's scope: never over Kafka
     key_id: int | None = None
     channel: str = "api"  # how the person's consent reached us: 'api' or 'kafka'
+    # False: the key's holder came from memory; the write checks that the key is unrevoked.
+    key_checked: bool = True
 
     def owns(self, row: asyncpg.Record | dict[str, Any]) -> bool:
         return self.admin or row["calling_system"] == self.name
@@ -87,13 +90,11 @@ def not_found(appointment_id: uuid.UUID | None) -> Problem:
     return Problem(404, "not-found", "Not Found", f"no appointment {appointment_id}")
 
 
-async def book(conn: asyncpg.Connection, ctx: Context, caller: Caller, cmd: Command) -> Outcome:
-    booking = BookingRequest.model_validate(cmd.payload, context=ctx.rules())
-    event = requested_event(booking, caller)
-    async with _advisor_free(conn, event.advisor.id):
-        await store.insert_appointment(conn, event, caller.key_id)
-    await enqueue(conn, ctx.topics.appointments, event)
-    return _accepted(event.appointment_id, event.revision, "requested")
+def booking(ctx: Context, caller: Caller, cmd: Command) -> AppointmentRequested:
+    """A booking request's event, once the request is valid (else its refusal is raised).
+    Written by `visio_booking.intake` in one statement (store.book), not by a `Handler`: a new
+    appointment has no row to lock and nothing to read first."""
+    return requested_event(BookingRequest.model_validate(cmd.payload, context=ctx.rules()), caller)
 
 
 def requested_event(booking: BookingRequest, caller: Caller) -> AppointmentRequested:
@@ -139,7 +140,7 @@ async def reschedule(
     duration = change.duration_minutes or row["duration_minutes"]
     if start == row["start_at"] and duration == row["duration_minutes"]:
         raise invalid([{"field": "(body)", "message": "the appointment is already at that time"}])
-    async with _advisor_free(conn, row["advisor_id"]):
+    async with advisor_free(conn, row["advisor_id"]):
         revision = await store.reschedule(conn, row["appointment_id"], start, duration)
     event = AppointmentRescheduled(
         **_lineage(row, revision),
@@ -202,7 +203,7 @@ async def reassign(conn: asyncpg.Connection, ctx: Context, caller: Caller, cmd: 
     if request.advisor.id == row["advisor_id"]:
         raise invalid([{"field": "advisor.id", "message": "is already the appointment's advisor"}])
     advisor = Advisor(id=request.advisor.id, display_name=request.advisor.display_name)
-    async with _advisor_free(conn, advisor.id):
+    async with advisor_free(conn, advisor.id):
         revision = await store.reassign(conn, row["appointment_id"], advisor)
     event = AdvisorReassigned(
         **_lineage(row, revision),
@@ -214,7 +215,6 @@ async def reassign(conn: asyncpg.Connection, ctx: Context, caller: Caller, cmd: 
 
 
 HANDLERS: dict[str, Handler] = {
-    "BookAppointment": book,
     "RescheduleAppointment": reschedule,
     "CancelAppointment": cancel,
     "CorrectContact": correct_contact,
@@ -258,7 +258,7 @@ async def _changeable(
 
 
 @contextlib.asynccontextmanager
-async def _advisor_free(conn: asyncpg.Connection, advisor_id: str) -> AsyncIterator[None]:
+async def advisor_free(conn: asyncpg.Connection, advisor_id: str) -> AsyncIterator[None]:
     """Refuse, as a 409, a write that would give the advisor two live appointments at once.
 
     The database decides (migration 007's exclusion constraint), so two concurrent requests for
@@ -300,10 +300,10 @@ async def _changed(
         conn, event.appointment_id, step, event.revision, detail, event.event_id
     )
     await enqueue(conn, ctx.topics.appointments, event)
-    return _accepted(event.appointment_id, event.revision, status)
+    return accepted(event.appointment_id, event.revision, status)
 
 
-def _accepted(appointment_id: uuid.UUID, revision: int, status: str) -> Outcome:
+def accepted(appointment_id: uuid.UUID, revision: int, status: str) -> Outcome:
     return Outcome(
         202, {"appointment_id": str(appointment_id), "revision": revision, "status": status}
     )

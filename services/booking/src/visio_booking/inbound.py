@@ -28,7 +28,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
 import pydantic
 from aiokafka import ConsumerRecord
 from visio_runtime import defects
@@ -58,7 +57,7 @@ from visio_shared.booking_requests import (
 from visio_booking.appointments import Caller, Command, Context
 from visio_booking.idempotency import Outcome
 from visio_booking.intake import execute
-from visio_booking.outbox import enqueue
+from visio_booking.outbox import OutboxRow, enqueue
 from visio_booking.settings import BookingSettings
 
 log = logging.getLogger(__name__)
@@ -215,17 +214,18 @@ class InboundRequests:
                 idempotency_key=envelope.request_id,
             )
 
-            async def reply(conn: asyncpg.Connection, outcome: Outcome) -> None:
+            def reply(outcome: Outcome) -> OutboxRow | None:
                 if defects.once("DROP_REPLY"):  # tests of the proofs only: a reply lost
-                    return
-                await self._reply(conn, who, accepted(who, outcome))
+                    return None
+                return self._reply_row(who, accepted(who, outcome))
 
-            await execute(pool, self.ctx, caller_of(who), command, also=reply)
+            await execute(pool, self.ctx, caller_of(who), command, reply=reply)
         except (Problem, pydantic.ValidationError) as exc:
             refusal = as_problem(exc)
             assert refusal is not None
-            async with pool.acquire() as conn, conn.transaction():
-                await self._reply(conn, who, rejected(who, refusal))
+            row = self._reply_row(who, rejected(who, refusal))
+            async with pool.acquire() as conn:
+                await enqueue(conn, row.topic, row.event, row.key)
 
     def _replies_to(self, who: Identity) -> str:
         """Where the caller reads its answers: a partner's own reply topic, which no other
@@ -237,8 +237,8 @@ class InboundRequests:
     def _reply_key(self, who: Identity, reply: BookingReply) -> bytes:
         return partner_reply_key(reply) if who.partner is not None else reply_key(reply)
 
-    async def _reply(self, conn: asyncpg.Connection, who: Identity, reply: BookingReply) -> None:
-        await enqueue(conn, self._replies_to(who), reply, key=self._reply_key(who, reply))
+    def _reply_row(self, who: Identity, reply: BookingReply) -> OutboxRow:
+        return OutboxRow(self._replies_to(who), reply, self._reply_key(who, reply))
 
 
 def check_caller(who: Identity) -> None:

@@ -1,18 +1,33 @@
 """One way in for every request, HTTP or Kafka: the idempotency key, the change and its outbox
-rows (and, for Kafka, the reply) commit together or not at all."""
+rows (and, for Kafka, the reply) commit together or not at all.
+
+A booking — most of what arrives — takes one statement (store.book): the API key checked, the
+idempotency key claimed with its answer, the appointment, its history, its event and the
+reply, in one round trip. The changes to an appointment lock its row and read it first, in a
+transaction of a few statements."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
 import asyncpg
+import pydantic
+from visio_runtime.api_keys import unknown_key
+from visio_runtime.problems import Problem
 
-from visio_booking import idempotency
-from visio_booking.appointments import HANDLERS, Caller, Command, Context
+from visio_booking import idempotency, store
+from visio_booking.appointments import HANDLERS, Caller, Command, Context, accepted, advisor_free
+from visio_booking.appointments import booking as booking_event
 from visio_booking.idempotency import Outcome
+from visio_booking.keys import API_KEYS
+from visio_booking.outbox import OutboxRow, enqueue
 
-# Run inside the request's transaction once its outcome is known (Kafka enqueues its reply).
+# Run inside the request's transaction once its outcome is known (the self-service pages check
+# that their link still holds). Never for a booking: see `Reply`.
 AlsoInTransaction = Callable[[asyncpg.Connection, Outcome], Awaitable[None]]
+# The answer a Kafka caller gets for an outcome, written to the outbox with the request's
+# effect; None to send none (a proof's lost reply).
+Reply = Callable[[Outcome], OutboxRow | None]
 
 
 async def execute(
@@ -21,38 +36,109 @@ async def execute(
     caller: Caller,
     command: Command,
     also: AlsoInTransaction | None = None,
+    reply: Reply | None = None,
 ) -> Outcome:
     """Carry out one request exactly once per idempotency key; refusals raise."""
-    handler = HANDLERS[command.request_type]
-    key = command.idempotency_key
     key_field = "request_id" if caller.channel == "kafka" else "Idempotency-Key"
     print_ = idempotency.fingerprint(command.request_type, command.appointment_id, command.payload)
+    if command.request_type == "BookAppointment":
+        assert also is None, "a booking is one statement: nothing else runs in its transaction"
+        return await _book(pool, ctx, caller, command, print_, key_field, reply)
+    handler = HANDLERS[command.request_type]
+    key = command.idempotency_key
     async with pool.acquire() as conn:
         # A repeat is answered before anything is validated again: the first answer stands
         # even if the request would no longer pass (its start has come closer, say).
         if key and (stored := await idempotency.lookup(conn, caller.name, key, print_, key_field)):
-            return await _answer(conn, stored, also)
+            return await _answer(conn, stored, also, reply)
         async with conn.transaction():
             if key:
                 twin = await idempotency.claim(
                     conn, caller.name, key, print_, command.request_type, key_field
                 )
                 if twin is not None:
-                    if also:
-                        await also(conn, twin)
+                    await _after(conn, twin, also, reply)
                     return twin
             outcome = await handler(conn, ctx, caller, command)
             if key:
                 await idempotency.remember(conn, caller.name, key, outcome)
-            if also:
-                await also(conn, outcome)
+            await _after(conn, outcome, also, reply)
     return outcome
+
+
+async def _book(
+    pool: asyncpg.Pool,
+    ctx: Context,
+    caller: Caller,
+    command: Command,
+    print_: str,
+    key_field: str,
+    reply: Reply | None,
+) -> Outcome:
+    """A booking in one statement. It is validated first, without the database: a repeat of
+    a request that would no longer pass still gets its first answer, as every repeat does,
+    from the look-up made then (the only case with a look-up first)."""
+    key = command.idempotency_key
+    try:
+        event = booking_event(ctx, caller, command)
+    except (Problem, pydantic.ValidationError):
+        await check_kept_key(pool, caller)
+        if key:
+            async with pool.acquire() as conn:
+                stored = await idempotency.lookup(conn, caller.name, key, print_, key_field)
+                if stored:
+                    return await _answer(conn, stored, None, reply)
+        raise
+    outcome = accepted(event.appointment_id, event.revision, "requested")
+    rows = [OutboxRow(ctx.topics.appointments, event)]
+    if reply and (answer := reply(outcome)):
+        rows.append(answer)
+    claim = store.Claim(caller.name, key, print_, outcome.json()) if key else None
+    async with pool.acquire() as conn:
+        async with advisor_free(conn, event.advisor.id):
+            result = await store.book(conn, event, caller.key_id, claim, rows)
+        if result == "booked":
+            return outcome
+        if result == "api-key-revoked":
+            raise unknown_key()
+        # The key was taken, by an earlier request or a twin that committed while we waited.
+        assert key is not None
+        stored = await idempotency.lookup(conn, caller.name, key, print_, key_field)
+        assert stored is not None, "a committed key always has its answer"
+        return await _answer(conn, stored, None, reply)
+
+
+async def check_kept_key(pool: asyncpg.Pool, caller: Caller) -> None:
+    """Before a refusal, a key whose holder came from memory is looked up: a revoked key gets
+    its 401 and nothing else, as if it had been looked up first."""
+    if caller.key_id is not None and not caller.key_checked:
+        if not await API_KEYS.unrevoked(pool, caller.key_id):
+            raise unknown_key()
 
 
 async def _answer(
-    conn: asyncpg.Connection, outcome: Outcome, also: AlsoInTransaction | None
+    conn: asyncpg.Connection,
+    outcome: Outcome,
+    also: AlsoInTransaction | None,
+    reply: Reply | None,
 ) -> Outcome:
+    """An earlier answer, again (a Kafka caller gets its reply again, marked replayed)."""
     if also:
         async with conn.transaction():
-            await also(conn, outcome)
+            await _after(conn, outcome, also, reply)
+    else:
+        await _after(conn, outcome, None, reply)  # one statement: a transaction of its own
     return outcome
+
+
+async def _after(
+    conn: asyncpg.Connection,
+    outcome: Outcome,
+    also: AlsoInTransaction | None,
+    reply: Reply | None,
+) -> None:
+    if also:
+        await also(conn, outcome)
+    answer = reply(outcome) if reply else None
+    if answer is not None:
+        await enqueue(conn, answer.topic, answer.event, answer.key)

@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import time
+import uuid
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any
@@ -40,21 +41,44 @@ LOCK_KEY = int.from_bytes(
 )
 
 
+@dataclass(frozen=True)
+class OutboxRow:
+    """An event bound for a topic, as the outbox keeps it: what `enqueue` writes, and what a
+    statement that writes several tables at once (`store.book`) writes set-wise."""
+
+    topic: str
+    event: Envelope
+    key: bytes | None = None
+
+    def values(self) -> tuple[uuid.UUID, str, str, str, str]:
+        """event_id, topic, key, payload, headers: the outbox's columns."""
+        return (
+            self.event.event_id,
+            self.topic,
+            (self.key or event_key(self.event)).decode(),
+            self.event.model_dump_json(),
+            # With tracing on, the request's trace context too: the relay publishes under it.
+            json.dumps(tracing.stamp(Headers.for_event(self.event))),
+        )
+
+
+# The row and the relay's wake-up in one statement. The notification is delivered at commit,
+# never for a rolled-back transaction; repeats in one transaction are merged.
+ENQUEUE = f"""
+WITH queued AS (
+    INSERT INTO outbox (event_id, topic, key, payload, headers)
+    VALUES ($1, $2, $3, $4, $5::jsonb)
+    RETURNING 1
+)
+SELECT pg_notify('{CHANNEL}', '') FROM queued
+"""
+
+
 async def enqueue(
     conn: asyncpg.Connection, topic: str, event: Envelope, key: bytes | None = None
 ) -> None:
     """Write the event to the outbox, in the caller's transaction; the relay publishes it."""
-    await conn.execute(
-        "INSERT INTO outbox (event_id, topic, key, payload, headers) VALUES ($1, $2, $3, $4, $5)",
-        event.event_id,
-        topic,
-        (key or event_key(event)).decode(),
-        event.model_dump_json(),
-        # With tracing on, the request's trace context too: the relay publishes under it.
-        json.dumps(tracing.stamp(Headers.for_event(event))),
-    )
-    # Delivered at commit, never for a rolled-back transaction; repeats in one are merged.
-    await conn.execute("SELECT pg_notify($1, '')", CHANNEL)
+    await conn.execute(ENQUEUE, *OutboxRow(topic, event, key).values())
 
 
 # The oldest unpublished rows, each topic taking its turn: the first row of every topic, then

@@ -14,6 +14,8 @@ import asyncpg
 from visio_runtime.db import SchemaSpec
 from visio_shared import Advisor, AppointmentRequested, Person
 
+from visio_booking.outbox import CHANNEL, OutboxRow
+
 SCHEMA = SchemaSpec(schema="booking", sql_dir=Path(__file__).parent / "migrations")
 
 # Within one revision, later steps of an appointment's life never move it back to earlier ones.
@@ -30,19 +32,74 @@ STATUS_RANK = {
 FINAL = frozenset({"cancelled"})
 
 
-async def insert_appointment(
-    conn: asyncpg.Connection, event: AppointmentRequested, api_key_id: int | None
-) -> None:
-    await conn.execute(
-        """
-        INSERT INTO appointments (
-            appointment_id, correlation_id, revision, status, caf_code, advisor_id, advisor_name,
-            start_at, duration_minutes, timezone, subject, first_name, last_name, email, device,
-            cgu_version, cgu_accepted_at, recording_authorised, calling_system, api_key_id,
-            mobile, sms_opt_in)
-        VALUES ($1, $2, $3, 'requested', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
-                $15, $16, $17, $18, $19, $20, $21)
-        """,
+@dataclass(frozen=True)
+class Claim:
+    """An idempotency key to take with a booking, and the answer it keeps for a repeat."""
+
+    caller: str
+    key: str
+    fingerprint: str
+    response: str
+
+
+# A booking in one statement, so in one round trip and its own transaction: the caller's API key
+# checked, the idempotency key claimed with its answer, the appointment, its history and its
+# outbox rows (the event, and a Kafka caller's reply), and the relay woken. The API key ($19,
+# NULL over Kafka) must be unrevoked as the statement starts — so a revocation committed
+# before the request refuses it, as a look-up first would — or nothing is written. Without an
+# idempotency key ($23 NULL) the appointment is simply written; with one, only if it was free:
+# a key already taken (or taken by a twin that commits meanwhile: ON CONFLICT waits for it)
+# writes nothing. An advisor's overlapping appointment fails the whole statement (migration
+# 007's exclusion constraint).
+BOOK = f"""
+WITH api_key AS (
+    SELECT $19::bigint IS NULL
+        OR EXISTS (SELECT FROM api_keys WHERE id = $19 AND revoked_at IS NULL) AS valid
+), claimed AS (
+    INSERT INTO idempotency_keys (caller, key, fingerprint, request_type, status_code, response)
+    SELECT $22, $23, $24, 'BookAppointment', 202, $25
+    WHERE $23::text IS NOT NULL AND (SELECT valid FROM api_key)
+    ON CONFLICT DO NOTHING
+    RETURNING true
+), appointment AS (
+    INSERT INTO appointments (
+        appointment_id, correlation_id, revision, status, caf_code, advisor_id, advisor_name,
+        start_at, duration_minutes, timezone, subject, first_name, last_name, email, device,
+        cgu_version, cgu_accepted_at, recording_authorised, calling_system, api_key_id,
+        mobile, sms_opt_in)
+    SELECT $1, $2, $3, 'requested', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
+           $15, $16, $17, $18, $19, $20, $21
+    WHERE (SELECT valid FROM api_key) AND ($23::text IS NULL OR EXISTS (SELECT FROM claimed))
+    RETURNING appointment_id, revision
+), history AS (
+    INSERT INTO appointment_history (appointment_id, status, revision, source_event_id)
+    SELECT appointment_id, 'requested', revision, $26 FROM appointment
+), queued AS (
+    INSERT INTO outbox (event_id, topic, key, payload, headers)
+    SELECT o.event_id, o.topic, o.key, o.payload, o.headers::jsonb
+    FROM appointment,
+         unnest($27::uuid[], $28::text[], $29::text[], $30::text[], $31::text[])
+             AS o(event_id, topic, key, payload, headers)
+    RETURNING 1
+)
+SELECT CASE WHEN EXISTS (SELECT FROM appointment) THEN 'booked'
+            WHEN (SELECT valid FROM api_key) THEN 'key-taken'
+            ELSE 'api-key-revoked' END AS result,
+       (SELECT pg_notify('{CHANNEL}', '') FROM queued LIMIT 1) AS woken
+"""
+
+
+async def book(
+    conn: asyncpg.Connection,
+    event: AppointmentRequested,
+    api_key_id: int | None,
+    claim: Claim | None,
+    outbox: Sequence[OutboxRow],
+) -> str:
+    """Write the booking (see BOOK): 'booked', else why not — 'key-taken' (its idempotency
+    key), 'api-key-revoked'."""
+    result: str = await conn.fetchval(
+        BOOK,
         event.appointment_id,
         event.correlation_id,
         event.revision,
@@ -64,8 +121,14 @@ async def insert_appointment(
         api_key_id,
         event.user.mobile,
         event.user.sms_opt_in,
+        claim and claim.caller,
+        claim and claim.key,
+        claim and claim.fingerprint,
+        claim and claim.response,
+        event.event_id,
+        *_columns([row.values() for row in outbox], 5),
     )
-    await add_history(conn, event.appointment_id, "requested", event.revision, None, event.event_id)
+    return result
 
 
 async def lock_appointment(conn: asyncpg.Connection, appointment_id: uuid.UUID) -> asyncpg.Record:

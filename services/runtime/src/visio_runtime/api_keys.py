@@ -5,7 +5,9 @@ with scopes. A key's name is the caller's identity (booking: the appointments a 
 to that name), so a system rotates its key by creating a new one under the same name, then
 revoking the old one by id. Keys are created, listed and revoked with an owner connection
 (`visio-rdv <service> api-key …`, `visio_runtime.api_key_commands`); a service itself may only
-read them, and looks its key up on every request, so a revocation takes effect at once.
+read them, and looks its key up on every request, so a revocation takes effect at once. An
+endpoint whose write checks the key itself, in the write's own statement, may take the holder
+from memory instead (`KeptHolders`): the revocation is then seen by that statement.
 
 Each service's table is `<schema>.api_keys (id, key_hash, name, scopes, created_at,
 revoked_at)`; the service describes its own scopes with an `ApiKeys`.
@@ -16,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -42,6 +44,9 @@ class KeyHolder:
     name: str
     scopes: frozenset[str]
     implied: Mapping[str, frozenset[str]] = field(default_factory=dict, compare=False)
+    # False: taken from memory (`KeptHolders`), the key not looked up for this request; the
+    # write must check that it is still unrevoked.
+    checked: bool = field(default=True, compare=False)
 
     def allows(self, scope: str) -> bool:
         return scope in self.scopes or any(
@@ -107,9 +112,22 @@ class ApiKeys:
 
     async def holder_of(self, db: asyncpg.Pool | asyncpg.Connection, key: str) -> KeyHolder | None:
         """The holder of a valid, unrevoked key; None for an unknown or revoked one."""
+        return await self._holder(db, hash_key(key))
+
+    async def unrevoked(self, db: asyncpg.Pool | asyncpg.Connection, key_id: int) -> bool:
+        """Whether the key with this id is still valid (a kept holder's, checked late)."""
+        return bool(
+            await db.fetchval(
+                f"SELECT true FROM {self.table} WHERE id = $1 AND revoked_at IS NULL", key_id
+            )
+        )
+
+    async def _holder(
+        self, db: asyncpg.Pool | asyncpg.Connection, key_hash: str
+    ) -> KeyHolder | None:
         row = await db.fetchrow(
             f"SELECT id, name, scopes FROM {self.table} WHERE key_hash = $1 AND revoked_at IS NULL",
-            hash_key(key),
+            key_hash,
         )
         if row is None:
             return None
@@ -136,9 +154,13 @@ class ApiKeys:
         )
         return int(status.rsplit(" ", 1)[-1])
 
-    def authenticator(self, scope: str) -> Any:
+    def authenticator(self, scope: str, kept: bool = False) -> Any:
         """A FastAPI dependency: the holder of the request's key if it grants `scope`; 401
-        without a valid key, 403 without the scope (as problem+json)."""
+        without a valid key, 403 without the scope (as problem+json).
+
+        `kept`: a holder seen before comes from the app's `KeptHolders`
+        (`app.state.api_key_holders`), unchecked — for an endpoint whose write checks the key
+        in its own statement, and looks it up before any other answer (`unrevoked`)."""
 
         async def check(
             request: Request,
@@ -152,13 +174,43 @@ class ApiKeys:
                     "send Authorization: Bearer <key>",
                     CHALLENGE,
                 )
-            holder = await self.holder_of(request.app.state.runtime.db, credentials.credentials)
-            if holder is None:
-                raise Problem(
-                    401, "unauthorized", "Unauthorized", "unknown or revoked API key", CHALLENGE
-                )
+            key_hash = hash_key(credentials.credentials)
+            holders: KeptHolders | None = request.app.state.api_key_holders if kept else None
+            holder = holders.get(key_hash) if holders else None
+            if holder is None or not holder.allows(scope):
+                # Looked up: a refusal is only ever given for a key as it stands now.
+                holder = await self._holder(request.app.state.runtime.db, key_hash)
+                if holder is None:
+                    raise unknown_key()
+                if holders is not None and holder.allows(scope):
+                    holders.keep(key_hash, holder)
             if not holder.allows(scope):
                 raise Problem(403, "forbidden", "Forbidden", f"this key lacks the scope {scope!r}")
             return holder
 
         return check
+
+
+def unknown_key() -> Problem:
+    return Problem(401, "unauthorized", "Unauthorized", "unknown or revoked API key", CHALLENGE)
+
+
+class KeptHolders:
+    """The holders of the keys a service was shown, by the keys' hashes: what a key's row says
+    that never changes — its id, name and scopes (keys are created and revoked, nothing else).
+    Whether it is revoked is not kept: an endpoint that takes its holder from here checks that
+    in the statement that writes (booking's booking), so a revocation committed before the
+    request still refuses it, with no look-up first. At most `most` keys are kept; past that,
+    they are all forgotten and looked up again."""
+
+    def __init__(self, most: int = 10_000) -> None:
+        self.most = most
+        self._holders: dict[str, KeyHolder] = {}
+
+    def get(self, key_hash: str) -> KeyHolder | None:
+        return self._holders.get(key_hash)
+
+    def keep(self, key_hash: str, holder: KeyHolder) -> None:
+        if len(self._holders) >= self.most:
+            self._holders.clear()
+        self._holders[key_hash] = replace(holder, checked=False)
