@@ -221,6 +221,7 @@ async def _phase(stack: ProofStack, phase: str, args: argparse.Namespace) -> ph.
     """The phase's figures; with --profile, the services sampled meanwhile."""
     if args.profile is None:
         return await _measure(stack, phase, args)
+
     def pids() -> dict[str, int]:
         return {name: p.pid for name, p in stack.stack.processes}
 
