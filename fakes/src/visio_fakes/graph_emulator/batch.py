@@ -5,11 +5,14 @@ documents it.
   and a URL relative to the version (`/users/{id}/events`); a request with a `body` names its
   `Content-Type` in `headers`. A batch that breaks these rules is refused whole (400).
 - Each request is served as if it came alone: the same routes, token check, permissions,
-  faults, latency, stats and mailbox concurrency limit (the front door sees each one). So a
-  request of a batch can be throttled (429 with its own `Retry-After` in its own headers)
-  while its neighbours succeed; the batch itself answers 200.
+  faults, latency, stats and mailbox concurrency limit (each passes the front door,
+  `front_door`). So a request of a batch can be throttled (429 with its own `Retry-After` in
+  its own headers) while its neighbours succeed; the batch itself answers 200. It is handed to
+  its handler directly (`routes`: the route table built once), not through the ASGI app: the
+  batch's work is the handlers', not twenty rounds of middleware, routing and JSON.
 - Answers carry `id`, `status`, `headers` and `body`, in any order: this emulator shuffles
-  them (seeded), so a client that pairs answers with requests by position fails here.
+  them (seeded), so a client that pairs answers with requests by position fails here. A body
+  that is not JSON (a recording's content) is given in base64, as Graph does.
 - Outlook (calendar events) runs at most 4 requests of a batch at a time, whatever their
   mailbox: a batch of 20 event look-ups takes five rounds of Graph's latency. Batching saves
   the client's requests, not Graph's time. The others run side by side.
@@ -20,24 +23,34 @@ documents it.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import random
+import uuid
 from typing import Any
+from urllib.parse import parse_qsl, unquote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from starlette.types import Message, Scope
 
+from visio_fakes.graph_emulator import graph
 from visio_fakes.graph_emulator.errors import GraphError, graph_error_body, request_ids
+from visio_fakes.graph_emulator.front_door import through
+from visio_fakes.graph_emulator.routes import (
+    GRAPH_CONTENT_TYPE,
+    NO_BODY,
+    Answer,
+    GraphCall,
+    Handler,
+)
 from visio_fakes.graph_emulator.state import EmulatorState
+from visio_fakes.graph_emulator.subjects import fault_subject
 
 router = APIRouter(prefix="/v1.0")
 
 MAX_REQUESTS = 20
 OUTLOOK_REQUESTS_AT_ONCE = 4
 _METHODS = frozenset({"GET", "POST", "PATCH", "PUT", "DELETE"})
-# Headers of an answer that describe the HTTP exchange, not the request's result.
-_TRANSPORT_HEADERS = frozenset({"content-length", "date", "connection", "x-ms-ags-diagnostic"})
 
 
 def _state(request: Request) -> EmulatorState:
@@ -140,93 +153,114 @@ async def _serve_one(
         return _error_answer(
             outer, state, request_id, 400, "BadRequest", "'headers' must map names to strings."
         )
-    body = b""
-    if "body" in item:
-        if not any(k.lower() == "content-type" for k in headers):
-            return _error_answer(
-                outer,
-                state,
-                request_id,
-                400,
-                "BadRequest",
-                "Content-Type header must be specified when a request body is present.",
-            )
-        body = json.dumps(item["body"]).encode()
+    if "body" in item and not any(k.lower() == "content-type" for k in headers):
+        return _error_answer(
+            outer,
+            state,
+            request_id,
+            400,
+            "BadRequest",
+            "Content-Type header must be specified when a request body is present.",
+        )
     path, _, query = url.lstrip("/").partition("?")
     if path.split("/", 1)[0].lower() == "$batch":
         return _error_answer(outer, state, request_id, 400, "BadRequest", "Nested batch.")
-    outlook_request = path.split("/")[2:3] in (["events"], ["calendar"])
-    if outlook_request:
-        async with outlook:
-            status, answer_headers, content = await _call(outer, method, path, query, headers, body)
-    else:
-        status, answer_headers, content = await _call(outer, method, path, query, headers, body)
-    answer: dict[str, Any] = {"id": request_id, "status": status, "headers": answer_headers}
-    if content:
-        try:
-            answer["body"] = json.loads(content)
-        except ValueError:
-            answer["body"] = content.decode("utf-8", "replace")
-    return answer
-
-
-async def _call(
-    outer: Request, method: str, path: str, query: str, headers: dict[str, str], body: bytes
-) -> tuple[int, dict[str, str], bytes]:
-    """Serve one request of the batch through the whole app (front door included), in process."""
     forwarded = {k.lower(): v for k, v in headers.items()}
     authorization = outer.headers.get("authorization")
     if authorization is not None:
         forwarded.setdefault("authorization", authorization)  # the batch's token serves all
-    forwarded["content-length"] = str(len(body))
-    full_path = f"/v1.0/{path}"
-    scope: Scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": outer.url.scheme,
-        "path": full_path,
-        "raw_path": full_path.encode(),
-        "root_path": "",
-        "query_string": query.encode(),
-        "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in forwarded.items()],
-        "client": outer.scope.get("client"),
-        "server": outer.scope.get("server"),
-    }
-    done = asyncio.Event()
-    delivered = False
+    full_path = unquote(f"/v1.0/{path}")  # as a server gives the path of a request alone
+    endpoint, handler, params = graph.routes.match(method, full_path)
+    call = GraphCall(
+        state=state,
+        path=full_path,
+        params=params,
+        query=dict(parse_qsl(query, keep_blank_values=True)),
+        headers=forwarded,
+        parsed=item["body"] if "body" in item else NO_BODY,
+    )
+    if path.split("/")[2:3] in (["events"], ["calendar"]):  # Outlook's
+        async with outlook:
+            status, answer_headers, body = await _dispatch(call, endpoint, handler)
+    else:
+        status, answer_headers, body = await _dispatch(call, endpoint, handler)
+    answer: dict[str, Any] = {"id": request_id, "status": status, "headers": answer_headers}
+    if body is not None:
+        answer["body"] = body
+    return answer
 
-    async def receive() -> Message:
-        nonlocal delivered
-        if not delivered:
-            delivered = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        await done.wait()
-        return {"type": "http.disconnect"}
 
-    status = 500
-    answer_headers: dict[str, str] = {}
-    chunks: list[bytes] = []
+async def _dispatch(
+    call: GraphCall, endpoint: str | None, handler: Handler | None
+) -> tuple[int, dict[str, str], Any]:
+    """One request of the batch through the front door to its handler, in process: its status,
+    headers (as Graph writes them in a batch) and body (JSON, or base64 of other content)."""
+    state = call.state
+    name = endpoint or "graph.unknown"  # what a path Graph does not serve counts under
+    own_id = str(uuid.uuid4())
+    client_id = call.headers.get("client-request-id") or own_id
+    ids = {"Request-Id": own_id, "Client-Request-Id": client_id}
 
-    async def send(message: Message) -> None:
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = message["status"]
-            for name, value in message.get("headers", []):
-                key = name.decode("latin-1").lower()
-                if key not in _TRANSPORT_HEADERS:
-                    # As Graph writes them in a batch: Content-Type, Retry-After…
-                    title = "-".join(part.capitalize() for part in key.split("-"))
-                    answer_headers[title] = value.decode("latin-1")
-        elif message["type"] == "http.response.body":
-            chunks.append(message.get("body", b""))
+    def error(status: int, code: str, message: str, headers: dict[str, str]) -> Answer:
+        body = graph_error_body(
+            code,
+            message,
+            now=state.now(),
+            request_id=own_id,
+            client_request_id=client_id,
+        )
+        return Answer(status, body, headers)
 
-    try:
-        await outer.app(scope, receive, send)
-    finally:
-        done.set()
-    return status, answer_headers, b"".join(chunks)
+    async def handle() -> Answer:
+        try:
+            if handler is None:
+                raise _unrouted(call.path, endpoint)
+            return handler(call)
+        except GraphError as exc:
+            return error(exc.status, exc.code, exc.message, exc.headers)
+
+    async def payload() -> Any:
+        try:
+            return call.payload()
+        except ValueError:
+            return None
+
+    user_id = call.params.get("user_id")
+    answer = await through(
+        state,
+        name,
+        user_id.lower() if user_id else None,
+        subject=lambda: fault_subject(state, name, call.params, call.query, payload),
+        handle=handle,
+        refuse=lambda refusal: error(*refusal),
+        status_of=lambda answer: answer.status,
+        discard=_nothing,
+    )
+    headers = {_title(header): value for header, value in answer.headers.items()}
+    body = answer.body
+    if isinstance(body, bytes):
+        headers["Content-Type"] = answer.media_type
+        body = base64.b64encode(body).decode()
+    elif body is not None:
+        headers["Content-Type"] = GRAPH_CONTENT_TYPE
+    return answer.status, {**headers, **ids}, body
+
+
+def _unrouted(path: str, endpoint: str | None) -> GraphError:
+    """What Graph answers a path it does not serve (400), or a method the path does not take."""
+    if endpoint is None:
+        segment = path.rstrip("/").rsplit("/", 1)[-1]
+        return GraphError(400, "BadRequest", f"Resource not found for the segment '{segment}'.")
+    return GraphError(405, "BadRequest", "Method Not Allowed")
+
+
+def _title(name: str) -> str:
+    """A header's name as Graph writes it in a batch: Retry-After, Preference-Applied…"""
+    return "-".join(part.capitalize() for part in name.lower().split("-"))
+
+
+async def _nothing(_answer: Answer) -> None:
+    return None
 
 
 def _error_answer(
