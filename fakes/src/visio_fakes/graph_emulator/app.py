@@ -1,10 +1,12 @@
-"""The emulator's FastAPI application: Entra ID + Graph routes, transport behaviour, control API.
+"""The emulator's ASGI application: Graph, Entra ID, the users' sign-in, the control API.
 
-The HTTP middleware stamps `request-id`, `client-request-id` and `Date` on every response and
-leads each Graph or Entra call through Graph's front door (`front_door`): counted per endpoint
-and in flight per mailbox (refused past Outlook's concurrency limit), the configured transient
-faults injected before (or, for "commit then 504", after) the real handler runs, and the
-configured latency after it. The requests of a `$batch` pass the same door (`batch`).
+Its middleware (`FrontDoor`) stamps `request-id`, `client-request-id` and `Date` on every
+response and leads each Graph or Entra call through Graph's front door (`front_door`): counted
+per endpoint and in flight per mailbox (refused past Outlook's concurrency limit), the
+configured transient faults injected before (or, for "commit then 504", after) the real handler
+runs, and the configured latency after it. Graph's requests (under /v1.0, `$batch` among them)
+are answered there from Graph's route table (`routes`); a batch's requests pass the same door
+(`batch`). FastAPI routes the rest.
 """
 
 from __future__ import annotations
@@ -19,15 +21,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from visio_fakes.graph_emulator import batch, control, entra, graph, signin
+from visio_fakes.graph_emulator import batch, control, entra, graph, signin  # noqa: F401
 from visio_fakes.graph_emulator.errors import (
     EntraError,
-    GraphError,
     entra_error_response,
     graph_error_response,
 )
-from visio_fakes.graph_emulator.front_door import Refusal, through
-from visio_fakes.graph_emulator.routes import GRAPH_CONTENT_TYPE
+from visio_fakes.graph_emulator.front_door import Refusal, answer_call, through
+from visio_fakes.graph_emulator.routes import GRAPH_CONTENT_TYPE, GraphCall, http_response
 from visio_fakes.graph_emulator.settings import EmulatorSettings
 from visio_fakes.graph_emulator.state import EmulatorState
 from visio_fakes.graph_emulator.subjects import fault_subject
@@ -48,8 +49,6 @@ def create_app(settings: EmulatorSettings | None = None) -> FastAPI:
     state = EmulatorState(settings)
     app.state.emulator = state
     app.include_router(control.router)
-    app.include_router(batch.router)
-    app.include_router(graph.router)
     app.include_router(entra.router)
     app.include_router(signin.router)
     _add_error_handlers(app, state)
@@ -58,14 +57,7 @@ def create_app(settings: EmulatorSettings | None = None) -> FastAPI:
 
 
 def _add_error_handlers(app: FastAPI, state: EmulatorState) -> None:
-    """Errors in Graph's and Entra's own shapes (an unknown Graph segment answered as Graph
-    does)."""
-
-    @app.exception_handler(GraphError)
-    async def on_graph_error(request: Request, exc: GraphError) -> Response:
-        return graph_error_response(
-            request, state.now(), exc.status, exc.code, exc.message, exc.headers
-        )
+    """Errors in Entra's own shape (Graph's are written by the front door, `answer_call`)."""
 
     @app.exception_handler(EntraError)
     async def on_entra_error(request: Request, exc: EntraError) -> Response:
@@ -82,20 +74,6 @@ def _add_error_handlers(app: FastAPI, state: EmulatorState) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        if request.url.path.startswith("/v1.0"):
-            # Graph answers unknown segments 400 and wrong methods 405, in its error shape.
-            if exc.status_code == 404:
-                segment = request.url.path.rstrip("/").rsplit("/", 1)[-1]
-                return graph_error_response(
-                    request,
-                    state.now(),
-                    400,
-                    "BadRequest",
-                    f"Resource not found for the segment '{segment}'.",
-                )
-            return graph_error_response(
-                request, state.now(), exc.status_code, "BadRequest", str(exc.detail)
-            )
         return Response(
             json.dumps({"detail": exc.detail}),
             status_code=exc.status_code,
@@ -107,7 +85,9 @@ class FrontDoor:
     """The middleware of the module docstring: ids, Date, and the front door of each call.
 
     Plain ASGI (Starlette's `BaseHTTPMiddleware` ran each request in a task group of its own,
-    with streams between it and the app): the answer is taken whole from the app, then sent.
+    with streams between it and the app). A Graph request (under /v1.0) is answered here from
+    Graph's route table (`routes`), without FastAPI's router; the others (Entra, sign-in, the
+    control API) by the app, their answer taken whole, then sent.
     """
 
     def __init__(self, app: ASGIApp, state: EmulatorState) -> None:
@@ -123,26 +103,11 @@ class FrontDoor:
         request_id = str(uuid.uuid4())
         request.state.request_id = request_id
         request.state.client_request_id = request.headers.get("client-request-id") or request_id
-        endpoint, path_params = _route_of(scope)
-        if endpoint is None:
-            response = await _taken(self.app, request)
+        endpoint: str | None
+        if scope["path"].startswith("/v1.0"):  # Graph's, `batch` among them
+            endpoint, response = await self._graph(request)
         else:
-            client = scope.get("client")
-            if client is not None and endpoint.startswith("graph."):
-                state.stats.connections.add((client[0], client[1]))
-            user_id = path_params.get("user_id")
-            response = await through(
-                state,
-                endpoint,
-                user_id.lower() if isinstance(user_id, str) and user_id else None,
-                subject=lambda: fault_subject(
-                    state, endpoint, path_params, request.query_params, lambda: _payload(request)
-                ),
-                handle=lambda: _taken(self.app, request),
-                refuse=lambda refusal: _refusal_response(request, state, endpoint, refusal),
-                status_of=lambda answer: answer.status_code,
-                discard=_nothing,
-            )
+            endpoint, response = await self._other(request)
         response.headers["request-id"] = request_id
         response.headers["client-request-id"] = request.state.client_request_id
         # On the emulator's clock, which tests move forward (token expiry).
@@ -154,6 +119,46 @@ class FrontDoor:
         elif endpoint is not None:
             response.headers["x-ms-request-id"] = request_id
         await response(scope, receive, send)
+
+    async def _graph(self, request: Request) -> tuple[str, Response]:
+        state = self.state
+        path = request.scope["path"]
+        endpoint, handler, params = graph.routes.match(request.method, path)
+        client = request.scope.get("client")
+        if client is not None:
+            state.stats.connections.add((client[0], client[1]))
+        call = GraphCall(
+            state=state,
+            path=path,
+            params=params,
+            query=request.query_params,
+            headers=request.headers,
+            body=await request.body(),
+            request_id=request.state.request_id,
+            client_request_id=request.state.client_request_id,
+        )
+        answer = await answer_call(call, endpoint, handler)
+        return endpoint or "graph.unknown", http_response(answer)
+
+    async def _other(self, request: Request) -> tuple[str | None, Response]:
+        """Entra's token endpoint and the users' sign-in pass the door; the control API not."""
+        state = self.state
+        endpoint, path_params = _route_of(request.scope)
+        if endpoint is None:
+            return None, await _taken(self.app, request)
+        response = await through(
+            state,
+            endpoint,
+            None,
+            subject=lambda: fault_subject(
+                state, endpoint, path_params, request.query_params, lambda: _payload(request)
+            ),
+            handle=lambda: _taken(self.app, request),
+            refuse=lambda refusal: _refusal_response(request, state, endpoint, refusal),
+            status_of=lambda answer: answer.status_code,
+            discard=_nothing,
+        )
+        return endpoint, response
 
 
 async def _taken(app: ASGIApp, request: Request) -> Response:
@@ -195,22 +200,17 @@ async def _payload(request: Request) -> Any:
 
 
 def _route_of(scope: Scope) -> tuple[str | None, dict[str, Any]]:
-    """The route name of a Graph or Entra call (what stats count and faults target), and its
-    path parameters (`user_id`, the mailbox it acts on; `event_id`, `meeting_id`…).
-
-    Matched against the routers' own routes, not the app's: FastAPI wraps included
+    """The route name of an Entra call (what stats count and faults target), and its path
+    parameters. Matched against the routers' own routes, not the app's: FastAPI wraps included
     routers, and the name is needed before routing happens.
     """
     partial: str | None = None
-    routers = (batch.router, graph.router, entra.router, signin.router)
-    for route in (route for router in routers for route in router.routes):
+    for route in (route for router in (entra.router, signin.router) for route in router.routes):
         match, child = route.matches(scope)
         if match is Match.FULL:
             return getattr(route, "name", None), dict(child.get("path_params", {}))
         if match is Match.PARTIAL and partial is None:
             partial = getattr(route, "name", None)
-    if partial is None and scope["path"].startswith("/v1.0"):
-        partial = "graph.unknown"
     return partial, {}
 
 

@@ -30,12 +30,9 @@ import uuid
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
-
 from visio_fakes.graph_emulator import graph
-from visio_fakes.graph_emulator.errors import GraphError, graph_error_body, request_ids
-from visio_fakes.graph_emulator.front_door import through
+from visio_fakes.graph_emulator.errors import GraphError, graph_error_body
+from visio_fakes.graph_emulator.front_door import answer_call
 from visio_fakes.graph_emulator.routes import (
     GRAPH_CONTENT_TYPE,
     NO_BODY,
@@ -43,19 +40,10 @@ from visio_fakes.graph_emulator.routes import (
     GraphCall,
     Handler,
 )
-from visio_fakes.graph_emulator.state import EmulatorState
-from visio_fakes.graph_emulator.subjects import fault_subject
-
-router = APIRouter(prefix="/v1.0")
 
 MAX_REQUESTS = 20
 OUTLOOK_REQUESTS_AT_ONCE = 4
 _METHODS = frozenset({"GET", "POST", "PATCH", "PUT", "DELETE"})
-
-
-def _state(request: Request) -> EmulatorState:
-    state: EmulatorState = request.app.state.emulator
-    return state
 
 
 def _invalid(message: str) -> GraphError:
@@ -92,12 +80,11 @@ def _validate(payload: Any) -> list[dict[str, Any]]:
     return requests
 
 
-@router.post("/$batch", name="graph.batch")
-async def batch(request: Request) -> JSONResponse:
-    state = _state(request)
-    raw = await request.body()
+@graph.routes.add("POST", "/$batch", name="graph.batch")
+async def batch(call: GraphCall) -> Answer:
+    state = call.state
     try:
-        payload = json.loads(raw)
+        payload = json.loads(call.body)
     except ValueError:
         raise _invalid("Unable to read JSON request payload.") from None
     requests = _validate(payload)
@@ -111,32 +98,30 @@ async def batch(request: Request) -> JSONResponse:
     async def run(item: dict[str, Any]) -> None:
         future = answered[item["id"]]
         try:
-            future.set_result(await _serve_one(request, item, answered, outlook))
+            future.set_result(await _serve_one(call, item, answered, outlook))
         except Exception as exc:  # a handler's bug is this request's 500, not the batch's
-            failed = _error_answer(request, state, item["id"], 500, "InternalError", repr(exc))
+            failed = _error_answer(call, item["id"], 500, "InternalError", repr(exc))
             future.set_result(failed)
 
     await asyncio.gather(*(run(item) for item in requests))
     responses = [answered[item["id"]].result() for item in requests]
     # Graph answers in any order: so does the emulator, reproducibly for a seed.
     random.Random(f"{state.faults.config.seed}/{state.stats.batches}").shuffle(responses)
-    return JSONResponse({"responses": responses})
+    return Answer(200, {"responses": responses})
 
 
 async def _serve_one(
-    outer: Request,
+    outer: GraphCall,
     item: dict[str, Any],
     answered: dict[str, asyncio.Future[dict[str, Any]]],
     outlook: asyncio.Semaphore,
 ) -> dict[str, Any]:
-    state = _state(outer)
     request_id = item["id"]
     for dependency in item.get("dependsOn", []):
         before = await answered[dependency]
         if not 200 <= before["status"] < 300:
             return _error_answer(
                 outer,
-                state,
                 request_id,
                 424,
                 "FailedDependency",
@@ -147,16 +132,15 @@ async def _serve_one(
     headers = item.get("headers") or {}
     if method not in _METHODS or url.lower().startswith(("http:", "https:")):
         return _error_answer(
-            outer, state, request_id, 400, "BadRequest", "Invalid method or non-relative url."
+            outer, request_id, 400, "BadRequest", "Invalid method or non-relative url."
         )
     if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
         return _error_answer(
-            outer, state, request_id, 400, "BadRequest", "'headers' must map names to strings."
+            outer, request_id, 400, "BadRequest", "'headers' must map names to strings."
         )
     if "body" in item and not any(k.lower() == "content-type" for k in headers):
         return _error_answer(
             outer,
-            state,
             request_id,
             400,
             "BadRequest",
@@ -164,20 +148,23 @@ async def _serve_one(
         )
     path, _, query = url.lstrip("/").partition("?")
     if path.split("/", 1)[0].lower() == "$batch":
-        return _error_answer(outer, state, request_id, 400, "BadRequest", "Nested batch.")
+        return _error_answer(outer, request_id, 400, "BadRequest", "Nested batch.")
     forwarded = {k.lower(): v for k, v in headers.items()}
     authorization = outer.headers.get("authorization")
     if authorization is not None:
         forwarded.setdefault("authorization", authorization)  # the batch's token serves all
     full_path = unquote(f"/v1.0/{path}")  # as a server gives the path of a request alone
     endpoint, handler, params = graph.routes.match(method, full_path)
+    own_id = str(uuid.uuid4())  # each request of a batch has its own ids, as alone
     call = GraphCall(
-        state=state,
+        state=outer.state,
         path=full_path,
         params=params,
         query=dict(parse_qsl(query, keep_blank_values=True)),
         headers=forwarded,
         parsed=item["body"] if "body" in item else NO_BODY,
+        request_id=own_id,
+        client_request_id=forwarded.get("client-request-id") or own_id,
     )
     if path.split("/")[2:3] in (["events"], ["calendar"]):  # Outlook's
         async with outlook:
@@ -193,49 +180,9 @@ async def _serve_one(
 async def _dispatch(
     call: GraphCall, endpoint: str | None, handler: Handler | None
 ) -> tuple[int, dict[str, str], Any]:
-    """One request of the batch through the front door to its handler, in process: its status,
+    """One request of the batch past the front door to its handler, in process: its status,
     headers (as Graph writes them in a batch) and body (JSON, or base64 of other content)."""
-    state = call.state
-    name = endpoint or "graph.unknown"  # what a path Graph does not serve counts under
-    own_id = str(uuid.uuid4())
-    client_id = call.headers.get("client-request-id") or own_id
-    ids = {"Request-Id": own_id, "Client-Request-Id": client_id}
-
-    def error(status: int, code: str, message: str, headers: dict[str, str]) -> Answer:
-        body = graph_error_body(
-            code,
-            message,
-            now=state.now(),
-            request_id=own_id,
-            client_request_id=client_id,
-        )
-        return Answer(status, body, headers)
-
-    async def handle() -> Answer:
-        try:
-            if handler is None:
-                raise _unrouted(call.path, endpoint)
-            return handler(call)
-        except GraphError as exc:
-            return error(exc.status, exc.code, exc.message, exc.headers)
-
-    async def payload() -> Any:
-        try:
-            return call.payload()
-        except ValueError:
-            return None
-
-    user_id = call.params.get("user_id")
-    answer = await through(
-        state,
-        name,
-        user_id.lower() if user_id else None,
-        subject=lambda: fault_subject(state, name, call.params, call.query, payload),
-        handle=handle,
-        refuse=lambda refusal: error(*refusal),
-        status_of=lambda answer: answer.status,
-        discard=_nothing,
-    )
+    answer = await answer_call(call, endpoint, handler)
     headers = {_title(header): value for header, value in answer.headers.items()}
     body = answer.body
     if isinstance(body, bytes):
@@ -243,15 +190,8 @@ async def _dispatch(
         body = base64.b64encode(body).decode()
     elif body is not None:
         headers["Content-Type"] = GRAPH_CONTENT_TYPE
+    ids = {"Request-Id": call.request_id, "Client-Request-Id": call.client_request_id}
     return answer.status, {**headers, **ids}, body
-
-
-def _unrouted(path: str, endpoint: str | None) -> GraphError:
-    """What Graph answers a path it does not serve (400), or a method the path does not take."""
-    if endpoint is None:
-        segment = path.rstrip("/").rsplit("/", 1)[-1]
-        return GraphError(400, "BadRequest", f"Resource not found for the segment '{segment}'.")
-    return GraphError(405, "BadRequest", "Method Not Allowed")
 
 
 def _title(name: str) -> str:
@@ -259,14 +199,10 @@ def _title(name: str) -> str:
     return "-".join(part.capitalize() for part in name.lower().split("-"))
 
 
-async def _nothing(_answer: Answer) -> None:
-    return None
-
-
 def _error_answer(
-    outer: Request, state: EmulatorState, request_id: str, status: int, code: str, message: str
+    outer: GraphCall, request_id: str, status: int, code: str, message: str
 ) -> dict[str, Any]:
-    graph_request_id, client_request_id = request_ids(outer)
+    """A request's answer written by the batch itself (its ids are the batch's)."""
     return {
         "id": request_id,
         "status": status,
@@ -274,8 +210,8 @@ def _error_answer(
         "body": graph_error_body(
             code,
             message,
-            now=state.now(),
-            request_id=graph_request_id,
-            client_request_id=client_request_id,
+            now=outer.state.now(),
+            request_id=outer.request_id,
+            client_request_id=outer.client_request_id,
         ),
     }

@@ -4,18 +4,23 @@ per mailbox (refused past Outlook's concurrency limit, without doing the work); 
 and answered before (or, for "commit then 504", after) the handler runs; the configured latency
 comes after the work.
 
-Written once for both kinds of answer (a Starlette response, a batch's answer): the caller says
-how to run the handler, how to write a refusal and how to read a status.
+`through` is written for any kind of answer (a Starlette response for Entra's token endpoint,
+an `Answer` for Graph): the caller says how to run the handler, write a refusal, read a status.
+`answer_call` is Graph's: a call's answer from its handler, errors in Graph's shape.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Awaitable, Callable
-from typing import NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
+from visio_fakes.graph_emulator.errors import GraphError, graph_error_body
 from visio_fakes.graph_emulator.faults import Outcome
+from visio_fakes.graph_emulator.routes import Answer, GraphCall, Handler
 from visio_fakes.graph_emulator.state import EmulatorState
+from visio_fakes.graph_emulator.subjects import fault_subject
 
 T = TypeVar("T")
 
@@ -121,3 +126,60 @@ async def _answer(
         # After the work: the change is made whether or not the client waits for the answer.
         await asyncio.sleep(delay)
     return answer
+
+
+async def answer_call(call: GraphCall, endpoint: str | None, handler: Handler | None) -> Answer:
+    """A Graph call's answer past the door: its handler's, or its fault, refusal or error, in
+    Graph's shape. `endpoint` None: a path Graph does not serve; `handler` None: not with this
+    method."""
+    state = call.state
+    name = endpoint or "graph.unknown"  # what a path Graph does not serve counts under
+
+    def error(status: int, code: str, message: str, headers: dict[str, str]) -> Answer:
+        body = graph_error_body(
+            code,
+            message,
+            now=state.now(),
+            request_id=call.request_id,
+            client_request_id=call.client_request_id,
+        )
+        return Answer(status, body, headers)
+
+    async def handle() -> Answer:
+        try:
+            if handler is None:
+                raise _unrouted(call.path, endpoint)
+            answer = handler(call)
+            return await answer if inspect.isawaitable(answer) else answer
+        except GraphError as exc:
+            return error(exc.status, exc.code, exc.message, exc.headers)
+
+    async def payload() -> Any:
+        try:
+            return call.payload()
+        except ValueError:
+            return None
+
+    user_id = call.params.get("user_id")
+    return await through(
+        state,
+        name,
+        user_id.lower() if user_id else None,
+        subject=lambda: fault_subject(state, name, call.params, call.query, payload),
+        handle=handle,
+        refuse=lambda refusal: error(*refusal),
+        status_of=lambda answer: answer.status,
+        discard=_nothing,
+    )
+
+
+def _unrouted(path: str, endpoint: str | None) -> GraphError:
+    """What Graph answers a path it does not serve (400), or a method the path does not take."""
+    if endpoint is None:
+        segment = path.rstrip("/").rsplit("/", 1)[-1]
+        return GraphError(400, "BadRequest", f"Resource not found for the segment '{segment}'.")
+    return GraphError(405, "BadRequest", "Method Not Allowed")
+
+
+async def _nothing(_answer: Answer) -> None:
+    return None

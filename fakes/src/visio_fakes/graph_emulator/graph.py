@@ -22,7 +22,6 @@ from visio_fakes.graph_emulator.timezones import preferred_zone
 from visio_fakes.graph_emulator.users import is_guid
 
 routes = Routes("/v1.0")
-router = routes.router
 
 CALENDAR_WRITE = {"Calendars.ReadWrite"}
 CALENDAR_READ = {"Calendars.ReadWrite", "Calendars.Read", "Calendars.ReadBasic.All"}

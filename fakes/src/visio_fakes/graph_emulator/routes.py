@@ -1,9 +1,9 @@
-"""Graph's routes, declared once and served two ways: as FastAPI routes, for a request that
-comes alone (through the app, its middleware and its front door), and from a table built once,
-for each request of a `$batch` (`batch.py`), answered by the same handlers without a trip
-through the ASGI app per request: routing every one of them through the app (its middleware,
-its router, Starlette's request and response objects, the JSON written then read back) was most
-of what the emulator cost per meeting (issue 20: the fakes must not hide us).
+"""Graph's routes: a table built once, from which the front door answers a Graph request that
+comes alone (`app.FrontDoor`) and each request of a `$batch` (`batch.py`), with the same
+handlers. Going through FastAPI for them (its middleware, router, dependency resolution,
+Starlette's request and response objects), and once more for each request of a batch with its
+answer written to JSON and read back, was most of what the emulator cost per meeting (issue
+20: the fakes must not hide us).
 
 A handler reads a `GraphCall` (whichever way the request came) and returns an `Answer`.
 """
@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Response
 from fastapi.responses import JSONResponse
 
 from visio_fakes.graph_emulator.errors import GraphError
@@ -40,6 +40,8 @@ class GraphCall:
     headers: Mapping[str, str]  # looked up by lower-case name
     body: bytes = b""
     parsed: Any = NO_BODY  # a $batch request's body: JSON already parsed
+    request_id: str = ""  # the ids it is answered under (Graph's errors name them)
+    client_request_id: str = ""
 
     def option(self, name: str) -> str | None:
         """An OData system query option: Graph accepts it with or without its '$'."""
@@ -82,7 +84,7 @@ class Answer:
     media_type: str = "application/json"
 
 
-Handler = Callable[[GraphCall], Answer]
+Handler = Callable[[GraphCall], Answer | Awaitable[Answer]]
 
 
 @dataclass(frozen=True)
@@ -101,54 +103,28 @@ def _pattern(template: str) -> re.Pattern[str]:
 
 
 class Routes:
-    """The routes under `prefix`: an APIRouter for the app, and `match` for `$batch`."""
+    """The routes under `prefix`, matched in the order they were added."""
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
-        self.router = APIRouter(prefix=prefix)
         self._routes: list[Route] = []
 
     def add(self, method: str, *paths: str, name: str) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             for path in paths:
-                route = Route(method, _pattern(self.prefix + path), name, handler)
-                self._routes.append(route)
-                self.router.add_api_route(
-                    path,
-                    _endpoint(handler),
-                    methods=[method],
-                    name=name,
-                    description=handler.__doc__,
-                )
+                self._routes.append(Route(method, _pattern(self.prefix + path), name, handler))
             return handler
 
         return register
 
     def match(self, method: str, path: str) -> tuple[str | None, Handler | None, dict[str, str]]:
-        """(route name, handler, path parameters) of a request, in the router's order. A path
-        served for other methods only gives that route's name without a handler (405); an
-        unknown path, neither (None, None, {})."""
+        """(route name, handler, path parameters) of a request. A path served for other methods
+        only gives that route's name without a handler (405); an unknown path, neither."""
         for route in self._routes:
             if route.method == method and (found := route.pattern.match(path)) is not None:
                 return route.name, route.handler, found.groupdict()
         other = next((route for route in self._routes if route.pattern.match(path)), None)
         return (other.name if other is not None else None), None, {}
-
-
-def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-    async def endpoint(request: Request) -> Response:
-        call = GraphCall(
-            state=request.app.state.emulator,
-            path=request.url.path,
-            params=request.path_params,
-            query=request.query_params,
-            headers=request.headers,
-            body=await request.body(),
-        )
-        return http_response(handler(call))
-
-    endpoint.__name__ = handler.__name__
-    return endpoint
 
 
 def http_response(answer: Answer) -> Response:
