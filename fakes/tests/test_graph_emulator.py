@@ -8,6 +8,7 @@ starts from an empty tenant through the control API (`POST /_emulator/reset`).
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import email.utils
 import re
@@ -24,6 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
+from starlette.types import ASGIApp, Receive, Scope, Send
 from visio_fakes.devca import CA_COMMON_NAME, ensure_dev_ca
 from visio_fakes.graph_emulator import (
     AppRegistration,
@@ -33,6 +35,7 @@ from visio_fakes.graph_emulator import (
     RunningEmulator,
     serve_in_background,
 )
+from visio_fakes.graph_emulator.app import create_app
 from visio_fakes.graph_emulator.main import settings_from_command_line
 from visio_fakes.graph_emulator.meetings import V1_MEETING_PROPERTIES
 
@@ -1310,3 +1313,66 @@ async def test_the_emulator_counts_the_connections_graph_calls_came_on(
             answer = await once.get(f"{emulator.base_url}/v1.0{url}", headers=closing)
             assert answer.status_code == 200
     assert (await client.get("/_emulator/stats")).json()["connections"] == 4
+
+
+async def test_a_batch_is_answered_by_the_handlers_not_by_the_app_once_per_request() -> None:
+    """Each request of a `$batch` goes to its handler directly (issue 20: a trip through the
+    whole app per request was most of the emulator's CPU per meeting): the app is entered once
+    for the batch, and each request still passes the front door, counted as itself."""
+    app = create_app(EmulatorSettings())
+    entered = 0
+
+    class CountEntries:
+        def __init__(self, app: ASGIApp) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            nonlocal entered
+            entered += scope["type"] == "http"
+            await self.app(scope, receive, send)
+
+    app.add_middleware(CountEntries)
+    state: EmulatorState = app.state.emulator
+    token = state.tokens.issue(
+        state.apps[state.settings.client_id.lower()],
+        now=state.now(),
+        lifetime=3600,
+        with_certificate=False,
+    )
+    creates = [_create_request(str(n), MAILBOXES[n % 5], f"direct-{n}") for n in range(20)]
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="https://emulator.test/v1.0",
+        headers={"Authorization": f"Bearer {token}"},
+    ) as graph:
+        answers = _by_id(await _batch(graph, creates))
+
+    assert {answer["status"] for answer in answers.values()} == {201}
+    assert entered == 1
+    assert state.stats.calls["graph.events.create"] == 20
+    assert state.stats.responses["graph.events.create"] == {"201": 20}
+    for answer in answers.values():
+        assert answer["headers"]["Content-Type"].startswith("application/json;odata.metadata")
+        assert answer["headers"]["Request-Id"] == answer["headers"]["Client-Request-Id"]
+
+
+async def test_a_batch_answers_content_that_is_not_json_in_base64(
+    graph: httpx.AsyncClient, client: httpx.AsyncClient
+) -> None:
+    meeting_id = await _meeting_id(graph)
+    path = f"/users/{ORGANIZER}/onlineMeetings/{meeting_id}/recordings"
+    await client.post(
+        f"/_emulator/online-meetings/{meeting_id}/recordings", json={"recordings": [{}]}
+    )
+    [recording] = (await graph.get(path)).json()["value"]
+    alone = await graph.get(f"{path}/{recording['id']}/content")
+
+    answers = _by_id(
+        await _batch(
+            graph, [{"id": "1", "method": "GET", "url": f"{path}/{recording['id']}/content"}]
+        )
+    )
+
+    assert answers["1"]["status"] == 200
+    assert answers["1"]["headers"]["Content-Type"] == alone.headers["content-type"] == "video/mp4"
+    assert base64.b64decode(answers["1"]["body"]) == alone.content

@@ -1,15 +1,17 @@
 """What the SMTP sink (visio_fakes.smtp_sink) reads of a message and what it writes of one:
-the Message-ID (found without parsing the message), a file-name-safe form of it, the subject of
-its fault draws, and the delivery status notification of a message that bounces later, posted
-to the service as a relay's pipe would."""
+the Message-ID (found without parsing the message), a file-name-safe form of it, the file of its
+bytes, the subject of its fault draws, and the delivery status notification of a message that
+bounces later, posted to the service as a relay's pipe would."""
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
 import logging
+import os
 import re
 import uuid
+from pathlib import Path
 
 import httpx
 
@@ -18,6 +20,18 @@ log = logging.getLogger("visio_fakes.smtp_sink")
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@+=-]+")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def write_new(path: Path, raw: bytes) -> None:
+    """A new file of exactly these bytes, written with `os.write` (no Python file object: the
+    sink writes one per message)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        view = memoryview(raw)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
 
 
 def fault_subject(message_id: str | None) -> tuple[str, str]:

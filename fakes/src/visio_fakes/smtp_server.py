@@ -1,9 +1,11 @@
-"""The SMTP side of the sink (visio_fakes.smtp_sink): aiosmtpd's server counting connections
-and reading DATA in one piece, hanging up without a word, and the login check."""
+"""The SMTP side of the sink (visio_fakes.smtp_sink): aiosmtpd's server counting connections,
+reading DATA in one piece and a plain address without a parser, hanging up without a word, and
+the login check."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.controller import Controller
@@ -19,6 +21,12 @@ def abort(server: SMTP) -> None:
         transport.abort()  # a reset, as when the network fails
     elif transport is not None:
         transport.close()
+
+
+# `<local@domain>` of dot-atoms (RFC 5321 4.1.2), what every client of the project sends; its
+# address is the text between the brackets. Anything else goes to aiosmtpd's parser.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_ADDRESS = re.compile(rf"<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>")
 
 
 class SinkSMTP(SMTP):
@@ -45,6 +53,21 @@ class SinkSMTP(SMTP):
     def connection_lost(self, error: Exception | None) -> None:
         self.sink.open_sessions.discard(self)
         super().connection_lost(error)
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """aiosmtpd's answer for MAIL FROM's and RCPT TO's address, without its parser for a
+        plain `<local@domain>`: that parser (email's header grammar, and a class defined per
+        call) was a fifth of the sink's CPU per message, twice per message."""
+        found = _PLAIN_ADDRESS.match(arg)
+        rest = arg[found.end() :] if found is not None else ""
+        if rest[:1] in (" ", "\t"):
+            rest = rest.lstrip()  # the parser takes the blanks after '>' with the address
+        if found is None or rest.startswith("("):  # a comment: the parser's
+            return super()._getaddr(arg)
+        address = found.group(1)
+        if self.local_part_limit and len(address.rpartition("@")[0]) > self.local_part_limit:
+            return None, None
+        return address, rest
 
     async def smtp_DATA(self, arg: str) -> None:
         if await self.check_helo_needed() or await self.check_auth_needed("DATA"):

@@ -21,12 +21,13 @@ that Message-ID came), so `<appointment>.r1.confirmation`'s third try meets the 
 every run with that seed, whatever arrived before it.
 
 It must cost little, or the bench would measure it instead of us (issue 20): DATA is read in
-one piece, not line by line as aiosmtpd reads it (`visio_fakes.smtp_server`); the bytes
-received are written as they are, the Message-ID found by one search of the header block (no
-parse of the message); no log line per message unless asked (`SMTP_SINK_LOG_MESSAGES`), and no
-fsync: the file appears whole (written aside, then linked in) for any reader, which is what a
-fake relay owes; surviving a power cut is not. It counts what tests of connection reuse look
-at: connections opened, messages per connection, RSETs.
+one piece, not line by line as aiosmtpd reads it, and a plain `<local@domain>` of MAIL FROM and
+RCPT TO without aiosmtpd's address parser (`visio_fakes.smtp_server`); the bytes received are
+written as they are (a `write`, no Python file object), the Message-ID found by one search of
+the header block (no parse of the message); no log line per message unless asked
+(`SMTP_SINK_LOG_MESSAGES`), and no fsync: the file appears whole (written aside, then linked in)
+for any reader, which is what a fake relay owes; surviving a power cut is not. It counts what
+tests of connection reuse look at: connections opened, messages per connection, RSETs.
 
 `visio-rdv-smtp-sink` runs it until SIGTERM/SIGINT; `start_sink()` runs it in-process.
 """
@@ -58,6 +59,7 @@ from visio_fakes.smtp_messages import (
     find_message_id,
     post_dsn,
     safe_id,
+    write_new,
 )
 from visio_fakes.smtp_server import SinkController, abort, authenticator, hang_up_silently
 
@@ -303,8 +305,7 @@ class MailSink:
         """Write atomically (temp file, then a hard link that fails rather than overwrite)."""
         stem = safe_id(message_id if message_id is not None else find_message_id(raw))
         temp = self.mail_dir / f".tmp-{uuid.uuid4().hex}"
-        with temp.open("wb") as handle:
-            handle.write(raw)
+        write_new(temp, raw)
         try:
             copy = 1
             while True:

@@ -5,11 +5,14 @@ documents it.
   and a URL relative to the version (`/users/{id}/events`); a request with a `body` names its
   `Content-Type` in `headers`. A batch that breaks these rules is refused whole (400).
 - Each request is served as if it came alone: the same routes, token check, permissions,
-  faults, latency, stats and mailbox concurrency limit (the front door sees each one). So a
-  request of a batch can be throttled (429 with its own `Retry-After` in its own headers)
-  while its neighbours succeed; the batch itself answers 200.
+  faults, latency, stats and mailbox concurrency limit (each passes the front door,
+  `front_door`). So a request of a batch can be throttled (429 with its own `Retry-After` in
+  its own headers) while its neighbours succeed; the batch itself answers 200. It is handed to
+  its handler directly (`routes`: the route table built once), not through the ASGI app: the
+  batch's work is the handlers', not twenty rounds of middleware, routing and JSON.
 - Answers carry `id`, `status`, `headers` and `body`, in any order: this emulator shuffles
-  them (seeded), so a client that pairs answers with requests by position fails here.
+  them (seeded), so a client that pairs answers with requests by position fails here. A body
+  that is not JSON (a recording's content) is given in base64, as Graph does.
 - Outlook (calendar events) runs at most 4 requests of a batch at a time, whatever their
   mailbox: a batch of 20 event look-ups takes five rounds of Graph's latency. Batching saves
   the client's requests, not Graph's time. The others run side by side.
@@ -20,29 +23,27 @@ documents it.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import random
+import uuid
 from typing import Any
+from urllib.parse import parse_qsl, unquote
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
-from starlette.types import Message, Scope
-
-from visio_fakes.graph_emulator.errors import GraphError, graph_error_body, request_ids
-from visio_fakes.graph_emulator.state import EmulatorState
-
-router = APIRouter(prefix="/v1.0")
+from visio_fakes.graph_emulator import graph
+from visio_fakes.graph_emulator.errors import GraphError, graph_error_body
+from visio_fakes.graph_emulator.front_door import answer_call
+from visio_fakes.graph_emulator.routes import (
+    GRAPH_CONTENT_TYPE,
+    NO_BODY,
+    Answer,
+    GraphCall,
+    Handler,
+)
 
 MAX_REQUESTS = 20
 OUTLOOK_REQUESTS_AT_ONCE = 4
 _METHODS = frozenset({"GET", "POST", "PATCH", "PUT", "DELETE"})
-# Headers of an answer that describe the HTTP exchange, not the request's result.
-_TRANSPORT_HEADERS = frozenset({"content-length", "date", "connection", "x-ms-ags-diagnostic"})
-
-
-def _state(request: Request) -> EmulatorState:
-    state: EmulatorState = request.app.state.emulator
-    return state
 
 
 def _invalid(message: str) -> GraphError:
@@ -79,12 +80,11 @@ def _validate(payload: Any) -> list[dict[str, Any]]:
     return requests
 
 
-@router.post("/$batch", name="graph.batch")
-async def batch(request: Request) -> JSONResponse:
-    state = _state(request)
-    raw = await request.body()
+@graph.routes.add("POST", "/$batch", name="graph.batch")
+async def batch(call: GraphCall) -> Answer:
+    state = call.state
     try:
-        payload = json.loads(raw)
+        payload = json.loads(call.body)
     except ValueError:
         raise _invalid("Unable to read JSON request payload.") from None
     requests = _validate(payload)
@@ -98,32 +98,30 @@ async def batch(request: Request) -> JSONResponse:
     async def run(item: dict[str, Any]) -> None:
         future = answered[item["id"]]
         try:
-            future.set_result(await _serve_one(request, item, answered, outlook))
+            future.set_result(await _serve_one(call, item, answered, outlook))
         except Exception as exc:  # a handler's bug is this request's 500, not the batch's
-            failed = _error_answer(request, state, item["id"], 500, "InternalError", repr(exc))
+            failed = _error_answer(call, item["id"], 500, "InternalError", repr(exc))
             future.set_result(failed)
 
     await asyncio.gather(*(run(item) for item in requests))
     responses = [answered[item["id"]].result() for item in requests]
     # Graph answers in any order: so does the emulator, reproducibly for a seed.
     random.Random(f"{state.faults.config.seed}/{state.stats.batches}").shuffle(responses)
-    return JSONResponse({"responses": responses})
+    return Answer(200, {"responses": responses})
 
 
 async def _serve_one(
-    outer: Request,
+    outer: GraphCall,
     item: dict[str, Any],
     answered: dict[str, asyncio.Future[dict[str, Any]]],
     outlook: asyncio.Semaphore,
 ) -> dict[str, Any]:
-    state = _state(outer)
     request_id = item["id"]
     for dependency in item.get("dependsOn", []):
         before = await answered[dependency]
         if not 200 <= before["status"] < 300:
             return _error_answer(
                 outer,
-                state,
                 request_id,
                 424,
                 "FailedDependency",
@@ -134,105 +132,77 @@ async def _serve_one(
     headers = item.get("headers") or {}
     if method not in _METHODS or url.lower().startswith(("http:", "https:")):
         return _error_answer(
-            outer, state, request_id, 400, "BadRequest", "Invalid method or non-relative url."
+            outer, request_id, 400, "BadRequest", "Invalid method or non-relative url."
         )
     if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
         return _error_answer(
-            outer, state, request_id, 400, "BadRequest", "'headers' must map names to strings."
+            outer, request_id, 400, "BadRequest", "'headers' must map names to strings."
         )
-    body = b""
-    if "body" in item:
-        if not any(k.lower() == "content-type" for k in headers):
-            return _error_answer(
-                outer,
-                state,
-                request_id,
-                400,
-                "BadRequest",
-                "Content-Type header must be specified when a request body is present.",
-            )
-        body = json.dumps(item["body"]).encode()
+    if "body" in item and not any(k.lower() == "content-type" for k in headers):
+        return _error_answer(
+            outer,
+            request_id,
+            400,
+            "BadRequest",
+            "Content-Type header must be specified when a request body is present.",
+        )
     path, _, query = url.lstrip("/").partition("?")
     if path.split("/", 1)[0].lower() == "$batch":
-        return _error_answer(outer, state, request_id, 400, "BadRequest", "Nested batch.")
-    outlook_request = path.split("/")[2:3] in (["events"], ["calendar"])
-    if outlook_request:
-        async with outlook:
-            status, answer_headers, content = await _call(outer, method, path, query, headers, body)
-    else:
-        status, answer_headers, content = await _call(outer, method, path, query, headers, body)
-    answer: dict[str, Any] = {"id": request_id, "status": status, "headers": answer_headers}
-    if content:
-        try:
-            answer["body"] = json.loads(content)
-        except ValueError:
-            answer["body"] = content.decode("utf-8", "replace")
-    return answer
-
-
-async def _call(
-    outer: Request, method: str, path: str, query: str, headers: dict[str, str], body: bytes
-) -> tuple[int, dict[str, str], bytes]:
-    """Serve one request of the batch through the whole app (front door included), in process."""
+        return _error_answer(outer, request_id, 400, "BadRequest", "Nested batch.")
     forwarded = {k.lower(): v for k, v in headers.items()}
     authorization = outer.headers.get("authorization")
     if authorization is not None:
         forwarded.setdefault("authorization", authorization)  # the batch's token serves all
-    forwarded["content-length"] = str(len(body))
-    full_path = f"/v1.0/{path}"
-    scope: Scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": outer.url.scheme,
-        "path": full_path,
-        "raw_path": full_path.encode(),
-        "root_path": "",
-        "query_string": query.encode(),
-        "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in forwarded.items()],
-        "client": outer.scope.get("client"),
-        "server": outer.scope.get("server"),
-    }
-    done = asyncio.Event()
-    delivered = False
+    full_path = unquote(f"/v1.0/{path}")  # as a server gives the path of a request alone
+    endpoint, handler, params = graph.routes.match(method, full_path)
+    own_id = str(uuid.uuid4())  # each request of a batch has its own ids, as alone
+    call = GraphCall(
+        state=outer.state,
+        path=full_path,
+        params=params,
+        query=dict(parse_qsl(query, keep_blank_values=True)),
+        headers=forwarded,
+        parsed=item["body"] if "body" in item else NO_BODY,
+        request_id=own_id,
+        client_request_id=forwarded.get("client-request-id") or own_id,
+    )
+    if path.split("/")[2:3] in (["events"], ["calendar"]):  # Outlook's
+        async with outlook:
+            status, answer_headers, body = await _dispatch(call, endpoint, handler)
+    else:
+        status, answer_headers, body = await _dispatch(call, endpoint, handler)
+    answer: dict[str, Any] = {"id": request_id, "status": status, "headers": answer_headers}
+    if body is not None:
+        answer["body"] = body
+    return answer
 
-    async def receive() -> Message:
-        nonlocal delivered
-        if not delivered:
-            delivered = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        await done.wait()
-        return {"type": "http.disconnect"}
 
-    status = 500
-    answer_headers: dict[str, str] = {}
-    chunks: list[bytes] = []
+async def _dispatch(
+    call: GraphCall, endpoint: str | None, handler: Handler | None
+) -> tuple[int, dict[str, str], Any]:
+    """One request of the batch past the front door to its handler, in process: its status,
+    headers (as Graph writes them in a batch) and body (JSON, or base64 of other content)."""
+    answer = await answer_call(call, endpoint, handler)
+    headers = {_title(header): value for header, value in answer.headers.items()}
+    body = answer.body
+    if isinstance(body, bytes):
+        headers["Content-Type"] = answer.media_type
+        body = base64.b64encode(body).decode()
+    elif body is not None:
+        headers["Content-Type"] = GRAPH_CONTENT_TYPE
+    ids = {"Request-Id": call.request_id, "Client-Request-Id": call.client_request_id}
+    return answer.status, {**headers, **ids}, body
 
-    async def send(message: Message) -> None:
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = message["status"]
-            for name, value in message.get("headers", []):
-                key = name.decode("latin-1").lower()
-                if key not in _TRANSPORT_HEADERS:
-                    # As Graph writes them in a batch: Content-Type, Retry-After…
-                    title = "-".join(part.capitalize() for part in key.split("-"))
-                    answer_headers[title] = value.decode("latin-1")
-        elif message["type"] == "http.response.body":
-            chunks.append(message.get("body", b""))
 
-    try:
-        await outer.app(scope, receive, send)
-    finally:
-        done.set()
-    return status, answer_headers, b"".join(chunks)
+def _title(name: str) -> str:
+    """A header's name as Graph writes it in a batch: Retry-After, Preference-Applied…"""
+    return "-".join(part.capitalize() for part in name.lower().split("-"))
 
 
 def _error_answer(
-    outer: Request, state: EmulatorState, request_id: str, status: int, code: str, message: str
+    outer: GraphCall, request_id: str, status: int, code: str, message: str
 ) -> dict[str, Any]:
-    graph_request_id, client_request_id = request_ids(outer)
+    """A request's answer written by the batch itself (its ids are the batch's)."""
     return {
         "id": request_id,
         "status": status,
@@ -240,8 +210,8 @@ def _error_answer(
         "body": graph_error_body(
             code,
             message,
-            now=state.now(),
-            request_id=graph_request_id,
-            client_request_id=client_request_id,
+            now=outer.state.now(),
+            request_id=outer.request_id,
+            client_request_id=outer.client_request_id,
         ),
     }

@@ -3,13 +3,9 @@ meetings' artifacts (attendance reports, recordings)."""
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 from urllib.parse import quote
-
-from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
 
 from visio_fakes.graph_emulator.errors import GraphError
 from visio_fakes.graph_emulator.events import (
@@ -20,11 +16,12 @@ from visio_fakes.graph_emulator.events import (
     update_event,
 )
 from visio_fakes.graph_emulator.meetings import render_meeting, update_meeting
+from visio_fakes.graph_emulator.routes import Answer, GraphCall, Routes
 from visio_fakes.graph_emulator.state import EmulatorState, StoredEvent, StoredMeeting
 from visio_fakes.graph_emulator.timezones import preferred_zone
 from visio_fakes.graph_emulator.users import is_guid
 
-router = APIRouter(prefix="/v1.0")
+routes = Routes("/v1.0")
 
 CALENDAR_WRITE = {"Calendars.ReadWrite"}
 CALENDAR_READ = {"Calendars.ReadWrite", "Calendars.Read", "Calendars.ReadBasic.All"}
@@ -50,42 +47,16 @@ _EXPAND_EXTENDED = re.compile(
 )
 
 
-def _state(request: Request) -> EmulatorState:
-    state: EmulatorState = request.app.state.emulator
-    return state
-
-
 def _odata_literal(text: str) -> str:
     return text.replace("''", "'")
 
 
-def _query(request: Request, name: str) -> str | None:
-    # Graph accepts OData system query options with or without their '$'.
-    return request.query_params.get(f"${name}") or request.query_params.get(name)
-
-
-async def _json_object(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw.strip():
-        raise GraphError(400, "BadRequest", "Empty Payload. JSON content expected.")
-    try:
-        payload = json.loads(raw)
-    except ValueError:
-        raise GraphError(
-            400,
-            "BadRequest",
-            "Unable to read JSON request payload. Please ensure Content-Type header is set "
-            "and payload is of valid JSON format.",
-        ) from None
-    if not isinstance(payload, dict):
-        raise GraphError(400, "BadRequest", "The request payload must be a JSON object.")
-    return payload
-
-
-def _authorize(request: Request, user_id: str, *, roles: set[str], meetings: bool) -> None:
-    """Token, then permission, then the application access policy, as Graph checks them."""
-    state = _state(request)
-    claims = state.tokens.verify(request.headers.get("authorization"), now=state.now())
+def _authorize(call: GraphCall, *, roles: set[str], meetings: bool) -> str:
+    """Token, then permission, then the application access policy, as Graph checks them;
+    returns the mailbox the call acts on (its `user_id`)."""
+    state = call.state
+    user_id = call.params["user_id"]
+    claims = state.tokens.verify(call.headers.get("authorization"), now=state.now())
     if not (claims.roles & roles):
         if meetings:
             raise GraphError(
@@ -108,6 +79,7 @@ def _authorize(request: Request, user_id: str, *, roles: set[str], meetings: boo
             "Access to OData is disabled: Blocked by tenant configured AppOnly AccessPolicy "
             "settings.",
         )
+    return user_id
 
 
 def _event_or_404(state: EmulatorState, user_id: str, event_id: str) -> StoredEvent:
@@ -126,17 +98,16 @@ def _meeting_or_404(state: EmulatorState, user_id: str, meeting_id: str) -> Stor
     return meeting
 
 
-def _shape_event(request: Request, event: StoredEvent) -> dict[str, Any]:
+def _shape_event(call: GraphCall, event: StoredEvent) -> dict[str, Any]:
     """Render an event honouring Prefer, $select and $expand like Graph."""
-    state = _state(request)
-    prefer = request.headers.get("prefer", "")
+    prefer = call.headers.get("prefer", "")
     rendered = render_event(
-        state,
+        call.state,
         event,
         zone=preferred_zone(prefer),
         text_body='outlook.body-content-type="text"' in prefer.lower(),
     )
-    select = _query(request, "select")
+    select = call.option("select")
     if select:
         wanted = [name.strip() for name in select.split(",") if name.strip()]
         for name in wanted:
@@ -148,7 +119,7 @@ def _shape_event(request: Request, event: StoredEvent) -> dict[str, Any]:
                 )
         keep = {"@odata.context", "@odata.etag", "id", *wanted}
         rendered = {k: v for k, v in rendered.items() if k in keep}
-    expand = _query(request, "expand")
+    expand = call.option("expand")
     if expand:
         match = _EXPAND_EXTENDED.match(expand)
         if match is None:
@@ -167,29 +138,33 @@ def _shape_event(request: Request, event: StoredEvent) -> dict[str, Any]:
     return rendered
 
 
-def _preference_headers(request: Request) -> dict[str, str]:
-    zone = preferred_zone(request.headers.get("prefer"))
+def _preference_headers(call: GraphCall) -> dict[str, str]:
+    zone = preferred_zone(call.headers.get("prefer"))
     return {"Preference-Applied": f'outlook.timezone="{zone}"'} if zone else {}
 
 
-@router.post("/users/{user_id}/events", name="graph.events.create")
-@router.post("/users/{user_id}/calendar/events", name="graph.events.create")
-async def post_event(user_id: str, request: Request) -> JSONResponse:
-    _authorize(request, user_id, roles=CALENDAR_WRITE, meetings=False)
-    state = _state(request)
-    event, _created = create_event(state, user_id, await _json_object(request))
+def _event_answer(call: GraphCall, event: StoredEvent, status: int = 200) -> Answer:
+    return Answer(status, _shape_event(call, event), _preference_headers(call))
+
+
+_EVENTS = ("/users/{user_id}/events", "/users/{user_id}/calendar/events")
+_EVENT = ("/users/{user_id}/events/{event_id}", "/users/{user_id}/calendar/events/{event_id}")
+_CANCEL = tuple(f"{path}/cancel" for path in _EVENT)
+
+
+@routes.add("POST", *_EVENTS, name="graph.events.create")
+def post_event(call: GraphCall) -> Answer:
+    user_id = _authorize(call, roles=CALENDAR_WRITE, meetings=False)
+    event, _created = create_event(call.state, user_id, call.json_object())
     # A replayed transactionId answers like the original creation did.
-    return JSONResponse(
-        _shape_event(request, event), status_code=201, headers=_preference_headers(request)
-    )
+    return _event_answer(call, event, 201)
 
 
-@router.get("/users/{user_id}/events", name="graph.events.list")
-@router.get("/users/{user_id}/calendar/events", name="graph.events.list")
-async def list_events(user_id: str, request: Request) -> JSONResponse:
-    _authorize(request, user_id, roles=CALENDAR_READ, meetings=False)
-    state = _state(request)
-    filter_text = _query(request, "filter")
+@routes.add("GET", *_EVENTS, name="graph.events.list")
+def list_events(call: GraphCall) -> Answer:
+    user_id = _authorize(call, roles=CALENDAR_READ, meetings=False)
+    state = call.state
+    filter_text = call.option("filter")
     if filter_text:
         match = _EXTENDED_FILTER.match(filter_text)
         if match is None:
@@ -210,71 +185,63 @@ async def list_events(user_id: str, request: Request) -> JSONResponse:
     else:
         events = state.live_events_of(user_id)
     try:
-        top = int(_query(request, "top") or DEFAULT_PAGE_SIZE)
-        skip = int(_query(request, "skip") or 0)
+        top = int(call.option("top") or DEFAULT_PAGE_SIZE)
+        skip = int(call.option("skip") or 0)
     except ValueError:
         raise GraphError(400, "BadRequest", "$top and $skip must be integers.") from None
     page = events[skip : skip + top]
     body: dict[str, Any] = {
         "@odata.context": f"{state.base_url}/v1.0/$metadata#users('{user_id}')/events",
-        "value": [_shape_event(request, e) for e in page],
+        "value": [_shape_event(call, e) for e in page],
     }
     if skip + top < len(events):
-        params = {k: v for k, v in request.query_params.items() if k not in ("$skip", "skip")}
+        params = {k: v for k, v in call.query.items() if k not in ("$skip", "skip")}
         params["$skip"] = str(skip + top)
         query = "&".join(f"{quote(k)}={quote(v)}" for k, v in params.items())
-        body["@odata.nextLink"] = f"{state.base_url}{request.url.path}?{query}"
-    return JSONResponse(body, headers=_preference_headers(request))
+        body["@odata.nextLink"] = f"{state.base_url}{call.path}?{query}"
+    return Answer(200, body, _preference_headers(call))
 
 
-@router.get("/users/{user_id}/events/{event_id}", name="graph.events.get")
-@router.get("/users/{user_id}/calendar/events/{event_id}", name="graph.events.get")
-async def get_event(user_id: str, event_id: str, request: Request) -> JSONResponse:
-    _authorize(request, user_id, roles=CALENDAR_READ, meetings=False)
-    event = _event_or_404(_state(request), user_id, event_id)
-    return JSONResponse(_shape_event(request, event), headers=_preference_headers(request))
+@routes.add("GET", *_EVENT, name="graph.events.get")
+def get_event(call: GraphCall) -> Answer:
+    user_id = _authorize(call, roles=CALENDAR_READ, meetings=False)
+    return _event_answer(call, _event_or_404(call.state, user_id, call.params["event_id"]))
 
 
-@router.patch("/users/{user_id}/events/{event_id}", name="graph.events.update")
-@router.patch("/users/{user_id}/calendar/events/{event_id}", name="graph.events.update")
-async def patch_event(user_id: str, event_id: str, request: Request) -> JSONResponse:
-    _authorize(request, user_id, roles=CALENDAR_WRITE, meetings=False)
-    state = _state(request)
-    event = _event_or_404(state, user_id, event_id)
-    update_event(state, event, await _json_object(request))
-    return JSONResponse(_shape_event(request, event), headers=_preference_headers(request))
+@routes.add("PATCH", *_EVENT, name="graph.events.update")
+def patch_event(call: GraphCall) -> Answer:
+    user_id = _authorize(call, roles=CALENDAR_WRITE, meetings=False)
+    event = _event_or_404(call.state, user_id, call.params["event_id"])
+    update_event(call.state, event, call.json_object())
+    return _event_answer(call, event)
 
 
-@router.delete("/users/{user_id}/events/{event_id}", name="graph.events.delete")
-@router.delete("/users/{user_id}/calendar/events/{event_id}", name="graph.events.delete")
-async def remove_event(user_id: str, event_id: str, request: Request) -> Response:
-    _authorize(request, user_id, roles=CALENDAR_WRITE, meetings=False)
-    state = _state(request)
-    delete_event(state, _event_or_404(state, user_id, event_id))
-    return Response(status_code=204)
+@routes.add("DELETE", *_EVENT, name="graph.events.delete")
+def remove_event(call: GraphCall) -> Answer:
+    user_id = _authorize(call, roles=CALENDAR_WRITE, meetings=False)
+    delete_event(call.state, _event_or_404(call.state, user_id, call.params["event_id"]))
+    return Answer(204)
 
 
-@router.post("/users/{user_id}/events/{event_id}/cancel", name="graph.events.cancel")
-@router.post("/users/{user_id}/calendar/events/{event_id}/cancel", name="graph.events.cancel")
-async def cancel_event(user_id: str, event_id: str, request: Request) -> Response:
+@routes.add("POST", *_CANCEL, name="graph.events.cancel")
+def cancel_event(call: GraphCall) -> Answer:
     """The organiser cancels: attendees get the comment, the event goes to Deleted Items."""
-    _authorize(request, user_id, roles=CALENDAR_WRITE, meetings=False)
-    state = _state(request)
-    event = _event_or_404(state, user_id, event_id)
-    body = await _json_object(request) if (await request.body()).strip() else {}
+    user_id = _authorize(call, roles=CALENDAR_WRITE, meetings=False)
+    event = _event_or_404(call.state, user_id, call.params["event_id"])
+    body = call.json_object() if call.has_body() else {}
     comments = [v for k, v in body.items() if k.lower() == "comment"]
     unknown = [k for k in body if k.lower() != "comment"]
     if unknown or not all(isinstance(c, str) for c in comments):
         raise GraphError(400, "RequestBodyRead", "The cancel action takes only a 'Comment' string.")
-    delete_event(state, event, cancel_comment=comments[0] if comments else "")
-    return Response(status_code=202)
+    delete_event(call.state, event, cancel_comment=comments[0] if comments else "")
+    return Answer(202)
 
 
-@router.get("/users/{user_id}/onlineMeetings", name="graph.onlineMeetings.list")
-async def find_meetings(user_id: str, request: Request) -> JSONResponse:
-    _authorize(request, user_id, roles=MEETINGS_READ, meetings=True)
-    state = _state(request)
-    filter_text = _query(request, "filter")
+@routes.add("GET", "/users/{user_id}/onlineMeetings", name="graph.onlineMeetings.list")
+def find_meetings(call: GraphCall) -> Answer:
+    user_id = _authorize(call, roles=MEETINGS_READ, meetings=True)
+    state = call.state
+    filter_text = call.option("filter")
     if not filter_text:
         raise GraphError(400, "BadRequest", "Listing online meetings requires a $filter.")
     by_url = _JOIN_URL_FILTER.match(filter_text)
@@ -288,29 +255,31 @@ async def find_meetings(user_id: str, request: Request) -> JSONResponse:
         meeting = state.live_meeting_by_join_id(_odata_literal(by_id.group(1)) if by_id else "")
     mine = meeting is not None and meeting.user_id.lower() == user_id.lower()
     found = [meeting] if meeting is not None and mine else []
-    return JSONResponse(
+    return Answer(
+        200,
         {
             "@odata.context": f"{state.base_url}/v1.0/$metadata#users('{user_id}')/onlineMeetings",
             "value": [render_meeting(state, m) for m in found],
-        }
+        },
     )
 
 
-@router.get("/users/{user_id}/onlineMeetings/{meeting_id}", name="graph.onlineMeetings.get")
-async def get_meeting(user_id: str, meeting_id: str, request: Request) -> JSONResponse:
-    _authorize(request, user_id, roles=MEETINGS_READ, meetings=True)
-    state = _state(request)
-    meeting = _meeting_or_404(state, user_id, meeting_id)
-    return JSONResponse(_meeting_body(state, user_id, meeting))
+_MEETING = "/users/{user_id}/onlineMeetings/{meeting_id}"
 
 
-@router.patch("/users/{user_id}/onlineMeetings/{meeting_id}", name="graph.onlineMeetings.update")
-async def patch_meeting(user_id: str, meeting_id: str, request: Request) -> JSONResponse:
-    _authorize(request, user_id, roles=MEETINGS_WRITE, meetings=True)
-    state = _state(request)
-    meeting = _meeting_or_404(state, user_id, meeting_id)
-    update_meeting(state, meeting, await _json_object(request))
-    return JSONResponse(_meeting_body(state, user_id, meeting))
+@routes.add("GET", _MEETING, name="graph.onlineMeetings.get")
+def get_meeting(call: GraphCall) -> Answer:
+    user_id = _authorize(call, roles=MEETINGS_READ, meetings=True)
+    meeting = _meeting_or_404(call.state, user_id, call.params["meeting_id"])
+    return Answer(200, _meeting_body(call.state, user_id, meeting))
+
+
+@routes.add("PATCH", _MEETING, name="graph.onlineMeetings.update")
+def patch_meeting(call: GraphCall) -> Answer:
+    user_id = _authorize(call, roles=MEETINGS_WRITE, meetings=True)
+    meeting = _meeting_or_404(call.state, user_id, call.params["meeting_id"])
+    update_meeting(call.state, meeting, call.json_object())
+    return Answer(200, _meeting_body(call.state, user_id, meeting))
 
 
 def _meeting_body(state: EmulatorState, user_id: str, meeting: StoredMeeting) -> dict[str, Any]:
@@ -320,8 +289,8 @@ def _meeting_body(state: EmulatorState, user_id: str, meeting: StoredMeeting) ->
 
 # --- meeting artifacts: attendance reports and recordings (scripted by the control API) ---
 
-_REPORTS = "/users/{user_id}/onlineMeetings/{meeting_id}/attendanceReports"
-_RECORDINGS = "/users/{user_id}/onlineMeetings/{meeting_id}/recordings"
+_REPORTS = f"{_MEETING}/attendanceReports"
+_RECORDINGS = f"{_MEETING}/recordings"
 
 
 def _meeting_context(state: EmulatorState, user_id: str, meeting_id: str, tail: str) -> str:
@@ -330,64 +299,66 @@ def _meeting_context(state: EmulatorState, user_id: str, meeting_id: str, tail: 
     )
 
 
-@router.get(_REPORTS, name="graph.attendanceReports.list")
-async def list_attendance_reports(user_id: str, meeting_id: str, request: Request) -> JSONResponse:
-    _authorize(request, user_id, roles=ARTIFACTS_READ, meetings=True)
-    state = _state(request)
-    _meeting_or_404(state, user_id, meeting_id)
+def _artifacts_of(call: GraphCall, roles: set[str]) -> tuple[str, str]:
+    """(user_id, meeting_id) of an artifact call, once allowed and the meeting found."""
+    user_id = _authorize(call, roles=roles, meetings=True)
+    meeting_id = call.params["meeting_id"]
+    _meeting_or_404(call.state, user_id, meeting_id)
+    return user_id, meeting_id
+
+
+@routes.add("GET", _REPORTS, name="graph.attendanceReports.list")
+def list_attendance_reports(call: GraphCall) -> Answer:
+    user_id, meeting_id = _artifacts_of(call, ARTIFACTS_READ)
+    state = call.state
     reports = state.artifacts.list_reports(meeting_id, state.now())
-    return JSONResponse(
+    return Answer(
+        200,
         {
             "@odata.context": _meeting_context(state, user_id, meeting_id, "attendanceReports"),
             "value": [r.render(with_records=False) for r in reports],
-        }
+        },
     )
 
 
-@router.get(f"{_REPORTS}/{{report_id}}", name="graph.attendanceReports.get")
-async def get_attendance_report(
-    user_id: str, meeting_id: str, report_id: str, request: Request
-) -> JSONResponse:
-    _authorize(request, user_id, roles=ARTIFACTS_READ, meetings=True)
-    state = _state(request)
-    _meeting_or_404(state, user_id, meeting_id)
-    report = state.artifacts.report(meeting_id, report_id)
+@routes.add("GET", f"{_REPORTS}/{{report_id}}", name="graph.attendanceReports.get")
+def get_attendance_report(call: GraphCall) -> Answer:
+    user_id, meeting_id = _artifacts_of(call, ARTIFACTS_READ)
+    state = call.state
+    report = state.artifacts.report(meeting_id, call.params["report_id"])
     if report is None:
         raise GraphError(404, "NotFound", "The requested attendance report was not found.")
     # Records come only with $expand=attendanceRecords, as in Graph.
-    expand = (_query(request, "expand") or "").replace(" ", "").split(",")
+    expand = (call.option("expand") or "").replace(" ", "").split(",")
     context = _meeting_context(state, user_id, meeting_id, "attendanceReports")
-    return JSONResponse(
+    return Answer(
+        200,
         {
             "@odata.context": f"{context}(attendanceRecords())/$entity",
             **report.render(with_records="attendanceRecords" in expand),
-        }
+        },
     )
 
 
-@router.get(_RECORDINGS, name="graph.recordings.list")
-async def list_recordings(user_id: str, meeting_id: str, request: Request) -> JSONResponse:
-    _authorize(request, user_id, roles=RECORDINGS_READ, meetings=True)
-    state = _state(request)
-    _meeting_or_404(state, user_id, meeting_id)
+@routes.add("GET", _RECORDINGS, name="graph.recordings.list")
+def list_recordings(call: GraphCall) -> Answer:
+    user_id, meeting_id = _artifacts_of(call, RECORDINGS_READ)
+    state = call.state
     base = f"{state.base_url}/v1.0/users/{user_id}/onlineMeetings/{meeting_id}/recordings"
     recordings = state.artifacts.recordings.get(meeting_id, [])
-    return JSONResponse(
+    return Answer(
+        200,
         {
             "@odata.context": _meeting_context(state, user_id, meeting_id, "recordings"),
             "value": [r.render(f"{base}/{r.id}/content") for r in recordings],
-        }
+        },
     )
 
 
-@router.get(f"{_RECORDINGS}/{{recording_id}}/content", name="graph.recordings.content")
-async def recording_content(
-    user_id: str, meeting_id: str, recording_id: str, request: Request
-) -> Response:
+@routes.add("GET", f"{_RECORDINGS}/{{recording_id}}/content", name="graph.recordings.content")
+def recording_content(call: GraphCall) -> Answer:
     # Served so that stats can show a client never downloads one (a call would count).
-    _authorize(request, user_id, roles=RECORDINGS_READ, meetings=True)
-    state = _state(request)
-    _meeting_or_404(state, user_id, meeting_id)
-    if state.artifacts.recording(meeting_id, recording_id) is None:
+    _user_id, meeting_id = _artifacts_of(call, RECORDINGS_READ)
+    if call.state.artifacts.recording(meeting_id, call.params["recording_id"]) is None:
         raise GraphError(404, "NotFound", "The requested recording was not found.")
-    return Response(content=b"\x00" * 16, media_type="video/mp4")
+    return Answer(200, b"\x00" * 16, media_type="video/mp4")

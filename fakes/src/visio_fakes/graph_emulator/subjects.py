@@ -10,11 +10,9 @@ filters on (derived from the appointment alone), the join URL, the mailbox.
 
 from __future__ import annotations
 
-import json
 import re
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
-
-from fastapi import Request
 
 from visio_fakes.graph_emulator.state import EmulatorState, StoredEvent
 
@@ -23,8 +21,13 @@ _LAST_LITERAL = re.compile(r"eq\s+'((?:[^']|'')*)'\s*\)?\s*$")
 
 
 async def fault_subject(
-    request: Request, state: EmulatorState, endpoint: str, path_params: dict[str, Any]
+    state: EmulatorState,
+    endpoint: str,
+    path_params: Mapping[str, Any],
+    query: Mapping[str, str],
+    payload: Callable[[], Awaitable[Any]],
 ) -> str:
+    """The subject of one call: `payload` gives its body's JSON value (None if not JSON)."""
     event_id = path_params.get("event_id")
     if isinstance(event_id, str) and (event := state.events.get(event_id)) is not None:
         return _of_event(state, event)
@@ -34,10 +37,8 @@ async def fault_subject(
             return _of_event(state, event)
         return meeting.id
     if endpoint == "graph.events.create":
-        return _of_new_event(state, await request.body()) or _mailbox(path_params)
-    found = _LAST_LITERAL.search(
-        request.query_params.get("$filter") or request.query_params.get("filter") or ""
-    )
+        return _of_new_event(state, await payload()) or _mailbox(path_params)
+    found = _LAST_LITERAL.search(query.get("$filter") or query.get("filter") or "")
     if found is not None:
         wanted = found.group(1).replace("''", "'")
         meeting = state.live_meeting_by_join_url(wanted)
@@ -51,11 +52,7 @@ def _of_event(state: EmulatorState, event: StoredEvent) -> str:
     return state.external_id_of(event) or event.transaction_id or event.id
 
 
-def _of_new_event(state: EmulatorState, body: bytes) -> str | None:
-    try:
-        payload = json.loads(body)
-    except ValueError:
-        return None
+def _of_new_event(state: EmulatorState, payload: Any) -> str | None:
     if not isinstance(payload, dict):
         return None
     suffix = f" name {state.settings.external_id_property_name}".lower()
@@ -66,5 +63,5 @@ def _of_new_event(state: EmulatorState, body: bytes) -> str | None:
     return str(transaction) if transaction else None
 
 
-def _mailbox(path_params: dict[str, Any]) -> str:
+def _mailbox(path_params: Mapping[str, Any]) -> str:
     return str(path_params.get("user_id", "")).lower()

@@ -100,6 +100,8 @@ def format_date_time_time_zone(instant: dt.datetime, zone_name: str) -> dict[str
 def format_utc(instant: dt.datetime) -> str:
     """Graph's DateTimeOffset rendering, e.g. 2024-05-01T08:00:00.0000000Z."""
     utc = instant.astimezone(dt.UTC)
+    if utc.year >= 1000:  # isoformat's digits are strftime's (a C call, not a format parse)
+        return f"{utc.replace(tzinfo=None).isoformat(timespec='microseconds')}0Z"
     return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond:06d}0Z"
 
 
