@@ -55,7 +55,7 @@ def requested(seed: int) -> AppointmentRequested:
 
 async def booked(conn: asyncpg.Connection, event: AppointmentRequested, status: str) -> None:
     await conn.execute("SET search_path = booking")
-    await booking_store.insert_appointment(conn, event, None)
+    assert await booking_store.book(conn, event, None, None, []) == "booked"
     await conn.execute(
         "UPDATE appointments SET status = $2 WHERE appointment_id = $1",
         event.appointment_id,

@@ -32,15 +32,9 @@ from visio_shared import AppointmentEvent, AppointmentRequested, Envelope
 from visio_shared.publishing import publish_events
 
 from visio_meetings import store
-from visio_meetings.handlers import (
-    MeetingsDeps,
-    failed,
-    handle_locked,
-    made,
-    refused_by_defect,
-    refused_row,
-)
+from visio_meetings.handlers import MeetingsDeps, handle_locked
 from visio_meetings.meeting import Created, provision_many
+from visio_meetings.outcomes import failed, made, refused_by_defect, refused_row
 from visio_meetings.refusals import GraphRefused
 from visio_meetings.store import Completion, Known
 

@@ -50,6 +50,7 @@ from visio_meetings.advisor_note import AdvisorNote, Visitor, advisor_page
 from visio_meetings.event_updates import rewrite_note
 from visio_meetings.graph import GraphClient
 from visio_meetings.meeting import Created, create_meeting
+from visio_meetings.outcomes import context, failed, made, refused_by_defect, refused_row
 from visio_meetings.payloads import LOCAL_BOOKING_URL, MeetingSpec, meeting_key
 from visio_meetings.provisioning import Provisioner
 from visio_meetings.refusals import GraphRefused
@@ -199,7 +200,7 @@ async def handle_locked(
             "meetings: %s held until appointment %s is known",
             event.event_type,
             event.appointment_id,
-            extra=_context(event),
+            extra=context(event),
         )
     else:
         await _apply(handling, event, meeting)
@@ -213,7 +214,7 @@ async def _apply_held(handling: _Handling, cause: AppointmentEvent) -> None:
     if meeting is None:
         return
     for held in await store.held(handling.conn, cause.appointment_id):
-        log.info("meetings: applying held %s", held.event_type, extra=_context(held))
+        log.info("meetings: applying held %s", held.event_type, extra=context(held))
         try:
             await _apply(handling, held, meeting)
         except NeedsOperator as exc:
@@ -262,10 +263,6 @@ async def _on_requested(
     await _make_meeting(handling, event, spec)
 
 
-def refused_by_defect() -> GraphRefused:
-    return GraphRefused("ErrorAccessDenied", "defect: every appointment refused", status=403)
-
-
 async def _make_meeting(handling: _Handling, cause: AppointmentEvent, spec: MeetingSpec) -> None:
     try:
         created = await handling.deps.make_meeting(spec)
@@ -283,42 +280,6 @@ async def _fail(
     answer, row = failed(cause, refused, meeting)
     await handling.publish(answer)
     await handling.complete(cause, row)
-
-
-def made(cause: AppointmentEvent, spec: MeetingSpec, created: Created) -> tuple[Envelope, Meeting]:
-    """The meeting is ready: the answer to publish, and its row."""
-    log.info(
-        "meetings: meeting ready for appointment %s (recording %s)",
-        spec.appointment_id,
-        "allowed" if spec.recording_authorised else "off",
-        extra=_context(cause),
-    )
-    answer = answers.meeting_ready(cause, spec.advisor_id, created)
-    return answer, row_of(spec, cause.revision, "ready", created=created)
-
-
-def refused_row(spec: MeetingSpec, cause: AppointmentEvent, refused: GraphRefused) -> Meeting:
-    """The row of a meeting Graph refused to make (with the event, if it was made)."""
-    return row_of(spec, cause.revision, "failed", graph_event_id=refused.graph_event_id)
-
-
-def failed(
-    cause: AppointmentEvent, refused: GraphRefused, meeting: Meeting
-) -> tuple[Envelope, Meeting]:
-    """Graph refused for good: the answer that says so, so booking and the person are not
-    left waiting, and the row it leaves."""
-    log.warning(
-        "meetings: Graph refused %s of appointment %s: %s (%s %s)",
-        cause.event_type,
-        cause.appointment_id,
-        refused.reason,
-        refused.status,
-        refused.code,
-        extra=_context(cause),
-    )
-    answer = answers.meeting_failed(cause, refused)
-    reason = f"{answer.reason}: {answer.detail}"
-    return answer, replace(meeting, status="failed", failure_reason=reason)
 
 
 # --- changes ------------------------------------------------------------------------------
@@ -386,7 +347,7 @@ async def _on_reassigned(handling: _Handling, event: AdvisorReassigned, meeting:
                 "meetings: the previous advisor's event %s stays in their calendar: %s",
                 meeting.graph_event_id,
                 refused.detail,
-                extra=_context(event),
+                extra=context(event),
             )
     if meeting.start_at is None or meeting.duration_minutes is None:
         raise NeedsOperator(
@@ -410,7 +371,7 @@ async def _on_withdrawn(
             raise NeedsOperator(
                 f"recording is still allowed on the meeting: {refused.reason}: {refused.detail}"
             ) from refused
-        log.info("meetings: recording turned off", extra=_context(event))
+        log.info("meetings: recording turned off", extra=context(event))
         await _rewrite_note(handling, off, "no longer says recording is authorised")
     await handling.complete(event, off)
 
@@ -445,7 +406,3 @@ async def _rewrite_note(handling: _Handling, meeting: Meeting, stale: str) -> No
         raise NeedsOperator(
             f"the advisor's event {stale}: {refused.reason}: {refused.detail}"
         ) from refused
-
-
-def _context(event: Envelope) -> dict[str, str]:
-    return {"correlation_id": str(event.correlation_id)}

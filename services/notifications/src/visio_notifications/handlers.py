@@ -28,7 +28,7 @@ import logging
 import typing
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -195,19 +195,46 @@ async def settle_many(
     postponed: list[tuple[uuid.UUID, datetime, str]] = []
     active = [key for key in loaded if key not in failed]
     while active:
+        settling_now = _Pass(deps, conn, loaded, events, now, failed, postponed)
+        sent = await settling_now.send(active, passes)
+        active = [dispatch.appointment_id for dispatch in sent]
+    await store.postpone_settlements(conn, postponed)
+    waiting = {key for key, _, _ in postponed}
+    done = [key for key in loaded if key not in failed and key not in waiting]
+    await _line_up(deps, conn, loaded, done, failed, now)
+    await store.settled(conn, [key for key in done if key not in failed])
+    return failed
+
+
+@dataclass
+class _Pass:
+    """One pass of `settle_many`: at most one email per appointment, sent side by side, then
+    logged for all, and applied to their states."""
+
+    deps: NotificationsDeps
+    conn: asyncpg.Connection
+    loaded: dict[uuid.UUID, store.Loaded]
+    events: dict[uuid.UUID, AppointmentEvent]
+    now: datetime
+    failed: dict[uuid.UUID, Exception]
+    postponed: list[tuple[uuid.UUID, datetime, str]]
+
+    async def send(
+        self, active: Sequence[uuid.UUID], passes: dict[uuid.UUID, int]
+    ) -> list[Dispatch]:
         owed: dict[uuid.UUID, decide.Owed] = {}
         for key in active:
             try:
-                wanted = decide.owed(loaded[key].state)
+                wanted = decide.owed(self.loaded[key].state)
             except Exception as exc:
-                failed[key] = exc
+                self.failed[key] = exc
                 continue
             if wanted is not None and passes[key] > 0:
                 owed[key] = wanted
                 passes[key] -= 1
         outcomes = await asyncio.gather(
             *(
-                _deliver(deps, loaded[key], wanted, now, events.get(key))
+                _deliver(self.deps, self.loaded[key], wanted, self.now, self.events.get(key))
                 for key, wanted in owed.items()
             ),
             return_exceptions=True,
@@ -217,28 +244,36 @@ async def settle_many(
             if isinstance(outcome, Dispatch):
                 sent.append(outcome)
             elif isinstance(outcome, Transient):
-                until = now + retry_delay(deps, loaded[key].attempts)
-                postponed.append((key, until, str(outcome)))
-                log.warning(
-                    "%s of %s r%d postponed until %s: %s",
-                    wanted.kind,
-                    key,
-                    wanted.revision,
-                    until.isoformat(),
-                    outcome,
-                )
+                self._postpone(key, wanted, outcome)
             elif isinstance(outcome, Exception):
-                failed[key] = outcome
+                self.failed[key] = outcome
             else:  # cancelled: nothing of the batch commits
                 raise outcome
-        await dispatches.record_many(conn, sent)
+        await self._log(sent)
+        return sent
+
+    def _postpone(self, key: uuid.UUID, wanted: decide.Owed, outcome: Transient) -> None:
+        until = self.now + retry_delay(self.deps, self.loaded[key].attempts)
+        self.postponed.append((key, until, str(outcome)))
+        log.warning(
+            "%s of %s r%d postponed until %s: %s",
+            wanted.kind,
+            key,
+            wanted.revision,
+            until.isoformat(),
+            outcome,
+        )
+
+    async def _log(self, sent: list[Dispatch]) -> None:
+        """The pass's dispatch log and answered link requests, then each state as it now is."""
+        await dispatches.record_many(self.conn, sent)
         await link_requests.close_each(
-            conn,
+            self.conn,
             [(d.told.request_id, d.told.status) for d in sent if d.told.request_id is not None],
-            now,
+            self.now,
         )
         for dispatch in sent:
-            one = loaded[dispatch.appointment_id]
+            one = self.loaded[dispatch.appointment_id]
             one.state = replace(
                 one.state,
                 history=(*one.state.history, dispatch.told),
@@ -248,10 +283,17 @@ async def settle_many(
                     if request.event_id != dispatch.told.request_id
                 ),
             )
-        active = [dispatch.appointment_id for dispatch in sent]
-    await store.postpone_settlements(conn, postponed)
-    waiting = {key for key, _, _ in postponed}
-    done = [key for key in loaded if key not in failed and key not in waiting]
+
+
+async def _line_up(
+    deps: NotificationsDeps,
+    conn: asyncpg.Connection,
+    loaded: dict[uuid.UUID, store.Loaded],
+    done: Sequence[uuid.UUID],
+    failed: dict[uuid.UUID, Exception],
+    now: datetime,
+) -> None:
+    """The settled appointments' reminders and texts, lined up for all in a few statements."""
     settings = deps.settings
     reminders_wanted: list[reminders.Wanted] = []
     texts_wanted: list[sms.Planned] = []
@@ -269,8 +311,6 @@ async def settle_many(
             texts_wanted.append(wanted_texts)
     await reminders.sync(conn, reminders_wanted, settings.reminder_offsets_minutes)
     await sms.plan_many(conn, texts_wanted)
-    await store.settled(conn, [key for key in done if key not in failed])
-    return failed
 
 
 async def _deliver(
