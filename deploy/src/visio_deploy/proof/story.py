@@ -286,6 +286,10 @@ class Actor:
         while time.monotonic() < self.deadline:
             try:
                 opened = await self.http.get(page)
+                if opened.status_code >= 500:  # a cut database connection, say: reloaded
+                    why, retried = f"page {opened.status_code}", True
+                    await asyncio.sleep(1)  # a person reloads the page
+                    continue
                 token = _RESEND_TOKEN.search(opened.text)
                 if token is None:
                     raise StoryStopped(f"no resend form on the page ({opened.status_code})")
