@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -51,73 +50,47 @@ class Dispatch:
 
 
 async def record(conn: asyncpg.Connection, dispatch: Dispatch) -> None:
-    await record_many(conn, [dispatch])
-
-
-async def record_many(conn: asyncpg.Connection, logged: Sequence[Dispatch]) -> None:
-    """Log these dispatches (at most one per appointment's key each), in one statement."""
-    if not logged:
-        return
-    told = [dispatch.told for dispatch in logged]
+    told = dispatch.told
     await conn.execute(
         """
         INSERT INTO dispatches (appointment_id, revision, kind, reminder_offset_minutes,
                                 message_id, recipient_sha256, status, reason, detail, smtp_code,
                                 sent_at, device, start_at, duration_minutes, join_url, event,
                                 request_id, bounce_tag)
-        SELECT appointment_id, revision, kind, reminder_offset_minutes, message_id,
-               recipient_sha256, status, reason, detail, smtp_code, sent_at, device, start_at,
-               duration_minutes, join_url, event::jsonb, request_id, bounce_tag
-        FROM unnest($1::uuid[], $2::int[], $3::text[], $4::int[], $5::text[], $6::text[],
-                    $7::text[], $8::text[], $9::text[], $10::int[], $11::timestamptz[],
-                    $12::text[], $13::timestamptz[], $14::int[], $15::text[], $16::text[],
-                    $17::uuid[], $18::text[])
-             AS d(appointment_id, revision, kind, reminder_offset_minutes, message_id,
-                  recipient_sha256, status, reason, detail, smtp_code, sent_at, device,
-                  start_at, duration_minutes, join_url, event, request_id, bounce_tag)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16::jsonb,
+                $17, $18)
         """,
-        [dispatch.appointment_id for dispatch in logged],
-        [t.revision for t in told],
-        [t.kind for t in told],
-        [t.reminder_offset_minutes for t in told],
-        [dispatch.message_id for dispatch in logged],
-        [t.recipient_sha256 for t in told],
-        [t.status for t in told],
-        [dispatch.reason for dispatch in logged],
-        [dispatch.detail for dispatch in logged],
-        [dispatch.smtp_code for dispatch in logged],
-        [dispatch.sent_at for dispatch in logged],
-        [t.device for t in told],
-        [t.start_at for t in told],
-        [t.duration_minutes for t in told],
-        [t.join_url for t in told],
-        [dispatch.event.model_dump_json() for dispatch in logged],
-        [t.request_id for t in told],
-        [bounce_tag(dispatch.message_id) for dispatch in logged],
+        dispatch.appointment_id,
+        told.revision,
+        told.kind,
+        told.reminder_offset_minutes,
+        dispatch.message_id,
+        told.recipient_sha256,
+        told.status,
+        dispatch.reason,
+        dispatch.detail,
+        dispatch.smtp_code,
+        dispatch.sent_at,
+        told.device,
+        told.start_at,
+        told.duration_minutes,
+        told.join_url,
+        dispatch.event.model_dump_json(),
+        told.request_id,
+        bounce_tag(dispatch.message_id),
     )
 
 
 async def history(conn: asyncpg.Connection, appointment_id: uuid.UUID) -> tuple[Told, ...]:
-    return (await histories(conn, [appointment_id])).get(appointment_id, ())
-
-
-async def histories(
-    conn: asyncpg.Connection, appointment_ids: Sequence[uuid.UUID]
-) -> dict[uuid.UUID, tuple[Told, ...]]:
-    """The dispatch log of each of these appointments that has one, oldest first."""
     rows = await conn.fetch(
         """
-        SELECT appointment_id, kind, revision, status, recipient_sha256, reminder_offset_minutes,
-               device, start_at, duration_minutes, join_url, request_id
-        FROM dispatches WHERE appointment_id = ANY($1::uuid[]) ORDER BY id
+        SELECT kind, revision, status, recipient_sha256, reminder_offset_minutes, device,
+               start_at, duration_minutes, join_url, request_id
+        FROM dispatches WHERE appointment_id = $1 ORDER BY id
         """,
-        list(appointment_ids),
+        appointment_id,
     )
-    logs: dict[uuid.UUID, list[Told]] = {}
-    for row in rows:
-        fields = dict(row)
-        logs.setdefault(fields.pop("appointment_id"), []).append(Told(**fields))
-    return {appointment_id: tuple(told) for appointment_id, told in logs.items()}
+    return tuple(Told(**dict(row)) for row in rows)
 
 
 async def claim_unpublished(

@@ -7,7 +7,6 @@ and what became of it.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from datetime import datetime
 
 import asyncpg
@@ -46,43 +45,26 @@ async def save(conn: asyncpg.Connection, event: AppointmentLinkRequested) -> Non
     )
 
 
-async def pending_of(
-    conn: asyncpg.Connection, appointment_ids: Sequence[uuid.UUID]
-) -> dict[uuid.UUID, tuple[LinkRequest, ...]]:
-    """The requests not answered yet of each of these appointments that has any, oldest first."""
+async def pending(conn: asyncpg.Connection, appointment_id: uuid.UUID) -> tuple[LinkRequest, ...]:
     rows = await conn.fetch(
         """
-        SELECT appointment_id, event_id, reason, requested_at FROM link_requests
-        WHERE appointment_id = ANY($1::uuid[]) AND outcome IS NULL
+        SELECT event_id, reason, requested_at FROM link_requests
+        WHERE appointment_id = $1 AND outcome IS NULL
         ORDER BY requested_at, event_id
         """,
-        list(appointment_ids),
+        appointment_id,
     )
-    requests: dict[uuid.UUID, list[LinkRequest]] = {}
-    for row in rows:
-        fields = dict(row)
-        requests.setdefault(fields.pop("appointment_id"), []).append(LinkRequest(**fields))
-    return {appointment_id: tuple(pending) for appointment_id, pending in requests.items()}
+    return tuple(LinkRequest(**dict(row)) for row in rows)
 
 
 async def close(
     conn: asyncpg.Connection, event_ids: list[uuid.UUID], outcome: str, now: datetime
 ) -> None:
     """Answered: 'sent' or 'failed' (the dispatch says more), or why no email was sent."""
-    await close_each(conn, [(event_id, outcome) for event_id in event_ids], now)
-
-
-async def close_each(
-    conn: asyncpg.Connection, outcomes: Sequence[tuple[uuid.UUID, str]], now: datetime
-) -> None:
-    """`close` for requests with outcomes of their own, in one statement."""
-    if not outcomes:
-        return
     await conn.execute(
-        "UPDATE link_requests l SET outcome = o.outcome, decided_at = $3 "
-        "FROM unnest($1::uuid[], $2::text[]) AS o(event_id, outcome) "
-        "WHERE l.event_id = o.event_id AND l.outcome IS NULL",
-        [event_id for event_id, _ in outcomes],
-        [outcome for _, outcome in outcomes],
+        "UPDATE link_requests SET outcome = $2, decided_at = $3 "
+        "WHERE event_id = ANY($1::uuid[]) AND outcome IS NULL",
+        event_ids,
+        outcome,
         now,
     )

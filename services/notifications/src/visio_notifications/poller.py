@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 import asyncpg
 from visio_runtime.errors import Transient
 
-from visio_notifications import bounces, dispatches, outbox, reminders, sms_sending, store
+from visio_notifications import bounces, dispatches, outbox, reminders, sms, store
 from visio_notifications.decide import Owed
 from visio_notifications.delivery import Delivery, retry_delay
 from visio_notifications.deps import NotificationsDeps
@@ -41,7 +41,7 @@ async def poll_once(deps: NotificationsDeps) -> dict[str, int]:
 async def send_due_sms(deps: NotificationsDeps) -> int:
     if deps.sms is None or deps.sms_metrics is None:
         return 0
-    return await sms_sending.send_due(deps, deps.sms, deps.sms_metrics)
+    return await sms.send_due(deps, deps.sms, deps.sms_metrics)
 
 
 async def forget_expired(deps: NotificationsDeps) -> int:

@@ -9,7 +9,6 @@ a restart loses none (an unsent row simply stays pending).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -28,63 +27,49 @@ class DueReminder:
     last_error: str
 
 
-@dataclass(frozen=True)
-class Wanted:
-    """The reminders one appointment's state calls for: none pending if it is not `up_to_date`,
-    else one per offset (`rows`: offset, revision, start, due, status)."""
-
-    appointment_id: uuid.UUID
-    current: bool
-    rows: tuple[tuple[int, int, datetime, datetime, str], ...] = ()
-
-
-def wanted(state: State, offsets: list[int], now: datetime) -> Wanted | None:
-    """What `sync` writes for this state; None for an appointment unknown here."""
+async def sync(conn: asyncpg.Connection, state: State, offsets: list[int], now: datetime) -> None:
+    """Bring the appointment's reminders in line with its state."""
     appointment = state.appointment
     if appointment is None:
-        return None
+        return
+    appointment_id = appointment.appointment_id
     if not state.up_to_date():
-        return Wanted(appointment.appointment_id, current=False)
-    rows = []
-    for offset in dict.fromkeys(offsets):  # one row each, even if configured twice
+        await conn.execute(
+            "UPDATE reminders SET status = 'cancelled', updated_at = now() "
+            "WHERE appointment_id = $1 AND status = 'pending'",
+            appointment_id,
+        )
+        return
+    for offset in offsets:
         due_at = appointment.start - timedelta(minutes=offset)
         # None in the past: an appointment booked 3 hours ahead gets no 48-hour reminder.
         status = "pending" if due_at > now else "skipped"
-        rows.append((offset, appointment.revision, appointment.start, due_at, status))
-    return Wanted(appointment.appointment_id, current=True, rows=tuple(rows))
-
-
-async def sync(conn: asyncpg.Connection, wanted: Sequence[Wanted], offsets: list[int]) -> None:
-    """Bring these appointments' reminders in line with their states, in two statements."""
-    if not wanted:
-        return
-    # Pending ones go: all of an appointment not up to date, those of offsets no longer
-    # configured of the others.
+        # Untouched while the start is the same (a sent reminder stays sent); a new start
+        # makes it a new reminder, under the new revision.
+        await conn.execute(
+            """
+            INSERT INTO reminders (appointment_id, offset_minutes, revision, start_at, due_at,
+                                   status)
+            VALUES ($1, $2, $3, $4, $5, $6)
+            ON CONFLICT (appointment_id, offset_minutes) DO UPDATE SET
+                revision = EXCLUDED.revision, start_at = EXCLUDED.start_at,
+                due_at = EXCLUDED.due_at, status = EXCLUDED.status, attempts = 0,
+                retry_at = NULL, last_error = NULL, updated_at = now()
+            WHERE reminders.start_at <> EXCLUDED.start_at OR reminders.status = 'cancelled'
+            """,
+            appointment_id,
+            offset,
+            appointment.revision,
+            appointment.start,
+            due_at,
+            status,
+        )
+    # Offsets no longer configured are dropped.
     await conn.execute(
         "UPDATE reminders SET status = 'cancelled', updated_at = now() "
-        "WHERE status = 'pending' AND (appointment_id = ANY($1::uuid[]) "
-        "OR (appointment_id = ANY($2::uuid[]) AND NOT (offset_minutes = ANY($3::int[]))))",
-        [one.appointment_id for one in wanted if not one.current],
-        [one.appointment_id for one in wanted if one.current],
+        "WHERE appointment_id = $1 AND status = 'pending' AND NOT (offset_minutes = ANY($2))",
+        appointment_id,
         offsets,
-    )
-    rows = [(one.appointment_id, *row) for one in wanted for row in one.rows]
-    if not rows:
-        return
-    # Untouched while the start is the same (a sent reminder stays sent); a new start makes it
-    # a new reminder, under the new revision.
-    await conn.execute(
-        """
-        INSERT INTO reminders (appointment_id, offset_minutes, revision, start_at, due_at, status)
-        SELECT * FROM unnest($1::uuid[], $2::int[], $3::int[], $4::timestamptz[],
-                             $5::timestamptz[], $6::text[])
-        ON CONFLICT (appointment_id, offset_minutes) DO UPDATE SET
-            revision = EXCLUDED.revision, start_at = EXCLUDED.start_at,
-            due_at = EXCLUDED.due_at, status = EXCLUDED.status, attempts = 0,
-            retry_at = NULL, last_error = NULL, updated_at = now()
-        WHERE reminders.start_at <> EXCLUDED.start_at OR reminders.status = 'cancelled'
-        """,
-        *(list(column) for column in zip(*rows, strict=True)),
     )
 
 

@@ -1,7 +1,6 @@
 """Text messages: which are owed (`plan`, from the appointment's state and the email log), when
-each may go (quiet hours), what they say (`text_of`); sending them is
-`visio_notifications.sms_sending` (from the poller), and what the provider says afterwards
-`visio_notifications.sms_receipts`.
+each may go (quiet hours), sending them (`send_due`, from the poller), and what the provider
+says afterwards (`visio_notifications.sms_receipts`).
 
 Planned, under the appointment's lock and in the transaction that logs the email:
 
@@ -23,19 +22,28 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 from visio_runtime import french_dates as dates
+from visio_runtime.errors import Transient
+from visio_shared import SmsFailed
 from visio_shared.links import short_code, short_url
 
-from visio_notifications import quiet_hours, sms_wording
-from visio_notifications.decide import LINK_KINDS, State
+from visio_notifications import quiet_hours, sms_encoding, sms_wording, store
+from visio_notifications.decide import LINK_KINDS, State, number_sha256
+from visio_notifications.deps import NotificationsDeps
 from visio_notifications.settings import NotificationsSettings
-from visio_notifications.sms_metrics import SMS_KINDS
+from visio_notifications.sms_metrics import SMS_KINDS, SmsMetrics
+from visio_notifications.sms_provider import (
+    Accepted,
+    SmsAmbiguous,
+    SmsMessage,
+    SmsProvider,
+    SmsRejected,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,130 +69,51 @@ def client_ref(appointment_id: uuid.UUID, kind: str, revision: int, offset: int 
 # --- Planning ------------------------------------------------------------------------------
 
 
-# One text to plan: appointment, kind, revision, reminder offset, start, client reference,
-# promise, fallback, due.
-Row = tuple[uuid.UUID, str, int, int | None, datetime, str, str, bool, datetime]
-
-
-@dataclass(frozen=True)
-class Planned:
-    """The texts one appointment's state calls for (`wanted`), to write with others' (`plan`)."""
-
-    appointment_id: uuid.UUID
-    cancelled: bool  # its pending texts go, but a cancellation notice
-    start: datetime  # else those of another time than this one go
-    texts: tuple[Row, ...] = ()  # the notices owed, each once
-    reminders: tuple[Row, ...] = ()  # owed once a confirmation text is planned, each once a start
-
-
-def wanted(state: State, settings: NotificationsSettings, now: datetime) -> Planned | None:
-    """The texts this state calls for; None without a provider or an appointment."""
-    appointment = state.appointment
-    if appointment is None or settings.sms_provider == "none":
-        return None
-    planned = Planned(appointment.appointment_id, state.cancellation is not None, appointment.start)
-    if appointment.user.mobile is None:
-        return planned
-    opted = appointment.user.sms_opt_in
-    texts: dict[tuple[str, int], Row] = {}  # the first of a key wins, as a row once inserted
-    for told in state.history:
-        if told.kind in FOLLOWS and told.status == "sent" and opted:
-            row = _row(state, settings, now, told.kind, told.revision)
-        elif told.kind in LINK_KINDS and told.status == "failed":
-            row = _row(state, settings, now, "confirmation", told.revision, True)
-        else:
-            continue
-        texts.setdefault((row[1], row[2]), row)
-    reminders: list[Row] = []
-    if state.cancellation is None:
-        for offset in dict.fromkeys(settings.reminder_offsets_minutes):
-            due = appointment.start - timedelta(minutes=offset)
-            if due > now:
-                row = _row(state, settings, now, "reminder", appointment.revision, offset=offset)
-                reminders.append(row)
-    return replace(planned, texts=tuple(texts.values()), reminders=tuple(reminders))
-
-
 async def plan(
     conn: asyncpg.Connection, state: State, settings: NotificationsSettings, now: datetime
 ) -> None:
     """Bring the appointment's texts in line with its state (the caller holds its lock)."""
-    planned = wanted(state, settings, now)
-    if planned is not None:
-        await plan_many(conn, [planned])
-
-
-async def plan_many(conn: asyncpg.Connection, planned: Sequence[Planned]) -> None:
-    """Write what `wanted` found for these appointments (the caller holds their locks), in two
-    statements: the pending texts that no longer fit go, then the notices owed are planned,
-    and the reminders of those with a confirmation text (planned now or before, and not given
-    up) that have none at this start yet."""
-    if not planned:
+    appointment = state.appointment
+    if appointment is None or settings.sms_provider == "none":
         return
-    await conn.execute(
-        """
-        UPDATE sms_messages s SET status = 'cancelled'
-        FROM unnest($1::uuid[], $2::bool[], $3::timestamptz[]) AS p(appointment_id, cancelled,
-                                                                     start_at)
-        WHERE s.appointment_id = p.appointment_id AND s.status = 'pending'
-          AND CASE WHEN p.cancelled THEN s.kind <> 'cancellation' ELSE s.start_at <> p.start_at
-              END
-        """,
-        [one.appointment_id for one in planned],
-        [one.cancelled for one in planned],
-        [one.start for one in planned],
-    )
-    texts = [row for one in planned for row in one.texts]
-    reminders = [row for one in planned for row in one.reminders]
-    if not texts and not reminders:
-        return
-    # The notices first, in a statement of their own within this one: the reminders' check
-    # sees the confirmation it plans through its RETURNING.
-    await conn.execute(
-        """
-        WITH texts AS (
-            INSERT INTO sms_messages (appointment_id, kind, revision, reminder_offset_minutes,
-                                      start_at, client_ref, promise, fallback, status, due_at)
-            SELECT appointment_id, kind, revision, reminder_offset_minutes, start_at, client_ref,
-                   promise, fallback, 'pending', due_at
-            FROM unnest($1::uuid[], $2::text[], $3::int[], $4::int[], $5::timestamptz[],
-                        $6::text[], $7::text[], $8::bool[], $9::timestamptz[])
-                 AS t(appointment_id, kind, revision, reminder_offset_minutes, start_at,
-                      client_ref, promise, fallback, due_at)
-            ON CONFLICT DO NOTHING
-            RETURNING appointment_id, kind
+    appointment_id = appointment.appointment_id
+    mobile, opted = appointment.user.mobile, appointment.user.sms_opt_in
+    if state.cancellation is not None:
+        await conn.execute(
+            "UPDATE sms_messages SET status = 'cancelled' WHERE appointment_id = $1 "
+            "AND status = 'pending' AND kind <> 'cancellation'",
+            appointment_id,
         )
-        INSERT INTO sms_messages (appointment_id, kind, revision, reminder_offset_minutes,
-                                  start_at, client_ref, promise, fallback, status, due_at)
-        SELECT r.appointment_id, r.kind, r.revision, r.reminder_offset_minutes, r.start_at,
-               r.client_ref, r.promise, r.fallback, 'pending', r.due_at
-        FROM unnest($10::uuid[], $11::text[], $12::int[], $13::int[], $14::timestamptz[],
-                    $15::text[], $16::text[], $17::bool[], $18::timestamptz[])
-             AS r(appointment_id, kind, revision, reminder_offset_minutes, start_at,
-                  client_ref, promise, fallback, due_at)
-        WHERE (EXISTS (SELECT 1 FROM sms_messages c
-                       WHERE c.appointment_id = r.appointment_id AND c.kind = 'confirmation'
-                         AND c.status IN ('pending', 'sent', 'unknown'))
-               OR EXISTS (SELECT 1 FROM texts
-                          WHERE texts.appointment_id = r.appointment_id
-                            AND texts.kind = 'confirmation'))
-          AND NOT EXISTS (SELECT 1 FROM sms_messages s
-                          WHERE s.appointment_id = r.appointment_id AND s.kind = 'reminder'
-                            AND s.reminder_offset_minutes = r.reminder_offset_minutes
-                            AND s.start_at = r.start_at AND s.status <> 'cancelled')
-        ON CONFLICT DO NOTHING
-        """,
-        *_columns(texts),
-        *_columns(reminders),
+    else:  # texts about another time than the current one
+        await conn.execute(
+            "UPDATE sms_messages SET status = 'cancelled' WHERE appointment_id = $1 "
+            "AND status = 'pending' AND start_at <> $2",
+            appointment_id,
+            appointment.start,
+        )
+    if mobile is None:
+        return
+    for told in state.history:
+        if told.kind in FOLLOWS and told.status == "sent" and opted:
+            await _plan_one(conn, state, settings, now, told.kind, told.revision)
+        elif told.kind in LINK_KINDS and told.status == "failed":
+            await _plan_one(conn, state, settings, now, "confirmation", told.revision, True)
+    confirmed = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM sms_messages WHERE appointment_id = $1 "
+        "AND kind = 'confirmation' AND status IN ('pending', 'sent', 'unknown'))",
+        appointment_id,
     )
+    if confirmed and state.cancellation is None:
+        for offset in settings.reminder_offsets_minutes:
+            due = appointment.start - timedelta(minutes=offset)
+            if due > now:
+                await _plan_one(
+                    conn, state, settings, now, "reminder", appointment.revision, offset=offset
+                )
 
 
-def _columns(rows: list[Row]) -> list[list[Any]]:
-    """The rows as the nine arrays `unnest` takes (nine empty ones for no rows)."""
-    return [[row[index] for row in rows] for index in range(9)]
-
-
-def _row(
+async def _plan_one(
+    conn: asyncpg.Connection,
     state: State,
     settings: NotificationsSettings,
     now: datetime,
@@ -192,11 +121,25 @@ def _row(
     revision: int,
     fallback: bool = False,
     offset: int | None = None,
-) -> Row:
+) -> None:
     appointment = state.appointment
     assert appointment is not None
     start = appointment.start
-    planned = now if offset is None else start - timedelta(minutes=offset)
+    if kind == "reminder":
+        assert offset is not None
+        reminded = await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM sms_messages WHERE appointment_id = $1 "
+            "AND kind = 'reminder' AND reminder_offset_minutes = $2 AND start_at = $3 "
+            "AND status <> 'cancelled')",
+            appointment.appointment_id,
+            offset,
+            start,
+        )
+        if reminded:
+            return
+        planned = start - timedelta(minutes=offset)
+    else:
+        planned = now
     zone = dates.appointment_zone(appointment.timezone, appointment.caf_code)
     due = quiet_hours.release_at(
         kind,
@@ -209,12 +152,40 @@ def _row(
         urgent_minutes=settings.sms_urgent_reminder_minutes,
         urgent_change_minutes=settings.sms_urgent_change_minutes,
     )
-    appointment_id = appointment.appointment_id
-    reference = client_ref(appointment_id, kind, revision, offset)
-    return (appointment_id, kind, revision, offset, start, reference, PROMISES[kind], fallback, due)
+    await conn.execute(
+        """
+        INSERT INTO sms_messages (appointment_id, kind, revision, reminder_offset_minutes,
+                                  start_at, client_ref, promise, fallback, status, due_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9)
+        ON CONFLICT DO NOTHING
+        """,
+        appointment.appointment_id,
+        kind,
+        revision,
+        offset,
+        start,
+        client_ref(appointment.appointment_id, kind, revision, offset),
+        PROMISES[kind],
+        fallback,
+        due,
+    )
 
 
-# --- Wording ---------------------------------------------------------------------------------
+# --- Sending -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Due:
+    id: int
+    appointment_id: uuid.UUID
+    kind: str
+    revision: int
+    reminder_offset_minutes: int | None
+    start_at: datetime
+    client_ref: str
+    promise: str
+    attempts: int
+    in_doubt: bool
 
 
 def text_of(
@@ -233,3 +204,203 @@ def text_of(
         else settings.booking_public_url
     )
     return sms_wording.render(due_kind, appointment, url, now, offset)
+
+
+async def send_due(deps: NotificationsDeps, sms: SmsProvider, counters: SmsMetrics) -> int:
+    """Send each text that is due; returns how many were handled."""
+    now = deps.clock()
+    passed: list[int] = []
+    handled = 0
+    async with deps.pool.acquire() as conn:
+        while True:
+            async with conn.transaction():
+                row = await conn.fetchrow(
+                    """
+                    SELECT id, appointment_id, kind, revision, reminder_offset_minutes, start_at,
+                           client_ref, promise, attempts, in_doubt
+                    FROM sms_messages
+                    WHERE status = 'pending' AND due_at <= $1
+                      AND (retry_at IS NULL OR retry_at <= $1) AND NOT (id = ANY($2::bigint[]))
+                    ORDER BY due_at LIMIT 1 FOR UPDATE SKIP LOCKED
+                    """,
+                    now,
+                    passed,
+                )
+                if row is None:
+                    return handled
+                due = Due(**dict(row))
+                passed.append(due.id)
+                if not await store.LOCKS.try_hold(conn, due.appointment_id):
+                    continue
+                await _send_one(deps, conn, sms, counters, due, now)
+            handled += 1
+
+
+async def _finish(conn: asyncpg.Connection, due: Due, status: str, **columns: Any) -> None:
+    sets = ", ".join(f"{name} = ${index}" for index, name in enumerate(columns, start=3))
+    await conn.execute(
+        f"UPDATE sms_messages SET status = $2{', ' + sets if sets else ''} WHERE id = $1",
+        due.id,
+        status,
+        *columns.values(),
+    )
+
+
+async def _send_one(
+    deps: NotificationsDeps,
+    conn: asyncpg.Connection,
+    sms: SmsProvider,
+    counters: SmsMetrics,
+    due: Due,
+    now: datetime,
+) -> None:
+    state = await store.load_state(conn, due.appointment_id)
+    appointment = state.appointment
+    if appointment is None or appointment.user.mobile is None:
+        return await _finish(conn, due, "cancelled")
+    if due.kind != "cancellation" and state.cancellation is not None:
+        return await _finish(conn, due, "cancelled")
+    if due.kind != "cancellation" and now >= appointment.start:
+        return await _finish(conn, due, "expired")
+    text = text_of(due.kind, state, deps.settings, now, due.reminder_offset_minutes)
+    counted = sms_encoding.count(text)
+    mobile = appointment.user.mobile
+    message = SmsMessage(
+        recipient=mobile,
+        text=text,
+        client_ref=due.client_ref,
+        unicode=counted.encoding == "UCS-2",
+        receipt_url=receipt_url(deps.settings),
+    )
+    ambiguous = 0
+    if due.in_doubt:
+        try:
+            found = await sms.find(due.client_ref)
+        except Transient as exc:
+            found = None
+            if due.promise == AT_MOST_ONCE:
+                counters.ambiguous.labels("given_up").inc()
+                log.warning("sms %s of %s: answer lost, not resent (%s)", due.kind, due.id, exc)
+                return await _finish(conn, due, "unknown", ambiguous=1, last_error=str(exc))
+            counters.ambiguous.labels("resent").inc()
+            ambiguous = 1
+        if found is not None:
+            counters.sends.labels(due.kind, "found").inc()
+            return await _sent(conn, due, found, counted, mobile, now, counters, count=False)
+    try:
+        accepted = await sms.send(message)
+    except SmsRejected as exc:
+        counters.sends.labels(due.kind, "rejected").inc()
+        return await _failed(conn, due, appointment, exc.reason, exc.detail, counters, mobile)
+    except SmsAmbiguous as exc:
+        counters.sends.labels(due.kind, "ambiguous").inc()
+        return await _postpone(deps, conn, due, now, str(exc), in_doubt=True, ambiguous=ambiguous)
+    except Transient as exc:
+        counters.sends.labels(due.kind, "deferred").inc()
+        return await _postpone(
+            deps, conn, due, now, str(exc), in_doubt=due.in_doubt, ambiguous=ambiguous
+        )
+    counters.sends.labels(due.kind, "sent").inc()
+    await _sent(conn, due, accepted, counted, mobile, now, counters, ambiguous=ambiguous)
+
+
+async def _sent(
+    conn: asyncpg.Connection,
+    due: Due,
+    accepted: Accepted,
+    counted: sms_encoding.SmsCount,
+    mobile: str,
+    now: datetime,
+    counters: SmsMetrics,
+    *,
+    count: bool = True,
+    ambiguous: int = 0,
+) -> None:
+    if count:
+        counters.segments.labels(counted.encoding).inc(counted.segments)
+    await conn.execute(
+        """
+        UPDATE sms_messages SET status = 'sent', provider_id = $2, encoding = $3, segments = $4,
+               recipient_sha256 = $5, sent_at = $6, in_doubt = false,
+               ambiguous = ambiguous + $7, attempts = attempts + 1
+        WHERE id = $1
+        """,
+        due.id,
+        accepted.provider_id,
+        counted.encoding,
+        counted.segments,
+        number_sha256(mobile),
+        now,
+        ambiguous,
+    )
+    log.info(
+        "sms %s of %s sent (%s, %d segment(s))",
+        due.kind,
+        due.appointment_id,
+        counted.encoding,
+        counted.segments,
+    )
+
+
+async def _postpone(
+    deps: NotificationsDeps,
+    conn: asyncpg.Connection,
+    due: Due,
+    now: datetime,
+    error: str,
+    *,
+    in_doubt: bool,
+    ambiguous: int,
+) -> None:
+    settings = deps.settings
+    delay = min(settings.sms_retry_initial_s * 2**due.attempts, settings.sms_retry_max_s)
+    await conn.execute(
+        """
+        UPDATE sms_messages SET attempts = attempts + 1, retry_at = $2, last_error = $3,
+               in_doubt = $4, ambiguous = ambiguous + $5
+        WHERE id = $1
+        """,
+        due.id,
+        now + timedelta(seconds=delay),
+        error[:500],
+        in_doubt,
+        ambiguous,
+    )
+    log.warning("sms %s of %s postponed: %s", due.kind, due.appointment_id, error)
+
+
+async def _failed(
+    conn: asyncpg.Connection,
+    due: Due,
+    appointment: Any,
+    reason: str,
+    detail: str,
+    counters: SmsMetrics,
+    mobile: str,
+) -> None:
+    counters.failures.labels(reason).inc()
+    event = SmsFailed(
+        appointment_id=due.appointment_id,
+        revision=due.revision,
+        correlation_id=appointment.correlation_id,
+        kind=due.kind,
+        reason=reason,
+        detail=detail[:500],
+        reminder_offset_minutes=due.reminder_offset_minutes,
+    )
+    await conn.execute(
+        "UPDATE sms_messages SET status = 'failed', last_error = $2, failure_event = $3::jsonb, "
+        "recipient_sha256 = $4 WHERE id = $1",
+        due.id,
+        detail[:500],
+        event.model_dump_json(),
+        number_sha256(mobile),
+    )
+    log.warning("sms %s of %s failed for good: %s", due.kind, due.appointment_id, reason)
+
+
+def receipt_url(settings: NotificationsSettings) -> str | None:
+    if settings.sms_receipt_url is None:
+        return None
+    token = settings.sms_receipt_token.get_secret_value()
+    return f"{settings.sms_receipt_url.rstrip('/')}/{token}"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -130,19 +129,15 @@ async def apply_change(conn: asyncpg.Connection, event: AppointmentChange) -> No
     )
 
 
-async def save_meetings(
-    conn: asyncpg.Connection, events: Sequence[MeetingReady | MeetingFailed]
-) -> None:
-    """Keep meetings' latest word (ready with a link, or failed for good), one per appointment,
-    in one statement; an older revision changes nothing."""
-    if not events:
-        return
+async def save_meeting(conn: asyncpg.Connection, event: MeetingReady | MeetingFailed) -> None:
+    """Keep meetings' latest word (ready with a link, or failed for good)."""
+    join_url, status = (
+        (event.join_url, "ready") if isinstance(event, MeetingReady) else (None, "failed")
+    )
     await conn.execute(
         """
         INSERT INTO meetings (appointment_id, revision, join_url, status, payload, event_id)
-        SELECT appointment_id, revision, join_url, status, payload::jsonb, event_id
-        FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[], $6::uuid[])
-             AS e(appointment_id, revision, join_url, status, payload, event_id)
+        VALUES ($1, $2, $3, $4, $5::jsonb, $6)
         ON CONFLICT (appointment_id) DO UPDATE SET
             revision = EXCLUDED.revision,
             join_url = EXCLUDED.join_url,
@@ -152,94 +147,57 @@ async def save_meetings(
             updated_at = now()
         WHERE meetings.revision <= EXCLUDED.revision
         """,
-        [event.appointment_id for event in events],
-        [event.revision for event in events],
-        [event.join_url if isinstance(event, MeetingReady) else None for event in events],
-        ["ready" if isinstance(event, MeetingReady) else "failed" for event in events],
-        [event.model_dump_json() for event in events],
-        [event.event_id for event in events],
+        event.appointment_id,
+        event.revision,
+        join_url,
+        status,
+        event.model_dump_json(),
+        event.event_id,
     )
-
-
-@dataclass
-class Loaded:
-    """One appointment's state as settling reads it, with what its settle flag says."""
-
-    state: State
-    cause: uuid.UUID | None  # the event its next outcome is caused by (`settlement_cause`)
-    attempts: int  # tries the relay refused so far
 
 
 async def load_state(conn: asyncpg.Connection, appointment_id: uuid.UUID) -> State:
-    return (await load_states(conn, [appointment_id]))[appointment_id].state
-
-
-async def load_states(
-    conn: asyncpg.Connection, appointment_ids: Sequence[uuid.UUID]
-) -> dict[uuid.UUID, Loaded]:
-    """The state of each of these appointments (known here or not), in four statements
-    whatever their number: the appointments with their meetings, their dispatch histories,
-    their pending link requests, and which of their mobiles a text failed to for good."""
-    wanted = list(dict.fromkeys(appointment_ids))
-    rows = await conn.fetch(
+    row = await conn.fetchrow(
         """
-        SELECT w.appointment_id, a.payload::text AS appointment, a.advisor_revision,
-               a.cancellation::text AS cancellation, COALESCE(a.settle_cause, a.event_id) AS cause,
-               a.settle_attempts, m.payload::text AS meeting, m.status AS meeting_status
-        FROM unnest($1::uuid[]) AS w(appointment_id)
+        SELECT a.payload::text AS appointment, a.advisor_revision,
+               a.cancellation::text AS cancellation,
+               m.payload::text AS meeting, m.status AS meeting_status
+        FROM (SELECT $1::uuid AS appointment_id) AS wanted
         LEFT JOIN appointments a USING (appointment_id)
         LEFT JOIN meetings m USING (appointment_id)
         """,
-        wanted,
+        appointment_id,
     )
-    histories = await dispatches.histories(conn, wanted)
-    requests = await link_requests.pending_of(conn, wanted)
-    appointments: dict[uuid.UUID, AppointmentRequested | None] = {}
-    for row in rows:
-        appointments[row["appointment_id"]] = (
+    assert row is not None
+    appointment = (
+        None
+        if row["appointment"] is None
+        else AppointmentRequested.model_validate_json(row["appointment"])
+    )
+    mobile = appointment.user.mobile if appointment is not None else None
+    meeting: MeetingReady | MeetingFailed | None = None
+    if row["meeting"] is not None:
+        model = MeetingReady if row["meeting_status"] == "ready" else MeetingFailed
+        meeting = model.model_validate_json(row["meeting"])
+    return State(
+        appointment=appointment,
+        advisor_revision=row["advisor_revision"] or 1,
+        cancellation=(
             None
-            if row["appointment"] is None
-            else AppointmentRequested.model_validate_json(row["appointment"])
-        )
-    mobiles = {
-        appointment_id: number_sha256(appointment.user.mobile)
-        for appointment_id, appointment in appointments.items()
-        if appointment is not None and appointment.user.mobile is not None
-    }
-    failed: set[uuid.UUID] = set()
-    if mobiles:
-        failed = {
-            row["appointment_id"]
-            for row in await conn.fetch(
-                "SELECT DISTINCT t.appointment_id FROM sms_messages t "
-                "JOIN unnest($1::uuid[], $2::text[]) AS w(appointment_id, recipient_sha256) "
-                "USING (appointment_id, recipient_sha256) WHERE t.status = 'failed'",
-                list(mobiles),
-                list(mobiles.values()),
-            )
-        }
-    loaded: dict[uuid.UUID, Loaded] = {}
-    for row in rows:
-        appointment_id = row["appointment_id"]
-        meeting: MeetingReady | MeetingFailed | None = None
-        if row["meeting"] is not None:
-            model = MeetingReady if row["meeting_status"] == "ready" else MeetingFailed
-            meeting = model.model_validate_json(row["meeting"])
-        state = State(
-            appointment=appointments[appointment_id],
-            advisor_revision=row["advisor_revision"] or 1,
-            cancellation=(
-                None
-                if row["cancellation"] is None
-                else AppointmentCancelled.model_validate_json(row["cancellation"])
-            ),
-            meeting=meeting,
-            history=histories.get(appointment_id, ()),
-            link_requests=requests.get(appointment_id, ()),
-            number_failed=appointment_id in failed,
-        )
-        loaded[appointment_id] = Loaded(state, row["cause"], row["settle_attempts"] or 0)
-    return loaded
+            if row["cancellation"] is None
+            else AppointmentCancelled.model_validate_json(row["cancellation"])
+        ),
+        meeting=meeting,
+        history=await dispatches.history(conn, appointment_id),
+        link_requests=await link_requests.pending(conn, appointment_id),
+        number_failed=mobile is not None
+        and await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM sms_messages WHERE appointment_id = $1 "
+            "AND status = 'failed' AND recipient_sha256 = $2)",
+            appointment_id,
+            number_sha256(mobile),
+        ),
+    )
 
 
 # --- Settling: emails owed but not yet sent ---------------------------------------------------
@@ -307,34 +265,35 @@ async def settlement_cause(conn: asyncpg.Connection, appointment_id: uuid.UUID) 
     return cause
 
 
-async def settled(conn: asyncpg.Connection, appointment_ids: Sequence[uuid.UUID]) -> None:
-    """Nothing more owed for these appointments now: their flags go, in one statement."""
-    if not appointment_ids:
-        return
+async def settled(conn: asyncpg.Connection, appointment_id: uuid.UUID) -> None:
     await conn.execute(
         "UPDATE appointments SET settle_after = NULL, settle_attempts = 0, settle_cause = NULL, "
-        "settle_error = NULL WHERE appointment_id = ANY($1::uuid[])",
-        list(appointment_ids),
+        "settle_error = NULL WHERE appointment_id = $1",
+        appointment_id,
     )
 
 
-async def postpone_settlements(
-    conn: asyncpg.Connection, postponed: Sequence[tuple[uuid.UUID, datetime, str]]
-) -> None:
-    """The relay could not take these appointments' emails now: the poller tries each again
-    from its time, and its error (the relay's answer, addresses redacted) says why to whoever
-    looks. One statement for them all."""
-    if not postponed:
-        return
-    await conn.execute(
-        "UPDATE appointments a SET settle_after = p.until, "
-        "settle_attempts = a.settle_attempts + 1, settle_error = left(p.error, 300) "
-        "FROM unnest($1::uuid[], $2::timestamptz[], $3::text[]) AS p(appointment_id, until, error) "
-        "WHERE a.appointment_id = p.appointment_id",
-        [appointment_id for appointment_id, _, _ in postponed],
-        [until for _, until, _ in postponed],
-        [error for _, _, error in postponed],
+async def postpone_settlement(
+    conn: asyncpg.Connection, appointment_id: uuid.UUID, until: datetime, error: str
+) -> int:
+    """The relay could not take the email now: the poller tries again from `until`, and
+    `error` (the relay's answer, addresses redacted) says why to whoever looks. Returns how
+    many attempts failed so far."""
+    attempts: int = await conn.fetchval(
+        "UPDATE appointments SET settle_after = $2, settle_attempts = settle_attempts + 1, "
+        "settle_error = $3 WHERE appointment_id = $1 RETURNING settle_attempts",
+        appointment_id,
+        until,
+        error[:300],
     )
+    return attempts
+
+
+async def settle_attempts(conn: asyncpg.Connection, appointment_id: uuid.UUID) -> int:
+    attempts: int | None = await conn.fetchval(
+        "SELECT settle_attempts FROM appointments WHERE appointment_id = $1", appointment_id
+    )
+    return attempts or 0
 
 
 async def claim_unsettled(
