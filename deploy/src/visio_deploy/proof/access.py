@@ -177,6 +177,9 @@ def _bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
+MEETINGS_ANSWERS = frozenset({"MeetingReady", "MeetingFailed"})
+
+
 async def _non_teams_join_url(proof: ProofStack) -> dict[str, object] | None:
     """Replay a real AppointmentRequested under a new id, then a forged MeetingReady for it
     carrying a phishing link; notifications must answer NotificationFailed, not an email."""
@@ -218,6 +221,10 @@ async def _non_teams_join_url(proof: ProofStack) -> dict[str, object] | None:
             key=key,
             headers=[(k, v.encode()) for k, v in request_headers.items()],
         )
+        # meetings answers the replayed request (its genuine link, or a failure): the forged
+        # event goes after that answer, or the answer (same revision, later) would replace it
+        # before the appointment reaches notifications, and the proof would race meetings.
+        await _find_event(proof, topics.meetings, str(appointment_id), MEETINGS_ANSWERS)
         await producer.send_and_wait(
             topics.meetings,
             ready.to_json_bytes(),
@@ -226,14 +233,17 @@ async def _non_teams_join_url(proof: ProofStack) -> dict[str, object] | None:
         )
     finally:
         await producer.stop()
-    return await _find_failure(proof, topics.notifications, str(appointment_id))
+    return await _find_event(
+        proof, topics.notifications, str(appointment_id), frozenset({"NotificationFailed"})
+    )
 
 
-async def _find_failure(
-    proof: ProofStack, topic: str, appointment_id: str
+async def _find_event(
+    proof: ProofStack, topic: str, appointment_id: str, event_types: frozenset[str]
 ) -> dict[str, object] | None:
     """Read `topic` from its beginning (its partitions from fresh metadata: a new client's
-    cached metadata may not list it yet) until the appointment's NotificationFailed."""
+    cached metadata may not list it yet) until one of the appointment's `event_types`, for a
+    minute."""
     settings = ServiceSettings(kafka_bootstrap_servers=proof.bootstrap)
     tps = await partitions(settings, [topic])
     async with reader(settings) as consumer:
@@ -250,6 +260,6 @@ async def _find_failure(
                     if not isinstance(event, dict):
                         continue
                     if event.get("appointment_id") == appointment_id:
-                        if event.get("event_type") == "NotificationFailed":
+                        if event.get("event_type") in event_types:
                             return {k: event.get(k) for k in ("kind", "reason", "detail")}
     return None
