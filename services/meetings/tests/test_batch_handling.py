@@ -98,8 +98,10 @@ async def test_a_batchs_statements_and_graph_batches_do_not_grow_per_appointment
 
         stats = await control.stats()
         costs[count] = (len(await counting.taken()), stats["batches"])
-        # Each step of all of them in batches of twenty: no request alone, no dependsOn.
-        assert stats["batches"] == STEPS * math.ceil(count / 20)
+        # Each step of all of them in batches: Outlook's (look-ups, creates) of four, which
+        # Graph runs in one round, Teams' of twenty; no request alone, no dependsOn.
+        assert stats["batches"] == 2 * math.ceil(count / 4) + 2 * math.ceil(count / 20)
+        assert stats["outlook_requests_queued"] == 0
         assert stats["batched_requests"] == STEPS * count
         assert "dependsOn" not in json.dumps(stats)
         assert stats["live_events_per_external_id"] == {str(b.appointment_id): 1 for b in booked}
@@ -175,7 +177,9 @@ async def test_one_refused_advisor_and_one_throttled_request_in_a_batch_are_thei
     assert stats["transaction_replays"] == {meeting_key(lost.appointment_id): 1}
     # Two waits: the 504's backoff, then what was left of the throttled create's own 0.3 s.
     assert len(waits) == 2 and sum(waits) == pytest.approx(0.3)
-    assert stats["batches"] == STEPS + 2  # the creates' two retries, each its own batch
+    # Eight look-ups and seven creates in two batches each (four Outlook requests a batch),
+    # the two Teams steps in one each, and the creates' two retries, each its own batch.
+    assert stats["batches"] == 2 + 2 + 1 + 1 + 2
     row = await counting.pool.fetchrow(
         "SELECT status, failure_reason FROM meetings WHERE appointment_id = $1",
         refused.appointment_id,

@@ -39,7 +39,7 @@ def _specs(make: Make, changes: type[Changes], count: int) -> list[MeetingSpec]:
     ]
 
 
-async def test_twenty_meetings_go_step_by_step_in_one_batch_a_step(
+async def test_twenty_meetings_go_step_by_step_in_batches_none_waiting_for_outlook(
     client: GraphClient, control: EmulatorControl, make_appointment: Make, changes: type[Changes]
 ) -> None:
     specs = _specs(make_appointment, changes, 20)
@@ -48,9 +48,12 @@ async def test_twenty_meetings_go_step_by_step_in_one_batch_a_step(
 
     assert all(isinstance(outcome, Created) for outcome in outcomes)
     stats = await control.stats()
-    # Look-ups, creates, meeting look-ups, options: four batches of twenty, nothing alone.
-    assert stats["batches"] == 4
+    # Look-ups, creates, meeting look-ups, options, nothing alone: the two Outlook steps in
+    # five batches of four each (none waits for a round of Graph's), the two Teams steps in
+    # one batch of twenty each.
+    assert stats["batches"] == 5 + 5 + 1 + 1
     assert stats["batched_requests"] == 80
+    assert stats["outlook_requests_queued"] == 0
     assert stats["calls"]["graph.events.list"] == 20
     assert stats["calls"]["graph.events.create"] == 20
     assert stats["calls"]["graph.onlineMeetings.update"] == 20
@@ -66,6 +69,25 @@ async def test_twenty_meetings_go_step_by_step_in_one_batch_a_step(
     for spec, outcome in zip(specs, outcomes, strict=True):
         assert isinstance(outcome, Created)
         assert meetings[outcome.online_meeting_id]["allowRecording"] is spec.recording_authorised
+
+
+async def test_a_batch_holding_more_than_four_outlook_requests_is_seen_waiting(
+    client: GraphClient,
+    control: EmulatorControl,
+    make_appointment: Make,
+    changes: type[Changes],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The check above is not vacuous: with twenty Outlook requests let into one batch (as
+    before), the emulator counts the sixteen of each Outlook step that waited for a round."""
+    monkeypatch.setattr("visio_meetings.graph.OUTLOOK_AT_ONCE", 20)
+
+    outcomes = await provision_many(client, _specs(make_appointment, changes, 20))
+
+    assert all(isinstance(outcome, Created) for outcome in outcomes)
+    stats = await control.stats()
+    assert stats["batches"] == 4
+    assert stats["outlook_requests_queued"] == 2 * 16
 
 
 async def test_mixed_outcomes_in_one_batch_give_each_appointment_exactly_one_event(
@@ -95,7 +117,9 @@ async def test_mixed_outcomes_in_one_batch_give_each_appointment_exactly_one_eve
     # Each waited its own Retry-After: the 503 went again after 0.1 s, not held for the 429's
     # 0.3 s, and the 429 not before its own time.
     assert waits == [pytest.approx(0.1), pytest.approx(0.2)]
-    assert stats["batches"] == 6  # the first try of each step, and the two retries of creates
+    # The first try of each step (six look-ups, five creates: two batches each, at most four
+    # Outlook requests a batch), and the two retries of creates.
+    assert stats["batches"] == 2 + 2 + 1 + 1 + 2
 
 
 async def test_a_create_committed_then_answered_504_inside_a_batch_is_not_doubled(
@@ -144,7 +168,9 @@ async def test_connections_to_graph_are_kept_and_reused(
 
     stats = await control.stats()
     assert stats["batched_requests"] == 120
-    assert stats["connections"] == 1
+    assert stats["batches"] == 3 * (3 + 3 + 1 + 1)
+    # At most one per batch sent side by side (ten Outlook requests: three batches at once).
+    assert stats["connections"] <= 3
 
     # A client that closes its connections shows: the emulator sees one per batch.
     await control.reset()
@@ -156,7 +182,7 @@ async def test_connections_to_graph_are_kept_and_reused(
         await provision_many(graph, _specs(make_appointment, changes, 10))
     finally:
         await graph.aclose()
-    assert (await control.stats())["connections"] == 4
+    assert (await control.stats())["connections"] == 3 + 3 + 1 + 1
 
 
 async def test_handlers_making_meetings_at_the_same_time_share_their_batches(
@@ -181,7 +207,7 @@ async def test_handlers_making_meetings_at_the_same_time_share_their_batches(
     )
     assert {r["event_type"] for r in ready} == {"MeetingReady"}
     stats = await control.stats()
-    assert stats["batches"] == 4 and stats["batched_requests"] == 20
+    assert stats["batches"] == 2 + 2 + 1 + 1 and stats["batched_requests"] == 20
 
 
 async def _script(

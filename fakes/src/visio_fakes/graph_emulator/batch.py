@@ -15,7 +15,8 @@ documents it.
   that is not JSON (a recording's content) is given in base64, as Graph does.
 - Outlook (calendar events) runs at most 4 requests of a batch at a time, whatever their
   mailbox: a batch of 20 event look-ups takes five rounds of Graph's latency. Batching saves
-  the client's requests, not Graph's time. The others run side by side.
+  the client's requests, not Graph's time. The others run side by side. The stats count the
+  Outlook requests that had to wait for a round (`outlook_requests_queued`).
 - `dependsOn` only orders: a request starts once the requests it names are answered, and gets
   424 Failed Dependency if one of them failed. It cannot use their answers.
 """
@@ -90,6 +91,8 @@ async def batch(call: GraphCall) -> Answer:
     requests = _validate(payload)
     state.stats.batches += 1
     state.stats.batched_requests += len(requests)
+    outlooks = sum(_is_outlook(str(item["url"])) for item in requests)
+    state.stats.outlook_requests_queued += max(0, outlooks - OUTLOOK_REQUESTS_AT_ONCE)
     outlook = asyncio.Semaphore(OUTLOOK_REQUESTS_AT_ONCE)
     answered: dict[str, asyncio.Future[dict[str, Any]]] = {
         item["id"]: asyncio.get_running_loop().create_future() for item in requests
@@ -108,6 +111,11 @@ async def batch(call: GraphCall) -> Answer:
     # Graph answers in any order: so does the emulator, reproducibly for a seed.
     random.Random(f"{state.faults.config.seed}/{state.stats.batches}").shuffle(responses)
     return Answer(200, {"responses": responses})
+
+
+def _is_outlook(url: str) -> bool:
+    """A request Outlook serves: `/users/{id}/events…` or `/users/{id}/calendar…`."""
+    return url.lstrip("/").split("?", 1)[0].split("/")[2:3] in (["events"], ["calendar"])
 
 
 async def _serve_one(
@@ -166,7 +174,7 @@ async def _serve_one(
         request_id=own_id,
         client_request_id=forwarded.get("client-request-id") or own_id,
     )
-    if path.split("/")[2:3] in (["events"], ["calendar"]):  # Outlook's
+    if _is_outlook(path):
         async with outlook:
             status, answer_headers, body = await _dispatch(call, endpoint, handler)
     else:

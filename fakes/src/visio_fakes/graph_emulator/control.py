@@ -163,6 +163,7 @@ async def stats(request: Request) -> dict[str, Any]:
         "connections": len(state.stats.connections),
         "batches": state.stats.batches,
         "batched_requests": state.stats.batched_requests,
+        "outlook_requests_queued": state.stats.outlook_requests_queued,
         "attendee_messages": dict(state.stats.attendee_messages),
         "teams_blocks_removed": state.stats.teams_blocks_removed,
     }

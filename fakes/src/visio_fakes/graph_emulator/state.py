@@ -120,6 +120,8 @@ class Stats:
     connections: set[tuple[str, int]] = field(default_factory=set)
     batches: int = 0  # POST /$batch envelopes
     batched_requests: int = 0  # the requests they carried
+    # Outlook requests of a batch past its first four: each waited a round of Graph's latency.
+    outlook_requests_queued: int = 0
     # Messages Outlook sent attendees of events (invitation, update, cancellation: one per
     # attendee), and online events whose body was written without its Teams block.
     attendee_messages: Counter[str] = field(default_factory=Counter)

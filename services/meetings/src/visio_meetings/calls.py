@@ -40,6 +40,11 @@ class Call:
         """The URL after the version, as a batch names it."""
         return f"/users/{segment(self.advisor_id)}{self.path}"
 
+    @property
+    def outlook(self) -> bool:
+        """A request Outlook serves (the mailbox's events and calendar), not Teams."""
+        return self.path.startswith(("/events", "/calendar"))
+
 
 @dataclass(frozen=True)
 class Reply:

@@ -30,6 +30,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -55,6 +56,9 @@ from visio_meetings.tokens import TokenProvider
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 20  # Graph's limit of requests in one $batch
+# Graph hands Outlook at most 4 requests of a batch at a time, whatever their mailboxes: a
+# fifth waits for one of them to finish. Batches of 4 sent side by side each take one round.
+OUTLOOK_AT_ONCE = 4
 
 Sleep = Callable[[float], Awaitable[None]]
 # What became of one request: its answer, or why there is none (Transient, GraphRefused,
@@ -332,19 +336,18 @@ class GraphClient:
         return [reply for reply in replies if reply is not None]
 
     def _chunks(self, requests: Sequence[Call]) -> list[list[int]]:
-        """At most 20 requests a batch, and at most a mailbox's share of one mailbox."""
-        chunks: list[tuple[list[int], Counter[str]]] = []
+        """At most 20 requests a batch, at most a mailbox's share of one mailbox, and at most
+        4 of Outlook's (`OUTLOOK_AT_ONCE`): 20 calendar requests in one batch take Graph five
+        rounds, in five batches side by side one. The extra HTTP requests cost us less CPU
+        than the rounds cost the person waiting for the email."""
+        chunks: list[_Chunk] = []
         for i, call in enumerate(requests):
-            mailbox = call.advisor_id.lower()
-            for chunk, per_mailbox in chunks:
-                if len(chunk) < MAX_BATCH and per_mailbox[mailbox] < self._max_per_mailbox:
-                    break
-            else:
-                chunk, per_mailbox = [], Counter()
-                chunks.append((chunk, per_mailbox))
-            chunk.append(i)
-            per_mailbox[mailbox] += 1
-        return [chunk for chunk, _ in chunks]
+            chunk = next((c for c in chunks if c.takes(call, self._max_per_mailbox)), None)
+            if chunk is None:
+                chunk = _Chunk()
+                chunks.append(chunk)
+            chunk.add(i, call)
+        return [chunk.indexes for chunk in chunks]
 
     async def _send_batch(self, requests: Sequence[Call], token: str) -> list[Reply | Transient]:
         client_request_id = str(uuid.uuid4())
@@ -430,3 +433,24 @@ def found_event(answer: dict[str, Any], key: str) -> dict[str, Any] | None:
     if len(events) > 1:
         log.warning("meetings: %d events under one creation key %s", len(events), key)
     return calls.first(answer)
+
+
+@dataclass
+class _Chunk:
+    """The requests of one `$batch` being filled: their indexes, and what limits it."""
+
+    indexes: list[int] = field(default_factory=list)
+    per_mailbox: Counter[str] = field(default_factory=Counter)
+    outlook: int = 0
+
+    def takes(self, call: Call, max_per_mailbox: int) -> bool:
+        return (
+            len(self.indexes) < MAX_BATCH
+            and self.per_mailbox[call.advisor_id.lower()] < max_per_mailbox
+            and not (call.outlook and self.outlook >= OUTLOOK_AT_ONCE)
+        )
+
+    def add(self, index: int, call: Call) -> None:
+        self.indexes.append(index)
+        self.per_mailbox[call.advisor_id.lower()] += 1
+        self.outlook += call.outlook
