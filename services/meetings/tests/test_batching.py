@@ -90,6 +90,20 @@ async def test_a_batch_holding_more_than_four_outlook_requests_is_seen_waiting(
     assert stats["outlook_requests_queued"] == 2 * 16
 
 
+async def test_a_backlogs_outlook_steps_are_spread_over_eight_batches_then_filled(
+    client: GraphClient, control: EmulatorControl, make_appointment: Make, changes: type[Changes]
+) -> None:
+    """A hundred meetings at once (a backlog): each Outlook step over eight batches side by
+    side (13 requests each: four rounds of Graph's), not 25 batches of four — the HTTP
+    requests of a step stay bounded — and the Teams steps in batches of twenty."""
+    outcomes = await provision_many(client, _specs(make_appointment, changes, 100))
+
+    assert all(isinstance(outcome, Created) for outcome in outcomes)
+    stats = await control.stats()
+    assert stats["batches"] == 8 + 8 + 5 + 5
+    assert stats["outlook_requests_queued"] == 2 * (7 * (13 - 4) + (9 - 4))
+
+
 async def test_mixed_outcomes_in_one_batch_give_each_appointment_exactly_one_event(
     client: GraphClient,
     waits: list[float],

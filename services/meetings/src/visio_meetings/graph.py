@@ -59,6 +59,10 @@ MAX_BATCH = 20  # Graph's limit of requests in one $batch
 # Graph hands Outlook at most 4 requests of a batch at a time, whatever their mailboxes: a
 # fifth waits for one of them to finish. Batches of 4 sent side by side each take one round.
 OUTLOOK_AT_ONCE = 4
+# A step's Outlook requests are spread over up to this many batches, 4 each (one round of
+# Graph's latency), before they are packed fuller (a backlog: up to 20, five rounds), so
+# that the HTTP requests a step costs stay bounded when there are hundreds.
+OUTLOOK_SPREAD = 8
 
 Sleep = Callable[[float], Awaitable[None]]
 # What became of one request: its answer, or why there is none (Transient, GraphRefused,
@@ -336,13 +340,18 @@ class GraphClient:
         return [reply for reply in replies if reply is not None]
 
     def _chunks(self, requests: Sequence[Call]) -> list[list[int]]:
-        """At most 20 requests a batch, at most a mailbox's share of one mailbox, and at most
-        4 of Outlook's (`OUTLOOK_AT_ONCE`): 20 calendar requests in one batch take Graph five
-        rounds, in five batches side by side one. The extra HTTP requests cost us less CPU
-        than the rounds cost the person waiting for the email."""
+        """At most 20 requests a batch, at most a mailbox's share of one mailbox, and few
+        enough of Outlook's that Graph runs them in one round (`OUTLOOK_AT_ONCE`): 20 calendar
+        requests in one batch take five rounds, in five batches side by side one. The extra
+        HTTP requests cost us less CPU than the rounds cost the person waiting for the email;
+        past `OUTLOOK_SPREAD` batches of them (a backlog), the batches are filled up instead."""
+        outlook = sum(call.outlook for call in requests)
+        outlook_max = min(MAX_BATCH, max(OUTLOOK_AT_ONCE, -(-outlook // OUTLOOK_SPREAD)))
         chunks: list[_Chunk] = []
         for i, call in enumerate(requests):
-            chunk = next((c for c in chunks if c.takes(call, self._max_per_mailbox)), None)
+            chunk = next(
+                (c for c in chunks if c.takes(call, self._max_per_mailbox, outlook_max)), None
+            )
             if chunk is None:
                 chunk = _Chunk()
                 chunks.append(chunk)
@@ -443,11 +452,11 @@ class _Chunk:
     per_mailbox: Counter[str] = field(default_factory=Counter)
     outlook: int = 0
 
-    def takes(self, call: Call, max_per_mailbox: int) -> bool:
+    def takes(self, call: Call, max_per_mailbox: int, outlook_max: int) -> bool:
         return (
             len(self.indexes) < MAX_BATCH
             and self.per_mailbox[call.advisor_id.lower()] < max_per_mailbox
-            and not (call.outlook and self.outlook >= OUTLOOK_AT_ONCE)
+            and not (call.outlook and self.outlook >= outlook_max)
         )
 
     def add(self, index: int, call: Call) -> None:
