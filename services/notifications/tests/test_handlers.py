@@ -9,6 +9,8 @@ from datetime import timedelta
 
 import asyncpg
 import pytest
+from asyncpg.connection import LoggedQuery
+from visio_notifications import store
 from visio_notifications.handlers import (
     on_appointment_changed,
     on_appointment_requested,
@@ -35,6 +37,33 @@ async def _dispatches(deps, appointment_id) -> list[asyncpg.Record]:
     return await deps.pool.fetch(
         "SELECT * FROM dispatches WHERE appointment_id = $1 ORDER BY id", appointment_id
     )
+
+
+async def test_an_appointments_state_is_read_in_one_statement(deps, make) -> None:
+    """What is known of an appointment — its copy, its meeting, the dispatch log, the pending
+    requests for the email again, a failed text — in one round trip (it was four; settling an
+    email reads it twice)."""
+    appointment = make.appointment()
+    meeting = make.meeting(appointment)
+    await _book(deps, appointment, meeting)
+    statements: list[str] = []
+
+    def count(record: LoggedQuery) -> None:
+        statements.append(record.query)
+
+    async with deps.pool.acquire() as conn:
+        conn.add_query_logger(count)
+        state = await store.load_state(conn, appointment.appointment_id)
+        conn.remove_query_logger(count)
+
+    assert len(statements) == 1
+    assert state.appointment is not None and state.link is not None
+    assert state.appointment.appointment_id == appointment.appointment_id
+    assert state.link.event_id == meeting.event_id
+    [told] = state.history
+    assert (told.kind, told.revision, told.status) == ("confirmation", 1, "sent")
+    assert told.start_at == appointment.start and told.join_url == state.link.join_url
+    assert state.link_requests == () and state.number_failed is False
 
 
 @pytest.mark.parametrize("meeting_first", [True, False])

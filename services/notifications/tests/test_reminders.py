@@ -10,6 +10,8 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
+from asyncpg.connection import LoggedQuery
+from visio_notifications import reminders, store
 from visio_notifications.handlers import (
     on_appointment_changed,
     on_appointment_requested,
@@ -135,6 +137,32 @@ async def test_a_late_poller_sends_only_the_closest_reminder(deps, make, clock, 
     assert await _reminder_rows(deps, appointment.appointment_id) == {
         2880: "skipped",
         60: "sent",
+    }
+
+
+async def test_a_change_of_offsets_lines_the_reminders_up_in_one_statement(
+    deps, make, clock
+) -> None:
+    """An offset no longer configured is dropped, a new one lined up, a kept one left as it
+    is: one statement, whatever the offsets (it was one per offset and one more)."""
+    appointment = await _book(deps, make)
+    statements: list[str] = []
+    async with deps.pool.acquire() as conn, conn.transaction():
+        state = await store.load_state(conn, appointment.appointment_id)
+
+        def count(record: LoggedQuery) -> None:
+            statements.append(record.query)
+
+        conn.add_query_logger(count)
+        await reminders.sync(conn, state, [60, 24 * 60, 30], clock())
+        conn.remove_query_logger(count)
+
+    assert len(statements) == 1
+    assert await _reminder_rows(deps, appointment.appointment_id) == {
+        2880: "cancelled",
+        1440: "pending",
+        60: "pending",
+        30: "pending",
     }
 
 

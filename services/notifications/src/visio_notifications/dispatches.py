@@ -12,8 +12,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 from visio_shared import Envelope
@@ -81,16 +83,23 @@ async def record(conn: asyncpg.Connection, dispatch: Dispatch) -> None:
     )
 
 
+# The dispatch log of one appointment ($1), oldest first, as an array of rows in `Told`'s own
+# order of fields: a column of `store.load_state`'s one statement (`told_of` reads a row).
+HISTORY = """
+    ARRAY(SELECT ROW(d.kind, d.revision, d.status, d.recipient_sha256,
+                     d.reminder_offset_minutes, d.device, d.start_at, d.duration_minutes,
+                     d.join_url, d.request_id)
+          FROM dispatches d WHERE d.appointment_id = $1 ORDER BY d.id)
+"""
+
+
+def told_of(row: Sequence[Any]) -> Told:
+    return Told(*row)
+
+
 async def history(conn: asyncpg.Connection, appointment_id: uuid.UUID) -> tuple[Told, ...]:
-    rows = await conn.fetch(
-        """
-        SELECT kind, revision, status, recipient_sha256, reminder_offset_minutes, device,
-               start_at, duration_minutes, join_url, request_id
-        FROM dispatches WHERE appointment_id = $1 ORDER BY id
-        """,
-        appointment_id,
-    )
-    return tuple(Told(**dict(row)) for row in rows)
+    rows: list[Sequence[Any]] = await conn.fetchval(f"SELECT {HISTORY}", appointment_id)
+    return tuple(told_of(row) for row in rows)
 
 
 async def claim_unpublished(

@@ -7,7 +7,9 @@ and what became of it.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 from visio_runtime.db import mark_processed
@@ -45,16 +47,17 @@ async def save(conn: asyncpg.Connection, event: AppointmentLinkRequested) -> Non
     )
 
 
-async def pending(conn: asyncpg.Connection, appointment_id: uuid.UUID) -> tuple[LinkRequest, ...]:
-    rows = await conn.fetch(
-        """
-        SELECT event_id, reason, requested_at FROM link_requests
-        WHERE appointment_id = $1 AND outcome IS NULL
-        ORDER BY requested_at, event_id
-        """,
-        appointment_id,
-    )
-    return tuple(LinkRequest(**dict(row)) for row in rows)
+# The pending requests of one appointment ($1), oldest first, as an array of rows in
+# `LinkRequest`'s order of fields: a column of `store.load_state`'s one statement.
+PENDING = """
+    ARRAY(SELECT ROW(l.event_id, l.reason, l.requested_at) FROM link_requests l
+          WHERE l.appointment_id = $1 AND l.outcome IS NULL
+          ORDER BY l.requested_at, l.event_id)
+"""
+
+
+def request_of(row: Sequence[Any]) -> LinkRequest:
+    return LinkRequest(*row)
 
 
 async def close(

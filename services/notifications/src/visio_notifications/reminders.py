@@ -40,36 +40,36 @@ async def sync(conn: asyncpg.Connection, state: State, offsets: list[int], now: 
             appointment_id,
         )
         return
-    for offset in offsets:
-        due_at = appointment.start - timedelta(minutes=offset)
-        # None in the past: an appointment booked 3 hours ahead gets no 48-hour reminder.
-        status = "pending" if due_at > now else "skipped"
-        # Untouched while the start is the same (a sent reminder stays sent); a new start
-        # makes it a new reminder, under the new revision.
-        await conn.execute(
-            """
-            INSERT INTO reminders (appointment_id, offset_minutes, revision, start_at, due_at,
-                                   status)
-            VALUES ($1, $2, $3, $4, $5, $6)
-            ON CONFLICT (appointment_id, offset_minutes) DO UPDATE SET
-                revision = EXCLUDED.revision, start_at = EXCLUDED.start_at,
-                due_at = EXCLUDED.due_at, status = EXCLUDED.status, attempts = 0,
-                retry_at = NULL, last_error = NULL, updated_at = now()
-            WHERE reminders.start_at <> EXCLUDED.start_at OR reminders.status = 'cancelled'
-            """,
-            appointment_id,
-            offset,
-            appointment.revision,
-            appointment.start,
-            due_at,
-            status,
-        )
-    # Offsets no longer configured are dropped.
+    due_ats = [appointment.start - timedelta(minutes=offset) for offset in offsets]
+    # None in the past: an appointment booked 3 hours ahead gets no 48-hour reminder.
+    statuses = ["pending" if due_at > now else "skipped" for due_at in due_ats]
+    # One statement: each configured reminder untouched while the start is the same (a sent
+    # reminder stays sent), made a new reminder under the new revision by a new start; and
+    # the pending ones of offsets no longer configured dropped (other rows than the insert's).
     await conn.execute(
-        "UPDATE reminders SET status = 'cancelled', updated_at = now() "
-        "WHERE appointment_id = $1 AND status = 'pending' AND NOT (offset_minutes = ANY($2))",
+        """
+        WITH dropped AS (
+            UPDATE reminders SET status = 'cancelled', updated_at = now()
+            WHERE appointment_id = $1 AND status = 'pending'
+              AND NOT (offset_minutes = ANY($2::integer[]))
+        )
+        INSERT INTO reminders (appointment_id, offset_minutes, revision, start_at, due_at,
+                               status)
+        SELECT $1, wanted.offset_minutes, $3, $4, wanted.due_at, wanted.status
+        FROM unnest($2::integer[], $5::timestamptz[], $6::text[])
+             AS wanted (offset_minutes, due_at, status)
+        ON CONFLICT (appointment_id, offset_minutes) DO UPDATE SET
+            revision = EXCLUDED.revision, start_at = EXCLUDED.start_at,
+            due_at = EXCLUDED.due_at, status = EXCLUDED.status, attempts = 0,
+            retry_at = NULL, last_error = NULL, updated_at = now()
+        WHERE reminders.start_at <> EXCLUDED.start_at OR reminders.status = 'cancelled'
+        """,
         appointment_id,
         offsets,
+        appointment.revision,
+        appointment.start,
+        due_ats,
+        statuses,
     )
 
 
