@@ -80,7 +80,7 @@ async def test_a_batch_holding_more_than_four_outlook_requests_is_seen_waiting(
 ) -> None:
     """The check above is not vacuous: with twenty Outlook requests let into one batch (as
     before), the emulator counts the sixteen of each Outlook step that waited for a round."""
-    monkeypatch.setattr("visio_meetings.graph.OUTLOOK_AT_ONCE", 20)
+    monkeypatch.setattr("visio_meetings.graph_batches.OUTLOOK_AT_ONCE", 20)
 
     outcomes = await provision_many(client, _specs(make_appointment, changes, 20))
 

@@ -13,7 +13,7 @@ from datetime import timedelta
 
 import asyncpg
 import pytest
-from visio_notifications import dispatches
+from visio_notifications import dispatches, store
 from visio_notifications.handlers import (
     on_appointment_changed,
     on_appointment_requested,
@@ -97,9 +97,9 @@ async def test_the_dispatch_log_keys_link_resent_by_its_request(deps, make) -> N
     appointment, _ = await _booked(deps, make)
     await on_link_requested(deps, make.link_requested(appointment))
     [row] = await deps.pool.fetch("SELECT * FROM dispatches WHERE kind = 'link_resent'")
-    [told] = [
-        t for t in await dispatches.history(deps.pool, appointment.appointment_id) if t.request_id
-    ]
+    async with deps.pool.acquire() as conn:
+        state = await store.load_state(conn, appointment.appointment_id)
+    [told] = [t for t in state.history if t.request_id]
     dispatch = dispatches.Dispatch(
         appointment.appointment_id, row["message_id"], told, make.link_requested(appointment)
     )

@@ -30,7 +30,6 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -40,6 +39,7 @@ from visio_runtime.metrics import Metrics
 
 from visio_meetings import calls
 from visio_meetings.calls import TRANSIENT_STATUSES, Call, Reply, segment
+from visio_meetings.graph_batches import shape
 from visio_meetings.graph_http import (
     batch_replies,
     graph_ssl_context,
@@ -55,14 +55,6 @@ from visio_meetings.tokens import TokenProvider
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH = 20  # Graph's limit of requests in one $batch
-# Graph hands Outlook at most 4 requests of a batch at a time, whatever their mailboxes: a
-# fifth waits for one of them to finish. Batches of 4 sent side by side each take one round.
-OUTLOOK_AT_ONCE = 4
-# A step's Outlook requests are spread over up to this many batches, 4 each (one round of
-# Graph's latency), before they are packed fuller (a backlog: up to 20, five rounds), so
-# that the HTTP requests a step costs stay bounded when there are hundreds.
-OUTLOOK_SPREAD = 8
 
 Sleep = Callable[[float], Awaitable[None]]
 # What became of one request: its answer, or why there is none (Transient, GraphRefused,
@@ -336,27 +328,8 @@ class GraphClient:
             for i, answer in zip(indexes, answers, strict=True):
                 replies[i] = answer
 
-        await asyncio.gather(*(send(chunk) for chunk in self._chunks(requests)))
+        await asyncio.gather(*(send(chunk) for chunk in shape(requests, self._max_per_mailbox)))
         return [reply for reply in replies if reply is not None]
-
-    def _chunks(self, requests: Sequence[Call]) -> list[list[int]]:
-        """At most 20 requests a batch, at most a mailbox's share of one mailbox, and few
-        enough of Outlook's that Graph runs them in one round (`OUTLOOK_AT_ONCE`): 20 calendar
-        requests in one batch take five rounds, in five batches side by side one. The extra
-        HTTP requests cost us less CPU than the rounds cost the person waiting for the email;
-        past `OUTLOOK_SPREAD` batches of them (a backlog), the batches are filled up instead."""
-        outlook = sum(call.outlook for call in requests)
-        outlook_max = min(MAX_BATCH, max(OUTLOOK_AT_ONCE, -(-outlook // OUTLOOK_SPREAD)))
-        chunks: list[_Chunk] = []
-        for i, call in enumerate(requests):
-            chunk = next(
-                (c for c in chunks if c.takes(call, self._max_per_mailbox, outlook_max)), None
-            )
-            if chunk is None:
-                chunk = _Chunk()
-                chunks.append(chunk)
-            chunk.add(i, call)
-        return [chunk.indexes for chunk in chunks]
 
     async def _send_batch(self, requests: Sequence[Call], token: str) -> list[Reply | Transient]:
         client_request_id = str(uuid.uuid4())
@@ -442,24 +415,3 @@ def found_event(answer: dict[str, Any], key: str) -> dict[str, Any] | None:
     if len(events) > 1:
         log.warning("meetings: %d events under one creation key %s", len(events), key)
     return calls.first(answer)
-
-
-@dataclass
-class _Chunk:
-    """The requests of one `$batch` being filled: their indexes, and what limits it."""
-
-    indexes: list[int] = field(default_factory=list)
-    per_mailbox: Counter[str] = field(default_factory=Counter)
-    outlook: int = 0
-
-    def takes(self, call: Call, max_per_mailbox: int, outlook_max: int) -> bool:
-        return (
-            len(self.indexes) < MAX_BATCH
-            and self.per_mailbox[call.advisor_id.lower()] < max_per_mailbox
-            and not (call.outlook and self.outlook >= outlook_max)
-        )
-
-    def add(self, index: int, call: Call) -> None:
-        self.indexes.append(index)
-        self.per_mailbox[call.advisor_id.lower()] += 1
-        self.outlook += call.outlook

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from visio_meetings.graph import MAX_BATCH, GraphClient
+from visio_meetings.graph import GraphClient
+from visio_meetings.graph_batches import MAX_BATCH
 from visio_meetings.meeting import Created, provision_many
 from visio_meetings.payloads import MeetingSpec
 

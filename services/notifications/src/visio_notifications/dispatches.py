@@ -97,11 +97,6 @@ def told_of(row: Sequence[Any]) -> Told:
     return Told(*row)
 
 
-async def history(conn: asyncpg.Connection, appointment_id: uuid.UUID) -> tuple[Told, ...]:
-    rows: list[Sequence[Any]] = await conn.fetchval(f"SELECT {HISTORY}", appointment_id)
-    return tuple(told_of(row) for row in rows)
-
-
 async def claim_unpublished(
     conn: asyncpg.Connection, appointment_id: uuid.UUID | None = None
 ) -> tuple[int, str] | None:
