@@ -196,7 +196,13 @@ def test_one_trace_runs_from_the_http_request_to_the_email_sent(
         chain.append(f"{span.service}:{span.name}")
         span = by_id[span.parent_id]
     assert span is http_request, chain
-    assert {"meetings", "notifications"} <= {hop.split(":")[0] for hop in chain}, chain
+    # The email goes out in the trace of whichever of its two events reached notifications
+    # last: meetings' MeetingReady (the chain runs through meetings), or the appointment itself
+    # when the meeting was there first (the topics race; a fast Graph makes it common).
+    settled_by = next(hop for hop in chain if hop.startswith("notifications:") and "process" in hop)
+    assert settled_by.endswith((".meetings.v1", ".appointments.v1")), chain
+    if settled_by.endswith(".meetings.v1"):
+        assert "meetings" in {hop.split(":")[0] for hop in chain}, chain
 
     # A batch handler's span is linked to the span of each record it took.
     batches = [s for s in receiver.all() if s.name.startswith("batch ")]

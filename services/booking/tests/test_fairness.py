@@ -53,10 +53,6 @@ async def test_a_partners_backlog_does_not_hold_back_another_partners_request(
     topics = Topics(prefix)
     kafka = ServiceSettings(kafka_bootstrap_servers=kafka_bootstrap, topic_prefix=prefix)
     await ensure_topics(kafka, topics.partner_topics([FLOODER, OTHER]))
-    queued_at = time.monotonic()
-    await queue_flood(kafka_bootstrap, topics.partner_requests(FLOODER), booking_body())
-    print(f"\n{FLOOD} bookings queued by {FLOODER} in {time.monotonic() - queued_at:.1f} s")
-
     booking, close = await start_booking(postgres_url, kafka_bootstrap, topic_prefix=prefix)
     flood_replies = topics.partner_replies(FLOODER)
 
@@ -68,19 +64,23 @@ async def test_a_partners_backlog_does_not_hold_back_another_partners_request(
     replies = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, enable_auto_commit=False)
     await replies.start()
     try:
+        # Both partners' groups hold their topics before the flood is queued: the other's
+        # answer then measures the wait behind the flood, not a group still joining on a loaded
+        # machine (while it joined, a fast booking worked the whole flood through).
+        partitions = booking.runtime.settings.topic_partitions
+
+        async def both_topics_held() -> bool:
+            held = booking.runtime.consumer.assignment()
+            wanted = {topics.partner_requests(FLOODER), topics.partner_requests(OTHER)}
+            return bool(sum(tp.topic in wanted for tp in held) == 2 * partitions)
+
+        await booking.until(both_topics_held, 120, "booking to hold both partners' topics")
+        queued_at = time.monotonic()
+        await queue_flood(kafka_bootstrap, topics.partner_requests(FLOODER), booking_body())
+        print(f"\n{FLOOD} bookings queued by {FLOODER} in {time.monotonic() - queued_at:.1f} s")
         await booking.until(
             lambda: _at_least(answered, WARMED_UP), 120, "the flood to be worked through"
         )
-        # The other partner's group holds its topic: its answer then measures the wait behind
-        # the flood, not a group still joining on a loaded machine.
-        other_topic = topics.partner_requests(OTHER)
-        partitions = booking.runtime.settings.topic_partitions
-
-        async def other_topic_held() -> bool:
-            held = booking.runtime.consumer.assignment()
-            return sum(tp.topic == other_topic for tp in held) == partitions
-
-        await booking.until(other_topic_held, 120, f"booking to hold {OTHER}'s topic")
         replies.assign(
             [
                 TopicPartition(topics.partner_replies(OTHER), partition)
