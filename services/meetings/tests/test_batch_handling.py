@@ -21,6 +21,7 @@ from visio_meetings.graph import GraphClient
 from visio_meetings.handlers import MeetingsDeps
 from visio_meetings.payloads import meeting_key
 from visio_meetings.store import SCHEMA
+from visio_runtime.db import create_pool
 from visio_runtime.service import Runtime
 from visio_shared import AppointmentEvent, AppointmentRequested, Headers, Topics
 
@@ -56,11 +57,8 @@ async def counting(service_dsn: str) -> AsyncIterator[CountingPool]:
     async def listen(conn: asyncpg.Connection) -> None:
         conn.add_query_logger(note)  # on each acquire: a set of loggers, so noted once
 
-    pool = await asyncpg.create_pool(
-        service_dsn, min_size=1, max_size=1, setup=listen,
-        server_settings={"search_path": SCHEMA.schema},
-    )  # fmt: skip
-    assert pool is not None
+    # The service's own pool: it sends no reset query as it takes a connection back.
+    pool = await create_pool(service_dsn, SCHEMA.schema, min_size=1, max_size=1, setup=listen)
     try:
         yield CountingPool(pool, statements)
     finally:
@@ -107,7 +105,7 @@ async def test_a_batchs_statements_and_graph_batches_do_not_grow_per_appointment
         assert stats["batched_requests"] == STEPS * count
         assert "dependsOn" not in json.dumps(stats)
         assert stats["live_events_per_external_id"] == {str(b.appointment_id): 1 for b in booked}
-    # The locks, what is known, the completions, the pool's reset: the same for 5 as for 40.
+    # The locks, what is known, the completions, the locks' release: the same for 5 as for 40.
     assert costs[5][0] == costs[40][0] == 4
     said = _answers(publisher)
     assert len(said) == 45 and {a["event_type"] for a in said.values()} == {"MeetingReady"}
@@ -148,7 +146,7 @@ async def test_a_batch_handled_again_answers_nothing_twice(
 
     assert len(publisher.calls) == 6
     assert (await control.stats())["calls"] == {}  # Graph not asked again
-    assert len(await counting.taken()) == 3  # the locks, what is known, the reset
+    assert len(await counting.taken()) == 3  # the locks, what is known, their release
 
 
 async def test_one_refused_advisor_and_one_throttled_request_in_a_batch_are_their_own(

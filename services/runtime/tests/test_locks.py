@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
+from visio_runtime.db import create_pool
 from visio_runtime.locks import AppointmentLocks, lock_key
 
 LOCKS = AppointmentLocks(space=0x7465)
@@ -18,8 +19,12 @@ OTHER_SERVICE = AppointmentLocks(space=0x7466)
 
 @pytest.fixture
 async def pool(fresh_database: str) -> AsyncIterator[asyncpg.Pool]:
-    async with asyncpg.create_pool(fresh_database, min_size=1, max_size=3) as pool:
+    """The services' own pool, which does not reset a connection it takes back."""
+    pool = await create_pool(fresh_database, "public", min_size=1, max_size=3)
+    try:
         yield pool
+    finally:
+        await pool.close()
 
 
 async def _try_elsewhere(
@@ -56,6 +61,32 @@ async def test_a_session_lock_lasts_across_commits_and_goes_with_the_connection(
             await conn.execute("SELECT 1")
         assert not await _try_elsewhere(pool, LOCKS, appointment)
     assert await _try_elsewhere(pool, LOCKS, appointment)
+
+
+async def test_the_pool_sends_no_reset_so_a_session_lets_its_own_lock_go(
+    pool: asyncpg.Pool, fresh_database: str
+) -> None:
+    """The pool takes a connection back as it is (asyncpg's reset was a round trip on every
+    release): a lock taken outside `session` stays with the connection, and a session lets its
+    own go, also when its handling raises, before the next user of that very connection."""
+    appointment = uuid.uuid4()
+    single = await create_pool(fresh_database, "public", min_size=1, max_size=1)
+    try:
+        async with single.acquire() as conn:
+            await conn.execute(
+                "SELECT pg_advisory_lock($1::int, $2::int)", LOCKS.space, lock_key(appointment)
+            )
+        assert not await _try_elsewhere(pool, LOCKS, appointment)  # no reset freed it
+        async with single.acquire() as conn:
+            await conn.execute("SELECT pg_advisory_unlock_all()")
+        assert await _try_elsewhere(pool, LOCKS, appointment)
+        with pytest.raises(RuntimeError):
+            async with LOCKS.session(single, appointment):
+                assert not await _try_elsewhere(pool, LOCKS, appointment)
+                raise RuntimeError("the handling failed")
+        assert await _try_elsewhere(pool, LOCKS, appointment)
+    finally:
+        await single.close()
 
 
 async def test_a_batch_waits_for_any_of_its_appointments(pool: asyncpg.Pool) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import asyncpg
 from visio_runtime.db import SchemaSpec, mark_processed
-from visio_runtime.locks import AppointmentLocks, lock_key
+from visio_runtime.locks import AppointmentLocks, lock_key, release_session_locks
 from visio_shared import AppointmentEvent, parse_event
 
 from visio_meetings.advisor_note import Visitor
@@ -111,15 +111,18 @@ async def session_all(
 ) -> AsyncIterator[asyncpg.Connection]:
     """`LOCKS.session` for a batch's appointments: one connection holding all their locks,
     taken in one statement in the order of their keys (whoever takes them), so two batches
-    never wait for each other in a cycle; freed by the pool's reset on release."""
+    never wait for each other in a cycle; freed as the batch ends, however it ends."""
     async with pool.acquire() as conn:
-        await conn.execute(
-            "SELECT pg_advisory_lock($1::int, key) FROM ("
-            "SELECT DISTINCT key FROM unnest($2::int[]) AS key ORDER BY key) AS keys",
-            LOCKS.space,
-            [lock_key(appointment_id) for appointment_id in appointment_ids],
-        )
-        yield conn
+        try:
+            await conn.execute(
+                "SELECT pg_advisory_lock($1::int, key) FROM ("
+                "SELECT DISTINCT key FROM unnest($2::int[]) AS key ORDER BY key) AS keys",
+                LOCKS.space,
+                [lock_key(appointment_id) for appointment_id in appointment_ids],
+            )
+            yield conn
+        finally:
+            await release_session_locks(conn)
 
 
 @dataclass(frozen=True)

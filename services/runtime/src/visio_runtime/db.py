@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -34,15 +34,34 @@ class SchemaSpec:
         return f"visio_{self.schema}"
 
 
-async def create_pool(dsn: str, schema: str, min_size: int = 1, max_size: int = 5) -> asyncpg.Pool:
+async def create_pool(
+    dsn: str,
+    schema: str,
+    min_size: int = 1,
+    max_size: int = 5,
+    setup: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
+) -> asyncpg.Pool:
+    """The service's pool. A connection going back to it is not reset: asyncpg's default reset
+    is a round trip on every release (`pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET
+    ALL`, about 80 µs of client and server CPU, several times per appointment), for state no
+    pooled handling leaves behind — settings are `SET LOCAL`, cursors live in a transaction,
+    LISTEN has its own connection, and the session locks (`visio_runtime.locks`) are let go by
+    whoever takes them. An open transaction is still rolled back on release (asyncpg does that
+    whatever the reset). `setup` is asyncpg's: run on each connection as it is acquired."""
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         server_settings={"search_path": schema, "application_name": f"visio-rdv-{schema}"},
+        reset=_keep_session,
+        setup=setup,
     )
     assert pool is not None
     return pool
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """No reset query on release (see `create_pool`)."""
 
 
 def role_dsn(owner_dsn: str, role: str, password: str) -> str:

@@ -6,7 +6,8 @@ database, and the migrations' single-bigint locks, never meet) and 32 bits of a 
 of the appointment id. Four ways to take one:
 
 - `session(pool, id)`: a connection holding the lock for a handling that commits more than once;
-  freed by the pool's reset on release (`pg_advisory_unlock_all`), however the handling ends;
+  freed as the handling ends, however it ends (`release_session_locks`: the pool does not reset
+  its connections, see `visio_runtime.db.create_pool`);
 - `hold(conn, id)`: until the transaction ends;
 - `hold_all(conn, ids)`: the same for a batch, in one statement, in one order (of their keys)
   whoever takes them, so that two batches never wait for each other in a cycle;
@@ -23,6 +24,18 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import asyncpg
+
+
+async def release_session_locks(conn: asyncpg.Connection) -> None:
+    """Let go of every session lock this connection holds, before it goes back to the pool (which
+    no longer resets it). If that cannot be done — the connection broke, or the wait for the
+    answer was cancelled — the connection is closed instead: the server frees a closed
+    session's locks, and a connection whose locks are unknown is never handed to anyone."""
+    try:
+        await conn.execute("SELECT pg_advisory_unlock_all()")
+    except BaseException:
+        conn.terminate()
+        raise
 
 
 def lock_key(appointment_id: uuid.UUID) -> int:
@@ -42,10 +55,15 @@ class AppointmentLocks:
         """A connection holding the appointment's lock; all of the handling's SQL goes through
         it. A session lock, not a transaction's: the handling may commit more than once."""
         async with pool.acquire() as conn:
-            await conn.execute(
-                "SELECT pg_advisory_lock($1::int, $2::int)", self.space, lock_key(appointment_id)
-            )
-            yield conn
+            try:
+                await conn.execute(
+                    "SELECT pg_advisory_lock($1::int, $2::int)",
+                    self.space,
+                    lock_key(appointment_id),
+                )
+                yield conn
+            finally:
+                await release_session_locks(conn)
 
     async def hold(self, conn: asyncpg.Connection, appointment_id: uuid.UUID) -> None:
         """The appointment's lock until the transaction ends (waits for it)."""
