@@ -83,8 +83,7 @@ class Alerts:
         in one transaction, then whatever alerts they made due. Idempotent without markers:
         every write is an insert that ignores a repeat, or a change that keeps the first."""
         async with self.runtime.db.acquire() as conn, conn.transaction():
-            for event in events:
-                await _keep(conn, event)
+            await keep(conn, events)
         await self.send_pending([event.appointment_id for event in events])
 
     async def send_pending(self, appointment_ids: list[uuid.UUID] | None = None) -> int:
@@ -135,53 +134,54 @@ class Alerts:
     async def scan_once(self) -> None:
         threshold = self.settings.email_late_after_minutes
         async with self.runtime.db.acquire() as conn:
-            waiting = await store.waiting(conn)
-            late = await store.waiting(conn, threshold) if threshold > 0 else []
+            waiting, late = await store.waiting_counts(conn, threshold)
             if threshold > 0:
                 await store.record_late(conn, threshold)
-        self.waiting.set(len({w.appointment_id for w in waiting}))
-        self.late.set(len({w.appointment_id for w in late}))
+        self.waiting.set(waiting)
+        self.late.set(late if threshold > 0 else 0)
         await self.send_pending()
 
 
-async def _keep(conn: asyncpg.Connection, event: AppointmentEvent) -> None:
-    """What one event changes in the alerts' tables."""
-    match event:
-        case AppointmentRequested():
-            await store.keep_appointment(conn, event)
-            await store.owe_email(conn, event)
-        case AppointmentRescheduled() | AdvisorReassigned():
-            await store.follow_change(conn, event)
-            await store.owe_email(conn, event)
-        case ContactCorrected() | AppointmentLinkRequested():
-            await store.owe_email(conn, event)
-        case AppointmentCancelled():
-            await store.mark(conn, event.appointment_id, "cancelled_at")
-            await store.owe_email(conn, event)
-        case NotificationSent():
-            if event.kind == "confirmation":
-                await store.mark(conn, event.appointment_id, "confirmed_at")
-            await store.tell_email(conn, event)
-        case SmsFailed():
-            await store.record_alert(
-                conn,
-                event.appointment_id,
-                CAUSES[SmsFailed],
-                event.reason,
-                event.detail,
-                event.event_id,
-            )
-        case MeetingFailed() | NotificationFailed():
-            if isinstance(event, NotificationFailed):
-                await store.tell_email(conn, event)
-            await store.record_alert(
-                conn,
-                event.appointment_id,
-                CAUSES[type(event)],
-                event.reason,
-                event.detail,
-                event.event_id,
-            )
+async def keep(conn: asyncpg.Connection, events: list[AppointmentEvent]) -> None:
+    """What a batch of events (one per appointment) changes in the alerts' tables: each kind
+    of write in one statement for the batch; the rare events (a change of time or advisor, a
+    failure) one statement each. Since a batch holds one event per appointment, the order of
+    the writes within it is the order of each appointment's own."""
+    await store.keep_appointments(
+        conn, [event for event in events if isinstance(event, AppointmentRequested)]
+    )
+    for event in events:
+        match event:
+            case AppointmentRescheduled() | AdvisorReassigned():
+                await store.follow_change(conn, event)
+            case SmsFailed() | MeetingFailed() | NotificationFailed():
+                await store.record_alert(
+                    conn,
+                    event.appointment_id,
+                    CAUSES[type(event)],
+                    event.reason,
+                    event.detail,
+                    event.event_id,
+                )
+    await store.mark(
+        conn,
+        [e.appointment_id for e in events if isinstance(e, AppointmentCancelled)],
+        "cancelled_at",
+    )
+    await store.mark(
+        conn,
+        [
+            e.appointment_id
+            for e in events
+            if isinstance(e, NotificationSent) and e.kind == "confirmation"
+        ],
+        "confirmed_at",
+    )
+    owed = [event for event in events if type(event) in store.OWED_EMAIL]
+    told = [event for event in events if isinstance(event, NotificationSent | NotificationFailed)]
+    await store.owe_emails(conn, owed)
+    await store.tell_emails(conn, told)
+    await store.mark_told(conn, [event.appointment_id for event in [*owed, *told]])
 
 
 def create_app(settings: AlertsSettings | None = None) -> FastAPI:

@@ -5,6 +5,7 @@ occasion) — inserted once, sent once."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -26,22 +27,28 @@ from visio_shared import (
 SCHEMA = SchemaSpec(schema="alerts", sql_dir=Path(__file__).parent / "migrations")
 
 
-async def keep_appointment(conn: asyncpg.Connection, event: AppointmentRequested) -> None:
+async def keep_appointments(
+    conn: asyncpg.Connection, events: Sequence[AppointmentRequested]
+) -> None:
+    """The copies of these appointments, in one statement; a repeat changes nothing."""
+    if not events:
+        return
     await conn.execute(
         """
         INSERT INTO appointments (appointment_id, revision, caf_code, advisor_id, advisor_name,
                                   start_at, timezone, requested_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[],
+                             $6::timestamptz[], $7::text[], $8::timestamptz[])
         ON CONFLICT (appointment_id) DO NOTHING
         """,
-        event.appointment_id,
-        event.revision,
-        event.caf_code,
-        event.advisor.id,
-        event.advisor.display_name,
-        event.start,
-        event.timezone,
-        event.occurred_at,
+        [event.appointment_id for event in events],
+        [event.revision for event in events],
+        [event.caf_code for event in events],
+        [event.advisor.id for event in events],
+        [event.advisor.display_name for event in events],
+        [event.start for event in events],
+        [event.timezone for event in events],
+        [event.occurred_at for event in events],
     )
 
 
@@ -64,12 +71,15 @@ async def follow_change(
     )
 
 
-async def mark(conn: asyncpg.Connection, appointment_id: uuid.UUID, column: str) -> None:
+async def mark(conn: asyncpg.Connection, appointment_ids: Sequence[uuid.UUID], column: str) -> None:
+    """The first time these appointments were confirmed, or cancelled (one statement)."""
     assert column in ("confirmed_at", "cancelled_at")
+    if not appointment_ids:
+        return
     await conn.execute(
         f"UPDATE appointments SET {column} = coalesce({column}, now()), updated_at = now() "
-        "WHERE appointment_id = $1",
-        appointment_id,
+        "WHERE appointment_id = ANY($1::uuid[])",
+        list(appointment_ids),
     )
 
 
@@ -106,62 +116,73 @@ OWED_EMAIL: dict[type[AppointmentEvent], str] = {
 }
 
 
-async def owe_email(conn: asyncpg.Connection, event: AppointmentEvent) -> None:
-    """The person is owed an email since this event happened (booking's clock, not ours: a
-    backlog here does not hide a wait)."""
-    request = event if isinstance(event, AppointmentLinkRequested) else None
+async def owe_emails(conn: asyncpg.Connection, events: Sequence[AppointmentEvent]) -> None:
+    """The person is owed an email since each of these events happened (booking's clock, not
+    ours: a backlog here does not hide a wait); one statement."""
+    if not events:
+        return
+    requests = [event if isinstance(event, AppointmentLinkRequested) else None for event in events]
     await conn.execute(
         """
         INSERT INTO emails_owed (appointment_id, occasion, email, revision, request_id, reason,
                                  owed_since)
-        VALUES ($1, $2, $3, $4, $5, $6, $7)
+        SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::uuid[],
+                             $6::text[], $7::timestamptz[])
         ON CONFLICT (appointment_id, occasion) DO NOTHING
         """,
-        event.appointment_id,
-        f"request-{event.event_id}" if request else f"r{event.revision}",
-        OWED_EMAIL[type(event)],
-        event.revision,
-        request.event_id if request else None,
-        request.reason if request else None,
-        event.occurred_at,
+        [event.appointment_id for event in events],
+        [
+            f"request-{event.event_id}" if request else f"r{event.revision}"
+            for event, request in zip(events, requests, strict=True)
+        ],
+        [OWED_EMAIL[type(event)] for event in events],
+        [event.revision for event in events],
+        [request.event_id if request else None for request in requests],
+        [request.reason if request else None for request in requests],
+        [event.occurred_at for event in events],
     )
-    await _mark_told(conn, event.appointment_id)
 
 
-async def tell_email(
-    conn: asyncpg.Connection, event: NotificationSent | NotificationFailed
+async def tell_emails(
+    conn: asyncpg.Connection, events: Sequence[NotificationSent | NotificationFailed]
 ) -> None:
-    """An email sent, or given up on (which the failure alert reports): either way, no longer
+    """Emails sent, or given up on (which the failure alert reports): either way, no longer
     waited for. Kept even before the appointment is known here: the topics keep no order."""
+    if not events:
+        return
     await conn.execute(
         """
         INSERT INTO emails_told (event_id, appointment_id, revision, kind, causation_id, told_at)
-        VALUES ($1, $2, $3, $4, $5, $6)
+        SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[], $5::uuid[],
+                             $6::timestamptz[])
         ON CONFLICT (event_id) DO NOTHING
         """,
-        event.event_id,
-        event.appointment_id,
-        event.revision,
-        event.kind,
-        event.causation_id,
-        event.occurred_at,
+        [event.event_id for event in events],
+        [event.appointment_id for event in events],
+        [event.revision for event in events],
+        [event.kind for event in events],
+        [event.causation_id for event in events],
+        [event.occurred_at for event in events],
     )
-    await _mark_told(conn, event.appointment_id)
 
 
-async def _mark_told(conn: asyncpg.Connection, appointment_id: uuid.UUID) -> None:
-    """An email of the same revision or a later one tells the appointment as it stands; the
-    one whose cause is the request answers a request for the link again."""
+async def mark_told(conn: asyncpg.Connection, appointment_ids: Sequence[uuid.UUID]) -> None:
+    """Of these appointments' owed emails, those now told: an email of the same revision or a
+    later one tells the appointment as it stands; the one whose cause is the request answers
+    a request for the link again. One statement."""
+    if not appointment_ids:
+        return
     await conn.execute(
         """
         UPDATE emails_owed o SET told_at = t.told_at
         FROM emails_told t
-        WHERE o.appointment_id = $1 AND o.told_at IS NULL AND t.appointment_id = $1
+        WHERE o.appointment_id = ANY($1::uuid[]) AND o.told_at IS NULL
+          AND t.appointment_id = o.appointment_id
           AND CASE WHEN o.request_id IS NULL
                    THEN t.kind <> 'link_resent' AND t.revision >= o.revision
                    ELSE t.causation_id = o.request_id END
         """,
-        appointment_id,
+        list(appointment_ids),
     )
 
 
@@ -174,23 +195,20 @@ WHERE o.told_at IS NULL AND NOT (o.reason = 'resend' AND a.cancelled_at IS NOT N
 """
 
 
-@dataclass(frozen=True)
-class Waiting:
-    appointment_id: uuid.UUID
-    occasion: str
-    email: str
-    revision: int
-    owed_since: datetime
-
-
-async def waiting(conn: asyncpg.Connection, longer_than_minutes: float = 0) -> list[Waiting]:
-    """Emails people are waiting for, oldest first (those owed this long, if given)."""
-    rows = await conn.fetch(
-        f"SELECT * FROM ({_WAITING}) w "
-        "WHERE w.owed_since <= now() - $1::float8 * interval '1 minute' ORDER BY w.owed_since",
+async def waiting_counts(conn: asyncpg.Connection, longer_than_minutes: float) -> tuple[int, int]:
+    """How many people wait for an email, and how many of them longer than this (counted in
+    the database: a backlog can owe tens of thousands)."""
+    row = await conn.fetchrow(
+        f"""
+        SELECT count(DISTINCT w.appointment_id) AS waiting,
+               count(DISTINCT w.appointment_id) FILTER (
+                   WHERE w.owed_since <= now() - $1::float8 * interval '1 minute') AS late
+        FROM ({_WAITING}) w
+        """,
         longer_than_minutes,
     )
-    return [Waiting(**dict(row)) for row in rows]
+    assert row is not None
+    return row["waiting"], row["late"]
 
 
 async def record_late(conn: asyncpg.Connection, after_minutes: float) -> int:
