@@ -5,6 +5,7 @@ the mailbox, in the dispatch log and on the notifications topic."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import timedelta
 
 import asyncpg
@@ -16,6 +17,7 @@ from visio_notifications.handlers import (
     on_appointment_requested,
     on_events,
     on_meeting_event,
+    settle,
 )
 from visio_notifications.poller import poll_once
 from visio_runtime.errors import Transient
@@ -64,6 +66,57 @@ async def test_an_appointments_state_is_read_in_one_statement(deps, make) -> Non
     assert (told.kind, told.revision, told.status) == ("confirmation", 1, "sent")
     assert told.start_at == appointment.start and told.join_url == state.link.join_url
     assert state.link_requests == () and state.number_failed is False
+
+
+async def test_settling_a_confirmation_reads_the_state_once_and_then_knows_it(
+    deps, make, mailbox
+) -> None:
+    """A batch's meetings are kept in one statement, and settling reads the appointment's
+    state once: what its email changes there (the log, the request it answers) is applied in
+    memory — the very state a second read gives, so the reminders are lined up as before."""
+    appointments = [make.appointment() for _ in range(3)]
+    meetings = [make.meeting(appointment) for appointment in appointments]
+    await on_events(deps, appointments)
+    statements: list[str] = []
+
+    def note(record: LoggedQuery) -> None:
+        statements.append(record.query)
+
+    async with deps.pool.acquire() as conn:
+        async with conn.transaction():
+            conn.add_query_logger(note)
+            await store.save_meetings(conn, meetings)
+            conn.remove_query_logger(note)
+        assert len(statements) == 1
+        [appointment, *_] = appointments
+        statements.clear()
+        async with conn.transaction():
+            await store.request_settlements(
+                conn, [(appointment.appointment_id, meetings[0].event_id)], deps.clock()
+            )
+            conn.add_query_logger(note)
+            await settle(deps, conn, appointment.appointment_id)
+            conn.remove_query_logger(note)
+        state = await store.load_state(conn, appointment.appointment_id)
+
+    assert mailbox.keys(appointment.appointment_id) == ["r1.confirmation"]
+    reads = [q for q in statements if "FROM dispatches d WHERE d.appointment_id" in q]
+    assert len(reads) == 1  # it was three: the state twice, the cause once
+    [told] = state.history
+    assert (told.kind, told.status) == ("confirmation", "sent")
+    assert state.cause == appointment.event_id  # settled: the latest appointment event again
+    caused = await deps.pool.fetchval(
+        "SELECT event->>'causation_id' FROM dispatches WHERE appointment_id = $1",
+        appointment.appointment_id,
+    )
+    assert caused == str(meetings[0].event_id)  # the event that asked for settling
+    # What settling knew after the email is what the log now says: with the email applied to
+    # the state before it, the state read back.
+    before = dataclasses.replace(state, history=())
+    assert before.with_email(told) == state
+    assert await deps.pool.fetchval(
+        "SELECT count(*) FROM reminders WHERE appointment_id = $1", appointment.appointment_id
+    ) == len(deps.settings.reminder_offsets_minutes)
 
 
 @pytest.mark.parametrize("meeting_first", [True, False])

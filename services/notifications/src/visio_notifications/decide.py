@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from visio_shared import AppointmentCancelled, AppointmentRequested, MeetingFailed, MeetingReady
@@ -73,6 +73,19 @@ class State:
     link_requests: tuple[LinkRequest, ...] = ()  # pending, oldest first
     # A text to the mobile the appointment holds now failed for good (its next email says so).
     number_failed: bool = False
+    # The event the next outcome is caused by: the one that asked for settling, else the
+    # latest appointment event (None while the appointment is unknown).
+    cause: uuid.UUID | None = None
+
+    def with_email(self, told: Told, answered: LinkRequest | None = None) -> State:
+        """The state once this email is in the log, and the request it answers closed: what
+        reading it again would give, to whoever holds the appointment's lock (saves settling a
+        second read of the whole state per email)."""
+        return replace(
+            self,
+            history=(*self.history, told),
+            link_requests=tuple(r for r in self.link_requests if r != answered),
+        )
 
     @property
     def current_meeting(self) -> MeetingReady | MeetingFailed | None:

@@ -77,14 +77,18 @@ async def on_link_requested(deps: NotificationsDeps, event: AppointmentLinkReque
     await on_events(deps, [event])
 
 
-# How each event other than a request changes the appointment's copy, in step 1.
+# How each event other than a request or a meeting's word (set-wise, for the whole batch)
+# changes the appointment's copy, in step 1.
 APPLY: dict[type[AppointmentEvent], Callable[[asyncpg.Connection, Any], Awaitable[None]]] = {
     **dict.fromkeys(typing.get_args(store.AppointmentChange), store.apply_change),
-    MeetingReady: store.save_meeting,
-    MeetingFailed: store.save_meeting,
     AppointmentLinkRequested: link_requests.save,
 }
-HANDLED: tuple[type[AppointmentEvent], ...] = (AppointmentRequested, *APPLY)
+HANDLED: tuple[type[AppointmentEvent], ...] = (
+    AppointmentRequested,
+    MeetingReady,
+    MeetingFailed,
+    *APPLY,
+)
 
 
 async def on_events(deps: NotificationsDeps, events: Sequence[AppointmentEvent]) -> None:
@@ -106,8 +110,11 @@ async def on_events(deps: NotificationsDeps, events: Sequence[AppointmentEvent])
         ]
         requests = [event for event in new if isinstance(event, AppointmentRequested)]
         await store.save_requested_many(conn, requests)
+        await store.save_meetings(
+            conn, [event for event in new if isinstance(event, MeetingReady | MeetingFailed)]
+        )
         for event in new:
-            if not isinstance(event, AppointmentRequested):
+            if type(event) in APPLY:
                 await APPLY[type(event)](conn, event)
         # A booking's first event, before its meeting: nothing to send, nothing to plan.
         quiet = await store.nothing_to_tell(conn, [event.appointment_id for event in requests])
@@ -152,16 +159,15 @@ async def settle(
         state = await store.load_state(conn, appointment_id)
     # One email per pass: after it is logged the state may call for nothing more, or (rarely)
     # for one more, or one per pending link request; never for an endless series, since each
-    # logged key is never owed again. The state is read again only after something changed it
-    # (most events owe no email: three reads of it were a third of a handling's queries).
+    # logged key is never owed again. The state is read once: what an email changes in it (its
+    # log, its request) is applied here (most events owe no email: three reads of it were a
+    # third of a handling's queries).
     for _ in range(3 + len(state.link_requests)):
         owed = decide.owed(state)
         if owed is None:
             break
-        if owed.request is not None:
-            cause = owed.request.event_id
-        else:
-            cause = await store.settlement_cause(conn, appointment_id)
+        cause = owed.request.event_id if owed.request is not None else state.cause
+        assert cause is not None  # an email is owed only for an appointment known here
         try:
             dispatch = await Delivery(deps, state, owed, cause=cause).send(now)
         except Transient as exc:
@@ -180,7 +186,7 @@ async def settle(
         await dispatches.record(conn, dispatch)
         if owed.request is not None:
             await link_requests.close(conn, [owed.request.event_id], dispatch.told.status, now)
-        state = await store.load_state(conn, appointment_id)
+        state = state.with_email(dispatch.told, answered=owed.request)
     await reminders.sync(conn, state, deps.settings.reminder_offsets_minutes, now)
     await sms.plan(conn, state, deps.settings, now)
     await store.settled(conn, appointment_id)

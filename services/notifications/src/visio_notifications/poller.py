@@ -97,8 +97,8 @@ async def _fire(
     if state.logged("reminder", due.revision, due.offset_minutes):
         return await _finish(conn, due, "sent")
     owed = Owed("reminder", due.revision)
-    cause = await store.settlement_cause(conn, due.appointment_id)
-    delivery = Delivery(deps, state, owed, cause=cause, offset=due.offset_minutes)
+    assert state.cause is not None  # the appointment is known here
+    delivery = Delivery(deps, state, owed, cause=state.cause, offset=due.offset_minutes)
     if now >= appointment.start:
         if due.attempts:  # it was tried and the relay never took it: say so
             await dispatches.record(conn, delivery.failed("smtp_unavailable", due.last_error))

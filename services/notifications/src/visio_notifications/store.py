@@ -129,15 +129,19 @@ async def apply_change(conn: asyncpg.Connection, event: AppointmentChange) -> No
     )
 
 
-async def save_meeting(conn: asyncpg.Connection, event: MeetingReady | MeetingFailed) -> None:
-    """Keep meetings' latest word (ready with a link, or failed for good)."""
-    join_url, status = (
-        (event.join_url, "ready") if isinstance(event, MeetingReady) else (None, "failed")
-    )
+async def save_meetings(
+    conn: asyncpg.Connection, events: Sequence[MeetingReady | MeetingFailed]
+) -> None:
+    """Keep meetings' latest word on each (ready with a link, or failed for good), one per
+    appointment, in one statement: an older revision changes nothing."""
+    if not events:
+        return
     await conn.execute(
         """
         INSERT INTO meetings (appointment_id, revision, join_url, status, payload, event_id)
-        VALUES ($1, $2, $3, $4, $5::jsonb, $6)
+        SELECT appointment_id, revision, join_url, status, payload::jsonb, event_id
+        FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[], $6::uuid[])
+             AS e(appointment_id, revision, join_url, status, payload, event_id)
         ON CONFLICT (appointment_id) DO UPDATE SET
             revision = EXCLUDED.revision,
             join_url = EXCLUDED.join_url,
@@ -147,12 +151,12 @@ async def save_meeting(conn: asyncpg.Connection, event: MeetingReady | MeetingFa
             updated_at = now()
         WHERE meetings.revision <= EXCLUDED.revision
         """,
-        event.appointment_id,
-        event.revision,
-        join_url,
-        status,
-        event.model_dump_json(),
-        event.event_id,
+        [event.appointment_id for event in events],
+        [event.revision for event in events],
+        [event.join_url if isinstance(event, MeetingReady) else None for event in events],
+        ["ready" if isinstance(event, MeetingReady) else "failed" for event in events],
+        [event.model_dump_json() for event in events],
+        [event.event_id for event in events],
     )
 
 
@@ -163,6 +167,7 @@ async def load_state(conn: asyncpg.Connection, appointment_id: uuid.UUID) -> Sta
         f"""
         SELECT a.payload::text AS appointment, a.advisor_revision,
                a.cancellation::text AS cancellation,
+               COALESCE(a.settle_cause, a.event_id) AS cause,
                m.payload::text AS meeting, m.status AS meeting_status,
                {dispatches.HISTORY} AS history,
                {link_requests.PENDING} AS link_requests,
@@ -198,6 +203,7 @@ async def load_state(conn: asyncpg.Connection, appointment_id: uuid.UUID) -> Sta
         link_requests=tuple(link_requests.request_of(r) for r in row["link_requests"]),
         # A text to the mobile the appointment holds now failed for good.
         number_failed=mobile is not None and number_sha256(mobile) in row["failed_numbers"],
+        cause=row["cause"],
     )
 
 
@@ -254,16 +260,6 @@ async def request_settlements(
         [appointment_id for appointment_id, _ in causes],
         [cause for _, cause in causes],
     )
-
-
-async def settlement_cause(conn: asyncpg.Connection, appointment_id: uuid.UUID) -> uuid.UUID:
-    """The event the next outcome is caused by: the one that asked for settling, else the
-    latest appointment event."""
-    cause: uuid.UUID = await conn.fetchval(
-        "SELECT COALESCE(settle_cause, event_id) FROM appointments WHERE appointment_id = $1",
-        appointment_id,
-    )
-    return cause
 
 
 async def settled(conn: asyncpg.Connection, appointment_id: uuid.UUID) -> None:
