@@ -46,12 +46,19 @@ async def sync(conn: asyncpg.Connection, state: State, offsets: list[int], now: 
     # One statement: each configured reminder untouched while the start is the same (a sent
     # reminder stays sent), made a new reminder under the new revision by a new start; and
     # the pending ones of offsets no longer configured dropped (other rows than the insert's).
+    # The appointment's rows are found by their key alone (`mine`): with `status = 'pending'`
+    # in the same scan, the planner may take the index of every pending reminder (the poller's,
+    # `reminders_due`) and read them all — it did, 100 pages a sync in the bench, growing with
+    # the appointments ahead.
     await conn.execute(
         """
-        WITH dropped AS (
-            UPDATE reminders SET status = 'cancelled', updated_at = now()
-            WHERE appointment_id = $1 AND status = 'pending'
-              AND NOT (offset_minutes = ANY($2::integer[]))
+        WITH mine AS MATERIALIZED (
+            SELECT offset_minutes, status FROM reminders WHERE appointment_id = $1
+        ), dropped AS (
+            UPDATE reminders r SET status = 'cancelled', updated_at = now()
+            FROM mine
+            WHERE r.appointment_id = $1 AND r.offset_minutes = mine.offset_minutes
+              AND mine.status = 'pending' AND NOT (mine.offset_minutes = ANY($2::integer[]))
         )
         INSERT INTO reminders (appointment_id, offset_minutes, revision, start_at, due_at,
                                status)
