@@ -139,10 +139,10 @@ async def cost(wire: Wire, times: int, action: Any) -> tuple[float, float]:
     return (after[0] - before[0]) / times, (after[1] - before[1]) / times
 
 
-# What a booking may cost: its one statement (store.book), and the reset the pool sends when the
-# connection comes back (asyncpg's, on release). Over HTTP, the API key nothing more: its holder
-# is kept, the statement checks it.
-BOOKING_COST = (2.0, 2.0)
+# What a booking may cost: its one statement (store.book); the pool sends no reset when the
+# connection comes back (visio_runtime.db.create_pool). Over HTTP, the API key nothing more: its
+# holder is kept, the statement checks it.
+BOOKING_COST = (1.0, 1.0)
 KEY_COST = (0.0, 0.0)
 
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from visio_booking.handlers import follow_status, follow_statuses
+from visio_booking.store import StepTaken, record_steps
 from visio_shared import (
     AppointmentEvent,
     MeetingCancelled,
@@ -283,3 +284,37 @@ async def test_a_batch_of_many_appointments_tells_the_same_story_as_one_event_at
         expected += ["notification_sent"] if n == 3 else []
         assert [entry["status"] for entry in view["history"]] == expected
         assert view["status"] == ("confirmed" if n < 3 else "meeting_ready")
+
+
+async def test_a_status_or_link_change_rewrites_the_row_in_place(booking: Any) -> None:
+    """The status follower's write — the join link and the status in one new version of the
+    row — is a HOT update: rewritten in place, with no new entry in any index and no new search
+    of the advisor's slots (while the overlap rule read `status`, a status change was a new
+    version in all five indexes, about 45 pages read per row). Migration 011."""
+    appointments = [uuid.UUID(await booking.book()) for _ in range(12)]
+    counts = (
+        "SELECT pg_stat_get_xact_tuples_updated('appointments'::regclass) AS updated, "
+        "pg_stat_get_xact_tuples_hot_updated('appointments'::regclass) AS hot"
+    )
+    async with booking.runtime.db.acquire() as conn, conn.transaction():
+        before = await conn.fetchrow(counts)
+        moved = await record_steps(
+            conn,
+            [
+                StepTaken(
+                    appointment_id,
+                    1,
+                    "meeting_ready",
+                    status="meeting_ready",
+                    join_url=URL + f"hot-{n}",
+                    source_event_id=uuid.uuid4(),
+                )
+                for n, appointment_id in enumerate(appointments)
+            ],
+        )
+        after = await conn.fetchrow(counts)
+    assert moved == set(appointments)
+    assert after["updated"] - before["updated"] == len(appointments)  # link and status at once
+    assert after["hot"] - before["hot"] == len(appointments)
+    view = await booking.view(str(appointments[0]))
+    assert (view["status"], view["join_url"]) == ("meeting_ready", URL + "hot-0")

@@ -35,7 +35,7 @@ STEPS = 4  # look-ups, creates, Teams meeting look-ups, options
 
 class CountingPool:
     """A pool of the service's role that notes every statement its connections send (the
-    pool's reset on release included): the database round trips of what runs through it."""
+    locks' release included): the database round trips of what runs through it."""
 
     def __init__(self, pool: asyncpg.Pool, statements: list[str]) -> None:
         self.pool = pool

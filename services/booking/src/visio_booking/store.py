@@ -289,22 +289,31 @@ async def record_steps(conn: asyncpg.Connection, steps: Sequence[StepTaken]) -> 
         "$5::uuid[])",
         *_columns(history, 5),
     )
-    if links:
+    # The link and the status of each appointment in one new version of its row (a HOT
+    # update, migration 011): the fields a step does not move keep their value.
+    link_of = {appointment_id: (url, revision) for appointment_id, url, revision in links}
+    status_of = {moved[0]: moved[1:] for moved in statuses}
+    changed = [
+        (appointment_id, *link_of.get(appointment_id, (None, None)),
+         *status_of.get(appointment_id, (None, None, None)))
+        for appointment_id in dict.fromkeys([*link_of, *status_of])
+    ]  # fmt: skip
+    if changed:
         await conn.execute(
-            "UPDATE appointments a SET join_url = u.join_url, join_url_revision = u.revision, "
-            "updated_at = now() FROM unnest($1::uuid[], $2::text[], $3::int[]) "
-            "AS u(appointment_id, join_url, revision) "
-            "WHERE a.appointment_id = u.appointment_id",
-            *_columns(links, 3),
-        )
-    if statuses:
-        await conn.execute(
-            "UPDATE appointments a SET status = u.status, status_reason = u.reason, "
-            "status_revision = u.revision, updated_at = now() "
-            "FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[]) "
-            "AS u(appointment_id, status, reason, revision) "
-            "WHERE a.appointment_id = u.appointment_id",
-            *_columns(statuses, 4),
+            """
+            UPDATE appointments a SET
+                join_url = CASE WHEN u.link_revision IS NULL THEN a.join_url ELSE u.join_url END,
+                join_url_revision = COALESCE(u.link_revision, a.join_url_revision),
+                status = COALESCE(u.status, a.status),
+                status_reason = CASE WHEN u.status IS NULL THEN a.status_reason
+                                     ELSE u.reason END,
+                status_revision = COALESCE(u.status_revision, a.status_revision),
+                updated_at = now()
+            FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::text[], $6::int[])
+                 AS u(appointment_id, join_url, link_revision, status, reason, status_revision)
+            WHERE a.appointment_id = u.appointment_id
+            """,
+            *_columns(changed, 6),
         )
     return {moved[0] for moved in statuses}
 
