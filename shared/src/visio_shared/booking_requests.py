@@ -30,7 +30,6 @@ from pydantic import (
     AwareDatetime,
     BaseModel,
     ConfigDict,
-    EmailStr,
     Field,
     ValidationInfo,
     field_validator,
@@ -40,7 +39,7 @@ from pydantic import (
 from visio_shared.caf_directory import CafCode
 from visio_shared.cafs import OVERSEAS_CAFS, expected_timezone
 from visio_shared.cgu_versions import CGU_VERSIONS, current_cgu
-from visio_shared.events import AdvisorId, CancelReason, Device
+from visio_shared.events import AdvisorId, CancelReason, Device, EmailAddress
 from visio_shared.phones import InvalidMobile, normalise_mobile
 
 DEFAULT_HORIZON_DAYS = 180
@@ -100,7 +99,7 @@ MobileNumber = Annotated[
 class UserIn(_Strict):
     first_name: str = Field(min_length=1, max_length=100)
     last_name: str = Field(min_length=1, max_length=100)
-    email: EmailStr
+    email: EmailAddress
     device: Device = Field(description="What the person will join with.")
     mobile: MobileNumber | None = None
     sms_opt_in: bool = Field(default=False, strict=True, description=_SMS_OPT_IN_DESCRIPTION)
@@ -209,7 +208,7 @@ class ContactCorrection(_Strict):
 
     first_name: str | None = Field(default=None, min_length=1, max_length=100)
     last_name: str | None = Field(default=None, min_length=1, max_length=100)
-    email: EmailStr | None = None
+    email: EmailAddress | None = None
     device: Device | None = None
     mobile: MobileNumber | None = None
     sms_opt_in: bool | None = Field(default=None, strict=True, description=_SMS_OPT_IN_DESCRIPTION)
