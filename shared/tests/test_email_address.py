@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 from pydantic import BaseModel, EmailStr, ValidationError
-from visio_shared import events
-from visio_shared.events import EmailAddress
+from visio_shared import email_address
+from visio_shared.email_address import EmailAddress
 
 ADDRESSES = [
     "jeanne.dupont@example.fr",
@@ -52,10 +52,10 @@ def test_its_schema_is_emailstrs() -> None:
 
 
 def test_an_address_is_checked_once_and_a_refused_one_every_time() -> None:
-    events._email_address.cache_clear()
+    email_address._email_address.cache_clear()
     for _ in range(3):
         Ours(email="once@example.fr")
         with pytest.raises(ValidationError):
             Ours(email="never.example.fr")
-    info = events._email_address.cache_info()
+    info = email_address._email_address.cache_info()
     assert (info.misses, info.hits, info.currsize) == (4, 2, 1)

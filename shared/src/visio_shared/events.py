@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import functools
 import re
 import uuid
 from typing import Annotated, Any, Literal
@@ -15,10 +14,9 @@ from pydantic import (
     ConfigDict,
     Field,
     TypeAdapter,
-    WithJsonSchema,
 )
-from pydantic.networks import validate_email
 
+from visio_shared.email_address import EmailAddress as EmailAddress
 from visio_shared.envelope import AppointmentEvent, Envelope
 from visio_shared.reschedule_preferences import (
     DAY_PART_LABELS as DAY_PART_LABELS,
@@ -62,24 +60,6 @@ AdvisorId = Annotated[
         "given in either case and kept in lower case, the one id of an advisor everywhere.",
         json_schema_extra={"format": "uuid", "pattern": GUID_PATTERN},
     ),
-]
-
-
-@functools.lru_cache(maxsize=8192)
-def _email_address(value: str) -> str:
-    """pydantic's `EmailStr` check (email-validator, the same normalised address and the same
-    error), made once per address and process: an address is read again at every hop of the
-    chain — five services parse each request, notifications its stored copy at each email —
-    and one check costs tens of microseconds. A refused address is not kept: it raises again
-    each time."""
-    return validate_email(value)[1]
-
-
-# `EmailStr`, with its JSON schema, checked once per address (`_email_address`).
-EmailAddress = Annotated[
-    str,
-    AfterValidator(_email_address),
-    WithJsonSchema({"type": "string", "format": "email"}),
 ]
 
 

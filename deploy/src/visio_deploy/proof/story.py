@@ -56,6 +56,9 @@ FAILED = ("meeting_failed", "notification_failed")
 REMINDER_MARGIN_S = 15.0
 _ZONE = ZoneInfo("Indian/Reunion")
 _PAGE_LINK = re.compile(r"(https?://\S+/mon-rendez-vous/[A-Za-z0-9_.~-]+)")
+# How many times a person reloads a page that does not offer the resend form yet (a second
+# apart).
+FORMLESS_RELOADS = 30
 _RESEND_TOKEN = re.compile(r'action="[^"]*/renvoyer".*?name="jeton"\s+value="([^"]+)"', re.DOTALL)
 
 
@@ -283,6 +286,10 @@ class Actor:
         page = found.group(1)
         why = "deadline"
         retried = False
+        # The email and the page read different topics: the page may not know the link the
+        # email already carries for a moment (booking records MeetingReady after notifications
+        # has sent it). A person reloads; a page that never offers the form still stops.
+        formless = 0
         while time.monotonic() < self.deadline:
             try:
                 opened = await self.http.get(page)
@@ -291,8 +298,15 @@ class Actor:
                     await asyncio.sleep(1)  # a person reloads the page
                     continue
                 token = _RESEND_TOKEN.search(opened.text)
+                if token is None and opened.status_code == 200 and formless < FORMLESS_RELOADS:
+                    formless += 1
+                    await asyncio.sleep(1)  # a person reloads the page
+                    continue
                 if token is None:
-                    raise StoryStopped(f"no resend form on the page ({opened.status_code})")
+                    raise StoryStopped(
+                        f"no resend form on the page ({opened.status_code}, "
+                        f"after {formless} reloads)"
+                    )
                 answer = await self.http.post(
                     page + "/renvoyer", data={"jeton": token.group(1)}, headers={}
                 )
