@@ -72,7 +72,10 @@ def _load_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--window",
         type=int,
-        default=200,
+        # In flight at once: done/s is at most window / (seconds from booking to done). 200 at
+        # about 2 s capped the rate at 100/s with a fifth of the 2-core machine idle; 400 keeps
+        # it busy (docs/performance.md, 2026-12-07).
+        default=400,
         help="throughput: appointments booked but not yet done, at most",
     )
     parser.add_argument(
