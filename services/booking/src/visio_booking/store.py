@@ -261,8 +261,10 @@ async def record_steps(conn: asyncpg.Connection, steps: Sequence[StepTaken]) -> 
         )
     }
     history: list[tuple[uuid.UUID, str, int, str | None, uuid.UUID | None]] = []
-    links: list[tuple[uuid.UUID, str, int]] = []
-    statuses: list[tuple[uuid.UUID, str, str | None, int]] = []
+    # Per appointment, the link and the status a step moves: (join_url, revision) and
+    # (status, reason, revision).
+    link_of: dict[uuid.UUID, tuple[str, int]] = {}
+    status_of: dict[uuid.UUID, tuple[str, str | None, int]] = {}
     for step in steps:
         row = rows.get(step.appointment_id)
         if row is None:
@@ -275,14 +277,14 @@ async def record_steps(conn: asyncpg.Connection, steps: Sequence[StepTaken]) -> 
         )
         final = row["status"] in FINAL
         if step.join_url is not None and revision >= row["join_url_revision"] and not final:
-            links.append((step.appointment_id, step.join_url, revision))
+            link_of[step.appointment_id] = (step.join_url, revision)
         if _moves_status(step.status, revision, row) or (
             step.undoes_confirmation
             and row["status"] == "confirmed"
             and revision == row["status_revision"]
         ):
             assert step.status is not None
-            statuses.append((step.appointment_id, step.status, step.detail, revision))
+            status_of[step.appointment_id] = (step.status, step.detail, revision)
     await conn.execute(
         "INSERT INTO appointment_history (appointment_id, status, revision, detail, "
         "source_event_id) SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], "
@@ -291,8 +293,6 @@ async def record_steps(conn: asyncpg.Connection, steps: Sequence[StepTaken]) -> 
     )
     # The link and the status of each appointment in one new version of its row (a HOT
     # update, migration 011): the fields a step does not move keep their value.
-    link_of = {appointment_id: (url, revision) for appointment_id, url, revision in links}
-    status_of = {moved[0]: moved[1:] for moved in statuses}
     changed = [
         (appointment_id, *link_of.get(appointment_id, (None, None)),
          *status_of.get(appointment_id, (None, None, None)))
@@ -315,7 +315,7 @@ async def record_steps(conn: asyncpg.Connection, steps: Sequence[StepTaken]) -> 
             """,
             *_columns(changed, 6),
         )
-    return {moved[0] for moved in statuses}
+    return set(status_of)
 
 
 def _moves_status(status: str | None, revision: int, row: asyncpg.Record) -> bool:

@@ -210,19 +210,6 @@ async def load_state(conn: asyncpg.Connection, appointment_id: uuid.UUID) -> Sta
 # --- Settling: emails owed but not yet sent ---------------------------------------------------
 
 
-async def request_settlement(
-    conn: asyncpg.Connection, appointment_id: uuid.UUID, now: datetime, cause: uuid.UUID
-) -> None:
-    """Mark the appointment as possibly owing an email, now. Committed with the event that
-    changed its state, so a crash before the email leaves the poller something to finish."""
-    await conn.execute(
-        "UPDATE appointments SET settle_after = $2, settle_cause = $3 WHERE appointment_id = $1",
-        appointment_id,
-        now,
-        cause,
-    )
-
-
 async def nothing_to_tell(
     conn: asyncpg.Connection, appointment_ids: Sequence[uuid.UUID]
 ) -> set[uuid.UUID]:
@@ -251,7 +238,9 @@ async def nothing_to_tell(
 async def request_settlements(
     conn: asyncpg.Connection, causes: Sequence[tuple[uuid.UUID, uuid.UUID]], now: datetime
 ) -> None:
-    """`request_settlement` for a batch of (appointment, cause), one per appointment."""
+    """Mark these appointments as possibly owing an email, now, each with the event that
+    caused it (one per appointment, one statement). Committed with the events that changed
+    their state, so a crash before the email leaves the poller something to finish."""
     await conn.execute(
         "UPDATE appointments a SET settle_after = $1, settle_cause = c.cause "
         "FROM unnest($2::uuid[], $3::uuid[]) AS c(appointment_id, cause) "
