@@ -10,7 +10,9 @@ import json
 import logging
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import httpx
 from visio_runtime.logs import configure_logging
 from visio_runtime.service import build_runtime
 from visio_runtime.settings import ServiceSettings
@@ -106,3 +108,27 @@ async def test_logs_carry_ids_and_never_an_address_or_a_name(kafka_bootstrap: st
     assert any(line.get("appointment_id") == str(smtp.appointment_id) for line in about_smtp)
     assert any("duration_minutes" in line["message"] for line in lines)
     assert {line["service"] for line in lines} == {"notifications"}
+
+
+async def test_httpx_says_its_warnings_not_a_line_per_request() -> None:
+    # The URL of a request can carry a signed link; our clients log their calls themselves.
+    out = io.StringIO()
+    handler = configure_logging("DEBUG", service="meetings", stream=out)
+
+    async def app(scope: dict[str, object], receive: object, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://page") as client:
+            response = await client.get("/lien?jeton=signed-secret")
+        assert response.status_code == 200
+        logging.getLogger("httpx").warning("httpx warning kept")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [line["message"] for line in lines if line["logger"] == "httpx"] == [
+        "httpx warning kept"
+    ]
+    assert "signed-secret" not in out.getvalue()

@@ -50,6 +50,10 @@ _EXTRA_FIELDS = (
 # Libraries whose DEBUG lines quote what they carry (aiokafka logs each message it sends, SMTP
 # and HTTP clients their conversations): never below INFO, whatever the service's level.
 _CHATTY = ("aiokafka", "aiosmtplib", "mail.log", "msal", "httpcore", "urllib3")
+# httpx writes an INFO line for every request, with its whole URL (a query string can carry a
+# signed link): our clients log the calls that matter, with their ids and timings (meetings'
+# « graph batch of 20 … », one line where there were two), so httpx says only its warnings.
+_WARNINGS_ONLY = ("httpx",)
 
 # Message-IDs look like addresses; ours (@visio-rdv.caf.fr) name no one and are kept.
 _EMAIL = re.compile(r"[\w.%+-]+@(?!visio-rdv\.caf\.fr(?![\w.-]))[\w-]+(?:\.[\w-]+)+")
@@ -191,4 +195,6 @@ def configure_logging(
     floor = max(logging.getLevelName(level.upper()), logging.INFO)
     for name in _CHATTY:
         logging.getLogger(name).setLevel(floor)
+    for name in _WARNINGS_ONLY:
+        logging.getLogger(name).setLevel(max(floor, logging.WARNING))
     return handler
