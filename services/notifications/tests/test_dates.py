@@ -3,10 +3,11 @@ not French), « 1er », « 10 h 00 », in the appointment's own time zone, said 
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from babel.dates import format_datetime
 from visio_runtime import french_dates as dates
 
 REUNION = ZoneInfo("Indian/Reunion")
@@ -36,6 +37,27 @@ def test_french_dates_all_the_way(day: date, expected: str) -> None:
 def test_minutes_are_two_digits_hours_are_not() -> None:
     assert dates.french_time(datetime(2026, 12, 3, 9, 5, tzinfo=UTC)) == "9 h 05"
     assert dates.french_time(datetime(2026, 12, 3, 0, 0, tzinfo=UTC)) == "0 h 00"
+
+
+def test_times_are_babels_for_every_minute_of_a_day() -> None:
+    # french_time writes the « 10 h 00 » itself; Babel's pattern is the reference.
+    start = datetime(2026, 3, 29, 0, 0, tzinfo=ZoneInfo("Europe/Paris"))  # a day of 23 hours
+    for minute in range(24 * 60):
+        moment = (start + timedelta(minutes=minute)).astimezone(REUNION)
+        expected = format_datetime(moment, "H 'h' mm", tzinfo=moment.tzinfo, locale=dates.LOCALE)
+        assert dates.french_time(moment) == expected
+
+
+@pytest.mark.parametrize("zone", ["Europe/Paris", "Indian/Reunion", "America/Cayenne", "UTC"])
+def test_dates_of_moments_are_babels_in_their_own_zone(zone: str) -> None:
+    # Cached by local date: every hour of two years, the same words as Babel's on the moment.
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    for hour in range(0, 2 * 366 * 24, 7):
+        moment = (start + timedelta(hours=hour)).astimezone(ZoneInfo(zone))
+        for with_year, pattern in ((False, "EEEE d MMMM"), (True, "EEEE d MMMM y")):
+            babel = format_datetime(moment, pattern, tzinfo=moment.tzinfo, locale=dates.LOCALE)
+            expected = babel.replace(" 1 ", " 1er ", 1) if babel.split()[1] == "1" else babel
+            assert dates.french_date(moment, with_year=with_year) == expected
 
 
 def test_the_time_is_the_zones_own() -> None:

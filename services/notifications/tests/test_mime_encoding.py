@@ -6,13 +6,14 @@ from __future__ import annotations
 import email.quoprimime
 import uuid
 from datetime import datetime
+from email.headerregistry import Address
 from email.utils import format_datetime
 
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from visio_notifications.compose import message_id
-from visio_notifications.mime import body_encode, header, plain_header
+from visio_notifications.mime import address_header, body_encode, header, plain_header
 
 # Octets as the encoder receives them (a body's UTF-8 bytes read as latin-1), weighted towards
 # what makes the folding hard: "=", spaces and tabs at the ends of lines, line ends of every
@@ -65,3 +66,42 @@ def test_date_and_message_id_are_written_as_the_policy_folds_them(
     for utf8 in (False, True):
         assert plain_header("Date", date) == header("Date", date, utf8=utf8)
         assert plain_header("Message-ID", identifier) == header("Message-ID", identifier, utf8=utf8)
+
+
+# Names as people have them and as they are typed: accents, hyphens, apostrophes, dots, commas,
+# quotes, several spaces, encoded-word lookalikes, and long ones.
+_NAME_PIECES = st.one_of(
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", max_size=12),
+    st.sampled_from([" ", "  ", "-", "'", ".", ",", '"', "é", "Ç", "ß", "=?utf-8?q?x?=", "(", "@"]),
+    st.sampled_from(["!#$%&*+/^_`{|}~", "=", "?", "Marie-Hélène", "O'Neil", "x" * 40]),
+)
+_LOCAL = st.sampled_from(["jeanne", "j.dupont", "a+b", "o'neil", "x" * 60, "é", "a..b", '"q q"'])
+_DOMAIN = st.sampled_from(["example.fr", "sub.example.org", "xn--caf-dma.fr", "café.fr"])
+
+
+@hypothesis_settings(max_examples=600, deadline=None)
+@given(
+    name=st.lists(_NAME_PIECES, max_size=8).map("".join),
+    local=_LOCAL,
+    domain=_DOMAIN,
+    utf8=st.booleans(),
+)
+def test_an_address_header_is_written_as_the_policy_folds_it(
+    name: str, local: str, domain: str, utf8: bool
+) -> None:
+    try:
+        address = Address(display_name=name, addr_spec=f"{local}@{domain}")
+    except ValueError:  # not an address at all: nothing to write
+        return
+    assert address_header("To", address, utf8=utf8) == header("To", address, utf8=utf8)
+
+
+def test_a_plain_name_takes_the_short_way_and_the_rest_the_policys() -> None:
+    plain = Address(display_name="Jeanne Dupont", addr_spec="jeanne.dupont@example.fr")
+    assert (
+        address_header("To", plain, utf8=False)
+        == b"To: Jeanne Dupont <jeanne.dupont@example.fr>\r\n"
+    )
+    accented = Address(display_name="Hélène Dupont", addr_spec="helene@example.fr")
+    assert address_header("To", accented, utf8=False) == header("To", accented, utf8=False)
+    assert b"=?utf-8?" in address_header("To", accented, utf8=False)

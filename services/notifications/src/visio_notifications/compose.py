@@ -250,7 +250,7 @@ def compose_mail(letter: Letter, settings: NotificationsSettings, *, now: dateti
     )
     head = [
         mime.constant_header("From", settings.mail_from, utf8),
-        mime.header("To", recipient, utf8=utf8),
+        mime.address_header("To", recipient, utf8=utf8),
     ]
     if settings.reply_to:
         head.append(mime.constant_header("Reply-To", settings.reply_to, utf8))

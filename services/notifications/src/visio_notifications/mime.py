@@ -24,6 +24,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email import message_from_bytes
+from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import EmailPolicy
 from email.quoprimime import quote
@@ -72,6 +73,28 @@ def plain_header(name: str, value: str) -> bytes:
         if "\n" not in value:
             return line.encode("ascii")
     return header(name, value, utf8=False)
+
+
+# Words of atext (RFC 5322) but "=" and "?", which could read as an RFC 2047 encoded word, one
+# space apart; a dot-atom address with a plain domain. Such a name and address the policy writes
+# as they are: `Name <local@domain>`.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+/^_`{|}~-]+(?: [A-Za-z0-9!#$%&'*+/^_`{|}~-]+)*")
+_PLAIN_ADDRESS = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+)
+
+
+def address_header(name: str, address: Address, *, utf8: bool) -> bytes:
+    """A header of one address (To): a plain ASCII name and address on one short line written
+    as they are, without the header parser (most of the cost of the headers); any other (an
+    accent, a dot or a comma in the name, a long line) through `header`. A test compares the
+    two on names and addresses of every kind."""
+    display, spec = address.display_name, address.addr_spec
+    line = f"{name}: {display} <{spec}>\r\n"
+    if len(line) <= 80 and _PLAIN_NAME.fullmatch(display) and _PLAIN_ADDRESS.fullmatch(spec):
+        return line.encode("ascii")
+    return header(name, address, utf8=utf8)
 
 
 @cache

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ssl
 import sys
+from functools import lru_cache
 from pathlib import Path
 from typing import ClassVar, Literal, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -292,7 +293,7 @@ class LinkSettings(BaseSettings):
         """The ring, with only the keys of what this service signs or verifies."""
         if self.link_keys is None:
             return None
-        return LinkKeys.parse(self.link_keys.get_secret_value()).restricted_to(self.LINK_PURPOSES)
+        return _ring(self.link_keys.get_secret_value(), self.LINK_PURPOSES)
 
     def link_findings(self) -> list[Finding]:
         """Production: no master key (it derives every purpose's key), no key of a purpose
@@ -343,3 +344,10 @@ def load_settings(kind: type[SettingsT], program: str) -> SettingsT:
         ]
         print(f"{program}: {'; '.join(reasons)}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+
+
+@lru_cache(maxsize=8)
+def _ring(text: str, purposes: frozenset[KeyPurpose]) -> LinkKeys:
+    """Parsed and its keys derived once per setting (a frozen ring, only ever read): every
+    email signs its links with it, and deriving cost a fifth of the signing."""
+    return LinkKeys.parse(text).restricted_to(purposes)
