@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from visio_booking.handlers import follow_statuses
 from visio_booking.keys import API_KEYS
 from visio_shared import publish_event
 from visio_shared.booking_replies import KNOWN_OUTCOMES, AppointmentOutcome
@@ -283,3 +284,44 @@ async def test_the_shared_topic_is_read_only_when_asked_and_each_message_counted
         assert metrics.value("booking_shared_topic_requests_total", calling_system="undeclared")
     finally:
         await close()
+
+
+async def test_a_batch_of_confirmations_tells_each_partner_in_two_statements(
+    booking: Any,
+) -> None:
+    """The status follower's batch reads the appointments it moved in one statement and writes
+    their outcomes in another, however many there are: each partner's to its own topic, in the
+    batch's order, none for an API key's appointment, none for a status that is no outcome."""
+    ids = [await book_over_kafka(booking, partner) for partner in (SCHEDULER, PORTAL, SCHEDULER)]
+    ids.append(await booking.book(PORTAL))  # an API key's: no feed
+    confirmations = [booking.confirmation(each) for each in ids]
+    ctx, db = booking.app.state.context, booking.runtime.db
+    statements: list[str] = []
+
+    def note(record: asyncpg.connection.LoggedQuery) -> None:
+        if "calling_system" in record.query or "INSERT INTO outbox" in record.query:
+            statements.append(record.query)
+
+    async with db.acquire() as conn:
+        conn.add_query_logger(note)
+    try:
+        ready = await follow_statuses(db, ctx, [ready for ready, _ in confirmations])
+        statements.clear()  # meeting_ready is no outcome: nothing written
+        confirmed = await follow_statuses(db, ctx, [sent for _, sent in confirmations])
+    finally:
+        async with db.acquire() as conn:
+            conn.remove_query_logger(note)
+    assert len(ready) == len(confirmed) == 4
+    assert len(statements) == 2, statements
+    rows = await booking.sql(
+        "SELECT topic, payload::jsonb ->> 'appointment_id' AS appointment_id, "
+        "payload::jsonb ->> 'outcome' AS outcome FROM outbox "
+        "WHERE payload::jsonb ->> 'event_type' = 'AppointmentOutcome' "
+        "AND payload::jsonb ->> 'appointment_id' = ANY($1::text[]) ORDER BY id",
+        ids,
+    )
+    topics = booking.runtime.topics
+    expected = sorted(zip(ids[:3], (SCHEDULER, PORTAL, SCHEDULER), strict=True))
+    assert [(r["appointment_id"], r["topic"], r["outcome"]) for r in rows] == [
+        (each, topics.partner_replies(partner), "confirmed") for each, partner in expected
+    ]

@@ -25,7 +25,7 @@ from visio_shared import (
 from visio_shared.events import MeetingAttendanceRecorded  # not re-exported by visio_shared
 
 from visio_booking.appointments import Context
-from visio_booking.outcomes import push_outcome
+from visio_booking.outcomes import push_outcomes
 from visio_booking.store import StepTaken, record_steps
 
 STATUS_EVENTS: tuple[type[AppointmentEvent], ...] = (
@@ -93,8 +93,7 @@ async def follow_statuses(
                 for event, step in taken
             ],
         )
-        for appointment_id in sorted(moved):
-            await push_outcome(conn, ctx.topics, ctx.partners, appointment_id)
+        await push_outcomes(conn, ctx.topics, ctx.partners, sorted(moved))
     return {event.event_id: step for event, step in taken}
 
 

@@ -23,6 +23,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict, deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,11 +75,33 @@ SELECT pg_notify('{CHANNEL}', '') FROM queued
 """
 
 
+# Several rows and one wake-up, in their order (a key's rows keep it: ids follow the order).
+ENQUEUE_MANY = f"""
+WITH queued AS (
+    INSERT INTO outbox (event_id, topic, key, payload, headers)
+    SELECT o.event_id, o.topic, o.key, o.payload, o.headers::jsonb
+    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[])
+        WITH ORDINALITY AS o(event_id, topic, key, payload, headers, turn)
+    ORDER BY o.turn
+    RETURNING 1
+)
+SELECT pg_notify('{CHANNEL}', '') FROM queued LIMIT 1
+"""
+
+
 async def enqueue(
     conn: asyncpg.Connection, topic: str, event: Envelope, key: bytes | None = None
 ) -> None:
     """Write the event to the outbox, in the caller's transaction; the relay publishes it."""
     await conn.execute(ENQUEUE, *OutboxRow(topic, event, key).values())
+
+
+async def enqueue_many(conn: asyncpg.Connection, rows: Sequence[OutboxRow]) -> None:
+    """`enqueue` of several rows in one statement, in their order."""
+    if not rows:
+        return
+    values = [row.values() for row in rows]
+    await conn.execute(ENQUEUE_MANY, *([row[i] for row in values] for i in range(5)))
 
 
 # The oldest unpublished rows, each topic taking its turn: the first row of every topic, then

@@ -11,13 +11,14 @@ appointment's other messages (keyed by its id). Only appointments owned by a dec
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
 import asyncpg
 from visio_shared import RescheduleRequested, Topics
 from visio_shared.booking_replies import KNOWN_OUTCOMES, RESCHEDULE_REQUESTED, AppointmentOutcome
 from visio_shared.booking_requests import kafka_system
 
-from visio_booking.outbox import enqueue
+from visio_booking.outbox import OutboxRow, enqueue, enqueue_many
 
 
 async def push_outcome(
@@ -26,26 +27,47 @@ async def push_outcome(
     """Enqueue the appointment's outcome as it now stands (call after the change, in its
     transaction); None if its owner has no feed or its status is no outcome (`requested`,
     `meeting_ready`: the story goes on)."""
-    row = await conn.fetchrow(
-        "SELECT calling_system, correlation_id, status, status_reason, status_revision "
-        "FROM appointments WHERE appointment_id = $1",
-        appointment_id,
+    pushed = await push_outcomes(conn, topics, partners, [appointment_id])
+    return pushed[0] if pushed else None
+
+
+async def push_outcomes(
+    conn: asyncpg.Connection,
+    topics: Topics,
+    partners: frozenset[str],
+    appointment_ids: Sequence[uuid.UUID],
+) -> list[AppointmentOutcome]:
+    """`push_outcome` for several appointments (a batch of status moves): their rows read in one
+    statement, their outcomes written in another, in the order given; the outcomes pushed."""
+    rows = await conn.fetch(
+        "SELECT appointment_id, calling_system, correlation_id, status, status_reason, "
+        "status_revision FROM appointments WHERE appointment_id = ANY($1::uuid[])",
+        list(appointment_ids),
     )
-    if row is None or row["status"] not in KNOWN_OUTCOMES:
-        return None
-    partner = kafka_system(row["calling_system"])
-    if partner is None or partner not in partners:
-        return None
-    outcome = AppointmentOutcome(
-        appointment_id=appointment_id,
-        revision=row["status_revision"],
-        correlation_id=row["correlation_id"],
-        calling_system=partner,
-        outcome=row["status"],
-        detail=row["status_reason"],
+    found = {row["appointment_id"]: row for row in rows}
+    outcomes: list[AppointmentOutcome] = []
+    for appointment_id in appointment_ids:
+        row = found.get(appointment_id)
+        if row is None or row["status"] not in KNOWN_OUTCOMES:
+            continue
+        partner = kafka_system(row["calling_system"])
+        if partner is None or partner not in partners:
+            continue
+        outcomes.append(
+            AppointmentOutcome(
+                appointment_id=appointment_id,
+                revision=row["status_revision"],
+                correlation_id=row["correlation_id"],
+                calling_system=partner,
+                outcome=row["status"],
+                detail=row["status_reason"],
+            )
+        )
+    await enqueue_many(
+        conn,
+        [OutboxRow(topics.partner_replies(o.calling_system), o) for o in outcomes],
     )
-    await enqueue(conn, topics.partner_replies(partner), outcome)
-    return outcome
+    return outcomes
 
 
 async def push_reschedule_request(
