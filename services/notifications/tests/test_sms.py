@@ -15,7 +15,11 @@ import httpx
 import pytest
 from visio_notifications import sms, sms_encoding, sms_receipts
 from visio_notifications.decide import State
-from visio_notifications.handlers import on_appointment_requested, on_meeting_event
+from visio_notifications.handlers import (
+    on_appointment_changed,
+    on_appointment_requested,
+    on_meeting_event,
+)
 from visio_notifications.poller import poll_once
 from visio_notifications.quiet_hours import release_at
 from visio_shared import SmsFailed
@@ -201,6 +205,43 @@ async def test_a_person_without_texts_gets_none(sms_deps: Any, make: Any, emulat
     await on_meeting_event(sms_deps, make.meeting(appointment))
     await poll_once(sms_deps)
     assert _received(emulator) == []
+
+
+async def test_texts_about_the_old_time_are_called_off_and_none_are_looked_for_in_vain(
+    sms_deps: Any, make: Any, emulator: Any
+) -> None:
+    """A move calls off the texts still waiting about the old time and plans the new time's; an
+    appointment with no text waiting is settled without a statement on the texts to call off
+    (the state says none wait: most emails)."""
+    statements: list[str] = []
+
+    def note(record: Any) -> None:
+        statements.append(record.query)
+
+    async with sms_deps.pool.acquire() as conn:
+        conn.add_query_logger(note)  # the pool hands this connection back to the handlers
+    try:
+        appointment = await _book(sms_deps, make)  # confirmation text and reminders, pending
+        calling_off = [q for q in statements if q.startswith("UPDATE sms_messages SET status")]
+        assert calling_off == []  # nothing waited before the first email
+        statements.clear()
+        later = appointment.start + timedelta(days=1)
+        await on_appointment_changed(sms_deps, make.rescheduled(appointment, 2, later))
+        assert [q for q in statements if q.startswith("UPDATE sms_messages SET status")]
+    finally:
+        async with sms_deps.pool.acquire() as conn:
+            conn.remove_query_logger(note)
+    rows = await sms_deps.pool.fetch(
+        "SELECT kind, status, start_at FROM sms_messages WHERE appointment_id = $1 ORDER BY id",
+        appointment.appointment_id,
+    )
+    waiting = {(row["kind"], row["start_at"]) for row in rows if row["status"] == "pending"}
+    assert waiting and all(start == later for _, start in waiting)
+    assert {row["status"] for row in rows if row["start_at"] == appointment.start} <= {
+        "cancelled",
+        "sent",
+    }
+    assert any(r["status"] == "cancelled" for r in rows if r["start_at"] == appointment.start)
 
 
 async def test_a_refused_number_fails_for_good_and_the_caf_is_told(

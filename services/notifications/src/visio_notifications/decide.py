@@ -73,6 +73,9 @@ class State:
     link_requests: tuple[LinkRequest, ...] = ()  # pending, oldest first
     # A text to the mobile the appointment holds now failed for good (its next email says so).
     number_failed: bool = False
+    # Texts waiting to be sent (some may be about a time the appointment no longer has). Unknown
+    # is taken as yes: only `store.load_state` says no, having looked.
+    texts_pending: bool = True
     # The event the next outcome is caused by: the one that asked for settling, else the
     # latest appointment event (None while the appointment is unknown).
     cause: uuid.UUID | None = None

@@ -29,7 +29,7 @@ from typing import Any
 import asyncpg
 from visio_runtime import french_dates as dates
 from visio_runtime.errors import Transient
-from visio_shared import SmsFailed
+from visio_shared import AppointmentRequested, SmsFailed
 from visio_shared.links import short_code, short_url
 
 from visio_notifications import quiet_hours, sms_encoding, sms_wording, store
@@ -78,19 +78,8 @@ async def plan(
         return
     appointment_id = appointment.appointment_id
     mobile, opted = appointment.user.mobile, appointment.user.sms_opt_in
-    if state.cancellation is not None:
-        await conn.execute(
-            "UPDATE sms_messages SET status = 'cancelled' WHERE appointment_id = $1 "
-            "AND status = 'pending' AND kind <> 'cancellation'",
-            appointment_id,
-        )
-    else:  # texts about another time than the current one
-        await conn.execute(
-            "UPDATE sms_messages SET status = 'cancelled' WHERE appointment_id = $1 "
-            "AND status = 'pending' AND start_at <> $2",
-            appointment_id,
-            appointment.start,
-        )
+    if state.texts_pending:  # else nothing waits to be called off: most emails
+        await _call_off_stale(conn, appointment, cancelled=state.cancellation is not None)
     if mobile is None:
         return
     for told in state.history:
@@ -110,6 +99,26 @@ async def plan(
                 await _plan_one(
                     conn, state, settings, now, "reminder", appointment.revision, offset=offset
                 )
+
+
+async def _call_off_stale(
+    conn: asyncpg.Connection, appointment: AppointmentRequested, *, cancelled: bool
+) -> None:
+    """Pending texts the appointment no longer calls for: all but the cancellation's once it is
+    cancelled, else those about another time than its current one."""
+    if cancelled:
+        await conn.execute(
+            "UPDATE sms_messages SET status = 'cancelled' WHERE appointment_id = $1 "
+            "AND status = 'pending' AND kind <> 'cancellation'",
+            appointment.appointment_id,
+        )
+    else:
+        await conn.execute(
+            "UPDATE sms_messages SET status = 'cancelled' WHERE appointment_id = $1 "
+            "AND status = 'pending' AND start_at <> $2",
+            appointment.appointment_id,
+            appointment.start,
+        )
 
 
 async def _plan_one(

@@ -172,7 +172,9 @@ async def load_state(conn: asyncpg.Connection, appointment_id: uuid.UUID) -> Sta
                {dispatches.HISTORY} AS history,
                {link_requests.PENDING} AS link_requests,
                ARRAY(SELECT s.recipient_sha256 FROM sms_messages s
-                     WHERE s.appointment_id = $1 AND s.status = 'failed') AS failed_numbers
+                     WHERE s.appointment_id = $1 AND s.status = 'failed') AS failed_numbers,
+               EXISTS (SELECT FROM sms_messages s
+                       WHERE s.appointment_id = $1 AND s.status = 'pending') AS texts_pending
         FROM (SELECT $1::uuid AS appointment_id) AS wanted
         LEFT JOIN appointments a USING (appointment_id)
         LEFT JOIN meetings m USING (appointment_id)
@@ -203,6 +205,7 @@ async def load_state(conn: asyncpg.Connection, appointment_id: uuid.UUID) -> Sta
         link_requests=tuple(link_requests.request_of(r) for r in row["link_requests"]),
         # A text to the mobile the appointment holds now failed for good.
         number_failed=mobile is not None and number_sha256(mobile) in row["failed_numbers"],
+        texts_pending=row["texts_pending"],
         cause=row["cause"],
     )
 
