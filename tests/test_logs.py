@@ -13,6 +13,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+from visio_runtime import logs
 from visio_runtime.logs import configure_logging
 from visio_runtime.service import build_runtime
 from visio_runtime.settings import ServiceSettings
@@ -132,3 +136,33 @@ async def test_httpx_says_its_warnings_not_a_line_per_request() -> None:
         "httpx warning kept"
     ]
     assert "signed-secret" not in out.getvalue()
+
+
+_PIECES = st.one_of(
+    st.text(max_size=8),
+    st.sampled_from(
+        [
+            "jeanne.dupont@example.fr",
+            "<a.b@visio-rdv.caf.fr>",
+            "@",
+            "Bearer abc.def-ghi",
+            "BEARER x",
+            "bEaReR\tzz",
+            "input_value='Jeanne', input_type=str",
+            "input_value=",
+            ", input_type=",
+            " ",
+        ]
+    ),
+)
+
+
+@hypothesis_settings(max_examples=500, deadline=None)
+@given(text=st.lists(_PIECES, max_size=8).map("".join))
+def test_scrubbing_skips_only_what_none_of_its_patterns_could_match(text: str) -> None:
+    # The three substitutions, as they ran on every value before the one search guarding them.
+    expected = logs._EMAIL.sub(
+        "<email>",
+        logs._BEARER.sub("Bearer <hidden>", logs._PYDANTIC_INPUT.sub("input_value=<hidden>", text)),
+    )
+    assert logs.scrub(text) == expected

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -83,3 +84,38 @@ async def test_without_tracing_nothing_is_recorded() -> None:
 
     assert await batcher.submit(BatchRoute(handler, "h"), Item("e", None)) == "handled"
     assert ran == ["e"]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+        {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"},  # unsampled
+        {"traceparent": "not a traceparent"},
+        {},
+    ],
+)
+def test_without_tracing_a_record_is_handled_in_its_own_trace_context(
+    headers: dict[str, str],
+) -> None:
+    """Tracing off, the handling's current span context is the one the no-op tracer's span
+    gives — the record's own, so logs and the events it causes carry it on — both at the top
+    and inside another record's handling."""
+
+    def seen_by(handling: Any) -> tuple[Any, dict[str, str]]:
+        with handling:
+            carried: dict[str, str] = {}
+            tracing._PROPAGATOR.inject(carried)
+            return trace.get_current_span().get_span_context(), carried
+
+    outer = {"traceparent": "00-11111111111111111111111111111111-2222222222222222-01"}
+    for around in ({}, outer):
+        with tracing.handling(tracing.NO_TRACER, "outer", around):
+            fast = seen_by(tracing.handling(tracing.NO_TRACER, "record", headers))
+            spans = seen_by(
+                tracing.NO_TRACER.start_as_current_span(
+                    "record", context=tracing._PROPAGATOR.extract(headers)
+                )
+            )
+        assert fast == spans
+        assert trace.get_current_span().get_span_context() == trace.INVALID_SPAN_CONTEXT
