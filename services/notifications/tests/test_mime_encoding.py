@@ -13,7 +13,13 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from visio_notifications.compose import message_id
-from visio_notifications.mime import address_header, body_encode, header, plain_header
+from visio_notifications.mime import (
+    address_header,
+    body_encode,
+    header,
+    plain_header,
+    text_encode,
+)
 
 # Octets as the encoder receives them (a body's UTF-8 bytes read as latin-1), weighted towards
 # what makes the folding hard: "=", spaces and tabs at the ends of lines, line ends of every
@@ -34,11 +40,36 @@ def test_the_encoder_writes_the_email_packages_bytes(body: str, maxlinelen: int,
     assert body_encode(body, maxlinelen, eol) == email.quoprimime.body_encode(body, maxlinelen, eol)
 
 
+# Text as templates write it, weighted the same way, with what UTF-8 writes in two, three and
+# four octets, and the control characters that send it the octets' way.
+_CHARACTERS = st.one_of(
+    st.characters(blacklist_categories=("Cs",)),
+    st.sampled_from(["=", " ", "\t", "\r", "\n", "\r\n", "é", "«\u00a0", "’", "€", "😀", "a" * 70]),
+    st.sampled_from(["\x0b", "\x85", "\u2028", "\x00", "\x7f", "=C3"]),
+)
+
+
+@hypothesis_settings(max_examples=600, deadline=None)
+@given(
+    text=st.lists(_CHARACTERS, max_size=120).map("".join),
+    maxlinelen=st.integers(min_value=4, max_value=100),
+    eol=st.sampled_from(["\n", "\r\n"]),
+)
+def test_text_is_quoted_as_the_email_package_quotes_its_octets(
+    text: str, maxlinelen: int, eol: str
+) -> None:
+    octets = text.encode("utf-8").decode("latin-1")
+    assert text_encode(text, maxlinelen, eol) == email.quoprimime.body_encode(
+        octets, maxlinelen, eol
+    )
+
+
 def test_a_french_letter_line_is_quoted_and_folded_as_the_email_package_does() -> None:
     line = "Votre rendez-vous du jeudi 3 décembre à 10 h 00 (heure de La Réunion) = confirmé. \n"
     body = (line * 3).encode().decode("latin-1")
     ours = body_encode(body, 76, "\r\n")
     assert ours == email.quoprimime.body_encode(body, 76, "\r\n")
+    assert text_encode(line * 3, 76, "\r\n") == ours
     assert "=C3=A9" in ours and "=3D" in ours and "=20\r\n" in ours
 
 

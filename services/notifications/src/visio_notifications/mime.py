@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import hashlib
 import re
 from collections.abc import Sequence
@@ -126,22 +127,35 @@ def encode_text(text: str) -> tuple[str, bytes]:
         body = CRLF.join(lines) + CRLF
         return ("7bit" if body.isascii() else "8bit"), body
     sniff = b"\n".join(lines[:10]) + b"\n"
-    sniff_qp = body_encode(sniff.decode("latin-1"), limit)
+    sniff_qp = text_encode(sniff.decode("utf-8"), limit)
     if len(sniff_qp) > len(binascii.b2a_base64(sniff)):
         return "base64", encode_base64(b"\n".join(lines) + b"\n")
     if len(lines) <= 10:
         return "quoted-printable", sniff_qp.replace("\n", "\r\n").encode("ascii")
     normal = b"\n".join(lines) + b"\n"
-    return "quoted-printable", body_encode(normal.decode("latin-1"), limit, "\r\n").encode("ascii")
+    return "quoted-printable", text_encode(normal.decode("utf-8"), limit, "\r\n").encode("ascii")
 
 
 # What quoted-printable quotes in a body besides "=": octets outside printable ASCII, but tab and
 # line ends. Runs of them (an accented letter is two octets) are quoted at once.
 _QP_UNSAFE_RUN = re.compile(r"[^\t\n\r -~]+")
+# The ASCII ones among them: control characters but tab and line ends.
+_QP_UNSAFE_ASCII = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def _quoted_run(found: re.Match[str]) -> str:
     return "=" + found.group().encode("latin-1").hex("=").upper()
+
+
+def _quote_utf8(error: UnicodeError) -> tuple[str, int]:
+    """The ASCII codec's error handler `visio-qp`: a run of characters outside ASCII, written
+    as the quoted-printable escapes of its UTF-8 octets."""
+    assert isinstance(error, UnicodeEncodeError)
+    run = error.object[error.start : error.end]
+    return "=" + run.encode("utf-8").hex("=").upper(), error.end
+
+
+codecs.register_error("visio-qp", _quote_utf8)
 
 
 def body_encode(body: str, maxlinelen: int = 76, eol: str = "\n") -> str:
@@ -154,7 +168,27 @@ def body_encode(body: str, maxlinelen: int = 76, eol: str = "\n") -> str:
         raise ValueError("maxlinelen must be at least 4")
     if not body:
         return body
-    body = _QP_UNSAFE_RUN.sub(_quoted_run, body.replace("=", "=3D"))
+    return _fold(_QP_UNSAFE_RUN.sub(_quoted_run, body.replace("=", "=3D")), maxlinelen, eol)
+
+
+def text_encode(text: str, maxlinelen: int = 76, eol: str = "\n") -> str:
+    """`body_encode` of the text's UTF-8 octets (the same output: a property test compares
+    them), quoted from the text itself: the ASCII codec runs through what needs no quoting in
+    C and hands each run of other characters to `_quote_utf8`, twice as fast as the regular
+    expression over the octets. A text holding a control character goes the octets' way."""
+    if maxlinelen < 4:
+        raise ValueError("maxlinelen must be at least 4")
+    if not text:
+        return text
+    quoted = text.replace("=", "=3D")
+    if _QP_UNSAFE_ASCII.search(quoted) is not None:
+        return body_encode(text.encode("utf-8").decode("latin-1"), maxlinelen, eol)
+    return _fold(quoted.encode("ascii", "visio-qp").decode("ascii"), maxlinelen, eol)
+
+
+def _fold(body: str, maxlinelen: int, eol: str) -> str:
+    """The stdlib's folding of a quoted body (printable ASCII, tabs and line ends): lines of at
+    most `maxlinelen` with soft breaks, whitespace at a line's end quoted."""
     soft_break = "=" + eol
     maxlinelen1 = maxlinelen - 1
     encoded_body: list[str] = []
