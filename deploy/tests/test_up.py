@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,7 +15,8 @@ from typing import Any
 import pytest
 from visio_deploy.ops.topology import subscriptions
 from visio_deploy.readiness import expected_partitions, waiting_for
-from visio_deploy.up import refuse_a_second_stack
+from visio_deploy.up import UpSettings, refuse_a_second_stack
+from visio_deploy.up_stack import Stack
 from visio_runtime.kafka import ensure_topics
 from visio_runtime.local_stack import LocalStack, process_started
 from visio_runtime.service import build_runtime
@@ -123,3 +125,22 @@ def test_up_refuses_a_second_stack_on_a_var_whose_stack_runs(tmp_path: Path) -> 
     # Once that process is gone (here: another pid start time), the file is stale: up may go.
     running_stack.model_copy(update={"process_started": -1}).write()
     refuse_a_second_stack(tmp_path)
+
+
+def test_a_process_that_stopped_is_reported_with_the_end_of_its_log(tmp_path: Path) -> None:
+    """The error says why, not only where the log was: a test's stack is in a temporary
+    folder, gone by the time CI's output is read."""
+    stack = Stack(UpSettings(var_dir=tmp_path))
+    stack.launch(
+        "alerts",
+        [
+            sys.executable,
+            "-c",
+            "import sys; print('[Errno 98] address already in use'); sys.exit(3)",
+        ],
+    )
+    stack.process("alerts").wait(30)
+    with pytest.raises(RuntimeError) as stopped:
+        stack.check_alive()
+    assert "alerts exited with code 3" in str(stopped.value)
+    assert str(stopped.value).endswith("[Errno 98] address already in use")

@@ -90,9 +90,21 @@ class Stack:
     def check_alive(self) -> None:
         for name, process in self.processes:
             if process.poll() is not None:
+                log = self.logs / f"{name}.log"
                 raise RuntimeError(
-                    f"{name} exited with code {process.returncode}; see {self.logs / name}.log"
+                    f"{name} exited with code {process.returncode}; see {log}; it ends with:\n"
+                    + last_lines(log)
                 )
+
+
+def last_lines(log: Path, count: int = 15) -> str:
+    """The end of a process's log, for the error that says it stopped: a test's stack lives in
+    a temporary folder gone by the time anyone reads the error."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError as exc:
+        return f"(its log cannot be read: {exc})"
+    return "\n".join(line[:500] for line in lines[-count:]) or "(its log is empty)"
 
 
 def installed_script(name: str) -> str:
