@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -94,7 +95,37 @@ def wait_for_port(
     raise TimeoutError(f"nothing answered on {host}:{port} within {timeout:.0f}s")
 
 
+# "first-last": where `free_port` picks, instead of the kernel's ephemeral range. Test workers
+# running stacks side by side each get a block of their own (conftest.py): a port one stack has
+# picked but not yet bound can then be picked by no other stack, nor taken by a connection's
+# local port (those come from the ephemeral range, above every block).
+FREE_PORTS_SETTING = "VISIO_FREE_PORTS"
+_cursors: dict[str, int] = {}
+
+
 def free_port() -> int:
+    """A port nothing on 127.0.0.1 holds now: the kernel's pick, or the next one in the block
+    `VISIO_FREE_PORTS` names (each pick moves on, so a stack's ports are all different)."""
+    block = os.environ.get(FREE_PORTS_SETTING)
+    if not block:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
+    first, last = (int(bound) for bound in block.split("-"))
+    size = last - first + 1
+    start = _cursors.get(block, first + random.randrange(size))
+    for step in range(size):
+        port = first + (start - first + step) % size
+        if _bindable(port):
+            _cursors[block] = port + 1
+            return port
+    raise RuntimeError(f"no free port left in {FREE_PORTS_SETTING}={block}")
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
