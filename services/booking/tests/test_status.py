@@ -3,12 +3,13 @@ history; the status follows, tolerant of late, early and repeated events, and of
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 from visio_booking.handlers import follow_status, follow_statuses
-from visio_booking.store import StepTaken, record_steps
+from visio_booking.store import StepTaken, fetch_appointment, record_steps
 from visio_shared import (
     AppointmentEvent,
     MeetingCancelled,
@@ -318,3 +319,46 @@ async def test_a_status_or_link_change_rewrites_the_row_in_place(booking: Any) -
     assert after["hot"] - before["hot"] == len(appointments)
     view = await booking.view(str(appointments[0]))
     assert (view["status"], view["join_url"]) == ("meeting_ready", URL + "hot-0")
+
+
+class _StepBetweenReads:
+    """The service's pool, but the connection it lends lets `between` run (on another
+    connection, committed) once the appointment's row is read and before its history is."""
+
+    def __init__(self, pool: Any, between: Any) -> None:
+        self._pool, self._between = pool, between
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> Any:
+        async with self._pool.acquire() as conn:
+            yield _Interleaved(conn, self._between)
+
+
+class _Interleaved:
+    def __init__(self, conn: Any, between: Any) -> None:
+        self._conn, self._between = conn, between
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+    async def fetchrow(self, *args: Any) -> Any:
+        row = await self._conn.fetchrow(*args)
+        await self._between()
+        return row
+
+
+async def test_the_view_shows_its_status_and_history_as_of_one_moment(booking: Any) -> None:
+    """A step recorded while the view is being read shows in both its status and its history,
+    or in neither: CI once read « meeting_ready » beside a history already confirmed."""
+    appointment_id = await booking.book()
+    await follow(booking, ready(appointment_id, 1, "a"))
+    db, ctx = booking.runtime.db, booking.app.state.context
+
+    async def confirm() -> None:
+        await follow_statuses(db, ctx, [sent(appointment_id, 1, "confirmation")])
+
+    view = await fetch_appointment(_StepBetweenReads(db, confirm), uuid.UUID(appointment_id))
+    assert view is not None
+    assert view["status"] == "meeting_ready"  # as of its first read
+    assert [entry["status"] for entry in view["history"]] == ["requested", "meeting_ready"]
+    assert (await booking.view(appointment_id))["status"] == "confirmed"  # recorded meanwhile

@@ -332,7 +332,12 @@ def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
 
 
 async def fetch_appointment(pool: asyncpg.Pool, appointment_id: uuid.UUID) -> dict[str, Any] | None:
-    async with pool.acquire() as conn:
+    """The appointment and its history as of one moment: both read in one snapshot, so a step
+    recorded between the two reads cannot show in the history and not in the status."""
+    async with (
+        pool.acquire() as conn,
+        conn.transaction(isolation="repeatable_read", readonly=True),
+    ):
         row = await conn.fetchrow(
             "SELECT * FROM appointments WHERE appointment_id = $1", appointment_id
         )
