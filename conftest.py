@@ -11,21 +11,6 @@ from visio_fakes.processes import FREE_PORTS_SETTING
 from visio_runtime.local_stack import VAR_DIR_SETTING
 from visio_testing import create_database, drop_database, kafka_broker, postgres_server
 
-# Started first, on a worker of their own: xdist hands out whole files (`--dist loadfile`), those
-# with the most tests first, and the chaos story's file (three tests, the longest 4-5 minutes)
-# came last, the other workers idle for minutes at the end of the run.
-FIRST = ("tests/test_proof.py",)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Files in xdist's own order (most tests first; `--no-loadscope-reorder` in addopts lets
-    this order stand), `FIRST` before them."""
-    by_file: dict[str, list[pytest.Item]] = {}
-    for item in items:
-        by_file.setdefault(item.nodeid.split("::")[0], []).append(item)
-    order = sorted(by_file, key=lambda name: (name not in FIRST, -len(by_file[name])))
-    items[:] = [item for name in order for item in by_file[name]]
-
 
 @pytest.fixture(scope="session", autouse=True)
 def no_running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
