@@ -73,7 +73,7 @@ class MeetingsSettings(ServiceSettings):
     graph_max_concurrent_per_mailbox: int = Field(default=4, ge=1)
     # Connections to Graph, all kept alive between requests (a new one costs a TLS handshake).
     # Not more than the batches in flight need: httpx's pool looks at every connection it
-    # keeps (a poll() each) twice per request, a tenth of meetings' CPU with 100 under load.
+    # keeps twice per request (with anyio's backend, a tenth of meetings' CPU with 100).
     graph_max_connections: int = Field(default=16, ge=1)
     # Meetings being made at once wait this long for others to share their Graph batches
     # (see `provisioning`): a few milliseconds against Graph's hundreds.
