@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import field_validator
+from visio_runtime.consumer import EventConsumer
 from visio_runtime.errors import Transient
+from visio_runtime.kafka import ensure_topics
 from visio_runtime.service import Runtime, build_runtime
 from visio_runtime.settings import ServiceSettings
 from visio_runtime.testing import collecting, running, wait_until
@@ -347,3 +349,46 @@ async def test_records_reach_their_handler_without_a_worker_thread(
             )
         await wait_until(lambda: len(handled) == 5, what="the five records handled")
     assert handed_to_threads == []
+
+
+async def test_a_polls_records_come_to_the_lanes_in_one_delivery_in_their_order(
+    kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With lanes, FastStream hands over what a poll brought at once (its path for a message —
+    middlewares, context, parser — once per poll, not per record), and each appointment's
+    records are still handled in the order they were written."""
+    deliveries: list[int] = []
+    real = EventConsumer.consume
+
+    async def counting(self: EventConsumer, body: Any = None) -> None:
+        records = self.broker.context.get_local("message").raw_message
+        deliveries.append(len(records) if isinstance(records, tuple) else 1)
+        await real(self, body)
+
+    monkeypatch.setattr(EventConsumer, "consume", counting)
+    settings = settings_for(kafka_bootstrap, consumer_concurrency=16)
+    rt, handled = collecting("meetings", settings, MeetingFailed)
+    await ensure_topics(settings, rt.topics.all())
+    appointments = [uuid.uuid4() for _ in range(4)]
+    sender = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await sender.start()
+    try:  # a backlog, written before the consumer starts
+        for n in range(200):
+            event = failed(f"{n:03d}").model_copy(update={"appointment_id": appointments[n % 4]})
+            await sender.send(
+                rt.topics.meetings,
+                event.to_json_bytes(),
+                key=str(event.appointment_id).encode(),
+                headers=[(k, v.encode()) for k, v in Headers.for_event(event).items()],
+            )
+        await sender.flush()
+    finally:
+        await sender.stop()
+    async with running(rt):
+        await wait_until(lambda: len(handled) == 200, what="the backlog handled")
+    for appointment in appointments:
+        reasons = [event.reason for event in handled if event.appointment_id == appointment]
+        assert reasons == sorted(reasons) and len(reasons) == 50
+    assert sum(deliveries) == 200
+    # At most 16 a poll (the lanes' limit): per record, it would be 200 deliveries.
+    assert len(deliveries) <= 40, deliveries

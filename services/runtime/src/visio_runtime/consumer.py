@@ -54,7 +54,6 @@ from typing import Any, Protocol, TypeVar
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
-from faststream.middlewares import AckPolicy
 from opentelemetry.trace import Tracer
 from visio_shared import Envelope, Headers, Topics
 
@@ -73,7 +72,7 @@ from visio_runtime.failures import (
     loggable_header,
     now,
 )
-from visio_runtime.kafka import tolerant_parser, undecoded
+from visio_runtime.kafka import records_subscriber
 from visio_runtime.lanes import Lanes
 from visio_runtime.logs import log_context
 from visio_runtime.metrics import ConsumerMetrics, Metrics, event_type_label
@@ -198,8 +197,8 @@ class EventConsumer:
         offset committed only after the message is handled or dead-lettered.
 
         With `consumer_concurrency` > 1, records of different appointments are handled side by
-        side and the lanes commit each partition's watermark themselves (visio_runtime.lanes);
-        with 1, one record at a time, FastStream committing after each.
+        side, a poll's records come in one delivery, and the lanes commit each partition's
+        watermark (visio_runtime.lanes); with 1, one record at a time, FastStream committing.
 
         `separately`: one client per topic (same lanes), each fetching on its own, so a backlog
         on one topic cannot keep the other waiting — for a service whose handlers take events
@@ -242,17 +241,15 @@ class EventConsumer:
             if separately:
                 group_id += "." + group[0].removeprefix(f"{self.topics.prefix}.")
             self._groups.update(dict.fromkeys(group, group_id))
-            self.broker.subscriber(
-                *group,
+            subscriber = records_subscriber(
+                self.broker,
+                group,
                 group_id=group_id,
-                auto_offset_reset="earliest",
-                ack_policy=AckPolicy.MANUAL if self._lanes else AckPolicy.NACK_ON_ERROR,
-                max_partition_fetch_bytes=self.settings.consumer_partition_fetch_bytes,
-                max_poll_interval_ms=self.settings.max_poll_interval_ms,
-                parser=tolerant_parser,
-                decoder=undecoded,
+                settings=self.settings,
                 title=f"{self.service}:{','.join(group)}",
-            )(self.consume)
+                poll_max=limit if self._lanes is not None else None,
+            )
+            subscriber(self.consume)
 
     async def process(self, record: ConsumerRecord[Any, Any]) -> str:
         """Handle one record to its end ('handled', 'skipped', 'dead_lettered'), waiting in
@@ -385,6 +382,13 @@ class EventConsumer:
         the record is read here."""
         msg: KafkaMessage = self.broker.context.get_local("message")
         record, consumer = msg.raw_message, msg.consumer
+        if isinstance(record, tuple):  # a poll's records (with lanes)
+            assert self._lanes is not None and isinstance(consumer, AIOKafkaConsumer)
+            for one in record:
+                if self._stopping:  # stopping: left uncommitted, so the next owner has them
+                    return
+                await self._lanes.dispatch(one, consumer)
+            return
         assert isinstance(record, ConsumerRecord)
         if self._lanes is not None and isinstance(consumer, AIOKafkaConsumer):
             if not self._stopping:  # stopping: left uncommitted, so the next owner has it
