@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import pytest
+from visio_meetings import store
 from visio_meetings.batch import Failures, handle_batch
 from visio_meetings.graph import GraphClient
 from visio_meetings.handlers import MeetingsDeps
+from visio_meetings.meeting import Created, provision_many
 from visio_meetings.payloads import meeting_key
 from visio_meetings.store import SCHEMA
 from visio_runtime.db import create_pool
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
 
 Make = Callable[..., AppointmentRequested]
 ADVISORS = [f"a1b2c3d4-0000-4000-8000-0000000bad{n:02d}" for n in range(10)]
-STEPS = 4  # look-ups, creates, Teams meeting look-ups, options
+STEPS = 3  # creates, Teams meeting look-ups, options (a first try needs no look-up first)
 
 
 class CountingPool:
@@ -96,17 +98,20 @@ async def test_a_batchs_statements_and_graph_batches_do_not_grow_per_appointment
 
         stats = await control.stats()
         costs[count] = (len(await counting.taken()), stats["batches"])
-        # Each step of all of them in batches: Outlook's (look-ups, creates) of four, which
-        # Graph runs in one round, over eight batches at most (40: eight of five, one waiting
-        # a round in each), Teams' of twenty; no request alone, no dependsOn.
+        # Each step of all of them in batches: Outlook's (the creates) of four, which Graph
+        # runs in one round, over eight batches at most (40: eight of five, one waiting a
+        # round in each), Teams' of twenty; no request alone, no dependsOn. No look-up: none
+        # of these keys was ever tried.
         outlook_batches = min(math.ceil(count / 4), 8)
-        assert stats["batches"] == 2 * outlook_batches + 2 * math.ceil(count / 20)
-        assert stats["outlook_requests_queued"] == {5: 0, 40: 2 * 8}[count]
+        assert stats["batches"] == outlook_batches + 2 * math.ceil(count / 20)
+        assert stats["outlook_requests_queued"] == {5: 0, 40: 8}[count]
+        assert "graph.events.list" not in stats["calls"]
         assert stats["batched_requests"] == STEPS * count
         assert "dependsOn" not in json.dumps(stats)
         assert stats["live_events_per_external_id"] == {str(b.appointment_id): 1 for b in booked}
-    # The locks, what is known, the completions, the locks' release: the same for 5 as for 40.
-    assert costs[5][0] == costs[40][0] == 4
+    # The locks, what is known, the keys marked tried, the completions, the locks' release:
+    # the same for 5 as for 40.
+    assert costs[5][0] == costs[40][0] == 5
     said = _answers(publisher)
     assert len(said) == 45 and {a["event_type"] for a in said.values()} == {"MeetingReady"}
     rows = await counting.pool.fetch(
@@ -126,6 +131,12 @@ async def test_a_batchs_statements_and_graph_batches_do_not_grow_per_appointment
         [b.event_id for b in everyone],
     )
     assert marked == 45
+    # A meeting made is never created again under its key: the keys are forgotten.
+    tried = await counting.pool.fetchval(
+        "SELECT count(*) FROM create_attempts WHERE key = ANY($1::text[])",
+        [meeting_key(b.appointment_id) for b in everyone],
+    )
+    assert tried == 0
 
 
 async def test_a_batch_handled_again_answers_nothing_twice(
@@ -177,9 +188,9 @@ async def test_one_refused_advisor_and_one_throttled_request_in_a_batch_are_thei
     assert stats["transaction_replays"] == {meeting_key(lost.appointment_id): 1}
     # Two waits: the 504's backoff, then what was left of the throttled create's own 0.3 s.
     assert len(waits) == 2 and sum(waits) == pytest.approx(0.3)
-    # Eight look-ups and seven creates in two batches each (four Outlook requests a batch),
+    # Eight creates (first tries: no look-up) in two batches (four Outlook requests a batch),
     # the two Teams steps in one each, and the creates' two retries, each its own batch.
-    assert stats["batches"] == 2 + 2 + 1 + 1 + 2
+    assert stats["batches"] == 2 + 1 + 1 + 2
     row = await counting.pool.fetchrow(
         "SELECT status, failure_reason FROM meetings WHERE appointment_id = $1",
         refused.appointment_id,
@@ -211,7 +222,8 @@ async def test_a_transient_failure_in_a_batch_is_retried_alone_after_its_retry_a
     assert {a["event_type"] for a in _answers(publisher).values()} == {"MeetingReady"}
     stats = await control.stats()
     assert stats["responses"]["graph.events.create"] == {"201": 6, "429": 1}
-    assert stats["calls"]["graph.events.list"] == 7  # the six, then the retry's look-up
+    # No look-up for the six first tries; the retry's, whose key was tried, looks up first.
+    assert stats["calls"]["graph.events.list"] == 1
     assert stats["events_total"] == 6
 
 
@@ -259,3 +271,28 @@ async def _together(
             )
         )
     )
+
+
+async def test_a_create_whose_answer_was_lost_is_looked_up_then_not_made_again(
+    deps: MeetingsDeps, publisher: FakePublisher, control: EmulatorControl, make_appointment: Make
+) -> None:
+    """An earlier try marked the key tried, sent the create, and died before the answer (the
+    event is in the calendar, meetings does not know it): the next try looks the key up, finds
+    the event, and makes none. Only a key never tried skips the look-up."""
+    booked = make_appointment(advisor_id=ADVISORS[0])
+    spec = deps.spec(booked)
+    async with deps.pool.acquire() as conn:
+        assert await store.first_attempts(conn, [spec.key]) == {spec.key}
+        assert await store.first_attempts(conn, [spec.key]) == set()  # tried now
+    [earlier] = await provision_many(deps.graph, [spec], untried={spec.key})
+    assert isinstance(earlier, Created)
+
+    await handle_batch([booked], deps, Failures())
+
+    stats = await control.stats()
+    assert stats["calls"]["graph.events.list"] == 1
+    assert stats["calls"]["graph.events.create"] == 1  # the earlier try's alone
+    assert stats["live_events_per_external_id"] == {str(booked.appointment_id): 1}
+    [said] = _answers(publisher).values()
+    assert said["event_type"] == "MeetingReady"
+    assert said["graph_event_id"] == earlier.graph_event_id

@@ -138,7 +138,9 @@ async def _make_meetings(
         outcomes = [refused_by_defect() for _ in specs]
     else:
         try:
-            outcomes = await provision_many(deps.graph, specs)
+            # Marked tried (and committed) before any create is sent: their look-ups skipped.
+            untried = await store.first_attempts(conn, [spec.key for spec in specs])
+            outcomes = await provision_many(deps.graph, specs, untried)
         except Exception as exc:  # the token, say: shared, but each event's failure
             outcomes = [exc] * len(specs)
     said: list[Envelope] = []

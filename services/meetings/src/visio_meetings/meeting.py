@@ -1,7 +1,9 @@
 """Making Teams meetings in advisors' calendars, safely repeatable from any point.
 
 1. Look the advisor's events up by the creation key: a create whose answer was lost (the
-   process killed mid-call, a "committed then 504") is found here, not made twice.
+   process killed mid-call, a "committed then 504") is found here, not made twice. Not for a
+   key the caller knows was never tried (`untried`: marked tried, and committed, before this
+   call — store.first_attempts): nothing can have been made under it.
 2. Create the event with `transactionId` = that key, for what the look-up cannot see yet
    (two creates racing, an index Graph updates a little late).
 3. No join URL: ask once more for the Teams meeting, then give up (`teams_not_enabled`).
@@ -15,7 +17,7 @@ the others go on. One meeting is a list of one (`create_meeting`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,21 +51,21 @@ async def create_meeting(graph: GraphClient, spec: MeetingSpec) -> Created:
 
 
 async def provision_many(
-    graph: GraphClient, specs: Sequence[MeetingSpec]
+    graph: GraphClient, specs: Sequence[MeetingSpec], untried: Collection[str] = ()
 ) -> list[Created | Exception]:
     """Each meeting made (or found made), or why not: `GraphRefused` (for good: with the
     event's id when the event was made), `Transient` (try again later), in `specs`' order.
     Any Graph call may be repeated safely; none is made inside a database transaction by
-    this module (the caller holds none while awaiting it)."""
+    this module (the caller holds none while awaiting it). `untried`: creation keys never
+    sent to Graph before, whose meetings skip the look-up (step 1)."""
     run = _Provisioning(graph, specs)
-    found = await run.step(
-        range(len(specs)), lambda i: calls.find_event(specs[i].advisor_id, specs[i].key)
-    )
+    tried = [i for i in range(len(specs)) if specs[i].key not in untried]
+    found = await run.step(tried, lambda i: calls.find_event(specs[i].advisor_id, specs[i].key))
     for i, answer in found.items():
         event = found_event(answer, specs[i].key)
         if event is not None:
             run.events[i] = event
-    missing = [i for i in found if i not in run.events]
+    missing = [i for i in range(len(specs)) if i not in run.events and i not in run.outcomes]
     run.events.update(await run.step(missing, lambda i: calls.create_event(specs[i])))
     offline = [i for i, event in run.events.items() if _join_url(event) is None]
     teams = await run.step(

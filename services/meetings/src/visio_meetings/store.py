@@ -161,6 +161,18 @@ async def known(
     }
 
 
+async def first_attempts(conn: asyncpg.Connection, keys: Sequence[str]) -> set[str]:
+    """The creation keys never tried before, now marked tried (migration 006): their creates
+    need no look-up first. Committed before the caller sends any create (one statement, no
+    transaction open), so an attempt that dies after it is looked up the next time."""
+    rows = await conn.fetch(
+        "INSERT INTO create_attempts (key) SELECT unnest($1::text[]) "
+        "ON CONFLICT (key) DO NOTHING RETURNING key",
+        list(keys),
+    )
+    return {row["key"] for row in rows}
+
+
 @dataclass(frozen=True)
 class Completion:
     """An event handled, and its meeting as it stands after it."""
@@ -183,7 +195,8 @@ async def complete_all(
 ) -> None:
     """`completing` + `save` + `schedule_attendance` for many events of appointments that hold
     no events, in one statement (so one transaction): their markers, and the meetings of
-    those marked now with their attendance reports' due time."""
+    those marked now with their attendance reports' due time; the creation keys of the
+    meetings made are forgotten (`first_attempts`)."""
     if not completions:
         return
     columns = ", ".join(_COLUMNS)
@@ -201,6 +214,9 @@ async def complete_all(
         ), done AS (
             SELECT * FROM unnest($3::uuid[], $4::uuid[], {arrays})
                 AS d(event_id, correlation_id, {columns})
+        ), made AS (  -- a meeting made is never created again under its key (first_attempts)
+            DELETE FROM create_attempts USING done
+            WHERE create_attempts.key = done.transaction_id AND done.status = 'ready'
         )
         INSERT INTO meetings ({columns}, correlation_id, attendance_due_at)
         SELECT {columns}, correlation_id,
