@@ -18,12 +18,14 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from email import policy
 from email.message import EmailMessage
+from html.parser import HTMLParser
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 from urllib.parse import urlsplit
 
 import asyncpg
+import css_inline
 import icalendar
 import pytest
 from pydantic import SecretStr
@@ -327,6 +329,74 @@ def parts() -> Any:
         calendar = staticmethod(calendar_of)
 
     return Parts()
+
+
+# --- HTML as trees ----------------------------------------------------------------------------
+
+# An HTML5 parser and serialiser only (html5ever, in css_inline, nothing inlined: the venv has
+# neither html5lib nor lxml): the implicit <tbody>, the end tags, the entities made explicit.
+HTML5 = css_inline.CSSInliner(
+    inline_style_tags=False,
+    keep_style_tags=True,
+    keep_link_tags=True,
+    load_remote_stylesheets=False,
+)
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"}
+
+
+class Flat(HTMLParser):
+    """An HTML5 serialisation read back as its nodes in document order, each with its depth:
+    an element's tag and attributes (sorted; `style` as its declarations, in order), a text."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.nodes: list[tuple[Any, ...]] = []
+        self.open: list[str] = []
+
+    def handle_decl(self, decl: str) -> None:
+        self.nodes.append((len(self.open), "!", decl.lower()))
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = sorted(
+            (name, declarations(value or "") if name == "style" else value) for name, value in attrs
+        )
+        self.nodes.append((len(self.open), tag, attributes))
+        if tag not in VOID:
+            self.open.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        assert self.open.pop() == tag, f"</{tag}> out of order"
+
+    def handle_data(self, data: str) -> None:
+        last = self.nodes[-1] if self.nodes else None
+        if last and last[1] == "#text" and last[0] == len(self.open):
+            self.nodes[-1] = (last[0], "#text", last[2] + data)  # the parser splits texts
+        else:
+            self.nodes.append((len(self.open), "#text", data))
+
+    def handle_comment(self, data: str) -> None:
+        self.nodes.append((len(self.open), "#comment", data))
+
+
+def declarations(style: str) -> list[tuple[str, str]]:
+    pairs = (declaration.partition(":") for declaration in style.split(";") if declaration.strip())
+    return [(name.strip(), value.strip()) for name, _, value in pairs]
+
+
+def as_tree(page: str) -> list[tuple[Any, ...]]:
+    """The page's tree as an HTML5 parser builds it, flat: two pages compared this way are the
+    same to a mail client whatever their bytes (entities, implicit tags, quotes)."""
+    flat = Flat()
+    flat.feed(HTML5.inline(page))
+    flat.close()
+    assert not flat.open
+    return flat.nodes
+
+
+@pytest.fixture
+def tree() -> Callable[[str], list[tuple[Any, ...]]]:
+    """`as_tree`, the page's nodes as an HTML5 parser builds them."""
+    return as_tree
 
 
 @pytest.fixture

@@ -1,10 +1,10 @@
 """Every email, built the same way: Jinja2 templates (autoescaped HTML, hand-written text),
-CSS inlined for mail clients, headers through `email.message.EmailMessage` only, and, for the
-emails that change the person's calendar, the .ics both as a `text/calendar` alternative (what
-Outlook and Gmail act on) and as an attachment (what a person can open). Every email ends with
-« Gérer mon rendez-vous » (`self_service`) when link keys are set; the .ics never carries it. A
-fresh link asked for after the appointment is the exception: a short email with « Mes
-consentements » alone.
+CSS inlined for mail clients (into the templates, as they load: `styles`), headers through
+`email.message.EmailMessage` only, and, for the emails that change the person's calendar, the
+.ics both as a `text/calendar` alternative (what Outlook and Gmail act on) and as an attachment
+(what a person can open). Every email ends with « Gérer mon rendez-vous » (`self_service`) when
+link keys are set; the .ics never carries it. A fresh link asked for after the appointment is the
+exception: a short email with « Mes consentements » alone.
 
     multipart/mixed
       multipart/alternative
@@ -26,8 +26,7 @@ from email.utils import format_datetime, parseaddr
 from functools import cache, lru_cache
 from typing import Any
 
-import css_inline
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from jinja2 import BaseLoader, Environment, PackageLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 from visio_shared import (
     AppointmentCancelled,
@@ -36,7 +35,7 @@ from visio_shared import (
     MeetingReady,
 )
 
-from visio_notifications import dispatches, letter_parts, mime, wording
+from visio_notifications import dispatches, letter_parts, mime, styles, wording
 from visio_notifications.decide import LinkRequest, Told
 from visio_notifications.invitation import Method, build_invitation
 from visio_notifications.letter_parts import clean
@@ -137,8 +136,17 @@ def french_spacing(text: str) -> str:
 
 @cache
 def _templates() -> Environment:
+    # The HTML templates with the CSS inlined into their tags as they are read: the palette is
+    # constant, so the styles are too (inlining each page took half a millisecond an email).
+    written = PackageLoader("visio_notifications", "templates")
+    return environment(styles.InliningLoader(written, "layout.html", {"colors": PALETTE}))
+
+
+def environment(loader: BaseLoader) -> Environment:
+    """The emails' Jinja settings on `loader` (the tests render the plain templates too, to
+    compare with css_inline's inlining of each page)."""
     env = Environment(
-        loader=PackageLoader("visio_notifications", "templates"),
+        loader=loader,
         autoescape=select_autoescape(["html"]),
         undefined=StrictUndefined,
         trim_blocks=True,
@@ -185,9 +193,6 @@ def _static_block(name: str, extension: str, inputs: tuple[tuple[str, Any], ...]
     return Markup(text) if extension == "html" else text  # noqa: S704
 
 
-_INLINER = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
-
-
 def context(letter: Letter, settings: NotificationsSettings, now: datetime) -> dict[str, Any]:
     """What the templates show, already in words (`letter_parts`), with the wording and the
     palette."""
@@ -195,14 +200,13 @@ def context(letter: Letter, settings: NotificationsSettings, now: datetime) -> d
 
 
 def render(letter: Letter, values: dict[str, Any]) -> tuple[str, str]:
-    """(text, html) of one email, the HTML with its CSS inlined."""
+    """(text, html) of one email, the HTML's CSS inlined in its templates (`styles`)."""
     env = _templates()
     name = "confirmation" if letter.kind == "contact_corrected" else letter.kind
     if letter.ended is not None:
         name = "consents_only"
     text = env.get_template(f"{name}.txt").render(values, blocks=_static_blocks(values, "txt"))
-    page = env.get_template(f"{name}.html").render(values, blocks=_static_blocks(values, "html"))
-    html = _INLINER.inline(page)
+    html = env.get_template(f"{name}.html").render(values, blocks=_static_blocks(values, "html"))
     return text, html
 
 
