@@ -5,11 +5,13 @@ tests/test_golden_emails.py makes the same comparison on every kind of email."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import css_inline
 import pytest
 from jinja2 import DictLoader, Environment
+from visio_notifications import compose
 from visio_notifications.compose import environment
 from visio_notifications.styles import InliningLoader
 
@@ -130,3 +132,10 @@ def test_the_stylesheet_is_one_style_block() -> None:
     styled = _inlined({"base.html": base, "page.html": "<p>x</p>"})
     with pytest.raises(ValueError, match="must hold one <style>, not 2"):
         styled.get_template("page.html")
+
+
+def test_every_template_of_the_service_loads_inlined_as_the_service_starts() -> None:
+    """What the service does at its start (`compose.load_templates`): each template read
+    through the inliner, so one it cannot handle stops the start, not the first email."""
+    count = compose.load_templates()
+    assert count == len(list(Path(compose.__file__).parent.joinpath("templates").iterdir()))

@@ -23,6 +23,7 @@ from visio_notifications import (
     address_confirmation,
     bounces,
     brevo,
+    compose,
     erasure,
     handlers,
     personal_data,
@@ -145,6 +146,7 @@ def _start_and_stop(
         await handlers.publish_outcomes(deps())
 
     async def warn_without_link_keys(_: Runtime) -> None:
+        compose.load_templates()  # a template the CSS inliner refuses stops the start here
         self_service.warn_if_off(settings)
         settings.warn_missing_contacts(log)
 

@@ -142,6 +142,16 @@ def _templates() -> Environment:
     return environment(styles.InliningLoader(written, "layout.html", {"colors": PALETTE}))
 
 
+def load_templates() -> int:
+    """Every template read (and its CSS inlined) now, at the service's start: one the inliner
+    cannot handle fails the start, not the first email of its kind. Returns how many."""
+    env = _templates()
+    names = env.list_templates(extensions=["html", "txt"])
+    for name in names:
+        env.get_template(name)
+    return len(names)
+
+
 def environment(loader: BaseLoader) -> Environment:
     """The emails' Jinja settings on `loader` (the tests render the plain templates too, to
     compare with css_inline's inlining of each page)."""
