@@ -54,8 +54,12 @@ async def replies(booking: Any, request_id: str, count: int = 1) -> list[dict[st
         lambda got: len(mine(got)) >= count,
         seconds=60,
     )
-    found = [json.loads(r.value) for r in mine(records)]
-    for record, reply in zip(mine(records), found, strict=True):
+    # In the order they were written: a reply keyed by its request id (a refusal naming no
+    # appointment) is on another partition than its appointment's, and partitions are read
+    # in no particular order.
+    ordered = sorted(mine(records), key=lambda record: record.timestamp)
+    found = [json.loads(r.value) for r in ordered]
+    for record, reply in zip(ordered, found, strict=True):
         assert record.key == (reply["appointment_id"] or request_id).encode()
         assert reply["calling_system"] == SYSTEM
     return found
