@@ -37,6 +37,7 @@ from visio_notifications.poller import poll_once
 from visio_notifications.settings import NotificationsSettings
 from visio_notifications.sms_metrics import SmsMetrics
 from visio_notifications.sms_provider import SmsProvider
+from visio_notifications.unrecorded import Unrecorded
 
 log = logging.getLogger("visio_notifications")
 
@@ -69,6 +70,8 @@ def create_app(settings: NotificationsSettings | None = None, *, clock: Clock = 
     bounce_metrics = bounces.BounceMetrics(runtime.metrics)
     team_metrics = team_requests.TeamMetrics(runtime.metrics)
 
+    unrecorded = Unrecorded()  # the process's, shared by every use of the dependencies
+
     def deps() -> NotificationsDeps:
         # The pool opens in the lifespan, so the dependencies are gathered per use.
         return NotificationsDeps(
@@ -80,6 +83,7 @@ def create_app(settings: NotificationsSettings | None = None, *, clock: Clock = 
             clock=clock,
             sms=sms_provider,
             sms_metrics=sms_metrics,
+            unrecorded=unrecorded,
         )
 
     _follow_requests(runtime, deps, team_metrics)

@@ -128,6 +128,12 @@ class Delivery:
             return self.failed("join_url_not_allowed", detail)
         if ended is None and appointment_over(self.appointment, now):
             return self.failed("appointment_over", "the appointment has ended; nothing was mailed")
+        kept = self.deps.unrecorded.get(self.message_id)
+        if kept is not None:
+            # The relay took it on an earlier try whose record was lost (visio_notifications.
+            # unrecorded): recorded now, not sent again.
+            self._log("taken by the relay before as %s: recorded now", self.message_id)
+            return kept
         letter = Letter(
             kind=self.owed.kind,
             revision=self.owed.revision,
@@ -154,6 +160,8 @@ class Delivery:
             return self.failed("smtp_rejected", str(exc), exc.code)
         self._log("sent as %s", self.message_id)
         event = NotificationSent(message_id=self.message_id, **self.lineage)
-        return Dispatch(
+        dispatch = Dispatch(
             self.appointment.appointment_id, self.message_id, self.told, event, sent_at=now
         )
+        self.deps.unrecorded.keep(dispatch)  # until its record is committed
+        return dispatch

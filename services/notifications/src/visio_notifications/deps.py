@@ -15,6 +15,7 @@ from visio_notifications.mime import Mail
 from visio_notifications.settings import NotificationsSettings
 from visio_notifications.sms_metrics import SmsMetrics
 from visio_notifications.sms_provider import SmsProvider
+from visio_notifications.unrecorded import Unrecorded
 
 MailSender = Callable[[Mail], Awaitable[None]]
 Clock = Callable[[], datetime]
@@ -34,3 +35,5 @@ class NotificationsDeps:
     clock: Clock = field(default=utc_now)
     sms: SmsProvider | None = None  # None: no text is sent (NOTIFICATIONS_SMS_PROVIDER=none)
     sms_metrics: SmsMetrics | None = None
+    # Emails the relay took whose dispatch is not committed yet: one per process (the app's).
+    unrecorded: Unrecorded = field(default_factory=Unrecorded)

@@ -143,18 +143,23 @@ async def on_events(deps: NotificationsDeps, events: Sequence[AppointmentEvent])
 async def _settle_alone(deps: NotificationsDeps, event: AppointmentEvent) -> None:
     # In the trace of the event that called for it: the email joins that person's story.
     with tracing.within(event):
-        async with deps.pool.acquire() as conn, conn.transaction():
-            await store.LOCKS.hold(conn, event.appointment_id)
-            await settle(deps, conn, event.appointment_id)
+        async with deps.pool.acquire() as conn:
+            async with conn.transaction():
+                await store.LOCKS.hold(conn, event.appointment_id)
+                recorded = await settle(deps, conn, event.appointment_id)
+            deps.unrecorded.forget(recorded)  # committed
 
 
 async def settle(
     deps: NotificationsDeps, conn: asyncpg.Connection, appointment_id: uuid.UUID
-) -> None:
+) -> list[str]:
     """Send what the appointment's state calls for, then answer its pending link requests,
-    then line its reminders up. The caller holds the appointment's lock, in a transaction."""
+    then line its reminders up. The caller holds the appointment's lock, in a transaction, and
+    once it commits forgets the Message-IDs returned, whose dispatches it recorded
+    (`deps.unrecorded`)."""
     now = deps.clock()
     state = await store.load_state(conn, appointment_id)
+    state, recorded = await _record_taken(deps, conn, state, appointment_id, now)
     if await _close_unanswerable(conn, state, appointment_id, now):
         state = await store.load_state(conn, appointment_id)
     # One email per pass: after it is logged the state may call for nothing more, or (rarely)
@@ -182,14 +187,47 @@ async def settle(
                 until.isoformat(),
                 exc,
             )
-            return
+            return recorded
         await dispatches.record(conn, dispatch)
+        recorded.append(dispatch.message_id)
         if owed.request is not None:
             await link_requests.close(conn, [owed.request.event_id], dispatch.told.status, now)
         state = state.with_email(dispatch.told, answered=owed.request)
     await reminders.sync(conn, state, deps.settings.reminder_offsets_minutes, now)
     await sms.plan(conn, state, deps.settings, now)
     await store.settled(conn, appointment_id)
+    return recorded
+
+
+async def _record_taken(
+    deps: NotificationsDeps,
+    conn: asyncpg.Connection,
+    state: decide.State,
+    appointment_id: uuid.UUID,
+    now: datetime,
+) -> tuple[decide.State, list[str]]:
+    """Emails of the appointment the relay took on an earlier try whose record was lost
+    (visio_notifications.unrecorded), recorded first: what the person has, whatever changed
+    since — a move to a new time then owes « rescheduled », not a second « confirmation »."""
+    recorded: list[str] = []
+    for dispatch in deps.unrecorded.of(appointment_id):
+        told = dispatch.told
+        if told in state.history:  # committed after all
+            deps.unrecorded.forget([dispatch.message_id])
+            continue
+        await dispatches.record(conn, dispatch)
+        recorded.append(dispatch.message_id)
+        request = next((r for r in state.link_requests if r.event_id == told.request_id), None)
+        if request is not None:
+            await link_requests.close(conn, [request.event_id], told.status, now)
+        state = state.with_email(told, answered=request)
+        log.info(
+            "%s of %s r%d: the relay took it before, recorded now",
+            told.kind,
+            appointment_id,
+            told.revision,
+        )
+    return state, recorded
 
 
 async def _close_unanswerable(

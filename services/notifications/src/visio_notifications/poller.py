@@ -57,13 +57,15 @@ async def retry_unsettled(deps: NotificationsDeps) -> int:
     passed: list[uuid.UUID] = []  # done or busy this round: next round's
     async with deps.pool.acquire() as conn:
         while True:
+            recorded: list[str] = []
             async with conn.transaction():
                 appointment_id = await store.claim_unsettled(conn, now, passed)
                 if appointment_id is None:
                     break
                 passed.append(appointment_id)
                 if await store.LOCKS.try_hold(conn, appointment_id):
-                    await settle(deps, conn, appointment_id)
+                    recorded = await settle(deps, conn, appointment_id)
+            deps.unrecorded.forget(recorded)  # committed
     return len(passed)
 
 
@@ -74,6 +76,7 @@ async def fire_due_reminders(deps: NotificationsDeps) -> int:
     handled = 0
     async with deps.pool.acquire() as conn:
         while True:
+            recorded: list[str] = []
             async with conn.transaction():
                 due = await reminders.claim_due(conn, now, passed)
                 if due is None:
@@ -81,14 +84,21 @@ async def fire_due_reminders(deps: NotificationsDeps) -> int:
                 if not await store.LOCKS.try_hold(conn, due.appointment_id):
                     passed.append(due.appointment_id)  # a handler is on it right now
                     continue
-                if await _fire(deps, conn, due, now) == "postponed":
+                if await _fire(deps, conn, due, now, recorded) == "postponed":
                     passed.append(due.appointment_id)
+            deps.unrecorded.forget(recorded)  # committed
             handled += 1
 
 
 async def _fire(
-    deps: NotificationsDeps, conn: asyncpg.Connection, due: reminders.DueReminder, now: datetime
+    deps: NotificationsDeps,
+    conn: asyncpg.Connection,
+    due: reminders.DueReminder,
+    now: datetime,
+    recorded: list[str],
 ) -> str:
+    """The reminder's outcome; the Message-ID of the dispatch it records goes in `recorded`
+    (forgotten by `deps.unrecorded` once committed)."""
     state = await store.load_state(conn, due.appointment_id)
     appointment = state.appointment
     if appointment is None or not state.up_to_date() or appointment.start != due.start_at:
@@ -114,6 +124,7 @@ async def _fire(
         log.warning("reminder %s-%d postponed: %s", due.appointment_id, due.offset_minutes, exc)
         return "postponed"
     await dispatches.record(conn, dispatch)
+    recorded.append(dispatch.message_id)
     return await _finish(conn, due, dispatch.told.status)
 
 
