@@ -91,6 +91,24 @@ async def test_a_reminder_taken_whose_record_was_lost_is_not_sent_again(
     assert len(cutting.unrecorded) == 0
 
 
+async def test_an_email_remembered_whose_commit_did_land_is_forgotten_not_recorded_twice(
+    deps: NotificationsDeps, make: Any, mailbox: Any
+) -> None:
+    """The commit landed but its answer was lost: the email stays remembered though logged.
+    The next settling finds it in the log by its key and forgets it (a second row would break
+    the log's one-row-per-email rule and fail every settling of that appointment)."""
+    appointment = make.appointment()
+    await on_appointment_requested(deps, appointment)
+    await on_meeting_event(deps, make.meeting(appointment))
+    deps.unrecorded.keep(_dispatch(1, appointment.appointment_id))  # r1's confirmation
+
+    moved = make.rescheduled(appointment, 2, appointment.start + timedelta(days=1))
+    await on_appointment_changed(deps, moved)
+
+    assert mailbox.keys(appointment.appointment_id) == ["r1.confirmation", "r2.rescheduled"]
+    assert len(deps.unrecorded) == 0
+
+
 def test_the_memory_keeps_the_newest_and_forgets_what_is_committed() -> None:
     kept = Unrecorded(limit=2)
     dispatches = [_dispatch(n) for n in range(3)]
@@ -101,8 +119,8 @@ def test_the_memory_keeps_the_newest_and_forgets_what_is_committed() -> None:
     assert len(kept) == 1 and kept.of(dispatches[2].appointment_id) == [dispatches[2]]
 
 
-def _dispatch(n: int) -> Dispatch:
-    appointment_id = uuid.uuid4()
+def _dispatch(n: int, appointment_id: uuid.UUID | None = None) -> Dispatch:
+    appointment_id = appointment_id or uuid.uuid4()
     told = Told("confirmation", 1, "sent", "", None, "computer", None, None, None, None)
     event = NotificationSent(
         appointment_id=appointment_id,

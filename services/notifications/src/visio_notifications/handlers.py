@@ -212,7 +212,7 @@ async def _record_taken(
     recorded: list[str] = []
     for dispatch in deps.unrecorded.of(appointment_id):
         told = dispatch.told
-        if told in state.history:  # committed after all
+        if any(_key(told) == _key(logged) for logged in state.history):  # committed after all
             deps.unrecorded.forget([dispatch.message_id])
             continue
         await dispatches.record(conn, dispatch)
@@ -228,6 +228,11 @@ async def _record_taken(
             told.revision,
         )
     return state, recorded
+
+
+def _key(told: decide.Told) -> tuple[object, ...]:
+    """An email's key in the dispatch log (one row each: `dispatches_one_email_per_key`)."""
+    return (told.kind, told.revision, told.reminder_offset_minutes, told.request_id)
 
 
 async def _close_unanswerable(
