@@ -67,11 +67,25 @@ Client = Callable[[str], httpx.AsyncClient]
 def clients(verify: ssl.SSLContext | bool) -> dict[str, Client]:
     options = {"verify": verify, "trust_env": False}
     return {
-        "anyio": lambda base: httpx.AsyncClient(base_url=base, timeout=0.5, **options),
+        "anyio": lambda base: httpx.AsyncClient(
+            base_url=base, timeout=0.5, transport=httpx.AsyncHTTPTransport(**options)
+        ),
         "asyncio": lambda base: httpx.AsyncClient(
             base_url=base, timeout=0.5, transport=http_network.transport(**options)
         ),
     }
+
+
+async def hang_up_seen(client: httpx.AsyncClient, within: float = 1.0) -> None:
+    """Until the pool sees its kept connection closed by the server, at most `within` seconds:
+    httpx's own backend over TLS never does (see `on_both_loops`), and then goes on."""
+    transport = client._transport
+    assert isinstance(transport, httpx.AsyncHTTPTransport)
+    deadline = asyncio.get_running_loop().time() + within
+    while asyncio.get_running_loop().time() < deadline:
+        if all(c.has_expired() or c.is_closed() for c in transport._pool.connections):
+            return
+        await asyncio.sleep(0.005)  # a poll in a wait with a deadline
 
 
 async def outcome(client: httpx.AsyncClient, *paths: str) -> list[str]:
@@ -83,7 +97,8 @@ async def outcome(client: httpx.AsyncClient, *paths: str) -> list[str]:
             seen.append(f"{response.status_code} {len(response.content)} {response.content[:12]!r}")
         except httpx.HTTPError as exc:
             seen.append(type(exc).__name__)
-        await asyncio.sleep(0.05)  # a hang-up reaches the client before the next request
+        if path == "/then-close":  # the server hangs up the connection it kept
+            await hang_up_seen(client)
     return seen
 
 
