@@ -5,8 +5,11 @@ the mailbox, in the dispatch log and on the notifications topic."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 import pytest
@@ -451,3 +454,126 @@ async def test_a_batch_of_many_appointments_books_each_once_and_a_redelivery_dou
         "SELECT count(*) FROM dispatches WHERE published_at IS NULL"
     )
     assert unpublished == 0
+
+
+class _Noting:
+    """The pool, each connection it lends noting the statements it runs."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool, self.statements = pool, []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.pool, name)
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[asyncpg.Connection]:
+        def note(record: LoggedQuery) -> None:
+            self.statements.append(record.query)
+
+        async with self.pool.acquire() as conn:
+            conn.add_query_logger(note)
+            try:
+                yield conn
+            finally:
+                conn.remove_query_logger(note)
+
+
+async def _statements_of(deps, events) -> list[str]:
+    """The statements `on_events` sends for this batch, on every connection it takes."""
+    noting = _Noting(deps.pool)
+    await on_events(dataclasses.replace(deps, pool=noting), events)
+    return noting.statements
+
+
+async def test_a_batch_of_meetings_is_settled_in_as_many_statements_as_one(
+    deps, make, mailbox
+) -> None:
+    """Settling a batch (step 2) is one transaction for all of its appointments: their locks,
+    their states, their dispatches, their reminders and their settle flags each in one round
+    trip, so twenty confirmations cost the statements of one — not twenty transactions."""
+    counts = {}
+    for size in (1, 20):
+        appointments = [make.appointment() for _ in range(size)]
+        await on_events(deps, appointments)
+        statements = await _statements_of(
+            deps, [make.meeting(appointment) for appointment in appointments]
+        )
+        for appointment in appointments:
+            mailbox.one(appointment.appointment_id, "confirmation")
+        counts[size] = len(statements)
+    assert counts[20] == counts[1], counts
+    reminders = await deps.pool.fetchval("SELECT count(*) FROM reminders")
+    assert reminders == 21 * len(deps.settings.reminder_offsets_minutes)
+    flagged = await deps.pool.fetchval(
+        "SELECT count(*) FROM appointments WHERE settle_after IS NOT NULL"
+    )
+    assert flagged == 0  # every appointment settled
+
+
+async def test_in_a_batch_an_email_the_relay_could_not_take_holds_back_that_appointment_alone(
+    deps, make, sink, mailbox, publisher, clock
+) -> None:
+    """The relay refuses one email of a batch for now (451): that appointment waits for the
+    poller, the others of the batch are sent, logged and announced in the same pass."""
+    appointments = [make.appointment() for _ in range(6)]
+    await on_events(deps, appointments)
+    sink.handler.fail_next(1)
+    await on_events(deps, [make.meeting(appointment) for appointment in appointments])
+
+    sent = [a for a in appointments if mailbox.keys(a.appointment_id) == ["r1.confirmation"]]
+    [waiting] = [a for a in appointments if mailbox.keys(a.appointment_id) == []]
+    assert len(sent) == 5 and len(publisher.published) == 5
+    row = await deps.pool.fetchrow(
+        "SELECT settle_attempts, settle_error FROM appointments WHERE appointment_id = $1",
+        waiting.appointment_id,
+    )
+    assert row["settle_attempts"] == 1 and "451" in row["settle_error"]
+    assert await _dispatches(deps, waiting.appointment_id) == []
+    assert (
+        await deps.pool.fetchval(
+            "SELECT count(DISTINCT appointment_id) FROM reminders WHERE status = 'pending'"
+        )
+        == 5
+    )  # no reminder before the person has the link
+
+    clock.advance(seconds=deps.settings.mail_retry_initial_s)
+    assert (await poll_once(deps))["settled"] == 1
+    for appointment in appointments:
+        assert mailbox.keys(appointment.appointment_id) == ["r1.confirmation"]
+    assert len(publisher.published) == 6
+
+
+async def test_a_batch_that_fails_after_the_relay_took_its_emails_sends_none_again(
+    deps, make, mailbox, publisher
+) -> None:
+    """One appointment of a batch breaks its settling (not the relay's doing): the batch's
+    transaction rolls back once every other email has been handed over, and the consumer
+    splits the batch. The emails the relay took are recorded on the next try, not sent again;
+    the broken one fails alone."""
+    appointments = [make.appointment() for _ in range(6)]
+    await on_events(deps, appointments)
+    meetings = [make.meeting(appointment) for appointment in appointments]
+    broken = str(appointments[2].appointment_id)
+    send = deps.send_mail
+
+    async def send_but_one(mail) -> None:
+        if mail.message_id.startswith(f"<{broken}."):
+            raise RuntimeError("a defect in this appointment's email")
+        await send(mail)
+
+    deps = dataclasses.replace(deps, send_mail=send_but_one)
+    with pytest.raises(RuntimeError, match="a defect"):
+        await on_events(deps, meetings)
+    others = [a for a in appointments if a is not appointments[2]]
+    for appointment in others:  # all handed over before the rollback
+        assert mailbox.keys(appointment.appointment_id) == ["r1.confirmation"]
+    assert await deps.pool.fetchval("SELECT count(*) FROM dispatches") == 0
+
+    await on_events(deps, meetings[:2])  # the consumer's halves
+    with pytest.raises(RuntimeError, match="a defect"):
+        await on_events(deps, meetings[2:])
+    await on_events(deps, meetings[3:])
+    for appointment in others:
+        assert mailbox.keys(appointment.appointment_id) == ["r1.confirmation"]
+        assert len(await _dispatches(deps, appointment.appointment_id)) == 1
+    assert len(mailbox.messages()) == 5 and len(publisher.published) == 5

@@ -52,16 +52,29 @@ class Dispatch:
 
 
 async def record(conn: asyncpg.Connection, dispatch: Dispatch) -> None:
+    await record_many(conn, [dispatch])
+
+
+async def record_many(conn: asyncpg.Connection, decided: Sequence[Dispatch]) -> None:
+    """Log these emails, in one round trip (asyncpg pipelines `executemany`)."""
+    if not decided:
+        return
+    await conn.executemany(_RECORD, [_row(dispatch) for dispatch in decided])
+
+
+_RECORD = """
+    INSERT INTO dispatches (appointment_id, revision, kind, reminder_offset_minutes,
+                            message_id, recipient_sha256, status, reason, detail, smtp_code,
+                            sent_at, device, start_at, duration_minutes, join_url, event,
+                            request_id, bounce_tag)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16::jsonb,
+            $17, $18)
+"""
+
+
+def _row(dispatch: Dispatch) -> tuple[Any, ...]:
     told = dispatch.told
-    await conn.execute(
-        """
-        INSERT INTO dispatches (appointment_id, revision, kind, reminder_offset_minutes,
-                                message_id, recipient_sha256, status, reason, detail, smtp_code,
-                                sent_at, device, start_at, duration_minutes, join_url, event,
-                                request_id, bounce_tag)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16::jsonb,
-                $17, $18)
-        """,
+    return (
         dispatch.appointment_id,
         told.revision,
         told.kind,
@@ -83,13 +96,14 @@ async def record(conn: asyncpg.Connection, dispatch: Dispatch) -> None:
     )
 
 
-# The dispatch log of one appointment ($1), oldest first, as an array of rows in `Told`'s own
-# order of fields: a column of `store.load_state`'s one statement (`told_of` reads a row).
+# The dispatch log of one appointment (`wanted.appointment_id`), oldest first, as an array of
+# rows in `Told`'s own order of fields: a column of `store.load_states`' one statement
+# (`told_of` reads a row).
 HISTORY = """
     ARRAY(SELECT ROW(d.kind, d.revision, d.status, d.recipient_sha256,
                      d.reminder_offset_minutes, d.device, d.start_at, d.duration_minutes,
                      d.join_url, d.request_id)
-          FROM dispatches d WHERE d.appointment_id = $1 ORDER BY d.id)
+          FROM dispatches d WHERE d.appointment_id = wanted.appointment_id ORDER BY d.id)
 """
 
 

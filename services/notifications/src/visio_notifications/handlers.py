@@ -23,10 +23,12 @@ so a Kafka hiccup never loses one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import typing
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -49,6 +51,7 @@ from visio_shared import (
 from visio_notifications import decide, dispatches, link_requests, reminders, sms, store
 from visio_notifications.delivery import Delivery, retry_delay
 from visio_notifications.deps import NotificationsDeps
+from visio_notifications.dispatches import Dispatch
 
 __all__ = [
     "NotificationsDeps",
@@ -136,67 +139,140 @@ async def on_events(deps: NotificationsDeps, events: Sequence[AppointmentEvent])
     appointment_ids = [e.appointment_id for e in events if e.appointment_id not in erased]
     # Also on a redelivery: it finishes what an earlier attempt could not.
     settling = [event for event in events if event.appointment_id not in quiet]
-    await asyncio.gather(*(_settle_alone(deps, event) for event in settling))
+    await _settle_together(deps, settling)
     await publish_outcomes_of(deps, appointment_ids)
 
 
-async def _settle_alone(deps: NotificationsDeps, event: AppointmentEvent) -> None:
-    # In the trace of the event that called for it: the email joins that person's story.
-    with tracing.within(event):
-        async with deps.pool.acquire() as conn:
-            async with conn.transaction():
-                await store.LOCKS.hold(conn, event.appointment_id)
-                recorded = await settle(deps, conn, event.appointment_id)
-            deps.unrecorded.forget(recorded)  # committed
+async def _settle_together(deps: NotificationsDeps, events: Sequence[AppointmentEvent]) -> None:
+    """Step 2 for the batch: one transaction, the appointments' locks in one statement."""
+    causes = {event.appointment_id: event for event in events}
+    if not causes:
+        return
+    async with deps.pool.acquire() as conn:
+        async with conn.transaction():
+            await store.LOCKS.hold_all(conn, causes)
+            recorded = await settle_many(deps, conn, list(causes), causes)
+        deps.unrecorded.forget(recorded)  # committed
 
 
 async def settle(
     deps: NotificationsDeps, conn: asyncpg.Connection, appointment_id: uuid.UUID
 ) -> list[str]:
-    """Send what the appointment's state calls for, then answer its pending link requests,
-    then line its reminders up. The caller holds the appointment's lock, in a transaction, and
-    once it commits forgets the Message-IDs returned, whose dispatches it recorded
-    (`deps.unrecorded`)."""
+    """`settle_many` for one appointment."""
+    return await settle_many(deps, conn, [appointment_id])
+
+
+@dataclass
+class _Settling:
+    """One appointment being settled: its state as its emails go out, what they were."""
+
+    state: decide.State
+    sent: list[tuple[Dispatch, decide.LinkRequest | None]] = field(default_factory=list)
+    postponed: tuple[decide.Owed, Transient] | None = None  # the email the relay did not take
+
+
+async def settle_many(
+    deps: NotificationsDeps,
+    conn: asyncpg.Connection,
+    appointment_ids: Sequence[uuid.UUID],
+    causes: Mapping[uuid.UUID, AppointmentEvent] | None = None,
+) -> list[str]:
+    """Send what each appointment's state calls for, then answer its pending link requests,
+    then line its reminders up. The caller holds the appointments' locks, in a transaction,
+    and once it commits forgets the Message-IDs returned, whose dispatches it recorded
+    (`deps.unrecorded`).
+
+    The states are read in one statement; the emails of different appointments go out side by
+    side (the mailer's connections), with no statement while they do; what they were is then
+    written for all of them together — the dispatch log, the reminders and the settle flags
+    each in one round trip. `causes`: the event each appointment is settled for, whose trace
+    its emails join."""
     now = deps.clock()
-    state = await store.load_state(conn, appointment_id)
-    state, recorded = await _record_taken(deps, conn, state, appointment_id, now)
-    if await _close_unanswerable(conn, state, appointment_id, now):
-        state = await store.load_state(conn, appointment_id)
+    states = await store.load_states(conn, appointment_ids)
+    recorded: list[str] = []
+    for appointment_id in appointment_ids:
+        state, taken = await _record_taken(deps, conn, states[appointment_id], appointment_id, now)
+        recorded += taken
+        if await _close_unanswerable(conn, state, appointment_id, now):
+            state = await store.load_state(conn, appointment_id)
+        states[appointment_id] = state
+    settling = [_Settling(states[appointment_id]) for appointment_id in appointment_ids]
+    outcomes = await asyncio.gather(
+        *(
+            _send_owed(deps, one, now, (causes or {}).get(appointment_id))
+            for appointment_id, one in zip(appointment_ids, settling, strict=True)
+        ),
+        return_exceptions=True,
+    )
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):  # after every other send has ended
+            raise outcome
+    await dispatches.record_many(conn, [dispatch for one in settling for dispatch, _ in one.sent])
+    recorded += [dispatch.message_id for one in settling for dispatch, _ in one.sent]
+    for one in settling:
+        for dispatch, request in one.sent:
+            if request is not None:
+                await link_requests.close(conn, [request.event_id], dispatch.told.status, now)
+    for appointment_id, one in zip(appointment_ids, settling, strict=True):
+        if one.postponed is not None:
+            await _postpone(deps, conn, appointment_id, one.postponed, now)
+    done = [one.state for one in settling if one.postponed is None]
+    await reminders.sync_many(conn, done, deps.settings.reminder_offsets_minutes, now)
+    for state in done:
+        await sms.plan(conn, state, deps.settings, now)
+    await store.settled(
+        conn,
+        [id_ for id_, one in zip(appointment_ids, settling, strict=True) if one.postponed is None],
+    )
+    return recorded
+
+
+async def _send_owed(
+    deps: NotificationsDeps, one: _Settling, now: datetime, cause: AppointmentEvent | None
+) -> None:
+    """The appointment's owed emails, one after the other, with no statement: each sent
+    changes `one.state` as its record will (its log, its request); a relay that cannot take
+    one now stops there (`one.postponed`)."""
     # One email per pass: after it is logged the state may call for nothing more, or (rarely)
     # for one more, or one per pending link request; never for an endless series, since each
-    # logged key is never owed again. The state is read once: what an email changes in it (its
-    # log, its request) is applied here (most events owe no email: three reads of it were a
-    # third of a handling's queries).
-    for _ in range(3 + len(state.link_requests)):
-        owed = decide.owed(state)
-        if owed is None:
-            break
-        cause = owed.request.event_id if owed.request is not None else state.cause
-        assert cause is not None  # an email is owed only for an appointment known here
-        try:
-            dispatch = await Delivery(deps, state, owed, cause=cause).send(now)
-        except Transient as exc:
-            failures = await store.settle_attempts(conn, appointment_id)
-            until = now + retry_delay(deps, failures)
-            await store.postpone_settlement(conn, appointment_id, until, str(exc))
-            log.warning(
-                "%s of %s r%d postponed until %s: %s",
-                owed.kind,
-                appointment_id,
-                owed.revision,
-                until.isoformat(),
-                exc,
-            )
-            return recorded
-        await dispatches.record(conn, dispatch)
-        recorded.append(dispatch.message_id)
-        if owed.request is not None:
-            await link_requests.close(conn, [owed.request.event_id], dispatch.told.status, now)
-        state = state.with_email(dispatch.told, answered=owed.request)
-    await reminders.sync(conn, state, deps.settings.reminder_offsets_minutes, now)
-    await sms.plan(conn, state, deps.settings, now)
-    await store.settled(conn, appointment_id)
-    return recorded
+    # logged key is never owed again.
+    with tracing.within(cause) if cause is not None else contextlib.nullcontext():
+        for _ in range(3 + len(one.state.link_requests)):
+            state = one.state
+            owed = decide.owed(state)
+            if owed is None:
+                return
+            email_cause = owed.request.event_id if owed.request is not None else state.cause
+            assert email_cause is not None  # an email is owed only for an appointment known here
+            try:
+                dispatch = await Delivery(deps, state, owed, cause=email_cause).send(now)
+            except Transient as exc:
+                one.postponed = (owed, exc)
+                return
+            one.sent.append((dispatch, owed.request))
+            one.state = state.with_email(dispatch.told, answered=owed.request)
+
+
+async def _postpone(
+    deps: NotificationsDeps,
+    conn: asyncpg.Connection,
+    appointment_id: uuid.UUID,
+    postponed: tuple[decide.Owed, Transient],
+    now: datetime,
+) -> None:
+    """The relay could not take an email of the appointment now: the poller tries again."""
+    owed, exc = postponed
+    failures = await store.settle_attempts(conn, appointment_id)
+    until = now + retry_delay(deps, failures)
+    await store.postpone_settlement(conn, appointment_id, until, str(exc))
+    log.warning(
+        "%s of %s r%d postponed until %s: %s",
+        owed.kind,
+        appointment_id,
+        owed.revision,
+        until.isoformat(),
+        exc,
+    )
 
 
 async def _record_taken(

@@ -47,11 +47,11 @@ async def save(conn: asyncpg.Connection, event: AppointmentLinkRequested) -> Non
     )
 
 
-# The pending requests of one appointment ($1), oldest first, as an array of rows in
-# `LinkRequest`'s order of fields: a column of `store.load_state`'s one statement.
+# The pending requests of one appointment (`wanted.appointment_id`), oldest first, as an array
+# of rows in `LinkRequest`'s order of fields: a column of `store.load_states`' one statement.
 PENDING = """
     ARRAY(SELECT ROW(l.event_id, l.reason, l.requested_at) FROM link_requests l
-          WHERE l.appointment_id = $1 AND l.outcome IS NULL
+          WHERE l.appointment_id = wanted.appointment_id AND l.outcome IS NULL
           ORDER BY l.requested_at, l.event_id)
 """
 

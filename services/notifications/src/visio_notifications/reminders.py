@@ -9,10 +9,13 @@ a restart loses none (an unsent row simply stays pending).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import asyncpg
+from visio_shared import AppointmentRequested
 
 from visio_notifications.decide import State
 
@@ -29,55 +32,78 @@ class DueReminder:
 
 async def sync(conn: asyncpg.Connection, state: State, offsets: list[int], now: datetime) -> None:
     """Bring the appointment's reminders in line with its state."""
-    appointment = state.appointment
-    if appointment is None:
-        return
-    appointment_id = appointment.appointment_id
-    if not state.up_to_date():
+    await sync_many(conn, [state], offsets, now)
+
+
+async def sync_many(
+    conn: asyncpg.Connection, states: Sequence[State], offsets: list[int], now: datetime
+) -> None:
+    """Bring each appointment's reminders in line with its state: two round trips at most for
+    them all (the cancelled ones in one statement, the others pipelined)."""
+    stale: list[uuid.UUID] = []  # not up to date: their pending reminders are dropped
+    wanted: list[tuple[Any, ...]] = []
+    for state in states:
+        appointment = state.appointment
+        if appointment is None:
+            continue
+        if state.up_to_date():
+            wanted.append(_wanted(appointment, offsets, now))
+        else:
+            stale.append(appointment.appointment_id)
+    if stale:
         await conn.execute(
             "UPDATE reminders SET status = 'cancelled', updated_at = now() "
-            "WHERE appointment_id = $1 AND status = 'pending'",
-            appointment_id,
+            "WHERE appointment_id = ANY($1::uuid[]) AND status = 'pending'",
+            stale,
         )
-        return
+    if wanted:
+        await conn.executemany(_SYNC, wanted)
+
+
+def _wanted(
+    appointment: AppointmentRequested, offsets: list[int], now: datetime
+) -> tuple[Any, ...]:
     due_ats = [appointment.start - timedelta(minutes=offset) for offset in offsets]
     # None in the past: an appointment booked 3 hours ahead gets no 48-hour reminder.
     statuses = ["pending" if due_at > now else "skipped" for due_at in due_ats]
-    # One statement: each configured reminder untouched while the start is the same (a sent
-    # reminder stays sent), made a new reminder under the new revision by a new start; and
-    # the pending ones of offsets no longer configured dropped (other rows than the insert's).
-    # The appointment's rows are found by their key alone (`mine`): with `status = 'pending'`
-    # in the same scan, the planner may take the index of every pending reminder (the poller's,
-    # `reminders_due`) and read them all — it did, 100 pages a sync in the bench, growing with
-    # the appointments ahead.
-    await conn.execute(
-        """
-        WITH mine AS MATERIALIZED (
-            SELECT offset_minutes, status FROM reminders WHERE appointment_id = $1
-        ), dropped AS (
-            UPDATE reminders r SET status = 'cancelled', updated_at = now()
-            FROM mine
-            WHERE r.appointment_id = $1 AND r.offset_minutes = mine.offset_minutes
-              AND mine.status = 'pending' AND NOT (mine.offset_minutes = ANY($2::integer[]))
-        )
-        INSERT INTO reminders (appointment_id, offset_minutes, revision, start_at, due_at,
-                               status)
-        SELECT $1, wanted.offset_minutes, $3, $4, wanted.due_at, wanted.status
-        FROM unnest($2::integer[], $5::timestamptz[], $6::text[])
-             AS wanted (offset_minutes, due_at, status)
-        ON CONFLICT (appointment_id, offset_minutes) DO UPDATE SET
-            revision = EXCLUDED.revision, start_at = EXCLUDED.start_at,
-            due_at = EXCLUDED.due_at, status = EXCLUDED.status, attempts = 0,
-            retry_at = NULL, last_error = NULL, updated_at = now()
-        WHERE reminders.start_at <> EXCLUDED.start_at OR reminders.status = 'cancelled'
-        """,
-        appointment_id,
+    return (
+        appointment.appointment_id,
         offsets,
         appointment.revision,
         appointment.start,
         due_ats,
         statuses,
     )
+
+
+# One appointment's statement: each configured reminder untouched while the start is the
+# same (a sent reminder stays sent), made a new reminder under the new revision by a new
+# start; and the pending ones of offsets no longer configured dropped (other rows than the
+# insert's).
+# The appointment's rows are found by their key alone (`mine`): with `status = 'pending'`
+# in the same scan, the planner may take the index of every pending reminder (the poller's,
+# `reminders_due`) and read them all — it did, 100 pages a sync in the bench, growing with
+# the appointments ahead.
+_SYNC = """
+WITH mine AS MATERIALIZED (
+    SELECT offset_minutes, status FROM reminders WHERE appointment_id = $1
+), dropped AS (
+    UPDATE reminders r SET status = 'cancelled', updated_at = now()
+    FROM mine
+    WHERE r.appointment_id = $1 AND r.offset_minutes = mine.offset_minutes
+      AND mine.status = 'pending' AND NOT (mine.offset_minutes = ANY($2::integer[]))
+)
+INSERT INTO reminders (appointment_id, offset_minutes, revision, start_at, due_at,
+                       status)
+SELECT $1, wanted.offset_minutes, $3, $4, wanted.due_at, wanted.status
+FROM unnest($2::integer[], $5::timestamptz[], $6::text[])
+     AS wanted (offset_minutes, due_at, status)
+ON CONFLICT (appointment_id, offset_minutes) DO UPDATE SET
+    revision = EXCLUDED.revision, start_at = EXCLUDED.start_at,
+    due_at = EXCLUDED.due_at, status = EXCLUDED.status, attempts = 0,
+    retry_at = NULL, last_error = NULL, updated_at = now()
+WHERE reminders.start_at <> EXCLUDED.start_at OR reminders.status = 'cancelled'
+"""
 
 
 async def claim_due(

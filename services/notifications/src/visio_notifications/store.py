@@ -163,25 +163,37 @@ async def save_meetings(
 async def load_state(conn: asyncpg.Connection, appointment_id: uuid.UUID) -> State:
     """Everything known of the appointment, in one statement (it was four round trips, and
     settling an email reads the state twice)."""
-    row = await conn.fetchrow(
+    return (await load_states(conn, [appointment_id]))[appointment_id]
+
+
+async def load_states(
+    conn: asyncpg.Connection, appointment_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, State]:
+    """`load_state` of each of these appointments, in one statement for them all."""
+    rows = await conn.fetch(
         f"""
-        SELECT a.payload::text AS appointment, a.advisor_revision,
-               a.cancellation::text AS cancellation,
+        SELECT wanted.appointment_id AS wanted, a.payload::text AS appointment,
+               a.advisor_revision, a.cancellation::text AS cancellation,
                COALESCE(a.settle_cause, a.event_id) AS cause,
                m.payload::text AS meeting, m.status AS meeting_status,
                {dispatches.HISTORY} AS history,
                {link_requests.PENDING} AS link_requests,
                ARRAY(SELECT s.recipient_sha256 FROM sms_messages s
-                     WHERE s.appointment_id = $1 AND s.status = 'failed') AS failed_numbers,
+                     WHERE s.appointment_id = wanted.appointment_id
+                       AND s.status = 'failed') AS failed_numbers,
                EXISTS (SELECT FROM sms_messages s
-                       WHERE s.appointment_id = $1 AND s.status = 'pending') AS texts_pending
-        FROM (SELECT $1::uuid AS appointment_id) AS wanted
-        LEFT JOIN appointments a USING (appointment_id)
-        LEFT JOIN meetings m USING (appointment_id)
+                       WHERE s.appointment_id = wanted.appointment_id
+                         AND s.status = 'pending') AS texts_pending
+        FROM unnest($1::uuid[]) AS wanted (appointment_id)
+        LEFT JOIN appointments a ON a.appointment_id = wanted.appointment_id
+        LEFT JOIN meetings m ON m.appointment_id = wanted.appointment_id
         """,
-        appointment_id,
+        list(appointment_ids),
     )
-    assert row is not None
+    return {row["wanted"]: _state_of(row) for row in rows}
+
+
+def _state_of(row: asyncpg.Record) -> State:
     appointment = (
         None
         if row["appointment"] is None
@@ -254,11 +266,14 @@ async def request_settlements(
     )
 
 
-async def settled(conn: asyncpg.Connection, appointment_id: uuid.UUID) -> None:
+async def settled(conn: asyncpg.Connection, appointment_ids: Sequence[uuid.UUID]) -> None:
+    """Nothing more owed by these appointments now (one statement)."""
+    if not appointment_ids:
+        return
     await conn.execute(
         "UPDATE appointments SET settle_after = NULL, settle_attempts = 0, settle_cause = NULL, "
-        "settle_error = NULL WHERE appointment_id = $1",
-        appointment_id,
+        "settle_error = NULL WHERE appointment_id = ANY($1::uuid[])",
+        list(appointment_ids),
     )
 
 
