@@ -51,6 +51,7 @@ def test_the_bench_command_reports_every_figure(tmp_path: Path) -> None:
     assert run["settings"]["smoke"] is True and run["settings"]["appointments"] == 40
     assert set(figures["targets"]) == {"cpu", "throughput", "backlog_meetings",
                                        "backlog_notifications", "backlog_consent",
+                                       "alone_meetings", "alone_notifications", "alone_consent",
                                        "booking_p99", "email_p99", "rss"}  # fmt: skip
     assert "HEADLINE:" in done.stdout and "targets of issue 20" in done.stdout
     assert "baseline (raw aiokafka" in done.stdout

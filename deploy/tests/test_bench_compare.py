@@ -94,6 +94,28 @@ def test_each_target_says_where_the_run_stands() -> None:
     )
 
 
+def test_each_service_catching_up_alone_is_judged_beside_the_backlog_drained_at_once() -> None:
+    """The catch-up phase's drains (each service alone) are figures of their own: they never
+    stand in for the backlog's, drained by the three at once."""
+    figures = run_figures(own_s=60.0, done=1_000, window=200)
+    figures["phases"]["catch-up"] = {
+        "meetings_per_s": 900.0,
+        "notifications_per_s": 450.0,
+        "consent_per_s": 1_250.0,
+    }
+    judged = targets.judge(figures)
+    assert judged["alone_meetings"]["standing"] == "must reach: met; aim ×1.1 away"
+    assert judged["alone_notifications"]["now"] == 450.0
+    assert judged["alone_notifications"]["standing"] == "must reach: met; aim ×2.2 away"
+    assert judged["alone_consent"]["standing"] == "aim reached"
+    assert judged["backlog_notifications"]["standing"] == "not measured"
+
+    figures["phases"]["backlog"] = {"notifications_per_s": 120.0}
+    judged = targets.judge(figures)
+    assert judged["backlog_notifications"]["standing"] == "missed: ×2.5 from must reach"
+    assert judged["alone_notifications"]["now"] == 450.0
+
+
 def table_rows(table: str) -> dict[str, list[str]]:
     """The comparison's rows by their figure (its first 48 characters)."""
     return {line[:48].strip(): line[48:].split() for line in table.splitlines()}

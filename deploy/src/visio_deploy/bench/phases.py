@@ -1,11 +1,13 @@
 """The bench's phases, each on the same running stack so their figures compare: throughput (and
-its cost), latency at a fixed offered load, backlog drain, and scale-out."""
+its cost), latency at a fixed offered load, backlog drain (at once, and each service catching
+up alone), and scale-out."""
 
 from __future__ import annotations
 
 import asyncio
 import re
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -190,6 +192,20 @@ def _accepted_to_email(mail_dir: Path, accepted_at: dict[str, float]) -> list[fl
     return delays
 
 
+async def _queued_for_stopped(
+    stack: ProofStack, consumers: Sequence[str], count: int, advisors: int, seed: int
+) -> list[str]:
+    """Stop these services, then write `count` AppointmentRequested on the topic (booking
+    bypassed); returns their appointment ids."""
+    for name in consumers:
+        stack.stack.stop_one(name)
+    topics = Topics(stack.settings.topic_prefix)
+    settings = ServiceSettings(kafka_bootstrap_servers=stack.bootstrap)
+    work = load.bodies(count, advisors, seed=seed)
+    async with producer(settings) as sender:
+        return await load.preload(sender, topics.appointments, work)
+
+
 async def backlog(
     stack: ProofStack,
     watched_of: Any,
@@ -201,13 +217,7 @@ async def backlog(
     consent start: how fast each drains it (from its first event done to its last seen, so
     the group joins at start are not counted as drain time), and how much memory each takes."""
     consumers = ("meetings", "notifications", "consent")
-    for name in consumers:
-        stack.stack.stop_one(name)
-    topics = Topics(stack.settings.topic_prefix)
-    settings = ServiceSettings(kafka_bootstrap_servers=stack.bootstrap)
-    work = load.bodies(count, advisors, seed=3)
-    async with producer(settings) as sender:
-        loaded = await load.preload(sender, topics.appointments, work)
+    loaded = await _queued_for_stopped(stack, consumers, count, advisors, seed=3)
     samples: list[tuple[float, Progress]] = []
     async with ProgressProbe(stack.owner_dsn, stack.var / "mail", expected=loaded) as probe:
         probe.begin()
@@ -244,6 +254,73 @@ async def backlog(
             "drain_per_s": min(rates.values()),
         },
     )
+
+
+async def catch_up(
+    stack: ProofStack, watched_of: Callable[[], list[Watched]], count: int, advisors: int,
+    budget_s: float,
+) -> PhaseResult:  # fmt: skip
+    """Each of meetings, notifications and consent down while `count` appointments' events
+    waited for it, then started alone, the rest of the system up to date — the way a service
+    catches up after an outage or a deployment: how fast each drains its own backlog when it
+    does not share the machine with the other two draining theirs (`backlog` measures them
+    at once, where the downstream notifications can go no faster than the whole chain).
+
+    In order: meetings (its AppointmentRequested), then notifications (the requests and the
+    MeetingReady meetings left), then consent (the requests); each gets `budget_s`. Each drain
+    is metered on its own: the service's CPU-ms per event and its peak memory go with its rate;
+    the phase's CPU table is notifications' drain (the one no other phase isolates)."""
+    consumers = {"meetings": "meetings", "notifications": "emails", "consent": "consent"}
+    loaded = await _queued_for_stopped(stack, list(consumers), count, advisors, seed=5)
+    extra: dict[str, float] = {}
+    meters: dict[str, Measured] = {}
+    async with ProgressProbe(stack.owner_dsn, stack.var / "mail", expected=loaded) as probe:
+        probe.begin()
+        started = time.perf_counter()
+        progress = await probe.read(per_appointment=False)
+        for name, counter in consumers.items():
+            # Notifications can mail only the appointments whose meeting is ready.
+            waiting = progress.meetings if name == "notifications" else len(loaded)
+            stack.stack.restart(name)
+            async with PhaseMeter(watched_of(), stack.owner_dsn, [probe.backend_pid]) as meter:
+                samples = await _drain(probe, counter, waiting, budget_s)
+            assert meter.measured is not None
+            meters[name] = meter.measured
+            progress = await probe.read(per_appointment=False)
+            drained = getattr(progress, counter)
+            extra[f"{name}_per_s"] = _drain_rate(samples)
+            extra[f"{name}_cpu_ms_per_event"] = (
+                round(1000 * meter.measured.cpu_s.get(name, 0.0) / drained, 2) if drained else 0.0
+            )
+            extra[f"{name}_rss_peak_mb"] = round(meter.measured.rss_peak.get(name, 0) / 2**20, 1)
+        seconds = time.perf_counter() - started
+        last = await probe.read()
+    return PhaseResult(
+        name="catch-up",
+        offered=len(loaded),
+        done=last.done,
+        seconds=round(seconds, 2),
+        progress=last,
+        measured=meters["notifications"],
+        duplicates=duplicates(stack.var / "mail"),
+        extra=extra,
+    )
+
+
+async def _drain(
+    probe: ProgressProbe, counter: str, waiting: int, budget_s: float
+) -> list[tuple[float, int]]:
+    """Samples (seconds, count) of one service's progress until it did all `waiting`, or the
+    budget ended (totals only, twice a second)."""
+    samples: list[tuple[float, int]] = []
+    started = time.perf_counter()
+    while time.perf_counter() < started + budget_s:
+        progress = await probe.read(per_appointment=False)
+        samples.append((time.perf_counter() - started, getattr(progress, counter)))
+        if samples[-1][1] >= waiting:
+            break
+        await asyncio.sleep(0.5)  # polling the tables, with a deadline
+    return samples
 
 
 def _drain_rate(counts: list[tuple[float, int]]) -> float:

@@ -105,7 +105,8 @@ def _phase_lines(figures: dict[str, Any]) -> list[str]:
         )
     lines.append(
         "  done: each appointment on its own has its meeting, its confirmation email, its "
-        "`confirmed` status and its two ledger records (backlog: no status, booking is bypassed)"
+        "`confirmed` status and its two ledger records (backlog, catch-up: no status, booking is "
+        "bypassed)"
     )
     lines.append(
         "  others: the machine's CPU used outside the bench's processes during the phase "
@@ -171,7 +172,7 @@ def table(figures: dict[str, Any]) -> str:
         phase = figures["phases"].get(name)
         if phase and phase["cpu_ms_per_appointment"]:
             lines += ["", *_cpu_lines(name, phase)]
-    for name in ("throughput", "backlog", "scale-out"):
+    for name in ("throughput", "backlog", "catch-up", "scale-out"):
         phase = figures["phases"].get(name)
         if phase and phase["rss_peak_mb"]:
             peaks = ", ".join(f"{k} {v:.0f}" for k, v in phase["rss_peak_mb"].items()

@@ -50,6 +50,10 @@ TARGETS = {
     "backlog_meetings": Target("backlog drain: meetings", "/s", 300, 1000, True),
     "backlog_notifications": Target("backlog drain: notifications", "/s", 300, 1000, True),
     "backlog_consent": Target("backlog drain: consent", "/s", 300, 1000, True),
+    # The same drains, each service catching up alone (the `catch-up` phase), the others idle.
+    "alone_meetings": Target("backlog drain, alone: meetings", "/s", 300, 1000, True),
+    "alone_notifications": Target("backlog drain, alone: notifications", "/s", 300, 1000, True),
+    "alone_consent": Target("backlog drain, alone: consent", "/s", 300, 1000, True),
     "booking_p99": Target("booking API p99 at 50/s with Graph +100 ms", "ms", 25, 10, False),
     "email_p99": Target("accepted → email in the sink, p99, same load", "ms", 1500, 500, False),
     "rss": Target("largest RSS of a service", "MB", 200, 150, False),
@@ -66,6 +70,7 @@ def values(figures: dict[str, Any]) -> dict[str, float | None]:
     through = _phase(figures, "throughput")
     latency = _phase(figures, "latency")
     backlog = _phase(figures, "backlog")
+    alone = _phase(figures, "catch-up")
     own = (through.get("cpu_ms_per_appointment_by_group") or {}).get(OWN)
     rss = [
         mb
@@ -79,6 +84,9 @@ def values(figures: dict[str, Any]) -> dict[str, float | None]:
         "backlog_meetings": backlog.get("meetings_per_s"),
         "backlog_notifications": backlog.get("notifications_per_s"),
         "backlog_consent": backlog.get("consent_per_s"),
+        "alone_meetings": alone.get("meetings_per_s"),
+        "alone_notifications": alone.get("notifications_per_s"),
+        "alone_consent": alone.get("consent_per_s"),
         "booking_p99": latency.get("booking_api_p99_ms"),
         "email_p99": latency.get("accepted_to_email_p99_ms"),
         "rss": max(rss) if rss else None,
