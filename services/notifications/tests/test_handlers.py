@@ -577,3 +577,32 @@ async def test_a_batch_that_fails_after_the_relay_took_its_emails_sends_none_aga
         assert mailbox.keys(appointment.appointment_id) == ["r1.confirmation"]
         assert len(await _dispatches(deps, appointment.appointment_id)) == 1
     assert len(mailbox.messages()) == 5 and len(publisher.published) == 5
+
+
+async def test_a_batch_composes_its_emails_only_as_fast_as_the_relay_takes_them(
+    deps, make, mailbox
+) -> None:
+    """Thirty confirmations in one batch, a relay slow to answer: at most twice as many emails
+    as the mailer's connections are composed and waiting at once (a batch of hundreds is not
+    held in memory), and every one goes out."""
+    appointments = [make.appointment() for _ in range(30)]
+    await on_events(deps, appointments)
+    send, waiting, most = deps.send_mail, 0, 0
+
+    async def slow_relay(mail) -> None:
+        nonlocal waiting, most
+        waiting += 1
+        most = max(most, waiting)
+        try:
+            await asyncio.sleep(0.01)
+            await send(mail)
+        finally:
+            waiting -= 1
+
+    await on_events(
+        dataclasses.replace(deps, send_mail=slow_relay),
+        [make.meeting(appointment) for appointment in appointments],
+    )
+    for appointment in appointments:
+        assert mailbox.keys(appointment.appointment_id) == ["r1.confirmation"]
+    assert 1 < most <= 2 * deps.settings.smtp_max_connections

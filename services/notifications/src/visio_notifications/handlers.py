@@ -197,9 +197,17 @@ async def settle_many(
             state = await store.load_state(conn, appointment_id)
         states[appointment_id] = state
     settling = [_Settling(states[appointment_id]) for appointment_id in appointment_ids]
+    # An email is composed when it can soon go out: twice as many as the relay's connections
+    # at once, not a batch's hundreds held in memory while they wait for one.
+    slots = asyncio.Semaphore(2 * deps.settings.smtp_max_connections)
+
+    async def send(appointment_id: uuid.UUID, one: _Settling) -> None:
+        async with slots:
+            await _send_owed(deps, one, now, (causes or {}).get(appointment_id))
+
     outcomes = await asyncio.gather(
         *(
-            _send_owed(deps, one, now, (causes or {}).get(appointment_id))
+            send(appointment_id, one)
             for appointment_id, one in zip(appointment_ids, settling, strict=True)
         ),
         return_exceptions=True,
