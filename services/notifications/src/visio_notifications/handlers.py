@@ -2,7 +2,7 @@
 the meeting), then send whatever email the new state calls for (`decide.owed`).
 
 Two steps, two transactions, both under the per-appointment lock (events come in batches, one
-per appointment: step 1 is one transaction for the whole batch, step 2 one per appointment):
+per appointment: each step is one transaction for the whole batch):
 
 1. the event's effect, its processed-event marker and a "to settle" flag commit together, so
    a redelivered event finds its marker and changes nothing;
@@ -166,6 +166,7 @@ async def settle(
 class _Settling:
     """One appointment being settled: its state as its emails go out, what they were."""
 
+    appointment_id: uuid.UUID
     state: decide.State
     sent: list[tuple[Dispatch, decide.LinkRequest | None]] = field(default_factory=list)
     postponed: tuple[decide.Owed, Transient] | None = None  # the email the relay did not take
@@ -196,22 +197,18 @@ async def settle_many(
         if await _close_unanswerable(conn, state, appointment_id, now):
             state = await store.load_state(conn, appointment_id)
         states[appointment_id] = state
-    settling = [_Settling(states[appointment_id]) for appointment_id in appointment_ids]
+    settling = [
+        _Settling(appointment_id, states[appointment_id]) for appointment_id in appointment_ids
+    ]
     # An email is composed when it can soon go out: twice as many as the relay's connections
     # at once, not a batch's hundreds held in memory while they wait for one.
     slots = asyncio.Semaphore(2 * deps.settings.smtp_max_connections)
 
-    async def send(appointment_id: uuid.UUID, one: _Settling) -> None:
+    async def send(one: _Settling) -> None:
         async with slots:
-            await _send_owed(deps, one, now, (causes or {}).get(appointment_id))
+            await _send_owed(deps, one, now, (causes or {}).get(one.appointment_id))
 
-    outcomes = await asyncio.gather(
-        *(
-            send(appointment_id, one)
-            for appointment_id, one in zip(appointment_ids, settling, strict=True)
-        ),
-        return_exceptions=True,
-    )
+    outcomes = await asyncio.gather(*(send(one) for one in settling), return_exceptions=True)
     for outcome in outcomes:
         if isinstance(outcome, BaseException):  # after every other send has ended
             raise outcome
@@ -221,17 +218,15 @@ async def settle_many(
         for dispatch, request in one.sent:
             if request is not None:
                 await link_requests.close(conn, [request.event_id], dispatch.told.status, now)
-    for appointment_id, one in zip(appointment_ids, settling, strict=True):
+    for one in settling:
         if one.postponed is not None:
-            await _postpone(deps, conn, appointment_id, one.postponed, now)
-    done = [one.state for one in settling if one.postponed is None]
-    await reminders.sync_many(conn, done, deps.settings.reminder_offsets_minutes, now)
-    for state in done:
+            await _postpone(deps, conn, one.appointment_id, one.postponed, now)
+    done = [one for one in settling if one.postponed is None]
+    states_now = [one.state for one in done]
+    await reminders.sync_many(conn, states_now, deps.settings.reminder_offsets_minutes, now)
+    for state in states_now:
         await sms.plan(conn, state, deps.settings, now)
-    await store.settled(
-        conn,
-        [id_ for id_, one in zip(appointment_ids, settling, strict=True) if one.postponed is None],
-    )
+    await store.settled(conn, [one.appointment_id for one in done])
     return recorded
 
 
