@@ -4,7 +4,9 @@ travels from a consumed message to what its handler publishes."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -145,3 +147,37 @@ async def test_the_trace_context_travels_through_a_handler(kafka_bootstrap: str)
     assert seen == [int(trace_id, 16)]
     headers = dict(answer.headers)
     assert headers["traceparent"].decode().split("-")[1] == trace_id
+
+
+async def test_a_service_joins_all_its_groups_at_once(kafka_bootstrap: str) -> None:
+    """A broker holds a new group's first join for a while (tansu 5 s, Kafka 3 s), and a
+    subscriber's start waits for its join: started one after the other, a service with three
+    subscriptions waited three joins before it was ready. Their starts must overlap."""
+    settings = ServiceSettings(
+        kafka_bootstrap_servers=kafka_bootstrap, topic_prefix=f"svc-{uuid.uuid4().hex[:8]}"
+    )
+    rt = build_runtime("notifications", settings)
+
+    @rt.consumer.on(MeetingFailed)
+    async def ignore(_: MeetingFailed) -> None:
+        return None
+
+    topics = [rt.topics.appointments, rt.topics.meetings, rt.topics.consents]
+    rt.consumer.subscribe(*topics, separately=True)
+    spans: dict[str, list[float]] = {}
+    loop = asyncio.get_running_loop()
+    for subscriber in rt.broker.subscribers:
+        start = subscriber.start
+
+        async def timed(name: str = subscriber.group_id, start: Any = start) -> None:
+            spans[name] = [loop.time()]
+            await start()
+            spans[name].append(loop.time())
+
+        subscriber.start = timed  # type: ignore[method-assign]
+    async with running(rt):
+        assert len(spans) == 3, "one client, in a group of its own, per topic"
+        assert all(subscriber.consumer.assignment() for subscriber in rt.broker.subscribers)
+        entered = max(span[0] for span in spans.values())
+        first_ready = min(span[1] for span in spans.values())
+        assert entered < first_ready, f"a join waited for another: {spans}"

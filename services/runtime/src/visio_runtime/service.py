@@ -32,7 +32,7 @@ from visio_runtime.consumer import EventConsumer
 from visio_runtime.db import create_pool
 from visio_runtime.headers import SecurityHeaders
 from visio_runtime.http_metrics import HttpMetricsMiddleware
-from visio_runtime.kafka import ensure_topics, make_broker, publish_metrics
+from visio_runtime.kafka import ensure_topics, make_broker, publish_metrics, start_broker
 from visio_runtime.logs import configure_logging as _configure_logging
 from visio_runtime.metrics import CONTENT_TYPE, HttpMetrics, Metrics
 from visio_runtime.periodic import PeriodicMetrics, Round, every
@@ -148,7 +148,7 @@ def create_service_app(runtime: Runtime, title: str, **fastapi_kwargs: Any) -> F
         )
         try:
             await ensure_topics(settings, runtime.topics.all() + runtime.extra_topics)
-            await runtime.broker.start()
+            await start_broker(runtime.broker)
             for hook in runtime.on_start:
                 await hook(runtime)
             runtime.ready = True

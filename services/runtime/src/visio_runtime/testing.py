@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from aiokafka import ConsumerRecord
 from visio_shared import AppointmentEvent, Headers
 
-from visio_runtime.kafka import ensure_topics
+from visio_runtime.kafka import ensure_topics, start_broker
 from visio_runtime.service import Runtime, build_runtime
 from visio_runtime.settings import ServiceSettings
 
@@ -68,7 +68,7 @@ class RecordingPublisher:
 async def running(runtime: Runtime, within: float = 60.0) -> AsyncIterator[Runtime]:
     """The runtime's topics created and its broker started, once its consumer is assigned."""
     await ensure_topics(runtime.settings, runtime.topics.all())
-    await runtime.broker.start()
+    await start_broker(runtime.broker)
     try:
         await wait_until(
             lambda: runtime.consumer.state()["state"] != "waiting", within, "an assignment"
