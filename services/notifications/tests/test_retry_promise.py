@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from visio_notifications import handlers
 from visio_notifications.handlers import on_appointment_requested, on_meeting_event
 from visio_notifications.poller import poll_once
 from visio_shared import NotificationSent
@@ -43,3 +44,27 @@ async def test_a_confirmation_deferred_eight_times_in_a_row_still_arrives_within
     assert sink.handler.deferred == 5 and sink.handler.dropped == 3
     [sent] = publisher.events(appointment.appointment_id)
     assert isinstance(sent, NotificationSent)
+
+
+async def test_the_poller_leaves_a_handled_event_to_its_handler_and_finishes_one_left_undone(
+    deps, make, mailbox, clock, monkeypatch
+) -> None:
+    """Step 1 of a batch commits that its appointments may owe an email, step 2 sends it. The
+    poller, running beside them, took such an appointment between the two (under load, one in
+    a CI run): the email left in the poller's trace, not the booking's, and the handler found
+    nothing to do. It now waits out `settle_handover_s`; a handler that stopped between its
+    steps still has its email sent by the poller after that."""
+    appointment = make.appointment()
+    await on_appointment_requested(deps, appointment)
+
+    async def stopped_after_step_1(*_: object) -> None:
+        return None
+
+    monkeypatch.setattr(handlers, "_settle_together", stopped_after_step_1)
+    await on_meeting_event(deps, make.meeting(appointment))
+
+    assert (await poll_once(deps))["settled"] == 0
+    assert mailbox.messages(appointment.appointment_id) == []
+    clock.advance(seconds=deps.settings.settle_handover_s)
+    assert (await poll_once(deps))["settled"] == 1
+    assert mailbox.keys(appointment.appointment_id) == ["r1.confirmation"]

@@ -29,7 +29,7 @@ import typing
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -121,10 +121,11 @@ async def on_events(deps: NotificationsDeps, events: Sequence[AppointmentEvent])
                 await APPLY[type(event)](conn, event)
         # A booking's first event, before its meeting: nothing to send, nothing to plan.
         quiet = await store.nothing_to_tell(conn, [event.appointment_id for event in requests])
+        # Step 2 settles them at once; the poller only after the handover, if it did not.
         await store.request_settlements(
             conn,
             [(e.appointment_id, e.event_id) for e in new if e.appointment_id not in quiet],
-            deps.clock(),
+            deps.clock() + timedelta(seconds=deps.settings.settle_handover_s),
         )
     for event in events:
         if event.appointment_id in erased:

@@ -126,6 +126,14 @@ class NotificationsSettings(ServiceSettings, LinkSettings, CafSettings):
     # is a few indexed queries, and a retry waits at most this much past its time).
     reminder_offsets_minutes: list[int] = Field(default_factory=lambda: [48 * 60, 60])
     poll_interval_s: float = Field(default=10.0, gt=0)
+    settle_handover_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="How long the poller leaves an appointment whose event is being handled "
+        "to that handler before settling it itself (a handler that stopped between its two "
+        "transactions; the event's redelivery usually finishes it first): the poller never "
+        "takes an email its handler is about to send, in a trace of its own.",
+    )
 
     # Text messages (docs/sms.md). `sms_provider`: "brevo" (its API, or the emulator in the
     # local stack) or "none" (no text is planned). The sender is what the phone shows.

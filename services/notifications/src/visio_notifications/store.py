@@ -251,16 +251,17 @@ async def nothing_to_tell(
 
 
 async def request_settlements(
-    conn: asyncpg.Connection, causes: Sequence[tuple[uuid.UUID, uuid.UUID]], now: datetime
+    conn: asyncpg.Connection, causes: Sequence[tuple[uuid.UUID, uuid.UUID]], after: datetime
 ) -> None:
-    """Mark these appointments as possibly owing an email, now, each with the event that
-    caused it (one per appointment, one statement). Committed with the events that changed
-    their state, so a crash before the email leaves the poller something to finish."""
+    """Mark these appointments as possibly owing an email, each with the event that caused it
+    (one per appointment, one statement), for the poller from `after`. Committed with the
+    events that changed their state, so a crash before the email leaves the poller something
+    to finish."""
     await conn.execute(
         "UPDATE appointments a SET settle_after = $1, settle_cause = c.cause "
         "FROM unnest($2::uuid[], $3::uuid[]) AS c(appointment_id, cause) "
         "WHERE a.appointment_id = c.appointment_id",
-        now,
+        after,
         [appointment_id for appointment_id, _ in causes],
         [cause for _, cause in causes],
     )
