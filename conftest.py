@@ -58,3 +58,10 @@ async def fresh_database(postgres_url: str) -> AsyncIterator[str]:
         yield url
     finally:
         await drop_database(postgres_url, url)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The files marked `long` first, each in its place otherwise: a worker takes a file at a
+    time in this order (`--no-loadscope-reorder`), so the longest start first and the short
+    ones fill in around them, rather than a proof starting last and running alone."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)

@@ -8,6 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.long  # whole stacks: handed out first (conftest.py)
+
 
 def test_the_bench_command_reports_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"

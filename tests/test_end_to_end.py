@@ -48,6 +48,8 @@ from visio_testing import create_database, drop_database
 
 from .self_service_support import wait_for
 
+pytestmark = pytest.mark.long  # whole stacks: handed out first (conftest.py)
+
 REMINDER_OFFSETS = [2, 1]  # minutes before the start
 
 

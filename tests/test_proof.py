@@ -19,6 +19,8 @@ from visio_deploy.proof.stack import SERVICES_TO_KILL
 
 from .proof_support import assert_passed, timed
 
+pytestmark = pytest.mark.long  # whole stacks: handed out first (conftest.py)
+
 
 @pytest.mark.timeout(1200)  # 3-5 min alone, longer beside other workers: it waits out kills
 def test_chaos_story_under_every_fault_ends_as_planned_appointment_by_appointment(

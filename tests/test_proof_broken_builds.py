@@ -15,6 +15,8 @@ from visio_deploy.proof.chaos import ChaosOptions, run_chaos
 
 from .proof_support import NO_FAULTS, broken, timed
 
+pytestmark = pytest.mark.long  # whole stacks: handed out first (conftest.py)
+
 
 def test_a_meetings_service_refusing_every_appointment_fails_the_chaos_proof(
     tmp_path: Path,

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from visio_deploy.proof.access import run_access
 from visio_deploy.proof.inputs import run_inputs
 from visio_deploy.proof.stack import proof_stack
 from visio_deploy.proof.tamper import run_tamper
 
 from .proof_support import assert_passed, timed
+
+pytestmark = pytest.mark.long  # whole stacks: handed out first (conftest.py)
 
 
 def test_hostile_inputs_and_wrong_callers_on_one_stack() -> None:

@@ -21,6 +21,8 @@ from visio_deploy.proof.stack import server_url
 
 from .proof_support import NO_FAULTS
 
+pytestmark = pytest.mark.long  # whole stacks: handed out first (conftest.py)
+
 
 def test_a_relay_that_never_takes_a_confirmation_times_out_alerts_and_keeps_evidence(
     tmp_path: Path,

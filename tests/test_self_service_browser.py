@@ -45,6 +45,8 @@ from .self_service_support import (
     wait_for,
 )
 
+pytestmark = pytest.mark.long  # whole stacks: handed out first (conftest.py)
+
 ZONE = "Indian/Reunion"
 ADVISOR = {"id": "6f1c2a4e-8b1d-4c55-9a51-2f9e6f0c1d11", "display_name": "Claire Martin"}
 SUBJECT = "Prime d'activité"

@@ -26,6 +26,8 @@ from visio_deploy.proof.stack import ProofStack, proof_stack
 from .self_service_support import wait_for
 from .test_end_to_end import booking_body
 
+pytestmark = pytest.mark.long  # whole stacks: handed out first (conftest.py)
+
 SERVICES = ("booking", "meetings", "notifications", "consent")
 
 

@@ -22,6 +22,8 @@ from visio_runtime.settings import ServiceSettings
 from visio_runtime.testing import running
 from visio_shared import AppointmentRequested, Topics
 
+pytestmark = pytest.mark.long  # whole stacks: handed out first (conftest.py)
+
 
 def settings_for(kafka_bootstrap: str) -> ServiceSettings:
     return ServiceSettings(

@@ -24,6 +24,8 @@ from visio_shared import AppointmentEvent, Headers, MeetingFailed
 
 from .test_consumer import committed, failed, read_dead_letters, settings_for
 
+pytestmark = pytest.mark.long  # whole stacks: handed out first (conftest.py)
+
 TABLES = """
 CREATE TABLE processed_events (event_id uuid PRIMARY KEY, event_type text NOT NULL);
 CREATE TABLE effects (event_id uuid PRIMARY KEY, appointment_id uuid NOT NULL, reason text);

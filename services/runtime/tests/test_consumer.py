@@ -31,6 +31,8 @@ from visio_shared import (
     MeetingFailed,
 )
 
+pytestmark = pytest.mark.long  # whole stacks: handed out first (conftest.py)
+
 
 def settings_for(kafka_bootstrap: str, **overrides: Any) -> ServiceSettings:
     return ServiceSettings(
