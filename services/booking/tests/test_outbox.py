@@ -17,26 +17,72 @@ from visio_booking.store import SCHEMA
 from visio_fakes.processes import free_port, stop
 from visio_fakes.tansu import start_tansu
 from visio_runtime.db import migrate, role_dsn
-from visio_runtime.kafka import ensure_topics
 from visio_shared import MeetingFailed
+
+
+class Gate:
+    """A TCP forwarder in front of the broker: closed, the broker is unreachable (connections
+    reset, new ones refused), as during a Kafka outage; open again, the broker is back with its
+    topics, as Kafka keeps them over a restart. (Restarting tansu instead brought back an empty
+    broker, and a relay that reached it before the test had created the topics again had its
+    records taken into a topic nobody could read: the test then waited for ever.)"""
+
+    def __init__(self, port: int, target_port: int) -> None:
+        self.port, self.target_port = port, target_port
+        self.server: asyncio.Server | None = None
+        self.live: set[asyncio.StreamWriter] = set()
+
+    async def open(self) -> None:
+        self.server = await asyncio.start_server(self._forward, "127.0.0.1", self.port)
+
+    async def close(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in list(self.live):
+            writer.transport.abort()
+        self.server = None
+
+    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.transport.abort()
+            return
+        self.live |= {writer, up_writer}
+        try:
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        finally:
+            self.live -= {writer, up_writer}
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except OSError:
+        pass
+    finally:
+        writer.transport.abort()
 
 
 async def test_what_is_accepted_while_the_broker_is_down_is_published_in_order_once_it_is_back(
     postgres_url: str, wait_for: Any, start_booking: Any
 ) -> None:
-    port = free_port()
-    broker = start_tansu("127.0.0.1", port)
+    gate = Gate(free_port(), free_port())
+    broker = start_tansu("127.0.0.1", gate.target_port, advertised_port=gate.port)
     try:
+        await gate.open()
         # A short publish timeout shows the outage at once; a copy the producer still held
         # may then be sent twice (at-least-once: consumers skip an event_id seen before).
         booking, close = await start_booking(
-            postgres_url, f"127.0.0.1:{port}", outbox_publish_timeout_s=2
+            postgres_url, f"127.0.0.1:{gate.port}", outbox_publish_timeout_s=2
         )
     except BaseException:
         stop(broker)
         raise
     try:
-        stop(broker)  # Kafka goes away; booking keeps accepting.
+        await gate.close()  # Kafka goes away; booking keeps accepting.
         client, auth = booking.client, booking.auth()
         appointment_id = await booking.book()
         url = f"/v1/appointments/{appointment_id}"
@@ -53,9 +99,7 @@ async def test_what_is_accepted_while_the_broker_is_down_is_published_in_order_o
         assert booking.runtime.metrics.value("outbox_backlog") == 3
         assert booking.runtime.metrics.value("outbox_oldest_age_seconds") > 0
 
-        # A new, empty broker on the same address (tansu keeps nothing): topics again.
-        broker = start_tansu("127.0.0.1", port)
-        await ensure_topics(booking.runtime.settings, booking.runtime.topics.all())
+        await gate.open()  # Kafka is back, its topics with it.
         key = appointment_id.encode()
         records = await booking.records(
             booking.runtime.topics.appointments,
@@ -82,6 +126,8 @@ async def test_what_is_accepted_while_the_broker_is_down_is_published_in_order_o
         await wait_for(backlog_cleared, 30, "the backlog gauge to fall back to 0")
     finally:
         await close()
+        if gate.server is not None:
+            await gate.close()
         stop(broker)
 
 
