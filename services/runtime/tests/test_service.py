@@ -9,10 +9,12 @@ import uuid
 from typing import Any
 
 import httpx
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from opentelemetry import trace
 from prometheus_client.parser import text_string_to_metric_families
-from visio_runtime.service import build_runtime, create_service_app
+from visio_runtime.kafka import ensure_topics, start_broker
+from visio_runtime.service import Runtime, build_runtime, create_service_app
 from visio_runtime.settings import ServiceSettings
 from visio_runtime.testing import collecting, running, wait_until
 from visio_shared import Headers, MeetingFailed, NotificationFailed, publish_event
@@ -149,10 +151,9 @@ async def test_the_trace_context_travels_through_a_handler(kafka_bootstrap: str)
     assert headers["traceparent"].decode().split("-")[1] == trace_id
 
 
-async def test_a_service_joins_all_its_groups_at_once(kafka_bootstrap: str) -> None:
-    """A broker holds a new group's first join for a while (tansu 5 s, Kafka 3 s), and a
-    subscriber's start waits for its join: started one after the other, a service with three
-    subscriptions waited three joins before it was ready. Their starts must overlap."""
+def three_clients(kafka_bootstrap: str) -> Runtime:
+    """A runtime reading three topics, each with a client in a group of its own (as
+    notifications does)."""
     settings = ServiceSettings(
         kafka_bootstrap_servers=kafka_bootstrap, topic_prefix=f"svc-{uuid.uuid4().hex[:8]}"
     )
@@ -164,6 +165,14 @@ async def test_a_service_joins_all_its_groups_at_once(kafka_bootstrap: str) -> N
 
     topics = [rt.topics.appointments, rt.topics.meetings, rt.topics.consents]
     rt.consumer.subscribe(*topics, separately=True)
+    return rt
+
+
+async def test_a_service_joins_all_its_groups_at_once(kafka_bootstrap: str) -> None:
+    """A broker holds a new group's first join for a while (tansu 5 s, Kafka 3 s), and a
+    subscriber's start waits for its join: started one after the other, a service with three
+    subscriptions waited three joins before it was ready. Their starts must overlap."""
+    rt = three_clients(kafka_bootstrap)
     spans: dict[str, list[float]] = {}
     loop = asyncio.get_running_loop()
     for subscriber in rt.broker.subscribers:
@@ -181,3 +190,33 @@ async def test_a_service_joins_all_its_groups_at_once(kafka_bootstrap: str) -> N
         entered = max(span[0] for span in spans.values())
         first_ready = min(span[1] for span in spans.values())
         assert entered < first_ready, f"a join waited for another: {spans}"
+
+
+async def test_a_subscriber_that_fails_to_start_fails_the_start_once_the_others_are_up(
+    kafka_bootstrap: str,
+) -> None:
+    rt = three_clients(kafka_bootstrap)
+    topics = [rt.topics.appointments, rt.topics.meetings, rt.topics.consents]
+    await ensure_topics(rt.settings, topics)
+    broken, *others = rt.broker.subscribers
+    started: list[str] = []
+
+    async def refuse() -> None:
+        raise RuntimeError("this one cannot start")
+
+    broken.start = refuse  # type: ignore[method-assign]
+    for subscriber in others:
+
+        async def noted(start: Any = subscriber.start, name: str = subscriber.group_id) -> None:
+            await start()
+            started.append(name)
+
+        subscriber.start = noted  # type: ignore[method-assign]
+    try:
+        with pytest.raises(RuntimeError, match="cannot start"):
+            await start_broker(rt.broker)
+        # The others joined their groups before the failure came out: nothing is left
+        # starting while the caller stops the broker.
+        assert sorted(started) == sorted(subscriber.group_id for subscriber in others)
+    finally:
+        await rt.broker.stop()
