@@ -71,3 +71,34 @@ def test_the_bench_command_reports_every_figure(tmp_path: Path) -> None:
     assert compared.returncode == 0, compared.stderr
     own = next(line for line in compared.stdout.splitlines() if "per appt.: own" in line)
     assert "×1.00" in own
+
+
+def test_the_backlog_and_catch_up_phases_drain_every_service_and_report_each(
+    tmp_path: Path,
+) -> None:
+    """The two phases issue 20's drain targets are read from, at smoke size: every queued
+    appointment drained by meetings, notifications and consent (at once, then each alone),
+    nothing sent twice, and each service's rate, CPU per event and memory reported."""
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "visio_deploy", "bench", "--smoke", "--only", "backlog",
+         "catch-up", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    services = ("meetings", "notifications", "consent")
+    for name in ("backlog", "catch-up"):
+        phase = figures["phases"][name]
+        assert phase["done"] == phase["offered"] > 0, name
+        assert phase["duplicates"] == 0 and phase["refused"] == {}, name
+        assert all(phase[f"{service}_per_s"] > 0 for service in services), name
+    backlog, alone = figures["phases"]["backlog"], figures["phases"]["catch-up"]
+    assert backlog["drain_per_s"] == min(backlog[f"{service}_per_s"] for service in services)
+    for service in services:
+        assert alone[f"{service}_cpu_ms_per_event"] > 0 and alone[f"{service}_rss_peak_mb"] > 0
+        assert figures["targets"][f"backlog_{service}"]["now"] == backlog[f"{service}_per_s"]
+        assert figures["targets"][f"alone_{service}"]["now"] == alone[f"{service}_per_s"]
