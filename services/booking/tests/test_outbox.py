@@ -79,6 +79,8 @@ async def test_what_is_accepted_while_the_broker_is_down_is_published_in_order_o
             postgres_url, f"127.0.0.1:{gate.port}", outbox_publish_timeout_s=2
         )
     except BaseException:
+        if gate.server is not None:
+            await gate.close()
         stop(broker)
         raise
     try:

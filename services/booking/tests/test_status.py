@@ -317,10 +317,9 @@ async def test_a_status_or_link_change_rewrites_the_row_in_place(booking: Any) -
     assert moved == set(appointments)
     assert after["updated"] - before["updated"] == len(appointments)  # link and status at once
     # In place needs room on the row's page, which its neighbours share: the dead versions
-    # earlier tests left there are pruned only once no snapshot of the database still sees
-    # them (a snapshot open elsewhere in the database keeps them), and in a loaded CI run 2 of 12
-    # found no room.
-    # An update that touches an indexed column is never in place: 0 of 12.
+    # earlier tests left there are pruned only once no snapshot open in the database still
+    # sees them, and in a loaded CI run 2 of 12 found no room. An update that touches an
+    # indexed column is never in place: 0 of 12.
     assert after["hot"] - before["hot"] >= 3 * len(appointments) // 4
     view = await booking.view(str(appointments[0]))
     assert (view["status"], view["join_url"]) == ("meeting_ready", URL + "hot-0")
