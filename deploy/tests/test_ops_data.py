@@ -18,7 +18,7 @@ from visio_deploy.migrate import migrate_all
 from visio_deploy.ops import appointments
 from visio_deploy.ops.purge import check_topic_retention, purge_mail, purge_tables
 from visio_deploy.ops.settings import OpsSettings
-from visio_deploy.ops.whereabouts import NOWHERE
+from visio_deploy.ops.whereabouts import NOWHERE, _notifications
 from visio_runtime.db import migrate
 from visio_runtime.kafka import ensure_topics
 from visio_shared import Topics
@@ -314,3 +314,15 @@ async def test_failed_appointments_with_why(db: str) -> None:
     [broken] = await appointments.failed(db)
     assert broken.appointment_id == str(failed)
     assert broken.why == "graph_forbidden"
+
+
+def test_an_email_being_settled_is_due_with_its_handler_on_it_until_the_poller_takes_over() -> None:
+    """A handled event asks for its email for the poller only after the handover: until then
+    the handler is on it, and after, it is due for the poller."""
+    row = {"meeting_revision": 1, "revision": 1, "settle_attempts": 0, "settle_error": None}
+    handed = {**row, "settle_after": NOW + timedelta(seconds=20)}
+    [said] = _notifications(handed, False, None, NOW)  # type: ignore[arg-type]
+    assert said == "notifications: email due, its handler on it (the poller takes over in 20 s)"
+    overdue = {**row, "settle_after": NOW - timedelta(seconds=5)}
+    [said] = _notifications(overdue, False, None, NOW)  # type: ignore[arg-type]
+    assert said.startswith("notifications: email due since ")

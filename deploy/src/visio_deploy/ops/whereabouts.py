@@ -142,6 +142,13 @@ def _notifications(
                 f"({_relative(until, now)}), after {row['settle_attempts']} failed "
                 f"attempt(s); last: {row['settle_error'] or '?'}"
             )
+        elif until > now:
+            # The event's handler is settling it; the poller takes over after its handover
+            # (NOTIFICATIONS_SETTLE_HANDOVER_S) if the handler stopped half-way.
+            said.append(
+                "notifications: email due, its handler on it (the poller takes over "
+                f"{_relative(until, now)})"
+            )
         else:
             said.append(f"notifications: email due since {until:%Y-%m-%d %H:%M:%S %Z}")
     if dispatch is not None:
