@@ -110,11 +110,11 @@ async def start_broker(broker: KafkaBroker) -> None:
     FastStream starts a broker's subscribers one after the other. aiokafka's start of a group
     consumer waits for the group's first assignment, and a broker holds a new group's first
     join for a while (Kafka's `group.initial.rebalance.delay.ms`, 3 s by default; tansu 5 s).
-    A service with five subscriptions (booking) was then ready after five joins, 25 s on
-    tansu, and a restarted notifications after three. Each subscription is a client of its
-    own, in a group of its own, so they join side by side: ready after one join. One that
-    fails to start fails the start, once the others' starts are over (none left half-way for
-    the caller's stop)."""
+    A service with five subscriptions (booking with two partners' request topics) was then
+    ready after five joins, 25 s on tansu, and a restarted notifications after two. Each
+    subscription is a client of its own, in a group of its own, so they join side by side:
+    ready after one join. One that fails to start fails the start, once the others' starts
+    are over (none left half-way for the caller's stop)."""
     await broker.connect()
     starts = [subscriber.start() for subscriber in broker.subscribers]
     for outcome in await asyncio.gather(*starts, return_exceptions=True):
