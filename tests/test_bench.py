@@ -7,24 +7,31 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 pytestmark = pytest.mark.long  # whole stacks: handed out first (conftest.py)
 
 
-def test_the_bench_command_reports_every_figure(tmp_path: Path) -> None:
+def smoke(tmp_path: Path, *phases: str) -> tuple[subprocess.CompletedProcess[str], Any]:
+    """`visio-rdv bench --smoke --only PHASES`, which must succeed: what it printed, and its
+    figures."""
     out = tmp_path / "bench.json"
     done = subprocess.run(
-        [sys.executable, "-m", "visio_deploy", "bench", "--smoke", "--only", "throughput",
-         "latency", "--json", str(out)],
+        [sys.executable, "-m", "visio_deploy", "bench", "--smoke", "--only", *phases,
+         "--json", str(out)],
         capture_output=True,
         text=True,
         timeout=280,
         check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    figures = json.loads(out.read_text())
+    return done, json.loads(out.read_text())
+
+
+def test_the_bench_command_reports_every_figure(tmp_path: Path) -> None:
+    done, figures = smoke(tmp_path, "throughput", "latency")
     assert figures["baseline"]["produce_per_s"] > 0 and figures["baseline"]["consume_per_s"] > 0
     through = figures["phases"]["throughput"]
     # Every smoke appointment fully done, each on its own (meeting, email, confirmed, both
@@ -61,6 +68,7 @@ def test_the_bench_command_reports_every_figure(tmp_path: Path) -> None:
     assert "baseline (raw aiokafka" in done.stdout
 
     # The run compared with itself: every ratio is 1.
+    out = tmp_path / "bench.json"  # where `smoke` had it write its figures
     compared = subprocess.run(
         [sys.executable, "-m", "visio_deploy", "bench", "--compare", str(out), str(out)],
         capture_output=True,
@@ -79,17 +87,7 @@ def test_the_backlog_and_catch_up_phases_drain_every_service_and_report_each(
     """The two phases issue 20's drain targets are read from, at smoke size: every queued
     appointment drained by meetings, notifications and consent (at once, then each alone),
     nothing sent twice, and each service's rate, CPU per event and memory reported."""
-    out = tmp_path / "bench.json"
-    done = subprocess.run(
-        [sys.executable, "-m", "visio_deploy", "bench", "--smoke", "--only", "backlog",
-         "catch-up", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=280,
-        check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    figures = json.loads(out.read_text())
+    _, figures = smoke(tmp_path, "backlog", "catch-up")
     services = ("meetings", "notifications", "consent")
     for name in ("backlog", "catch-up"):
         phase = figures["phases"][name]
