@@ -94,3 +94,29 @@ def test_the_processes_are_those_running_after_the_warm_up(
 
     [encoder] = asyncio.run(restarted_during_the_warm_up())
     assert encoder.error is None and encoder.samples > 0
+
+
+def test_the_warm_up_counts_from_the_start_of_the_measure(
+    busy: subprocess.Popen[str], tmp_path: Path
+) -> None:
+    """A backlog phase writes its requests, the services stopped, for longer than the warm-up:
+    the processes are read once the phase has started measuring and the warm-up has passed."""
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    current = {"encoder": ended.pid}
+
+    async def restarted_long_after_the_call() -> list[profile.Profile]:
+        measuring = asyncio.Event()
+        recording = asyncio.create_task(
+            profile.record(
+                lambda: dict(current), tmp_path, seconds=1, warm_up_s=0.2, rate=200,
+                measuring=measuring,
+            )
+        )  # fmt: skip
+        await asyncio.sleep(0.6)  # the phase is still loading its backlog, services stopped
+        current["encoder"] = busy.pid  # the services start, under new pids
+        measuring.set()
+        return await recording
+
+    [encoder] = asyncio.run(restarted_long_after_the_call())
+    assert encoder.error is None and encoder.samples > 0

@@ -235,18 +235,24 @@ async def _phase(stack: ProofStack, phase: str, args: argparse.Namespace) -> ph.
     def pids() -> dict[str, int]:
         return {name: p.pid for name, p in stack.stack.processes}
 
+    measuring = asyncio.Event()
     recording = asyncio.create_task(
-        profile.record(pids, args.profile / phase, args.profile_seconds)
+        profile.record(pids, args.profile / phase, args.profile_seconds, measuring=measuring)
     )
-    result = await _measure(stack, phase, args)
+    result = await _measure(stack, phase, args, measuring)
     profiles = await recording
     say(f"bench: {phase}: where the CPU goes (py-spy, raw stacks in {args.profile / phase})")
     print(profile.table(profiles))
     return result
 
 
-async def _measure(stack: ProofStack, phase: str, args: argparse.Namespace) -> ph.PhaseResult:
+async def _measure(
+    stack: ProofStack, phase: str, args: argparse.Namespace, measuring: asyncio.Event | None = None
+) -> ph.PhaseResult:
     def watched() -> list[Watched]:
+        # Asked as the phase starts its meter: a profile's warm-up counts from here.
+        if measuring is not None:
+            measuring.set()
         # Those running: a service the phase stopped (the catch-up's) has nothing to count.
         running = {name: p.pid for name, p in stack.stack.processes if p.poll() is None}
         return stack_processes(running)

@@ -98,11 +98,15 @@ async def record(
     seconds: float,
     warm_up_s: float = 10.0,
     rate: int = 100,
+    measuring: asyncio.Event | None = None,
 ) -> list[Profile]:
     """Record each process at once (they run together, so their profiles are of the same
-    moment) and read back what each wrote. `processes` is asked after the warm-up: a phase
-    may restart services as it starts (the backlog phase does), and their new pids are the
-    ones to sample."""
+    moment) and read back what each wrote. The warm-up counts from `measuring`, set when the
+    phase starts measuring (a backlog phase first writes its 50,000 requests, services
+    stopped), else from the call; `processes` is asked after it: a phase may restart services
+    as it starts (the backlog phase does), and their new pids are the ones to sample."""
+    if measuring is not None:
+        await measuring.wait()
     await asyncio.sleep(warm_up_s)  # the phase's start is not what is measured
     await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
     spy = py_spy()
