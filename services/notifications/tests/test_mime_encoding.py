@@ -7,15 +7,18 @@ import email.quoprimime
 import uuid
 from datetime import datetime
 from email.headerregistry import Address
+from email.message import EmailMessage
 from email.utils import format_datetime
 
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from visio_notifications.compose import message_id
+from visio_notifications.mail_policy import MAIL_POLICY
 from visio_notifications.mime import (
     address_header,
     body_encode,
+    encode_text,
     header,
     plain_header,
     text_encode,
@@ -62,6 +65,33 @@ def test_text_is_quoted_as_the_email_package_quotes_its_octets(
     assert text_encode(text, maxlinelen, eol) == email.quoprimime.body_encode(
         octets, maxlinelen, eol
     )
+
+
+# Bodies as templates write them: lines of those characters, some short, some long enough to
+# need quoted-printable (or base64, for text that is mostly outside Latin letters), and lines
+# repeated, as the guide's are in every email.
+_FRENCH = st.sampled_from(
+    ["Votre rendez-vous", " ", "  ", "\t", "=", "é", "à ", "«\u00a0", "’", "a" * 30, "x", "."]
+)
+_LINE = st.lists(st.one_of(*[_FRENCH] * 6, _CHARACTERS), max_size=30).map("".join)
+_LONG = "Étape 1 : cliquez sur « Rejoindre la réunion » depuis votre ordinateur, à l’heure dite. "
+_BODY_LINES = st.lists(st.one_of(_LINE, _LINE, st.just(_LONG)))
+
+
+@hypothesis_settings(max_examples=400, deadline=None)
+@given(lines=_BODY_LINES, repeated=st.integers(min_value=1, max_value=3))
+def test_a_body_is_encoded_as_set_content_encodes_it(lines: list[str], repeated: int) -> None:
+    """`encode_text` quotes each line on its own, and once per line it has met before:
+    the whole body, written again and again, is what the `email` package writes of it."""
+    text = "\n".join(lines * repeated) + "\n"
+    message = EmailMessage(policy=MAIL_POLICY)
+    message.set_content(text)
+    expected = message.get_payload().replace("\n", "\r\n")
+    for _ in range(2):  # the second time from the cache of lines
+        cte, body = encode_text(text)
+        assert cte == message["Content-Transfer-Encoding"]
+        if cte in ("quoted-printable", "base64"):
+            assert body == expected.encode("ascii")
 
 
 def test_a_french_letter_line_is_quoted_and_folded_as_the_email_package_does() -> None:
