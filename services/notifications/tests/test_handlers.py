@@ -485,6 +485,23 @@ async def _statements_of(deps, events) -> list[str]:
     return noting.statements
 
 
+async def test_a_batch_of_first_requests_is_one_transaction_and_no_outbox_look_up(
+    deps, make, mailbox, publisher
+) -> None:
+    """A backlog's requests come before their meetings: nothing is owed yet, so their batch is
+    step 1 alone — no settling, no look-up of outcomes to publish — and the meeting that comes
+    next still gets its email and its announcement."""
+    appointments = [make.appointment() for _ in range(20)]
+    statements = await _statements_of(deps, appointments)
+    assert statements.count("BEGIN;") == 1, statements
+    assert not [q for q in statements if "published_at IS NULL" in q], statements
+    for appointment in appointments[:2]:
+        await on_events(deps, [make.meeting(appointment)])
+        mailbox.one(appointment.appointment_id, "confirmation")
+        [sent] = publisher.events(appointment.appointment_id)
+        assert isinstance(sent, NotificationSent)
+
+
 async def test_a_batch_of_meetings_is_settled_in_as_many_statements_as_one(
     deps, make, mailbox
 ) -> None:

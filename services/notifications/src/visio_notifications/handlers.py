@@ -137,11 +137,14 @@ async def on_events(deps: NotificationsDeps, events: Sequence[AppointmentEvent])
                 event.event_id,
                 extra={"correlation_id": str(event.correlation_id)},
             )
-    appointment_ids = [e.appointment_id for e in events if e.appointment_id not in erased]
     # Also on a redelivery: it finishes what an earlier attempt could not.
     settling = [event for event in events if event.appointment_id not in quiet]
     await _settle_together(deps, settling)
-    await publish_outcomes_of(deps, appointment_ids)
+    # A quiet one has no outcome to publish: it had no dispatch under its lock in step 1, and
+    # step 2 left it alone. A batch of first requests (a backlog's) costs no outbox look-up.
+    appointment_ids = [e.appointment_id for e in settling if e.appointment_id not in erased]
+    if appointment_ids:
+        await publish_outcomes_of(deps, appointment_ids)
 
 
 async def _settle_together(deps: NotificationsDeps, events: Sequence[AppointmentEvent]) -> None:
