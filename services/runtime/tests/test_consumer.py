@@ -19,6 +19,7 @@ from pydantic import field_validator
 from visio_runtime.consumer import EventConsumer
 from visio_runtime.errors import Transient
 from visio_runtime.kafka import ensure_topics
+from visio_runtime.metrics import ConsumerMetrics, Metrics
 from visio_runtime.service import Runtime, build_runtime
 from visio_runtime.settings import ServiceSettings
 from visio_runtime.testing import collecting, running, wait_until
@@ -394,3 +395,24 @@ async def test_a_polls_records_come_to_the_lanes_in_one_delivery_in_their_order(
     assert sum(deliveries) == 200
     # At most 16 a poll (the lanes' limit): per record, it would be 200 deliveries.
     assert len(deliveries) <= 40, deliveries
+
+
+def test_a_sources_series_are_looked_up_once_and_counted_where_labels_would() -> None:
+    """The consumer counts each record through `ConsumerMetrics.of`: the very series
+    `labels()` gives, kept per topic and event type, so what it counts is what is scraped."""
+    metrics = Metrics("probe")
+    count = ConsumerMetrics(metrics)
+    source = count.of("visio.appointments", "AppointmentRequested")
+    assert count.of("visio.appointments", "AppointmentRequested") is source
+    assert source.consumed is count.consumed.labels("visio.appointments", "AppointmentRequested")
+    source.consumed.inc()
+    source.handled.inc(2)
+    source.skipped.inc(3)
+    source.latency.observe(0.2)
+    count.of("visio.meetings", "MeetingReady").handled.inc()
+    wanted = {"topic": "visio.appointments", "event_type": "AppointmentRequested"}
+    assert metrics.value("messages_consumed_total", **wanted) == 1
+    assert metrics.value("events_handled_total", **wanted) == 2
+    assert metrics.value("events_skipped_total", **wanted) == 3
+    assert metrics.value("handler_duration_seconds_count", **wanted) == 1
+    assert metrics.value("events_handled_total") == 3

@@ -281,7 +281,7 @@ class EventConsumer:
             if route is not None:
                 label, records = route
                 if failure is None:
-                    self._count.consumed.labels(topic=record.topic, event_type=label).inc()
+                    self._count.of(record.topic, label).consumed.inc()
                 return await self._run(
                     record,
                     headers,
@@ -294,7 +294,7 @@ class EventConsumer:
                 read = routing.read(record, headers, self._handlers, self._batched)
             except Exception as exc:  # whatever the input made the reading raise: poison
                 if failure is None:
-                    self._count.consumed.labels(topic=record.topic, event_type="unknown").inc()
+                    self._count.of(record.topic, "unknown").consumed.inc()
                 letter = DeadLetter(describe(exc), type(exc).__name__, 1, now())
                 await self.dead_letters.write(
                     record, headers, letter, label="unknown", summary=loggable(exc)
@@ -307,7 +307,7 @@ class EventConsumer:
                 ),
             }
             if failure is None:
-                self._count.consumed.labels(**labels).inc()
+                self._count.of(**labels).consumed.inc()
             event = read.event
             if read.batch is not None and event is not None:
                 if self._batcher is None:  # one record at a time: a batch of one
@@ -322,7 +322,7 @@ class EventConsumer:
                 )
                 return outcome
             if read.handler is None or event is None:
-                self._count.skipped.labels(**labels).inc()
+                self._count.of(**labels).skipped.inc()
                 return "skipped"
             handler = read.handler
             with log_context(appointment_id=getattr(event, "appointment_id", None)):
@@ -330,9 +330,9 @@ class EventConsumer:
 
     def _batch_handled(self, items: Sequence[Item], seconds: float) -> None:
         for item in items:
-            self._count.handled.labels(**item.context.labels).inc()
+            self._count.of(**item.context.labels).handled.inc()
         # One observation per batch: the time its handler took for all of them.
-        self._count.latency.labels(**items[0].context.labels).observe(seconds)
+        self._count.of(**items[0].context.labels).latency.observe(seconds)
 
     async def _batch_failed(self, item: Item, exc: Exception) -> str | RetryLater:
         """The one record a batch failed on, alone: it fails as any record does here."""
@@ -365,8 +365,8 @@ class EventConsumer:
         except Exception as exc:  # classified below, never swallowed
             return await self._failing.failed(record, headers, exc, failure, labels, gave_up)
         finally:
-            self._count.latency.labels(**labels).observe(time.perf_counter() - started)
-        self._count.handled.labels(**labels).inc()
+            self._count.of(**labels).latency.observe(time.perf_counter() - started)
+        self._count.of(**labels).handled.inc()
         return "handled"
 
     async def consume(self, _body: Any = None) -> None:
