@@ -139,10 +139,10 @@ def encode_text(text: str) -> tuple[str, bytes]:
 def _quoted_line(line: bytes) -> bytes:
     """One line of a body, quoted and folded (CRLF soft breaks). Quoted-printable works line by
     line, and most lines of an email (the guide, the CGU block, the styles) are the same in
-    thousands of emails, so each is quoted once: a third of the cost of encoding a body. A line
-    of one person's (a name, a date) is pushed out by those of the emails that follow; the
-    cache is in memory only. A property test compares the result with the body quoted whole
-    by the `email` package."""
+    thousands of emails, so each is quoted once: a part then costs a quarter to a sixth of
+    what it did. A line of one person's (a name, a date) is pushed out by those of the emails
+    that follow; the cache is in memory only. A property test compares the result with the
+    body quoted whole by the `email` package."""
     limit = MAIL_POLICY.max_line_length
     assert limit is not None
     return text_encode(line.decode("utf-8"), limit, "\r\n").encode("ascii")

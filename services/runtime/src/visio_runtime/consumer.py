@@ -355,6 +355,7 @@ class EventConsumer:
         labels: dict[str, str],
         gave_up: GaveUp | None = None,
     ) -> str | RetryLater:
+        source = self._count.of(**labels)
         started = time.perf_counter()
         try:
             if self._handler_slots is not None:
@@ -365,8 +366,8 @@ class EventConsumer:
         except Exception as exc:  # classified below, never swallowed
             return await self._failing.failed(record, headers, exc, failure, labels, gave_up)
         finally:
-            self._count.of(**labels).latency.observe(time.perf_counter() - started)
-        self._count.of(**labels).handled.inc()
+            source.latency.observe(time.perf_counter() - started)
+        source.handled.inc()
         return "handled"
 
     async def consume(self, _body: Any = None) -> None:
