@@ -66,14 +66,24 @@ def header(name: str, value: object, *, utf8: bool) -> bytes:
 
 def plain_header(name: str, value: str) -> bytes:
     """A header whose value the policy would write back as it is — ASCII, one short line, no
-    spaces to fold at (Date, Message-ID) — written without parsing it into a header object
-    and folding it again (a third of the cost of the headers); any other value goes through
-    `header`. A test compares the two on the values the composer gives."""
+    spaces to fold at (Date) — written without parsing it into a header object and folding
+    it again (a third of the cost of the headers); any other value goes through `header`. A
+    test compares the two on the values the composer gives."""
     line = f"{name}: {value}\r\n"
     if len(line) <= 80 and value.isascii() and value == value.strip() and "\r" not in value:
         if "\n" not in value:
             return line.encode("ascii")
     return header(name, value, utf8=False)
+
+
+def message_id_header(identifier: str) -> bytes:
+    """The Message-ID, `<dot-atom@dot-atom>` as `compose.message_id` makes it: with no space
+    to fold at, the policy writes it as it is however long (most are over a line's 78
+    characters, which sent them all through its parser); any other through `header`. A test
+    compares the two."""
+    if len(identifier) < 900 and _MESSAGE_ID.fullmatch(identifier):
+        return b"Message-ID: " + identifier.encode("ascii") + CRLF
+    return header("Message-ID", identifier, utf8=False)
 
 
 # Words of atext (RFC 5322) but "=" and "?", which could read as an RFC 2047 encoded word, one
@@ -84,18 +94,53 @@ _PLAIN_ADDRESS = re.compile(
     r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
     r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
 )
+_MESSAGE_ID = re.compile(
+    r"<[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*>"
+)
 
 
 def address_header(name: str, address: Address, *, utf8: bool) -> bytes:
-    """A header of one address (To): a plain ASCII name and address on one short line written
-    as they are, without the header parser (most of the cost of the headers); any other (an
-    accent, a dot or a comma in the name, a long line) through `header`. A test compares the
-    two on names and addresses of every kind."""
+    """A header of one address (To) on one short line, with a dot-atom address, written
+    without the header parser (most of the cost of the headers): a plain ASCII name as it is,
+    and, without SMTPUTF8, a name of words with accents in one RFC 2047 encoded word, as the
+    policy writes it (`_accented_name`). Any other (a dot or a comma in the name, a long line)
+    goes through `header`. A test compares the two on names and addresses of every kind."""
     display, spec = address.display_name, address.addr_spec
-    line = f"{name}: {display} <{spec}>\r\n"
-    if len(line) <= 80 and _PLAIN_NAME.fullmatch(display) and _PLAIN_ADDRESS.fullmatch(spec):
-        return line.encode("ascii")
+    if _PLAIN_ADDRESS.fullmatch(spec):
+        if _PLAIN_NAME.fullmatch(display):
+            line = f"{name}: {display} <{spec}>\r\n"
+            if len(line) <= 80:
+                return line.encode("ascii")
+        elif not utf8 and _ACCENTED_NAME.fullmatch(display):
+            line = f"{name}: {_accented_name(display)} <{spec}>\r\n"
+            if len(line) <= 80:
+                return line.encode("ascii")
     return header(name, address, utf8=utf8)
+
+
+# Words of letters (of any script), digits, hyphens and apostrophes, one space apart: how most
+# names are written, accents included ("Hélène", "Jean-François", "N'Diaye").
+_ACCENTED_NAME = re.compile(r"(?:[^\W_]|['-])+(?: (?:[^\W_]|['-])+)*")
+# The octets an encoded word in Q writes as they are (a space is "_"): the email package's set.
+_Q_QUOTED = re.compile(rb"[^ A-Za-z0-9!*+\-/]")
+
+
+def _accented_name(display: str) -> str:
+    """A name of `_ACCENTED_NAME`'s shape as the policy folds it on one line: the words from
+    the first to the last with a letter outside ASCII in one encoded word (UTF-8, in Q unless
+    base64 is five or more characters shorter), the ASCII words around them as they are."""
+    words = display.split(" ")
+    outside = [index for index, word in enumerate(words) if not word.isascii()]
+    first, last = outside[0], outside[-1]
+    octets = " ".join(words[first : last + 1]).encode("utf-8")
+    quoted = _Q_QUOTED.sub(lambda octet: b"=%02X" % octet.group()[0], octets)
+    base64_length = (len(octets) + 2) // 3 * 4
+    if len(quoted) - base64_length < 5:
+        encoded = "=?utf-8?q?" + quoted.decode("ascii").replace(" ", "_") + "?="
+    else:
+        encoded = "=?utf-8?b?" + base64.b64encode(octets).decode("ascii") + "?="
+    return " ".join([*words[:first], encoded, *words[last + 1 :]])
 
 
 @cache
@@ -123,7 +168,7 @@ def encode_text(text: str) -> tuple[str, bytes]:
     lines = text.encode("utf-8").splitlines()
     limit = MAIL_POLICY.max_line_length
     assert limit is not None
-    if max((len(line) for line in lines), default=0) <= limit:
+    if max(map(len, lines), default=0) <= limit:
         body = CRLF.join(lines) + CRLF
         return ("7bit" if body.isascii() else "8bit"), body
     quoted = [_quoted_line(line) for line in lines[:10]]
