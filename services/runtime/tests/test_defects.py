@@ -20,6 +20,10 @@ def test_a_defect_is_off_unless_set_and_strikes_once_when_asked_to(
 ) -> None:
     monkeypatch.delenv("VISIO_DEFECT_DROP_REPLY", raising=False)
     assert not defects.on("DROP_REPLY")
+    for off in ("", "0", "false", " No "):  # set, to a value that means off
+        monkeypatch.setenv("VISIO_DEFECT_DROP_REPLY", off)
+        assert not defects.on("DROP_REPLY")
+        assert defects.switched_on() == []
     monkeypatch.setenv("VISIO_DEFECT_DROP_REPLY", "1")
     assert defects.on("DROP_REPLY")
     assert defects.once("DROP_REPLY", "test-key")

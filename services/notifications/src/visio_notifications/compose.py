@@ -297,14 +297,15 @@ def compose_mail(letter: Letter, settings: NotificationsSettings, *, now: dateti
             domain=settings.message_id_domain,
             now=now,
         )
-        alternatives.append(mime.calendar_part(ics, method))
+        ics_base64 = mime.encode_base64(ics)
+        alternatives.append(mime.calendar_part(ics_base64, method))
         inner_mark = mime.boundary(identifier, 2, b"".join(alternatives))
         inner = (
             mime.multipart_type("alternative", inner_mark)
             + mime.CRLF
             + mime.multipart_body(inner_mark, alternatives)
         )
-        parts = [inner, mime.calendar_part(ics, method, filename=wording.ICS_FILENAME)]
+        parts = [inner, mime.calendar_part(ics_base64, method, filename=wording.ICS_FILENAME)]
         mark = mime.boundary(identifier, 1, b"".join(parts))
         content_type = mime.multipart_type("mixed", mark)
         body = mime.multipart_body(mark, parts)

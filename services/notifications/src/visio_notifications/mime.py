@@ -298,8 +298,9 @@ def text_part(text: str, subtype: str, *, first: bool) -> bytes:
     return head.encode("ascii") + CRLF + body
 
 
-def calendar_part(ics: bytes, method: str, filename: str | None = None) -> bytes:
-    """The .ics as a text/calendar alternative or, with a filename, as an attachment."""
+def calendar_part(ics_base64: bytes, method: str, filename: str | None = None) -> bytes:
+    """The .ics (`encode_base64` of it: the same bytes in both places, encoded once) as a
+    text/calendar alternative or, with a filename, as an attachment."""
     disposition = f'Content-Disposition: attachment; filename="{filename}"\r\n' if filename else ""
     head = (
         "Content-Transfer-Encoding: base64\r\n"
@@ -307,7 +308,7 @@ def calendar_part(ics: bytes, method: str, filename: str | None = None) -> bytes
         + f'Content-Type: text/calendar; method="{method}"; charset="utf-8"\r\n'
         "MIME-Version: 1.0\r\n"
     )
-    return head.encode("ascii") + CRLF + encode_base64(ics)
+    return head.encode("ascii") + CRLF + ics_base64
 
 
 # --- Multipart ------------------------------------------------------------------------------

@@ -47,10 +47,12 @@ def _production() -> bool:
 def switched_on() -> list[str]:
     """The VISIO_DEFECT_* settings present with a true value."""
     return sorted(
-        name
-        for name, value in os.environ.items()
-        if name.startswith(PREFIX) and value.strip().lower() not in ("", "0", "false", "no")
+        name for name, value in os.environ.items() if name.startswith(PREFIX) and _true(value)
     )
+
+
+def _true(value: str) -> bool:
+    return value.strip().lower() not in ("", "0", "false", "no")
 
 
 def findings() -> list[Finding]:
@@ -75,7 +77,8 @@ def on(name: str) -> bool:
     """Whether defect `name` is switched on (never in production: raises there)."""
     if name not in NAMES:
         raise ValueError(f"unknown defect {name!r}; known: {', '.join(NAMES)}")
-    if PREFIX + name not in switched_on():
+    # One look-up, not a walk through the environment: it is asked on every email and record.
+    if not _true(os.environ.get(PREFIX + name, "")):
         return False
     refuse_in_production()
     return True
