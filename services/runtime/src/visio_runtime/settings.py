@@ -122,12 +122,14 @@ class ServiceSettings(BaseSettings):
         default=10.0,
         ge=0,
         description="How long a batch waits for more after its first event (the records of one "
-        "poll arrive well within it).",
+        "poll arrive well within it), when a slot is free; while every slot is taken, it fills "
+        "until one ends.",
     )
     consumer_batch_parallel: int = Field(
         default=2,
         ge=1,
-        description="Batches of one handler run at once (the next fills meanwhile).",
+        description="Batches of one handler run at once (the next fills meanwhile, and starts "
+        "when one ends).",
     )
     # Retry of transient failures: the partition is paused (never slept on) between attempts,
     # so the delays may grow past max.poll.interval.ms without the consumer leaving its group.
