@@ -32,8 +32,10 @@ from pydantic import SecretStr
 from visio_fakes import sms_emulator
 from visio_fakes.smtp_sink import start_sink
 from visio_notifications.brevo import BrevoSms
+from visio_notifications.compose import Letter, compose_mail
 from visio_notifications.deps import NotificationsDeps
 from visio_notifications.mailer import SmtpMailer
+from visio_notifications.mime import Mail
 from visio_notifications.settings import NotificationsSettings
 from visio_notifications.sms_metrics import SmsMetrics
 from visio_notifications.store import SCHEMA
@@ -411,6 +413,23 @@ def sink(tmp_path: Path) -> Iterator[Any]:
 @pytest.fixture
 def mailbox(sink: Any) -> Mailbox:
     return Mailbox(sink.handler.mail_dir)
+
+
+@pytest.fixture
+def mails(make: Any, smtp_settings: NotificationsSettings) -> Any:
+    """mails(n) → n emails of n appointments, composed as notifications sends them."""
+
+    def mails(count: int) -> list[Mail]:
+        built = []
+        for _ in range(count):
+            appointment = make.appointment()
+            letter = Letter(
+                "confirmation", 1, appointment, join_url=make.meeting(appointment).join_url
+            )
+            built.append(compose_mail(letter, smtp_settings, now=appointment.start.replace(day=1)))
+        return built
+
+    return mails
 
 
 @pytest.fixture(scope="session")

@@ -9,27 +9,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from visio_notifications.compose import Letter, compose_mail
 from visio_notifications.mailer import SmtpMailer
 from visio_runtime.errors import Transient
 from visio_runtime.metrics import Metrics
-
-
-@pytest.fixture
-def mails(make, smtp_settings):
-    """mails(n) → n emails of n appointments, composed as notifications sends them."""
-
-    def mails(count: int):
-        built = []
-        for _ in range(count):
-            appointment = make.appointment()
-            letter = Letter(
-                "confirmation", 1, appointment, join_url=make.meeting(appointment).join_url
-            )
-            built.append(compose_mail(letter, smtp_settings, now=appointment.start.replace(day=1)))
-        return built
-
-    return mails
 
 
 async def test_many_messages_go_over_one_connection(smtp_settings, sink, mails, mailbox) -> None:
