@@ -23,7 +23,7 @@ import re
 import aiosmtplib
 from aiosmtplib import SMTPStatus
 
-CRLF = b"\r\n"
+from visio_notifications.mime import CRLF
 
 # A line end of any kind, as aiosmtplib reads them: CRLF, a lone LF, a lone CR.
 _LINE_END = re.compile(rb"(?:\r\n|\n|\r(?!\n))")
