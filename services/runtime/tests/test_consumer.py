@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import field_validator
 from visio_runtime.consumer import EventConsumer
 from visio_runtime.errors import Transient
-from visio_runtime.kafka import ensure_topics
+from visio_runtime.kafka import PublishedSeries, ensure_topics
 from visio_runtime.metrics import ConsumerMetrics, Metrics
 from visio_runtime.service import Runtime, build_runtime
 from visio_runtime.settings import ServiceSettings
@@ -416,3 +416,20 @@ def test_a_sources_series_are_looked_up_once_and_counted_where_labels_would() ->
     assert metrics.value("events_skipped_total", **wanted) == 3
     assert metrics.value("handler_duration_seconds_count", **wanted) == 1
     assert metrics.value("events_handled_total") == 3
+
+
+def test_a_published_series_is_looked_up_once_and_counted_where_labels_would() -> None:
+    """The broker's middleware counts each message published through `PublishedSeries.of`:
+    the very series `labels()` gives, kept per topic and event type."""
+    metrics = Metrics("probe")
+    published = PublishedSeries(metrics)
+    series = published.of("visio.notifications", "NotificationSent")
+    assert published.of("visio.notifications", "NotificationSent") is series
+    assert series is published.counter.labels(
+        topic="visio.notifications", event_type="NotificationSent"
+    )
+    series.inc(3)
+    published.of("visio.meetings", "MeetingReady").inc()
+    wanted = {"topic": "visio.notifications", "event_type": "NotificationSent"}
+    assert metrics.value("messages_published_total", **wanted) == 3
+    assert metrics.value("messages_published_total") == 4
