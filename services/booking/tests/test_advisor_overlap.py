@@ -12,6 +12,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import pytest
+from visio_booking import store
 
 from .test_api import PROBLEM, problem_of
 from .test_kafka import replies, request, send
@@ -53,6 +55,43 @@ async def test_of_two_overlapping_bookings_sent_at_once_exactly_one_is_taken(
     refused_as_overlap(next(answer for answer in answers if answer.status_code == 409))
     rows = await booking.sql("SELECT status FROM appointments WHERE advisor_id = $1", claire["id"])
     assert [row["status"] for row in rows] == ["requested"], "the refused one left nothing"
+
+
+async def test_a_booking_aborted_by_a_deadlock_is_written_again(
+    booking: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two overlapping bookings written at once may each wait for the other's row under the
+    exclusion constraint; PostgreSQL aborts one with a deadlock error (seen in CI: a 500 where
+    a 409 was due). The aborted one wrote nothing: it is written again, and decided then."""
+    real_book = store.book
+    deadlocks = [asyncpg.DeadlockDetectedError("deadlock detected")]
+
+    async def book_after_a_deadlock(*args: Any) -> str:
+        if deadlocks:
+            raise deadlocks.pop()
+        return await real_book(*args)
+
+    monkeypatch.setattr(store, "book", book_after_a_deadlock)
+    claire = advisor()
+    body = booking.body(advisor=claire, start=at(8, 10))
+    answer = await booking.client.post("/v1/appointments", json=body, headers=booking.auth())
+    assert answer.status_code == 202, answer.text
+    assert deadlocks == []
+    rows = await booking.sql("SELECT status FROM appointments WHERE advisor_id = $1", claire["id"])
+    assert [row["status"] for row in rows] == ["requested"]
+
+    # Deadlocked again and again: an error after three writes, never a wait without end.
+    attempts = []
+
+    async def always_deadlocked(*args: Any) -> str:
+        attempts.append(args)
+        raise asyncpg.DeadlockDetectedError("deadlock detected")
+
+    monkeypatch.setattr(store, "book", always_deadlocked)
+    body = booking.body(advisor=advisor(), start=at(8, 12))
+    with pytest.raises(asyncpg.DeadlockDetectedError):
+        await booking.client.post("/v1/appointments", json=body, headers=booking.auth())
+    assert len(attempts) == 3
 
 
 async def test_many_requests_for_one_slot_at_once_leave_one_appointment(booking: Any) -> None:

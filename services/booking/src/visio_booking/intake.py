@@ -8,12 +8,14 @@ transaction of a few statements."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 
 import asyncpg
 import pydantic
 from visio_runtime.api_keys import unknown_key
 from visio_runtime.problems import Problem
+from visio_shared import AppointmentRequested
 
 from visio_booking import idempotency, store
 from visio_booking.appointments import HANDLERS, Caller, Command, Context, accepted, advisor_free
@@ -21,6 +23,8 @@ from visio_booking.appointments import booking as booking_event
 from visio_booking.idempotency import Outcome
 from visio_booking.keys import API_KEYS
 from visio_booking.outbox import OutboxRow, enqueue
+
+log = logging.getLogger(__name__)
 
 # Run inside the request's transaction once its outcome is known (the self-service pages check
 # that their link still holds). Never for a booking: see `Reply`.
@@ -95,8 +99,7 @@ async def _book(
         rows.append(answer)
     claim = store.Claim(caller.name, key, print_, outcome.json()) if key else None
     async with pool.acquire() as conn:
-        async with advisor_free(conn, event.advisor.id):
-            result = await store.book(conn, event, caller.key_id, claim, rows)
+        result = await _book_decided(conn, event, caller, claim, rows)
         if result == "booked":
             return outcome
         if result == "api-key-revoked":
@@ -106,6 +109,33 @@ async def _book(
         stored = await idempotency.lookup(conn, caller.name, key, print_, key_field)
         assert stored is not None, "a committed key always has its answer"
         return await _answer(conn, stored, None, reply)
+
+
+# Two bookings of one advisor's overlapping slots, written at once, may each find the other's
+# uncommitted row under the exclusion constraint and wait for it: PostgreSQL breaks the tie by
+# aborting one with a deadlock error. That one wrote nothing; written again, it meets the other's
+# committed row and is refused as any overlap is (409), or, if the other rolled back, booked.
+_DEADLOCK_ATTEMPTS = 3
+
+
+async def _book_decided(
+    conn: asyncpg.Connection,
+    event: AppointmentRequested,
+    caller: Caller,
+    claim: store.Claim | None,
+    rows: list[OutboxRow],
+) -> str:
+    """`store.book`, an overlap refused as a 409 (`advisor_free`), a deadlock written again."""
+    attempt = 1
+    while True:
+        try:
+            async with advisor_free(conn, event.advisor.id):
+                return await store.book(conn, event, caller.key_id, claim, rows)
+        except asyncpg.DeadlockDetectedError:
+            if attempt == _DEADLOCK_ATTEMPTS:
+                raise
+            attempt += 1
+            log.info("booking %s: deadlock with another booking, written again", event.event_id)
 
 
 async def check_kept_key(pool: asyncpg.Pool, caller: Caller) -> None:
