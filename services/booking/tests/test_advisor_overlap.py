@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 import pytest
 from visio_booking import store
+from visio_booking.appointments import HANDLERS
 
 from .test_api import PROBLEM, problem_of
 from .test_kafka import replies, request, send
@@ -92,6 +93,30 @@ async def test_a_booking_aborted_by_a_deadlock_is_written_again(
     with pytest.raises(asyncpg.DeadlockDetectedError):
         await booking.client.post("/v1/appointments", json=body, headers=booking.auth())
     assert len(attempts) == 3
+
+
+async def test_a_reschedule_aborted_by_a_deadlock_is_written_again(
+    booking: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same for a change (its transaction: the lock, the check, the new row, the outbox):
+    written again as a whole, it is carried out once."""
+    moving = await booking.book(advisor=advisor(), start=at(9, 14), duration_minutes=30)
+    real_reschedule = HANDLERS["RescheduleAppointment"]
+    deadlocks = [asyncpg.DeadlockDetectedError("deadlock detected")]
+
+    async def reschedule_after_a_deadlock(*args: Any) -> Any:
+        outcome = await real_reschedule(*args)  # written, then aborted: rolled back
+        if deadlocks:
+            raise deadlocks.pop()
+        return outcome
+
+    monkeypatch.setitem(HANDLERS, "RescheduleAppointment", reschedule_after_a_deadlock)
+    moved = await booking.client.post(
+        f"/v1/appointments/{moving}/reschedule", json={"start": at(9, 16)}, headers=booking.auth()
+    )
+    assert moved.status_code == 202, moved.text
+    assert deadlocks == []
+    assert (await booking.view(moving))["revision"] == 2, "carried out once"
 
 
 async def test_many_requests_for_one_slot_at_once_leave_one_appointment(booking: Any) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import asyncpg
 import pydantic
@@ -50,24 +51,30 @@ async def execute(
         return await _book(pool, ctx, caller, command, print_, key_field, reply)
     handler = HANDLERS[command.request_type]
     key = command.idempotency_key
-    async with pool.acquire() as conn:
-        # A repeat is answered before anything is validated again: the first answer stands
-        # even if the request would no longer pass (its start has come closer, say).
-        if key and (stored := await idempotency.lookup(conn, caller.name, key, print_, key_field)):
-            return await _answer(conn, stored, also, reply)
-        async with conn.transaction():
-            if key:
-                twin = await idempotency.claim(
-                    conn, caller.name, key, print_, command.request_type, key_field
-                )
-                if twin is not None:
-                    await _after(conn, twin, also, reply)
-                    return twin
-            outcome = await handler(conn, ctx, caller, command)
-            if key:
-                await idempotency.remember(conn, caller.name, key, outcome)
-            await _after(conn, outcome, also, reply)
-    return outcome
+
+    async def carry_out() -> Outcome:
+        async with pool.acquire() as conn:
+            # A repeat is answered before anything is validated again: the first answer stands
+            # even if the request would no longer pass (its start has come closer, say).
+            if key and (
+                stored := await idempotency.lookup(conn, caller.name, key, print_, key_field)
+            ):
+                return await _answer(conn, stored, also, reply)
+            async with conn.transaction():
+                if key:
+                    twin = await idempotency.claim(
+                        conn, caller.name, key, print_, command.request_type, key_field
+                    )
+                    if twin is not None:
+                        await _after(conn, twin, also, reply)
+                        return twin
+                outcome = await handler(conn, ctx, caller, command)
+                if key:
+                    await idempotency.remember(conn, caller.name, key, outcome)
+                await _after(conn, outcome, also, reply)
+            return outcome
+
+    return await written_again(carry_out, command.request_type)
 
 
 async def _book(
@@ -111,11 +118,28 @@ async def _book(
         return await _answer(conn, stored, None, reply)
 
 
-# Two bookings of one advisor's overlapping slots, written at once, may each find the other's
+# Two requests of one advisor's overlapping slots, written at once, may each find the other's
 # uncommitted row under the exclusion constraint and wait for it: PostgreSQL breaks the tie by
-# aborting one with a deadlock error. That one wrote nothing; written again, it meets the other's
-# committed row and is refused as any overlap is (409), or, if the other rolled back, booked.
+# aborting one with a deadlock error. That one's transaction wrote nothing; written again, it
+# meets the other's committed row and is refused as any overlap is (409), or, if the other
+# rolled back, carried out.
 _DEADLOCK_ATTEMPTS = 3
+
+T = TypeVar("T")
+
+
+async def written_again(write: Callable[[], Awaitable[T]], what: str) -> T:
+    """`write` (one transaction, nothing outside the database), written again when PostgreSQL
+    aborted it as one side of a deadlock; after three in a row, the error goes out."""
+    attempt = 1
+    while True:
+        try:
+            return await write()
+        except asyncpg.DeadlockDetectedError:
+            if attempt == _DEADLOCK_ATTEMPTS:
+                raise
+            attempt += 1
+            log.info("%s: deadlock with another request, written again", what)
 
 
 async def _book_decided(
@@ -126,16 +150,12 @@ async def _book_decided(
     rows: list[OutboxRow],
 ) -> str:
     """`store.book`, an overlap refused as a 409 (`advisor_free`), a deadlock written again."""
-    attempt = 1
-    while True:
-        try:
-            async with advisor_free(conn, event.advisor.id):
-                return await store.book(conn, event, caller.key_id, claim, rows)
-        except asyncpg.DeadlockDetectedError:
-            if attempt == _DEADLOCK_ATTEMPTS:
-                raise
-            attempt += 1
-            log.info("booking %s: deadlock with another booking, written again", event.event_id)
+
+    async def write() -> str:
+        async with advisor_free(conn, event.advisor.id):
+            return await store.book(conn, event, caller.key_id, claim, rows)
+
+    return await written_again(write, f"booking {event.event_id}")
 
 
 async def check_kept_key(pool: asyncpg.Pool, caller: Caller) -> None:
