@@ -16,7 +16,6 @@ import asyncpg
 import pydantic
 from visio_runtime.api_keys import unknown_key
 from visio_runtime.problems import Problem
-from visio_shared import AppointmentRequested
 
 from visio_booking import idempotency, store
 from visio_booking.appointments import HANDLERS, Caller, Command, Context, accepted, advisor_free
@@ -74,7 +73,7 @@ async def execute(
                 await _after(conn, outcome, also, reply)
             return outcome
 
-    return await written_again(carry_out, command.request_type)
+    return await _written_again(carry_out, command.request_type)
 
 
 async def _book(
@@ -106,7 +105,12 @@ async def _book(
         rows.append(answer)
     claim = store.Claim(caller.name, key, print_, outcome.json()) if key else None
     async with pool.acquire() as conn:
-        result = await _book_decided(conn, event, caller, claim, rows)
+
+        async def write() -> str:  # an overlap refused as a 409, a deadlock written again
+            async with advisor_free(conn, event.advisor.id):
+                return await store.book(conn, event, caller.key_id, claim, rows)
+
+        result = await _written_again(write, f"booking {event.event_id}")
         if result == "booked":
             return outcome
         if result == "api-key-revoked":
@@ -128,7 +132,7 @@ _DEADLOCK_ATTEMPTS = 3
 T = TypeVar("T")
 
 
-async def written_again(write: Callable[[], Awaitable[T]], what: str) -> T:
+async def _written_again(write: Callable[[], Awaitable[T]], what: str) -> T:
     """`write` (one transaction, nothing outside the database), written again when PostgreSQL
     aborted it as one side of a deadlock; after three in a row, the error goes out."""
     attempt = 1
@@ -140,22 +144,6 @@ async def written_again(write: Callable[[], Awaitable[T]], what: str) -> T:
                 raise
             attempt += 1
             log.info("%s: deadlock with another request, written again", what)
-
-
-async def _book_decided(
-    conn: asyncpg.Connection,
-    event: AppointmentRequested,
-    caller: Caller,
-    claim: store.Claim | None,
-    rows: list[OutboxRow],
-) -> str:
-    """`store.book`, an overlap refused as a 409 (`advisor_free`), a deadlock written again."""
-
-    async def write() -> str:
-        async with advisor_free(conn, event.advisor.id):
-            return await store.book(conn, event, caller.key_id, claim, rows)
-
-    return await written_again(write, f"booking {event.event_id}")
 
 
 async def check_kept_key(pool: asyncpg.Pool, caller: Caller) -> None:
