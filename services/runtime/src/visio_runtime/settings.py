@@ -53,6 +53,14 @@ class ServiceSettings(BaseSettings):
         description="Idempotent producer: true on Apache Kafka; the local tansu broker has no "
         "InitProducerId.",
     )
+    kafka_producer_batch_bytes: int = Field(
+        default=512 * 1024,
+        ge=16 * 1024,
+        le=1_000_000,
+        description="The producer's batch per partition, in bytes: a handler's produce wave "
+        "(hundreds of events) fits in one, where a sender finding its batch full waits for it "
+        "to drain and retries. At most the brokers' message.max.bytes (1 MB by default).",
+    )
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         default="PLAINTEXT", description="How the clients reach the brokers."
     )
