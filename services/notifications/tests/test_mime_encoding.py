@@ -19,10 +19,12 @@ from visio_notifications import mime
 from visio_notifications.compose import message_id
 from visio_notifications.mail_policy import MAIL_POLICY
 from visio_notifications.mime import (
+    Mailbox,
     address_header,
     body_encode,
     encode_text,
     header,
+    mailbox,
     message_id_header,
     plain_header,
     text_encode,
@@ -200,7 +202,10 @@ def test_an_address_header_is_written_as_the_policy_folds_it(
         address = Address(display_name=name, addr_spec=f"{local}@{domain}")
     except ValueError:  # not an address at all: nothing to write
         return
-    assert address_header("To", address, utf8=utf8) == header("To", address, utf8=utf8)
+    written = header("To", address, utf8=utf8)
+    assert address_header("To", address, utf8=utf8) == written
+    # As the composer gives it: a Mailbox for a dot-atom address, unparsed; else the Address.
+    assert address_header("To", mailbox(name, f"{local}@{domain}"), utf8=utf8) == written
 
 
 # Names of words one space apart, in letters of any script: where the short way writes an
@@ -219,7 +224,21 @@ _WORD = st.text(
 @given(words=st.lists(st.one_of(_WORD, st.sampled_from(["de", "N'Diaye", "Hélène"])), max_size=6))
 def test_a_name_with_accents_is_encoded_as_the_policy_folds_it(words: list[str]) -> None:
     address = Address(display_name=" ".join(words), addr_spec="p.nom@example.fr")
-    assert address_header("To", address, utf8=False) == header("To", address, utf8=False)
+    written = header("To", address, utf8=False)
+    assert address_header("To", address, utf8=False) == written
+    assert address_header("To", mailbox(" ".join(words), "p.nom@example.fr"), utf8=False) == written
+
+
+def test_a_mailbox_only_for_a_dot_atom_address() -> None:
+    assert mailbox("Jeanne", "j.dupont@example.fr") == Mailbox("Jeanne", "j.dupont@example.fr")
+    quoted = mailbox("Jeanne", '"j dupont"@example.fr')
+    assert isinstance(quoted, Address)
+    assert quoted.addr_spec == '"j dupont"@example.fr'
+    # A long name with a Mailbox still goes through the policy (folded), from an Address.
+    long = mailbox("Jeanne " * 20, "j@example.fr")
+    assert address_header("To", long, utf8=False) == header(
+        "To", Address(display_name="Jeanne " * 20, addr_spec="j@example.fr"), utf8=False
+    )
 
 
 def test_a_plain_name_takes_the_short_way_and_the_rest_the_policys() -> None:

@@ -335,7 +335,7 @@ def _verified(keys: LinkKeys, token: str) -> LinkClaims:
 
 
 def _mac(secret: bytes, body: bytes) -> bytes:
-    return hmac.new(secret, _DOMAIN + body, hashlib.sha256).digest()[:_MAC_BYTES]
+    return hmac.digest(secret, _DOMAIN + body, "sha256")[:_MAC_BYTES]
 
 
 def _b64(raw: bytes) -> str:

@@ -21,6 +21,7 @@ from visio_shared import AppointmentRequested
 from visio_shared.caf_directory import caf_directory
 
 from visio_notifications import wording
+from visio_notifications.mime import Mailbox
 
 Method = Literal["REQUEST", "CANCEL"]
 
@@ -35,8 +36,8 @@ def build_invitation(
     *,
     method: Method,
     start: datetime,
-    organizer: Address,
-    attendee: Address,
+    organizer: Mailbox | Address,
+    attendee: Mailbox | Address,
     domain: str,
     now: datetime,
 ) -> bytes:
@@ -136,7 +137,7 @@ def parameter(value: str, *, cn: bool = False) -> str:
 _QUOTED = re.compile("[,;:’]")
 
 
-def _cn(address: Address) -> str:
+def _cn(address: Mailbox | Address) -> str:
     """The common name: the display name, or the address when there is none."""
     return parameter(address.display_name or address.addr_spec, cn=True)
 

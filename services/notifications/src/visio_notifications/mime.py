@@ -100,7 +100,25 @@ _MESSAGE_ID = re.compile(
 )
 
 
-def address_header(name: str, address: Address, *, utf8: bool) -> bytes:
+@dataclass(frozen=True)
+class Mailbox:
+    """A display name and a dot-atom address (`local@domain`), as `address_header` and the
+    invitation read them: what an `email.headerregistry.Address` holds, without the header
+    parser it runs on the address (a twentieth of composing an email). `mailbox` makes one."""
+
+    display_name: str
+    addr_spec: str
+
+
+def mailbox(display_name: str, addr_spec: str) -> Mailbox | Address:
+    """A `Mailbox`, or, for an address that is not a plain dot-atom one (a quoted local part,
+    an address literal), the `Address` that parses and writes it as `email` does."""
+    if _PLAIN_ADDRESS.fullmatch(addr_spec):
+        return Mailbox(display_name, addr_spec)
+    return Address(display_name=display_name, addr_spec=addr_spec)
+
+
+def address_header(name: str, address: Mailbox | Address, *, utf8: bool) -> bytes:
     """A header of one address (To) on one short line, with a dot-atom address, written
     without the header parser (most of the cost of the headers): a plain ASCII name as it is,
     and, without SMTPUTF8, a name of words with accents in one RFC 2047 encoded word, as the
@@ -116,6 +134,8 @@ def address_header(name: str, address: Address, *, utf8: bool) -> bytes:
             line = f"{name}: {_accented_name(display)} <{spec}>\r\n"
             if len(line) <= 80:
                 return line.encode("ascii")
+    if isinstance(address, Mailbox):
+        address = Address(display_name=display, addr_spec=spec)
     return header(name, address, utf8=utf8)
 
 
