@@ -34,6 +34,7 @@ from datetime import datetime
 from typing import Any
 
 import httpx
+from pydantic_core import to_json
 from visio_runtime import http_network
 from visio_runtime.errors import Transient
 from visio_runtime.metrics import Metrics
@@ -357,14 +358,16 @@ class GraphClient:
         }
         headers = {
             "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json",
             "client-request-id": client_request_id,
             "return-client-request-id": "true",
         }
         async with self._holding(Counter(call.advisor_id.lower() for call in requests)):
             started = time.monotonic()
             try:
+                # The bytes httpx's `json=` writes (compact, UTF-8), by pydantic-core.
                 response = await self._http.post(
-                    f"{self._base_url}/$batch", json=body, headers=headers
+                    f"{self._base_url}/$batch", content=to_json(body), headers=headers
                 )
             except httpx.HTTPError as exc:
                 self._batches.labels(type(exc).__name__).inc()

@@ -7,6 +7,7 @@ import ssl
 
 import certifi
 import httpx
+from pydantic_core import from_json
 from visio_runtime.errors import Transient
 
 from visio_meetings.calls import Reply
@@ -22,8 +23,10 @@ def graph_ssl_context(settings: MeetingsSettings) -> ssl.SSLContext:
 
 
 def reply_of(response: httpx.Response) -> Reply:
+    """The answer read (Graph writes UTF-8 JSON) by pydantic-core's parser: a $batch of twenty
+    events read by `json` was a tenth of meetings' CPU in the backlog bench, three times this."""
     try:
-        body = response.json() if response.content else None
+        body = from_json(response.content) if response.content else None
     except ValueError:
         body = None
     headers = {k.lower(): v for k, v in response.headers.items()}

@@ -47,7 +47,14 @@ class NotificationsSettings(ServiceSettings, LinkSettings, CafSettings):
     smtp_password: SecretStr | None = None
     smtp_allow_auth_without_tls: bool = False
     smtp_timeout_s: float = 30.0
-    smtp_max_connections: int = Field(default=4, ge=1)
+    smtp_max_connections: int = Field(
+        default=4,
+        ge=1,
+        description="Emails in flight at once, each on a kept connection of its own: at most "
+        "what the relay allows one client (relays answer 421 past their limit). Each email "
+        "waits for three answers (MAIL, RCPT, DATA), so a busy relay's latency can bound the "
+        "rate: more helps only if the relay takes them.",
+    )
     smtp_idle_timeout_s: float = Field(
         default=30.0,
         gt=0,
