@@ -27,7 +27,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Tracer
 from visio_shared import Topics
 
-from visio_runtime import defects, tracing
+from visio_runtime import defects, heap, tracing
 from visio_runtime.consumer import EventConsumer
 from visio_runtime.db import create_pool
 from visio_runtime.headers import SecurityHeaders
@@ -75,6 +75,9 @@ class Runtime:
     # With tracing on (visio_runtime.tracing): where spans go; the tracer a no-op without.
     tracer_provider: TracerProvider | None = None
     tracer: Tracer = tracing.NO_TRACER
+    # Set by `serve`, in a service's own process: once started, the heap is set aside from the
+    # garbage collector (visio_runtime.heap); not in a test's process, which starts many apps.
+    settle_heap: bool = False
 
     @property
     def db(self) -> asyncpg.Pool:
@@ -151,6 +154,8 @@ def create_service_app(runtime: Runtime, title: str, **fastapi_kwargs: Any) -> F
             await start_broker(runtime.broker)
             for hook in runtime.on_start:
                 await hook(runtime)
+            if runtime.settle_heap:
+                heap.settle()
             runtime.ready = True
             log.info("%s ready", runtime.service)
             yield
@@ -278,6 +283,8 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
         settings.log_level, runtime.service, settings.log_format, settings.log_repeat_window_s
     )
     announce_waivers(settings, runtime.service)
+    heap.tune(settings.gc_young_threshold)
+    runtime.settle_heap = True
     # log_config=None: uvicorn's records go through our handler too, instead of its own.
     public = uvicorn.Server(
         uvicorn.Config(

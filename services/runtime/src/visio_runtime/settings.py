@@ -133,6 +133,14 @@ class ServiceSettings(BaseSettings):
         "poll arrive well within it), when a slot is free; while every slot is taken, it fills "
         "until one ends.",
     )
+    gc_young_threshold: int = Field(
+        default=10_000,
+        ge=700,
+        le=1_000_000,
+        description="Allocations of container objects between two young collections of "
+        "CPython's garbage collector (its default is 700): most of a batch's objects are "
+        "freed before one runs (visio_runtime.heap).",
+    )
     consumer_batch_parallel: int = Field(
         default=2,
         ge=1,
