@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from visio_deploy.bench.commands import scratch_folder
 
 pytestmark = pytest.mark.long  # whole stacks: handed out first (conftest.py)
 
@@ -60,6 +61,9 @@ def test_the_bench_command_reports_every_figure(tmp_path: Path) -> None:
     run = figures["run"]
     assert len(run["commit"]) == 40 and run["date"] and run["machine"]["cpus"]
     assert run["settings"]["smoke"] is True and run["settings"]["appointments"] == 40
+    # The phases' stacks were made in memory where the machine has such a folder.
+    memory = scratch_folder()
+    assert run["settings"]["scratch"] == (str(memory) if memory is not None else None)
     assert set(figures["targets"]) == {"cpu", "throughput", "backlog_meetings",
                                        "backlog_notifications", "backlog_consent",
                                        "alone_meetings", "alone_notifications", "alone_consent",

@@ -4,8 +4,10 @@ advisor and an hour that advisor has no other — booking refuses an overlap wit
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
+from visio_deploy.bench import commands
 from visio_deploy.bench.load import bodies
 from visio_deploy.proof import bookings
 
@@ -29,3 +31,19 @@ def test_the_proofs_advisors_run_out_with_a_clear_error(monkeypatch: pytest.Monk
         random.Random(3), advisor={"id": "a", "display_name": "A"}, start="2030-01-07T09:00:00"
     )
     assert body["advisor"]["id"] == "a" and body["start"] == "2030-01-07T09:00:00"
+
+
+def test_the_bench_makes_its_stacks_in_memory_where_the_machine_has_a_folder_for_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`scratch_folder`: /dev/shm on Linux (the SMTP sink's file per email costs the fakes
+    little there); a machine without such a folder gets the system's temporary one (None)."""
+    memory = tmp_path / "shm"
+    memory.mkdir()
+    monkeypatch.setattr(commands, "MEMORY_FOLDER", memory)
+    assert commands.scratch_folder() == memory
+    monkeypatch.setattr(commands, "MEMORY_FOLDER", tmp_path / "absent")
+    assert commands.scratch_folder() is None
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setattr(commands, "MEMORY_FOLDER", tmp_path / "a-file")
+    assert commands.scratch_folder() is None

@@ -128,15 +128,17 @@ def proof_stack(
     evidence: Path | None = None,
     replay: str = "",
     broker_faults: bool = False,
+    scratch: Path | None = None,
 ) -> Iterator[ProofStack]:
     """`env`: more environment per process (`smtp-sink`, `notifications`, `alerts`…).
     `faults=False`: no fault proxy between the services and PostgreSQL (the bench).
     `broker_faults`: tansu behind a fault proxy too, advertised at the proxy's port, so every
     Kafka client's connections (the services', the proof's own) go through it.
-    `evidence`: where a failing run keeps its folder (else a temporary one, always removed)."""
+    `evidence`: where a failing run keeps its folder (else a temporary one, always removed,
+    made in `scratch` if given)."""
     server, owner_dsn, proxy = _fresh_database(name, seed, faults=faults, quiet=quiet)
     if evidence is None:
-        directory = Path(tempfile.mkdtemp(prefix=f"visio-{name}-"))
+        directory = Path(tempfile.mkdtemp(prefix=f"visio-{name}-", dir=scratch))
     else:
         directory = kept.run_directory(evidence, name, seed)
     kafka_port = free_port()
