@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import rfc8785
 from visio_runtime.db import SchemaSpec
 from visio_shared import LedgerEntry
+
+from visio_consent import canonical
 
 SCHEMA = SchemaSpec(schema="consent", sql_dir=Path(__file__).parent / "migrations")
 
@@ -52,7 +53,7 @@ def record_hash(prev_hash: str, record: Mapping[str, Any]) -> str:
 
     In a shell: `printf '%s' "$PREV_HASH" > m; jcs payload.json >> m; sha256sum m`.
     """
-    return _digest(prev_hash, rfc8785.dumps(dict(record)))
+    return _digest(prev_hash, canonical.dumps(dict(record)))
 
 
 def _digest(prev_hash: str, canonical: bytes) -> str:
@@ -109,9 +110,9 @@ async def append(
             seq += 1
             record["seq"] = seq
             record["recorded_at"] = iso_utc(recorded_at)
-            canonical = rfc8785.dumps(record)
-            digest = _digest(prev, canonical)
-            rows.append(_Row(seq, prev, digest, recorded_at, record, canonical.decode("utf-8")))
+            exact = canonical.dumps(record)
+            digest = _digest(prev, exact)
+            rows.append(_Row(seq, prev, digest, recorded_at, record, exact.decode("utf-8")))
             prev = digest
         await _insert(conn, rows, batch_size)
     return [row.entry() for row in rows]
@@ -158,7 +159,7 @@ async def _insert(conn: asyncpg.Connection, rows: Sequence[_Row], batch_size: in
 def canonical_payload(stored: str) -> str:
     """The bytes a stored record's hash covers (its RFC 8785 JSON) from the `payload` column,
     which jsonb hands back in its own layout."""
-    return rfc8785.dumps(json.loads(stored)).decode("utf-8")
+    return canonical.dumps(json.loads(stored)).decode("utf-8")
 
 
 class DoesNotChain(ValueError):
@@ -215,7 +216,7 @@ def _restored_row(entry: LedgerEntry, seq: int, prev: str) -> _Row:
         )
     try:
         record = json.loads(entry.payload)
-        if rfc8785.dumps(record).decode("utf-8") != entry.payload:
+        if canonical.dumps(record).decode("utf-8") != entry.payload:
             raise ValueError("not in RFC 8785 canonical form")
         if (record.get("seq"), record.get("kind")) != (seq, entry.kind):
             raise ValueError(f"it says seq {record.get('seq')}, kind {record.get('kind')!r}")
