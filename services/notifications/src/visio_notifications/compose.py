@@ -36,7 +36,7 @@ from visio_shared import (
     MeetingReady,
 )
 
-from visio_notifications import dispatches, letter_parts, mime, styles, wording
+from visio_notifications import dispatches, letter_parts, mime, spliced, styles, wording
 from visio_notifications.decide import LinkRequest, Told
 from visio_notifications.invitation import Method, build_invitation
 from visio_notifications.letter_parts import clean
@@ -223,13 +223,40 @@ def context(letter: Letter, settings: NotificationsSettings, now: datetime) -> d
 
 def render(letter: Letter, values: dict[str, Any]) -> tuple[str, str]:
     """(text, html) of one email, the HTML's CSS inlined in its templates (`styles`)."""
-    env = _templates()
+    text, html = render_pieces(letter, values)
+    return "".join(text), "".join(html)
+
+
+Pieces = tuple[str, ...]
+
+
+def render_pieces(letter: Letter, values: dict[str, Any]) -> tuple[Pieces, Pieces]:
+    """`render`'s (text, html), each cut at its static blocks: the page's own text, a block,
+    the page's text, … (the odd pieces are the blocks, as `_static_block` keeps them), so each
+    block is encoded once for all the emails that show it (`spliced`)."""
     name = "confirmation" if letter.kind == "contact_corrected" else letter.kind
     if letter.ended is not None:
         name = "consents_only"
-    text = env.get_template(f"{name}.txt").render(values, blocks=_static_blocks(values, "txt"))
-    html = env.get_template(f"{name}.html").render(values, blocks=_static_blocks(values, "html"))
-    return text, html
+    return _pieces(f"{name}.txt", values), _pieces(f"{name}.html", values)
+
+
+# Where each block goes, rendered in its place and cut there: no text of a page holds it.
+_MARK = f"\x00{uuid.uuid4().hex}\x00"
+_MARKED = {
+    "txt": {name: f"{_MARK}{name}{_MARK}" for name in STATIC_BLOCKS},
+    "html": {name: Markup(f"{_MARK}{name}{_MARK}") for name in STATIC_BLOCKS},  # noqa: S704
+}
+
+
+def _pieces(template_name: str, values: dict[str, Any]) -> Pieces:
+    extension = template_name.rsplit(".", 1)[1]
+    template = _templates().get_template(template_name)
+    parts = template.render(values, blocks=_MARKED[extension]).split(_MARK)
+    names = parts[1::2]
+    if len(parts) % 2 == 0 or any(name not in STATIC_BLOCKS for name in names):
+        return (template.render(values, blocks=_static_blocks(values, extension)),)
+    blocks = _static_blocks(values, extension) if names else {}
+    return tuple(blocks[part] if index % 2 else part for index, part in enumerate(parts))
 
 
 # --- The message ----------------------------------------------------------------------------
@@ -260,7 +287,7 @@ def compose(letter: Letter, settings: NotificationsSettings, *, now: datetime) -
 def compose_mail(letter: Letter, settings: NotificationsSettings, *, now: datetime) -> Mail:
     """The email as the relay receives it (see `mime` for how the bytes are written)."""
     values = context(letter, settings, now)
-    text, html = render(letter, values)
+    text, html = render_pieces(letter, values)
     sender = sender_address(settings)
     recipient = recipient_address(letter.appointment)
     utf8 = not (sender.addr_spec.isascii() and recipient.addr_spec.isascii())
@@ -285,8 +312,8 @@ def compose_mail(letter: Letter, settings: NotificationsSettings, *, now: dateti
         _FIXED_HEADERS,
     ]
     alternatives = [
-        mime.text_part(text, "plain", first=True),
-        mime.text_part(html, "html", first=False),
+        mime.encoded_part(*spliced.encode_pieces(text), "plain", first=True),
+        mime.encoded_part(*spliced.encode_pieces(html), "html", first=False),
     ]
     method = CALENDAR_METHOD.get(letter.kind)
     if method is None:

@@ -191,17 +191,17 @@ def encode_text(text: str) -> tuple[str, bytes]:
     if max(map(len, lines), default=0) <= limit:
         body = CRLF.join(lines) + CRLF
         return ("7bit" if body.isascii() else "8bit"), body
-    quoted = [_quoted_line(line) for line in lines[:10]]
+    quoted = [quoted_line(line) for line in lines[:10]]
     # The first ten lines as `email` weighs them: "\n" at each line's end and soft break.
     sniff_qp = (b"\n".join(quoted) + b"\n").replace(CRLF, b"\n")
     if len(sniff_qp) > len(binascii.b2a_base64(b"\n".join(lines[:10]) + b"\n")):
         return "base64", encode_base64(b"\n".join(lines) + b"\n")
-    quoted += map(_quoted_line, lines[10:])
+    quoted += map(quoted_line, lines[10:])
     return "quoted-printable", CRLF.join(quoted) + CRLF
 
 
 @lru_cache(maxsize=4096)
-def _quoted_line(line: bytes) -> bytes:
+def quoted_line(line: bytes) -> bytes:
     """One line of a body, quoted and folded (CRLF soft breaks). Quoted-printable works line by
     line, and most lines of an email (the guide, the CGU block, the styles) are the same in
     thousands of emails, so each is quoted once: a part then costs a quarter to a sixth of
@@ -310,7 +310,11 @@ def encode_base64(data: bytes) -> bytes:
 def text_part(text: str, subtype: str, *, first: bool) -> bytes:
     """A text/plain or text/html part. The first part of a message keeps the message's own
     MIME-Version; each added alternative carries one (as `add_alternative` writes them)."""
-    cte, body = encode_text(text)
+    return encoded_part(*encode_text(text), subtype, first=first)
+
+
+def encoded_part(cte: str, body: bytes, subtype: str, *, first: bool) -> bytes:
+    """`text_part` of a body already encoded (`encode_text`, `spliced.encode_pieces`)."""
     head = (
         f'Content-Type: text/{subtype}; charset="utf-8"\r\n'
         f"Content-Transfer-Encoding: {cte}\r\n" + ("" if first else "MIME-Version: 1.0\r\n")
