@@ -707,14 +707,6 @@ def test_each_started_service_set_its_heap_aside_from_the_garbage_collector(
         assert len(frozen) == 1 and frozen[0] > 20_000, (name, frozen)
 
 
-def test_the_graph_emulator_serves_on_uvloop_like_the_services(stack: RunningStack) -> None:
-    """A bench's fakes must not hide the services: the emulator's loop and TLS are uvloop's
-    (C), not asyncio's (Python). Its start line names the loop it runs on."""
-    started = (stack.var / "log" / "graph-emulator.log").read_text()
-    assert "Graph + Entra ID emulator on https://" in started
-    assert "event loop uvloop)" in started
-
-
 def test_stopping_up_leaves_no_process_behind(stack: RunningStack) -> None:
     children = psutil.Process(stack.process.pid).children(recursive=True)
     assert len(children) >= 6  # emulator, sink and the four services at least

@@ -24,7 +24,6 @@ from typing import Any
 
 import pydantic
 import uvicorn
-import uvloop
 from fastapi import FastAPI
 
 from visio_fakes.devca import DevCA, ensure_dev_ca
@@ -150,12 +149,11 @@ async def _serve_until_stopped(settings: EmulatorSettings) -> None:
     gc.collect()
     gc.freeze()
     log.info(
-        "Graph + Entra ID emulator on %s (authority %s, client id %s, event loop %s); "
+        "Graph + Entra ID emulator on %s (authority %s, client id %s); "
         "trust the dev CA with %s or the bundle %s",
         emulator.base_url,
         emulator.authority,
         settings.client_id,
-        type(asyncio.get_running_loop()).__module__.split(".")[0],
         emulator.ca.ca_cert,
         emulator.ca.bundle_path,
     )
@@ -217,12 +215,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     # uvicorn shuts down gracefully on Ctrl-C, then re-raises it: end without a traceback.
-    # On uvloop, as the services are (`visio_runtime.service.serve`): its event loop and its
-    # TLS are C where asyncio's are Python, and a bench's fakes must not hide the services
-    # (asyncio's loop, selector and TLS: a seventh of its CPU, sampled in the backlog bench).
     with contextlib.suppress(KeyboardInterrupt):
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(_serve_until_stopped(settings))
+        asyncio.run(_serve_until_stopped(settings))
 
 
 if __name__ == "__main__":
